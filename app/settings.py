@@ -1,0 +1,115 @@
+"""Settings, from environment variables (prefix ``ABW_``, nested with ``__``) and an optional TOML/YAML file.
+
+Precedence: explicit arguments > environment > config file (``ABW_CONFIG`` or ``--config``) > defaults.
+Secrets are ``SecretStr`` so they never appear in logs, reprs or ``check-config`` output.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+class KafkaSettings(BaseModel):
+    bootstrap: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    raw_topic: str = "llm-logs-raw"
+    events_topic: str = "llm-events-enriched"
+    alerts_topic: str = "llm-alerts"
+    dead_letter_topic: str = "llm-logs-dead-letter"
+    partitions: int = 4
+    replication_factor: int = 1
+    consumer_group: str = "abusewatch"
+
+
+class ElasticsearchSettings(BaseModel):
+    url: str = "http://127.0.0.1:19200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: Path | None = None
+    verify_certs: bool = True
+    events_index: str = "logs-abusewatch.events-default"
+    alerts_index: str = "logs-abusewatch.alerts-default"
+    shadow_alerts_index: str = "logs-abusewatch.shadow_alerts-default"
+    dead_letter_index: str = "logs-abusewatch.dead_letter-default"
+    bulk_max_docs: int = 2000
+    bulk_max_bytes: int = 10 * 1024 * 1024
+    max_retries: int = 8
+    request_timeout_s: float = 30.0
+
+
+class DetectionSettings(BaseModel):
+    rules_dir: Path | None = None  # extra rules on top of the built-in pack
+    builtin_rules: bool = True
+    redaction_key: SecretStr = SecretStr("abusewatch-development-key")
+    max_record_bytes: int = 4 * 1024 * 1024
+    max_text_chars: int = 256 * 1024
+    batch_size: int = 500
+    batch_timeout_s: float = 0.5
+    keep_raw_dead_letters: bool = False
+    dead_letter_retention_days: int = 14
+
+
+class WorkerSettings(BaseModel):
+    web_port: int = 6066
+    log_level: str = "INFO"
+
+
+class Settings(BaseSettings):
+    """All of abusewatch's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="ABW_", env_nested_delimiter="__", extra="forbid")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    elasticsearch: ElasticsearchSettings = Field(default_factory=ElasticsearchSettings)
+    detection: DetectionSettings = Field(default_factory=DetectionSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by ``ABW_CONFIG`` (YAML is a superset of the JSON some tools emit)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("ABW_CONFIG")
+        if not path:
+            return {}
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+        return data
+
+
+def load_settings(config: Path | None = None) -> Settings:
+    """Settings from the environment and ``config`` (or ``ABW_CONFIG``)."""
+    if config is not None:
+        os.environ["ABW_CONFIG"] = str(config)
+    return Settings()

@@ -1,0 +1,116 @@
+"""What a detector is and what it returns.
+
+A detector looks at a batch of events and returns :class:`Detection` objects; it may also annotate each event
+(scores, matched rules, sensitive spans) through that event's :class:`Findings`. Stateless detectors keep nothing
+between batches; stateful ones keep per-identity state in memory and expose it through ``state`` /
+``load_state`` so the stream can checkpoint it, the way river estimators keep their own state.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+from detectors.event import Event, Identity
+
+Category = Literal[
+    "prompt_injection",
+    "jailbreak",
+    "system_prompt_leak",
+    "data_exfiltration",
+    "secret_exposure",
+    "pii_exposure",
+    "scraping",
+    "model_extraction",
+    "tool_abuse",
+    "resource_abuse",
+]
+CATEGORIES: tuple[str, ...] = Category.__args__  # type: ignore[attr-defined]
+
+Level = Literal["informational", "low", "medium", "high", "critical"]
+SEVERITY: dict[str, int] = {"informational": 1, "low": 21, "medium": 47, "high": 73, "critical": 99}
+LEVELS: tuple[str, ...] = tuple(SEVERITY)
+
+
+class RuleInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What an alert says about the rule that raised it (ECS ``rule.*`` plus threat mappings)."""
+
+    id: str
+    name: str
+    category: Category
+    level: Level
+    description: str = ""
+    atlas: tuple[str, ...] = ()  # MITRE ATLAS technique ids, e.g. "AML.T0051.000"
+    owasp: tuple[str, ...] = ()  # OWASP LLM Top 10 (2025) ids, e.g. "LLM01:2025"
+    status: str = "stable"  # Sigma status; "test" rules alert in shadow mode
+    ruleset: str = "abusewatch"
+
+
+class Evidence(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and what matched. ``snippet`` is redacted before any document leaves the engine."""
+
+    field: str
+    snippet: str
+    start: int | None = None
+    end: int | None = None
+    transforms: tuple[str, ...] = ()  # e.g. ("base64",) when found only after decoding
+    detail: str | None = None
+
+
+class Detection(msgspec.Struct, kw_only=True):
+    """One detector verdict; the alerting stage turns detections into alert documents."""
+
+    rule: RuleInfo
+    event_ids: list[str]
+    timestamp: float
+    identity: Identity
+    message: str
+    score: float = 1.0  # confidence in [0, 1]
+    evidence: list[Evidence] = []
+    related_users: list[str] = []
+    related_ips: list[str] = []
+    group_key: str | None = None  # what makes two detections the same alert; default: the event ids
+    explanation: dict[str, float] = {}
+
+
+class SensitiveValue(msgspec.Struct, frozen=True, kw_only=True):
+    """A raw secret or PII value found in an event; every output is scrubbed of it."""
+
+    kind: str
+    value: str
+
+
+class Findings:
+    """Per-event annotations that detectors add and the document builder renders.
+
+    ``fields`` maps dotted ECS paths (e.g. ``gen_ai.security.prompt_injection_score``) to values.
+    """
+
+    __slots__ = ("fields", "rule_ids", "sensitive")
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Any] = {}
+        self.rule_ids: list[str] = []
+        self.sensitive: list[SensitiveValue] = []
+
+
+class Detector(ABC):
+    """A detection tier. Subclasses set ``name`` and implement :meth:`detect`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        """Look at a batch (``findings[i]`` belongs to ``events[i]``) and return detections."""
+
+    def state(self) -> dict[str, Any]:
+        """Serializable state for checkpointing; stateless detectors return ``{}``."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        if state:
+            raise ValueError(f"{self.name} is stateless but was given state")

@@ -1,0 +1,164 @@
+"""The canonical LLM event that every detector reads.
+
+One request/response exchange with an LLM, whatever gateway logged it. Field names follow ECS and the
+OpenTelemetry GenAI semantic conventions; :func:`detectors.documents.event_document` renders the nested ECS
+document that is indexed. Normalisers (``detectors.normalise``) build it from the source formats.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Literal
+
+import msgspec
+
+GuardrailAction = Literal["blocked", "flagged", "passed"]
+Outcome = Literal["success", "failure", "unknown"]
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """A tool (function) call the model asked for; ``result`` when the log holds what the tool returned."""
+
+    name: str
+    arguments: str = ""
+    id: str | None = None
+    result: str | None = None
+
+
+class Message(msgspec.Struct, kw_only=True):
+    """One chat message. ``role`` is system | user | assistant | tool (| developer)."""
+
+    role: str
+    content: str = ""
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[ToolCall] = []
+
+
+class ToolDefinition(msgspec.Struct, kw_only=True):
+    name: str
+    description: str = ""
+
+
+class RetrievedDocument(msgspec.Struct, kw_only=True):
+    """A document that retrieval (RAG) put into the model's context: a vector for indirect injection."""
+
+    content: str
+    id: str | None = None
+    source: str | None = None
+
+
+class GuardrailVerdict(msgspec.Struct, kw_only=True):
+    """A verdict an upstream guardrail already attached to the record, kept as a signal."""
+
+    source: str
+    action: GuardrailAction
+    categories: list[str] = []
+    detail: str | None = None
+
+
+class Identity(msgspec.Struct, kw_only=True):
+    """Who sent the request. Any field may be unknown."""
+
+    user_id: str | None = None
+    api_key_hash: str | None = None
+    organization_id: str | None = None
+    team_id: str | None = None
+    source_ip: str | None = None
+    user_agent: str | None = None
+    session_id: str | None = None
+
+    def key(self) -> str:
+        """The stable partitioning key: the most specific identity that is known."""
+        for prefix, value in (
+            ("user", self.user_id),
+            ("key", self.api_key_hash),
+            ("ip", self.source_ip),
+            ("session", self.session_id),
+        ):
+            if value:
+                return f"{prefix}:{value}"
+        return "anonymous"
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """One LLM exchange, normalised. ``timestamp`` is event time in epoch seconds (UTC)."""
+
+    id: str
+    timestamp: float
+    dataset: str
+    provider: str | None = None
+    operation: str | None = None
+    request_model: str | None = None
+    response_model: str | None = None
+    finish_reasons: list[str] = []
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    system_instructions: str = ""
+    input_messages: list[Message] = []
+    output_messages: list[Message] = []
+    tool_definitions: list[ToolDefinition] = []
+    retrieved_documents: list[RetrievedDocument] = []
+    request_params: dict[str, float | int | bool | str] = {}
+    identity: Identity = msgspec.field(default_factory=Identity)
+    service_name: str | None = None
+    duration_ms: float | None = None
+    outcome: Outcome = "unknown"
+    error_code: str | None = None
+    guardrails: list[GuardrailVerdict] = []
+    content_redacted: bool = False
+    truncated: bool = False
+
+    def new_input(self) -> list[Message]:
+        """Input messages that are new in this request: those after the last assistant turn.
+
+        Chat clients resend the whole history each turn; detectors that scan only the new part alert once per
+        attack instead of once per later turn.
+        """
+        for index in range(len(self.input_messages) - 1, -1, -1):
+            if self.input_messages[index].role == "assistant":
+                return self.input_messages[index + 1 :]
+        return self.input_messages
+
+    def output_tool_calls(self) -> list[ToolCall]:
+        return [call for message in self.output_messages for call in message.tool_calls]
+
+    def texts(self) -> Iterator[tuple[str, str]]:
+        """Every scannable text as ``(field, text)``; ``field`` names the detection field (see FIELDS)."""
+        if self.system_instructions:
+            yield SYSTEM, self.system_instructions
+        for message in self.new_input():
+            if message.role == "user" and message.content:
+                yield PROMPT, message.content
+            elif message.role == "tool" and message.content:
+                yield TOOL_RESULT, message.content
+        for doc in self.retrieved_documents:
+            if doc.content:
+                yield DOCUMENT, doc.content
+        for message in self.output_messages:
+            if message.content:
+                yield COMPLETION, message.content
+            for call in message.tool_calls:
+                yield TOOL_NAME, call.name
+                if call.arguments:
+                    yield TOOL_ARGUMENTS, call.arguments
+                if call.result:
+                    yield TOOL_RESULT, call.result
+
+
+# Detection fields: the names rules use (Sigma `fields`, product `llm`) and the ECS paths they are indexed at.
+SYSTEM = "gen_ai.system_instructions"
+PROMPT = "gen_ai.prompt"
+COMPLETION = "gen_ai.completion"
+TOOL_NAME = "gen_ai.tool.call.name"
+TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
+TOOL_RESULT = "gen_ai.tool.call.result"
+DOCUMENT = "gen_ai.retrieval.documents.content"
+TEXT_FIELDS = (SYSTEM, PROMPT, COMPLETION, TOOL_NAME, TOOL_ARGUMENTS, TOOL_RESULT, DOCUMENT)
+
+
+def stable_event_id(*parts: str | float | None) -> str:
+    """A deterministic id for records that carry no request id: the same record always gets the same id."""
+    digest = hashlib.sha256("\x1f".join("" if p is None else str(p) for p in parts).encode("utf-8"))
+    return digest.hexdigest()[:32]

@@ -1,0 +1,78 @@
+"""Redaction: raw secrets and PII never leave the engine.
+
+A sensitive value is replaced by a mask carrying its kind and a keyed hash (HMAC-SHA256), so analysts can still
+see that two events hold the same secret without seeing it. Scrubbing is by value, so it covers every place the
+value was copied to (event text, evidence snippets, decoded forms) whatever the offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import urllib.parse
+from collections.abc import Iterable
+from typing import Any
+
+from detectors.base import SensitiveValue
+
+_MIN_SCRUB_LENGTH = 4  # shorter values would mask ordinary text
+
+
+class Redactor:
+    """Masks sensitive values. ``key`` keys the correlation hash; keep it secret and stable per deployment."""
+
+    def __init__(self, key: bytes) -> None:
+        if not key:
+            raise ValueError("the redaction key must not be empty")
+        self._key = key
+
+    def fingerprint(self, value: str) -> str:
+        """The keyed hash shown in masks: the same value always gives the same fingerprint."""
+        return hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:12]
+
+    def mask(self, kind: str, value: str) -> str:
+        return f"[REDACTED:{kind}:{self.fingerprint(value)}]"
+
+    def replacements(self, values: Iterable[SensitiveValue]) -> list[tuple[str, str]]:
+        """``(raw form, mask)`` pairs for each value and its common encodings, longest first."""
+        pairs: dict[str, str] = {}
+        for item in values:
+            if len(item.value) < _MIN_SCRUB_LENGTH:
+                continue
+            mask = self.mask(item.kind, item.value)
+            for form in _encoded_forms(item.value):
+                pairs.setdefault(form, mask)
+        return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+    def scrub(self, document: Any, values: Iterable[SensitiveValue]) -> Any:
+        """Return ``document`` (str, list, dict, nested) with every sensitive value masked."""
+        pairs = self.replacements(values)
+        if not pairs:
+            return document
+        return _scrub(document, pairs)
+
+
+def _encoded_forms(value: str) -> set[str]:
+    raw = value.encode("utf-8", "surrogatepass")
+    forms = {
+        value,
+        base64.b64encode(raw).decode().rstrip("="),
+        base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value),
+    }
+    return {form for form in forms if len(form) >= _MIN_SCRUB_LENGTH}
+
+
+def _scrub(node: Any, pairs: list[tuple[str, str]]) -> Any:
+    if isinstance(node, str):
+        for raw, mask in pairs:
+            if raw in node:
+                node = node.replace(raw, mask)
+        return node
+    if isinstance(node, dict):
+        return {key: _scrub(value, pairs) for key, value in node.items()}
+    if isinstance(node, list | tuple):
+        return [_scrub(value, pairs) for value in node]
+    return node
