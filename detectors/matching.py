@@ -1,0 +1,149 @@
+"""One-pass, linear-time multi-pattern matching over attacker-controlled text.
+
+All patterns go into a single Hyperscan database and every text is scanned once. A pattern Hyperscan cannot
+compile (it has no lookaround, for one) is tried with RE2, which is also linear-time; a pattern neither engine
+accepts is rejected with :class:`PatternError`, because a backtracking engine must never see attacker text.
+
+Offsets are character offsets into the ``str`` that was scanned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import hyperscan
+import re2
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 64 << 20
+
+
+class PatternError(ValueError):
+    """A pattern that no linear-time engine accepts; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """``expression`` is a regex (escape literals with :func:`re.escape` first)."""
+
+    id: int
+    expression: str
+    caseless: bool = True
+    dotall: bool = False
+    multiline: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    pattern_id: int
+    start: int
+    end: int
+
+
+class MultiMatcher:
+    """Scans a text once for all patterns. Build once (compiling is slow), scan many times (thread-safe)."""
+
+    def __init__(self, patterns: Sequence[Pattern], *, max_matches_per_pattern: int = 16) -> None:
+        ids = [p.id for p in patterns]
+        if len(set(ids)) != len(ids):
+            raise ValueError("pattern ids must be unique")
+        self.max_matches_per_pattern = max_matches_per_pattern
+        accepted, rejected = _partition_for_hyperscan(patterns)
+        self._database = _compile_hyperscan(accepted) if accepted else None
+        self._re2 = [(p.id, _compile_re2(p)) for p in rejected]
+        self.pattern_count = len(patterns)
+        self.hyperscan_count = len(accepted)
+
+    def scan(self, text: str) -> list[Match]:
+        """Every pattern that matches ``text``, with up to ``max_matches_per_pattern`` spans each, in order."""
+        if not text:
+            return []
+        data = text.encode("utf-8", "replace")
+        spans: list[tuple[int, int, int]] = []
+        if self._database is not None:
+            counts: dict[int, int] = {}
+            limit = self.max_matches_per_pattern
+
+            def on_match(pattern_id: int, start: int, end: int, _flags: int, _context: object) -> None:
+                seen = counts.get(pattern_id, 0)
+                if seen < limit:
+                    counts[pattern_id] = seen + 1
+                    spans.append((pattern_id, start, end))
+
+            self._database.scan(data, match_event_handler=on_match)
+        for pattern_id, regex in self._re2:
+            for found, _ in zip(regex.finditer(data), range(self.max_matches_per_pattern), strict=False):
+                spans.append((pattern_id, found.start(), found.end()))
+        if not spans:
+            return []
+        to_chars = _offset_converter(text, data)
+        matches = [Match(pid, to_chars(start), to_chars(end)) for pid, start, end in spans]
+        matches.sort(key=lambda m: (m.start, m.end, m.pattern_id))
+        return matches
+
+
+def _flags(pattern: Pattern) -> int:
+    flags = hyperscan.HS_FLAG_SOM_LEFTMOST | hyperscan.HS_FLAG_UTF8
+    if pattern.caseless:
+        flags |= hyperscan.HS_FLAG_CASELESS
+    if pattern.dotall:
+        flags |= hyperscan.HS_FLAG_DOTALL
+    if pattern.multiline:
+        flags |= hyperscan.HS_FLAG_MULTILINE
+    return flags
+
+
+def _compile_hyperscan(patterns: Sequence[Pattern]) -> hyperscan.Database:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[p.expression.encode("utf-8") for p in patterns],
+        ids=[p.id for p in patterns],
+        flags=[_flags(p) for p in patterns],
+    )
+    return database
+
+
+def _partition_for_hyperscan(patterns: Sequence[Pattern]) -> tuple[list[Pattern], list[Pattern]]:
+    """Split into what one Hyperscan database takes and what it refuses (found one by one on failure)."""
+    if not patterns:
+        return [], []
+    try:
+        _compile_hyperscan(patterns)
+        return list(patterns), []
+    except hyperscan.error:
+        pass
+    accepted, rejected = [], []
+    for pattern in patterns:
+        try:
+            _compile_hyperscan([pattern])
+            accepted.append(pattern)
+        except hyperscan.error:
+            rejected.append(pattern)
+    return accepted, rejected
+
+
+def _compile_re2(pattern: Pattern) -> re2._Regexp:
+    prefix = "".join(
+        flag for flag, on in (("i", pattern.caseless), ("s", pattern.dotall), ("m", pattern.multiline)) if on
+    )
+    expression = f"(?{prefix}){pattern.expression}" if prefix else pattern.expression
+    try:
+        return re2.compile(expression.encode("utf-8"), _RE2_OPTIONS)
+    except re2.error as error:
+        raise PatternError(
+            f"pattern {pattern.expression!r} is not supported by a linear-time engine "
+            f"(Hyperscan and RE2 both refuse it: {error}); lookarounds and backreferences are not allowed"
+        ) from None
+
+
+def check_pattern(expression: str) -> None:
+    """Raise :class:`PatternError` unless ``expression`` compiles in a linear-time engine."""
+    MultiMatcher([Pattern(0, expression)])
+
+
+def _offset_converter(text: str, data: bytes):
+    if len(data) == len(text):  # ASCII: byte offsets are character offsets
+        return lambda offset: offset
+    return lambda offset: len(data[:offset].decode("utf-8", "ignore"))
