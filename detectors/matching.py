@@ -134,7 +134,8 @@ def _compile_re2(pattern: Pattern) -> re2._Regexp:
     except re2.error as error:
         raise PatternError(
             f"pattern {pattern.expression!r} is not supported by a linear-time engine "
-            f"(Hyperscan and RE2 both refuse it: {error}); lookarounds and backreferences are not allowed"
+            f"(Hyperscan and RE2 both refuse it: {error.args[0]!s}). Lookarounds and backreferences are never "
+            "allowed; bounded repeats are limited to {,1000}"
         ) from None
 
 
