@@ -1,0 +1,45 @@
+"""The ``abusewatch`` command line.
+
+Each module in :mod:`app.commands` adds its commands through ``register(cli)``: ``replay.py`` (embedded replay and
+the demo), ``rules.py`` (rule tooling), ``stream.py`` (worker, bootstrap, produce), and so on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+
+import typer
+
+from app import commands
+
+cli = typer.Typer(
+    name="abusewatch",
+    help="LLM Abuse Watch: detect prompt injection, jailbreaks, scraping and data exfiltration in LLM traffic.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@cli.callback()
+def _configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _register_commands() -> None:
+    for module_info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{module_info.name}")
+        module.register(cli)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli()
