@@ -6,11 +6,10 @@ the same detectors with the same configuration.
 
 from __future__ import annotations
 
+from app.settings import Settings
 from detectors.base import Detector
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
-
-from app.settings import Settings
 
 
 def build_detectors(settings: Settings) -> list[Detector]:
