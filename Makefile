@@ -1,0 +1,42 @@
+# Two commands matter: `make demo` (set up + run the main job on bundled traffic) and `make test` (set up + every
+# test, starting real Kafka and Elasticsearch itself). Everything else is a convenience.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-unit lint bench services-up services-down clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/abusewatch demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+test-unit: setup
+	$(BIN)/pytest -m "not integration and not slow"
+
+bench: setup
+	$(BIN)/python -m bench
+
+services-up:
+	deploy/local/services.sh up
+
+services-down:
+	deploy/local/services.sh down
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache

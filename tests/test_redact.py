@@ -1,0 +1,44 @@
+"""Redaction: masks carry kind and keyed hash; scrubbing finds raw and encoded forms anywhere."""
+
+import base64
+import urllib.parse
+
+import pytest
+
+from detectors.base import SensitiveValue
+from detectors.redact import Redactor
+
+SECRET = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
+
+
+def test_mask_is_stable_per_key_and_differs_across_keys():
+    one, other = Redactor(b"key-1"), Redactor(b"key-2")
+    assert one.mask("github_token", SECRET) == one.mask("github_token", SECRET)
+    assert one.mask("github_token", SECRET) != other.mask("github_token", SECRET)
+    assert SECRET not in one.mask("github_token", SECRET)
+    assert one.mask("github_token", SECRET).startswith("[REDACTED:github_token:")
+
+
+def test_scrub_masks_raw_and_encoded_forms_in_nested_documents():
+    redactor = Redactor(b"k")
+    encoded = base64.b64encode(SECRET.encode()).decode().rstrip("=")
+    document = {
+        "a": f"token {SECRET} here",
+        "b": [f"https://evil.example/?d={encoded}", {"c": urllib.parse.quote(SECRET, safe="")}],
+        "n": 3,
+    }
+    scrubbed = redactor.scrub(document, [SensitiveValue(kind="github_token", value=SECRET)])
+    flat = str(scrubbed)
+    assert SECRET not in flat and encoded not in flat
+    assert scrubbed["n"] == 3
+    assert flat.count("[REDACTED:github_token:") == 3
+
+
+def test_scrub_without_values_returns_document_unchanged():
+    document = {"a": "b"}
+    assert Redactor(b"k").scrub(document, []) is document
+
+
+def test_empty_key_is_refused():
+    with pytest.raises(ValueError, match="must not be empty"):
+        Redactor(b"")
