@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, SensitiveValue
-from detectors.documents import alert_document, event_document
+from detectors.documents import event_document
 from detectors.event import Event
 from detectors.redact import Redactor
 
@@ -31,11 +32,15 @@ class BatchResult:
 
 
 class Pipeline:
-    """Runs ``detectors`` in order over each batch; later detectors see earlier ones' findings."""
+    """Runs ``detectors`` in order over each batch; later detectors see earlier ones' findings.
 
-    def __init__(self, detectors: Sequence[Detector], redactor: Redactor) -> None:
+    Detections then go through the alert grouper (alert hygiene), which keeps state across batches too.
+    """
+
+    def __init__(self, detectors: Sequence[Detector], redactor: Redactor, grouper: AlertGrouper | None = None) -> None:
         self.detectors = list(detectors)
         self.redactor = redactor
+        self.grouper = grouper or AlertGrouper(redactor)
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         findings = [Findings() for _ in events]
@@ -52,12 +57,22 @@ class Pipeline:
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
             result.events.append(event_document(event, found, self.redactor))
-        for detection in detections:
-            sensitive = [value for event_id in detection.event_ids for value in sensitive_by_event.get(event_id, ())]
-            document = alert_document(detection, self.redactor, sensitive)
+        for detection, document in self.grouper.alerts(detections, sensitive_by_event):
             target = result.shadow_alerts if detection.rule.status == "test" else result.alerts
             target.append(document)
         return result
+
+    def state(self) -> dict[str, Any]:
+        """Everything stateful, for checkpoints: each detector's state and the alert groups."""
+        return {
+            "detectors": {detector.name: detector.state() for detector in self.detectors},
+            "alerting": self.grouper.state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for detector in self.detectors:
+            detector.load_state(state.get("detectors", {}).get(detector.name, {}))
+        self.grouper.load_state(state.get("alerting", {}))
 
     def _run(self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         try:

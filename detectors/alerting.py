@@ -1,0 +1,232 @@
+"""Alert hygiene: group detections into few, rich alerts and keep an entity risk score per identity.
+
+Detections of one rule for one identity within a tumbling event-time window become ONE alert, updated in place:
+its id is derived from (rule, identity, window start), so a replay, a redelivery or a restarted worker all write
+the same id. Repeats escalate the severity. Every alert adds to its identity's risk score, which decays with a
+half-life; crossing the threshold raises an alert of its own. All times are event times.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from detectors.base import LEVELS, Detection, Evidence, RuleInfo, SensitiveValue
+from detectors.documents import alert_document, iso_time
+from detectors.redact import Redactor
+
+
+class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Tunables; defaults suit a SOC queue (one alert per rule per identity per hour)."""
+
+    window_seconds: float = 3600.0
+    max_event_ids: int = 50
+    max_evidence: int = 5
+    escalate_at: tuple[int, ...] = (5, 25)  # repeats in one window that raise the level one step each
+    risk_half_life_seconds: float = 24 * 3600.0
+    risk_threshold: float = 200.0
+    risk_weight: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"informational": 0.0, "low": 5.0, "medium": 20.0, "high": 50.0, "critical": 100.0}
+    )
+
+
+RISK_RULE_ID = "abusewatch-entity-risk"
+
+
+@dataclass(slots=True)
+class _Group:
+    detection: Detection
+    count: int
+    first_seen: float
+    last_seen: float
+    event_ids: list[str]
+    evidence: list[Evidence]
+    score: float
+
+
+@dataclass(slots=True)
+class _Risk:
+    score: float = 0.0
+    updated: float = 0.0
+    raised_window: float | None = None
+    contributions: dict[str, float] = field(default_factory=dict)
+
+
+class AlertGrouper:
+    """Turns a batch's detections into alert documents, merging repeats within the window."""
+
+    def __init__(self, redactor: Redactor, policy: AlertPolicy | None = None) -> None:
+        self.redactor = redactor
+        self.policy = policy or AlertPolicy()
+        self._groups: dict[str, _Group] = {}
+        self._risk: dict[str, _Risk] = {}
+
+    def alerts(
+        self, detections: list[Detection], sensitive: dict[str, list[SensitiveValue]]
+    ) -> list[tuple[Detection, dict[str, Any]]]:
+        """Alert documents for the groups this batch touched, each in its latest state."""
+        touched: dict[str, None] = {}
+        for detection in sorted(detections, key=lambda d: d.timestamp):
+            touched[self._add(detection)] = None
+            risk_group = self._add_risk(detection)
+            if risk_group is not None:
+                touched[risk_group] = None
+        self._expire()
+        return [self._render(key, sensitive) for key in touched]
+
+    def _add(self, detection: Detection) -> str:
+        key = self._group_key(detection)
+        group = self._groups.get(key)
+        if group is None:
+            self._groups[key] = _Group(
+                detection=detection,
+                count=1,
+                first_seen=detection.timestamp,
+                last_seen=detection.timestamp,
+                event_ids=list(detection.event_ids[: self.policy.max_event_ids]),
+                evidence=list(detection.evidence[: self.policy.max_evidence]),
+                score=detection.score,
+            )
+            return key
+        group.count += 1
+        group.first_seen = min(group.first_seen, detection.timestamp)
+        group.last_seen = max(group.last_seen, detection.timestamp)
+        for event_id in detection.event_ids:
+            if len(group.event_ids) >= self.policy.max_event_ids:
+                break
+            if event_id not in group.event_ids:
+                group.event_ids.append(event_id)
+        room = self.policy.max_evidence - len(group.evidence)
+        group.evidence.extend(detection.evidence[: max(0, room)])
+        group.score = max(group.score, detection.score)
+        if detection.related_users or detection.related_ips:
+            group.detection = detection  # campaign alerts: the latest list of identities is the fullest
+        return key
+
+    def _group_key(self, detection: Detection) -> str:
+        window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
+        subject = detection.group_key or detection.identity.key()
+        return f"{detection.rule.id}\x1f{subject}\x1f{window:.0f}"
+
+    def _add_risk(self, detection: Detection) -> str | None:
+        if detection.rule.id == RISK_RULE_ID or detection.rule.status == "test":
+            return None
+        identity_key = detection.identity.key()
+        risk = self._risk.setdefault(identity_key, _Risk(updated=detection.timestamp))
+        elapsed = max(0.0, detection.timestamp - risk.updated)
+        decay = 0.5 ** (elapsed / self.policy.risk_half_life_seconds)
+        risk.score *= decay
+        for category in risk.contributions:
+            risk.contributions[category] *= decay
+        added = self.policy.risk_weight[detection.rule.level] * detection.score
+        risk.score += added
+        category = detection.rule.category
+        risk.contributions[category] = risk.contributions.get(category, 0.0) + added
+        risk.updated = max(risk.updated, detection.timestamp)
+        window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
+        if risk.score < self.policy.risk_threshold or risk.raised_window == window:
+            return None
+        risk.raised_window = window
+        top = max(risk.contributions, key=risk.contributions.__getitem__)
+        return self._add(
+            Detection(
+                rule=RuleInfo(
+                    id=RISK_RULE_ID,
+                    name="Identity risk score over threshold",
+                    category=top,  # type: ignore[arg-type]
+                    level="high",
+                    description="Alerts on this identity add up (with decay) past the risk threshold.",
+                    atlas=detection.rule.atlas,
+                    owasp=detection.rule.owasp,
+                ),
+                event_ids=list(detection.event_ids),
+                timestamp=detection.timestamp,
+                identity=detection.identity,
+                message=f"Risk score of {identity_key} reached {risk.score:.0f} (mostly {top})",
+                score=1.0,
+                explanation={k: round(v, 1) for k, v in sorted(risk.contributions.items())},
+            )
+        )
+
+    def _render(self, key: str, sensitive: dict[str, list[SensitiveValue]]) -> tuple[Detection, dict[str, Any]]:
+        group = self._groups[key]
+        detection = group.detection
+        merged = msgspec.structs.replace(
+            detection,
+            rule=self._escalated(detection.rule, group.count),
+            event_ids=group.event_ids,
+            evidence=group.evidence,
+            score=group.score,
+            timestamp=group.first_seen,
+            group_key=key,
+        )
+        values = [value for event_id in group.event_ids for value in sensitive.get(event_id, ())]
+        document = alert_document(merged, self.redactor, values, count=group.count)
+        document["abusewatch"]["last_seen"] = iso_time(group.last_seen)
+        if group.count > 1:
+            document["message"] = f"{detection.message} (x{group.count} in this window)"
+        return merged, document
+
+    def _escalated(self, rule: RuleInfo, count: int) -> RuleInfo:
+        steps = sum(1 for threshold in self.policy.escalate_at if count >= threshold)
+        if steps == 0:
+            return rule
+        level = LEVELS[min(len(LEVELS) - 1, LEVELS.index(rule.level) + steps)]
+        return msgspec.structs.replace(rule, level=level)
+
+    def _expire(self) -> None:
+        """Forget groups and risk whose windows are long over, so memory stays bounded."""
+        if not self._groups:
+            return
+        newest = max(group.last_seen for group in self._groups.values())
+        horizon = newest - 2 * self.policy.window_seconds
+        for key in [k for k, g in self._groups.items() if g.last_seen < horizon]:
+            del self._groups[key]
+        risk_horizon = newest - 8 * self.policy.risk_half_life_seconds
+        for key in [k for k, r in self._risk.items() if r.updated < risk_horizon]:
+            del self._risk[key]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "groups": {key: _group_state(group) for key, group in self._groups.items()},
+            "risk": {
+                key: {
+                    "score": risk.score,
+                    "updated": risk.updated,
+                    "raised_window": risk.raised_window,
+                    "contributions": dict(risk.contributions),
+                }
+                for key, risk in self._risk.items()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
+        self._risk = {key: _Risk(**value) for key, value in state.get("risk", {}).items()}
+
+
+def _group_state(group: _Group) -> dict[str, Any]:
+    return {
+        "detection": msgspec.to_builtins(group.detection),
+        "count": group.count,
+        "first_seen": group.first_seen,
+        "last_seen": group.last_seen,
+        "event_ids": group.event_ids,
+        "evidence": msgspec.to_builtins(group.evidence),
+        "score": group.score,
+    }
+
+
+def _group_from_state(value: dict[str, Any]) -> _Group:
+    return _Group(
+        detection=msgspec.convert(value["detection"], Detection),
+        count=value["count"],
+        first_seen=value["first_seen"],
+        last_seen=value["last_seen"],
+        event_ids=list(value["event_ids"]),
+        evidence=msgspec.convert(value["evidence"], list[Evidence]),
+        score=value["score"],
+    )

@@ -1,0 +1,92 @@
+"""Alert hygiene: grouping per rule and identity in event-time windows, escalation, risk score, state."""
+
+from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
+from detectors.base import Detection, Evidence, RuleInfo
+from detectors.event import Identity
+from detectors.redact import Redactor
+
+HOUR = 3600.0
+T0 = 1_700_000_000.0 - (1_700_000_000.0 % HOUR)  # start of an hour
+
+
+def detection(event_id: str, at: float, user: str = "mallory", level: str = "medium", score: float = 1.0):
+    return Detection(
+        rule=RuleInfo(id="r1", name="Override", category="prompt_injection", level=level, atlas=("AML.T0051.000",)),
+        event_ids=[event_id],
+        timestamp=at,
+        identity=Identity(user_id=user),
+        message=f"override by {user}",
+        score=score,
+        evidence=[Evidence(field="gen_ai.prompt", snippet=f"snippet {event_id}")],
+    )
+
+
+def alerts_of(grouper: AlertGrouper, detections: list[Detection]) -> list[dict]:
+    return [document for _, document in grouper.alerts(detections, {})]
+
+
+def test_repeats_in_a_window_become_one_alert_updated_in_place():
+    grouper = AlertGrouper(Redactor(b"k"))
+    first = alerts_of(grouper, [detection("e1", T0 + 10)])
+    second = alerts_of(grouper, [detection("e2", T0 + 20), detection("e3", T0 + 30)])
+    assert len(first) == len(second) == 1
+    assert first[0]["event"]["id"] == second[0]["event"]["id"]
+    doc = second[0]
+    assert doc["abusewatch"]["count"] == 3
+    assert doc["abusewatch"]["event_ids"] == ["e1", "e2", "e3"]
+    assert doc["abusewatch"]["first_seen"] < doc["abusewatch"]["last_seen"]
+    assert len(doc["abusewatch"]["evidence"]) == 3
+
+
+def test_new_window_or_other_identity_is_a_new_alert():
+    grouper = AlertGrouper(Redactor(b"k"))
+    ids = {
+        alerts_of(grouper, [d])[0]["event"]["id"]
+        for d in (detection("e1", T0 + 1), detection("e2", T0 + HOUR + 1), detection("e3", T0 + 2, user="eve"))
+    }
+    assert len(ids) == 3
+
+
+def test_ids_do_not_depend_on_batching_or_on_state():
+    whole = alerts_of(AlertGrouper(Redactor(b"k")), [detection("e1", T0 + 1), detection("e2", T0 + 2)])
+    split = AlertGrouper(Redactor(b"k"))
+    alerts_of(split, [detection("e1", T0 + 1)])
+    assert alerts_of(split, [detection("e2", T0 + 2)]) == whole
+    fresh = alerts_of(AlertGrouper(Redactor(b"k")), [detection("e2", T0 + 2)])
+    assert fresh[0]["event"]["id"] == whole[0]["event"]["id"]
+
+
+def test_repeats_escalate_the_severity():
+    grouper = AlertGrouper(Redactor(b"k"), AlertPolicy(escalate_at=(3, 5)))
+    levels = [alerts_of(grouper, [detection(f"e{i}", T0 + i)])[0]["event"]["severity"] for i in range(6)]
+    assert levels == [47, 47, 73, 73, 99, 99]
+
+
+def test_risk_score_crosses_threshold_once_per_window_and_decays():
+    policy = AlertPolicy(risk_threshold=100.0, risk_half_life_seconds=HOUR)
+    grouper = AlertGrouper(Redactor(b"k"), policy)
+    docs = alerts_of(grouper, [detection(f"e{i}", T0 + i, level="high") for i in range(3)])
+    risk = [d for d in docs if d["rule"]["id"] == RISK_RULE_ID]
+    assert len(risk) == 1
+    assert risk[0]["rule"]["category"] == "prompt_injection"
+    assert risk[0]["abusewatch"]["explanation"]["prompt_injection"] >= 100
+    # one high alert a day later: the old score has decayed to nothing, no new risk alert
+    later = alerts_of(grouper, [detection("late", T0 + 24 * HOUR, level="high")])
+    assert all(d["rule"]["id"] != RISK_RULE_ID for d in later)
+
+
+def test_state_round_trip_continues_the_group():
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [detection("e1", T0 + 1), detection("e2", T0 + 2)])
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(grouper.state())
+    doc = alerts_of(restored, [detection("e3", T0 + 3)])[0]
+    assert doc["abusewatch"]["count"] == 3
+    assert doc["abusewatch"]["event_ids"] == ["e1", "e2", "e3"]
+
+
+def test_old_groups_are_forgotten():
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [detection("e1", T0)])
+    alerts_of(grouper, [detection("e2", T0 + 10 * HOUR, user="eve")])
+    assert len(grouper.state()["groups"]) == 1
