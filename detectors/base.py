@@ -86,14 +86,17 @@ class SensitiveValue(msgspec.Struct, frozen=True, kw_only=True):
 class Findings:
     """Per-event annotations that detectors add and the document builder renders.
 
-    ``fields`` maps dotted ECS paths (e.g. ``gen_ai.security.prompt_injection_score``) to values.
+    ``fields`` maps dotted ECS paths (e.g. ``gen_ai.security.prompt_injection_score``) to values. The pipeline
+    records in ``rule_ids`` and ``categories`` what each detector raised on the event, so later detectors (session
+    chains, correlation) can build on earlier verdicts.
     """
 
-    __slots__ = ("fields", "rule_ids", "sensitive")
+    __slots__ = ("categories", "fields", "rule_ids", "sensitive")
 
     def __init__(self) -> None:
         self.fields: dict[str, Any] = {}
         self.rule_ids: list[str] = []
+        self.categories: set[str] = set()
         self.sensitive: list[SensitiveValue] = []
 
 

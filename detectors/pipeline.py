@@ -45,8 +45,16 @@ class Pipeline:
     def process(self, events: Sequence[Event]) -> BatchResult:
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
+        index = {event.id: position for position, event in enumerate(events)}
         for detector in self.detectors:
-            detections.extend(self._run(detector, events, findings))
+            raised = self._run(detector, events, findings)
+            for detection in raised:
+                for event_id in detection.event_ids:
+                    position = index.get(event_id)
+                    if position is not None:
+                        findings[position].rule_ids.append(detection.rule.id)
+                        findings[position].categories.add(detection.rule.category)
+            detections.extend(raised)
         return self.render(events, findings, detections)
 
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:

@@ -48,7 +48,6 @@ class KeyFinder(Detector):
                 raise RuntimeError("detector bug")
             if KEY in text:
                 found.sensitive.append(SensitiveValue(kind="aws_access_key", value=KEY))
-                found.rule_ids.append("r-key")
                 detections.append(
                     Detection(
                         rule=rule(self.status),
@@ -68,6 +67,7 @@ class SeesEarlierFindings(Detector):
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         for found in findings:
             found.fields["test.saw_rules"] = list(found.rule_ids)
+            found.fields["test.saw_categories"] = sorted(found.categories)
         return []
 
 
@@ -90,6 +90,7 @@ def test_alert_document_carries_ecs_fields_and_no_raw_secret():
 def test_later_detectors_see_earlier_findings():
     result = Pipeline([KeyFinder(), SeesEarlierFindings()], Redactor(b"k")).process([event("e1", KEY)])
     assert result.events[0]["test"]["saw_rules"] == ["r-key"]
+    assert result.events[0]["test"]["saw_categories"] == ["secret_exposure"]
     assert result.events[0]["abusewatch"]["rule_ids"] == ["r-key"]
 
 

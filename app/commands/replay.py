@@ -1,0 +1,164 @@
+"""``abusewatch replay`` and ``abusewatch demo``: the pipeline over files, in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from app.engine import build_pipeline
+from app.replay import STDIN, ReplaySummary, replay
+from app.report import render_report
+from app.settings import PACKAGE_ROOT, load_settings
+
+SAMPLES_DIR = PACKAGE_ROOT / "samples"
+console = Console(stderr=True)
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command("replay")(replay_command)
+    cli.command("demo")(demo_command)
+
+
+def replay_command(
+    files: list[str] = typer.Argument(..., help="JSONL files in any supported format; '-' reads stdin."),
+    alerts_out: Path = typer.Option(..., "--alerts-out", help="Where alerts go (JSONL)."),
+    events_out: Path | None = typer.Option(None, "--events-out", help="Enriched events (JSONL)."),
+    dead_letter_out: Path | None = typer.Option(None, "--dead-letter-out", help="Dead letters with reasons."),
+    shadow_alerts_out: Path | None = typer.Option(None, "--shadow-alerts-out", help="Alerts of status:test rules."),
+    summary_out: Path | None = typer.Option(None, "--summary-out", help="The summary as JSON."),
+    report: Path | None = typer.Option(None, "--report", help="A self-contained HTML report."),
+    config: Path | None = typer.Option(None, "--config", help="Settings file (YAML)."),
+) -> None:
+    """Run the full detection pipeline over FILES and write alerts, enriched events and dead letters."""
+    for name in files:
+        if name != STDIN and not Path(name).is_file():
+            raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
+    summary = _run(files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config)
+    _print_summary(summary)
+    if summary_out is not None:
+        summary_out.parent.mkdir(parents=True, exist_ok=True)
+        summary_out.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    if report is not None:
+        _write_report(report, alerts_out, summary)
+
+
+def demo_command(
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Folder for alerts, events, dead letters, report."),
+) -> None:
+    """Replay the bundled sample traffic (every supported format) and show the alerts: no services needed."""
+    files = sorted(str(path) for path in SAMPLES_DIR.glob("*.jsonl"))
+    if not files:
+        raise typer.Exit(code=_fail(f"no sample traffic found in {SAMPLES_DIR}"))
+    console.print(f"Replaying {len(files)} bundled sample files from {SAMPLES_DIR} ...")
+    summary = _run(
+        files,
+        out / "alerts.jsonl",
+        out / "events.jsonl",
+        out / "dead_letters.jsonl",
+        out / "shadow_alerts.jsonl",
+        None,
+    )
+    (out / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
+    _write_report(out / "report.html", out / "alerts.jsonl", summary)
+    _print_summary(summary)
+    _print_alerts(out / "alerts.jsonl")
+    console.print(f"\nOutputs in {out}/: alerts.jsonl, events.jsonl, dead_letters.jsonl, summary.json, report.html")
+
+
+def _run(
+    files: list[str],
+    alerts_out: Path,
+    events_out: Path | None,
+    dead_letter_out: Path | None,
+    shadow_alerts_out: Path | None,
+    config: Path | None,
+) -> ReplaySummary:
+    settings = load_settings(config)
+    pipeline = build_pipeline(settings)
+    detection = settings.detection
+    options = {
+        "alerts_out": alerts_out,
+        "events_out": events_out,
+        "dead_letter_out": dead_letter_out,
+        "shadow_alerts_out": shadow_alerts_out,
+        "batch_size": detection.batch_size,
+        "max_bytes": detection.max_record_bytes,
+        "max_text_chars": detection.max_text_chars,
+        "keep_raw": detection.keep_raw_dead_letters,
+    }
+    total = sum(os.path.getsize(name) for name in files if name != STDIN)
+    if not console.is_terminal or STDIN in files:
+        return replay(files, pipeline, **options)
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+        return replay(files, pipeline, on_progress=lambda n: progress.advance(task, n), **options)
+
+
+def _print_summary(summary: ReplaySummary) -> None:
+    table = Table(title="Replay summary", show_header=False)
+    for label, value in (
+        ("records read", summary.records),
+        ("events", summary.events),
+        ("alerts", summary.alerts),
+        ("shadow alerts (status: test rules)", summary.shadow_alerts),
+        ("dead letters", summary.dead_letters),
+        ("seconds", f"{summary.seconds:.2f}"),
+        ("events/s", f"{summary.events_per_second:,.0f}"),
+    ):
+        table.add_row(label, str(value))
+    console.print(table)
+    if summary.alerts_by_rule:
+        rules = Table(title="Alerts by rule")
+        rules.add_column("rule")
+        rules.add_column("alerts", justify="right")
+        for rule, count in summary.alerts_by_rule.most_common():
+            rules.add_row(rule, str(count))
+        console.print(rules)
+    if summary.alerts_by_severity:
+        console.print(
+            "Alerts by severity: "
+            + ", ".join(f"{severity}: {count}" for severity, count in sorted(summary.alerts_by_severity.items()))
+        )
+    if summary.dead_letters_by_reason:
+        console.print(
+            "Dead letters by reason: "
+            + ", ".join(f"{reason}: {count}" for reason, count in summary.dead_letters_by_reason.most_common())
+        )
+
+
+def _read_alerts(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def _write_report(report: Path, alerts_out: Path, summary: ReplaySummary) -> None:
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(render_report(_read_alerts(alerts_out), summary), encoding="utf-8")
+
+
+def _print_alerts(path: Path, limit: int = 15) -> None:
+    alerts = _read_alerts(path)
+    alerts.sort(key=lambda a: (-a["event"]["severity"], a["@timestamp"]))
+    table = Table(title=f"Top alerts ({min(limit, len(alerts))} of {len(alerts)})")
+    for column in ("severity", "category", "rule", "identity", "message"):
+        table.add_column(column, overflow="fold")
+    for alert in alerts[:limit]:
+        table.add_row(
+            str(alert["event"]["severity"]),
+            alert["rule"]["category"],
+            alert["rule"]["name"],
+            alert["abusewatch"].get("identity_key", ""),
+            alert["message"][:100],
+        )
+    console.print(table)
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]error:[/red] {message}")
+    return 2

@@ -1,0 +1,190 @@
+"""Embedded replay: the full pipeline over JSONL files, in-process, without Kafka or Elasticsearch.
+
+This is the main job's default and the reference the stream is tested against: for the same input, the Faust
+workers must write exactly the alerts and enriched events that replay writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import orjson
+
+from detectors.event import Event
+from detectors.normalise import DeadLetter, normalise_payload
+from detectors.pipeline import Pipeline
+
+STDIN = "-"
+_READ_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    """Counts for the summary table; ``seconds`` is wall time of the whole run."""
+
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    shadow_alerts: int = 0
+    bytes_read: int = 0
+    seconds: float = 0.0
+    alerts_by_rule: Counter[str] = field(default_factory=Counter)
+    alerts_by_severity: Counter[int] = field(default_factory=Counter)
+    alerts_by_category: Counter[str] = field(default_factory=Counter)
+    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "events": self.events,
+            "dead_letters": self.dead_letters,
+            "alerts": self.alerts,
+            "shadow_alerts": self.shadow_alerts,
+            "bytes_read": self.bytes_read,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "alerts_by_rule": dict(self.alerts_by_rule.most_common()),
+            "alerts_by_severity": {str(k): v for k, v in sorted(self.alerts_by_severity.items())},
+            "alerts_by_category": dict(self.alerts_by_category.most_common()),
+            "dead_letters_by_reason": dict(self.dead_letters_by_reason.most_common()),
+        }
+
+
+class JsonlWriter:
+    """Writes one JSON document per line; a ``None`` path discards (counts still kept by the caller)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._handle: IO[bytes] | None = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = path.open("wb")
+
+    def write(self, documents: Iterable[Any]) -> None:
+        if self._handle is None:
+            return
+        for document in documents:
+            self._handle.write(orjson.dumps(document, option=orjson.OPT_APPEND_NEWLINE))
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
+    """Yield ``(line, origin)`` from a file or stdin without ever holding more than ``max_bytes + 1`` of a line.
+
+    An oversized line is skipped to its end and yielded cut at ``max_bytes + 1``, so it becomes a dead letter.
+    """
+    handle: IO[bytes] = sys.stdin.buffer if source == STDIN else Path(source).open("rb")  # noqa: SIM115
+    name = "stdin" if source == STDIN else source
+    try:
+        number = 0
+        while True:
+            line = handle.readline(max_bytes + 1)
+            if not line:
+                return
+            number += 1
+            oversized = len(line) > max_bytes and not line.endswith(b"\n")
+            if oversized:
+                while True:
+                    rest = handle.readline(_READ_CHUNK)
+                    if not rest or rest.endswith(b"\n"):
+                        break
+            if line.strip() or oversized:
+                yield line, f"{name}:{number}"
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+
+
+def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
+    return msgspec.to_builtins(letter)
+
+
+def replay(
+    sources: list[str],
+    pipeline: Pipeline,
+    *,
+    alerts_out: Path | None,
+    events_out: Path | None = None,
+    dead_letter_out: Path | None = None,
+    shadow_alerts_out: Path | None = None,
+    batch_size: int = 500,
+    max_bytes: int = 4 * 1024 * 1024,
+    max_text_chars: int = 256 * 1024,
+    keep_raw: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> ReplaySummary:
+    """Run ``pipeline`` over every record of ``sources`` and write the outputs; returns the counts.
+
+    Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once.
+    """
+    summary = ReplaySummary()
+    started = time.perf_counter()
+    events_writer, dead_writer = JsonlWriter(events_out), JsonlWriter(dead_letter_out)
+    alerts: dict[str, dict[str, Any]] = {}
+    shadow: dict[str, dict[str, Any]] = {}
+    batch: list[Event] = []
+
+    def flush() -> None:
+        result = pipeline.process(batch)
+        events_writer.write(result.events)
+        for document in result.alerts:
+            alerts[document["event"]["id"]] = document
+        for document in result.shadow_alerts:
+            shadow[document["event"]["id"]] = document
+        summary.events += len(batch)
+        batch.clear()
+
+    try:
+        for source in sources:
+            for line, origin in read_lines(source, max_bytes):
+                summary.records += 1
+                summary.bytes_read += len(line)
+                events, letters = normalise_payload(
+                    line, origin, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
+                )
+                if letters:
+                    dead_writer.write(dead_letter_document(letter) for letter in letters)
+                    summary.dead_letters += len(letters)
+                    summary.dead_letters_by_reason.update(letter.reason for letter in letters)
+                batch.extend(events)
+                if len(batch) >= batch_size:
+                    flush()
+                if on_progress is not None:
+                    on_progress(len(line))
+        if batch:
+            flush()
+    finally:
+        events_writer.close()
+        dead_writer.close()
+    _write_all(alerts_out, alerts.values())
+    _write_all(shadow_alerts_out, shadow.values())
+    for document in alerts.values():
+        summary.alerts_by_rule[document["rule"]["name"]] += 1
+        summary.alerts_by_severity[document["event"]["severity"]] += 1
+        summary.alerts_by_category[document["rule"]["category"]] += 1
+    summary.alerts, summary.shadow_alerts = len(alerts), len(shadow)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _write_all(path: Path | None, documents: Iterable[dict[str, Any]]) -> None:
+    writer = JsonlWriter(path)
+    try:
+        writer.write(sorted(documents, key=lambda d: (d["@timestamp"], d["event"]["id"])))
+    finally:
+        writer.close()
