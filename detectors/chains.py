@@ -1,0 +1,268 @@
+"""Multi-turn chains per session: attacks that only show as a sequence.
+
+- **Blocked, then through**: several attempts in a session refused or blocked by a guardrail, then an attack
+  turn that was answered. Persistence that finally worked is worth more than any single attempt.
+- **Rising injection score**: the classifier's score climbs turn after turn (crescendo-style jailbreaks).
+- **Leaked system prompt reused**: a response leaked the system prompt, and a later prompt of the same identity
+  quotes it back (the attacker builds on what was extracted).
+
+It runs after the other detectors and reads their verdicts from each event's findings. State is per session,
+bounded, and expires on event time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import msgspec
+
+from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.event import PROMPT, Event
+from detectors.matching import MultiMatcher, Pattern
+
+ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
+INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
+REFUSALS = (
+    r"i\s*(?:am|'m)\s+sorry,?\s+but\s+i\s+(?:can(?:not|'t)|won't)",
+    r"i\s+(?:can(?:not|'t)|won't|am\s+not\s+able\s+to|'m\s+not\s+able\s+to)\s+(?:help|assist|comply|provide|do\s+that)",
+    r"as\s+an\s+ai(?:\s+language\s+model)?,?\s+i\s+(?:can(?:not|'t)|don't)",
+    r"i\s+must\s+(?:decline|refuse)",
+    r"this\s+request\s+(?:violates|goes\s+against)",
+)
+
+BLOCKED_THEN_THROUGH = RuleInfo(
+    id="abusewatch-chain-blocked-then-through",
+    name="Jailbreak got through after blocked attempts",
+    category="jailbreak",
+    level="high",
+    description="Several attempts in one session were refused or blocked, then an attack turn was answered.",
+    atlas=("AML.T0054",),
+    owasp=("LLM01:2025",),
+)
+RISING_SCORE = RuleInfo(
+    id="abusewatch-chain-rising-injection-score",
+    name="Injection score rising over a conversation",
+    category="prompt_injection",
+    level="medium",
+    description="The prompt-injection score climbed over consecutive turns of one session (crescendo pattern).",
+    atlas=("AML.T0051.000", "AML.T0054"),
+    owasp=("LLM01:2025",),
+)
+PROMPT_REUSED = RuleInfo(
+    id="abusewatch-chain-leaked-prompt-reused",
+    name="Leaked system prompt reused in a later prompt",
+    category="system_prompt_leak",
+    level="high",
+    description="A response leaked the system prompt and a later prompt of the same identity quotes it back.",
+    atlas=("AML.T0056",),
+    owasp=("LLM07:2025",),
+)
+
+
+class ChainSettings(msgspec.Struct, frozen=True, kw_only=True):
+    window_seconds: float = 3600.0
+    blocked_attempts: int = 3
+    rising_turns: int = 4
+    rising_final_score: float = 0.5
+    reuse_overlap: float = 0.5
+    shingle_words: int = 5
+    max_turns: int = 32
+    max_leaks_per_identity: int = 4
+
+
+@dataclass(slots=True)
+class _Turn:
+    timestamp: float
+    blocked: bool
+    score: float | None
+
+
+@dataclass(slots=True)
+class _Session:
+    turns: deque[_Turn]
+    last_seen: float
+
+
+@dataclass(slots=True)
+class _Leak:
+    timestamp: float
+    shingles: set[str] = field(default_factory=set)
+
+
+_WORD = re.compile(r"[a-z0-9]+")  # runs only on short, already-bounded windows of text, not whole inputs
+
+
+class SessionChainDetector(Detector):
+    """Correlates turns of a session (``session.id``, else the identity) into chain alerts."""
+
+    name = "chains"
+
+    def __init__(self, settings: ChainSettings | None = None) -> None:
+        self.settings = settings or ChainSettings()
+        self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
+        self._sessions: dict[str, _Session] = {}
+        self._leaks: dict[str, list[_Leak]] = {}
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        detections: list[Detection] = []
+        for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
+            detections.extend(self._observe(event, found))
+        self._expire()
+        return detections
+
+    def _observe(self, event: Event, found: Findings) -> list[Detection]:
+        settings = self.settings
+        key = f"session:{event.identity.session_id}" if event.identity.session_id else event.identity.key()
+        session = self._sessions.get(key)
+        if session is None or event.timestamp - session.last_seen > settings.window_seconds:
+            session = self._sessions[key] = _Session(turns=deque(maxlen=settings.max_turns), last_seen=event.timestamp)
+        blocked = self._blocked(event)
+        attack = bool(found.categories & ATTACK_CATEGORIES)
+        score = found.fields.get(INJECTION_SCORE)
+        previous = list(session.turns)
+        session.turns.append(_Turn(event.timestamp, blocked, score if isinstance(score, int | float) else None))
+        session.last_seen = event.timestamp
+        detections = []
+        blocked_before = sum(1 for turn in previous if turn.blocked)
+        if attack and not blocked and blocked_before >= settings.blocked_attempts:
+            detections.append(
+                self._detection(
+                    BLOCKED_THEN_THROUGH,
+                    event,
+                    key,
+                    f"{blocked_before} blocked or refused attempts in {key}, then an attack turn was answered",
+                    {"blocked_attempts": float(blocked_before)},
+                )
+            )
+        scores = [turn.score for turn in session.turns if turn.score is not None][-settings.rising_turns :]
+        if (
+            len(scores) == settings.rising_turns
+            and all(a < b for a, b in pairwise(scores))
+            and scores[-1] >= settings.rising_final_score
+        ):
+            detections.append(
+                self._detection(
+                    RISING_SCORE,
+                    event,
+                    key,
+                    f"Injection score rose over {len(scores)} turns in {key} to {scores[-1]:.2f}",
+                    {f"turn_{i}": round(s, 3) for i, s in enumerate(scores)},
+                    score=scores[-1],
+                )
+            )
+        detections.extend(self._leak_reuse(event, found))
+        return detections
+
+    def _leak_reuse(self, event: Event, found: Findings) -> list[Detection]:
+        identity = event.identity.key()
+        prompt = " ".join(m.content for m in event.new_input() if m.role == "user")
+        leaks = self._leaks.get(identity, [])
+        detections = []
+        if prompt and leaks:
+            shingles = self._shingles(prompt)
+            for leak in leaks:
+                overlap = len(shingles & leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
+                if overlap >= self.settings.reuse_overlap and event.timestamp > leak.timestamp:
+                    detections.append(
+                        self._detection(
+                            PROMPT_REUSED,
+                            event,
+                            identity,
+                            f"{identity} quoted back {overlap:.0%} of a system prompt leaked to it earlier",
+                            {"overlap": round(overlap, 3)},
+                            evidence_field=PROMPT,
+                            snippet=prompt[:120],
+                        )
+                    )
+                    break
+        if "system_prompt_leak" in found.categories:
+            completion = " ".join(m.content for m in event.output_messages)
+            shingles = self._shingles(completion)
+            if shingles:
+                kept = self._leaks.setdefault(identity, [])
+                kept.append(_Leak(event.timestamp, shingles))
+                del kept[: -self.settings.max_leaks_per_identity]
+        return detections
+
+    def _blocked(self, event: Event) -> bool:
+        if any(verdict.action == "blocked" for verdict in event.guardrails):
+            return True
+        if "content_filter" in event.finish_reasons:
+            return True
+        completion = " ".join(m.content[:600] for m in event.output_messages)
+        return bool(completion) and bool(self._refusals.scan(completion))
+
+    def _shingles(self, text: str) -> set[str]:
+        words = _WORD.findall(text[:20_000].lower())
+        size = self.settings.shingle_words
+        return {" ".join(words[i : i + size]) for i in range(max(0, len(words) - size + 1))}
+
+    def _detection(
+        self,
+        rule: RuleInfo,
+        event: Event,
+        group: str,
+        message: str,
+        explanation: dict[str, float],
+        *,
+        score: float = 1.0,
+        evidence_field: str = "session",
+        snippet: str = "",
+    ) -> Detection:
+        return Detection(
+            rule=rule,
+            event_ids=[event.id],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=message,
+            score=score,
+            evidence=[Evidence(field=evidence_field, snippet=snippet or message)],
+            group_key=group,
+            explanation=explanation,
+        )
+
+    def _expire(self) -> None:
+        if not self._sessions:
+            return
+        newest = max(session.last_seen for session in self._sessions.values())
+        horizon = newest - 2 * self.settings.window_seconds
+        for key in [k for k, s in self._sessions.items() if s.last_seen < horizon]:
+            del self._sessions[key]
+        leak_horizon = newest - 24 * self.settings.window_seconds
+        for key in list(self._leaks):
+            self._leaks[key] = [leak for leak in self._leaks[key] if leak.timestamp >= leak_horizon]
+            if not self._leaks[key]:
+                del self._leaks[key]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "sessions": {
+                key: {
+                    "last_seen": session.last_seen,
+                    "turns": [[t.timestamp, t.blocked, t.score] for t in session.turns],
+                }
+                for key, session in self._sessions.items()
+            },
+            "leaks": {
+                key: [[leak.timestamp, sorted(leak.shingles)] for leak in leaks] for key, leaks in self._leaks.items()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        maxlen = self.settings.max_turns
+        self._sessions = {
+            key: _Session(
+                turns=deque((_Turn(t, bool(b), s) for t, b, s in value["turns"]), maxlen=maxlen),
+                last_seen=value["last_seen"],
+            )
+            for key, value in state.get("sessions", {}).items()
+        }
+        self._leaks = {
+            key: [_Leak(timestamp, set(shingles)) for timestamp, shingles in leaks]
+            for key, leaks in state.get("leaks", {}).items()
+        }
