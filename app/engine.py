@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from app.settings import Settings
 from detectors.base import Detector
+from detectors.chains import SessionChainDetector
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 
 
 def build_detectors(settings: Settings) -> list[Detector]:
     """The detection tiers in order: cheap signatures first, then models; later tiers see earlier findings."""
-    return []
+    return [SessionChainDetector()]
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
