@@ -1,0 +1,254 @@
+"""Sigma correlation rules over the stream: ``event_count``, ``value_count``, ``temporal``, ``temporal_ordered``.
+
+Correlation rules are Sigma 2.0 documents (parsed by pySigma) that reference base rules by id or ``name``. As a
+product extension a reference may also be ``category:<name>`` (any rule of that alert category, e.g.
+``category:prompt_injection``), so a correlation does not go stale when rules are added to the pack.
+
+Evaluation runs on event time, per group (the ``group-by`` fields), on the events that matched a referenced rule;
+state is bounded per group and expires once older than the rule's timespan.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sigma.correlations import SigmaCorrelationConditionOperator, SigmaCorrelationRule, SigmaCorrelationType
+from sigma.exceptions import SigmaError
+
+from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.event import Event
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
+CATEGORY_PREFIX = "category:"
+_OPERATORS: dict[SigmaCorrelationConditionOperator, Callable[[int, int], bool]] = {
+    SigmaCorrelationConditionOperator.GTE: operator.ge,
+    SigmaCorrelationConditionOperator.GT: operator.gt,
+    SigmaCorrelationConditionOperator.EQ: operator.eq,
+    SigmaCorrelationConditionOperator.LTE: operator.le,
+    SigmaCorrelationConditionOperator.LT: operator.lt,
+}
+_SUPPORTED = {
+    SigmaCorrelationType.EVENT_COUNT,
+    SigmaCorrelationType.VALUE_COUNT,
+    SigmaCorrelationType.TEMPORAL,
+    SigmaCorrelationType.TEMPORAL_ORDERED,
+}
+MAX_EVENTS_PER_GROUP = 1000
+
+
+class CorrelationError(ValueError):
+    """A correlation rule that cannot be used; the message names the file and rule."""
+
+
+def event_field(event: Event, name: str) -> str | None:
+    """The value of an ECS field of the event that correlations group or count by."""
+    identity = event.identity
+    return {
+        "user.id": identity.user_id,
+        "source.ip": identity.source_ip,
+        "session.id": identity.session_id,
+        "organization.id": identity.organization_id,
+        "user_agent.original": identity.user_agent,
+        "abusewatch.api_key_hash": identity.api_key_hash,
+        "abusewatch.team_id": identity.team_id,
+        "abusewatch.identity_key": identity.key(),
+        "service.name": event.service_name,
+        "gen_ai.request.model": event.request_model,
+        "gen_ai.provider.name": event.provider,
+    }.get(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Correlation:
+    """A loaded correlation rule."""
+
+    info: RuleInfo
+    kind: SigmaCorrelationType
+    references: tuple[str, ...]
+    group_by: tuple[str, ...]
+    timespan: float
+    compare: Callable[[int, int], bool]
+    threshold: int
+    field: str | None
+
+    def matches(self, rule_ids: Iterable[str], categories: Iterable[str], aliases: dict[str, str]) -> set[str]:
+        """The references of this rule that an event's verdicts satisfy."""
+        ids = set(rule_ids)
+        cats = set(categories)
+        satisfied = set()
+        for reference in self.references:
+            if reference.startswith(CATEGORY_PREFIX):
+                if reference[len(CATEGORY_PREFIX) :] in cats:
+                    satisfied.add(reference)
+            elif aliases.get(reference, reference) in ids:
+                satisfied.add(reference)
+        return satisfied
+
+
+def parse_correlation(document: dict[str, Any], origin: str) -> Correlation:
+    title = f"{origin}: correlation rule '{document.get('title', '?')}'"
+    try:
+        rule = SigmaCorrelationRule.from_dict(document)
+    except SigmaError as error:
+        raise CorrelationError(f"{title}: {error}") from None
+    if rule.type not in _SUPPORTED:
+        raise CorrelationError(f"{title}: type {rule.type} is not supported (use {sorted(t.name for t in _SUPPORTED)})")
+    if rule.timespan is None:
+        raise CorrelationError(f"{title}: a timespan is required")
+    product = (rule.custom_attributes or {}).get("abusewatch") or {}
+    category = product.get("category")
+    if category not in CATEGORIES:
+        raise CorrelationError(f"{title}: abusewatch.category must be one of {', '.join(CATEGORIES)}")
+    level = rule.level.name.lower() if rule.level else "medium"
+    if level not in SEVERITY:
+        raise CorrelationError(f"{title}: unknown level {level}")
+    condition = rule.condition
+    if rule.type == SigmaCorrelationType.VALUE_COUNT and not (condition and condition.fieldref):
+        raise CorrelationError(f"{title}: value_count needs condition.field")
+    tags = [str(tag) for tag in rule.tags]
+    return Correlation(
+        info=RuleInfo(
+            id=str(rule.id) if rule.id else (rule.name or rule.title),
+            name=rule.title,
+            category=category,
+            level=level,  # type: ignore[arg-type]
+            description=rule.description or "",
+            atlas=tuple(t.split(".", 1)[1].upper() for t in tags if t.startswith("atlas.")),
+            owasp=tuple(f"{t.split('.', 1)[1].upper()}:2025" for t in tags if t.startswith("owasp.")),
+            status=rule.status.name.lower() if rule.status else "stable",
+        ),
+        kind=rule.type,
+        references=tuple(str(ref.reference) for ref in rule.rules),
+        group_by=tuple(rule.group_by or ()),
+        timespan=float(rule.timespan.seconds),
+        compare=_OPERATORS[condition.op] if condition else operator.ge,
+        threshold=condition.count if condition and condition.count is not None else 1,
+        field=condition.fieldref if condition else None,
+    )
+
+
+def load_correlations(directories: Iterable[Path]) -> tuple[list[Correlation], list[str]]:
+    """Every correlation document under ``directories`` (other Sigma documents are skipped), plus errors."""
+    rules, errors = [], []
+    for directory in directories:
+        for path in sorted(Path(directory).rglob("*.yml")):
+            try:
+                documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            except yaml.YAMLError as error:
+                errors.append(f"{path}: invalid YAML: {error}")
+                continue
+            for document in documents:
+                if isinstance(document, dict) and "correlation" in document:
+                    try:
+                        rules.append(parse_correlation(document, str(path)))
+                    except CorrelationError as error:
+                        errors.append(str(error))
+    return rules, errors
+
+
+@dataclass(slots=True)
+class _Hit:
+    timestamp: float
+    event_id: str
+    references: frozenset[str]
+    value: str | None
+
+
+class CorrelationDetector(Detector):
+    """Evaluates correlation rules on the verdicts earlier detectors recorded in each event's findings."""
+
+    name = "correlation"
+
+    def __init__(self, correlations: Sequence[Correlation], aliases: dict[str, str] | None = None) -> None:
+        self.correlations = list(correlations)
+        self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
+        self._groups: dict[tuple[str, tuple[str | None, ...]], deque[_Hit]] = {}
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        detections = []
+        for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
+            if not found.rule_ids and not found.categories:
+                continue
+            for correlation in self.correlations:
+                satisfied = correlation.matches(found.rule_ids, found.categories, self.aliases)
+                if satisfied:
+                    detection = self._observe(correlation, event, frozenset(satisfied))
+                    if detection is not None:
+                        detections.append(detection)
+        self._expire()
+        return detections
+
+    def _expire(self) -> None:
+        """Drop groups whose newest hit is older than the longest timespan: bounded memory on event time."""
+        if not self._groups or not self.correlations:
+            return
+        newest = max(hits[-1].timestamp for hits in self._groups.values() if hits)
+        horizon = newest - max(c.timespan for c in self.correlations)
+        for key in [k for k, hits in self._groups.items() if not hits or hits[-1].timestamp < horizon]:
+            del self._groups[key]
+
+    def _observe(self, correlation: Correlation, event: Event, satisfied: frozenset[str]) -> Detection | None:
+        group = tuple(event_field(event, name) for name in correlation.group_by)
+        if correlation.group_by and all(value is None for value in group):
+            return None
+        hits = self._groups.setdefault((correlation.info.id, group), deque(maxlen=MAX_EVENTS_PER_GROUP))
+        value = event_field(event, correlation.field) if correlation.field else None
+        hits.append(_Hit(event.timestamp, event.id, satisfied, value))
+        while hits and hits[0].timestamp < event.timestamp - correlation.timespan:
+            hits.popleft()
+        if not self._fires(correlation, hits):
+            return None
+        described = ", ".join(f"{name}={value}" for name, value in zip(correlation.group_by, group, strict=True))
+        return Detection(
+            rule=correlation.info,
+            event_ids=[hit.event_id for hit in list(hits)[-50:]],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=f"{correlation.info.name} ({described or 'all events'}; {len(hits)} events in "
+            f"{correlation.timespan:.0f}s)",
+            evidence=[Evidence(field="correlation", snippet=described, detail=correlation.kind.name.lower())],
+            group_key=f"{correlation.info.id}|{'|'.join(str(v) for v in group)}",
+            related_users=sorted({e for e in (event.identity.user_id,) if e}),
+        )
+
+    @staticmethod
+    def _fires(correlation: Correlation, hits: deque[_Hit]) -> bool:
+        kind = correlation.kind
+        if kind == SigmaCorrelationType.EVENT_COUNT:
+            return correlation.compare(len(hits), correlation.threshold)
+        if kind == SigmaCorrelationType.VALUE_COUNT:
+            distinct = {hit.value for hit in hits if hit.value is not None}
+            return correlation.compare(len(distinct), correlation.threshold)
+        if kind == SigmaCorrelationType.TEMPORAL:
+            seen = set().union(*(hit.references for hit in hits))
+            return seen >= set(correlation.references)
+        position = 0  # temporal_ordered: the references appear in this order within the window
+        for hit in hits:
+            while position < len(correlation.references) and correlation.references[position] in hit.references:
+                position += 1
+            if position == len(correlation.references):
+                return True
+        return False
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "groups": [
+                [rule_id, list(group), [[h.timestamp, h.event_id, sorted(h.references), h.value] for h in hits]]
+                for (rule_id, group), hits in self._groups.items()
+            ]
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._groups = {
+            (rule_id, tuple(group)): deque(
+                (_Hit(t, event_id, frozenset(refs), value) for t, event_id, refs, value in hits),
+                maxlen=MAX_EVENTS_PER_GROUP,
+            )
+            for rule_id, group, hits in state.get("groups", [])
+        }

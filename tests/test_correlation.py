@@ -1,0 +1,147 @@
+"""Sigma correlation rules: event_count, value_count, temporal_ordered; loading errors; state."""
+
+from collections.abc import Sequence
+
+import pytest
+import yaml
+
+from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.correlation import (
+    BUILTIN_DIR,
+    CorrelationDetector,
+    CorrelationError,
+    load_correlations,
+    parse_correlation,
+)
+from detectors.event import Event, Identity
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
+
+
+def event(n: int, user: str, ip: str = "198.51.100.9", session: str | None = None, model: str = "m") -> Event:
+    return Event(
+        id=f"e{n}",
+        timestamp=1_700_000_000.0 + n * 10,
+        dataset="test",
+        request_model=model,
+        identity=Identity(user_id=user, source_ip=ip, session_id=session),
+    )
+
+
+class Marks(Detector):
+    """Raises a detection of the given category (and rule id) for chosen events."""
+
+    name = "marks"
+
+    def __init__(self, marks: dict[str, tuple[str, str]]):
+        self.marks = marks
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        out = []
+        for event in events:
+            if event.id in self.marks:
+                rule_id, category = self.marks[event.id]
+                out.append(
+                    Detection(
+                        rule=RuleInfo(id=rule_id, name=rule_id, category=category, level="medium"),
+                        event_ids=[event.id],
+                        timestamp=event.timestamp,
+                        identity=event.identity,
+                        message="m",
+                    )
+                )
+        return out
+
+
+def fired(marks: dict, events: list[Event], correlations=None, aliases=None) -> list[str]:
+    rules, errors = load_correlations([BUILTIN_DIR])
+    assert errors == []
+    detector = CorrelationDetector(correlations or rules, aliases)
+    result = Pipeline([Marks(marks), detector], Redactor(b"k")).process(events)
+    marked = {rule_id for rule_id, _ in marks.values()}
+    return sorted({d.rule.name for d in result.detections if d.rule.id not in marked})
+
+
+def test_builtin_correlations_load():
+    rules, errors = load_correlations([BUILTIN_DIR])
+    assert errors == [] and len(rules) >= 4
+
+
+def test_event_count_fires_at_the_fifth_attempt_in_the_window():
+    events = [event(i, "mallory") for i in range(5)]
+    marks = {e.id: ("r-inj", "prompt_injection") for e in events}
+    assert fired(marks, events) == ["Repeated prompt injection attempts by one identity"]
+    assert fired(dict(list(marks.items())[:4]), events) == []
+
+
+def test_event_count_ignores_attempts_outside_the_timespan():
+    events = [
+        Event(id=f"e{i}", timestamp=1_700_000_000.0 + i * 300, dataset="t", identity=Identity(user_id="m"))
+        for i in range(5)
+    ]
+    marks = {e.id: ("r-inj", "jailbreak") for e in events}
+    assert fired(marks, events) == []
+
+
+def test_value_count_counts_distinct_users_behind_one_ip():
+    events = [event(i, f"user{i}") for i in range(4)]
+    marks = {e.id: ("r-jb", "jailbreak") for e in events}
+    assert fired(marks, events) == ["Injection attempts from many users behind one IP"]
+    same_user = [event(i, "user0") for i in range(4)]
+    assert "Injection attempts from many users behind one IP" not in fired(marks, same_user)
+
+
+def test_temporal_ordered_needs_the_order():
+    secret, exfil = event(1, "u", session="s"), event(2, "u", session="s")
+    in_order = {secret.id: ("r-secret", "secret_exposure"), exfil.id: ("r-exfil", "data_exfiltration")}
+    assert fired(in_order, [secret, exfil]) == ["Secret exposed then exfiltrated in one session"]
+    reversed_order = {secret.id: ("r-exfil", "data_exfiltration"), exfil.id: ("r-secret", "secret_exposure")}
+    assert fired(reversed_order, [secret, exfil]) == []
+
+
+def test_references_by_rule_name_resolve_through_aliases():
+    document = yaml.safe_load(
+        """
+title: Two overrides
+id: 6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c59
+correlation: {type: event_count, rules: [override_rule], group-by: [user.id], timespan: 1m, condition: {gte: 2}}
+level: low
+abusewatch: {category: prompt_injection}
+"""
+    )
+    rule = parse_correlation(document, "inline")
+    events = [event(1, "u"), event(2, "u")]
+    marks = {e.id: ("uuid-of-override", "prompt_injection") for e in events}
+    assert fired(marks, events, [rule], {"override_rule": "uuid-of-override"}) == ["Two overrides"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"abusewatch": {"category": "nonsense"}}, "abusewatch.category"),
+        ({"correlation": {"type": "event_count", "rules": ["x"], "condition": {"gte": 1}}}, "timespan"),
+    ],
+)
+def test_bad_correlations_are_rejected_with_the_rule_named(change, message):
+    document = {
+        "title": "Broken",
+        "id": "6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c60",
+        "correlation": {"type": "event_count", "rules": ["x"], "timespan": "1m", "condition": {"gte": 1}},
+        "level": "low",
+        "abusewatch": {"category": "jailbreak"},
+    } | change
+    with pytest.raises(CorrelationError, match=message) as error:
+        parse_correlation(document, "rules/broken.yml")
+    assert "rules/broken.yml" in str(error.value) and "Broken" in str(error.value)
+
+
+def test_state_round_trip_continues_counting():
+    rules, _ = load_correlations([BUILTIN_DIR])
+    events = [event(i, "mallory") for i in range(5)]
+    marks = Marks({e.id: ("r", "prompt_injection") for e in events})
+    first = CorrelationDetector(rules)
+    Pipeline([marks, first], Redactor(b"k")).process(events[:4])
+    second = CorrelationDetector(rules)
+    second.load_state(first.state())
+    result = Pipeline([marks, second], Redactor(b"k")).process(events[4:])
+    assert any(d.rule.name.startswith("Repeated prompt injection") for d in result.detections)
