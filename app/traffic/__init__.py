@@ -1,0 +1,1 @@
+"""Synthetic LLM traffic: renderers from canonical events back to source log formats, and the bundled samples."""

@@ -1,0 +1,122 @@
+"""Source LLM log records to canonical :class:`~detectors.event.Event` objects.
+
+Formats (``FORMATS``, tried in this order by :func:`detect_format`): ``bedrock`` (Bedrock model invocation logs),
+``otel`` (OTLP/JSON traces with GenAI attributes), ``litellm`` (LiteLLM StandardLoggingPayload), ``openai``
+(OpenAI request/response envelope). Each module's docstring names the public schema it follows.
+
+* :func:`normalise_many` turns one record into its events: one for most formats, one per GenAI span of an OTLP
+  export (possibly none). :func:`normalise` is the one-record-one-event form and rejects records that hold
+  several events or none.
+* :func:`normalise_payload` goes from a raw payload (Kafka message value, file line: one object, an array, NDJSON or
+  a CloudWatch Logs subscription envelope, optionally gzip-compressed) to events and dead letters.
+
+Nothing but :class:`NormaliseError` escapes the normalisers, whatever the types in a record; texts longer than
+``max_text_chars`` are cut (``Event.truncated``); each text is cut on its own, and the payload size limit bounds
+how many texts there are. A record without a usable timestamp gets the time it was normalised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import orjson
+
+from detectors.event import Event
+from detectors.normalise import bedrock, litellm, openai, otel
+from detectors.normalise.decode import DeadLetter, dead_letter, decode_located, decode_payload
+from detectors.normalise.errors import NormaliseError
+from detectors.normalise.fields import TextLimit
+
+__all__ = [
+    "FORMATS",
+    "DeadLetter",
+    "Format",
+    "NormaliseError",
+    "decode_payload",
+    "detect_format",
+    "normalise",
+    "normalise_many",
+    "normalise_payload",
+]
+
+DEFAULT_MAX_TEXT_CHARS = 262_144
+
+
+class Format(NamedTuple):
+    """A source format: ``detect`` says whether a record is in it, ``normalise`` builds its events."""
+
+    name: str
+    detect: Callable[[dict[str, Any]], bool]
+    normalise: Callable[[dict[str, Any], TextLimit, float], list[Event]]
+
+
+FORMATS: dict[str, Format] = {
+    module.NAME: Format(module.NAME, module.detect, module.normalise) for module in (bedrock, otel, litellm, openai)
+}
+
+
+def detect_format(record: dict[str, Any]) -> str | None:
+    """The name of the format ``record`` is in, or ``None``."""
+    if not isinstance(record, dict):
+        return None
+    for fmt in FORMATS.values():
+        if fmt.detect(record):
+            return fmt.name
+    return None
+
+
+def normalise_many(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> list[Event]:
+    """All events in ``record``. Raises :class:`NormaliseError` for unknown formats and malformed records."""
+    name = detect_format(record)
+    if name is None:
+        keys = ", ".join(sorted(str(key) for key in record)[:8]) if isinstance(record, dict) else type(record).__name__
+        raise NormaliseError("unknown_format", f"no known format matches a record with keys: {keys}")
+    try:
+        return FORMATS[name].normalise(record, TextLimit(max_text_chars), time.time())
+    except NormaliseError:
+        raise
+    except (RecursionError, MemoryError) as error:
+        raise NormaliseError("too_deep", f"{name} record too deep or too large: {type(error).__name__}") from None
+    except Exception as error:  # a reader missed a type: still a bad record, never a crash
+        raise NormaliseError(f"malformed:{name}", f"unexpected {type(error).__name__}: {error}"[:500]) from None
+
+
+def normalise(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Event:
+    """The one event in ``record``; use :func:`normalise_many` for OTLP exports holding several spans."""
+    events = normalise_many(record, max_text_chars=max_text_chars)
+    if len(events) != 1:
+        fmt = detect_format(record)
+        raise NormaliseError(f"malformed:{fmt}", f"record holds {len(events)} events, expected exactly one")
+    return events[0]
+
+
+def normalise_payload(
+    payload: bytes | str,
+    origin: str,
+    *,
+    max_bytes: int,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    keep_raw: bool = False,
+) -> tuple[list[Event], list[DeadLetter]]:
+    """Events from every record in ``payload``; dead letters for what cannot be decoded or normalised."""
+    records, letters = decode_located(payload, origin, max_bytes=max_bytes, keep_raw=keep_raw)
+    events: list[Event] = []
+    for where, record in records:
+        try:
+            events.extend(normalise_many(record, max_text_chars=max_text_chars))
+        except NormaliseError as error:
+            letters.append(
+                dead_letter(
+                    error.reason, error.detail, where, _encode(record), keep_raw=keep_raw, fmt=detect_format(record)
+                )
+            )
+    return events, letters
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return b""

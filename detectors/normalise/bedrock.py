@@ -1,0 +1,319 @@
+"""Amazon Bedrock model invocation logs (CloudWatch Logs or S3 delivery), ``schemaType: ModelInvocationLog``.
+
+Follows the record in the Bedrock user guide ("Monitor model invocation using CloudWatch Logs and Amazon S3",
+``schemaVersion`` 1.0): ``timestamp``, ``accountId``, ``identity.arn``, ``region``, ``requestId``, ``operation``
+(InvokeModel | InvokeModelWithResponseStream | Converse | ConverseStream), ``modelId``, ``requestMetadata``,
+``input.{inputBodyJson, inputTokenCount, inputBodyS3Path}``, ``output.{outputBodyJson, outputTokenCount}``.
+
+Bodies are those of the Bedrock runtime API reference: Anthropic Messages (``system``, ``messages`` with
+``text``/``tool_use``/``tool_result`` blocks, ``tools``), Claude text completions (``prompt``/``completion``),
+Amazon Titan (``inputText``/``results[].outputText``), Amazon Nova and Converse (``system[].text``,
+``messages[].content[]`` with ``text``/``toolUse``/``toolResult``, ``toolConfig``, ``inferenceConfig``,
+``output.message``), Meta Llama (``prompt``/``generation``), Mistral (``outputs[].text``) and Cohere
+(``message``/``text``). A streamed output is logged as a list of chunk objects (Anthropic
+``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events, Titan/Llama/Mistral text chunks,
+possibly wrapped as ``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
+
+Guardrail verdicts come from ``amazon-bedrock-guardrailAction`` / ``amazon-bedrock-trace`` (InvokeModel) and from
+``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Convention: ``requestMetadata`` keys
+``user_id``, ``session_id``, ``client_ip``, ``user_agent``, ``service`` (Converse lets callers log such
+metadata) take precedence over ``identity.arn`` for the user. A record whose input body is only in S3
+(``inputBodyS3Path``) or absent is ``content_redacted``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from detectors.event import Event, GuardrailVerdict, Identity, Message
+from detectors.normalise.blocks import blocks
+from detectors.normalise.errors import NormaliseError
+from detectors.normalise.fields import (
+    MAX_ID_CHARS,
+    TextLimit,
+    as_dict,
+    as_int,
+    as_items,
+    as_str,
+    as_timestamp,
+    content_text,
+    dicts,
+    dig,
+    event_id,
+    first,
+    parse_json,
+    request_params,
+    tool_definitions,
+)
+
+NAME = "bedrock"
+SCHEMA_TYPE = "ModelInvocationLog"
+_PARAM_ALIASES = {
+    "maxTokens": "max_tokens",
+    "max_new_tokens": "max_tokens",
+    "maxTokenCount": "max_tokens",
+    "max_gen_len": "max_tokens",
+    "max_tokens_to_sample": "max_tokens",
+    "topP": "top_p",
+    "topK": "top_k",
+}
+_GUARDRAIL_DEPTH = 8
+
+
+def detect(record: dict[str, Any]) -> bool:
+    return record.get("schemaType") == SCHEMA_TYPE
+
+
+def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
+    log_input = as_dict(record.get("input"))
+    log_output = as_dict(record.get("output"))
+    if not log_input and not log_output and not record.get("errorCode"):
+        raise NormaliseError(f"malformed:{NAME}", "invocation log has no input, no output and no error code")
+    request = _body(log_input.get("inputBodyJson"))
+    raw_output = _body(log_output.get("outputBodyJson"))
+    response = reassemble(raw_output) if isinstance(raw_output, list) else as_dict(raw_output)
+    request = as_dict(request)
+    system, messages = request_conversation(request, clip)
+    output, stop_reason, usage = response_output(response, clip)
+    metadata = as_dict(record.get("requestMetadata"))
+    operation = as_str(record.get("operation"), 64) or ""
+    error_code = first(record.get("errorCode"), dig(record, "error", "code"), log_output.get("errorCode"), limit=128)
+    params = {**request, **as_dict(request.get("inferenceConfig")), **as_dict(request.get("textGenerationConfig"))}
+    if "Stream" in operation:
+        params["stream"] = True
+    return [
+        Event(
+            id=event_id(record.get("requestId"), NAME, record),
+            timestamp=as_timestamp(record.get("timestamp")) or now,
+            dataset=NAME,
+            provider="aws.bedrock",
+            operation="chat" if "messages" in request or operation.startswith("Converse") else "text_completion",
+            request_model=as_str(record.get("modelId")),
+            response_model=first(response.get("model"), record.get("modelId")),
+            finish_reasons=[stop_reason] if stop_reason else [],
+            input_tokens=as_int(log_input.get("inputTokenCount")) or as_int(usage[0]),
+            output_tokens=as_int(log_output.get("outputTokenCount")) or as_int(usage[1]),
+            system_instructions=clip(system),
+            input_messages=messages,
+            output_messages=output,
+            tool_definitions=tool_definitions(request.get("tools") or dig(request, "toolConfig", "tools")),
+            request_params=request_params(params, _PARAM_ALIASES),
+            identity=Identity(
+                user_id=first(metadata.get("user_id"), dig(record, "identity", "arn")),
+                organization_id=as_str(record.get("accountId"), 64),
+                source_ip=as_str(metadata.get("client_ip"), 64),
+                user_agent=as_str(metadata.get("user_agent")),
+                session_id=as_str(metadata.get("session_id"), MAX_ID_CHARS),
+            ),
+            service_name=as_str(metadata.get("service")),
+            outcome="failure" if error_code else ("success" if response else "unknown"),
+            error_code=error_code,
+            guardrails=guardrails(response, stop_reason),
+            content_redacted=not request,
+            truncated=clip.truncated,
+        )
+    ]
+
+
+def _body(body: Any) -> Any:
+    """A body logged as JSON, or (some SDK paths) as a JSON string."""
+    return parse_json(body) if isinstance(body, str) else body
+
+
+def request_conversation(request: dict[str, Any], clip: TextLimit) -> tuple[str, list[Message]]:
+    """System text and input messages of any supported request body."""
+    system = content_text(request.get("system")) or content_text(request.get("preamble"))
+    messages: list[Message] = []
+    for raw in dicts(request.get("chat_history")):  # Cohere
+        role = "assistant" if as_str(raw.get("role")) in ("CHATBOT", "assistant") else "user"
+        messages.append(Message(role=role, content=clip(content_text(raw.get("message")))))
+    for raw in as_items(request.get("messages")):
+        if not isinstance(raw, dict):
+            continue
+        role = (as_str(raw.get("role"), 32) or "user").lower()
+        text, calls, results = blocks(raw.get("content"), clip)
+        if role == "system":
+            system = "\n\n".join(part for part in (system, text) if part)
+            continue
+        messages.extend(results)
+        if text or calls or not results:
+            messages.append(Message(role=role, content=text, tool_calls=calls))
+    for key in ("prompt", "inputText", "message"):
+        if isinstance(request.get(key), str):
+            messages.append(Message(role="user", content=clip(request[key])))
+    return system, messages
+
+
+def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], str | None, tuple[Any, Any]]:
+    """Output messages, stop reason and raw (input, output) token counts of any supported response body."""
+    usage = as_dict(response.get("usage"))
+    tokens = (
+        first(usage.get("input_tokens"), usage.get("inputTokens"), response.get("prompt_token_count"))
+        or response.get("inputTextTokenCount"),
+        first(usage.get("output_tokens"), usage.get("outputTokens"), response.get("generation_token_count")),
+    )
+    reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
+    if "content" in response or "output" in response:
+        content = response["content"] if "content" in response else dig(response, "output", "message", "content")
+        text, calls, _ = blocks(content, clip)
+        return ([Message(role="assistant", content=text, tool_calls=calls)] if text or calls else []), reason, tokens
+    pieces: list[str] = []
+    for item in dicts(response.get("results")) + dicts(response.get("outputs")):  # Titan, Mistral
+        pieces.append(content_text(item.get("outputText", item.get("text"))))
+        reason = reason or first(item.get("completionReason"), item.get("stop_reason"), limit=64)
+    for key in ("completion", "generation", "text"):  # Claude v2, Llama, Cohere
+        if isinstance(response.get(key), str):
+            pieces.append(response[key])
+    text = "".join(pieces)
+    return ([Message(role="assistant", content=clip(text))] if text else []), reason, tokens
+
+
+class _Stream:
+    """Accumulates streamed chunks of any supported shape into one non-streamed (Anthropic-shaped) body."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.text: list[str] = []
+        self.body: dict[str, Any] = {}
+        self.usage: dict[str, Any] = {}
+
+    def block(self, index: Any) -> dict[str, Any]:
+        return self.blocks.setdefault(as_int(index) or 0, {"text": [], "input": [], "name": None, "id": None})
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        for key in ("amazon-bedrock-guardrailAction", "amazon-bedrock-trace", "model"):
+            if key in chunk:
+                self.body[key] = chunk[key]
+        kind = chunk.get("type")
+        if kind == "message_start":
+            message = as_dict(chunk.get("message"))
+            self.body["model"] = message.get("model")
+            self.usage.update(as_dict(message.get("usage")))
+        elif kind == "content_block_start":
+            start = as_dict(chunk.get("content_block"))
+            block = self.block(chunk.get("index"))
+            block.update(name=start.get("name"), id=start.get("id"))
+            if isinstance(start.get("text"), str):
+                block["text"].append(start["text"])
+        elif kind == "content_block_delta":
+            delta = as_dict(chunk.get("delta"))
+            block = self.block(chunk.get("index"))
+            _extend(block, delta.get("text"), delta.get("partial_json"))
+        elif kind == "message_delta":
+            self.body["stop_reason"] = as_dict(chunk.get("delta")).get("stop_reason")
+            self.usage.update(as_dict(chunk.get("usage")))
+        else:
+            self.add_converse(chunk)
+
+    def add_converse(self, chunk: dict[str, Any]) -> None:
+        """Converse / Nova stream events, and Titan / Llama / Mistral / Claude v2 text chunks."""
+        start = as_dict(dig(chunk, "contentBlockStart", "start", "toolUse"))
+        if start:
+            block = self.block(dig(chunk, "contentBlockStart", "contentBlockIndex"))
+            block.update(name=start.get("name"), id=start.get("toolUseId"))
+        delta = as_dict(dig(chunk, "contentBlockDelta", "delta"))
+        if delta:
+            block = self.block(dig(chunk, "contentBlockDelta", "contentBlockIndex"))
+            _extend(block, delta.get("text"), as_dict(delta.get("toolUse")).get("input"))
+        stop = as_dict(chunk.get("messageStop"))
+        if stop:
+            self.body["stop_reason"] = stop.get("stopReason")
+        metadata = as_dict(chunk.get("metadata"))
+        self.usage.update(as_dict(metadata.get("usage")))
+        if "trace" in metadata:
+            self.body["trace"] = metadata["trace"]
+        for item in as_items(chunk.get("outputs")):
+            self.text.append(content_text(as_dict(item).get("text")))
+        for key in ("outputText", "generation", "completion"):
+            if isinstance(chunk.get(key), str):
+                self.text.append(chunk[key])
+        reason = first(chunk.get("completionReason"), chunk.get("stop_reason"), chunk.get("stopReason"), limit=64)
+        if reason:
+            self.body["stop_reason"] = reason
+
+    def result(self) -> dict[str, Any]:
+        content: list[dict[str, Any]] = []
+        if self.text:
+            content.append({"type": "text", "text": "".join(self.text)})
+        for _, block in sorted(self.blocks.items()):
+            if block["name"]:
+                content.append(
+                    {"type": "tool_use", "id": block["id"], "name": block["name"], "input": "".join(block["input"])}
+                )
+            elif block["text"]:
+                content.append({"type": "text", "text": "".join(block["text"])})
+        return {**self.body, "content": content, "usage": self.usage}
+
+
+def _extend(block: dict[str, Any], text: Any, tool_input: Any) -> None:
+    """Append a delta's text and partial tool-input JSON to its content block."""
+    if isinstance(text, str):
+        block["text"].append(text)
+    if isinstance(tool_input, str):
+        block["input"].append(tool_input)
+
+
+def reassemble(chunks: list[Any]) -> dict[str, Any]:
+    """A streamed output (list of chunk objects) as one body with ``content`` blocks, ``stop_reason`` and ``usage``."""
+    stream = _Stream()
+    for chunk in chunks:
+        unwrapped = _unwrap(chunk)
+        if isinstance(unwrapped, dict):
+            stream.add(unwrapped)
+    return stream.result()
+
+
+def _unwrap(chunk: Any) -> Any:
+    """``{"chunk": {"bytes": base64-of-JSON}}`` (the raw event-stream payload) to the JSON object it carries."""
+    data = dig(chunk, "chunk", "bytes") if isinstance(chunk, dict) and "chunk" in chunk else None
+    if data is None and isinstance(chunk, dict) and isinstance(chunk.get("bytes"), str):
+        data = chunk["bytes"]
+    if not isinstance(data, str):
+        return chunk
+    try:
+        return parse_json(base64.b64decode(data, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def guardrails(response: dict[str, Any], stop_reason: str | None) -> list[GuardrailVerdict]:
+    """One verdict for a Bedrock Guardrails trace: blocked if it intervened and blocked, flagged if it intervened
+    only by masking or detected without acting, passed otherwise. ``categories`` names the policies that hit."""
+    action = as_str(response.get("amazon-bedrock-guardrailAction"), 32)
+    trace = as_dict(dig(response, "amazon-bedrock-trace", "guardrail")) or as_dict(dig(response, "trace", "guardrail"))
+    intervened = action == "INTERVENED" or stop_reason == "guardrail_intervened"
+    if action is None and not trace and not intervened:
+        return []
+    hits: dict[str, str] = {}
+    _collect_hits(trace, hits, _GUARDRAIL_DEPTH)
+    blocked = any(value == "BLOCKED" for value in hits.values())
+    verdict = ("blocked" if blocked or not hits else "flagged") if intervened else ("flagged" if hits else "passed")
+    ids = sorted({str(key) for part in (trace.get("input"), trace.get("inputAssessment")) for key in as_dict(part)})
+    return [
+        GuardrailVerdict(
+            source="bedrock.guardrail",
+            action=verdict,
+            categories=sorted(hits),
+            detail=("guardrail " + ",".join(ids)) if ids else None,
+        )
+    ]
+
+
+def _collect_hits(node: Any, hits: dict[str, str], depth: int) -> None:
+    """Policy entries (``{"type"|"name": ..., "action": ...}``) anywhere in a guardrail assessment."""
+    if depth <= 0:
+        return
+    if isinstance(node, dict):
+        action = as_str(node.get("action"), 32)
+        label = first(node.get("name"), node.get("type"), limit=128)
+        if action and label:
+            if hits.get(label) != "BLOCKED":
+                hits[label] = action
+            return
+        for value in node.values():
+            _collect_hits(value, hits, depth - 1)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_hits(value, hits, depth - 1)

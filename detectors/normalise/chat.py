@@ -1,0 +1,179 @@
+"""OpenAI-shaped conversations, shared by the OpenAI and LiteLLM formats (LiteLLM logs OpenAI shapes).
+
+Follows the public OpenAI API reference: Chat Completions messages (``role``, ``content`` as a string or a list
+of parts, ``tool_calls[].function.{name, arguments}``, ``tool_call_id``, legacy ``function_call``) and
+chat.completion ``choices[].message``; Responses API ``input`` / ``output`` items (``message``,
+``function_call``, ``function_call_output``) and ``instructions``.
+
+Gateways that proxy the Anthropic Messages API log its shapes (content blocks, ``type: message`` responses);
+those are read with :mod:`detectors.normalise.blocks`.
+
+Convention: ``system`` and ``developer`` messages are moved out of the message list into
+``Event.system_instructions`` (joined by blank lines), which is where detectors read system text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.event import Message, ToolCall
+from detectors.normalise.blocks import blocks, has_tool_blocks
+from detectors.normalise.fields import (
+    MAX_ID_CHARS,
+    TextLimit,
+    as_dict,
+    as_items,
+    as_str,
+    content_text,
+    json_text,
+)
+
+SYSTEM_ROLES = ("system", "developer")
+
+
+class Conversation:
+    """Messages and system text accumulated from chat messages and Responses items, in order."""
+
+    def __init__(self, clip: TextLimit) -> None:
+        self.clip = clip
+        self.system: list[str] = []
+        self.messages: list[Message] = []
+
+    @property
+    def system_text(self) -> str:
+        return self.clip("\n\n".join(text for text in self.system if text))
+
+    def add_items(self, items: Any) -> None:
+        """Chat messages or Responses items; a bare string is one user message."""
+        if isinstance(items, str):
+            self.messages.append(Message(role="user", content=self.clip(items)))
+            return
+        for item in as_items(items):
+            if isinstance(item, str):
+                self.messages.append(Message(role="user", content=self.clip(item)))
+            elif isinstance(item, dict):
+                self.add_item(item)
+
+    def add_item(self, item: dict[str, Any]) -> None:
+        kind = item.get("type")
+        if kind == "function_call":
+            self._assistant_call(tool_call(item))
+        elif kind == "function_call_output":
+            call_id = as_str(item.get("call_id"), MAX_ID_CHARS)
+            self.messages.append(
+                Message(role="tool", content=self.clip(json_text(item.get("output"))), tool_call_id=call_id)
+            )
+        elif kind in (None, "message"):
+            self._message(item)
+        # reasoning, web_search_call, image_generation_call...: no text a detector should read
+
+    def _message(self, item: dict[str, Any]) -> None:
+        role = (as_str(item.get("role"), 32) or "user").lower()
+        if has_tool_blocks(item.get("content")):  # Anthropic-shaped messages logged by a gateway
+            text, calls, results = blocks(item["content"], self.clip)
+            self.messages.extend(results)
+            if text or calls or not results:
+                self.messages.append(Message(role=role, content=text, tool_calls=calls))
+            return
+        content = content_text(item.get("content"))
+        if not content and isinstance(item.get("refusal"), str):
+            content = item["refusal"]
+        if role in SYSTEM_ROLES:
+            self.system.append(content)
+            return
+        calls = [call for call in (tool_call(raw) for raw in as_items(item.get("tool_calls"))) if call]
+        legacy = tool_call(item.get("function_call"))
+        if legacy:
+            calls.append(legacy)
+        self.messages.append(
+            Message(
+                role="tool" if role == "function" else role,
+                content=self.clip(content),
+                name=as_str(item.get("name")),
+                tool_call_id=as_str(item.get("tool_call_id"), MAX_ID_CHARS),
+                tool_calls=[self._clip_call(call) for call in calls],
+            )
+        )
+
+    def _assistant_call(self, call: ToolCall | None) -> None:
+        """Responses ``function_call`` items: consecutive calls share one assistant message."""
+        if call is None:
+            return
+        call = self._clip_call(call)
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last.role == "assistant" and not last.content and last.tool_calls:
+            last.tool_calls.append(call)
+        else:
+            self.messages.append(Message(role="assistant", tool_calls=[call]))
+
+    def _clip_call(self, call: ToolCall) -> ToolCall:
+        call.arguments = self.clip(call.arguments)
+        if call.result is not None:
+            call.result = self.clip(call.result)
+        return call
+
+
+def tool_call(raw: Any) -> ToolCall | None:
+    """A Chat ``tool_calls[]`` entry, a legacy ``function_call`` or a Responses ``function_call`` item."""
+    if not isinstance(raw, dict):
+        return None
+    function = as_dict(raw.get("function")) or raw
+    name = as_str(function.get("name"))
+    if not name:
+        return None
+    call_id = as_str(raw.get("call_id"), MAX_ID_CHARS) or as_str(raw.get("id"), MAX_ID_CHARS)
+    return ToolCall(name=name, arguments=json_text(function.get("arguments")), id=call_id)
+
+
+def choices_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], list[str]]:
+    """Output messages and finish reasons of a chat.completion (``choices[].message``) or a legacy text
+    completion (``choices[].text``)."""
+    conversation = Conversation(clip)
+    reasons: list[str] = []
+    for choice in as_items(response.get("choices")):
+        if not isinstance(choice, dict):
+            continue
+        reason = as_str(choice.get("finish_reason"), 64)
+        if reason:
+            reasons.append(reason)
+        message = choice.get("message")
+        if isinstance(message, dict):
+            conversation.add_item({**message, "role": message.get("role") or "assistant"})
+        elif isinstance(choice.get("text"), str):
+            conversation.messages.append(Message(role="assistant", content=clip(choice["text"])))
+    return conversation.messages, reasons
+
+
+def responses_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], list[str]]:
+    """Output messages and finish reasons of a Responses API ``response`` object (``output`` items)."""
+    conversation = Conversation(clip)
+    conversation.add_items(response.get("output"))
+    if not any(m.content or m.tool_calls for m in conversation.messages) and isinstance(
+        response.get("output_text"), str
+    ):
+        conversation.messages = [Message(role="assistant", content=clip(response["output_text"]))]
+    reason = as_str(as_dict(response.get("incomplete_details")).get("reason"), 64) or as_str(response.get("status"), 64)
+    return conversation.messages, [reason] if reason else []
+
+
+def completion_output(response: Any, clip: TextLimit) -> tuple[list[Message], list[str]]:
+    """Output of either API, told apart by shape; a bare string is the completion text."""
+    if isinstance(response, str):
+        return [Message(role="assistant", content=clip(response))], []
+    response = as_dict(response)
+    if "output" in response or response.get("object") == "response":
+        return responses_output(response, clip)
+    if response.get("type") == "message" and isinstance(response.get("content"), list):  # Anthropic Messages API
+        text, calls, _ = blocks(response["content"], clip)
+        reason = as_str(response.get("stop_reason"), 64)
+        return [Message(role="assistant", content=text, tool_calls=calls)], [reason] if reason else []
+    return choices_output(response, clip)
+
+
+def usage_tokens(usage: Any) -> tuple[Any, Any]:
+    """Raw (input, output) token counts from Chat (``prompt_tokens``) or Responses (``input_tokens``) usage."""
+    usage = as_dict(usage)
+    return (
+        usage.get("prompt_tokens", usage.get("input_tokens")),
+        usage.get("completion_tokens", usage.get("output_tokens")),
+    )

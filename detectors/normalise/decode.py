@@ -1,0 +1,216 @@
+"""Raw payloads (one Kafka message value, one file line) to JSON objects, and dead letters for what is not.
+
+A payload may hold one JSON object, a JSON array of objects (log shippers batch), NDJSON (one object per
+line) or a CloudWatch Logs subscription envelope, any of them gzip-compressed (inflated only up to the size
+limit). Everything that cannot become an object becomes a :class:`DeadLetter` with a machine-readable reason;
+one bad element of a batch never loses the good ones. Element origins are ``<origin>[<index>]``.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from typing import Any
+
+import msgspec
+import orjson
+
+RAW_LIMIT_BYTES = 64 * 1024  # a dead letter keeps at most this much of the raw payload
+GZIP_MAGIC = b"\x1f\x8b"
+CLOUDWATCH_MESSAGE_TYPES = ("DATA_MESSAGE", "CONTROL_MESSAGE")
+
+
+class DeadLetter(msgspec.Struct, kw_only=True):
+    """Input that could not become an event, kept for the dead-letter topic/index with the reason why.
+
+    ``reason``: ``invalid_utf8``, ``invalid_json``, ``invalid_gzip``, ``too_deep``, ``oversized``, ``empty``,
+    ``not_an_object``, ``unknown_format``, ``malformed:<format>``... ``raw`` is kept only when asked (it may hold
+    sensitive data).
+    """
+
+    reason: str
+    detail: str
+    origin: str
+    size: int
+    format: str | None = None
+    raw: str | None = None
+    timestamp: float = msgspec.field(default_factory=time.time)
+
+
+def raw_excerpt(data: bytes | str) -> str:
+    """The first 64 KiB of a payload as text (undecodable bytes replaced), for ``DeadLetter.raw``."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "replace")
+    return data[:RAW_LIMIT_BYTES].decode("utf-8", "replace")
+
+
+def dead_letter(
+    reason: str, detail: str, origin: str, data: bytes | str, *, keep_raw: bool, fmt: str | None = None
+) -> DeadLetter:
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
+    return DeadLetter(
+        reason=reason,
+        detail=detail,
+        origin=origin,
+        size=size,
+        format=fmt,
+        raw=raw_excerpt(data) if keep_raw else None,
+    )
+
+
+def decode_payload(
+    payload: bytes | str, origin: str, *, max_bytes: int, keep_raw: bool = False
+) -> tuple[list[dict[str, Any]], list[DeadLetter]]:
+    """The JSON objects in ``payload`` and dead letters for the rest."""
+    located, letters = decode_located(payload, origin, max_bytes=max_bytes, keep_raw=keep_raw)
+    return [record for _, record in located], letters
+
+
+def decode_located(
+    payload: bytes | str, origin: str, *, max_bytes: int, keep_raw: bool = False
+) -> tuple[list[tuple[str, dict[str, Any]]], list[DeadLetter]]:
+    """Like :func:`decode_payload`, each object paired with its origin (``origin[index]`` inside a batch)."""
+    if isinstance(payload, str):
+        try:
+            data = payload.encode("utf-8")
+        except UnicodeEncodeError as error:  # lone surrogates from a lenient reader
+            return [], [
+                dead_letter("invalid_utf8", f"not encodable as UTF-8: {error}", origin, payload, keep_raw=keep_raw)
+            ]
+    else:
+        data = bytes(payload)
+    if len(data) > max_bytes:
+        detail = f"{len(data)} bytes exceeds the limit of {max_bytes}"
+        return [], [dead_letter("oversized", detail, origin, data, keep_raw=keep_raw)]
+    if data.startswith(GZIP_MAGIC):
+        data, problem = _gunzip(data, max_bytes)
+        if problem:
+            return [], [dead_letter(problem[0], problem[1], origin, data, keep_raw=keep_raw)]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return [], [dead_letter("invalid_utf8", f"not valid UTF-8: {error}", origin, data, keep_raw=keep_raw)]
+    text = text.removeprefix("\ufeff").strip()
+    if not text:
+        return [], [dead_letter("empty", "payload is empty or whitespace", origin, data, keep_raw=keep_raw)]
+    records: list[tuple[str, dict[str, Any]]] = []
+    letters: list[DeadLetter] = []
+    try:
+        _collect(orjson.loads(text), origin, records, letters, keep_raw=keep_raw)
+    except orjson.JSONDecodeError as error:
+        lines = text.splitlines()
+        if len(lines) < 2 or _depth_error(error) or not _is_json(lines[0]):
+            letters.append(_json_dead_letter(error, origin, data, keep_raw=keep_raw))
+        else:  # NDJSON: a bad line costs only that line
+            for index, line in enumerate(lines):
+                if line.strip():
+                    _decode_line(line, f"{origin}[{index}]", records, letters, keep_raw=keep_raw)
+    return records, letters
+
+
+def _gunzip(data: bytes, max_bytes: int) -> tuple[bytes, tuple[str, str] | None]:
+    """Inflate a gzip payload (S3 log objects, compressed shipper batches; several members are concatenated),
+    never past ``max_bytes``: a small compressed payload can inflate to gigabytes."""
+    inflated = bytearray()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            inflated += inflater.decompress(rest, max_bytes + 1 - len(inflated))
+        except zlib.error as error:
+            return data, ("invalid_gzip", f"not a valid gzip stream: {error}")
+        if len(inflated) > max_bytes or inflater.unconsumed_tail:
+            return data, ("oversized", f"gzip payload inflates past the limit of {max_bytes} bytes")
+        if not inflater.eof:
+            return data, ("invalid_gzip", "gzip stream is truncated")
+        rest = inflater.unused_data
+    return bytes(inflated), None
+
+
+def _is_json(line: str) -> bool:
+    """NDJSON starts with a complete JSON value on its first line; broken pretty-printed JSON does not."""
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _decode_line(
+    line: str, origin: str, records: list[tuple[str, dict[str, Any]]], letters: list[DeadLetter], *, keep_raw: bool
+) -> None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError as error:
+        letters.append(_json_dead_letter(error, origin, line, keep_raw=keep_raw))
+        return
+    _collect(value, origin, records, letters, keep_raw=keep_raw)
+
+
+def _collect(
+    value: Any, origin: str, records: list[tuple[str, dict[str, Any]]], letters: list[DeadLetter], *, keep_raw: bool
+) -> None:
+    """Objects are records; arrays are batches whose elements are checked one by one; a CloudWatch Logs
+    subscription envelope is a batch of log events whose ``message`` strings are the records."""
+    if isinstance(value, dict):
+        if value.get("messageType") in CLOUDWATCH_MESSAGE_TYPES and isinstance(value.get("logEvents"), list):
+            _collect_log_events(value, origin, records, letters, keep_raw=keep_raw)
+        else:
+            records.append((origin, value))
+        return
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if isinstance(item, dict):
+                records.append((f"{origin}[{index}]", item))
+            else:
+                letters.append(_not_an_object(item, f"{origin}[{index}]", keep_raw=keep_raw))
+        return
+    letters.append(_not_an_object(value, origin, keep_raw=keep_raw))
+
+
+def _collect_log_events(
+    envelope: dict[str, Any],
+    origin: str,
+    records: list[tuple[str, dict[str, Any]]],
+    letters: list[DeadLetter],
+    *,
+    keep_raw: bool,
+) -> None:
+    """``{"messageType": "DATA_MESSAGE", "logGroup", "logStream", "logEvents": [{"id", "timestamp", "message"}]}``
+    (CloudWatch Logs subscription filters, e.g. Bedrock invocation logs through Kinesis/Firehose); a
+    ``CONTROL_MESSAGE`` carries no records."""
+    if envelope["messageType"] != "DATA_MESSAGE":
+        return
+    for index, log_event in enumerate(envelope["logEvents"]):
+        message = log_event.get("message") if isinstance(log_event, dict) else None
+        where = f"{origin}[{index}]"
+        if not isinstance(message, str):
+            letters.append(_not_an_object(message, where, keep_raw=keep_raw))
+            continue
+        _decode_line(message, where, records, letters, keep_raw=keep_raw)
+
+
+def _not_an_object(value: Any, origin: str, *, keep_raw: bool) -> DeadLetter:
+    try:
+        data = orjson.dumps(value)
+    except TypeError:  # nested too deep to re-encode
+        data = b""
+    detail = f"expected a JSON object, got {_json_type(value)}"
+    return dead_letter("not_an_object", detail, origin, data, keep_raw=keep_raw)
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _depth_error(error: orjson.JSONDecodeError) -> bool:
+    return "depth" in str(error) or "recursion" in str(error).lower()
+
+
+def _json_dead_letter(error: orjson.JSONDecodeError, origin: str, data: bytes | str, *, keep_raw: bool) -> DeadLetter:
+    if _depth_error(error):
+        return dead_letter(
+            "too_deep", f"JSON nested deeper than the decoder allows: {error}", origin, data, keep_raw=keep_raw
+        )
+    return dead_letter("invalid_json", f"not valid JSON: {error}", origin, data, keep_raw=keep_raw)

@@ -1,0 +1,319 @@
+"""Defensive readers for untrusted log fields: every reader returns the wanted type or ``None``/empty, never raises.
+
+Source records come from many gateways and versions, and from attackers: a field may hold any JSON type. These
+helpers coerce what has an obvious meaning (``"12"`` tokens, epoch milliseconds, a content list of parts) and drop
+the rest, so format modules stay short and no ``TypeError`` escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import string
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from detectors.event import RetrievedDocument, ToolDefinition, stable_event_id
+from detectors.normalise.errors import NormaliseError
+
+MAX_ID_CHARS = 256  # longer ids are hashed: an id is a key, not a payload
+MAX_NAME_CHARS = 1024  # identity values, model names, tool names
+KEY_DIGEST_MIN_HEX = 40
+MAX_INT = 2**63 - 1  # Elasticsearch ``long``
+MIN_EPOCH = 0.0
+MAX_EPOCH = 253_402_300_799.0  # 9999-12-31T23:59:59Z, the last second ``datetime`` can render
+_HEX = frozenset(string.hexdigits)
+_EPOCH_SCALES = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))  # epoch ns, µs, ms down to seconds
+_NUMBER_CHARS = 32  # a longer numeric string is not a number anyone logged
+
+# Request parameters that matter for model-extraction and abuse detection, under their OpenAI names.
+REQUEST_PARAMS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "n",
+    "logprobs",
+    "top_logprobs",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "seed",
+    "frequency_penalty",
+    "presence_penalty",
+    "stream",
+)
+
+
+class TextLimit:
+    """Clips each text to ``max_chars`` and remembers that it did, for ``Event.truncated``."""
+
+    __slots__ = ("max_chars", "truncated")
+
+    def __init__(self, max_chars: int) -> None:
+        self.max_chars = max(0, max_chars)
+        self.truncated = False
+
+    def __call__(self, text: str) -> str:
+        if len(text) > self.max_chars:
+            self.truncated = True
+            return text[: self.max_chars]
+        return text
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def as_items(value: Any) -> list[Any]:
+    """A list as is; a single object as a one-item list; anything else as empty."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [value]
+    return []
+
+
+def as_str(value: Any, limit: int = MAX_NAME_CHARS) -> str | None:
+    """A non-empty string (numbers rendered), at most ``limit`` characters; ``None`` otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float) and (isinstance(value, int) or math.isfinite(value)):
+        value = str(value)
+    if isinstance(value, str) and value:
+        return value[:limit]
+    return None
+
+
+def as_int(value: Any) -> int | None:
+    """A non-negative integer that fits a ``long``: ints, integral floats and numeric strings."""
+    number = as_float(value)
+    if number is None or number < 0:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value <= MAX_INT else None
+    return int(number) if number <= MAX_INT else None
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float from a number or numeric string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and len(value) <= _NUMBER_CHARS:
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, int):
+        return float(value) if abs(value) <= 1e300 else None
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return None
+
+
+def as_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def as_timestamp(value: Any) -> float | None:
+    """Epoch seconds from epoch s/ms/µs/ns numbers or strings, or from an ISO 8601 string; ``None`` if unusable."""
+    number = as_float(value)
+    if number is None and isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        number = parsed.timestamp()
+    if number is None:
+        return None
+    for threshold, divisor in _EPOCH_SCALES:
+        if abs(number) >= threshold:
+            number /= divisor
+            break
+    return number if MIN_EPOCH <= number <= MAX_EPOCH else None
+
+
+def scalar(value: Any) -> float | int | bool | str | None:
+    """A request-parameter value: a bool, finite number or short string; containers are dropped."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -MAX_INT <= value <= MAX_INT else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return value[:MAX_NAME_CHARS]
+    return None
+
+
+def request_params(
+    source: dict[str, Any], aliases: dict[str, str] | None = None
+) -> dict[str, float | int | bool | str]:
+    """The :data:`REQUEST_PARAMS` found in ``source``; ``aliases`` maps other spellings to the OpenAI names."""
+    params: dict[str, float | int | bool | str] = {}
+    for key, raw in source.items():
+        if not isinstance(key, str):
+            continue
+        name = aliases.get(key, key) if aliases else key
+        if name in REQUEST_PARAMS and name not in params:
+            value = scalar(raw)
+            if value is not None:
+                params[name] = value
+    return params
+
+
+def json_text(value: Any) -> str:
+    """Tool arguments and results as a string: strings as they are, structures as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
+    except TypeError:  # too deep, or a type JSON cannot hold
+        return ""
+
+
+def parse_json(text: Any) -> Any:
+    """A JSON value embedded as a string (OTel attributes, Bedrock stream bytes); ``None`` if it is not JSON."""
+    if not isinstance(text, str | bytes):
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def content_text(content: Any) -> str:
+    """Text of a message content: a string, or a list of parts whose text parts are joined with newlines.
+
+    Understands OpenAI parts (``{"type": "text"|"input_text"|"output_text", "text": ...}``, ``refusal``),
+    Anthropic/Converse blocks (``{"text": ...}``) and OTel GenAI parts (``{"type": "text", "content": ...}``).
+    Images, audio and files carry no text and are skipped.
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return "" if content is None or isinstance(content, bool) else (as_str(content) or "")
+    texts: list[str] = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            text = part.get("text")
+            if isinstance(text, dict):  # Converse guardContent: {"text": {"text": ...}}
+                text = text.get("text")
+            if not isinstance(text, str) and part.get("type") in (None, "text"):
+                text = part.get("content")
+            if not isinstance(text, str):
+                text = part.get("refusal")
+            if isinstance(text, str) and text:
+                texts.append(text)
+    return "\n".join(texts)
+
+
+def tool_definitions(tools: Any) -> list[ToolDefinition]:
+    """Tool definitions in the OpenAI Chat (``function: {...}``), OpenAI Responses / Anthropic / OTel (flat) and
+    Bedrock Converse (``toolSpec: {...}``) shapes; a built-in tool with no name is named by its ``type``."""
+    definitions: list[ToolDefinition] = []
+    for tool in as_items(tools):
+        if not isinstance(tool, dict):
+            continue
+        spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool.get("toolSpec")
+        spec = spec if isinstance(spec, dict) else tool
+        name = as_str(spec.get("name")) or as_str(tool.get("type"))
+        if name:
+            definitions.append(ToolDefinition(name=name, description=as_str(spec.get("description"), 4096) or ""))
+    return definitions
+
+
+def key_hash(value: Any) -> str | None:
+    """An API key's hash from a field that should hold one. A value that looks like a digest (40+ hex chars:
+    SHA-1 or longer, as LiteLLM's SHA-256) is kept; anything else may be a raw key (some providers' keys are
+    32 hex chars) and is replaced by :func:`hash_key`, so a raw key is never stored."""
+    text = as_str(value, MAX_ID_CHARS * 4)
+    if not text:
+        return None
+    if len(text) >= KEY_DIGEST_MIN_HEX and _HEX.issuperset(text):
+        return text.lower()[:128]
+    return hash_key(text)
+
+
+def hash_key(value: Any) -> str | None:
+    """The first 16 hex chars of the SHA-256 of a raw API key."""
+    text = as_str(value, MAX_ID_CHARS * 4)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16] if text else None
+
+
+def event_id(request_id: Any, fmt: str, record: dict[str, Any]) -> str:
+    """The record's own request id, else a stable hash of its canonical JSON (same record, same id)."""
+    text = as_str(request_id, MAX_ID_CHARS * 4)
+    if text:
+        return text if len(text) <= MAX_ID_CHARS else stable_event_id(fmt, text)
+    try:
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=repr)
+    except TypeError as error:
+        raise NormaliseError("too_deep", f"record has no request id and cannot be hashed: {error}") from None
+    return stable_event_id(fmt, canonical.decode("utf-8"))
+
+
+def first(*values: Any, limit: int = MAX_NAME_CHARS) -> str | None:
+    """The first value that reads as a non-empty string."""
+    for value in values:
+        text = as_str(value, limit)
+        if text:
+            return text
+    return None
+
+
+def strings(values: Iterable[Any]) -> list[str]:
+    return [text for text in (as_str(value) for value in values) if text]
+
+
+def dig(record: Any, *path: str) -> Any:
+    """``record[a][b]...`` through dicts only; ``None`` where the path breaks."""
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def retrieved_documents(value: Any, clip: TextLimit) -> list[RetrievedDocument]:
+    """Retrieved (RAG) documents: strings, or objects with ``content``/``text``/``page_content`` (string or parts),
+    optional ``id`` and ``source``/``url``/``uri``/``filename`` (also under ``metadata``)."""
+    documents: list[RetrievedDocument] = []
+    for item in as_items(value):
+        if isinstance(item, str):
+            documents.append(RetrievedDocument(content=clip(item)))
+            continue
+        if not isinstance(item, dict):
+            continue
+        content = next((item[k] for k in ("content", "text", "page_content") if item.get(k) is not None), None)
+        meta = as_dict(item.get("metadata"))
+        documents.append(
+            RetrievedDocument(
+                content=clip(content_text(content)),
+                id=first(item.get("id"), item.get("file_id"), item.get("document_id"), limit=MAX_ID_CHARS),
+                source=first(
+                    *(item.get(k) for k in ("source", "url", "uri", "filename")),
+                    *(meta.get(k) for k in ("source", "url", "uri", "filename")),
+                ),
+            )
+        )
+    return documents
+
+
+def dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects among :func:`as_items` of ``value``; other elements are ignored."""
+    return [item for item in as_items(value) if isinstance(item, dict)]

@@ -1,0 +1,171 @@
+"""LiteLLM proxy logs: the ``StandardLoggingPayload`` that LiteLLM hands to every logging integration.
+
+Follows ``StandardLoggingPayload`` in ``litellm/types/utils.py`` (LiteLLM docs, "StandardLoggingPayload"):
+``id``, ``call_type``, ``stream``, ``status`` (success | failure), ``startTime`` / ``endTime`` /
+``completionStartTime`` (epoch seconds), ``model``, ``model_group``, ``custom_llm_provider``, ``api_base``,
+``metadata`` (``StandardLoggingMetadata``: ``user_api_key_hash``, ``user_api_key_alias``, ``user_api_key_org_id``,
+``user_api_key_team_id``, ``user_api_key_user_id``, ``user_api_key_end_user_id``, ``requester_ip_address``,
+``requester_metadata``, ``spend_logs_metadata``, ``vector_store_request_metadata``), ``end_user``, ``messages``
+(list, str or dict), ``response`` (ModelResponse dict, Responses object or str), ``prompt_tokens``,
+``completion_tokens``, ``error_str``, ``error_information`` (``error_code``, ``error_class``),
+``model_parameters``, ``hidden_params``, ``guardrail_information`` (dict or list of
+``StandardLoggingGuardrailInformation``).
+
+Conventions: retrieved documents come from LiteLLM's ``metadata.vector_store_request_metadata[]
+.vector_store_search_response.data[]``, or from ``retrieved_documents`` that the application put in its request
+``metadata`` (logged as ``metadata.requester_metadata``); the session id from ``session_id`` there (or in
+``metadata``/``spend_logs_metadata``). Messages equal to LiteLLM's placeholder ``"redacted-by-litellm"`` (set by
+``turn_off_message_logging``) mark the event ``content_redacted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.event import Event, GuardrailVerdict, Identity, RetrievedDocument
+from detectors.normalise.chat import Conversation, completion_output, usage_tokens
+from detectors.normalise.errors import NormaliseError
+from detectors.normalise.fields import (
+    MAX_ID_CHARS,
+    TextLimit,
+    as_bool,
+    as_dict,
+    as_int,
+    as_items,
+    as_str,
+    as_timestamp,
+    content_text,
+    dicts,
+    event_id,
+    first,
+    json_text,
+    key_hash,
+    request_params,
+    retrieved_documents,
+    tool_definitions,
+)
+
+NAME = "litellm"
+REDACTED = "redacted-by-litellm"
+_HINTS = ("startTime", "response_cost", "model_parameters", "hidden_params", "custom_llm_provider")
+_OPERATIONS = {
+    "completion": "chat",
+    "acompletion": "chat",
+    "text_completion": "text_completion",
+    "atext_completion": "text_completion",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "responses": "chat",
+    "aresponses": "chat",
+    "anthropic_messages": "chat",
+}
+# guardrail_status values: "success" passed, "guardrail_intervened" blocked; failures/not_run carry no verdict.
+_GUARDRAIL_ACTIONS = {"success": "passed", "guardrail_intervened": "blocked", "blocked": "blocked"}
+
+
+def detect(record: dict[str, Any]) -> bool:
+    return "call_type" in record and any(hint in record for hint in _HINTS)
+
+
+def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
+    if not any(key in record for key in ("messages", "response", "status")):
+        raise NormaliseError(f"malformed:{NAME}", "payload has no messages, no response and no status")
+    metadata = as_dict(record.get("metadata"))
+    requester = as_dict(metadata.get("requester_metadata"))
+    spend = as_dict(metadata.get("spend_logs_metadata"))
+    params = as_dict(record.get("model_parameters"))
+    messages = record.get("messages")
+    redacted = messages is None or messages == REDACTED or record.get("response") == REDACTED
+    conversation = Conversation(clip)
+    if not redacted:
+        conversation.system.append(content_text(params.get("system")))  # Anthropic /v1/messages passthrough
+        conversation.add_items(messages)
+    response = None if record.get("response") == REDACTED else record.get("response")
+    output, finish_reasons = completion_output(response, clip) if response else ([], [])
+    input_tokens, output_tokens = usage_tokens(as_dict(response).get("usage"))
+    start = as_timestamp(record.get("startTime"))
+    end = as_timestamp(record.get("endTime"))
+    error = as_dict(record.get("error_information"))
+    status = as_str(record.get("status"), 32)
+    call_type = as_str(record.get("call_type"), 64)
+    stream = as_bool(record.get("stream"))
+    headers = as_dict(metadata.get("requester_custom_headers"))
+    return [
+        Event(
+            id=event_id(record.get("id"), NAME, record),
+            timestamp=start or end or now,
+            dataset=NAME,
+            provider=as_str(record.get("custom_llm_provider")),
+            operation=_OPERATIONS.get(call_type or "", call_type),
+            request_model=first(record.get("model_group"), record.get("model")),
+            response_model=first(as_dict(response).get("model"), record.get("model")),
+            finish_reasons=finish_reasons,
+            input_tokens=as_int(record.get("prompt_tokens")) or as_int(input_tokens),
+            output_tokens=as_int(record.get("completion_tokens")) or as_int(output_tokens),
+            system_instructions=conversation.system_text,
+            input_messages=conversation.messages,
+            output_messages=output,
+            tool_definitions=tool_definitions(params.get("tools")),
+            retrieved_documents=vector_store_documents(metadata.get("vector_store_request_metadata"), clip)
+            + retrieved_documents(requester.get("retrieved_documents", metadata.get("retrieved_documents")), clip),
+            request_params=request_params({**params, **({"stream": True} if stream else {})}),
+            identity=Identity(
+                user_id=first(record.get("end_user"), metadata.get("user_api_key_end_user_id"))
+                or first(metadata.get("user_api_key_user_id")),
+                api_key_hash=key_hash(metadata.get("user_api_key_hash")),
+                organization_id=as_str(metadata.get("user_api_key_org_id")),
+                team_id=first(metadata.get("user_api_key_team_id"), metadata.get("user_api_key_team_alias")),
+                source_ip=first(record.get("requester_ip_address"), metadata.get("requester_ip_address"), limit=64),
+                user_agent=first(metadata.get("user_agent"), headers.get("user-agent"), headers.get("User-Agent")),
+                session_id=first(
+                    requester.get("session_id"), metadata.get("session_id"), spend.get("session_id"), limit=MAX_ID_CHARS
+                ),
+            ),
+            service_name=first(requester.get("service"), metadata.get("user_api_key_alias")),
+            duration_ms=round((end - start) * 1000.0, 3)
+            if start is not None and end is not None and end >= start
+            else None,
+            outcome="success" if status == "success" else ("failure" if status == "failure" else "unknown"),
+            error_code=first(error.get("error_code"), error.get("error_class"), limit=128),
+            guardrails=guardrails(record.get("guardrail_information")),
+            content_redacted=redacted,
+            truncated=clip.truncated,
+        )
+    ]
+
+
+def vector_store_documents(requests: Any, clip: TextLimit) -> list[RetrievedDocument]:
+    """Documents LiteLLM's vector-store integration retrieved: ``vector_store_search_response.data[]`` items with
+    ``content: [{"type": "text", "text": ...}]``, ``file_id``, ``filename``."""
+    documents: list[RetrievedDocument] = []
+    for request in as_items(requests):
+        for item in as_items(as_dict(as_dict(request).get("vector_store_search_response")).get("data")):
+            documents.extend(retrieved_documents([item], clip))
+    return documents
+
+
+def guardrails(information: Any) -> list[GuardrailVerdict]:
+    verdicts: list[GuardrailVerdict] = []
+    for info in dicts(information):
+        action = _GUARDRAIL_ACTIONS.get(as_str(info.get("guardrail_status"), 64) or "")
+        masked = as_dict(info.get("masked_entity_count"))
+        if action == "passed" and any(as_int(count) for count in masked.values()):
+            action = "flagged"
+        if action is None:
+            continue
+        mode = info.get("guardrail_mode")
+        mode_text = ",".join(str(m) for m in mode) if isinstance(mode, list) else as_str(mode)
+        detail = " ".join(
+            part
+            for part in (f"mode={mode_text}" if mode_text else "", json_text(info.get("guardrail_response"))[:500])
+            if part
+        )
+        verdicts.append(
+            GuardrailVerdict(
+                source="litellm:" + (as_str(info.get("guardrail_name")) or "guardrail"),
+                action=action,
+                categories=sorted(str(kind) for kind, count in masked.items() if as_int(count)),
+                detail=detail or None,
+            )
+        )
+    return verdicts

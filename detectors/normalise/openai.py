@@ -1,0 +1,187 @@
+"""OpenAI request/response pairs, as an application or gateway logs them (OpenAI itself keeps no such log).
+
+Envelope (our convention; every key but ``request`` is optional)::
+
+    {
+      "request_id": "req_...",            # else response.id, else a hash of the record
+      "timestamp": 1768435200.5,          # epoch s/ms or ISO 8601; else response.created / created_at
+      "duration_ms": 812.0,
+      "request":  {...},                  # a Chat Completions or Responses API request body, as sent
+      "response": {...},                  # chat.completion, a list of chat.completion.chunk, or a Responses object
+      "error":    {"type": ..., "code": ..., "message": ...},   # the OpenAI error object of a failed call
+      "moderation": {"results": [{"flagged": true, "categories": {"violence": true}}]},
+      "metadata": {"user_id": ..., "session_id": ...},   # the app's own; request.metadata is read the same way
+      "user": "u-123",                    # else request.user / request.safety_identifier / metadata.user_id
+      "api_key_hash": "...",              # or "api_key": a raw key, which is hashed here and never kept
+      "organization": "org-...", "project": "proj-...",
+      "client_ip": "203.0.113.7", "user_agent": "...", "session_id": "...",   # else metadata / conversation id
+      "service": "support-bot",
+      "retrieved_documents": [{"id": ..., "source": ..., "content": ...}]     # or "context": [...] (RAG)
+    }
+
+Request and response bodies follow the public OpenAI API reference (see :mod:`detectors.normalise.chat`).
+A ``finish_reason`` of ``content_filter`` and a flagged moderation result become guardrail verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.event import Event, GuardrailVerdict, Identity
+from detectors.normalise.chat import Conversation, completion_output, usage_tokens
+from detectors.normalise.fields import (
+    MAX_ID_CHARS,
+    TextLimit,
+    as_dict,
+    as_float,
+    as_int,
+    as_items,
+    as_str,
+    as_timestamp,
+    dicts,
+    dig,
+    event_id,
+    first,
+    hash_key,
+    json_text,
+    key_hash,
+    request_params,
+    retrieved_documents,
+    tool_definitions,
+)
+
+NAME = "openai"
+_REQUEST_KEYS = ("messages", "input", "prompt")
+
+
+def detect(record: dict[str, Any]) -> bool:
+    request = record.get("request")
+    return isinstance(request, dict) and any(key in request for key in (*_REQUEST_KEYS, "model"))
+
+
+def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
+    request = as_dict(record.get("request"))
+    raw_response = record.get("response")
+    response = merge_chunks(raw_response) if isinstance(raw_response, list) else as_dict(raw_response)
+    conversation = Conversation(clip)
+    if isinstance(request.get("instructions"), str):
+        conversation.system.append(request["instructions"])
+    has_content = False
+    for key in _REQUEST_KEYS:
+        if request.get(key) is not None:
+            has_content = True
+            conversation.add_items(request[key])
+    output, finish_reasons = completion_output(response, clip) if response else ([], [])
+    input_tokens, output_tokens = usage_tokens(response.get("usage"))
+    raw_error = record.get("error")
+    error = {"message": raw_error} if isinstance(raw_error, str) and raw_error else as_dict(raw_error)
+    error = error or as_dict(response.get("error"))
+    outcome = "failure" if error else ("success" if response else "unknown")
+    metadata = {**as_dict(record.get("metadata")), **as_dict(request.get("metadata"))}
+    conversation_ref = request.get("conversation")
+    return [
+        Event(
+            id=event_id(first(record.get("request_id"), response.get("id"), limit=MAX_ID_CHARS * 4), NAME, record),
+            timestamp=as_timestamp(record.get("timestamp"))
+            or as_timestamp(response.get("created"))
+            or as_timestamp(response.get("created_at"))
+            or now,
+            dataset=NAME,
+            provider="openai",
+            operation="text_completion" if "prompt" in request and "messages" not in request else "chat",
+            request_model=as_str(request.get("model")),
+            response_model=as_str(response.get("model")),
+            finish_reasons=finish_reasons,
+            input_tokens=as_int(input_tokens),
+            output_tokens=as_int(output_tokens),
+            system_instructions=conversation.system_text,
+            input_messages=conversation.messages,
+            output_messages=output,
+            tool_definitions=tool_definitions(request.get("tools")),
+            retrieved_documents=retrieved_documents(record.get("retrieved_documents", record.get("context")), clip),
+            request_params=request_params(request),
+            identity=Identity(
+                user_id=first(
+                    record.get("user"), request.get("user"), request.get("safety_identifier"), metadata.get("user_id")
+                ),
+                api_key_hash=key_hash(record.get("api_key_hash")) or hash_key(record.get("api_key")),
+                organization_id=as_str(record.get("organization")),
+                team_id=as_str(record.get("project")),
+                source_ip=as_str(record.get("client_ip"), 64),
+                user_agent=as_str(record.get("user_agent")),
+                session_id=first(
+                    record.get("session_id"),
+                    metadata.get("session_id"),
+                    as_dict(conversation_ref).get("id"),
+                    conversation_ref,
+                    limit=MAX_ID_CHARS,
+                ),
+            ),
+            service_name=as_str(record.get("service")),
+            duration_ms=as_float(record.get("duration_ms")),
+            outcome=outcome,
+            error_code=first(error.get("code"), error.get("type"), limit=128),
+            guardrails=guardrails(record, finish_reasons),
+            content_redacted=not has_content,
+            truncated=clip.truncated,
+        )
+    ]
+
+
+def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
+    """A streamed Chat Completions response (``chat.completion.chunk`` list) reassembled into one chat.completion:
+    ``delta.content`` concatenated, ``delta.tool_calls`` merged by ``index``."""
+    merged: dict[str, Any] = {}
+    choices: dict[int, dict[str, Any]] = {}
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        for key in ("id", "model", "created", "usage"):
+            if chunk.get(key) is not None:
+                merged[key] = chunk[key]
+        for raw in as_items(chunk.get("choices")):
+            if not isinstance(raw, dict):
+                continue
+            choice = choices.setdefault(as_int(raw.get("index")) or 0, {"content": [], "calls": {}, "reason": None})
+            delta = as_dict(raw.get("delta"))
+            if isinstance(delta.get("content"), str):
+                choice["content"].append(delta["content"])
+            for call in dicts(delta.get("tool_calls")):
+                slot = choice["calls"].setdefault(as_int(call.get("index")) or 0, {"name": "", "arguments": []})
+                function = as_dict(call.get("function"))
+                slot["id"] = as_str(call.get("id"), MAX_ID_CHARS) or slot.get("id")
+                slot["name"] += function.get("name") if isinstance(function.get("name"), str) else ""
+                slot["arguments"].append(json_text(function.get("arguments")))
+            choice["reason"] = raw.get("finish_reason") or choice["reason"]
+    merged["choices"] = [
+        {
+            "index": index,
+            "finish_reason": choice["reason"],
+            "message": {
+                "role": "assistant",
+                "content": "".join(choice["content"]),
+                "tool_calls": [
+                    {"id": slot.get("id"), "function": {"name": slot["name"], "arguments": "".join(slot["arguments"])}}
+                    for _, slot in sorted(choice["calls"].items())
+                ],
+            },
+        }
+        for index, choice in sorted(choices.items())
+    ]
+    return merged
+
+
+def guardrails(record: dict[str, Any], finish_reasons: list[str]) -> list[GuardrailVerdict]:
+    verdicts: list[GuardrailVerdict] = []
+    if "content_filter" in finish_reasons:
+        verdicts.append(GuardrailVerdict(source="openai.content_filter", action="blocked"))
+    for result in dicts(dig(record, "moderation", "results")):
+        categories = sorted(str(name) for name, hit in as_dict(result.get("categories")).items() if hit is True)
+        verdicts.append(
+            GuardrailVerdict(
+                source="openai.moderation",
+                action="flagged" if result.get("flagged") is True else "passed",
+                categories=categories,
+            )
+        )
+    return verdicts
