@@ -6,16 +6,38 @@ the same detectors with the same configuration.
 
 from __future__ import annotations
 
+import logging
+
 from app.settings import Settings
 from detectors.base import Detector
 from detectors.chains import SessionChainDetector
+from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
+from detectors.correlation import CorrelationDetector, load_correlations
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
+from detectors.signatures.detector import SignatureDetector
+from detectors.signatures.ruleset import RuleSetWatcher, default_directories
+
+log = logging.getLogger(__name__)
 
 
 def build_detectors(settings: Settings) -> list[Detector]:
     """The detection tiers in order: cheap signatures first, then models; later tiers see earlier findings."""
-    return [SessionChainDetector()]
+    detection = settings.detection
+    rule_dirs = default_directories(detection.rules_dir, builtin=detection.builtin_rules)
+    rules = RuleSetWatcher(rule_dirs)
+    for error in rules.last_errors:
+        log.error("rule not loaded: %s", error)
+    correlation_dirs = [BUILTIN_CORRELATIONS, *([detection.rules_dir] if detection.rules_dir else [])]
+    correlations, errors = load_correlations(correlation_dirs)
+    for error in errors:
+        log.error("correlation rule not loaded: %s", error)
+    aliases = {rule.sigma.name: rule.id for rule in rules.current.rules if rule.sigma.name}
+    return [
+        SignatureDetector(rules),
+        CorrelationDetector(correlations, aliases),
+        SessionChainDetector(),
+    ]
 
 
 def build_pipeline(settings: Settings) -> Pipeline:

@@ -110,6 +110,18 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
             handle.close()
 
 
+def decoded_lines(
+    sources: list[str], *, max_bytes: int, max_text_chars: int, keep_raw: bool = False
+) -> Iterator[tuple[list[Event], list[DeadLetter], int]]:
+    """Each input line as ``(events, dead letters, bytes read)``: the one way files enter the engine."""
+    for source in sources:
+        for line, origin in read_lines(source, max_bytes):
+            events, letters = normalise_payload(
+                line, origin, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
+            )
+            yield events, letters, len(line)
+
+
 def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
     return msgspec.to_builtins(letter)
 
@@ -150,22 +162,20 @@ def replay(
         batch.clear()
 
     try:
-        for source in sources:
-            for line, origin in read_lines(source, max_bytes):
-                summary.records += 1
-                summary.bytes_read += len(line)
-                events, letters = normalise_payload(
-                    line, origin, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
-                )
-                if letters:
-                    dead_writer.write(dead_letter_document(letter) for letter in letters)
-                    summary.dead_letters += len(letters)
-                    summary.dead_letters_by_reason.update(letter.reason for letter in letters)
-                batch.extend(events)
-                if len(batch) >= batch_size:
-                    flush()
-                if on_progress is not None:
-                    on_progress(len(line))
+        for events, letters, size in decoded_lines(
+            sources, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
+        ):
+            summary.records += 1
+            summary.bytes_read += size
+            if letters:
+                dead_writer.write(dead_letter_document(letter) for letter in letters)
+                summary.dead_letters += len(letters)
+                summary.dead_letters_by_reason.update(letter.reason for letter in letters)
+            batch.extend(events)
+            if len(batch) >= batch_size:
+                flush()
+            if on_progress is not None:
+                on_progress(size)
         if batch:
             flush()
     finally:

@@ -74,8 +74,9 @@ class AlertGrouper:
             risk_group = self._add_risk(detection)
             if risk_group is not None:
                 touched[risk_group] = None
+        rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
-        return [self._render(key, sensitive) for key in touched]
+        return rendered
 
     def _add(self, detection: Detection) -> str:
         key = self._group_key(detection)

@@ -90,3 +90,9 @@ def test_old_groups_are_forgotten():
     alerts_of(grouper, [detection("e1", T0)])
     alerts_of(grouper, [detection("e2", T0 + 10 * HOUR, user="eve")])
     assert len(grouper.state()["groups"]) == 1
+
+
+def test_a_batch_spanning_many_windows_renders_every_group():
+    grouper = AlertGrouper(Redactor(b"k"))
+    docs = alerts_of(grouper, [detection(f"e{i}", T0 + i * HOUR) for i in range(5)])
+    assert len(docs) == 5
