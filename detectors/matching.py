@@ -50,11 +50,11 @@ class MultiMatcher:
         if len(set(ids)) != len(ids):
             raise ValueError("pattern ids must be unique")
         self.max_matches_per_pattern = max_matches_per_pattern
-        accepted, rejected = _partition_for_hyperscan(patterns)
-        self._database = _compile_hyperscan(accepted) if accepted else None
+        self._database, rejected = _build_hyperscan(patterns)
         self._re2 = [(p.id, _compile_re2(p)) for p in rejected]
+        accepted = len(patterns) - len(rejected)
         self.pattern_count = len(patterns)
-        self.hyperscan_count = len(accepted)
+        self.hyperscan_count = accepted
 
     def scan(self, text: str) -> list[Match]:
         """Every pattern that matches ``text``, with up to ``max_matches_per_pattern`` spans each, in order."""
@@ -105,23 +105,35 @@ def _compile_hyperscan(patterns: Sequence[Pattern]) -> hyperscan.Database:
     return database
 
 
-def _partition_for_hyperscan(patterns: Sequence[Pattern]) -> tuple[list[Pattern], list[Pattern]]:
-    """Split into what one Hyperscan database takes and what it refuses (found one by one on failure)."""
+def _build_hyperscan(patterns: Sequence[Pattern]) -> tuple[hyperscan.Database | None, list[Pattern]]:
+    """One database of every pattern Hyperscan takes, and the patterns it refuses.
+
+    Compiling is the slow part, so a refused pattern is found by bisection (a few compiles), not one by one.
+    """
     if not patterns:
-        return [], []
+        return None, []
     try:
-        _compile_hyperscan(patterns)
-        return list(patterns), []
+        return _compile_hyperscan(patterns), []
     except hyperscan.error:
         pass
-    accepted, rejected = [], []
-    for pattern in patterns:
+    rejected = _refused(list(patterns))
+    refused_ids = {p.id for p in rejected}
+    accepted = [p for p in patterns if p.id not in refused_ids]
+    return (_compile_hyperscan(accepted) if accepted else None), rejected
+
+
+def _refused(patterns: list[Pattern]) -> list[Pattern]:
+    """The patterns of a group that Hyperscan refuses (the group as a whole is known to fail)."""
+    if len(patterns) == 1:
+        return patterns
+    middle = len(patterns) // 2
+    refused = []
+    for half in (patterns[:middle], patterns[middle:]):
         try:
-            _compile_hyperscan([pattern])
-            accepted.append(pattern)
+            _compile_hyperscan(half)
         except hyperscan.error:
-            rejected.append(pattern)
-    return accepted, rejected
+            refused.extend(_refused(half))
+    return refused
 
 
 def _compile_re2(pattern: Pattern) -> re2._Regexp:
@@ -139,9 +151,13 @@ def _compile_re2(pattern: Pattern) -> re2._Regexp:
         ) from None
 
 
-def check_pattern(expression: str) -> None:
+def check_pattern(expression: str, *, caseless: bool = True) -> None:
     """Raise :class:`PatternError` unless ``expression`` compiles in a linear-time engine."""
-    MultiMatcher([Pattern(0, expression)])
+    pattern = Pattern(0, expression, caseless=caseless)
+    try:
+        _compile_hyperscan([pattern])
+    except hyperscan.error:
+        _compile_re2(pattern)
 
 
 def _offset_converter(text: str, data: bytes):
