@@ -1,0 +1,100 @@
+"""Configuration of the exfiltration and leakage detectors: thresholds, the registry file, what is redacted.
+
+Thresholds were tuned on the train split of ``tests/fixtures/exfil`` only (see docs/exfiltration.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+EGRESS_TOOL_WORDS = (
+    "send",
+    "email",
+    "mail",
+    "smtp",
+    "post",
+    "http",
+    "https",
+    "request",
+    "fetch",
+    "curl",
+    "wget",
+    "webhook",
+    "upload",
+    "share",
+    "publish",
+    "notify",
+    "slack",
+    "sms",
+    "message",
+    "forward",
+    "export",
+    "transfer",
+    "browse",
+    "open",
+    "navigate",
+    "visit",
+    "url",
+)
+
+EXFIL_SINK_DOMAINS = (
+    "webhook.site",
+    "requestbin.net",
+    "requestbin.com",
+    "pipedream.net",
+    "ngrok.io",
+    "ngrok-free.app",
+    "ngrok.app",
+    "pastebin.com",
+    "transfer.sh",
+    "interact.sh",
+    "oast.fun",
+    "oast.pro",
+    "oastify.com",
+    "burpcollaborator.net",
+    "requestcatcher.com",
+    "beeceptor.com",
+    "hookbin.com",
+    "trycloudflare.com",
+)
+
+
+class ExfilConfig(BaseModel):
+    """Everything the exfiltration tier can be tuned with; the defaults are the tuned values."""
+
+    registry_path: Path | None = None  # YAML with per-application prompts, canaries and allowlists
+    registry_check_interval_s: float = 5.0  # how often the registry file's mtime is looked at
+    max_scan_chars: int = 256 * 1024  # longer texts are scanned up to this many characters
+    max_candidates_per_pattern: int = 256
+
+    # secrets
+    generic_secret_min_entropy: float = 3.0  # Shannon bits/char of a `password = '...'` value
+    generic_secret_min_length: int = 8
+
+    # system-prompt leakage
+    leak_shingle_words: int = 5
+    leak_min_share: float = 0.15  # share of the system prompt's shingles reproduced (tuned on train: 0.3 -> 0.15)
+    leak_min_words: int = 25  # and at least this many of its words reproduced
+
+    # data flows into URLs and tool calls
+    carrier_min_length: int = 20  # URL parameter / path values shorter than this carry no data
+    carrier_min_entropy: float = 4.2  # bits/char over which an opaque value counts as data
+    flow_min_chars: int = 16  # a decoded value must be this long to be matched against the conversation
+    flow_shingle_words: int = 4
+    flow_min_share: float = 0.5  # share of a decoded value's shingles found in the conversation
+    egress_tool_words: tuple[str, ...] = EGRESS_TOOL_WORDS
+    exfil_sink_domains: tuple[str, ...] = EXFIL_SINK_DOMAINS
+    default_allowed_domains: tuple[str, ...] = ()  # allowed for every application, on top of the registry
+
+    # per-session memory of fingerprints of the values that reached the model (traces leaks across events)
+    memory_key: SecretStr = SecretStr("abusewatch-exfil-memory")  # keys the fingerprints; set per deployment
+    memory_ttl_s: float = 3600.0
+    memory_max_sessions: int = 50_000
+
+    # redaction: which found values are handed to the pipeline's Redactor
+    redact_secrets: bool = True
+    redact_pii: bool = True
+    redact_ip_addresses: bool = False  # masking IPs would also mask source.ip in the ECS document
+    pii_kinds: frozenset[str] = Field(default_factory=frozenset)  # empty: all PII kinds

@@ -1,0 +1,123 @@
+"""One event seen as the exfiltration checks need it: its texts split into inputs and outputs, scanned once.
+
+Inputs are what reached the model (system prompt, user turns, tool results, retrieved documents, earlier turns);
+outputs are what the model produced (its reply and the tool calls it asked for). Every text, the resent history
+included, is scanned so that every secret and PII value is handed to the redactor; only the new parts (this
+turn's input and the outputs) are alerted on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from detectors.event import COMPLETION, DOCUMENT, PROMPT, SYSTEM, TOOL_ARGUMENTS, TOOL_RESULT, Event
+from detectors.exfil.candidates import CandidateScanner, Hit
+from detectors.exfil.registry import AppProfile
+
+HISTORY = "gen_ai.input.messages"  # earlier turns that the client resent
+
+Side = Literal["input", "output"]
+
+
+@dataclass(slots=True)
+class Segment:
+    """One scanned text. ``new`` is False for resent history and the system prompt (never alerted on)."""
+
+    field: str
+    text: str
+    side: Side
+    new: bool
+    hits: list[Hit] = field(default_factory=list)
+    user_supplied: bool = False
+    tool_call_index: int | None = None  # for outputs: which output tool call the arguments belong to
+
+
+@dataclass(slots=True)
+class EventContext:
+    event: Event
+    profile: AppProfile
+    segments: list[Segment]
+    earlier: Callable[[str], str | None] = lambda _key: None  # where an earlier event of the session held a value
+
+    def hits(self, family: str | None = None, *, side: Side | None = None, new: bool | None = None):
+        """``(segment, hit)`` pairs filtered by family, side and newness."""
+        for segment in self.segments:
+            if (side is not None and segment.side != side) or (new is not None and segment.new != new):
+                continue
+            for hit in segment.hits:
+                if family is None or hit.family == family:
+                    yield segment, hit
+
+    def input_values(self) -> dict[str, tuple[Segment, Hit]]:
+        """Secret and PII values that reached the model, by normalised key, with where they were first seen."""
+        found: dict[str, tuple[Segment, Hit]] = {}
+        for segment, hit in self.hits(side="input"):
+            if hit.family != "url":
+                found.setdefault(f"{hit.family}:{hit.kind}:{hit.key}", (segment, hit))
+        return found
+
+    def user_keys(self) -> set[str]:
+        """Keys of the values the user typed in (this turn or earlier ones)."""
+        return {f"{h.family}:{h.kind}:{h.key}" for s, h in self.hits(side="input") if s.user_supplied}
+
+
+def _segments(event: Event) -> list[Segment]:
+    segments: list[Segment] = []
+    if event.system_instructions:
+        segments.append(Segment(SYSTEM, event.system_instructions, "input", new=False))
+    new_start = len(event.input_messages) - len(event.new_input())
+    for index, message in enumerate(event.input_messages):
+        new = index >= new_start
+        if message.content:
+            if message.role == "user":
+                segments.append(Segment(PROMPT if new else HISTORY, message.content, "input", new, user_supplied=True))
+            elif message.role == "tool":
+                segments.append(Segment(TOOL_RESULT if new else HISTORY, message.content, "input", new))
+            else:
+                segments.append(
+                    Segment(
+                        SYSTEM if message.role in ("system", "developer") else HISTORY,
+                        message.content,
+                        "input",
+                        new=False,
+                    )
+                )
+        for call in message.tool_calls:
+            if call.arguments:
+                segments.append(Segment(HISTORY, call.arguments, "input", new=False))
+            if call.result:
+                segments.append(Segment(HISTORY, call.result, "input", new=False))
+    for document in event.retrieved_documents:
+        if document.content:
+            segments.append(Segment(DOCUMENT, document.content, "input", new=True))
+    call_index = 0
+    for message in event.output_messages:
+        if message.content:
+            segments.append(Segment(COMPLETION, message.content, "output", new=True))
+        for call in message.tool_calls:
+            if call.arguments:
+                segments.append(Segment(TOOL_ARGUMENTS, call.arguments, "output", True, tool_call_index=call_index))
+            if call.result:
+                segments.append(Segment(TOOL_RESULT, call.result, "input", new=True))
+            call_index += 1
+    return segments
+
+
+def build_context(
+    event: Event,
+    profile: AppProfile,
+    scanner: CandidateScanner,
+    max_chars: int,
+    earlier: Callable[[str], str | None] = lambda _key: None,
+) -> EventContext:
+    """Split ``event`` into segments and scan each one; PII inside a found secret is not PII."""
+    segments = _segments(event)
+    for segment in segments:
+        hits = scanner.scan(segment.text[:max_chars])
+        secrets = [h for h in hits if h.family == "secret"]
+        segment.hits = [
+            h for h in hits if h.family != "pii" or not any(s.start < h.end and h.start < s.end for s in secrets)
+        ]
+    return EventContext(event, profile, segments, earlier)

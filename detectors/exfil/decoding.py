@@ -1,0 +1,61 @@
+"""Decoding of values that may hide data: URL-encoding, base64 / base64url and hex, up to two layers deep."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import string
+import urllib.parse
+
+_B64 = frozenset(string.ascii_letters + string.digits + "+/=-_")
+_HEX = frozenset(string.hexdigits)
+_PRINTABLE = frozenset(string.printable)
+_MIN_ENCODED = 8
+
+
+def _printable_text(raw: bytes) -> str | None:
+    """``raw`` as text when it is (almost all) printable UTF-8; binary data is not text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text:
+        return None
+    printable = sum(1 for ch in text if ch in _PRINTABLE or ch.isprintable())
+    return text if printable / len(text) >= 0.95 else None
+
+
+def from_base64(value: str) -> str | None:
+    """Text hidden in ``value`` as base64 or base64url (padding optional), or None."""
+    if len(value) < _MIN_ENCODED or not set(value) <= _B64:
+        return None
+    stripped = value.rstrip("=")
+    padded = stripped + "=" * (-len(stripped) % 4)
+    altchars = b"-_" if ("-" in value or "_" in value) else None
+    try:
+        raw = base64.b64decode(padded, altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _printable_text(raw)
+
+
+def from_hex(value: str) -> str | None:
+    """Text hidden in ``value`` as hex, or None."""
+    if len(value) < 2 * _MIN_ENCODED or len(value) % 2 or not set(value) <= _HEX:
+        return None
+    return _printable_text(bytes.fromhex(value))
+
+
+def decoded_forms(value: str) -> list[tuple[str, tuple[str, ...]]]:
+    """``value`` and every readable decoding of it, each with the transforms that produced it."""
+    forms: list[tuple[str, tuple[str, ...]]] = [(value, ())]
+    unquoted = urllib.parse.unquote_plus(value) if ("%" in value or "+" in value) else value
+    if unquoted != value:
+        forms.append((unquoted, ("url",)))
+    for _ in range(2):
+        for text, transforms in list(forms):
+            for name, decoder in (("base64", from_base64), ("hex", from_hex)):
+                decoded = decoder(text.strip())
+                if decoded is not None and all(decoded != seen for seen, _ in forms):
+                    forms.append((decoded, (*transforms, name)))
+    return forms

@@ -1,0 +1,444 @@
+"""Secret formats: anchors plus validators (checksums, structure, entropy, placeholder and example lists).
+
+Each kind is either a provider token with a recognisable prefix, a structured secret (JWT, PEM block,
+connection string) or a generic ``password = '...'`` assignment that must clear an entropy threshold.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import string
+import urllib.parse
+import zlib
+
+import msgspec
+import orjson
+
+from detectors.base import Detection, Evidence, Findings, RuleInfo
+from detectors.exfil.candidates import ALNUM, B64, B64URL, Spec, Valid, extend_over, walk_right
+from detectors.exfil.context import EventContext
+from detectors.exfil.masking import Masker
+from detectors.exfil.measures import shannon_entropy
+
+# Kinds whose exposure in a response or tool call is critical: they open infrastructure, money or all data.
+CRITICAL_KINDS = frozenset(
+    {
+        "aws_secret_access_key",
+        "azure_storage_key",
+        "gcp_private_key_id",
+        "private_key",
+        "database_password",
+        "stripe_live_key",
+        "github_token",
+        "github_fine_grained_pat",
+    }
+)
+
+PLACEHOLDER_WORDS = (
+    "example",
+    "placeholder",
+    "your",
+    "xxxx",
+    "changeme",
+    "change_me",
+    "dummy",
+    "sample",
+    "redacted",
+    "****",
+    "...",
+    "<",
+    ">",
+    "${",
+    "{{",
+    "%(",
+    "todo",
+    "insert",
+    "replace",
+    "test",
+    "secret",
+    "password",
+    "12345",
+    "abcdef",
+    "getenv",
+    "environ",
+    "process.env",
+)
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_ASSIGN_KEY = ALNUM | {"_", "-", "."}
+_SEPARATORS = frozenset(" \t\"':=>\\")  # a backslash: quotes escaped inside JSON strings
+_UNQUOTED_END = frozenset(" \t\r\n\"'`,;)}]<>\\")
+_URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'*+,;=%")
+# what must follow a keyword for it to be an assignment: a short key suffix, quotes, then `:` or `=`
+_ASSIGNMENT_TAIL = r"[A-Za-z0-9_.\-]{0,24}[\\\"' \t]{0,4}[:=]"
+_AWS_BODY = frozenset(string.ascii_uppercase + "234567")
+
+
+def is_placeholder(value: str) -> bool:
+    """True for documentation values: placeholder words, templating, or one character repeated."""
+    lowered = value.lower()
+    if any(word in lowered for word in PLACEHOLDER_WORDS):
+        return True
+    return len(set(value)) <= max(2, len(value) // 8)
+
+
+def _random_enough(body: str, minimum: float) -> bool:
+    return shannon_entropy(body) >= minimum and not is_placeholder(body)
+
+
+def github_checksum_ok(token: str) -> bool:
+    """GitHub's new-format tokens end in a 6-char base62 CRC32 of the 30 random characters before it."""
+    body, checksum = token[4:-6], token[-6:]
+    value = 0
+    for char in checksum:
+        value = value * 62 + _BASE62.index(char)
+    return value == zlib.crc32(body.encode("ascii"))
+
+
+def base62_crc32(body: str) -> str:
+    """The 6-character checksum GitHub appends to ``body`` (used by the fixture generator and tests)."""
+    value, digits = zlib.crc32(body.encode("ascii")), []
+    for _ in range(6):
+        value, digit = divmod(value, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
+def _token(minimum_entropy: float, *, prefix_len: int = 0, min_len: int = 0, max_len: int = 10_000, suffix: str = ""):
+    """A validator for prefixed provider tokens: length bounds, a fixed suffix, a random-looking body."""
+
+    def validate(token: str, _text: str, _start: int) -> Valid | None:
+        if not min_len <= len(token) <= max_len or not token.endswith(suffix):
+            return None
+        return Valid(token, token) if _random_enough(token[prefix_len:], minimum_entropy) else None
+
+    return validate
+
+
+def _gcp_key_id(token: str, _text: str, _start: int) -> Valid:
+    key_id = token[-41:-1]  # the 40 hex digits inside the closing quote
+    return Valid(key_id, key_id, start_offset=len(token) - 41)
+
+
+def _github(token: str, _text: str, _start: int) -> Valid | None:
+    return Valid(token, token) if github_checksum_ok(token) else None
+
+
+def _aws_key_id(token: str, _text: str, _start: int) -> Valid | None:
+    body = token[4:]
+    if "EXAMPLE" in token or not set(body) <= _AWS_BODY or len(set(body)) < 8:
+        return None
+    return Valid(token, token)
+
+
+def _b64url_json(part: str) -> object:
+    try:
+        return orjson.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return None
+
+
+def _jwt(token: str, _text: str, _start: int) -> Valid | None:
+    parts = token.strip(".").split(".")
+    if len(parts) != 3 or len(parts[2]) < 16:
+        return None
+    header = _b64url_json(parts[0])
+    if not isinstance(header, dict) or str(header.get("alg", "none")).lower() == "none":
+        return None
+    if not isinstance(_b64url_json(parts[1]), dict):
+        return None
+    value = ".".join(parts)
+    return Valid(value, value)
+
+
+def _pem_extend(text: str, start: int, end: int) -> tuple[int, int] | None:
+    closing = text.find("-----END", end, end + 16_384)
+    if closing < 0:
+        return None
+    tail = text.find("-----", closing + 8, closing + 64)
+    return (start, tail + 5) if tail >= 0 else None
+
+
+def _pem(token: str, _text: str, _start: int) -> Valid | None:
+    header_end = token.find("-----", 10) + 5
+    footer = token.rfind("-----END")
+    body = token[header_end:footer].replace("\\n", "").replace("\\r", "")
+    lines = [line.strip() for line in body.splitlines() if line.strip() and ":" not in line]
+    payload = "".join(lines)
+    if len(payload) < 64 or "..." in payload or not set(payload) <= B64:
+        return None
+    return Valid(token, payload)
+
+
+def _assignment_value(token: str, keyword_end: int) -> tuple[int, str] | None:
+    """Offset and value of ``keyword[_suffix] [:=] ['"]value['"]`` starting after the keyword.
+
+    A quoted value's closing quote must lie within ``token``."""
+    position = walk_right(token, keyword_end, _ASSIGN_KEY, 40)
+    separator_end = walk_right(token, position, _SEPARATORS, 8)
+    separator = token[position:separator_end]
+    if not any(mark in separator for mark in ":="):
+        return None
+    quote = separator[-1] if separator and separator[-1] in "\"'" else ""
+    value_start = separator_end
+    if quote:
+        value_end = token.find(quote, value_start, value_start + 512)
+        if value_end < 0:
+            return None
+        if token[value_end - 1] == "\\":
+            value_end -= 1
+    else:
+        value_end = value_start
+        while value_end < len(token) and value_end - value_start < 512 and token[value_end] not in _UNQUOTED_END:
+            value_end += 1
+    return value_start, token[value_start:value_end]
+
+
+def _assignment_extend(text: str, start: int, end: int) -> tuple[int, int] | None:
+    window = text[start : end + 600]
+    found = _assignment_value(window, walk_right(window, 0, ALNUM, 40))
+    if found is None:
+        return None
+    offset, value = found
+    end_of_value = offset + len(value)
+    if window[offset - 1 : offset] in ("'", '"'):  # take the closing quote, escaped or not
+        end_of_value = window.find(window[offset - 1], end_of_value) + 1
+    return start, start + end_of_value
+
+
+def _generic(min_entropy: float, min_length: int):
+    def validate(token: str, _text: str, _start: int) -> Valid | None:
+        keyword_end = walk_right(token, 0, ALNUM, 40)
+        found = _assignment_value(token, keyword_end)
+        if found is None:
+            return None
+        offset, value = found
+        if len(value) < min_length or len(value) > 256 or " " in value or is_placeholder(value):
+            return None
+        if not any(ch.isdigit() for ch in value) or not any(ch.isalpha() for ch in value):
+            return None
+        if value.startswith(("$", "@", "#", "%")) or "(" in value or shannon_entropy(value) < min_entropy:
+            return None
+        return Valid(value, value, start_offset=offset)
+
+    return validate
+
+
+def _aws_secret(token: str, _text: str, _start: int) -> Valid | None:
+    keyword_end = walk_right(token, 0, ALNUM, 40)
+    found = _assignment_value(token, keyword_end)
+    if found is None:
+        return None
+    offset, value = found
+    if len(value) != 40 or not set(value) <= B64 or not _random_enough(value, 4.0):
+        return None
+    return Valid(value, value, start_offset=offset)
+
+
+def _azure_key(token: str, _text: str, _start: int) -> Valid | None:
+    value = token.split("=", 1)[1]
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) not in (32, 64) or is_placeholder(value):
+        return None
+    return Valid(value, value, start_offset=len(token) - len(value))
+
+
+def _db_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    return start, walk_right(text, end, _URL_CHARS - {"'"}, 1024)
+
+
+def _db_password(token: str, _text: str, _start: int) -> Valid | None:
+    token = token.rstrip(".,;)]")
+    scheme_end = token.find("://") + 3
+    try:
+        parts = urllib.parse.urlsplit(token)
+        password = parts.password
+    except ValueError:
+        return None
+    if not password or len(password) < 4 or is_placeholder(password) or set(password) <= {"*"}:
+        return None
+    netloc_userinfo = token[scheme_end : token.find("@", scheme_end)]
+    offset = scheme_end + netloc_userinfo.find(":") + 1
+    raw = token[offset : offset + len(netloc_userinfo) - netloc_userinfo.find(":") - 1]
+    return Valid(raw, urllib.parse.unquote(raw), start_offset=offset)
+
+
+def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Spec]:
+    """All secret specs; provider-specific ones win over the generic assignment when they overlap."""
+    return [
+        Spec("aws_access_key_id", "secret", r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\b", _aws_key_id),
+        Spec(
+            "aws_secret_access_key",
+            "secret",
+            r"(?:aws_?secret_?access_?key|secret_?access_?key)" + _ASSIGNMENT_TAIL,
+            _aws_secret,
+            _assignment_extend,
+            caseless=True,
+        ),
+        Spec("gcp_api_key", "secret", r"\bAIza[0-9A-Za-z_\-]{35}", _token(3.5, prefix_len=4)),
+        Spec(
+            "gcp_private_key_id",
+            "secret",
+            r"\"private_key_id\"\s{0,3}:\s{0,3}\"[0-9a-f]{40}\"",
+            _gcp_key_id,
+        ),
+        Spec(
+            "azure_storage_key",
+            "secret",
+            r"(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{40}",
+            _azure_key,
+            extend_over(B64, 100),
+            caseless=True,
+        ),
+        Spec("github_token", "secret", r"\bgh[pousr]_[A-Za-z0-9]{36}\b", _github),
+        Spec("npm_token", "secret", r"\bnpm_[A-Za-z0-9]{36}\b", _github),
+        Spec(
+            "github_fine_grained_pat",
+            "secret",
+            r"\bgithub_pat_[A-Za-z0-9]{22}_[A-Za-z0-9]{59}\b",
+            _token(4.0, prefix_len=11),
+        ),
+        Spec(
+            "gitlab_token",
+            "secret",
+            r"\bglpat-[A-Za-z0-9_\-]{20}",
+            _token(3.5, prefix_len=6, max_len=80),
+            extend_over(B64URL | {"."}, 80),
+        ),
+        Spec(
+            "slack_token",
+            "secret",
+            r"\bxox[abposr]-[0-9]{6}",
+            _token(3.0, prefix_len=5, min_len=30, max_len=250),
+            extend_over(ALNUM | {"-"}, 250),
+        ),
+        Spec(
+            "slack_webhook",
+            "secret",
+            r"hooks\.slack\.com/services/T[A-Z0-9]{6}",
+            _token(3.0, prefix_len=27, min_len=60, max_len=140),
+            extend_over(ALNUM | {"/"}, 120),
+        ),
+        Spec(
+            "stripe_live_key",
+            "secret",
+            r"\b[rs]k_live_[0-9A-Za-z]{16}",
+            _token(3.5, prefix_len=8, min_len=32),
+            extend_over(ALNUM, 200),
+        ),
+        Spec(
+            "openai_api_key",
+            "secret",
+            r"\bsk-(?:proj|svcacct|admin)-[A-Za-z0-9_\-]{20}",
+            _token(4.0, prefix_len=8, min_len=48),
+            extend_over(B64URL, 300),
+        ),
+        Spec("openai_api_key", "secret", r"\bsk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}\b", _token(3.5, prefix_len=3)),
+        Spec(
+            "anthropic_api_key",
+            "secret",
+            r"\bsk-ant-(?:api|admin)0[0-9]-[A-Za-z0-9_\-]{20}",
+            _token(4.0, prefix_len=14, min_len=100, suffix="AA"),
+            extend_over(B64URL, 200),
+        ),
+        Spec("groq_api_key", "secret", r"\bgsk_[A-Za-z0-9]{52}\b", _token(4.0, prefix_len=4)),
+        Spec("huggingface_token", "secret", r"\bhf_[A-Za-z]{34}\b", _token(3.8, prefix_len=3)),
+        Spec("replicate_token", "secret", r"\br8_[A-Za-z0-9]{37}\b", _token(4.0, prefix_len=3)),
+        Spec("xai_api_key", "secret", r"\bxai-[A-Za-z0-9]{80}\b", _token(4.0, prefix_len=4)),
+        Spec("perplexity_api_key", "secret", r"\bpplx-[A-Za-z0-9]{48}\b", _token(4.0, prefix_len=5)),
+        Spec("jwt", "secret", r"\beyJ[A-Za-z0-9_\-]{10}", _jwt, extend_over(B64URL | {"."}, 4096)),
+        Spec(
+            "private_key",
+            "secret",
+            r"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY(?: BLOCK)?-----",
+            _pem,
+            _pem_extend,
+        ),
+        Spec(
+            "database_password",
+            "secret",
+            r"\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver)://[^\s:/@]{1,64}:",
+            _db_password,
+            _db_extend,
+            caseless=True,
+        ),
+        Spec(
+            "generic_secret",
+            "secret",
+            r"(?:password|passwd|pwd|secret|token|api[_\-]?key|apikey|access[_\-]?key|auth[_\-]?key|credentials?)"
+            + _ASSIGNMENT_TAIL,
+            _generic(generic_min_entropy, generic_min_length),
+            _assignment_extend,
+            caseless=True,
+            priority=1,
+        ),
+    ]
+
+
+SECRET_IN_OUTPUT = RuleInfo(
+    id="abw-exfil-secret-output",
+    name="Secret disclosed in a model response or tool call",
+    category="secret_exposure",
+    level="high",
+    description="A validated credential appears in the model's response or in the arguments of a tool call it made.",
+    atlas=("AML.T0055", "AML.T0057"),
+    owasp=("LLM02:2025",),
+)
+SECRET_IN_INPUT = RuleInfo(
+    id="abw-exfil-secret-input",
+    name="Secret sent to the model",
+    category="secret_exposure",
+    level="medium",
+    description="A validated credential was pasted into a prompt, returned by a tool or retrieved into the context, "
+    "so it now sits with the model provider and in the conversation log.",
+    atlas=("AML.T0055",),
+    owasp=("LLM02:2025",),
+)
+
+
+class SecretExposureCheck:
+    """Counts the secrets of this turn and alerts: outputs high/critical, inputs medium."""
+
+    def run(self, context: EventContext, findings: Findings, masker: Masker) -> list[Detection]:
+        current = [(s, h) for s, h in context.hits("secret", new=True)]
+        if current:
+            findings.fields["gen_ai.security.secrets"] = {
+                "count": len(current),
+                "types": sorted({h.kind for _, h in current}),
+                "fields": sorted({s.field for s, _ in current}),
+            }
+        detections = []
+        for side, base_rule in (("output", SECRET_IN_OUTPUT), ("input", SECRET_IN_INPUT)):
+            hits = [(s, h) for s, h in current if s.side == side]
+            if not hits:
+                continue
+            kinds = sorted({h.kind for _, h in hits})
+            critical = side == "output" and CRITICAL_KINDS.intersection(kinds)
+            rule = msgspec.structs.replace(base_rule, level="critical") if critical else base_rule
+            evidence = [
+                Evidence(
+                    field=s.field,
+                    snippet=masker.snippet(s.text, h.start, h.end, label=h.kind),
+                    start=h.start,
+                    end=h.end,
+                    detail=f"{h.kind} in {s.field}",
+                )
+                for s, h in hits[:20]
+            ]
+            event = context.event
+            detections.append(
+                Detection(
+                    rule=rule,
+                    event_ids=[event.id],
+                    timestamp=event.timestamp,
+                    identity=event.identity,
+                    message=f"{len(hits)} secret(s) ({', '.join(kinds)}) in the {side}",
+                    score=0.95 if side == "output" else 0.7,
+                    evidence=evidence,
+                )
+            )
+        return detections

@@ -1,0 +1,270 @@
+"""URL and markdown exfiltration: data smuggled to a foreign host inside a URL the model emitted.
+
+A markdown image (``![..](url)``, ``![..][ref]``, ``<img src>``) is fetched by the client as soon as it renders,
+without a click, so an injected instruction that makes the model write one leaks whatever sits in its URL. Links
+and bare URLs need a click and weigh less. A URL counts when its host is not on the application's allowlist and a
+parameter value, path segment or fragment carries data: conversation data found after decoding (the strongest
+signal), or an opaque high-entropy / encoded value.
+"""
+
+from __future__ import annotations
+
+import string
+import urllib.parse
+from dataclasses import dataclass
+from typing import Literal
+
+import msgspec
+
+from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveValue
+from detectors.event import COMPLETION, TOOL_ARGUMENTS
+from detectors.exfil.candidates import Spec, Valid, extend_over
+from detectors.exfil.context import EventContext, Segment
+from detectors.exfil.decoding import decoded_forms
+from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
+from detectors.exfil.masking import Masker
+from detectors.exfil.measures import shannon_entropy, words
+
+Render = Literal["image", "link", "bare"]
+
+_URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&*+,;=%()")
+_TRAILING = ".,;:!?*"
+_RULES: dict[Render, RuleInfo] = {
+    "image": RuleInfo(
+        id="abw-exfil-url-image",
+        name="Data exfiltration through an auto-loading image URL",
+        category="data_exfiltration",
+        level="critical",
+        description="The response renders an image whose URL on a foreign host carries conversation data; the "
+        "client fetches it without a click.",
+        atlas=("AML.T0077", "AML.T0057"),
+        owasp=("LLM02:2025", "LLM05:2025"),
+    ),
+    "link": RuleInfo(
+        id="abw-exfil-url-link",
+        name="Data exfiltration through a link URL",
+        category="data_exfiltration",
+        level="high",
+        description="The response or a tool call holds a link to a foreign host whose URL carries conversation data.",
+        atlas=("AML.T0077", "AML.T0057"),
+        owasp=("LLM02:2025", "LLM05:2025"),
+    ),
+}
+_MIN_TRACED = 6  # shorter URL parts cannot hold a secret or PII value
+
+
+def _url_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    _, right = extend_over(_URL_CHARS, 8192)(text, start, end)
+    while right > end and (text[right - 1] in _TRAILING or (text[right - 1] == ")" and "(" not in text[start:right])):
+        right -= 1
+    return start, right
+
+
+def _url(token: str, _text: str, _start: int) -> Valid | None:
+    try:
+        host = urllib.parse.urlsplit(token).hostname
+    except ValueError:
+        return None
+    return Valid(token, token) if host and ("." in host or host == "localhost") else None
+
+
+def url_specs() -> list[Spec]:
+    return [Spec("url", "url", r"https?://[A-Za-z0-9\[]", _url, _url_extend, caseless=True)]
+
+
+def render_kind(text: str, start: int) -> Render:
+    """How a client shows the URL at ``start``: auto-loaded image, clickable link, or bare text."""
+    before = text[max(0, start - 400) : start]
+    if before.endswith("]("):
+        opening = before.rfind("[", 0, len(before) - 2)
+        return "image" if opening > 0 and before[opening - 1] == "!" else "link"
+    tag_start = before.rfind("<")
+    if tag_start >= 0 and ">" not in before[tag_start:]:
+        tag = before[tag_start:].lower()
+        if tag.startswith(("<img", "<image", "<source", "<video", "<audio", "<iframe")) or "src=" in tag:
+            return "image"
+        return "link"
+    line_start = before.rfind("\n") + 1
+    line = before[line_start:].strip()
+    if line.startswith("[") and line.endswith(":") and "]" in line:
+        reference = line[1 : line.index("]")]
+        return "image" if f"][{reference}]" in text and _image_reference(text, reference) else "link"
+    return "bare"
+
+
+def _image_reference(text: str, reference: str) -> bool:
+    marker, position = f"][{reference}]", 0
+    while (position := text.find(marker, position)) >= 0:
+        opening = text.rfind("[", 0, position)
+        if opening > 0 and text[opening - 1] == "!":
+            return True
+        position += len(marker)
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """A place in a URL that can hold data: a query parameter value, a path segment or the fragment."""
+
+    where: str  # e.g. "query parameter d", "path segment 3"
+    value: str  # as written in the URL (still percent-encoded)
+
+
+def carriers(url: str) -> list[Carrier]:
+    """Every data-bearing part of ``url``, raw; decoding is the tracer's job."""
+    parts = urllib.parse.urlsplit(url)
+    found = []
+    for pair in parts.query.split("&"):
+        name, _, value = pair.partition("=")
+        if value:
+            found.append(Carrier(f"query parameter {urllib.parse.unquote_plus(name)[:40] or '(unnamed)'}", value))
+    found += [Carrier(f"path segment {i}", segment) for i, segment in enumerate(parts.path.split("/")) if segment]
+    if parts.fragment:
+        found.append(Carrier("fragment", parts.fragment))
+    return found
+
+
+def opaque_data(value: str, min_length: int, min_entropy: float) -> tuple[str, ...] | None:
+    """The transforms under which ``value`` reads as smuggled data, or None when it looks like an ordinary token."""
+    if len(value) < min_length:
+        return None
+    for text, transforms in decoded_forms(value):
+        if transforms and transforms[-1] in ("base64", "hex") and len(text) >= min_length // 2:
+            return transforms
+        if transforms == ("url",) and len(words(text)) >= 8:
+            return transforms
+    return ("entropy",) if shannon_entropy(value) >= min_entropy else None
+
+
+class UrlExfilCheck:
+    """Raises ``data_exfiltration`` for URLs in the response or tool arguments that carry data off-site."""
+
+    def __init__(self, tracer: FlowTracer, *, min_length: int, min_entropy: float) -> None:
+        self.tracer = tracer
+        self.min_length = min_length
+        self.min_entropy = min_entropy
+
+    def run(
+        self, context: EventContext, findings: Findings, masker: Masker, index: list[ConversationIndex]
+    ) -> list[Detection]:
+        detections = []
+        for segment, hit in context.hits("url", side="output"):
+            if segment.field not in (COMPLETION, TOOL_ARGUMENTS):
+                continue
+            detection = self._check(context, findings, segment, hit.start, hit.value, masker, index)
+            if detection is not None:
+                detections.append(detection)
+        return detections
+
+    def _check(
+        self,
+        context: EventContext,
+        findings: Findings,
+        segment: Segment,
+        start: int,
+        url: str,
+        masker: Masker,
+        index: list[ConversationIndex],
+    ) -> Detection | None:
+        try:
+            host = (urllib.parse.urlsplit(url).hostname or "").lower()
+        except ValueError:
+            return None
+        if context.profile.domain_allowed(host):
+            return None
+        render = render_kind(segment.text, start) if segment.field == COMPLETION else "link"
+        found: list[tuple[Carrier, list[Flow], tuple[str, ...] | None]] = []
+        user_keys = context.user_keys()
+        for carrier in carriers(url):
+            opaque = opaque_data(carrier.value, self.min_length, self.min_entropy)
+            if len(carrier.value) < _MIN_TRACED and opaque is None:
+                continue
+            if not index:
+                index.append(self.tracer.index(context, context.earlier))
+            flows = [f for f in self.tracer.trace(carrier.value, index[0]) if self._counts(f, render, user_keys)]
+            if flows or opaque:
+                found.append((carrier, flows, opaque))
+            if any(flow.transforms and flow.what != "conversation" for flow in flows):
+                findings.sensitive.append(SensitiveValue(kind="encoded_data", value=carrier.value))
+        if not found:
+            return None
+        level = self._level(render, found)
+        if level is None:
+            return None
+        rule = _RULES["image" if render == "image" else "link"]
+        rule = msgspec.structs.replace(rule, level=level)
+        return self._detection(context, segment, start, url, host, render, rule, found, masker)
+
+    @staticmethod
+    def _counts(flow: Flow, render: Render, user_keys: set[str]) -> bool:
+        """Whether a flow counts for this URL. Links (a click away) often cite their source: a readable passage
+        (a slug, a search query) counts only in an auto-loading image or when it was encoded to hide it; PII the
+        user typed in counts only in an image."""
+        if render == "image":
+            return True
+        if flow.what == "pii":
+            return flow.key not in user_keys
+        if flow.what == "conversation":
+            return any(t in ("base64", "hex") for t in flow.transforms)
+        return True
+
+    @staticmethod
+    def _level(render: Render, found: list[tuple[Carrier, list[Flow], tuple[str, ...] | None]]) -> str | None:
+        whats = {flow.what for _, flows, _ in found for flow in flows}
+        if whats & {"secret", "canary"}:
+            return "critical"
+        if whats:
+            return "critical" if render == "image" else "high"
+        return "medium" if render == "image" else None
+
+    @staticmethod
+    def _detection(
+        context: EventContext,
+        segment: Segment,
+        start: int,
+        url: str,
+        host: str,
+        render: Render,
+        rule: RuleInfo,
+        found: list[tuple[Carrier, list[Flow], tuple[str, ...] | None]],
+        masker: Masker,
+    ) -> Detection:
+        event = context.event
+        shown = url
+        evidence: list[Evidence] = []
+        details = []
+        for carrier, flows, opaque in found:
+            if carrier.value:
+                shown = shown.replace(carrier.value, f"[{len(carrier.value)} chars]")
+            for flow in flows:
+                transforms = flow.transforms
+                place = f"{render} URL {carrier.where}" + (f" ({'+'.join(transforms)})" if transforms else "")
+                detail = f"{flow.what} ({flow.kind}) {flow.origin()}; leaked in {place} to {host}"
+                details.append(detail)
+                if flow.source_field:
+                    evidence.append(Evidence(field=flow.source_field, snippet=f"[{flow.kind}]", detail=detail))
+            if not flows and opaque:
+                details.append(f"opaque data ({'+'.join(opaque)}) in {render} URL {carrier.where} to {host}")
+        snippet = masker.mask(shown)[:240]
+        transforms = tuple(sorted({t for _, flows, _ in found for f in flows for t in f.transforms}))
+        evidence.insert(
+            0,
+            Evidence(
+                field=segment.field,
+                snippet=snippet,
+                start=start,
+                end=start + len(url),
+                transforms=transforms,
+                detail="; ".join(details)[:1000],
+            ),
+        )
+        whats = sorted({flow.what for _, flows, _ in found for flow in flows}) or ["opaque data"]
+        return Detection(
+            rule=rule,
+            event_ids=[event.id],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=f"{', '.join(whats)} sent to {host} in {'an' if render == 'image' else 'a'} {render} URL",
+            score=1.0 if rule.level == "critical" else 0.8 if rule.level == "high" else 0.5,
+            evidence=evidence,
+        )

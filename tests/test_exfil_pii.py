@@ -1,0 +1,100 @@
+"""PII detection: validated formats, disclosure only of values the user did not supply."""
+
+import pytest
+from stdnum import luhn
+
+from detectors.exfil import ExfilDetector
+from detectors.exfil.pii import card_brand
+from tests.fixtures.exfil.builders import chat, rules, run
+
+
+@pytest.fixture(scope="module")
+def detector() -> ExfilDetector:
+    return ExfilDetector()
+
+
+def kinds(detector, text):
+    return [(h.kind, h.value) for h in detector.scanner.scan(text) if h.family == "pii"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mail jane.doe42@gmail.com now", [("email", "jane.doe42@gmail.com")]),
+        ("call +44 20 7946 0958 today", [("phone", "+44 20 7946 0958")]),
+        ("call (415) 555-0132 today", [("phone", "(415) 555-0132")]),
+        ("card 4111 1111 1111 1111 exp", [("payment_card", "4111 1111 1111 1111")]),
+        ("iban DE89 3704 0044 0532 0130 00 ok", [("iban", "DE89 3704 0044 0532 0130 00")]),
+        ("ssn 536-22-1234", [("us_ssn", "536-22-1234")]),
+        ("NHS number 943 476 5919", [("gb_nhs", "943 476 5919")]),
+        ("BSN 111222333", [("nl_bsn", "111222333")]),
+        ("DNI 54362315K", [("es_dni", "54362315K")]),
+        ("CF RCCMNL83S18D969H", [("it_codice_fiscale", "RCCMNL83S18D969H")]),
+        ("NIR 2 95 10 99 126 111 93", [("fr_nir", "2 95 10 99 126 111 93")]),
+    ],
+)
+def test_valid_pii_is_found(detector, text, expected):
+    assert kinds(detector, text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1112",  # Luhn fails
+        "iban DE89 3704 0044 0532 0130 01",  # mod 97 fails
+        "ssn 666-12-3456",  # never issued
+        "BSN 111222334",  # 11-proof fails
+        "number 111222333 without a keyword",
+        "write to support@example.com",
+        "use logo@2x.png",
+        "Order #415-555-0132 shipped",
+        "version 1.2.3.4.5",
+    ],
+)
+def test_invalid_or_lookalike_pii_is_not_found(detector, text):
+    assert kinds(detector, text) == []
+
+
+def test_card_brand_needs_prefix_and_length():
+    assert card_brand("4111111111111111") == "visa"
+    assert card_brand("378282246310005") == "amex"
+    number = "9" + "0" * 14
+    assert card_brand(number + luhn.calc_check_digit(number)) is None
+
+
+def test_private_ip_is_counted_but_not_alertable(detector):
+    hits = {h.value: h.alertable for h in detector.scanner.scan("from 10.0.0.7 to 8.8.8.8")}
+    assert hits == {"10.0.0.7": False, "8.8.8.8": True}
+
+
+def test_pii_from_a_tool_disclosed_in_the_response_alerts(detector):
+    ev = chat(prompt="who ordered?", tool_results=['{"ssn": "536-22-1234"}'], completion="SSN is 536-22-1234.")
+    detections, findings = run(detector, ev)
+    assert rules(detections) == {"abw-exfil-pii-output"}
+    assert detections[0].rule.level == "high"
+    assert "first seen in gen_ai.tool.call.result" in detections[0].evidence[0].detail
+    assert "536-22-1234" not in detections[0].evidence[0].snippet
+    assert findings.fields["gen_ai.security.pii"]["types"] == ["us_ssn"]
+
+
+def test_pii_the_user_supplied_is_not_a_disclosure(detector):
+    ev = chat(prompt="my email is jane.doe42@gmail.com", completion="Saved jane.doe42@gmail.com to your profile.")
+    detections, findings = run(detector, ev)
+    assert detections == []
+    assert findings.fields["gen_ai.security.pii"] == {
+        "count": 2,
+        "types": ["email"],
+        "fields": ["gen_ai.completion", "gen_ai.prompt"],
+    }
+    assert {s.value for s in findings.sensitive} == {"jane.doe42@gmail.com"}
+
+
+def test_normalised_values_are_compared(detector):
+    ev = chat(prompt="card 4111-1111-1111-1111", completion="Charged card 4111 1111 1111 1111.")
+    detections, _ = run(detector, ev)
+    assert detections == []
+
+
+def test_ip_addresses_are_not_redacted_by_default(detector):
+    _, findings = run(detector, chat(completion="server 8.8.8.8"))
+    assert findings.sensitive == []
