@@ -13,6 +13,8 @@ from detectors.base import Detector
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
+from detectors.exfil.config import ExfilConfig
+from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
@@ -33,8 +35,10 @@ def build_detectors(settings: Settings) -> list[Detector]:
     for error in errors:
         log.error("correlation rule not loaded: %s", error)
     aliases = {rule.sigma.name: rule.id for rule in rules.current.rules if rule.sigma.name}
+    exfil = ExfilConfig(memory_key=detection.redaction_key)
     return [
         SignatureDetector(rules),
+        *build_exfil_detectors(exfil),
         CorrelationDetector(correlations, aliases),
         SessionChainDetector(),
     ]
