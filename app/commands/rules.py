@@ -1,0 +1,110 @@
+"""``abusewatch rules``: lint, test, convert and list signature rules.
+
+Without directories the commands work on the built-in pack plus the ``detection.rules_dir`` setting, the same rules
+the workers run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.settings import load_settings
+from detectors.signatures.convert import BACKENDS, convert
+from detectors.signatures.ruleset import RuleSet, default_directories
+
+rules_cli = typer.Typer(
+    help="Signature rules: lint, test, convert to Elasticsearch queries, list.", no_args_is_help=True
+)
+
+DIRECTORIES = typer.Argument(None, help="Rule files or directories (default: built-in pack + settings rules_dir).")
+
+
+def _load(directories: list[Path] | None) -> RuleSet:
+    if not directories:
+        detection = load_settings().detection
+        directories = default_directories(detection.rules_dir, builtin=detection.builtin_rules)
+    return RuleSet.load(directories)
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@rules_cli.command("lint")
+def lint(directories: list[Path] | None = DIRECTORIES) -> None:
+    """Check rules: load errors, pySigma validators and the product's requirements (tags, category, tests)."""
+    ruleset = _load(directories)
+    issues = ruleset.lint()
+    out = _out()
+    for issue in issues:
+        out.print(str(issue), markup=False)
+    errors = sum(1 for issue in issues if issue.severity == "error")
+    out.print(f"{len(ruleset.rules)} rules, {errors} errors, {len(issues) - errors} warnings", markup=False)
+    if errors:
+        raise typer.Exit(1)
+
+
+@rules_cli.command("test")
+def test(directories: list[Path] | None = DIRECTORIES) -> None:
+    """Run every rule's match / nomatch examples; a file that does not load counts as a failure."""
+    ruleset = _load(directories)
+    results = ruleset.run_tests()
+    out = _out()
+    for error in ruleset.errors:
+        out.print(f"ERROR {error}", markup=False)
+    failed = [result for result in results if not result.passed]
+    for result in failed:
+        out.print(f"FAIL {result.describe()}", markup=False)
+    passed = len(results) - len(failed)
+    out.print(f"{passed} passed, {len(failed) + len(ruleset.errors)} failed", markup=False)
+    if failed or ruleset.errors:
+        raise typer.Exit(1)
+
+
+@rules_cli.command("convert")
+def convert_rules(
+    directories: list[Path] | None = DIRECTORIES,
+    target: str = typer.Option("lucene", "--target", "-t", help=f"Query language: {', '.join(BACKENDS)}."),
+    rule_id: str | None = typer.Option(None, "--rule", help="Convert only the rule with this id."),
+    output_format: str = typer.Option("default", "--format", help="Backend output format (e.g. kibana_ndjson)."),
+) -> None:
+    """Convert rules to Elasticsearch queries for hunting in the enriched-event index."""
+    if target not in BACKENDS:
+        raise typer.BadParameter(f"choose one of {', '.join(BACKENDS)}", param_hint="--target")
+    ruleset = _load(directories)
+    rules = [rule for rule in ruleset.rules if rule_id is None or rule.id == rule_id]
+    if rule_id is not None and not rules:
+        typer.echo(f"no loaded rule has id {rule_id}", err=True)
+        raise typer.Exit(1)
+    failures = 0
+    for conversion in convert(rules, target, output_format):
+        typer.echo(f"# {conversion.rule.title} ({conversion.rule.id})")
+        if conversion.query is not None:
+            typer.echo(conversion.query)
+        else:
+            failures += 1
+            typer.echo(f"# not convertible to {target}: {conversion.error}")
+    if rule_id is not None and failures:
+        raise typer.Exit(1)
+
+
+@rules_cli.command("list")
+def list_rules(directories: list[Path] | None = DIRECTORIES) -> None:
+    """List the loaded rules, and the files that failed to load."""
+    ruleset = _load(directories)
+    table = Table("id", "title", "level", "category", "status", "file")
+    for rule in sorted(ruleset.rules, key=lambda r: (r.category, r.title)):
+        table.add_row(rule.id, rule.title, rule.level, rule.category, rule.status, str(rule.path or ""))
+    out = _out()
+    out.print(table)
+    for error in ruleset.errors:
+        out.print(f"ERROR {error}", markup=False)
+    out.print(f"{len(ruleset.rules)} rules loaded, {len(ruleset.errors)} files with errors", markup=False)
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(rules_cli, name="rules")

@@ -1,0 +1,360 @@
+"""Compile Sigma rules into one linear-time pass per field, and evaluate their conditions.
+
+pySigma resolves the detection into a condition tree whose leaves are ``field = value`` tests with every modifier
+already applied (``contains`` as wildcards, ``base64offset`` as an expansion, ``all`` as an AND). Each leaf value
+becomes one *item*: a regex for a :class:`~detectors.matching.MultiMatcher` of its field.
+A text is scanned once per view (see :mod:`detectors.signatures.textnorm`); the condition of a rule is evaluated
+only when one of its items matched, which is sound because conditions that hold with no positive match are
+rejected at load.
+
+Literal and wildcard items of all rules share one matcher per field. ``re`` items are compiled per rule and field
+instead: Hyperscan's compile time with start-of-match tracking grows much faster than linearly with the number of
+complex regexes (97 regexes of the pack: about a minute as one database, ~10 s one rule at a time), and a per-rule
+matcher is cached by its patterns, so a hot reload recompiles only the rules that changed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionItem,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.modifiers import SigmaBase64Modifier, SigmaBase64OffsetModifier, SigmaCaseSensitiveModifier
+from sigma.rule import SigmaDetectionItem
+from sigma.types import (
+    SigmaCasedString,
+    SigmaExpansion,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SpecialChars,
+)
+
+from detectors.event import TEXT_FIELDS
+from detectors.matching import MultiMatcher, Pattern, PatternError, check_pattern
+from detectors.signatures.parse import METADATA_FIELDS, RuleLoadError, SignatureRule
+from detectors.signatures.textnorm import DEFAULT_LIMITS, Limits, View, explain, fold, text_views
+
+SNIPPET_CONTEXT = 40
+MAX_SNIPPET_MATCH = 200
+MIN_VARIANT_LITERAL = 6  # shorter literals are too likely to appear by chance in leet / rot13 / joined variants
+MAX_EVIDENCE = 3
+
+# A condition node: ("item", id) | ("and", (nodes...)) | ("or", (nodes...)) | ("not", node)
+Node = tuple
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One value to look for: a regex in the matcher of ``field`` (``None``: a keyword, every text field)."""
+
+    id: int
+    rule: int
+    field: str | None
+    expression: str
+    cased: bool = False  # matched on the text as written (``cased``, ``base64`` values), not on the fold
+    variants: bool = True  # also looked for in the leet / rot13 / spaced-letters variants
+    dotall: bool = True
+    multiline: bool = False
+    regex: bool = False  # an ``re`` value: compiled in its rule's own matcher
+
+    def pattern(self, pattern_id: int) -> Pattern:
+        return Pattern(
+            pattern_id, self.expression, caseless=not self.cased, dotall=self.dotall, multiline=self.multiline
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    """A matcher over one field; ``ids`` maps its pattern ids to item ids (``None``: they are the item ids)."""
+
+    matcher: MultiMatcher
+    ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemMatch:
+    """Where an item matched: ``start``/``end`` are offsets in the original text."""
+
+    item: int
+    field: str
+    start: int
+    end: int
+    snippet: str
+    transforms: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    rule: SignatureRule
+    evidence: tuple[ItemMatch, ...]
+
+
+@dataclass(slots=True)
+class MatchResult:
+    """The rules that matched a set of texts, and whether any text was cut to the scan budget."""
+
+    hits: list[RuleHit] = field(default_factory=list)
+    truncated: bool = False
+    matches: dict[int, ItemMatch] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    rule: SignatureRule
+    items: tuple[Item, ...]
+    condition: Node
+    positive: tuple[int, ...]  # items not under a NOT: the ones that make evidence
+    regex_scanners: dict[str, Scanner] = field(default_factory=dict)  # by field
+
+
+def compile_rule(rule: SignatureRule, index: int, first_id: int) -> CompiledRule:
+    """Compile one rule; raise :class:`RuleLoadError` for anything the engine cannot run exactly."""
+    builder = _RuleBuilder(rule, index, first_id)
+    tree = rule.sigma.detection.parsed_condition[0].parse()
+    condition = builder.node(tree)
+    if evaluate(condition, frozenset()):
+        raise RuleLoadError(
+            rule.path,
+            rule.label,
+            "the condition is true for an event where nothing matched (e.g. a bare 'not'); add a positive selection",
+        )
+    scanners = _regex_scanners(builder)
+    return CompiledRule(rule, tuple(builder.items), condition, tuple(_positive(condition)), scanners)
+
+
+def _regex_scanners(builder: _RuleBuilder) -> dict[str, Scanner]:
+    """Compile the rule's ``re`` items, one matcher per field; a regex no linear-time engine takes rejects the rule."""
+    by_field: dict[str, list[Item]] = {}
+    for item in builder.items:
+        if item.regex:
+            for field_name in (item.field,) if item.field else TEXT_FIELDS:
+                by_field.setdefault(field_name, []).append(item)
+    scanners = {}
+    for field_name, items in by_field.items():
+        try:
+            matcher = _cached_matcher(tuple(item.pattern(index) for index, item in enumerate(items)))
+        except (PatternError, ValueError):
+            for item in items:
+                try:
+                    check_pattern(item.expression)
+                except PatternError as error:
+                    raise builder.fail(f"regex {item.expression!r} on {field_name} is rejected: {error}") from None
+            raise
+        scanners[field_name] = Scanner(matcher, tuple(item.id for item in items))
+    return scanners
+
+
+@lru_cache(maxsize=4096)
+def _cached_matcher(patterns: tuple[Pattern, ...]) -> MultiMatcher:
+    return MultiMatcher(patterns, max_matches_per_pattern=1)
+
+
+def evaluate(node: Node, matched: frozenset[int] | set[int] | dict[int, ItemMatch]) -> bool:
+    kind = node[0]
+    if kind == "item":
+        return node[1] in matched
+    if kind == "and":
+        return all(evaluate(child, matched) for child in node[1])
+    if kind == "or":
+        return any(evaluate(child, matched) for child in node[1])
+    return not evaluate(node[1], matched)
+
+
+def _positive(node: Node, negated: bool = False) -> list[int]:
+    kind = node[0]
+    if kind == "item":
+        return [] if negated else [node[1]]
+    if kind == "not":
+        return _positive(node[1], not negated)
+    return [item for child in node[1] for item in _positive(child, negated)]
+
+
+class _RuleBuilder:
+    def __init__(self, rule: SignatureRule, index: int, first_id: int) -> None:
+        self.rule = rule
+        self.index = index
+        self.next_id = first_id
+        self.items: list[Item] = []
+
+    def fail(self, problem: str) -> RuleLoadError:
+        return RuleLoadError(self.rule.path, self.rule.label, problem)
+
+    def node(self, tree: object) -> Node:
+        if isinstance(tree, ConditionAND):
+            return ("and", tuple(self.node(arg) for arg in tree.args))
+        if isinstance(tree, ConditionOR):
+            return ("or", tuple(self.node(arg) for arg in tree.args))
+        if isinstance(tree, ConditionNOT):
+            return ("not", self.node(tree.args[0]))
+        if isinstance(tree, ConditionFieldEqualsValueExpression):
+            return self.leaf(tree.field, tree.value, _detection_item(tree), keyword=False)
+        if isinstance(tree, ConditionValueExpression):
+            return self.leaf(None, tree.value, _detection_item(tree), keyword=True)
+        raise self.fail(f"unsupported condition element {type(tree).__name__}")
+
+    def leaf(self, field_name: str | None, value: object, item: SigmaDetectionItem | None, keyword: bool) -> Node:
+        modifiers = set(item.modifiers) if item is not None else set()
+        if isinstance(value, SigmaExpansion):
+            return ("or", tuple(self.leaf(field_name, v, item, keyword) for v in value.values))
+        encoded = bool(modifiers & {SigmaBase64Modifier, SigmaBase64OffsetModifier})
+        cased = encoded or SigmaCaseSensitiveModifier in modifiers or isinstance(value, SigmaCasedString)
+        if isinstance(value, SigmaRegularExpression):
+            expression = value.regexp.original if value.regexp.original is not None else str(value.regexp)
+            return self.add(
+                field_name,
+                expression,
+                cased=cased,
+                variants=not cased,
+                dotall=SigmaRegularExpressionFlag.DOTALL in value.flags,
+                multiline=SigmaRegularExpressionFlag.MULTILINE in value.flags,
+                regex=True,
+            )
+        if isinstance(value, SigmaNumber):
+            value = SigmaString(str(value))
+        if not isinstance(value, SigmaString):
+            raise self.fail(f"value type {type(value).__name__} on {field_name or 'keywords'} is not supported")
+        expression, literal_length = self.string_expression(value, cased=cased, keyword=keyword)
+        return self.add(
+            field_name, expression, cased=cased, variants=not cased and literal_length >= MIN_VARIANT_LITERAL
+        )
+
+    def string_expression(self, value: SigmaString, cased: bool, keyword: bool) -> tuple[str, int]:
+        """A Sigma string (with ``*``/``?`` wildcards) as a regex on the folded (or, if cased, written) text."""
+        parts = list(value.s)
+        anchored_start = not keyword and not (parts and parts[0] == SpecialChars.WILDCARD_MULTI)
+        anchored_end = not keyword and not (parts and parts[-1] == SpecialChars.WILDCARD_MULTI)
+        while parts and parts[0] == SpecialChars.WILDCARD_MULTI:
+            parts.pop(0)
+        while parts and parts[-1] == SpecialChars.WILDCARD_MULTI:
+            parts.pop()
+        pieces: list[str] = []
+        literal_length = 0
+        for part in parts:
+            if part == SpecialChars.WILDCARD_MULTI:
+                pieces.append(".*")
+            elif part == SpecialChars.WILDCARD_SINGLE:
+                pieces.append(".")
+            elif isinstance(part, str):
+                text = part if cased else fold(part)
+                literal_length += len(text.strip())
+                pieces.append(_literal_regex(text))
+            else:
+                raise self.fail(f"placeholder {part!r} is not supported")
+        if literal_length == 0:
+            raise self.fail(f"value {value!s} has no literal text to match")
+        return ("^" if anchored_start else "") + "".join(pieces) + ("$" if anchored_end else ""), literal_length
+
+    def add(self, field_name: str | None, expression: str, **options: bool) -> Node:
+        try:
+            expression.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.fail(
+                f"value {expression!r} on {field_name or 'keywords'} holds a lone surrogate; write astral characters "
+                "as one escape (\\U000E0041), not as a UTF-16 surrogate pair"
+            ) from None
+        item = Item(self.next_id, self.index, field_name, expression, **options)
+        self.next_id += 1
+        self.items.append(item)
+        return ("item", item.id)
+
+
+def _detection_item(tree: ConditionItem | object) -> SigmaDetectionItem | None:
+    for parent in tree.parent_chain():  # type: ignore[attr-defined]
+        if isinstance(parent, SigmaDetectionItem):
+            return parent
+    return None
+
+
+def _literal_regex(text: str) -> str:
+    """Escape a literal; any whitespace in it matches any whitespace run (texts are not collapsed)."""
+    return r"\s+".join(re.escape(chunk) for chunk in re.split(r"\s+", text))
+
+
+class CompiledRules:
+    """Compiled rules: per field, one shared matcher for literals plus each rule's regex matcher. Thread-safe."""
+
+    def __init__(self, compiled: Sequence[CompiledRule], limits: Limits = DEFAULT_LIMITS) -> None:
+        self.compiled = list(compiled)
+        self.rules = [c.rule for c in self.compiled]
+        self.limits = limits
+        self.items: dict[int, Item] = {item.id: item for c in self.compiled for item in c.items}
+        self._rule_of = {item.id: item.rule for item in self.items.values()}
+        self.scanners: dict[str, list[Scanner]] = {}
+        for field_name in (*TEXT_FIELDS, *METADATA_FIELDS):
+            literals = [
+                item.pattern(item.id)
+                for item in self.items.values()
+                if not item.regex and (item.field == field_name or (item.field is None and field_name in TEXT_FIELDS))
+            ]
+            scanners = [Scanner(_cached_matcher(tuple(literals)))] if literals else []
+            scanners.extend(c.regex_scanners[field_name] for c in self.compiled if field_name in c.regex_scanners)
+            if scanners:
+                self.scanners[field_name] = scanners
+
+    @property
+    def pattern_count(self) -> int:
+        return len(self.items)
+
+    def scan_text(self, field_name: str, text: str) -> tuple[dict[int, ItemMatch], bool]:
+        """Items found in one text of ``field_name`` (first, plainest match each) and whether it was truncated."""
+        scanners = self.scanners.get(field_name)
+        if not scanners or not text:
+            return {}, False
+        views, truncated = text_views(text, self.limits)
+        found: dict[int, ItemMatch] = {}
+        for view in views:
+            for scanner in scanners:
+                for match in scanner.matcher.scan(view.text):
+                    item_id = match.pattern_id if scanner.ids is None else scanner.ids[match.pattern_id]
+                    if item_id in found:
+                        continue
+                    item = self.items[item_id]
+                    if (item.cased and not view.cased) or (view.variant and not item.variants):
+                        continue
+                    found[item_id] = _item_match(item_id, field_name, view, match.start, match.end)
+        return found, truncated
+
+    def evaluate(self, matches: dict[int, ItemMatch]) -> list[RuleHit]:
+        """The rules whose condition holds given the matched items, with their evidence."""
+        candidates = sorted({self._rule_of[item_id] for item_id in matches})
+        hits = []
+        for index in candidates:
+            compiled = self.compiled[index]
+            if evaluate(compiled.condition, matches):
+                evidence = tuple(matches[i] for i in compiled.positive if i in matches)[:MAX_EVIDENCE]
+                hits.append(RuleHit(compiled.rule, evidence))
+        return hits
+
+    def match(self, texts: Iterable[tuple[str, str]]) -> MatchResult:
+        """Scan every ``(field, text)`` (text and metadata fields) and evaluate the rules over all of them."""
+        result = MatchResult()
+        for field_name, text in texts:
+            found, truncated = self.scan_text(field_name, text)
+            result.truncated = result.truncated or truncated
+            for item_id, item_match in found.items():
+                result.matches.setdefault(item_id, item_match)
+        result.hits = self.evaluate(result.matches)
+        return result
+
+
+def _item_match(item_id: int, field_name: str, view: View, start: int, end: int) -> ItemMatch:
+    source_start, source_end = view.source_span(start, end)
+    transforms = view.transforms
+    if not view.cased:
+        folds = explain(view.source[source_start:source_end])
+        transforms = (*folds, *transforms)
+    shown_end = min(source_end, source_start + MAX_SNIPPET_MATCH)
+    snippet = view.source[max(0, source_start - SNIPPET_CONTEXT) : shown_end + SNIPPET_CONTEXT]
+    original = view.origin or (source_start, source_end)
+    return ItemMatch(item_id, field_name, original[0], original[1], snippet, tuple(dict.fromkeys(transforms)))

@@ -1,0 +1,71 @@
+"""``abusewatch rules ...`` through typer's CliRunner."""
+
+import shutil
+
+from typer.testing import CliRunner
+
+from app.cli import cli
+from tests.fixtures.rules.kit import INVALID, OVERRIDE_ID, VALID, rule_yaml
+
+runner = CliRunner()
+
+
+def _run(*args: str):
+    return runner.invoke(cli, ["rules", *args])
+
+
+def test_test_command_passes_on_the_fixtures():
+    result = _run("test", str(VALID))
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].endswith(" failed")
+    passed, failed = (int(part.split()[0]) for part in lines[-1].split(", "))
+    assert passed >= 15
+    assert failed == 0
+
+
+def test_test_command_reports_failures_and_exits_1(tmp_path):
+    text = rule_yaml("s:\n  gen_ai.prompt|contains: needle\ncondition: s", title="Needle rule")
+    (tmp_path / "needle.yml").write_text(text.replace("match: ['x']", "match: ['no pin here']"), encoding="utf-8")
+    result = _run("test", str(tmp_path))
+    assert result.exit_code == 1
+    assert "FAIL 'Needle rule'" in result.output
+    assert "expected match, got no match" in result.output
+    assert result.output.strip().splitlines()[-1] == "1 passed, 1 failed"
+
+
+def test_test_command_counts_files_that_do_not_load(tmp_path):
+    shutil.copy(INVALID / "bare_not.yml", tmp_path)
+    result = _run("test", str(tmp_path))
+    assert result.exit_code == 1
+    assert "ERROR" in result.output
+    assert result.output.strip().splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_lint_command(tmp_path):
+    clean = _run("lint", str(VALID))
+    assert clean.exit_code == 0, clean.output
+    assert "5 rules, 0 errors, 0 warnings" in clean.output
+    shutil.copy(INVALID / "unsupported_modifier.yml", tmp_path)
+    broken = _run("lint", str(tmp_path))
+    assert broken.exit_code == 1
+    assert "modifier 'cidr'" in broken.output
+
+
+def test_convert_command():
+    result = _run("convert", "--target", "esql", str(VALID), "--rule", OVERRIDE_ID)
+    assert result.exit_code == 0, result.output
+    assert f"({OVERRIDE_ID})" in result.output
+    assert "from logs-abusewatch.events-*" in result.output
+    all_rules = _run("convert", str(VALID))
+    assert all_rules.exit_code == 0
+    assert "not convertible to lucene" in all_rules.output  # the cased fixture
+    assert _run("convert", str(VALID), "--rule", "no-such-id").exit_code == 1
+    assert _run("convert", str(VALID), "--target", "splunk").exit_code != 0
+
+
+def test_list_command():
+    result = runner.invoke(cli, ["rules", "list", str(VALID)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert OVERRIDE_ID in result.output
+    assert "5 rules loaded, 0 files with errors" in result.output

@@ -1,0 +1,63 @@
+"""Conversion of rules to Elasticsearch queries through pySigma's Elasticsearch backend."""
+
+import pytest
+
+from detectors.signatures import RuleSet
+from detectors.signatures.convert import EVENTS_INDEX_PATTERN, convert
+from tests.fixtures.rules.kit import DEVELOPER_MODE_ID, ENCODED_ID, OVERRIDE_ID, SHELL_TOOL_ID, VALID
+
+
+@pytest.fixture(scope="module")
+def rules():
+    ruleset = RuleSet.load([VALID])
+    return {rule.id: rule for rule in ruleset.rules}
+
+
+def _one(rules, rule_id: str, target: str):
+    (conversion,) = convert([rules[rule_id]], target)
+    return conversion
+
+
+def test_lucene_maps_text_fields_to_the_lowercase_subfield(rules):
+    query = _one(rules, OVERRIDE_ID, "lucene").query
+    assert "gen_ai.prompt.lc:" in query
+    assert r"*ignore\ previous\ instructions*" in query
+    assert "NOT gen_ai.prompt.lc:*example" in query
+    assert "/forget" in query  # the regex
+
+
+def test_values_are_lower_cased_for_text_fields_only(rules):
+    query = _one(rules, SHELL_TOOL_ID, "lucene").query
+    assert "gen_ai.tool.call.name.lc:shell*" in query
+    assert "service.name:internal" in query  # metadata: ECS keyword field, unchanged
+    encoded = _one(rules, ENCODED_ID, "lucene").query
+    assert "*y3vybcbodhrw*" in encoded  # base64offset expansions too
+
+
+def test_esql_targets_the_events_index(rules):
+    query = _one(rules, OVERRIDE_ID, "esql").query
+    assert query.startswith(f"from {EVENTS_INDEX_PATTERN} ")
+    assert 'gen_ai.prompt.lc like "*ignore previous instructions*"' in query
+
+
+def test_what_a_backend_cannot_express_is_reported_not_raised(rules):
+    lucene = _one(rules, DEVELOPER_MODE_ID, "lucene")  # has a `cased` value
+    assert lucene.query is None
+    assert "Case-sensitive" in lucene.error
+    esql = _one(rules, DEVELOPER_MODE_ID, "esql")  # has keyword searches
+    assert esql.query is None
+    assert esql.error
+
+
+def test_conversion_leaves_the_running_rule_untouched(rules):
+    ruleset = RuleSet.load([VALID])
+    convert(ruleset.rules, "lucene")
+    assert ruleset.compiled.match([("gen_ai.prompt", "IGNORE previous instructions")]).hits
+    assert str(ruleset.rules[0].sigma.detection.detections) == str(
+        RuleSet.load([VALID]).rules[0].sigma.detection.detections
+    )
+
+
+def test_unknown_target_is_an_error(rules):
+    with pytest.raises(ValueError, match="unknown target"):
+        convert(list(rules.values()), "splunk")

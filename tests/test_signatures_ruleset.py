@@ -1,0 +1,168 @@
+"""Loading, rejection of what the engine cannot run, lint, rule examples, hot reload and the built-in pack."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from detectors.signatures import BUILTIN_RULES_DIR, RuleSet, RuleSetWatcher, SignatureDetector, parse_rule
+from detectors.signatures.parse import RuleLoadError
+from detectors.signatures.ruleset import rule_files
+from tests.fixtures.rules.kit import INVALID, OVERRIDE_ID, VALID, rule_yaml
+
+
+def _reject(text: str) -> str:
+    ruleset = RuleSet.from_texts([text])
+    assert ruleset.rules == []
+    (error,) = ruleset.errors
+    return str(error)
+
+
+def test_valid_fixtures_load_and_compile():
+    ruleset = RuleSet.load([VALID])
+    assert ruleset.errors == []
+    assert len(ruleset.rules) == len(rule_files([VALID])) == 5
+    assert ruleset.compiled.pattern_count > len(ruleset.rules)
+
+
+def test_bad_files_are_reported_and_the_good_rules_still_load(tmp_path):
+    for path in [*VALID.glob("*.yml"), *INVALID.glob("*.yml")]:
+        shutil.copy(path, tmp_path / path.name)
+    ruleset = RuleSet.load([tmp_path])
+    assert len(ruleset.rules) == 5
+    messages = {Path(str(e.path)).name: str(e) for e in ruleset.errors}
+    assert set(messages) == {p.name for p in INVALID.glob("*.yml")}
+    assert "linear-time" in messages["backtracking_regex.yml"]
+    assert "Fixture - backtracking-only regex" in messages["backtracking_regex.yml"]
+    assert "c1384f72-a94d-4ffd-8b52-e353404c6cc7" in messages["backtracking_regex.yml"]
+    assert "modifier 'cidr'" in messages["unsupported_modifier.yml"]
+    assert "unsupported_modifier.yml:16:" in messages["unsupported_modifier.yml"]  # the line of the item
+    assert "nothing matched" in messages["bare_not.yml"]
+    assert "pipe syntax" in messages["aggregation.yml"]
+    assert OVERRIDE_ID in {r.id for r in ruleset.rules}
+
+
+@pytest.mark.parametrize(
+    "detection,expected",
+    [
+        ("selection:\n  prompt|contains: x\ncondition: selection", "field 'prompt' is not a field"),
+        ("selection:\n  gen_ai.prompt|windash: x\ncondition: selection", "modifier 'windash'"),
+        ("selection:\n  gen_ai.prompt|re: 'a(?=b)'\ncondition: selection", "linear-time"),
+        ("selection:\n  gen_ai.prompt: null\ncondition: selection", "not supported"),
+        ("selection:\n  gen_ai.prompt|contains: '*'\ncondition: selection", "no literal text"),
+        ("selection:\n  gen_ai.prompt|contains: x\ncondition: not selection", "nothing matched"),
+        ("selection:\n  gen_ai.prompt|contains: x\ncondition: selection and missing", "invalid Sigma"),
+    ],
+)
+def test_unsupported_constructs_are_rejected_with_a_message_naming_the_rule(detection, expected):
+    message = _reject(rule_yaml(detection, title="Named rule", rule_id="00ff4a78-a61c-4348-a907-8f588500a39a"))
+    assert expected in message
+    assert "'Named rule' (00ff4a78-a61c-4348-a907-8f588500a39a)" in message
+
+
+def test_product_block_is_required_and_category_checked():
+    text = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    assert "category 'nonsense'" in _reject(text.replace("category: prompt_injection", "category: nonsense"))
+    assert "abusewatch" in _reject(text.split("abusewatch:")[0])
+
+
+def test_correlation_rules_are_left_to_the_correlation_detector():
+    correlation = "title: c\nid: 0b872ee7-3ee0-4ad2-a4c0-e40b2e13369e\ncorrelation:\n  type: event_count\n"
+    signature = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    ruleset = RuleSet.from_texts([correlation, signature])
+    assert ruleset.errors == []
+    assert [rule.title for rule in ruleset.rules] == ["Inline rule"]
+
+
+def test_multi_document_files_are_rejected():
+    one = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    assert "exactly one YAML mapping" in _reject(one + "---\n" + one)
+
+
+def test_invalid_yaml_reports_the_line():
+    with pytest.raises(RuleLoadError, match=r":3: .*invalid YAML"):
+        parse_rule("title: x\nid: y\n\tdetection: tab\n", Path("broken.yml"))
+
+
+def test_duplicate_ids_keep_the_first_rule():
+    text = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection", rule_id=OVERRIDE_ID)
+    ruleset = RuleSet.from_texts([text, text.replace("Inline rule", "Copy")])
+    assert [r.title for r in ruleset.rules] == ["Inline rule"]
+    assert "already used" in str(ruleset.errors[0])
+
+
+def test_lint_flags_missing_tags_tests_and_duplicate_titles():
+    base = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection", title="Same")
+    untagged = rule_yaml("selection:\n  gen_ai.prompt|contains: y\ncondition: selection", title="Same")
+    untagged = untagged.replace("  - atlas.aml.t0051.000\n  - owasp.llm01\n", "  - owasp.llm11\n")
+    untested = rule_yaml("selection:\n  gen_ai.prompt|contains: z\ncondition: selection", title="Other")
+    untested = untested.replace("  tests:\n    match: ['x']\n    nomatch: ['y']\n", "")
+    issues = [str(issue) for issue in RuleSet.from_texts([base, untagged, untested]).lint()]
+    assert any("no MITRE ATLAS tag" in issue for issue in issues)
+    assert any("'llm11' is not owasp.llm01 .. owasp.llm10" in issue for issue in issues)
+    assert any("no 'match' example" in issue for issue in issues)
+    assert any("no 'nomatch' example" in issue for issue in issues)
+    assert any("DuplicateTitle" in issue for issue in issues)
+
+
+def test_lint_of_the_fixtures_is_clean():
+    assert RuleSet.load([VALID]).lint() == []
+
+
+def test_failing_examples_are_reported():
+    text = rule_yaml("selection:\n  gen_ai.prompt|contains: needle\ncondition: selection")
+    text = text.replace("match: ['x']", "match: ['needle here', 'no pin']")
+    results = RuleSet.from_texts([text]).run_tests()
+    assert [r.passed for r in results] == [True, False, True]
+    assert "expected match, got no match" in results[1].describe()
+
+
+def _write(path: Path, text: str, mtime: int) -> None:
+    path.write_text(text, encoding="utf-8")
+    os.utime(path, ns=(mtime, mtime))
+
+
+def test_hot_reload_swaps_on_change_and_keeps_the_running_set_on_a_broken_file(tmp_path):
+    rule = rule_yaml("selection:\n  gen_ai.prompt|contains: alpha\ncondition: selection")
+    _write(tmp_path / "rule.yml", rule, 1_000_000_000)
+    detector = SignatureDetector(RuleSetWatcher([tmp_path]))
+    compiled = detector.ruleset.compiled
+    assert compiled.match([("gen_ai.prompt", "alpha")]).hits
+    assert detector.maybe_reload() is False  # nothing changed
+
+    _write(tmp_path / "rule.yml", rule.replace("alpha", "omega"), 2_000_000_000)
+    assert detector.maybe_reload() is True
+    assert not detector.ruleset.compiled.match([("gen_ai.prompt", "alpha")]).hits
+    assert detector.ruleset.compiled.match([("gen_ai.prompt", "omega")]).hits
+    assert compiled.match([("gen_ai.prompt", "alpha")]).hits  # the old set is untouched
+
+    _write(tmp_path / "broken.yml", rule.replace("condition: selection", "condition: selection and"), 3_000_000_000)
+    assert detector.maybe_reload() is False
+    assert detector.ruleset.compiled.match([("gen_ai.prompt", "omega")]).hits
+    assert detector.watcher.last_errors
+
+    (tmp_path / "broken.yml").unlink()
+    _write(tmp_path / "second.yml", rule_yaml("s:\n  gen_ai.prompt|contains: beta\ncondition: s"), 4_000_000_000)
+    assert detector.maybe_reload() is True
+    assert len(detector.ruleset.rules) == 2
+
+
+def test_builtin_pack_lints_and_passes_its_examples():
+    files = rule_files([BUILTIN_RULES_DIR])
+    ruleset = RuleSet.load([BUILTIN_RULES_DIR])
+    assert [str(error) for error in ruleset.errors] == []
+    if files:
+        assert len(ruleset.rules) == len(files)
+    assert [str(issue) for issue in ruleset.lint() if issue.severity == "error"] == []
+    assert [result.describe() for result in ruleset.run_tests() if not result.passed] == []
+
+
+def test_surrogate_pairs_in_values_reject_the_rule(monkeypatch):
+    import yaml
+
+    from detectors.signatures import parse
+
+    monkeypatch.setattr(parse, "_LOADER", yaml.SafeLoader)  # the pure-Python loader lets surrogates through
+    message = _reject(rule_yaml('selection:\n  gen_ai.prompt|contains: "\\uDB40\\uDC41"\ncondition: selection'))
+    assert "lone surrogate" in message
