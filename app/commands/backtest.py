@@ -1,0 +1,104 @@
+"""``abusewatch backtest``: run a rule set over labelled history before shipping it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from app.backtest import diff, load_labels, report, run_backtest
+from app.engine import build_pipeline
+from app.replay import decoded_lines
+from app.settings import Settings, load_settings
+from detectors.event import Event
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
+from detectors.signatures.detector import SignatureDetector
+from detectors.signatures.ruleset import RuleSet, default_directories
+
+console = Console(stderr=True)
+
+
+def register(cli: typer.Typer) -> None:
+    cli.command("backtest")(backtest_command)
+
+
+def backtest_command(
+    rules: list[Path] = typer.Option(None, "--rules", help="Rule directories to test (repeatable)."),
+    inputs: list[str] = typer.Option(..., "--input", help="JSONL history in any supported format (repeatable)."),
+    labels_path: Path | None = typer.Option(None, "--labels", help="Labels: event id -> category (or benign)."),
+    baseline: list[Path] = typer.Option(None, "--baseline", help="Rule directories of the current set, to diff."),
+    builtin: bool = typer.Option(False, "--builtin/--no-builtin", help="Add the built-in pack to --rules."),
+    engine: bool = typer.Option(False, "--engine", help="Run the whole engine (all tiers), not only rules."),
+    out: Path | None = typer.Option(None, "--out", help="Write the report as JSON."),
+) -> None:
+    """Replay INPUT through a rule set; report per-rule precision, recall per category, volume and a diff."""
+    settings = load_settings()
+    labels = load_labels(labels_path) if labels_path else None
+    candidate = build_pipeline(settings) if engine else _rules_pipeline(rules or [], builtin, settings)
+    result, seen = run_backtest(_batches(inputs, settings), candidate, labels)
+    output = report(result, labels, seen)
+    if baseline:
+        base_result, _ = run_backtest(_batches(inputs, settings), _rules_pipeline(baseline, False, settings), labels)
+        output["diff"] = diff(base_result, result)
+    _print(output)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(output, indent=2) + "\n")
+
+
+def _rules_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
+    dirs = default_directories(None, builtin=True) if builtin else []
+    ruleset = RuleSet.load([*dirs, *directories])
+    for error in ruleset.errors:
+        console.print(f"[yellow]rule not loaded:[/yellow] {error}")
+    if not ruleset.rules:
+        raise typer.BadParameter("no rules loaded", param_hint="--rules")
+    redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+    return Pipeline([SignatureDetector(ruleset)], redactor)
+
+
+def _batches(inputs: list[str], settings: Settings) -> Iterator[list[Event]]:
+    size = settings.detection.batch_size
+    batch: list[Event] = []
+    for events, _letters, _size in decoded_lines(
+        inputs, max_bytes=settings.detection.max_record_bytes, max_text_chars=settings.detection.max_text_chars
+    ):
+        batch.extend(events)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _print(output: dict) -> None:
+    table = Table(title=f"Backtest: {output['events']} events, {output['events_caught']} caught")
+    for column in ("rule", "category", "events", "TP", "FP", "precision"):
+        table.add_column(column)
+    for rule in output["rules"]:
+        precision = rule["precision"]
+        table.add_row(
+            rule["name"][:60],
+            rule["category"],
+            str(rule["events"]),
+            str(rule["true_positives"] if rule["true_positives"] is not None else "-"),
+            str(rule["false_positives"] if rule["false_positives"] is not None else "-"),
+            f"{precision:.2f}" if precision is not None else "-",
+        )
+    console.print(table)
+    if "recall" in output:
+        recall = ", ".join(f"{k}: {v:.2f}" for k, v in output["recall"].items() if v is not None)
+        console.print(f"Recall by labelled category: {recall}")
+        if output["false_positive_rate"] is not None:
+            console.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
+    if "diff" in output:
+        d = output["diff"]
+        console.print(f"Against the baseline: {d['newly_caught']} events newly caught, {d['lost']} lost")
+        for label, key in (("newly caught", "newly_caught_examples"), ("lost", "lost_examples")):
+            for example in d[key]:
+                console.print(f"  {label}: {example['event_id']}: {example['text'][:100]!r}")
