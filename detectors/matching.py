@@ -1,23 +1,38 @@
 """One-pass, linear-time multi-pattern matching over attacker-controlled text.
 
-All patterns go into a single Hyperscan database and every text is scanned once. A pattern Hyperscan cannot
-compile (it has no lookaround, for one) is tried with RE2, which is also linear-time; a pattern neither engine
-accepts is rejected with :class:`PatternError`, because a backtracking engine must never see attacker text.
+Two linear-time engines, each doing what it is best at:
 
-Offsets are character offsets into the ``str`` that was scanned.
+- **Hyperscan** scans the text once for ALL patterns, in its cheapest mode: no start-of-match tracking and each
+  pattern reported at most once. It only answers "which patterns occur".
+- **RE2** then locates the spans of just those patterns (rare on normal traffic), which also makes the result
+  exact whatever Hyperscan's mode. A pattern Hyperscan refuses is searched by RE2 alone.
+
+RE2 is the authority: a pattern it does not accept (lookaround, backreference, huge repeats) is rejected with
+:class:`PatternError`, because a backtracking engine must never see attacker text.
+
+Compiling a large Hyperscan database takes seconds to minutes, so compiled databases are cached on disk by the
+hash of their patterns (``ABW_CACHE_DIR``, default ``~/.cache/abusewatch``); the next process loads them in
+milliseconds. Offsets are character offsets into the ``str`` that was scanned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import hyperscan
 import re2
 
+log = logging.getLogger(__name__)
+
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 64 << 20
+_CACHE_VERSION = "1"
 
 
 class PatternError(ValueError):
@@ -42,38 +57,52 @@ class Match:
     end: int
 
 
-class MultiMatcher:
-    """Scans a text once for all patterns. Build once (compiling is slow), scan many times (thread-safe)."""
+def default_cache_dir() -> Path | None:
+    """Where compiled databases are kept; ``ABW_CACHE_DIR=off`` disables the cache."""
+    configured = os.environ.get("ABW_CACHE_DIR")
+    if configured == "off":
+        return None
+    return Path(configured) if configured else Path.home() / ".cache" / "abusewatch" / "hyperscan"
 
-    def __init__(self, patterns: Sequence[Pattern], *, max_matches_per_pattern: int = 16) -> None:
+
+class MultiMatcher:
+    """Scans a text once for all patterns. Build once (compiling is slow), scan many times (one thread at a time)."""
+
+    def __init__(
+        self,
+        patterns: Sequence[Pattern],
+        *,
+        max_matches_per_pattern: int = 16,
+        cache_dir: Path | bool | None = True,
+    ) -> None:
         ids = [p.id for p in patterns]
         if len(set(ids)) != len(ids):
             raise ValueError("pattern ids must be unique")
         self.max_matches_per_pattern = max_matches_per_pattern
-        self._database, rejected = _build_hyperscan(patterns)
-        self._re2 = [(p.id, _compile_re2(p)) for p in rejected]
-        accepted = len(patterns) - len(rejected)
+        self._locators = {p.id: _compile_re2(p) for p in patterns}  # also validates every pattern
+        directory = default_cache_dir() if cache_dir is True else (cache_dir or None)
+        self._database, refused = _build_hyperscan(patterns, directory)
+        self._re2_only = [p.id for p in refused]
         self.pattern_count = len(patterns)
-        self.hyperscan_count = accepted
+        self.hyperscan_count = len(patterns) - len(refused)
 
     def scan(self, text: str) -> list[Match]:
         """Every pattern that matches ``text``, with up to ``max_matches_per_pattern`` spans each, in order."""
         if not text:
             return []
         data = text.encode("utf-8", "replace")
-        spans: list[tuple[int, int, int]] = []
+        candidates = list(self._re2_only)
         if self._database is not None:
-            counts: dict[int, int] = {}
-            limit = self.max_matches_per_pattern
 
-            def on_match(pattern_id: int, start: int, end: int, _flags: int, _context: object) -> None:
-                seen = counts.get(pattern_id, 0)
-                if seen < limit:
-                    counts[pattern_id] = seen + 1
-                    spans.append((pattern_id, start, end))
+            def on_match(pattern_id: int, _start: int, _end: int, _flags: int, _context: object) -> None:
+                candidates.append(pattern_id)
 
             self._database.scan(data, match_event_handler=on_match)
-        for pattern_id, regex in self._re2:
+        if not candidates:
+            return []
+        spans = []
+        for pattern_id in candidates:
+            regex = self._locators[pattern_id]
             for found, _ in zip(regex.finditer(data), range(self.max_matches_per_pattern), strict=False):
                 spans.append((pattern_id, found.start(), found.end()))
         if not spans:
@@ -85,7 +114,7 @@ class MultiMatcher:
 
 
 def _flags(pattern: Pattern) -> int:
-    flags = hyperscan.HS_FLAG_SOM_LEFTMOST | hyperscan.HS_FLAG_UTF8
+    flags = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_UTF8
     if pattern.caseless:
         flags |= hyperscan.HS_FLAG_CASELESS
     if pattern.dotall:
@@ -105,25 +134,30 @@ def _compile_hyperscan(patterns: Sequence[Pattern]) -> hyperscan.Database:
     return database
 
 
-def _build_hyperscan(patterns: Sequence[Pattern]) -> tuple[hyperscan.Database | None, list[Pattern]]:
-    """One database of every pattern Hyperscan takes, and the patterns it refuses.
-
-    Compiling is the slow part, so a refused pattern is found by bisection (a few compiles), not one by one.
-    """
+def _build_hyperscan(
+    patterns: Sequence[Pattern], cache_dir: Path | None
+) -> tuple[hyperscan.Database | None, list[Pattern]]:
+    """One database of every pattern Hyperscan takes (from the cache when it was built before), and the refused."""
     if not patterns:
         return None, []
+    key = _cache_key(patterns)
+    cached = _load_cached(cache_dir, key)
+    if cached is not None:
+        database, refused_ids = cached
+        return database, [p for p in patterns if p.id in refused_ids]
     try:
-        return _compile_hyperscan(patterns), []
+        database, refused = _compile_hyperscan(patterns), []
     except hyperscan.error:
-        pass
-    rejected = _refused(list(patterns))
-    refused_ids = {p.id for p in rejected}
-    accepted = [p for p in patterns if p.id not in refused_ids]
-    return (_compile_hyperscan(accepted) if accepted else None), rejected
+        refused = _refused(list(patterns))
+        refused_ids = {p.id for p in refused}
+        accepted = [p for p in patterns if p.id not in refused_ids]
+        database = _compile_hyperscan(accepted) if accepted else None
+    _store_cached(cache_dir, key, database, {p.id for p in refused})
+    return database, refused
 
 
 def _refused(patterns: list[Pattern]) -> list[Pattern]:
-    """The patterns of a group that Hyperscan refuses (the group as a whole is known to fail)."""
+    """The patterns of a group that Hyperscan refuses (the group as a whole is known to fail), by bisection."""
     if len(patterns) == 1:
         return patterns
     middle = len(patterns) // 2
@@ -136,6 +170,47 @@ def _refused(patterns: list[Pattern]) -> list[Pattern]:
     return refused
 
 
+def _cache_key(patterns: Sequence[Pattern]) -> str:
+    digest = hashlib.sha256(f"{_CACHE_VERSION}|{hyperscan.__version__}".encode())
+    for pattern in patterns:
+        digest.update(f"\x1e{pattern.id}\x1f{_flags(pattern)}\x1f{pattern.expression}".encode("utf-8", "replace"))
+    return digest.hexdigest()
+
+
+def _load_cached(cache_dir: Path | None, key: str) -> tuple[hyperscan.Database | None, set[int]] | None:
+    if cache_dir is None:
+        return None
+    path = cache_dir / f"{key}.hsdb"
+    try:
+        blob = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        header, _, body = blob.partition(b"\n")
+        refused = {int(i) for i in header.decode().split(",") if i}
+        if not body:
+            return None, refused
+        database = hyperscan.loadb(body, hyperscan.HS_MODE_BLOCK)
+        database.scratch = hyperscan.Scratch(database)  # a loaded database comes without scratch space
+        return database, refused
+    except (ValueError, TypeError, hyperscan.error):
+        log.warning("ignoring a corrupt compiled-pattern cache file %s", path)
+        return None
+
+
+def _store_cached(cache_dir: Path | None, key: str, database: hyperscan.Database | None, refused: set[int]) -> None:
+    if cache_dir is None:
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        body = hyperscan.dumpb(database) if database is not None else b""
+        temporary = cache_dir / f".{key}.{os.getpid()}.tmp"
+        temporary.write_bytes(",".join(map(str, sorted(refused))).encode() + b"\n" + body)
+        temporary.replace(cache_dir / f"{key}.hsdb")  # atomic: concurrent workers never read half a file
+    except OSError as error:
+        log.warning("cannot cache compiled patterns in %s: %s", cache_dir, error)
+
+
 def _compile_re2(pattern: Pattern) -> re2._Regexp:
     prefix = "".join(
         flag for flag, on in (("i", pattern.caseless), ("s", pattern.dotall), ("m", pattern.multiline)) if on
@@ -146,21 +221,17 @@ def _compile_re2(pattern: Pattern) -> re2._Regexp:
     except re2.error as error:
         raise PatternError(
             f"pattern {pattern.expression!r} is not supported by a linear-time engine "
-            f"(Hyperscan and RE2 both refuse it: {error.args[0]!s}). Lookarounds and backreferences are never "
+            f"(RE2 refuses it: {error.args[0]!s}). Lookarounds and backreferences are never "
             "allowed; bounded repeats are limited to {,1000}"
         ) from None
 
 
 def check_pattern(expression: str, *, caseless: bool = True) -> None:
     """Raise :class:`PatternError` unless ``expression`` compiles in a linear-time engine."""
-    pattern = Pattern(0, expression, caseless=caseless)
-    try:
-        _compile_hyperscan([pattern])
-    except hyperscan.error:
-        _compile_re2(pattern)
+    _compile_re2(Pattern(0, expression, caseless=caseless))
 
 
-def _offset_converter(text: str, data: bytes):
+def _offset_converter(text: str, data: bytes) -> Callable[[int], int]:
     if len(data) == len(text):  # ASCII: byte offsets are character offsets
         return lambda offset: offset
     return lambda offset: len(data[:offset].decode("utf-8", "ignore"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from detectors.base import SensitiveValue
 
-_MIN_SCRUB_LENGTH = 4  # shorter values would mask ordinary text
+MIN_SCRUB_LENGTH = 4  # shorter values would mask ordinary text
 
 
 class Redactor:
@@ -38,10 +38,10 @@ class Redactor:
         """``(raw form, mask)`` pairs for each value and its common encodings, longest first."""
         pairs: dict[str, str] = {}
         for item in values:
-            if len(item.value) < _MIN_SCRUB_LENGTH:
+            if len(item.value) < MIN_SCRUB_LENGTH:
                 continue
             mask = self.mask(item.kind, item.value)
-            for form in _encoded_forms(item.value):
+            for form in encoded_forms(item.value):
                 pairs.setdefault(form, mask)
         return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
@@ -53,16 +53,17 @@ class Redactor:
         return _scrub(document, pairs)
 
 
-def _encoded_forms(value: str) -> set[str]:
+def encoded_forms(value: str) -> set[str]:
+    """``value`` as written and in the encodings data is smuggled in (base64, base64url, URL-encoding)."""
     raw = value.encode("utf-8", "surrogatepass")
     forms = {
         value,
         base64.b64encode(raw).decode().rstrip("="),
         base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
+        urllib.parse.quote(raw, safe=""),
+        urllib.parse.quote_plus(raw),
     }
-    return {form for form in forms if len(form) >= _MIN_SCRUB_LENGTH}
+    return {form for form in forms if len(form) >= MIN_SCRUB_LENGTH}
 
 
 def _scrub(node: Any, pairs: list[tuple[str, str]]) -> Any:

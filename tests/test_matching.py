@@ -21,10 +21,10 @@ def test_case_sensitive_pattern_does_not_match_other_case():
 
 
 def test_pattern_hyperscan_refuses_falls_back_to_re2():
-    # a long unbounded repeat of alternatives is too large for Hyperscan with start-of-match; RE2 takes it
-    matcher = MultiMatcher([Pattern(1, r"(?:ab|cd){300,}x"), Pattern(2, re.escape("hello"))])
+    # a wide bounded gap is too large for Hyperscan; RE2 takes it
+    matcher = MultiMatcher([Pattern(1, r"x.{0,1000}y"), Pattern(2, re.escape("hello"))])
     assert matcher.hyperscan_count == 1
-    assert {m.pattern_id for m in matcher.scan("ab" * 300 + "x hello")} == {1, 2}
+    assert {m.pattern_id for m in matcher.scan("x" + "-" * 500 + "y hello")} == {1, 2}
 
 
 def test_lookaround_is_rejected_with_a_clear_message():
@@ -41,3 +41,22 @@ def test_pathological_input_completes():
 def test_matches_per_pattern_are_capped():
     matcher = MultiMatcher([Pattern(1, "ab")], max_matches_per_pattern=3)
     assert len(matcher.scan("ab" * 100)) == 3
+
+
+def test_compiled_databases_are_cached_on_disk(tmp_path):
+    patterns = [Pattern(1, r"ignore\s+previous"), Pattern(2, r"x.{0,1000}y")]
+    first = MultiMatcher(patterns, cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.hsdb"))) == 1
+    second = MultiMatcher(patterns, cache_dir=tmp_path)
+    text = "please IGNORE   previous x---y"
+    assert first.scan(text) == second.scan(text)
+    assert {m.pattern_id for m in second.scan(text)} == {1, 2}
+    assert second.hyperscan_count == 1
+
+
+def test_a_corrupt_cache_file_is_ignored(tmp_path):
+    patterns = [Pattern(1, "abc")]
+    MultiMatcher(patterns, cache_dir=tmp_path)
+    for path in tmp_path.glob("*.hsdb"):
+        path.write_bytes(b"1\nnot a database")
+    assert [m.pattern_id for m in MultiMatcher(patterns, cache_dir=tmp_path).scan("xabcx")] == [1]

@@ -42,3 +42,9 @@ def test_scrub_without_values_returns_document_unchanged():
 def test_empty_key_is_refused():
     with pytest.raises(ValueError, match="must not be empty"):
         Redactor(b"")
+
+
+def test_values_with_lone_surrogates_are_scrubbed_without_error():
+    value = "PASSWD=05A\ud8001234"
+    scrubbed = Redactor(b"k").scrub({"a": f"x {value} y"}, [SensitiveValue(kind="password", value=value)])
+    assert value not in scrubbed["a"] and "[REDACTED:password:" in scrubbed["a"]

@@ -6,25 +6,12 @@ so that a detector bug cannot depend on that net alone.
 
 from __future__ import annotations
 
-import base64
-import urllib.parse
 from collections.abc import Iterable
 
-_MIN_MASKED = 4
+from detectors.redact import encoded_forms
+
 SNIPPET_WINDOW = 40
 MAX_SNIPPET = 240
-
-
-def _forms(value: str) -> set[str]:
-    raw = value.encode("utf-8", "surrogatepass")
-    forms = {
-        value,
-        base64.b64encode(raw).decode().rstrip("="),
-        base64.urlsafe_b64encode(raw).decode().rstrip("="),
-        urllib.parse.quote(value, safe=""),
-        urllib.parse.quote_plus(value),
-    }
-    return {form for form in forms if len(form) >= _MIN_MASKED}
 
 
 class Masker:
@@ -34,7 +21,7 @@ class Masker:
         self.values = list(values)
         pairs: dict[str, str] = {}
         for kind, value in self.values:
-            for form in _forms(value):
+            for form in encoded_forms(value):
                 pairs.setdefault(form, f"[{kind}]")
         self._pairs = sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 

@@ -66,7 +66,7 @@ class Item:
     variants: bool = True  # also looked for in the leet / rot13 / spaced-letters variants
     dotall: bool = True
     multiline: bool = False
-    regex: bool = False  # an ``re`` value: compiled in its rule's own matcher
+    regex: bool = False  # an ``re`` value (validated with RE2 at load)
 
     def pattern(self, pattern_id: int) -> Pattern:
         return Pattern(
@@ -115,7 +115,6 @@ class CompiledRule:
     items: tuple[Item, ...]
     condition: Node
     positive: tuple[int, ...]  # items not under a NOT: the ones that make evidence
-    regex_scanners: dict[str, Scanner] = field(default_factory=dict)  # by field
 
 
 def compile_rule(rule: SignatureRule, index: int, first_id: int) -> CompiledRule:
@@ -129,30 +128,20 @@ def compile_rule(rule: SignatureRule, index: int, first_id: int) -> CompiledRule
             rule.label,
             "the condition is true for an event where nothing matched (e.g. a bare 'not'); add a positive selection",
         )
-    scanners = _regex_scanners(builder)
-    return CompiledRule(rule, tuple(builder.items), condition, tuple(_positive(condition)), scanners)
+    _check_regexes(builder)
+    return CompiledRule(rule, tuple(builder.items), condition, tuple(_positive(condition)))
 
 
-def _regex_scanners(builder: _RuleBuilder) -> dict[str, Scanner]:
-    """Compile the rule's ``re`` items, one matcher per field; a regex no linear-time engine takes rejects the rule."""
-    by_field: dict[str, list[Item]] = {}
+def _check_regexes(builder: _RuleBuilder) -> None:
+    """Reject the rule if any of its ``re`` values has no linear-time engine (checked with RE2, which is fast)."""
     for item in builder.items:
         if item.regex:
-            for field_name in (item.field,) if item.field else TEXT_FIELDS:
-                by_field.setdefault(field_name, []).append(item)
-    scanners = {}
-    for field_name, items in by_field.items():
-        try:
-            matcher = _cached_matcher(tuple(item.pattern(index) for index, item in enumerate(items)))
-        except (PatternError, ValueError):
-            for item in items:
-                try:
-                    check_pattern(item.expression)
-                except PatternError as error:
-                    raise builder.fail(f"regex {item.expression!r} on {field_name} is rejected: {error}") from None
-            raise
-        scanners[field_name] = Scanner(matcher, tuple(item.id for item in items))
-    return scanners
+            try:
+                check_pattern(item.expression, caseless=not item.cased)
+            except PatternError as error:
+                raise builder.fail(
+                    f"regex {item.expression!r} on {item.field or 'keywords'} is rejected: {error}"
+                ) from None
 
 
 @lru_cache(maxsize=4096)
@@ -282,7 +271,7 @@ def _literal_regex(text: str) -> str:
 
 
 class CompiledRules:
-    """Compiled rules: per field, one shared matcher for literals plus each rule's regex matcher. Thread-safe."""
+    """Compiled rules: per field, one matcher for every literal and regex of every rule. Thread-safe."""
 
     def __init__(self, compiled: Sequence[CompiledRule], limits: Limits = DEFAULT_LIMITS) -> None:
         self.compiled = list(compiled)
@@ -292,15 +281,13 @@ class CompiledRules:
         self._rule_of = {item.id: item.rule for item in self.items.values()}
         self.scanners: dict[str, list[Scanner]] = {}
         for field_name in (*TEXT_FIELDS, *METADATA_FIELDS):
-            literals = [
+            patterns = [
                 item.pattern(item.id)
                 for item in self.items.values()
-                if not item.regex and (item.field == field_name or (item.field is None and field_name in TEXT_FIELDS))
+                if item.field == field_name or (item.field is None and field_name in TEXT_FIELDS)
             ]
-            scanners = [Scanner(_cached_matcher(tuple(literals)))] if literals else []
-            scanners.extend(c.regex_scanners[field_name] for c in self.compiled if field_name in c.regex_scanners)
-            if scanners:
-                self.scanners[field_name] = scanners
+            if patterns:
+                self.scanners[field_name] = [Scanner(_cached_matcher(tuple(patterns)))]
 
     @property
     def pattern_count(self) -> int:
