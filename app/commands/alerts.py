@@ -1,0 +1,208 @@
+"""``abusewatch alerts``: triage from the terminal — list, show, acknowledge and close alerts in Elasticsearch.
+
+Thin over :mod:`app.triage`. Alert text (messages, evidence, prompts) is attacker-controlled, so it is printed
+without Rich markup and with terminal control characters made visible.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+from elastic_transport import ApiError, TransportError
+from elasticsearch import Elasticsearch
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from app import triage
+from app.settings import ElasticsearchSettings, load_settings
+
+alerts_cli = typer.Typer(help="Triage alerts in Elasticsearch: list, show, ack, close.", no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# C0/C1 controls (but tab and newline), DEL and bidirectional overrides, shown as escapes instead of acting.
+_UNSAFE = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_SAFE_TABLE = {code: f"\\u{code:04x}" for code in _UNSAFE}
+MESSAGE_WIDTH = 100
+RULE_WIDTH = 60
+PROMPT_WIDTH = 120
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(alerts_cli, name="alerts")
+
+
+def terminal_safe(text: Any) -> str:
+    """``text`` with control characters escaped, so alert content cannot drive the analyst's terminal."""
+    return str(text).translate(_SAFE_TABLE)
+
+
+def _clip(text: Any, width: int) -> str:
+    flat = " ".join(terminal_safe(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _get(doc: dict[str, Any], dotted: str, default: Any = "") -> Any:
+    node: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+@contextmanager
+def elasticsearch_session() -> Iterator[tuple[Elasticsearch, ElasticsearchSettings]]:
+    """A client from the settings; triage refusals and Elasticsearch failures end the command with exit code 1."""
+    settings = load_settings().elasticsearch
+    client = triage.connect(settings)
+    try:
+        yield client, settings
+    except triage.TriageError as error:
+        err.print(Text(f"error: {error}"))
+        raise typer.Exit(1) from None
+    except (ApiError, TransportError) as error:
+        err.print(Text(f"elasticsearch at {settings.url}: {error}"))
+        raise typer.Exit(1) from None
+    finally:
+        client.close()
+
+
+def _print_json(value: Any) -> None:
+    out.print(Text(json.dumps(value, indent=2, ensure_ascii=True, default=str)))
+
+
+def _option_in(choices: tuple[str, ...], name: str) -> Callable[[str | None], str | None]:
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"choose one of {', '.join(choices)}", param_hint=name)
+        return value
+
+    return check
+
+
+def since_seconds_option(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return triage.parse_duration(value)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--since") from None
+
+
+@alerts_cli.command("list")
+def list_alerts(
+    status: str | None = typer.Option(
+        None, "--status", help="open, acknowledged or closed.", callback=_option_in(triage.STATUSES, "--status")
+    ),
+    severity_min: int | None = typer.Option(None, "--severity-min", min=0, max=100, help="Lowest event.severity."),
+    rule_id: str | None = typer.Option(None, "--rule", help="Only this rule id."),
+    user_id: str | None = typer.Option(None, "--user", help="Only this user.id."),
+    since: str | None = typer.Option(None, "--since", help="Only alerts newer than this, e.g. 24h, 7d."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="JSON array of alert documents (with their id)."),
+) -> None:
+    """List alerts, newest first."""
+    query = triage.list_query(
+        status=status,  # type: ignore[arg-type]
+        severity_min=severity_min,
+        rule_id=rule_id,
+        user_id=user_id,
+        since_seconds=since_seconds_option(since),
+    )
+    with elasticsearch_session() as (client, settings):
+        hits = triage.search_alerts(client, settings.alerts_index, query, limit)
+    if as_json:
+        _print_json([{"id": hit["_id"], **hit["_source"]} for hit in hits])
+        return
+    table = Table(title=f"{len(hits)} alerts in {settings.alerts_index}")
+    for column in ("id", "time", "severity", "rule", "identity", "count", "status", "message"):
+        table.add_column(column, justify="right" if column in ("severity", "count") else "left")
+    for hit in hits:
+        doc = hit["_source"]
+        row = (
+            hit["_id"],
+            _get(doc, "@timestamp"),
+            _get(doc, "event.severity"),
+            _clip(_get(doc, "rule.name") or _get(doc, "rule.id"), RULE_WIDTH),
+            _get(doc, "abusewatch.identity_key"),
+            _get(doc, "abusewatch.count"),
+            _get(doc, triage.STATUS_FIELD),
+            _clip(_get(doc, "message"), MESSAGE_WIDTH),
+        )
+        table.add_row(*(Text(terminal_safe(value)) for value in row))
+    out.print(table)
+
+
+@alerts_cli.command("show")
+def show_alert(
+    alert_id: str = typer.Argument(..., help="The alert id (event.id)."),
+    as_json: bool = typer.Option(False, "--json", help='{"alert": ..., "events": [...]} as JSON.'),
+) -> None:
+    """The whole alert (evidence, event ids, triage) and the events it links to."""
+    with elasticsearch_session() as (client, settings):
+        hit = triage.get_alert(client, settings.alerts_index, alert_id)
+        event_ids = _get(hit["_source"], "abusewatch.event_ids", [])
+        events = triage.linked_events(client, settings.events_index, event_ids)
+    alert = {"id": hit["_id"], **hit["_source"]}
+    if as_json:
+        _print_json({"alert": alert, "events": [{"id": e["_id"], **e["_source"]} for e in events]})
+        return
+    _print_json(alert)
+    table = Table(title=f"Linked events: {len(events)} of {len(event_ids)} found in {settings.events_index}")
+    for column in ("time", "event id", "model", "service", "rules", "prompt"):
+        table.add_column(column)
+    for event in events:
+        doc = event["_source"]
+        row = (
+            _get(doc, "@timestamp"),
+            event["_id"],
+            _get(doc, "gen_ai.request.model"),
+            _get(doc, "service.name"),
+            ", ".join(_get(doc, "abusewatch.rule_ids", [])),
+            _clip(_get(doc, "gen_ai.prompt"), PROMPT_WIDTH),
+        )
+        table.add_row(*(Text(terminal_safe(value)) for value in row))
+    out.print(table)
+
+
+@alerts_cli.command("ack")
+def ack_alerts(
+    alert_ids: list[str] = typer.Argument(..., help="Alert ids."),
+    by: str | None = typer.Option(None, "--by", help="Analyst name (default: $USER)."),
+) -> None:
+    """Acknowledge alerts: someone is on it."""
+    with elasticsearch_session() as (client, settings):
+        triage.set_status(client, settings.alerts_index, alert_ids, "acknowledged", by=by or triage.current_user())
+    out.print(Text(f"acknowledged {len(set(alert_ids))} alert(s)"))
+
+
+@alerts_cli.command("close")
+def close_alerts(
+    alert_ids: list[str] = typer.Argument(..., help="Alert ids."),
+    reason: str = typer.Option(
+        ...,
+        "--reason",
+        help="true_positive, false_positive or benign_positive.",
+        callback=_option_in(triage.REASONS, "--reason"),
+    ),
+    by: str | None = typer.Option(None, "--by", help="Analyst name (default: $USER)."),
+    note: str | None = typer.Option(None, "--note", help="Why, for whoever tunes the rule."),
+) -> None:
+    """Close alerts with a verdict; the verdicts feed ``abusewatch rules stats``."""
+    with elasticsearch_session() as (client, settings):
+        triage.set_status(
+            client,
+            settings.alerts_index,
+            alert_ids,
+            "closed",
+            by=by or triage.current_user(),
+            reason=reason,  # type: ignore[arg-type]
+            note=note,
+        )
+    out.print(Text(f"closed {len(set(alert_ids))} alert(s) as {reason}"))

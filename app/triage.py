@@ -1,0 +1,378 @@
+"""Alert triage in Elasticsearch: find, show, acknowledge and close alerts, and rule precision from the verdicts.
+
+The verdict lives on the alert document itself, under fields the stream never writes (``abusewatch.status`` and
+``abusewatch.triage.*``, see :data:`TRIAGE_FIELDS`), so an alert that grows after triage keeps its verdict as long
+as the sink re-writes it with :func:`preserving_update`. Updates go to the concrete index that holds the alert (a
+data stream's backing index, or the plain index), guarded by the sequence number read just before, so a concurrent
+re-write is never lost: the update is retried on the fresh document.
+
+Everything here but the functions taking a client is pure: queries, partial documents and the statistics computed
+from aggregation responses, so they are tested without Elasticsearch.
+"""
+
+from __future__ import annotations
+
+import copy
+import getpass
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from elastic_transport import ApiError
+from elasticsearch import Elasticsearch
+
+from app.settings import ElasticsearchSettings
+from app.sinks.elasticsearch import client_options
+from detectors.documents import iso_time
+
+Status = Literal["open", "acknowledged", "closed"]
+Reason = Literal["true_positive", "false_positive", "benign_positive"]
+STATUSES: tuple[Status, ...] = ("open", "acknowledged", "closed")
+REASONS: tuple[Reason, ...] = ("true_positive", "false_positive", "benign_positive")
+TRIAGED: tuple[Status, ...] = ("acknowledged", "closed")
+
+# Alert fields owned by analysts: the stream must never overwrite them once an alert exists.
+STATUS_FIELD = "abusewatch.status"
+TRIAGE_FIELD = "abusewatch.triage"
+TRIAGE_FIELDS = (STATUS_FIELD, TRIAGE_FIELD)
+TIME_TO_TRIAGE_FIELD = "abusewatch.triage.time_to_triage_seconds"
+REASON_FIELD = "abusewatch.triage.reason"
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_RULES = 1000
+UPDATE_ATTEMPTS = 5
+
+
+class TriageError(Exception):
+    """A triage request that cannot be carried out (unknown id, not allowed in the alert's status)."""
+
+
+def connect(settings: ElasticsearchSettings) -> Elasticsearch:
+    """A client with the same connection options the stream uses."""
+    return Elasticsearch(**client_options(settings))
+
+
+def current_user() -> str:
+    """Who triages by default: ``$USER``, else the login name."""
+    return os.environ.get("USER") or getpass.getuser()
+
+
+# -- pure helpers ---------------------------------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> int:
+    """``"24h"`` -> 86400 seconds; units s, m, h, d, w."""
+    value, unit = text[:-1].strip(), text[-1:].lower()
+    if unit not in DURATION_UNITS or not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"not a duration: {text!r} (use a positive number and one of s, m, h, d, w, e.g. 24h)")
+    return int(value) * DURATION_UNITS[unit]
+
+
+def list_query(
+    *,
+    status: Status | None = None,
+    severity_min: int | None = None,
+    rule_id: str | None = None,
+    user_id: str | None = None,
+    since_seconds: int | None = None,
+) -> dict[str, Any]:
+    """The bool query behind ``alerts list``: every given criterion must hold."""
+    filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
+    if status is not None:
+        filters.append({"term": {STATUS_FIELD: status}})
+    if severity_min is not None:
+        filters.append({"range": {"event.severity": {"gte": severity_min}}})
+    if rule_id is not None:
+        filters.append({"term": {"rule.id": rule_id}})
+    if user_id is not None:
+        filters.append({"term": {"user.id": user_id}})
+    if since_seconds is not None:
+        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+    return {"bool": {"filter": filters}}
+
+
+def triage_update(
+    alert: dict[str, Any],
+    status: Status,
+    *,
+    by: str,
+    now: float,
+    reason: Reason | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """The partial document that moves ``alert`` (its ``_source``) to ``status``.
+
+    ``triage.at`` is the time of the latest action; ``time_to_triage_seconds`` is set once, at the first action
+    (acknowledge or close), measured from the alert's ``@timestamp`` (its first detection).
+    """
+    check_transition(alert, status)
+    triage: dict[str, Any] = {"by": by, "at": iso_time(now)}
+    previous = alert.get("abusewatch", {}).get("triage") or {}
+    if "time_to_triage_seconds" not in previous:
+        start = parse_time(alert.get("@timestamp"))
+        if start is not None:
+            triage["time_to_triage_seconds"] = round(max(0.0, now - start), 3)
+    if reason is not None:
+        triage["reason"] = reason
+    if note is not None:
+        triage["note"] = note
+    return {"abusewatch": {"status": status, "triage": triage}}
+
+
+def check_transition(alert: dict[str, Any], status: Status) -> None:
+    """Refuse moves that lose a verdict: acknowledging a closed alert would reopen it (closing again may correct
+    the verdict)."""
+    if status == "acknowledged" and alert.get("abusewatch", {}).get("status") == "closed":
+        raise TriageError("already closed; acknowledging would reopen it (close it again to change the verdict)")
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of an ISO 8601 timestamp as Elasticsearch returns it; None if absent or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+def preserving_update(alert: dict[str, Any]) -> dict[str, Any]:
+    """Bulk ``update`` body that re-writes an alert without touching its triage state.
+
+    A new alert is stored whole (``upsert``); an existing one gets every field but :data:`TRIAGE_FIELDS` merged in
+    (``doc``), so ``abusewatch.status`` and ``abusewatch.triage`` set by an analyst survive the group growing.
+    """
+    doc = copy.deepcopy(alert)
+    section = doc.get("abusewatch", {})
+    for dotted in TRIAGE_FIELDS:
+        section.pop(dotted.split(".", 1)[1], None)
+    return {"doc": doc, "upsert": alert}
+
+
+# -- rule statistics ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStats:
+    """Triage outcome of one rule's alerts; precision counts benign positives as true detections."""
+
+    rule_id: str
+    rule_name: str
+    alerts: int
+    triaged: int
+    true_positives: int
+    benign_positives: int
+    false_positives: int
+    median_time_to_triage_seconds: float | None
+    min_precision: float
+
+    @property
+    def triaged_share(self) -> float:
+        return self.triaged / self.alerts if self.alerts else 0.0
+
+    @property
+    def verdicts(self) -> int:
+        return self.true_positives + self.benign_positives + self.false_positives
+
+    @property
+    def precision(self) -> float | None:
+        """(TP + BP) / (TP + BP + FP); None until some alert of the rule has a verdict."""
+        if not self.verdicts:
+            return None
+        return (self.true_positives + self.benign_positives) / self.verdicts
+
+    @property
+    def flagged(self) -> bool:
+        """Under the precision bar (a rule without verdicts is not flagged: there is nothing to judge yet)."""
+        precision = self.precision
+        return precision is not None and precision < self.min_precision
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "triaged_share": round(self.triaged_share, 4),
+            "precision": None if self.precision is None else round(self.precision, 4),
+            "flagged": self.flagged,
+        }
+
+
+def stats_request(since_seconds: int | None) -> dict[str, Any]:
+    """Search body (no hits, only aggregations) for :func:`rule_stats`: per rule, alerts, triaged and verdicts."""
+    filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
+    if since_seconds is not None:
+        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": filters}},
+        "aggs": {
+            "rules": {
+                "terms": {"field": "rule.id", "size": MAX_RULES, "order": {"_count": "desc"}},
+                "aggs": {
+                    "name": {"terms": {"field": "rule.name", "size": 1}},
+                    "triaged": {
+                        "filter": {"terms": {STATUS_FIELD: list(TRIAGED)}},
+                        "aggs": {"time_to_triage": {"percentiles": {"field": TIME_TO_TRIAGE_FIELD, "percents": [50]}}},
+                    },
+                    "verdicts": {
+                        "filter": {"term": {STATUS_FIELD: "closed"}},
+                        "aggs": {"reason": {"terms": {"field": REASON_FIELD, "size": len(REASONS) + 1}}},
+                    },
+                },
+            }
+        },
+    }
+
+
+def rule_stats(response: dict[str, Any], min_precision: float) -> list[RuleStats]:
+    """:class:`RuleStats` per rule from the response to :func:`stats_request`, most alerts first."""
+    result = []
+    for bucket in response.get("aggregations", {}).get("rules", {}).get("buckets", []):
+        names = bucket.get("name", {}).get("buckets", [])
+        reasons = {b["key"]: b["doc_count"] for b in bucket.get("verdicts", {}).get("reason", {}).get("buckets", [])}
+        triaged = bucket.get("triaged", {})
+        result.append(
+            RuleStats(
+                rule_id=str(bucket["key"]),
+                rule_name=str(names[0]["key"]) if names else "",
+                alerts=int(bucket["doc_count"]),
+                triaged=int(triaged.get("doc_count", 0)),
+                true_positives=int(reasons.get("true_positive", 0)),
+                benign_positives=int(reasons.get("benign_positive", 0)),
+                false_positives=int(reasons.get("false_positive", 0)),
+                median_time_to_triage_seconds=_median(triaged.get("time_to_triage", {})),
+                min_precision=min_precision,
+            )
+        )
+    return result
+
+
+def _median(percentiles: dict[str, Any]) -> float | None:
+    values = percentiles.get("values", {})
+    value = values.get("50.0", values.get("50"))
+    return None if value is None else float(value)
+
+
+def overall_precision(stats: Iterable[RuleStats]) -> float | None:
+    """Precision over all verdicts of all rules (None without verdicts)."""
+    rows = list(stats)
+    verdicts = sum(row.verdicts for row in rows)
+    if not verdicts:
+        return None
+    return sum(row.true_positives + row.benign_positives for row in rows) / verdicts
+
+
+# -- Elasticsearch --------------------------------------------------------------------------------------------------
+
+
+def search_alerts(client: Elasticsearch, index: str, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """Alert hits (``_id``, ``_index``, ``_source``), newest first."""
+    response = client.search(
+        index=index, query=query, size=limit, sort=[{"@timestamp": {"order": "desc"}}], ignore_unavailable=True
+    )
+    return list(response["hits"]["hits"])
+
+
+def find_alerts(client: Elasticsearch, index: str, alert_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Alert id -> hit (with ``_seq_no``/``_primary_term``) for the ids that exist; works on data streams too."""
+    if not alert_ids:
+        return {}
+    response = client.search(
+        index=index,
+        query={"ids": {"values": list(alert_ids)}},
+        size=len(alert_ids),
+        seq_no_primary_term=True,
+        ignore_unavailable=True,
+    )
+    return {hit["_id"]: hit for hit in response["hits"]["hits"]}
+
+
+def get_alert(client: Elasticsearch, index: str, alert_id: str) -> dict[str, Any]:
+    """The alert hit; :class:`TriageError` if there is none with that id."""
+    found = find_alerts(client, index, [alert_id]).get(alert_id)
+    if found is None:
+        raise TriageError(f"no alert with id {alert_id} in {index}")
+    return found
+
+
+def linked_events(client: Elasticsearch, index: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The alert's events from the events index, oldest first (ids that are not there are left out)."""
+    if not event_ids:
+        return []
+    response = client.search(
+        index=index,
+        query={"ids": {"values": list(event_ids)}},
+        size=len(event_ids),
+        sort=[{"@timestamp": {"order": "asc"}}],
+        ignore_unavailable=True,
+    )
+    return list(response["hits"]["hits"])
+
+
+def set_status(
+    client: Elasticsearch,
+    index: str,
+    alert_ids: Sequence[str],
+    status: Status,
+    *,
+    by: str,
+    reason: Reason | None = None,
+    note: str | None = None,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Move every alert in ``alert_ids`` to ``status``; returns the partial documents written, in order.
+
+    All ids are checked first: if one is unknown, nothing is changed and :class:`TriageError` names the unknown ids.
+    """
+    if status == "closed" and reason is None:
+        raise TriageError("closing an alert needs a reason: " + ", ".join(REASONS))
+    unique_ids = list(dict.fromkeys(alert_ids))
+    found = find_alerts(client, index, unique_ids)
+    unknown = [alert_id for alert_id in unique_ids if alert_id not in found]
+    if unknown:
+        raise TriageError(f"no alert with id {', '.join(unknown)} in {index}; nothing was changed")
+    for alert_id, hit in found.items():
+        try:
+            check_transition(hit["_source"], status)
+        except TriageError as error:
+            raise TriageError(f"alert {alert_id}: {error}; nothing was changed") from None
+    return [
+        _update(client, index, found[alert_id], status, by=by, reason=reason, note=note, now=now)
+        for alert_id in unique_ids
+    ]
+
+
+def _update(
+    client: Elasticsearch,
+    index: str,
+    hit: dict[str, Any],
+    status: Status,
+    *,
+    by: str,
+    reason: Reason | None,
+    note: str | None,
+    now: float | None,
+) -> dict[str, Any]:
+    """Partial update of one alert in its concrete index, retried on the fresh document after a concurrent write."""
+    for _ in range(UPDATE_ATTEMPTS):
+        at = datetime.now(tz=UTC).timestamp() if now is None else now
+        doc = triage_update(hit["_source"], status, by=by, now=at, reason=reason, note=note)
+        try:
+            client.update(
+                index=hit["_index"],
+                id=hit["_id"],
+                doc=doc,
+                if_seq_no=hit["_seq_no"],
+                if_primary_term=hit["_primary_term"],
+                refresh="wait_for",
+            )
+        except ApiError as error:
+            if error.status_code != 409:
+                raise
+            hit = get_alert(client, index, hit["_id"])
+            continue
+        return doc
+    raise TriageError(f"alert {hit['_id']} kept changing while being updated; try again")

@@ -1,0 +1,242 @@
+"""Triage against the real Elasticsearch: alerts from ``abusewatch replay`` on the bundled samples, loaded with their
+ids into indices made from the deploy/elasticsearch templates, then listed, shown, acknowledged and closed through
+the CLI, and ``rules stats`` reflecting the verdicts.
+
+Each test gets its own indices (and index templates), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from elasticsearch import Elasticsearch, helpers
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.settings import PACKAGE_ROOT, Settings, load_settings
+from app.sinks import es_setup
+from app.triage import preserving_update
+
+SAMPLES = sorted(str(path) for path in (PACKAGE_ROOT / "samples").glob("*.jsonl"))
+ALL_TIME = "3650d"  # the samples are dated early 2026
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(cli, list(args))
+
+
+def ok(*args: str) -> str:
+    result = invoke(*args)
+    assert result.exit_code == 0, f"abusewatch {' '.join(args)} failed: {result.output}"
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("replay")
+    ok("replay", *SAMPLES, "--alerts-out", str(out / "alerts.jsonl"), "--events-out", str(out / "events.jsonl"))
+    return {name: _read_jsonl(out / f"{name}.jsonl") for name in ("alerts", "events")}
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    alerts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    @property
+    def alerts_index(self) -> str:
+        return self.settings.elasticsearch.alerts_index
+
+    def alerts_of(self, rule_id: str) -> list[dict[str, Any]]:
+        return [alert for alert in self.alerts if alert["rule"]["id"] == rule_id]
+
+    def stored(self, es: Elasticsearch, alert_id: str) -> dict[str, Any]:
+        return es.get(index=self.alerts_index, id=alert_id)["_source"]
+
+
+@pytest.fixture
+def deployment(
+    es_client: Elasticsearch,
+    es_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    replayed: dict[str, list[dict[str, Any]]],
+) -> Iterator[Deployment]:
+    suffix = uuid.uuid4().hex[:10]
+    monkeypatch.delenv("ABW_CONFIG", raising=False)
+    monkeypatch.setenv("ABW_ELASTICSEARCH__URL", es_url)
+    for kind in ("events", "alerts", "shadow_alerts", "dead_letter"):
+        monkeypatch.setenv(f"ABW_ELASTICSEARCH__{kind.upper()}_INDEX", f"logs-abwtriage.{kind}-{suffix}")
+    settings = load_settings()
+    es_setup.install(es_client, settings)
+    es = settings.elasticsearch
+    actions = [
+        {"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc}
+        for index, docs in ((es.alerts_index, replayed["alerts"]), (es.events_index, replayed["events"]))
+        for doc in docs
+    ]
+    helpers.bulk(es_client, actions, refresh="wait_for")
+    yield Deployment(settings, replayed["alerts"], replayed["events"])
+    for target in es_setup.targets(es).values():
+        with contextlib.suppress(Exception):
+            es_client.indices.delete(index=target, ignore_unavailable=True)
+        with contextlib.suppress(Exception):
+            es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
+
+
+def listed(*args: str) -> list[dict[str, Any]]:
+    return json.loads(ok("alerts", "list", "--json", "--limit", "1000", *args))
+
+
+def stats(*args: str) -> dict[str, dict[str, Any]]:
+    return {row["rule_id"]: row for row in json.loads(ok("rules", "stats", "--json", "--since", ALL_TIME, *args))}
+
+
+def test_list_shows_the_open_alerts_and_filters(deployment: Deployment) -> None:
+    alerts = deployment.alerts
+    assert alerts, "the samples must raise alerts"
+    assert {a["id"] for a in listed("--status", "open")} == {a["event"]["id"] for a in alerts}
+    assert listed("--status", "closed") == []
+    top = max(a["event"]["severity"] for a in alerts)
+    expected = {a["event"]["id"] for a in alerts if a["event"]["severity"] >= top}
+    assert {a["id"] for a in listed("--severity-min", str(top))} == expected
+    rule_id = alerts[0]["rule"]["id"]
+    assert {a["id"] for a in listed("--rule", rule_id)} == {a["event"]["id"] for a in deployment.alerts_of(rule_id)}
+    user = next(a["user"]["id"] for a in alerts if "user" in a)
+    assert {a["id"] for a in listed("--user", user)} == {
+        a["event"]["id"] for a in alerts if a.get("user", {}).get("id") == user
+    }
+    assert listed("--since", "1h") == []  # the samples are older than an hour
+    assert len(listed("--limit", "1")) == 1
+    table = ok("alerts", "list", "--limit", "1000")
+    assert f"{len(alerts)} alerts in {deployment.alerts_index}" in table
+
+
+def test_verdicts_change_rule_precision(deployment: Deployment, es_client: Elasticsearch) -> None:
+    by_rule: dict[str, list[str]] = defaultdict(list)
+    for alert in deployment.alerts:
+        by_rule[alert["rule"]["id"]].append(alert["event"]["id"])
+    noisy = next(rule for rule, ids in by_rule.items() if len(ids) >= 2)
+    precise = next(rule for rule, ids in by_rule.items() if rule != noisy)
+    before = stats()
+    assert before[noisy]["alerts"] == len(by_rule[noisy])
+    assert before[noisy]["precision"] is None
+    assert before[noisy]["triaged_share"] == 0
+    assert not before[noisy]["flagged"]
+
+    fp_id, tp_id = by_rule[noisy][:2]
+    ok("alerts", "close", fp_id, "--reason", "false_positive", "--by", "ana", "--note", "test traffic")
+    ok("alerts", "close", tp_id, "--reason", "true_positive", "--by", "ben")
+    ok("alerts", "close", by_rule[precise][0], "--reason", "benign_positive", "--by", "ana")
+
+    after = stats()
+    assert after[noisy]["false_positives"] == 1
+    assert after[noisy]["true_positives"] == 1
+    assert after[noisy]["precision"] == 0.5
+    assert after[noisy]["flagged"]
+    assert after[noisy]["triaged_share"] == pytest.approx(2 / len(by_rule[noisy]), abs=1e-4)
+    assert after[noisy]["median_time_to_triage_seconds"] > 0
+    assert after[precise]["benign_positives"] == 1
+    assert after[precise]["precision"] == 1.0
+    assert not after[precise]["flagged"]
+    untouched = [rule for rule in by_rule if rule not in (noisy, precise)]
+    assert all(after[rule]["precision"] is None for rule in untouched)
+    assert not stats("--min-precision", "0.4")[noisy]["flagged"]
+    table = ok("rules", "stats", "--since", ALL_TIME)
+    assert f"under 80%: {noisy}" in table
+
+    stored = deployment.stored(es_client, fp_id)
+    assert stored["abusewatch"]["status"] == "closed"
+    assert stored["abusewatch"]["triage"]["reason"] == "false_positive"
+    assert stored["abusewatch"]["triage"]["by"] == "ana"
+    assert stored["abusewatch"]["triage"]["note"] == "test traffic"
+    assert {a["id"] for a in listed("--status", "closed")} == {fp_id, tp_id, by_rule[precise][0]}
+
+
+def test_ack_then_close_and_no_reopening(deployment: Deployment, es_client: Elasticsearch) -> None:
+    alert_id = deployment.alerts[0]["event"]["id"]
+    ok("alerts", "ack", alert_id, "--by", "carla")
+    acked = deployment.stored(es_client, alert_id)["abusewatch"]
+    assert acked["status"] == "acknowledged"
+    assert acked["triage"]["by"] == "carla"
+    first_latency = acked["triage"]["time_to_triage_seconds"]
+    ok("alerts", "close", alert_id, "--reason", "true_positive", "--by", "dan")
+    closed = deployment.stored(es_client, alert_id)["abusewatch"]
+    assert closed["status"] == "closed"
+    assert closed["triage"]["by"] == "dan"
+    assert closed["triage"]["time_to_triage_seconds"] == first_latency  # time to the FIRST triage action
+    refused = invoke("alerts", "ack", alert_id)
+    assert refused.exit_code == 1
+    assert "already closed" in refused.output
+    assert deployment.stored(es_client, alert_id)["abusewatch"]["status"] == "closed"
+
+
+def test_unknown_ids_fail_clearly_and_change_nothing(deployment: Deployment, es_client: Elasticsearch) -> None:
+    known = deployment.alerts[0]["event"]["id"]
+    for args in (("ack", "no-such-alert"), ("close", known, "no-such-alert", "--reason", "false_positive")):
+        result = invoke("alerts", *args)
+        assert result.exit_code == 1
+        assert "no alert with id no-such-alert" in result.output
+    assert deployment.stored(es_client, known)["abusewatch"]["status"] == "open"
+    shown = invoke("alerts", "show", "no-such-alert")
+    assert shown.exit_code == 1
+    assert "no alert with id no-such-alert" in shown.output
+    assert invoke("alerts", "close", known, "--reason", "maybe").exit_code == 2
+
+
+def test_show_has_the_alert_and_its_linked_events(deployment: Deployment) -> None:
+    alert = max(deployment.alerts, key=lambda a: len(a["abusewatch"]["event_ids"]))
+    shown = json.loads(ok("alerts", "show", alert["event"]["id"], "--json"))
+    assert shown["alert"]["id"] == alert["event"]["id"]
+    assert shown["alert"]["abusewatch"]["evidence"] == alert["abusewatch"]["evidence"]
+    stored_events = {event["event"]["id"] for event in deployment.events}
+    expected = [event_id for event_id in alert["abusewatch"]["event_ids"] if event_id in stored_events]
+    assert expected, "the alert's events were replayed too"
+    assert sorted(event["id"] for event in shown["events"]) == sorted(expected)
+    text = ok("alerts", "show", alert["event"]["id"])
+    assert f"Linked events: {len(expected)} of {len(alert['abusewatch']['event_ids'])}" in text
+
+
+def test_verdict_survives_a_rewrite_only_with_preserving_update(
+    deployment: Deployment, es_client: Elasticsearch
+) -> None:
+    """What the stream's sink must do when an alert grows after triage (and what a plain index does instead)."""
+    kept, wiped = deployment.alerts[:2]
+    for alert in (kept, wiped):
+        ok("alerts", "close", alert["event"]["id"], "--reason", "true_positive", "--by", "eve")
+    grown = {
+        alert["event"]["id"]: {
+            **alert,
+            "abusewatch": {**alert["abusewatch"], "count": alert["abusewatch"]["count"] + 3},
+        }
+        for alert in (kept, wiped)
+    }
+    helpers.bulk(
+        es_client,
+        [
+            {"_op_type": "update", "_index": deployment.alerts_index, "_id": kept["event"]["id"]}
+            | preserving_update(grown[kept["event"]["id"]]),
+            {"_op_type": "index", "_index": deployment.alerts_index, "_id": wiped["event"]["id"]}
+            | {"_source": grown[wiped["event"]["id"]]},
+        ],
+        refresh="wait_for",
+    )
+    survived = deployment.stored(es_client, kept["event"]["id"])["abusewatch"]
+    assert survived["count"] == kept["abusewatch"]["count"] + 3
+    assert survived["status"] == "closed"
+    assert survived["triage"]["reason"] == "true_positive"
+    overwritten = deployment.stored(es_client, wiped["event"]["id"])["abusewatch"]
+    assert overwritten["status"] == "open"
+    assert "triage" not in overwritten
