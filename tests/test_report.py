@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-from collections import Counter
 
 import pytest
 from PIL import Image
@@ -88,6 +87,6 @@ def test_report_renders_in_headless_chromium(tmp_path):
         timeout=120,
         check=True,
     )
-    colours = Counter(Image.open(shot).convert("RGB").getdata())
+    painted = {colour for _, colour in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24)}
     chart_colours = {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in PALETTE[:3]}
-    assert chart_colours & set(colours), "no chart colour was painted"
+    assert chart_colours & painted, "no chart colour was painted"
