@@ -3,7 +3,8 @@
 Detections of one rule for one identity within a tumbling event-time window become ONE alert, updated in place:
 its id is derived from (rule, identity, window start), so a replay, a redelivery or a restarted worker all write
 the same id. Repeats escalate the severity. Every alert adds to its identity's risk score, which decays with a
-half-life; crossing the threshold raises an alert of its own. All times are event times.
+half-life; crossing the threshold raises an alert of its own, once, until the score has decayed below half the
+threshold again. All times are event times.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class _Group:
 class _Risk:
     score: float = 0.0
     updated: float = 0.0
-    raised_window: float | None = None
+    armed: bool = True  # a risk alert fires when armed; re-armed once the score decays below half the bar
     contributions: dict[str, float] = field(default_factory=dict)
 
 
@@ -127,10 +128,11 @@ class AlertGrouper:
         category = detection.rule.category
         risk.contributions[category] = risk.contributions.get(category, 0.0) + added
         risk.updated = max(risk.updated, detection.timestamp)
-        window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
-        if risk.score < self.policy.risk_threshold or risk.raised_window == window:
+        if risk.score < self.policy.risk_threshold / 2:
+            risk.armed = True
+        if risk.score < self.policy.risk_threshold or not risk.armed:
             return None
-        risk.raised_window = window
+        risk.armed = False
         top = max(risk.contributions, key=risk.contributions.__getitem__)
         return self._add(
             Detection(
@@ -197,7 +199,7 @@ class AlertGrouper:
                 key: {
                     "score": risk.score,
                     "updated": risk.updated,
-                    "raised_window": risk.raised_window,
+                    "armed": risk.armed,
                     "contributions": dict(risk.contributions),
                 }
                 for key, risk in self._risk.items()

@@ -65,6 +65,13 @@ def _messages(messages: list[Message]) -> list[dict[str, Any]]:
     return rendered
 
 
+def _duration_ns(milliseconds: float | None) -> int | None:
+    """ECS ``event.duration`` in nanoseconds; absurd values (negative, infinite, past a signed long) are dropped."""
+    if milliseconds is None or not 0 <= milliseconds < 9.2e12:  # 9.2e12 ms * 1e6 stays under 2**63 ns
+        return None
+    return int(milliseconds * 1_000_000)
+
+
 def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node = doc
     *parents, leaf = dotted.split(".")
@@ -115,8 +122,9 @@ def event_document(event: Event, findings: Findings, redactor: Redactor) -> dict
         "gen_ai": gen_ai,
         **identity_fields(event.identity),
     }
-    if event.duration_ms is not None:
-        doc["event"]["duration"] = int(event.duration_ms * 1_000_000)
+    duration = _duration_ns(event.duration_ms)
+    if duration is not None:
+        doc["event"]["duration"] = duration
     if event.service_name:
         doc["service"] = {"name": event.service_name}
     if event.error_code:

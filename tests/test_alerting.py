@@ -62,7 +62,25 @@ def test_repeats_escalate_the_severity():
     assert levels == [47, 47, 73, 73, 99, 99]
 
 
-def test_risk_score_crosses_threshold_once_per_window_and_decays():
+def test_risk_alert_fires_once_while_the_score_stays_high():
+    policy = AlertPolicy(risk_threshold=100.0, risk_half_life_seconds=24 * HOUR)
+    grouper = AlertGrouper(Redactor(b"k"), policy)
+    docs = []
+    for hour in range(6):  # a high alert every hour keeps the score above the bar
+        docs += alerts_of(grouper, [detection(f"e{hour}-{i}", T0 + hour * HOUR + i, level="high") for i in range(3)])
+    assert sum(d["rule"]["id"] == RISK_RULE_ID for d in docs) == 1
+
+
+def test_risk_alert_re_arms_after_the_score_decays():
+    policy = AlertPolicy(risk_threshold=100.0, risk_half_life_seconds=HOUR)
+    grouper = AlertGrouper(Redactor(b"k"), policy)
+    first = alerts_of(grouper, [detection(f"a{i}", T0 + i, level="high") for i in range(3)])
+    quiet = alerts_of(grouper, [detection("q", T0 + 5 * HOUR, level="low")])  # decayed far below half the bar
+    again = alerts_of(grouper, [detection(f"b{i}", T0 + 6 * HOUR + i, level="high") for i in range(3)])
+    assert [sum(d["rule"]["id"] == RISK_RULE_ID for d in docs) for docs in (first, quiet, again)] == [1, 0, 1]
+
+
+def test_risk_score_crosses_threshold_once_and_decays():
     policy = AlertPolicy(risk_threshold=100.0, risk_half_life_seconds=HOUR)
     grouper = AlertGrouper(Redactor(b"k"), policy)
     docs = alerts_of(grouper, [detection(f"e{i}", T0 + i, level="high") for i in range(3)])

@@ -96,7 +96,10 @@ def decode_located(
     records: list[tuple[str, dict[str, Any]]] = []
     letters: list[DeadLetter] = []
     try:
-        _collect(orjson.loads(text), origin, records, letters, keep_raw=keep_raw)
+        parsed = orjson.loads(text)
+        if parsed == []:
+            return [], [dead_letter("empty", "payload holds an empty batch", origin, data, keep_raw=keep_raw)]
+        _collect(parsed, origin, records, letters, keep_raw=keep_raw)
     except orjson.JSONDecodeError as error:
         lines = text.splitlines()
         if len(lines) < 2 or _depth_error(error) or not _is_json(lines[0]):
