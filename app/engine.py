@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from app.settings import Settings
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detector
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
@@ -19,6 +20,7 @@ from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
 from detectors.signatures.ruleset import RuleSetWatcher, default_directories
+from detectors.textclf.detector import TextClassifierConfig, TextClassifierDetector
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ def build_detectors(settings: Settings) -> list[Detector]:
     return [
         SignatureDetector(rules),
         *build_exfil_detectors(exfil),
+        TextClassifierDetector(TextClassifierConfig()),
+        AnomalyDetector(AnomalyConfig()),
         CorrelationDetector(correlations, aliases),
         SessionChainDetector(),
     ]
