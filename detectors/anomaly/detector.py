@@ -1,0 +1,560 @@
+"""The online anomaly detector: event-time windows per identity, scored against self and peers, then alerted.
+
+Every event is counted into a tumbling window (``window_seconds``, aligned to the epoch) of each entity it
+belongs to: its identity (:meth:`Identity.key`) and, as separate entities, its API-key hash and source IP. A
+window closes when the entity's next event falls in a later window, or when the watermark (newest event time
+minus ``allowed_lateness_seconds``) passes its end; events older than that are counted as late and skipped.
+Only event time is used and events are taken one by one in arrival order, so a replay of two days in seconds,
+cut into any batches, gives the same alerts as live traffic.
+
+A closed window is scored against the entity's own EWMA baseline (z-scores) and against its peers (Half-Space
+Trees per entity kind); alert rules combine those scores with behaviour thresholds (:class:`AnomalyConfig`).
+Prompts that share a template signature across identities in one window form campaign alerts.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from detectors.anomaly import rules
+from detectors.anomaly.config import AnomalyConfig
+from detectors.anomaly.features import (
+    Limits,
+    PromptShape,
+    WindowAccumulator,
+    event_signals,
+    is_enumeration_step,
+    refusal_matcher,
+)
+from detectors.anomaly.models import Baseline, PeerModel
+from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.event import Event, Identity
+
+STATE_VERSION = 1
+LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
+
+
+class _Entity:
+    """Everything remembered about one entity: a fixed number of fields, whatever its traffic."""
+
+    __slots__ = (
+        "baseline",
+        "closed",
+        "identity",
+        "last_score",
+        "last_ts",
+        "last_window",
+        "long",
+        "previous",
+        "streak",
+        "window",
+    )
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.window: WindowAccumulator | None = None
+        self.baseline = Baseline()
+        self.long = array("d", bytes(8 * len(LONG_SIGNALS)))
+        self.streak = 0  # consecutive active windows
+        self.closed = 0  # windows closed so far
+        self.last_window: float | None = None
+        self.last_ts: float | None = None
+        self.previous: PromptShape | None = None
+        self.last_score = 0.0
+
+    def dump(self) -> dict[str, Any]:
+        previous = self.previous
+        return {
+            "identity": msgspec.to_builtins(self.identity),
+            "window": self.window.dump() if self.window else None,
+            "baseline": self.baseline.dump(),
+            "long": list(self.long),
+            "streak": self.streak,
+            "closed": self.closed,
+            "last_window": self.last_window,
+            "last_ts": self.last_ts,
+            "previous": None if previous is None else [f"{previous.template:016x}", list(previous.values)],
+            "last_score": self.last_score,
+        }
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> _Entity:
+        entity = cls(msgspec.convert(data["identity"], Identity))
+        entity.window = WindowAccumulator.load(data["window"]) if data["window"] else None
+        entity.baseline = Baseline.load(data["baseline"])
+        entity.long = array("d", [float(v) for v in data["long"]])
+        entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
+        entity.last_window, entity.last_ts = data["last_window"], data["last_ts"]
+        if data["previous"] is not None:
+            template, values = data["previous"]
+            entity.previous = PromptShape(0, int(template, 16), tuple(values), 0, 0.0)
+        entity.last_score = float(data["last_score"])
+        return entity
+
+
+class _Campaign:
+    """Who used one template signature in one window (bounded)."""
+
+    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members")
+
+    def __init__(self) -> None:
+        self.members: dict[str, int] = {}
+        self.identities: dict[str, Identity] = {}
+        self.ips: list[str] = []
+        self.event_ids: list[str] = []
+        self.last_ts = 0.0
+
+
+def entity_keys(identity: Identity) -> list[tuple[str, Identity]]:
+    """The entities an event counts for: its identity, then its API key and source IP when those differ."""
+    primary = identity.key()
+    keys = [(primary, identity)]
+    if identity.api_key_hash and f"key:{identity.api_key_hash}" != primary:
+        keys.append((f"key:{identity.api_key_hash}", Identity(api_key_hash=identity.api_key_hash)))
+    if identity.source_ip and f"ip:{identity.source_ip}" != primary:
+        keys.append((f"ip:{identity.source_ip}", Identity(source_ip=identity.source_ip)))
+    return keys
+
+
+def _kind(key: str) -> str:
+    return key.split(":", 1)[0] if ":" in key else "anonymous"
+
+
+class AnomalyDetector(Detector):
+    """Per-identity online anomaly models for scraping, model extraction and resource abuse."""
+
+    name = "anomaly"
+
+    def __init__(self, config: AnomalyConfig | None = None) -> None:
+        self.config = config or AnomalyConfig()
+        self._refusals = refusal_matcher()
+        self._limits = Limits(
+            templates=self.config.max_templates,
+            distinct=self.config.max_distinct,
+            event_ids=self.config.max_event_ids,
+            window_seconds=self.config.window_seconds,
+        )
+        self._reset()
+
+    def _reset(self) -> None:
+        self._entities: dict[str, _Entity] = {}
+        self._open: dict[float, dict[str, None]] = {}  # window end -> entities with that window open
+        self._ends: list[float] = []  # heap of the keys of _open
+        self._campaigns: dict[float, dict[int, _Campaign]] = {}  # window start -> signature -> campaign
+        self._campaign_members: dict[int, dict[str, float]] = {}  # signature -> member -> last window it qualified
+        self._peers: dict[str, PeerModel] = {}  # per entity kind, created on first use
+        self._watermark = -math.inf
+        self._closed_through = -math.inf  # every window ending at or before this is closed
+        self._last_eviction = -math.inf
+
+    # ------------------------------------------------------------------ the Detector API
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        detections: list[Detection] = []
+        for event, found in zip(events, findings, strict=True):
+            if not math.isfinite(event.timestamp):  # normalisers never emit one; a hand-built event might
+                found.fields.setdefault("abusewatch.errors", []).append("anomaly: event time is not a finite number")
+                continue
+            detections.extend(self._advance(event.timestamp - self.config.allowed_lateness_seconds))
+            detections.extend(self._count(event, found))
+        return detections
+
+    def flush(self, until: float | None = None) -> list[Detection]:
+        """Close every window ending by event time ``until`` (all of them if ``None``): the end of a replay."""
+        return self._advance(math.inf if until is None else until)
+
+    def state(self) -> dict[str, Any]:
+        return self.state_for(None)
+
+    def state_for(self, keys: Iterable[str] | None) -> dict[str, Any]:
+        """State with only the entities in ``keys`` (all if ``None``), e.g. those of partitions being handed over.
+
+        Peer models and campaign windows are shared by every entity of a partition and always included.
+        """
+        wanted = None if keys is None else set(keys)
+        return {
+            "version": STATE_VERSION,
+            "watermark": _finite(self._watermark),
+            "closed_through": _finite(self._closed_through),
+            "last_eviction": _finite(self._last_eviction),
+            "entities": {
+                key: entity.dump() for key, entity in self._entities.items() if wanted is None or key in wanted
+            },
+            "open": [  # which windows close at each boundary, in the order they will close
+                [end, [key for key in keys if wanted is None or key in wanted]] for end, keys in self._open.items()
+            ],
+            "peers": {kind: model.dump() for kind, model in self._peers.items()},
+            "campaign_members": {f"{s:016x}": members for s, members in self._campaign_members.items()},
+            "campaigns": {
+                f"{start:.0f}": {
+                    f"{signature:016x}": {
+                        "members": campaign.members,
+                        "identities": {k: msgspec.to_builtins(v) for k, v in campaign.identities.items()},
+                        "ips": campaign.ips,
+                        "event_ids": campaign.event_ids,
+                        "last_ts": campaign.last_ts,
+                    }
+                    for signature, campaign in by_signature.items()
+                }
+                for start, by_signature in self._campaigns.items()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._reset()
+        if not state:
+            return
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"anomaly state version {state.get('version')!r} is not {STATE_VERSION}")
+        self._watermark = _infinite(state["watermark"])
+        self._closed_through = _infinite(state["closed_through"])
+        self._last_eviction = _infinite(state["last_eviction"])
+        for key, data in state["entities"].items():
+            self._entities[key] = _Entity.load(data)
+        for end, keys in state["open"]:
+            for key in keys:
+                if key in self._entities:
+                    self._register_open(key, float(end))
+        for kind, data in state["peers"].items():
+            self._peer(kind).load(data)
+        self._campaign_members = {
+            int(signature, 16): {k: float(v) for k, v in members.items()}
+            for signature, members in state["campaign_members"].items()
+        }
+        for start, by_signature in state["campaigns"].items():
+            windows = self._campaigns.setdefault(float(start), {})
+            for signature, data in by_signature.items():
+                campaign = windows[int(signature, 16)] = _Campaign()
+                campaign.members = {k: int(n) for k, n in data["members"].items()}
+                campaign.identities = {k: msgspec.convert(v, Identity) for k, v in data["identities"].items()}
+                campaign.ips, campaign.event_ids = list(data["ips"]), list(data["event_ids"])
+                campaign.last_ts = float(data["last_ts"])
+
+    # ------------------------------------------------------------------ counting
+
+    def _count(self, event: Event, found: Findings) -> list[Detection]:
+        config = self.config
+        width = config.window_seconds
+        start = math.floor(event.timestamp / width) * width
+        if start + width <= self._closed_through:
+            found.fields["abusewatch.identity.late"] = True
+            return []
+        signals = event_signals(event, self._refusals, config.prompt_chars)
+        shape = signals.shape
+        detections: list[Detection] = []
+        keys = entity_keys(event.identity)
+        primary = keys[0][0]
+        for key, identity in keys:
+            entity = self._entities.get(key)
+            if entity is None:
+                entity = self._entities[key] = _Entity(identity)
+            if entity.window is not None and start > entity.window.start:
+                detections.extend(self._close(key, entity))
+            if entity.window is not None and start < entity.window.start:
+                if key == primary:
+                    found.fields["abusewatch.identity.late"] = True
+                continue
+            if entity.window is None:
+                entity.window = WindowAccumulator(start)
+                self._register_open(key, start + width)
+            entity.identity = identity
+            enumeration = shape is not None and is_enumeration_step(entity.previous, shape)
+            entity.window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
+            if shape is not None:
+                entity.previous = shape
+            entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
+            if key == primary:
+                self._annotate(found, entity, shape, enumeration)
+        if shape is not None and shape.masked_chars >= config.min_template_chars:
+            self._add_to_campaign(start, shape.signature, primary, event)
+        return detections
+
+    @staticmethod
+    def _annotate(found: Findings, entity: _Entity, shape: PromptShape | None, enumeration: bool) -> None:
+        window = entity.window
+        assert window is not None
+        found.fields["gen_ai.security.anomaly_score"] = round(entity.last_score, 4)
+        found.fields["abusewatch.identity.window_requests"] = window.requests
+        found.fields["abusewatch.identity.window_tokens"] = window.input_tokens + window.output_tokens
+        if shape is not None:
+            found.fields["abusewatch.identity.template_signature"] = f"{shape.signature:016x}"
+            found.fields["abusewatch.identity.enumeration"] = enumeration
+
+    def _add_to_campaign(self, start: float, signature: int, primary: str, event: Event) -> None:
+        config = self.config
+        windows = self._campaigns.setdefault(start, {})
+        campaign = windows.get(signature)
+        if campaign is None:
+            if len(windows) >= config.campaign_max_templates:
+                return
+            campaign = windows[signature] = _Campaign()
+        if primary not in campaign.members:
+            if len(campaign.members) >= config.campaign_max_identities:
+                return
+            campaign.members[primary] = 0
+            campaign.identities[primary] = event.identity
+            ip = event.identity.source_ip
+            if ip and ip not in campaign.ips and len(campaign.ips) < config.campaign_max_identities:
+                campaign.ips.append(ip)
+        campaign.members[primary] += 1
+        campaign.last_ts = max(campaign.last_ts, event.timestamp)
+        if len(campaign.event_ids) < config.max_event_ids:
+            campaign.event_ids.append(event.id)
+
+    def _peer(self, kind: str) -> PeerModel:
+        model = self._peers.get(kind)
+        if model is None:
+            config = self.config
+            model = self._peers[kind] = PeerModel(
+                trees=config.peer_trees,
+                height=config.peer_height,
+                window=config.peer_window,
+                seed=config.seed,
+                warmup=config.peer_warmup_windows,
+                span=config.peer_span_windows,
+            )
+        return model
+
+    def _register_open(self, key: str, end: float) -> None:
+        if end not in self._open:
+            self._open[end] = {}
+            heapq.heappush(self._ends, end)
+        self._open[end][key] = None
+
+    # ------------------------------------------------------------------ closing windows
+
+    def _advance(self, watermark: float) -> list[Detection]:
+        """Move the watermark forward and close every window that ends at or before it."""
+        if watermark <= self._watermark:
+            return []
+        self._watermark = watermark
+        detections: list[Detection] = []
+        while self._ends and self._ends[0] <= watermark:
+            end = heapq.heappop(self._ends)
+            for key in self._open.pop(end):
+                entity = self._entities.get(key)
+                window = entity.window if entity is not None else None
+                if entity is not None and window is not None and window.start + self.config.window_seconds == end:
+                    detections.extend(self._close(key, entity))
+        width = self.config.window_seconds
+        for start in sorted(s for s in self._campaigns if s + width <= watermark):
+            detections.extend(self._close_campaigns(start, self._campaigns.pop(start)))
+        closed = math.floor(watermark / width) * width if math.isfinite(watermark) else watermark
+        self._closed_through = max(self._closed_through, closed)
+        if watermark != math.inf and watermark - self._last_eviction >= 3600.0:
+            self._evict(watermark)
+        return detections
+
+    def _evict(self, watermark: float) -> None:
+        """Forget entities idle for ``idle_ttl_seconds``, so memory follows the active population."""
+        self._last_eviction = watermark
+        horizon = watermark - self.config.idle_ttl_seconds
+        stale = [k for k, e in self._entities.items() if e.window is None and (e.last_ts or 0.0) < horizon]
+        for key in stale:
+            del self._entities[key]
+        for signature in list(self._campaign_members):
+            members = self._campaign_members[signature]
+            for member in [k for k, seen in members.items() if seen < watermark - self.config.campaign_memory_seconds]:
+                del members[member]
+            if not members:
+                del self._campaign_members[signature]
+
+    def _close(self, key: str, entity: _Entity) -> list[Detection]:
+        config = self.config
+        window = entity.window
+        assert window is not None
+        entity.window = None
+        features = window.features(config.template_hamming)
+        consecutive = entity.last_window is not None and window.start - entity.last_window <= config.window_seconds
+        entity.streak = entity.streak + 1 if consecutive else 1
+        alpha = 2.0 / (config.long_span_windows + 1.0)
+        for index, name in enumerate(LONG_SIGNALS):
+            value = features[name]
+            entity.long[index] = entity.long[index] + alpha * (value - entity.long[index]) if consecutive else value
+        entity.last_window = window.start
+        z_scores = entity.baseline.z_scores(features)
+        peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
+        own = max(0.0, max(z_scores.values(), default=0.0))
+        crowd = max(0.0, max(peer_z.values(), default=0.0))
+        entity.last_score = round(
+            max(
+                _squash(peer, config.peer_threshold),
+                own / (own + config.z_threshold),
+                crowd / (crowd + config.peer_z_threshold),
+            ),
+            6,
+        )
+        warm = entity.closed >= config.identity_warmup_windows
+        entity.closed += 1
+        # An API key or IP used by exactly one other identity only repeats that identity's alerts.
+        duplicate = len(window.primaries) == 1 and key not in window.primaries
+        detections: list[Detection] = []
+        if warm and not duplicate:
+            detections = self._rules(key, entity, window, features, z_scores, peer, peer_z)
+        if not detections:
+            entity.baseline.learn(features, config.baseline_span_windows)
+        return detections
+
+    def _rules(
+        self,
+        key: str,
+        entity: _Entity,
+        window: WindowAccumulator,
+        features: dict[str, float],
+        z_scores: dict[str, float],
+        peer: float,
+        peer_z: dict[str, float],
+    ) -> list[Detection]:
+        config = self.config
+
+        def unusual(feature: str) -> bool:
+            """Far above the identity's own history, or far above its peers'."""
+            return (
+                z_scores.get(feature, 0.0) >= config.z_threshold
+                or peer_z.get(feature, 0.0) >= config.peer_z_threshold
+                or peer >= config.peer_threshold
+            )
+
+        found: list[tuple[RuleInfo, str]] = []
+        requests = features["requests"]
+        if requests >= config.volume_min_requests and (unusual("requests") or requests >= config.volume_hard_requests):
+            found.append((rules.SCRAPING_VOLUME, f"{key} sent {requests:.0f} requests in one window"))
+        if (
+            requests >= config.extraction_min_requests
+            and features["extraction_param_rate"] >= config.extraction_min_param_rate
+            and (
+                features["extraction_temperature_std"] >= config.extraction_min_temperature_std
+                or features["extraction_distinct_temperatures"] >= config.extraction_min_distinct_temperatures
+                or features["enumeration_rate"] >= config.slow_min_enumeration
+            )
+        ):
+            found.append(
+                (
+                    rules.MODEL_EXTRACTION,
+                    f"{key} asked for log-probabilities / several choices on {features['extraction_param_rate']:.0%} "
+                    f"of {requests:.0f} requests with temperature sweeps or enumerated prompts",
+                )
+            )
+        long = dict(zip(LONG_SIGNALS, entity.long, strict=True))
+        hours = entity.streak * config.window_seconds / 3600.0
+        if (
+            hours >= config.slow_min_hours
+            and long["interarrival_cv"] <= config.slow_max_interarrival_cv
+            and long["template_reuse"] >= config.slow_min_template_reuse
+            and (long["enumeration_rate"] >= config.slow_min_enumeration or hours >= config.around_clock_hours)
+            and not any(rule is rules.MODEL_EXTRACTION for rule, _ in found)
+        ):
+            found.append(
+                (
+                    rules.SCRAPING_SLOW,
+                    f"{key} has sent machine-regular requests on one prompt template for {hours:.1f} h "
+                    f"({long['enumeration_rate']:.0%} enumeration steps)",
+                )
+            )
+        tokens = features["tokens"]
+        if tokens >= config.tokens_min and (
+            unusual("tokens") or features["tokens_per_request"] >= config.tokens_per_request_hard
+        ):
+            found.append((rules.RESOURCE_ABUSE, f"{key} consumed {tokens:,.0f} tokens in one window"))
+        explanation = _explain(features, z_scores, peer, peer_z, long, hours)
+        return [
+            Detection(
+                rule=rule,
+                event_ids=list(window.event_ids),
+                timestamp=window.last_ts if window.last_ts is not None else window.start,
+                identity=entity.identity,
+                message=message,
+                score=min(1.0, max(0.5, entity.last_score)),
+                related_users=sorted(k for k in window.primaries if k != key),
+                group_key=f"anomaly:{key}",
+                explanation=explanation,
+            )
+            for rule, message in found
+        ]
+
+    def _close_campaigns(self, start: float, by_signature: dict[int, _Campaign]) -> list[Detection]:
+        config = self.config
+        detections = []
+        for signature, campaign in by_signature.items():
+            members = sorted(k for k, n in campaign.members.items() if n >= config.campaign_min_requests)
+            if len(members) < config.campaign_min_identities:
+                continue
+            requests = sum(campaign.members[k] for k in members)
+            known = self._campaign_members.setdefault(signature, {})
+            for member in members:
+                if member in known or len(known) < config.campaign_max_identities:
+                    known[member] = start
+            detections.append(
+                Detection(
+                    rule=rules.SCRAPING_CAMPAIGN,
+                    event_ids=list(campaign.event_ids),
+                    timestamp=campaign.last_ts,
+                    identity=campaign.identities[members[0]],
+                    message=(
+                        f"{len(members)} identities sent {requests} requests on one prompt template "
+                        f"({signature:016x}) in one window; {len(known)} identities in the campaign so far"
+                    ),
+                    score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
+                    related_users=sorted(known),
+                    related_ips=sorted(campaign.ips),
+                    group_key=f"campaign:{signature:016x}",
+                    explanation={
+                        "identities": float(len(members)),
+                        "campaign_identities": float(len(known)),
+                        "requests": float(requests),
+                        "window_start": start,
+                    },
+                )
+            )
+        return detections
+
+
+def _squash(value: float, threshold: float) -> float:
+    """Map a score in [0, 1] onto [0, 1] so that ``threshold`` lands on 0.5 (comparable across scorers)."""
+    value = min(1.0, max(0.0, value))
+    if value <= threshold:
+        return 0.5 * value / threshold
+    return 0.5 + 0.5 * (value - threshold) / max(1e-9, 1.0 - threshold)
+
+
+def _explain(
+    features: dict[str, float],
+    z_scores: dict[str, float],
+    peer: float,
+    peer_z: dict[str, float],
+    long: dict[str, float],
+    hours: float,
+) -> dict[str, float]:
+    """What drove the verdict: the top own-history and peer z-scores, the peer model score, the raw signals."""
+    explanation = {}
+    for prefix, scores in (("z", z_scores), ("peer_z", peer_z)):
+        for name, value in sorted(scores.items(), key=lambda item: -item[1])[:3]:
+            if value > 0:
+                explanation[f"{prefix}.{name}"] = round(value, 2)
+    explanation["peer_score"] = round(peer, 3)
+    for name in (
+        "requests",
+        "tokens",
+        "template_reuse",
+        "enumeration_rate",
+        "extraction_param_rate",
+        "interarrival_cv",
+    ):
+        explanation[name] = round(features[name], 3)
+    explanation["continuous_hours"] = round(hours, 2)
+    explanation["long.interarrival_cv"] = round(long["interarrival_cv"], 3)
+    return explanation
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _infinite(value: float | None) -> float:
+    return -math.inf if value is None else float(value)

@@ -1,0 +1,495 @@
+"""Per-identity window features: what one identity did in one tumbling event-time window.
+
+Prompts are reduced to a *shape* without any regular expression (attacker text never meets a backtracking
+engine): quoted strings and digits are masked, single letters and numbers become the *values* of the template,
+and the masked words give a 64-bit SimHash, the *template signature*. Two prompts that differ only in an id, a
+letter or a quoted payload share a signature; a prompt that repeats the previous one with one value stepped by
+one (``item 41`` → ``item 42``, ``words starting with b`` → ``c``) is an *enumeration step*.
+
+Everything an accumulator holds is bounded (capped dicts and sets, Welford moments), whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import re
+import string
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from detectors.event import Event
+from detectors.matching import MultiMatcher, Pattern
+
+FEATURES: tuple[str, ...] = (
+    "requests",
+    "input_tokens",
+    "output_tokens",
+    "tokens",
+    "tokens_per_request",
+    "output_input_ratio",
+    "max_tokens_requested",
+    "template_reuse",
+    "prompt_diversity",
+    "prompt_entropy",
+    "refusal_rate",
+    "guardrail_block_rate",
+    "error_rate",
+    "distinct_ips",
+    "distinct_user_agents",
+    "distinct_primaries",
+    "extraction_param_rate",
+    "extraction_temperature_std",  # temperature sweeps among requests with extraction parameters
+    "extraction_distinct_temperatures",
+    "enumeration_rate",
+    "interarrival_cv",
+)
+
+# Opening phrases of model refusals; matched as escaped literals, only in a completion's first characters.
+REFUSAL_PHRASES: tuple[str, ...] = (
+    "I can't help with",
+    "I cannot help with",
+    "I can't assist with",
+    "I cannot assist with",
+    "I'm sorry, but I can't",
+    "I'm sorry, but I cannot",
+    "I am sorry, but I cannot",
+    "I won't be able to",
+    "I'm not able to help",
+    "I am not able to provide",
+    "I can't provide",
+    "I cannot provide",
+    "I must decline",
+    "I'm unable to",
+    "I am unable to",
+    "As an AI language model, I cannot",
+    "That request violates",
+    "I can't comply",
+    "I cannot comply",
+)
+REFUSAL_SCAN_CHARS = 300
+
+_PUNCTUATION = string.punctuation + "“”‘’«»"
+_QUOTES = ('"', "“", "”", "`")
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_ENTROPY_CHARS = 512
+
+
+def refusal_matcher() -> MultiMatcher:
+    """One Hyperscan database of the refusal phrases (escaped literals, caseless, straight or curly apostrophes)."""
+    return MultiMatcher(
+        [Pattern(i, re.escape(p).replace("'", "['’]")) for i, p in enumerate(REFUSAL_PHRASES)],
+        max_matches_per_pattern=1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PromptShape:
+    """What a prompt looks like once its variable parts are masked."""
+
+    signature: int  # SimHash of the masked words: near-identical templates differ in few bits
+    template: int  # exact hash of the masked words
+    values: tuple[str, ...]  # numbers and single letters, in order (at most 8)
+    masked_chars: int
+    entropy: float  # Shannon entropy of the prompt's characters, bits
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash that is the same in every process (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest(), "little")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _word_hash(word: str) -> int:
+    return stable_hash(word)
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def simhash(words: list[str]) -> int:
+    """Charikar's SimHash over word bigrams: similar word lists get signatures a few bits apart.
+
+    Word hashes are cached; bigram hashes are mixed from them with the SplitMix64 finaliser, vectorised.
+    """
+    if not words:
+        return 0
+    hashes = np.fromiter((_word_hash(w) for w in words), dtype=np.uint64, count=len(words))
+    if len(hashes) > 1:
+        hashes = hashes[:-1] ^ (hashes[1:] * _GOLDEN)
+        hashes ^= hashes >> np.uint64(30)
+        hashes *= _MIX1
+        hashes ^= hashes >> np.uint64(27)
+        hashes *= _MIX2
+        hashes ^= hashes >> np.uint64(31)
+    bits = np.unpackbits(hashes.astype("<u8").view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    majority = bits.sum(axis=0) * 2 > len(hashes)
+    return int.from_bytes(np.packbits(majority, bitorder="little").tobytes(), "little")
+
+
+def hamming(a: int, b: int) -> int:
+    return (a ^ b).bit_count()
+
+
+def char_entropy(text: str) -> float:
+    """Shannon entropy (bits) of the text's UTF-8 bytes."""
+    if not text:
+        return 0.0
+    counts = np.bincount(np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8), minlength=1)
+    probabilities = counts[counts > 0] / counts.sum()
+    return float(-(probabilities * np.log2(probabilities)).sum())
+
+
+def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> PromptShape:
+    """Mask quoted strings, numbers and single letters; hash what is left (linear time, no regex).
+
+    Only the first ``max_words`` words count: a template shows in its opening words, and long pasted documents
+    cost no more than short prompts.
+    """
+    text = text[:max_chars]
+    for quote in _QUOTES[1:]:
+        if quote in text:
+            text = text.replace(quote, '"')
+    pieces = text.lower().split('"')
+    words: list[str] = []
+    values: list[str] = []
+    for index, piece in enumerate(pieces):
+        if len(words) >= max_words:
+            break
+        if index % 2 == 1 and index < len(pieces) - 1:
+            words.append("<q>")
+            continue
+        for raw in piece.split(maxsplit=max_words)[:max_words]:
+            token = raw.strip(_PUNCTUATION)
+            if not token:
+                continue
+            if token.isdigit() or (len(token) == 1 and token.isalpha()):
+                words.append("<n>" if token.isdigit() else "<l>")
+                if len(values) < 8:
+                    values.append(token)
+            else:
+                words.append(token.translate(_DIGITS_TO_ZERO))
+    del words[max_words:]
+    masked = " ".join(words)
+    return PromptShape(
+        signature=simhash(words),
+        template=stable_hash(masked),
+        values=tuple(values),
+        masked_chars=len(masked),
+        entropy=char_entropy(text[:_ENTROPY_CHARS]),
+    )
+
+
+def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
+    """The same template as the previous prompt with exactly one value stepped forward (a number or a letter)."""
+    if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
+        return False
+    changed = [(a, b) for a, b in zip(previous.values, current.values, strict=True) if a != b]
+    if len(changed) != 1:
+        return False
+    before, after = changed[0]
+    if before.isdigit() and after.isdigit():
+        return 0 < int(after) - int(before) <= max_step
+    return len(before) == 1 and len(after) == 1 and ord(after) - ord(before) == 1
+
+
+def prompt_text(event: Event) -> str:
+    """The new user input of this request (what the client chose to send now)."""
+    return "\n".join(m.content for m in event.new_input() if m.role == "user" and m.content)
+
+
+def request_number(event: Event, name: str) -> float | None:
+    """A numeric request parameter, whatever type the gateway logged it as; ``None`` if absent or not a number."""
+    value = event.request_params.get(name)
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool | int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class EventSignals:
+    """What the window features need from one event, computed once however many entities it counts for."""
+
+    timestamp: float
+    event_id: str
+    input_tokens: int
+    output_tokens: int
+    max_tokens: float
+    error: bool
+    blocked: bool
+    refused: bool
+    extraction: bool  # logprobs / top_logprobs or several choices: what model extraction asks for
+    temperature: float | None
+    ip: int | None
+    user_agent: int | None
+    primary: str
+    shape: PromptShape | None
+
+
+def event_signals(event: Event, refusals: MultiMatcher, prompt_chars: int) -> EventSignals:
+    prompt = prompt_text(event)
+    completion = "\n".join(m.content for m in event.output_messages if m.content)[:REFUSAL_SCAN_CHARS]
+    logprobs = request_number(event, "logprobs") or 0.0
+    top_logprobs = request_number(event, "top_logprobs") or 0.0
+    choices = request_number(event, "n") or 1.0
+    max_tokens = request_number(event, "max_tokens") or request_number(event, "max_completion_tokens") or 0.0
+    identity = event.identity
+    return EventSignals(
+        timestamp=event.timestamp,
+        event_id=event.id,
+        input_tokens=max(0, event.input_tokens or 0),
+        output_tokens=max(0, event.output_tokens or 0),
+        max_tokens=max(0.0, max_tokens),
+        error=event.outcome == "failure",
+        blocked=any(g.action == "blocked" for g in event.guardrails),
+        refused=bool(completion) and bool(refusals.scan(completion)),
+        extraction=logprobs > 0 or top_logprobs > 0 or choices > 1,
+        temperature=request_number(event, "temperature"),
+        ip=small_hash(identity.source_ip) if identity.source_ip else None,
+        user_agent=small_hash(identity.user_agent) if identity.user_agent else None,
+        primary=identity.key(),
+        shape=prompt_shape(prompt, prompt_chars) if prompt else None,
+    )
+
+
+def small_hash(text: str) -> int:
+    return zlib.crc32(text.encode("utf-8", "replace"))
+
+
+class Moments:
+    """Welford mean and variance in O(1) memory."""
+
+    __slots__ = ("m2", "mean", "n")
+
+    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.n, self.mean, self.m2 = n, mean, m2
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        delta = value - self.mean
+        self.mean += delta / self.n
+        self.m2 += delta * (value - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.n) if self.n > 1 else 0.0
+
+    def dump(self) -> list[float]:
+        return [self.n, self.mean, self.m2]
+
+
+def _add_capped(values: set[Any], value: Any, cap: int) -> None:
+    if len(values) < cap:
+        values.add(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The caps of a window accumulator (from :class:`AnomalyConfig`)."""
+
+    templates: int
+    distinct: int
+    event_ids: int
+    window_seconds: float
+
+
+class WindowAccumulator:
+    """One identity's counts in one window; every container is capped, so memory is fixed per identity."""
+
+    __slots__ = (
+        "blocked",
+        "entropy",
+        "enumeration",
+        "errors",
+        "event_ids",
+        "extraction",
+        "first_ts",
+        "gaps",
+        "input_tokens",
+        "ips",
+        "last_ts",
+        "max_tokens",
+        "output_tokens",
+        "primaries",
+        "prompts",
+        "refusals",
+        "requests",
+        "start",
+        "temperatures",
+        "template_overflow",
+        "templates",
+        "temps",
+        "user_agents",
+    )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.requests = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.max_tokens = 0.0
+        self.errors = 0
+        self.blocked = 0
+        self.refusals = 0
+        self.prompts = 0
+        self.entropy = 0.0
+        self.templates: dict[int, int] = {}
+        self.template_overflow = 0
+        self.ips: set[int] = set()
+        self.user_agents: set[int] = set()
+        self.primaries: set[str] = set()  # identity keys seen under this entity (an IP or key may serve many)
+        self.extraction = 0
+        self.temperatures = Moments()  # of requests with extraction parameters
+        self.temps: set[float] = set()
+        self.enumeration = 0
+        self.gaps = Moments()
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.event_ids: list[str] = []
+
+    def add(self, signals: EventSignals, *, enumeration: bool, previous_ts: float | None, limits: Limits) -> None:
+        """Count one event; ``previous_ts`` is this entity's previous event time (maybe in an earlier window)."""
+        self.requests += 1
+        self.input_tokens += signals.input_tokens
+        self.output_tokens += signals.output_tokens
+        self.max_tokens += signals.max_tokens
+        self.errors += signals.error
+        self.blocked += signals.blocked
+        self.refusals += signals.refused
+        shape = signals.shape
+        if shape is not None:
+            self.prompts += 1
+            self.entropy += shape.entropy
+            self._add_template(shape.signature, limits.templates)
+        if signals.ip is not None:
+            _add_capped(self.ips, signals.ip, limits.distinct)
+        if signals.user_agent is not None:
+            _add_capped(self.user_agents, signals.user_agent, limits.distinct)
+        _add_capped(self.primaries, signals.primary, limits.distinct)
+        if signals.extraction:
+            self.extraction += 1
+            if signals.temperature is not None:
+                self.temperatures.add(signals.temperature)
+                _add_capped(self.temps, round(signals.temperature, 2), limits.distinct)
+        self.enumeration += enumeration
+        if previous_ts is not None:
+            self.gaps.add(min(max(0.0, signals.timestamp - previous_ts), limits.window_seconds))
+        if self.first_ts is None:
+            self.first_ts = signals.timestamp
+        self.last_ts = signals.timestamp if self.last_ts is None else max(self.last_ts, signals.timestamp)
+        if len(self.event_ids) < limits.event_ids:
+            self.event_ids.append(signals.event_id)
+
+    def _add_template(self, signature: int, max_templates: int) -> None:
+        if signature in self.templates:
+            self.templates[signature] += 1
+            return
+        if len(self.templates) < max_templates:
+            self.templates[signature] = 1
+            return
+        self.template_overflow += 1
+
+    def merge_near_templates(self, max_bits: int) -> int:
+        """Requests on the most used template, counting signatures within ``max_bits`` of it as the same."""
+        if not self.templates:
+            return 0
+        top = max(self.templates, key=lambda s: (self.templates[s], -s))
+        return sum(n for s, n in self.templates.items() if hamming(s, top) <= max_bits)
+
+    def features(self, template_hamming: int) -> dict[str, float]:
+        """The window's feature vector (names in :data:`FEATURES`)."""
+        requests = max(1, self.requests)
+        prompts = max(1, self.prompts)
+        tokens = self.input_tokens + self.output_tokens
+        distinct_templates = len(self.templates) + self.template_overflow
+        gaps_cv = self.gaps.std / self.gaps.mean if self.gaps.n >= 3 and self.gaps.mean > 0 else 1.0
+        return {
+            "requests": float(self.requests),
+            "input_tokens": float(self.input_tokens),
+            "output_tokens": float(self.output_tokens),
+            "tokens": float(tokens),
+            "tokens_per_request": tokens / requests,
+            "output_input_ratio": self.output_tokens / max(1, self.input_tokens),
+            "max_tokens_requested": self.max_tokens / requests,
+            "template_reuse": self.merge_near_templates(template_hamming) / prompts if self.prompts else 0.0,
+            "prompt_diversity": distinct_templates / prompts if self.prompts else 0.0,
+            "prompt_entropy": self.entropy / prompts,
+            "refusal_rate": self.refusals / requests,
+            "guardrail_block_rate": self.blocked / requests,
+            "error_rate": self.errors / requests,
+            "distinct_ips": float(len(self.ips)),
+            "distinct_user_agents": float(len(self.user_agents)),
+            "distinct_primaries": float(len(self.primaries)),
+            "extraction_param_rate": self.extraction / requests,
+            "extraction_temperature_std": self.temperatures.std,
+            "extraction_distinct_temperatures": float(len(self.temps)),
+            "enumeration_rate": self.enumeration / prompts if self.prompts else 0.0,
+            "interarrival_cv": gaps_cv,
+        }
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "start": self.start,
+            "counts": [
+                self.requests,
+                self.input_tokens,
+                self.output_tokens,
+                self.max_tokens,
+                self.errors,
+                self.blocked,
+                self.refusals,
+                self.prompts,
+                self.entropy,
+                self.template_overflow,
+                self.extraction,
+                self.enumeration,
+            ],
+            "templates": [[f"{s:016x}", n] for s, n in self.templates.items()],
+            "ips": sorted(self.ips),
+            "user_agents": sorted(self.user_agents),
+            "primaries": sorted(self.primaries),
+            "temperatures": self.temperatures.dump(),
+            "temps": sorted(self.temps),
+            "gaps": self.gaps.dump(),
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "event_ids": list(self.event_ids),
+        }
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> WindowAccumulator:
+        window = cls(float(data["start"]))
+        (
+            window.requests,
+            window.input_tokens,
+            window.output_tokens,
+            window.max_tokens,
+            window.errors,
+            window.blocked,
+            window.refusals,
+            window.prompts,
+            window.entropy,
+            window.template_overflow,
+            window.extraction,
+            window.enumeration,
+        ) = data["counts"]
+        window.templates = {int(s, 16): int(n) for s, n in data["templates"]}
+        window.ips, window.user_agents = set(data["ips"]), set(data["user_agents"])
+        window.primaries = set(data["primaries"])
+        window.temperatures = Moments(*data["temperatures"])
+        window.temps = set(data["temps"])
+        window.gaps = Moments(*data["gaps"])
+        window.first_ts, window.last_ts = data["first_ts"], data["last_ts"]
+        window.event_ids = list(data["event_ids"])
+        return window

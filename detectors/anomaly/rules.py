@@ -1,0 +1,54 @@
+"""The alerts this package raises, with their MITRE ATLAS and OWASP LLM Top 10 (2025) mappings."""
+
+from __future__ import annotations
+
+from detectors.base import RuleInfo
+
+OWASP_UNBOUNDED_CONSUMPTION = ("LLM10:2025",)
+
+SCRAPING_VOLUME = RuleInfo(
+    id="abusewatch-anomaly-scraping-volume",
+    name="High-volume harvesting by one identity",
+    category="scraping",
+    level="high",
+    description="One identity sent far more requests in a window than its own history and its peers suggest.",
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+SCRAPING_SLOW = RuleInfo(
+    id="abusewatch-anomaly-scraping-slow",
+    name="Low-and-slow automated harvesting",
+    category="scraping",
+    level="medium",
+    description="Hours of continuous, machine-regular requests reusing one prompt template, enumerating values.",
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+SCRAPING_CAMPAIGN = RuleInfo(
+    id="abusewatch-anomaly-scraping-campaign",
+    name="Distributed harvesting campaign: many identities share one prompt template",
+    category="scraping",
+    level="high",
+    description="Several keys or users sent the same masked prompt template repeatedly in one window.",
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+MODEL_EXTRACTION = RuleInfo(
+    id="abusewatch-anomaly-model-extraction",
+    name="Model extraction: log-probabilities, many choices or temperature sweeps over systematic prompts",
+    category="model_extraction",
+    level="high",
+    description="Extraction-friendly parameters (logprobs, n > 1) with temperature sweeps or enumerated prompts.",
+    atlas=("AML.T0040", "AML.T0024.002"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+RESOURCE_ABUSE = RuleInfo(
+    id="abusewatch-anomaly-resource-abuse",
+    name="Token spike: denial of wallet",
+    category="resource_abuse",
+    level="high",
+    description="Token consumption in a window far above the identity's history or its peers (cost harvesting).",
+    atlas=("AML.T0034", "AML.T0029"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+RULES = (SCRAPING_VOLUME, SCRAPING_SLOW, SCRAPING_CAMPAIGN, MODEL_EXTRACTION, RESOURCE_ABUSE)

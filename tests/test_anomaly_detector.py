@@ -1,0 +1,182 @@
+"""The anomaly detector on simulated traffic: every attacker kind alerted, benign users not, event-time
+determinism whatever the batch boundaries, and checkpoints that resume without a new warm-up."""
+
+import json
+from collections.abc import Sequence
+
+import msgspec
+import pytest
+
+from app.traffic.simulate import ATTACK_KINDS, EXPECTED_CATEGORY, SimulationConfig, simulate
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.base import Detection, Findings
+from detectors.event import Event, Identity, Message
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
+
+CONFIG = AnomalyConfig(peer_warmup_windows=100)
+
+
+def run(detector: AnomalyDetector, events: Sequence[Event], batch_size: int) -> tuple[list[Detection], list[Findings]]:
+    detections: list[Detection] = []
+    all_findings: list[Findings] = []
+    for offset in range(0, len(events), batch_size):
+        batch = events[offset : offset + batch_size]
+        findings = [Findings() for _ in batch]
+        detections.extend(detector.detect(batch, findings))
+        all_findings.extend(findings)
+    return detections, all_findings
+
+
+def fingerprint(detections: Sequence[Detection]) -> list[bytes]:
+    return [msgspec.json.encode(d) for d in detections]
+
+
+@pytest.fixture(scope="module")
+def attacked():
+    simulation = simulate(
+        SimulationConfig(hours=30, benign_users=40, attackers=dict.fromkeys(ATTACK_KINDS, 1), seed=5, campaign_size=6)
+    )
+    detector = AnomalyDetector(CONFIG)
+    detections, findings = run(detector, simulation.events, 500)
+    detections.extend(detector.flush())
+    return simulation, detections, findings
+
+
+def named(detection: Detection) -> set[str]:
+    identity = detection.identity
+    return {identity.key(), *detection.related_users}
+
+
+def test_every_attacker_kind_is_alerted_with_its_category(attacked) -> None:
+    simulation, detections, _ = attacked
+    for label in simulation.labels:
+        hits = [d for d in detections if label.identity in named(d) and d.timestamp >= label.start]
+        assert hits, f"{label.kind} {label.identity} was not alerted"
+        assert EXPECTED_CATEGORY[label.kind] in {d.rule.category for d in hits}, label.kind
+        first = min(d.timestamp for d in hits)
+        assert first - label.start < 3 * 3600, f"{label.kind} alerted only after {first - label.start:.0f}s"
+
+
+def test_benign_users_and_batch_jobs_are_not_alerted(attacked) -> None:
+    simulation, detections, _ = attacked
+    attackers = {label.identity for label in simulation.labels}
+    attacker_ips = {f"ip:{label.source_ip}" for label in simulation.labels}
+    false = [d for d in detections if not named(d) & (attackers | attacker_ips)]
+    assert false == []
+    assert any(k.startswith("key:svc-batch") for k in simulation.benign_identities)
+
+
+def test_campaign_alert_lists_every_member(attacked) -> None:
+    simulation, detections, _ = attacked
+    members = {label.identity for label in simulation.labels if label.kind == "campaign"}
+    campaigns = [d for d in detections if d.rule.id == "abusewatch-anomaly-scraping-campaign"]
+    assert campaigns
+    assert members == set(campaigns[-1].related_users)
+    assert len({d.group_key for d in campaigns}) == 1  # repeated windows update one alert
+
+
+def test_alerts_explain_and_group_per_identity(attacked) -> None:
+    _, detections, _ = attacked
+    volume = [d for d in detections if d.rule.id == "abusewatch-anomaly-scraping-volume"]
+    assert volume
+    assert all(d.group_key == f"anomaly:{d.identity.key()}" for d in volume)
+    assert any(k.startswith(("z.requests", "peer_z.requests")) for k in volume[0].explanation)
+    assert volume[0].rule.atlas and volume[0].rule.owasp == ("LLM10:2025",)
+
+
+def test_events_are_annotated_with_scores_and_window_counts(attacked) -> None:
+    simulation, _, findings = attacked
+    scraper = next(label.identity for label in simulation.labels if label.kind == "scraper")
+    scores = [
+        f.fields["gen_ai.security.anomaly_score"]
+        for e, f in zip(simulation.events, findings, strict=True)
+        if e.identity.key() == scraper
+    ]
+    assert max(scores) > 0.5
+    assert all("abusewatch.identity.window_requests" in f.fields for f in findings)
+
+
+@pytest.fixture(scope="module")
+def small_traffic() -> list[Event]:
+    attackers = {"extractor": 1, "campaign": 1}
+    return simulate(SimulationConfig(hours=12, benign_users=12, attackers=attackers, seed=9, campaign_size=5)).events
+
+
+def test_same_alerts_whatever_the_batch_boundaries(small_traffic) -> None:
+    reference, _ = run(AnomalyDetector(CONFIG), small_traffic, len(small_traffic))
+    assert reference
+    for batch_size in (1, 97):
+        detections, _ = run(AnomalyDetector(CONFIG), small_traffic, batch_size)
+        assert fingerprint(detections) == fingerprint(reference), batch_size
+
+
+def test_state_round_trip_resumes_without_new_warmup(small_traffic) -> None:
+    reference, _ = run(AnomalyDetector(CONFIG), small_traffic, 250)
+    half = len(small_traffic) // 2
+    first = AnomalyDetector(CONFIG)
+    before, _ = run(first, small_traffic[:half], 250)
+    checkpoint = json.loads(json.dumps(first.state()))
+    resumed = AnomalyDetector(CONFIG)
+    resumed.load_state(checkpoint)
+    after, _ = run(resumed, small_traffic[half:], 250)
+    assert fingerprint(before + after) == fingerprint(reference)
+    fresh, _ = run(AnomalyDetector(CONFIG), small_traffic[half:], 250)
+    assert fingerprint(fresh) != fingerprint(after)  # without the state, identities would warm up again
+
+
+def test_state_for_exports_only_the_given_identities(small_traffic) -> None:
+    detector = AnomalyDetector(CONFIG)
+    run(detector, small_traffic, 500)
+    keys = sorted(detector.state()["entities"])[:3]
+    partial = detector.state_for(keys)
+    assert sorted(partial["entities"]) == keys
+    assert partial["peers"].keys() == detector.state()["peers"].keys() == {"user", "key", "ip"}
+
+
+def test_load_state_rejects_unknown_versions() -> None:
+    with pytest.raises(ValueError, match="version"):
+        AnomalyDetector().load_state({"version": 99})
+
+
+def chat(number: int, timestamp: float) -> Event:
+    return Event(
+        id=f"e{number}",
+        timestamp=timestamp,
+        dataset="test",
+        input_messages=[Message(role="user", content=f"Describe catalogue item {number} in full")],
+        identity=Identity(user_id="u1", api_key_hash="k1", source_ip="203.0.113.9"),
+    )
+
+
+def test_late_events_are_marked_not_counted() -> None:
+    detector = AnomalyDetector(AnomalyConfig(allowed_lateness_seconds=60))
+    run(detector, [chat(1, 10_000.0), chat(2, 12_000.0)], 10)
+    findings = [Findings()]
+    detector.detect([chat(3, 10_100.0)], findings)
+    assert findings[0].fields["abusewatch.identity.late"] is True
+    assert "abusewatch.identity.window_requests" not in findings[0].fields
+
+
+def test_runs_inside_the_pipeline_and_renders_alert_documents() -> None:
+    events = [chat(i, 1_000_000.0 + i * 0.5) for i in range(2000)]
+    pipeline = Pipeline(
+        [AnomalyDetector(AnomalyConfig(peer_warmup_windows=0, volume_hard_requests=300))], Redactor(b"k")
+    )
+    alerts = []
+    for offset in range(0, len(events), 400):
+        result = pipeline.process(events[offset : offset + 400])
+        alerts.extend(result.alerts)
+        assert all("anomaly_score" in doc["gen_ai"]["security"] for doc in result.events)
+    assert {a["rule"]["id"] for a in alerts} >= {"abusewatch-anomaly-scraping-volume"}
+    state = pipeline.state()["detectors"]["anomaly"]
+    assert "user:u1" in state["entities"]
+
+
+def test_an_event_without_a_usable_time_is_annotated_and_skipped() -> None:
+    detector = AnomalyDetector()
+    broken = msgspec.structs.replace(chat(1, 0.0), timestamp=float("nan"))
+    findings = [Findings(), Findings()]
+    assert detector.detect([broken, chat(2, 5_000.0)], findings) == []
+    assert findings[0].fields["abusewatch.errors"] == ["anomaly: event time is not a finite number"]
+    assert findings[1].fields["abusewatch.identity.window_requests"] == 1
