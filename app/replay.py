@@ -19,7 +19,7 @@ import orjson
 
 from detectors.event import Event
 from detectors.normalise import DeadLetter, normalise_payload
-from detectors.pipeline import Pipeline
+from detectors.pipeline import BatchResult, Pipeline
 
 STDIN = "-"
 _READ_CHUNK = 1 << 20
@@ -138,11 +138,14 @@ def replay(
     max_bytes: int = 4 * 1024 * 1024,
     max_text_chars: int = 256 * 1024,
     keep_raw: bool = False,
+    flush: bool = True,
     on_progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
     """Run ``pipeline`` over every record of ``sources`` and write the outputs; returns the counts.
 
     Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once.
+    With ``flush`` the detectors' open windows are closed at the end of the input, as a finished day of logs
+    warrants; without it the output is exactly what a live stream has written after the same records.
     """
     summary = ReplaySummary()
     started = time.perf_counter()
@@ -151,13 +154,16 @@ def replay(
     shadow: dict[str, dict[str, Any]] = {}
     batch: list[Event] = []
 
-    def flush() -> None:
-        result = pipeline.process(batch)
-        events_writer.write(result.events)
+    def keep(result: BatchResult) -> None:
         for document in result.alerts:
             alerts[document["event"]["id"]] = document
         for document in result.shadow_alerts:
             shadow[document["event"]["id"]] = document
+
+    def process_batch() -> None:
+        result = pipeline.process(batch)
+        events_writer.write(result.events)
+        keep(result)
         summary.events += len(batch)
         batch.clear()
 
@@ -173,11 +179,13 @@ def replay(
                 summary.dead_letters_by_reason.update(letter.reason for letter in letters)
             batch.extend(events)
             if len(batch) >= batch_size:
-                flush()
+                process_batch()
             if on_progress is not None:
                 on_progress(size)
         if batch:
-            flush()
+            process_batch()
+        if flush:
+            keep(pipeline.flush())
     finally:
         events_writer.close()
         dead_writer.close()

@@ -109,6 +109,10 @@ class Detector(ABC):
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         """Look at a batch (``findings[i]`` belongs to ``events[i]``) and return detections."""
 
+    def flush(self, until: float | None = None) -> list[Detection]:
+        """Detections still pending at the end of the input (open windows); ``until`` is the last event time."""
+        return []
+
     def state(self) -> dict[str, Any]:
         """Serializable state for checkpointing; stateless detectors return ``{}``."""
         return {}

@@ -70,6 +70,16 @@ class Pipeline:
             target.append(document)
         return result
 
+    def flush(self, until: float | None = None) -> BatchResult:
+        """End of input: alerts from what detectors still hold (e.g. open windows); no event documents."""
+        detections: list[Detection] = []
+        for detector in self.detectors:
+            try:
+                detections.extend(detector.flush(until))
+            except Exception:
+                log.exception("detector %s failed to flush", detector.name)
+        return self.render([], [], detections)
+
     def state(self) -> dict[str, Any]:
         """Everything stateful, for checkpoints: each detector's state and the alert groups."""
         return {

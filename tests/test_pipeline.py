@@ -114,3 +114,32 @@ def test_same_input_gives_same_alert_ids():
     first = Pipeline([KeyFinder()], Redactor(b"k")).process([event("e1", KEY)])
     second = Pipeline([KeyFinder()], Redactor(b"k")).process([event("e1", KEY)])
     assert first.alerts == second.alerts
+
+
+class Windowed(Detector):
+    """Holds its verdict until the end of the input, like a detector with an open window."""
+
+    name = "windowed"
+
+    def __init__(self) -> None:
+        self.pending: list[Event] = []
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        self.pending.extend(events)
+        return []
+
+    def flush(self, until: float | None = None) -> list[Detection]:
+        held, self.pending = self.pending, []
+        return [
+            Detection(rule=rule(), event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="late")
+            for e in held
+        ]
+
+
+def test_flush_raises_what_detectors_still_hold():
+    pipeline = Pipeline([Windowed()], Redactor(b"k"))
+    assert pipeline.process([event("e1", "hello")]).alerts == []
+    flushed = pipeline.flush()
+    assert flushed.events == [] and len(flushed.alerts) == 1
+    assert flushed.alerts[0]["abusewatch"]["event_ids"] == ["e1"]
+    assert pipeline.flush().alerts == []

@@ -33,13 +33,16 @@ def replay_command(
     shadow_alerts_out: Path | None = typer.Option(None, "--shadow-alerts-out", help="Alerts of status:test rules."),
     summary_out: Path | None = typer.Option(None, "--summary-out", help="The summary as JSON."),
     report: Path | None = typer.Option(None, "--report", help="A self-contained HTML report."),
+    flush: bool = typer.Option(
+        True, "--flush/--no-flush", help="Close open detection windows at the end (--no-flush: as a live stream)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="Settings file (YAML)."),
 ) -> None:
     """Run the full detection pipeline over FILES and write alerts, enriched events and dead letters."""
     for name in files:
         if name != STDIN and not Path(name).is_file():
             raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
-    summary = _run(files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config)
+    summary = _run(files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config, flush=flush)
     _print_summary(summary)
     if summary_out is not None:
         summary_out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,8 @@ def _run(
     dead_letter_out: Path | None,
     shadow_alerts_out: Path | None,
     config: Path | None,
+    *,
+    flush: bool = True,
 ) -> ReplaySummary:
     settings = load_settings(config)
     pipeline = build_pipeline(settings)
@@ -91,6 +96,7 @@ def _run(
         "max_bytes": detection.max_record_bytes,
         "max_text_chars": detection.max_text_chars,
         "keep_raw": detection.keep_raw_dead_letters,
+        "flush": flush,
     }
     total = sum(os.path.getsize(name) for name in files if name != STDIN)
     if not console.is_terminal or STDIN in files:
