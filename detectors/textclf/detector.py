@@ -1,0 +1,212 @@
+"""The learned prompt-injection / jailbreak detector: scores user prompts, retrieved documents and tool results.
+
+Direct attacks come in ``gen_ai.prompt`` (new user input); indirect ones hide in what the application feeds the
+model: ``gen_ai.retrieval.documents.content`` and ``gen_ai.tool.call.result``. All texts of a batch are scored in
+one vectorised call. Each event gets ``gen_ai.security.prompt_injection_score`` / ``jailbreak_score`` (max over
+its prompts) and ``gen_ai.security.indirect_injection_score`` (max over its documents and tool results); an event
+scoring at or above the threshold raises one detection per kind, explained by its top contributing n-grams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT, Event
+from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, TextClassifier
+
+INJECTION_HEAD = "prompt_injection"
+JAILBREAK_HEAD = "jailbreak"
+DIRECT_FIELDS = (PROMPT,)
+INDIRECT_FIELDS = (DOCUMENT, TOOL_RESULT)
+
+PROMPT_INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
+JAILBREAK_SCORE = "gen_ai.security.jailbreak_score"
+INDIRECT_INJECTION_SCORE = "gen_ai.security.indirect_injection_score"
+MODEL_VERSION_FIELD = "gen_ai.security.classifier_version"
+
+_OWASP = ("LLM01:2025",)
+PROMPT_INJECTION_RULE = RuleInfo(
+    id="abusewatch-ml-prompt-injection",
+    name="Prompt injection in user input (ML classifier)",
+    category="prompt_injection",
+    level="medium",
+    description="The text classifier scored a user prompt as a prompt-injection attempt.",
+    atlas=("AML.T0051.000",),
+    owasp=_OWASP,
+)
+JAILBREAK_RULE = RuleInfo(
+    id="abusewatch-ml-jailbreak",
+    name="Jailbreak attempt in user input (ML classifier)",
+    category="jailbreak",
+    level="medium",
+    description="The text classifier scored a user prompt as a jailbreak (persona, role-play, adversarial suffix).",
+    atlas=("AML.T0054", "AML.T0051.000"),
+    owasp=_OWASP,
+)
+INDIRECT_INJECTION_RULE = RuleInfo(
+    id="abusewatch-ml-indirect-prompt-injection",
+    name="Indirect prompt injection in retrieved document or tool result (ML classifier)",
+    category="prompt_injection",
+    level="medium",
+    description="The text classifier found injected instructions in content fed to the model (RAG, tools).",
+    atlas=("AML.T0051.001",),
+    owasp=_OWASP,
+)
+RULES = (PROMPT_INJECTION_RULE, JAILBREAK_RULE, INDIRECT_INJECTION_RULE)
+
+
+class TextClassifierConfig(BaseModel):
+    """Detector settings. Thresholds left unset use the operating points shipped in the model artifact."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_dir: Path = DEFAULT_MODEL_DIR
+    model_name: str = DEFAULT_NAME
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # alert at or above (injection head)
+    high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # level "high" at or above
+    jailbreak_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # direct alert reported as jailbreak
+    max_evidence: int = Field(default=3, ge=1)  # texts quoted per detection
+    snippet_chars: int = Field(default=200, ge=20)
+    explain_top: int = Field(default=8, ge=1)  # n-grams in the explanation
+    status: Literal["stable", "test"] = "stable"  # "test": alerts go to the shadow index
+
+
+class TextClassifierDetector(Detector):
+    """Scores every prompt, retrieved document and tool result of a batch with the text classifier."""
+
+    name = "classifier"
+
+    def __init__(self, config: TextClassifierConfig | None = None, model: TextClassifier | None = None) -> None:
+        self.config = config or TextClassifierConfig()
+        self.model = model or TextClassifier.load(self.config.model_dir, self.config.model_name)
+        injection, jailbreak = self.model.head(INJECTION_HEAD), self.model.head(JAILBREAK_HEAD)
+        self.threshold = _first(self.config.threshold, injection.threshold)
+        self.high_threshold = max(self.threshold, _first(self.config.high_threshold, injection.high_threshold))
+        self.jailbreak_threshold = _first(self.config.jailbreak_threshold, jailbreak.threshold)
+        self._injection = self.model.head_names.index(INJECTION_HEAD)
+        self._jailbreak = self.model.head_names.index(JAILBREAK_HEAD)
+        self._rules = {
+            (rule.id, level): msgspec.structs.replace(rule, level=level, status=self.config.status)
+            for rule in RULES
+            for level in ("medium", "high")
+        }
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        owners, fields, texts = [], [], []
+        for index, event in enumerate(events):
+            for field, text in event.texts():
+                if field in DIRECT_FIELDS or field in INDIRECT_FIELDS:
+                    owners.append(index)
+                    fields.append(field)
+                    texts.append(text)
+        if not texts:
+            return []
+        scores = self.model.score(texts)
+        owner = np.asarray(owners)
+        direct = np.isin(np.asarray(fields), DIRECT_FIELDS)
+        injection, jailbreak = scores[:, self._injection], scores[:, self._jailbreak]
+        top_direct = _max_by_owner(injection, owner, direct, len(events))
+        top_jailbreak = _max_by_owner(jailbreak, owner, direct, len(events))
+        top_indirect = _max_by_owner(injection, owner, ~direct, len(events))
+        detections = []
+        for index in np.unique(owner):
+            found = findings[index]
+            found.fields[MODEL_VERSION_FIELD] = self.model.version
+            if top_direct[index] >= 0:
+                found.fields[PROMPT_INJECTION_SCORE] = round(float(top_direct[index]), 4)
+                found.fields[JAILBREAK_SCORE] = round(float(top_jailbreak[index]), 4)
+            if top_indirect[index] >= 0:
+                found.fields[INDIRECT_INJECTION_SCORE] = round(float(top_indirect[index]), 4)
+            for is_direct, top in ((True, top_direct), (False, top_indirect)):
+                if top[index] >= self.threshold:
+                    rows = np.flatnonzero((owner == index) & (direct == is_direct) & (injection >= self.threshold))
+                    rows = rows[np.argsort(-injection[rows], kind="stable")]
+                    detection = self._detection(events[index], rows, texts, fields, injection, jailbreak, is_direct)
+                    found.rule_ids.append(detection.rule.id)
+                    detections.append(detection)
+        return detections
+
+    def _detection(
+        self,
+        event: Event,
+        rows: np.ndarray,
+        texts: list[str],
+        fields: list[str],
+        injection: np.ndarray,
+        jailbreak: np.ndarray,
+        is_direct: bool,
+    ) -> Detection:
+        """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first."""
+        best = int(rows[0])
+        score = float(injection[best])
+        if not is_direct:
+            rule_id, head = INDIRECT_INJECTION_RULE.id, INJECTION_HEAD
+        elif jailbreak[best] >= self.jailbreak_threshold:
+            rule_id, head = JAILBREAK_RULE.id, JAILBREAK_HEAD
+        else:
+            rule_id, head = PROMPT_INJECTION_RULE.id, INJECTION_HEAD
+        rule = self._rules[rule_id, "high" if score >= self.high_threshold else "medium"]
+        explanation = self.model.explain(texts[best], head, self.config.explain_top)
+        evidence = []
+        for row in rows[: self.config.max_evidence]:
+            start, end = _snippet_span(texts[row], explanation, self.config.snippet_chars)
+            evidence.append(
+                Evidence(
+                    field=fields[row],
+                    snippet=texts[row][start:end],
+                    start=start,
+                    end=end,
+                    detail=f"{INJECTION_HEAD}_score={injection[row]:.4f} {JAILBREAK_HEAD}_score={jailbreak[row]:.4f} "
+                    f"threshold={self.threshold:.4f} model=textclf-{self.model.version}",
+                )
+            )
+        where = "user prompt" if is_direct else fields[best]
+        return Detection(
+            rule=rule,
+            event_ids=[event.id],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=f"{rule.name}: score {score:.2f} in {where}",
+            score=score,
+            evidence=evidence,
+            related_users=[event.identity.user_id] if event.identity.user_id else [],
+            related_ips=[event.identity.source_ip] if event.identity.source_ip else [],
+            explanation={_explanation_key(gram): weight for gram, weight in explanation.items()},
+        )
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _explanation_key(gram: str) -> str:
+    """``ngram:<text>`` with dots replaced, since dotted keys would become nested fields in Elasticsearch."""
+    return "ngram:" + gram.replace(".", "\u2024")
+
+
+def _max_by_owner(scores: np.ndarray, owner: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:
+    """Per-event maximum of ``scores[mask]``; -1 for events without a masked text."""
+    out = np.full(size, -1.0)
+    np.maximum.at(out, owner[mask], scores[mask])
+    return out
+
+
+def _snippet_span(text: str, explanation: dict[str, float], width: int) -> tuple[int, int]:
+    """A window of ``width`` characters around the strongest explaining n-gram found in ``text``, else its start."""
+    lowered = text.lower()
+    anchor = 0
+    if len(lowered) == len(text):  # lower() kept offsets aligned
+        for gram in explanation:
+            position = lowered.find(gram.strip())
+            if position >= 0:
+                anchor = position
+                break
+    start = max(0, min(anchor - width // 4, len(text) - width))
+    return start, min(len(text), start + width)

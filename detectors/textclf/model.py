@@ -1,0 +1,217 @@
+"""The trained text classifier: a linear model per head over hashed n-grams, with Platt-calibrated scores.
+
+The artifact is two files and contains no code: ``<name>.json`` (vectoriser settings, heads, calibration,
+thresholds, training-data manifest) and ``<name>.npz`` (the coefficient matrix, loaded with
+``allow_pickle=False``). The JSON records the sha256 of the ``.npz`` and loading refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors.textclf.features import FeatureConfig, Featurizer
+
+FORMAT = "abusewatch-textclf/1"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_NAME = "textclf"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class ModelError(ValueError):
+    """The artifact is missing, corrupt or of an unknown format; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """One binary output. ``probability = sigmoid(platt_a * (x·coef + intercept) + platt_b)``."""
+
+    name: str
+    intercept: float
+    platt_a: float
+    platt_b: float
+    threshold: float  # operating point (probability), chosen on grouped cross-validation for the target FPR
+    high_threshold: float  # stricter point for level "high"
+    positive_families: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "intercept": self.intercept,
+            "platt_a": self.platt_a,
+            "platt_b": self.platt_b,
+            "threshold": self.threshold,
+            "high_threshold": self.high_threshold,
+            "positive_families": list(self.positive_families),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Head:
+        return cls(
+            name=str(data["name"]),
+            intercept=float(data["intercept"]),
+            platt_a=float(data["platt_a"]),
+            platt_b=float(data["platt_b"]),
+            threshold=float(data["threshold"]),
+            high_threshold=float(data["high_threshold"]),
+            positive_families=tuple(data.get("positive_families", ())),
+        )
+
+
+@dataclass(slots=True)
+class TextClassifier:
+    """Scores texts on every head at once; ``coef`` is ``(n_features, n_heads)`` float32."""
+
+    features: FeatureConfig
+    heads: tuple[Head, ...]
+    coef: np.ndarray
+    version: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    _featurizer: Featurizer = field(init=False, repr=False)
+    _intercepts: np.ndarray = field(init=False, repr=False)
+    _platt: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.coef.shape != (self.features.n_features, len(self.heads)):
+            raise ModelError(
+                f"coef shape {self.coef.shape} does not fit {self.features.n_features} features "
+                f"x {len(self.heads)} heads"
+            )
+        self.coef = np.ascontiguousarray(self.coef, dtype=np.float32)
+        self._featurizer = Featurizer(self.features)
+        self._intercepts = np.array([h.intercept for h in self.heads], dtype=np.float64)
+        self._platt = np.array([[h.platt_a for h in self.heads], [h.platt_b for h in self.heads]], dtype=np.float64)
+
+    @property
+    def head_names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.heads)
+
+    def head(self, name: str) -> Head:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(f"no head {name!r}; heads: {self.head_names}")
+
+    def decision(self, texts: Sequence[str]) -> np.ndarray:
+        """Raw linear scores, ``(len(texts), n_heads)``: per head, the maximum over each text's segments."""
+        if not texts:
+            return np.zeros((0, len(self.heads)))
+        segments, owners = self._featurizer.segments(texts)
+        return max_by_owner(self._segment_decision(segments), owners, len(texts))
+
+    def _segment_decision(self, segments: Sequence[str]) -> np.ndarray:
+        features = self._featurizer.transform(segments)
+        return np.asarray(features @ self.coef, dtype=np.float64) + self._intercepts
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities, ``(len(texts), n_heads)``: one vectorised pass over the whole batch."""
+        logits = self._platt[0] * self.decision(texts) + self._platt[1]
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def explain(self, text: str, head: str, top: int = 8, min_chars: int = 5) -> dict[str, float]:
+        """The n-grams of ``text`` that pushed the ``head`` score up most (weight × feature value), strongest first.
+
+        Explains the segment of ``text`` that scored highest. Half the places go to word n-grams, which read
+        best; character n-grams shorter than ``min_chars`` (once stripped) and n-grams overlapping a stronger
+        listed one ("romp" under "prompt") count in the score but are left out: they tell an analyst nothing new.
+        """
+        column = self.head_names.index(head)
+        segments, _ = self._featurizer.segments([text])
+        text = segments[int(np.argmax(self._segment_decision(segments)[:, column]))]
+        grams, columns = self._featurizer.ngrams(text)
+        if not grams:
+            return {}
+        values = np.asarray(self._featurizer.transform([text])[:, columns].todense()).ravel()
+        contributions = values * self.coef[columns, column]
+        is_word = columns >= self.features.char_features
+        readable = np.array([len(gram.strip()) >= min_chars for gram in grams])
+        chosen: dict[str, float] = {}
+        for pool, quota in ((is_word, top - top // 2), (~is_word & readable, top // 2)):
+            taken = 0
+            for index in np.argsort(-np.where(pool, contributions, 0.0), kind="stable"):
+                gram = grams[index].strip()
+                if taken == quota or contributions[index] <= 0 or not pool[index]:
+                    break
+                if not any(gram in listed or listed in gram for listed in chosen):
+                    chosen[gram] = round(float(contributions[index]), 4)
+                    taken += 1
+        return dict(sorted(chosen.items(), key=lambda item: -item[1]))
+
+    # ------------------------------------------------------------------------------------------- storage
+
+    def save(self, directory: Path, name: str = DEFAULT_NAME) -> tuple[Path, Path]:
+        """Write ``name.npz`` and ``name.json`` byte-for-byte deterministically; returns both paths."""
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays_path, config_path = directory / f"{name}.npz", directory / f"{name}.json"
+        arrays = _npz_bytes({"coef": self.coef})
+        arrays_path.write_bytes(arrays)
+        config = {
+            "format": FORMAT,
+            "version": self.version,
+            "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
+            "coef_sha256": array_sha256(self.coef),
+            "features": self.features.to_dict(),
+            "heads": [h.to_dict() for h in self.heads],
+            **self.metadata,
+        }
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return arrays_path, config_path
+
+    @classmethod
+    def load(cls, directory: Path = DEFAULT_MODEL_DIR, name: str = DEFAULT_NAME) -> TextClassifier:
+        """Load and verify an artifact written by :meth:`save`."""
+        arrays_path, config_path = Path(directory) / f"{name}.npz", Path(directory) / f"{name}.json"
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            arrays = arrays_path.read_bytes()
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cannot read model {name!r} in {directory}: {error}") from error
+        if config.get("format") != FORMAT:
+            raise ModelError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+        if hashlib.sha256(arrays).hexdigest() != config.get("arrays_sha256"):
+            raise ModelError(f"{arrays_path}: sha256 does not match {config_path}")
+        with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
+            coef = npz["coef"]
+        known = {"format", "version", "arrays_sha256", "coef_sha256", "features", "heads"}
+        return cls(
+            features=FeatureConfig(**config["features"]),
+            heads=tuple(Head.from_dict(h) for h in config["heads"]),
+            coef=coef,
+            version=str(config["version"]),
+            metadata={k: v for k, v in config.items() if k not in known},
+        )
+
+
+def max_by_owner(values: np.ndarray, owners: np.ndarray, size: int) -> np.ndarray:
+    """Row-wise maximum of ``values`` grouped by ``owners`` (each of ``0..size-1`` must own a row)."""
+    out = np.full((size, *values.shape[1:]), -np.inf)
+    np.maximum.at(out, owners, values)
+    return out
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """Hash of an array's dtype, shape and bytes: equal hashes mean identical coefficients."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An ``.npz`` with fixed member timestamps, so the same arrays always give the same bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for key in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, member.getvalue())
+    return buffer.getvalue()
