@@ -30,8 +30,11 @@ class KafkaSettings(BaseModel):
     events_topic: str = "llm-events-enriched"
     alerts_topic: str = "llm-alerts"
     dead_letter_topic: str = "llm-logs-dead-letter"
+    internal_topic: str = "abusewatch-events-by-identity"  # ingest -> detect, keyed by identity
     partitions: int = 4
     replication_factor: int = 1
+    max_message_bytes: int = 16 * 1024 * 1024  # topic max.message.bytes set by bootstrap; producer request limit
+    internal_message_bytes: int = 1024 * 1024  # target size of one internal message (a list of events)
     consumer_group: str = "abusewatch"
 
 
@@ -50,6 +53,11 @@ class ElasticsearchSettings(BaseModel):
     bulk_max_bytes: int = 10 * 1024 * 1024
     max_retries: int = 8
     request_timeout_s: float = 30.0
+    data_streams: Literal["auto", "always", "never"] = "auto"  # auto: data streams where the cluster has them
+    ilm_policy: str = "abusewatch-logs"
+    retry_initial_backoff_s: float = 0.5
+    retry_max_backoff_s: float = 30.0
+    templates_dir: Path = PACKAGE_ROOT.parent / "deploy" / "elasticsearch"  # index/component templates, ILM
 
 
 class DetectionSettings(BaseModel):
@@ -66,7 +74,13 @@ class DetectionSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     log_level: str = "INFO"
+    data_dir: Path | None = None  # faust's datadir; None: a directory under the system temp dir
+    ingest_batch_size: int = 200  # raw messages taken per ingest batch (each may hold many records)
+    detect_batch_messages: int = 20  # internal messages taken per detect batch (each holds many events)
+    health_check_interval_s: float = 5.0
+    dedupe_capacity: int = 200_000  # event ids remembered per worker to drop records delivered twice
 
 
 class Settings(BaseSettings):
@@ -88,7 +102,27 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (init_settings, env_settings, _ShorthandEnvSource(settings_cls), _FileSource(settings_cls))
+
+
+# Flat variables that deploy/local/services.sh prints and deploy/docker-compose.yml sets; the nested
+# ``ABW_KAFKA__BOOTSTRAP`` / ``ABW_ELASTICSEARCH__URL`` win over them.
+SHORTHAND_ENV = {"ABW_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"), "ABW_ES_URL": ("elasticsearch", "url")}
+
+
+class _ShorthandEnvSource(PydanticBaseSettingsSource):
+    """Reads the flat endpoint variables of :data:`SHORTHAND_ENV`."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for variable, (section, name) in SHORTHAND_ENV.items():
+            value = os.environ.get(variable)
+            if value:
+                data.setdefault(section, {})[name] = value
+        return data
 
 
 class _FileSource(PydanticBaseSettingsSource):

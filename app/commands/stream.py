@@ -1,0 +1,288 @@
+"""``abusewatch worker | bootstrap | produce | check-config``: run and operate the stream."""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from elastic_transport import ConnectionError as ESConnectionError
+from elastic_transport import TlsError
+from elasticsearch import ApiError, AuthenticationException, AuthorizationException, Elasticsearch
+from kafka import KafkaProducer
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from app.replay import STDIN, read_lines
+from app.settings import Settings, load_settings
+from app.sinks import es_setup
+from app.sinks.elasticsearch import client_options
+from app.stream.kafka_config import kafka_python_options
+from app.stream.topics import admin_client, ensure_topics, partition_counts, topic_names
+
+console = Console(stderr=True)
+CONFIG_OPTION = typer.Option(None, "--config", help="Settings file (YAML); default: ABW_CONFIG, then environment.")
+_CHECK_TIMEOUT_S = 10
+
+
+def register(cli: typer.Typer) -> None:
+    for noisy in ("kafka", "elastic_transport"):  # their per-retry tracebacks drown the plain-words report
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    cli.command("worker")(worker_command)
+    cli.command("bootstrap")(bootstrap_command)
+    cli.command("produce")(produce_command)
+    cli.command("check-config")(check_config_command)
+
+
+# -- worker -----------------------------------------------------------------------------------------------------
+
+
+def worker_command(config: Path | None = CONFIG_OPTION) -> None:
+    """Run a stream worker (Faust): ingest, detect, archive dead letters; /health and /metrics on the web port."""
+    import faust
+
+    from app.stream.web import register_web
+    from app.stream.worker import StreamWorker
+
+    settings = _settings(config)
+    kafka = settings.kafka
+    counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
+    missing = [name for name, count in counts.items() if count is None]
+    if missing:
+        raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
+    op_types = _wait_for_op_types(settings)
+    stream = StreamWorker(settings, internal_partitions=counts[kafka.internal_topic] or 1, op_types=op_types)
+    register_web(stream)
+    console.print(
+        f"worker {kafka.consumer_group}: {kafka.raw_topic} -> {kafka.internal_topic} "
+        f"({counts[kafka.internal_topic]} partitions) -> Elasticsearch {settings.elasticsearch.url}; "
+        f"web on {settings.worker.web_host}:{settings.worker.web_port}"
+    )
+    faust.Worker(stream.app, loglevel=settings.worker.log_level.lower()).execute_from_commandline()
+
+
+def _topic_counts(settings: Settings) -> dict[str, int | None]:
+    with admin_client(settings.kafka) as admin:
+        return partition_counts(admin, topic_names(settings.kafka))
+
+
+def _wait_for_op_types(settings: Settings) -> dict[str, str]:
+    """Bulk op types per target; waits (with backoff) while Elasticsearch is unreachable at start-up."""
+    delay = settings.elasticsearch.retry_initial_backoff_s
+    while True:
+        try:
+            with Elasticsearch(**client_options(settings.elasticsearch)) as client:
+                return es_setup.op_types(client, settings.elasticsearch)
+        except (ESConnectionError, ApiError) as error:
+            console.print(f"Elasticsearch not ready ({_short(error)}); retrying in {delay:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, settings.elasticsearch.retry_max_backoff_s)
+
+
+# -- bootstrap --------------------------------------------------------------------------------------------------
+
+
+def bootstrap_command(config: Path | None = CONFIG_OPTION) -> None:
+    """Create the Kafka topics and install Elasticsearch templates, ILM policies and indices (idempotent)."""
+    settings = _settings(config)
+    lines = _guard("Kafka", settings, lambda: ensure_topics(settings.kafka))
+    with Elasticsearch(**client_options(settings.elasticsearch)) as client:
+        lines += _guard("Elasticsearch", settings, lambda: es_setup.install(client, settings))
+    for line in lines:
+        console.print(line)
+    changed = sum(1 for line in lines if ": created" in line or ": updated" in line)
+    console.print(f"bootstrap done: {changed} created or updated, {len(lines) - 1 - changed} unchanged")
+
+
+# -- produce ----------------------------------------------------------------------------------------------------
+
+
+def produce_command(
+    files: list[str] = typer.Argument(..., help="JSONL files (any supported format); '-' reads stdin."),
+    topic: str | None = typer.Option(None, "--topic", help="Target topic; default: kafka.raw_topic."),
+    batch_records: int = typer.Option(1, "--batch-records", min=1, help="Lines per message (NDJSON when > 1)."),
+    config: Path | None = CONFIG_OPTION,
+) -> None:
+    """Send JSONL lines to the raw topic: one per message, or N per message as NDJSON (like log shippers)."""
+    for name in files:
+        if name != STDIN and not Path(name).is_file():
+            raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
+    settings = _settings(config)
+    target = topic or settings.kafka.raw_topic
+    producer = _guard(
+        "Kafka",
+        settings,
+        lambda: KafkaProducer(
+            **kafka_python_options(settings.kafka),
+            acks="all",
+            linger_ms=20,
+            max_request_size=settings.kafka.max_message_bytes,
+            client_id="abusewatch-produce",
+        ),
+    )
+    started = time.perf_counter()
+    counts = {"records": 0, "messages": 0, "bytes": 0, "failed": 0}
+
+    def on_error(error: Exception) -> None:
+        counts["failed"] += 1
+        console.print(f"[red]send failed:[/red] {_short(error)}")
+
+    def send(lines: list[bytes]) -> None:
+        payload = b"".join(line if line.endswith(b"\n") else line + b"\n" for line in lines)
+        if len(lines) == 1:
+            payload = payload.rstrip(b"\n")
+        producer.send(target, value=payload).add_errback(on_error)
+        counts["messages"] += 1
+        counts["records"] += len(lines)
+        counts["bytes"] += len(payload)
+
+    total = sum(Path(name).stat().st_size for name in files if name != STDIN) or None
+    try:
+        with Progress(
+            "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+            console=console, transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task(f"producing to {target}", total=total)
+            for name in files:
+                pending: list[bytes] = []
+                for line, _origin in read_lines(name, settings.detection.max_record_bytes):
+                    pending.append(line)
+                    progress.advance(task, len(line))
+                    if len(pending) >= batch_records:
+                        send(pending)
+                        pending = []
+                if pending:
+                    send(pending)
+        producer.flush()
+    finally:
+        producer.close()
+    seconds = time.perf_counter() - started
+    console.print(
+        f"produced {counts['records']} records in {counts['messages']} messages ({counts['bytes']} bytes) "
+        f"to {target} in {seconds:.1f}s; {counts['failed']} failed"
+    )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+# -- check-config -----------------------------------------------------------------------------------------------
+
+
+def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
+    """Load the settings, connect to Kafka and Elasticsearch, and say in plain words what is wrong (exit 1)."""
+    settings = _settings(config)
+    console.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
+    problems = missing_files(settings) or check_kafka(settings) + check_elasticsearch(settings)
+    for problem in problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    if problems:
+        raise typer.Exit(1)
+    console.print("[green]configuration OK[/green]: Kafka and Elasticsearch reachable, topics and templates present")
+
+
+def missing_files(settings: Settings) -> list[str]:
+    """TLS files named in the settings that cannot be read (clients would only say "cannot connect")."""
+    named = {
+        "kafka.ssl_cafile": settings.kafka.ssl_cafile,
+        "kafka.ssl_certfile": settings.kafka.ssl_certfile,
+        "kafka.ssl_keyfile": settings.kafka.ssl_keyfile,
+        "elasticsearch.ca_certs": settings.elasticsearch.ca_certs,
+    }
+    return [
+        f"{name} is {path}, which is not a readable file"
+        for name, path in named.items()
+        if path is not None and not (path.is_file() and os.access(path, os.R_OK))
+    ]
+
+
+def check_kafka(settings: Settings) -> list[str]:
+    kafka = settings.kafka
+    try:
+        with admin_client(kafka, timeout_ms=_CHECK_TIMEOUT_S * 1000) as admin:
+            counts = partition_counts(admin, topic_names(kafka))
+    except Exception as error:  # every failure is reported in words, never as a traceback
+        return [kafka_problem(error, settings)]
+    return [f"Kafka topic {name} is missing (run `abusewatch bootstrap`)" for name, n in counts.items() if n is None]
+
+
+def check_elasticsearch(settings: Settings) -> list[str]:
+    options = client_options(settings.elasticsearch) | {"request_timeout": _CHECK_TIMEOUT_S, "max_retries": 0}
+    try:
+        with Elasticsearch(**options) as client:
+            client.cluster.health(timeout=f"{_CHECK_TIMEOUT_S}s")
+            absent = es_setup.missing(client, settings.elasticsearch)
+    except Exception as error:  # every failure is reported in words, never as a traceback
+        return [es_problem(error, settings)]
+    return [f"Elasticsearch {name} is missing (run `abusewatch bootstrap`)" for name in absent]
+
+
+def kafka_problem(error: Exception, settings: Settings) -> str:
+    """A plain-words explanation of a Kafka connection failure (no secrets)."""
+    kafka = settings.kafka
+    where = f"Kafka at {kafka.bootstrap} ({kafka.security_protocol})"
+    text = _short(error)
+    if isinstance(error, FileNotFoundError | IsADirectoryError):
+        return f"{where}: a TLS file does not exist: {error.filename}"
+    if isinstance(error, ssl.SSLError) or "SSL" in text or "certificate" in text.lower():
+        return f"{where}: TLS failed ({text}); check kafka.ssl_cafile and that the broker's listener uses TLS"
+    if "auth" in text.lower() or "sasl" in text.lower():
+        return f"{where}: authentication failed ({text}); check kafka.sasl_mechanism, sasl_username, sasl_password"
+    if isinstance(error, KafkaTimeoutError | KafkaConnectionError):
+        return (
+            f"cannot reach {where}: no broker answered; is it running, are host and port right, and does the "
+            "listener expect this security protocol?"
+        )
+    if isinstance(error, KafkaError):
+        return f"{where}: {text}"
+    return f"{where}: unexpected {text}"
+
+
+def es_problem(error: Exception, settings: Settings) -> str:
+    """A plain-words explanation of an Elasticsearch connection failure (no secrets)."""
+    where = f"Elasticsearch at {settings.elasticsearch.url}"
+    if isinstance(error, TlsError):
+        return f"{where}: TLS failed ({_short(error)}); check elasticsearch.ca_certs and the URL's scheme"
+    if isinstance(error, AuthenticationException):
+        return f"{where}: credentials rejected (401); check elasticsearch.api_key or username/password"
+    if isinstance(error, AuthorizationException):
+        return f"{where}: the user lacks privileges (403): {_short(error)}"
+    if isinstance(error, ESConnectionError):
+        return f"cannot reach {where}: {_short(error)}; is it running, are host, port and scheme right?"
+    if isinstance(error, ApiError):
+        return f"{where}: HTTP {error.status_code}: {_short(error)}"
+    return f"{where}: unexpected {_short(error)}"
+
+
+# -- shared -----------------------------------------------------------------------------------------------------
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except (ValidationError, OSError, ValueError) as error:
+        raise typer.Exit(_fail(f"invalid settings: {error}")) from None
+
+
+def _guard(service: str, settings: Settings, action: Callable[[], Any]) -> Any:
+    """Run ``action``; a connection failure ends the command with a plain message and exit code 1."""
+    try:
+        return action()
+    except Exception as error:  # reported in words, not as a traceback
+        problem = kafka_problem(error, settings) if service == "Kafka" else es_problem(error, settings)
+        raise typer.Exit(_fail(problem)) from None
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:300]
+
+
+def _fail(message: str) -> int:
+    console.print(f"[red]error:[/red] {message}")
+    return 1

@@ -1,0 +1,231 @@
+"""Bulk writes to Elasticsearch that never lose and never duplicate a document.
+
+Every document has a deterministic ``_id`` (the event id, the alert id, the dead-letter id), so a redelivered
+batch overwrites (``op_type: index`` on plain indices) or is recognised as already stored (``op_type: create`` on
+data streams, which refuse overwrites: a 409 there means the document is already in). :meth:`ElasticsearchSink.write`
+returns only once Elasticsearch has acknowledged every document or rejected it for good: throttling (429),
+server errors and lost connections are retried with exponential backoff for as long as it takes, which blocks the
+calling agent, pauses consumption and keeps memory bounded. Permanent rejections (mapping conflict, too large)
+come back as :class:`Rejection` for the dead-letter path while the rest of the batch lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from elastic_transport import ApiError, TransportError
+from elasticsearch import AsyncElasticsearch
+
+from app.settings import ElasticsearchSettings
+
+log = logging.getLogger(__name__)
+
+OpType = str  # "index" or "create"
+_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def client_options(es: ElasticsearchSettings) -> dict[str, Any]:
+    """Keyword arguments for ``Elasticsearch`` / ``AsyncElasticsearch`` (the client retries 429/5xx itself)."""
+    options: dict[str, Any] = {
+        "hosts": [es.url],
+        "request_timeout": es.request_timeout_s,
+        "max_retries": es.max_retries,
+        "retry_on_status": (429, 502, 503, 504),
+        "retry_on_timeout": True,
+        "verify_certs": es.verify_certs,
+    }
+    if es.ca_certs:
+        options["ca_certs"] = str(es.ca_certs)
+    if es.api_key:
+        options["api_key"] = es.api_key.get_secret_value()
+    elif es.username:
+        options["basic_auth"] = (es.username, es.password.get_secret_value() if es.password else "")
+    return options
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # create on a data stream found the same _id: already stored
+    RETRY = "retry"
+    REJECTED = "rejected"
+
+
+def classify(status: int, op_type: OpType) -> Outcome:
+    """What a bulk item's HTTP status means for that document."""
+    if 200 <= status < 300:
+        return Outcome.STORED
+    if status == 409 and op_type == "create":
+        return Outcome.DUPLICATE
+    if status in _RETRY_STATUSES or status == 409:  # 409 on index: a concurrent write, try again
+        return Outcome.RETRY
+    return Outcome.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """One document to write: target index (or data stream), deterministic id and body."""
+
+    index: str
+    id: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A document Elasticsearch refused for good, with its status and error."""
+
+    document: Document
+    status: int
+    error: str
+
+
+@dataclass(slots=True)
+class WriteReport:
+    stored: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+def chunks(
+    lines: Sequence[tuple[Document, bytes]], max_docs: int, max_bytes: int
+) -> Iterator[list[tuple[Document, bytes]]]:
+    """Split serialized documents into bulk requests of at most ``max_docs`` and about ``max_bytes``.
+
+    A single document larger than ``max_bytes`` goes alone (Elasticsearch then accepts or rejects it).
+    """
+    chunk: list[tuple[Document, bytes]] = []
+    size = 0
+    for item in lines:
+        item_size = len(item[1])
+        if chunk and (len(chunk) >= max_docs or size + item_size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += item_size
+    if chunk:
+        yield chunk
+
+
+def unique_documents(documents: Sequence[Document]) -> list[Document]:
+    """One document per (index, id), the last one winning, as Elasticsearch itself would keep."""
+    return list({(doc.index, doc.id): doc for doc in documents}.values())
+
+
+class ElasticsearchSink:
+    """Writes batches of documents; see the module docstring for the guarantees.
+
+    ``op_type_for(index)`` chooses ``index`` or ``create`` per target; ``on_retry`` observes each retry round.
+    """
+
+    def __init__(
+        self,
+        client: AsyncElasticsearch,
+        *,
+        op_type_for: Callable[[str], OpType],
+        max_docs: int = 2000,
+        max_bytes: int = 10 * 1024 * 1024,
+        initial_backoff_s: float = 0.5,
+        max_backoff_s: float = 30.0,
+        on_retry: Callable[[int, str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.op_type_for = op_type_for
+        self.max_docs = max_docs
+        self.max_bytes = max_bytes
+        self.initial_backoff_s = initial_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.on_retry = on_retry
+        self._sleep = sleep
+
+    async def write(self, documents: Sequence[Document]) -> WriteReport:
+        """Write ``documents``; returns once each is stored or permanently rejected."""
+        report = WriteReport()
+        pending = [(doc, orjson.dumps(doc.body)) for doc in unique_documents(documents)]
+        backoff = self.initial_backoff_s
+        while pending:
+            retry: list[tuple[Document, bytes]] = []
+            reason = ""
+            for chunk in chunks(pending, self.max_docs, self.max_bytes):
+                try:
+                    failed, reason_now = await self._bulk(chunk, report)
+                except (ApiError, TransportError) as error:
+                    failed, reason_now = chunk, _describe(error)
+                    if isinstance(error, ApiError) and error.status_code == 413:
+                        failed = self._split_or_reject(chunk, error, report)
+                retry.extend(failed)
+                reason = reason_now or reason
+            if not retry:
+                break
+            report.retries += 1
+            if self.on_retry is not None:
+                self.on_retry(len(retry), reason)
+            log.warning(
+                "elasticsearch: %d documents not acknowledged (%s); retrying in %.1fs", len(retry), reason, backoff
+            )
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+            pending = retry
+        return report
+
+    async def _bulk(
+        self, chunk: list[tuple[Document, bytes]], report: WriteReport
+    ) -> tuple[list[tuple[Document, bytes]], str]:
+        operations: list[bytes] = []
+        for doc, body in chunk:
+            action = {self.op_type_for(doc.index): {"_index": doc.index, "_id": doc.id}}
+            operations.append(orjson.dumps(action))
+            operations.append(body)
+        response = await self.client.bulk(operations=operations)
+        failed: list[tuple[Document, bytes]] = []
+        reason = ""
+        for (doc, body), item in zip(chunk, response["items"], strict=True):
+            op_type, result = next(iter(item.items()))
+            status = int(result.get("status", 500))
+            outcome = classify(status, op_type)
+            if outcome is Outcome.STORED:
+                report.stored += 1
+            elif outcome is Outcome.DUPLICATE:
+                report.duplicates += 1
+            elif outcome is Outcome.RETRY:
+                failed.append((doc, body))
+                reason = f"HTTP {status}: {_error_text(result.get('error'))}"
+            else:
+                report.rejections.append(Rejection(doc, status, _error_text(result.get("error"))))
+        return failed, reason
+
+    def _split_or_reject(
+        self, chunk: list[tuple[Document, bytes]], error: ApiError, report: WriteReport
+    ) -> list[tuple[Document, bytes]]:
+        """After a 413 (request too large): retry in smaller requests, or reject a document too large alone."""
+        if len(chunk) > 1:
+            self.max_docs = max(1, len(chunk) // 2)
+            return chunk
+        doc, _ = chunk[0]
+        report.rejections.append(Rejection(doc, error.status_code, _describe(error)))
+        return []
+
+
+def _error_text(error: Any) -> str:
+    """``type: reason`` of a bulk item error (with its cause), short enough for a dead letter."""
+    if isinstance(error, dict):
+        text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        cause = error.get("caused_by")
+        if isinstance(cause, dict):
+            text += f" (caused by {cause.get('type', '')}: {cause.get('reason', '')})"
+        return text[:2000]
+    return str(error)[:2000]
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, ApiError):
+        body = error.body.get("error") if isinstance(error.body, dict) else error.body
+        return f"HTTP {error.status_code}: {_error_text(body)}"
+    return f"{type(error).__name__}: {error}"[:500]

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the stream worker, served at ``/metrics`` (default registry, so process metrics too)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RAW_MESSAGES = Counter("abusewatch_raw_messages_total", "Raw Kafka messages taken by ingest")
+EVENTS_IN = Counter("abusewatch_events_in_total", "Events normalised by ingest")
+EVENTS_DETECTED = Counter("abusewatch_events_detected_total", "Events run through the detection pipeline")
+DUPLICATE_EVENTS = Counter("abusewatch_duplicate_events_total", "Events dropped as already processed (same id)")
+ALERTS_OUT = Counter("abusewatch_alerts_total", "Alert documents written", ["kind"])  # kind: alert | shadow
+DEAD_LETTERS = Counter("abusewatch_dead_letters_total", "Dead letters raised", ["stage", "reason"])
+BATCH_SECONDS = Histogram(
+    "abusewatch_batch_seconds",
+    "Wall time of one agent batch, from taking it to acknowledging it",
+    ["agent"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+ES_DOCUMENTS = Counter("abusewatch_es_documents_total", "Documents Elasticsearch acknowledged", ["outcome"])
+ES_BULK_RETRIES = Counter("abusewatch_es_bulk_retries_total", "Bulk retry rounds (documents not yet acknowledged)")
+ES_REJECTIONS = Counter("abusewatch_es_rejections_total", "Documents Elasticsearch rejected for good", ["index"])
+ES_UP = Gauge("abusewatch_elasticsearch_up", "1 when the last Elasticsearch health probe succeeded")
+CONSUMER_LAG = Gauge("abusewatch_consumer_lag", "Messages between the read offset and the end", ["topic", "partition"])

@@ -1,0 +1,318 @@
+"""The Faust application: topics, the three agents and the shared state they report through ``/health``.
+
+``ingest``  raw topic -> normalise -> internal topic (events regrouped by identity), dead letters -> DL topic.
+``detect``  internal topic -> pipeline -> Elasticsearch (events, alerts, shadow alerts) and output topics.
+``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
+
+Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
+next batch; Faust acknowledges a batch's offsets only then, so a crash or restart redelivers instead of losing.
+Redelivery is harmless in Elasticsearch (deterministic ids); output topics are at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import Awaitable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+from elasticsearch import AsyncElasticsearch
+
+from app.engine import build_pipeline
+from app.settings import Settings
+from app.sinks.dead_letters import dead_letter_document, failure
+from app.sinks.elasticsearch import Document, ElasticsearchSink, WriteReport, client_options
+from app.stream import metrics
+from app.stream.codec import decode_document, decode_events, encode_document, encode_events
+from app.stream.dedupe import RecentIds
+from app.stream.kafka_config import faust_credentials
+from app.stream.partitioning import group_by_partition
+from detectors.event import Event
+from detectors.normalise import normalise_payload
+from detectors.pipeline import BatchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerState:
+    """What ``/health`` reports; updated by the agents and the Elasticsearch probe."""
+
+    es_reachable: bool = False
+    es_error: str | None = "not probed yet"
+    last_batch_at: dict[str, float] = field(default_factory=dict)
+
+
+class StreamWorker:
+    """Builds the Faust app for ``settings`` and holds what its agents share.
+
+    ``internal_partitions`` is the partition count of the internal topic and ``op_types`` the bulk op type per
+    Elasticsearch target; ``abusewatch worker`` reads both from the clusters before starting.
+    """
+
+    def __init__(self, settings: Settings, *, internal_partitions: int, op_types: dict[str, str]) -> None:
+        self.settings = settings
+        self.internal_partitions = internal_partitions
+        self.op_types = op_types
+        self.state = WorkerState()
+        self.pipeline = build_pipeline(settings)
+        self.recent = RecentIds(settings.worker.dedupe_capacity)
+        self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abusewatch-detect")
+        self._es: AsyncElasticsearch | None = None
+        self._sink: ElasticsearchSink | None = None
+        self.app = self._build_app()
+        kafka = settings.kafka
+        self.raw_topic = self._topic(kafka.raw_topic)
+        self.internal_topic = self._topic(kafka.internal_topic)
+        self.events_topic = self._topic(kafka.events_topic)
+        self.alerts_topic = self._topic(kafka.alerts_topic)
+        self.dead_letter_topic = self._topic(kafka.dead_letter_topic)
+        self.app.agent(self.raw_topic, name="ingest")(self.ingest)
+        self.app.agent(self.internal_topic, name="detect")(self.detect)
+        self.app.agent(self.dead_letter_topic, name="archive_dead_letters")(self.archive_dead_letters)
+        self.app.on_before_shutdown.connect(self._close)
+
+    # -- set-up -------------------------------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        kafka, worker = self.settings.kafka, self.settings.worker
+        data_dir = worker.data_dir or Path(tempfile.gettempdir()) / f"abusewatch-{kafka.consumer_group}"
+        return faust.App(
+            kafka.consumer_group,
+            broker=[f"kafka://{host.strip()}" for host in kafka.bootstrap.split(",") if host.strip()],
+            broker_credentials=faust_credentials(kafka),
+            key_serializer="raw",
+            value_serializer="raw",
+            autodiscover=False,
+            store="memory://",
+            datadir=str(data_dir),
+            web_enabled=True,
+            web_port=worker.web_port,
+            web_bind=worker.web_host,
+            web_host=worker.web_host,
+            producer_acks=-1,
+            producer_max_request_size=kafka.max_message_bytes,
+            consumer_auto_offset_reset="earliest",
+            broker_commit_interval=1.0,
+            topic_partitions=kafka.partitions,
+            topic_replication_factor=kafka.replication_factor,
+            topic_disable_leader=True,
+            topic_allow_declare=False,
+        )
+
+    def _topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    @property
+    def sink(self) -> ElasticsearchSink:
+        """The Elasticsearch sink, created inside the running event loop on first use."""
+        if self._sink is None:
+            self._es = AsyncElasticsearch(**client_options(self.settings.elasticsearch))
+            es = self.settings.elasticsearch
+            self._sink = ElasticsearchSink(
+                self._es,
+                op_type_for=lambda index: self.op_types.get(index, "index"),
+                max_docs=es.bulk_max_docs,
+                max_bytes=es.bulk_max_bytes,
+                initial_backoff_s=es.retry_initial_backoff_s,
+                max_backoff_s=es.retry_max_backoff_s,
+                on_retry=lambda count, reason: metrics.ES_BULK_RETRIES.inc(),
+            )
+        return self._sink
+
+    @property
+    def es(self) -> AsyncElasticsearch:
+        _ = self.sink
+        assert self._es is not None
+        return self._es
+
+    async def _close(self, app: faust.App, **kwargs: Any) -> None:
+        """On shutdown, after the consumer stopped: release the Elasticsearch connections and the detector thread."""
+        if self._es is not None:
+            await self._es.close()
+        self._detector_thread.shutdown(wait=True)
+
+    # -- agents -------------------------------------------------------------------------------------------------
+
+    async def ingest(self, stream: faust.StreamT) -> None:
+        """Raw messages -> events on the internal topic (one message per partition per batch) + dead letters."""
+        settings, worker = self.settings, self.settings.worker
+        async for batch in stream.take_events(worker.ingest_batch_size, within=settings.detection.batch_timeout_s):
+            started = time.perf_counter()
+            events: list[Event] = []
+            letters: list[Any] = []
+            for record in batch:
+                message = record.message
+                origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
+                found, bad = self._normalise(message.value or b"", origin)
+                events.extend(found)
+                letters.extend(bad)
+            deliveries: list[Awaitable[Any]] = []
+            for partition, group in group_by_partition(events, self.internal_partitions).items():
+                for payload in encode_events(group, settings.kafka.internal_message_bytes):
+                    deliveries.append(await self.internal_topic.send(value=payload, partition=partition, force=True))
+            deliveries.extend(await self._send_dead_letters(letters, stage="ingest"))
+            await asyncio.gather(*deliveries)
+            metrics.RAW_MESSAGES.inc(len(batch))
+            metrics.EVENTS_IN.inc(len(events))
+            self._finished("ingest", started)
+
+    async def detect(self, stream: faust.StreamT) -> None:
+        """Events of one identity partition -> pipeline -> Elasticsearch and the output topics."""
+        settings = self.settings
+        messages = settings.worker.detect_batch_messages
+        async for batch in stream.take_events(messages, within=settings.detection.batch_timeout_s):
+            started = time.perf_counter()
+            events: list[Event] = []
+            letters: list[Any] = []
+            for record in batch:
+                message = record.message
+                try:
+                    events.extend(decode_events(message.value or b""))
+                except ValueError as error:
+                    origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
+                    letters.append(failure("corrupt_internal_message", str(error), origin, size=len(message.value)))
+            # Event-time order across the partitions in this batch, as replay reads a time-ordered file: window
+            # detectors then see each batch in the order they would have seen it there.
+            events.sort(key=lambda event: event.timestamp)
+            fresh = self.recent.fresh(events)
+            metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
+            result = await self._run_pipeline(fresh, letters)
+            es = settings.elasticsearch
+            documents = [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
+            documents += [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
+            documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+            report = await self._write(documents)
+            letters.extend(self._rejection_letters(report))
+            deliveries = await self._send_dead_letters(letters, stage="detect")
+            for doc in result.events:
+                deliveries.append(await self._send_document(self.events_topic, doc))
+            for doc in result.alerts:
+                deliveries.append(await self._send_document(self.alerts_topic, doc))
+            await asyncio.gather(*deliveries)
+            self.recent.remember(event.id for event in fresh)
+            metrics.EVENTS_DETECTED.inc(len(fresh))
+            metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
+            metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+            self._finished("detect", started)
+
+    async def archive_dead_letters(self, stream: faust.StreamT) -> None:
+        """Dead letters from their topic into the dead-letter index (rejections there are logged and counted)."""
+        settings = self.settings
+        async for batch in stream.take_events(
+            settings.elasticsearch.bulk_max_docs, within=settings.detection.batch_timeout_s
+        ):
+            started = time.perf_counter()
+            documents = []
+            for record in batch:
+                message = record.message
+                try:
+                    document = decode_document(message.value or b"")
+                    doc_id = document["event"]["id"]
+                except (ValueError, KeyError, TypeError) as error:
+                    origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
+                    document = dead_letter_document(
+                        failure("corrupt_dead_letter", str(error), origin, size=len(message.value or b"")),
+                        stage="archive",
+                    )
+                    doc_id = document["event"]["id"]
+                documents.append(Document(settings.elasticsearch.dead_letter_index, doc_id, document))
+            report = await self._write(documents)
+            for rejection in report.rejections:
+                log.error("dead letter %s rejected by Elasticsearch: %s", rejection.document.id, rejection.error)
+            self._finished("archive_dead_letters", started)
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _normalise(self, payload: bytes, origin: str) -> tuple[list[Event], list[Any]]:
+        detection = self.settings.detection
+        try:
+            return normalise_payload(
+                payload,
+                origin,
+                max_bytes=detection.max_record_bytes,
+                max_text_chars=detection.max_text_chars,
+                keep_raw=detection.keep_raw_dead_letters,
+            )
+        except Exception as error:  # a normaliser bug must not stop the stream: the record becomes a dead letter
+            log.exception("normaliser failed on %s", origin)
+            raw = payload[: detection.max_record_bytes] if detection.keep_raw_dead_letters else None
+            detail = f"{type(error).__name__}: {error}"
+            return [], [failure("normaliser_error", detail, origin, size=len(payload), raw=raw)]
+
+    async def _run_pipeline(self, events: Sequence[Event], letters: list[Any]) -> BatchResult:
+        """The pipeline over ``events`` in batches of ``detection.batch_size``, off the event loop.
+
+        One dedicated thread: detectors never run concurrently, and heartbeats and ``/health`` stay responsive.
+        The pipeline isolates failing detectors itself; should it still raise, the batch is retried event by event
+        and an event that fails alone becomes a dead letter, so one poison event cannot stall its partition.
+        """
+        merged = BatchResult()
+        size = self.settings.detection.batch_size
+        for start in range(0, len(events), size):
+            chunk = events[start : start + size]
+            try:
+                results = [await self._process(chunk)]
+            except Exception:
+                log.exception("pipeline failed on a batch of %d events; isolating", len(chunk))
+                results = []
+                for event in chunk:
+                    try:
+                        results.append(await self._process([event]))
+                    except Exception as error:
+                        log.exception("pipeline failed on event %s", event.id)
+                        detail = f"{type(error).__name__}: {error}"
+                        letters.append(failure("pipeline_error", detail, f"event:{event.id}"))
+            for result in results:
+                merged.events.extend(result.events)
+                merged.alerts.extend(result.alerts)
+                merged.shadow_alerts.extend(result.shadow_alerts)
+                merged.detections.extend(result.detections)
+        return merged
+
+    async def _process(self, events: Sequence[Event]) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._detector_thread, self.pipeline.process, events)
+
+    async def _write(self, documents: list[Document]) -> WriteReport:
+        report = await self.sink.write(documents)
+        metrics.ES_DOCUMENTS.labels("stored").inc(report.stored)
+        metrics.ES_DOCUMENTS.labels("duplicate").inc(report.duplicates)
+        for rejection in report.rejections:
+            metrics.ES_REJECTIONS.labels(rejection.document.index).inc()
+        return report
+
+    @staticmethod
+    def _rejection_letters(report: WriteReport) -> list[dict[str, Any]]:
+        return [
+            failure(
+                "elasticsearch_rejected",
+                f"HTTP {rejection.status}: {rejection.error}",
+                f"elasticsearch:{rejection.document.index}/{rejection.document.id}",
+                size=len(encode_document(rejection.document.body)),
+            )
+            for rejection in report.rejections
+        ]
+
+    async def _send_dead_letters(self, letters: list[Any], *, stage: str) -> list[Awaitable[Any]]:
+        deliveries = []
+        for letter in letters:
+            document = dead_letter_document(letter, stage=stage)
+            metrics.DEAD_LETTERS.labels(stage, str(document.get("reason"))).inc()
+            deliveries.append(await self._send_document(self.dead_letter_topic, document))
+        return deliveries
+
+    @staticmethod
+    async def _send_document(topic: faust.TopicT, document: dict[str, Any]) -> Awaitable[Any]:
+        key = str(document["event"]["id"]).encode()
+        return await topic.send(key=key, value=encode_document(document), force=True)
+
+    def _finished(self, agent: str, started: float) -> None:
+        metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
+        self.state.last_batch_at[agent] = time.time()

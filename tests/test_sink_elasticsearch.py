@@ -1,0 +1,172 @@
+"""The Elasticsearch sink's batching, error classification and retry loop, against a scripted bulk endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
+from elasticsearch import ApiError
+
+from app.sinks.elasticsearch import Document, ElasticsearchSink, Outcome, chunks, classify, unique_documents
+
+Script = Callable[[str, str, dict[str, Any]], int]  # (op_type, _id, body) -> HTTP status of the item
+
+
+class ScriptedBulk:
+    """Answers ``bulk`` like Elasticsearch: per-item statuses from ``script``, or a whole-request error."""
+
+    def __init__(self, script: Script, request_errors: list[Exception] | None = None) -> None:
+        self.script = script
+        self.request_errors = list(request_errors or [])
+        self.requests: list[list[tuple[str, str, str, dict[str, Any]]]] = []
+        self.stored: dict[tuple[str, str], dict[str, Any]] = {}
+
+    async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
+        if self.request_errors:
+            raise self.request_errors.pop(0)
+        request = []
+        items = []
+        for header, body in zip(operations[::2], operations[1::2], strict=True):
+            ((op_type, meta),) = orjson.loads(header).items()
+            document = orjson.loads(body)
+            request.append((op_type, meta["_index"], meta["_id"], document))
+            status = self.script(op_type, meta["_id"], document)
+            error = None if status < 300 else {"type": "test_error", "reason": f"status {status}"}
+            if status < 300:
+                self.stored[(meta["_index"], meta["_id"])] = document
+            items.append({op_type: {"_index": meta["_index"], "_id": meta["_id"], "status": status, "error": error}})
+        self.requests.append(request)
+        return {"errors": any(i for i in items), "items": items}
+
+
+def api_error(status: int) -> ApiError:
+    meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
+    return ApiError(f"HTTP {status}", meta, {"error": {"type": "test", "reason": "request failed"}})
+
+
+def documents(count: int, index: str = "events") -> list[Document]:
+    return [Document(index, f"id-{n}", {"event": {"id": f"id-{n}"}, "n": n}) for n in range(count)]
+
+
+def make_sink(client: ScriptedBulk, op_type: str = "index", **options: Any) -> tuple[ElasticsearchSink, list[float]]:
+    sleeps: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    sink = ElasticsearchSink(client, op_type_for=lambda index: op_type, sleep=record_sleep, **options)  # type: ignore[arg-type]
+    return sink, sleeps
+
+
+@pytest.mark.parametrize(
+    ("status", "op_type", "outcome"),
+    [
+        (200, "index", Outcome.STORED),
+        (201, "create", Outcome.STORED),
+        (409, "create", Outcome.DUPLICATE),
+        (409, "index", Outcome.RETRY),
+        (429, "index", Outcome.RETRY),
+        (503, "index", Outcome.RETRY),
+        (500, "create", Outcome.RETRY),
+        (400, "index", Outcome.REJECTED),
+        (413, "index", Outcome.REJECTED),
+        (404, "index", Outcome.REJECTED),
+    ],
+)
+def test_classify(status: int, op_type: str, outcome: Outcome) -> None:
+    assert classify(status, op_type) is outcome
+
+
+def test_chunks_respect_count_and_bytes() -> None:
+    items = [(doc, b"x" * 100) for doc in documents(10)]
+    assert [len(c) for c in chunks(items, max_docs=4, max_bytes=10_000)] == [4, 4, 2]
+    assert [len(c) for c in chunks(items, max_docs=100, max_bytes=250)] == [2, 2, 2, 2, 2]
+    big = [(documents(1)[0], b"x" * 1000)]
+    assert [len(c) for c in chunks(big, max_docs=10, max_bytes=10)] == [1]
+
+
+def test_unique_documents_keeps_the_last_copy_per_index_and_id() -> None:
+    first, second = Document("a", "1", {"v": 1}), Document("a", "1", {"v": 2})
+    other = Document("b", "1", {"v": 3})
+    assert unique_documents([first, other, second]) == [second, other]
+
+
+def test_all_stored_in_bulk_requests_of_the_configured_size() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 201)
+    sink, sleeps = make_sink(client, max_docs=3)
+    report = asyncio.run(sink.write(documents(7)))
+    assert (report.stored, report.duplicates, report.retries, report.rejections) == (7, 0, 0, [])
+    assert [len(r) for r in client.requests] == [3, 3, 1]
+    assert {op for request in client.requests for op, *_ in request} == {"index"}
+    assert sleeps == []
+
+
+def test_throttled_documents_are_retried_until_acknowledged_with_growing_backoff() -> None:
+    attempts: dict[str, int] = {}
+
+    def script(op: str, doc_id: str, body: dict[str, Any]) -> int:
+        attempts[doc_id] = attempts.get(doc_id, 0) + 1
+        return 429 if doc_id == "id-1" and attempts[doc_id] <= 3 else 201
+
+    client = ScriptedBulk(script)
+    sink, sleeps = make_sink(client, initial_backoff_s=0.5, max_backoff_s=1.5)
+    report = asyncio.run(sink.write(documents(3)))
+    assert report.stored == 3 and report.retries == 3 and not report.rejections
+    assert sleeps == [0.5, 1.0, 1.5]
+    assert [len(r) for r in client.requests] == [3, 1, 1, 1]  # only the throttled one is resent
+    assert set(client.stored) == {("events", f"id-{n}") for n in range(3)}
+
+
+def test_connection_errors_retry_the_whole_batch() -> None:
+    down = ConnectionError("connection refused")
+    client = ScriptedBulk(lambda op, doc_id, body: 201, request_errors=[down, down, api_error(503)])
+    retried: list[tuple[int, str]] = []
+    sink, _ = make_sink(client, on_retry=lambda count, reason: retried.append((count, reason)))
+    report = asyncio.run(sink.write(documents(4)))
+    assert report.stored == 4 and report.retries == 3
+    assert [count for count, _ in retried] == [4, 4, 4]
+    assert "ConnectionError" in retried[0][1] and "503" in retried[2][1]
+
+
+def test_permanent_rejections_are_reported_while_the_rest_lands() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 400 if body["n"] % 3 == 0 else 201)
+    sink, sleeps = make_sink(client)
+    report = asyncio.run(sink.write(documents(7)))
+    assert report.stored == 4
+    assert sorted(r.document.id for r in report.rejections) == ["id-0", "id-3", "id-6"]
+    assert all(r.status == 400 and "test_error" in r.error for r in report.rejections)
+    assert sleeps == []
+
+
+def test_data_stream_duplicates_count_as_already_stored() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 409 if op == "create" and doc_id == "id-0" else 201)
+    sink, _ = make_sink(client, op_type="create")
+    report = asyncio.run(sink.write(documents(2)))
+    assert (report.stored, report.duplicates, report.rejections) == (1, 1, [])
+
+
+def test_request_too_large_is_split_and_a_lone_oversized_document_rejected() -> None:
+    class TooLarge(ScriptedBulk):
+        async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
+            if len(operations) > 2 or any(b"huge" in op for op in operations):
+                raise api_error(413)
+            return await super().bulk(operations=operations)
+
+    client = TooLarge(lambda op, doc_id, body: 201)
+    docs = [*documents(3), Document("events", "big", {"n": -1, "blob": "huge"})]
+    sink, _ = make_sink(client, max_docs=10)
+    report = asyncio.run(sink.write(docs))
+    assert report.stored == 3
+    assert [(r.document.id, r.status) for r in report.rejections] == [("big", 413)]
+
+
+def test_redelivered_batch_overwrites_instead_of_duplicating() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    sink, _ = make_sink(client)
+    asyncio.run(sink.write(documents(5)))
+    asyncio.run(sink.write(documents(5)))
+    assert len(client.stored) == 5

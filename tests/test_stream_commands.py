@@ -1,0 +1,82 @@
+"""Plain-words diagnostics of ``abusewatch check-config`` and the Kafka client options (no services needed)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from pathlib import Path
+
+import pytest
+from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, TlsError
+from elastic_transport import ConnectionError as ESConnectionError
+from elasticsearch import AuthenticationException
+from kafka.errors import KafkaTimeoutError
+
+from app.commands.stream import es_problem, kafka_problem, missing_files
+from app.settings import ElasticsearchSettings, KafkaSettings, Settings
+from app.stream.kafka_config import faust_credentials, kafka_python_options
+
+
+def settings(**kafka: object) -> Settings:
+    return Settings(kafka=KafkaSettings(**kafka), elasticsearch=ElasticsearchSettings(url="https://es.example:9200"))
+
+
+def test_unreachable_kafka_names_the_endpoint_and_protocol() -> None:
+    text = kafka_problem(KafkaTimeoutError("Unable to bootstrap"), settings(bootstrap="kafka.example:9093"))
+    assert "cannot reach Kafka at kafka.example:9093 (PLAINTEXT)" in text
+
+
+def test_kafka_tls_and_auth_failures_point_at_the_right_settings() -> None:
+    tls = kafka_problem(ssl.SSLCertVerificationError("certificate verify failed"), settings())
+    assert "TLS failed" in tls and "kafka.ssl_cafile" in tls
+    auth = kafka_problem(Exception("SaslAuthenticationFailedError: bad credentials"), settings())
+    assert "authentication failed" in auth and "sasl_password" in auth
+
+
+def test_elasticsearch_failures_in_plain_words() -> None:
+    meta = ApiResponseMeta(401, "1.1", HttpHeaders(), 0.0, NodeConfig("https", "es.example", 9200))
+    assert "credentials rejected" in es_problem(AuthenticationException("no", meta, {}), settings())
+    assert "TLS failed" in es_problem(TlsError("certificate verify failed"), settings())
+    assert "cannot reach Elasticsearch at https://es.example:9200" in es_problem(ESConnectionError("x"), settings())
+
+
+def test_unreadable_tls_files_are_reported_by_setting_name(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not checked here")
+    problems = missing_files(settings(ssl_cafile=ca, ssl_certfile=tmp_path / "absent.pem"))
+    assert problems == [f"kafka.ssl_certfile is {tmp_path / 'absent.pem'}, which is not a readable file"]
+
+
+def test_secrets_never_appear_in_the_printed_settings() -> None:
+    secret = Settings(kafka=KafkaSettings(sasl_password="hunter2"), elasticsearch=ElasticsearchSettings(api_key="k3y"))
+    printed = json.dumps(secret.model_dump(mode="json"))
+    assert "hunter2" not in printed and "k3y" not in printed
+
+
+def test_kafka_options_follow_the_security_protocol() -> None:
+    plain = kafka_python_options(KafkaSettings())
+    assert plain == {"bootstrap_servers": "127.0.0.1:19092", "security_protocol": "PLAINTEXT"}
+    sasl = kafka_python_options(
+        KafkaSettings(
+            security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password="p"
+        )
+    )
+    assert (sasl["sasl_mechanism"], sasl["sasl_plain_username"], sasl["sasl_plain_password"]) == (
+        "SCRAM-SHA-512",
+        "u",
+        "p",
+    )
+    assert faust_credentials(KafkaSettings()) is None
+    credentials = faust_credentials(
+        KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_username="u", sasl_password="p")
+    )
+    assert credentials is not None and "p" not in repr(credentials)
+
+
+def test_shorthand_endpoint_variables_and_nested_ones_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ABW_KAFKA_BOOTSTRAP", "kafka:9092")
+    monkeypatch.setenv("ABW_ES_URL", "http://elasticsearch:9200")
+    loaded = Settings()
+    assert (loaded.kafka.bootstrap, loaded.elasticsearch.url) == ("kafka:9092", "http://elasticsearch:9200")
+    monkeypatch.setenv("ABW_KAFKA__BOOTSTRAP", "other:9092")
+    assert Settings().kafka.bootstrap == "other:9092"
