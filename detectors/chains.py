@@ -230,7 +230,7 @@ class SessionChainDetector(Detector):
         if not self._sessions:
             return
         newest = max(session.last_seen for session in self._sessions.values())
-        horizon = newest - 2 * self.settings.window_seconds
+        horizon = newest - 3 * self.settings.window_seconds  # lagging partitions: see correlation.ALLOWED_LATENESS_S
         for key in [k for k, s in self._sessions.items() if s.last_seen < horizon]:
             del self._sessions[key]
         leak_horizon = newest - 24 * self.settings.window_seconds

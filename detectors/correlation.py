@@ -40,6 +40,9 @@ _SUPPORTED = {
     SigmaCorrelationType.TEMPORAL_ORDERED,
 }
 MAX_EVENTS_PER_GROUP = 1000
+# Partitions of a stream advance unevenly: a group is kept this long past its timespan (event time) so an identity
+# whose partition lags behind the newest one still finds its window.
+ALLOWED_LATENESS_S = 3600.0
 
 
 class CorrelationError(ValueError):
@@ -189,7 +192,7 @@ class CorrelationDetector(Detector):
         if not self._groups or not self.correlations:
             return
         newest = max(hits[-1].timestamp for hits in self._groups.values() if hits)
-        horizon = newest - max(c.timespan for c in self.correlations)
+        horizon = newest - max(c.timespan for c in self.correlations) - ALLOWED_LATENESS_S
         for key in [k for k, hits in self._groups.items() if not hits or hits[-1].timestamp < horizon]:
             del self._groups[key]
 

@@ -145,3 +145,16 @@ def test_state_round_trip_continues_counting():
     second.load_state(first.state())
     result = Pipeline([marks, second], Redactor(b"k")).process(events[4:])
     assert any(d.rule.name.startswith("Repeated prompt injection") for d in result.detections)
+
+
+def test_a_lagging_identity_keeps_its_window_when_another_runs_ahead():
+    rules, _ = load_correlations([BUILTIN_DIR])
+    detector = CorrelationDetector(rules)
+    slow = [event(i, "mallory") for i in range(5)]
+    ahead = Event(id="ahead", timestamp=slow[0].timestamp + 1200, dataset="t", identity=Identity(user_id="eve"))
+    marks = Marks({e.id: ("r", "prompt_injection") for e in [*slow, ahead]})
+    pipeline = Pipeline([marks, detector], Redactor(b"k"))
+    pipeline.process(slow[:4])
+    pipeline.process([ahead])  # another partition's identity, 20 minutes ahead in event time
+    result = pipeline.process(slow[4:])
+    assert any(d.rule.name.startswith("Repeated prompt injection") for d in result.detections)

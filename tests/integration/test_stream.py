@@ -276,6 +276,7 @@ def replay(stream: Stream, files: list[Path]) -> dict[str, list[dict[str, Any]]]
         "--alerts-out", str(out / "alerts.jsonl"),
         "--events-out", str(out / "events.jsonl"),
         "--dead-letter-out", str(out / "dead.jsonl"),
+        "--no-flush",  # a live stream has not closed its open windows either
     )  # fmt: skip
     return {
         name: [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines() if line.strip()]
