@@ -9,18 +9,18 @@ from __future__ import annotations
 import logging
 
 from app.settings import Settings
-from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.alerting import AlertGrouper, AlertPolicy
+from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
-from detectors.exfil.config import ExfilConfig
 from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
 from detectors.signatures.ruleset import RuleSetWatcher, default_directories
-from detectors.textclf.detector import TextClassifierConfig, TextClassifierDetector
+from detectors.textclf.detector import TextClassifierDetector
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,14 @@ def build_detectors(settings: Settings) -> list[Detector]:
     for error in errors:
         log.error("correlation rule not loaded: %s", error)
     aliases = {rule.sigma.name: rule.id for rule in rules.current.rules if rule.sigma.name}
-    exfil = ExfilConfig(memory_key=detection.redaction_key)
+    exfil = detection.exfil
+    if "memory_key" not in exfil.model_fields_set:  # fingerprints keyed per deployment unless set on their own
+        exfil = exfil.model_copy(update={"memory_key": detection.redaction_key})
     return [
         SignatureDetector(rules),
         *build_exfil_detectors(exfil),
-        TextClassifierDetector(TextClassifierConfig()),
-        AnomalyDetector(AnomalyConfig()),
+        TextClassifierDetector(detection.classifier),
+        AnomalyDetector(detection.anomaly),
         CorrelationDetector(correlations, aliases),
         SessionChainDetector(),
     ]
@@ -50,4 +52,10 @@ def build_detectors(settings: Settings) -> list[Detector]:
 
 def build_pipeline(settings: Settings) -> Pipeline:
     redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-    return Pipeline(build_detectors(settings), redactor)
+    alerting = settings.detection.alerting
+    policy = AlertPolicy(
+        window_seconds=alerting.window_seconds,
+        risk_threshold=alerting.risk_threshold,
+        risk_half_life_seconds=alerting.risk_half_life_seconds,
+    )
+    return Pipeline(build_detectors(settings), redactor, AlertGrouper(redactor, policy))

@@ -14,6 +14,10 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from detectors.anomaly import AnomalyConfig
+from detectors.exfil.config import ExfilConfig
+from detectors.textclf.detector import TextClassifierConfig
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
@@ -60,6 +64,14 @@ class ElasticsearchSettings(BaseModel):
     templates_dir: Path = PACKAGE_ROOT.parent / "deploy" / "elasticsearch"  # index/component templates, ILM
 
 
+class AlertingSettings(BaseModel):
+    """Alert hygiene (see detectors/alerting.py)."""
+
+    window_seconds: float = 3600.0
+    risk_threshold: float = 200.0
+    risk_half_life_seconds: float = 24 * 3600.0
+
+
 class DetectionSettings(BaseModel):
     rules_dir: Path | None = None  # extra rules on top of the built-in pack
     builtin_rules: bool = True
@@ -70,6 +82,11 @@ class DetectionSettings(BaseModel):
     batch_timeout_s: float = 0.5
     keep_raw_dead_letters: bool = False
     dead_letter_retention_days: int = 14
+    # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6
+    exfil: ExfilConfig = Field(default_factory=ExfilConfig)
+    classifier: TextClassifierConfig = Field(default_factory=TextClassifierConfig)
+    anomaly: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
 class WorkerSettings(BaseModel):
