@@ -12,7 +12,6 @@ from aggregation responses, so they are tested without Elasticsearch.
 
 from __future__ import annotations
 
-import copy
 import getpass
 import os
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ from elastic_transport import ApiError
 from elasticsearch import Elasticsearch
 
 from app.settings import ElasticsearchSettings
-from app.sinks.elasticsearch import client_options
+from app.sinks.elasticsearch import STATUS_FIELD, client_options
 from detectors.documents import iso_time
 
 Status = Literal["open", "acknowledged", "closed"]
@@ -34,9 +33,6 @@ REASONS: tuple[Reason, ...] = ("true_positive", "false_positive", "benign_positi
 TRIAGED: tuple[Status, ...] = ("acknowledged", "closed")
 
 # Alert fields owned by analysts: the stream must never overwrite them once an alert exists.
-STATUS_FIELD = "abusewatch.status"
-TRIAGE_FIELD = "abusewatch.triage"
-TRIAGE_FIELDS = (STATUS_FIELD, TRIAGE_FIELD)
 TIME_TO_TRIAGE_FIELD = "abusewatch.triage.time_to_triage_seconds"
 REASON_FIELD = "abusewatch.triage.reason"
 
@@ -137,19 +133,6 @@ def parse_time(value: Any) -> float | None:
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-
-
-def preserving_update(alert: dict[str, Any]) -> dict[str, Any]:
-    """Bulk ``update`` body that re-writes an alert without touching its triage state.
-
-    A new alert is stored whole (``upsert``); an existing one gets every field but :data:`TRIAGE_FIELDS` merged in
-    (``doc``), so ``abusewatch.status`` and ``abusewatch.triage`` set by an analyst survive the group growing.
-    """
-    doc = copy.deepcopy(alert)
-    section = doc.get("abusewatch", {})
-    for dotted in TRIAGE_FIELDS:
-        section.pop(dotted.split(".", 1)[1], None)
-    return {"doc": doc, "upsert": alert}
 
 
 # -- rule statistics ------------------------------------------------------------------------------------------------

@@ -170,3 +170,14 @@ def test_redelivered_batch_overwrites_instead_of_duplicating() -> None:
     asyncio.run(sink.write(documents(5)))
     asyncio.run(sink.write(documents(5)))
     assert len(client.stored) == 5
+
+
+def test_alerts_are_upserted_without_touching_the_analysts_fields() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    sink, _ = make_sink(client, op_type="update")
+    alert = {"event": {"id": "a1"}, "abusewatch": {"status": "open", "count": 3}}
+    asyncio.run(sink.write([Document("alerts", "a1", alert)]))
+    ((op_type, index, doc_id, body),) = client.requests[0]
+    assert (op_type, index, doc_id) == ("update", "alerts", "a1")
+    assert body["upsert"] == alert
+    assert body["doc"]["abusewatch"] == {"count": 3}  # status (and any triage) is not overwritten

@@ -12,6 +12,7 @@ from app import triage
 from app.cli import cli
 from app.commands.alerts import terminal_safe
 from app.commands.rules_stats import register as register_stats
+from app.sinks.elasticsearch import preserving_update
 from app.triage import RuleStats, TriageError
 
 ALERT = {
@@ -92,7 +93,7 @@ def test_parse_time() -> None:
 
 def test_preserving_update_leaves_triage_fields_out_of_the_merge() -> None:
     alert = {**ALERT, "abusewatch": {**ALERT["abusewatch"], "count": 7}}
-    body = triage.preserving_update(alert)
+    body = preserving_update(alert)
     assert body["upsert"] == alert
     assert body["upsert"]["abusewatch"]["status"] == "open"
     assert "status" not in body["doc"]["abusewatch"]

@@ -12,6 +12,7 @@ come back as :class:`Rejection` for the dead-letter path while the rest of the b
 from __future__ import annotations
 
 import asyncio
+import copy
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -26,7 +27,12 @@ from app.settings import ElasticsearchSettings
 
 log = logging.getLogger(__name__)
 
-OpType = str  # "index" or "create"
+# Set by analysts on an alert (app/triage.py); a re-write of a growing alert must leave them alone.
+STATUS_FIELD = "abusewatch.status"
+TRIAGE_FIELD = "abusewatch.triage"
+TRIAGE_FIELDS = (STATUS_FIELD, TRIAGE_FIELD)
+
+OpType = str  # "index", "create", or "update" (alerts: upsert that leaves triage fields alone)
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -54,6 +60,19 @@ class Outcome(enum.Enum):
     DUPLICATE = "duplicate"  # create on a data stream found the same _id: already stored
     RETRY = "retry"
     REJECTED = "rejected"
+
+
+def preserving_update(alert: dict[str, Any]) -> dict[str, Any]:
+    """Bulk ``update`` body that re-writes an alert without touching its triage state.
+
+    A new alert is stored whole (``upsert``); an existing one gets every field but :data:`TRIAGE_FIELDS` merged in
+    (``doc``), so ``abusewatch.status`` and ``abusewatch.triage`` set by an analyst survive the group growing.
+    """
+    doc = copy.deepcopy(alert)
+    section = doc.get("abusewatch", {})
+    for dotted in TRIAGE_FIELDS:
+        section.pop(dotted.split(".", 1)[1], None)
+    return {"doc": doc, "upsert": alert}
 
 
 def classify(status: int, op_type: OpType) -> Outcome:
@@ -148,7 +167,7 @@ class ElasticsearchSink:
     async def write(self, documents: Sequence[Document]) -> WriteReport:
         """Write ``documents``; returns once each is stored or permanently rejected."""
         report = WriteReport()
-        pending = [(doc, orjson.dumps(doc.body)) for doc in unique_documents(documents)]
+        pending = [(doc, self._serialize(doc)) for doc in unique_documents(documents)]
         backoff = self.initial_backoff_s
         while pending:
             retry: list[tuple[Document, bytes]] = []
@@ -175,12 +194,21 @@ class ElasticsearchSink:
             pending = retry
         return report
 
+    def _serialize(self, doc: Document) -> bytes:
+        if self.op_type_for(doc.index) == "update":
+            return orjson.dumps(preserving_update(doc.body))
+        return orjson.dumps(doc.body)
+
     async def _bulk(
         self, chunk: list[tuple[Document, bytes]], report: WriteReport
     ) -> tuple[list[tuple[Document, bytes]], str]:
         operations: list[bytes] = []
         for doc, body in chunk:
-            action = {self.op_type_for(doc.index): {"_index": doc.index, "_id": doc.id}}
+            op_type = self.op_type_for(doc.index)
+            target: dict[str, Any] = {"_index": doc.index, "_id": doc.id}
+            if op_type == "update":
+                target["retry_on_conflict"] = 3
+            action = {op_type: target}
             operations.append(orjson.dumps(action))
             operations.append(body)
         response = await self.client.bulk(operations=operations)

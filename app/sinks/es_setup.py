@@ -42,6 +42,10 @@ def targets(es: ElasticsearchSettings) -> dict[str, str]:
     }
 
 
+# Alerts are updated in place (their group grows; analysts set a verdict on them), which data streams refuse.
+UPDATED_IN_PLACE = frozenset({"alerts", "shadow_alerts"})
+
+
 def index_template_name(target: str) -> str:
     return TEMPLATE_PREFIX + target
 
@@ -65,9 +69,11 @@ def op_types(client: Elasticsearch, settings: ElasticsearchSettings) -> dict[str
     capabilities = detect_capabilities(client)
     streams_by_default = use_data_streams(settings, capabilities)
     result: dict[str, str] = {}
-    for target in targets(settings).values():
+    for kind, target in targets(settings).items():
         if capabilities.data_streams and _answers(client, f"/_data_stream/{target}"):
             result[target] = "create"
+        elif kind in UPDATED_IN_PLACE:
+            result[target] = "update"
         elif client.indices.exists(index=target):
             result[target] = "index"
         else:
@@ -136,11 +142,12 @@ def install(client: Elasticsearch, settings: Settings) -> list[str]:
     for path in sorted((es.templates_dir / "component").glob("*.json")):
         report.append(_put_component_template(client, path.stem, with_hash(load_json(path))))
     for kind, target in targets(es).items():
-        policy = (dead_policy if kind == "dead_letter" else es.ilm_policy) if capabilities.ilm and streams else None
-        body = desired_index_template(kind, target, es.templates_dir, data_stream=streams, ilm_policy=policy)
+        stream = streams and kind not in UPDATED_IN_PLACE
+        policy = (dead_policy if kind == "dead_letter" else es.ilm_policy) if capabilities.ilm and stream else None
+        body = desired_index_template(kind, target, es.templates_dir, data_stream=stream, ilm_policy=policy)
         report.append(_put_index_template(client, index_template_name(target), body))
-    for target in targets(es).values():
-        report.append(_create_target(client, target, data_stream=streams))
+    for kind, target in targets(es).items():
+        report.append(_create_target(client, target, data_stream=streams and kind not in UPDATED_IN_PLACE))
     return report
 
 

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.settings import PACKAGE_ROOT, Settings, load_settings
 from app.sinks import es_setup
-from app.triage import preserving_update
+from app.sinks.elasticsearch import preserving_update
 
 SAMPLES = sorted(str(path) for path in (PACKAGE_ROOT / "samples").glob("*.jsonl"))
 ALL_TIME = "3650d"  # the samples are dated early 2026
