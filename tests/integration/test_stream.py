@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from app.settings import PACKAGE_ROOT
+from detectors.redact import encoded_forms
 
 from .conftest import Services
 
@@ -327,6 +329,25 @@ def test_stream_writes_exactly_what_replay_writes(stream: Stream, es_client: Ela
     print(f"end to end: {len(expected['events'])} events in {seconds:.1f}s (includes polling)")
     assert status == 200 and health["consuming"] and health["elasticsearch"]["reachable"]
     assert "abusewatch_events_in_total" in metrics and "abusewatch_batch_seconds_bucket" in metrics
+    assert_no_raw_secret(es_client, stream, files)
+
+
+PLANTED_SECRETS = re.compile(r"AKIA[0-9A-Z]{16}|ghp_[0-9A-Za-z]{36}")
+
+
+def assert_no_raw_secret(es: Elasticsearch, stream: Stream, files: list[Path]) -> None:
+    """The fake credentials planted in the samples appear in no Elasticsearch document, in no common encoding."""
+    planted = {match for path in files for match in PLANTED_SECRETS.findall(path.read_text())}
+    assert planted, "the samples should carry the fake AWS key and GitHub token"
+    stored = json.dumps(
+        [
+            hit["_source"]
+            for index in (stream.events_index, stream.alerts_index, stream.dead_letter_index)
+            for hit in es.search(index=index, query={"match_all": {}}, size=10_000)["hits"]["hits"]
+        ]
+    )
+    leaks = [(value, form) for value in planted for form in encoded_forms(value) if form in stored]
+    assert not leaks, leaks[:3]
 
 
 def test_redelivered_batch_is_stored_once(stream: Stream, es_client: Elasticsearch) -> None:
