@@ -23,7 +23,7 @@ def test_lucene_maps_text_fields_to_the_lowercase_subfield(rules):
     assert "gen_ai.prompt.lc:" in query
     assert r"*ignore\ previous\ instructions*" in query
     assert "NOT gen_ai.prompt.lc:*example" in query
-    assert "/forget" in query  # the regex
+    assert "/.{0,}(forget" in query  # the regex, unanchored for Lucene (which matches whole terms)
 
 
 def test_values_are_lower_cased_for_text_fields_only(rules):
@@ -61,3 +61,9 @@ def test_conversion_leaves_the_running_rule_untouched(rules):
 def test_unknown_target_is_an_error(rules):
     with pytest.raises(ValueError, match="unknown target"):
         convert(list(rules.values()), "splunk")
+
+
+def test_lucene_dialect_keeps_re2_meaning():
+    from detectors.signatures.convert import _lucene_dialect
+
+    assert _lucene_dialect(r"<!--\W+a\w[^\W]") == r"\<!--[^a-z0-9_]+a[a-z0-9_][^\W]"

@@ -19,6 +19,7 @@ express (``cased`` in Lucene, keyword searches in ES|QL) are reported per rule, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation, SetStateTransformation
 from sigma.processing.transformations.base import ValueTransformation
 from sigma.rule import SigmaRule
-from sigma.types import SigmaExpansion, SigmaString, SigmaType
+from sigma.types import SigmaExpansion, SigmaRegularExpression, SigmaString, SigmaType
 
 from detectors.event import TEXT_FIELDS
 from detectors.signatures.parse import SignatureRule
@@ -60,16 +61,76 @@ class LowercaseValues(ValueTransformation):
         return val.lower()
 
 
-def llm_pipeline() -> ProcessingPipeline:
+_LUCENE_INTERVAL = re.compile(r"(?<!\\)([<>])")
+_LUCENE_CLASSES = {"w": "[a-z0-9_]", "W": "[^a-z0-9_]"}  # values are lower-cased, so ASCII lower case suffices
+
+
+def _lucene_dialect(pattern: str) -> str:
+    """Rewrite what Lucene reads differently from RE2: ``<``/``>`` are literals, ``\\w``/``\\W`` are classes."""
+    out: list[str] = []
+    in_class = False
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            escaped = pattern[index + 1]
+            out.append(
+                _LUCENE_CLASSES[escaped] if escaped in _LUCENE_CLASSES and not in_class else pattern[index : index + 2]
+            )
+            index += 2
+            continue
+        if char == "[":
+            in_class = True
+        elif char == "]" and in_class:
+            in_class = False
+        out.append(char)
+        index += 1
+    return _LUCENE_INTERVAL.sub(r"\\\1", "".join(out))
+
+
+# Lucene's regular expressions have no word boundary; a rule that uses one converts, but the query can match more
+# (or, at a text edge, less) than the engine: hunting results for such rules need a look.
+LUCENE_UNSUPPORTED = ("\\b",)
+
+
+@dataclass
+class UnanchoredRegex(ValueTransformation):
+    """Lucene matches a regex against the whole term; Sigma's ``re`` searches. Pad with ``.{0,}`` unless anchored
+    (the backend escapes a literal ``*`` next to the pattern's edge, so the padding avoids it)."""
+
+    def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
+        if not isinstance(val, SigmaRegularExpression):
+            return None
+        pattern = _lucene_dialect(str(val.regexp))
+        start = not pattern.startswith("^")
+        end = not (pattern.endswith("$") and not pattern.endswith("\\$"))
+        core = pattern[0 if start else 1 : len(pattern) if end else -1]
+        body = f"{'.{0,}' if start else ''}({core}){'.{0,}' if end else ''}"
+        return SigmaRegularExpression(body, val.flags)
+
+
+def llm_pipeline(target: str = "lucene") -> ProcessingPipeline:
     """Map the ``llm`` logsource to the indexed ECS fields and the events index."""
 
     def llm() -> list[LogsourceCondition]:  # pySigma binds each condition to one item: a new one per item
         return [LogsourceCondition(product="llm")]
 
+    lucene = (
+        [
+            ProcessingItem(
+                identifier="abusewatch_unanchored_regex",
+                transformation=UnanchoredRegex(),
+                rule_conditions=llm(),
+            )
+        ]
+        if target == "lucene"
+        else []
+    )
     return ProcessingPipeline(
         name="abusewatch llm events",
         priority=20,
         items=[
+            *lucene,
             ProcessingItem(
                 identifier="abusewatch_lowercase_text_values",
                 transformation=LowercaseValues(),
@@ -94,7 +155,7 @@ def convert(rules: Iterable[SignatureRule], target: str = "lucene", output_forma
     """Convert each rule; a rule the backend cannot express gets an ``error`` instead of a ``query``."""
     if target not in BACKENDS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(BACKENDS)}")
-    backend = BACKENDS[target](processing_pipeline=llm_pipeline())
+    backend = BACKENDS[target](processing_pipeline=llm_pipeline(target))
     conversions = []
     for rule in rules:
         try:
