@@ -1,0 +1,230 @@
+"""How cost scales: with prompt length, with the number of signature rules, and with worker processes.
+
+* Prompt length: prompts cut to 100 B, 1 KB, 4 KB and 20 KB from the workload's texts, through the signature tier
+  alone and through the whole pipeline; CPU microseconds per event (wall too).
+* Rules: ``N`` synthetic Sigma rules in the product's format (distinct literals and a regex each, see
+  :func:`synthetic_rule`) compiled with the engine (compile wall/CPU seconds, RSS growth) and scanned over the
+  workload's texts (CPU per text): the engine should cost about the same with 100 or 10,000 rules.
+* Workers: the workload split over 1 and 2 processes, each with its own pipeline (the per-core model the stream
+  uses: one worker process per core, partitions spread over them); aggregate events/s.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from bench.bench_engine import machine, shared_pipeline
+from bench.workload import WorkloadConfig, load_records, normalise_records
+from detectors.base import Findings
+from detectors.event import Event, Message
+from detectors.signatures import RuleSet, SignatureDetector
+
+LENGTHS = (100, 1_000, 4_000, 20_000)
+RULE_COUNTS = (100, 1_000, 10_000)
+_WORDS = (
+    "ignore",
+    "disregard",
+    "override",
+    "bypass",
+    "reveal",
+    "expose",
+    "print",
+    "dump",
+    "leak",
+    "forget",
+    "pretend",
+    "unlock",
+    "disable",
+    "escape",
+    "repeat",
+    "system",
+    "hidden",
+    "secret",
+    "developer",
+    "admin",
+    "root",
+    "internal",
+    "confidential",
+    "prior",
+    "earlier",
+    "above",
+    "initial",
+    "original",
+    "policy",
+    "filter",
+    "guard",
+    "safety",
+    "moderation",
+    "persona",
+    "mode",
+    "character",
+    "roleplay",
+    "token",
+    "prompt",
+    "instruction",
+    "directive",
+    "rule",
+)
+
+
+def synthetic_rule(index: int, regex: bool = True) -> str:
+    """One Sigma rule in the product format: two distinct phrases and (``regex``) a distinct regex, unique to ``index``.
+
+    Literal values share one matcher per field; each ``re`` value is compiled into its rule's own matcher, so the
+    two kinds scale differently with the number of rules: both are measured.
+    """
+    rng = random.Random(index)
+    words = rng.sample(_WORDS, 6)
+    tag = f"{index:05d}"
+    rule_id = uuid.UUID(int=random.Random(f"rule-{index}").getrandbits(128), version=4)
+    return f"""title: Synthetic rule {tag}
+id: {rule_id}
+status: stable
+description: Generated for the rule-count benchmark.
+tags:
+  - atlas.aml.t0051.000
+  - owasp.llm01
+logsource:
+  product: llm
+  category: prompt
+detection:
+  selection_phrase:
+    gen_ai.prompt|contains:
+      - '{words[0]} the {words[1]} {words[2]} k{tag}'
+      - '{words[3]} all {words[4]} q{tag}'
+  selection_regex:
+    gen_ai.prompt|re: '{words[5]}\\s+(now|please)\\s+x{tag}\\b'
+  condition: {"selection_phrase or selection_regex" if regex else "selection_phrase"}
+level: medium
+abusewatch:
+  category: prompt_injection
+"""
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _prompt_events(texts: Sequence[str], length: int) -> list[Event]:
+    events = []
+    for index, text in enumerate(texts):
+        body = (text * (length // max(len(text), 1) + 1))[:length]
+        events.append(
+            Event(
+                id=f"len-{length}-{index}",
+                timestamp=0.0,
+                dataset="bench",
+                input_messages=[Message(role="user", content=body)],
+            )
+        )
+    return events
+
+
+def _cost(call: Any, events: Sequence[Event], batch: int = 100) -> dict[str, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for offset in range(0, len(events), batch):
+        call(events[offset : offset + batch])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {
+        "us_per_event_cpu": round(cpu / len(events) * 1e6, 1),
+        "us_per_event_wall": round(wall / len(events) * 1e6, 1),
+    }
+
+
+def by_length(texts: Sequence[str], count: int) -> dict[str, Any]:
+    pipeline, _ = shared_pipeline()
+    signatures = next(d for d in pipeline.detectors if d.name == "signatures")
+    results = {}
+    for length in LENGTHS:
+        events = _prompt_events(texts[:count], length)
+        results[str(length)] = {
+            "signatures": _cost(lambda batch: signatures.detect(batch, [Findings() for _ in batch]), events),
+            "pipeline": _cost(pipeline.process, events),
+        }
+    return results
+
+
+def by_rules(texts: Sequence[str], counts: Sequence[int], regex: bool = True) -> dict[str, Any]:
+    events = [
+        Event(id=f"r-{i}", timestamp=0.0, dataset="bench", input_messages=[Message(role="user", content=text)])
+        for i, text in enumerate(texts)
+    ]
+    results = {}
+    for count in counts:
+        sources = [synthetic_rule(index, regex) for index in range(count)]
+        rss, wall, cpu = _rss_bytes(), time.perf_counter(), time.process_time()
+        ruleset = RuleSet.from_texts(sources)
+        compile_wall, compile_cpu = time.perf_counter() - wall, time.process_time() - cpu
+        grown = _rss_bytes() - rss
+        detector = SignatureDetector(ruleset)
+        scan = _cost(lambda batch, d=detector: d.detect(batch, [Findings() for _ in batch]), events)
+        results[str(count)] = {
+            "rules_loaded": len(ruleset.rules),
+            "rule_errors": len(ruleset.errors),
+            "patterns": ruleset.compiled.pattern_count,
+            "compile_seconds_wall": round(compile_wall, 2),
+            "compile_seconds_cpu": round(compile_cpu, 2),
+            "compile_rss_growth_mb": round(grown / 2**20, 1),
+            "scan": scan,
+        }
+        del ruleset, detector
+    return results
+
+
+def _worker(events: list[Event], ready: Any, go: Any, out: Any) -> None:
+    pipeline, _ = shared_pipeline()  # built by the parent before the fork
+    ready.put(True)
+    go.wait()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for offset in range(0, len(events), 500):
+        pipeline.process(events[offset : offset + 500])
+    out.put((time.perf_counter() - wall, time.process_time() - cpu, len(events)))
+
+
+def by_workers(events: Sequence[Event], workers: int) -> dict[str, Any]:
+    """Events split by identity over ``workers`` processes, started together once each has built its pipeline."""
+    shared_pipeline()
+    context = multiprocessing.get_context("fork")
+    ready, out, go = context.Queue(), context.Queue(), context.Event()
+    shares: list[list[Event]] = [[] for _ in range(workers)]
+    for event in events:
+        shares[hash(event.identity.key()) % workers].append(event)
+    processes = [context.Process(target=_worker, args=(share, ready, go, out)) for share in shares]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get()
+    go.set()
+    results = [out.get() for _ in processes]
+    for process in processes:
+        process.join()
+    slowest = max(wall for wall, _, _ in results)
+    return {
+        "workers": workers,
+        "events_per_s_wall": round(len(events) / slowest, 1),
+        "events_per_s_cpu_per_worker": [round(n / cpu, 1) for _, cpu, n in results],
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    records = load_records(WorkloadConfig(events=300 if quick else 5_000))
+    events = normalise_records(records)
+    prompts = [m.content for e in events for m in e.input_messages if m.content]
+    before = machine()["load_average"]
+    result = {
+        "prompt_length": by_length(prompts, 5 if quick else 100),
+        "rule_count": by_rules(prompts[: 20 if quick else 300], (10, 100) if quick else RULE_COUNTS),
+        "rule_count_literals_only": by_rules(
+            prompts[: 20 if quick else 300], (10, 100) if quick else RULE_COUNTS, regex=False
+        ),
+        "worker_processes": [by_workers(events[: 40 if quick else 2_000], n) for n in (1, 2)],
+    }
+    result["load_average"] = {"before": before, "after": machine()["load_average"]}
+    return result

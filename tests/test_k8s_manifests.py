@@ -1,0 +1,139 @@
+"""Structural checks of deploy/k8s: every object is listed, wired to the others, and agrees with the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from app.settings import Settings
+
+K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+NAMESPACE = "abusewatch"
+
+
+def _documents() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+
+
+DOCS = _documents()
+
+
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in DOCS if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def config() -> dict[str, Any]:
+    return yaml.safe_load(one("ConfigMap")["data"]["config.yaml"])
+
+
+def worker_container() -> dict[str, Any]:
+    return one("Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_kustomization_lists_every_manifest_and_nothing_missing() -> None:
+    listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+    on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+def test_every_object_is_namespaced_and_typed() -> None:
+    kinds = {d["kind"] for d in DOCS}
+    assert {"Namespace", "ConfigMap", "Secret", "Deployment", "PodDisruptionBudget", "Job", "ScaledObject"} <= kinds
+    for doc in DOCS:
+        assert doc["apiVersion"] and doc["metadata"]["name"]
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]
+
+
+def test_configmap_is_valid_product_settings() -> None:
+    settings = Settings(**config())  # extra="forbid": a misspelt key fails here
+    assert settings.worker.web_host == "0.0.0.0"  # probes come from the kubelet, not localhost
+    assert settings.worker.web_port == 6066
+
+
+def test_secret_keys_are_settings_that_exist() -> None:
+    for secret in (d for d in DOCS if d["kind"] == "Secret" and d["metadata"]["name"] == "abusewatch"):
+        for key, value in secret["stringData"].items():
+            section, _, name = key.removeprefix("ABW_").lower().partition("__")
+            assert name in Settings.model_fields[section].annotation.model_fields, key
+            assert "CHANGE-ME" in value  # placeholders only, never a real credential
+
+
+def test_worker_probes_hit_health_on_the_web_port() -> None:
+    container = worker_container()
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["web"] == config()["worker"]["web_port"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        action = container[probe]["httpGet"]
+        assert action["path"] == "/health"
+        assert ports.get(action["port"], action["port"]) == 6066
+
+
+def test_worker_resources_and_graceful_shutdown() -> None:
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    resources = worker_container()["resources"]
+    assert {"cpu", "memory"} <= set(resources["requests"])
+    assert "memory" in resources["limits"]
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert worker_container()["args"] == ["worker"]
+    env = {item["name"]: item["value"] for item in worker_container()["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in worker_container()["volumeMounts"]}
+    assert env["ABW_CONFIG"].startswith(mounts["config"])
+    assert config()["worker"]["data_dir"] == mounts["data"]
+
+
+def test_selectors_match_the_worker_pods() -> None:
+    deployment = one("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selectors = [
+        deployment["spec"]["selector"]["matchLabels"],
+        one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        one("Service")["spec"]["selector"],
+    ]
+    for selector in selectors:
+        assert selector.items() <= pod_labels.items()
+
+
+def test_scrape_annotations_point_at_metrics() -> None:
+    for scrape in (
+        one("Deployment")["spec"]["template"]["metadata"]["annotations"],
+        one("Service")["metadata"]["annotations"],
+    ):
+        assert scrape["prometheus.io/scrape"] == "true"
+        assert scrape["prometheus.io/port"] == str(config()["worker"]["web_port"])
+        assert scrape["prometheus.io/path"] == "/metrics"
+
+
+def test_keda_scales_the_worker_on_kafka_lag_within_the_partitions() -> None:
+    scaled, kafka = one("ScaledObject"), config()["kafka"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == one("Deployment")["metadata"]["name"]
+    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= kafka["partitions"]
+    triggers = scaled["spec"]["triggers"]
+    assert {t["type"] for t in triggers} == {"kafka"}
+    assert {t["metadata"]["topic"] for t in triggers} == {kafka["raw_topic"], kafka["internal_topic"]}
+    for trigger in triggers:
+        assert trigger["metadata"]["consumerGroup"] == kafka["consumer_group"]
+        assert trigger["metadata"]["bootstrapServers"] == kafka["bootstrap"]
+        assert int(trigger["metadata"]["lagThreshold"]) > 0
+        assert trigger["authenticationRef"]["name"] == one("TriggerAuthentication")["metadata"]["name"]
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_containers_read_config_and_secret(kind: str) -> None:
+    container = one(kind)["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "abusewatch"}} in container["envFrom"]
+    assert container["image"] == "abusewatch"  # rewritten by the kustomization's images entry
+    volumes = one(kind)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": one("ConfigMap")["metadata"]["name"]}} in volumes
+
+
+def test_bootstrap_job_runs_bootstrap() -> None:
+    job = one("Job")
+    assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["bootstrap"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] in ("OnFailure", "Never")
