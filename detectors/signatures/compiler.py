@@ -75,14 +75,6 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
-class Scanner:
-    """A matcher over one field; ``ids`` maps its pattern ids to item ids (``None``: they are the item ids)."""
-
-    matcher: MultiMatcher
-    ids: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class ItemMatch:
     """Where an item matched: ``start``/``end`` are offsets in the original text."""
 
@@ -279,7 +271,7 @@ class CompiledRules:
         self.limits = limits
         self.items: dict[int, Item] = {item.id: item for c in self.compiled for item in c.items}
         self._rule_of = {item.id: item.rule for item in self.items.values()}
-        self.scanners: dict[str, list[Scanner]] = {}
+        self.matchers: dict[str, MultiMatcher] = {}  # per field: every item's pattern, id = item id
         for field_name in (*TEXT_FIELDS, *METADATA_FIELDS):
             patterns = [
                 item.pattern(item.id)
@@ -287,7 +279,7 @@ class CompiledRules:
                 if item.field == field_name or (item.field is None and field_name in TEXT_FIELDS)
             ]
             if patterns:
-                self.scanners[field_name] = [Scanner(_cached_matcher(tuple(patterns)))]
+                self.matchers[field_name] = _cached_matcher(tuple(patterns))
 
     @property
     def pattern_count(self) -> int:
@@ -295,21 +287,20 @@ class CompiledRules:
 
     def scan_text(self, field_name: str, text: str) -> tuple[dict[int, ItemMatch], bool]:
         """Items found in one text of ``field_name`` (first, plainest match each) and whether it was truncated."""
-        scanners = self.scanners.get(field_name)
-        if not scanners or not text:
+        matcher = self.matchers.get(field_name)
+        if matcher is None or not text:
             return {}, False
         views, truncated = text_views(text, self.limits)
         found: dict[int, ItemMatch] = {}
         for view in views:
-            for scanner in scanners:
-                for match in scanner.matcher.scan(view.text):
-                    item_id = match.pattern_id if scanner.ids is None else scanner.ids[match.pattern_id]
-                    if item_id in found:
-                        continue
-                    item = self.items[item_id]
-                    if (item.cased and not view.cased) or (view.variant and not item.variants):
-                        continue
-                    found[item_id] = _item_match(item_id, field_name, view, match.start, match.end)
+            for match in matcher.scan(view.text):
+                item_id = match.pattern_id
+                if item_id in found:
+                    continue
+                item = self.items[item_id]
+                if (item.cased and not view.cased) or (view.variant and not item.variants):
+                    continue
+                found[item_id] = _item_match(item_id, field_name, view, match.start, match.end)
         return found, truncated
 
     def evaluate(self, matches: dict[int, ItemMatch]) -> list[RuleHit]:
