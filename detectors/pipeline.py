@@ -8,13 +8,14 @@ marked with the error, so no data is lost.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, SensitiveValue
-from detectors.documents import event_document
+from detectors.documents import event_document, iso_time
 from detectors.event import Event
 from detectors.redact import Redactor
 
@@ -64,11 +65,24 @@ class Pipeline:
         for event, found in zip(events, findings, strict=True):
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
-            result.events.append(event_document(event, found, self.redactor))
+            result.events.append(self._document(event, found))
         for detection, document in self.grouper.alerts(detections, sensitive_by_event):
             target = result.shadow_alerts if detection.rule.status == "test" else result.alerts
             target.append(document)
         return result
+
+    def _document(self, event: Event, found: Findings) -> dict[str, Any]:
+        """The enriched event; if rendering fails, a minimal document that says why (the event is never lost)."""
+        try:
+            return event_document(event, found, self.redactor)
+        except Exception as error:
+            log.exception("cannot render event %s", event.id)
+            minimal = {
+                "@timestamp": iso_time(event.timestamp) if math.isfinite(event.timestamp) else None,
+                "event": {"id": event.id, "kind": "event", "dataset": f"abusewatch.{event.dataset}"},
+                "abusewatch": {"errors": [f"render: {type(error).__name__}: {error}"[:500]]},
+            }
+            return self.redactor.scrub(minimal, found.sensitive)
 
     def flush(self, until: float | None = None) -> BatchResult:
         """End of input: alerts from what detectors still hold (e.g. open windows); no event documents."""

@@ -143,3 +143,11 @@ def test_flush_raises_what_detectors_still_hold():
     assert flushed.events == [] and len(flushed.alerts) == 1
     assert flushed.alerts[0]["abusewatch"]["event_ids"] == ["e1"]
     assert pipeline.flush().alerts == []
+
+
+def test_an_event_that_cannot_be_rendered_still_leaves_a_document():
+    broken = event("odd", "hello")
+    broken.timestamp = float("inf")  # iso_time cannot render this
+    result = Pipeline([KeyFinder()], Redactor(b"k")).process([event("ok", "hi"), broken])
+    assert [doc["event"]["id"] for doc in result.events] == ["ok", "odd"]
+    assert "render" in result.events[1]["abusewatch"]["errors"][0]
