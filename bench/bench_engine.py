@@ -150,19 +150,13 @@ def tier_name(detector: Detector) -> str:
 
 
 def process_timed(pipeline: Pipeline, events: Sequence[Event], clock: TierClock) -> int:
-    """``Pipeline.process`` with each tier timed; returns the number of alerts. Mirrors the pipeline's order."""
+    """``Pipeline.process`` with each tier timed (through ``Pipeline.run_detector``); returns the number of alerts."""
     findings = [Findings() for _ in events]
     detections: list[Detection] = []
     index = {event.id: position for position, event in enumerate(events)}
     for detector in pipeline.detectors:
-        raised = _timed(clock, tier_name(detector), lambda d=detector: pipeline._run(d, events, findings))
-        for detection in raised:
-            for event_id in detection.event_ids:
-                position = index.get(event_id)
-                if position is not None:
-                    findings[position].rule_ids.append(detection.rule.id)
-                    findings[position].categories.add(detection.rule.category)
-        detections.extend(raised)
+        run = functools.partial(pipeline.run_detector, detector, events, findings, index)
+        detections.extend(_timed(clock, tier_name(detector), run))
     result = _timed(clock, "alerting+render", lambda: pipeline.render(events, findings, detections))
     return len(result.alerts)
 

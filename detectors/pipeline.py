@@ -48,15 +48,24 @@ class Pipeline:
         detections: list[Detection] = []
         index = {event.id: position for position, event in enumerate(events)}
         for detector in self.detectors:
-            raised = self._run(detector, events, findings)
-            for detection in raised:
-                for event_id in detection.event_ids:
-                    position = index.get(event_id)
-                    if position is not None:
-                        findings[position].rule_ids.append(detection.rule.id)
-                        findings[position].categories.add(detection.rule.category)
-            detections.extend(raised)
+            detections.extend(self.run_detector(detector, events, findings, index))
         return self.render(events, findings, detections)
+
+    def run_detector(
+        self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings], index: dict[str, int]
+    ) -> list[Detection]:
+        """One tier over the batch; what it raised is recorded on each event's findings for the later tiers.
+
+        ``index`` maps event id to position in ``events``.
+        """
+        raised = self._run(detector, events, findings)
+        for detection in raised:
+            for event_id in detection.event_ids:
+                position = index.get(event_id)
+                if position is not None:
+                    findings[position].rule_ids.append(detection.rule.id)
+                    findings[position].categories.add(detection.rule.category)
+        return raised
 
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
         """Build the output documents; every document is scrubbed of the batch's sensitive values."""
