@@ -261,28 +261,7 @@ class SampleDay:
             call = ToolCall(
                 name=tool, arguments=orjson.dumps(arguments).decode(), id=f"call_{self.rng.getrandbits(40):x}"
             )
-            asked = [Message(role="user", content=prompt)]
-            self.add(
-                user,
-                next(times),
-                system=pools.CODING_SYSTEM,
-                history=asked,
-                output=[Message(role="assistant", tool_calls=[call])],
-                tools=CODING_TOOLS,
-            )
-            history = [
-                *asked,
-                Message(role="assistant", tool_calls=[call]),
-                Message(role="tool", content=result, tool_call_id=call.id),
-            ]
-            self.add(
-                user,
-                next(times),
-                system=pools.CODING_SYSTEM,
-                history=history,
-                output=[Message(role="assistant", content=answer)],
-                tools=CODING_TOOLS,
-            )
+            self.tool_round_trip(user, times, pools.CODING_SYSTEM, CODING_TOOLS, prompt, call, result, answer)
             return
         prompt, answer = self.fill(self.rng.choice(pools.CODING_EXCHANGES))
         self.add(
@@ -301,27 +280,41 @@ class SampleDay:
             name="run_sql", arguments=orjson.dumps({"query": sql}).decode(), id=f"call_{self.rng.getrandbits(40):x}"
         )
         times = self.session_times(2)
-        asked = [Message(role="user", content=question)]
+        self.tool_round_trip(user, times, pools.ANALYTICS_SYSTEM, ANALYTICS_TOOLS, question, call, rows, answer)
+
+    def tool_round_trip(
+        self,
+        user: User,
+        times: Iterator[float],
+        system: str,
+        tools: list[ToolDefinition],
+        prompt: str,
+        call: ToolCall,
+        result: str,
+        answer: str,
+    ) -> None:
+        """One agent turn as two records: the model calls a tool, then answers from the tool's result."""
+        asked = [Message(role="user", content=prompt)]
         self.add(
             user,
             next(times),
-            system=pools.ANALYTICS_SYSTEM,
+            system=system,
             history=asked,
             output=[Message(role="assistant", tool_calls=[call])],
-            tools=ANALYTICS_TOOLS,
+            tools=tools,
         )
         history = [
             *asked,
             Message(role="assistant", tool_calls=[call]),
-            Message(role="tool", content=rows, tool_call_id=call.id),
+            Message(role="tool", content=result, tool_call_id=call.id),
         ]
         self.add(
             user,
             next(times),
-            system=pools.ANALYTICS_SYSTEM,
+            system=system,
             history=history,
             output=[Message(role="assistant", content=answer)],
-            tools=ANALYTICS_TOOLS,
+            tools=tools,
         )
 
     def benign(self, users: list[User]) -> None:
