@@ -12,7 +12,6 @@ bounded, and expires on event time.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import msgspec
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import PROMPT, Event
+from detectors.exfil.measures import shingles, words
 from detectors.matching import MultiMatcher, Pattern
 
 ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
@@ -94,9 +94,6 @@ class _Leak:
     shingles: set[str] = field(default_factory=set)
 
 
-_WORD = re.compile(r"[a-z0-9]+")  # runs only on short, already-bounded windows of text, not whole inputs
-
-
 class SessionChainDetector(Detector):
     """Correlates turns of a session (``session.id``, else the identity) into chain alerts."""
 
@@ -164,9 +161,9 @@ class SessionChainDetector(Detector):
         leaks = self._leaks.get(identity, [])
         detections = []
         if prompt and leaks:
-            shingles = self._shingles(prompt)
+            quoted = self._shingles(prompt)
             for leak in leaks:
-                overlap = len(shingles & leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
+                overlap = len(quoted & leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
                 if overlap >= self.settings.reuse_overlap and event.timestamp > leak.timestamp:
                     detections.append(
                         self._detection(
@@ -182,10 +179,10 @@ class SessionChainDetector(Detector):
                     break
         if "system_prompt_leak" in found.categories:
             completion = " ".join(m.content for m in event.output_messages)
-            shingles = self._shingles(completion)
-            if shingles:
+            leaked = self._shingles(completion)
+            if leaked:
                 kept = self._leaks.setdefault(identity, [])
-                kept.append(_Leak(event.timestamp, shingles))
+                kept.append(_Leak(event.timestamp, leaked))
                 del kept[: -self.settings.max_leaks_per_identity]
         return detections
 
@@ -198,9 +195,8 @@ class SessionChainDetector(Detector):
         return bool(completion) and bool(self._refusals.scan(completion))
 
     def _shingles(self, text: str) -> set[str]:
-        words = _WORD.findall(text[:20_000].lower())
-        size = self.settings.shingle_words
-        return {" ".join(words[i : i + size]) for i in range(max(0, len(words) - size + 1))}
+        tokens = words(text[:20_000])
+        return shingles(tokens, self.settings.shingle_words) if len(tokens) >= self.settings.shingle_words else set()
 
     def _detection(
         self,
