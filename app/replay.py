@@ -19,6 +19,7 @@ import orjson
 
 from detectors.event import Event
 from detectors.normalise import DeadLetter, normalise_payload
+from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import BatchResult, Pipeline
 
 STDIN = "-"
@@ -128,7 +129,7 @@ def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
 
 def replay(
     sources: list[str],
-    pipeline: Pipeline,
+    pipeline: Pipeline | PartitionedPipeline,
     *,
     alerts_out: Path | None,
     events_out: Path | None = None,

@@ -210,6 +210,10 @@ class AlertGrouper:
         self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
         self._risk = {key: _Risk(**value) for key, value in state.get("risk", {}).items()}
 
+    def fresh(self) -> AlertGrouper:
+        """A grouper with the same redactor and policy and no open groups."""
+        return AlertGrouper(self.redactor, self.policy)
+
 
 def _group_state(group: _Group) -> dict[str, Any]:
     return {

@@ -8,6 +8,7 @@ between batches; stateful ones keep per-identity state in memory and expose it t
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
@@ -121,3 +122,16 @@ class Detector(ABC):
         """Restore what :meth:`state` returned."""
         if state:
             raise ValueError(f"{self.name} is stateless but was given state")
+
+    def fresh(self) -> Detector:
+        """A detector with this one's configuration and no state, e.g. for one more identity partition.
+
+        A stateless detector is returned as it is, so compiled rule packs and models are shared. A stateful one
+        is copied shallowly and given empty state, which is enough when :meth:`load_state` rebinds its
+        containers (as every detector here does); one that holds state in a shared helper object overrides this.
+        """
+        if type(self).state is Detector.state:
+            return self
+        clone = copy.copy(self)
+        clone.load_state({})
+        return clone

@@ -31,6 +31,13 @@ class BatchResult:
     shadow_alerts: list[dict[str, Any]] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
 
+    def extend(self, other: BatchResult) -> None:
+        """Append what ``other`` produced (e.g. another partition's or chunk's result)."""
+        self.events.extend(other.events)
+        self.alerts.extend(other.alerts)
+        self.shadow_alerts.extend(other.shadow_alerts)
+        self.detections.extend(other.detections)
+
 
 class Pipeline:
     """Runs ``detectors`` in order over each batch; later detectors see earlier ones' findings.
@@ -114,6 +121,13 @@ class Pipeline:
         for detector in self.detectors:
             detector.load_state(state.get("detectors", {}).get(detector.name, {}))
         self.grouper.load_state(state.get("alerting", {}))
+
+    def fresh(self) -> Pipeline:
+        """The same detectors, configuration and redactor with no state: one pipeline per identity partition.
+
+        Stateless tiers (compiled rule packs, models) are shared, not copied; see :meth:`Detector.fresh`.
+        """
+        return Pipeline([detector.fresh() for detector in self.detectors], self.redactor, self.grouper.fresh())
 
     def _run(self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         try:

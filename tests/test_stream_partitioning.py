@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.stream.codec import decode_document, decode_events, encode_document, encode_events
-from app.stream.partitioning import group_by_partition, partition_for
+from detectors.partitioned import group_by_partition, partition_for
 from detectors.event import Event, Identity, Message
 
 
@@ -34,7 +34,7 @@ def test_partition_is_in_range_and_repeatable(key: str, partitions: int) -> None
 
 def test_partition_is_stable_across_processes() -> None:
     """Python's hash() is salted per process; the partition must not be."""
-    code = "from app.stream.partitioning import partition_for; print(partition_for('user:alice', 12))"
+    code = "from detectors.partitioned import partition_for; print(partition_for('user:alice', 12))"
     outputs = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
         for _ in range(2)

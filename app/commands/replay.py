@@ -15,6 +15,7 @@ from app.engine import build_pipeline
 from app.replay import STDIN, ReplaySummary, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, load_settings
+from detectors.partitioned import PartitionedPipeline
 
 SAMPLES_DIR = PACKAGE_ROOT / "samples"
 console = Console(stderr=True)
@@ -36,13 +37,22 @@ def replay_command(
     flush: bool = typer.Option(
         True, "--flush/--no-flush", help="Close open detection windows at the end (--no-flush: as a live stream)."
     ),
+    partitions: int | None = typer.Option(
+        None, "--partitions", min=1, help="Identity partitions, each with its own state (default: kafka.partitions)."
+    ),
     config: Path | None = typer.Option(None, "--config", help="Settings file (YAML)."),
 ) -> None:
-    """Run the full detection pipeline over FILES and write alerts, enriched events and dead letters."""
+    """Run the full detection pipeline over FILES and write alerts, enriched events and dead letters.
+
+    State is kept per identity partition as the stream keeps it, so with the stream's partition count the
+    output is what the stream writes for the same records.
+    """
     for name in files:
         if name != STDIN and not Path(name).is_file():
             raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
-    summary = _run(files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config, flush=flush)
+    summary = _run(
+        files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config, flush=flush, partitions=partitions
+    )
     _print_summary(summary)
     if summary_out is not None:
         summary_out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,9 +93,10 @@ def _run(
     config: Path | None,
     *,
     flush: bool = True,
+    partitions: int | None = None,
 ) -> ReplaySummary:
     settings = load_settings(config)
-    pipeline = build_pipeline(settings)
+    pipeline = PartitionedPipeline(build_pipeline(settings), partitions or settings.kafka.partitions)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

@@ -6,6 +6,7 @@ conversation index, which is why they are parts of one detector rather than dete
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -124,6 +125,14 @@ class ExfilDetector(Detector):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.memory.load_state(state.get("memory", {}))
+
+    def fresh(self) -> ExfilDetector:
+        """Shares the compiled scanners and checks; the session memory is the clone's own."""
+        clone = copy.copy(self)
+        clone.memory = copy.copy(self.memory)
+        clone.memory.load_state({})
+        clone._expired_at = float("-inf")
+        return clone
 
     def _sensitive(self, context: EventContext) -> list[SensitiveValue]:
         """The values handed to the redactor, per the configuration."""

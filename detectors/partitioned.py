@@ -1,0 +1,76 @@
+"""Identity partitions: which partition an identity's events go to, and one pipeline per partition.
+
+Stateful detection (windows, baselines, session memory, alert groups) is kept per partition, never per process:
+the stream gives each partition of its internal topic its own :class:`Pipeline`, and a partition moves between
+workers with its state. What a partition detects then depends only on its own events, not on which worker
+held it or what else that worker held, so the stream and an embedded replay with the same partition count
+produce the same alerts.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Sequence
+
+from detectors.event import Event
+from detectors.pipeline import BatchResult, Pipeline
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """A stable partition for ``key``: the same on every process and run (CRC-32, not Python's salted hash)."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be at least 1, not {partitions}")
+    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def group_by_partition(events: Iterable[Event], partitions: int) -> dict[int, list[Event]]:
+    """Events grouped by the partition of their identity key, in their original order within each group."""
+    groups: dict[int, list[Event]] = {}
+    for event in events:
+        groups.setdefault(partition_for(event.identity.key(), partitions), []).append(event)
+    return groups
+
+
+class PartitionedPipeline:
+    """One pipeline per identity partition, created on first use from ``template`` (see :meth:`Pipeline.fresh`).
+
+    ``process`` splits a batch by partition; the stream, which already receives events by partition, uses
+    :meth:`pipeline` directly. ``template`` itself is never run, so its state stays empty.
+    """
+
+    def __init__(self, template: Pipeline, partitions: int) -> None:
+        if partitions < 1:
+            raise ValueError(f"partitions must be at least 1, not {partitions}")
+        self.template = template
+        self.partitions = partitions
+        self._pipelines: dict[int, Pipeline] = {}
+
+    def pipeline(self, partition: int) -> Pipeline:
+        pipeline = self._pipelines.get(partition)
+        if pipeline is None:
+            pipeline = self._pipelines[partition] = self.template.fresh()
+        return pipeline
+
+    def owned(self) -> list[int]:
+        """Partitions that have a pipeline (with whatever state it holds)."""
+        return sorted(self._pipelines)
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition's pipeline and state (it moved to another worker, or its state is stale)."""
+        self._pipelines.pop(partition, None)
+
+    def replace(self, partition: int, pipeline: Pipeline) -> None:
+        """Install ``pipeline`` (e.g. restored from a checkpoint) for ``partition``."""
+        self._pipelines[partition] = pipeline
+
+    def process(self, events: Sequence[Event]) -> BatchResult:
+        result = BatchResult()
+        for partition, group in sorted(group_by_partition(events, self.partitions).items()):
+            result.extend(self.pipeline(partition).process(group))
+        return result
+
+    def flush(self, until: float | None = None) -> BatchResult:
+        result = BatchResult()
+        for partition in self.owned():
+            result.extend(self._pipelines[partition].flush(until))
+        return result
