@@ -35,11 +35,13 @@ class KafkaSettings(BaseModel):
     alerts_topic: str = "llm-alerts"
     dead_letter_topic: str = "llm-logs-dead-letter"
     internal_topic: str = "abusewatch-events-by-identity"  # ingest -> detect, keyed by identity
+    state_topic: str = "abusewatch-detection-state"  # compacted: per-partition detection state checkpoints
     partitions: int = 4
     replication_factor: int = 1
     max_message_bytes: int = 16 * 1024 * 1024  # topic max.message.bytes set by bootstrap; producer request limit
     internal_message_bytes: int = 1024 * 1024  # target size of one internal message (a list of events)
     consumer_group: str = "abusewatch"
+    session_timeout_s: float = 30.0  # a worker silent this long (killed, hung) loses its partitions to the others
 
 
 class ElasticsearchSettings(BaseModel):
@@ -98,6 +100,8 @@ class WorkerSettings(BaseModel):
     detect_batch_messages: int = 20  # internal messages taken per detect batch (each holds many events)
     health_check_interval_s: float = 5.0
     dedupe_capacity: int = 200_000  # event ids remembered per worker to drop records delivered twice
+    checkpoint_interval_s: float = 30.0  # how often each partition's detection state is checkpointed
+    max_catch_up_messages: int = 20_000  # without a checkpoint, state is rebuilt from at most this many messages
 
 
 class Settings(BaseSettings):

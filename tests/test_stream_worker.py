@@ -49,15 +49,15 @@ def test_worker_registers_its_agents_on_its_topics(worker: StreamWorker) -> None
 def test_pipeline_runs_in_batches_and_keeps_every_event(worker: StreamWorker) -> None:
     worker.settings.detection.batch_size = 4
     letters: list[dict[str, object]] = []
-    result = asyncio.run(worker._run_pipeline([event(n) for n in range(10)], letters))
+    result = asyncio.run(worker._run_pipeline(worker.pipelines.pipeline(0), [event(n) for n in range(10)], letters))
     assert [doc["event"]["id"] for doc in result.events] == [f"e{n}" for n in range(10)]
     assert letters == []
 
 
 def test_a_poison_event_becomes_a_dead_letter_and_the_rest_of_its_batch_goes_on(worker: StreamWorker) -> None:
-    worker.pipeline = PoisonedPipeline(worker.pipeline, poison="e3")  # type: ignore[assignment]
+    poisoned = PoisonedPipeline(worker.pipelines.pipeline(0), poison="e3")
     letters: list[dict[str, object]] = []
-    result = asyncio.run(worker._run_pipeline([event(n) for n in range(6)], letters))
+    result = asyncio.run(worker._run_pipeline(poisoned, [event(n) for n in range(6)], letters))  # type: ignore[arg-type]
     assert [doc["event"]["id"] for doc in result.events] == ["e0", "e1", "e2", "e4", "e5"]
     assert [(letter["reason"], letter["origin"]) for letter in letters] == [("pipeline_error", "event:e3")]
     assert "renderer exploded" in str(letters[0]["detail"])

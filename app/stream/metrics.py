@@ -21,3 +21,14 @@ ES_BULK_RETRIES = Counter("abusewatch_es_bulk_retries_total", "Bulk retry rounds
 ES_REJECTIONS = Counter("abusewatch_es_rejections_total", "Documents Elasticsearch rejected for good", ["index"])
 ES_UP = Gauge("abusewatch_elasticsearch_up", "1 when the last Elasticsearch health probe succeeded")
 CONSUMER_LAG = Gauge("abusewatch_consumer_lag", "Messages between the read offset and the end", ["topic", "partition"])
+CHECKPOINTS = Counter("abusewatch_state_checkpoints_total", "Partition state checkpoints", ["outcome"])
+CHECKPOINT_BYTES = Histogram(
+    "abusewatch_state_checkpoint_bytes",
+    "Size of one partition's state checkpoint",
+    buckets=(1e3, 1e4, 1e5, 1e6, 4e6, 16e6, 64e6),
+)
+STATE_RESTORES = Counter("abusewatch_state_restores_total", "Partitions given state on arrival", ["source"])
+STATE_REPLAYED_EVENTS = Counter("abusewatch_state_replayed_events_total", "Events replayed for state only")
+STATE_SKIPPED_MESSAGES = Counter(
+    "abusewatch_state_skipped_messages_total", "Internal messages redelivered after their effect was already kept"
+)

@@ -15,7 +15,23 @@ _ADMIN_TIMEOUT_MS = 15_000
 
 
 def topic_names(kafka: KafkaSettings) -> list[str]:
-    return [kafka.raw_topic, kafka.internal_topic, kafka.events_topic, kafka.alerts_topic, kafka.dead_letter_topic]
+    return [
+        kafka.raw_topic,
+        kafka.internal_topic,
+        kafka.state_topic,
+        kafka.events_topic,
+        kafka.alerts_topic,
+        kafka.dead_letter_topic,
+    ]
+
+
+def topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
+    """Topic-level configuration: the message size limit everywhere; the state topic keeps only the newest
+    checkpoint per partition (compaction, eager enough that superseded checkpoints do not pile up)."""
+    configs = {"max.message.bytes": str(kafka.max_message_bytes)}
+    if name == kafka.state_topic:
+        configs |= {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
+    return configs
 
 
 @contextmanager
@@ -43,17 +59,20 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
     """Create missing topics with the configured partitions, replication and message size; report each topic.
 
     Existing topics are left alone (a partition count can only grow, and changing it would move identities to
-    other partitions), but a count that differs from the settings is reported.
+    other partitions), but a count that differs from the settings is reported. The state topic gets the internal
+    topic's partition count, whatever the settings say: partition p's state lives in its partition p.
     """
     report = []
     with admin_client(kafka) as admin:
         counts = partition_counts(admin, topic_names(kafka))
+        wanted = dict.fromkeys(counts, kafka.partitions)
+        wanted[kafka.state_topic] = counts[kafka.internal_topic] or kafka.partitions
         missing = [
             NewTopic(
                 name,
-                num_partitions=kafka.partitions,
+                num_partitions=wanted[name],
                 replication_factor=kafka.replication_factor,
-                topic_configs={"max.message.bytes": str(kafka.max_message_bytes)},
+                topic_configs=topic_configs(kafka, name),
             )
             for name, count in counts.items()
             if count is None
@@ -63,9 +82,9 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
                 admin.create_topics(missing, timeout_ms=_ADMIN_TIMEOUT_MS)
         for name, count in counts.items():
             if count is None:
-                report.append(f"topic {name}: created ({kafka.partitions} partitions)")
-            elif count != kafka.partitions:
-                report.append(f"topic {name}: exists with {count} partitions (settings say {kafka.partitions}; kept)")
+                report.append(f"topic {name}: created ({wanted[name]} partitions)")
+            elif count != wanted[name]:
+                report.append(f"topic {name}: exists with {count} partitions (expected {wanted[name]}; kept)")
             else:
                 report.append(f"topic {name}: exists")
     return report

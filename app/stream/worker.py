@@ -1,7 +1,8 @@
 """The Faust application: topics, the three agents and the shared state they report through ``/health``.
 
 ``ingest``  raw topic -> normalise -> internal topic (events regrouped by identity), dead letters -> DL topic.
-``detect``  internal topic -> pipeline -> Elasticsearch (events, alerts, shadow alerts) and output topics.
+``detect``  internal topic -> one pipeline per partition -> Elasticsearch (events, alerts, shadow alerts) and output
+            topics; each partition's state is checkpointed to the state topic (see ``checkpoints``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
@@ -15,11 +16,11 @@ import asyncio
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 from elasticsearch import AsyncElasticsearch
@@ -29,15 +30,17 @@ from app.settings import Settings
 from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.elasticsearch import Document, ElasticsearchSink, WriteReport, client_options
 from app.stream import metrics
+from app.stream.checkpoints import Checkpoint, CheckpointCodec, PartitionLog, PartitionProgress
 from app.stream.codec import decode_document, decode_events, encode_document, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import faust_credentials
-from app.stream.partitioning import group_by_partition
 from detectors.event import Event
 from detectors.normalise import normalise_payload
-from detectors.pipeline import BatchResult
+from detectors.partitioned import PartitionedPipeline, group_by_partition
+from detectors.pipeline import BatchResult, Pipeline
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -61,7 +64,11 @@ class StreamWorker:
         self.internal_partitions = internal_partitions
         self.op_types = op_types
         self.state = WorkerState()
-        self.pipeline = build_pipeline(settings)
+        self.pipelines = PartitionedPipeline(build_pipeline(settings), internal_partitions)
+        self.progress: dict[int, PartitionProgress] = {}
+        self.codec = CheckpointCodec(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+        self.partition_log = PartitionLog(settings.kafka)
+        self._last_checkpoint = time.monotonic()
         self.recent = RecentIds(settings.worker.dedupe_capacity)
         self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abusewatch-detect")
         self._es: AsyncElasticsearch | None = None
@@ -70,12 +77,15 @@ class StreamWorker:
         kafka = settings.kafka
         self.raw_topic = self._topic(kafka.raw_topic)
         self.internal_topic = self._topic(kafka.internal_topic)
+        self.state_topic = self._topic(kafka.state_topic)
         self.events_topic = self._topic(kafka.events_topic)
         self.alerts_topic = self._topic(kafka.alerts_topic)
         self.dead_letter_topic = self._topic(kafka.dead_letter_topic)
         self.app.agent(self.raw_topic, name="ingest")(self.ingest)
         self.app.agent(self.internal_topic, name="detect")(self.detect)
         self.app.agent(self.dead_letter_topic, name="archive_dead_letters")(self.archive_dead_letters)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         self.app.on_before_shutdown.connect(self._close)
 
     # -- set-up -------------------------------------------------------------------------------------------------
@@ -100,6 +110,8 @@ class StreamWorker:
             producer_max_request_size=kafka.max_message_bytes,
             consumer_auto_offset_reset="earliest",
             broker_commit_interval=1.0,
+            broker_session_timeout=kafka.session_timeout_s,
+            broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 4),
             topic_partitions=kafka.partitions,
             topic_replication_factor=kafka.replication_factor,
             topic_disable_leader=True,
@@ -133,10 +145,28 @@ class StreamWorker:
         return self._es
 
     async def _close(self, app: faust.App, **kwargs: Any) -> None:
-        """On shutdown, after the consumer stopped: release the Elasticsearch connections and the detector thread."""
+        """On shutdown, after the consumer stopped: checkpoint what is clean, release connections and threads."""
+        await self._checkpoint(self.pipelines.owned())
         if self._es is not None:
             await self._es.close()
+        self._detector_thread.submit(self.partition_log.close)
         self._detector_thread.shutdown(wait=True)
+
+    def _internal(self, partitions: set[Any]) -> list[int]:
+        name = self.settings.kafka.internal_topic
+        return sorted(tp.partition for tp in partitions if tp.topic == name)
+
+    async def _on_partitions_revoked(self, app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+        """Faust has finished the in-flight batches: checkpoint the partitions that may move away."""
+        await self._checkpoint(self._internal(revoked))
+
+    async def _on_partitions_assigned(self, app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
+        """Forget partitions that moved away, and any whose state ran ahead of Elasticsearch (restored on use)."""
+        kept = set(self._internal(assigned))
+        for partition in list(self.progress):
+            if partition not in kept or not self.progress[partition].clean:
+                self.pipelines.drop(partition)
+                del self.progress[partition]
 
     # -- agents -------------------------------------------------------------------------------------------------
 
@@ -164,26 +194,39 @@ class StreamWorker:
             self._finished("ingest", started)
 
     async def detect(self, stream: faust.StreamT) -> None:
-        """Events of one identity partition -> pipeline -> Elasticsearch and the output topics."""
+        """Events of identity partitions -> each partition's pipeline -> Elasticsearch and the output topics."""
         settings = self.settings
         messages = settings.worker.detect_batch_messages
         async for batch in stream.take_events(messages, within=settings.detection.batch_timeout_s):
             started = time.perf_counter()
-            events: list[Event] = []
+            records = [record.message for record in batch]
+            for partition, first in _first_offsets(records).items():
+                if partition not in self.progress:
+                    await self._in_thread(self._restore, partition, first)
+            by_partition: dict[int, list[Event]] = {}
+            last: dict[int, int] = {}
             letters: list[Any] = []
-            for record in batch:
-                message = record.message
+            for message in records:
+                if message.offset <= self.progress[message.partition].acked:
+                    metrics.STATE_SKIPPED_MESSAGES.inc()  # written before, and its effect is in the restored state
+                    continue
+                last[message.partition] = max(last.get(message.partition, -1), message.offset)
                 try:
-                    events.extend(decode_events(message.value or b""))
+                    by_partition.setdefault(message.partition, []).extend(decode_events(message.value or b""))
                 except ValueError as error:
                     origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
                     letters.append(failure("corrupt_internal_message", str(error), origin, size=len(message.value)))
-            # Event-time order across the partitions in this batch, as replay reads a time-ordered file: window
-            # detectors then see each batch in the order they would have seen it there.
-            events.sort(key=lambda event: event.timestamp)
-            fresh = self.recent.fresh(events)
-            metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
-            result = await self._run_pipeline(fresh, letters)
+            result = BatchResult()
+            fresh_ids: list[str] = []
+            for partition, offset in sorted(last.items()):
+                self.progress[partition].processed = offset  # in flight until Elasticsearch acknowledges
+                # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
+                # the order they would have seen it there.
+                events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
+                fresh = self.recent.fresh(events)
+                metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
+                result.extend(await self._run_pipeline(self.pipelines.pipeline(partition), fresh, letters))
+                fresh_ids.extend(event.id for event in fresh)
             es = settings.elasticsearch
             documents = [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
             documents += [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
@@ -196,11 +239,15 @@ class StreamWorker:
             for doc in result.alerts:
                 deliveries.append(await self._send_document(self.alerts_topic, doc))
             await asyncio.gather(*deliveries)
-            self.recent.remember(event.id for event in fresh)
-            metrics.EVENTS_DETECTED.inc(len(fresh))
+            for partition, offset in last.items():
+                self.progress[partition].acked = offset
+            self.recent.remember(fresh_ids)
+            metrics.EVENTS_DETECTED.inc(len(fresh_ids))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
             self._finished("detect", started)
+            if time.monotonic() - self._last_checkpoint >= settings.worker.checkpoint_interval_s:
+                await self._checkpoint(self.pipelines.owned())
 
     async def archive_dead_letters(self, stream: faust.StreamT) -> None:
         """Dead letters from their topic into the dead-letter index (rejections there are logged and counted)."""
@@ -246,8 +293,8 @@ class StreamWorker:
             detail = f"{type(error).__name__}: {error}"
             return [], [failure("normaliser_error", detail, origin, size=len(payload), raw=raw)]
 
-    async def _run_pipeline(self, events: Sequence[Event], letters: list[Any]) -> BatchResult:
-        """The pipeline over ``events`` in batches of ``detection.batch_size``, off the event loop.
+    async def _run_pipeline(self, pipeline: Pipeline, events: Sequence[Event], letters: list[Any]) -> BatchResult:
+        """``pipeline`` over ``events`` in batches of ``detection.batch_size``, off the event loop.
 
         One dedicated thread: detectors never run concurrently, and heartbeats and ``/health`` stay responsive.
         The pipeline isolates failing detectors itself; should it still raise, the batch is retried event by event
@@ -258,27 +305,136 @@ class StreamWorker:
         for start in range(0, len(events), size):
             chunk = events[start : start + size]
             try:
-                results = [await self._process(chunk)]
+                merged.extend(await self._in_thread(pipeline.process, chunk))
             except Exception:
                 log.exception("pipeline failed on a batch of %d events; isolating", len(chunk))
-                results = []
                 for event in chunk:
                     try:
-                        results.append(await self._process([event]))
+                        merged.extend(await self._in_thread(pipeline.process, [event]))
                     except Exception as error:
                         log.exception("pipeline failed on event %s", event.id)
                         detail = f"{type(error).__name__}: {error}"
                         letters.append(failure("pipeline_error", detail, f"event:{event.id}"))
-            for result in results:
-                merged.events.extend(result.events)
-                merged.alerts.extend(result.alerts)
-                merged.shadow_alerts.extend(result.shadow_alerts)
-                merged.detections.extend(result.detections)
         return merged
 
-    async def _process(self, events: Sequence[Event]) -> BatchResult:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._detector_thread, self.pipeline.process, events)
+    async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the detector thread, which owns every pipeline and the partition log."""
+        return await asyncio.get_running_loop().run_in_executor(self._detector_thread, function, *args)
+
+    # -- partition state ----------------------------------------------------------------------------------------
+
+    def _restore(self, partition: int, first_offset: int) -> None:
+        """Give ``partition`` its state before its first batch here (detector thread).
+
+        The newest checkpoint, then the internal messages between it and ``first_offset`` (where this consumer
+        starts) replayed for their effect on state only: their documents were written by the previous owner.
+        """
+        started = time.perf_counter()
+        pipeline = self.pipelines.template.fresh()
+        checkpoint = self._load_checkpoint(partition)
+        if checkpoint is not None:
+            try:
+                pipeline.load_state(checkpoint.state)
+            except Exception:
+                log.exception("partition %d: checkpoint at offset %d does not load", partition, checkpoint.offset)
+                pipeline, checkpoint = self.pipelines.template.fresh(), None
+        if checkpoint is not None:
+            start, source = checkpoint.offset + 1, "checkpoint"
+        else:
+            start = max(self._first_kept_offset(partition), first_offset - self.settings.worker.max_catch_up_messages)
+            source = "log"
+        replayed = self._catch_up(pipeline, partition, start, first_offset)
+        covered = max(first_offset - 1, checkpoint.offset if checkpoint else -1)
+        self.pipelines.replace(partition, pipeline)
+        self.progress[partition] = PartitionProgress(
+            processed=covered, acked=covered, checkpointed=checkpoint.offset if checkpoint else -1
+        )
+        metrics.STATE_RESTORES.labels(source if checkpoint or replayed else "empty").inc()
+        log.info(
+            "partition %d: state from %s (offset %s) and %d events replayed from offsets %d..%d, in %.2fs",
+            partition,
+            source,
+            checkpoint.offset if checkpoint else "-",
+            replayed,
+            start,
+            first_offset - 1,
+            time.perf_counter() - started,
+        )
+
+    def _load_checkpoint(self, partition: int) -> Checkpoint | None:
+        try:
+            blob = self.partition_log.latest_checkpoint(partition)
+            checkpoint = self.codec.decode(blob) if blob is not None else None
+        except Exception:
+            log.exception("partition %d: cannot read its checkpoint; state is rebuilt from the log", partition)
+            return None
+        if checkpoint is not None and checkpoint.partitions != self.internal_partitions:
+            log.warning(
+                "partition %d: checkpoint was taken with %d partitions, the topic has %d; ignored",
+                partition,
+                checkpoint.partitions,
+                self.internal_partitions,
+            )
+            return None
+        return checkpoint
+
+    def _first_kept_offset(self, partition: int) -> int:
+        try:
+            return self.partition_log.first_offset(partition)
+        except Exception:
+            log.exception("partition %d: cannot read the internal topic's first offset", partition)
+            return 0
+
+    def _catch_up(self, pipeline: Pipeline, partition: int, start: int, stop: int) -> int:
+        """Run ``pipeline`` over internal offsets ``start..stop-1``, dropping its output; returns events replayed."""
+        replayed = 0
+        size = self.settings.detection.batch_size
+        try:
+            for _offset, value in self.partition_log.internal_messages(partition, start, stop):
+                try:
+                    events = sorted(decode_events(value), key=lambda event: event.timestamp)
+                except ValueError:  # dead-lettered when it was first processed
+                    continue
+                for chunk in range(0, len(events), size):
+                    pipeline.process(events[chunk : chunk + size])
+                replayed += len(events)
+        except Exception:
+            log.exception("partition %d: catch-up stopped after %d events; state may miss some", partition, replayed)
+        metrics.STATE_REPLAYED_EVENTS.inc(replayed)
+        return replayed
+
+    async def _checkpoint(self, partitions: Sequence[int]) -> None:
+        """Checkpoint each of ``partitions`` that is clean and has news. Failures are only logged: a missing
+        checkpoint costs a longer catch-up, never data."""
+        self._last_checkpoint = time.monotonic()
+        for partition in partitions:
+            progress = self.progress.get(partition)
+            if progress is None or not progress.due:
+                continue
+            offset = progress.acked
+            try:
+                blob = await self._in_thread(self._snapshot, partition, offset)
+                if len(blob) > self.settings.kafka.max_message_bytes:
+                    raise ValueError(f"{len(blob)} bytes exceed kafka.max_message_bytes")
+                delivery = await self.state_topic.send(key=str(partition).encode(), value=blob, partition=partition)
+                await delivery
+            except Exception:
+                log.exception("partition %d: checkpoint at offset %d not written", partition, offset)
+                metrics.CHECKPOINTS.labels("failed").inc()
+                continue
+            progress.checkpointed = max(progress.checkpointed, offset)
+            metrics.CHECKPOINTS.labels("written").inc()
+            metrics.CHECKPOINT_BYTES.observe(len(blob))
+
+    def _snapshot(self, partition: int, offset: int) -> bytes:
+        checkpoint = Checkpoint(
+            partition=partition,
+            offset=offset,
+            partitions=self.internal_partitions,
+            created=time.time(),
+            state=self.pipelines.pipeline(partition).state(),
+        )
+        return self.codec.encode(checkpoint)
 
     async def _write(self, documents: list[Document]) -> WriteReport:
         report = await self.sink.write(documents)
@@ -316,3 +472,11 @@ class StreamWorker:
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
         self.state.last_batch_at[agent] = time.time()
+
+
+def _first_offsets(messages: Sequence[Any]) -> dict[int, int]:
+    """The lowest offset of each partition among ``messages``."""
+    first: dict[int, int] = {}
+    for message in messages:
+        first[message.partition] = min(first.get(message.partition, message.offset), message.offset)
+    return first
