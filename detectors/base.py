@@ -105,6 +105,10 @@ class Detector(ABC):
     """A detection tier. Subclasses set ``name`` and implement :meth:`detect`."""
 
     name: ClassVar[str]
+    # Whether the pipeline records a detection on the event that triggered it, for later tiers and the event's
+    # document. Tiers that raise when a window over earlier events closes set False: no event of the batch
+    # triggered the detection, and which window events are still in the batch depends on batching.
+    marks_events: ClassVar[bool] = True
 
     @abstractmethod
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:

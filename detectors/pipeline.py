@@ -61,17 +61,20 @@ class Pipeline:
     def run_detector(
         self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings], index: dict[str, int]
     ) -> list[Detection]:
-        """One tier over the batch; what it raised is recorded on each event's findings for the later tiers.
+        """One tier over the batch; what it raised is recorded on the findings of the event that triggered it.
 
-        ``index`` maps event id to position in ``events``.
+        The trigger is the last event a detection lists: the event itself for per-event tiers, the arriving event
+        for correlations and chains. The other listed events are not marked, since which of them are still in
+        the batch depends on batching, and an event's document must not. ``index`` maps event id to position.
         """
         raised = self._run(detector, events, findings)
+        if not detector.marks_events:
+            return raised
         for detection in raised:
-            for event_id in detection.event_ids:
-                position = index.get(event_id)
-                if position is not None:
-                    findings[position].rule_ids.append(detection.rule.id)
-                    findings[position].categories.add(detection.rule.category)
+            position = index.get(detection.event_ids[-1]) if detection.event_ids else None
+            if position is not None:
+                findings[position].rule_ids.append(detection.rule.id)
+                findings[position].categories.add(detection.rule.category)
         return raised
 
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
