@@ -81,7 +81,7 @@ class DetectionSettings(BaseModel):
     max_record_bytes: int = 4 * 1024 * 1024
     max_text_chars: int = 256 * 1024
     batch_size: int = 500
-    batch_timeout_s: float = 0.5
+    batch_timeout_s: float = 0.1  # longest wait for a batch to fill: under load batches fill first
     keep_raw_dead_letters: bool = False
     dead_letter_retention_days: int = 14
     # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6

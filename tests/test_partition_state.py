@@ -106,7 +106,9 @@ def test_a_checkpointed_partition_resumes_exactly_where_it_stopped(
 
     before = template.fresh()
     results = [before.process(batch) for batch in parts[:split]]
-    blob = codec.encode(Checkpoint(partition=0, offset=split - 1, partitions=1, created=0.0, state=before.state()))
+    blob = codec.encode(
+        Checkpoint(topic="t", partition=0, offset=split - 1, partitions=1, created=0.0, state=before.state())
+    )
     restored = template.fresh()
     restored.load_state(codec.decode(blob).state)
     assert restored.state() == before.state()
@@ -128,8 +130,10 @@ def test_a_new_pipeline_without_the_checkpoint_does_not_resume(template: Pipelin
 
 def test_checkpoints_are_authenticated(template: Pipeline) -> None:
     codec = CheckpointCodec(b"deployment-key")
-    blob = codec.encode(Checkpoint(partition=2, offset=41, partitions=4, created=1.0, state={"x": [1, 2]}))
-    assert codec.decode(blob) == Checkpoint(partition=2, offset=41, partitions=4, created=1.0, state={"x": [1, 2]})
+    blob = codec.encode(Checkpoint(topic="t", partition=2, offset=41, partitions=4, created=1.0, state={"x": [1, 2]}))
+    assert codec.decode(blob) == Checkpoint(
+        topic="t", partition=2, offset=41, partitions=4, created=1.0, state={"x": [1, 2]}
+    )
     with pytest.raises(ValueError, match="signature"):
         CheckpointCodec(b"another-key").decode(blob)
     tampered = blob[:-1] + bytes([blob[-1] ^ 1])

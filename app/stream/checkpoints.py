@@ -42,6 +42,7 @@ _POLL_MS = 500
 class Checkpoint(msgspec.Struct, kw_only=True):
     """One partition's pipeline state after every internal message up to and including ``offset``."""
 
+    topic: str  # the internal topic it follows
     partition: int
     offset: int
     partitions: int  # the internal topic's partition count: identities map to partitions through it
@@ -128,9 +129,9 @@ class PartitionLog:
             return value
         return None
 
-    def first_offset(self, partition: int) -> int:
-        """The oldest offset still kept in ``partition`` of the internal topic."""
-        return self._bounds(TopicPartition(self.kafka.internal_topic, partition))[0]
+    def internal_bounds(self, partition: int) -> tuple[int, int]:
+        """The oldest offset still kept in ``partition`` of the internal topic, and the offset after its last."""
+        return self._bounds(TopicPartition(self.kafka.internal_topic, partition))
 
     def internal_messages(self, partition: int, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
         """``(offset, value)`` of the internal topic's ``partition`` for ``start <= offset < stop``."""

@@ -228,9 +228,10 @@ class StreamWorker:
                 result.extend(await self._run_pipeline(self.pipelines.pipeline(partition), fresh, letters))
                 fresh_ids.extend(event.id for event in fresh)
             es = settings.elasticsearch
-            documents = [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
-            documents += [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
+            # Alerts first: they lead the first bulk request, which is what an analyst waits for.
+            documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+            documents += [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
             report = await self._write(documents)
             letters.extend(self._rejection_letters(report))
             deliveries = await self._send_dead_letters(letters, stage="detect")
@@ -339,25 +340,24 @@ class StreamWorker:
                 log.exception("partition %d: checkpoint at offset %d does not load", partition, checkpoint.offset)
                 pipeline, checkpoint = self.pipelines.template.fresh(), None
         if checkpoint is not None:
-            start, source = checkpoint.offset + 1, "checkpoint"
+            start = checkpoint.offset + 1
         else:
-            start = max(self._first_kept_offset(partition), first_offset - self.settings.worker.max_catch_up_messages)
-            source = "log"
+            kept = self._internal_bounds(partition)[0]
+            start = max(kept, first_offset - self.settings.worker.max_catch_up_messages)
         replayed = self._catch_up(pipeline, partition, start, first_offset)
         covered = max(first_offset - 1, checkpoint.offset if checkpoint else -1)
         self.pipelines.replace(partition, pipeline)
         self.progress[partition] = PartitionProgress(
             processed=covered, acked=covered, checkpointed=checkpoint.offset if checkpoint else -1
         )
-        metrics.STATE_RESTORES.labels(source if checkpoint or replayed else "empty").inc()
+        metrics.STATE_RESTORES.labels("checkpoint" if checkpoint else "log" if replayed else "empty").inc()
         log.info(
-            "partition %d: state from %s (offset %s) and %d events replayed from offsets %d..%d, in %.2fs",
+            "partition %d: state from %s, then %d events replayed (offsets %d up to %d) in %.2fs",
             partition,
-            source,
-            checkpoint.offset if checkpoint else "-",
+            f"the checkpoint at offset {checkpoint.offset}" if checkpoint else "the log",
             replayed,
             start,
-            first_offset - 1,
+            first_offset,
             time.perf_counter() - started,
         )
 
@@ -368,22 +368,27 @@ class StreamWorker:
         except Exception:
             log.exception("partition %d: cannot read its checkpoint; state is rebuilt from the log", partition)
             return None
-        if checkpoint is not None and checkpoint.partitions != self.internal_partitions:
-            log.warning(
-                "partition %d: checkpoint was taken with %d partitions, the topic has %d; ignored",
-                partition,
-                checkpoint.partitions,
-                self.internal_partitions,
-            )
+        if checkpoint is None:
+            return None
+        topic = self.settings.kafka.internal_topic
+        problem = None
+        if checkpoint.topic != topic or checkpoint.partition != partition:
+            problem = f"it follows {checkpoint.topic}[{checkpoint.partition}], not {topic}[{partition}]"
+        elif checkpoint.partitions != self.internal_partitions:
+            problem = f"it was taken with {checkpoint.partitions} partitions, the topic has {self.internal_partitions}"
+        elif checkpoint.offset >= self._internal_bounds(partition)[1]:
+            problem = f"its offset {checkpoint.offset} is beyond the topic's end (was the topic re-created?)"
+        if problem:
+            log.warning("partition %d: checkpoint ignored: %s", partition, problem)
             return None
         return checkpoint
 
-    def _first_kept_offset(self, partition: int) -> int:
+    def _internal_bounds(self, partition: int) -> tuple[int, int]:
         try:
-            return self.partition_log.first_offset(partition)
+            return self.partition_log.internal_bounds(partition)
         except Exception:
-            log.exception("partition %d: cannot read the internal topic's first offset", partition)
-            return 0
+            log.exception("partition %d: cannot read the internal topic's offsets", partition)
+            return 0, 2**63 - 1
 
     def _catch_up(self, pipeline: Pipeline, partition: int, start: int, stop: int) -> int:
         """Run ``pipeline`` over internal offsets ``start..stop-1``, dropping its output; returns events replayed."""
@@ -428,6 +433,7 @@ class StreamWorker:
 
     def _snapshot(self, partition: int, offset: int) -> bytes:
         checkpoint = Checkpoint(
+            topic=self.settings.kafka.internal_topic,
             partition=partition,
             offset=offset,
             partitions=self.internal_partitions,

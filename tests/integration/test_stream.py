@@ -204,6 +204,7 @@ def stream(services: Services, tmp_path: Path) -> Iterator[Stream]:
         "ABW_ES_URL": services.es_url,
         "ABW_KAFKA__RAW_TOPIC": f"it-{suffix}-raw",
         "ABW_KAFKA__INTERNAL_TOPIC": f"it-{suffix}-by-identity",
+        "ABW_KAFKA__STATE_TOPIC": f"it-{suffix}-state",
         "ABW_KAFKA__EVENTS_TOPIC": f"it-{suffix}-events",
         "ABW_KAFKA__ALERTS_TOPIC": f"it-{suffix}-alerts",
         "ABW_KAFKA__DEAD_LETTER_TOPIC": f"it-{suffix}-dead-letter",
@@ -384,6 +385,27 @@ def test_elasticsearch_outage_loses_and_duplicates_nothing(
         assert worker.poll() is None
         wait_until(lambda: stream.health()[0] == 200, "/health to recover")
         assert "abusewatch_es_bulk_retries_total" in stream.metrics()
+
+
+def test_kafka_broker_restart_loses_and_duplicates_nothing(
+    stream: Stream, services: Services, es_client: Elasticsearch
+) -> None:
+    """The broker goes away under a running worker and comes back: the worker reconnects on its own and goes on."""
+    first = write_traffic(stream.tmp_path / "first.jsonl", 150, seed=41)
+    second = write_traffic(stream.tmp_path / "second.jsonl", 150, seed=42, prefix="later-", hours_later=2)
+    expected = replay(stream, [first, second])
+    stream.cli("bootstrap")
+    with stream.worker() as worker:
+        produce(stream, [first])
+        wait_until(lambda: count(es_client, stream.events_index) == 150, "the first half in ES")
+        down_at = time.monotonic()
+        with services.kafka_stopped():
+            time.sleep(5)  # the worker's fetches and heartbeats fail meanwhile
+            assert worker.poll() is None, "the worker exited while Kafka was down"
+        produce(stream, [second])
+        assert_matches_replay(es_client, stream, expected)
+        print(f"Kafka restart: all events in ES {time.monotonic() - down_at:.1f}s after the broker was stopped")
+        assert worker.poll() is None
 
 
 def test_malformed_records_become_dead_letters_with_reasons(stream: Stream, es_client: Elasticsearch) -> None:
