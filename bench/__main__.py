@@ -209,10 +209,13 @@ def markdown(report: dict[str, Any]) -> str:
     if "engine_rss_mb" in memory:
         lines += ["", f"## Memory ({memory['identities']:,} identities driven, scaled to 100,000)", ""]
         lines += _table(
-            ["engine RSS MB", "RSS growth MB / 100k identities", "state JSON MB / 100k identities", "largest state"],
+            ["engine RSS MB", "RSS growth MB / 100k identities", "state JSON MB / 100k identities", "largest state",
+             "checkpoint MB / 100k identities", "checkpoint CPU s / 100k identities"],
             [[memory["engine_rss_mb"], memory["rss_growth_mb_per_100k_identities"],
               memory["state_json_mb_per_100k_identities"],
-              max(memory["state_json_bytes_by_part"], key=memory["state_json_bytes_by_part"].get)]],
+              max(memory["state_json_bytes_by_part"], key=memory["state_json_bytes_by_part"].get),
+              memory.get("checkpoint_mb_per_100k_identities"),
+              memory.get("checkpoint_cpu_seconds_per_100k_identities")]],
         )  # fmt: skip
     peer = parts.get("peer", {})
     if "ours" in peer:

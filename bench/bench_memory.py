@@ -5,7 +5,8 @@ alone. The child builds the full pipeline (RSS = the engine's fixed footprint: r
 weights, interpreter), then drives the stateful tiers - signatures (to raise detections), exfil session memory,
 anomaly, correlation, session chains and the alert grouper - with two short events for each of ``N`` identities
 (5 % carry an attack so alert groups and chains hold state), and reports the RSS growth and the size of
-``json.dumps(pipeline.state())`` - what a checkpoint of that state weighs - scaled to 100,000 identities.
+``json.dumps(pipeline.state())`` and of the stream's checkpoint of it (msgpack + zlib, with the CPU time to take
+it), scaled to 100,000 identities.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def identity_events(identities: int) -> list[Event]:
 
 def measure(identities: int) -> dict[str, Any]:
     """In this process: engine RSS, then state growth after ``identities`` identities."""
+    from app.stream.checkpoints import Checkpoint, CheckpointCodec
     from bench.bench_engine import full_pipeline
     from detectors.pipeline import Pipeline
 
@@ -80,6 +82,11 @@ def measure(identities: int) -> dict[str, Any]:
     sizes = {name: len(json.dumps(part, default=str)) for name, part in state["detectors"].items()}
     sizes["alerting"] = len(json.dumps(state["alerting"], default=str))
     scale = PER_IDENTITIES / identities
+    encoding = time.process_time()
+    checkpoint = CheckpointCodec(b"bench").encode(
+        Checkpoint(topic="bench", partition=0, offset=0, partitions=1, created=0.0, state=pipeline.state())
+    )
+    encode_seconds = time.process_time() - encoding
     return {
         "identities": identities,
         "events": identities * 2,
@@ -92,6 +99,8 @@ def measure(identities: int) -> dict[str, Any]:
         "state_json_bytes": sum(sizes.values()),
         "state_json_mb_per_100k_identities": round(sum(sizes.values()) * scale / 2**20, 2),
         "state_json_bytes_by_part": sizes,
+        "checkpoint_mb_per_100k_identities": round(len(checkpoint) * scale / 2**20, 2),
+        "checkpoint_cpu_seconds_per_100k_identities": round(encode_seconds * scale, 2),
     }
 
 
