@@ -98,6 +98,7 @@ class WorkerSettings(BaseModel):
     data_dir: Path | None = None  # faust's datadir; None: a directory under the system temp dir
     ingest_batch_size: int = 200  # raw messages taken per ingest batch (each may hold many records)
     detect_batch_messages: int = 20  # internal messages taken per detect batch (each holds many events)
+    stream_buffer_messages: int = 400  # messages an agent may hold unprocessed: bounds memory while ES is down
     health_check_interval_s: float = 5.0
     dedupe_capacity: int = 200_000  # event ids remembered per worker to drop records delivered twice
     checkpoint_interval_s: float = 30.0  # how often each partition's detection state is checkpointed

@@ -109,6 +109,7 @@ class StreamWorker:
             producer_acks=-1,
             producer_max_request_size=kafka.max_message_bytes,
             consumer_auto_offset_reset="earliest",
+            stream_buffer_maxsize=worker.stream_buffer_messages,
             broker_commit_interval=1.0,
             broker_session_timeout=kafka.session_timeout_s,
             broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 4),

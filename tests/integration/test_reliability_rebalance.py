@@ -11,7 +11,6 @@ The figures of the run go to ``out/reliability/rebalance.json`` for ``docs/relia
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -23,15 +22,22 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch
 
-from app.settings import PACKAGE_ROOT
-
-from .test_stream import ABUSEWATCH, Stream, count, free_port, ids_in, produce, replay, wait_until
+from .test_stream import (
+    ABUSEWATCH,
+    Stream,
+    count,
+    free_port,
+    ids_in,
+    produce,
+    replay,
+    wait_until,
+    write_figures,
+)
 from .test_stream import stream as deployment  # noqa: F401  (test_stream's per-test deployment, as a fixture)
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
-FIGURES = PACKAGE_ROOT.parent / "out" / "reliability" / "rebalance.json"
 STATE_METRICS = (  # figure -> Prometheus series, summed over the workers (the killed one's are lost with it)
     ("restores", "abusewatch_state_restores_total"),
     ("restored_from_checkpoint", 'abusewatch_state_restores_total{source="checkpoint"}'),
@@ -216,9 +222,7 @@ def test_kill_restart_scale_out_and_in_lose_nothing_double_nothing_and_keep_stat
         "alerts_lost": len(set(expected_alerts) - set(stored_alert_ids)),
         "alerts_extra": len(set(stored_alert_ids) - set(expected_alerts)),
     }
-    FIGURES.parent.mkdir(parents=True, exist_ok=True)
-    FIGURES.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_figures("rebalance", figures)
 
     assert figures["exit_code_after_sigterm"] == 0
     assert sorted(stored_event_ids) == sorted(expected_events)

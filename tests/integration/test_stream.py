@@ -369,22 +369,56 @@ def test_elasticsearch_outage_loses_and_duplicates_nothing(
     stream: Stream, services: Services, es_client: Elasticsearch
 ) -> None:
     first = write_traffic(stream.tmp_path / "first.jsonl", 150, seed=21)
-    second = write_traffic(stream.tmp_path / "second.jsonl", 150, seed=22, prefix="later-", hours_later=2)
+    second = write_traffic(stream.tmp_path / "second.jsonl", 1500, seed=22, prefix="later-", hours_later=2)
     expected = replay(stream, [first, second])
     stream.cli("bootstrap")
     with stream.worker() as worker:
         produce(stream, [first])
         wait_until(lambda: count(es_client, stream.events_index) == 150, "the first half in ES")
+        rss_before = resident_mb(worker.pid)
         with services.es_stopped():
+            stopped_at = time.monotonic()
             produce(stream, [second])
             wait_until(lambda: stream.health()[0] == 503, "/health to report Elasticsearch down")
             assert not stream.health()[1]["elasticsearch"]["reachable"]
-            time.sleep(3)  # the worker keeps retrying while Elasticsearch is away
+            rss_during = [resident_mb(worker.pid)]
+            for _ in range(10):  # the worker keeps retrying while Elasticsearch is away
+                time.sleep(1)
+                rss_during.append(resident_mb(worker.pid))
             assert worker.poll() is None, "the worker crashed while Elasticsearch was down"
+        restarted_at = time.monotonic()
         assert_matches_replay(es_client, stream, expected)
+        caught_up_s = time.monotonic() - restarted_at
         assert worker.poll() is None
         wait_until(lambda: stream.health()[0] == 200, "/health to recover")
         assert "abusewatch_es_bulk_retries_total" in stream.metrics()
+    figures = {
+        "events_in": len(expected["events"]),
+        "events_in_es": len(ids_in(es_client, stream.events_index)),
+        "es_down_s": round(restarted_at - stopped_at, 1),
+        "rss_mb_before": rss_before,
+        "rss_mb_max_while_down": max(rss_during),
+        "seconds_from_es_back_to_all_events_in": round(caught_up_s, 1),
+    }
+    write_figures("es_outage", figures)
+    # Consumption pauses while the batch waits: memory stays near where it was, whatever is queued in Kafka.
+    assert max(rss_during) - rss_before < 200, figures
+
+
+def resident_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def write_figures(name: str, figures: dict[str, Any]) -> None:
+    """The figures of a reliability test, for docs/reliability.md (``out/reliability/<name>.json``)."""
+    path = PACKAGE_ROOT.parent / "out" / "reliability" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures))
 
 
 def test_kafka_broker_restart_loses_and_duplicates_nothing(
