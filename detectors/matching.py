@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,24 +86,25 @@ class MultiMatcher:
         self.pattern_count = len(patterns)
         self.hyperscan_count = len(patterns) - len(refused)
 
-    def scan(self, text: str) -> list[Match]:
-        """Every pattern that matches ``text``, with up to ``max_matches_per_pattern`` spans each, in order."""
+    def scan(self, text: str, exclude: Container[int] = ()) -> list[Match]:
+        """Every pattern that matches ``text``, with up to ``max_matches_per_pattern`` spans each, in order.
+
+        Patterns in ``exclude`` are left out before RE2 locates them: a caller that needs only some patterns (the
+        others already found, or not allowed on this text) does not pay for locating the rest.
+        """
         if not text:
             return []
         data = text.encode("utf-8", "replace")
-        candidates = list(self._re2_only)
-        if self._database is not None:
-
-            def on_match(pattern_id: int, _start: int, _end: int, _flags: int, _context: object) -> None:
-                candidates.append(pattern_id)
-
-            self._database.scan(data, match_event_handler=on_match)
+        candidates = self._candidates(data)
+        if exclude:
+            candidates = [pattern_id for pattern_id in candidates if pattern_id not in exclude]
         if not candidates:
             return []
         spans = []
         for pattern_id in candidates:
             regex = self._locators[pattern_id]
-            for found, _ in zip(regex.finditer(data), range(self.max_matches_per_pattern), strict=False):
+            # range first: zip stops without asking RE2 for one more match than it keeps
+            for _, found in zip(range(self.max_matches_per_pattern), regex.finditer(data), strict=False):
                 spans.append((pattern_id, found.start(), found.end()))
         if not spans:
             return []
@@ -111,6 +112,26 @@ class MultiMatcher:
         matches = [Match(pid, to_chars(start), to_chars(end)) for pid, start, end in spans]
         matches.sort(key=lambda m: (m.start, m.end, m.pattern_id))
         return matches
+
+    def present(self, text: str) -> set[int]:
+        """The ids of the patterns that match ``text`` (as :meth:`scan` would report them), without locating them."""
+        if not text:
+            return set()
+        data = text.encode("utf-8", "replace")
+        return {
+            pattern_id for pattern_id in self._candidates(data) if self._locators[pattern_id].search(data) is not None
+        }
+
+    def _candidates(self, data: bytes) -> list[int]:
+        """The patterns Hyperscan reports in ``data`` (each once) plus those only RE2 can search."""
+        candidates = list(self._re2_only)
+        if self._database is not None:
+
+            def on_match(pattern_id: int, _start: int, _end: int, _flags: int, _context: object) -> None:
+                candidates.append(pattern_id)
+
+            self._database.scan(data, match_event_handler=on_match)
+        return candidates
 
 
 def _flags(pattern: Pattern) -> int:

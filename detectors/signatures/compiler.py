@@ -3,9 +3,10 @@
 pySigma resolves the detection into a condition tree whose leaves are ``field = value`` tests with every modifier
 already applied (``contains`` as wildcards, ``base64offset`` as an expansion, ``all`` as an AND). Each leaf value
 becomes one *item*: a regex for a :class:`~detectors.matching.MultiMatcher` of its field.
-A text is scanned once per view (see :mod:`detectors.signatures.textnorm`); the condition of a rule is evaluated
-only when one of its items matched, which is sound because conditions that hold with no positive match are
-rejected at load.
+A text is scanned once per view (see :mod:`detectors.signatures.textnorm`), and RE2 locates only the items still
+missing; a fold that differs from its text only in ASCII case is scanned just for the few caseless items that can
+tell case apart (inline ``(?-i:...)``). The condition of a rule is evaluated only when one of its items matched,
+which is sound because conditions that hold with no positive match are rejected at load.
 
 Literal and wildcard items of all rules share one matcher per field. ``re`` items are compiled per rule and field
 instead: Hyperscan's compile time with start-of-match tracking grows much faster than linearly with the number of
@@ -16,7 +17,7 @@ matcher is cached by its patterns, so a hot reload recompiles only the rules tha
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -90,6 +91,10 @@ class ItemMatch:
 class RuleHit:
     rule: SignatureRule
     evidence: tuple[ItemMatch, ...]
+
+
+# What one text of a field matched: item id -> first match, and whether the text was cut to the scan budget.
+TextScan = Callable[[str, str], tuple[dict[int, ItemMatch], bool]]
 
 
 @dataclass(slots=True)
@@ -257,6 +262,15 @@ def _detection_item(tree: ConditionItem | object) -> SigmaDetectionItem | None:
     return None
 
 
+# Syntax that can make part of a caseless pattern case-sensitive: inline flag groups ("(?-i:...)"), Unicode classes.
+_CASE_SYNTAX = re.compile(r"\(\?[-imsU]|\\[pP]")
+
+
+def _tells_case(item: Item) -> bool:
+    """Whether a caseless item may match a text and its ASCII-lower-cased copy differently (conservative)."""
+    return item.regex and _CASE_SYNTAX.search(item.expression) is not None
+
+
 def _literal_regex(text: str) -> str:
     """Escape a literal; any whitespace in it matches any whitespace run (texts are not collapsed)."""
     return r"\s+".join(re.escape(chunk) for chunk in re.split(r"\s+", text))
@@ -271,15 +285,21 @@ class CompiledRules:
         self.limits = limits
         self.items: dict[int, Item] = {item.id: item for c in self.compiled for item in c.items}
         self._rule_of = {item.id: item.rule for item in self.items.values()}
+        self._skip_on_cased = frozenset(item.id for item in self.items.values() if item.cased)
+        self._skip_on_variants = self._skip_on_cased | {item.id for item in self.items.values() if not item.variants}
         self.matchers: dict[str, MultiMatcher] = {}  # per field: every item's pattern, id = item id
+        self.case_matchers: dict[str, MultiMatcher] = {}  # per field: the caseless items that can tell case apart
         for field_name in (*TEXT_FIELDS, *METADATA_FIELDS):
-            patterns = [
-                item.pattern(item.id)
+            items = [
+                item
                 for item in self.items.values()
                 if item.field == field_name or (item.field is None and field_name in TEXT_FIELDS)
             ]
-            if patterns:
-                self.matchers[field_name] = _cached_matcher(tuple(patterns))
+            if items:
+                self.matchers[field_name] = _cached_matcher(tuple(item.pattern(item.id) for item in items))
+            telling = tuple(item.pattern(item.id) for item in items if not item.cased and _tells_case(item))
+            if telling:
+                self.case_matchers[field_name] = _cached_matcher(telling)
 
     @property
     def pattern_count(self) -> int:
@@ -293,14 +313,15 @@ class CompiledRules:
         views, truncated = text_views(text, self.limits)
         found: dict[int, ItemMatch] = {}
         for view in views:
-            for match in matcher.scan(view.text):
-                item_id = match.pattern_id
-                if item_id in found:
+            scanner = matcher
+            if view.case_only:  # caseless items match it as they matched the text as written, scanned just before
+                scanner = self.case_matchers.get(field_name)
+                if scanner is None:
                     continue
-                item = self.items[item_id]
-                if (item.cased and not view.cased) or (view.variant and not item.variants):
-                    continue
-                found[item_id] = _item_match(item_id, field_name, view, match.start, match.end)
+            # Skip before RE2 locates: items found in a plainer view, cased items on folds, fixed ones on variants.
+            skip = self._skip_on_variants if view.variant else self._skip_on_cased if not view.cased else frozenset()
+            for match in scanner.scan(view.text, exclude=skip.union(found) if found else skip):
+                found[match.pattern_id] = _item_match(match.pattern_id, field_name, view, match.start, match.end)
         return found, truncated
 
     def evaluate(self, matches: dict[int, ItemMatch]) -> list[RuleHit]:
@@ -314,11 +335,15 @@ class CompiledRules:
                 hits.append(RuleHit(compiled.rule, evidence))
         return hits
 
-    def match(self, texts: Iterable[tuple[str, str]]) -> MatchResult:
-        """Scan every ``(field, text)`` (text and metadata fields) and evaluate the rules over all of them."""
+    def match(self, texts: Iterable[tuple[str, str]], scan: TextScan | None = None) -> MatchResult:
+        """Scan every ``(field, text)`` (text and metadata fields) and evaluate the rules over all of them.
+
+        ``scan`` stands in for :meth:`scan_text` (a verdict cache in front of it).
+        """
+        scan = scan or self.scan_text
         result = MatchResult()
         for field_name, text in texts:
-            found, truncated = self.scan_text(field_name, text)
+            found, truncated = scan(field_name, text)
             result.truncated = result.truncated or truncated
             for item_id, item_match in found.items():
                 result.matches.setdefault(item_id, item_match)
@@ -332,7 +357,13 @@ def _item_match(item_id: int, field_name: str, view: View, start: int, end: int)
     if not view.cased:
         folds = explain(view.source[source_start:source_end])
         transforms = (*folds, *transforms)
-    shown_end = min(source_end, source_start + MAX_SNIPPET_MATCH)
-    snippet = view.source[max(0, source_start - SNIPPET_CONTEXT) : shown_end + SNIPPET_CONTEXT]
+    first, last = snippet_span(source_start, source_end)
     original = view.origin or (source_start, source_end)
-    return ItemMatch(item_id, field_name, original[0], original[1], snippet, tuple(dict.fromkeys(transforms)))
+    return ItemMatch(
+        item_id, field_name, original[0], original[1], view.source[first:last], tuple(dict.fromkeys(transforms))
+    )
+
+
+def snippet_span(start: int, end: int) -> tuple[int, int]:
+    """Where the snippet of a match at ``start:end`` of its source is cut: the match, capped, with context."""
+    return max(0, start - SNIPPET_CONTEXT), min(end, start + MAX_SNIPPET_MATCH) + SNIPPET_CONTEXT

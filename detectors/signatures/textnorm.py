@@ -13,6 +13,13 @@ rot13-encoded common or injection words occur. Decoded payloads get the same vie
 Fold = per character: drop invisible characters (zero-width, bidi controls, Unicode tags, soft hyphen, variation
 selectors), NFKD, drop combining marks, NFKC, casefold, then map homoglyphs (Cyrillic/Greek/... look-alikes) to
 Latin. ASCII text folds to itself (up to case), so the common case costs nothing.
+
+Cost: views are built with C-level operations on the text and its UTF-8 bytes, not a Python step per character.
+A fold lower-cases the ASCII bytes and replaces each distinct non-ASCII character by its fold (texts of a whole
+non-Latin script are translated per character instead); leet and rot13 are byte translations (they change ASCII
+only); encoded tokens, Unicode tag characters and spaced-letter runs are found by RE2; the leet / spaced-letters /
+rot13 hints are one Hyperscan scan. Python loops only over what was found (tokens, the letters of a spaced run,
+the characters that vanish or expand in a fold).
 """
 
 from __future__ import annotations
@@ -20,13 +27,17 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import itertools
 import json
+import string
 import unicodedata
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+
+import re2
 
 from detectors.matching import MultiMatcher, Pattern
 
@@ -41,6 +52,7 @@ HEX = "hex"
 URL = "url"
 ROT13 = "rot13"
 UNICODE_TAGS = "unicode_tags"  # ASCII smuggled as Unicode tag characters, decoded
+DECODINGS = frozenset({BASE64, HEX, URL, UNICODE_TAGS})  # a match after one of these is in decoded text
 
 _INVISIBLE_RANGES = (
     (0x00AD, 0x00AD),  # soft hyphen
@@ -62,23 +74,45 @@ _INVISIBLE_RANGES = (
 )
 _TAG_BASE = 0xE0000
 _TAG_LAST = 0xE007F
+_UNTAG = {cp: chr(cp - _TAG_BASE) for cp in range(_TAG_BASE, _TAG_LAST + 1)}
+# UTF-8 of U+E0000..U+E007F is F3 A0 80 80 .. F3 A0 81 BF; F3 only ever leads a sequence, so these prefixes are exact.
+_TAG_PREFIXES = (b"\xf3\xa0\x80", b"\xf3\xa0\x81")
 
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
-_LEET_L = str.maketrans({"1": "l"})
-# Leetspeak looks like a leet character inside or at the edge of a word ("1gn0r3", "4ll"), not like "2024".
-_LEETSPEAK = MultiMatcher(
-    [
-        Pattern(1, r"[a-z][013457@$]+[a-z]"),
-        Pattern(2, r"(?:^|[^a-z0-9])[013457@$][a-z]{2}"),
-        Pattern(3, r"[a-z]{2}[013457@$](?:[^a-z0-9]|$)"),
-    ],
-    max_matches_per_pattern=1,
-)
-
-_B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
-_TO_B64_TOKENS = {cp: " " for cp in range(0x80) if chr(cp) not in _B64_CHARS}
+_BYTES = re2.Options()
+_BYTES.encoding = re2.Options.Encoding.LATIN1  # patterns over raw UTF-8 bytes
+_BYTES.log_errors = False
+_TAG_RUN = re2.compile(rb"(?:\xf3\xa0[\x80\x81][\x80-\xbf])+", _BYTES)
 _MIN_ENCODED_RUN = 16
+# Encoded runs: the base64 (standard and URL-safe) and hex alphabet. In ASCII text a run is a token.
+_ENCODED_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_")
+_ENCODED_RUN = re2.compile(rb"[A-Za-z0-9+/=_-]{%d,}" % _MIN_ENCODED_RUN, _BYTES)
+# In other text a token runs on through non-ASCII characters, which neither hex nor base64 accept, so the only such
+# tokens that decode are a run, ONE non-ASCII character and padding (base64 drops a last character left over from
+# 4n). These are candidates for both; :func:`_encoded_tokens` checks where the tokens really end.
+_UTF8_CHAR = rb"(?:[\xc0-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf7][\x80-\xbf]{3})"
+_ENCODED_CANDIDATE = re2.compile(
+    rb"[A-Za-z0-9+/=_-]{%d,}(?:%s=*)?|[A-Za-z0-9+/=_-]*%s=+" % (_MIN_ENCODED_RUN - 1, _UTF8_CHAR, _UTF8_CHAR), _BYTES
+)
 _MIN_PRINTABLE = 0.85
+_ASCII = bytes(range(0x80))
+# A bytes.replace pass costs about 1/25 of a str.translate lookup per character: fold by replacing while the
+# passes (one per distinct character that changes) cost less than translating.
+_REPLACE_PASSES = 24
+
+
+def _byte_table(mapping: dict[str, str]) -> bytes:
+    """A ``bytes.translate`` table for a map of ASCII characters to ASCII characters."""
+    table = bytearray(range(256))
+    for source, target in mapping.items():
+        table[ord(source)] = ord(target)
+    return bytes(table)
+
+
+_LEET_MAP = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"}
+_LEET = _byte_table(_LEET_MAP)
+_LEET_L = _byte_table({**_LEET_MAP, "1": "l"})
+_ASCII_LOWER = _byte_table(dict(zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)))
+_ROT13 = _byte_table(dict(zip(string.ascii_letters, codecs.encode(string.ascii_letters, "rot13"), strict=True)))
 
 # rot13 of common English words and of the words injections are made of: a rot13 text holds several of them, plain
 # text almost never does, so the rot13 view is scanned only when at least two different ones occur.
@@ -87,15 +121,23 @@ _ROT13_WORDS = (
     *("ignore", "previous", "prior", "instructions", "system", "prompt", "rules", "forget", "disregard", "password"),
     *("secret", "pretend", "mode", "developer", "jailbreak", "reveal", "print", "override", "above", "say"),
 )
-_ROT13_HINTS = MultiMatcher(
-    [Pattern(i, rf"\b{codecs.encode(word, 'rot13')}\b") for i, word in enumerate(_ROT13_WORDS)],
-    max_matches_per_pattern=1,
-)
 _ROT13_MIN_HINTS = 2
 
+# Signs that a variant view is worth scanning, all found in one scan of the folded text.
+# Leetspeak looks like a leet character inside or at the edge of a word ("1gn0r3", "4ll"), not like "2024".
+_LEET_HINTS = frozenset({1, 2, 3})
 # A run of >= 4 single letters separated by 1-3 non-word characters: "i g n o r e", "i.g.n.o.r.e".
-_SPACED_LETTERS = MultiMatcher(
-    [Pattern(1, r"(?:^|\W)\w\W{1,3}\w\W{1,3}\w\W{1,3}\w(?:\W|$)", dotall=True)], max_matches_per_pattern=1
+_SPACED_HINT = 10
+_ROT13_HINTS = frozenset(range(100, 100 + len(_ROT13_WORDS)))
+_HINTS = MultiMatcher(
+    [
+        Pattern(1, r"[a-z][013457@$]+[a-z]"),
+        Pattern(2, r"(?:^|[^a-z0-9])[013457@$][a-z]{2}"),
+        Pattern(3, r"[a-z]{2}[013457@$](?:[^a-z0-9]|$)"),
+        Pattern(_SPACED_HINT, r"(?:^|\W)\w\W{1,3}\w\W{1,3}\w\W{1,3}\w(?:\W|$)", dotall=True),
+        *(Pattern(100 + i, rf"\b{codecs.encode(word, 'rot13')}\b") for i, word in enumerate(_ROT13_WORDS)),
+    ],
+    max_matches_per_pattern=1,
 )
 
 
@@ -117,6 +159,20 @@ def _homoglyphs() -> dict[str, str]:
         if letters:
             table[char] = letters[0]
     return table
+
+
+class _AlnumMask(dict[int, str]):
+    """``str.translate`` table: "a" for an alphanumeric character, "-" for any other, filled on first sight."""
+
+    def __missing__(self, cp: int) -> str:
+        mark = self[cp] = "a" if chr(cp).isalnum() else "-"
+        return mark
+
+
+_ALNUM_MASK = _AlnumMask()
+_ALNUM = ord("a")
+# A run of >= 4 single alphanumeric characters, each pair split by 1-3 other characters (group 1), in the mask.
+_SPACED_RUN = re2.compile(rb"(?:^|-)(a(?:-{1,3}a){3,})(?:-|$)", _BYTES)
 
 
 class _FoldTable(dict[int, str]):
@@ -194,6 +250,7 @@ class View:
     origin: tuple[int, int] | None = None
     cased: bool = False
     variant: bool = False  # an extra scan variant (leet, rot13, separators): only patterns that allow variants
+    case_only: bool = False  # a fold that differs from its source only in ASCII case: caseless patterns match alike
 
     def source_span(self, start: int, end: int) -> tuple[int, int]:
         """The ``source`` span of ``text[start:end]``."""
@@ -234,79 +291,117 @@ def _fold_views(source: str, transforms: tuple[str, ...], origin: tuple[int, int
     if source.isascii():
         folded, offsets = source, None
     else:
-        folded = source.translate(_FOLD)
-        offsets = None
-        if not _FOLD.non_unit.isdisjoint(source):
-            offsets = _fold_offsets(source)
+        folded, offsets = _fold_with_offsets(source)
         if folded != source:
-            views.append(View(folded, source, transforms, offsets, origin))
-    if _LEETSPEAK.scan(folded):
-        leet = folded.translate(_LEET)
-        views.append(View(leet, source, (*transforms, LEET), offsets, origin, variant=True))
+            case_only = offsets is None and folded == _translate_ascii(source, _ASCII_LOWER)
+            views.append(View(folded, source, transforms, offsets, origin, case_only=case_only))
+    hints = _HINTS.present(folded)
+    if not hints:
+        return views
+    if not hints.isdisjoint(_LEET_HINTS):
+        views.append(View(_translate_ascii(folded, _LEET), source, (*transforms, LEET), offsets, origin, variant=True))
         if "1" in folded:
-            leet_l = folded.translate(_LEET_L).translate(_LEET)
+            leet_l = _translate_ascii(folded, _LEET_L)
             views.append(View(leet_l, source, (*transforms, LEET), offsets, origin, variant=True))
-    if _SPACED_LETTERS.scan(folded):
+    if _SPACED_HINT in hints:
         joined, joined_offsets = join_spaced_letters(folded)
         if offsets is not None:
             joined_offsets = [offsets[i] for i in joined_offsets]
         views.append(View(joined, source, (*transforms, SEPARATORS), joined_offsets, origin, variant=True))
-    if len({match.pattern_id for match in _ROT13_HINTS.scan(folded)}) >= _ROT13_MIN_HINTS:
-        rot13 = codecs.encode(folded, "rot13")
+    if len(hints & _ROT13_HINTS) >= _ROT13_MIN_HINTS:
+        rot13 = _translate_ascii(folded, _ROT13)
         views.append(View(rot13, source, (*transforms, ROT13), offsets, origin, variant=True))
     return views
 
 
-def _fold_offsets(source: str) -> list[int]:
+def _translate_ascii(text: str, table: bytes) -> str:
+    """``text`` with ASCII characters mapped by a byte table: UTF-8 keeps ASCII bytes out of multi-byte sequences."""
+    return text.encode("utf-8", "surrogatepass").translate(table).decode("utf-8", "surrogatepass")
+
+
+def _fold_with_offsets(source: str) -> tuple[str, list[int] | None]:
+    """The fold of a non-ASCII ``source`` and, when characters vanish or expand, the map to ``source`` offsets.
+
+    Most texts hold few distinct non-ASCII characters that fold to something else: their fold is the UTF-8 bytes
+    with ASCII lower-cased and each of those characters replaced by its fold (UTF-8 never matches inside another
+    character), a few C passes. Texts with many (whole non-Latin scripts) are translated character by character.
+    """
+    data = source.encode("utf-8", "surrogatepass")
+    chars = set(data.translate(None, _ASCII).decode("utf-8", "surrogatepass"))
+    changed = {char: folded for char in chars if (folded := _FOLD[ord(char)]) != char}
+    if len(changed) * len(data) <= _REPLACE_PASSES * len(source) and _replaceable(changed):
+        replaced = data.lower()
+        for char, target in changed.items():
+            replaced = replaced.replace(_utf8(char), _utf8(target))
+        folded = replaced.decode("utf-8", "surrogatepass")
+    else:
+        folded = source.translate(_FOLD)
+    if _FOLD.non_unit.isdisjoint(chars):
+        return folded, None
+    return folded, _fold_offsets(source, chars)
+
+
+def _replaceable(changed: dict[str, str]) -> bool:
+    """Whether replacing each character by its fold in turn is one fold: no fold holds a character replaced too."""
+    return not any(char in changed for target in changed.values() for char in target)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _fold_offsets(source: str, chars: set[str]) -> list[int]:
+    """For each character of the fold of ``source``, the ``source`` offset it comes from.
+
+    Only the characters that vanish or expand in the fold (``chars`` holds every non-ASCII one) shift offsets, and
+    they are found with ``str.find``; the stretches between them map one to one.
+    """
+    lengths = {char: len(_FOLD[ord(char)]) for char in _FOLD.non_unit.intersection(chars)}
+    shifts = sorted(index for char in lengths for index in _occurrences(source, char))
     offsets: list[int] = []
-    for index, char in enumerate(source):
-        offsets.extend([index] * len(_FOLD[ord(char)]))
+    position = 0
+    for index in shifts:
+        offsets.extend(range(position, index))
+        offsets.extend([index] * lengths[source[index]])
+        position = index + 1
+    offsets.extend(range(position, len(source)))
     return offsets
+
+
+def _occurrences(text: str, char: str) -> Iterator[int]:
+    index = text.find(char)
+    while index >= 0:
+        yield index
+        index = text.find(char, index + 1)
 
 
 def join_spaced_letters(text: str) -> tuple[str, list[int]]:
     """Join runs of >= 4 single characters split by separators ("i g n o r e" -> "ignore") with an offset map.
 
     Inside a run, the most common separator is taken as the split inside a word and removed; any other separator
-    becomes one space, so "i g n o r e  a l l" gives "ignore all".
+    becomes one space, so "i g n o r e  a l l" gives "ignore all". Runs are found by RE2 on a mask of the text
+    ("a" for each alphanumeric character, "-" for the others); the text outside them is copied as it is.
     """
-    tokens: list[tuple[int, int, bool]] = []  # (start, end, is_word)
-    start = 0
-    for index in range(1, len(text) + 1):
-        if index == len(text) or text[index].isalnum() != text[start].isalnum():
-            tokens.append((start, index, text[start].isalnum()))
-            start = index
+    mask = text.translate(_ALNUM_MASK).encode("ascii")
     out: list[str] = []
     offsets: list[int] = []
-
-    def emit(begin: int, end: int) -> None:
-        out.append(text[begin:end])
-        offsets.extend(range(begin, end))
-
     position = 0
-    while position < len(tokens):
-        run_end = position
-        if tokens[position][2] and tokens[position][1] - tokens[position][0] == 1:
-            while (
-                run_end + 2 < len(tokens)
-                and tokens[run_end + 1][1] - tokens[run_end + 1][0] <= 3
-                and tokens[run_end + 2][1] - tokens[run_end + 2][0] == 1
-            ):
-                run_end += 2
-        if run_end - position < 6:  # fewer than 4 letters
-            emit(tokens[position][0], tokens[position][1])
-            position += 1
-            continue
-        separators = [text[tokens[i][0] : tokens[i][1]] for i in range(position + 1, run_end, 2)]
+    for match in _SPACED_RUN.finditer(mask):
+        start, end = match.span(1)
+        out.append(text[position:start])
+        offsets.extend(range(position, start))
+        letters = [index for index in range(start, end) if mask[index] == _ALNUM]
+        separators = [text[letter + 1 : following] for letter, following in itertools.pairwise(letters)]
         inner = max(sorted(set(separators)), key=separators.count)
-        for i in range(position, run_end + 1):
-            begin, end, is_word = tokens[i]
-            if is_word:
-                emit(begin, end)
-            elif text[begin:end] != inner:
+        for letter, separator in zip(letters, [*separators, inner], strict=True):
+            out.append(text[letter])
+            offsets.append(letter)
+            if separator != inner:
                 out.append(" ")
-                offsets.append(begin)
-        position = run_end + 1
+                offsets.append(letter + 1)
+        position = end
+    out.append(text[position:])
+    offsets.extend(range(position, len(text)))
     return "".join(out), offsets
 
 
@@ -335,36 +430,70 @@ def _add_decoded(
 def _payloads(source: str) -> list[tuple[str, tuple[int, int], str]]:
     """Encoded runs in ``source`` that decode to mostly printable text: (transform, span, decoded text)."""
     found: list[tuple[str, tuple[int, int], str]] = []
-    if not source.isascii():
-        smuggled = "".join(chr(ord(c) - _TAG_BASE) for c in source if _TAG_BASE <= ord(c) <= _TAG_LAST)
+    data = source.encode("utf-8", "surrogatepass")
+    if any(prefix in data for prefix in _TAG_PREFIXES):
+        runs = [match.span() for match in _TAG_RUN.finditer(data)]
+        smuggled = b"".join(data[start:end] for start, end in runs).decode("utf-8").translate(_UNTAG)
         if len(smuggled) >= 4:
-            first = next(i for i, c in enumerate(source) if _TAG_BASE <= ord(c) <= _TAG_LAST)
-            last = max(i for i, c in enumerate(source) if _TAG_BASE <= ord(c) <= _TAG_LAST)
-            found.append((UNICODE_TAGS, (first, last + 1), smuggled))
+            first, last = _char_offsets(data, (runs[0][0], runs[-1][1]))
+            found.append((UNICODE_TAGS, (first, last), smuggled))
     if "%" in source:
-        decoded = urllib.parse.unquote(source, errors="strict") if _valid_percent(source) else source
+        try:
+            decoded = urllib.parse.unquote(source, errors="strict")
+        except UnicodeError:
+            decoded = source
         if decoded != source:
             first = source.index("%")
             last = source.rindex("%")
             found.append((URL, (first, last + len(source[last:].split(None, 1)[0])), decoded))
-    position = 0
-    for token in source.translate(_TO_B64_TOKENS).split():
-        if len(token) < _MIN_ENCODED_RUN:
-            continue
-        start = source.find(token, position)
-        position = start + len(token)
-        decoded_text = _decode_run(token)
+    for start, end in _encoded_tokens(source, data):
+        decoded_text = _decode_run(source[start:end])
         if decoded_text is not None:
-            found.append((decoded_text[0], (start, start + len(token)), decoded_text[1]))
+            found.append((decoded_text[0], (start, end), decoded_text[1]))
     return found
 
 
-def _valid_percent(source: str) -> bool:
-    try:
-        urllib.parse.unquote(source, errors="strict")
-    except UnicodeDecodeError:
-        return False
-    return True
+def _encoded_tokens(source: str, data: bytes) -> list[tuple[int, int]]:
+    """Spans of the tokens of >= 16 characters that may decode as hex or base64 (``data`` is ``source`` in UTF-8).
+
+    A token is a whitespace-separated piece of the text once every ASCII character outside the base64 alphabet
+    counts as whitespace; non-ASCII characters stay in it, so a token holding one decodes only in the case above.
+    """
+    if len(data) == len(source):
+        return [match.span() for match in _ENCODED_RUN.finditer(data)]
+    spans = [match.span() for match in _ENCODED_CANDIDATE.finditer(data)]
+    if not spans:
+        return []
+    tokens: list[tuple[int, int]] = []
+    positions = iter(_char_offsets(data, (offset for span in spans for offset in span)))
+    for start, match_end in zip(positions, positions, strict=True):
+        if start > 0 and not _separates(source[start - 1]):
+            continue  # the token starts before: with a non-ASCII character, or with padding
+        core = source[start:match_end].rstrip("=")
+        end = match_end
+        if core and not core[-1].isascii() and core[-1].isspace():
+            end = start + len(core) - 1  # the token ends at that (non-ASCII) whitespace
+        elif end < len(source) and not _separates(source[end]):
+            continue  # the token goes on after its non-ASCII character and padding
+        if end - start >= _MIN_ENCODED_RUN:
+            tokens.append((start, end))
+    return tokens
+
+
+def _separates(char: str) -> bool:
+    """Whether ``char`` separates tokens: whitespace, or ASCII outside the encoded alphabet."""
+    return char.isspace() or (char.isascii() and char not in _ENCODED_CHARS)
+
+
+def _char_offsets(data: bytes, byte_offsets: Iterable[int]) -> list[int]:
+    """Character offsets of increasing byte offsets of ``data`` (UTF-8 of the text) that fall between characters."""
+    offsets: list[int] = []
+    char = byte = 0
+    for offset in byte_offsets:
+        char += len(data[byte:offset].decode("utf-8", "surrogatepass"))
+        byte = offset
+        offsets.append(char)
+    return offsets
 
 
 def _decode_run(token: str) -> tuple[str, str] | None:
@@ -397,5 +526,7 @@ def _printable(raw: bytes) -> str | None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    if text.isprintable():
+        return text
     printable = sum(1 for c in text if c.isprintable() or c in "\n\r\t")
     return text if printable / len(text) >= _MIN_PRINTABLE else None
