@@ -24,7 +24,7 @@ from app.replay import STDIN, read_lines
 from app.settings import Settings, load_settings
 from app.sinks import es_setup
 from app.sinks.elasticsearch import client_options
-from app.stream.kafka_config import kafka_python_options
+from app.stream.kafka_config import diagnose, kafka_python_options
 from app.stream.topics import admin_client, ensure_topics, partition_counts, topic_names
 
 console = Console(stderr=True)
@@ -203,7 +203,11 @@ def missing_files(settings: Settings) -> list[str]:
 
 
 def check_kafka(settings: Settings) -> list[str]:
+    """Connect and log in to the first broker (precise TLS/SASL diagnosis), then check the topics."""
     kafka = settings.kafka
+    problem = diagnose(kafka, _CHECK_TIMEOUT_S)
+    if problem:
+        return [problem]
     try:
         with admin_client(kafka, timeout_ms=_CHECK_TIMEOUT_S * 1000) as admin:
             counts = partition_counts(admin, topic_names(kafka))
@@ -275,7 +279,10 @@ def _guard(service: str, settings: Settings, action: Callable[[], Any]) -> Any:
     try:
         return action()
     except Exception as error:  # reported in words, not as a traceback
-        problem = kafka_problem(error, settings) if service == "Kafka" else es_problem(error, settings)
+        if service == "Kafka":  # kafka-python says only "Unable to bootstrap": ask the broker once more for the cause
+            problem = diagnose(settings.kafka, _CHECK_TIMEOUT_S) or kafka_problem(error, settings)
+        else:
+            problem = es_problem(error, settings)
         raise typer.Exit(_fail(problem)) from None
 
 
