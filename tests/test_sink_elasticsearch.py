@@ -11,7 +11,15 @@ import pytest
 from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
 from elasticsearch import ApiError
 
-from app.sinks.elasticsearch import Document, ElasticsearchSink, Outcome, chunks, classify, unique_documents
+from app.sinks.elasticsearch import (
+    Document,
+    ElasticsearchSink,
+    Outcome,
+    chunks,
+    classify,
+    error_text,
+    unique_documents,
+)
 
 Script = Callable[[str, str, dict[str, Any]], int]  # (op_type, _id, body) -> HTTP status of the item
 
@@ -181,3 +189,30 @@ def test_alerts_are_upserted_without_touching_the_analysts_fields() -> None:
     assert (op_type, index, doc_id) == ("update", "alerts", "a1")
     assert body["upsert"] == alert
     assert body["doc"]["abusewatch"] == {"count": 3}  # status (and any triage) is not overwritten
+
+
+@pytest.mark.parametrize(
+    ("reason", "kept", "cut"),
+    [
+        (
+            "failed to parse field [user.id] of type [long] in document with id 'e1'. Preview of field's value: '"
+            + "x" * 5000
+            + "'",
+            "failed to parse field [user.id] of type [long]",
+            "x" * 100,
+        ),
+        (
+            'Document contains at least one immense term in field="gen_ai.prompt.lc" (whose UTF8 encoding is longer '
+            "than the max length 32766), all of which were skipped. The prefix of the first immense term is: '[65, "
+            + "65, " * 2000
+            + "...]...', original message: bytes can be at most 32766 in length; got 40000",
+            "bytes can be at most 32766 in length; got 40000",
+            "65, 65, 65",
+        ),
+    ],
+)
+def test_rejection_reasons_keep_the_cause_and_drop_the_quoted_value(reason: str, kept: str, cut: str) -> None:
+    text = error_text({"type": "document_parsing_exception", "reason": reason})
+    assert kept in text
+    assert cut not in text
+    assert "[value omitted]" in text

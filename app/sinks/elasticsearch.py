@@ -224,9 +224,9 @@ class ElasticsearchSink:
                 report.duplicates += 1
             elif outcome is Outcome.RETRY:
                 failed.append((doc, body))
-                reason = f"HTTP {status}: {_error_text(result.get('error'))}"
+                reason = f"HTTP {status}: {error_text(result.get('error'))}"
             else:
-                report.rejections.append(Rejection(doc, status, _error_text(result.get("error"))))
+                report.rejections.append(Rejection(doc, status, error_text(result.get("error"))))
         return failed, reason
 
     def _split_or_reject(
@@ -241,19 +241,39 @@ class ElasticsearchSink:
         return []
 
 
-def _error_text(error: Any) -> str:
-    """``type: reason`` of a bulk item error (with its cause), short enough for a dead letter."""
+def error_text(error: Any) -> str:
+    """``type: reason`` of a bulk item error (with its cause), short enough for a dead letter.
+
+    Elasticsearch quotes the offending value in its reasons; that quote is cut out, so a long value cannot push
+    the cause itself out of the dead letter (and the value stays in the record, not in the reason).
+    """
     if isinstance(error, dict):
-        text = f"{error.get('type', 'error')}: {error.get('reason', '')}"
+        text = f"{error.get('type', 'error')}: {_without_value(str(error.get('reason', '')))}"
         cause = error.get("caused_by")
         if isinstance(cause, dict):
-            text += f" (caused by {cause.get('type', '')}: {cause.get('reason', '')})"
+            text += f" (caused by {cause.get('type', '')}: {_without_value(str(cause.get('reason', '')))})"
         return text[:2000]
     return str(error)[:2000]
+
+
+_VALUE_QUOTES = (
+    ("Preview of field's value:", None),  # mapper_parsing_exception: the value ends the reason
+    ("The prefix of the first immense term is:", ", original message:"),  # immense term: the value is inside
+)
+
+
+def _without_value(reason: str) -> str:
+    for marker, resume in _VALUE_QUOTES:
+        start = reason.find(marker)
+        if start < 0:
+            continue
+        end = reason.find(resume, start) if resume else -1
+        reason = reason[:start] + "[value omitted]" + (reason[end:] if end >= 0 else "")
+    return reason
 
 
 def _describe(error: Exception) -> str:
     if isinstance(error, ApiError):
         body = error.body.get("error") if isinstance(error.body, dict) else error.body
-        return f"HTTP {error.status_code}: {_error_text(body)}"
+        return f"HTTP {error.status_code}: {error_text(body)}"
     return f"{type(error).__name__}: {error}"[:500]
