@@ -161,3 +161,10 @@ def test_concatenated_gzip_members_are_all_read() -> None:
 def test_truncated_gzip() -> None:
     _, letters = decode_payload(gzip.compress(b'{"a": 1}')[:-6], "x", max_bytes=LIMIT)
     assert [d.reason for d in letters] == ["invalid_gzip"]
+
+
+def test_ndjson_whose_first_line_is_broken_keeps_the_good_lines() -> None:
+    good = b'{"id": "a", "messages": []}'
+    records, letters = decode_payload(b"not json\n" + good + b"\n" + good.replace(b'"a"', b'"b"'), "o", max_bytes=10**6)
+    assert [record["id"] for record in records] == ["a", "b"]
+    assert [(letter.reason, letter.origin) for letter in letters] == [("invalid_json", "o[0]")]

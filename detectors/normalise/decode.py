@@ -102,7 +102,7 @@ def decode_located(
         _collect(parsed, origin, records, letters, keep_raw=keep_raw)
     except orjson.JSONDecodeError as error:
         lines = text.splitlines()
-        if len(lines) < 2 or _depth_error(error) or not _is_json(lines[0]):
+        if len(lines) < 2 or _depth_error(error) or not any(_is_json_object(line) for line in lines):
             letters.append(_json_dead_letter(error, origin, data, keep_raw=keep_raw))
         else:  # NDJSON: a bad line costs only that line
             for index, line in enumerate(lines):
@@ -130,13 +130,15 @@ def _gunzip(data: bytes, max_bytes: int) -> tuple[bytes, tuple[str, str] | None]
     return bytes(inflated), None
 
 
-def _is_json(line: str) -> bool:
-    """NDJSON starts with a complete JSON value on its first line; broken pretty-printed JSON does not."""
+def _is_json_object(line: str) -> bool:
+    """NDJSON has whole JSON objects on its lines (a bad first line must not cost the good ones after it);
+    the lines of broken pretty-printed JSON are fragments, never whole objects."""
+    if not line.lstrip().startswith("{"):
+        return False
     try:
-        orjson.loads(line)
+        return isinstance(orjson.loads(line), dict)
     except orjson.JSONDecodeError:
         return False
-    return True
 
 
 def _decode_line(
