@@ -1,9 +1,21 @@
 """Detection rate, detection delay and false alerts of the anomaly detector on simulated labelled traffic.
 
-``python -m bench.eval_anomaly`` simulates several days per seed (:mod:`app.traffic.simulate`), replays the events
-through :class:`detectors.anomaly.AnomalyDetector` in batches, and reports per attacker kind whether it was
-alerted and how long after the attack started (event time), plus false alerts per 1,000 benign identity-days.
-Thresholds are tuned on seeds 0-2 and reported on the held-out seeds 10-12 (``docs/anomaly.md``).
+``python -m bench.eval_anomaly`` simulates several days per seed (:mod:`app.traffic.simulate`), adds templated
+traffic the simulator lacks (below), replays the events through :class:`detectors.anomaly.AnomalyDetector` in
+batches, and reports per attacker kind whether it was alerted and how long after the attack started (event
+time), plus false alerts per 1,000 benign identity-days. Thresholds are tuned on seeds 0-2 and reported on the
+held-out seeds 10-12 (``docs/anomaly.md``).
+
+Templated traffic added per seed (each identity rendered in one gateway format by :mod:`app.traffic.render` and
+normalised back, so system prompts and token counts arrive as a real log carries them):
+
+* ``short_scraper`` (attacker): a new identity sending 100-300 requests within 5-15 minutes on one template,
+  with SKUs, account numbers or quoted person names, in sequence or shuffled, some through an app with a system
+  prompt;
+* templated automation (benign): ``bulk_classifier`` (ticket ids with the quoted ticket text), ``bulk_summariser``
+  (numbered documents sent as attachments: large input tokens), and ``catalogue_generator``, which writes
+  product copy for consecutive SKUs with nothing but the SKU in the prompt: indistinguishable from a catalogue
+  scraper by its traffic, so expected to alert (the trade-off of the enumeration rule, reported on its own).
 
 A false alert is one alert group (rule, subject, hour: what the alert grouper merges) that names no attacking
 identity, key or IP. An attacker counts as detected by any anomaly alert naming it after its attack started.
@@ -13,19 +25,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
-from app.traffic.simulate import ATTACK_KINDS, EXPECTED_CATEGORY, SimulationConfig, simulate
+from faker import Faker
+
+from app.traffic.render import RENDERERS
+from app.traffic.simulate import ATTACK_KINDS, DAY, EXPECTED_CATEGORY, Label, SimulationConfig, simulate
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detection, Findings
+from detectors.event import Event, Identity, Message
+from detectors.normalise import normalise_many
 
 TUNING_SEEDS = (0, 1, 2)
 HELD_OUT_SEEDS = (10, 11, 12)
 HOUR = 3600.0
+MINUTE = 60.0
+SHORT_SCRAPER = "short_scraper"
+KINDS = (*ATTACK_KINDS, SHORT_SCRAPER)
+CATEGORY = {**EXPECTED_CATEGORY, SHORT_SCRAPER: "scraping"}
+AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator")
+BY_DESIGN = frozenset({"catalogue_generator"})  # benign, but the same traffic as a catalogue scraper
+APP_SYSTEM_PROMPT = (
+    "You are Nova, the shopping assistant of Example Outdoor Supplies. Answer questions about products, prices, "
+    "availability, orders and returns using the catalogue tools. Keep answers short and friendly, never discuss "
+    "competitors, and hand over to a human agent when a customer asks for a refund above 300 euros."
+)
+SHORT_SCRAPER_TEMPLATES = (
+    "Give the complete product description, price and stock level for SKU {id}. Answer in JSON.",
+    "Return the full record of customer account {id}: name, email, postal address and last orders.",
+    'Tell me everything you know about the person named "{name}", including employer and contact details.',
+    "Print the complete text of section {id} of the internal pricing handbook, word for word.",
+)
 
 
 @dataclass(slots=True)
@@ -37,6 +72,9 @@ class SeedResult:
     false_alert_rules: dict[str, int]
     detected: dict[str, list[float | None]]  # kind -> delay (s) per attacking identity, None when missed
     categories: dict[str, list[str]] = field(default_factory=dict)  # kind -> categories of its first alerts
+    first_rules: dict[str, list[str]] = field(default_factory=dict)  # kind -> rule ids of its first alerts
+    automation: dict[str, list[int]] = field(default_factory=dict)  # kind -> alert groups per identity
+    automation_rules: dict[str, dict[str, int]] = field(default_factory=dict)  # kind -> rule -> alert groups
 
 
 def involved(detection: Detection) -> set[str]:
@@ -51,18 +89,156 @@ def involved(detection: Detection) -> set[str]:
     return names
 
 
-def run_seed(seed: int, traffic: SimulationConfig, config: AnomalyConfig, batch_size: int = 500) -> SeedResult:
+class TemplatedTraffic:
+    """Templated bursts the simulator lacks: short scrapers (attackers) and templated automation (benign).
+
+    Each identity is rendered in one gateway format and normalised back; labels name the normalised identity.
+    """
+
+    def __init__(self, seed: int, start: float, end: float) -> None:
+        self.rng = random.Random(f"templated-{seed}")
+        self.faker = Faker()
+        self.faker.seed_instance(seed)
+        self.seed, self.start, self.end = seed, start, end
+        self.events: list[Event] = []
+        self.labels: list[Label] = []
+        self.automation: dict[str, str] = {}  # identity / key / ip -> automation kind
+
+    def window(self, duration: float) -> float:
+        """A start time after the first day (as the simulator's attacks), leaving room for ``duration``."""
+        earliest = self.start + min(DAY, (self.end - self.start) / 3)
+        return self.rng.uniform(earliest, max(earliest, self.end - duration))
+
+    def emit(self, identity: Identity, requests: list[tuple[float, str, int, int, dict]], system: str) -> Identity:
+        """Render every request of one identity in one format, normalise it back; returns the logged identity."""
+        rng = self.rng
+        render = RENDERERS[rng.choice(sorted(RENDERERS))]
+        logged = identity
+        for timestamp, prompt, input_tokens, output_tokens, params in requests:
+            event = Event(
+                id=f"tpl-{self.seed}-{len(self.events):07d}",
+                timestamp=round(timestamp, 3),
+                dataset="simulated",
+                provider="openai",
+                operation="chat",
+                request_model="gpt-4o-mini",
+                response_model="gpt-4o-mini",
+                finish_reasons=["stop"],
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                system_instructions=system,
+                input_messages=[Message(role="user", content=prompt)],
+                output_messages=[Message(role="assistant", content="Here is the information you asked for.")],
+                request_params=params,
+                identity=identity,
+                outcome="success",
+            )
+            normalised = normalise_many(render(event))
+            self.events.extend(normalised)
+            logged = normalised[0].identity
+        return logged
+
+    def text_tokens(self, *texts: str) -> int:
+        return max(1, round(sum(len(t) for t in texts) / 4 * self.rng.uniform(0.9, 1.1)))
+
+    def ids(self, count: int) -> list[str]:
+        """Sequential (60 %) or shuffled distinct ids, as SKUs, account numbers or section numbers."""
+        rng = self.rng
+        first = rng.randint(1_000, 90_000)
+        numbers = list(range(first, first + count)) if rng.random() < 0.6 else rng.sample(range(1, 10**6), count)
+        prefix = "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=2))
+        return [f"{prefix}-{n}" for n in numbers] if rng.random() < 0.5 else [str(n) for n in numbers]
+
+    def short_scraper(self, index: int) -> None:
+        rng = self.rng
+        count, duration = rng.randint(100, 300), rng.uniform(5, 15) * MINUTE
+        start = self.window(duration)
+        template = rng.choice(SHORT_SCRAPER_TEMPLATES)
+        values = [self.faker.unique.name() for _ in range(count)] if "{name}" in template else self.ids(count)
+        system = APP_SYSTEM_PROMPT if rng.random() < 0.5 else ""
+        poisson, mean_gap = rng.random() < 0.5, duration / count
+        requests, timestamp = [], start
+        for value in values:
+            prompt = template.format(id=value, name=value)
+            requests.append((timestamp, prompt, self.text_tokens(system, prompt), rng.randint(20, 400), {}))
+            timestamp += rng.expovariate(1 / mean_gap) if poisson else mean_gap * rng.uniform(0.4, 1.6)
+        identity = Identity(
+            user_id=f"cust-{rng.randint(10_000, 99_999)}" if system else None,
+            api_key_hash=f"key-short-{self.seed}-{index}",
+            source_ip=f"198.18.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            user_agent=rng.choice(("python-requests/2.31.0", "okhttp/4.12.0", "Go-http-client/1.1")),
+        )
+        logged = self.emit(identity, requests, system)
+        self.labels.append(Label(logged.key(), SHORT_SCRAPER, start, timestamp, logged.api_key_hash, logged.source_ip))
+
+    def automation_job(self, kind: str, index: int) -> None:
+        rng = self.rng
+        duration, rate = rng.uniform(30, 90) * MINUTE, rng.uniform(0.12, 0.6)  # 72-360 requests per window
+        start = self.window(duration)
+        count = int(duration * rate)
+        requests = []
+        ticket = rng.randint(10_000, 90_000)
+        skus = self.ids(count)
+        archive = self.faker.word()
+        for number in range(count):
+            timestamp = start + number / rate * rng.uniform(0.95, 1.05)
+            if kind == "bulk_classifier":
+                ticket += rng.randint(1, 40)
+                text = self.faker.sentence(nb_words=rng.randint(15, 50))
+                prompt = f'Classify support ticket #{ticket} as billing, technical, account or other: "{text}"'
+                requests.append((timestamp, prompt, self.text_tokens(prompt), 2, {"temperature": 0.0, "max_tokens": 5}))
+            elif kind == "bulk_summariser":
+                prompt = f"Summarise attached document {number + 1} of the {archive} archive in three bullet points"
+                attachment = int(rng.lognormvariate(7.3, 0.5))  # ~1,500 tokens: the document is an attachment
+                requests.append((timestamp, prompt, attachment, rng.randint(80, 250), {"temperature": 0.2}))
+            else:
+                prompt = f"Write a 60-word marketing description for SKU {skus[number]} in our house style."
+                requests.append((timestamp, prompt, self.text_tokens(prompt), rng.randint(70, 110), {}))
+        identity = Identity(
+            api_key_hash=f"svc-{kind}-{self.seed}-{index}",
+            source_ip=f"10.30.{index}.{rng.randint(1, 254)}",
+            user_agent="batch-worker/4.1 openai-python/1.54.0",
+        )
+        logged = self.emit(identity, requests, "")
+        for name in names_of(logged):
+            self.automation[name] = kind
+
+
+def names_of(identity: Identity) -> set[str]:
+    """The entities an identity's events count for: itself, its API key and its source IP."""
+    names = {identity.key()}
+    if identity.api_key_hash:
+        names.add(f"key:{identity.api_key_hash}")
+    if identity.source_ip:
+        names.add(f"ip:{identity.source_ip}")
+    return names
+
+
+def templated_traffic(seed: int, start: float, end: float, short_scrapers: int) -> TemplatedTraffic:
+    traffic = TemplatedTraffic(seed, start, end)
+    for index in range(short_scrapers):
+        traffic.short_scraper(index)
+    for index, kind in enumerate(AUTOMATION_KINDS):
+        traffic.automation_job(kind, index)
+    return traffic
+
+
+def run_seed(
+    seed: int, traffic: SimulationConfig, config: AnomalyConfig, short_scrapers: int = 2, batch_size: int = 500
+) -> SeedResult:
     simulation = simulate(replace(traffic, seed=seed))
+    templated = templated_traffic(seed, simulation.start, simulation.end, short_scrapers)
+    labels = [*simulation.labels, *templated.labels]
     detector = AnomalyDetector(config)
     detections: list[Detection] = []
-    events = simulation.events
+    events = sorted([*simulation.events, *templated.events], key=lambda e: (e.timestamp, e.identity.key()))
     for offset in range(0, len(events), batch_size):
         batch = events[offset : offset + batch_size]
         detections.extend(detector.detect(batch, [Findings() for _ in batch]))
     detections.extend(detector.flush())
 
     attacker_names: dict[str, str] = {}  # identity / key / ip -> attacking identity
-    for label in simulation.labels:
+    for label in labels:
         attacker_names[label.identity] = label.identity
         if label.api_key_hash:
             attacker_names[f"key:{label.api_key_hash}"] = label.identity
@@ -70,11 +246,17 @@ def run_seed(seed: int, traffic: SimulationConfig, config: AnomalyConfig, batch_
             attacker_names[f"ip:{label.source_ip}"] = label.identity
     first: dict[str, Detection] = {}
     false_groups: set[tuple[str, str, int]] = set()
+    automation_groups: dict[str, set[tuple[str, str, int]]] = defaultdict(set)
     for detection in sorted(detections, key=lambda d: d.timestamp):
-        hits = {attacker_names[name] for name in involved(detection) if name in attacker_names}
-        if not hits:
-            subject = detection.group_key or detection.identity.key()
-            false_groups.add((detection.rule.id, subject, int(detection.timestamp // HOUR)))
+        names = involved(detection)
+        hits = {attacker_names[name] for name in names if name in attacker_names}
+        group = (detection.rule.id, detection.group_key or detection.identity.key(), int(detection.timestamp // HOUR))
+        automation = {templated.automation[name] for name in names if name in templated.automation}
+        if not hits and automation:
+            for kind in automation:
+                automation_groups[kind].add(group)
+        elif not hits:
+            false_groups.add(group)
         for identity in hits:
             first.setdefault(identity, detection)
     result = SeedResult(
@@ -85,20 +267,25 @@ def run_seed(seed: int, traffic: SimulationConfig, config: AnomalyConfig, batch_
         false_alert_rules=dict(sorted(Counter(rule for rule, _, _ in false_groups).items())),
         detected=defaultdict(list),
     )
-    for label in simulation.labels:
+    for label in labels:
         detection = first.get(label.identity)
         delay = None if detection is None else max(0.0, detection.timestamp - label.start)
         result.detected[label.kind].append(delay)
         if detection is not None:
             result.categories.setdefault(label.kind, []).append(detection.rule.category)
+            result.first_rules.setdefault(label.kind, []).append(detection.rule.id)
     result.detected = dict(result.detected)
+    for kind in AUTOMATION_KINDS:
+        groups = automation_groups.get(kind, set())
+        result.automation[kind] = [len(groups)]
+        result.automation_rules[kind] = dict(sorted(Counter(rule for rule, _, _ in groups).items()))
     return result
 
 
 def summarise(results: list[SeedResult]) -> dict[str, object]:
     """Per kind: identities detected, median and worst delay (minutes); false alerts per 1,000 identity-days."""
     kinds: dict[str, dict[str, object]] = {}
-    for kind in ATTACK_KINDS:
+    for kind in KINDS:
         delays = [d for r in results for d in r.detected.get(kind, [])]
         found = [d for d in delays if d is not None]
         categories = sorted({c for r in results for c in r.categories.get(kind, [])})
@@ -107,8 +294,18 @@ def summarise(results: list[SeedResult]) -> dict[str, object]:
             "median_delay_min": round(statistics.median(found) / 60, 1) if found else None,
             "max_delay_min": round(max(found) / 60, 1) if found else None,
             "alert_categories": categories,
-            "expected_category": EXPECTED_CATEGORY[kind],
+            "expected_category": CATEGORY[kind],
+            "first_rules": dict(Counter(rule for r in results for rule in r.first_rules.get(kind, []))),
         }
+    automation = {
+        kind: {
+            "identities_alerted": f"{sum(1 for r in results for n in r.automation.get(kind, []) if n)}/"
+            f"{sum(len(r.automation.get(kind, [])) for r in results)}",
+            "alert_groups": dict(sum((Counter(r.automation_rules.get(kind, {})) for r in results), Counter())),
+            "expected": "alerts (by design)" if kind in BY_DESIGN else "no alert",
+        }
+        for kind in AUTOMATION_KINDS
+    }
     identity_days = sum(r.benign_identity_days for r in results)
     false_alerts = sum(r.false_alerts for r in results)
     return {
@@ -119,6 +316,7 @@ def summarise(results: list[SeedResult]) -> dict[str, object]:
         "benign_identity_days": round(identity_days, 1),
         "false_alerts_per_1000_identity_days": round(1000 * false_alerts / identity_days, 3) if identity_days else None,
         "false_alert_rules": dict(sum((Counter(r.false_alert_rules) for r in results), Counter())),
+        "automation": automation,
     }
 
 
@@ -128,26 +326,41 @@ def markdown(title: str, summary: dict[str, object]) -> str:
     lines = [
         f"**{title}** (seeds {', '.join(map(str, summary['seeds']))}; {summary['events']:,} events)",
         "",
-        "| attacker kind | detected | median delay (min) | worst delay (min) | alert category |",
-        "|---|---|---|---|---|",
+        "| attacker kind | detected | median delay (min) | worst delay (min) | alert category | first alert rule |",
+        "|---|---|---|---|---|---|",
     ]
     for kind, row in kinds.items():
+        first_rules = ", ".join(
+            f"{rule.removeprefix('abusewatch-anomaly-')} ×{n}" for rule, n in row["first_rules"].items()
+        )
         lines.append(
             f"| {kind} | {row['detected']} | {row['median_delay_min']} | {row['max_delay_min']} | "
-            f"{', '.join(row['alert_categories']) or '-'} |"
+            f"{', '.join(row['alert_categories']) or '-'} | {first_rules or '-'} |"
         )
     lines += [
         "",
         f"False alerts: {summary['false_alerts']} over {summary['benign_identity_days']:,} benign identity-days = "
         f"**{summary['false_alerts_per_1000_identity_days']} per 1,000 identity-days** "
         f"(by rule: {summary['false_alert_rules'] or 'none'}).",
+        "",
+        "| templated automation (benign) | identities alerted | alert groups by rule | expected |",
+        "|---|---|---|---|",
     ]
+    automation = summary["automation"]
+    assert isinstance(automation, dict)
+    for kind, row in automation.items():
+        groups = ", ".join(
+            f"{rule.removeprefix('abusewatch-anomaly-')} ×{n}" for rule, n in row["alert_groups"].items()
+        )
+        lines.append(f"| {kind} | {row['identities_alerted']} | {groups or '-'} | {row['expected']} |")
     return "\n".join(lines)
 
 
-def evaluate(seeds: tuple[int, ...], traffic: SimulationConfig, config: AnomalyConfig, jobs: int) -> list[SeedResult]:
+def evaluate(
+    seeds: tuple[int, ...], traffic: SimulationConfig, config: AnomalyConfig, jobs: int, short_scrapers: int
+) -> list[SeedResult]:
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_seed, seed, traffic, config) for seed in seeds]
+        futures = [pool.submit(run_seed, seed, traffic, config, short_scrapers) for seed in seeds]
         return [future.result() for future in futures]
 
 
@@ -159,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="AnomalyConfig overrides as JSON.")
     parser.add_argument("--burst-probability", type=float, default=None, help="Stress: notebook bursts per user-day.")
     parser.add_argument("--heavy-share", type=float, default=None, help="Stress: share of heavy benign users.")
+    parser.add_argument("--short-scrapers", type=int, default=2, help="Short templated scraper bursts per seed.")
     parser.add_argument("--jobs", type=int, default=2, help="Seeds simulated in parallel.")
     parser.add_argument("--json", action="store_true", help="Print JSON instead of Markdown.")
     args = parser.parse_args(argv)
@@ -177,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     output = {}
     for title, seeds in sets:
-        results = evaluate(seeds, traffic, config, args.jobs)
+        results = evaluate(seeds, traffic, config, args.jobs, args.short_scrapers)
         output[title] = {"summary": summarise(results), "per_seed": [asdict(r) for r in results]}
         if not args.json:
             print(markdown(title, output[title]["summary"]) + "\n", flush=True)

@@ -67,7 +67,7 @@ def test_template_signature_ignores_numbers_quotes_and_single_letters() -> None:
     second = prompt_shape('Give me entry 42 of the "Globex Corp" catalogue, section c')
     other = prompt_shape("Summarise the quarterly budget meeting for the finance team")
     assert first.signature == second.signature and first.template == second.template
-    assert first.values == ("41", "b") and second.values == ("42", "c")
+    assert first.values == ("41", "acme", "b") and second.values == ("42", "globex corp", "c")
     assert hamming(first.signature, other.signature) > 3
 
 
@@ -89,6 +89,12 @@ def test_simhash_of_near_duplicates_is_close() -> None:
         ("Words starting with a please", "Words starting with d please", False),
         ("Describe item 41 in detail", "Summarise item 42 briefly", False),
         ("Describe item 41 and 7", "Describe item 42 and 8", False),
+        ("Price of SKU HG-20400?", "Price of SKU HG-20401?", True),
+        ("Price of SKU HG-20400?", "Price of SKU HX-20401?", False),
+        ("Price of SKU HG-20400?", "Price of SKU HG-20499?", False),
+        ("Record 2024-01-05 please", "Record 2024-01-06 please", True),
+        ("Describe item ² in detail", "Describe item ³ in detail", False),  # str.isdigit, but int() refuses
+        (f"Account {'9' * 30} now", f"Account 1{'0' * 30} now", False),  # too long to be an enumerated id
     ],
 )
 def test_enumeration_step(before: str, after: str, expected: bool) -> None:

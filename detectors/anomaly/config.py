@@ -44,6 +44,23 @@ class AnomalyConfig(BaseModel):
     volume_min_requests: int = Field(150, ge=1, description="Requests in one window before volume can alert.")
     volume_hard_requests: int = Field(600, ge=1, description="Requests in one window that alert on their own.")
 
+    # scraping: templated enumeration burst (needs no warm-up: judged on the window's own structure)
+    enumeration_min_requests: int = Field(
+        60, ge=1, description="Requests on one template in a window: ~1 per 10 s, beyond interactive use."
+    )
+    enumeration_min_template_share: float = Field(
+        0.4, ge=0, le=1, description="Share of the window's prompts on that template (diversity collapsed)."
+    )
+    enumeration_min_distinct_share: float = Field(
+        0.8, ge=0, le=1, description="Distinct slot values per request on it: each asks for another entity."
+    )
+    enumeration_max_context_tokens: float = Field(
+        150.0, ge=0, description="Mean tokens per request beyond the app's own text: batch jobs send documents."
+    )
+    enumeration_max_slot_chars: float = Field(
+        40.0, ge=0, description="Mean characters of values and quoted strings per prompt: a payload is longer."
+    )
+
     # scraping / extraction: low and slow
     slow_min_hours: float = Field(2.0, gt=0, description="Hours of continuous activity before slow rules apply.")
     slow_max_interarrival_cv: float = Field(0.5, gt=0, description="Inter-arrival coefficient of variation: bot.")

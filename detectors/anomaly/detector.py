@@ -9,6 +9,8 @@ cut into any batches, gives the same alerts as live traffic.
 
 A closed window is scored against the entity's own EWMA baseline (z-scores) and against its peers (Half-Space
 Trees per entity kind); alert rules combine those scores with behaviour thresholds (:class:`AnomalyConfig`).
+The templated-enumeration rule needs no history: it judges a window's structure (one template, many distinct
+values, no payload), and a window together with the previous one when a burst crosses the boundary.
 Prompts that share a template signature across identities in one window form campaign alerts.
 """
 
@@ -18,7 +20,7 @@ import heapq
 import math
 from array import array
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -27,6 +29,7 @@ from detectors.anomaly.config import AnomalyConfig
 from detectors.anomaly.features import (
     Limits,
     PromptShape,
+    TemplateBurst,
     WindowAccumulator,
     event_signals,
     is_enumeration_step,
@@ -36,8 +39,16 @@ from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.event import Event, Identity
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: windows carry slot-value maps, context and slot text; entities their last template burst
 LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
+
+
+class _Enumeration(NamedTuple):
+    """A templated-enumeration verdict: the message, its score, and the figures it was judged on."""
+
+    message: str
+    score: float
+    explanation: dict[str, float]
 
 
 class _Entity:
@@ -45,6 +56,7 @@ class _Entity:
 
     __slots__ = (
         "baseline",
+        "burst",
         "closed",
         "identity",
         "last_score",
@@ -67,6 +79,7 @@ class _Entity:
         self.last_ts: float | None = None
         self.previous: PromptShape | None = None
         self.last_score = 0.0
+        self.burst: TemplateBurst | None = None  # the last window's top template, if a burst could continue it
 
     def dump(self) -> dict[str, Any]:
         previous = self.previous
@@ -81,6 +94,7 @@ class _Entity:
             "last_ts": self.last_ts,
             "previous": None if previous is None else [f"{previous.template:016x}", list(previous.values)],
             "last_score": self.last_score,
+            "burst": self.burst.dump() if self.burst else None,
         }
 
     @classmethod
@@ -95,6 +109,7 @@ class _Entity:
             template, values = data["previous"]
             entity.previous = PromptShape(0, int(template, 16), tuple(values), 0, 0.0)
         entity.last_score = float(data["last_score"])
+        entity.burst = TemplateBurst.load(data["burst"]) if data["burst"] else None
         return entity
 
 
@@ -130,6 +145,7 @@ class AnomalyDetector(Detector):
     """Per-identity online anomaly models for scraping, model extraction and resource abuse."""
 
     name = "anomaly"
+    marks_events = False  # its detections close windows over earlier events (see Detector.marks_events)
 
     def __init__(self, config: AnomalyConfig | None = None) -> None:
         self.config = config or AnomalyConfig()
@@ -211,7 +227,10 @@ class AnomalyDetector(Detector):
         if not state:
             return
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"anomaly state version {state.get('version')!r} is not {STATE_VERSION}")
+            raise ValueError(
+                f"anomaly state version {state.get('version')!r} cannot be loaded: this build reads version "
+                f"{STATE_VERSION} only; start the anomaly detector without that checkpoint (identities warm up again)"
+            )
         self._watermark = _infinite(state["watermark"])
         self._closed_through = _infinite(state["closed_through"])
         self._last_eviction = _infinite(state["last_eviction"])
@@ -395,8 +414,23 @@ class AnomalyDetector(Detector):
         # An API key or IP used by exactly one other identity only repeats that identity's alerts.
         duplicate = len(window.primaries) == 1 and key not in window.primaries
         detections: list[Detection] = []
-        if warm and not duplicate:
-            detections = self._rules(key, entity, window, features, z_scores, peer, peer_z)
+        if duplicate:
+            entity.burst = None
+        else:
+            burst = window.template_burst(config.template_hamming)
+            enumeration = self._enumeration(key, entity.burst, burst)
+            if enumeration:
+                entity.last_score = max(entity.last_score, enumeration.score)
+            # kept for the next window when a burst could continue into it (values, a tenth of the threshold)
+            could_continue = (
+                burst is not None and burst.values != 0 and 10 * burst.on_template >= config.enumeration_min_requests
+            )
+            entity.burst = burst if could_continue and enumeration is None else None
+            found = self._rules(key, entity, features, z_scores, peer, peer_z, enumeration=enumeration, warm=warm)
+            if found:
+                explanation = _explain(features, z_scores, peer, peer_z, entity, config.window_seconds)
+                explanation.update(enumeration.explanation if enumeration else {})
+                detections = self._detections(key, entity, window, found, explanation)
         if not detections:
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
@@ -405,12 +439,16 @@ class AnomalyDetector(Detector):
         self,
         key: str,
         entity: _Entity,
-        window: WindowAccumulator,
         features: dict[str, float],
         z_scores: dict[str, float],
         peer: float,
         peer_z: dict[str, float],
-    ) -> list[Detection]:
+        *,
+        enumeration: _Enumeration | None,
+        warm: bool,
+    ) -> list[tuple[RuleInfo, str]]:
+        """The rules a closed window raises, with their messages; before the identity is warm only the
+        templated-enumeration rule (judged by :meth:`_enumeration`) can raise."""
         config = self.config
 
         def unusual(feature: str) -> bool:
@@ -423,8 +461,12 @@ class AnomalyDetector(Detector):
 
         found: list[tuple[RuleInfo, str]] = []
         requests = features["requests"]
+        if not warm:
+            return [(rules.SCRAPING_ENUMERATION, enumeration.message)] if enumeration else []
         if requests >= config.volume_min_requests and (unusual("requests") or requests >= config.volume_hard_requests):
             found.append((rules.SCRAPING_VOLUME, f"{key} sent {requests:.0f} requests in one window"))
+        elif enumeration:
+            found.append((rules.SCRAPING_ENUMERATION, enumeration.message))
         if (
             requests >= config.extraction_min_requests
             and features["extraction_param_rate"] >= config.extraction_min_param_rate
@@ -462,7 +504,58 @@ class AnomalyDetector(Detector):
             unusual("tokens") or features["tokens_per_request"] >= config.tokens_per_request_hard
         ):
             found.append((rules.RESOURCE_ABUSE, f"{key} consumed {tokens:,.0f} tokens in one window"))
-        explanation = _explain(features, z_scores, peer, peer_z, long, hours)
+        return found
+
+    def _enumeration(
+        self, key: str, previous: TemplateBurst | None, burst: TemplateBurst | None
+    ) -> _Enumeration | None:
+        """Many requests on one template, each with other slot values and little context of its own: judged on
+        this window, then on this window together with the previous one (a burst cut by the window boundary)."""
+        if burst is None:
+            return None
+        config = self.config
+        width = config.window_seconds
+        candidates = [(burst, 1)]
+        if previous is not None and previous.start + width == burst.start:
+            merged = previous.then(burst, config.template_hamming)
+            if merged is not None:
+                candidates.append((merged, 2))
+        for candidate, windows in candidates:
+            span = max(0.0, candidate.last_ts - candidate.first_ts)
+            needed = config.enumeration_min_requests * max(1.0, span / width)  # the rate of one window, sustained
+            if (
+                candidate.on_template >= needed
+                and candidate.template_share >= config.enumeration_min_template_share
+                and candidate.distinct_share >= config.enumeration_min_distinct_share
+                and candidate.context_tokens <= config.enumeration_max_context_tokens
+                and candidate.slot_chars_per_prompt <= config.enumeration_max_slot_chars
+            ):
+                message = (
+                    f"{key} sent {candidate.on_template} requests on one prompt template in {span / 60:.1f} minutes, "
+                    f"{candidate.distinct_share:.0%} of them with other values, "
+                    f"{candidate.context_tokens:.0f} tokens of context each"
+                )
+                explanation = {
+                    "template_requests": float(candidate.on_template),
+                    "template_reuse": round(candidate.template_share, 3),
+                    "slot_distinct_share": round(candidate.distinct_share, 3),
+                    "context_tokens": round(candidate.context_tokens, 3),
+                    "slot_chars": round(candidate.slot_chars_per_prompt, 3),
+                    "burst_windows": float(windows),
+                    "burst_minutes": round(span / 60, 2),
+                }
+                score = round(candidate.on_template / (candidate.on_template + needed), 6)  # 0.5 at the threshold
+                return _Enumeration(message, score, explanation)
+        return None
+
+    def _detections(
+        self,
+        key: str,
+        entity: _Entity,
+        window: WindowAccumulator,
+        found: list[tuple[RuleInfo, str]],
+        explanation: dict[str, float],
+    ) -> list[Detection]:
         return [
             Detection(
                 rule=rule,
@@ -528,8 +621,8 @@ def _explain(
     z_scores: dict[str, float],
     peer: float,
     peer_z: dict[str, float],
-    long: dict[str, float],
-    hours: float,
+    entity: _Entity,
+    window_seconds: float,
 ) -> dict[str, float]:
     """What drove the verdict: the top own-history and peer z-scores, the peer model score, the raw signals."""
     explanation = {}
@@ -545,10 +638,14 @@ def _explain(
         "enumeration_rate",
         "extraction_param_rate",
         "interarrival_cv",
+        "template_requests",
+        "slot_distinct_share",
+        "context_tokens",
+        "slot_chars",
     ):
         explanation[name] = round(features[name], 3)
-    explanation["continuous_hours"] = round(hours, 2)
-    explanation["long.interarrival_cv"] = round(long["interarrival_cv"], 3)
+    explanation["continuous_hours"] = round(entity.streak * window_seconds / 3600.0, 2)
+    explanation["long.interarrival_cv"] = round(entity.long[LONG_SIGNALS.index("interarrival_cv")], 3)
     return explanation
 
 

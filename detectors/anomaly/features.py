@@ -1,10 +1,15 @@
 """Per-identity window features: what one identity did in one tumbling event-time window.
 
 Prompts are reduced to a *shape* without any regular expression (attacker text never meets a backtracking
-engine): quoted strings and digits are masked, single letters and numbers become the *values* of the template,
-and the masked words give a 64-bit SimHash, the *template signature*. Two prompts that differ only in an id, a
-letter or a quoted payload share a signature; a prompt that repeats the previous one with one value stepped by
-one (``item 41`` → ``item 42``, ``words starting with b`` → ``c``) is an *enumeration step*.
+engine): quoted strings and digits are masked, numbers, single letters, ids with digits (``HG-20400``) and
+short quoted strings (names, titles) become the *values* of the template, and the masked words give a 64-bit
+SimHash, the *template signature*. Two prompts that differ only in an id, a letter or a quoted payload share a
+signature; a prompt that repeats the previous one with one value stepped by one (``item 41`` → ``item 42``,
+``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*. How many distinct
+values fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how much
+each request carries of its own: *context* (tokens beyond the application's system prompt and retrieved
+documents) and *slot text* (characters of its values and quoted strings). Enumeration plugs bare values into a
+template; legitimate batch work sends a document or a quoted payload with each request.
 
 Everything an accumulator holds is bounded (capped dicts and sets, Welford moments), whatever the traffic.
 """
@@ -47,6 +52,10 @@ FEATURES: tuple[str, ...] = (
     "extraction_distinct_temperatures",
     "enumeration_rate",
     "interarrival_cv",
+    "template_requests",  # requests on the most used template (near signatures merged)
+    "slot_distinct_share",  # distinct slot values on that template per request on it
+    "context_tokens",  # mean tokens per request the client sent beyond the application's own text
+    "slot_chars",  # mean characters per prompt of its values and quoted strings (a quoted payload is long)
 )
 
 # Opening phrases of model refusals; matched as escaped literals, only in a completion's first characters.
@@ -76,7 +85,12 @@ REFUSAL_SCAN_CHARS = 300
 _PUNCTUATION = string.punctuation + "“”‘’«»"
 _QUOTES = ('"', "“", "”", "`")
 _DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_ASCII_DIGITS = "0123456789"
 _ENTROPY_CHARS = 512
+MAX_QUOTED_VALUE_CHARS = 40  # a quoted string this short is a slot value (a name); a longer one is a payload
+_MAX_STEP_DIGITS = 18  # longer numbers are compared as text, never converted (int() refuses > 4,300 digits)
+SLOT_BITS = 256  # linear-counting map of distinct slot values per template: ~5 % error up to a few hundred
+CHARS_PER_TOKEN = 4.0  # for estimating tokens from text when a log lacks usage, or to discount the app's text
 
 
 def refusal_matcher() -> MultiMatcher:
@@ -93,9 +107,10 @@ class PromptShape:
 
     signature: int  # SimHash of the masked words: near-identical templates differ in few bits
     template: int  # exact hash of the masked words
-    values: tuple[str, ...]  # numbers and single letters, in order (at most 8)
+    values: tuple[str, ...]  # numbers, single letters, ids with digits, short quoted strings (in order, at most 8)
     masked_chars: int
     entropy: float  # Shannon entropy of the prompt's characters, bits
+    slot_chars: int = 0  # characters of the values and quoted strings: what the prompt adds to its template
 
 
 def stable_hash(text: str) -> int:
@@ -147,7 +162,7 @@ def char_entropy(text: str) -> float:
 
 
 def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> PromptShape:
-    """Mask quoted strings, numbers and single letters; hash what is left (linear time, no regex).
+    """Mask quoted strings, numbers, single letters and the digits of ids; hash what is left (linear, no regex).
 
     Only the first ``max_words`` words count: a template shows in its opening words, and long pasted documents
     cost no more than short prompts.
@@ -159,22 +174,32 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
     pieces = text.lower().split('"')
     words: list[str] = []
     values: list[str] = []
+    slot_chars = 0
     for index, piece in enumerate(pieces):
         if len(words) >= max_words:
             break
         if index % 2 == 1 and index < len(pieces) - 1:
             words.append("<q>")
+            slot_chars += len(piece)
+            if len(piece) <= MAX_QUOTED_VALUE_CHARS and len(values) < 8:
+                values.append(piece.strip())
             continue
         for raw in piece.split(maxsplit=max_words)[:max_words]:
             token = raw.strip(_PUNCTUATION)
             if not token:
                 continue
-            if token.isdigit() or (len(token) == 1 and token.isalpha()):
-                words.append("<n>" if token.isdigit() else "<l>")
+            if token.isdecimal() or (len(token) == 1 and token.isalpha()):
+                words.append("<n>" if token.isdecimal() else "<l>")
+                slot_chars += len(token)
                 if len(values) < 8:
                     values.append(token)
-            else:
-                words.append(token.translate(_DIGITS_TO_ZERO))
+                continue
+            masked = token.translate(_DIGITS_TO_ZERO)
+            words.append(masked)
+            if masked != token or "0" in token:  # an id with digits: SKU HG-20400, v2
+                slot_chars += len(token)
+                if len(values) < 8:
+                    values.append(token)
     del words[max_words:]
     masked = " ".join(words)
     return PromptShape(
@@ -183,25 +208,67 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
         values=tuple(values),
         masked_chars=len(masked),
         entropy=char_entropy(text[:_ENTROPY_CHARS]),
+        slot_chars=slot_chars,
     )
 
 
 def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
-    """The same template as the previous prompt with exactly one value stepped forward (a number or a letter)."""
+    """The same template as the previous prompt with exactly one value stepped forward: a number, a letter, or
+    the trailing number of an id (``HG-20400`` → ``HG-20401``)."""
     if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
         return False
     changed = [(a, b) for a, b in zip(previous.values, current.values, strict=True) if a != b]
     if len(changed) != 1:
         return False
     before, after = changed[0]
-    if before.isdigit() and after.isdigit():
-        return 0 < int(after) - int(before) <= max_step
-    return len(before) == 1 and len(after) == 1 and ord(after) - ord(before) == 1
+    if len(before) == 1 and len(after) == 1 and before.isalpha() and after.isalpha():
+        return ord(after) - ord(before) == 1
+    return _number_step(before, after, max_step)
+
+
+def _number_step(before: str, after: str, max_step: int) -> bool:
+    """``after`` is ``before`` with its number (or an id's trailing number) increased by 1..``max_step``."""
+    if before.isdecimal() and after.isdecimal():
+        stem_before, tail_before, stem_after, tail_after = "", before, "", after
+    else:
+        stem_before, stem_after = before.rstrip(_ASCII_DIGITS), after.rstrip(_ASCII_DIGITS)
+        tail_before, tail_after = before[len(stem_before) :], after[len(stem_after) :]
+        if stem_before != stem_after or not tail_before or not tail_after:
+            return False
+    if max(len(tail_before), len(tail_after)) > _MAX_STEP_DIGITS:
+        return False
+    return 0 < int(tail_after) - int(tail_before) <= max_step
+
+
+def slot_bit(values: tuple[str, ...]) -> int:
+    """The bit of a template's distinct-value map that these slot values set."""
+    return stable_hash("\x1f".join(values)) % SLOT_BITS
+
+
+def distinct_estimate(bitmap: int) -> float:
+    """Linear counting: distinct values from the share of bits still unset (saturates at ~1,400)."""
+    unset = SLOT_BITS - bitmap.bit_count()
+    return SLOT_BITS * math.log(SLOT_BITS / max(unset, 1))
 
 
 def prompt_text(event: Event) -> str:
     """The new user input of this request (what the client chose to send now)."""
     return "\n".join(m.content for m in event.new_input() if m.role == "user" and m.content)
+
+
+def context_tokens(event: Event) -> float:
+    """Tokens the client sent beyond the application's own text (system prompt, tool list, retrieved documents).
+
+    From the logged input tokens when there are any, else estimated from the input messages' text. A scraper
+    plugs a value into a short template; a batch job that summarises or classifies sends the document with it.
+    """
+    if event.input_tokens is not None and event.input_tokens > 0:
+        app_chars = len(event.system_instructions)
+        app_chars += sum(len(m.content) for m in event.input_messages if m.role == "system")
+        app_chars += sum(len(d.content) for d in event.retrieved_documents)
+        app_chars += sum(len(t.name) + len(t.description) for t in event.tool_definitions)
+        return max(0.0, event.input_tokens - app_chars / CHARS_PER_TOKEN)
+    return sum(len(m.content) for m in event.input_messages if m.role != "system") / CHARS_PER_TOKEN
 
 
 def request_number(event: Event, name: str) -> float | None:
@@ -225,6 +292,7 @@ class EventSignals:
     event_id: str
     input_tokens: int
     output_tokens: int
+    context_tokens: float
     max_tokens: float
     error: bool
     blocked: bool
@@ -250,6 +318,7 @@ def event_signals(event: Event, refusals: MultiMatcher, prompt_chars: int) -> Ev
         event_id=event.id,
         input_tokens=max(0, event.input_tokens or 0),
         output_tokens=max(0, event.output_tokens or 0),
+        context_tokens=context_tokens(event),
         max_tokens=max(0.0, max_tokens),
         error=event.outcome == "failure",
         blocked=any(g.action == "blocked" for g in event.guardrails),
@@ -304,11 +373,92 @@ class Limits:
     window_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateBurst:
+    """One window's most used template with what the enumeration rule reads of it, or two adjacent windows' merged
+    (a burst cut in two by a window boundary)."""
+
+    signature: int
+    on_template: int  # requests on the template
+    values: int  # linear-counting map of its distinct slot values
+    prompts: int  # prompts in the window(s)
+    requests: int
+    context: float  # context tokens, summed
+    slot_chars: int  # slot text characters, summed
+    start: float  # start of the (first) window
+    first_ts: float
+    last_ts: float
+
+    @property
+    def template_share(self) -> float:
+        return self.on_template / self.prompts if self.prompts else 0.0
+
+    @property
+    def distinct_share(self) -> float:
+        return min(1.0, distinct_estimate(self.values) / self.on_template) if self.on_template else 0.0
+
+    @property
+    def context_tokens(self) -> float:
+        return self.context / max(1, self.requests)
+
+    @property
+    def slot_chars_per_prompt(self) -> float:
+        return self.slot_chars / max(1, self.prompts)
+
+    def then(self, later: TemplateBurst, max_bits: int) -> TemplateBurst | None:
+        """This burst continued by ``later`` (the next window's), if both are on the same template."""
+        if hamming(self.signature, later.signature) > max_bits:
+            return None
+        return TemplateBurst(
+            signature=later.signature,
+            on_template=self.on_template + later.on_template,
+            values=self.values | later.values,
+            prompts=self.prompts + later.prompts,
+            requests=self.requests + later.requests,
+            context=self.context + later.context,
+            slot_chars=self.slot_chars + later.slot_chars,
+            start=self.start,
+            first_ts=self.first_ts,
+            last_ts=later.last_ts,
+        )
+
+    def dump(self) -> list[Any]:
+        return [
+            f"{self.signature:016x}",
+            self.on_template,
+            f"{self.values:x}",
+            self.prompts,
+            self.requests,
+            self.context,
+            self.slot_chars,
+            self.start,
+            self.first_ts,
+            self.last_ts,
+        ]
+
+    @classmethod
+    def load(cls, data: list[Any]) -> TemplateBurst:
+        signature, on_template, values, prompts, requests, context, slot_chars, start, first_ts, last_ts = data
+        return cls(
+            int(signature, 16),
+            int(on_template),
+            int(values, 16),
+            int(prompts),
+            int(requests),
+            float(context),
+            int(slot_chars),
+            float(start),
+            float(first_ts),
+            float(last_ts),
+        )
+
+
 class WindowAccumulator:
     """One identity's counts in one window; every container is capped, so memory is fixed per identity."""
 
     __slots__ = (
         "blocked",
+        "context",
         "entropy",
         "enumeration",
         "errors",
@@ -325,6 +475,8 @@ class WindowAccumulator:
         "prompts",
         "refusals",
         "requests",
+        "slot_chars",
+        "slot_values",
         "start",
         "temperatures",
         "template_overflow",
@@ -338,13 +490,16 @@ class WindowAccumulator:
         self.requests = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.context = 0.0
         self.max_tokens = 0.0
         self.errors = 0
         self.blocked = 0
         self.refusals = 0
         self.prompts = 0
         self.entropy = 0.0
+        self.slot_chars = 0
         self.templates: dict[int, int] = {}
+        self.slot_values: dict[int, int] = {}  # template signature -> linear-counting map of its slot values
         self.template_overflow = 0
         self.ips: set[int] = set()
         self.user_agents: set[int] = set()
@@ -363,6 +518,7 @@ class WindowAccumulator:
         self.requests += 1
         self.input_tokens += signals.input_tokens
         self.output_tokens += signals.output_tokens
+        self.context += signals.context_tokens
         self.max_tokens += signals.max_tokens
         self.errors += signals.error
         self.blocked += signals.blocked
@@ -371,7 +527,10 @@ class WindowAccumulator:
         if shape is not None:
             self.prompts += 1
             self.entropy += shape.entropy
-            self._add_template(shape.signature, limits.templates)
+            self.slot_chars += shape.slot_chars
+            if self._add_template(shape.signature, limits.templates) and shape.values:
+                bitmap = self.slot_values.get(shape.signature, 0)
+                self.slot_values[shape.signature] = bitmap | (1 << slot_bit(shape.values))
         if signals.ip is not None:
             _add_capped(self.ips, signals.ip, limits.distinct)
         if signals.user_agent is not None:
@@ -391,21 +550,38 @@ class WindowAccumulator:
         if len(self.event_ids) < limits.event_ids:
             self.event_ids.append(signals.event_id)
 
-    def _add_template(self, signature: int, max_templates: int) -> None:
+    def _add_template(self, signature: int, max_templates: int) -> bool:
+        """Count a prompt on its template; ``False`` when the template is not tracked (the cap was reached)."""
         if signature in self.templates:
             self.templates[signature] += 1
-            return
+            return True
         if len(self.templates) < max_templates:
             self.templates[signature] = 1
-            return
+            return True
         self.template_overflow += 1
+        return False
 
-    def merge_near_templates(self, max_bits: int) -> int:
-        """Requests on the most used template, counting signatures within ``max_bits`` of it as the same."""
+    def template_burst(self, max_bits: int) -> TemplateBurst | None:
+        """The most used template (signatures within ``max_bits`` of it counting as the same) and its values."""
         if not self.templates:
-            return 0
+            return None
         top = max(self.templates, key=lambda s: (self.templates[s], -s))
-        return sum(n for s, n in self.templates.items() if hamming(s, top) <= max_bits)
+        near = [s for s in self.templates if hamming(s, top) <= max_bits]
+        bitmap = 0
+        for signature in near:
+            bitmap |= self.slot_values.get(signature, 0)
+        return TemplateBurst(
+            signature=top,
+            on_template=sum(self.templates[s] for s in near),
+            values=bitmap,
+            prompts=self.prompts,
+            requests=self.requests,
+            context=self.context,
+            slot_chars=self.slot_chars,
+            start=self.start,
+            first_ts=self.start if self.first_ts is None else self.first_ts,
+            last_ts=self.start if self.last_ts is None else self.last_ts,
+        )
 
     def features(self, template_hamming: int) -> dict[str, float]:
         """The window's feature vector (names in :data:`FEATURES`)."""
@@ -414,6 +590,7 @@ class WindowAccumulator:
         tokens = self.input_tokens + self.output_tokens
         distinct_templates = len(self.templates) + self.template_overflow
         gaps_cv = self.gaps.std / self.gaps.mean if self.gaps.n >= 3 and self.gaps.mean > 0 else 1.0
+        burst = self.template_burst(template_hamming)
         return {
             "requests": float(self.requests),
             "input_tokens": float(self.input_tokens),
@@ -422,7 +599,7 @@ class WindowAccumulator:
             "tokens_per_request": tokens / requests,
             "output_input_ratio": self.output_tokens / max(1, self.input_tokens),
             "max_tokens_requested": self.max_tokens / requests,
-            "template_reuse": self.merge_near_templates(template_hamming) / prompts if self.prompts else 0.0,
+            "template_reuse": burst.template_share if burst else 0.0,
             "prompt_diversity": distinct_templates / prompts if self.prompts else 0.0,
             "prompt_entropy": self.entropy / prompts,
             "refusal_rate": self.refusals / requests,
@@ -436,6 +613,10 @@ class WindowAccumulator:
             "extraction_distinct_temperatures": float(len(self.temps)),
             "enumeration_rate": self.enumeration / prompts if self.prompts else 0.0,
             "interarrival_cv": gaps_cv,
+            "template_requests": float(burst.on_template) if burst else 0.0,
+            "slot_distinct_share": burst.distinct_share if burst else 0.0,
+            "context_tokens": self.context / requests,
+            "slot_chars": self.slot_chars / prompts,
         }
 
     def dump(self) -> dict[str, Any]:
@@ -454,8 +635,11 @@ class WindowAccumulator:
                 self.template_overflow,
                 self.extraction,
                 self.enumeration,
+                self.context,
+                self.slot_chars,
             ],
             "templates": [[f"{s:016x}", n] for s, n in self.templates.items()],
+            "slot_values": [[f"{s:016x}", f"{bitmap:x}"] for s, bitmap in self.slot_values.items()],
             "ips": sorted(self.ips),
             "user_agents": sorted(self.user_agents),
             "primaries": sorted(self.primaries),
@@ -483,8 +667,11 @@ class WindowAccumulator:
             window.template_overflow,
             window.extraction,
             window.enumeration,
+            window.context,
+            window.slot_chars,
         ) = data["counts"]
         window.templates = {int(s, 16): int(n) for s, n in data["templates"]}
+        window.slot_values = {int(s, 16): int(bitmap, 16) for s, bitmap in data["slot_values"]}
         window.ips, window.user_agents = set(data["ips"]), set(data["user_agents"])
         window.primaries = set(data["primaries"])
         window.temperatures = Moments(*data["temperatures"])

@@ -24,6 +24,18 @@ SCRAPING_SLOW = RuleInfo(
     atlas=("AML.T0040", "AML.T0024"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
+SCRAPING_ENUMERATION = RuleInfo(
+    id="abusewatch-anomaly-scraping-enumeration",
+    name="Templated enumeration burst: one prompt template filled with many distinct values",
+    category="scraping",
+    level="high",
+    description=(
+        "In one window an identity sent many requests on one prompt template, each with another id, letter or "
+        "entity in its slots and almost no context of its own: systematic harvesting, even from a new identity."
+    ),
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
 SCRAPING_CAMPAIGN = RuleInfo(
     id="abusewatch-anomaly-scraping-campaign",
     name="Distributed harvesting campaign: many identities share one prompt template",
@@ -51,4 +63,4 @@ RESOURCE_ABUSE = RuleInfo(
     atlas=("AML.T0034", "AML.T0029"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
-RULES = (SCRAPING_VOLUME, SCRAPING_SLOW, SCRAPING_CAMPAIGN, MODEL_EXTRACTION, RESOURCE_ABUSE)
+RULES = (SCRAPING_VOLUME, SCRAPING_ENUMERATION, SCRAPING_SLOW, SCRAPING_CAMPAIGN, MODEL_EXTRACTION, RESOURCE_ABUSE)

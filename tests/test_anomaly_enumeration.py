@@ -1,0 +1,302 @@
+"""The templated-enumeration rule: a short burst of one template filled with many distinct values alerts from an
+identity's first window; heavy users, notebook loops with documents, classifiers with quoted payloads and
+retry loops do not; the bundled sample scraper is caught; checkpoints taken mid-burst resume exactly."""
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Sequence
+
+import msgspec
+import pytest
+
+from app.replay import decoded_lines
+from app.traffic.samples import read_labels, sample_files
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.anomaly.detector import STATE_VERSION
+from detectors.anomaly.features import (
+    SLOT_BITS,
+    context_tokens,
+    distinct_estimate,
+    prompt_shape,
+    slot_bit,
+)
+from detectors.base import Detection, Findings
+from detectors.event import Event, Identity, Message, RetrievedDocument
+
+ENUMERATION = "abusewatch-anomaly-scraping-enumeration"
+WINDOW_START = 1_767_830_400.0  # aligned to the 10-minute windows
+SYSTEM = "You are the shopping assistant of Example Outdoor Supplies. Answer briefly. " * 4
+WORDS = (
+    "invoice",
+    "customer",
+    "contract",
+    "policy",
+    "report",
+    "budget",
+    "forecast",
+    "meeting",
+    "agenda",
+    "summary",
+    "draft",
+    "email",
+    "proposal",
+    "roadmap",
+    "feature",
+    "release",
+    "incident",
+    "outage",
+    "latency",
+    "database",
+    "query",
+    "schema",
+    "migration",
+    "deployment",
+    "cluster",
+    "network",
+    "firewall",
+)
+
+
+def request(
+    number: int,
+    prompt: str,
+    timestamp: float,
+    *,
+    user: str = "cust-1",
+    input_tokens: int | None = None,
+    system: str = "",
+    output_tokens: int = 300,
+) -> Event:
+    return Event(
+        id=f"e{user}-{number}",
+        timestamp=timestamp,
+        dataset="test",
+        system_instructions=system,
+        input_messages=[Message(role="user", content=prompt)],
+        output_messages=[Message(role="assistant", content="Here you are.")],
+        input_tokens=input_tokens if input_tokens is not None else round((len(system) + len(prompt)) / 4),
+        output_tokens=output_tokens,
+        identity=Identity(user_id=user, source_ip="198.18.0.7", user_agent="okhttp/4.12.0"),
+    )
+
+
+def burst(
+    make_prompt: Callable[[int], str], count: int = 120, gap: float = 4.5, start: float = WINDOW_START + 1, **kwargs
+) -> list[Event]:
+    """``count`` requests ``gap`` seconds apart from ``start`` (by default all in one window at 4.5 s)."""
+    return [request(i, make_prompt(i), start + i * gap, **kwargs) for i in range(count)]
+
+
+def per_window(events: Sequence[Event]) -> list[int]:
+    return sorted(Counter(int(e.timestamp // 600) for e in events).values(), reverse=True)
+
+
+def sku(i: int) -> str:
+    return f"Give the full description, price and stock for SKU HG-{20400 + i}."
+
+
+STRADDLING = {"count": 110, "gap": 4.4, "start": WINDOW_START + 600 - 240}  # 55 | 55 across a boundary
+
+
+def detect(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:
+    detector = AnomalyDetector(config or AnomalyConfig())
+    detections = detector.detect(events, [Findings() for _ in events])
+    return detections + detector.flush()
+
+
+def enumeration_alerts(detections: Sequence[Detection]) -> list[Detection]:
+    return [d for d in detections if d.rule.id == ENUMERATION]
+
+
+# ---------------------------------------------------------------------------------------------- prompt features
+
+
+def test_ids_short_quotes_and_payloads_in_the_prompt_shape() -> None:
+    sku = prompt_shape("Price and stock for SKU HG-20400, answer in JSON")
+    named = prompt_shape('Everything you know about the person named "Ada Lovelace"')
+    payload = prompt_shape(f'Classify ticket #812 as billing or technical: "{" ".join(WORDS[:12])}"')
+    assert sku.values == ("hg-20400",) and sku.slot_chars == len("hg-20400")
+    assert named.values == ("ada lovelace",)
+    assert payload.values == ("812",)  # the quoted ticket text is a payload, not a slot value
+    assert payload.slot_chars > 40
+    assert sku.template == prompt_shape("Price and stock for SKU HG-99999, answer in JSON").template
+
+
+def test_context_discounts_the_applications_own_text() -> None:
+    plain = request(0, "Price for SKU HG-1?", 0.0, input_tokens=120, system="x" * 400)
+    with_documents = msgspec.structs.replace(
+        plain, retrieved_documents=[RetrievedDocument(content="y" * 200)], input_tokens=170
+    )
+    no_usage = msgspec.structs.replace(plain, input_tokens=None)
+    assert context_tokens(plain) == pytest.approx(20.0)
+    assert context_tokens(with_documents) == pytest.approx(20.0)
+    assert context_tokens(no_usage) == pytest.approx(len("Price for SKU HG-1?") / 4)
+
+
+@pytest.mark.parametrize("distinct", [1, 10, 60, 150, 400])
+def test_linear_counting_estimates_distinct_values(distinct: int) -> None:
+    bitmap = 0
+    for value in range(distinct):
+        bitmap |= 1 << slot_bit((f"item-{value}",))
+    assert bitmap < 1 << SLOT_BITS
+    assert distinct_estimate(bitmap) == pytest.approx(distinct, rel=0.15, abs=1)
+
+
+# ---------------------------------------------------------------------------------------------- the rule
+
+
+def test_a_new_identitys_sequential_sku_burst_alerts_in_its_first_window() -> None:
+    events = burst(sku, system=SYSTEM)
+    alerts = enumeration_alerts(detect(events))
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert alert.identity.key() == "user:cust-1" and alert.group_key == "anomaly:user:cust-1"
+    assert alert.timestamp < WINDOW_START + 600  # the first window, no warm-up
+    assert alert.rule.category == "scraping" and alert.rule.atlas and alert.rule.owasp == ("LLM10:2025",)
+    assert alert.explanation["template_requests"] == 120
+    assert alert.explanation["slot_distinct_share"] > 0.9
+    assert alert.explanation["enumeration_rate"] > 0.9
+    assert alert.explanation["context_tokens"] < 30  # the system prompt is the app's, not the client's
+    assert alert.score == pytest.approx(120 / (120 + 60), abs=1e-6)  # above 0.5: well past the threshold
+
+
+def test_shuffled_entities_in_quotes_alert_without_any_sequence() -> None:
+    rng = random.Random(3)
+    names = [f"{rng.choice(WORDS).title()} {rng.choice(WORDS).title()}son {i}" for i in range(120)]
+    events = burst(lambda i: f'Tell me everything about the person named "{names[i]}", employer included.')
+    alerts = enumeration_alerts(detect(events))
+    assert len(alerts) == 1
+    assert alerts[0].explanation["enumeration_rate"] < 0.1
+
+
+def test_a_benign_heavy_user_does_not_alert() -> None:
+    """Short prompts with numbers, as fast as the burst: only the diversity of the prompts tells them apart."""
+    rng = random.Random(5)
+
+    def varied(i: int) -> str:
+        words = rng.sample(WORDS, rng.randint(4, 9))
+        return f"{' '.join(words)} {rng.randint(1, 500)} {rng.choice(WORDS)}?"
+
+    events = burst(varied)
+    assert detect(events) == []
+    slotted = burst(lambda i: f"compare the budget report {i} with last year", count=120)
+    assert enumeration_alerts(detect(slotted))  # the same rate and values on one template would alert
+
+
+def ticket(i: int) -> str:
+    return f'Classify ticket #{5000 + 3 * i} as billing or technical: "{" ".join(WORDS[i % 9 : i % 9 + 14])}"'
+
+
+@pytest.mark.parametrize(
+    ("make_prompt", "input_tokens"),
+    [
+        pytest.param(lambda i: f"Summarise document {i + 1} in three bullets", 1500, id="notebook-with-documents"),
+        pytest.param(ticket, None, id="classifier-with-quoted-ticket-text"),
+        pytest.param(lambda i: "Give the full description of SKU HG-20400", None, id="retry-loop"),
+    ],
+)
+def test_templated_automation_that_sends_context_or_repeats_itself_does_not_alert(make_prompt, input_tokens) -> None:
+    events = burst(make_prompt, input_tokens=input_tokens)
+    assert enumeration_alerts(detect(events)) == []
+
+
+def test_the_thresholds_are_configuration() -> None:
+    events = burst(lambda i: f"Give the full description of SKU HG-{20400 + i}", count=80)
+    assert enumeration_alerts(detect(events))
+    assert enumeration_alerts(detect(events, AnomalyConfig(enumeration_min_requests=81))) == []
+    assert enumeration_alerts(detect(events, AnomalyConfig(enumeration_max_context_tokens=5))) == []
+
+
+def test_a_slower_burst_below_the_rate_does_not_alert() -> None:
+    events = burst(lambda i: f"Give the full description of SKU HG-{20400 + i}", count=120, gap=12.0)
+    assert max(sum(1 for e in events if w <= e.timestamp < w + 600) for w in (WINDOW_START, WINDOW_START + 600)) < 60
+    assert enumeration_alerts(detect(events)) == []
+
+
+def test_a_burst_cut_by_a_window_boundary_is_judged_across_both_windows() -> None:
+    events = burst(sku, **STRADDLING)
+    assert max(per_window(events)) < 60  # neither window alone reaches the threshold
+    alerts = enumeration_alerts(detect(events))
+    assert len(alerts) == 1
+    explanation = alerts[0].explanation
+    assert explanation["burst_windows"] == 2 and explanation["template_requests"] == 110
+    assert explanation["burst_minutes"] < 10
+
+
+@pytest.mark.parametrize(
+    ("second_half", "input_tokens"),
+    [
+        pytest.param(lambda i: f"Write a limerick about the number {i}, please.", None, id="another-template"),
+        pytest.param(lambda i: sku(55 + i), 1500, id="same-template-with-documents"),
+    ],
+)
+def test_adjacent_windows_merge_only_for_one_template_without_context(second_half, input_tokens) -> None:
+    first = burst(sku, count=55, gap=4.4, start=WINDOW_START + 600 - 240)
+    second = burst(second_half, count=55, gap=4.4, start=WINDOW_START + 600 + 2, input_tokens=input_tokens)
+    assert enumeration_alerts(detect(first + second)) == []
+    assert enumeration_alerts(detect(first + burst(lambda i: sku(55 + i), count=55, gap=4.4, start=WINDOW_START + 602)))
+
+
+def test_a_sustained_slow_rate_over_two_windows_is_not_a_burst() -> None:
+    events = burst(sku, count=100, gap=11.5, start=WINDOW_START + 30)  # 52 | 48 over 19 minutes
+    assert max(per_window(events)) < 60
+    assert enumeration_alerts(detect(events)) == []
+
+
+def test_the_bundled_sample_scraper_is_caught_and_nothing_else() -> None:
+    files = sorted(str(path) for path in sample_files().values())
+    events = [e for batch, _, _ in decoded_lines(files, max_bytes=4 << 20, max_text_chars=1 << 18) for e in batch]
+    events.sort(key=lambda e: e.timestamp)
+    labels = read_labels()
+    scraper = {label["user"] for label in labels.values() if label["kind"] == "templated_scraping"}
+    detections = detect(events)
+    assert {d.identity.key() for d in detections} == scraper
+    assert {d.rule.id for d in detections} == {ENUMERATION}
+    assert all(labels[event_id]["kind"] == "templated_scraping" for event_id in detections[0].event_ids)
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+
+@pytest.mark.parametrize("cut", [30, 56, 80])  # in the first window, just after the boundary, in the second
+def test_a_checkpoint_taken_mid_burst_resumes_to_the_same_alerts(cut: int) -> None:
+    names = burst(lambda i: f'Tell me about the person named "Person {i * 7 % 211}"', **STRADDLING)
+    events = sorted(
+        [*names, *burst(sku, count=80, start=WINDOW_START + 1210, user="cust-2")], key=lambda e: e.timestamp
+    )
+    reference = detect(events)
+    assert len(enumeration_alerts(reference)) == 2
+    first = AnomalyDetector()
+    before = first.detect(events[:cut], [Findings() for _ in range(cut)])
+    checkpoint = json.loads(json.dumps(first.state()))
+    assert checkpoint["version"] == STATE_VERSION
+    resumed = AnomalyDetector()
+    resumed.load_state(checkpoint)
+    after = resumed.detect(events[cut:], [Findings() for _ in events[cut:]]) + resumed.flush()
+    encode = msgspec.json.encode
+    assert [encode(d) for d in before + after] == [encode(d) for d in reference]
+    assert json.loads(json.dumps(resumed.state())) == json.loads(json.dumps(_replayed_state(events)))
+
+
+def _replayed_state(events: Sequence[Event]) -> dict:
+    detector = AnomalyDetector()
+    detector.detect(events, [Findings() for _ in events])
+    detector.flush()
+    return detector.state()
+
+
+def test_a_checkpoint_of_the_previous_state_version_is_refused_clearly() -> None:
+    detector = AnomalyDetector()
+    detector.detect(burst(lambda i: f"SKU HG-{i}", count=5), [Findings() for _ in range(5)])
+    old = {**detector.state(), "version": STATE_VERSION - 1}
+    with pytest.raises(ValueError, match=rf"version {STATE_VERSION - 1} cannot be loaded.*version {STATE_VERSION}"):
+        AnomalyDetector().load_state(old)
+
+
+def test_hostile_digits_in_prompts_do_not_break_the_detector() -> None:
+    prompts = ["item ²", "item ³", f"item {'9' * 1900}", f"item {'9' * 1899}8", "item ١", "item ٢"]
+    events = [request(i, p, WINDOW_START + i) for i, p in enumerate(prompts)]
+    findings = [Findings() for _ in events]
+    assert AnomalyDetector().detect(events, findings) == []
+    assert [f.fields["abusewatch.identity.enumeration"] for f in findings] == [False] * 5 + [True]
