@@ -12,6 +12,7 @@ from app.settings import Settings
 from detectors.alerting import AlertGrouper, AlertPolicy
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector
+from detectors.campaigns import CampaignDetector, CampaignStage
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
@@ -41,7 +42,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
     if "memory_key" not in exfil.model_fields_set:  # fingerprints keyed per deployment unless set on their own
         exfil = exfil.model_copy(update={"memory_key": detection.redaction_key})
     return [
-        SignatureDetector(rules),
+        SignatureDetector(rules, cache_size=detection.signature_cache_size),
         *build_exfil_detectors(exfil),
         TextClassifierDetector(detection.classifier),
         AnomalyDetector(detection.anomaly),
@@ -51,11 +52,24 @@ def build_detectors(settings: Settings) -> list[Detector]:
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+    """The per-identity stage: every tier, with alert hygiene."""
+    return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings))
+
+
+def build_campaign_stage(settings: Settings) -> CampaignStage:
+    """The cross-identity stage: campaigns on one prompt template, judged by signature (detectors/campaigns.py)."""
+    return CampaignStage(CampaignDetector(settings.detection.anomaly), _grouper(settings))
+
+
+def _redactor(settings: Settings) -> Redactor:
+    return Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+
+
+def _grouper(settings: Settings) -> AlertGrouper:
     alerting = settings.detection.alerting
     policy = AlertPolicy(
         window_seconds=alerting.window_seconds,
         risk_threshold=alerting.risk_threshold,
         risk_half_life_seconds=alerting.risk_half_life_seconds,
     )
-    return Pipeline(build_detectors(settings), redactor, AlertGrouper(redactor, policy))
+    return AlertGrouper(_redactor(settings), policy)

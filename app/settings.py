@@ -36,6 +36,8 @@ class KafkaSettings(BaseModel):
     dead_letter_topic: str = "llm-logs-dead-letter"
     internal_topic: str = "abusewatch-events-by-identity"  # ingest -> detect, keyed by identity
     state_topic: str = "abusewatch-detection-state"  # compacted: per-partition detection state checkpoints
+    campaign_topic: str = "abusewatch-campaign-candidates"  # detect -> campaigns, by template signature
+    campaign_state_topic: str = "abusewatch-campaign-state"  # compacted: campaign stage checkpoints
     partitions: int = 4
     replication_factor: int = 1
     max_message_bytes: int = 16 * 1024 * 1024  # topic max.message.bytes set by bootstrap; producer request limit
@@ -82,6 +84,7 @@ class DetectionSettings(BaseModel):
     max_text_chars: int = 256 * 1024
     batch_size: int = 500
     batch_timeout_s: float = 0.1  # longest wait for a batch to fill: under load batches fill first
+    signature_cache_size: int = 10_000  # verdicts remembered per (field, text) hash; 0 disables
     keep_raw_dead_letters: bool = False
     dead_letter_retention_days: int = 14
     # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6

@@ -38,6 +38,7 @@ from app.traffic.render import RENDERERS
 from app.traffic.simulate import ATTACK_KINDS, DAY, EXPECTED_CATEGORY, Label, SimulationConfig, simulate
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detection, Findings
+from detectors.campaigns import CampaignDetector, candidates_from_findings
 from detectors.event import Event, Identity, Message
 from detectors.normalise import normalise_many
 
@@ -229,13 +230,16 @@ def run_seed(
     simulation = simulate(replace(traffic, seed=seed))
     templated = templated_traffic(seed, simulation.start, simulation.end, short_scrapers)
     labels = [*simulation.labels, *templated.labels]
-    detector = AnomalyDetector(config)
+    detector, campaigns = AnomalyDetector(config), CampaignDetector(config)  # per identity, then across
     detections: list[Detection] = []
     events = sorted([*simulation.events, *templated.events], key=lambda e: (e.timestamp, e.identity.key()))
     for offset in range(0, len(events), batch_size):
         batch = events[offset : offset + batch_size]
-        detections.extend(detector.detect(batch, [Findings() for _ in batch]))
+        findings = [Findings() for _ in batch]
+        detections.extend(detector.detect(batch, findings))
+        detections.extend(campaigns.detect(candidates_from_findings(batch, findings)))
     detections.extend(detector.flush())
+    detections.extend(campaigns.flush())
 
     attacker_names: dict[str, str] = {}  # identity / key / ip -> attacking identity
     for label in labels:

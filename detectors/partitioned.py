@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 
+from detectors.campaigns import CampaignStage, campaign_candidates, group_by_signature
 from detectors.event import Event
 from detectors.pipeline import BatchResult, Pipeline
 
@@ -32,18 +33,21 @@ def group_by_partition(events: Iterable[Event], partitions: int) -> dict[int, li
 
 
 class PartitionedPipeline:
-    """One pipeline per identity partition, created on first use from ``template`` (see :meth:`Pipeline.fresh`).
+    """One pipeline per identity partition, created on first use from ``template`` (see :meth:`Pipeline.fresh`),
+    and, with ``campaigns``, one campaign stage per signature partition: the stream's two stages, in-process.
 
-    ``process`` splits a batch by partition; the stream, which already receives events by partition, uses
-    :meth:`pipeline` directly. ``template`` itself is never run, so its state stays empty.
+    ``process`` splits a batch by identity partition, then hands the events' campaign candidates to the
+    campaign stages by template signature. ``template`` itself is never run, so its state stays empty.
     """
 
-    def __init__(self, template: Pipeline, partitions: int) -> None:
+    def __init__(self, template: Pipeline, partitions: int, campaigns: CampaignStage | None = None) -> None:
         if partitions < 1:
             raise ValueError(f"partitions must be at least 1, not {partitions}")
         self.template = template
         self.partitions = partitions
+        self.campaigns = campaigns
         self._pipelines: dict[int, Pipeline] = {}
+        self._campaign_stages: dict[int, CampaignStage] = {}
 
     def pipeline(self, partition: int) -> Pipeline:
         pipeline = self._pipelines.get(partition)
@@ -65,12 +69,27 @@ class PartitionedPipeline:
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         result = BatchResult()
+        candidates = []
         for partition, group in sorted(group_by_partition(events, self.partitions).items()):
-            result.extend(self.pipeline(partition).process(group))
+            found = self.pipeline(partition).process(group)
+            result.extend(found)
+            if self.campaigns is not None:
+                candidates += campaign_candidates(group, found.events, source=partition)
+        for partition, group in sorted(group_by_signature(candidates, self.partitions).items()):
+            result.alerts.extend(self._campaign_stage(partition).process(group))
         return result
 
     def flush(self, until: float | None = None) -> BatchResult:
         result = BatchResult()
         for partition in self.owned():
             result.extend(self._pipelines[partition].flush(until))
+        for partition in sorted(self._campaign_stages):
+            result.alerts.extend(self._campaign_stages[partition].flush(until))
         return result
+
+    def _campaign_stage(self, partition: int) -> CampaignStage:
+        assert self.campaigns is not None
+        stage = self._campaign_stages.get(partition)
+        if stage is None:
+            stage = self._campaign_stages[partition] = self.campaigns.fresh()
+        return stage

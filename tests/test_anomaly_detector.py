@@ -10,6 +10,7 @@ import pytest
 from app.traffic.simulate import ATTACK_KINDS, EXPECTED_CATEGORY, SimulationConfig, simulate
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detection, Findings
+from detectors.campaigns import CampaignDetector, candidates_from_findings
 from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -40,6 +41,9 @@ def attacked():
     detector = AnomalyDetector(CONFIG)
     detections, findings = run(detector, simulation.events, 500)
     detections.extend(detector.flush())
+    campaigns = CampaignDetector(CONFIG)  # the cross-identity stage, fed what the anomaly tier wrote
+    detections.extend(campaigns.detect(candidates_from_findings(simulation.events, findings)))
+    detections.extend(campaigns.flush())
     return simulation, detections, findings
 
 

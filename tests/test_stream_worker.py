@@ -37,11 +37,12 @@ def worker() -> StreamWorker:
 
 def test_worker_registers_its_agents_on_its_topics(worker: StreamWorker) -> None:
     kafka = worker.settings.kafka
-    assert set(worker.app.agents) == {"ingest", "detect", "archive_dead_letters"}
+    assert set(worker.app.agents) == {"ingest", "detect", "campaigns", "archive_dead_letters"}
     topics = {name: next(iter(agent.channel.topics)) for name, agent in worker.app.agents.items()}
     assert topics == {
         "ingest": kafka.raw_topic,
         "detect": kafka.internal_topic,
+        "campaigns": kafka.campaign_topic,
         "archive_dead_letters": kafka.dead_letter_topic,
     }
 
@@ -49,13 +50,15 @@ def test_worker_registers_its_agents_on_its_topics(worker: StreamWorker) -> None
 def test_pipeline_runs_in_batches_and_keeps_every_event(worker: StreamWorker) -> None:
     worker.settings.detection.batch_size = 4
     letters: list[dict[str, object]] = []
-    result = asyncio.run(worker._run_pipeline(worker.pipelines.pipeline(0), [event(n) for n in range(10)], letters))
+    result = asyncio.run(
+        worker._run_pipeline(worker.identities.template.fresh(), [event(n) for n in range(10)], letters)
+    )
     assert [doc["event"]["id"] for doc in result.events] == [f"e{n}" for n in range(10)]
     assert letters == []
 
 
 def test_a_poison_event_becomes_a_dead_letter_and_the_rest_of_its_batch_goes_on(worker: StreamWorker) -> None:
-    poisoned = PoisonedPipeline(worker.pipelines.pipeline(0), poison="e3")
+    poisoned = PoisonedPipeline(worker.identities.template.fresh(), poison="e3")
     letters: list[dict[str, object]] = []
     result = asyncio.run(worker._run_pipeline(poisoned, [event(n) for n in range(6)], letters))  # type: ignore[arg-type]
     assert [doc["event"]["id"] for doc in result.events] == ["e0", "e1", "e2", "e4", "e5"]

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
-from app.engine import build_pipeline
+from app.engine import build_campaign_stage, build_pipeline
 from app.replay import STDIN, ReplaySummary, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, load_settings
@@ -96,7 +96,8 @@ def _run(
     partitions: int | None = None,
 ) -> ReplaySummary:
     settings = load_settings(config)
-    pipeline = PartitionedPipeline(build_pipeline(settings), partitions or settings.kafka.partitions)
+    stages = build_pipeline(settings), partitions or settings.kafka.partitions, build_campaign_stage(settings)
+    pipeline = PartitionedPipeline(*stages)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

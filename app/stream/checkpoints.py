@@ -22,14 +22,15 @@ import hmac
 import logging
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
 
 from app.settings import KafkaSettings
+from app.stream import metrics
 from app.stream.kafka_config import kafka_python_options
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _MAGIC = b"ABWCK1"
 _MAC_BYTES = 32
 _POLL_MS = 500
+S = TypeVar("S", bound="Stage")
 
 
 class Checkpoint(msgspec.Struct, kw_only=True):
@@ -96,7 +98,7 @@ class PartitionProgress:
 
 
 class PartitionLog:
-    """Blocking reads of the state and internal topics (kafka-python), for the detector thread.
+    """Blocking reads of state and input topics (kafka-python), for the detector thread.
 
     One consumer, outside any group, assigned to one partition at a time.
     """
@@ -119,9 +121,9 @@ class PartitionLog:
             )
         return self._consumer
 
-    def latest_checkpoint(self, partition: int) -> bytes | None:
-        """The newest record of ``partition`` of the state topic (its only key), or ``None`` if it has none."""
-        topic_partition = TopicPartition(self.kafka.state_topic, partition)
+    def latest(self, topic: str, partition: int) -> bytes | None:
+        """The newest record of ``topic[partition]`` (a state topic's only key there), or ``None``."""
+        topic_partition = TopicPartition(topic, partition)
         start, end = self._bounds(topic_partition)
         if end <= start:
             return None
@@ -129,13 +131,13 @@ class PartitionLog:
             return value
         return None
 
-    def internal_bounds(self, partition: int) -> tuple[int, int]:
-        """The oldest offset still kept in ``partition`` of the internal topic, and the offset after its last."""
-        return self._bounds(TopicPartition(self.kafka.internal_topic, partition))
+    def bounds(self, topic: str, partition: int) -> tuple[int, int]:
+        """The oldest offset still kept in ``topic[partition]``, and the offset after its last."""
+        return self._bounds(TopicPartition(topic, partition))
 
-    def internal_messages(self, partition: int, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
-        """``(offset, value)`` of the internal topic's ``partition`` for ``start <= offset < stop``."""
-        return self._read(TopicPartition(self.kafka.internal_topic, partition), start, stop)
+    def messages(self, topic: str, partition: int, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, value)`` of ``topic[partition]`` for ``start <= offset < stop``."""
+        return self._read(TopicPartition(topic, partition), start, stop)
 
     def close(self) -> None:
         if self._consumer is not None:
@@ -170,3 +172,136 @@ class PartitionLog:
                     f"{topic_partition.topic}[{topic_partition.partition}]: no records for {self.timeout_s:.0f}s "
                     f"while reading offsets {start}..{stop - 1} (at {consumer.position(topic_partition)})"
                 )
+
+
+class Stage(Protocol):
+    """What one partition's state lives in: a detection pipeline, or the campaign stage."""
+
+    def state(self) -> dict[str, Any]: ...
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+    def fresh(self) -> Self: ...
+
+
+@dataclass(slots=True)
+class PartitionStates(Generic[S]):
+    """The stages of one input topic's partitions that this worker owns, with their progress and checkpoints.
+
+    ``replay(stage, value)`` runs one input message through a stage for its effect on state only and returns
+    how many records it held. Every method but ``keep_only`` blocks on Kafka or on detection: call it on the
+    detector thread.
+    """
+
+    topic: str
+    state_topic: str
+    partitions: int
+    template: S
+    codec: CheckpointCodec
+    log: PartitionLog
+    replay: Callable[[S, bytes], int]
+    max_catch_up_messages: int
+    stages: dict[int, S] = field(default_factory=dict)
+    progress: dict[int, PartitionProgress] = field(default_factory=dict)
+
+    def restore(self, partition: int, first_offset: int) -> None:
+        """Give ``partition`` its state before its first batch here.
+
+        The newest checkpoint, then the input messages between it and ``first_offset`` (where this consumer
+        starts) replayed for their effect on state only: their outputs were written by the previous owner.
+        """
+        started = time.perf_counter()
+        stage = self.template.fresh()
+        checkpoint = self._load(partition)
+        if checkpoint is not None:
+            try:
+                stage.load_state(checkpoint.state)
+            except Exception:
+                log.exception("%s[%d]: checkpoint at offset %d does not load", self.topic, partition, checkpoint.offset)
+                stage, checkpoint = self.template.fresh(), None
+        if checkpoint is not None:
+            start = checkpoint.offset + 1
+        else:
+            start = max(self._bounds(partition)[0], first_offset - self.max_catch_up_messages)
+        replayed = self._catch_up(stage, partition, start, first_offset)
+        covered = max(first_offset - 1, checkpoint.offset if checkpoint else -1)
+        self.stages[partition] = stage
+        self.progress[partition] = PartitionProgress(
+            processed=covered, acked=covered, checkpointed=checkpoint.offset if checkpoint else -1
+        )
+        metrics.STATE_RESTORES.labels("checkpoint" if checkpoint else "log" if replayed else "empty").inc()
+        log.info(
+            "%s[%d]: state from %s, then %d records replayed (offsets %d up to %d) in %.2fs",
+            self.topic,
+            partition,
+            f"the checkpoint at offset {checkpoint.offset}" if checkpoint else "the log",
+            replayed,
+            start,
+            first_offset,
+            time.perf_counter() - started,
+        )
+
+    def snapshot(self, partition: int, offset: int) -> bytes:
+        """The encoded checkpoint of ``partition``, whose state covers every input offset up to ``offset``."""
+        checkpoint = Checkpoint(
+            topic=self.topic,
+            partition=partition,
+            offset=offset,
+            partitions=self.partitions,
+            created=time.time(),
+            state=self.stages[partition].state(),
+        )
+        return self.codec.encode(checkpoint)
+
+    def due(self, partitions: Iterable[int] | None = None) -> list[tuple[int, int]]:
+        """``(partition, offset)`` of the owned partitions (all, or those in ``partitions``) worth checkpointing."""
+        wanted = self.progress if partitions is None else [p for p in partitions if p in self.progress]
+        return [(p, self.progress[p].acked) for p in sorted(wanted) if self.progress[p].due]
+
+    def keep_only(self, kept: Iterable[int]) -> None:
+        """Forget partitions not in ``kept``, and any whose state ran ahead of its acknowledged outputs."""
+        kept = set(kept)
+        for partition in list(self.progress):
+            if partition not in kept or not self.progress[partition].clean:
+                self.stages.pop(partition, None)
+                del self.progress[partition]
+
+    def _load(self, partition: int) -> Checkpoint | None:
+        try:
+            blob = self.log.latest(self.state_topic, partition)
+            checkpoint = self.codec.decode(blob) if blob is not None else None
+        except Exception:
+            log.exception("%s[%d]: cannot read its checkpoint; state is rebuilt from the log", self.topic, partition)
+            return None
+        if checkpoint is None:
+            return None
+        problem = None
+        if checkpoint.topic != self.topic or checkpoint.partition != partition:
+            problem = f"it follows {checkpoint.topic}[{checkpoint.partition}]"
+        elif checkpoint.partitions != self.partitions:
+            problem = f"it was taken with {checkpoint.partitions} partitions, the topic has {self.partitions}"
+        elif checkpoint.offset >= self._bounds(partition)[1]:
+            problem = f"its offset {checkpoint.offset} is beyond the topic's end (was the topic re-created?)"
+        if problem:
+            log.warning("%s[%d]: checkpoint ignored: %s", self.topic, partition, problem)
+            return None
+        return checkpoint
+
+    def _bounds(self, partition: int) -> tuple[int, int]:
+        try:
+            return self.log.bounds(self.topic, partition)
+        except Exception:
+            log.exception("%s[%d]: cannot read the topic's offsets", self.topic, partition)
+            return 0, 2**63 - 1
+
+    def _catch_up(self, stage: S, partition: int, start: int, stop: int) -> int:
+        replayed = 0
+        try:
+            for _offset, value in self.log.messages(self.topic, partition, start, stop):
+                replayed += self.replay(stage, value)
+        except Exception:
+            log.exception(
+                "%s[%d]: catch-up stopped after %d records; state may miss some", self.topic, partition, replayed
+            )
+        metrics.STATE_REPLAYED_EVENTS.inc(replayed)
+        return replayed

@@ -13,10 +13,12 @@ from typing import Any
 import msgspec
 import orjson
 
+from detectors.campaigns import CampaignCandidate
 from detectors.event import Event
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[Event])
+_candidates = msgspec.msgpack.Decoder(list[CampaignCandidate])
 
 
 def encode_events(events: list[Event], max_bytes: int) -> Iterator[bytes]:
@@ -37,6 +39,16 @@ def encode_events(events: list[Event], max_bytes: int) -> Iterator[bytes]:
 def decode_events(payload: bytes) -> list[Event]:
     """The events of one internal message; raises ``msgspec.DecodeError`` (a ``ValueError``) on bad input."""
     return _decoder.decode(payload)
+
+
+def encode_candidates(candidates: list[CampaignCandidate]) -> bytes:
+    """One campaign-topic message: the candidates of one signature partition from one batch (a few KB)."""
+    return _encoder.encode(candidates)
+
+
+def decode_candidates(payload: bytes) -> list[CampaignCandidate]:
+    """Raises ``msgspec.DecodeError`` (a ``ValueError``) on bad input."""
+    return _candidates.decode(payload)
 
 
 def encode_document(document: dict[str, Any]) -> bytes:

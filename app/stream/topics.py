@@ -19,6 +19,8 @@ def topic_names(kafka: KafkaSettings) -> list[str]:
         kafka.raw_topic,
         kafka.internal_topic,
         kafka.state_topic,
+        kafka.campaign_topic,
+        kafka.campaign_state_topic,
         kafka.events_topic,
         kafka.alerts_topic,
         kafka.dead_letter_topic,
@@ -29,7 +31,7 @@ def topic_configs(kafka: KafkaSettings, name: str) -> dict[str, str]:
     """Topic-level configuration: the message size limit everywhere; the state topic keeps only the newest
     checkpoint per partition (compaction, eager enough that superseded checkpoints do not pile up)."""
     configs = {"max.message.bytes": str(kafka.max_message_bytes)}
-    if name == kafka.state_topic:
+    if name in (kafka.state_topic, kafka.campaign_state_topic):
         configs |= {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"}
     return configs
 
@@ -60,13 +62,15 @@ def ensure_topics(kafka: KafkaSettings) -> list[str]:
 
     Existing topics are left alone (a partition count can only grow, and changing it would move identities to
     other partitions), but a count that differs from the settings is reported. The state topic gets the internal
-    topic's partition count, whatever the settings say: partition p's state lives in its partition p.
+    topic's partition count, whatever the settings say: partition p's state lives in its partition p, and the
+    campaign stage runs with as many partitions.
     """
     report = []
     with admin_client(kafka) as admin:
         counts = partition_counts(admin, topic_names(kafka))
         wanted = dict.fromkeys(counts, kafka.partitions)
-        wanted[kafka.state_topic] = counts[kafka.internal_topic] or kafka.partitions
+        for follower in (kafka.state_topic, kafka.campaign_topic, kafka.campaign_state_topic):
+            wanted[follower] = counts[kafka.internal_topic] or kafka.partitions
         missing = [
             NewTopic(
                 name,

@@ -2,7 +2,9 @@
 
 ``ingest``  raw topic -> normalise -> internal topic (events regrouped by identity), dead letters -> DL topic.
 ``detect``  internal topic -> one pipeline per partition -> Elasticsearch (events, alerts, shadow alerts) and output
-            topics; each partition's state is checkpointed to the state topic (see ``checkpoints``).
+            topics; campaign candidates -> campaign topic, regrouped by template signature.
+``campaigns``  campaign topic -> one campaign stage per partition -> Elasticsearch (alerts).
+Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
@@ -25,18 +27,26 @@ from typing import Any, TypeVar
 import faust
 from elasticsearch import AsyncElasticsearch
 
-from app.engine import build_pipeline
+from app.engine import build_campaign_stage, build_pipeline
 from app.settings import Settings
 from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.elasticsearch import Document, ElasticsearchSink, WriteReport, client_options
 from app.stream import metrics
-from app.stream.checkpoints import Checkpoint, CheckpointCodec, PartitionLog, PartitionProgress
-from app.stream.codec import decode_document, decode_events, encode_document, encode_events
+from app.stream.checkpoints import CheckpointCodec, PartitionLog, PartitionStates
+from app.stream.codec import (
+    decode_candidates,
+    decode_document,
+    decode_events,
+    encode_candidates,
+    encode_document,
+    encode_events,
+)
 from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import faust_credentials
+from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
 from detectors.event import Event
 from detectors.normalise import normalise_payload
-from detectors.partitioned import PartitionedPipeline, group_by_partition
+from detectors.partitioned import group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
 
 log = logging.getLogger(__name__)
@@ -64,10 +74,29 @@ class StreamWorker:
         self.internal_partitions = internal_partitions
         self.op_types = op_types
         self.state = WorkerState()
-        self.pipelines = PartitionedPipeline(build_pipeline(settings), internal_partitions)
-        self.progress: dict[int, PartitionProgress] = {}
-        self.codec = CheckpointCodec(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-        self.partition_log = PartitionLog(settings.kafka)
+        kafka, worker = settings.kafka, settings.worker
+        codec = CheckpointCodec(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+        self.partition_log = PartitionLog(kafka)
+        self.identities: PartitionStates[Pipeline] = PartitionStates(
+            topic=kafka.internal_topic,
+            state_topic=kafka.state_topic,
+            partitions=internal_partitions,
+            template=build_pipeline(settings),
+            codec=codec,
+            log=self.partition_log,
+            replay=self._replay_events,
+            max_catch_up_messages=worker.max_catch_up_messages,
+        )
+        self.campaigns_state: PartitionStates[CampaignStage] = PartitionStates(
+            topic=kafka.campaign_topic,
+            state_topic=kafka.campaign_state_topic,
+            partitions=internal_partitions,
+            template=build_campaign_stage(settings),
+            codec=codec,
+            log=self.partition_log,
+            replay=self._replay_candidates,
+            max_catch_up_messages=worker.max_catch_up_messages,
+        )
         self._last_checkpoint = time.monotonic()
         self.recent = RecentIds(settings.worker.dedupe_capacity)
         self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abusewatch-detect")
@@ -77,12 +106,17 @@ class StreamWorker:
         kafka = settings.kafka
         self.raw_topic = self._topic(kafka.raw_topic)
         self.internal_topic = self._topic(kafka.internal_topic)
-        self.state_topic = self._topic(kafka.state_topic)
+        self.campaign_topic = self._topic(kafka.campaign_topic)
+        self.state_topics = {
+            kafka.state_topic: self._topic(kafka.state_topic),
+            kafka.campaign_state_topic: self._topic(kafka.campaign_state_topic),
+        }
         self.events_topic = self._topic(kafka.events_topic)
         self.alerts_topic = self._topic(kafka.alerts_topic)
         self.dead_letter_topic = self._topic(kafka.dead_letter_topic)
         self.app.agent(self.raw_topic, name="ingest")(self.ingest)
         self.app.agent(self.internal_topic, name="detect")(self.detect)
+        self.app.agent(self.campaign_topic, name="campaigns")(self.campaigns)
         self.app.agent(self.dead_letter_topic, name="archive_dead_letters")(self.archive_dead_letters)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
@@ -147,27 +181,22 @@ class StreamWorker:
 
     async def _close(self, app: faust.App, **kwargs: Any) -> None:
         """On shutdown, after the consumer stopped: checkpoint what is clean, release connections and threads."""
-        await self._checkpoint(self.pipelines.owned())
+        for states in (self.identities, self.campaigns_state):
+            await self._checkpoint(states)
         if self._es is not None:
             await self._es.close()
         self._detector_thread.submit(self.partition_log.close)
         self._detector_thread.shutdown(wait=True)
 
-    def _internal(self, partitions: set[Any]) -> list[int]:
-        name = self.settings.kafka.internal_topic
-        return sorted(tp.partition for tp in partitions if tp.topic == name)
-
     async def _on_partitions_revoked(self, app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         """Faust has finished the in-flight batches: checkpoint the partitions that may move away."""
-        await self._checkpoint(self._internal(revoked))
+        for states in (self.identities, self.campaigns_state):
+            await self._checkpoint(states, [tp.partition for tp in revoked if tp.topic == states.topic])
 
     async def _on_partitions_assigned(self, app: faust.App, assigned: set[Any], **kwargs: Any) -> None:
         """Forget partitions that moved away, and any whose state ran ahead of Elasticsearch (restored on use)."""
-        kept = set(self._internal(assigned))
-        for partition in list(self.progress):
-            if partition not in kept or not self.progress[partition].clean:
-                self.pipelines.drop(partition)
-                del self.progress[partition]
+        for states in (self.identities, self.campaigns_state):
+            states.keep_only(tp.partition for tp in assigned if tp.topic == states.topic)
 
     # -- agents -------------------------------------------------------------------------------------------------
 
@@ -200,34 +229,22 @@ class StreamWorker:
         messages = settings.worker.detect_batch_messages
         async for batch in stream.take_events(messages, within=settings.detection.batch_timeout_s):
             started = time.perf_counter()
-            records = [record.message for record in batch]
-            for partition, first in _first_offsets(records).items():
-                if partition not in self.progress:
-                    await self._in_thread(self._restore, partition, first)
-            by_partition: dict[int, list[Event]] = {}
-            last: dict[int, int] = {}
             letters: list[Any] = []
-            for message in records:
-                if message.offset <= self.progress[message.partition].acked:
-                    metrics.STATE_SKIPPED_MESSAGES.inc()  # written before, and its effect is in the restored state
-                    continue
-                last[message.partition] = max(last.get(message.partition, -1), message.offset)
-                try:
-                    by_partition.setdefault(message.partition, []).extend(decode_events(message.value or b""))
-                except ValueError as error:
-                    origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
-                    letters.append(failure("corrupt_internal_message", str(error), origin, size=len(message.value)))
+            by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
             result = BatchResult()
-            fresh_ids: list[str] = []
+            fresh_events: list[Event] = []
+            candidates: list[CampaignCandidate] = []
             for partition, offset in sorted(last.items()):
-                self.progress[partition].processed = offset  # in flight until Elasticsearch acknowledges
+                self.identities.progress[partition].processed = offset  # in flight until acknowledged
                 # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
                 # the order they would have seen it there.
                 events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
                 fresh = self.recent.fresh(events)
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
-                result.extend(await self._run_pipeline(self.pipelines.pipeline(partition), fresh, letters))
-                fresh_ids.extend(event.id for event in fresh)
+                found = await self._run_pipeline(self.identities.stages[partition], fresh, letters)
+                result.extend(found)
+                fresh_events.extend(fresh)
+                candidates += campaign_candidates(fresh, found.events, source=partition)
             es = settings.elasticsearch
             # Alerts first: they lead the first bulk request, which is what an analyst waits for.
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
@@ -240,16 +257,45 @@ class StreamWorker:
                 deliveries.append(await self._send_document(self.events_topic, doc))
             for doc in result.alerts:
                 deliveries.append(await self._send_document(self.alerts_topic, doc))
+            for partition, group in group_by_signature(candidates, self.internal_partitions).items():
+                payload = encode_candidates(group)
+                deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
             await asyncio.gather(*deliveries)
             for partition, offset in last.items():
-                self.progress[partition].acked = offset
-            self.recent.remember(fresh_ids)
-            metrics.EVENTS_DETECTED.inc(len(fresh_ids))
+                self.identities.progress[partition].acked = offset
+            self.recent.remember(event.id for event in fresh_events)
+            metrics.EVENTS_DETECTED.inc(len(fresh_events))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
             self._finished("detect", started)
-            if time.monotonic() - self._last_checkpoint >= settings.worker.checkpoint_interval_s:
-                await self._checkpoint(self.pipelines.owned())
+            await self._maybe_checkpoint()
+
+    async def campaigns(self, stream: faust.StreamT) -> None:
+        """Campaign candidates regrouped by template signature -> campaign stages -> alerts in Elasticsearch."""
+        settings = self.settings
+        async for batch in stream.take_events(
+            settings.worker.detect_batch_messages, within=settings.detection.batch_timeout_s
+        ):
+            started = time.perf_counter()
+            letters: list[Any] = []
+            by_partition, last = await self._new_records(self.campaigns_state, batch, decode_candidates, letters)
+            alerts: list[dict[str, Any]] = []
+            for partition, offset in sorted(last.items()):
+                self.campaigns_state.progress[partition].processed = offset
+                stage = self.campaigns_state.stages[partition]
+                alerts.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
+            es = settings.elasticsearch
+            report = await self._write([Document(es.alerts_index, doc["event"]["id"], doc) for doc in alerts])
+            letters.extend(self._rejection_letters(report))
+            deliveries = await self._send_dead_letters(letters, stage="campaigns")
+            for doc in alerts:
+                deliveries.append(await self._send_document(self.alerts_topic, doc))
+            await asyncio.gather(*deliveries)
+            for partition, offset in last.items():
+                self.campaigns_state.progress[partition].acked = offset
+            metrics.ALERTS_OUT.labels("alert").inc(len(alerts))
+            self._finished("campaigns", started)
+            await self._maybe_checkpoint()
 
     async def archive_dead_letters(self, stream: faust.StreamT) -> None:
         """Dead letters from their topic into the dead-letter index (rejections there are logged and counted)."""
@@ -325,123 +371,73 @@ class StreamWorker:
 
     # -- partition state ----------------------------------------------------------------------------------------
 
-    def _restore(self, partition: int, first_offset: int) -> None:
-        """Give ``partition`` its state before its first batch here (detector thread).
-
-        The newest checkpoint, then the internal messages between it and ``first_offset`` (where this consumer
-        starts) replayed for their effect on state only: their documents were written by the previous owner.
-        """
-        started = time.perf_counter()
-        pipeline = self.pipelines.template.fresh()
-        checkpoint = self._load_checkpoint(partition)
-        if checkpoint is not None:
-            try:
-                pipeline.load_state(checkpoint.state)
-            except Exception:
-                log.exception("partition %d: checkpoint at offset %d does not load", partition, checkpoint.offset)
-                pipeline, checkpoint = self.pipelines.template.fresh(), None
-        if checkpoint is not None:
-            start = checkpoint.offset + 1
-        else:
-            kept = self._internal_bounds(partition)[0]
-            start = max(kept, first_offset - self.settings.worker.max_catch_up_messages)
-        replayed = self._catch_up(pipeline, partition, start, first_offset)
-        covered = max(first_offset - 1, checkpoint.offset if checkpoint else -1)
-        self.pipelines.replace(partition, pipeline)
-        self.progress[partition] = PartitionProgress(
-            processed=covered, acked=covered, checkpointed=checkpoint.offset if checkpoint else -1
-        )
-        metrics.STATE_RESTORES.labels("checkpoint" if checkpoint else "log" if replayed else "empty").inc()
-        log.info(
-            "partition %d: state from %s, then %d events replayed (offsets %d up to %d) in %.2fs",
-            partition,
-            f"the checkpoint at offset {checkpoint.offset}" if checkpoint else "the log",
-            replayed,
-            start,
-            first_offset,
-            time.perf_counter() - started,
-        )
-
-    def _load_checkpoint(self, partition: int) -> Checkpoint | None:
-        try:
-            blob = self.partition_log.latest_checkpoint(partition)
-            checkpoint = self.codec.decode(blob) if blob is not None else None
-        except Exception:
-            log.exception("partition %d: cannot read its checkpoint; state is rebuilt from the log", partition)
-            return None
-        if checkpoint is None:
-            return None
-        topic = self.settings.kafka.internal_topic
-        problem = None
-        if checkpoint.topic != topic or checkpoint.partition != partition:
-            problem = f"it follows {checkpoint.topic}[{checkpoint.partition}], not {topic}[{partition}]"
-        elif checkpoint.partitions != self.internal_partitions:
-            problem = f"it was taken with {checkpoint.partitions} partitions, the topic has {self.internal_partitions}"
-        elif checkpoint.offset >= self._internal_bounds(partition)[1]:
-            problem = f"its offset {checkpoint.offset} is beyond the topic's end (was the topic re-created?)"
-        if problem:
-            log.warning("partition %d: checkpoint ignored: %s", partition, problem)
-            return None
-        return checkpoint
-
-    def _internal_bounds(self, partition: int) -> tuple[int, int]:
-        try:
-            return self.partition_log.internal_bounds(partition)
-        except Exception:
-            log.exception("partition %d: cannot read the internal topic's offsets", partition)
-            return 0, 2**63 - 1
-
-    def _catch_up(self, pipeline: Pipeline, partition: int, start: int, stop: int) -> int:
-        """Run ``pipeline`` over internal offsets ``start..stop-1``, dropping its output; returns events replayed."""
-        replayed = 0
-        size = self.settings.detection.batch_size
-        try:
-            for _offset, value in self.partition_log.internal_messages(partition, start, stop):
-                try:
-                    events = sorted(decode_events(value), key=lambda event: event.timestamp)
-                except ValueError:  # dead-lettered when it was first processed
-                    continue
-                for chunk in range(0, len(events), size):
-                    pipeline.process(events[chunk : chunk + size])
-                replayed += len(events)
-        except Exception:
-            log.exception("partition %d: catch-up stopped after %d events; state may miss some", partition, replayed)
-        metrics.STATE_REPLAYED_EVENTS.inc(replayed)
-        return replayed
-
-    async def _checkpoint(self, partitions: Sequence[int]) -> None:
-        """Checkpoint each of ``partitions`` that is clean and has news. Failures are only logged: a missing
-        checkpoint costs a longer catch-up, never data."""
-        self._last_checkpoint = time.monotonic()
-        for partition in partitions:
-            progress = self.progress.get(partition)
-            if progress is None or not progress.due:
+    async def _new_records(
+        self, states: PartitionStates[Any], batch: Sequence[Any], decode: Callable[[bytes], list[T]], letters: list[Any]
+    ) -> tuple[dict[int, list[T]], dict[int, int]]:
+        """The batch's records by partition, and each partition's last offset, without what a partition's state
+        already holds; partitions new to this worker are restored first."""
+        messages = [record.message for record in batch]
+        for partition, first in _first_offsets(messages).items():
+            if partition not in states.progress:
+                await self._in_thread(states.restore, partition, first)
+        by_partition: dict[int, list[T]] = {}
+        last: dict[int, int] = {}
+        for message in messages:
+            if message.offset <= states.progress[message.partition].acked:
+                metrics.STATE_SKIPPED_MESSAGES.inc()  # written before, and its effect is in the restored state
                 continue
-            offset = progress.acked
+            last[message.partition] = max(last.get(message.partition, -1), message.offset)
             try:
-                blob = await self._in_thread(self._snapshot, partition, offset)
+                by_partition.setdefault(message.partition, []).extend(decode(message.value or b""))
+            except ValueError as error:
+                origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
+                letters.append(failure("corrupt_internal_message", str(error), origin, size=len(message.value or b"")))
+        return by_partition, last
+
+    def _replay_events(self, pipeline: Pipeline, value: bytes) -> int:
+        """One internal message through ``pipeline`` for state only (a catch-up); returns its events."""
+        try:
+            events = sorted(decode_events(value), key=lambda event: event.timestamp)
+        except ValueError:  # dead-lettered when it was first processed
+            return 0
+        size = self.settings.detection.batch_size
+        for chunk in range(0, len(events), size):
+            pipeline.process(events[chunk : chunk + size])
+        return len(events)
+
+    @staticmethod
+    def _replay_candidates(stage: CampaignStage, value: bytes) -> int:
+        try:
+            candidates = decode_candidates(value)
+        except ValueError:
+            return 0
+        stage.process(candidates)
+        return len(candidates)
+
+    async def _maybe_checkpoint(self) -> None:
+        if time.monotonic() - self._last_checkpoint >= self.settings.worker.checkpoint_interval_s:
+            for states in (self.identities, self.campaigns_state):
+                await self._checkpoint(states)
+
+    async def _checkpoint(self, states: PartitionStates[Any], partitions: Sequence[int] | None = None) -> None:
+        """Checkpoint the partitions of ``states`` (all, or those in ``partitions``) that are clean and have news.
+        Failures are only logged: a missing checkpoint costs a longer catch-up, never data."""
+        self._last_checkpoint = time.monotonic()
+        topic = self.state_topics[states.state_topic]
+        for partition, offset in states.due(partitions):
+            try:
+                blob = await self._in_thread(states.snapshot, partition, offset)
                 if len(blob) > self.settings.kafka.max_message_bytes:
                     raise ValueError(f"{len(blob)} bytes exceed kafka.max_message_bytes")
-                delivery = await self.state_topic.send(key=str(partition).encode(), value=blob, partition=partition)
+                delivery = await topic.send(key=str(partition).encode(), value=blob, partition=partition)
                 await delivery
             except Exception:
-                log.exception("partition %d: checkpoint at offset %d not written", partition, offset)
+                log.exception("%s[%d]: checkpoint at offset %d not written", states.topic, partition, offset)
                 metrics.CHECKPOINTS.labels("failed").inc()
                 continue
-            progress.checkpointed = max(progress.checkpointed, offset)
+            states.progress[partition].checkpointed = max(states.progress[partition].checkpointed, offset)
             metrics.CHECKPOINTS.labels("written").inc()
             metrics.CHECKPOINT_BYTES.observe(len(blob))
-
-    def _snapshot(self, partition: int, offset: int) -> bytes:
-        checkpoint = Checkpoint(
-            topic=self.settings.kafka.internal_topic,
-            partition=partition,
-            offset=offset,
-            partitions=self.internal_partitions,
-            created=time.time(),
-            state=self.pipelines.pipeline(partition).state(),
-        )
-        return self.codec.encode(checkpoint)
 
     async def _write(self, documents: list[Document]) -> WriteReport:
         report = await self.sink.write(documents)

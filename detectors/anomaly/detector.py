@@ -11,7 +11,8 @@ A closed window is scored against the entity's own EWMA baseline (z-scores) and 
 Trees per entity kind); alert rules combine those scores with behaviour thresholds (:class:`AnomalyConfig`).
 The templated-enumeration rule needs no history: it judges a window's structure (one template, many distinct
 values, no payload), and a window together with the previous one when a burst crosses the boundary.
-Prompts that share a template signature across identities in one window form campaign alerts.
+Each event's prompt template signature goes on its document; campaigns across identities are judged from
+those by ``detectors.campaigns``, where every member of a campaign meets whatever partition it came from.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.event import Event, Identity
 
-STATE_VERSION = 2  # 2: windows carry slot-value maps, context and slot text; entities their last template burst
+STATE_VERSION = 3  # 2: slot-value maps, context and slot text, last template burst; 3: campaigns moved out
 LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
 
 
@@ -113,19 +114,6 @@ class _Entity:
         return entity
 
 
-class _Campaign:
-    """Who used one template signature in one window (bounded)."""
-
-    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members")
-
-    def __init__(self) -> None:
-        self.members: dict[str, int] = {}
-        self.identities: dict[str, Identity] = {}
-        self.ips: list[str] = []
-        self.event_ids: list[str] = []
-        self.last_ts = 0.0
-
-
 def entity_keys(identity: Identity) -> list[tuple[str, Identity]]:
     """The entities an event counts for: its identity, then its API key and source IP when those differ."""
     primary = identity.key()
@@ -162,8 +150,6 @@ class AnomalyDetector(Detector):
         self._entities: dict[str, _Entity] = {}
         self._open: dict[float, dict[str, None]] = {}  # window end -> entities with that window open
         self._ends: list[float] = []  # heap of the keys of _open
-        self._campaigns: dict[float, dict[int, _Campaign]] = {}  # window start -> signature -> campaign
-        self._campaign_members: dict[int, dict[str, float]] = {}  # signature -> member -> last window it qualified
         self._peers: dict[str, PeerModel] = {}  # per entity kind, created on first use
         self._watermark = -math.inf
         self._closed_through = -math.inf  # every window ending at or before this is closed
@@ -191,7 +177,7 @@ class AnomalyDetector(Detector):
     def state_for(self, keys: Iterable[str] | None) -> dict[str, Any]:
         """State with only the entities in ``keys`` (all if ``None``), e.g. those of partitions being handed over.
 
-        Peer models and campaign windows are shared by every entity of a partition and always included.
+        Peer models are shared by every entity of a partition and always included.
         """
         wanted = None if keys is None else set(keys)
         return {
@@ -206,20 +192,6 @@ class AnomalyDetector(Detector):
                 [end, [key for key in keys if wanted is None or key in wanted]] for end, keys in self._open.items()
             ],
             "peers": {kind: model.dump() for kind, model in self._peers.items()},
-            "campaign_members": {f"{s:016x}": members for s, members in self._campaign_members.items()},
-            "campaigns": {
-                f"{start:.0f}": {
-                    f"{signature:016x}": {
-                        "members": campaign.members,
-                        "identities": {k: msgspec.to_builtins(v) for k, v in campaign.identities.items()},
-                        "ips": campaign.ips,
-                        "event_ids": campaign.event_ids,
-                        "last_ts": campaign.last_ts,
-                    }
-                    for signature, campaign in by_signature.items()
-                }
-                for start, by_signature in self._campaigns.items()
-            },
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -242,18 +214,6 @@ class AnomalyDetector(Detector):
                     self._register_open(key, float(end))
         for kind, data in state["peers"].items():
             self._peer(kind).load(data)
-        self._campaign_members = {
-            int(signature, 16): {k: float(v) for k, v in members.items()}
-            for signature, members in state["campaign_members"].items()
-        }
-        for start, by_signature in state["campaigns"].items():
-            windows = self._campaigns.setdefault(float(start), {})
-            for signature, data in by_signature.items():
-                campaign = windows[int(signature, 16)] = _Campaign()
-                campaign.members = {k: int(n) for k, n in data["members"].items()}
-                campaign.identities = {k: msgspec.convert(v, Identity) for k, v in data["identities"].items()}
-                campaign.ips, campaign.event_ids = list(data["ips"]), list(data["event_ids"])
-                campaign.last_ts = float(data["last_ts"])
 
     # ------------------------------------------------------------------ counting
 
@@ -289,42 +249,22 @@ class AnomalyDetector(Detector):
                 entity.previous = shape
             entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
             if key == primary:
-                self._annotate(found, entity, shape, enumeration)
-        if shape is not None and shape.masked_chars >= config.min_template_chars:
-            self._add_to_campaign(start, shape.signature, primary, event)
+                self._annotate(found, entity, shape, enumeration, config.min_template_chars)
         return detections
 
     @staticmethod
-    def _annotate(found: Findings, entity: _Entity, shape: PromptShape | None, enumeration: bool) -> None:
+    def _annotate(
+        found: Findings, entity: _Entity, shape: PromptShape | None, enumeration: bool, min_template_chars: int
+    ) -> None:
         window = entity.window
         assert window is not None
         found.fields["gen_ai.security.anomaly_score"] = round(entity.last_score, 4)
         found.fields["abusewatch.identity.window_requests"] = window.requests
         found.fields["abusewatch.identity.window_tokens"] = window.input_tokens + window.output_tokens
-        if shape is not None:
+        if shape is not None and shape.masked_chars >= min_template_chars:  # long enough to mark a campaign
             found.fields["abusewatch.identity.template_signature"] = f"{shape.signature:016x}"
+        if shape is not None:
             found.fields["abusewatch.identity.enumeration"] = enumeration
-
-    def _add_to_campaign(self, start: float, signature: int, primary: str, event: Event) -> None:
-        config = self.config
-        windows = self._campaigns.setdefault(start, {})
-        campaign = windows.get(signature)
-        if campaign is None:
-            if len(windows) >= config.campaign_max_templates:
-                return
-            campaign = windows[signature] = _Campaign()
-        if primary not in campaign.members:
-            if len(campaign.members) >= config.campaign_max_identities:
-                return
-            campaign.members[primary] = 0
-            campaign.identities[primary] = event.identity
-            ip = event.identity.source_ip
-            if ip and ip not in campaign.ips and len(campaign.ips) < config.campaign_max_identities:
-                campaign.ips.append(ip)
-        campaign.members[primary] += 1
-        campaign.last_ts = max(campaign.last_ts, event.timestamp)
-        if len(campaign.event_ids) < config.max_event_ids:
-            campaign.event_ids.append(event.id)
 
     def _peer(self, kind: str) -> PeerModel:
         model = self._peers.get(kind)
@@ -362,8 +302,6 @@ class AnomalyDetector(Detector):
                 if entity is not None and window is not None and window.start + self.config.window_seconds == end:
                     detections.extend(self._close(key, entity))
         width = self.config.window_seconds
-        for start in sorted(s for s in self._campaigns if s + width <= watermark):
-            detections.extend(self._close_campaigns(start, self._campaigns.pop(start)))
         closed = math.floor(watermark / width) * width if math.isfinite(watermark) else watermark
         self._closed_through = max(self._closed_through, closed)
         if watermark != math.inf and watermark - self._last_eviction >= 3600.0:
@@ -377,12 +315,6 @@ class AnomalyDetector(Detector):
         stale = [k for k, e in self._entities.items() if e.window is None and (e.last_ts or 0.0) < horizon]
         for key in stale:
             del self._entities[key]
-        for signature in list(self._campaign_members):
-            members = self._campaign_members[signature]
-            for member in [k for k, seen in members.items() if seen < watermark - self.config.campaign_memory_seconds]:
-                del members[member]
-            if not members:
-                del self._campaign_members[signature]
 
     def _close(self, key: str, entity: _Entity) -> list[Detection]:
         config = self.config
@@ -570,42 +502,6 @@ class AnomalyDetector(Detector):
             )
             for rule, message in found
         ]
-
-    def _close_campaigns(self, start: float, by_signature: dict[int, _Campaign]) -> list[Detection]:
-        config = self.config
-        detections = []
-        for signature, campaign in by_signature.items():
-            members = sorted(k for k, n in campaign.members.items() if n >= config.campaign_min_requests)
-            if len(members) < config.campaign_min_identities:
-                continue
-            requests = sum(campaign.members[k] for k in members)
-            known = self._campaign_members.setdefault(signature, {})
-            for member in members:
-                if member in known or len(known) < config.campaign_max_identities:
-                    known[member] = start
-            detections.append(
-                Detection(
-                    rule=rules.SCRAPING_CAMPAIGN,
-                    event_ids=list(campaign.event_ids),
-                    timestamp=campaign.last_ts,
-                    identity=campaign.identities[members[0]],
-                    message=(
-                        f"{len(members)} identities sent {requests} requests on one prompt template "
-                        f"({signature:016x}) in one window; {len(known)} identities in the campaign so far"
-                    ),
-                    score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
-                    related_users=sorted(known),
-                    related_ips=sorted(campaign.ips),
-                    group_key=f"campaign:{signature:016x}",
-                    explanation={
-                        "identities": float(len(members)),
-                        "campaign_identities": float(len(known)),
-                        "requests": float(requests),
-                        "window_start": start,
-                    },
-                )
-            )
-        return detections
 
 
 def _squash(value: float, threshold: float) -> float:

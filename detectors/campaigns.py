@@ -1,0 +1,297 @@
+"""Distributed campaigns: many identities sending requests on one prompt template in the same window.
+
+A campaign spans identities, so it cannot be judged where per-identity state lives (one identity partition sees
+only the identities that hash to it). The anomaly tier writes each event's template signature on its document
+(``abusewatch.identity.template_signature``); :func:`campaign_candidates` turns those into small records, which
+are regrouped by signature (:func:`signature_partition`) and judged here with event-time windows of their own.
+The stream does the regrouping through a Kafka topic; replay does it in-process, with the same code.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from detectors.alerting import AlertGrouper
+from detectors.anomaly import rules
+from detectors.anomaly.config import AnomalyConfig
+from detectors.base import Detection, Findings
+from detectors.event import Event, Identity
+
+STATE_VERSION = 1
+SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
+
+
+class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
+    """One event's part in a possible campaign: who sent which template when."""
+
+    event_id: str
+    timestamp: float
+    identity: Identity
+    signature: str  # the template signature, hex
+    source: int = 0  # the identity partition it came from: each source's event time is tracked on its own
+
+
+def campaign_candidates(
+    events: Sequence[Event], documents: Iterable[dict[str, Any]], source: int = 0
+) -> list[CampaignCandidate]:
+    """A candidate for each event whose enriched document carries a template signature, in event order;
+    ``source`` is the identity partition the events came from."""
+    signatures = {}
+    for document in documents:
+        signature = document.get("abusewatch", {}).get("identity", {}).get("template_signature")
+        if signature:
+            signatures[document["event"]["id"]] = signature
+    return [
+        CampaignCandidate(
+            event_id=event.id,
+            timestamp=event.timestamp,
+            identity=event.identity,
+            signature=signatures[event.id],
+            source=source,
+        )
+        for event in events
+        if event.id in signatures
+    ]
+
+
+def candidates_from_findings(
+    events: Sequence[Event], findings: Sequence[Findings], source: int = 0
+) -> list[CampaignCandidate]:
+    """The same candidates from the anomaly tier's findings, for code that runs detectors without documents."""
+    return [
+        CampaignCandidate(
+            event_id=event.id,
+            timestamp=event.timestamp,
+            identity=event.identity,
+            signature=found.fields[SIGNATURE],
+            source=source,
+        )
+        for event, found in zip(events, findings, strict=True)
+        if SIGNATURE in found.fields
+    ]
+
+
+def signature_partition(signature: str, partitions: int) -> int:
+    """Where candidates of one signature meet: stable across processes (CRC-32)."""
+    return zlib.crc32(signature.encode("ascii", "replace")) % partitions
+
+
+def group_by_signature(candidates: Iterable[CampaignCandidate], partitions: int) -> dict[int, list[CampaignCandidate]]:
+    """Candidates by the partition of their signature, in their original order within each group."""
+    groups: dict[int, list[CampaignCandidate]] = {}
+    for candidate in candidates:
+        groups.setdefault(signature_partition(candidate.signature, partitions), []).append(candidate)
+    return groups
+
+
+class _Window:
+    """Who used one template signature in one window (bounded)."""
+
+    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members")
+
+    def __init__(self) -> None:
+        self.members: dict[str, int] = {}
+        self.identities: dict[str, Identity] = {}
+        self.ips: list[str] = []
+        self.event_ids: list[tuple[float, str]] = []  # the earliest, whatever order they arrived in
+        self.last_ts = 0.0
+
+
+class CampaignDetector:
+    """Campaign windows per template signature, closed by an event-time watermark.
+
+    Thresholds come from the anomaly configuration (``campaign_*``, ``window_seconds``, lateness, bounds).
+    Candidates arrive from every identity partition, and those partitions' event times drift apart (a worker
+    that died leaves its partitions behind until another takes them over). So the watermark follows the
+    *slowest* source: each source's newest event time is kept, and a window closes only when every source has
+    passed it. A source not heard from for ``idle_seconds`` of wall time (no traffic, or gone) stops holding
+    the watermark back, so one quiet partition cannot stall every campaign alert.
+    """
+
+    def __init__(
+        self,
+        config: AnomalyConfig | None = None,
+        *,
+        idle_seconds: float = 120.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config or AnomalyConfig()
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
+        self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
+        self._sources: dict[int, float] = {}  # source -> newest event time seen from it
+        self._heard: dict[int, float] = {}  # source -> wall time it was last heard from (not checkpointed)
+        self._watermark = -math.inf
+        self._last_eviction = -math.inf
+
+    def detect(self, candidates: Sequence[CampaignCandidate]) -> list[Detection]:
+        detections: list[Detection] = []
+        width = self.config.window_seconds
+        now = self.clock()
+        for candidate in sorted(candidates, key=lambda c: c.timestamp):
+            if not math.isfinite(candidate.timestamp):
+                continue
+            start = math.floor(candidate.timestamp / width) * width
+            if start + width > self._watermark:  # a window already closed takes nothing more
+                self._add(start, candidate)
+            source = candidate.source
+            self._sources[source] = max(self._sources.get(source, -math.inf), candidate.timestamp)
+            self._heard[source] = now
+            detections.extend(self._advance(self._slowest(now) - self.config.allowed_lateness_seconds))
+        return detections
+
+    def _slowest(self, now: float) -> float:
+        """The newest event time of the slowest source still heard from (of every source when all are quiet)."""
+        idle = self.idle_seconds
+        active = [ts for source, ts in self._sources.items() if now - self._heard.get(source, now) <= idle]
+        return min(active or self._sources.values())
+
+    def flush(self, until: float | None = None) -> list[Detection]:
+        return self._advance(math.inf if until is None else until)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "watermark": self._watermark if math.isfinite(self._watermark) else None,
+            "sources": [[source, ts] for source, ts in self._sources.items()],
+            "last_eviction": self._last_eviction if math.isfinite(self._last_eviction) else None,
+            "members": self._members,
+            "windows": [
+                [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
+                 window.event_ids, window.last_ts]
+                for start, by_signature in self._windows.items()
+                for signature, window in by_signature.items()
+            ],
+        }  # fmt: skip
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.__init__(self.config, idle_seconds=self.idle_seconds, clock=self.clock)  # type: ignore[misc]
+        if not state:
+            return
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"campaign state version {state.get('version')!r} is not {STATE_VERSION}")
+        self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
+        self._sources = {int(source): float(ts) for source, ts in state["sources"]}
+        self._last_eviction = -math.inf if state["last_eviction"] is None else float(state["last_eviction"])
+        self._members = {s: {k: float(v) for k, v in members.items()} for s, members in state["members"].items()}
+        for start, signature, members, identities, ips, event_ids, last_ts in state["windows"]:
+            window = self._windows.setdefault(float(start), {}).setdefault(signature, _Window())
+            window.members = {k: int(n) for k, n in members.items()}
+            window.identities = {k: msgspec.convert(v, Identity) for k, v in identities.items()}
+            window.ips, window.last_ts = list(ips), float(last_ts)
+            window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
+
+    def fresh(self) -> CampaignDetector:
+        return CampaignDetector(self.config, idle_seconds=self.idle_seconds, clock=self.clock)
+
+    def _add(self, start: float, candidate: CampaignCandidate) -> None:
+        config = self.config
+        windows = self._windows.setdefault(start, {})
+        window = windows.get(candidate.signature)
+        if window is None:
+            if len(windows) >= config.campaign_max_templates:
+                return
+            window = windows[candidate.signature] = _Window()
+        member = candidate.identity.key()
+        if member not in window.members:
+            if len(window.members) >= config.campaign_max_identities:
+                return
+            window.members[member] = 0
+            window.identities[member] = candidate.identity
+            ip = candidate.identity.source_ip
+            if ip and ip not in window.ips and len(window.ips) < config.campaign_max_identities:
+                window.ips.append(ip)
+        window.members[member] += 1
+        window.last_ts = max(window.last_ts, candidate.timestamp)
+        bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
+        del window.event_ids[config.max_event_ids :]
+
+    def _advance(self, watermark: float) -> list[Detection]:
+        if watermark <= self._watermark:
+            return []
+        self._watermark = watermark
+        width = self.config.window_seconds
+        detections: list[Detection] = []
+        for start in sorted(s for s in self._windows if s + width <= watermark):
+            detections.extend(self._close(start, self._windows.pop(start)))
+        if math.isfinite(watermark) and watermark - self._last_eviction >= 3600.0:
+            self._last_eviction = watermark
+            horizon = watermark - self.config.campaign_memory_seconds
+            for signature in list(self._members):
+                members = {k: seen for k, seen in self._members[signature].items() if seen >= horizon}
+                if members:
+                    self._members[signature] = members
+                else:
+                    del self._members[signature]
+        return detections
+
+    def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Detection]:
+        config = self.config
+        detections = []
+        for signature, window in by_signature.items():
+            members = sorted(k for k, n in window.members.items() if n >= config.campaign_min_requests)
+            if len(members) < config.campaign_min_identities:
+                continue
+            requests = sum(window.members[k] for k in members)
+            known = self._members.setdefault(signature, {})
+            for member in members:
+                if member in known or len(known) < config.campaign_max_identities:
+                    known[member] = start
+            detections.append(
+                Detection(
+                    rule=rules.SCRAPING_CAMPAIGN,
+                    event_ids=[event_id for _ts, event_id in window.event_ids],
+                    timestamp=window.last_ts,
+                    identity=window.identities[members[0]],
+                    message=(
+                        f"{len(members)} identities sent {requests} requests on one prompt template "
+                        f"({signature}) in one window; {len(known)} identities in the campaign so far"
+                    ),
+                    score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
+                    related_users=sorted(known),
+                    related_ips=sorted(window.ips),
+                    group_key=f"campaign:{signature}",
+                    explanation={
+                        "identities": float(len(members)),
+                        "campaign_identities": float(len(known)),
+                        "requests": float(requests),
+                        "window_start": start,
+                    },
+                )
+            )
+        return detections
+
+
+class CampaignStage:
+    """A campaign detector with its own alert grouper: candidates in, alert documents out."""
+
+    def __init__(self, detector: CampaignDetector, grouper: AlertGrouper) -> None:
+        self.detector = detector
+        self.grouper = grouper
+
+    def process(self, candidates: Sequence[CampaignCandidate]) -> list[dict[str, Any]]:
+        return self._render(self.detector.detect(candidates))
+
+    def flush(self, until: float | None = None) -> list[dict[str, Any]]:
+        return self._render(self.detector.flush(until))
+
+    def state(self) -> dict[str, Any]:
+        return {"campaigns": self.detector.state(), "alerting": self.grouper.state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.detector.load_state(state.get("campaigns", {}))
+        self.grouper.load_state(state.get("alerting", {}))
+
+    def fresh(self) -> CampaignStage:
+        return CampaignStage(self.detector.fresh(), self.grouper.fresh())
+
+    def _render(self, detections: list[Detection]) -> list[dict[str, Any]]:
+        return [document for _detection, document in self.grouper.alerts(detections, {})]

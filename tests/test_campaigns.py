@@ -1,0 +1,147 @@
+"""Distributed campaigns, judged by template signature whatever identity partition each member is on."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+from msgspec.structs import replace
+
+from app.engine import build_campaign_stage
+from app.settings import Settings
+from app.stream.codec import decode_candidates, encode_candidates
+from app.traffic.simulate import SimulationConfig, simulate
+from detectors.anomaly import AnomalyDetector
+from detectors.campaigns import (
+    CampaignCandidate,
+    CampaignDetector,
+    CampaignStage,
+    group_by_signature,
+    signature_partition,
+)
+from detectors.event import Event, Identity
+from detectors.partitioned import PartitionedPipeline
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
+
+CAMPAIGN_RULE = "abusewatch-anomaly-scraping-campaign"
+START = 1_767_571_200.0  # a window boundary (600 s)
+
+
+def candidate(number: int, identity: int, signature: str = "00ab", offset: float = 0.0) -> CampaignCandidate:
+    return CampaignCandidate(
+        event_id=f"e{number}",
+        timestamp=START + offset + number,
+        identity=Identity(api_key_hash=f"key-{identity}", source_ip=f"198.51.100.{identity}"),
+        signature=signature,
+    )
+
+
+def burst(identities: int, requests: int, signature: str = "00ab") -> list[CampaignCandidate]:
+    return [candidate(n * identities + i, i, signature) for n in range(requests) for i in range(identities)]
+
+
+def closing(signature: str = "ffff") -> list[CampaignCandidate]:
+    """A candidate three windows later: its watermark (one window of lateness) closes the first window."""
+    return [candidate(0, 99, signature, offset=1800.0)]
+
+
+def test_enough_identities_on_one_template_make_a_campaign() -> None:
+    detector = CampaignDetector()
+    detections = detector.detect(burst(identities=5, requests=3)) + detector.detect(closing())
+    assert [d.rule.id for d in detections] == [CAMPAIGN_RULE]
+    assert detections[0].related_users == sorted(f"key:key-{i}" for i in range(5))
+    assert detections[0].related_ips == sorted(f"198.51.100.{i}" for i in range(5))
+
+
+@pytest.mark.parametrize(("identities", "requests"), [(4, 3), (5, 2)])
+def test_too_few_identities_or_requests_are_no_campaign(identities: int, requests: int) -> None:
+    detector = CampaignDetector()
+    assert detector.detect(burst(identities, requests)) + detector.detect(closing()) == []
+
+
+def test_different_templates_do_not_add_up() -> None:
+    detector = CampaignDetector()
+    mixed = [candidate(n, n % 5, signature=f"{n % 2:04x}") for n in range(15)]
+    assert detector.detect(mixed) + detector.flush() == []
+
+
+def test_a_source_that_falls_behind_holds_the_windows_open() -> None:
+    """One identity partition stalls (its worker died) while another races ahead in event time: the stalled
+    partition's members, arriving late, still count; once it has been quiet for ``idle_seconds``, it no longer
+    holds the windows open."""
+    clock = [0.0]
+    detector = CampaignDetector(idle_seconds=60.0, clock=lambda: clock[0])
+    requests = [replace(c, source=int(c.identity.api_key_hash == "key-4")) for c in burst(5, 3)]
+    first, rest = requests[:5], requests[5:]  # every identity's first request: both sources are heard from
+    assert detector.detect(first) == []
+    ahead = [c for c in rest if c.source == 0] + closing()  # source 0 goes on, two windows further
+    assert detector.detect(ahead) == []  # the first window stays open: source 1 is still in it
+    behind = [c for c in rest if c.source == 1]  # key-4's other requests arrive late
+    assert detector.detect(behind) == []
+    clock[0] = 61.0  # source 1 has been quiet for longer than idle_seconds: the watermark follows source 0
+    detections = detector.detect([replace(closing()[0], event_id="later", timestamp=START + 1900.0)])
+    assert [d.rule.id for d in detections] == [CAMPAIGN_RULE]
+    assert "key:key-4" in detections[0].related_users
+
+
+def test_event_ids_do_not_depend_on_arrival_order() -> None:
+    candidates = burst(6, 4)
+    forward, backward = CampaignDetector(), CampaignDetector()
+    one = forward.detect(candidates) + forward.detect(closing())
+    two = backward.detect(candidates[::-1]) + backward.detect(closing())
+    assert one and [d.event_ids for d in one] == [d.event_ids for d in two]
+
+
+def test_a_restored_stage_goes_on_exactly_where_it_stopped() -> None:
+    stage = build_campaign_stage(Settings())
+    first, second = burst(5, 2), burst(5, 1)  # 2 requests each, then the third that makes the campaign
+    uninterrupted = stage.fresh()
+    expected = uninterrupted.process(first) + uninterrupted.process(second) + uninterrupted.flush()
+    before = stage.fresh()
+    got = before.process(first)
+    restored = stage.fresh()
+    restored.load_state(msgspec.msgpack.decode(msgspec.msgpack.encode(before.state())))
+    got += restored.process(second) + restored.flush()
+    assert [a["rule"]["id"] for a in expected] == [CAMPAIGN_RULE]
+    assert got == expected
+
+
+def test_candidates_cross_the_wire_unchanged() -> None:
+    candidates = burst(3, 2)
+    assert decode_candidates(encode_candidates(candidates)) == candidates
+    with pytest.raises(ValueError):
+        decode_candidates(b"\x93not msgpack")
+    groups = group_by_signature(candidates + burst(3, 1, signature="beef"), 4)
+    assert all(signature_partition(c.signature, 4) == partition for partition, g in groups.items() for c in g)
+    assert sum(map(len, groups.values())) == len(candidates) + 3
+
+
+@pytest.fixture(scope="module")
+def campaign_traffic() -> tuple[list[Event], set[str]]:
+    simulation = simulate(
+        SimulationConfig(hours=12, benign_users=12, attackers={"campaign": 1}, seed=9, campaign_size=6)
+    )
+    members = {label.identity for label in simulation.labels if label.kind == "campaign"}
+    return simulation.events, members
+
+
+def campaign_alerts(events: list[Event], partitions: int) -> dict[str, dict]:
+    redactor = Redactor(b"test")
+    anomaly_only = Pipeline([AnomalyDetector()], redactor)
+    stage = CampaignStage(CampaignDetector(), Pipeline([], redactor).grouper)
+    engine = PartitionedPipeline(anomaly_only, partitions, stage)
+    alerts: dict[str, dict] = {}
+    for start in range(0, len(events), 500):
+        alerts.update((a["event"]["id"], a) for a in engine.process(events[start : start + 500]).alerts)
+    alerts.update((a["event"]["id"], a) for a in engine.flush().alerts)
+    return {alert_id: a for alert_id, a in alerts.items() if a["rule"]["id"] == CAMPAIGN_RULE}
+
+
+def test_a_campaign_is_found_whatever_the_partition_count(campaign_traffic) -> None:
+    """The members hash to different identity partitions; the campaign stage still sees them all."""
+    events, members = campaign_traffic
+    alerts = {partitions: campaign_alerts(events, partitions) for partitions in (1, 4, 16)}
+    assert alerts[1], "the simulated campaign should be found"
+    assert alerts[4] == alerts[1]
+    assert alerts[16] == alerts[1]
+    assert members <= {user for alert in alerts[4].values() for user in alert["related"]["user"]}
