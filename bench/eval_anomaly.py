@@ -36,6 +36,7 @@ from faker import Faker
 
 from app.traffic.render import RENDERERS
 from app.traffic.simulate import ATTACK_KINDS, DAY, EXPECTED_CATEGORY, Label, SimulationConfig, simulate
+from bench.eval_grouping import identity_names
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detection, Findings
 from detectors.campaigns import CampaignDetector, candidates_from_findings
@@ -201,18 +202,8 @@ class TemplatedTraffic:
             user_agent="batch-worker/4.1 openai-python/1.54.0",
         )
         logged = self.emit(identity, requests, "")
-        for name in names_of(logged):
+        for name in identity_names(logged):
             self.automation[name] = kind
-
-
-def names_of(identity: Identity) -> set[str]:
-    """The entities an identity's events count for: itself, its API key and its source IP."""
-    names = {identity.key()}
-    if identity.api_key_hash:
-        names.add(f"key:{identity.api_key_hash}")
-    if identity.source_ip:
-        names.add(f"ip:{identity.source_ip}")
-    return names
 
 
 def templated_traffic(seed: int, start: float, end: float, short_scrapers: int) -> TemplatedTraffic:

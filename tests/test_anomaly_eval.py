@@ -4,7 +4,8 @@ their normalised logs carry, reproducible per seed, and scored by ``run_seed`` o
 from collections import Counter
 
 from app.traffic.simulate import ATTACK_KINDS, DEFAULT_START, SimulationConfig
-from bench.eval_anomaly import AUTOMATION_KINDS, SHORT_SCRAPER, names_of, run_seed, templated_traffic
+from bench.eval_anomaly import AUTOMATION_KINDS, SHORT_SCRAPER, run_seed, templated_traffic
+from bench.eval_grouping import identity_names
 from detectors.anomaly import AnomalyConfig
 
 END = DEFAULT_START + 12 * 3600
@@ -24,7 +25,7 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
     automation_identities = {e.identity.key() for e in first.events if e.identity.key() in first.automation}
     assert sorted(first.automation[key] for key in automation_identities) == sorted(AUTOMATION_KINDS)
     automation_events = [e for e in first.events if (e.identity.user_agent or "").startswith("batch-worker/")]
-    assert automation_events and all(names_of(e.identity) & first.automation.keys() for e in automation_events)
+    assert automation_events and all(identity_names(e.identity) & first.automation.keys() for e in automation_events)
 
 
 def test_run_seed_scores_short_bursts_and_templated_automation() -> None:

@@ -51,6 +51,7 @@ from detectors.pipeline import BatchResult, Pipeline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+S = TypeVar("S", Pipeline, CampaignStage)
 
 
 @dataclass(slots=True)
@@ -74,28 +75,13 @@ class StreamWorker:
         self.internal_partitions = internal_partitions
         self.op_types = op_types
         self.state = WorkerState()
-        kafka, worker = settings.kafka, settings.worker
-        codec = CheckpointCodec(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+        kafka = settings.kafka
         self.partition_log = PartitionLog(kafka)
-        self.identities: PartitionStates[Pipeline] = PartitionStates(
-            topic=kafka.internal_topic,
-            state_topic=kafka.state_topic,
-            partitions=internal_partitions,
-            template=build_pipeline(settings),
-            codec=codec,
-            log=self.partition_log,
-            replay=self._replay_events,
-            max_catch_up_messages=worker.max_catch_up_messages,
+        self.identities: PartitionStates[Pipeline] = self._partition_states(
+            kafka.internal_topic, kafka.state_topic, build_pipeline(settings), self._replay_events
         )
-        self.campaigns_state: PartitionStates[CampaignStage] = PartitionStates(
-            topic=kafka.campaign_topic,
-            state_topic=kafka.campaign_state_topic,
-            partitions=internal_partitions,
-            template=build_campaign_stage(settings),
-            codec=codec,
-            log=self.partition_log,
-            replay=self._replay_candidates,
-            max_catch_up_messages=worker.max_catch_up_messages,
+        self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
+            kafka.campaign_topic, kafka.campaign_state_topic, build_campaign_stage(settings), self._replay_candidates
         )
         self._last_checkpoint = time.monotonic()
         self.recent = RecentIds(settings.worker.dedupe_capacity)
@@ -155,6 +141,20 @@ class StreamWorker:
 
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def _partition_states(self, topic: str, state_topic: str, template: S, replay: Callable[[S, bytes], int]) -> Any:
+        """Per-partition state of one stage: its partitions follow the internal topic's, checkpoints are keyed
+        with the deployment's redaction key."""
+        return PartitionStates(
+            topic=topic,
+            state_topic=state_topic,
+            partitions=self.internal_partitions,
+            template=template,
+            codec=CheckpointCodec(self.settings.detection.redaction_key.get_secret_value().encode("utf-8")),
+            log=self.partition_log,
+            replay=replay,
+            max_catch_up_messages=self.settings.worker.max_catch_up_messages,
+        )
 
     @property
     def sink(self) -> ElasticsearchSink:

@@ -26,13 +26,12 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
-from kafka import KafkaConsumer
 
 from app.settings import PACKAGE_ROOT
 from detectors.normalise import normalise_payload
 
 from .conftest import Services
-from .test_stream import Stream, count, free_port, ids_in, openai_record, wait_until
+from .test_stream import Stream, consume_all, count, free_port, ids_in, openai_record, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -135,21 +134,6 @@ def rejected_letters(es: Elasticsearch, index: str) -> list[dict[str, Any]]:
     return [hit["_source"] for hit in response["hits"]["hits"]]
 
 
-def dead_letters_in_topic(stream: Stream) -> list[dict[str, Any]]:
-    consumer = KafkaConsumer(
-        stream.dead_letter_topic,
-        bootstrap_servers=stream.env["ABW_KAFKA_BOOTSTRAP"],
-        group_id=f"rej-reader-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        consumer_timeout_ms=5000,
-    )
-    try:
-        return [json.loads(record.value) for record in consumer]
-    finally:
-        consumer.close()
-
-
 def rejected_id(letter: dict[str, Any]) -> str:
     """The event id in a rejection's origin ``elasticsearch:<index>/<id>``."""
     return letter["origin"].rsplit("/", 1)[1]
@@ -186,7 +170,7 @@ def test_rejected_documents_become_dead_letters_and_the_rest_lands_once(
         status, health = stream.health()
         metrics = stream.metrics()
         assert worker.poll() is None, "the worker stopped"
-    in_topic = dead_letters_in_topic(stream)
+    in_topic = consume_all(stream, stream.dead_letter_topic)
 
     # Every other document landed exactly once.
     duplicates = len(landed) - len(set(landed))
