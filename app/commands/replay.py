@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from app.engine import build_campaign_stage, build_pipeline
-from app.replay import STDIN, ReplaySummary, replay
+from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, load_settings
 from detectors.partitioned import PartitionedPipeline
@@ -68,9 +68,13 @@ def demo_command(
     files = sorted(str(path) for path in SAMPLES_DIR.glob("*.jsonl"))
     if not files:
         raise typer.Exit(code=_fail(f"no sample traffic found in {SAMPLES_DIR}"))
-    console.print(f"Replaying {len(files)} bundled sample files from {SAMPLES_DIR} ...")
+    console.print(f"Replaying {len(files)} bundled sample files from {SAMPLES_DIR}, merged by event time ...")
+    detection = load_settings().detection
+    merged = merge_by_time(
+        files, out / "samples.jsonl", max_bytes=detection.max_record_bytes, max_text_chars=detection.max_text_chars
+    )
     summary = _run(
-        files,
+        [str(merged)],
         out / "alerts.jsonl",
         out / "events.jsonl",
         out / "dead_letters.jsonl",
@@ -81,7 +85,10 @@ def demo_command(
     _write_report(out / "report.html", out / "alerts.jsonl", summary)
     _print_summary(summary)
     _print_alerts(out / "alerts.jsonl")
-    console.print(f"\nOutputs in {out}/: alerts.jsonl, events.jsonl, dead_letters.jsonl, summary.json, report.html")
+    console.print(
+        f"\nOutputs in {out}/: alerts.jsonl, events.jsonl, dead_letters.jsonl, summary.json, report.html "
+        "(and samples.jsonl, the input as replayed)"
+    )
 
 
 def _run(
