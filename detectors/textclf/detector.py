@@ -5,6 +5,8 @@ model: ``gen_ai.retrieval.documents.content`` and ``gen_ai.tool.call.result``. A
 one vectorised call. Each event gets ``gen_ai.security.prompt_injection_score`` / ``jailbreak_score`` (max over
 its prompts) and ``gen_ai.security.indirect_injection_score`` (max over its documents and tool results); an event
 scoring at or above the threshold raises one detection per kind, explained by its top contributing n-grams.
+Prompts and documents have their own thresholds (benign documents, long and scored paragraph by paragraph, reach
+higher scores than benign prompts).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT, Event
-from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, TextClassifier
+from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, Analysis, TextClassifier
 
 INJECTION_HEAD = "prompt_injection"
 JAILBREAK_HEAD = "jailbreak"
@@ -69,8 +71,10 @@ class TextClassifierConfig(BaseModel):
 
     model_dir: Path = DEFAULT_MODEL_DIR
     model_name: str = DEFAULT_NAME
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # alert at or above (injection head)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # prompt alert at or above (injection head)
     high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # level "high" at or above
+    document_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # same for documents, tool results
+    document_high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     jailbreak_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # direct alert reported as jailbreak
     max_evidence: int = Field(default=3, ge=1)  # texts quoted per detection
     snippet_chars: int = Field(default=200, ge=20)
@@ -89,6 +93,10 @@ class TextClassifierDetector(Detector):
         injection, jailbreak = self.model.head(INJECTION_HEAD), self.model.head(JAILBREAK_HEAD)
         self.threshold = _first(self.config.threshold, injection.threshold)
         self.high_threshold = max(self.threshold, _first(self.config.high_threshold, injection.high_threshold))
+        self.document_threshold = _first(self.config.document_threshold, injection.document_threshold)
+        self.document_high_threshold = max(
+            self.document_threshold, _first(self.config.document_high_threshold, injection.document_high_threshold)
+        )
         self.jailbreak_threshold = _first(self.config.jailbreak_threshold, jailbreak.threshold)
         self._injection = self.model.head_names.index(INJECTION_HEAD)
         self._jailbreak = self.model.head_names.index(JAILBREAK_HEAD)
@@ -108,7 +116,8 @@ class TextClassifierDetector(Detector):
                     texts.append(text)
         if not texts:
             return []
-        scores = self.model.score(texts)
+        analysis = self.model.analyse(texts, keep=min(self.threshold, self.document_threshold))
+        scores = analysis.scores
         owner = np.asarray(owners)
         direct = np.isin(np.asarray(fields), DIRECT_FIELDS)
         injection, jailbreak = scores[:, self._injection], scores[:, self._jailbreak]
@@ -124,14 +133,25 @@ class TextClassifierDetector(Detector):
                 found.fields[JAILBREAK_SCORE] = round(float(top_jailbreak[index]), 4)
             if top_indirect[index] >= 0:
                 found.fields[INDIRECT_INJECTION_SCORE] = round(float(top_indirect[index]), 4)
-            for is_direct, top in ((True, top_direct), (False, top_indirect)):
-                if top[index] >= self.threshold:
-                    rows = np.flatnonzero((owner == index) & (direct == is_direct) & (injection >= self.threshold))
+            for is_direct, top, threshold in (
+                (True, top_direct, self.threshold),
+                (False, top_indirect, self.document_threshold),
+            ):
+                if top[index] >= threshold:
+                    rows = np.flatnonzero((owner == index) & (direct == is_direct) & (injection >= threshold))
                     rows = rows[np.argsort(-injection[rows], kind="stable")]
-                    detection = self._detection(events[index], rows, texts, fields, injection, jailbreak, is_direct)
+                    detection = self._detection(events[index], rows, texts, fields, analysis, is_direct)
                     found.rule_ids.append(detection.rule.id)
                     detections.append(detection)
         return detections
+
+    def _kind(self, best: int, jailbreak: np.ndarray, is_direct: bool) -> tuple[str, str]:
+        """Rule and head of a detection whose best text is ``best``: indirect, jailbreak or prompt injection."""
+        if not is_direct:
+            return INDIRECT_INJECTION_RULE.id, INJECTION_HEAD
+        if jailbreak[best] >= self.jailbreak_threshold:
+            return JAILBREAK_RULE.id, JAILBREAK_HEAD
+        return PROMPT_INJECTION_RULE.id, INJECTION_HEAD
 
     def _detection(
         self,
@@ -139,21 +159,19 @@ class TextClassifierDetector(Detector):
         rows: np.ndarray,
         texts: list[str],
         fields: list[str],
-        injection: np.ndarray,
-        jailbreak: np.ndarray,
+        analysis: Analysis,
         is_direct: bool,
     ) -> Detection:
         """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first."""
+        injection, jailbreak = analysis.scores[:, self._injection], analysis.scores[:, self._jailbreak]
         best = int(rows[0])
         score = float(injection[best])
+        rule_id, head = self._kind(best, jailbreak, is_direct)
+        explanation = analysis.explain(best, head, self.config.explain_top)  # from the features already computed
+        threshold, high = (self.threshold, self.high_threshold)
         if not is_direct:
-            rule_id, head = INDIRECT_INJECTION_RULE.id, INJECTION_HEAD
-        elif jailbreak[best] >= self.jailbreak_threshold:
-            rule_id, head = JAILBREAK_RULE.id, JAILBREAK_HEAD
-        else:
-            rule_id, head = PROMPT_INJECTION_RULE.id, INJECTION_HEAD
-        rule = self._rules[rule_id, "high" if score >= self.high_threshold else "medium"]
-        explanation = self.model.explain(texts[best], head, self.config.explain_top)
+            threshold, high = self.document_threshold, self.document_high_threshold
+        rule = self._rules[rule_id, "high" if score >= high else "medium"]
         evidence = []
         for row in rows[: self.config.max_evidence]:
             start, end = _snippet_span(texts[row], explanation, self.config.snippet_chars)
@@ -164,7 +182,7 @@ class TextClassifierDetector(Detector):
                     start=start,
                     end=end,
                     detail=f"{INJECTION_HEAD}_score={injection[row]:.4f} {JAILBREAK_HEAD}_score={jailbreak[row]:.4f} "
-                    f"threshold={self.threshold:.4f} model=textclf-{self.model.version}",
+                    f"threshold={threshold:.4f} model=textclf-{self.model.version}",
                 )
             )
         where = "user prompt" if is_direct else fields[best]

@@ -1,47 +1,81 @@
-"""Text → hashed n-gram features: no vocabulary to ship, the same vectors at training and scoring time.
+"""Text → hashed n-gram bags, vectorised over a whole batch: no vocabulary to ship, no per-character Python.
 
-Character n-grams inside word boundaries (``char_wb``) catch obfuscated and misspelt attack phrasing; word
-uni/bi-grams catch the instruction vocabulary ("ignore previous", "developer mode"). Counts are log-damped and
-each text's vector is L2-normalised, so a long text does not score higher just for repeating words; long texts
-are also cut into overlapping windows (see :meth:`Featurizer.segments`).
+A batch of texts is truncated, joined and encoded to arrays of code points, in slices of ``SLICE_CHARS``
+characters (which keep the arrays in the CPU cache); every step after that is a numpy operation over a slice. Code
+points are folded through one lookup table (lower case, look-alike letters to Latin, invisible characters
+dropped, Unicode tag characters decoded to the ASCII they hide, whitespace to one space; the fold is
+:func:`detectors.signatures.textnorm.fold`, per character), so the usual obfuscations do not break n-grams.
+Features are character n-grams inside word boundaries (``char_wb``-like: an n-gram may begin or end with the
+space around a word but never contains one) and word uni/bi-grams (runs of two or more word characters), hashed
+with polynomial rolling hashes (uint64 arithmetic, fixed constants) into a fixed number of columns.
 
-The tokenisers are scikit-learn's built-in ones; their only regular expressions are fixed, linear-time
-patterns (``\\s\\s+`` and ``\\b\\w\\w+\\b``), never patterns derived from input.
+Each text is scored whole and paragraph by paragraph (a paragraph ends at a blank line; paragraphs longer than
+``chunk_chars`` are cut into pieces), so an injected paragraph is not diluted by the document around it. An
+n-gram belongs to the paragraph piece where it starts, and a word pair never spans two pieces, so a paragraph
+scores the same inside a document as on its own. Counts per (segment, column) come from a sort-free grouping
+(:func:`group`); values are ``log1p(count)`` and every segment's vector is L2-normalised.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import unicodedata
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction import FeatureHasher
-from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.preprocessing import normalize
+
+from detectors.signatures.textnorm import fold
+
+FEATURISER = "abusewatch-ngrams/2"  # bumped whenever the same text would map to different features
+
+_U64 = np.uint64
+_BASE = _U64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64, so prefix hashes can be differenced
+_BASE_INVERSE = _U64(pow(int(_BASE), -1, 2**64))
+_MIX = _U64(0xFF51AFD7ED558CCD)  # murmur3 finaliser constant
+_WORD_SALT = _U64(0xC2B2AE3D27D4EB4F)
+_PAIR_SALT = _U64(0x165667B19E3779F9)
+_DROP = np.uint32(0xFFFFFFFF)  # table value: the character is removed
+_SPACE, _NEWLINE = 0x20, 0x0A
+_TAGS = (0xE0000, 0xE007F)  # Unicode tag characters: E0020-E007E mirror printable ASCII
+_KEY_BITS = 24  # columns fit below this bit in grouping keys
+SLICE_CHARS = 16_384  # batches are featurised in slices of about this many characters (Featurizer.bags_by_slice)
 
 
 @dataclass(frozen=True, slots=True)
 class FeatureConfig:
-    """Everything needed to rebuild the vectoriser; stored in the artifact's JSON."""
+    """Everything needed to rebuild the features; stored in the artifact's JSON."""
 
+    featuriser: str = FEATURISER
     char_ngram_min: int = 3
     char_ngram_max: int = 5
     char_features: int = 2**18
-    word_ngram_min: int = 1
-    word_ngram_max: int = 2
+    word_ngram_max: int = 2  # 1: words only; 2: words and word pairs
     word_features: int = 2**17
     head_chars: int = 4096
     tail_chars: int = 4096
-    window_chars: int = 1024  # texts are also scored paragraph by paragraph (long ones window by window):
-    window_stride: int = 512  # injected instructions are local to a document
-    min_segment_chars: int = 20
+    chunk_chars: int = 1024  # longer paragraphs are scored in pieces of this many characters
+    min_segment_chars: int = 20  # paragraphs with fewer non-space characters are not scored alone
+
+    def __post_init__(self) -> None:
+        for name in ("char_features", "word_features"):
+            value = getattr(self, name)
+            if value < 2 or value & (value - 1) or value >= 2**_KEY_BITS:
+                raise ValueError(f"{name} must be a power of two below 2**{_KEY_BITS}, not {value}")
+        if not 1 <= self.char_ngram_min <= self.char_ngram_max:
+            raise ValueError("need 1 <= char_ngram_min <= char_ngram_max")
+        if self.word_ngram_max not in (1, 2):
+            raise ValueError("word_ngram_max must be 1 or 2")
+        if self.char_features + self.word_features >= 2**_KEY_BITS:
+            raise ValueError(f"char_features + word_features must stay below 2**{_KEY_BITS}")
 
     @property
     def n_features(self) -> int:
         return self.char_features + self.word_features
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
 
@@ -49,83 +83,410 @@ def truncate(text: str, head_chars: int, tail_chars: int) -> str:
     """The first ``head_chars`` and last ``tail_chars`` characters: bounded cost whatever the input size."""
     if len(text) <= head_chars + tail_chars:
         return text
-    return text[:head_chars] + "\n" + text[len(text) - tail_chars :]
+    return text[:head_chars] + "\n\n" + text[len(text) - tail_chars :]
+
+
+@dataclass(frozen=True, slots=True)
+class Bags:
+    """The n-gram bags of a batch: one row per segment, entries ``(row, column, log1p(count))``.
+
+    Rows ``0..n_texts-1`` are the whole texts; the rest are paragraphs of texts that have several, ``owners[r]``
+    being the text of row ``r``. Entries are not sorted.
+    """
+
+    n_texts: int
+    rows: np.ndarray
+    columns: np.ndarray
+    values: np.ndarray
+    owners: np.ndarray
+    n_features: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.owners)
+
+    def norms(self) -> np.ndarray:
+        """L2 norm of every row (1 for an empty row, so it scores as its intercept)."""
+        squares = np.bincount(self.rows, weights=self.values * self.values, minlength=self.n_rows)
+        return np.sqrt(np.where(squares > 0, squares, 1.0))
+
+    def decision(self, coef_columns: Sequence[np.ndarray]) -> np.ndarray:
+        """``(n_rows, len(coef_columns))`` dot products of the L2-normalised rows with each coefficient column.
+
+        Entries come in long runs of the same row, so sums are taken run by run (``np.add.reduceat``, a sequential
+        pass) and only the run totals are added up by row.
+        """
+        out = np.zeros((self.n_rows, len(coef_columns)))
+        if len(self.rows) == 0:
+            return out
+        runs = np.concatenate([[0], np.flatnonzero(self.rows[1:] != self.rows[:-1]) + 1])
+        run_rows = self.rows[runs]
+
+        def row_sums(values: np.ndarray) -> np.ndarray:
+            return np.bincount(run_rows, weights=np.add.reduceat(values, runs), minlength=self.n_rows)
+
+        squares = row_sums(self.values * self.values)
+        norms = np.sqrt(np.where(squares > 0, squares, 1.0))
+        for index, coef in enumerate(coef_columns):
+            out[:, index] = row_sums(self.values * np.take(coef, self.columns)) / norms
+        return out
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Bags]) -> Bags:
+        """The bags of consecutive slices of a batch as one: text rows first, then every slice's paragraph rows."""
+        n_texts = sum(part.n_texts for part in parts)
+        text_offset = piece_offset = 0
+        rows, owners = [], [np.arange(n_texts)]
+        for part in parts:
+            is_text = part.rows < part.n_texts
+            rows.append(np.where(is_text, part.rows + text_offset, part.rows - part.n_texts + n_texts + piece_offset))
+            owners.append(part.owners[part.n_texts :] + text_offset)
+            text_offset += part.n_texts
+            piece_offset += part.n_rows - part.n_texts
+        return cls(
+            n_texts=n_texts,
+            rows=np.concatenate(rows),
+            columns=np.concatenate([part.columns for part in parts]),
+            values=np.concatenate([part.values for part in parts]),
+            owners=np.concatenate(owners),
+            n_features=parts[0].n_features,
+        )
+
+    def matrix(self) -> sp.csr_matrix:
+        """All rows as an L2-normalised CSR matrix (for training)."""
+        values = self.values / self.norms()[self.rows]
+        matrix = sp.csr_matrix((values, (self.rows, self.columns)), shape=(self.n_rows, self.n_features))
+        matrix.sort_indices()
+        return matrix
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrences:
+    """Every n-gram occurrence of a batch: its column and where it starts in ``codes``.
+
+    Occurrences come in blocks (character n-grams of each length, then words, then word pairs); ``blocks`` holds
+    each block's first index and n-gram length (0: words, -1: word pairs), enough to rebuild any n-gram's text.
+    """
+
+    codes: np.ndarray
+    columns: np.ndarray
+    starts: np.ndarray
+    blocks: tuple[tuple[int, int], ...]
+    word_ends: np.ndarray  # end of each word, in the order of the word block
+    pairs: np.ndarray  # for each word pair, the index of its first word
+
+    def gram(self, index: int) -> str:
+        """The (folded) text of occurrence ``index``; a word pair's words are joined by one space."""
+        offset, length = next(block for block in reversed(self.blocks) if block[0] <= index)
+        start = int(self.starts[index])
+        if length > 0:
+            return _chars(self.codes[start : start + length])
+        word_block = next(block[0] for block in self.blocks if block[1] == 0)
+        word = index - word_block if length == 0 else int(self.pairs[index - offset])
+        first = _chars(self.codes[start : self.word_ends[word]])
+        if length == 0:
+            return first
+        second = int(self.starts[word_block + word + 1])
+        return first + " " + _chars(self.codes[second : self.word_ends[word + 1]])
+
+
+def _chars(codes: np.ndarray) -> str:
+    return "".join(map(chr, codes.tolist()))
+
+
+@cache
+def fold_table() -> np.ndarray:
+    """Code point (BMP) → folded code point, or ``_DROP``: one lookup replaces per-character normalisation."""
+    table = np.empty(0x10000, dtype=np.uint32)
+    for code in range(0x10000):
+        char = chr(code)
+        if 0xD800 <= code < 0xE000:
+            table[code] = 0xFFFD  # lone surrogate
+        elif char == "\n" or char in "\u2028\u2029":
+            table[code] = _NEWLINE
+        elif char.isspace():
+            table[code] = _SPACE
+        elif unicodedata.category(char) == "Cc":
+            table[code] = _DROP  # NUL and other control characters split words for no reason
+        else:
+            folded = fold(char)
+            table[code] = _DROP if not folded else ord(folded) if len(folded) == 1 else ord(char.lower()[:1] or char)
+    return table
+
+
+@cache
+def fold_digest() -> str:
+    """sha256 of the fold table: an artifact trained under another fold (Unicode data, look-alike list) differs."""
+    return hashlib.sha256(fold_table().tobytes()).hexdigest()
+
+
+@cache
+def word_table() -> np.ndarray:
+    """Code point (BMP) → whether it is a word character (``\\w``: letters, digits, underscore)."""
+    return np.array([chr(code).isalnum() or code == 0x5F for code in range(0x10000)], dtype=bool)
+
+
+def group(keys: np.ndarray) -> np.ndarray:
+    """For each key, the index of one element with the same key, the same for all of them (sort-free).
+
+    Vectorised hashing with verification: every pending element writes its index into a slot picked by hashing
+    its key; the index left in the slot is a candidate, accepted when its key is equal. Elements with the same key
+    always share a slot, so they are resolved together, by the same candidate; the others retry with another hash.
+    Each round resolves at least the groups of its winning candidates, so the loop ends.
+    """
+    size = len(keys)
+    representative = np.empty(size, dtype=np.int64)
+    if size == 0:
+        return representative
+    bits = max(10, size.bit_length() + 1)
+    table = np.empty(1 << bits, dtype=np.int64)
+    pending = np.arange(size, dtype=np.int64)
+    pending_keys = keys
+    attempt = 0
+    while True:
+        multiplier = _U64((int(_MIX) + 2 * attempt * int(_BASE)) % 2**64 | 1)
+        slots = ((pending_keys * multiplier) >> _U64(64 - bits)).view(np.int64)  # top bits depend on every bit
+        table[slots] = pending
+        candidates = table[slots]
+        representative[pending] = candidates
+        retry = np.flatnonzero(keys[candidates] != pending_keys)
+        if len(retry) == 0:
+            return representative
+        pending, pending_keys = pending[retry], pending_keys[retry]
+        attempt += 1
+
+
+def _columns(hashes: np.ndarray, salt: np.uint64, n_features: int) -> np.ndarray:
+    """Hash → column in ``[0, n_features)`` (a power of two): the top bits of a multiplication, which depend on
+    every bit of the hash."""
+    return (((hashes ^ salt) * _MIX) >> _U64(64 - (n_features.bit_length() - 1))).view(np.int64)
 
 
 class Featurizer:
-    """Turns a batch of texts into one sparse matrix (rows L2-normalised, columns: char block, then word block)."""
+    """Turns a batch of texts into :class:`Bags` (texts and their paragraphs) or a training matrix."""
 
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
-        common = {"alternate_sign": False, "norm": None, "lowercase": True, "dtype": np.float32}
-        self._char = HashingVectorizer(
-            analyzer="char_wb",
-            ngram_range=(config.char_ngram_min, config.char_ngram_max),
-            n_features=config.char_features,
-            **common,
-        )
-        self._word = HashingVectorizer(
-            analyzer="word",
-            ngram_range=(config.word_ngram_min, config.word_ngram_max),
-            n_features=config.word_features,
-            **common,
-        )
+        self._fold = fold_table()
+        self._word = word_table()
+
+    # ----------------------------------------------------------------------------------------- encoding
 
     def prepare(self, texts: Sequence[str]) -> list[str]:
-        """Truncated texts, with anything UTF-8 cannot encode (lone surrogates) replaced: the hasher encodes."""
-        return [
-            truncate(text, self.config.head_chars, self.config.tail_chars).encode("utf-8", "replace").decode("utf-8")
-            for text in texts
-        ]
+        """The texts as featurised: truncated to their head and tail."""
+        return [truncate(text, self.config.head_chars, self.config.tail_chars) for text in texts]
 
-    def segments(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
-        """Each (truncated) text, followed by its paragraphs when it has several, long ones cut into windows.
+    def _codes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Folded code points of all texts, each surrounded by a space, and each text's region start (+ end)."""
+        prepared = self.prepare(texts)
+        joined = "".join(f" {text} " for text in prepared)
+        raw = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        lengths = np.fromiter((len(text) + 2 for text in prepared), dtype=np.int64, count=len(prepared))
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        if len(raw) == 0 or raw.max() < 0x80:
+            codes = np.take(self._fold[:0x80], raw)  # ASCII: a small table stays in the cache
+        else:
+            codes = np.take(self._fold, np.minimum(raw, 0xFFFF))
+            astral = np.flatnonzero(raw > 0xFFFF)
+            if len(astral):
+                codes[astral] = self._fold_astral(raw[astral])
+        keep = codes != _DROP
+        if not keep.all():
+            kept_before = np.concatenate([[0], np.cumsum(keep)])
+            codes, bounds = codes[keep], kept_before[bounds]
+        return codes.astype(np.uint64), bounds
 
-        Returns the segments and, for each, the index of its text. A text's score is the maximum over its
-        segments, so an injected paragraph is not diluted by the document around it. Paragraphs partition the
-        text and windows overlap twice, so the work stays within about three times the text's length.
+    def _fold_astral(self, raw: np.ndarray) -> np.ndarray:
+        """Code points above the BMP: tag characters decode to the ASCII they mirror, other invisibles drop."""
+        out = raw.copy()
+        tags = (raw >= _TAGS[0]) & (raw <= _TAGS[1])
+        out[tags] = np.take(self._fold, raw[tags] - _TAGS[0])
+        out[tags & ((raw < _TAGS[0] + 0x20) | (raw == _TAGS[1]))] = _DROP
+        invisible = ((raw >= 0x1D173) & (raw <= 0x1D17A)) | ((raw >= 0xE0100) & (raw <= 0xE01EF))
+        out[invisible] = _DROP
+        return out
+
+    # ----------------------------------------------------------------------------------------- segments
+
+    def _chunks(
+        self, newlines: np.ndarray, spaces_before: np.ndarray, bounds: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Paragraph pieces: start of each (sorted), text of each, non-space characters in each.
+
+        A paragraph ends at a blank line (two newlines with only spaces between); each text starts a new one and
+        a paragraph longer than ``chunk_chars`` is cut into pieces of that length. ``spaces_before[i]`` counts
+        the spaces (newlines included) before position ``i``.
         """
-        window, stride, shortest = self.config.window_chars, self.config.window_stride, self.config.min_segment_chars
-        segments, owners = [], []
-        for index, text in enumerate(self.prepare(texts)):
-            segments.append(text)
-            owners.append(index)
-            paragraphs = [p for p in text.split("\n\n") if len(p.strip()) >= shortest]
-            if paragraphs == [text] and len(text) <= window + stride:
-                paragraphs = []  # one short paragraph: already scored whole
-            for paragraph in paragraphs:
-                if len(paragraph) <= window + stride:
-                    parts = [paragraph]
-                else:
-                    parts = [paragraph[start : start + window] for start in range(0, len(paragraph) - stride, stride)]
-                segments.extend(parts)
-                owners.extend(index for _ in parts)
-        return segments, np.asarray(owners, dtype=np.int64)
+        gaps, gap_spaces = np.diff(newlines), np.diff(spaces_before[newlines])
+        blank = newlines[1:][gaps == gap_spaces]  # second newline of a blank line
+        starts = np.unique(np.concatenate([bounds[:-1], blank]))
+        lengths = np.diff(np.append(starts, bounds[-1]))
+        pieces = np.maximum(1, -(-lengths // self.config.chunk_chars))
+        offsets = np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        starts = np.repeat(starts, pieces) + offsets * self.config.chunk_chars
+        ends = np.append(starts[1:], bounds[-1])
+        texts = np.searchsorted(bounds, starts, side="right") - 1
+        return starts, texts, (ends - starts) - (spaces_before[ends] - spaces_before[starts])
+
+    # ------------------------------------------------------------------------------------------ n-grams
+
+    def _occurrences(
+        self, codes: np.ndarray, chunk_of: np.ndarray, space: np.ndarray, spaces_before: np.ndarray
+    ) -> Occurrences:
+        """Every character n-gram, word and word pair of ``codes`` (a pair's words are in the same paragraph)."""
+        config = self.config
+        columns, starts, blocks, size = [], [], [], 0
+        if config.char_ngram_min == 1:
+            valid = np.flatnonzero(~space)
+            columns.append(_columns(codes[valid] + _U64(1), _U64(0), config.char_features))
+            starts.append(valid)
+            blocks.append((size, 1))
+            size += len(valid)
+        rolling = codes
+        for n in range(2, config.char_ngram_max + 1):  # rolling[i] = hash of codes[i : i + n]
+            rolling = rolling[:-1] * _BASE + codes[n - 1 :]
+            if n < config.char_ngram_min:
+                continue
+            count = len(rolling)
+            inside = spaces_before[n - 1 : n - 1 + count] == spaces_before[1 : 1 + count]  # no space inside
+            if n == 2:
+                inside &= ~(space[:-1] & space[1:])
+            valid = np.flatnonzero(inside)
+            columns.append(_columns(rolling[valid] + _U64(n), _U64(0), config.char_features))
+            starts.append(valid)
+            blocks.append((size, n))
+            size += len(valid)
+        is_word = np.take(self._word, np.minimum(codes, 0xFFFF)) & (codes <= 0xFFFF)
+        edges = np.diff(is_word.view(np.int8), prepend=0, append=0)
+        word_starts, word_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long_enough = np.flatnonzero(word_ends - word_starts >= 2)
+        word_starts, word_ends = word_starts[long_enough], word_ends[long_enough]
+        hashes = _substring_hashes(codes, word_starts, word_ends)
+        columns.append(config.char_features + _columns(hashes, _WORD_SALT, config.word_features))
+        starts.append(word_starts)
+        blocks.append((size, 0))
+        size += len(word_starts)
+        pairs = np.zeros(0, dtype=np.int64)
+        if config.word_ngram_max == 2:
+            paragraph = chunk_of[word_starts]
+            pairs = np.flatnonzero(paragraph[:-1] == paragraph[1:])
+            pair_hashes = hashes[pairs] * _MIX + hashes[pairs + 1]
+            columns.append(config.char_features + _columns(pair_hashes, _PAIR_SALT, config.word_features))
+            starts.append(word_starts[pairs])
+            blocks.append((size, -1))
+        return Occurrences(codes, np.concatenate(columns), np.concatenate(starts), tuple(blocks), word_ends, pairs)
+
+    # ------------------------------------------------------------------------------------------- bags
+
+    def bags(self, texts: Sequence[str]) -> Bags:
+        """Bags of every text (rows ``0..n-1``) and of the paragraphs of texts that have several."""
+        parts = [bags for _, bags in self.bags_by_slice(texts)]
+        return parts[0] if len(parts) == 1 else Bags.concatenate(parts)
+
+    def bags_by_slice(self, texts: Sequence[str]) -> Iterator[tuple[int, Bags]]:
+        """The bags of consecutive slices of about ``SLICE_CHARS`` characters, with the index of each first text.
+
+        The arrays of a slice stay in the CPU cache, which makes hashing and grouping several times faster than
+        over one huge array. A text's bags do not depend on the other texts of its batch or slice.
+        """
+        for start, bags, _, _ in self.occurrences_by_slice(texts, spell=False):
+            yield start, bags
+
+    def occurrences_by_slice(
+        self, texts: Sequence[str], spell: bool = True
+    ) -> Iterator[tuple[int, Bags, Occurrences, np.ndarray]]:
+        """Like :meth:`bags_by_slice`, with the slice's n-gram occurrences and, if ``spell``, for each bag entry
+        the index of one of its occurrences (to spell the n-gram in explanations)."""
+        for start, end in self._slices(texts):
+            yield start, *self._bags(texts[start:end], spell)
+
+    def _slices(self, texts: Sequence[str]) -> Iterator[tuple[int, int]]:
+        limit = self.config.head_chars + self.config.tail_chars + 2
+        start, size = 0, 0
+        for index, text in enumerate(texts):
+            size += min(len(text), limit) + 2
+            if size >= SLICE_CHARS:
+                yield start, index + 1
+                start, size = index + 1, 0
+        if start < len(texts) or not texts:
+            yield start, len(texts)
+
+    def _bags(self, texts: Sequence[str], spell: bool) -> tuple[Bags, Occurrences, np.ndarray]:
+        """The bags, the occurrences counted in them and, if ``spell``, for each bag entry one of its occurrences."""
+        n_texts = len(texts)
+        codes, bounds = self._codes(texts)
+        newlines = np.flatnonzero(codes == _NEWLINE)
+        codes[newlines] = _SPACE  # a newline is a space, except that a blank line ends a paragraph
+        space = codes == _SPACE
+        spaces_before = np.concatenate([[0], np.cumsum(space)])
+        chunk_starts, chunk_texts, chunk_chars = self._chunks(newlines, spaces_before, bounds)
+        marker = np.zeros(len(codes), dtype=np.int64)
+        marker[chunk_starts] = 1
+        chunk_of = np.cumsum(marker) - 1
+        found = self._occurrences(codes, chunk_of, space, spaces_before)
+        chunk = chunk_of[found.starts]
+        # Level 1: counts per (piece, column).
+        first, counts = _distinct(chunk, found.columns)
+        columns, text = found.columns[first], chunk_texts[chunk[first]]
+        # Texts with several non-empty pieces get a row per scorable piece and a text row summed over pieces.
+        nonempty = np.bincount(chunk_texts[chunk_chars > 0], minlength=n_texts)
+        scorable = (chunk_chars >= self.config.min_segment_chars) & (nonempty[chunk_texts] > 1)
+        if not scorable.any():  # every text is one piece: its piece counts are its counts
+            rows, values, owners = text, np.log1p(counts), np.arange(n_texts)
+            bags = Bags(n_texts, rows, columns, values, owners, self.config.n_features)
+            return bags, found, first
+        piece_row = np.full(len(chunk_starts), -1, dtype=np.int64)
+        piece_row[scorable] = n_texts + np.arange(int(scorable.sum()))
+        several = np.flatnonzero(nonempty[text] > 1)
+        single = np.flatnonzero(nonempty[text] <= 1)
+        # Level 2: counts per (text, column) for texts made of several pieces.
+        merged, merged_counts = _distinct(text[several], columns[several], counts[several])
+        merged = several[merged]
+        in_piece = np.flatnonzero(piece_row[chunk[first]] >= 0)
+        bags = Bags(
+            n_texts=n_texts,
+            rows=np.concatenate([text[single], text[merged], piece_row[chunk[first[in_piece]]]]),
+            columns=np.concatenate([columns[single], columns[merged], columns[in_piece]]),
+            values=np.log1p(np.concatenate([counts[single], merged_counts, counts[in_piece]])),
+            owners=np.concatenate([np.arange(n_texts), chunk_texts[scorable]]),
+            n_features=self.config.n_features,
+        )
+        spelled_by = np.concatenate([first[single], first[merged], first[in_piece]]) if spell else first[:0]
+        return bags, found, spelled_by
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        """Features of ``texts`` (truncated first), one row per text."""
-        prepared = self.prepare(texts)
-        counts = sp.hstack([self._char.transform(prepared), self._word.transform(prepared)], format="csr")
-        np.log1p(counts.data, out=counts.data)
-        return normalize(counts, norm="l2", copy=False)
-
-    def ngrams(self, text: str) -> tuple[list[str], np.ndarray]:
-        """The distinct n-grams of one (truncated) text and their column indices, for explanations."""
-        prepared = self.prepare([text])[0]
-        char_grams = sorted(set(self._char.build_analyzer()(prepared)))
-        word_grams = sorted(set(self._word.build_analyzer()(prepared)))
-        columns = np.concatenate(
-            [
-                _hashed_columns(char_grams, self.config.char_features),
-                _hashed_columns(word_grams, self.config.word_features) + self.config.char_features,
-            ]
-        )
-        return char_grams + word_grams, columns
+        """Features of whole texts, one L2-normalised row per text (for training and tests)."""
+        return self.bags(texts).matrix()[: len(texts)]
 
 
-def _hashed_columns(grams: list[str], n_features: int) -> np.ndarray:
-    """The column HashingVectorizer gives each n-gram (same hash, same modulus)."""
-    if not grams:
-        return np.zeros(0, dtype=np.int64)
-    hasher = FeatureHasher(n_features=n_features, input_type="string", alternate_sign=False)
-    return hasher.transform([[gram] for gram in grams]).indices.astype(np.int64)
+def _distinct(
+    groups: np.ndarray, columns: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One index per distinct ``(group, column)`` and the sum of ``weights`` (default: 1) over each."""
+    representative = group(((groups << _KEY_BITS) + columns).view(np.uint64))
+    sums = np.bincount(representative, weights=weights, minlength=len(representative))
+    first = np.flatnonzero(sums)
+    return first, sums[first]
+
+
+def _substring_hashes(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Polynomial hash of every ``codes[start:end]``, from one prefix sum (uint64 arithmetic wraps)."""
+    if len(starts) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    powers, inverse_powers = _powers(len(codes))
+    prefix = np.concatenate([np.zeros(1, dtype=np.uint64), np.cumsum(codes * inverse_powers[: len(codes)])])
+    # sum over k in [start, end) of codes[k] * BASE ** (end - 1 - k)
+    return (prefix[ends] - prefix[starts]) * powers[ends - 1]
+
+
+_POWER_CACHE: list[tuple[np.ndarray, np.ndarray]] = []
+
+
+def _powers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``BASE ** (k + 1)`` and ``BASE ** -(k + 1)`` for ``k < size`` or more, computed once and grown by doubling."""
+    if not _POWER_CACHE or len(_POWER_CACHE[-1][0]) < size:
+        length = max(size, 2 * len(_POWER_CACHE[-1][0]) if _POWER_CACHE else 1 << 16)
+        powers = np.cumprod(np.full(length, _BASE, dtype=np.uint64))
+        _POWER_CACHE.append((powers, np.cumprod(np.full(length, _BASE_INVERSE, dtype=np.uint64))))
+        del _POWER_CACHE[:-1]
+    return _POWER_CACHE[-1]

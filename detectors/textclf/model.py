@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,12 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from detectors.textclf.features import FeatureConfig, Featurizer
+from detectors.textclf.features import FEATURISER, Bags, FeatureConfig, Featurizer, Occurrences, fold_digest
 
 FORMAT = "abusewatch-textclf/1"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_NAME = "textclf"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+log = logging.getLogger(__name__)
+_CANDIDATES = 16  # explanations look at most this many n-grams per place to fill
 
 
 class ModelError(ValueError):
@@ -38,8 +41,12 @@ class Head:
     intercept: float
     platt_a: float
     platt_b: float
-    threshold: float  # operating point (probability), chosen on grouped cross-validation for the target FPR
+    threshold: float  # operating point for user prompts, chosen on grouped cross-validation for the target FPR
     high_threshold: float  # stricter point for level "high"
+    # Retrieved documents and tool results are longer and scored paragraph by paragraph, so benign ones reach
+    # higher scores than benign prompts: they get their own operating points, chosen the same way on documents.
+    document_threshold: float
+    document_high_threshold: float
     positive_families: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,6 +57,8 @@ class Head:
             "platt_b": self.platt_b,
             "threshold": self.threshold,
             "high_threshold": self.high_threshold,
+            "document_threshold": self.document_threshold,
+            "document_high_threshold": self.document_high_threshold,
             "positive_families": list(self.positive_families),
         }
 
@@ -62,6 +71,8 @@ class Head:
             platt_b=float(data["platt_b"]),
             threshold=float(data["threshold"]),
             high_threshold=float(data["high_threshold"]),
+            document_threshold=float(data["document_threshold"]),
+            document_high_threshold=float(data["document_high_threshold"]),
             positive_families=tuple(data.get("positive_families", ())),
         )
 
@@ -76,6 +87,7 @@ class TextClassifier:
     version: str
     metadata: dict[str, Any] = field(default_factory=dict)
     _featurizer: Featurizer = field(init=False, repr=False)
+    _columns: list[np.ndarray] = field(init=False, repr=False)
     _intercepts: np.ndarray = field(init=False, repr=False)
     _platt: np.ndarray = field(init=False, repr=False)
 
@@ -87,6 +99,7 @@ class TextClassifier:
             )
         self.coef = np.ascontiguousarray(self.coef, dtype=np.float32)
         self._featurizer = Featurizer(self.features)
+        self._columns = [np.ascontiguousarray(self.coef[:, index]) for index in range(len(self.heads))]
         self._intercepts = np.array([h.intercept for h in self.heads], dtype=np.float64)
         self._platt = np.array([[h.platt_a for h in self.heads], [h.platt_b for h in self.heads]], dtype=np.float64)
 
@@ -102,44 +115,53 @@ class TextClassifier:
 
     def decision(self, texts: Sequence[str]) -> np.ndarray:
         """Raw linear scores, ``(len(texts), n_heads)``: per head, the maximum over each text's segments."""
-        if not texts:
-            return np.zeros((0, len(self.heads)))
-        segments, owners = self._featurizer.segments(texts)
-        return max_by_owner(self._segment_decision(segments), owners, len(texts))
-
-    def _segment_decision(self, segments: Sequence[str]) -> np.ndarray:
-        features = self._featurizer.transform(segments)
-        return np.asarray(features @ self.coef, dtype=np.float64) + self._intercepts
+        return self.analyse(texts).decisions
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities, ``(len(texts), n_heads)``: one vectorised pass over the whole batch."""
-        logits = self._platt[0] * self.decision(texts) + self._platt[1]
-        return 1.0 / (1.0 + np.exp(-logits))
+        return self.analyse(texts).scores
+
+    def analyse(self, texts: Sequence[str], keep: float = np.inf) -> Analysis:
+        """Scores of ``texts`` (one vectorised pass), keeping what is needed to explain those that score ``keep``
+        or more on any head, so that explaining a detection does not featurise its text again."""
+        decisions = np.empty((len(texts), len(self.heads)))
+        kept = []
+        for start, bags, found, spelled_by in self._featurizer.occurrences_by_slice(texts, spell=keep < np.inf):
+            rows = bags.decision(self._columns) + self._intercepts
+            decisions[start : start + bags.n_texts] = max_by_owner(rows, bags.owners, bags.n_texts)
+            if np.any(self._probability(decisions[start : start + bags.n_texts]) >= keep):
+                kept.append(_Slice(start, bags, found, spelled_by, rows))
+        return Analysis(self, decisions, self._probability(decisions), kept)
 
     def explain(self, text: str, head: str, top: int = 8, min_chars: int = 5) -> dict[str, float]:
-        """The n-grams of ``text`` that pushed the ``head`` score up most (weight × feature value), strongest first.
+        """The n-grams of ``text`` that pushed the ``head`` score up most; see :meth:`Analysis.explain`."""
+        return self.analyse([text], keep=-np.inf).explain(0, head, top, min_chars)
 
-        Explains the segment of ``text`` that scored highest. Half the places go to word n-grams, which read
-        best; character n-grams shorter than ``min_chars`` (once stripped) and n-grams overlapping a stronger
-        listed one ("romp" under "prompt") count in the score but are left out: they tell an analyst nothing new.
-        """
-        column = self.head_names.index(head)
-        segments, _ = self._featurizer.segments([text])
-        text = segments[int(np.argmax(self._segment_decision(segments)[:, column]))]
-        grams, columns = self._featurizer.ngrams(text)
-        if not grams:
-            return {}
-        values = np.asarray(self._featurizer.transform([text])[:, columns].todense()).ravel()
-        contributions = values * self.coef[columns, column]
+    def _probability(self, decisions: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(self._platt[0] * decisions + self._platt[1])))
+
+    def _top_grams(
+        self,
+        found: Occurrences,
+        spelled_by: np.ndarray,
+        columns: np.ndarray,
+        contributions: np.ndarray,
+        top: int,
+        min_chars: int,
+    ) -> dict[str, float]:
+        """The strongest readable n-grams among ``columns`` (``spelled_by``: an occurrence of each), half words."""
         is_word = columns >= self.features.char_features
-        readable = np.array([len(gram.strip()) >= min_chars for gram in grams])
         chosen: dict[str, float] = {}
-        for pool, quota in ((is_word, top - top // 2), (~is_word & readable, top // 2)):
+        for pool, quota in ((is_word, top - top // 2), (~is_word, top // 2)):
+            candidates = np.flatnonzero(pool & (contributions > 0))
+            candidates = candidates[np.argsort(-contributions[candidates], kind="stable")][: _CANDIDATES * quota]
             taken = 0
-            for index in np.argsort(-np.where(pool, contributions, 0.0), kind="stable"):
-                gram = grams[index].strip()
-                if taken == quota or contributions[index] <= 0 or not pool[index]:
+            for index in candidates.tolist():
+                if taken == quota:
                     break
+                gram = found.gram(int(spelled_by[index])).strip()
+                if len(gram) < min_chars and not is_word[index]:
+                    continue
                 if not any(gram in listed or listed in gram for listed in chosen):
                     chosen[gram] = round(float(contributions[index]), 4)
                     taken += 1
@@ -159,6 +181,7 @@ class TextClassifier:
             "arrays_sha256": hashlib.sha256(arrays).hexdigest(),
             "coef_sha256": array_sha256(self.coef),
             "features": self.features.to_dict(),
+            "fold_sha256": fold_digest(),
             "heads": [h.to_dict() for h in self.heads],
             **self.metadata,
         }
@@ -178,9 +201,23 @@ class TextClassifier:
             raise ModelError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
         if hashlib.sha256(arrays).hexdigest() != config.get("arrays_sha256"):
             raise ModelError(f"{arrays_path}: sha256 does not match {config_path}")
+        featuriser = config.get("features", {}).get("featuriser", "sklearn HashingVectorizer (abusewatch-ngrams/1)")
+        if featuriser != FEATURISER:
+            raise ModelError(
+                f"{config_path}: built for featuriser {featuriser!r}, this code computes {FEATURISER!r}; "
+                "retrain with `python -m bench.train_classifier`"
+            )
+        if config.get("fold_sha256") != fold_digest():
+            # Only non-ASCII characters fold differently: the model still works, slightly off on such text, so
+            # this warns rather than stopping the engine; the shipped-artifact test fails until it is retrained.
+            log.warning(
+                "%s: trained under another character fold (detectors.signatures.textnorm.fold, Unicode data or "
+                "confusable-homoglyphs changed); retrain with `python -m bench.train_classifier`",
+                config_path,
+            )
         with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
             coef = npz["coef"]
-        known = {"format", "version", "arrays_sha256", "coef_sha256", "features", "heads"}
+        known = {"format", "version", "arrays_sha256", "coef_sha256", "features", "fold_sha256", "heads"}
         return cls(
             features=FeatureConfig(**config["features"]),
             heads=tuple(Head.from_dict(h) for h in config["heads"]),
@@ -188,6 +225,47 @@ class TextClassifier:
             version=str(config["version"]),
             metadata={k: v for k, v in config.items() if k not in known},
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    """What explaining the texts of one featurised slice needs: its bags, occurrences and row decisions."""
+
+    start: int
+    bags: Bags
+    found: Occurrences
+    spelled_by: np.ndarray
+    decisions: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """The scores of a batch of texts and what is needed to explain the high-scoring ones."""
+
+    model: TextClassifier
+    decisions: np.ndarray
+    scores: np.ndarray
+    kept: list[_Slice]
+
+    def explain(self, index: int, head: str, top: int = 8, min_chars: int = 5) -> dict[str, float]:
+        """The n-grams of text ``index`` that pushed the ``head`` score up most (weight × feature value), strongest
+        first; ``{}`` for a text scored below the ``keep`` level of :meth:`TextClassifier.analyse`.
+
+        Explains the segment of the text that scored highest. Half the places go to word n-grams, which read
+        best; character n-grams shorter than ``min_chars`` (once stripped) and n-grams overlapping a stronger
+        listed one ("romp" under "prompt") count in the score but are left out: they tell an analyst nothing new.
+        """
+        part = next((p for p in self.kept if p.start <= index < p.start + p.bags.n_texts), None)
+        if part is None:
+            return {}
+        column = self.model.head_names.index(head)
+        bags = part.bags
+        rows = np.flatnonzero(bags.owners == index - part.start)
+        best = int(rows[np.argmax(part.decisions[rows, column])])
+        entries = np.flatnonzero(bags.rows == best)
+        columns = bags.columns[entries]
+        contributions = bags.values[entries] / bags.norms()[best] * self.model.coef[columns, column]
+        return self.model._top_grams(part.found, part.spelled_by[entries], columns, contributions, top, min_chars)
 
 
 def max_by_owner(values: np.ndarray, owners: np.ndarray, size: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Every training text belongs to a fold (the caller assigns folds by source, so a source never straddles
 folds). For each head, models fitted with one fold held out score that fold; those out-of-fold scores,
 which behave like scores on unseen sources (and are computed over text windows exactly as the shipped model
-scores), fit the Platt calibration and pick the operating thresholds.
+scores), fit the Platt calibration and pick the operating thresholds: one pair on benign prompts, one on benign
+documents (a head's ``documents`` mask), since the detector scores user prompts and documents separately.
 The shipped model is then fitted on all folds. Everything is deterministic: no random state is involved.
 """
 
@@ -29,11 +30,12 @@ class HeadTarget:
     name: str
     targets: np.ndarray
     positive_families: tuple[str, ...] = ()
+    documents: np.ndarray | None = None  # which texts are documents (own thresholds); None: none are
 
 
 @dataclass(frozen=True, slots=True)
 class TrainingOptions:
-    regularisation_c: float = 4.0
+    regularisation_c: float = 16.0  # chosen on grouped cross-validation of the train split (model card)
     target_fpr: float = 0.01  # operating threshold: out-of-fold false-positive rate at most this
     high_fpr: float = 0.001  # "high" threshold
     max_iter: int = 5000
@@ -56,10 +58,9 @@ def fit(
     options: TrainingOptions = TrainingOptions(),
 ) -> FitResult:
     """Fit all heads on ``texts``; ``folds[i]`` is the cross-validation fold of text ``i``."""
-    featurizer = Featurizer(features)
-    matrix = featurizer.transform(texts)
-    segments, owners = featurizer.segments(texts)
-    segment_matrix = featurizer.transform(segments)
+    bags = Featurizer(features).bags(texts)
+    segment_matrix, owners = bags.matrix(), bags.owners
+    matrix = segment_matrix[: len(texts)]  # rows of whole texts come first
     fitted_heads, columns, out_of_fold = [], [], {}
     for target in heads:
         used = target.targets != IGNORE
@@ -74,7 +75,11 @@ def fit(
             scores[held] = decisions[held]
         platt_a, platt_b = _platt(scores[used], target.targets[used])
         probabilities = _sigmoid(platt_a * scores + platt_b)
-        negatives = probabilities[used & (target.targets == 0)]
+        documents = np.zeros(len(texts), dtype=bool) if target.documents is None else target.documents
+        prompts = probabilities[used & (target.targets == 0) & ~documents]
+        benign_documents = probabilities[used & (target.targets == 0) & documents]
+        if len(benign_documents) == 0:
+            benign_documents = prompts
         final = _fit_linear(matrix[used], target.targets[used], options)
         fitted_heads.append(
             Head(
@@ -82,8 +87,10 @@ def fit(
                 intercept=float(final.intercept_[0]),
                 platt_a=platt_a,
                 platt_b=platt_b,
-                threshold=threshold_for_fpr(negatives, options.target_fpr),
-                high_threshold=threshold_for_fpr(negatives, options.high_fpr),
+                threshold=threshold_for_fpr(prompts, options.target_fpr),
+                high_threshold=threshold_for_fpr(prompts, options.high_fpr),
+                document_threshold=threshold_for_fpr(benign_documents, options.target_fpr),
+                document_high_threshold=threshold_for_fpr(benign_documents, options.high_fpr),
                 positive_families=target.positive_families,
             )
         )
