@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detectors.anomaly import AnomalyConfig
@@ -35,15 +35,24 @@ class KafkaSettings(BaseModel):
     alerts_topic: str = "llm-alerts"
     dead_letter_topic: str = "llm-logs-dead-letter"
     internal_topic: str = "abusewatch-events-by-identity"  # ingest -> detect, keyed by identity
-    state_topic: str = "abusewatch-detection-state"  # compacted: per-partition detection state checkpoints
-    campaign_topic: str = "abusewatch-campaign-candidates"  # detect -> campaigns, by template signature
-    campaign_state_topic: str = "abusewatch-campaign-state"  # compacted: campaign stage checkpoints
+    # Topics that follow the internal topic; unset, they are named after it, so two deployments (or test runs)
+    # with their own internal topic never share state.
+    state_topic: str = ""  # compacted: per-partition detection state checkpoints (<internal>-state)
+    campaign_topic: str = ""  # detect -> campaigns, by template signature (<internal>-campaigns)
+    campaign_state_topic: str = ""  # compacted: campaign stage checkpoints (<internal>-campaigns-state)
     partitions: int = 4
     replication_factor: int = 1
     max_message_bytes: int = 16 * 1024 * 1024  # topic max.message.bytes set by bootstrap; producer request limit
     internal_message_bytes: int = 1024 * 1024  # target size of one internal message (a list of events)
     consumer_group: str = "abusewatch"
     session_timeout_s: float = 30.0  # a worker silent this long (killed, hung) loses its partitions to the others
+
+    @model_validator(mode="after")
+    def _name_following_topics(self) -> KafkaSettings:
+        self.state_topic = self.state_topic or f"{self.internal_topic}-state"
+        self.campaign_topic = self.campaign_topic or f"{self.internal_topic}-campaigns"
+        self.campaign_state_topic = self.campaign_state_topic or f"{self.internal_topic}-campaigns-state"
+        return self
 
 
 class ElasticsearchSettings(BaseModel):

@@ -204,7 +204,6 @@ def stream(services: Services, tmp_path: Path) -> Iterator[Stream]:
         "ABW_ES_URL": services.es_url,
         "ABW_KAFKA__RAW_TOPIC": f"it-{suffix}-raw",
         "ABW_KAFKA__INTERNAL_TOPIC": f"it-{suffix}-by-identity",
-        "ABW_KAFKA__STATE_TOPIC": f"it-{suffix}-state",
         "ABW_KAFKA__EVENTS_TOPIC": f"it-{suffix}-events",
         "ABW_KAFKA__ALERTS_TOPIC": f"it-{suffix}-alerts",
         "ABW_KAFKA__DEAD_LETTER_TOPIC": f"it-{suffix}-dead-letter",
