@@ -13,6 +13,7 @@ import bisect
 import math
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Findings
 from detectors.event import Event, Identity
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the event ids already counted
 SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
 
 
@@ -113,6 +114,9 @@ class CampaignDetector:
     *slowest* source: each source's newest event time is kept, and a window closes only when every source has
     passed it. A source not heard from for ``idle_seconds`` of wall time (no traffic, or gone) stops holding
     the watermark back, so one quiet partition cannot stall every campaign alert.
+
+    Candidates are delivered at least once (an identity partition that moves re-sends what its old owner sent
+    after its last committed offset), so the last ``remember`` event ids are kept and a repeat is ignored.
     """
 
     def __init__(
@@ -120,11 +124,14 @@ class CampaignDetector:
         config: AnomalyConfig | None = None,
         *,
         idle_seconds: float = 120.0,
+        remember: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or AnomalyConfig()
         self.idle_seconds = idle_seconds
+        self.remember = remember
         self.clock = clock
+        self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` event ids, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._sources: dict[int, float] = {}  # source -> newest event time seen from it
@@ -137,8 +144,11 @@ class CampaignDetector:
         width = self.config.window_seconds
         now = self.clock()
         for candidate in sorted(candidates, key=lambda c: c.timestamp):
-            if not math.isfinite(candidate.timestamp):
+            if not math.isfinite(candidate.timestamp) or candidate.event_id in self._seen:
                 continue
+            self._seen[candidate.event_id] = None
+            if len(self._seen) > self.remember:
+                self._seen.popitem(last=False)
             start = math.floor(candidate.timestamp / width) * width
             if start + width > self._watermark:  # a window already closed takes nothing more
                 self._add(start, candidate)
@@ -162,6 +172,7 @@ class CampaignDetector:
             "version": STATE_VERSION,
             "watermark": self._watermark if math.isfinite(self._watermark) else None,
             "sources": [[source, ts] for source, ts in self._sources.items()],
+            "seen": list(self._seen),
             "last_eviction": self._last_eviction if math.isfinite(self._last_eviction) else None,
             "members": self._members,
             "windows": [
@@ -173,13 +184,16 @@ class CampaignDetector:
         }  # fmt: skip
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.__init__(self.config, idle_seconds=self.idle_seconds, clock=self.clock)  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            self.config, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock
+        )
         if not state:
             return
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"campaign state version {state.get('version')!r} is not {STATE_VERSION}")
         self._watermark = -math.inf if state["watermark"] is None else float(state["watermark"])
         self._sources = {int(source): float(ts) for source, ts in state["sources"]}
+        self._seen = OrderedDict.fromkeys(str(event_id) for event_id in state["seen"])
         self._last_eviction = -math.inf if state["last_eviction"] is None else float(state["last_eviction"])
         self._members = {s: {k: float(v) for k, v in members.items()} for s, members in state["members"].items()}
         for start, signature, members, identities, ips, event_ids, last_ts in state["windows"]:
@@ -190,7 +204,7 @@ class CampaignDetector:
             window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
 
     def fresh(self) -> CampaignDetector:
-        return CampaignDetector(self.config, idle_seconds=self.idle_seconds, clock=self.clock)
+        return CampaignDetector(self.config, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock)
 
     def _add(self, start: float, candidate: CampaignCandidate) -> None:
         config = self.config

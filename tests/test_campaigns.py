@@ -42,7 +42,7 @@ def burst(identities: int, requests: int, signature: str = "00ab") -> list[Campa
 
 def closing(signature: str = "ffff") -> list[CampaignCandidate]:
     """A candidate three windows later: its watermark (one window of lateness) closes the first window."""
-    return [candidate(0, 99, signature, offset=1800.0)]
+    return [replace(candidate(0, 99, signature, offset=1800.0), event_id=f"closing-{signature}")]
 
 
 def test_enough_identities_on_one_template_make_a_campaign() -> None:
@@ -84,6 +84,17 @@ def test_a_source_that_falls_behind_holds_the_windows_open() -> None:
     assert "key:key-4" in detections[0].related_users
 
 
+def test_a_candidate_delivered_twice_counts_once() -> None:
+    """Four identities with three requests each, and the fifth's two requests re-sent once: no campaign."""
+    detector = CampaignDetector()
+    candidates = [c for c in burst(5, 3) if not (c.identity.api_key_hash == "key-4" and c.event_id == "e14")]
+    repeated = [c for c in candidates if c.identity.api_key_hash == "key-4"]
+    assert len(repeated) == 2
+    assert detector.detect(candidates) + detector.detect(repeated) + detector.detect(closing()) == []
+    once_more = CampaignDetector()
+    assert once_more.detect(burst(5, 3)) + once_more.detect(closing()), "the control: a third request makes it"
+
+
 def test_event_ids_do_not_depend_on_arrival_order() -> None:
     candidates = burst(6, 4)
     forward, backward = CampaignDetector(), CampaignDetector()
@@ -94,7 +105,8 @@ def test_event_ids_do_not_depend_on_arrival_order() -> None:
 
 def test_a_restored_stage_goes_on_exactly_where_it_stopped() -> None:
     stage = build_campaign_stage(Settings())
-    first, second = burst(5, 2), burst(5, 1)  # 2 requests each, then the third that makes the campaign
+    requests = burst(5, 3)
+    first, second = requests[:10], requests[10:]  # 2 requests each, then the third that makes the campaign
     uninterrupted = stage.fresh()
     expected = uninterrupted.process(first) + uninterrupted.process(second) + uninterrupted.flush()
     before = stage.fresh()
