@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.stream.codec import decode_document, decode_events, encode_document, encode_events
-from detectors.partitioned import group_by_partition, partition_for
 from detectors.event import Event, Identity, Message
+from detectors.partitioned import group_by_partition, partition_for
 
 
 def make_event(index: int, user: str | None = None, text: str = "hello") -> Event:
