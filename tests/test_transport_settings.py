@@ -114,25 +114,27 @@ def test_kafka_python_gets_tls_and_scram_for_sasl_ssl(tls_files: dict[str, Path]
     }
 
 
-def test_kafka_python_gets_a_client_certificate_for_mutual_tls(tls_files: dict[str, Path]) -> None:
-    settings = KafkaSettings(
+@pytest.fixture
+def mutual_tls(tls_files: dict[str, Path]) -> KafkaSettings:
+    """SSL with a client certificate (the broker's self-signed certificate doubles as the CA)."""
+    return KafkaSettings(
         security_protocol="SSL",
         ssl_cafile=tls_files["cert"],
         ssl_certfile=tls_files["cert"],
         ssl_keyfile=tls_files["key"],
     )
-    options = kafka_python_options(settings)
+
+
+def test_kafka_python_gets_a_client_certificate_for_mutual_tls(
+    mutual_tls: KafkaSettings, tls_files: dict[str, Path]
+) -> None:
+    options = kafka_python_options(mutual_tls)
     assert (options["ssl_certfile"], options["ssl_keyfile"]) == (str(tls_files["cert"]), str(tls_files["key"]))
     assert "sasl_mechanism" not in options
 
 
-def test_the_worker_verifies_the_broker_and_presents_the_client_certificate(tls_files: dict[str, Path]) -> None:
-    settings = KafkaSettings(
-        security_protocol="SSL",
-        ssl_cafile=tls_files["cert"],
-        ssl_certfile=tls_files["cert"],
-        ssl_keyfile=tls_files["key"],
-    )
+def test_the_worker_verifies_the_broker_and_presents_the_client_certificate(mutual_tls: KafkaSettings) -> None:
+    settings = mutual_tls
     context = ssl_context(settings)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert [cert["subject"] for cert in context.get_ca_certs()] == [((("commonName", "localhost"),),)]
