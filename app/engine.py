@@ -56,9 +56,10 @@ def build_pipeline(settings: Settings) -> Pipeline:
     return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings))
 
 
-def build_campaign_stage(settings: Settings) -> CampaignStage:
-    """The cross-identity stage: campaigns on one prompt template, judged by signature (detectors/campaigns.py)."""
-    return CampaignStage(CampaignDetector(settings.detection.anomaly), _grouper(settings))
+def build_campaign_stage(settings: Settings, sources: int = 0) -> CampaignStage:
+    """The cross-identity stage: campaigns on one prompt template, judged by signature (detectors/campaigns.py);
+    ``sources`` is the number of identity partitions feeding it."""
+    return CampaignStage(CampaignDetector(settings.detection.anomaly, sources=sources), _grouper(settings))
 
 
 def _redactor(settings: Settings) -> Redactor:

@@ -30,6 +30,7 @@ from app.traffic.simulate import ATTACK_KINDS, SimulationConfig, simulate
 from detectors.alerting import RISK_RULE_ID
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detection
+from detectors.campaigns import CampaignDetector, campaign_candidates
 from detectors.event import Event, Identity
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -151,11 +152,15 @@ def measure(
         for document in documents:
             alerts[document["event"]["id"]] = document
 
+    campaigns = CampaignDetector()  # the cross-identity stage, fed what the anomaly tier wrote on each event
     for offset in range(0, len(events), batch_size):
-        output = pipeline.process(events[offset : offset + batch_size])
+        batch = events[offset : offset + batch_size]
+        output = pipeline.process(batch)
         record(output.detections, output.alerts)
-    for detector in pipeline.detectors:
-        if isinstance(detector, AnomalyDetector):  # the end of the traffic closes the open windows
+        found = campaigns.detect(campaign_candidates(batch, output.events))
+        record(found, pipeline.render([], [], found).alerts)
+    for detector in [*pipeline.detectors, campaigns]:
+        if isinstance(detector, AnomalyDetector | CampaignDetector):  # the end of the traffic closes open windows
             flushed = detector.flush()
             record(flushed, pipeline.render([], [], flushed).alerts)
     for document in alerts.values():

@@ -123,11 +123,13 @@ class CampaignDetector:
         self,
         config: AnomalyConfig | None = None,
         *,
+        sources: int = 0,
         idle_seconds: float = 120.0,
         remember: int = 50_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or AnomalyConfig()
+        self.sources = sources
         self.idle_seconds = idle_seconds
         self.remember = remember
         self.clock = clock
@@ -136,6 +138,7 @@ class CampaignDetector:
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._sources: dict[int, float] = {}  # source -> newest event time seen from it
         self._heard: dict[int, float] = {}  # source -> wall time it was last heard from (not checkpointed)
+        self._started = clock()  # sources not heard from yet count as heard now: they hold the watermark a while
         self._watermark = -math.inf
         self._last_eviction = -math.inf
 
@@ -159,10 +162,20 @@ class CampaignDetector:
         return detections
 
     def _slowest(self, now: float) -> float:
-        """The newest event time of the slowest source still heard from (of every source when all are quiet)."""
-        idle = self.idle_seconds
-        active = [ts for source, ts in self._sources.items() if now - self._heard.get(source, now) <= idle]
-        return min(active or self._sources.values())
+        """The newest event time of the slowest source still heard from (of every source when all are quiet).
+
+        With ``sources`` set, a source not heard from yet holds the watermark back too (for ``idle_seconds``), so
+        a partition whose worker starts late does not find its first windows closed.
+        """
+        expected = set(range(self.sources)) | set(self._sources)
+        active = [
+            self._sources.get(source, -math.inf)
+            for source in expected
+            if now - self._heard.get(source, self._started) <= self.idle_seconds
+        ]
+        if active:
+            return min(active)
+        return min(self._sources.values(), default=-math.inf)
 
     def flush(self, until: float | None = None) -> list[Detection]:
         return self._advance(math.inf if until is None else until)
@@ -185,7 +198,7 @@ class CampaignDetector:
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
-            self.config, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock
+            self.config, sources=self.sources, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock
         )
         if not state:
             return
@@ -204,7 +217,9 @@ class CampaignDetector:
             window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
 
     def fresh(self) -> CampaignDetector:
-        return CampaignDetector(self.config, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock)
+        return CampaignDetector(
+            self.config, sources=self.sources, idle_seconds=self.idle_seconds, remember=self.remember, clock=self.clock
+        )
 
     def _add(self, start: float, candidate: CampaignCandidate) -> None:
         config = self.config

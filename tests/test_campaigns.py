@@ -84,6 +84,23 @@ def test_a_source_that_falls_behind_holds_the_windows_open() -> None:
     assert "key:key-4" in detections[0].related_users
 
 
+def test_a_source_not_heard_from_yet_holds_the_windows_open() -> None:
+    """A partition whose worker starts late: its members still count in the first window."""
+    clock = [0.0]
+    detector = CampaignDetector(sources=2, idle_seconds=60.0, clock=lambda: clock[0])
+    requests = [replace(c, source=int(c.identity.api_key_hash == "key-4")) for c in burst(5, 3)]
+    early = [c for c in requests if c.source == 0] + closing()  # source 0 races two windows ahead
+    assert detector.detect(early) == []
+    assert detector.detect([c for c in requests if c.source == 1]) == []  # source 1 starts: the window is open
+    clock[0] = 61.0
+    detections = detector.detect([replace(closing()[0], event_id="later", timestamp=START + 1900.0)])
+    assert [d.rule.id for d in detections] == [CAMPAIGN_RULE]
+    assert "key:key-4" in detections[0].related_users
+    without = CampaignDetector(idle_seconds=60.0, clock=lambda: 0.0)  # the control: sources not declared
+    assert without.detect(early) + without.detect([c for c in requests if c.source == 1]) == []
+    assert without.flush() == []
+
+
 def test_a_candidate_delivered_twice_counts_once() -> None:
     """Four identities with three requests each, and the fifth's two requests re-sent once: no campaign."""
     detector = CampaignDetector()

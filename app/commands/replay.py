@@ -103,8 +103,9 @@ def _run(
     partitions: int | None = None,
 ) -> ReplaySummary:
     settings = load_settings(config)
-    stages = build_pipeline(settings), partitions or settings.kafka.partitions, build_campaign_stage(settings)
-    pipeline = PartitionedPipeline(*stages)
+    partitions = partitions or settings.kafka.partitions
+    campaigns = build_campaign_stage(settings, sources=partitions)
+    pipeline = PartitionedPipeline(build_pipeline(settings), partitions, campaigns)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

@@ -81,7 +81,10 @@ class StreamWorker:
             kafka.internal_topic, kafka.state_topic, build_pipeline(settings), self._replay_events
         )
         self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
-            kafka.campaign_topic, kafka.campaign_state_topic, build_campaign_stage(settings), self._replay_candidates
+            kafka.campaign_topic,
+            kafka.campaign_state_topic,
+            build_campaign_stage(settings, sources=internal_partitions),
+            self._replay_candidates,
         )
         self._last_checkpoint = time.monotonic()
         self.recent = RecentIds(settings.worker.dedupe_capacity)
