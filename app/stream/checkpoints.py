@@ -253,6 +253,11 @@ class PartitionStates(Generic[S]):
         )
         return self.codec.encode(checkpoint)
 
+    def acknowledge(self, last: dict[int, int]) -> None:
+        """Elasticsearch and Kafka acknowledged everything up to ``last[partition]``: those partitions are clean."""
+        for partition, offset in last.items():
+            self.progress[partition].acked = offset
+
     def due(self, partitions: Iterable[int] | None = None) -> list[tuple[int, int]]:
         """``(partition, offset)`` of the owned partitions (all, or those in ``partitions``) worth checkpointing."""
         wanted = self.progress if partitions is None else [p for p in partitions if p in self.progress]

@@ -253,19 +253,13 @@ class StreamWorker:
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
             documents += [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
-            report = await self._write(documents)
-            letters.extend(self._rejection_letters(report))
-            deliveries = await self._send_dead_letters(letters, stage="detect")
-            for doc in result.events:
-                deliveries.append(await self._send_document(self.events_topic, doc))
-            for doc in result.alerts:
-                deliveries.append(await self._send_document(self.alerts_topic, doc))
+            outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
+            deliveries = await self._store(documents, letters, "detect", outputs)
             for partition, group in group_by_signature(candidates, self.internal_partitions).items():
                 payload = encode_candidates(group)
                 deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
             await asyncio.gather(*deliveries)
-            for partition, offset in last.items():
-                self.identities.progress[partition].acked = offset
+            self.identities.acknowledge(last)
             self.recent.remember(event.id for event in fresh_events)
             metrics.EVENTS_DETECTED.inc(len(fresh_events))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
@@ -287,15 +281,9 @@ class StreamWorker:
                 self.campaigns_state.progress[partition].processed = offset
                 stage = self.campaigns_state.stages[partition]
                 alerts.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
-            es = settings.elasticsearch
-            report = await self._write([Document(es.alerts_index, doc["event"]["id"], doc) for doc in alerts])
-            letters.extend(self._rejection_letters(report))
-            deliveries = await self._send_dead_letters(letters, stage="campaigns")
-            for doc in alerts:
-                deliveries.append(await self._send_document(self.alerts_topic, doc))
-            await asyncio.gather(*deliveries)
-            for partition, offset in last.items():
-                self.campaigns_state.progress[partition].acked = offset
+            documents = [Document(settings.elasticsearch.alerts_index, doc["event"]["id"], doc) for doc in alerts]
+            await asyncio.gather(*await self._store(documents, letters, "campaigns", [(self.alerts_topic, alerts)]))
+            self.campaigns_state.acknowledge(last)
             metrics.ALERTS_OUT.labels("alert").inc(len(alerts))
             self._finished("campaigns", started)
             await self._maybe_checkpoint()
@@ -441,6 +429,23 @@ class StreamWorker:
             states.progress[partition].checkpointed = max(states.progress[partition].checkpointed, offset)
             metrics.CHECKPOINTS.labels("written").inc()
             metrics.CHECKPOINT_BYTES.observe(len(blob))
+
+    async def _store(
+        self,
+        documents: list[Document],
+        letters: list[Any],
+        stage: str,
+        outputs: Sequence[tuple[faust.TopicT, Sequence[dict[str, Any]]]],
+    ) -> list[Awaitable[Any]]:
+        """Write ``documents`` to Elasticsearch (until acknowledged), then send the dead letters (with the
+        rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging."""
+        report = await self._write(documents)
+        letters.extend(self._rejection_letters(report))
+        deliveries = await self._send_dead_letters(letters, stage=stage)
+        for topic, output in outputs:
+            for doc in output:
+                deliveries.append(await self._send_document(topic, doc))
+        return deliveries
 
     async def _write(self, documents: list[Document]) -> WriteReport:
         report = await self.sink.write(documents)
