@@ -82,6 +82,7 @@ def services() -> Iterator[tuple[str, str]]:
     home.mkdir()
     for name in ("services.sh", "pom.xml"):
         shutil.copy2(SERVICES_SCRIPT.parent / name, home / name)
+    shutil.copytree(SERVICES_SCRIPT.parent / "lib", home / "lib")
     (SERVICES_SCRIPT.parent / ".cache").mkdir(exist_ok=True)
     (home / ".cache").symlink_to(SERVICES_SCRIPT.parent / ".cache")
     ports = {name: str(_free_port()) for name in PORT_VARIABLES}

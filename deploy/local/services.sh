@@ -16,7 +16,8 @@
 # deploy/local/.cache/ (kept between runs); data, logs and pid files live under
 # deploy/local/run/ (thrown away by `up` and `down`). The pid files (run/kafka/kafka.pid,
 # run/es/es.pid) are for people; the script finds each service's processes by their run
-# directory in /proc, which also covers a node that is still starting.
+# directory in /proc, which also covers a node that is still starting. The helpers shared
+# with secure_kafka.sh live in deploy/local/lib/.
 #
 # Environment (all optional):
 #   ABW_KAFKA_PORT=19092             Kafka client listener on 127.0.0.1
@@ -38,6 +39,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+source "$HERE/lib/common.sh"
+# shellcheck source=lib/kafka.sh
+source "$HERE/lib/kafka.sh"
+
 POM=$HERE/pom.xml
 CACHE_DIR=$HERE/.cache # must match <abw.cache> in pom.xml
 RUN_DIR=$HERE/run
@@ -46,98 +52,42 @@ KAFKA_PORT=${ABW_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${ABW_KAFKA_CONTROLLER_PORT:-19093}
 ES_PORT=${ABW_ES_PORT:-19200}
 ES_TRANSPORT_PORT=${ABW_ES_TRANSPORT_PORT:-19300}
-HEALTH_TIMEOUT=${ABW_HEALTH_TIMEOUT:-180}
-STOP_TIMEOUT=${ABW_STOP_TIMEOUT:-60}
 ES_USER=${ABW_ES_USER:-nobody}
 # C1-only JIT halves Elasticsearch's CPU-bound start-up on a busy 2-core machine (outage
 # tests restart it); drop -XX:TieredStopAtLevel=1 for benchmarks.
 ES_JAVA_OPTS=${ABW_ES_JAVA_OPTS:--Xms512m -Xmx512m -XX:TieredStopAtLevel=1}
 
 KAFKA_RUN=$RUN_DIR/kafka
-KAFKA_PID=$KAFKA_RUN/kafka.pid
 ES_RUN=$RUN_DIR/es
 ES_PID=$ES_RUN/es.pid
 
-log() { printf 'services.sh: %s\n' "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
-
-# Value of <NAME>...</NAME> in pom.xml (the version properties).
-pom_property() {
-    local value
-    value=$(sed -n "s:.*<$1>\(.*\)</$1>.*:\1:p" "$POM" | head -n 1)
-    [[ -n $value ]] || die "property <$1> not found in $POM"
-    printf '%s' "$value"
-}
-
-KAFKA_VERSION=$(pom_property kafka.version)
-ES_VERSION=$(pom_property elasticsearch.version)
-KAFKA_HOME=$CACHE_DIR/kafka-$KAFKA_VERSION
+kafka_locate "$POM" "$CACHE_DIR"
+ES_VERSION=$(pom_property "$POM" elasticsearch.version)
 ES_HOME=$CACHE_DIR/elasticsearch-$ES_VERSION
 
 # ---------------------------------------------------------------------------------------
-# Helpers
+# The services: kafka and elasticsearch (hooks of lib/common.sh)
 # ---------------------------------------------------------------------------------------
 
-require_commands() {
-    local cmd
-    for cmd in "$@"; do
-        command -v "$cmd" >/dev/null 2>&1 || die "'$cmd' is required but not on PATH"
-    done
-}
-
-# Sets JAVA_BIN and JAVA_HOME_DIR from the `java` on PATH; requires Java 17 or newer.
-detect_java() {
-    require_commands java
-    local props spec
-    props=$(java -XshowSettings:properties -version 2>&1)
-    spec=$(sed -n 's/^ *java\.specification\.version = //p' <<<"$props")
-    JAVA_HOME_DIR=$(sed -n 's/^ *java\.home = //p' <<<"$props")
-    [[ -n $spec && -n $JAVA_HOME_DIR ]] || die "cannot read the version of 'java' on PATH"
-    ((${spec%%.*} >= 17)) || die "Java 17 or newer is required, 'java' on PATH is $spec"
-    JAVA_BIN=$JAVA_HOME_DIR/bin/java
-}
-
-# True if something accepts TCP connections on 127.0.0.1:$1.
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# Pids (one a line) of the java processes of the service whose run directory is $1: those
-# whose command line names that directory (Kafka: the broker; Elasticsearch: its launcher
-# while it starts, then the server). Unlike a pid file this also finds a node that is still
-# starting, and it never matches a process of another checkout.
-service_pids() {
-    local dir=$1/ proc args
-    for proc in /proc/[0-9]*; do
-        args=()
-        mapfile -d '' -t args 2>/dev/null <"$proc/cmdline" || continue
-        if ((${#args[@]} > 0)) && [[ ${args[0]##*/} == java && "${args[*]}" == *"$dir"* ]]; then
-            printf '%s\n' "${proc#/proc/}"
-        fi
-    done
-}
-
-# Run directory of service $1 (kafka or elasticsearch).
-run_dir_of() {
+service_run_dir() {
     case $1 in
     kafka) printf '%s' "$KAFKA_RUN" ;;
     elasticsearch) printf '%s' "$ES_RUN" ;;
     esac
 }
 
-service_running() {
-    [[ -n $(service_pids "$(run_dir_of "$1")") ]]
+service_healthy() {
+    case $1 in
+    kafka) kafka_answers "127.0.0.1:$KAFKA_PORT" ;;
+    elasticsearch) es_healthy ;;
+    esac
 }
 
-# Returns once the process just launched as service $1 (pid $2) is visible as that
-# service (its exec chain reached java), or has already exited.
-await_launch() {
-    while kill -0 "$2" 2>/dev/null && ! service_running "$1"; do
-        sleep 0.2
-    done
+service_logs() {
+    case $1 in
+    kafka) printf '%s\n' "$KAFKA_RUN/logs/server.log" "$KAFKA_RUN/logs/stdout.log" ;;
+    elasticsearch) printf '%s\n' "$ES_RUN/logs/startup.log" "$ES_RUN/logs/abusewatch-local.log" ;;
+    esac
 }
 
 # Serializes the commands that start or stop services in this checkout (two test sessions
@@ -150,39 +100,6 @@ take_lock() {
         log "waiting for another services.sh command in this checkout to finish"
         flock -w 900 9 || die "$CACHE_DIR/services.lock is still held after 15 minutes"
     fi
-}
-
-# Last lines of each existing log file given, for failure reports.
-print_tails() {
-    local file
-    for file in "$@"; do
-        [[ -s $file ]] || continue
-        log "---- last 40 lines of $file ----"
-        tail -n 40 "$file" >&2
-    done
-}
-
-# Stops service $1, keeping its data: SIGTERM (both shut down cleanly on it), then
-# SIGKILL for whatever still runs after STOP_TIMEOUT seconds.
-stop_service() {
-    local name=$1 dir pids waited=0
-    dir=$(run_dir_of "$name")
-    mapfile -t pids < <(service_pids "$dir")
-    if ((${#pids[@]} == 0)); then
-        log "$name: not running"
-        return 0
-    fi
-    log "$name: stopping (pid ${pids[*]})"
-    kill -TERM "${pids[@]}" 2>/dev/null || true
-    while mapfile -t pids < <(service_pids "$dir") && ((${#pids[@]} > 0)); do
-        if ((waited == STOP_TIMEOUT)); then
-            log "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL"
-            kill -KILL "${pids[@]}" 2>/dev/null || true
-        fi
-        sleep 1
-        waited=$((waited + 1))
-    done
-    log "$name: stopped"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -217,62 +134,10 @@ fetch() {
 # Kafka (KRaft combined broker+controller, single node)
 # ---------------------------------------------------------------------------------------
 
-# Runs a Kafka main class (JVM options first, then class and arguments) with our
-# classpath, logging to the run directory.
-kafka_java() {
-    "$JAVA_BIN" -Dlog4j.configuration="file:$KAFKA_RUN/log4j.properties" \
-        -Dkafka.logs.dir="$KAFKA_RUN/logs" -cp "$KAFKA_HOME/libs/*" "$@"
-}
-
-kafka_configure() {
-    mkdir -p "$KAFKA_RUN/data" "$KAFKA_RUN/logs"
-    cat >"$KAFKA_RUN/server.properties" <<EOF
-# Generated by deploy/local/services.sh: single-node KRaft, combined broker + controller.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$KAFKA_RUN/data
-
-# One node: every internal topic gets a single replica.
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-
-# Fast, permissive development behaviour.
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
-delete.topic.enable=true
-EOF
-    cat >"$KAFKA_RUN/log4j.properties" <<'EOF'
-# Generated by deploy/local/services.sh: Kafka 3.9 logs through reload4j (log4j 1.x).
-log4j.rootLogger=INFO, file
-log4j.appender.file=org.apache.log4j.RollingFileAppender
-log4j.appender.file.File=${kafka.logs.dir}/server.log
-log4j.appender.file.MaxFileSize=20MB
-log4j.appender.file.MaxBackupIndex=2
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.kafka.log.LogCleaner=WARN
-log4j.logger.org.apache.kafka.storage.internals.log=WARN
-EOF
-}
-
 # Fails unless Kafka's ports are free (call only when our Kafka is not running).
 kafka_check_ports() {
-    ! port_open "$KAFKA_PORT" || die "port $KAFKA_PORT is taken by another process (set ABW_KAFKA_PORT)"
-    ! port_open "$KAFKA_CONTROLLER_PORT" ||
-        die "port $KAFKA_CONTROLLER_PORT is taken by another process (set ABW_KAFKA_CONTROLLER_PORT)"
+    require_free_port "$KAFKA_PORT" ABW_KAFKA_PORT
+    require_free_port "$KAFKA_CONTROLLER_PORT" ABW_KAFKA_CONTROLLER_PORT
 }
 
 kafka_start() {
@@ -281,44 +146,15 @@ kafka_start() {
         return 0
     fi
     kafka_check_ports
-    [[ -f $KAFKA_RUN/server.properties ]] || kafka_configure
-    if [[ ! -f $KAFKA_RUN/data/meta.properties ]]; then
-        local cluster_id
-        cluster_id=$(kafka_java kafka.tools.StorageTool random-uuid)
-        kafka_java kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_RUN/server.properties" \
-            >>"$KAFKA_RUN/logs/format.log" 2>&1 ||
-            {
-                print_tails "$KAFKA_RUN/logs/format.log"
-                die "kafka: formatting the storage failed"
-            }
+    if [[ ! -f $KAFKA_RUN/server.properties ]]; then
+        kafka_configure "$KAFKA_RUN" "$KAFKA_CONTROLLER_PORT" PLAINTEXT="$KAFKA_PORT" <<'EOF'
+# Development: topics appear on first use.
+auto.create.topics.enable=true
+EOF
     fi
+    kafka_format "$KAFKA_RUN"
     log "kafka: starting $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
-    # setsid: own session, so Ctrl-C or a test runner killing its process group
-    # does not take the broker down; nohup + redirects: fully detached.
-    nohup setsid "$JAVA_BIN" -Xmx512m -Xms256m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-        -Djava.awt.headless=true \
-        -Dlog4j.configuration="file:$KAFKA_RUN/log4j.properties" \
-        -Dkafka.logs.dir="$KAFKA_RUN/logs" \
-        -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_RUN/server.properties" \
-        </dev/null >>"$KAFKA_RUN/logs/stdout.log" 2>&1 9>&- &
-    echo $! >"$KAFKA_PID"
-    await_launch kafka $!
-}
-
-# Healthy = the broker answers a metadata request (BrokerApiVersionsCommand looks the
-# brokers up with a Metadata request, then asks each for its API versions).
-kafka_healthy() {
-    local out
-    port_open "$KAFKA_PORT" || return 1
-    out=$(timeout 30 "$JAVA_BIN" -Xmx128m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
-        -cp "$KAFKA_HOME/libs/*" \
-        kafka.admin.BrokerApiVersionsCommand --bootstrap-server "127.0.0.1:$KAFKA_PORT" \
-        2>/dev/null) || return 1
-    [[ $out == "127.0.0.1:$KAFKA_PORT "* ]]
-}
-
-kafka_logs() {
-    printf '%s\n' "$KAFKA_RUN/logs/server.log" "$KAFKA_RUN/logs/stdout.log"
+    kafka_launch "$KAFKA_RUN" -Xmx512m -Xms256m
 }
 
 # ---------------------------------------------------------------------------------------
@@ -372,9 +208,8 @@ EOF
 
 # Fails unless Elasticsearch's ports are free (call only when our node is not running).
 es_check_ports() {
-    ! port_open "$ES_PORT" || die "port $ES_PORT is taken by another process (set ABW_ES_PORT)"
-    ! port_open "$ES_TRANSPORT_PORT" ||
-        die "port $ES_TRANSPORT_PORT is taken by another process (set ABW_ES_TRANSPORT_PORT)"
+    require_free_port "$ES_PORT" ABW_ES_PORT
+    require_free_port "$ES_TRANSPORT_PORT" ABW_ES_TRANSPORT_PORT
 }
 
 es_start() {
@@ -397,7 +232,7 @@ es_start() {
         exec nohup setsid "${ES_AS_USER[@]}" "$ES_HOME/bin/elasticsearch" -d -p "$ES_PID" \
             </dev/null >>"$ES_RUN/logs/startup.log" 2>&1 9>&-
     ) &
-    await_launch elasticsearch $!
+    await_launch "$ES_RUN" $!
 }
 
 es_healthy() {
@@ -405,56 +240,9 @@ es_healthy() {
         "http://127.0.0.1:$ES_PORT/_cluster/health?wait_for_status=yellow&timeout=5s" 2>/dev/null
 }
 
-es_logs() {
-    printf '%s\n' "$ES_RUN/logs/startup.log" "$ES_RUN/logs/abusewatch-local.log"
-}
-
 # ---------------------------------------------------------------------------------------
 # Orchestration
 # ---------------------------------------------------------------------------------------
-
-service_healthy() {
-    case $1 in
-    kafka) kafka_healthy ;;
-    elasticsearch) es_healthy ;;
-    esac
-}
-
-service_logs() {
-    case $1 in
-    kafka) kafka_logs ;;
-    elasticsearch) es_logs ;;
-    esac
-}
-
-# Waits until every service named in "$@" is healthy, failing fast if one dies.
-wait_healthy() {
-    local start=$SECONDS pending=("$@") still name logs
-    while ((${#pending[@]} > 0)); do
-        still=()
-        for name in "${pending[@]}"; do
-            if service_healthy "$name"; then
-                log "$name: healthy after $((SECONDS - start))s"
-            elif ! service_running "$name"; then
-                mapfile -t logs < <(service_logs "$name")
-                print_tails "${logs[@]}"
-                die "$name exited during startup (logs above)"
-            else
-                still+=("$name")
-            fi
-        done
-        pending=("${still[@]}")
-        ((${#pending[@]} == 0)) && break
-        if ((SECONDS - start >= HEALTH_TIMEOUT)); then
-            for name in "${pending[@]}"; do
-                mapfile -t logs < <(service_logs "$name")
-                print_tails "${logs[@]}"
-            done
-            die "not healthy after ${HEALTH_TIMEOUT}s: ${pending[*]} (logs above)"
-        fi
-        sleep 1
-    done
-}
 
 print_env() {
     printf 'export ABW_KAFKA_BOOTSTRAP=127.0.0.1:%s\n' "$KAFKA_PORT"
@@ -492,7 +280,7 @@ cmd_status() {
     local rc=0 name pids endpoint
     detect_java
     for name in kafka elasticsearch; do
-        pids=$(service_pids "$(run_dir_of "$name")" | paste -sd ' ')
+        pids=$(service_pids "$(service_run_dir "$name")" | paste -sd ' ')
         case $name in
         kafka) endpoint=127.0.0.1:$KAFKA_PORT ;;
         elasticsearch) endpoint=http://127.0.0.1:$ES_PORT ;;
@@ -521,11 +309,6 @@ cmd_start_one() {
     elasticsearch) es_start ;;
     esac
     wait_healthy "$1"
-}
-
-usage() {
-    sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
-    exit 2
 }
 
 main() {
