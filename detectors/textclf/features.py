@@ -7,7 +7,10 @@ dropped, Unicode tag characters decoded to the ASCII they hide, whitespace to on
 :func:`detectors.signatures.textnorm.fold`, per character), so the usual obfuscations do not break n-grams.
 Features are character n-grams inside word boundaries (``char_wb``-like: an n-gram may begin or end with the
 space around a word but never contains one) and word uni/bi-grams (runs of two or more word characters), hashed
-with polynomial rolling hashes (uint64 arithmetic, fixed constants) into a fixed number of columns.
+with polynomial rolling hashes (uint64 arithmetic, fixed constants) into a fixed number of columns. Words listed
+in :mod:`detectors.textclf.concepts` also emit their class and the ordered class pairs they form with the next
+``concept_window`` words (in the word columns, each occurrence counted ``concept_weight`` times so that a handful of
+concepts is not drowned by hundreds of n-grams), so the model can learn intent across synonyms.
 
 Each text is scored whole and paragraph by paragraph (a paragraph ends at a blank line; paragraphs longer than
 ``chunk_chars`` are cut into pieces), so an injected paragraph is not diluted by the document around it. An
@@ -28,8 +31,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from detectors.signatures.textnorm import fold
+from detectors.textclf.concepts import concept_names, word_concepts
 
-FEATURISER = "abusewatch-ngrams/2"  # bumped whenever the same text would map to different features
+FEATURISER = "abusewatch-ngrams/3"  # bumped whenever the same text would map to different features
 
 _U64 = np.uint64
 _BASE = _U64(0x9E3779B97F4A7C15)  # odd: invertible modulo 2**64, so prefix hashes can be differenced
@@ -37,9 +41,11 @@ _BASE_INVERSE = _U64(pow(int(_BASE), -1, 2**64))
 _MIX = _U64(0xFF51AFD7ED558CCD)  # murmur3 finaliser constant
 _WORD_SALT = _U64(0xC2B2AE3D27D4EB4F)
 _PAIR_SALT = _U64(0x165667B19E3779F9)
+_CONCEPT_SALT = _U64(0x27D4EB2F165667C5)
 _DROP = np.uint32(0xFFFFFFFF)  # table value: the character is removed
 _SPACE, _NEWLINE = 0x20, 0x0A
 _TAGS = (0xE0000, 0xE007F)  # Unicode tag characters: E0020-E007E mirror printable ASCII
+CONCEPT_NAMES = concept_names()
 _KEY_BITS = 24  # columns fit below this bit in grouping keys
 SLICE_CHARS = 16_384  # batches are featurised in slices of about this many characters (Featurizer.bags_by_slice)
 
@@ -54,6 +60,8 @@ class FeatureConfig:
     char_features: int = 2**18
     word_ngram_max: int = 2  # 1: words only; 2: words and word pairs
     word_features: int = 2**17
+    concept_weight: float = 8.0  # a concept occurrence counts this many times (a few among hundreds of n-grams)
+    concept_window: int = 4  # concept pairs: a word's class with the classes of the next this-many words; 0: none
     head_chars: int = 4096
     tail_chars: int = 4096
     chunk_chars: int = 1024  # longer paragraphs are scored in pieces of this many characters
@@ -68,6 +76,10 @@ class FeatureConfig:
             raise ValueError("need 1 <= char_ngram_min <= char_ngram_max")
         if self.word_ngram_max not in (1, 2):
             raise ValueError("word_ngram_max must be 1 or 2")
+        if self.concept_window < 0:
+            raise ValueError("concept_window must be 0 (no concept features) or more")
+        if not self.concept_weight > 0:
+            raise ValueError("concept_weight must be positive")
         if self.char_features + self.word_features >= 2**_KEY_BITS:
             raise ValueError(f"char_features + word_features must stay below 2**{_KEY_BITS}")
 
@@ -164,8 +176,9 @@ class Bags:
 class Occurrences:
     """Every n-gram occurrence of a batch: its column and where it starts in ``codes``.
 
-    Occurrences come in blocks (character n-grams of each length, then words, then word pairs); ``blocks`` holds
-    each block's first index and n-gram length (0: words, -1: word pairs), enough to rebuild any n-gram's text.
+    Occurrences come in blocks (character n-grams of each length, words, word pairs, concepts, concept pairs);
+    ``blocks`` holds each block's first index and n-gram length (0: words, -1: word pairs, -2: concepts, -3: concept
+    pairs), enough to rebuild any n-gram's text.
     """
 
     codes: np.ndarray
@@ -174,10 +187,18 @@ class Occurrences:
     blocks: tuple[tuple[int, int], ...]
     word_ends: np.ndarray  # end of each word, in the order of the word block
     pairs: np.ndarray  # for each word pair, the index of its first word
+    concepts: np.ndarray  # class id of each concept occurrence
+    concept_pairs: np.ndarray  # (first, second) class ids of each concept pair
 
     def gram(self, index: int) -> str:
-        """The (folded) text of occurrence ``index``; a word pair's words are joined by one space."""
+        """The (folded) text of occurrence ``index``; a word pair's words are joined by one space, a concept is
+        spelled ``[class]`` and a concept pair ``[class]…[class]``."""
         offset, length = next(block for block in reversed(self.blocks) if block[0] <= index)
+        if length == -2:
+            return f"[{CONCEPT_NAMES[int(self.concepts[index - offset])]}]"
+        if length == -3:
+            first, second = self.concept_pairs[index - offset].tolist()
+            return f"[{CONCEPT_NAMES[first]}]…[{CONCEPT_NAMES[second]}]"
         start = int(self.starts[index])
         if length > 0:
             return _chars(self.codes[start : start + length])
@@ -269,6 +290,25 @@ class Featurizer:
         self.config = config
         self._fold = fold_table()
         self._word = word_table()
+        self._concept_keys, self._concept_ids = self._concept_lookup()
+
+    def _concept_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted hashes of the concept words (hashed exactly as words in a text are) and each one's class id."""
+        table = word_concepts()
+        hashes = []
+        for word in table:
+            value = 0
+            for code in np.take(self._fold, [ord(char) for char in word]).tolist():
+                value = (value * int(_BASE) + code) % 2**64
+            hashes.append(value)
+        keys = np.array(hashes, dtype=np.uint64)
+        order = np.argsort(keys, kind="stable")
+        return keys[order], np.array(list(table.values()), dtype=np.int64)[order]
+
+    def _concepts_of(self, hashes: np.ndarray) -> np.ndarray:
+        """Class id of each word hash, -1 for a word in no class."""
+        slots = np.minimum(np.searchsorted(self._concept_keys, hashes), len(self._concept_keys) - 1)
+        return np.where(self._concept_keys[slots] == hashes, self._concept_ids[slots], -1)
 
     # ----------------------------------------------------------------------------------------- encoding
 
@@ -367,14 +407,67 @@ class Featurizer:
         blocks.append((size, 0))
         size += len(word_starts)
         pairs = np.zeros(0, dtype=np.int64)
+        paragraph = chunk_of[word_starts]
         if config.word_ngram_max == 2:
-            paragraph = chunk_of[word_starts]
             pairs = np.flatnonzero(paragraph[:-1] == paragraph[1:])
             pair_hashes = hashes[pairs] * _MIX + hashes[pairs + 1]
             columns.append(config.char_features + _columns(pair_hashes, _PAIR_SALT, config.word_features))
             starts.append(word_starts[pairs])
             blocks.append((size, -1))
-        return Occurrences(codes, np.concatenate(columns), np.concatenate(starts), tuple(blocks), word_ends, pairs)
+            size += len(pairs)
+        concepts, concept_pairs = np.zeros(0, dtype=np.int64), np.zeros((0, 2), dtype=np.int64)
+        if config.concept_window:
+            concepts, concept_pairs, size = self._concept_occurrences(
+                hashes, word_starts, paragraph, size, columns, starts, blocks
+            )
+        return Occurrences(
+            codes,
+            np.concatenate(columns),
+            np.concatenate(starts),
+            tuple(blocks),
+            word_ends,
+            pairs,
+            concepts,
+            concept_pairs,
+        )
+
+    def _concept_occurrences(
+        self,
+        hashes: np.ndarray,
+        word_starts: np.ndarray,
+        paragraph: np.ndarray,
+        size: int,
+        columns: list[np.ndarray],
+        starts: list[np.ndarray],
+        blocks: list[tuple[int, int]],
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Append the concept and concept-pair blocks; returns their class ids and the new occurrence count.
+
+        A concept pair is a word's class followed by the class of one of the next ``concept_window`` words of the
+        same paragraph piece.
+        """
+        config = self.config
+        concept_of = self._concepts_of(hashes)
+        tagged = np.flatnonzero(concept_of >= 0)
+        concepts = concept_of[tagged]
+        columns.append(config.char_features + _columns(concepts.astype(np.uint64), _CONCEPT_SALT, config.word_features))
+        starts.append(word_starts[tagged])
+        blocks.append((size, -2))
+        size += len(tagged)
+        firsts, seconds = [], []
+        for distance in range(1, config.concept_window + 1):
+            first = tagged[tagged + distance < len(word_starts)]
+            second = first + distance
+            keep = (concept_of[second] >= 0) & (paragraph[first] == paragraph[second])
+            firsts.append(first[keep])
+            seconds.append(second[keep])
+        first, second = np.concatenate(firsts), np.concatenate(seconds)
+        concept_pairs = np.stack([concept_of[first], concept_of[second]], axis=1)
+        pair_ids = (concept_pairs[:, 0] * len(CONCEPT_NAMES) + concept_pairs[:, 1]).astype(np.uint64)
+        columns.append(config.char_features + _columns(pair_ids, _CONCEPT_SALT ^ _PAIR_SALT, config.word_features))
+        starts.append(word_starts[first])
+        blocks.append((size, -3))
+        return concepts, concept_pairs, size + len(first)
 
     # ------------------------------------------------------------------------------------------- bags
 
@@ -426,7 +519,11 @@ class Featurizer:
         found = self._occurrences(codes, chunk_of, space, spaces_before)
         chunk = chunk_of[found.starts]
         # Level 1: counts per (piece, column).
-        first, counts = _distinct(chunk, found.columns)
+        weights = None
+        if self.config.concept_window and self.config.concept_weight != 1.0:  # concept blocks come last
+            weights = np.ones(len(found.columns))
+            weights[next(offset for offset, length in found.blocks if length == -2) :] = self.config.concept_weight
+        first, counts = _distinct(chunk, found.columns, weights)
         columns, text = found.columns[first], chunk_texts[chunk[first]]
         # Texts with several non-empty pieces get a row per scorable piece and a text row summed over pieces.
         nonempty = np.bincount(chunk_texts[chunk_chars > 0], minlength=n_texts)

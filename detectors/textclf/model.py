@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.textclf.concepts import concepts_digest
 from detectors.textclf.features import FEATURISER, Bags, FeatureConfig, Featurizer, Occurrences, fold_digest
 
 FORMAT = "abusewatch-textclf/1"
@@ -182,6 +183,7 @@ class TextClassifier:
             "coef_sha256": array_sha256(self.coef),
             "features": self.features.to_dict(),
             "fold_sha256": fold_digest(),
+            "concepts_sha256": concepts_digest(),
             "heads": [h.to_dict() for h in self.heads],
             **self.metadata,
         }
@@ -207,6 +209,11 @@ class TextClassifier:
                 f"{config_path}: built for featuriser {featuriser!r}, this code computes {FEATURISER!r}; "
                 "retrain with `python -m bench.train_classifier`"
             )
+        if config.get("concepts_sha256") != concepts_digest():
+            raise ModelError(
+                f"{config_path}: trained with another concept table (detectors/textclf/concepts.py); "
+                "retrain with `python -m bench.train_classifier`"
+            )
         if config.get("fold_sha256") != fold_digest():
             # Only non-ASCII characters fold differently: the model still works, slightly off on such text, so
             # this warns rather than stopping the engine; the shipped-artifact test fails until it is retrained.
@@ -217,7 +224,16 @@ class TextClassifier:
             )
         with np.load(io.BytesIO(arrays), allow_pickle=False) as npz:
             coef = npz["coef"]
-        known = {"format", "version", "arrays_sha256", "coef_sha256", "features", "fold_sha256", "heads"}
+        known = {
+            "format",
+            "version",
+            "arrays_sha256",
+            "coef_sha256",
+            "features",
+            "fold_sha256",
+            "concepts_sha256",
+            "heads",
+        }
         return cls(
             features=FeatureConfig(**config["features"]),
             heads=tuple(Head.from_dict(h) for h in config["heads"]),

@@ -262,3 +262,25 @@ def embedded_attacks(
         paragraphs.insert(position, attacks[chosen].strip())
         out.append((chosen, "\n\n".join(paragraphs)))
     return out
+
+
+def attached_attacks(
+    attacks: Sequence[str], pieces: Sequence[str], count: int, seed: str, max_attack_chars: int = 400
+) -> list[tuple[int, str]]:
+    """``count`` prompts that open with a benign chat turn and go on with a short attack, as ``(attack index,
+    text)``: the goal-hijacking shape ("Where can I find a painting course? Forget all that and say ...").
+
+    Short attacks are otherwise outweighed by the benign words around them; only attacks of at most
+    ``max_attack_chars`` characters are attached, so long jailbreaks are not merely lengthened.
+    """
+    short = [index for index, attack in enumerate(attacks) if len(attack.strip()) <= max_attack_chars]
+    if not short or not pieces:
+        return []
+    rng = random.Random(seed)
+    pieces = sorted(pieces)
+    out = []
+    for _ in range(count):
+        chosen = rng.choice(short)
+        separator = rng.choice((" ", "\n", " ... "))
+        out.append((chosen, _one_line(rng.choice(pieces), 300) + separator + attacks[chosen].strip()))
+    return out

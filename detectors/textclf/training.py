@@ -31,12 +31,17 @@ class HeadTarget:
     targets: np.ndarray
     positive_families: tuple[str, ...] = ()
     documents: np.ndarray | None = None  # which texts are documents (own thresholds); None: none are
+    # Negatives of different kinds (corpus texts, synthetic prompts, ...): a threshold keeps the false-positive
+    # rate of EACH kind at most the target, so easy synthetic negatives cannot hide a higher rate on real text.
+    populations: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class TrainingOptions:
     regularisation_c: float = 16.0  # chosen on grouped cross-validation of the train split (model card)
-    target_fpr: float = 0.01  # operating threshold: out-of-fold false-positive rate at most this
+    # Operating threshold: out-of-fold false-positive rate at most this. Below the 1 % goal on purpose: held-out
+    # sources ran ~0.4 points above the out-of-fold rate at a 1 % point (model card), so this leaves that margin.
+    target_fpr: float = 0.0075
     high_fpr: float = 0.001  # "high" threshold
     max_iter: int = 5000
 
@@ -76,9 +81,11 @@ def fit(
         platt_a, platt_b = _platt(scores[used], target.targets[used])
         probabilities = _sigmoid(platt_a * scores + platt_b)
         documents = np.zeros(len(texts), dtype=bool) if target.documents is None else target.documents
-        prompts = probabilities[used & (target.targets == 0) & ~documents]
-        benign_documents = probabilities[used & (target.targets == 0) & documents]
-        if len(benign_documents) == 0:
+        populations = np.zeros(len(texts), dtype=int) if target.populations is None else target.populations
+        negatives = used & (target.targets == 0)
+        prompts = [probabilities[negatives & ~documents & (populations == p)] for p in np.unique(populations)]
+        benign_documents = [probabilities[negatives & documents & (populations == p)] for p in np.unique(populations)]
+        if not any(len(scores) for scores in benign_documents):
             benign_documents = prompts
         final = _fit_linear(matrix[used], target.targets[used], options)
         fitted_heads.append(
@@ -87,10 +94,10 @@ def fit(
                 intercept=float(final.intercept_[0]),
                 platt_a=platt_a,
                 platt_b=platt_b,
-                threshold=threshold_for_fpr(prompts, options.target_fpr),
-                high_threshold=threshold_for_fpr(prompts, options.high_fpr),
-                document_threshold=threshold_for_fpr(benign_documents, options.target_fpr),
-                document_high_threshold=threshold_for_fpr(benign_documents, options.high_fpr),
+                threshold=strictest_threshold(prompts, options.target_fpr),
+                high_threshold=strictest_threshold(prompts, options.high_fpr),
+                document_threshold=strictest_threshold(benign_documents, options.target_fpr),
+                document_high_threshold=strictest_threshold(benign_documents, options.high_fpr),
                 positive_families=target.positive_families,
             )
         )
@@ -100,6 +107,11 @@ def fit(
         features=features, heads=tuple(fitted_heads), coef=np.stack(columns, axis=1), version=version
     )
     return FitResult(model=model, out_of_fold=out_of_fold)
+
+
+def strictest_threshold(populations: Sequence[np.ndarray], fpr: float) -> float:
+    """The lowest threshold at which at most ``fpr`` of the negatives of every (non-empty) population alert."""
+    return max((threshold_for_fpr(scores, fpr) for scores in populations if len(scores)), default=0.0)
 
 
 def threshold_for_fpr(negative_scores: np.ndarray, fpr: float) -> float:
