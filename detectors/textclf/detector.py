@@ -196,7 +196,7 @@ class TextClassifierDetector(Detector):
             evidence=evidence,
             related_users=[event.identity.user_id] if event.identity.user_id else [],
             related_ips=[event.identity.source_ip] if event.identity.source_ip else [],
-            explanation={_explanation_key(gram): weight for gram, weight in explanation.items()},
+            explanation={_explanation_key(feature): weight for feature, weight in explanation.items()},
         )
 
 
@@ -204,12 +204,10 @@ def _first(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _explanation_key(gram: str) -> str:
-    """``ngram:<text>``, or ``concept:<class>`` / ``concept:<class>…<class>`` for word classes, with dots replaced,
-    since dotted keys would become nested fields in Elasticsearch."""
-    if gram.startswith("["):
-        return "concept:" + gram.replace("]…[", "…").strip("[]")
-    return "ngram:" + gram.replace(".", "\u2024")
+def _explanation_key(feature: str) -> str:
+    """``ngram:<text>`` / ``concept:<class>`` with dots replaced, since dotted keys would become nested fields in
+    Elasticsearch."""
+    return feature.replace(".", "\u2024")
 
 
 def _max_by_owner(scores: np.ndarray, owner: np.ndarray, mask: np.ndarray, size: int) -> np.ndarray:

@@ -87,7 +87,7 @@ class FeatureConfig:
     def n_features(self) -> int:
         return self.char_features + self.word_features
 
-    def to_dict(self) -> dict[str, int | str]:
+    def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
 
 
@@ -190,15 +190,22 @@ class Occurrences:
     concepts: np.ndarray  # class id of each concept occurrence
     concept_pairs: np.ndarray  # (first, second) class ids of each concept pair
 
+    def is_concept(self, index: int) -> bool:
+        """Whether occurrence ``index`` is a concept or a concept pair (not an n-gram of the text)."""
+        return self._block(index)[1] <= -2
+
+    def _block(self, index: int) -> tuple[int, int]:
+        return next(block for block in reversed(self.blocks) if block[0] <= index)
+
     def gram(self, index: int) -> str:
         """The (folded) text of occurrence ``index``; a word pair's words are joined by one space, a concept is
-        spelled ``[class]`` and a concept pair ``[class]…[class]``."""
-        offset, length = next(block for block in reversed(self.blocks) if block[0] <= index)
+        spelled ``class`` and a concept pair ``class…class`` (:meth:`is_concept` tells them from n-grams)."""
+        offset, length = self._block(index)
         if length == -2:
-            return f"[{CONCEPT_NAMES[int(self.concepts[index - offset])]}]"
+            return CONCEPT_NAMES[int(self.concepts[index - offset])]
         if length == -3:
             first, second = self.concept_pairs[index - offset].tolist()
-            return f"[{CONCEPT_NAMES[first]}]…[{CONCEPT_NAMES[second]}]"
+            return f"{CONCEPT_NAMES[first]}…{CONCEPT_NAMES[second]}"
         start = int(self.starts[index])
         if length > 0:
             return _chars(self.codes[start : start + length])
@@ -373,7 +380,8 @@ class Featurizer:
     def _occurrences(
         self, codes: np.ndarray, chunk_of: np.ndarray, space: np.ndarray, spaces_before: np.ndarray
     ) -> Occurrences:
-        """Every character n-gram, word and word pair of ``codes`` (a pair's words are in the same paragraph)."""
+        """Every character n-gram, word, word pair, concept and concept pair of ``codes`` (pairs never span two
+        paragraph pieces)."""
         config = self.config
         columns, starts, blocks, size = [], [], [], 0
         if config.char_ngram_min == 1:

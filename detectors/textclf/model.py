@@ -135,7 +135,7 @@ class TextClassifier:
         return Analysis(self, decisions, self._probability(decisions), kept)
 
     def explain(self, text: str, head: str, top: int = 8, min_chars: int = 5) -> dict[str, float]:
-        """The n-grams of ``text`` that pushed the ``head`` score up most; see :meth:`Analysis.explain`."""
+        """The features of ``text`` that pushed the ``head`` score up most; see :meth:`Analysis.explain`."""
         return self.analyse([text], keep=-np.inf).explain(0, head, top, min_chars)
 
     def _probability(self, decisions: np.ndarray) -> np.ndarray:
@@ -150,7 +150,8 @@ class TextClassifier:
         top: int,
         min_chars: int,
     ) -> dict[str, float]:
-        """The strongest readable n-grams among ``columns`` (``spelled_by``: an occurrence of each), half words."""
+        """The strongest readable features among ``columns`` (``spelled_by``: an occurrence of each), half of them
+        words and concepts, as ``ngram:<text>`` / ``concept:<class>`` / ``concept:<class>…<class>``."""
         is_word = columns >= self.features.char_features
         chosen: dict[str, float] = {}
         for pool, quota in ((is_word, top - top // 2), (~is_word, top // 2)):
@@ -160,11 +161,19 @@ class TextClassifier:
             for index in candidates.tolist():
                 if taken == quota:
                     break
-                gram = found.gram(int(spelled_by[index])).strip()
-                if len(gram) < min_chars and not is_word[index]:
-                    continue
-                if not any(gram in listed or listed in gram for listed in chosen):
-                    chosen[gram] = round(float(contributions[index]), 4)
+                occurrence = int(spelled_by[index])
+                if found.is_concept(occurrence):
+                    key = "concept:" + found.gram(occurrence)
+                else:
+                    gram = found.gram(occurrence).strip()
+                    if len(gram) < min_chars and not is_word[index]:
+                        continue
+                    key = "ngram:" + gram
+                    listed = [k[len("ngram:") :] for k in chosen if k.startswith("ngram:")]
+                    if any(gram in other or other in gram for other in listed):  # "romp" under "prompt"
+                        continue
+                if key not in chosen:
+                    chosen[key] = round(float(contributions[index]), 4)
                     taken += 1
         return dict(sorted(chosen.items(), key=lambda item: -item[1]))
 
@@ -264,12 +273,14 @@ class Analysis:
     kept: list[_Slice]
 
     def explain(self, index: int, head: str, top: int = 8, min_chars: int = 5) -> dict[str, float]:
-        """The n-grams of text ``index`` that pushed the ``head`` score up most (weight × feature value), strongest
-        first; ``{}`` for a text scored below the ``keep`` level of :meth:`TextClassifier.analyse`.
+        """The features of text ``index`` that pushed the ``head`` score up most (weight × feature value), strongest
+        first, keyed ``ngram:<text>``, ``concept:<class>`` or ``concept:<class>…<class>``; ``{}`` for a text scored
+        below the ``keep`` level of :meth:`TextClassifier.analyse`.
 
-        Explains the segment of the text that scored highest. Half the places go to word n-grams, which read
-        best; character n-grams shorter than ``min_chars`` (once stripped) and n-grams overlapping a stronger
-        listed one ("romp" under "prompt") count in the score but are left out: they tell an analyst nothing new.
+        Explains the segment of the text that scored highest. Half the places go to words, word pairs and concepts,
+        which read best; character n-grams shorter than ``min_chars`` (once stripped) and n-grams overlapping a
+        stronger listed one ("romp" under "prompt") count in the score but are left out: they tell an analyst
+        nothing new.
         """
         part = next((p for p in self.kept if p.start <= index < p.start + p.bags.n_texts), None)
         if part is None:

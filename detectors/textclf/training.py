@@ -4,8 +4,10 @@ Every training text belongs to a fold (the caller assigns folds by source, so a 
 folds). For each head, models fitted with one fold held out score that fold; those out-of-fold scores,
 which behave like scores on unseen sources (and are computed over text windows exactly as the shipped model
 scores), fit the Platt calibration and pick the operating thresholds: one pair on benign prompts, one on benign
-documents (a head's ``documents`` mask), since the detector scores user prompts and documents separately.
-The shipped model is then fitted on all folds. Everything is deterministic: no random state is involved.
+documents (a head's ``documents`` mask), since the detector scores user prompts and documents separately. Each
+threshold keeps the false-positive rate of every population of negatives (a head's ``populations``: corpus texts,
+synthetic texts) at most the target, so plentiful easy negatives cannot hide a higher rate on real text. The shipped
+model is then fitted on all folds. Everything is deterministic: no random state is involved.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def fit(
         negatives = used & (target.targets == 0)
         prompts = [probabilities[negatives & ~documents & (populations == p)] for p in np.unique(populations)]
         benign_documents = [probabilities[negatives & documents & (populations == p)] for p in np.unique(populations)]
-        if not any(len(scores) for scores in benign_documents):
+        if not any(len(population) for population in benign_documents):
             benign_documents = prompts
         final = _fit_linear(matrix[used], target.targets[used], options)
         fitted_heads.append(
