@@ -194,6 +194,14 @@ class Occurrences:
         """Whether occurrence ``index`` is a concept or a concept pair (not an n-gram of the text)."""
         return self._block(index)[1] <= -2
 
+    def concept_mask(self) -> np.ndarray:
+        """For every occurrence, whether it is a concept or a concept pair."""
+        mask = np.zeros(len(self.columns), dtype=bool)
+        ends = [offset for offset, _ in self.blocks[1:]] + [len(self.columns)]
+        for (offset, length), end in zip(self.blocks, ends, strict=True):
+            mask[offset:end] = length <= -2
+        return mask
+
     def _block(self, index: int) -> tuple[int, int]:
         return next(block for block in reversed(self.blocks) if block[0] <= index)
 
@@ -302,13 +310,8 @@ class Featurizer:
     def _concept_lookup(self) -> tuple[np.ndarray, np.ndarray]:
         """Sorted hashes of the concept words (hashed exactly as words in a text are) and each one's class id."""
         table = word_concepts()
-        hashes = []
-        for word in table:
-            value = 0
-            for code in np.take(self._fold, [ord(char) for char in word]).tolist():
-                value = (value * int(_BASE) + code) % 2**64
-            hashes.append(value)
-        keys = np.array(hashes, dtype=np.uint64)
+        codes, bounds = self._codes(list(table))  # each word in its own region, between two spaces
+        keys = _substring_hashes(codes, bounds[:-1] + 1, bounds[1:] - 1)
         order = np.argsort(keys, kind="stable")
         return keys[order], np.array(list(table.values()), dtype=np.int64)[order]
 
@@ -528,9 +531,8 @@ class Featurizer:
         chunk = chunk_of[found.starts]
         # Level 1: counts per (piece, column).
         weights = None
-        if self.config.concept_window and self.config.concept_weight != 1.0:  # concept blocks come last
-            weights = np.ones(len(found.columns))
-            weights[next(offset for offset, length in found.blocks if length == -2) :] = self.config.concept_weight
+        if self.config.concept_window and self.config.concept_weight != 1.0:
+            weights = np.where(found.concept_mask(), self.config.concept_weight, 1.0)
         first, counts = _distinct(chunk, found.columns, weights)
         columns, text = found.columns[first], chunk_texts[chunk[first]]
         # Texts with several non-empty pieces get a row per scorable piece and a text row summed over pieces.
