@@ -3,7 +3,8 @@
 A detection engineer runs a candidate rule set over labelled history before shipping it: per rule, true and false
 positives and precision; per category, recall; alert volume per day; and, against a baseline rule set, the events
 newly caught and the events lost, with examples. Labels name the attack events (event id -> category); every other
-event counts as benign.
+event counts as benign. Detections that an alert exception suppresses never reach the queue, so they count per
+exception (with the labelled attacks each one hides) instead of as caught.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class BacktestResult:
     caught_by_category: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     snippets: dict[str, str] = field(default_factory=dict)
     alerts: int = 0
+    suppressed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # exception id -> event ids
 
     def recall(self, labels: dict[str, str]) -> dict[str, float | None]:
         """Per labelled category: the share of its events that a rule of ANY category caught; plus ``all``."""
@@ -106,7 +108,12 @@ def run_backtest(
             result.snippets[document["event"]["id"]] = text[:160]
         for document in [*output.alerts, *output.shadow_alerts]:
             alert_ids.add(document["event"]["id"])
+        hidden = {id(detection) for detection, _exception in output.suppressed}
+        for detection, exception in output.suppressed:
+            result.suppressed[exception.id].update(e for e in detection.event_ids if e in day_of)
         for detection in output.detections:
+            if id(detection) in hidden:
+                continue
             rule = detection.rule
             stats = result.rules.setdefault(rule.id, RuleStats(rule.id, rule.name, rule.category))
             for event_id in detection.event_ids:
@@ -162,6 +169,14 @@ def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]
         judged = sum(1 for e in result.caught if labelled.get(e, BENIGN) != BENIGN)
         out["precision"] = judged / len(result.caught) if result.caught else None
     out["rules"] = rules
+    if result.suppressed:
+        out["suppressed_by_exception"] = {
+            exception_id: {
+                "events": len(events),
+                "attacks": sum(1 for e in events if labels.get(e, BENIGN) != BENIGN) if labels is not None else None,
+            }
+            for exception_id, events in sorted(result.suppressed.items())
+        }
     return out
 
 

@@ -7,6 +7,7 @@ the same detectors with the same configuration.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from app.settings import Settings
 from detectors.alerting import AlertGrouper, AlertPolicy
@@ -16,6 +17,7 @@ from detectors.campaigns import CampaignDetector, CampaignStage
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
+from detectors.exceptions import ExceptionList, load_exceptions
 from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -52,8 +54,23 @@ def build_detectors(settings: Settings) -> list[Detector]:
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    """The per-identity stage: every tier, with alert hygiene."""
-    return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings))
+    """The per-identity stage: every tier, with alert exceptions and alert hygiene."""
+    exceptions = build_exceptions(settings)
+    return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings), exceptions)
+
+
+def build_exceptions(settings: Settings) -> ExceptionList:
+    """The configured alert exceptions. A bad file raises :class:`~detectors.exceptions.ExceptionsError` here, at
+    startup, never mid-stream; exceptions already expired are logged (and not applied to newer events)."""
+    path = settings.detection.exceptions_path
+    if path is None:
+        return ExceptionList()
+    exceptions = load_exceptions(path)
+    today = datetime.now(tz=UTC).date()
+    for exception in exceptions.expired(today):
+        log.warning("alert exception %s (%s) expired on %s", exception.id, exception.source, exception.entry.expires)
+    log.info("%d alert exceptions loaded from %s", len(exceptions), path)
+    return exceptions
 
 
 def build_campaign_stage(settings: Settings, sources: int = 0) -> CampaignStage:

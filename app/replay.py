@@ -41,6 +41,7 @@ class ReplaySummary:
     alerts_by_severity: Counter[int] = field(default_factory=Counter)
     alerts_by_category: Counter[str] = field(default_factory=Counter)
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
+    suppressed_by_exception: Counter[str] = field(default_factory=Counter)  # detections, per alert exception id
 
     @property
     def events_per_second(self) -> float:
@@ -60,6 +61,7 @@ class ReplaySummary:
             "alerts_by_severity": {str(k): v for k, v in sorted(self.alerts_by_severity.items())},
             "alerts_by_category": dict(self.alerts_by_category.most_common()),
             "dead_letters_by_reason": dict(self.dead_letters_by_reason.most_common()),
+            "suppressed_by_exception": dict(self.suppressed_by_exception.most_common()),
         }
 
 
@@ -175,6 +177,7 @@ def replay(
             alerts[document["event"]["id"]] = document
         for document in result.shadow_alerts:
             shadow[document["event"]["id"]] = document
+        summary.suppressed_by_exception.update(exception.id for _detection, exception in result.suppressed)
 
     def process_batch() -> None:
         result = pipeline.process(batch)

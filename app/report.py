@@ -1,7 +1,7 @@
 """One self-contained HTML page about a replay, for people without Kibana.
 
-Alerts by category over time, top identities, rule hit counts and example evidence. Charts are inline SVG, so
-the page needs no network, no JavaScript and no files beside it.
+Alerts by category over time, top identities, rule hit counts, example evidence and what alert exceptions
+suppressed. Charts are inline SVG, so the page needs no network, no JavaScript and no files beside it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def render_report(alerts: list[dict[str, Any]], summary: ReplaySummary, title: s
         _section("Top identities by alert risk", _top_identities(alerts), "top-identities"),
         _section("Rule hit counts", _rule_bars_svg(alerts), "chart-rules"),
         _section("Example evidence", _evidence_table(alerts), "evidence"),
+        _section("Suppressed by alert exceptions", _suppressed_table(summary), "suppressed"),
     ]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
@@ -58,6 +59,7 @@ def _header(title: str, summary: ReplaySummary) -> str:
         ("events", f"{summary.events:,}"),
         ("alerts", f"{summary.alerts:,}"),
         ("shadow alerts", f"{summary.shadow_alerts:,}"),
+        ("suppressed detections", f"{summary.suppressed_by_exception.total():,}"),
         ("dead letters", f"{summary.dead_letters:,}"),
         ("events/s", f"{summary.events_per_second:,.0f}"),
     )
@@ -177,6 +179,17 @@ def _evidence_table(alerts: list[dict[str, Any]], limit: int = 25) -> str:
         + "".join(rows)
         + "</table>"
     )
+
+
+def _suppressed_table(summary: ReplaySummary) -> str:
+    """Detections per alert exception: they went to the shadow alerts instead of the queue."""
+    if not summary.suppressed_by_exception:
+        return _empty("No detection was suppressed by an alert exception.")
+    rows = "".join(
+        f'<tr data-exception="{_e(k)}"><td>{_e(k)}</td><td>{n:,}</td></tr>'
+        for k, n in summary.suppressed_by_exception.most_common()
+    )
+    return f"<table><tr><th>exception</th><th>detections suppressed</th></tr>{rows}</table>"
 
 
 def _epoch(timestamp: str) -> float:

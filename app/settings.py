@@ -96,6 +96,7 @@ class DetectionSettings(BaseModel):
     signature_cache_size: int = 10_000  # verdicts remembered per (field, text) hash; 0 disables
     keep_raw_dead_letters: bool = False
     dead_letter_retention_days: int = 14
+    exceptions_path: Path | None = None  # alert exceptions: one YAML file or a directory (detectors/exceptions.py)
     # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6
     exfil: ExfilConfig = Field(default_factory=ExfilConfig)
     classifier: TextClassifierConfig = Field(default_factory=TextClassifierConfig)

@@ -5,11 +5,16 @@ its id is derived from (rule, identity, window start), so a replay, a redelivery
 the same id. Repeats escalate the severity. Every alert adds to its identity's risk score, which decays with a
 half-life; crossing the threshold raises an alert of its own, once, until the score has decayed below half the
 threshold again. All times are event times.
+
+A detection that an alert exception suppresses (detectors/exceptions.py) is grouped apart, under a key that names
+the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
+marked ``shadow``, so the pipeline routes it to the shadow alerts.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +22,7 @@ import msgspec
 
 from detectors.base import LEVELS, Detection, Evidence, RuleInfo, SensitiveValue
 from detectors.documents import alert_document, iso_time
+from detectors.exceptions import AlertException
 from detectors.redact import Redactor
 
 
@@ -46,6 +52,7 @@ class _Group:
     event_ids: list[str]
     evidence: list[Evidence]
     score: float
+    exception: tuple[str, str] | None = None  # (id, reason) of the exception that suppresses the group
 
 
 @dataclass(slots=True)
@@ -66,11 +73,21 @@ class AlertGrouper:
         self._risk: dict[str, _Risk] = {}
 
     def alerts(
-        self, detections: list[Detection], sensitive: dict[str, list[SensitiveValue]]
+        self,
+        detections: list[Detection],
+        sensitive: dict[str, list[SensitiveValue]],
+        suppressed_by: Sequence[AlertException | None] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
-        """Alert documents for the groups this batch touched, each in its latest state."""
+        """Alert documents for the groups this batch touched, each in its latest state.
+
+        ``suppressed_by[i]`` is the exception that suppresses ``detections[i]``, if any.
+        """
         touched: dict[str, None] = {}
-        for detection in sorted(detections, key=lambda d: d.timestamp):
+        verdicts = suppressed_by if suppressed_by is not None else [None] * len(detections)
+        for detection, exception in sorted(zip(detections, verdicts, strict=True), key=lambda d: d[0].timestamp):
+            if exception is not None:
+                touched[self._add(detection, (exception.id, exception.reason))] = None
+                continue
             touched[self._add(detection)] = None
             risk_group = self._add_risk(detection)
             if risk_group is not None:
@@ -79,8 +96,10 @@ class AlertGrouper:
         self._expire()
         return rendered
 
-    def _add(self, detection: Detection) -> str:
+    def _add(self, detection: Detection, exception: tuple[str, str] | None = None) -> str:
         key = self._group_key(detection)
+        if exception is not None:
+            key = f"{key}\x1fexception:{exception[0]}"
         group = self._groups.get(key)
         if group is None:
             self._groups[key] = _Group(
@@ -91,6 +110,7 @@ class AlertGrouper:
                 event_ids=list(detection.event_ids[: self.policy.max_event_ids]),
                 evidence=list(detection.evidence[: self.policy.max_evidence]),
                 score=detection.score,
+                exception=exception,
             )
             return key
         group.count += 1
@@ -171,6 +191,10 @@ class AlertGrouper:
         document["abusewatch"]["last_seen"] = iso_time(group.last_seen)
         if group.count > 1:
             document["message"] = f"{detection.message} (x{group.count} in this window)"
+        if group.exception is not None:
+            exception_id, reason = group.exception
+            document["abusewatch"]["exception"] = {"id": exception_id, "reason": reason}
+            document["abusewatch"]["shadow"] = True
         return merged, document
 
     def _escalated(self, rule: RuleInfo, count: int) -> RuleInfo:
@@ -224,6 +248,7 @@ def _group_state(group: _Group) -> dict[str, Any]:
         "event_ids": group.event_ids,
         "evidence": msgspec.to_builtins(group.evidence),
         "score": group.score,
+        "exception": list(group.exception) if group.exception is not None else None,
     }
 
 
@@ -236,4 +261,5 @@ def _group_from_state(value: dict[str, Any]) -> _Group:
         event_ids=list(value["event_ids"]),
         evidence=msgspec.convert(value["evidence"], list[Evidence]),
         score=value["score"],
+        exception=(value["exception"][0], value["exception"][1]) if value.get("exception") else None,
     )

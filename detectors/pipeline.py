@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, SensitiveValue
 from detectors.documents import event_document, iso_time
 from detectors.event import Event
+from detectors.exceptions import AlertException, ExceptionList
 from detectors.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -24,12 +26,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one batch produced. Shadow alerts come from rules in ``status: test`` and stay out of the queue."""
+    """What one batch produced. Shadow alerts stay out of the queue: they come from rules in ``status: test`` and
+    from detections an alert exception suppresses. ``suppressed`` pairs each suppressed detection (also listed in
+    ``detections``) with its exception."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     shadow_alerts: list[dict[str, Any]] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
+    suppressed: list[tuple[Detection, AlertException]] = field(default_factory=list)
 
     def extend(self, other: BatchResult) -> None:
         """Append what ``other`` produced (e.g. another partition's or chunk's result)."""
@@ -37,18 +42,31 @@ class BatchResult:
         self.alerts.extend(other.alerts)
         self.shadow_alerts.extend(other.shadow_alerts)
         self.detections.extend(other.detections)
+        self.suppressed.extend(other.suppressed)
+
+    def suppressed_counts(self) -> Counter[tuple[str, str]]:
+        """Suppressed detections per ``(exception id, rule id)``."""
+        return Counter((exception.id, detection.rule.id) for detection, exception in self.suppressed)
 
 
 class Pipeline:
     """Runs ``detectors`` in order over each batch; later detectors see earlier ones' findings.
 
-    Detections then go through the alert grouper (alert hygiene), which keeps state across batches too.
+    Detections then go through the alert exceptions and the alert grouper (alert hygiene), which keeps state
+    across batches too.
     """
 
-    def __init__(self, detectors: Sequence[Detector], redactor: Redactor, grouper: AlertGrouper | None = None) -> None:
+    def __init__(
+        self,
+        detectors: Sequence[Detector],
+        redactor: Redactor,
+        grouper: AlertGrouper | None = None,
+        exceptions: ExceptionList | None = None,
+    ) -> None:
         self.detectors = list(detectors)
         self.redactor = redactor
         self.grouper = grouper or AlertGrouper(redactor)
+        self.exceptions = exceptions if exceptions is not None else ExceptionList()
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         findings = [Findings() for _ in events]
@@ -78,15 +96,20 @@ class Pipeline:
         return raised
 
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
-        """Build the output documents; every document is scrubbed of the batch's sensitive values."""
+        """Build the output documents; every document is scrubbed of the batch's sensitive values.
+
+        Alerts of ``status: test`` rules and of detections an exception suppresses go to the shadow alerts.
+        """
         result = BatchResult(detections=detections)
         sensitive_by_event: dict[str, list[SensitiveValue]] = {}
         for event, found in zip(events, findings, strict=True):
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
             result.events.append(self._document(event, found))
-        for detection, document in self.grouper.alerts(detections, sensitive_by_event):
-            target = result.shadow_alerts if detection.rule.status == "test" else result.alerts
+        suppressed_by = [self.exceptions.match(detection) for detection in detections]
+        result.suppressed = [(d, e) for d, e in zip(detections, suppressed_by, strict=True) if e is not None]
+        for _detection, document in self.grouper.alerts(detections, sensitive_by_event, suppressed_by):
+            target = result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts
             target.append(document)
         return result
 
@@ -130,7 +153,9 @@ class Pipeline:
 
         Stateless tiers (compiled rule packs, models) are shared, not copied; see :meth:`Detector.fresh`.
         """
-        return Pipeline([detector.fresh() for detector in self.detectors], self.redactor, self.grouper.fresh())
+        return Pipeline(
+            [detector.fresh() for detector in self.detectors], self.redactor, self.grouper.fresh(), self.exceptions
+        )
 
     def _run(self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         try:

@@ -12,8 +12,8 @@ from elastic_transport import ConnectionError as ESConnectionError
 from elasticsearch import AuthenticationException
 from kafka.errors import KafkaTimeoutError
 
-from app.commands.stream import es_problem, kafka_problem, missing_files
-from app.settings import ElasticsearchSettings, KafkaSettings, Settings
+from app.commands.stream import es_problem, exception_problems, kafka_problem, missing_files
+from app.settings import DetectionSettings, ElasticsearchSettings, KafkaSettings, Settings
 from app.stream.kafka_config import faust_credentials, kafka_python_options
 
 
@@ -45,6 +45,15 @@ def test_unreadable_tls_files_are_reported_by_setting_name(tmp_path: Path) -> No
     ca.write_text("not checked here")
     problems = missing_files(settings(ssl_cafile=ca, ssl_certfile=tmp_path / "absent.pem"))
     assert problems == [f"kafka.ssl_certfile is {tmp_path / 'absent.pem'}, which is not a readable file"]
+
+
+def test_a_bad_exceptions_file_is_reported_before_kafka_is_contacted(tmp_path: Path) -> None:
+    path = tmp_path / "exceptions.yml"
+    path.write_text("- id: no-reason\n  rules: [abw-x]\n  match: {user.id: [alice]}\n  expires: 2030-01-01\n")
+    configured = Settings(detection=DetectionSettings(exceptions_path=path), kafka=KafkaSettings(bootstrap="nowhere:1"))
+    problems = exception_problems(configured)
+    assert len(problems) == 1 and "no-reason" in problems[0] and "reason" in problems[0]
+    assert exception_problems(settings()) == []
 
 
 def test_secrets_never_appear_in_the_printed_settings() -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.backtest import diff, load_labels, report, run_backtest
-from app.engine import build_pipeline
+from app.engine import build_exceptions, build_pipeline
 from app.replay import decoded_lines
 from app.settings import Settings, load_settings
 from detectors.event import Event
@@ -59,7 +59,7 @@ def _rules_pipeline(directories: list[Path], builtin: bool, settings: Settings) 
     if not ruleset.rules:
         raise typer.BadParameter("no rules loaded", param_hint="--rules")
     redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-    return Pipeline([SignatureDetector(ruleset)], redactor)
+    return Pipeline([SignatureDetector(ruleset)], redactor, exceptions=build_exceptions(settings))
 
 
 def _batches(inputs: list[str], settings: Settings) -> Iterator[list[Event]]:
@@ -96,6 +96,9 @@ def _print(output: dict) -> None:
         console.print(f"Recall by labelled category: {recall}")
         if output["false_positive_rate"] is not None:
             console.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
+    for exception_id, hidden in output.get("suppressed_by_exception", {}).items():
+        attacks = "" if hidden["attacks"] is None else f", {hidden['attacks']} of them labelled attacks"
+        console.print(f"Exception {exception_id} suppressed {hidden['events']} events{attacks}")
     if "diff" in output:
         d = output["diff"]
         console.print(f"Against the baseline: {d['newly_caught']} events newly caught, {d['lost']} lost")

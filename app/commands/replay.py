@@ -31,7 +31,9 @@ def replay_command(
     alerts_out: Path = typer.Option(..., "--alerts-out", help="Where alerts go (JSONL)."),
     events_out: Path | None = typer.Option(None, "--events-out", help="Enriched events (JSONL)."),
     dead_letter_out: Path | None = typer.Option(None, "--dead-letter-out", help="Dead letters with reasons."),
-    shadow_alerts_out: Path | None = typer.Option(None, "--shadow-alerts-out", help="Alerts of status:test rules."),
+    shadow_alerts_out: Path | None = typer.Option(
+        None, "--shadow-alerts-out", help="Alerts of status:test rules and suppressed ones."
+    ),
     summary_out: Path | None = typer.Option(None, "--summary-out", help="The summary as JSON."),
     report: Path | None = typer.Option(None, "--report", help="A self-contained HTML report."),
     flush: bool = typer.Option(
@@ -133,7 +135,8 @@ def _print_summary(summary: ReplaySummary) -> None:
         ("records read", summary.records),
         ("events", summary.events),
         ("alerts", summary.alerts),
-        ("shadow alerts (status: test rules)", summary.shadow_alerts),
+        ("shadow alerts (status: test rules, exceptions)", summary.shadow_alerts),
+        ("detections suppressed by exceptions", summary.suppressed_by_exception.total()),
         ("dead letters", summary.dead_letters),
         ("seconds", f"{summary.seconds:.2f}"),
         ("events/s", f"{summary.events_per_second:,.0f}"),

@@ -52,6 +52,9 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
     from app.stream.worker import StreamWorker
 
     settings = _settings(config)
+    problems = exception_problems(settings)  # before Kafka: a bad exceptions file is a one-line error, not a traceback
+    if problems:
+        raise typer.Exit(_fail(problems[0]))
     kafka = settings.kafka
     counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
     missing = [name for name, count in counts.items() if count is None]
@@ -179,7 +182,8 @@ def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
     """Load the settings, connect to Kafka and Elasticsearch, and say in plain words what is wrong (exit 1)."""
     settings = _settings(config)
     console.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
-    problems = missing_files(settings) or check_kafka(settings) + check_elasticsearch(settings)
+    problems = missing_files(settings) + exception_problems(settings)
+    problems = problems or check_kafka(settings) + check_elasticsearch(settings)
     for problem in problems:
         console.print(f"[red]problem:[/red] {problem}")
     if problems:
@@ -200,6 +204,18 @@ def missing_files(settings: Settings) -> list[str]:
         for name, path in named.items()
         if path is not None and not (path.is_file() and os.access(path, os.R_OK))
     ]
+
+
+def exception_problems(settings: Settings) -> list[str]:
+    """What is wrong with the configured alert exceptions file (every entry's problem in one message), if anything."""
+    from app.engine import build_exceptions  # the detection engine loads only when a command needs it
+    from detectors.exceptions import ExceptionsError
+
+    try:
+        build_exceptions(settings)
+    except ExceptionsError as error:
+        return [str(error)]
+    return []
 
 
 def check_kafka(settings: Settings) -> list[str]:

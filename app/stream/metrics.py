@@ -9,6 +9,11 @@ EVENTS_IN = Counter("abusewatch_events_in_total", "Events normalised by ingest")
 EVENTS_DETECTED = Counter("abusewatch_events_detected_total", "Events run through the detection pipeline")
 DUPLICATE_EVENTS = Counter("abusewatch_duplicate_events_total", "Events dropped as already processed (same id)")
 ALERTS_OUT = Counter("abusewatch_alerts_total", "Alert documents written", ["kind"])  # kind: alert | shadow
+SUPPRESSED = Counter(
+    "abusewatch_suppressed_detections_total",
+    "Detections an alert exception sent to the shadow alerts",
+    ["exception", "rule"],
+)
 DEAD_LETTERS = Counter("abusewatch_dead_letters_total", "Dead letters raised", ["stage", "reason"])
 BATCH_SECONDS = Histogram(
     "abusewatch_batch_seconds",

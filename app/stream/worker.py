@@ -264,6 +264,8 @@ class StreamWorker:
             metrics.EVENTS_DETECTED.inc(len(fresh_events))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+            for (exception_id, rule_id), count in result.suppressed_counts().items():
+                metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
             self._finished("detect", started)
             await self._maybe_checkpoint()
 

@@ -1,0 +1,199 @@
+"""``abusewatch exceptions``: check, list and draft alert exceptions (detectors/exceptions.py).
+
+``check`` is meant for the CI of the repository that holds the exceptions: it fails on any invalid entry and
+warns of exceptions that have expired or soon will. Values in exceptions are often copied from alerts (user ids,
+user agents), which attackers control, so everything is printed without Rich markup and with control characters
+made visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from app.commands.alerts import terminal_safe
+from app.triage import current_user, parse_duration
+from detectors.exceptions import (
+    AlertException,
+    ExceptionEntry,
+    ExceptionList,
+    ExceptionsError,
+    load_exceptions,
+)
+
+exceptions_cli = typer.Typer(help="Alert exceptions: check, list and draft them.", no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SOON_DAYS = 7
+_SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def register(cli: typer.Typer) -> None:
+    cli.add_typer(exceptions_cli, name="exceptions")
+
+
+def _today() -> date:
+    return datetime.now(tz=UTC).date()
+
+
+def _load(path: Path) -> ExceptionList:
+    """The exceptions under ``path``; invalid ones end the command with exit code 1 and every error listed."""
+    try:
+        return load_exceptions(path)
+    except ExceptionsError as error:
+        for problem in error.errors:
+            err.print(Text(f"error: {terminal_safe(problem)}"))
+        err.print(Text(f"{len(error.errors)} problem(s): no exception was loaded"))
+        raise typer.Exit(1) from None
+
+
+def status_of(exception: AlertException, today: date, soon_days: int = SOON_DAYS) -> str:
+    """``expired``, ``expires in N days`` (within ``soon_days``) or ``active``."""
+    days = (exception.entry.expires - today).days
+    if days <= 0:
+        return "expired"
+    return f"expires in {days} days" if days <= soon_days else "active"
+
+
+@exceptions_cli.command("check")
+def check_command(
+    path: Path = typer.Argument(..., help="An exceptions YAML file or a directory of them."),
+    within: int = typer.Option(SOON_DAYS, "--within", min=0, help="Warn of exceptions expiring within DAYS."),
+    strict: bool = typer.Option(False, "--strict", help="Also fail (exit 1) when an exception has expired."),
+) -> None:
+    """Validate PATH (exit 1 listing every error); list the entries and warn of expired or expiring ones."""
+    exceptions = _load(path)
+    today = _today()
+    for exception in exceptions.exceptions:
+        status = status_of(exception, today, within)
+        line = f"{exception.id}: {status} ({exception.entry.expires}), {exception.source}"
+        out.print(Text(("" if status == "active" else "warning: ") + terminal_safe(line)))
+    expired = exceptions.expired(today)
+    out.print(
+        Text(
+            f"{len(exceptions)} exceptions valid; {len(expired)} expired, "
+            f"{len(exceptions.expiring(today, within))} expiring within {within} days"
+        )
+    )
+    if strict and expired:
+        raise typer.Exit(1)
+
+
+@exceptions_cli.command("list")
+def list_command(
+    path: Path = typer.Argument(..., help="An exceptions YAML file or a directory of them."),
+    as_json: bool = typer.Option(False, "--json", help="JSON array of the entries, with status and source file."),
+) -> None:
+    """List the exceptions under PATH as a table."""
+    exceptions = _load(path)
+    today = _today()
+    if as_json:
+        rows = [
+            {
+                **exception.entry.model_dump(mode="json"),
+                "status": status_of(exception, today),
+                "source": exception.source,
+            }
+            for exception in exceptions.exceptions
+        ]
+        out.print(Text(json.dumps(rows, indent=2, ensure_ascii=True)))
+        return
+    table = Table(title=f"{len(exceptions)} alert exceptions in {terminal_safe(path)}")
+    for column in ("id", "rules", "match", "expires", "status", "author", "reason"):
+        table.add_column(column)
+    for exception in exceptions.exceptions:
+        entry = exception.entry
+        row = (
+            entry.id,
+            "all rules" if entry.all_rules else ", ".join([*entry.rules, *(f"category {c}" for c in entry.categories)]),
+            "; ".join(f"{key} in {', '.join(values)}" for key, values in entry.match.items()),
+            entry.expires,
+            status_of(exception, today),
+            entry.author or "",
+            entry.reason,
+        )
+        table.add_row(*(Text(terminal_safe(value)) for value in row))
+    out.print(table)
+
+
+@exceptions_cli.command("draft")
+def draft_command(
+    rules: list[str] = typer.Option(None, "--rule", help="Rule id or glob, e.g. abusewatch-anomaly-* (repeatable)."),
+    categories: list[str] = typer.Option(None, "--category", help="Every rule of this category (repeatable)."),
+    user: str | None = typer.Option(None, "--user", help="The user.id to except."),
+    ip: str | None = typer.Option(None, "--ip", help="A source IP, or a network in CIDR form."),
+    api_key_hash: str | None = typer.Option(None, "--api-key-hash", help="The abusewatch.api_key_hash to except."),
+    reason: str = typer.Option(..., "--reason", help="Why these detections are benign (ticket, approval)."),
+    expires: str = typer.Option("30d", "--expires", help="How long it holds (e.g. 30d, 8w) or an ISO date."),
+    author: str | None = typer.Option(None, "--author", help="Who asks for it (default: $USER)."),
+) -> None:
+    """Print a valid exception entry (YAML) to paste into the exceptions file; its id is derived from its scope."""
+    today = _today()
+    if not rules and not categories:
+        raise typer.BadParameter("give --rule and/or --category", param_hint="--rule")
+    match: dict[str, list[str]] = {}
+    if user:
+        match["user.id"] = [user]
+    if api_key_hash:
+        match["abusewatch.api_key_hash"] = [api_key_hash]
+    if ip:
+        match["source.ip|cidr" if "/" in ip else "source.ip"] = [ip]
+    if not match:
+        raise typer.BadParameter("give at least one of --user, --ip, --api-key-hash", param_hint="--user")
+    raw: dict[str, Any] = {
+        "id": draft_id(rules or [], categories or [], match),
+        **({"rules": rules} if rules else {}),
+        **({"categories": categories} if categories else {}),
+        "match": match,
+        "reason": reason,
+        "author": author or current_user(),
+        "created": today.isoformat(),
+        "expires": _expiry(expires, today).isoformat(),
+    }
+    try:
+        ExceptionEntry.model_validate(raw)
+    except ValidationError as error:
+        for problem in error.errors():
+            where = ".".join(str(part) for part in problem["loc"])
+            err.print(Text(f"error: {terminal_safe(where)}{': ' if where else ''}{terminal_safe(problem['msg'])}"))
+        raise typer.Exit(1) from None
+    text = yaml.safe_dump([raw], sort_keys=False, allow_unicode=False, width=1000)
+    out.print(
+        Text(f"# alert exception drafted {today.isoformat()}: review, then add it to the exceptions file\n{text}")
+    )
+
+
+def draft_id(rules: list[str], categories: list[str], match: dict[str, list[str]]) -> str:
+    """A readable, deterministic id: the first value and first rule (or category) as a slug, plus a hash of the
+    whole scope, so the same request always drafts the same id and different ones never collide."""
+    scope = json.dumps({"rules": sorted(rules), "categories": sorted(categories), "match": match}, sort_keys=True)
+    digest = hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    first = next(iter(match.values()))[0]
+    slug = _SLUG.sub("-", f"{first}-{[*rules, *categories][0]}".lower()).strip("-")[:60].strip("-")
+    return f"{slug}-{digest}" if slug else f"exception-{digest}"
+
+
+def _expiry(text: str, today: date) -> date:
+    """``30d`` / ``8w`` / ``36h`` from today (whole days, rounded up), or an ISO date."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"{error}, or an ISO date", param_hint="--expires") from None
+    return today + timedelta(days=math.ceil(seconds / 86400))

@@ -1,0 +1,336 @@
+"""Alert exceptions: reviewed, expiring suppressions of known-benign detections, kept as data.
+
+An exception names the rules it covers (ids or ``fnmatch`` globs, and/or whole categories such as ``jailbreak``),
+conditions on the identity a detection is about (ANDed; each lists values, any of which matches), a reason and an
+expiry date. A detection it matches does not reach the alert queue and does not add to the identity's risk score;
+the pipeline writes it to the shadow alerts with the exception's id, so what exceptions hide stays auditable.
+Example (one file holds a YAML list)::
+
+    - id: bulk-summariser-scraping
+      rules: [abusewatch-anomaly-scraping-*]
+      match:
+        abusewatch.api_key_hash: [9f86d081884c7d65]
+        source.ip|cidr: [10.20.0.0/16]
+      reason: Nightly summariser job, approved in SEC-1234
+      author: jdoe
+      created: 2026-11-01
+      expires: 2027-02-01
+
+A condition is ``FIELD: values`` (exact match) or ``FIELD|cidr: networks`` (IP fields). Muting every rule takes
+``rules: ["*"]`` together with ``all_rules: true``, so nobody does it by accident. Conditions use only what a
+detection carries (its identity), so whether a detection is suppressed never depends on batching. Expiry is
+judged in event time, as all alerting is: an exception applies to events before 00:00 UTC of its ``expires``
+date, so a replay of old logs suppresses what the stream suppressed then.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from detectors.base import Category, Detection
+from detectors.event import Identity
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The ECS fields a condition may test, as rendered on alert documents (detectors/documents.py identity_fields).
+FIELDS: dict[str, Callable[[Identity], str | None]] = {
+    "user.id": lambda identity: identity.user_id,
+    "source.ip": lambda identity: identity.source_ip,
+    "organization.id": lambda identity: identity.organization_id,
+    "session.id": lambda identity: identity.session_id,
+    "user_agent.original": lambda identity: identity.user_agent,
+    "abusewatch.api_key_hash": lambda identity: identity.api_key_hash,
+    "abusewatch.team_id": lambda identity: identity.team_id,
+    "abusewatch.identity_key": Identity.key,
+}
+IP_FIELDS = frozenset({"source.ip"})
+OPERATORS = ("cidr",)  # after ``|``; no operator means exact match
+ALL_RULES = "*"
+SUFFIXES = (".yml", ".yaml")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+class ExceptionsError(ValueError):
+    """An exceptions file or directory that cannot be used; ``errors`` names the file and entry of each problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid exceptions:\n" + "\n".join(f"  {error}" for error in self.errors))
+
+
+class ExceptionEntry(BaseModel):
+    """One exception as written in YAML, validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    rules: list[str] = []
+    categories: list[Category] = []  # every rule of these categories, e.g. for a red-team user
+    all_rules: bool = False
+    match: dict[str, list[str]] = Field(min_length=1)
+    reason: str
+    author: str | None = None
+    created: date | None = None
+    expires: date
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, value: str) -> str:
+        if not _ID.fullmatch(value):
+            raise ValueError("must be 1-128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must say why the detections are benign")
+        return value.strip()
+
+    @field_validator("rules")
+    @classmethod
+    def _rule_patterns(cls, value: list[str]) -> list[str]:
+        if any(not pattern.strip() for pattern in value):
+            raise ValueError("rule ids must not be empty")
+        return value
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _values_as_lists(cls, value: Any) -> Any:
+        """``user.id: alice`` is short for ``user.id: [alice]``; numbers (numeric user ids) are taken as text."""
+        if not isinstance(value, dict):
+            return value
+        return {key: [_scalar(item) for item in (v if isinstance(v, list) else [v])] for key, v in value.items()}
+
+    @field_validator("created", "expires", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, datetime) or not isinstance(value, date | str):
+            raise ValueError(f"must be an ISO date (YYYY-MM-DD), not {value!r}")
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                raise ValueError(f"must be an ISO date (YYYY-MM-DD), not {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExceptionEntry:
+        if not self.rules and not self.categories:
+            raise ValueError("name the rules it covers: rules (ids or globs) and/or categories")
+        everything = [pattern for pattern in self.rules if set(pattern) == {ALL_RULES}]
+        if everything and not self.all_rules:
+            raise ValueError(f"rules {everything[0]!r} mutes every rule: say so with all_rules: true")
+        if self.all_rules and self.rules != [ALL_RULES]:
+            raise ValueError(f"all_rules: true goes with rules: [{ALL_RULES!r}] only")
+        for key, values in self.match.items():
+            _condition(key, values)  # raises on an unknown field or operator and on bad values
+        if self.created is not None and self.created > self.expires:
+            raise ValueError(f"created {self.created} is after expires {self.expires}")
+        return self
+
+
+def _scalar(item: Any) -> Any:
+    """A number as text (YAML reads ``12345`` as an int); anything else as it is, for the type check."""
+    return str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
+
+
+class Condition(NamedTuple):
+    """A compiled condition: the identity value ``read`` returns must be in ``values`` (or in a network)."""
+
+    field: str
+    read: Callable[[Identity], str | None]
+    values: frozenset[str]
+    networks: tuple[IPNetwork, ...]
+
+    def holds(self, identity: Identity) -> bool:
+        value = self.read(identity)
+        if not value:
+            return False
+        if not self.networks:
+            return value in self.values
+        address = _address(value)
+        return address is not None and any(address in network for network in self.networks)
+
+
+def _condition(key: str, values: list[str]) -> Condition:
+    field, _, operator = key.partition("|")
+    if field not in FIELDS:
+        raise ValueError(f"match: unknown field {field!r} (known: {', '.join(FIELDS)})")
+    if operator and operator not in OPERATORS:
+        raise ValueError(f"match: {key!r}: unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
+    if not values or any(not isinstance(v, str) or not v for v in values):
+        raise ValueError(f"match: {key!r} needs a list of non-empty values")
+    if operator == "cidr" and field not in IP_FIELDS:
+        raise ValueError(f"match: {key!r}: cidr applies to {', '.join(sorted(IP_FIELDS))} only")
+    if field not in IP_FIELDS:
+        return Condition(key, FIELDS[field], frozenset(values), ())
+    networks = []
+    for value in values:
+        try:
+            networks.append(
+                ipaddress.ip_network(value, strict=True)
+                if operator
+                else ipaddress.ip_network(ipaddress.ip_address(value))
+            )
+        except ValueError as error:
+            hint = "" if operator else f" (networks go under {field}|cidr)"
+            raise ValueError(f"match: {key!r}: bad {'CIDR' if operator else 'IP address'}: {error}{hint}") from None
+    return Condition(key, FIELDS[field], frozenset(), tuple(networks))
+
+
+@functools.lru_cache(maxsize=4096)  # a busy identity's address is parsed once, not on every detection
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``value`` as an IP address (an IPv4-mapped IPv6 address as its IPv4 one); None if it is not one."""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+@dataclass(frozen=True, slots=True)
+class AlertException:
+    """An exception compiled for matching: rule patterns and conditions checked on every detection."""
+
+    entry: ExceptionEntry
+    source: str  # the file it came from
+    conditions: tuple[Condition, ...]
+    expires_at: float  # epoch seconds: 00:00 UTC of the expiry date
+
+    @property
+    def id(self) -> str:
+        return self.entry.id
+
+    @property
+    def reason(self) -> str:
+        return self.entry.reason
+
+    def covers(self, rule_id: str, category: str) -> bool:
+        """Whether the exception names this rule (by id or glob, by category, or as one of all rules)."""
+        entry = self.entry
+        return (
+            entry.all_rules
+            or category in entry.categories
+            or any(fnmatch.fnmatchcase(rule_id, pattern) for pattern in entry.rules)
+        )
+
+    def matches(self, detection: Detection) -> bool:
+        """Whether this exception, already known to cover the rule, suppresses ``detection`` (in event time)."""
+        return detection.timestamp < self.expires_at and all(c.holds(detection.identity) for c in self.conditions)
+
+    def expired(self, today: date) -> bool:
+        return self.entry.expires <= today
+
+
+def compile_entry(entry: ExceptionEntry, source: str) -> AlertException:
+    """``entry`` ready for matching; ``source`` names its file in messages."""
+    expires_at = datetime.combine(entry.expires, time(), tzinfo=UTC).timestamp()
+    # exact conditions first: a set lookup rules most detections out before any address is parsed
+    conditions = sorted(
+        (_condition(key, values) for key, values in entry.match.items()), key=lambda c: bool(c.networks)
+    )
+    return AlertException(entry=entry, source=source, conditions=tuple(conditions), expires_at=expires_at)
+
+
+class ExceptionList:
+    """The exceptions in force; :meth:`match` runs on every detection, so candidates are cached per rule id."""
+
+    def __init__(self, exceptions: Iterable[AlertException] = ()) -> None:
+        self.exceptions = list(exceptions)
+        self._by_rule: dict[tuple[str, str], tuple[AlertException, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.exceptions)
+
+    def match(self, detection: Detection) -> AlertException | None:
+        """The first exception (in file, then entry order) that suppresses ``detection``, or None."""
+        if not self.exceptions:
+            return None
+        rule = (detection.rule.id, detection.rule.category)
+        candidates = self._by_rule.get(rule)
+        if candidates is None:  # rule ids come from the rule pack, so this cache stays small
+            candidates = self._by_rule[rule] = tuple(e for e in self.exceptions if e.covers(*rule))
+        return next((e for e in candidates if e.matches(detection)), None)
+
+    def expired(self, today: date) -> list[AlertException]:
+        return [e for e in self.exceptions if e.expired(today)]
+
+    def expiring(self, today: date, days: int) -> list[AlertException]:
+        """Exceptions still in force that expire within ``days`` of ``today``."""
+        return [e for e in self.exceptions if not e.expired(today) and (e.entry.expires - today).days <= days]
+
+
+def exception_files(path: Path) -> list[Path]:
+    """``path`` itself, or the ``*.yml`` / ``*.yaml`` files of a directory, sorted."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
+    return [path]
+
+
+def load_exceptions(path: Path) -> ExceptionList:
+    """Load and validate every exception under ``path``; raises :class:`ExceptionsError` listing all problems."""
+    if not path.exists():
+        raise ExceptionsError([f"{path}: no such file or directory"])
+    errors: list[str] = []
+    loaded: list[AlertException] = []
+    seen: dict[str, str] = {}
+    for file in exception_files(path):
+        for number, raw in _entries(file, errors):
+            where = f"{file}: entry {number}" + (f" (id {raw['id']!r})" if isinstance(raw.get("id"), str) else "")
+            try:
+                entry = ExceptionEntry.model_validate(raw)
+            except ValidationError as error:
+                errors.extend(f"{where}: {_describe(problem)}" for problem in error.errors())
+                continue
+            if entry.id in seen:
+                errors.append(f"{where}: duplicate id (first defined in {seen[entry.id]})")
+                continue
+            seen[entry.id] = str(file)
+            loaded.append(compile_entry(entry, str(file)))
+    if errors:
+        raise ExceptionsError(errors)
+    return ExceptionList(loaded)
+
+
+def _entries(file: Path, errors: list[str]) -> list[tuple[int, dict[str, Any]]]:
+    """The raw entries of one file (a YAML list of mappings) with their 1-based numbers; problems go to ``errors``."""
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        errors.append(f"{file}: cannot read: {' '.join(str(error).split())}")
+        return []
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        errors.append(f"{file}: must hold a YAML list of exceptions, not {type(data).__name__}")
+        return []
+    entries = []
+    for number, item in enumerate(data, start=1):
+        if isinstance(item, dict):
+            entries.append((number, item))
+        else:
+            errors.append(f"{file}: entry {number}: must be a mapping, not {type(item).__name__}")
+    return entries
+
+
+def _describe(problem: Any) -> str:
+    """One pydantic error as ``field: message``, without pydantic's URLs and with our own messages unwrapped."""
+    location = ".".join(str(part) for part in problem.get("loc", ()))
+    message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+    if problem.get("type") == "missing":
+        message = "required"
+    return f"{location}: {message}" if location else message
