@@ -2,7 +2,8 @@
 HTTP server standing in for Kibana's ``_import`` API.
 
 Every field the objects use (search columns and sorts, KQL queries, Lens columns and filters, time fields) must be
-mapped by the index templates in deploy/elasticsearch for the indices the data view matches.
+mapped by the index templates in deploy/elasticsearch for the indices the data view matches. The saved searches on the
+shadow alerts index are also run, in effect, against shadow alerts the pipeline really writes.
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ import fnmatch
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.commands.kibana import ASSETS, ImportRequest, multipart_file, summarise
 from app.settings import ElasticsearchSettings
 from app.sinks.es_setup import targets
+from detectors.alerting import AlertGrouper
+from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.event import Event, Identity
+from detectors.exceptions import load_exceptions
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
 
 TEMPLATES = ElasticsearchSettings().templates_dir
 TYPES = {"index-pattern", "search", "lens", "dashboard"}
 KQL_FIELD = re.compile(r"([@A-Za-z_][\w.@]*)\s*(?::|<=|>=|<|>)")
+KQL_EXISTS = re.compile(r"(not )?([@A-Za-z_][\w.@]*) : \*")
 GRID_COLUMNS = 48
 
 
@@ -153,6 +162,9 @@ def test_the_required_objects_are_there() -> None:
     assert ("index-pattern", "logs-abusewatch.events-*") in titles
     assert ("search", "AbuseWatch: open high-severity alerts") in titles
     assert ("search", "AbuseWatch: identity timeline") in titles
+    assert ("index-pattern", "logs-abusewatch.shadow_alerts-*") in titles
+    assert ("search", "AbuseWatch: alerts suppressed by exceptions") in titles
+    assert ("search", "AbuseWatch: shadow alerts of rules in test") in titles
     assert sum(1 for kind, _ in titles if kind == "dashboard") >= 1
     high = search_usage(BY_KEY[("search", "abusewatch-search-open-high-alerts")])
     assert {"abusewatch.status", "event.severity"} <= high.fields
@@ -233,6 +245,89 @@ def test_the_field_check_catches_an_unmapped_field() -> None:
     assert "gen_ai.prompt" not in data_view_fields("logs-abusewatch.alerts-*")
     assert "rule.name" not in data_view_fields("logs-abusewatch.events-*")
     assert {"rule.name", "gen_ai.prompt"} <= data_view_fields("logs-abusewatch.events-*,logs-abusewatch.alerts-*")
+
+
+# -- the shadow alerts searches against real shadow alerts ------------------------------------------------------------
+
+
+class StableAndTestRule(Detector):
+    """Raises a detection of a stable rule and one of a rule in ``status: test`` per event."""
+
+    name = "stable-and-test"
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        return [
+            Detection(
+                rule=RuleInfo(
+                    id=f"r-{status}", name=f"Rule in {status}", category="scraping", level="high", status=status
+                ),
+                event_ids=[event.id],
+                timestamp=event.timestamp,
+                identity=event.identity,
+                message=f"r-{status} fired",
+            )
+            for event in events
+            for status in ("stable", "test")
+        ]
+
+
+def shadow_alerts(tmp_path: Path) -> dict[str, dict[str, Any]]:
+    """Shadow alerts by rule id: ``r-stable`` suppressed by an exception, ``r-test`` from a rule in test."""
+    exception = {
+        "id": "qa-load-test",
+        "rules": ["r-stable"],
+        "match": {"user.id": ["qa-bot"]},
+        "reason": "QA load test, ticket QA-12",
+        "expires": "2099-01-01",
+    }
+    path = tmp_path / "exceptions.yml"
+    path.write_text(yaml.safe_dump([exception]))
+    redactor = Redactor(b"k")
+    pipeline = Pipeline([StableAndTestRule()], redactor, AlertGrouper(redactor), load_exceptions(path))
+    event = Event(id="e1", timestamp=1.8e9, dataset="test", identity=Identity(user_id="qa-bot", source_ip="10.20.0.5"))
+    result = pipeline.process([event])
+    assert result.alerts == []
+    return {document["rule"]["id"]: document for document in result.shadow_alerts}
+
+
+def dotted(document: dict[str, Any], path: str) -> Any:
+    value: Any = document
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def selects(query: str, document: dict[str, Any]) -> bool:
+    """Evaluates the one KQL form the shadow searches use: ``[not] FIELD : *`` (the field exists)."""
+    parsed = KQL_EXISTS.fullmatch(query)
+    assert parsed, f"not an existence query: {query}"
+    negated, path = parsed.groups()
+    return (dotted(document, path) is not None) != bool(negated)
+
+
+@pytest.mark.parametrize(
+    ("search_id", "listed_rule"),
+    [("abusewatch-search-suppressed-alerts", "r-stable"), ("abusewatch-search-test-rule-alerts", "r-test")],
+)
+def test_shadow_searches_split_the_shadow_alerts_and_show_their_fields(
+    tmp_path: Path, search_id: str, listed_rule: str
+) -> None:
+    documents = shadow_alerts(tmp_path)
+    assert set(documents) == {"r-stable", "r-test"}
+    search = BY_KEY[("search", search_id)]
+    usage = search_usage(search)
+    assert usage.data_view == "abusewatch-shadow-alerts"
+    query = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+    assert [rule for rule, document in documents.items() if selects(query, document)] == [listed_rule]
+    listed = documents[listed_rule]
+    missing = [column for column in search["attributes"]["columns"] if dotted(listed, column) is None]
+    assert not missing, f"{search_id}: columns absent from the alert documents it lists: {missing}"
+
+
+def test_the_exceptions_chart_counts_suppressed_detections() -> None:
+    (usage,) = lens_usages(BY_KEY[("lens", "abusewatch-lens-suppressed-by-exception")])
+    assert usage.data_view == "abusewatch-shadow-alerts"
+    assert {"abusewatch.exception.id", "abusewatch.count"} <= usage.fields
 
 
 # -- the import command against a stand-in for Kibana -----------------------------------------------------------------
