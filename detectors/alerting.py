@@ -124,7 +124,7 @@ class AlertGrouper:
         room = self.policy.max_evidence - len(group.evidence)
         group.evidence.extend(detection.evidence[: max(0, room)])
         group.score = max(group.score, detection.score)
-        if detection.related_users or detection.related_ips:
+        if _widens(group.detection, detection):
             group.detection = detection  # campaign alerts: the latest list of identities is the fullest
         return key
 
@@ -237,6 +237,19 @@ class AlertGrouper:
     def fresh(self) -> AlertGrouper:
         """A grouper with the same redactor and policy and no open groups."""
         return AlertGrouper(self.redactor, self.policy)
+
+
+def _widens(current: Detection, new: Detection) -> bool:
+    """Whether ``new`` names more related identities than ``current`` and drops none (a campaign that grew).
+
+    Only then does it replace a group's detection: a repeat naming the same identities keeps the first one, so the
+    alert's message and explanation stay those of its first detection. (An alert is updated in place in
+    Elasticsearch with a partial update, which merges objects: an explanation that changed between writes would
+    be stored as the union of both.)
+    """
+    users, ips = set(new.related_users), set(new.related_ips)
+    old_users, old_ips = set(current.related_users), set(current.related_ips)
+    return users >= old_users and ips >= old_ips and (users, ips) != (old_users, old_ips)
 
 
 def _group_state(group: _Group) -> dict[str, Any]:

@@ -114,3 +114,31 @@ def test_a_batch_spanning_many_windows_renders_every_group():
     grouper = AlertGrouper(Redactor(b"k"))
     docs = alerts_of(grouper, [detection(f"e{i}", T0 + i * HOUR) for i in range(5)])
     assert len(docs) == 5
+
+
+def explained(event_id: str, at: float, explanation: dict[str, float], users: list[str]) -> Detection:
+    base = detection(event_id, at)
+    return Detection(
+        rule=base.rule,
+        event_ids=base.event_ids,
+        timestamp=at,
+        identity=base.identity,
+        message=f"seen with {len(users)} identities",
+        explanation=explanation,
+        related_users=users,
+    )
+
+
+def test_a_repeat_keeps_the_first_explanation_and_a_growing_campaign_the_latest():
+    """Elasticsearch merges an alert's objects on each in-place update, so a group's explanation must not change
+    between writes unless the alert really grew (a campaign naming more identities)."""
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [explained("e1", T0 + 1, {"ngram:ignore": 0.5}, ["mallory"])])
+    repeat = alerts_of(grouper, [explained("e2", T0 + 2, {"ngram:market": 0.2}, ["mallory"])])[0]
+    assert repeat["abusewatch"]["explanation"] == {"ngram:ignore": 0.5}
+    assert repeat["abusewatch"]["count"] == 2
+    grown = alerts_of(grouper, [explained("e3", T0 + 3, {"ngram:market": 0.2}, ["mallory", "trudy"])])[0]
+    assert grown["abusewatch"]["explanation"] == {"ngram:market": 0.2}
+    assert grown["message"].startswith("seen with 2 identities")
+    narrower = alerts_of(grouper, [explained("e4", T0 + 4, {"ngram:other": 0.1}, ["trudy"])])[0]
+    assert narrower["abusewatch"]["explanation"] == {"ngram:market": 0.2}
