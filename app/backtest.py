@@ -4,7 +4,8 @@ A detection engineer runs a candidate rule set over labelled history before ship
 positives and precision; per category, recall; alert volume per day; and, against a baseline rule set, the events
 newly caught and the events lost, with examples. Labels name the attack events (event id -> category); every other
 event counts as benign. Detections that an alert exception suppresses never reach the queue, so they count per
-exception (with the labelled attacks each one hides) instead of as caught.
+exception instead of as caught, and their alerts apart from the alerts: per exception, the events it suppressed
+and those it hides (caught by no other, unsuppressed detection), each with how many are labelled attacks.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ class BacktestResult:
     caught: set[str] = field(default_factory=set)
     caught_by_category: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     snippets: dict[str, str] = field(default_factory=dict)
-    alerts: int = 0
+    alerts: int = 0  # alert documents the queue would get (and alerts of rules in test), suppressed ones apart
+    suppressed_alerts: int = 0
     suppressed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # exception id -> event ids
 
     def recall(self, labels: dict[str, str]) -> dict[str, float | None]:
@@ -97,6 +99,7 @@ def run_backtest(
     result = BacktestResult()
     seen: set[str] = set()
     alert_ids: set[str] = set()
+    suppressed_alert_ids: set[str] = set()
     for batch in batches:
         output = pipeline.process(batch)
         result.events += len(batch)
@@ -107,7 +110,8 @@ def run_backtest(
             text = gen_ai.get("prompt") or gen_ai.get("completion") or ""
             result.snippets[document["event"]["id"]] = text[:160]
         for document in [*output.alerts, *output.shadow_alerts]:
-            alert_ids.add(document["event"]["id"])
+            suppressed = "exception" in document.get("abusewatch", {})
+            (suppressed_alert_ids if suppressed else alert_ids).add(document["event"]["id"])
         hidden = {id(detection) for detection, _exception in output.suppressed}
         for detection, exception in output.suppressed:
             result.suppressed[exception.id].update(e for e in detection.event_ids if e in day_of)
@@ -125,6 +129,7 @@ def run_backtest(
                 result.caught.add(event_id)
                 result.caught_by_category[rule.category].add(event_id)
     result.alerts = len(alert_ids)
+    result.suppressed_alerts = len(suppressed_alert_ids)
     if labels is not None:
         for stats in result.rules.values():
             stats.true_positives = sum(1 for e in stats.events if labels.get(e, BENIGN) != BENIGN)
@@ -161,7 +166,12 @@ def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]
         }
         for s in sorted(result.rules.values(), key=lambda s: (-len(s.events), s.name))
     ]
-    out: dict[str, Any] = {"events": result.events, "events_caught": len(result.caught), "alerts": result.alerts}
+    out: dict[str, Any] = {
+        "events": result.events,
+        "events_caught": len(result.caught),
+        "alerts": result.alerts,
+        "suppressed_alerts": result.suppressed_alerts,
+    }
     if labels is not None:
         labelled = {e: labels.get(e, BENIGN) for e in seen}
         out["recall"] = result.recall(labelled)
@@ -171,13 +181,24 @@ def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]
     out["rules"] = rules
     if result.suppressed:
         out["suppressed_by_exception"] = {
-            exception_id: {
-                "events": len(events),
-                "attacks": sum(1 for e in events if labels.get(e, BENIGN) != BENIGN) if labels is not None else None,
-            }
+            exception_id: _suppression(events, events - result.caught, labels)
             for exception_id, events in sorted(result.suppressed.items())
         }
     return out
+
+
+def _suppression(suppressed: set[str], hidden: set[str], labels: dict[str, str] | None) -> dict[str, int | None]:
+    """What one exception kept from the queue: every event it suppressed, and those no other detection caught."""
+
+    def attacks(events: set[str]) -> int | None:
+        return sum(1 for e in events if labels.get(e, BENIGN) != BENIGN) if labels is not None else None
+
+    return {
+        "events_suppressed": len(suppressed),
+        "events_hidden": len(hidden),
+        "attacks_suppressed": attacks(suppressed),
+        "attacks_hidden": attacks(hidden),
+    }
 
 
 def _day(epoch: float) -> str:

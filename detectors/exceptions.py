@@ -20,7 +20,13 @@ A condition is ``FIELD: values`` (exact match) or ``FIELD|cidr: networks`` (IP f
 ``rules: ["*"]`` together with ``all_rules: true``, so nobody does it by accident. Conditions use only what a
 detection carries (its identity), so whether a detection is suppressed never depends on batching. Expiry is
 judged in event time, as all alerting is: an exception applies to events before 00:00 UTC of its ``expires``
-date, so a replay of old logs suppresses what the stream suppressed then.
+date, so a replay of old logs suppresses what the stream suppressed then (``created`` is a record, not a bound).
+
+``user.id``, ``session.id`` and ``user_agent.original`` are asserted by the client (the OpenAI ``user`` field, a
+header), so an attacker who learns an excepted value could borrow it. Every entry therefore needs a condition on a
+field the platform derives itself (:data:`SERVER_FIELDS`) unless it says ``trust_client_fields: true``: an explicit,
+reviewable opt-in for deployments whose gateway sets ``user.id`` from its own authentication. Values must be YAML
+text: ``010`` unquoted is the number 8 to YAML, so numbers are refused with the quoted form to write instead.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -55,6 +62,11 @@ FIELDS: dict[str, Callable[[Identity], str | None]] = {
     "abusewatch.identity_key": Identity.key,
 }
 IP_FIELDS = frozenset({"source.ip"})
+# Fields the platform derives itself (API key, tenant, connection), as opposed to values the client asserts.
+SERVER_FIELDS = frozenset({"abusewatch.api_key_hash", "organization.id", "abusewatch.team_id", "source.ip"})
+SERVER_IDENTITY_KEYS = ("key:", "ip:")  # identity_key prefixes of server-derived values (see Identity.key)
+ANONYMOUS = "anonymous"
+MIN_PREFIX = {4: 8, 6: 32}  # a wider network is a disabled rule, not an exception
 OPERATORS = ("cidr",)  # after ``|``; no operator means exact match
 ALL_RULES = "*"
 SUFFIXES = (".yml", ".yaml")
@@ -78,6 +90,7 @@ class ExceptionEntry(BaseModel):
     rules: list[str] = []
     categories: list[Category] = []  # every rule of these categories, e.g. for a red-team user
     all_rules: bool = False
+    trust_client_fields: bool = False  # allow conditions on client-asserted fields only (see the module doc)
     match: dict[str, list[str]] = Field(min_length=1)
     reason: str
     author: str | None = None
@@ -103,20 +116,32 @@ class ExceptionEntry(BaseModel):
     def _rule_patterns(cls, value: list[str]) -> list[str]:
         if any(not pattern.strip() for pattern in value):
             raise ValueError("rule ids must not be empty")
+        padded = [pattern for pattern in value if pattern != pattern.strip()]
+        if padded:  # ' r-volume' would match no rule, silently
+            raise ValueError(f"rule id {padded[0]!r} has leading or trailing spaces")
         return value
 
     @field_validator("match", mode="before")
     @classmethod
     def _values_as_lists(cls, value: Any) -> Any:
-        """``user.id: alice`` is short for ``user.id: [alice]``; numbers (numeric user ids) are taken as text."""
+        """``user.id: alice`` is short for ``user.id: [alice]``; an unquoted number is refused (see _UnquotedNumber)."""
         if not isinstance(value, dict):
             return value
-        return {key: [_scalar(item) for item in (v if isinstance(v, list) else [v])] for key, v in value.items()}
+        lists = {key: v if isinstance(v, list) else [v] for key, v in value.items()}
+        for key, items in lists.items():
+            for item in items:
+                if isinstance(item, _UnquotedNumber):
+                    raise ValueError(
+                        f"{key!r}: {item} is a number to YAML ({item.number!r}), not text: quote it: '{item}'"
+                    )
+                if isinstance(item, bool | date) or item is None:
+                    raise ValueError(f"{key!r}: {item!r} is not text to YAML (true/yes, dates, null): quote it")
+        return lists
 
     @field_validator("created", "expires", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
-        if isinstance(value, datetime) or not isinstance(value, date | str):
+        if isinstance(value, datetime | _UnquotedNumber) or not isinstance(value, date | str):
             raise ValueError(f"must be an ISO date (YYYY-MM-DD), not {value!r}")
         if isinstance(value, str):
             try:
@@ -134,16 +159,23 @@ class ExceptionEntry(BaseModel):
             raise ValueError(f"rules {everything[0]!r} mutes every rule: say so with all_rules: true")
         if self.all_rules and self.rules != [ALL_RULES]:
             raise ValueError(f"all_rules: true goes with rules: [{ALL_RULES!r}] only")
-        for key, values in self.match.items():
-            _condition(key, values)  # raises on an unknown field or operator and on bad values
+        conditions = [_condition(key, values) for key, values in self.match.items()]  # raises on bad ones
+        if not self.trust_client_fields and not any(map(_server_derived, conditions)):
+            raise ValueError(
+                "match: user.id, session.id and user_agent.original are set by the client: add a condition on "
+                f"{', '.join(sorted(SERVER_FIELDS))} or a key:/ip: abusewatch.identity_key, "
+                "or say trust_client_fields: true if your gateway sets them"
+            )
         if self.created is not None and self.created > self.expires:
             raise ValueError(f"created {self.created} is after expires {self.expires}")
         return self
 
 
-def _scalar(item: Any) -> Any:
-    """A number as text (YAML reads ``12345`` as an int); anything else as it is, for the type check."""
-    return str(item) if isinstance(item, int | float) and not isinstance(item, bool) else item
+def _server_derived(condition: Condition) -> bool:
+    field = condition.field.partition("|")[0]
+    if field == "abusewatch.identity_key":
+        return all(value.startswith(SERVER_IDENTITY_KEYS) for value in condition.values)
+    return field in SERVER_FIELDS
 
 
 class Condition(NamedTuple):
@@ -171,7 +203,9 @@ def _condition(key: str, values: list[str]) -> Condition:
     if operator and operator not in OPERATORS:
         raise ValueError(f"match: {key!r}: unknown operator {operator!r} (known: {', '.join(OPERATORS)})")
     if not values or any(not isinstance(v, str) or not v for v in values):
-        raise ValueError(f"match: {key!r} needs a list of non-empty values")
+        raise ValueError(f"match: {key!r} needs a list of non-empty text values (quote dates and numbers)")
+    if field == "abusewatch.identity_key" and ANONYMOUS in values:
+        raise ValueError(f"match: {key!r}: {ANONYMOUS!r} is every event without an identity, not one identity")
     if operator == "cidr" and field not in IP_FIELDS:
         raise ValueError(f"match: {key!r}: cidr applies to {', '.join(sorted(IP_FIELDS))} only")
     if field not in IP_FIELDS:
@@ -179,7 +213,7 @@ def _condition(key: str, values: list[str]) -> Condition:
     networks = []
     for value in values:
         try:
-            networks.append(
+            network = _unmapped(
                 ipaddress.ip_network(value, strict=True)
                 if operator
                 else ipaddress.ip_network(ipaddress.ip_address(value))
@@ -187,7 +221,26 @@ def _condition(key: str, values: list[str]) -> Condition:
         except ValueError as error:
             hint = "" if operator else f" (networks go under {field}|cidr)"
             raise ValueError(f"match: {key!r}: bad {'CIDR' if operator else 'IP address'}: {error}{hint}") from None
+        if network.prefixlen < MIN_PREFIX[network.version]:
+            raise ValueError(
+                f"match: {key!r}: {value} is too wide (IPv{network.version} networks need a prefix of at least "
+                f"/{MIN_PREFIX[network.version]})"
+            )
+        networks.append(network)
     return Condition(key, FIELDS[field], frozenset(), tuple(networks))
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """An IPv4-mapped IPv6 network (``::ffff:10.0.0.0/104``) as its IPv4 network (``10.0.0.0/8``), because
+    events' addresses are compared in that form (:func:`_address`); any other network as it is."""
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96 and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None  # inside ::ffff:0:0/96
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 @functools.lru_cache(maxsize=4096)  # a busy identity's address is parsed once, not on every detection
@@ -275,10 +328,20 @@ class ExceptionList:
 
 
 def exception_files(path: Path) -> list[Path]:
-    """``path`` itself, or the ``*.yml`` / ``*.yaml`` files of a directory, sorted."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in SUFFIXES)
-    return [path]
+    """``path`` itself, or the ``*.yml`` / ``*.yaml`` files (any case) under a directory and its subdirectories,
+    in sorted path order. Hidden files and directories (``.github/``, ``.git/``) are skipped; symlinked
+    directories are not followed (no loops); a symlinked file is listed, so a dangling one is reported."""
+    if not path.is_dir():
+        return [path]
+    files = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        files.extend(
+            Path(directory, name)
+            for name in names
+            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
+        )
+    return sorted(files, key=lambda file: file.relative_to(path).parts)
 
 
 def load_exceptions(path: Path) -> ExceptionList:
@@ -294,7 +357,7 @@ def load_exceptions(path: Path) -> ExceptionList:
             try:
                 entry = ExceptionEntry.model_validate(raw)
             except ValidationError as error:
-                errors.extend(f"{where}: {_describe(problem)}" for problem in error.errors())
+                errors.extend(f"{where}: {describe(problem)}" for problem in error.errors())
                 continue
             if entry.id in seen:
                 errors.append(f"{where}: duplicate id (first defined in {seen[entry.id]})")
@@ -308,8 +371,11 @@ def load_exceptions(path: Path) -> ExceptionList:
 
 def _entries(file: Path, errors: list[str]) -> list[tuple[int, dict[str, Any]]]:
     """The raw entries of one file (a YAML list of mappings) with their 1-based numbers; problems go to ``errors``."""
+    if file.is_symlink() and not file.exists():
+        errors.append(f"{file}: dangling symlink (to {os.readlink(file)})")
+        return []
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        data = yaml.load(file.read_text(encoding="utf-8"), Loader=_StrictLoader)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         errors.append(f"{file}: cannot read: {' '.join(str(error).split())}")
         return []
@@ -327,7 +393,42 @@ def _entries(file: Path, errors: list[str]) -> list[tuple[int, dict[str, Any]]]:
     return entries
 
 
-def _describe(problem: Any) -> str:
+class _UnquotedNumber(str):
+    """An unquoted YAML number, kept as written so the error can show it quoted; ``number`` is what YAML reads."""
+
+    number: int | float
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate mapping keys (YAML would keep the last one silently) and keeps unquoted
+    numbers as written (:class:`_UnquotedNumber`): ``user.id: [010]`` would otherwise be the text ``8``."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                continue  # unhashable: the base class reports it
+            if key in seen:
+                raise yaml.YAMLError(f"duplicate key {key!r} on line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    def _number(self, node: yaml.ScalarNode, construct: Callable[..., Any]) -> _UnquotedNumber:
+        text = _UnquotedNumber(self.construct_scalar(node))
+        text.number = construct(self, node)
+        return text
+
+
+_StrictLoader.add_constructor(
+    "tag:yaml.org,2002:int", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_int)
+)
+_StrictLoader.add_constructor(
+    "tag:yaml.org,2002:float", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_float)
+)
+
+
+def describe(problem: Any) -> str:
     """One pydantic error as ``field: message``, without pydantic's URLs and with our own messages unwrapped."""
     location = ".".join(str(part) for part in problem.get("loc", ()))
     message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from app.backtest import BENIGN, load_labels
+from app.backtest import BENIGN, load_labels, report, run_backtest
 from app.cli import cli
 from app.engine import build_exceptions, build_pipeline
 from app.replay import ReplaySummary, decoded_lines
@@ -32,15 +32,20 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "exceptions" / "ex
 SAMPLES = [str(path) for path in sample_files().values()]
 LABELS = SAMPLES_DIR / "labels.json"
 T0 = datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp()
-TODAY = datetime.now(tz=UTC).date()
 runner = CliRunner()
 
 
+def today() -> date:
+    return datetime.now(tz=UTC).date()
+
+
 def entry(**overrides) -> dict:
-    """A valid exception entry, changed by ``overrides`` (a value of None removes the key)."""
+    """A valid exception entry, changed by ``overrides`` (a value of None removes the key). It trusts client-set
+    fields, so matching tests can use any field alone; the default is tested on its own."""
     base = {
         "id": "qa-load-test",
         "rules": ["r-volume"],
+        "trust_client_fields": True,
         "match": {"user.id": ["qa-bot"]},
         "reason": "QA load test, ticket QA-12",
         "author": "jdoe",
@@ -92,17 +97,26 @@ def detection(
         ({"match": {"source.ip|cidr": ["10.0.0.0/33"]}}, "bad CIDR"),
         ({"match": {"source.ip|cidr": ["10.0.0.5/24"]}}, "has host bits set"),
         ({"match": {"source.ip": ["10.0.0.0/8"]}}, "networks go under source.ip|cidr"),
-        ({"match": {"user.id": []}}, "needs a list of non-empty values"),
+        ({"match": {"user.id": []}}, "needs a list of non-empty text values"),
+        ({"match": {"user.id": [True]}}, "'user.id': True is not text to YAML (true/yes, dates, null): quote it"),
+        ({"trust_client_fields": None}, "user.id, session.id and user_agent.original are set by the client"),
+        ({"match": {"abusewatch.identity_key": ["anonymous"]}}, "'anonymous' is every event without an identity"),
+        ({"match": {"source.ip|cidr": ["0.0.0.0/0"]}}, "0.0.0.0/0 is too wide (IPv4 networks need a prefix of at"),
+        ({"match": {"source.ip|cidr": ["8.0.0.0/7"]}}, "too wide (IPv4 networks need a prefix of at least /8)"),
+        ({"match": {"source.ip|cidr": ["::/0"]}}, "::/0 is too wide (IPv6 networks need a prefix of at least /32)"),
+        ({"match": {"source.ip|cidr": ["::ffff:0.0.0.0/100"]}}, "too wide (IPv4 networks"),  # mapped: 0.0.0.0/4
         ({"match": {}}, "match: Dictionary should have at least 1 item"),
         ({"reason": None}, "reason: required"),
         ({"reason": "   "}, "must say why"),
         ({"expires": None}, "expires: required"),
         ({"expires": "31/12/2026"}, "must be an ISO date"),
         ({"expires": "2026-02-30"}, "must be an ISO date"),
+        ({"expires": 20270101}, "expires: must be an ISO date (YYYY-MM-DD), not '20270101'"),
         ({"created": "2027-02-01"}, "created 2027-02-01 is after expires 2027-01-01"),
         ({"rules": ["*"]}, "mutes every rule: say so with all_rules: true"),
         ({"rules": ["r-volume", "*"], "all_rules": True}, "all_rules: true goes with rules: ['*'] only"),
         ({"rules": None}, "name the rules it covers"),
+        ({"rules": [" r-volume"]}, "rules: rule id ' r-volume' has leading or trailing spaces"),
         ({"categories": ["not-a-category"]}, "categories.0: Input should be 'prompt_injection'"),
         ({"id": "has space"}, "id: must be 1-128 letters"),
         ({"expiry": "2027-01-01"}, "expiry: Extra inputs are not permitted"),
@@ -149,14 +163,70 @@ def test_the_example_file_is_valid():
     exceptions = load_exceptions(EXAMPLE)
     assert [e.id for e in exceptions.exceptions] == ["bulk-summariser-scraping", "redteam-jailbreak-suites"]
     assert all(e.reason for e in exceptions.exceptions)
+    assert not any(e.entry.trust_client_fields for e in exceptions.exceptions)
 
 
-def test_numeric_user_ids_and_single_values_are_read_as_lists_of_text(tmp_path):
+def test_quoted_numeric_ids_and_single_values_are_read_as_lists_of_text(tmp_path):
     path = tmp_path / "e.yml"
-    path.write_text("- {id: n, rules: [r-volume], match: {user.id: 12345}, reason: r, expires: 2027-01-01}\n")
+    path.write_text("- {id: n, rules: [r-volume], match: {organization.id: '012345'}, reason: r, expires: 2027-01-01}")
     exceptions = load_exceptions(path)
-    assert exceptions.match(detection(user_id="12345")) is not None
-    assert exceptions.match(detection(user_id="1234")) is None
+    assert exceptions.exceptions[0].entry.match == {"organization.id": ["012345"]}
+    assert exceptions.match(detection(organization_id="012345")) is not None
+    assert exceptions.match(detection(organization_id="12345")) is None
+
+
+@pytest.mark.parametrize(
+    ("written", "read_as"), [("010", "8"), ("12345", "12345"), ("0x1F", "31"), ("1:30", "90"), ("1.50", "1.5")]
+)
+def test_unquoted_numbers_are_refused_with_the_quoted_form_to_write(tmp_path, written, read_as):
+    path = tmp_path / "e.yml"
+    path.write_text(f"- {{id: n, rules: [r], match: {{organization.id: [{written}]}}, reason: r, expires: 2027-01-01}}")
+    (error,) = errors_of(path)
+    assert error == (
+        f"{path}: entry 1 (id 'n'): match: 'organization.id': {written} is a number to YAML ({read_as}), "
+        f"not text: quote it: '{written}'"
+    )
+
+
+def test_duplicate_yaml_keys_are_errors_naming_the_key(tmp_path):
+    path = tmp_path / "e.yml"
+    path.write_text(
+        "- id: e1\n  rules: [r]\n  match:\n    organization.id: [a]\n    organization.id: [b]\n"
+        "  reason: r\n  expires: 2027-01-01\n"
+    )
+    assert errors_of(path) == [f"{path}: cannot read: duplicate key 'organization.id' on line 5"]
+    path.write_text("- {id: e1, rules: [r], match: {organization.id: [a]}, reason: r, expires: 2027-01-01}\n")
+    assert len(load_exceptions(path)) == 1
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"abusewatch.api_key_hash": ["9f86d081"]},
+        {"organization.id": ["org-1"]},
+        {"abusewatch.team_id": ["team-1"]},
+        {"source.ip": ["10.0.0.1"]},
+        {"source.ip|cidr": ["10.0.0.0/8"]},
+        {"abusewatch.identity_key": ["key:9f86d081", "ip:10.0.0.1"]},
+        {"user.id": ["redteam-svc"], "abusewatch.api_key_hash": ["9f86d081"]},
+    ],
+)
+def test_a_server_derived_condition_is_enough_without_trusting_client_fields(tmp_path, match):
+    assert len(loaded(tmp_path, entry(trust_client_fields=None, match=match))) == 1
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"user.id": ["redteam-svc"]},
+        {"session.id": ["s1"], "user_agent.original": ["curl/8"]},
+        {"abusewatch.identity_key": ["key:9f86d081", "user:redteam-svc"]},  # user: is the client's user.id
+    ],
+)
+def test_client_asserted_fields_alone_need_the_explicit_opt_in(tmp_path, match):
+    errors = errors_of(write(tmp_path / "e.yml", [entry(trust_client_fields=None, match=match)]))
+    assert len(errors) == 1 and "are set by the client" in errors[0] and "trust_client_fields: true" in errors[0]
+    assert len(loaded(tmp_path, entry(trust_client_fields=True, match=match))) == 1
 
 
 # -- matching --------------------------------------------------------------------------------------------------
@@ -184,6 +254,20 @@ def test_cidr_matches_v4_v6_and_v4_mapped_addresses(tmp_path):
     assert exceptions.match(detection(source_ip="10.21.0.1")) is None
     assert exceptions.match(detection(source_ip="not-an-ip")) is None
     assert exceptions.match(detection(user_id="qa-bot")) is None
+
+
+def test_v4_mapped_addresses_and_networks_in_an_exception_match_their_ipv4_form(tmp_path):
+    exceptions = loaded(
+        tmp_path,
+        entry(id="one", match={"source.ip": ["::ffff:10.0.0.1"]}),
+        entry(id="net", match={"source.ip|cidr": ["::ffff:10.20.0.0/112"]}),
+    )
+    assert exceptions.match(detection(source_ip="10.0.0.1")).id == "one"
+    assert exceptions.match(detection(source_ip="::ffff:10.0.0.1")).id == "one"
+    assert exceptions.match(detection(source_ip="10.20.3.4")).id == "net"
+    assert exceptions.match(detection(source_ip="::ffff:10.20.3.4")).id == "net"
+    assert exceptions.match(detection(source_ip="10.21.0.1")) is None
+    assert exceptions.match(detection(source_ip="10.0.0.2")) is None
 
 
 def test_an_exact_ip_matches_that_address_only(tmp_path):
@@ -373,7 +457,8 @@ def test_replay_honours_the_setting(tmp_path):
     assert not [a for a in alerts if a["abusewatch"]["identity_key"] == "user:contractor.eve@acme.example"]
     assert RISK_RULE_ID not in {a["rule"]["id"] for a in eve}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["suppressed_by_exception"]["eve-redteam"] >= len(eve)
+    latest = {a["event"]["id"]: a for a in eve}  # an alert rewritten as its group grows: its last version
+    assert summary["suppressed_by_exception"] == {"eve-redteam": sum(a["abusewatch"]["count"] for a in latest.values())}
     assert 'data-exception="eve-redteam"' in (out / "report.html").read_text()
 
 
@@ -397,19 +482,90 @@ def test_backtest_counts_suppressed_events_per_exception_instead_of_as_caught(tm
     # what the exception should hide, from the rules themselves
     plain = Pipeline([SignatureDetector(RuleSet.load([BUILTIN_RULES_DIR]))], Redactor(b"k"))
     hidden: dict[str, set[str]] = {}
+    caught_elsewhere: set[str] = set()
     for found, _letters, _size in decoded_lines(SAMPLES, max_bytes=1 << 22, max_text_chars=1 << 18):
         for d in plain.process(found).detections:
             if d.rule.category == "jailbreak" and d.identity.user_id == user:
                 hidden.setdefault(d.rule.id, set()).update(d.event_ids)
+            else:
+                caught_elsewhere.update(d.event_ids)
     assert hidden, "the samples hold jailbreaks by this user"
     hidden_events = set().union(*hidden.values())
     attacks = sum(load_labels(LABELS).get(e, BENIGN) != BENIGN for e in hidden_events)
     assert "suppressed_by_exception" not in baseline
-    assert report["suppressed_by_exception"] == {"eve-jailbreaks": {"events": len(hidden_events), "attacks": attacks}}
+    hidden_only = hidden_events - caught_elsewhere  # suppressed and caught by no other detection
+    labels = load_labels(LABELS)
+    assert report["suppressed_by_exception"] == {
+        "eve-jailbreaks": {
+            "events_suppressed": len(hidden_events),
+            "events_hidden": len(hidden_only),
+            "attacks_suppressed": attacks,
+            "attacks_hidden": sum(labels.get(e, BENIGN) != BENIGN for e in hidden_only),
+        }
+    }
+    assert report["alerts"] < baseline["alerts"] and report["suppressed_alerts"] > 0
+    assert baseline["suppressed_alerts"] == 0
     before = {r["rule_id"]: r["events"] for r in baseline["rules"]}
     after = {r["rule_id"]: r["events"] for r in report["rules"]}
     for rule_id, ids in hidden.items():
         assert before[rule_id] - after.get(rule_id, 0) == len(ids)
+
+
+class CatchAll(Detector):
+    """Raises one jailbreak detection per event: another rule that catches what an exception suppresses."""
+
+    name = "catch-all"
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        rule = RuleInfo(id="r-jailbreak", name="Jailbreak", category="jailbreak", level="high")
+        return [
+            Detection(rule=rule, event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="jailbreak")
+            for e in events
+            if e.identity.user_id != "quiet"
+        ]
+
+
+def test_backtest_counts_suppressed_alerts_apart_and_attacks_hidden_only_when_nothing_else_caught_them(tmp_path):
+    exceptions = loaded(tmp_path, entry(rules=["r-volume"], match={"user.id": ["qa-bot", "quiet"]}))
+    redactor = Redactor(b"k")
+    engine = Pipeline([Volume(), CatchAll()], redactor, AlertGrouper(redactor, AlertPolicy()), exceptions)
+    batch = [*events("qa-bot", 3), *events("quiet", 2)]
+    labels = {event.id: "jailbreak" for event in batch}
+    queue = engine.fresh().process(batch)
+    result, seen = run_backtest([batch], engine, labels)
+    out = report(result, labels, seen)
+    assert out["alerts"] == len(queue.alerts) == 1  # r-jailbreak for qa-bot; the suppressed r-volume groups apart
+    assert out["suppressed_alerts"] == len(queue.shadow_alerts) == 2
+    assert out["suppressed_by_exception"] == {
+        "qa-load-test": {"events_suppressed": 5, "events_hidden": 2, "attacks_suppressed": 5, "attacks_hidden": 2}
+    }
+    assert out["recall"]["all"] == 3 / 5
+    unlabelled = report(result, None, seen)["suppressed_by_exception"]["qa-load-test"]
+    assert unlabelled == {
+        "events_suppressed": 5,
+        "events_hidden": 2,
+        "attacks_suppressed": None,
+        "attacks_hidden": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["replay", *SAMPLES, "--alerts-out", "{out}/a.jsonl"],
+        ["demo", "--out", "{out}"],
+        ["backtest", "--input", SAMPLES[0], "--builtin"],
+        ["backtest", "--input", SAMPLES[0], "--engine"],
+    ],
+)
+def test_a_bad_exceptions_file_ends_replay_demo_and_backtest_with_its_errors_not_a_traceback(tmp_path, command):
+    bad = write(tmp_path / "bad.yml", [entry(reason=None), entry(id="two", match={"source.ip": ["[/x] 1.2.3.400"]})])
+    args = [arg.replace("{out}", str(tmp_path / "out")) for arg in command]
+    result = runner.invoke(cli, args, env={"ABW_DETECTION__EXCEPTIONS_PATH": str(bad), "ABW_CONFIG": ""})
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"error: {bad}: entry 1 (id 'qa-load-test'): reason: required" in result.stderr
+    assert "[/x] 1.2.3.400" in result.stderr and "2 problem(s): no exception was loaded" in result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_the_report_lists_suppressed_counts_per_exception():
@@ -442,15 +598,14 @@ def test_check_fails_listing_every_error(tmp_path):
     assert "2 problem(s)" in result.stderr
 
 
-def test_check_warns_of_expired_and_expiring_entries_and_strict_fails_on_expired(tmp_path):
-    soon = (TODAY + timedelta(days=3)).isoformat()
-    later = (TODAY + timedelta(days=60)).isoformat()
+def test_check_warns_of_expired_and_expiring_entries_and_strict_fails_on_expired(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.commands.exceptions._today", lambda: date(2026, 11, 20))  # dates pinned, not "now"
     path = write(
         tmp_path / "e.yml",
         [
             entry(id="old", created="2020-01-01", expires="2020-02-01"),
-            entry(id="soon", created=None, expires=soon),
-            entry(id="fine", created=None, expires=later),
+            entry(id="soon", created=None, expires="2026-11-23"),
+            entry(id="fine", created=None, expires="2027-01-19"),
         ],
     )
     result = runner.invoke(cli, ["exceptions", "check", str(path)])
@@ -461,8 +616,55 @@ def test_check_warns_of_expired_and_expiring_entries_and_strict_fails_on_expired
     assert any(line.startswith("fine: active") for line in lines)
     assert "1 expired, 1 expiring within 7 days" in result.stdout
     assert runner.invoke(cli, ["exceptions", "check", "--strict", str(path)]).exit_code == 1
-    ok = write(tmp_path / "ok.yml", [entry(id="fine", created=None, expires=later)])
+    ok = write(tmp_path / "ok.yml", [entry(id="fine", created=None, expires="2027-01-19")])
     assert runner.invoke(cli, ["exceptions", "check", "--strict", str(ok)]).exit_code == 0
+
+
+def test_check_warns_when_no_exception_is_found_and_strict_fails(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an exceptions file")
+    result = runner.invoke(cli, ["exceptions", "check", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"warning: no exception found in {tmp_path}" in result.stdout
+    assert runner.invoke(cli, ["exceptions", "check", "--strict", str(tmp_path)]).exit_code == 1
+    write(tmp_path / "a.yml", [entry()])
+    found = runner.invoke(cli, ["exceptions", "check", "--strict", str(tmp_path)])
+    assert found.exit_code == 0 and "no exception found" not in found.stdout
+
+
+def test_directories_are_searched_recursively_case_insensitively_skipping_hidden_ones(tmp_path):
+    (tmp_path / "team-b" / "nested").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    write(tmp_path / "a.yml", [entry(id="a")])
+    write(tmp_path / "C.YML", [entry(id="c")])
+    write(tmp_path / "team-b" / "b.Yaml", [entry(id="b")])
+    write(tmp_path / "team-b" / "nested" / "d.yml", [entry(id="d")])
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("on: push\n")  # not an exceptions file
+    (tmp_path / ".hidden.yml").write_text("not: a list\n")
+    exceptions = load_exceptions(tmp_path)
+    assert [(e.id, Path(e.source).relative_to(tmp_path).as_posix()) for e in exceptions.exceptions] == [
+        ("c", "C.YML"),
+        ("a", "a.yml"),
+        ("b", "team-b/b.Yaml"),
+        ("d", "team-b/nested/d.yml"),
+    ]
+
+
+def test_a_dangling_symlink_is_an_error(tmp_path):
+    write(tmp_path / "a.yml", [entry()])
+    (tmp_path / "gone.yml").symlink_to(tmp_path / "nowhere.yml")
+    assert errors_of(tmp_path) == [f"{tmp_path / 'gone.yml'}: dangling symlink (to {tmp_path / 'nowhere.yml'})"]
+
+
+def test_markup_in_a_path_or_value_is_printed_as_text(tmp_path):
+    folder = tmp_path / "m[" / "x]"  # the path reads m[/x]: a closing tag to Rich
+    folder.mkdir(parents=True)
+    write(folder / "e.yml", [entry(match={"user.id": ["[/bold]qa[red]"]})])
+    table = runner.invoke(cli, ["exceptions", "list", str(folder)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0, table.output
+    assert f"1 alert exceptions in {folder}" in table.stdout and "[/bold]qa[red]" in table.stdout
+    write(folder / "e.yml", [entry(match={"source.ip": ["[/x] 10.0.0.300"]})])
+    bad = runner.invoke(cli, ["exceptions", "check", str(folder)])
+    assert bad.exit_code == 1 and "'[/x] 10.0.0.300' does not appear to be an IPv4 or IPv6 address" in bad.stderr
 
 
 def test_list_prints_a_table_and_json(tmp_path):
@@ -489,8 +691,9 @@ def draft(*args: str):
 
 
 def test_draft_round_trips_through_check(tmp_path):
+    before = today()
     result = draft(
-        "--rule", "abusewatch-anomaly-scraping-*", "--user", "svc-summariser", "--ip", "10.20.0.0/16",
+        "--rule", "abusewatch-anomaly-scraping-*", "--user", "svc-summariser", "--ip", "::ffff:10.20.0.0/112",
         "--reason", "Sanctioned bulk summariser, CHG-2291", "--expires", "30d",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -498,15 +701,23 @@ def test_draft_round_trips_through_check(tmp_path):
     path.write_text(result.stdout)
     exceptions = load_exceptions(path)
     (only,) = exceptions.exceptions
-    assert only.entry.created == TODAY
-    assert only.entry.expires == TODAY + timedelta(days=30)
+    assert only.entry.created in {before, today()}  # the run may straddle midnight
+    assert only.entry.expires == only.entry.created + timedelta(days=30)
     assert only.entry.author == "analyst1"
-    assert only.entry.match == {"user.id": ["svc-summariser"], "source.ip|cidr": ["10.20.0.0/16"]}
-    assert exceptions.match(
-        detection("abusewatch-anomaly-scraping-volume", at=datetime.now(tz=UTC).timestamp(),
-                  user_id="svc-summariser", source_ip="10.20.1.1")
-    ) is not None  # fmt: skip
+    assert only.entry.match == {"user.id": ["svc-summariser"], "source.ip|cidr": ["::ffff:10.20.0.0/112"]}
+    now = datetime.now(tz=UTC).timestamp()
+    rule = "abusewatch-anomaly-scraping-volume"
+    assert exceptions.match(detection(rule, at=now, user_id="svc-summariser", source_ip="10.20.1.1")) is not None
+    assert exceptions.match(detection(rule, at=now, user_id="svc-summariser", source_ip="10.21.1.1")) is None
     assert runner.invoke(cli, ["exceptions", "check", str(path)]).exit_code == 0
+
+
+def test_draft_needs_a_server_derived_condition_or_the_opt_in():
+    refused = draft("--rule", "r", "--user", "u", "--reason", "r", "--expires", "2030-01-01")
+    assert refused.exit_code == 1 and "error: match: user.id, session.id and user_agent.original" in refused.stderr
+    trusted = draft("--rule", "r", "--user", "u", "--trust-client-fields", "--reason", "r", "--expires", "2030-01-01")
+    assert trusted.exit_code == 0, trusted.output
+    assert yaml.safe_load(trusted.stdout)[0]["trust_client_fields"] is True
 
 
 def test_draft_ids_are_deterministic_and_differ_by_scope():
@@ -515,19 +726,38 @@ def test_draft_ids_are_deterministic_and_differ_by_scope():
         assert result.exit_code == 0, result.output
         return yaml.safe_load(result.stdout)[0]["id"]
 
-    first = drafted_id("--rule", "r-volume", "--user", "qa-bot")
-    assert first == drafted_id("--rule", "r-volume", "--user", "qa-bot")
-    assert first.startswith("qa-bot-r-volume-")
-    assert first != drafted_id("--rule", "r-volume", "--user", "qa-bot", "--ip", "10.0.0.1")
-    assert first != drafted_id("--category", "scraping", "--user", "qa-bot")
+    first = drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081")
+    assert first == drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081")
+    assert first.startswith("9f86d081-r-volume-")
+    assert first != drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081", "--ip", "10.0.0.1")
+    assert first != drafted_id("--category", "scraping", "--api-key-hash", "9f86d081")
 
 
 def test_draft_escapes_hostile_values_and_refuses_what_check_would(tmp_path):
-    result = draft("--rule", "r", "--user", "bob\x1b[31m\u202e", "--reason", "r", "--expires", "7d")
+    result = draft(
+        "--rule", "r", "--user", "bob\x1b[31m\u202e", "--trust-client-fields", "--reason", "r", "--expires", "7d"
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
     assert yaml.safe_load(result.stdout)[0]["match"]["user.id"] == ["bob\x1b[31m\u202e"]
-    assert draft("--rule", "r", "--reason", "r").exit_code != 0  # no condition: that would disable the rule
-    refused = draft("--rule", "*", "--user", "u", "--reason", "r")
-    assert refused.exit_code == 1 and "all_rules: true" in refused.stderr
-    assert draft("--rule", "r", "--user", "u", "--reason", "r", "--expires", "soon").exit_code != 0
+    no_condition = draft("--rule", "r", "--reason", "r")  # that would disable the rule
+    assert no_condition.exit_code == 2 and "give at least one of --user, --ip, --api-key-hash" in no_condition.output
+    refused = draft("--rule", "*", "--api-key-hash", "k", "--reason", "r")
+    assert refused.exit_code == 1 and "error: rules '*' mutes every rule: say so with all_rules: true" in refused.stderr
+    wide = draft("--rule", "r", "--ip", "0.0.0.0/0", "--reason", "r")
+    assert wide.exit_code == 1 and "0.0.0.0/0 is too wide" in wide.stderr
+
+
+@pytest.mark.parametrize(
+    ("expires", "message"),
+    [
+        ("soon", "not a duration: 'soon'"),
+        ("0d", "not a duration: '0d'"),
+        ("99999999d", "'99999999d' is beyond the year 9999"),
+        ("2020-01-01", "2020-01-01 is not after today"),
+    ],
+)
+def test_draft_refuses_an_expiry_it_cannot_use_with_a_clean_message(expires, message):
+    result = draft("--rule", "r", "--api-key-hash", "k", "--reason", "r", "--expires", expires)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert message in " ".join(result.output.replace("│", " ").split())

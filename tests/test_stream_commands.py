@@ -11,7 +11,9 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig, TlsError
 from elastic_transport import ConnectionError as ESConnectionError
 from elasticsearch import AuthenticationException
 from kafka.errors import KafkaTimeoutError
+from typer.testing import CliRunner
 
+from app.cli import cli
 from app.commands.stream import es_problem, exception_problems, kafka_problem, missing_files
 from app.settings import DetectionSettings, ElasticsearchSettings, KafkaSettings, Settings
 from app.stream.kafka_config import faust_credentials, kafka_python_options
@@ -54,6 +56,19 @@ def test_a_bad_exceptions_file_is_reported_before_kafka_is_contacted(tmp_path: P
     problems = exception_problems(configured)
     assert len(problems) == 1 and "no-reason" in problems[0] and "reason" in problems[0]
     assert exception_problems(settings()) == []
+
+
+@pytest.mark.parametrize("command", ["worker", "check-config"])
+def test_markup_in_a_bad_exceptions_file_is_printed_as_text(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "m[" / "x]" / "exceptions.yml"  # a path and a value that read as Rich closing tags
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "- id: x1\n  rules: [r]\n  match: {source.ip: ['[/bold] 10.0.0.300']}\n  reason: r\n  expires: 2030-01-01\n"
+    )
+    env = {"ABW_CONFIG": "", "ABW_DETECTION__EXCEPTIONS_PATH": str(path), "ABW_KAFKA__BOOTSTRAP": "nowhere:1"}
+    result = CliRunner().invoke(cli, [command], env=env)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"{path}: entry 1 (id 'x1'): match: 'source.ip': bad IP address: '[/bold] 10.0.0.300'" in result.stderr
 
 
 def test_secrets_never_appear_in_the_printed_settings() -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from app.backtest import diff, load_labels, report, run_backtest
+from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_exceptions, build_pipeline
 from app.replay import decoded_lines
 from app.settings import Settings, load_settings
@@ -39,11 +40,14 @@ def backtest_command(
     """Replay INPUT through a rule set; report per-rule precision, recall per category, volume and a diff."""
     settings = load_settings()
     labels = load_labels(labels_path) if labels_path else None
-    candidate = build_pipeline(settings) if engine else _rules_pipeline(rules or [], builtin, settings)
+    with exit_on_bad_exceptions():
+        candidate = build_pipeline(settings) if engine else _rules_pipeline(rules or [], builtin, settings)
     result, seen = run_backtest(_batches(inputs, settings), candidate, labels)
     output = report(result, labels, seen)
     if baseline:
-        base_result, _ = run_backtest(_batches(inputs, settings), _rules_pipeline(baseline, False, settings), labels)
+        with exit_on_bad_exceptions():
+            base_pipeline = _rules_pipeline(baseline, False, settings)
+        base_result, _ = run_backtest(_batches(inputs, settings), base_pipeline, labels)
         output["diff"] = diff(base_result, result)
     _print(output)
     if out is not None:
@@ -96,9 +100,13 @@ def _print(output: dict) -> None:
         console.print(f"Recall by labelled category: {recall}")
         if output["false_positive_rate"] is not None:
             console.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
-    for exception_id, hidden in output.get("suppressed_by_exception", {}).items():
-        attacks = "" if hidden["attacks"] is None else f", {hidden['attacks']} of them labelled attacks"
-        console.print(f"Exception {exception_id} suppressed {hidden['events']} events{attacks}")
+    if output["suppressed_alerts"]:
+        console.print(f"{output['alerts']} alerts; {output['suppressed_alerts']} more suppressed by exceptions")
+    for exception_id, counts in output.get("suppressed_by_exception", {}).items():
+        hidden = f"{counts['events_hidden']} caught by no other rule"
+        if counts["attacks_hidden"] is not None:
+            hidden += f" ({counts['attacks_hidden']} labelled attacks hidden, of {counts['attacks_suppressed']})"
+        console.print(f"Exception {exception_id} suppressed {counts['events_suppressed']} events, {hidden}")
     if "diff" in output:
         d = output["diff"]
         console.print(f"Against the baseline: {d['newly_caught']} events newly caught, {d['lost']} lost")

@@ -12,6 +12,8 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from detectors.exceptions import (
     ExceptionEntry,
     ExceptionList,
     ExceptionsError,
+    describe,
     load_exceptions,
 )
 
@@ -49,15 +52,23 @@ def _today() -> date:
     return datetime.now(tz=UTC).date()
 
 
-def _load(path: Path) -> ExceptionList:
-    """The exceptions under ``path``; invalid ones end the command with exit code 1 and every error listed."""
+@contextmanager
+def exit_on_bad_exceptions() -> Iterator[None]:
+    """Around anything that loads alert exceptions in a command: an invalid file ends the command with exit code 1
+    and every error listed on stderr (file-controlled text, so without markup and terminal-safe), no traceback."""
     try:
-        return load_exceptions(path)
+        yield
     except ExceptionsError as error:
         for problem in error.errors:
             err.print(Text(f"error: {terminal_safe(problem)}"))
         err.print(Text(f"{len(error.errors)} problem(s): no exception was loaded"))
         raise typer.Exit(1) from None
+
+
+def _load(path: Path) -> ExceptionList:
+    """The exceptions under ``path``; invalid ones end the command (see :func:`exit_on_bad_exceptions`)."""
+    with exit_on_bad_exceptions():
+        return load_exceptions(path)
 
 
 def status_of(exception: AlertException, today: date, soon_days: int = SOON_DAYS) -> str:
@@ -72,11 +83,17 @@ def status_of(exception: AlertException, today: date, soon_days: int = SOON_DAYS
 def check_command(
     path: Path = typer.Argument(..., help="An exceptions YAML file or a directory of them."),
     within: int = typer.Option(SOON_DAYS, "--within", min=0, help="Warn of exceptions expiring within DAYS."),
-    strict: bool = typer.Option(False, "--strict", help="Also fail (exit 1) when an exception has expired."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Also fail (exit 1) when an exception has expired or none is found."
+    ),
 ) -> None:
     """Validate PATH (exit 1 listing every error); list the entries and warn of expired or expiring ones."""
     exceptions = _load(path)
     today = _today()
+    if not exceptions.exceptions:  # a path typo or a wrong suffix would otherwise pass as "all valid"
+        out.print(Text(f"warning: no exception found in {terminal_safe(path)} (files: *.yml, *.yaml)"))
+        if strict:
+            raise typer.Exit(1)
     for exception in exceptions.exceptions:
         status = status_of(exception, today, within)
         line = f"{exception.id}: {status} ({exception.entry.expires}), {exception.source}"
@@ -111,7 +128,7 @@ def list_command(
         ]
         out.print(Text(json.dumps(rows, indent=2, ensure_ascii=True)))
         return
-    table = Table(title=f"{len(exceptions)} alert exceptions in {terminal_safe(path)}")
+    table = Table(title=Text(f"{len(exceptions)} alert exceptions in {terminal_safe(path)}"))
     for column in ("id", "rules", "match", "expires", "status", "author", "reason"):
         table.add_column(column)
     for exception in exceptions.exceptions:
@@ -136,6 +153,9 @@ def draft_command(
     user: str | None = typer.Option(None, "--user", help="The user.id to except."),
     ip: str | None = typer.Option(None, "--ip", help="A source IP, or a network in CIDR form."),
     api_key_hash: str | None = typer.Option(None, "--api-key-hash", help="The abusewatch.api_key_hash to except."),
+    trust_client_fields: bool = typer.Option(
+        False, "--trust-client-fields", help="Allow --user alone (only if your gateway sets user.id itself)."
+    ),
     reason: str = typer.Option(..., "--reason", help="Why these detections are benign (ticket, approval)."),
     expires: str = typer.Option("30d", "--expires", help="How long it holds (e.g. 30d, 8w) or an ISO date."),
     author: str | None = typer.Option(None, "--author", help="Who asks for it (default: $USER)."),
@@ -157,6 +177,7 @@ def draft_command(
         "id": draft_id(rules or [], categories or [], match),
         **({"rules": rules} if rules else {}),
         **({"categories": categories} if categories else {}),
+        **({"trust_client_fields": True} if trust_client_fields else {}),
         "match": match,
         "reason": reason,
         "author": author or current_user(),
@@ -167,8 +188,7 @@ def draft_command(
         ExceptionEntry.model_validate(raw)
     except ValidationError as error:
         for problem in error.errors():
-            where = ".".join(str(part) for part in problem["loc"])
-            err.print(Text(f"error: {terminal_safe(where)}{': ' if where else ''}{terminal_safe(problem['msg'])}"))
+            err.print(Text(f"error: {terminal_safe(describe(problem))}"))
         raise typer.Exit(1) from None
     text = yaml.safe_dump([raw], sort_keys=False, allow_unicode=False, width=1000)
     out.print(
@@ -187,13 +207,16 @@ def draft_id(rules: list[str], categories: list[str], match: dict[str, list[str]
 
 
 def _expiry(text: str, today: date) -> date:
-    """``30d`` / ``8w`` / ``36h`` from today (whole days, rounded up), or an ISO date."""
+    """``30d`` / ``8w`` / ``36h`` from today (whole days, rounded up), or an ISO date; after today."""
     try:
-        return date.fromisoformat(text)
+        expires = date.fromisoformat(text)
     except ValueError:
-        pass
-    try:
-        seconds = parse_duration(text)
-    except ValueError as error:
-        raise typer.BadParameter(f"{error}, or an ISO date", param_hint="--expires") from None
-    return today + timedelta(days=math.ceil(seconds / 86400))
+        try:
+            expires = today + timedelta(days=math.ceil(parse_duration(text) / 86400))
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r} is beyond the year 9999", param_hint="--expires") from None
+        except ValueError as error:
+            raise typer.BadParameter(f"{error}, or an ISO date", param_hint="--expires") from None
+    if expires <= today:
+        raise typer.BadParameter(f"{expires} is not after today ({today}): it would be expired", param_hint="--expires")
+    return expires

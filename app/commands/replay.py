@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
+from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_campaign_stage, build_pipeline
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
@@ -107,7 +108,8 @@ def _run(
     settings = load_settings(config)
     partitions = partitions or settings.kafka.partitions
     campaigns = build_campaign_stage(settings, sources=partitions)
-    pipeline = PartitionedPipeline(build_pipeline(settings), partitions, campaigns)
+    with exit_on_bad_exceptions():
+        pipeline = PartitionedPipeline(build_pipeline(settings), partitions, campaigns)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

@@ -19,7 +19,9 @@ from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.text import Text
 
+from app.commands.alerts import terminal_safe
 from app.replay import STDIN, read_lines
 from app.settings import Settings, load_settings
 from app.sinks import es_setup
@@ -185,7 +187,7 @@ def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
     problems = missing_files(settings) + exception_problems(settings)
     problems = problems or check_kafka(settings) + check_elasticsearch(settings)
     for problem in problems:
-        console.print(f"[red]problem:[/red] {problem}")
+        console.print(_labelled("problem: ", problem), soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print("[green]configuration OK[/green]: Kafka and Elasticsearch reachable, topics and templates present")
@@ -307,5 +309,11 @@ def _short(error: BaseException) -> str:
 
 
 def _fail(message: str) -> int:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(_labelled("error: ", message), soft_wrap=True)  # paths stay whole, to copy
     return 1
+
+
+def _labelled(label: str, message: str) -> Text:
+    """A red label and ``message`` as plain text: messages quote files and settings (an exceptions entry copied from
+    an alert), which must neither be read as Rich markup nor drive the terminal."""
+    return Text.assemble((label, "red"), terminal_safe(message))
