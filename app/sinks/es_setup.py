@@ -62,22 +62,20 @@ def use_data_streams(settings: ElasticsearchSettings, capabilities: Capabilities
 
 
 def op_types(client: Elasticsearch, settings: ElasticsearchSettings) -> dict[str, str]:
-    """Bulk op type per target: ``create`` for data streams (they refuse overwrites), ``index`` for indices.
+    """Bulk op type per target: ``update`` for alerts (upserts, grouped alerts grow in place), ``create`` for
+    everything else, data streams or plain indices alike.
 
-    Asks the cluster what each target is, so the sink matches whatever bootstrap (or an operator) created.
+    ``create`` makes the first write of a document final, as data streams do anyway: a record ingested twice (its
+    raw partition moved before the ingest offset was committed) reaches a worker whose memory of recent event ids
+    does not hold it, and is detected again with state that has moved on (its window already closed, "late"); that
+    second rendering must not replace the document written when the event was first processed. Asks the cluster
+    what each target is, so the sink matches whatever bootstrap (or an operator) created.
     """
     capabilities = detect_capabilities(client)
-    streams_by_default = use_data_streams(settings, capabilities)
     result: dict[str, str] = {}
     for kind, target in targets(settings).items():
-        if capabilities.data_streams and _answers(client, f"/_data_stream/{target}"):
-            result[target] = "create"
-        elif kind in UPDATED_IN_PLACE:
-            result[target] = "update"
-        elif client.indices.exists(index=target):
-            result[target] = "index"
-        else:
-            result[target] = "create" if streams_by_default else "index"
+        stream = capabilities.data_streams and _answers(client, f"/_data_stream/{target}")
+        result[target] = "update" if kind in UPDATED_IN_PLACE and not stream else "create"
     return result
 
 
