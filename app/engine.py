@@ -53,9 +53,11 @@ def build_detectors(settings: Settings) -> list[Detector]:
     ]
 
 
-def build_pipeline(settings: Settings) -> Pipeline:
-    """The per-identity stage: every tier, with alert exceptions and alert hygiene."""
-    exceptions = build_exceptions(settings)
+def build_pipeline(settings: Settings, exceptions: ExceptionList | None = None) -> Pipeline:
+    """The per-identity stage: every tier, with alert exceptions (``exceptions``, else loaded from the settings)
+    and alert hygiene."""
+    if exceptions is None:
+        exceptions = build_exceptions(settings)
     return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings), exceptions)
 
 

@@ -50,20 +50,24 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
     """Run a stream worker (Faust): ingest, detect, archive dead letters; /health and /metrics on the web port."""
     import faust
 
+    from app.engine import build_exceptions
     from app.stream.web import register_web
     from app.stream.worker import StreamWorker
+    from detectors.exceptions import ExceptionsError
 
     settings = _settings(config)
-    problems = exception_problems(settings)  # before Kafka: a bad exceptions file is a one-line error, not a traceback
-    if problems:
-        raise typer.Exit(_fail(problems[0]))
+    try:  # before Kafka: a bad exceptions file is a one-line error, not a traceback; loaded once, for the pipeline
+        exceptions = build_exceptions(settings)
+    except ExceptionsError as error:
+        raise typer.Exit(_fail(str(error))) from None
     kafka = settings.kafka
     counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
     missing = [name for name, count in counts.items() if count is None]
     if missing:
         raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
     op_types = _wait_for_op_types(settings)
-    stream = StreamWorker(settings, internal_partitions=counts[kafka.internal_topic] or 1, op_types=op_types)
+    partitions = counts[kafka.internal_topic] or 1
+    stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types, exceptions=exceptions)
     register_web(stream)
     console.print(
         f"worker {kafka.consumer_group}: {kafka.raw_topic} -> {kafka.internal_topic} "

@@ -45,6 +45,7 @@ from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import faust_credentials
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
 from detectors.event import Event
+from detectors.exceptions import ExceptionList
 from detectors.normalise import normalise_payload
 from detectors.partitioned import group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
@@ -70,7 +71,14 @@ class StreamWorker:
     Elasticsearch target; ``abusewatch worker`` reads both from the clusters before starting.
     """
 
-    def __init__(self, settings: Settings, *, internal_partitions: int, op_types: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        internal_partitions: int,
+        op_types: dict[str, str],
+        exceptions: ExceptionList | None = None,
+    ) -> None:
         self.settings = settings
         self.internal_partitions = internal_partitions
         self.op_types = op_types
@@ -78,7 +86,7 @@ class StreamWorker:
         kafka = settings.kafka
         self.partition_log = PartitionLog(kafka)
         self.identities: PartitionStates[Pipeline] = self._partition_states(
-            kafka.internal_topic, kafka.state_topic, build_pipeline(settings), self._replay_events
+            kafka.internal_topic, kafka.state_topic, build_pipeline(settings, exceptions), self._replay_events
         )
         self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
             kafka.campaign_topic,
