@@ -50,16 +50,14 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
     """Run a stream worker (Faust): ingest, detect, archive dead letters; /health and /metrics on the web port."""
     import faust
 
+    from app.commands.exceptions import exit_on_bad_exceptions
     from app.engine import build_exceptions
     from app.stream.web import register_web
     from app.stream.worker import StreamWorker
-    from detectors.exceptions import ExceptionsError
 
     settings = _settings(config)
-    try:  # before Kafka: a bad exceptions file is a one-line error, not a traceback; loaded once, for the pipeline
+    with exit_on_bad_exceptions():  # before Kafka, and loaded once: the pipeline gets this list
         exceptions = build_exceptions(settings)
-    except ExceptionsError as error:
-        raise typer.Exit(_fail(str(error))) from None
     kafka = settings.kafka
     counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
     missing = [name for name, count in counts.items() if count is None]
