@@ -17,12 +17,16 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient
+
+from app.settings import Settings, load_settings
+from app.sinks import es_setup
 
 HERE = Path(__file__).resolve().parent
 SERVICES_SH = HERE.parents[1] / "deploy" / "local" / "services.sh"
@@ -191,6 +195,29 @@ def es_url(services: Services) -> str:
 def es_client(es_url: str) -> Iterator[Elasticsearch]:
     with Elasticsearch(es_url, request_timeout=30) as client:
         yield client
+
+
+@contextlib.contextmanager
+def product_indices(es_client: Elasticsearch, es_url: str, name: str) -> Iterator[Settings]:
+    """Settings whose targets are fresh ``logs-<name>.<kind>-<random>`` indices with the product's templates
+    installed; the ``ABW_ELASTICSEARCH__*`` variables naming them stay set (for commands run in-process) until the
+    block ends, and then the targets and their templates are deleted."""
+    suffix = uuid.uuid4().hex[:10]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("ABW_CONFIG", raising=False)
+        patch.setenv("ABW_ELASTICSEARCH__URL", es_url)
+        for kind in ("events", "alerts", "shadow_alerts", "dead_letter"):
+            patch.setenv(f"ABW_ELASTICSEARCH__{kind.upper()}_INDEX", f"logs-{name}.{kind}-{suffix}")
+        settings = load_settings()
+        es_setup.install(es_client, settings)
+        try:
+            yield settings
+        finally:
+            for target in es_setup.targets(settings.elasticsearch).values():
+                with contextlib.suppress(Exception):
+                    es_client.indices.delete(index=target, ignore_unavailable=True)
+                with contextlib.suppress(Exception):
+                    es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not integration"` sees the mark

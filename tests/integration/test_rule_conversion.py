@@ -6,11 +6,9 @@ matched) are indexed with the product's templates; then each rule's converted qu
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +17,11 @@ from typing import Any
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
-from app.settings import load_settings
-from app.sinks import es_setup
 from app.traffic.samples import sample_files
 from detectors.signatures.convert import LUCENE_UNSUPPORTED, convert
 from detectors.signatures.ruleset import BUILTIN_RULES_DIR, RuleSet
+
+from .conftest import product_indices
 
 SAMPLES = [str(path) for path in sample_files().values()]
 # Matches the hunting query cannot reproduce by design (see detectors/signatures/convert.py): values that the
@@ -44,25 +42,14 @@ def indexed(tmp_path_factory: pytest.TempPathFactory, es_url: str) -> Iterator[d
     alerts = [
         json.loads(line) for name in ("alerts", "shadow") for line in (out / f"{name}.jsonl").read_text().splitlines()
     ]
-    suffix = uuid.uuid4().hex[:10]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ABW_ELASTICSEARCH__URL", es_url)
-        for kind in ("events", "alerts", "shadow_alerts", "dead_letter"):
-            patch.setenv(f"ABW_ELASTICSEARCH__{kind.upper()}_INDEX", f"logs-abwconvert.{kind}-{suffix}")
-        settings = load_settings()
-    es_setup.install(es_client, settings)
-    index = settings.elasticsearch.events_index
-    helpers.bulk(
-        es_client,
-        ({"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc} for doc in events),
-        refresh="wait_for",
-    )
-    yield {"index": index, "events": events, "alerts": alerts}
-    for target in es_setup.targets(settings.elasticsearch).values():
-        with contextlib.suppress(Exception):
-            es_client.indices.delete(index=target, ignore_unavailable=True)
-        with contextlib.suppress(Exception):
-            es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
+    with product_indices(es_client, es_url, "abwconvert") as settings:
+        index = settings.elasticsearch.events_index
+        helpers.bulk(
+            es_client,
+            ({"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc} for doc in events),
+            refresh="wait_for",
+        )
+        yield {"index": index, "events": events, "alerts": alerts}
     es_client.close()
 
 

@@ -6,32 +6,21 @@ must not replace the event document written the first time (``app.sinks.es_setup
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import Iterator
 
 import pytest
 from elasticsearch import Elasticsearch, helpers
 
-from app.settings import Settings, load_settings
+from app.settings import Settings
 from app.sinks import es_setup
+
+from .conftest import product_indices
 
 
 @pytest.fixture
 def installed(es_url: str, es_client: Elasticsearch) -> Iterator[Settings]:
-    suffix = uuid.uuid4().hex[:10]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ABW_ELASTICSEARCH__URL", es_url)
-        for kind in ("events", "alerts", "shadow_alerts", "dead_letter"):
-            patch.setenv(f"ABW_ELASTICSEARCH__{kind.upper()}_INDEX", f"logs-abwops.{kind}-{suffix}")
-        settings = load_settings()
-    es_setup.install(es_client, settings)
-    yield settings
-    for target in es_setup.targets(settings.elasticsearch).values():
-        with contextlib.suppress(Exception):
-            es_client.indices.delete(index=target, ignore_unavailable=True)
-        with contextlib.suppress(Exception):
-            es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
+    with product_indices(es_client, es_url, "abwops") as settings:
+        yield settings
 
 
 def test_alerts_are_updated_and_a_second_rendering_of_an_event_is_not_stored(

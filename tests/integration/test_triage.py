@@ -7,9 +7,7 @@ Each test gets its own indices (and index templates), removed afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +19,10 @@ from elasticsearch import Elasticsearch, helpers
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.settings import PACKAGE_ROOT, Settings, load_settings
-from app.sinks import es_setup
+from app.settings import PACKAGE_ROOT, Settings
 from app.sinks.elasticsearch import preserving_update
+
+from .conftest import product_indices
 
 SAMPLES = sorted(str(path) for path in (PACKAGE_ROOT / "samples").glob("*.jsonl"))
 ALL_TIME = "3650d"  # the samples are dated early 2026
@@ -71,29 +70,17 @@ class Deployment:
 def deployment(
     es_client: Elasticsearch,
     es_url: str,
-    monkeypatch: pytest.MonkeyPatch,
     replayed: dict[str, list[dict[str, Any]]],
 ) -> Iterator[Deployment]:
-    suffix = uuid.uuid4().hex[:10]
-    monkeypatch.delenv("ABW_CONFIG", raising=False)
-    monkeypatch.setenv("ABW_ELASTICSEARCH__URL", es_url)
-    for kind in ("events", "alerts", "shadow_alerts", "dead_letter"):
-        monkeypatch.setenv(f"ABW_ELASTICSEARCH__{kind.upper()}_INDEX", f"logs-abwtriage.{kind}-{suffix}")
-    settings = load_settings()
-    es_setup.install(es_client, settings)
-    es = settings.elasticsearch
-    actions = [
-        {"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc}
-        for index, docs in ((es.alerts_index, replayed["alerts"]), (es.events_index, replayed["events"]))
-        for doc in docs
-    ]
-    helpers.bulk(es_client, actions, refresh="wait_for")
-    yield Deployment(settings, replayed["alerts"], replayed["events"])
-    for target in es_setup.targets(es).values():
-        with contextlib.suppress(Exception):
-            es_client.indices.delete(index=target, ignore_unavailable=True)
-        with contextlib.suppress(Exception):
-            es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
+    with product_indices(es_client, es_url, "abwtriage") as settings:
+        es = settings.elasticsearch
+        actions = [
+            {"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc}
+            for index, docs in ((es.alerts_index, replayed["alerts"]), (es.events_index, replayed["events"]))
+            for doc in docs
+        ]
+        helpers.bulk(es_client, actions, refresh="wait_for")
+        yield Deployment(settings, replayed["alerts"], replayed["events"])
 
 
 def listed(*args: str) -> list[dict[str, Any]]:
