@@ -1,12 +1,14 @@
 """Per-partition checkpoints of detection state on a compacted Kafka topic, and reading back what they miss.
 
-Each identity partition of the internal topic has its own pipeline (``detectors.partitioned``). Its state is
-written, with the internal-topic offset it covers, to the same partition of the state topic (compacted, one key
-per partition, so the newest record is the one that counts). A worker that is given a partition restores the
-newest checkpoint and then replays, state only, the internal messages between the checkpoint and the offset its
-consumer starts at: those were already written to Elasticsearch by the previous owner, but their effect on
-windows and baselines was not in the checkpoint. Without a checkpoint the state is rebuilt from the start of the
-partition (bounded). Either way detection continues as if the partition had never moved.
+Each identity partition of the internal topic has its own pipeline (``detectors.partitioned``) and its own memory
+of the event ids it processed (``dedupe``). Both are written together, with the internal-topic offset they cover,
+to the same partition of the state topic (compacted, one key per partition, so the newest record is the one that
+counts). A worker that is given a partition restores the newest checkpoint and then replays, state only, the
+internal messages between the checkpoint and the offset its consumer starts at: those were already written to
+Elasticsearch by the previous owner, but their effect on windows, baselines and remembered ids was not in the
+checkpoint. Without a checkpoint the state is rebuilt from the start of the partition (bounded). Either way
+detection continues as if the partition had never moved, and a record delivered again after the move is
+recognised as the duplicate it is.
 
 A checkpoint is taken only of a *clean* partition, one whose every processed offset Elasticsearch acknowledged,
 so the offset it records never covers events whose documents could still be lost.
@@ -31,6 +33,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from app.settings import KafkaSettings
 from app.stream import metrics
+from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import kafka_python_options
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,10 @@ class Checkpoint(msgspec.Struct, kw_only=True):
     partitions: int  # the internal topic's partition count: identities map to partitions through it
     created: float
     state: dict[str, Any]
+    # The partition's remembered event ids (``RecentIds.dump``); absent from checkpoints written before it existed,
+    # which restore with an empty memory. A field with a default keeps the format readable both ways (msgpack maps
+    # by name, unknown fields are ignored), so the header stays ABWCK1.
+    recent_ids: bytes = b""
 
 
 class CheckpointCodec:
@@ -186,11 +193,12 @@ class Stage(Protocol):
 
 @dataclass(slots=True)
 class PartitionStates(Generic[S]):
-    """The stages of one input topic's partitions that this worker owns, with their progress and checkpoints.
+    """The stages of one input topic's partitions that this worker owns, with their progress, their memories of
+    processed event ids (empty copies of ``recent_template``; capacity 0 where a stage needs none) and checkpoints.
 
-    ``replay(stage, value)`` runs one input message through a stage for its effect on state only and returns
-    how many records it held. Every method but ``keep_only`` blocks on Kafka or on detection: call it on the
-    detector thread.
+    ``replay(stage, recent, value)`` runs one input message through a stage for its effect on state only, dropping
+    and remembering ids as the live path does, and returns how many records it ran. Every method but ``keep_only``
+    blocks on Kafka or on detection or reads what the detector thread writes: call it on the detector thread.
     """
 
     topic: str
@@ -199,9 +207,11 @@ class PartitionStates(Generic[S]):
     template: S
     codec: CheckpointCodec
     log: PartitionLog
-    replay: Callable[[S, bytes], int]
+    replay: Callable[[S, RecentIds, bytes], int]
+    recent_template: RecentIds
     max_catch_up_messages: int
     stages: dict[int, S] = field(default_factory=dict)
+    recent: dict[int, RecentIds] = field(default_factory=dict)
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
 
     def restore(self, partition: int, first_offset: int) -> None:
@@ -211,21 +221,23 @@ class PartitionStates(Generic[S]):
         starts) replayed for their effect on state only: their outputs were written by the previous owner.
         """
         started = time.perf_counter()
-        stage = self.template.fresh()
+        stage, recent = self.template.fresh(), self.recent_template.empty()
         checkpoint = self._load(partition)
         if checkpoint is not None:
             try:
                 stage.load_state(checkpoint.state)
+                recent.load(checkpoint.recent_ids)
             except Exception:
                 log.exception("%s[%d]: checkpoint at offset %d does not load", self.topic, partition, checkpoint.offset)
-                stage, checkpoint = self.template.fresh(), None
+                stage, recent, checkpoint = self.template.fresh(), self.recent_template.empty(), None
         if checkpoint is not None:
             start = checkpoint.offset + 1
         else:
             start = max(self._bounds(partition)[0], first_offset - self.max_catch_up_messages)
-        replayed = self._catch_up(stage, partition, start, first_offset)
+        replayed = self._catch_up(stage, recent, partition, start, first_offset)
         covered = max(first_offset - 1, checkpoint.offset if checkpoint else -1)
         self.stages[partition] = stage
+        self.recent[partition] = recent
         self.progress[partition] = PartitionProgress(
             processed=covered, acked=covered, checkpointed=checkpoint.offset if checkpoint else -1
         )
@@ -241,8 +253,13 @@ class PartitionStates(Generic[S]):
             time.perf_counter() - started,
         )
 
-    def snapshot(self, partition: int, offset: int) -> bytes:
-        """The encoded checkpoint of ``partition``, whose state covers every input offset up to ``offset``."""
+    def snapshot(self, partition: int, offset: int) -> bytes | None:
+        """The encoded checkpoint of ``partition``, whose state and remembered ids cover every input offset up to
+        ``offset``; ``None`` if the partition has moved on since ``offset`` was found due (a batch is in flight or
+        was acknowledged meanwhile), as its state would then cover more than the checkpoint says."""
+        progress = self.progress.get(partition)
+        if progress is None or not (progress.processed == progress.acked == offset):
+            return None
         checkpoint = Checkpoint(
             topic=self.topic,
             partition=partition,
@@ -250,12 +267,15 @@ class PartitionStates(Generic[S]):
             partitions=self.partitions,
             created=time.time(),
             state=self.stages[partition].state(),
+            recent_ids=self.recent[partition].dump(),
         )
         return self.codec.encode(checkpoint)
 
-    def acknowledge(self, last: dict[int, int]) -> None:
-        """Elasticsearch and Kafka acknowledged everything up to ``last[partition]``: those partitions are clean."""
+    def acknowledge(self, last: dict[int, int], processed_ids: dict[int, list[str]] | None = None) -> None:
+        """Elasticsearch and Kafka acknowledged everything up to ``last[partition]``: those partitions are clean,
+        and the ids of the events they ran (``processed_ids[partition]``) are remembered, both at once."""
         for partition, offset in last.items():
+            self.recent[partition].remember((processed_ids or {}).get(partition, ()))
             self.progress[partition].acked = offset
 
     def due(self, partitions: Iterable[int] | None = None) -> list[tuple[int, int]]:
@@ -269,6 +289,7 @@ class PartitionStates(Generic[S]):
         for partition in list(self.progress):
             if partition not in kept or not self.progress[partition].clean:
                 self.stages.pop(partition, None)
+                self.recent.pop(partition, None)
                 del self.progress[partition]
 
     def _load(self, partition: int) -> Checkpoint | None:
@@ -299,11 +320,11 @@ class PartitionStates(Generic[S]):
             log.exception("%s[%d]: cannot read the topic's offsets", self.topic, partition)
             return 0, 2**63 - 1
 
-    def _catch_up(self, stage: S, partition: int, start: int, stop: int) -> int:
+    def _catch_up(self, stage: S, recent: RecentIds, partition: int, start: int, stop: int) -> int:
         replayed = 0
         try:
             for _offset, value in self.log.messages(self.topic, partition, start, stop):
-                replayed += self.replay(stage, value)
+                replayed += self.replay(stage, recent, value)
         except Exception:
             log.exception(
                 "%s[%d]: catch-up stopped after %d records; state may miss some", self.topic, partition, replayed

@@ -4,7 +4,8 @@
 ``detect``  internal topic -> one pipeline per partition -> Elasticsearch (events, alerts, shadow alerts) and output
             topics; campaign candidates -> campaign topic, regrouped by template signature.
 ``campaigns``  campaign topic -> one campaign stage per partition -> Elasticsearch (alerts).
-Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``).
+Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``); an identity partition's
+includes the ids of the events it processed, so a record delivered twice is detected once (see ``dedupe``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
@@ -85,17 +86,24 @@ class StreamWorker:
         self.state = WorkerState()
         kafka = settings.kafka
         self.partition_log = PartitionLog(kafka)
+        # The worker's dedupe capacity is shared out among the identity partitions, so the ids it holds stay within
+        # it however many partitions it owns, and a partition remembers as much wherever it runs.
+        recent_per_partition = -(-settings.worker.dedupe_capacity // internal_partitions)
         self.identities: PartitionStates[Pipeline] = self._partition_states(
-            kafka.internal_topic, kafka.state_topic, build_pipeline(settings, exceptions), self._replay_events
+            kafka.internal_topic,
+            kafka.state_topic,
+            build_pipeline(settings, exceptions),
+            self._replay_events,
+            recent_per_partition,
         )
         self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
             kafka.campaign_topic,
             kafka.campaign_state_topic,
             build_campaign_stage(settings, sources=internal_partitions),
             self._replay_candidates,
+            0,  # the campaign stage remembers its candidates' event ids itself
         )
         self._last_checkpoint = time.monotonic()
-        self.recent = RecentIds(settings.worker.dedupe_capacity)
         self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abusewatch-detect")
         self._es: AsyncElasticsearch | None = None
         self._sink: ElasticsearchSink | None = None
@@ -153,17 +161,27 @@ class StreamWorker:
     def _topic(self, name: str) -> faust.TopicT:
         return self.app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
-    def _partition_states(self, topic: str, state_topic: str, template: S, replay: Callable[[S, bytes], int]) -> Any:
-        """Per-partition state of one stage: its partitions follow the internal topic's, checkpoints are keyed
-        with the deployment's redaction key."""
+    def _partition_states(
+        self,
+        topic: str,
+        state_topic: str,
+        template: S,
+        replay: Callable[[S, RecentIds, bytes], int],
+        recent_capacity: int,
+    ) -> Any:
+        """Per-partition state of one stage: its partitions follow the internal topic's, each remembers up to
+        ``recent_capacity`` processed event ids; checkpoints and remembered ids are keyed with the deployment's
+        redaction key."""
+        secret = self.settings.detection.redaction_key.get_secret_value().encode("utf-8")
         return PartitionStates(
             topic=topic,
             state_topic=state_topic,
             partitions=self.internal_partitions,
             template=template,
-            codec=CheckpointCodec(self.settings.detection.redaction_key.get_secret_value().encode("utf-8")),
+            codec=CheckpointCodec(secret),
             log=self.partition_log,
             replay=replay,
+            recent_template=RecentIds(recent_capacity, secret=secret),
             max_catch_up_messages=self.settings.worker.max_catch_up_messages,
         )
 
@@ -243,18 +261,18 @@ class StreamWorker:
             letters: list[Any] = []
             by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
             result = BatchResult()
-            fresh_events: list[Event] = []
+            processed_ids: dict[int, list[str]] = {}
             candidates: list[CampaignCandidate] = []
             for partition, offset in sorted(last.items()):
                 self.identities.progress[partition].processed = offset  # in flight until acknowledged
                 # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
                 # the order they would have seen it there.
                 events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
-                fresh = self.recent.fresh(events)
+                fresh = self.identities.recent[partition].fresh(events)
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
                 found = await self._run_pipeline(self.identities.stages[partition], fresh, letters)
                 result.extend(found)
-                fresh_events.extend(fresh)
+                processed_ids[partition] = [event.id for event in fresh]
                 candidates += campaign_candidates(fresh, found.events, source=partition)
             es = settings.elasticsearch
             # Alerts first: they lead the first bulk request, which is what an analyst waits for.
@@ -267,9 +285,10 @@ class StreamWorker:
                 payload = encode_candidates(group)
                 deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
             await asyncio.gather(*deliveries)
-            self.identities.acknowledge(last)
-            self.recent.remember(event.id for event in fresh_events)
-            metrics.EVENTS_DETECTED.inc(len(fresh_events))
+            # Everything is written: the partitions are clean and their events' ids remembered, on the detector
+            # thread, where a checkpoint reads both (it never sees one without the other).
+            await self._in_thread(self.identities.acknowledge, last, processed_ids)
+            metrics.EVENTS_DETECTED.inc(sum(map(len, processed_ids.values())))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
             for (exception_id, rule_id), count in result.suppressed_counts().items():
@@ -395,19 +414,21 @@ class StreamWorker:
                 letters.append(failure("corrupt_internal_message", str(error), origin, size=len(message.value or b"")))
         return by_partition, last
 
-    def _replay_events(self, pipeline: Pipeline, value: bytes) -> int:
-        """One internal message through ``pipeline`` for state only (a catch-up); returns its events."""
+    def _replay_events(self, pipeline: Pipeline, recent: RecentIds, value: bytes) -> int:
+        """One internal message through ``pipeline`` for state only (a catch-up), without the events the previous
+        owner dropped as duplicates; returns how many it ran."""
         try:
-            events = sorted(decode_events(value), key=lambda event: event.timestamp)
+            events = recent.fresh(sorted(decode_events(value), key=lambda event: event.timestamp))
         except ValueError:  # dead-lettered when it was first processed
             return 0
         size = self.settings.detection.batch_size
         for chunk in range(0, len(events), size):
             pipeline.process(events[chunk : chunk + size])
+        recent.remember(event.id for event in events)
         return len(events)
 
     @staticmethod
-    def _replay_candidates(stage: CampaignStage, value: bytes) -> int:
+    def _replay_candidates(stage: CampaignStage, recent: RecentIds, value: bytes) -> int:
         try:
             candidates = decode_candidates(value)
         except ValueError:
@@ -428,6 +449,8 @@ class StreamWorker:
         for partition, offset in states.due(partitions):
             try:
                 blob = await self._in_thread(states.snapshot, partition, offset)
+                if blob is None:  # it moved on since: the next round takes it
+                    continue
                 if len(blob) > self.settings.kafka.max_message_bytes:
                     raise ValueError(f"{len(blob)} bytes exceed kafka.max_message_bytes")
                 delivery = await topic.send(key=str(partition).encode(), value=blob, partition=partition)
