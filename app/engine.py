@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 
 from app.settings import Settings
 from detectors.alerting import AlertGrouper, AlertPolicy
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector
 from detectors.campaigns import CampaignDetector, CampaignStage
+from detectors.catalogue import known_rules
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
@@ -31,12 +33,10 @@ log = logging.getLogger(__name__)
 def build_detectors(settings: Settings) -> list[Detector]:
     """The detection tiers in order: cheap signatures first, then models; later tiers see earlier findings."""
     detection = settings.detection
-    rule_dirs = default_directories(detection.rules_dir, builtin=detection.builtin_rules)
-    rules = RuleSetWatcher(rule_dirs)
+    rules = RuleSetWatcher(_rule_dirs(settings))
     for error in rules.last_errors:
         log.error("rule not loaded: %s", error)
-    correlation_dirs = [BUILTIN_CORRELATIONS, *([detection.rules_dir] if detection.rules_dir else [])]
-    correlations, errors = load_correlations(correlation_dirs)
+    correlations, errors = load_correlations(_correlation_dirs(settings))
     for error in errors:
         log.error("correlation rule not loaded: %s", error)
     aliases = {rule.sigma.name: rule.id for rule in rules.current.rules if rule.sigma.name}
@@ -63,7 +63,8 @@ def build_pipeline(settings: Settings, exceptions: ExceptionList | None = None) 
 
 def build_exceptions(settings: Settings) -> ExceptionList:
     """The configured alert exceptions. A bad file raises :class:`~detectors.exceptions.ExceptionsError` here, at
-    startup, never mid-stream; exceptions already expired are logged (and not applied to newer events)."""
+    startup, never mid-stream; exceptions already expired are logged (and not applied to newer events), and so are
+    rule ids, globs and categories that match no rule these settings run (a typo there suppresses nothing)."""
     path = settings.detection.exceptions_path
     if path is None:
         return ExceptionList()
@@ -71,14 +72,34 @@ def build_exceptions(settings: Settings) -> ExceptionList:
     today = datetime.now(tz=UTC).date()
     for exception in exceptions.expired(today):
         log.warning("alert exception %s (%s) expired on %s", exception.id, exception.source, exception.entry.expires)
+    known, _errors = known_rules(_rule_dirs(settings), _correlation_dirs(settings))  # rule errors: build_detectors
+    for warning in exceptions.unknown_rule_warnings(known):
+        log.warning("alert exception %s", warning)
     log.info("%d alert exceptions loaded from %s", len(exceptions), path)
     return exceptions
 
 
-def build_campaign_stage(settings: Settings, sources: int = 0) -> CampaignStage:
+def build_campaign_stage(
+    settings: Settings, sources: int = 0, exceptions: ExceptionList | None = None
+) -> CampaignStage:
     """The cross-identity stage: campaigns on one prompt template, judged by signature (detectors/campaigns.py);
-    ``sources`` is the number of identity partitions feeding it."""
-    return CampaignStage(CampaignDetector(settings.detection.anomaly, sources=sources), _grouper(settings))
+    ``sources`` is the number of identity partitions feeding it. Alert exceptions: ``exceptions``, else loaded
+    from the settings (as :func:`build_pipeline` does)."""
+    if exceptions is None:
+        exceptions = build_exceptions(settings)
+    detector = CampaignDetector(settings.detection.anomaly, sources=sources)
+    return CampaignStage(detector, _grouper(settings), exceptions)
+
+
+def _rule_dirs(settings: Settings) -> list[Path]:
+    """The signature rule directories: the built-in pack (unless disabled) and ``detection.rules_dir``."""
+    detection = settings.detection
+    return default_directories(detection.rules_dir, builtin=detection.builtin_rules)
+
+
+def _correlation_dirs(settings: Settings) -> list[Path]:
+    rules_dir = settings.detection.rules_dir
+    return [BUILTIN_CORRELATIONS, *([rules_dir] if rules_dir else [])]
 
 
 def _redactor(settings: Settings) -> Redactor:

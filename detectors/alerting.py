@@ -8,13 +8,14 @@ threshold again. All times are event times.
 
 A detection that an alert exception suppresses (detectors/exceptions.py) is grouped apart, under a key that names
 the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
-marked ``shadow``, so the pipeline routes it to the shadow alerts.
+marked ``shadow``, so the pipeline routes it to the shadow alerts. A risk alert goes through the exceptions too,
+like any detection of rule ``abusewatch-entity-risk`` (its category is that of the identity's top contributions).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,30 +77,32 @@ class AlertGrouper:
         self,
         detections: list[Detection],
         sensitive: dict[str, list[SensitiveValue]],
-        suppressed_by: Sequence[AlertException | None] | None = None,
+        judge: Callable[[Detection], AlertException | None] | None = None,
+        suppressed: list[tuple[Detection, AlertException]] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
         """Alert documents for the groups this batch touched, each in its latest state.
 
-        ``suppressed_by[i]`` is the exception that suppresses ``detections[i]``, if any.
+        ``judge`` names the exception that suppresses a detection, if any (e.g. ``ExceptionList.match``): each of
+        ``detections`` goes through it, and so does each risk alert the batch raises. A suppressed one is grouped
+        apart and appended, with its exception, to ``suppressed``.
         """
         touched: dict[str, None] = {}
-        verdicts = suppressed_by if suppressed_by is not None else [None] * len(detections)
-        for detection, exception in sorted(zip(detections, verdicts, strict=True), key=lambda d: d[0].timestamp):
+        for detection in sorted(detections, key=lambda d: d.timestamp):
+            exception = _judge(detection, judge, suppressed)
+            touched[self._add(detection, exception)] = None
             if exception is not None:
-                touched[self._add(detection, (exception.id, exception.reason))] = None
-                continue
-            touched[self._add(detection)] = None
-            risk_group = self._add_risk(detection)
-            if risk_group is not None:
-                touched[risk_group] = None
+                continue  # a suppressed detection adds nothing to the risk score
+            risk = self._add_risk(detection)
+            if risk is not None:
+                touched[self._add(risk, _judge(risk, judge, suppressed))] = None
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
 
-    def _add(self, detection: Detection, exception: tuple[str, str] | None = None) -> str:
+    def _add(self, detection: Detection, exception: AlertException | None = None) -> str:
         key = self._group_key(detection)
         if exception is not None:
-            key = f"{key}\x1fexception:{exception[0]}"
+            key = f"{key}\x1fexception:{exception.id}"
         group = self._groups.get(key)
         if group is None:
             self._groups[key] = _Group(
@@ -110,7 +113,7 @@ class AlertGrouper:
                 event_ids=list(detection.event_ids[: self.policy.max_event_ids]),
                 evidence=list(detection.evidence[: self.policy.max_evidence]),
                 score=detection.score,
-                exception=exception,
+                exception=(exception.id, exception.reason) if exception is not None else None,
             )
             return key
         group.count += 1
@@ -133,7 +136,8 @@ class AlertGrouper:
         subject = detection.group_key or detection.identity.key()
         return f"{detection.rule.id}\x1f{subject}\x1f{window:.0f}"
 
-    def _add_risk(self, detection: Detection) -> str | None:
+    def _add_risk(self, detection: Detection) -> Detection | None:
+        """Add ``detection`` to its identity's risk score; the risk alert, when the score crosses the threshold."""
         if detection.rule.id == RISK_RULE_ID or detection.rule.status == "test":
             return None
         identity_key = detection.identity.key()
@@ -154,24 +158,22 @@ class AlertGrouper:
             return None
         risk.armed = False
         top = max(risk.contributions, key=risk.contributions.__getitem__)
-        return self._add(
-            Detection(
-                rule=RuleInfo(
-                    id=RISK_RULE_ID,
-                    name="Identity risk score over threshold",
-                    category=top,  # type: ignore[arg-type]
-                    level="high",
-                    description="Alerts on this identity add up (with decay) past the risk threshold.",
-                    atlas=detection.rule.atlas,
-                    owasp=detection.rule.owasp,
-                ),
-                event_ids=list(detection.event_ids),
-                timestamp=detection.timestamp,
-                identity=detection.identity,
-                message=f"Risk score of {identity_key} reached {risk.score:.0f} (mostly {top})",
-                score=1.0,
-                explanation={k: round(v, 1) for k, v in sorted(risk.contributions.items())},
-            )
+        return Detection(
+            rule=RuleInfo(
+                id=RISK_RULE_ID,
+                name="Identity risk score over threshold",
+                category=top,  # type: ignore[arg-type]
+                level="high",
+                description="Alerts on this identity add up (with decay) past the risk threshold.",
+                atlas=detection.rule.atlas,
+                owasp=detection.rule.owasp,
+            ),
+            event_ids=list(detection.event_ids),
+            timestamp=detection.timestamp,
+            identity=detection.identity,
+            message=f"Risk score of {identity_key} reached {risk.score:.0f} (mostly {top})",
+            score=1.0,
+            explanation={k: round(v, 1) for k, v in sorted(risk.contributions.items())},
         )
 
     def _render(self, key: str, sensitive: dict[str, list[SensitiveValue]]) -> tuple[Detection, dict[str, Any]]:
@@ -237,6 +239,18 @@ class AlertGrouper:
     def fresh(self) -> AlertGrouper:
         """A grouper with the same redactor and policy and no open groups."""
         return AlertGrouper(self.redactor, self.policy)
+
+
+def _judge(
+    detection: Detection,
+    judge: Callable[[Detection], AlertException | None] | None,
+    suppressed: list[tuple[Detection, AlertException]] | None,
+) -> AlertException | None:
+    """The exception ``judge`` finds for ``detection``, recorded in ``suppressed``; None if it is not suppressed."""
+    exception = judge(detection) if judge is not None else None
+    if exception is not None and suppressed is not None:
+        suppressed.append((detection, exception))
+    return exception
 
 
 def _widens(current: Detection, new: Detection) -> bool:

@@ -15,7 +15,7 @@ import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -24,8 +24,10 @@ from detectors.anomaly import rules
 from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Findings
 from detectors.event import Event, Identity
+from detectors.exceptions import AlertException, ExceptionList
+from detectors.pipeline import BatchResult
 
-STATE_VERSION = 2  # 2: the event ids already counted
+STATE_VERSION = 2  # 2: the event ids already counted (the optional "identities" came later, without a bump)
 SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
 
 
@@ -92,6 +94,13 @@ def group_by_signature(candidates: Iterable[CampaignCandidate], partitions: int)
     return groups
 
 
+class Campaign(NamedTuple):
+    """A campaign detection and every identity it names (``related.user``), each as last seen in the campaign."""
+
+    detection: Detection
+    identities: tuple[Identity, ...]
+
+
 class _Window:
     """Who used one template signature in one window (bounded)."""
 
@@ -136,6 +145,7 @@ class CampaignDetector:
         self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` event ids, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
+        self._identities: dict[str, dict[str, Identity]] = {}  # the same members -> identity as then seen
         self._sources: dict[int, float] = {}  # source -> newest event time seen from it
         self._heard: dict[int, float] = {}  # source -> wall time it was last heard from (not checkpointed)
         self._started = clock()  # sources not heard from yet count as heard now: they hold the watermark a while
@@ -143,7 +153,11 @@ class CampaignDetector:
         self._last_eviction = -math.inf
 
     def detect(self, candidates: Sequence[CampaignCandidate]) -> list[Detection]:
-        detections: list[Detection] = []
+        return [campaign.detection for campaign in self.campaigns(candidates)]
+
+    def campaigns(self, candidates: Sequence[CampaignCandidate]) -> list[Campaign]:
+        """The campaigns whose windows ``candidates`` close, with the identities each names."""
+        detections: list[Campaign] = []
         width = self.config.window_seconds
         now = self.clock()
         for candidate in sorted(candidates, key=lambda c: c.timestamp):
@@ -178,6 +192,10 @@ class CampaignDetector:
         return min(self._sources.values(), default=-math.inf)
 
     def flush(self, until: float | None = None) -> list[Detection]:
+        return [campaign.detection for campaign in self.flush_campaigns(until)]
+
+    def flush_campaigns(self, until: float | None = None) -> list[Campaign]:
+        """The campaigns of the windows still open (up to ``until``), with the identities each names."""
         return self._advance(math.inf if until is None else until)
 
     def state(self) -> dict[str, Any]:
@@ -188,6 +206,7 @@ class CampaignDetector:
             "seen": list(self._seen),
             "last_eviction": self._last_eviction if math.isfinite(self._last_eviction) else None,
             "members": self._members,
+            "identities": {s: msgspec.to_builtins(identities) for s, identities in self._identities.items()},
             "windows": [
                 [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
                  window.event_ids, window.last_ts]
@@ -209,6 +228,10 @@ class CampaignDetector:
         self._seen = OrderedDict.fromkeys(str(event_id) for event_id in state["seen"])
         self._last_eviction = -math.inf if state["last_eviction"] is None else float(state["last_eviction"])
         self._members = {s: {k: float(v) for k, v in members.items()} for s, members in state["members"].items()}
+        self._identities = {  # absent from older checkpoints: their members are judged as unknown identities
+            s: {k: msgspec.convert(v, Identity) for k, v in identities.items()}
+            for s, identities in state.get("identities", {}).items()
+        }
         for start, signature, members, identities, ips, event_ids, last_ts in state["windows"]:
             window = self._windows.setdefault(float(start), {}).setdefault(signature, _Window())
             window.members = {k: int(n) for k, n in members.items()}
@@ -243,12 +266,12 @@ class CampaignDetector:
         bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
         del window.event_ids[config.max_event_ids :]
 
-    def _advance(self, watermark: float) -> list[Detection]:
+    def _advance(self, watermark: float) -> list[Campaign]:
         if watermark <= self._watermark:
             return []
         self._watermark = watermark
         width = self.config.window_seconds
-        detections: list[Detection] = []
+        detections: list[Campaign] = []
         for start in sorted(s for s in self._windows if s + width <= watermark):
             detections.extend(self._close(start, self._windows.pop(start)))
         if math.isfinite(watermark) and watermark - self._last_eviction >= 3600.0:
@@ -256,13 +279,15 @@ class CampaignDetector:
             horizon = watermark - self.config.campaign_memory_seconds
             for signature in list(self._members):
                 members = {k: seen for k, seen in self._members[signature].items() if seen >= horizon}
+                identities = self._identities.pop(signature, {})
                 if members:
                     self._members[signature] = members
+                    self._identities[signature] = {k: v for k, v in identities.items() if k in members}
                 else:
                     del self._members[signature]
         return detections
 
-    def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Detection]:
+    def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
         config = self.config
         detections = []
         for signature, window in by_signature.items():
@@ -271,46 +296,69 @@ class CampaignDetector:
                 continue
             requests = sum(window.members[k] for k in members)
             known = self._members.setdefault(signature, {})
+            identities = self._identities.setdefault(signature, {})
             for member in members:
                 if member in known or len(known) < config.campaign_max_identities:
                     known[member] = start
-            detections.append(
-                Detection(
-                    rule=rules.SCRAPING_CAMPAIGN,
-                    event_ids=[event_id for _ts, event_id in window.event_ids],
-                    timestamp=window.last_ts,
-                    identity=window.identities[members[0]],
-                    message=(
-                        f"{len(members)} identities sent {requests} requests on one prompt template "
-                        f"({signature}) in one window; {len(known)} identities in the campaign so far"
-                    ),
-                    score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
-                    related_users=sorted(known),
-                    related_ips=sorted(window.ips),
-                    group_key=f"campaign:{signature}",
-                    explanation={
-                        "identities": float(len(members)),
-                        "campaign_identities": float(len(known)),
-                        "requests": float(requests),
-                        "window_start": start,
-                    },
-                )
+                    identities[member] = window.identities[member]
+            # every identity named, and every one that took part (more than named once the campaign is at its cap)
+            named = {key: identities.get(key, Identity()) for key in known}
+            named.update((member, window.identities[member]) for member in members)
+            detection = Detection(
+                rule=rules.SCRAPING_CAMPAIGN,
+                event_ids=[event_id for _ts, event_id in window.event_ids],
+                timestamp=window.last_ts,
+                identity=window.identities[members[0]],
+                message=(
+                    f"{len(members)} identities sent {requests} requests on one prompt template "
+                    f"({signature}) in one window; {len(known)} identities in the campaign so far"
+                ),
+                score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
+                related_users=sorted(known),
+                related_ips=sorted(window.ips),
+                group_key=f"campaign:{signature}",
+                explanation={
+                    "identities": float(len(members)),
+                    "campaign_identities": float(len(known)),
+                    "requests": float(requests),
+                    "window_start": start,
+                },
             )
+            detections.append(Campaign(detection, tuple(named.values())))
         return detections
 
 
 class CampaignStage:
-    """A campaign detector with its own alert grouper: candidates in, alert documents out."""
+    """A campaign detector with its own alert grouper and the alert exceptions: candidates in, alerts out.
 
-    def __init__(self, detector: CampaignDetector, grouper: AlertGrouper) -> None:
+    An exception suppresses a campaign alert only if its conditions hold for *every* identity the alert names
+    (``related.user``) and every one that took part in the window, each judged on its identity as last seen in the
+    campaign (one whose identity is not known, e.g. restored from an older checkpoint, matches nothing): one
+    excepted bulk-job key cannot hide an attacker's campaign on the same template. The entity-risk alerts the
+    stage's grouper raises are judged on their own identity, like any detection.
+    """
+
+    def __init__(
+        self, detector: CampaignDetector, grouper: AlertGrouper, exceptions: ExceptionList | None = None
+    ) -> None:
         self.detector = detector
         self.grouper = grouper
+        self.exceptions = exceptions if exceptions is not None else ExceptionList()
 
     def process(self, candidates: Sequence[CampaignCandidate]) -> list[dict[str, Any]]:
-        return self._render(self.detector.detect(candidates))
+        """The alerts for the queue (see :meth:`results` for the shadow alerts and what exceptions suppressed)."""
+        return self.results(candidates).alerts
 
     def flush(self, until: float | None = None) -> list[dict[str, Any]]:
-        return self._render(self.detector.flush(until))
+        """The alerts for the queue from the windows still open (see :meth:`flush_results`)."""
+        return self.flush_results(until).alerts
+
+    def results(self, candidates: Sequence[CampaignCandidate]) -> BatchResult:
+        """Everything ``candidates`` produce: alerts, shadow alerts, detections and suppressed detections."""
+        return self._render(self.detector.campaigns(candidates))
+
+    def flush_results(self, until: float | None = None) -> BatchResult:
+        return self._render(self.detector.flush_campaigns(until))
 
     def state(self) -> dict[str, Any]:
         return {"campaigns": self.detector.state(), "alerting": self.grouper.state()}
@@ -320,7 +368,15 @@ class CampaignStage:
         self.grouper.load_state(state.get("alerting", {}))
 
     def fresh(self) -> CampaignStage:
-        return CampaignStage(self.detector.fresh(), self.grouper.fresh())
+        return CampaignStage(self.detector.fresh(), self.grouper.fresh(), self.exceptions)
 
-    def _render(self, detections: list[Detection]) -> list[dict[str, Any]]:
-        return [document for _detection, document in self.grouper.alerts(detections, {})]
+    def _render(self, campaigns: list[Campaign]) -> BatchResult:
+        result = BatchResult(detections=[campaign.detection for campaign in campaigns])
+        named = {id(campaign.detection): campaign.identities for campaign in campaigns}
+
+        def judge(detection: Detection) -> AlertException | None:
+            return self.exceptions.match(detection, named.get(id(detection)))  # risk alerts: their own identity
+
+        for _detection, document in self.grouper.alerts(result.detections, {}, judge, result.suppressed):
+            (result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts).append(document)
+        return result

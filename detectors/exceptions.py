@@ -18,7 +18,8 @@ Example (one file holds a YAML list)::
 
 A condition is ``FIELD: values`` (exact match) or ``FIELD|cidr: networks`` (IP fields). Muting every rule takes
 ``rules: ["*"]`` together with ``all_rules: true``, so nobody does it by accident. Conditions use only what a
-detection carries (its identity), so whether a detection is suppressed never depends on batching. Expiry is
+detection carries (its identity; for a campaign alert, every identity it names, each of which must match: see
+detectors/campaigns.py), so whether a detection is suppressed never depends on batching. Expiry is
 judged in event time, as all alerting is: an exception applies to events before 00:00 UTC of its ``expires``
 date, so a replay of old logs suppresses what the stream suppressed then (``created`` is a record, not a bound).
 
@@ -31,6 +32,7 @@ text: ``010`` unquoted is the number 8 to YAML, so numbers are refused with the 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import ipaddress
@@ -43,7 +45,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from detectors.base import Category, Detection
 from detectors.event import Identity
@@ -96,6 +98,13 @@ class ExceptionEntry(BaseModel):
     author: str | None = None
     created: date | None = None
     expires: date
+    _conditions: tuple[Condition, ...] = PrivateAttr(default=())  # compiled once, by validation
+
+    @property
+    def conditions(self) -> tuple[Condition, ...]:
+        """The ``match`` conditions compiled, exact ones first: a set lookup rules most detections out before any
+        address is parsed."""
+        return self._conditions
 
     @field_validator("id")
     @classmethod
@@ -160,6 +169,7 @@ class ExceptionEntry(BaseModel):
         if self.all_rules and self.rules != [ALL_RULES]:
             raise ValueError(f"all_rules: true goes with rules: [{ALL_RULES!r}] only")
         conditions = [_condition(key, values) for key, values in self.match.items()]  # raises on bad ones
+        self._conditions = tuple(sorted(conditions, key=lambda condition: bool(condition.networks)))
         if not self.trust_client_fields and not any(map(_server_derived, conditions)):
             raise ValueError(
                 "match: user.id, session.id and user_agent.original are set by the client: add a condition on "
@@ -255,6 +265,13 @@ def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
     return address
 
 
+class KnownRules(NamedTuple):
+    """The rules the product can raise (see detectors/catalogue.py): their ids and the categories they alert in."""
+
+    rule_ids: frozenset[str]
+    categories: frozenset[str]
+
+
 @dataclass(frozen=True, slots=True)
 class AlertException:
     """An exception compiled for matching: rule patterns and conditions checked on every detection."""
@@ -281,9 +298,26 @@ class AlertException:
             or any(fnmatch.fnmatchcase(rule_id, pattern) for pattern in entry.rules)
         )
 
-    def matches(self, detection: Detection) -> bool:
-        """Whether this exception, already known to cover the rule, suppresses ``detection`` (in event time)."""
-        return detection.timestamp < self.expires_at and all(c.holds(detection.identity) for c in self.conditions)
+    def matches(self, detection: Detection, identities: Sequence[Identity] | None = None) -> bool:
+        """Whether this exception, already known to cover the rule, suppresses ``detection`` (in event time): its
+        conditions must hold for each of ``identities`` (by default the detection's own identity)."""
+        named = (detection.identity,) if identities is None else identities
+        return (
+            detection.timestamp < self.expires_at
+            and bool(named)
+            and all(c.holds(identity) for identity in named for c in self.conditions)
+        )
+
+    def unknown_rules(self, known: KnownRules) -> list[str]:
+        """The rule ids and globs of this exception that match no rule in ``known`` (``all_rules`` names every
+        rule, known or not)."""
+        if self.entry.all_rules:
+            return []
+        return [p for p in self.entry.rules if not any(fnmatch.fnmatchcase(i, p) for i in known.rule_ids)]
+
+    def unknown_categories(self, known: KnownRules) -> list[str]:
+        """The categories of this exception that no rule in ``known`` alerts in."""
+        return [category for category in self.entry.categories if category not in known.categories]
 
     def expired(self, today: date) -> bool:
         return self.entry.expires <= today
@@ -292,11 +326,7 @@ class AlertException:
 def compile_entry(entry: ExceptionEntry, source: str) -> AlertException:
     """``entry`` ready for matching; ``source`` names its file in messages."""
     expires_at = datetime.combine(entry.expires, time(), tzinfo=UTC).timestamp()
-    # exact conditions first: a set lookup rules most detections out before any address is parsed
-    conditions = sorted(
-        (_condition(key, values) for key, values in entry.match.items()), key=lambda c: bool(c.networks)
-    )
-    return AlertException(entry=entry, source=source, conditions=tuple(conditions), expires_at=expires_at)
+    return AlertException(entry=entry, source=source, conditions=entry.conditions, expires_at=expires_at)
 
 
 class ExceptionList:
@@ -309,15 +339,17 @@ class ExceptionList:
     def __len__(self) -> int:
         return len(self.exceptions)
 
-    def match(self, detection: Detection) -> AlertException | None:
-        """The first exception (in file, then entry order) that suppresses ``detection``, or None."""
+    def match(self, detection: Detection, identities: Sequence[Identity] | None = None) -> AlertException | None:
+        """The first exception (in file, then entry order) that suppresses ``detection``, or None. ``identities``
+        are those the detection is about when it names several (a campaign's members; see
+        :meth:`AlertException.matches`), by default its own identity."""
         if not self.exceptions:
             return None
         rule = (detection.rule.id, detection.rule.category)
         candidates = self._by_rule.get(rule)
         if candidates is None:  # rule ids come from the rule pack, so this cache stays small
             candidates = self._by_rule[rule] = tuple(e for e in self.exceptions if e.covers(*rule))
-        return next((e for e in candidates if e.matches(detection)), None)
+        return next((e for e in candidates if e.matches(detection, identities)), None)
 
     def expired(self, today: date) -> list[AlertException]:
         return [e for e in self.exceptions if e.expired(today)]
@@ -325,6 +357,23 @@ class ExceptionList:
     def expiring(self, today: date, days: int) -> list[AlertException]:
         """Exceptions still in force that expire within ``days`` of ``today``."""
         return [e for e in self.exceptions if not e.expired(today) and (e.entry.expires - today).days <= days]
+
+    def unknown_rule_warnings(self, known: KnownRules) -> list[str]:
+        """One message per rule pattern or category that names no rule in ``known`` (file, entry id, selector
+        and, for a rule id that is not a glob, the closest known one): a typo there suppresses nothing, silently."""
+        warnings = []
+        for exception in self.exceptions:
+            where = f"{exception.source}: {exception.id}"
+            for pattern in exception.unknown_rules(known):
+                glob = any(character in pattern for character in "*?[")  # no closest id for a glob
+                closest = [] if glob else difflib.get_close_matches(pattern, known.rule_ids, n=1)
+                hint = f" (closest known rule: {closest[0]})" if closest else ""
+                warnings.append(f"{where}: rule {pattern!r} matches no known rule{hint}")
+            warnings.extend(
+                f"{where}: category {category!r}: no known rule alerts in it"
+                for category in exception.unknown_categories(known)
+            )
+        return warnings
 
 
 def exception_files(path: Path) -> list[Path]:

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class BatchResult:
     """What one batch produced. Shadow alerts stay out of the queue: they come from rules in ``status: test`` and
-    from detections an alert exception suppresses. ``suppressed`` pairs each suppressed detection (also listed in
-    ``detections``) with its exception."""
+    from detections an alert exception suppresses. ``suppressed`` pairs each suppressed detection (listed in
+    ``detections`` too, unless it is an entity-risk alert the alerting stage raised) with its exception."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
@@ -106,9 +106,8 @@ class Pipeline:
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
             result.events.append(self._document(event, found))
-        suppressed_by = [self.exceptions.match(detection) for detection in detections]
-        result.suppressed = [(d, e) for d, e in zip(detections, suppressed_by, strict=True) if e is not None]
-        for _detection, document in self.grouper.alerts(detections, sensitive_by_event, suppressed_by):
+        grouped = self.grouper.alerts(detections, sensitive_by_event, self.exceptions.match, result.suppressed)
+        for _detection, document in grouped:
             target = result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts
             target.append(document)
         return result

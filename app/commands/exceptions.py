@@ -1,7 +1,8 @@
 """``abusewatch exceptions``: check, list and draft alert exceptions (detectors/exceptions.py).
 
 ``check`` is meant for the CI of the repository that holds the exceptions: it fails on any invalid entry and
-warns of exceptions that have expired or soon will. Values in exceptions are often copied from alerts (user ids,
+warns of exceptions that have expired or soon will, and of rule selectors that match no rule the product knows
+(``--strict`` fails on those warnings too). Values in exceptions are often copied from alerts (user ids,
 user agents), which attackers control, so everything is printed without Rich markup and with control characters
 made visible.
 """
@@ -26,7 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from app.commands.alerts import terminal_safe
+from app.settings import load_settings
 from app.triage import current_user, parse_duration
+from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.exceptions import (
     AlertException,
     ExceptionEntry,
@@ -35,6 +38,7 @@ from detectors.exceptions import (
     describe,
     load_exceptions,
 )
+from detectors.signatures.ruleset import default_directories
 
 exceptions_cli = typer.Typer(help="Alert exceptions: check, list and draft them.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -83,11 +87,17 @@ def status_of(exception: AlertException, today: date, soon_days: int = SOON_DAYS
 def check_command(
     path: Path = typer.Argument(..., help="An exceptions YAML file or a directory of them."),
     within: int = typer.Option(SOON_DAYS, "--within", min=0, help="Warn of exceptions expiring within DAYS."),
+    rules_dir: Path | None = typer.Option(
+        None, "--rules-dir", help="Rules on top of the built-in pack (default: the detection.rules_dir setting)."
+    ),
     strict: bool = typer.Option(
-        False, "--strict", help="Also fail (exit 1) when an exception has expired or none is found."
+        False,
+        "--strict",
+        help="Also fail (exit 1) when an exception has expired, names no known rule, or none is found.",
     ),
 ) -> None:
-    """Validate PATH (exit 1 listing every error); list the entries and warn of expired or expiring ones."""
+    """Validate PATH (exit 1 listing every error); list the entries and warn of expired or expiring ones and of
+    rule ids, globs or categories that match no rule the product knows."""
     exceptions = _load(path)
     today = _today()
     if not exceptions.exceptions:  # a path typo or a wrong suffix would otherwise pass as "all valid"
@@ -98,15 +108,43 @@ def check_command(
         status = status_of(exception, today, within)
         line = f"{exception.id}: {status} ({exception.entry.expires}), {exception.source}"
         out.print(Text(("" if status == "active" else "warning: ") + terminal_safe(line)))
+    unknown = _unknown_rule_warnings(exceptions, rules_dir)
     expired = exceptions.expired(today)
     out.print(
         Text(
             f"{len(exceptions)} exceptions valid; {len(expired)} expired, "
-            f"{len(exceptions.expiring(today, within))} expiring within {within} days"
+            f"{len(exceptions.expiring(today, within))} expiring within {within} days, "
+            f"{len(unknown)} rule selectors matching no known rule"
         )
     )
-    if strict and expired:
+    if strict and (expired or unknown):
         raise typer.Exit(1)
+
+
+def _unknown_rule_warnings(exceptions: ExceptionList, rules_dir: Path | None) -> list[str]:
+    """Print a warning for each rule selector of ``exceptions`` that matches no rule the workers would run (the
+    built-in detectors' rules and the signature and correlation rules of the settings, or of ``rules_dir``)."""
+    if not exceptions.exceptions:
+        return []
+    from detectors.catalogue import known_rules  # the detectors load only when a command needs them
+
+    detection = load_settings().detection
+    extra = rules_dir or detection.rules_dir
+    known, errors = known_rules(
+        default_directories(extra, builtin=detection.builtin_rules),
+        [BUILTIN_CORRELATIONS, *([extra] if extra else [])],
+    )
+    warnings = exceptions.unknown_rule_warnings(known)
+    for warning in warnings:
+        out.print(Text(f"warning: {terminal_safe(warning)}"))
+    if warnings and errors:
+        out.print(
+            Text(
+                f"note: {len(errors)} rule file(s) did not load, so their rules count as unknown "
+                "(see abusewatch rules lint)"
+            )
+        )
+    return warnings
 
 
 @exceptions_cli.command("list")

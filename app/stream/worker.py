@@ -99,7 +99,7 @@ class StreamWorker:
         self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
             kafka.campaign_topic,
             kafka.campaign_state_topic,
-            build_campaign_stage(settings, sources=internal_partitions),
+            build_campaign_stage(settings, sources=internal_partitions, exceptions=exceptions),
             self._replay_candidates,
             0,  # the campaign stage remembers its candidates' event ids itself
         )
@@ -305,15 +305,21 @@ class StreamWorker:
             started = time.perf_counter()
             letters: list[Any] = []
             by_partition, last = await self._new_records(self.campaigns_state, batch, decode_candidates, letters)
-            alerts: list[dict[str, Any]] = []
+            result = BatchResult()
             for partition, offset in sorted(last.items()):
                 self.campaigns_state.progress[partition].processed = offset
                 stage = self.campaigns_state.stages[partition]
-                alerts.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
-            documents = [Document(settings.elasticsearch.alerts_index, doc["event"]["id"], doc) for doc in alerts]
-            await asyncio.gather(*await self._store(documents, letters, "campaigns", [(self.alerts_topic, alerts)]))
+                result.extend(await self._in_thread(stage.results, by_partition.get(partition, [])))
+            es = settings.elasticsearch
+            documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
+            documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+            outputs = [(self.alerts_topic, result.alerts)]
+            await asyncio.gather(*await self._store(documents, letters, "campaigns", outputs))
             self.campaigns_state.acknowledge(last)
-            metrics.ALERTS_OUT.labels("alert").inc(len(alerts))
+            metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
+            metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+            for (exception_id, rule_id), count in result.suppressed_counts().items():
+                metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
             self._finished("campaigns", started)
             await self._maybe_checkpoint()
 

@@ -29,7 +29,7 @@ Render = Literal["image", "link", "bare"]
 
 _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&*+,;=%()")
 _TRAILING = ".,;:!?*"
-_RULES: dict[Render, RuleInfo] = {
+RULES: dict[Render, RuleInfo] = {
     "image": RuleInfo(
         id="abw-exfil-url-image",
         name="Data exfiltration through an auto-loading image URL",
@@ -191,7 +191,7 @@ class UrlExfilCheck:
         level = self._level(render, found)
         if level is None:
             return None
-        rule = _RULES["image" if render == "image" else "link"]
+        rule = RULES["image" if render == "image" else "link"]
         rule = msgspec.structs.replace(rule, level=level)
         return self._detection(context, segment, start, url, host, render, rule, found, masker)
 

@@ -1,0 +1,63 @@
+"""The rules the product can raise, for checks that name rules: ``abusewatch exceptions check`` warns of an alert
+exception whose rule ids, globs or categories match none of them (a typo there suppresses nothing, silently).
+
+The built-in detectors define their rules as constants, listed here (a test keeps the list complete); signature
+and correlation rules are loaded from the directories the workers read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from detectors.alerting import RISK_RULE_ID
+from detectors.anomaly.rules import RULES as ANOMALY_RULES
+from detectors.base import RuleInfo
+from detectors.chains import BLOCKED_THEN_THROUGH, PROMPT_REUSED, RISING_SCORE
+from detectors.correlation import load_correlations
+from detectors.exceptions import KnownRules
+from detectors.exfil.canaries import CANARY_IN_RESPONSE, CANARY_IN_TOOL_CALL
+from detectors.exfil.leakage import SYSTEM_PROMPT_LEAK
+from detectors.exfil.pii import PII_DISCLOSURE
+from detectors.exfil.secrets import SECRET_IN_INPUT, SECRET_IN_OUTPUT
+from detectors.exfil.tools import EXFIL_RULE, ODD_EGRESS_RULE
+from detectors.exfil.urls import RULES as URL_RULES
+from detectors.signatures.ruleset import RuleSet
+from detectors.textclf.detector import RULES as CLASSIFIER_RULES
+
+BUILTIN_RULES: tuple[RuleInfo, ...] = (
+    *ANOMALY_RULES,
+    *CLASSIFIER_RULES,
+    BLOCKED_THEN_THROUGH,
+    RISING_SCORE,
+    PROMPT_REUSED,
+    SYSTEM_PROMPT_LEAK,
+    SECRET_IN_OUTPUT,
+    SECRET_IN_INPUT,
+    PII_DISCLOSURE,
+    EXFIL_RULE,
+    ODD_EGRESS_RULE,
+    *URL_RULES.values(),
+    CANARY_IN_RESPONSE,
+    CANARY_IN_TOOL_CALL,
+)
+
+
+def known_rules(signature_dirs: Iterable[Path], correlation_dirs: Iterable[Path]) -> tuple[KnownRules, list[str]]:
+    """Every rule the product can raise with the signature and correlation rules under these directories, and the
+    errors of the rule files that did not load (their rules count as unknown, so say so next to any warning).
+
+    The entity-risk alert is known by id; its category is that of the identity's other alerts, so it adds none.
+    """
+    ruleset = RuleSet.load(signature_dirs)
+    correlations, correlation_errors = load_correlations(correlation_dirs)
+    pairs = [
+        *((rule.id, rule.category) for rule in BUILTIN_RULES),
+        *((rule.id, rule.category) for rule in ruleset.rules),
+        *((correlation.info.id, correlation.info.category) for correlation in correlations),
+    ]
+    known = KnownRules(
+        rule_ids=frozenset({RISK_RULE_ID, *(rule_id for rule_id, _ in pairs)}),
+        categories=frozenset(category for _, category in pairs),
+    )
+    return known, [*(str(error) for error in ruleset.errors), *correlation_errors]

@@ -1,0 +1,363 @@
+"""Alert exceptions beyond per-identity detections: entity-risk alerts and campaign alerts go through them too;
+conditions are compiled once; rule selectors that match no known rule are reported."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+import yaml
+from msgspec.structs import replace
+from typer.testing import CliRunner
+
+from app.cli import cli
+from detectors import exceptions as exceptions_module
+from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
+from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.campaigns import CampaignCandidate, CampaignDetector, CampaignStage
+from detectors.catalogue import BUILTIN_RULES, known_rules
+from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
+from detectors.correlation import load_correlations
+from detectors.event import Event, Identity
+from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
+from detectors.signatures.ruleset import BUILTIN_RULES_DIR, RuleSet
+
+DETECTORS = Path(__file__).resolve().parent.parent / "detectors"
+CAMPAIGN_RULE = "abusewatch-anomaly-scraping-campaign"
+START = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a campaign window boundary (600 s)
+T0 = datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp()
+runner = CliRunner()
+
+
+def entry(**overrides) -> dict:
+    base = {
+        "id": "bulk-job",
+        "rules": [CAMPAIGN_RULE],
+        "match": {"abusewatch.api_key_hash": [f"key-{i}" for i in range(5)]},
+        "reason": "Sanctioned bulk job, CHG-1",
+        "expires": "2099-01-01",
+    }
+    return {**base, **overrides}
+
+
+def loaded(tmp_path: Path, *entries: dict) -> ExceptionList:
+    path = tmp_path / "exceptions.yml"
+    path.write_text(yaml.safe_dump(list(entries), sort_keys=False))
+    return load_exceptions(path)
+
+
+# -- conditions are compiled once ------------------------------------------------------------------------------
+
+
+def test_each_condition_is_compiled_once_when_a_file_is_loaded(tmp_path, monkeypatch):
+    calls: list[str] = []
+    compile_condition = exceptions_module._condition
+
+    def counted(key, values):
+        calls.append(key)
+        return compile_condition(key, values)
+
+    monkeypatch.setattr(exceptions_module, "_condition", counted)
+    exceptions = loaded(
+        tmp_path,
+        entry(id="one", match={"source.ip|cidr": ["10.20.0.0/16"], "user.id": ["svc"]}),
+        entry(id="two", match={"abusewatch.api_key_hash": ["k"]}),
+    )
+    assert sorted(calls) == ["abusewatch.api_key_hash", "source.ip|cidr", "user.id"]
+    first = exceptions.exceptions[0]
+    assert [c.field for c in first.conditions] == ["user.id", "source.ip|cidr"]  # exact ones first, as before
+    assert first.conditions is first.entry.conditions
+    detection = Detection(
+        rule=RuleInfo(id=CAMPAIGN_RULE, name="c", category="scraping", level="high"),
+        event_ids=["e"],
+        timestamp=T0,
+        identity=Identity(user_id="svc", source_ip="10.20.1.2"),
+        message="m",
+    )
+    assert exceptions.match(detection).id == "one"
+    assert exceptions.match(replace(detection, identity=Identity(user_id="svc", source_ip="10.21.1.2"))) is None
+
+
+# -- rule selectors that match no known rule -------------------------------------------------------------------
+
+KNOWN = KnownRules(
+    rule_ids=frozenset({"abusewatch-anomaly-scraping-volume", "abusewatch-ml-jailbreak"}),
+    categories=frozenset({"scraping", "jailbreak"}),
+)
+
+
+def test_unknown_rule_ids_globs_and_categories_are_named_with_the_closest_known_rule(tmp_path):
+    exceptions = loaded(
+        tmp_path,
+        entry(id="typo", rules=["abusewatch-anomaly-scrapping-volume", "abusewatch-anomaly-*"]),
+        entry(id="glob", rules=["abusewatch-exfil-*"], categories=["jailbreak", "tool_abuse"]),
+        entry(id="all", rules=["*"], all_rules=True),
+    )
+    source = exceptions.exceptions[0].source
+    assert exceptions.unknown_rule_warnings(KNOWN) == [
+        f"{source}: typo: rule 'abusewatch-anomaly-scrapping-volume' matches no known rule "
+        "(closest known rule: abusewatch-anomaly-scraping-volume)",
+        f"{source}: glob: rule 'abusewatch-exfil-*' matches no known rule",
+        f"{source}: glob: category 'tool_abuse': no known rule alerts in it",
+    ]
+    assert loaded(tmp_path, entry(rules=["abusewatch-ml-*"])).unknown_rule_warnings(KNOWN) == []
+
+
+def test_the_catalogue_lists_every_rule_id_a_detector_defines():
+    """Every ``RuleInfo(id="...")`` written in detectors/ is a built-in rule of the catalogue."""
+    written = set()
+    for path in DETECTORS.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "RuleInfo":
+                written.update(
+                    k.value.value for k in node.keywords if k.arg == "id" and isinstance(k.value, ast.Constant)
+                )
+    assert len(written) >= 20
+    assert written <= {rule.id for rule in BUILTIN_RULES}
+
+
+def test_known_rules_are_the_builtin_detectors_the_rule_pack_correlations_and_the_risk_alert():
+    known, errors = known_rules([BUILTIN_RULES_DIR], [BUILTIN_CORRELATIONS])
+    assert errors == []
+    pack = RuleSet.load([BUILTIN_RULES_DIR]).rules
+    correlations, _ = load_correlations([BUILTIN_CORRELATIONS])
+    expected = {RISK_RULE_ID, *(r.id for r in BUILTIN_RULES), *(r.id for r in pack), *(c.info.id for c in correlations)}
+    assert pack and correlations
+    assert known.rule_ids == expected
+    assert known.categories == {r.category for r in [*BUILTIN_RULES, *pack]} | {c.info.category for c in correlations}
+
+
+def rule_file(directory: Path, rule_id: str) -> Path:
+    """A copy of a built-in signature rule under another id: a deployment's own rule."""
+    source = sorted(BUILTIN_RULES_DIR.rglob("*.yml"))[0]
+    document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    document["id"] = rule_id
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "own.yml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def test_check_warns_of_unknown_rules_and_strict_fails_on_them(tmp_path):
+    own_id = "0d6f4d7e-1111-4a2b-9c3d-5e6f7a8b9c0d"
+    path = tmp_path / "exceptions.yml"
+    path.write_text(yaml.safe_dump([entry(id="typo", rules=["abusewatch-anomaly-scrapping-volume", own_id])]))
+    env = {"ABW_CONFIG": ""}
+    result = runner.invoke(cli, ["exceptions", "check", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    assert (
+        f"warning: {path}: typo: rule 'abusewatch-anomaly-scrapping-volume' matches no known rule "
+        "(closest known rule: abusewatch-anomaly-scraping-volume)"
+    ) in result.stdout
+    assert f"rule '{own_id}' matches no known rule" in result.stdout
+    assert "2 rule selectors matching no known rule" in result.stdout
+    assert runner.invoke(cli, ["exceptions", "check", "--strict", str(path)], env=env).exit_code == 1
+
+    rules = rule_file(tmp_path / "rules", own_id).parent  # the deployment's rules make the id known
+    with_rules = runner.invoke(cli, ["exceptions", "check", "--rules-dir", str(rules), str(path)], env=env)
+    assert with_rules.exit_code == 0, with_rules.output
+    assert own_id not in with_rules.stdout and "1 rule selectors matching no known rule" in with_rules.stdout
+    from_settings = runner.invoke(
+        cli, ["exceptions", "check", str(path)], env={**env, "ABW_DETECTION__RULES_DIR": str(rules)}
+    )
+    assert own_id not in from_settings.stdout
+
+    path.write_text(yaml.safe_dump([entry(rules=["evil\x1b[2J\u202erule"])]))
+    hostile = runner.invoke(cli, ["exceptions", "check", str(path)], env=env)
+    assert hostile.exit_code == 0 and "\x1b" not in hostile.stdout and "\u202e" not in hostile.stdout
+    assert "evil\\x1b[2J" in hostile.stdout and "matches no known rule" in hostile.stdout  # as repr() writes it
+
+    path.write_text(yaml.safe_dump([entry(rules=["abusewatch-anomaly-scraping-*"], categories=["jailbreak"])]))
+    clean = runner.invoke(cli, ["exceptions", "check", "--strict", str(path)], env=env)
+    assert clean.exit_code == 0, clean.output
+    assert "0 rule selectors matching no known rule" in clean.stdout and "warning" not in clean.stdout
+
+
+# -- entity-risk alerts ----------------------------------------------------------------------------------------
+
+
+class Volume(Detector):
+    """One high detection per event: two of them cross a risk threshold of 100."""
+
+    name = "volume"
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        rule = RuleInfo(id="abusewatch-anomaly-scraping-volume", name="Volume", category="scraping", level="high")
+        return [
+            Detection(rule=rule, event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="volume")
+            for e in events
+        ]
+
+
+def risk_pipeline(exceptions: ExceptionList | None = None) -> Pipeline:
+    redactor = Redactor(b"k")
+    return Pipeline([Volume()], redactor, AlertGrouper(redactor, AlertPolicy(risk_threshold=100.0)), exceptions)
+
+
+def key_events(key: str, count: int) -> list[Event]:
+    identity = Identity(api_key_hash=key, source_ip="10.20.0.5")
+    return [Event(id=f"{key}-{n}", timestamp=T0 + n, dataset="test", identity=identity) for n in range(count)]
+
+
+def test_an_exception_on_the_risk_rule_sends_the_risk_alert_to_the_shadow_alerts(tmp_path):
+    batch = key_events("key-1", 4) + key_events("key-9", 4)
+    without = risk_pipeline().process(batch)
+    assert sorted(a["rule"]["id"] for a in without.alerts).count(RISK_RULE_ID) == 2
+    exceptions = loaded(tmp_path, entry(id="risk-of-bulk-job", rules=[RISK_RULE_ID]))
+    result = risk_pipeline(exceptions).process(batch)
+    queue = sorted((a["rule"]["id"], a["abusewatch"]["identity_key"]) for a in result.alerts)
+    assert queue == [
+        ("abusewatch-anomaly-scraping-volume", "key:key-1"),  # the exception names the risk rule only
+        ("abusewatch-anomaly-scraping-volume", "key:key-9"),
+        (RISK_RULE_ID, "key:key-9"),  # not excepted
+    ]
+    (shadow,) = result.shadow_alerts
+    assert shadow["rule"]["id"] == RISK_RULE_ID and shadow["abusewatch"]["identity_key"] == "key:key-1"
+    assert shadow["abusewatch"]["exception"] == {"id": "risk-of-bulk-job", "reason": "Sanctioned bulk job, CHG-1"}
+    assert shadow["abusewatch"]["shadow"] is True
+    assert result.suppressed_counts() == {("risk-of-bulk-job", RISK_RULE_ID): 1}
+    unsuppressed = {a["event"]["id"] for a in without.alerts if a["rule"]["id"] == RISK_RULE_ID}
+    assert shadow["event"]["id"] not in unsuppressed
+
+
+def test_an_exception_by_category_covers_the_risk_alert_of_that_category(tmp_path):
+    exceptions = loaded(tmp_path, entry(id="all-scraping", rules=[], categories=["scraping"]))
+    result = risk_pipeline(exceptions).process(key_events("key-1", 4))
+    assert result.alerts == []  # the volume detections are suppressed, so they add no risk: no risk alert at all
+    assert {rule for _exception, rule in result.suppressed_counts()} == {"abusewatch-anomaly-scraping-volume"}
+
+
+# -- campaign alerts -------------------------------------------------------------------------------------------
+
+
+def candidate(number: int, key: int, offset: float = 0.0) -> CampaignCandidate:
+    return CampaignCandidate(
+        event_id=f"e{offset:.0f}-{number}",
+        timestamp=START + offset + number,
+        identity=Identity(api_key_hash=f"key-{key}", source_ip=f"198.51.100.{key}"),
+        signature="00ab",
+    )
+
+
+def burst(keys: Sequence[int], offset: float = 0.0, requests: int = 3) -> list[CampaignCandidate]:
+    """Each key sends ``requests`` requests on one template in the window starting ``offset`` after START."""
+    return [candidate(n * len(keys) + i, key, offset) for n in range(requests) for i, key in enumerate(keys)]
+
+
+def stage(exceptions: ExceptionList | None = None) -> CampaignStage:
+    redactor = Redactor(b"k")
+    return CampaignStage(CampaignDetector(), AlertGrouper(redactor), exceptions)
+
+
+def run(campaigns: CampaignStage, candidates: list[CampaignCandidate]):
+    result = campaigns.results(candidates)
+    result.extend(campaigns.flush_results())
+    return result
+
+
+def test_a_campaign_of_excepted_identities_only_is_suppressed_and_adds_no_risk(tmp_path):
+    exceptions = loaded(tmp_path, entry())
+    control = run(stage(), burst(range(5)))
+    assert [a["rule"]["id"] for a in control.alerts] == [CAMPAIGN_RULE]
+    suppressed = stage(exceptions)
+    result = run(suppressed, burst(range(5)))
+    assert result.alerts == []
+    (shadow,) = result.shadow_alerts
+    assert shadow["rule"]["id"] == CAMPAIGN_RULE
+    assert shadow["abusewatch"]["exception"]["id"] == "bulk-job" and shadow["abusewatch"]["shadow"] is True
+    assert shadow["related"]["user"] == control.alerts[0]["related"]["user"]
+    assert shadow["event"]["id"] != control.alerts[0]["event"]["id"]
+    assert result.suppressed_counts() == {("bulk-job", CAMPAIGN_RULE): 1}
+    assert len(result.detections) == 1
+    assert suppressed.grouper.state()["risk"] == {}  # while the control's first member gained risk
+    assert stage().grouper.state()["risk"] == {}
+    risky = stage()
+    run(risky, burst(range(5)))
+    assert list(risky.grouper.state()["risk"]) == ["key:key-0"]
+
+
+def test_one_identity_outside_the_exception_keeps_the_campaign_alert_in_the_queue(tmp_path):
+    exceptions = loaded(tmp_path, entry())
+    result = run(stage(exceptions), burst([0, 1, 2, 3, 4, 66]))  # five excepted bulk-job keys and an attacker's
+    assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE]
+    assert "key:key-66" in result.alerts[0]["related"]["user"]
+    assert result.shadow_alerts == [] and result.suppressed == []
+
+
+def test_an_identity_named_from_an_earlier_window_keeps_the_campaign_alert_in_the_queue(tmp_path):
+    """The attacker's keys took part ten minutes before; the bulk job's window alone would be suppressed."""
+    exceptions = loaded(tmp_path, entry())
+    alone = run(stage(exceptions), burst(range(5), offset=600.0))
+    assert alone.alerts == [] and len(alone.shadow_alerts) == 1
+    result = run(stage(exceptions), burst(range(60, 65)) + burst(range(5), offset=600.0))
+    assert len(result.detections) == 2
+    named = result.detections[1].related_users
+    assert "key:key-60" in named and "key:key-0" in named
+    assert result.suppressed == [] and result.shadow_alerts == []
+
+
+def test_members_identities_survive_a_checkpoint_and_older_checkpoints_fail_closed(tmp_path):
+    """Keys 0-4 make a campaign, then keys 5-9 carry it on: the second alert names all ten."""
+    exceptions = loaded(tmp_path, entry(match={"abusewatch.api_key_hash": [f"key-{i}" for i in range(10)]}))
+    first = stage(exceptions)
+    assert first.results(burst(range(5))).alerts == []
+    assert len(first.flush_results(START + 700.0).shadow_alerts) == 1  # the first window closes
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.state()))
+    assert state["campaigns"]["identities"]["00ab"]["key:key-0"]["api_key_hash"] == "key-0"
+    later = burst(range(5, 10), offset=600.0)
+
+    restored = stage(exceptions)
+    restored.load_state(state)
+    again = run(restored, later)
+    assert len(again.detections[0].related_users) == 10
+    assert again.alerts == [] and again.suppressed_counts() == {("bulk-job", CAMPAIGN_RULE): 1}
+    assert again.shadow_alerts[0]["abusewatch"]["count"] == 2  # the same alert as the first window's
+
+    del state["campaigns"]["identities"]  # a checkpoint written before identities were kept
+    older = stage(exceptions)
+    older.load_state(state)
+    result = run(older, later)
+    assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE]  # keys 0-4 are not known in full
+
+
+def test_members_identities_are_forgotten_with_the_members(tmp_path):
+    detector = CampaignDetector()
+    detector.detect(burst(range(5)))
+    detector.flush(START + 700.0)
+    assert set(detector.state()["identities"]["00ab"]) == {f"key:key-{i}" for i in range(5)}
+    day_later = burst(range(10, 15), offset=2 * 86400.0)
+    detector.detect(day_later)
+    detector.flush()
+    assert set(detector.state()["identities"]["00ab"]) == {f"key:key-{i}" for i in range(10, 15)}
+    assert detector.state()["identities"].keys() == detector.state()["members"].keys()
+
+
+def test_process_and_flush_still_return_the_queue_alerts_only(tmp_path):
+    exceptions = loaded(tmp_path, entry())
+    campaigns = stage(exceptions)
+    assert campaigns.process(burst(range(5))) + campaigns.flush() == []
+    plain = stage(exceptions)
+    alerts = plain.process(burst([0, 1, 2, 3, 66])) + plain.flush()
+    assert [a["rule"]["id"] for a in alerts] == [CAMPAIGN_RULE]
+    assert campaigns.fresh().exceptions is exceptions
+
+
+@pytest.mark.parametrize(
+    ("match", "suppressed"),
+    [
+        ({"source.ip|cidr": ["198.51.100.0/24"]}, True),
+        ({"abusewatch.identity_key": [f"key:key-{i}" for i in range(5)]}, True),
+        ({"abusewatch.identity_key": [f"key:key-{i}" for i in range(4)]}, False),
+        ({"abusewatch.api_key_hash": [f"key-{i}" for i in range(5)], "source.ip": ["198.51.100.1"]}, False),
+    ],
+)
+def test_every_condition_must_hold_for_every_named_identity(tmp_path, match, suppressed):
+    result = run(stage(loaded(tmp_path, entry(match=match))), burst(range(5)))
+    assert (result.alerts == []) is suppressed
+    assert len(result.shadow_alerts) == int(suppressed)
