@@ -71,7 +71,12 @@ def build_exceptions(settings: Settings) -> ExceptionList:
     exceptions = load_exceptions(path)
     today = datetime.now(tz=UTC).date()
     for exception in exceptions.expired(today):
-        log.warning("alert exception %s (%s) expired on %s", exception.id, exception.source, exception.entry.expires)
+        log.warning(
+            "alert exception %s (%s) expired on %s (today, in wall time; it still applies to events dated before)",
+            exception.id,
+            exception.source,
+            exception.entry.expires,
+        )
     known, _errors = known_rules(_rule_dirs(settings), _correlation_dirs(settings))  # rule errors: build_detectors
     for warning in exceptions.unknown_rule_warnings(known):
         log.warning("alert exception %s", warning)

@@ -234,7 +234,8 @@ def stream(services: Services, tmp_path: Path) -> Iterator[Stream]:
     deployment = Stream(env=env, tmp_path=tmp_path, web_port=port)
     yield deployment
     with Elasticsearch(services.es_url, request_timeout=30) as es:
-        for name in (deployment.events_index, deployment.alerts_index, deployment.dead_letter_index):
+        shadow = env["ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX"]
+        for name in (deployment.events_index, deployment.alerts_index, shadow, deployment.dead_letter_index):
             with contextlib.suppress(Exception):
                 es.indices.delete(index=name, ignore_unavailable=True)
 
