@@ -584,6 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_classifier", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=corpora.DEFAULT_CACHE, help="corpus folder")
+    parser.add_argument(
+        "--shape-indicators",
+        action="store_true",
+        help="candidate: add the featuriser's gibberish-shape indicators (rejected for version 1.2.0's successor: "
+        "see the model card); use with --out elsewhere",
+    )
     args = parser.parse_args(argv)
     try:
         records = corpora.load(cache_dir=args.cache_dir)
@@ -595,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
         [r for r in records if r.split == "train"],
         [r for r in records if r.split == "test"],
         corpus_manifest(args.cache_dir),
+        features=FeatureConfig(shape_indicators=True) if args.shape_indicators else None,
     )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     print(f"wrote {config_path} (coef sha256 {config['coef_sha256']})")

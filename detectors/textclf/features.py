@@ -12,6 +12,12 @@ in :mod:`detectors.textclf.concepts` also emit their class and the ordered class
 ``concept_window`` words (in the word columns, each occurrence counted ``concept_weight`` times so that a handful of
 concepts is not drowned by hundreds of n-grams), so the model can learn intent across synonyms.
 
+With ``shape_indicators`` on (a training candidate, off in the shipped model: see the model card), each paragraph
+piece also emits indicators of text that no natural language looks like, each counted ``shape_weight`` times: the
+share of tokens that mix letters with odd symbols (``**ONE``, ``<style``), the share of symbol characters, and runs
+of three or more symbols, each quantised into a few levels (:data:`SHAPES`). Adversarial suffixes (GCG and its
+kin) are fresh gibberish every time, so no n-gram of one recurs in another; their shape does.
+
 Each text is scored whole and paragraph by paragraph (a paragraph ends at a blank line; paragraphs longer than
 ``chunk_chars`` are cut into pieces), so an injected paragraph is not diluted by the document around it. An
 n-gram belongs to the paragraph piece where it starts, and a word pair never spans two pieces, so a paragraph
@@ -42,11 +48,21 @@ _MIX = _U64(0xFF51AFD7ED558CCD)  # murmur3 finaliser constant
 _WORD_SALT = _U64(0xC2B2AE3D27D4EB4F)
 _PAIR_SALT = _U64(0x165667B19E3779F9)
 _CONCEPT_SALT = _U64(0x27D4EB2F165667C5)
+_SHAPE_SALT = _U64(0x85EBCA77C2B2AE63)
 _DROP = np.uint32(0xFFFFFFFF)  # table value: the character is removed
 _SPACE, _NEWLINE = 0x20, 0x0A
 _TAGS = (0xE0000, 0xE007F)  # Unicode tag characters: E0020-E007E mirror printable ASCII
 CONCEPT_NAMES = concept_names()
 _KEY_BITS = 24  # columns fit below this bit in grouping keys
+# Shape indicators: (name, lower edges of its levels above the lowest); a piece whose statistic reaches an edge
+# emits that level's indicator (the lowest level emits nothing). Edges from the statistics of benign and attack
+# training text; the model learns each level's weight.
+SHAPES: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("mixed_tokens", (0.02, 0.05, 0.1, 0.2, 0.35)),  # tokens holding a letter and an odd symbol, per token
+    ("symbols", (0.03, 0.06, 0.1, 0.15, 0.25)),  # symbol characters (not letters, digits or spaces), per character
+    ("symbol_runs", (0.01, 0.03, 0.06, 0.12)),  # runs of 3+ symbol characters, per token
+)
+_PLAIN_PUNCTUATION = "'-,.!?:;\"()"  # symbols ordinary prose puts next to letters: not odd
 SLICE_CHARS = 16_384  # batches are featurised in slices of about this many characters (Featurizer.bags_by_slice)
 
 
@@ -62,6 +78,8 @@ class FeatureConfig:
     word_features: int = 2**17
     concept_weight: float = 8.0  # a concept occurrence counts this many times (a few among hundreds of n-grams)
     concept_window: int = 4  # concept pairs: a word's class with the classes of the next this-many words; 0: none
+    shape_indicators: bool = False  # gibberish-shape indicators per paragraph piece
+    shape_weight: float = 150.0  # a shape indicator counts this many times: one feature against a piece's n-grams
     head_chars: int = 4096
     tail_chars: int = 4096
     chunk_chars: int = 1024  # longer paragraphs are scored in pieces of this many characters
@@ -80,6 +98,8 @@ class FeatureConfig:
             raise ValueError("concept_window must be 0 (no concept features) or more")
         if not self.concept_weight > 0:
             raise ValueError("concept_weight must be positive")
+        if not self.shape_weight > 0:
+            raise ValueError("shape_weight must be positive")
         if self.char_features + self.word_features >= 2**_KEY_BITS:
             raise ValueError(f"char_features + word_features must stay below 2**{_KEY_BITS}")
 
@@ -176,9 +196,9 @@ class Bags:
 class Occurrences:
     """Every n-gram occurrence of a batch: its column and where it starts in ``codes``.
 
-    Occurrences come in blocks (character n-grams of each length, words, word pairs, concepts, concept pairs);
-    ``blocks`` holds each block's first index and n-gram length (0: words, -1: word pairs, -2: concepts, -3: concept
-    pairs), enough to rebuild any n-gram's text.
+    Occurrences come in blocks (character n-grams of each length, words, word pairs, concepts, concept pairs, shape
+    indicators); ``blocks`` holds each block's first index and n-gram length (0: words, -1: word pairs, -2: concepts,
+    -3: concept pairs, -4: shape indicators), enough to rebuild any n-gram's text.
     """
 
     codes: np.ndarray
@@ -189,26 +209,40 @@ class Occurrences:
     pairs: np.ndarray  # for each word pair, the index of its first word
     concepts: np.ndarray  # class id of each concept occurrence
     concept_pairs: np.ndarray  # (first, second) class ids of each concept pair
+    shapes: np.ndarray  # indicator id of each shape occurrence (shape index * 8 + level)
 
     def is_concept(self, index: int) -> bool:
-        """Whether occurrence ``index`` is a concept or a concept pair (not an n-gram of the text)."""
-        return self._block(index)[1] <= -2
+        """Whether occurrence ``index`` is a concept or a concept pair."""
+        return self._block(index)[1] in (-2, -3)
 
-    def concept_mask(self) -> np.ndarray:
-        """For every occurrence, whether it is a concept or a concept pair."""
-        mask = np.zeros(len(self.columns), dtype=bool)
+    def is_shape(self, index: int) -> bool:
+        """Whether occurrence ``index`` is a shape indicator."""
+        return self._block(index)[1] == -4
+
+    def weights(self, concept_weight: float, shape_weight: float) -> np.ndarray:
+        """How many times each occurrence counts: concepts and concept pairs ``concept_weight``, shape indicators
+        ``shape_weight``, n-grams once."""
+        out = np.ones(len(self.columns))
         ends = [offset for offset, _ in self.blocks[1:]] + [len(self.columns)]
         for (offset, length), end in zip(self.blocks, ends, strict=True):
-            mask[offset:end] = length <= -2
-        return mask
+            if length in (-2, -3):
+                out[offset:end] = concept_weight
+            elif length == -4:
+                out[offset:end] = shape_weight
+        return out
 
     def _block(self, index: int) -> tuple[int, int]:
         return next(block for block in reversed(self.blocks) if block[0] <= index)
 
     def gram(self, index: int) -> str:
         """The (folded) text of occurrence ``index``; a word pair's words are joined by one space, a concept is
-        spelled ``class`` and a concept pair ``class…class`` (:meth:`is_concept` tells them from n-grams)."""
+        spelled ``class``, a concept pair ``class…class`` and a shape indicator ``name≥level`` (:meth:`is_concept`
+        and :meth:`is_shape` tell them from n-grams)."""
         offset, length = self._block(index)
+        if length == -4:
+            shape, level = divmod(int(self.shapes[index - offset]), 8)
+            name, edges = SHAPES[shape]
+            return f"{name}≥{edges[level - 1]:g}"
         if length == -2:
             return CONCEPT_NAMES[int(self.concepts[index - offset])]
         if length == -3:
@@ -431,6 +465,12 @@ class Featurizer:
             concepts, concept_pairs, size = self._concept_occurrences(
                 hashes, word_starts, paragraph, size, columns, starts, blocks
             )
+        shapes = np.zeros(0, dtype=np.int64)
+        if config.shape_indicators:
+            shapes, shape_starts = shape_levels(codes, chunk_of, space, is_word)
+            columns.append(config.char_features + _columns(shapes.astype(np.uint64), _SHAPE_SALT, config.word_features))
+            starts.append(shape_starts)
+            blocks.append((size, -4))
         return Occurrences(
             codes,
             np.concatenate(columns),
@@ -440,6 +480,7 @@ class Featurizer:
             pairs,
             concepts,
             concept_pairs,
+            shapes,
         )
 
     def _concept_occurrences(
@@ -531,8 +572,9 @@ class Featurizer:
         chunk = chunk_of[found.starts]
         # Level 1: counts per (piece, column).
         weights = None
-        if self.config.concept_window and self.config.concept_weight != 1.0:
-            weights = np.where(found.concept_mask(), self.config.concept_weight, 1.0)
+        config = self.config
+        if (config.concept_window and config.concept_weight != 1.0) or config.shape_indicators:
+            weights = found.weights(config.concept_weight, config.shape_weight)
         first, counts = _distinct(chunk, found.columns, weights)
         columns, text = found.columns[first], chunk_texts[chunk[first]]
         # Texts with several non-empty pieces get a row per scorable piece and a text row summed over pieces.
@@ -564,6 +606,49 @@ class Featurizer:
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Features of whole texts, one L2-normalised row per text (for training and tests)."""
         return self.bags(texts).matrix()[: len(texts)]
+
+
+def shape_levels(
+    codes: np.ndarray, chunk_of: np.ndarray, space: np.ndarray, is_word: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The shape indicators of every paragraph piece: ids (``shape * 8 + level``, levels above the lowest only)
+    and, for each, the position where its piece starts (so it is counted in that piece).
+
+    ``chunk_of[i]`` is the piece of position ``i`` (non-decreasing), ``space`` and ``is_word`` flag spaces and word
+    characters of the folded ``codes``. Tokens are runs of non-space characters.
+    """
+    if len(codes) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    n_pieces = int(chunk_of[-1]) + 1
+    piece_starts = np.flatnonzero(np.diff(chunk_of, prepend=-1))
+    symbol = ~space & ~is_word
+    plain = np.isin(codes, np.array([ord(c) for c in _PLAIN_PUNCTUATION], dtype=codes.dtype))
+    odd = symbol & ~plain
+    token_start = ~space & np.concatenate([[True], space[:-1]])
+    token_of = np.cumsum(token_start) - 1  # meaningful at non-space positions
+    n_tokens = int(token_start.sum())
+    has_word = np.bincount(token_of[is_word & ~space], minlength=n_tokens) > 0
+    has_odd = np.bincount(token_of[odd], minlength=n_tokens) > 0
+    token_piece = chunk_of[np.flatnonzero(token_start)]
+    tokens = np.bincount(token_piece, minlength=n_pieces)
+    mixed = np.bincount(token_piece[has_word & has_odd], minlength=n_pieces)
+    characters = np.bincount(chunk_of[~space], minlength=n_pieces)
+    symbols = np.bincount(chunk_of[symbol], minlength=n_pieces)
+    padded = np.concatenate([[False], symbol, [False, False]])
+    run_start = padded[1:-2] & padded[2:-1] & padded[3:] & ~padded[:-3]  # a symbol run of 3+ starts here
+    runs = np.bincount(chunk_of[run_start], minlength=n_pieces)
+    statistics = (
+        mixed / np.maximum(tokens, 1),
+        symbols / np.maximum(characters, 1),
+        runs / np.maximum(tokens, 1),
+    )
+    ids, starts = [], []
+    for index, ((_, edges), values) in enumerate(zip(SHAPES, statistics, strict=True)):
+        levels = np.searchsorted(np.array(edges), values, side="right")
+        pieces = np.flatnonzero(levels > 0)
+        ids.append(index * 8 + levels[pieces])
+        starts.append(piece_starts[pieces])
+    return np.concatenate(ids).astype(np.int64), np.concatenate(starts)
 
 
 def _distinct(

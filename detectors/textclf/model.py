@@ -151,7 +151,8 @@ class TextClassifier:
         min_chars: int,
     ) -> dict[str, float]:
         """The strongest readable features among ``columns`` (``spelled_by``: an occurrence of each), half of them
-        words and concepts, as ``ngram:<text>`` / ``concept:<class>`` / ``concept:<class>…<class>``."""
+        words and concepts, as ``ngram:<text>`` / ``concept:<class>`` / ``concept:<class>…<class>`` /
+        ``shape:<name>≥<level>``."""
         is_word = columns >= self.features.char_features
         chosen: dict[str, float] = {}
         for pool, quota in ((is_word, top - top // 2), (~is_word, top // 2)):
@@ -164,6 +165,8 @@ class TextClassifier:
                 occurrence = int(spelled_by[index])
                 if found.is_concept(occurrence):
                     key = "concept:" + found.gram(occurrence)
+                elif found.is_shape(occurrence):
+                    key = "shape:" + found.gram(occurrence)
                 else:
                     gram = found.gram(occurrence).strip()
                     if len(gram) < min_chars and not is_word[index]:
