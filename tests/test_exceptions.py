@@ -316,22 +316,30 @@ def test_expiry_is_judged_in_event_time(tmp_path):
 # -- routing in the pipeline -----------------------------------------------------------------------------------
 
 
-class Volume(Detector):
-    """Raises one high detection per event, like a volume rule tripped by a bulk job."""
+class OnePerEvent(Detector):
+    """Raises one ``rule`` detection per event (except for the users in ``spared``), like a volume rule tripped by
+    a bulk job."""
 
-    name = "volume"
+    name = "one-per-event"
+
+    def __init__(self, rule: RuleInfo, spared: frozenset[str] = frozenset()) -> None:
+        self.rule, self.spared = rule, spared
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         return [
             Detection(
-                rule=RuleInfo(id="r-volume", name="Volume", category="scraping", level="high"),
+                rule=self.rule,
                 event_ids=[event.id],
                 timestamp=event.timestamp,
                 identity=event.identity,
-                message="too many requests",
+                message=self.rule.name,
             )
             for event in events
+            if event.identity.user_id not in self.spared
         ]
+
+
+VOLUME = RuleInfo(id="r-volume", name="Volume", category="scraping", level="high")
 
 
 def events(user: str, count: int) -> list[Event]:
@@ -350,7 +358,7 @@ def events(user: str, count: int) -> list[Event]:
 def pipeline(exceptions=None) -> Pipeline:
     redactor = Redactor(b"k")
     grouper = AlertGrouper(redactor, AlertPolicy(risk_threshold=100.0))  # 50 per high detection: 2 reach it
-    return Pipeline([Volume()], redactor, grouper, exceptions)
+    return Pipeline([OnePerEvent(VOLUME)], redactor, grouper, exceptions)
 
 
 def test_suppressed_detections_go_to_shadow_alerts_and_add_no_risk(tmp_path):
@@ -512,24 +520,13 @@ def test_backtest_counts_suppressed_events_per_exception_instead_of_as_caught(tm
         assert before[rule_id] - after.get(rule_id, 0) == len(ids)
 
 
-class CatchAll(Detector):
-    """Raises one jailbreak detection per event: another rule that catches what an exception suppresses."""
-
-    name = "catch-all"
-
-    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
-        rule = RuleInfo(id="r-jailbreak", name="Jailbreak", category="jailbreak", level="high")
-        return [
-            Detection(rule=rule, event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="jailbreak")
-            for e in events
-            if e.identity.user_id != "quiet"
-        ]
-
-
 def test_backtest_counts_suppressed_alerts_apart_and_attacks_hidden_only_when_nothing_else_caught_them(tmp_path):
     exceptions = loaded(tmp_path, entry(rules=["r-volume"], match={"user.id": ["qa-bot", "quiet"]}))
     redactor = Redactor(b"k")
-    engine = Pipeline([Volume(), CatchAll()], redactor, AlertGrouper(redactor, AlertPolicy()), exceptions)
+    catch_all = OnePerEvent(
+        RuleInfo(id="r-jailbreak", name="Jailbreak", category="jailbreak", level="high"), frozenset({"quiet"})
+    )
+    engine = Pipeline([OnePerEvent(VOLUME), catch_all], redactor, AlertGrouper(redactor, AlertPolicy()), exceptions)
     batch = [*events("qa-bot", 3), *events("quiet", 2)]
     labels = {event.id: "jailbreak" for event in batch}
     queue = engine.fresh().process(batch)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from detectors import exceptions as exceptions_module
 from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
-from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.base import Detection, RuleInfo
 from detectors.campaigns import CampaignCandidate, CampaignDetector, CampaignStage
 from detectors.catalogue import BUILTIN_RULES, known_rules
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
@@ -27,6 +27,7 @@ from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.ruleset import BUILTIN_RULES_DIR, RuleSet
+from tests.test_exceptions import OnePerEvent
 
 DETECTORS = Path(__file__).resolve().parent.parent / "detectors"
 CAMPAIGN_RULE = "abusewatch-anomaly-scraping-campaign"
@@ -181,23 +182,14 @@ def test_check_warns_of_unknown_rules_and_strict_fails_on_them(tmp_path):
 
 # -- entity-risk alerts ----------------------------------------------------------------------------------------
 
-
-class Volume(Detector):
-    """One high detection per event: two of them cross a risk threshold of 100."""
-
-    name = "volume"
-
-    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
-        rule = RuleInfo(id="abusewatch-anomaly-scraping-volume", name="Volume", category="scraping", level="high")
-        return [
-            Detection(rule=rule, event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="volume")
-            for e in events
-        ]
+SCRAPING_VOLUME = RuleInfo(id="abusewatch-anomaly-scraping-volume", name="Volume", category="scraping", level="high")
 
 
 def risk_pipeline(exceptions: ExceptionList | None = None) -> Pipeline:
     redactor = Redactor(b"k")
-    return Pipeline([Volume()], redactor, AlertGrouper(redactor, AlertPolicy(risk_threshold=100.0)), exceptions)
+    return Pipeline(
+        [OnePerEvent(SCRAPING_VOLUME)], redactor, AlertGrouper(redactor, AlertPolicy(risk_threshold=100.0)), exceptions
+    )
 
 
 def key_events(key: str, count: int) -> list[Event]:
