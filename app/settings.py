@@ -118,6 +118,8 @@ class WorkerSettings(BaseModel):
     dedupe_capacity: int = 200_000
     checkpoint_interval_s: float = 30.0  # how often each partition's detection state is checkpointed
     max_catch_up_messages: int = 20_000  # without a checkpoint, state is rebuilt from at most this many messages
+    # how often the worker looks for changed signature rules and alert exceptions and swaps them in; 0: never
+    reload_interval_s: float = 30.0
 
 
 class Settings(BaseSettings):

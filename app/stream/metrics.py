@@ -37,3 +37,5 @@ STATE_REPLAYED_EVENTS = Counter("abusewatch_state_replayed_events_total", "Event
 STATE_SKIPPED_MESSAGES = Counter(
     "abusewatch_state_skipped_messages_total", "Internal messages redelivered after their effect was already kept"
 )
+# kind: rules | exceptions; outcome: applied | rejected (the running ones stay)
+RELOADS = Counter("abusewatch_reloads_total", "Hot reloads of changed rule or exception files", ["kind", "outcome"])

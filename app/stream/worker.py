@@ -7,6 +7,7 @@
 Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``); an identity partition's
 includes the ids of the events it processed, so a record delivered twice is detected once (see ``dedupe``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
+A timer swaps changed signature rules and alert exceptions into every stage between batches (see ``reload``).
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
 next batch; Faust acknowledges a batch's offsets only then, so a crash or restart redelivers instead of losing.
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 import faust
 from elasticsearch import AsyncElasticsearch
 
-from app.engine import build_campaign_stage, build_pipeline
+from app.engine import build_campaign_stage, build_exceptions, build_pipeline
 from app.settings import Settings
 from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.elasticsearch import Document, ElasticsearchSink, WriteReport, client_options
@@ -44,6 +45,7 @@ from app.stream.codec import (
 )
 from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import faust_credentials
+from app.stream.reload import ExceptionsWatcher, Reloader, signature_watcher
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
 from detectors.event import Event
 from detectors.exceptions import ExceptionList
@@ -126,6 +128,16 @@ class StreamWorker:
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         self.app.on_before_shutdown.connect(self._close)
+        exceptions_path = settings.detection.exceptions_path
+        self.reloader = Reloader(
+            self._stages,
+            rules=signature_watcher(self.identities.template),
+            exceptions=(
+                ExceptionsWatcher(exceptions_path, lambda: build_exceptions(settings)) if exceptions_path else None
+            ),
+        )
+        if settings.worker.reload_interval_s > 0:
+            self.app.timer(settings.worker.reload_interval_s, name="reload")(self.reload)
 
     # -- set-up -------------------------------------------------------------------------------------------------
 
@@ -216,6 +228,23 @@ class StreamWorker:
             await self._es.close()
         self._detector_thread.submit(self.partition_log.close)
         self._detector_thread.shutdown(wait=True)
+
+    def _stages(self) -> list[Pipeline | CampaignStage]:
+        """Every partition's stage and the templates later ones are made from. Called on the detector thread (which
+        creates stages); ``list`` copies each dict at once, as the event loop may drop partitions meanwhile."""
+        identities, campaigns = self.identities, self.campaigns_state
+        return [
+            identities.template,
+            *list(identities.stages.values()),
+            campaigns.template,
+            *list(campaigns.stages.values()),
+        ]
+
+    async def reload(self) -> None:
+        """Timer (``worker.reload_interval_s``): load changed rules and exceptions on a thread of the loop's default
+        executor, where a rule set compiles while detection goes on, then swap them in on the detector thread."""
+        changes = await asyncio.get_running_loop().run_in_executor(None, self.reloader.load)
+        await self._in_thread(self.reloader.apply, changes)
 
     async def _on_partitions_revoked(self, app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
         """Faust has finished the in-flight batches: checkpoint the partitions that may move away."""

@@ -139,14 +139,19 @@ class SignatureDetector(Detector):
         self._infos: dict[str, RuleInfo] = {}
 
     def maybe_reload(self) -> bool:
-        """Swap in changed rules (from the worker's timer); the running set stays if the new one is broken."""
+        """Swap in changed rules, for a detector that runs on its own; the running set stays if the new one is
+        broken. The stream worker drives the watcher itself, for all its partitions (app/stream/reload.py)."""
         if self.watcher is None or not self.watcher.maybe_reload():
             return False
-        self.ruleset = self.watcher.current
+        self.use_rules(self.watcher.current)
+        return True
+
+    def use_rules(self, ruleset: RuleSet) -> None:
+        """Run ``ruleset`` from the next batch on (call between batches, on the thread that runs them)."""
+        self.ruleset = ruleset
         self._infos = {}
         if self.cache is not None:
             self.cache.clear()
-        return True
 
     def scan_text(self, field: str, text: str) -> MatchResult:
         """The rules one text of ``field`` matches on its own, with their evidence (rule tests, benchmarks, tools)."""
