@@ -79,11 +79,14 @@ class AlertGrouper:
         sensitive: dict[str, list[SensitiveValue]],
         judge: Callable[[Detection], AlertException | None] | None = None,
         suppressed: list[tuple[Detection, AlertException]] | None = None,
+        judge_risk: Callable[[Detection, Detection], AlertException | None] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
         """Alert documents for the groups this batch touched, each in its latest state.
 
         ``judge`` names the exception that suppresses a detection, if any (e.g. ``ExceptionList.match``): each of
-        ``detections`` goes through it, and so does each risk alert the batch raises. A suppressed one is grouped
+        ``detections`` goes through it, and so does each risk alert the batch raises, unless ``judge_risk`` is
+        given: it judges a risk alert together with the detection that raised it (a campaign's risk alert is
+        judged on the campaign's identities, not on the one member it is charged to). A suppressed one is grouped
         apart and appended, with its exception, to ``suppressed``.
         """
         touched: dict[str, None] = {}
@@ -94,7 +97,8 @@ class AlertGrouper:
                 continue  # a suppressed detection adds nothing to the risk score
             risk = self._add_risk(detection)
             if risk is not None:
-                touched[self._add(risk, _judge(risk, judge, suppressed))] = None
+                risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
+                touched[self._add(risk, _judge(risk, risk_judge, suppressed))] = None
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered

@@ -29,6 +29,8 @@ from detectors.pipeline import BatchResult
 
 STATE_VERSION = 2  # 2: the event ids already counted (the optional "identities" came later, without a bump)
 SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
+MAX_MEMBER_IDENTITIES = 8  # distinct identities kept per member; one more is recorded as UNKNOWN (fail closed)
+UNKNOWN = Identity()  # an identity not known (not kept, or from an older checkpoint): it matches no condition
 
 
 class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -95,20 +97,38 @@ def group_by_signature(candidates: Iterable[CampaignCandidate], partitions: int)
 
 
 class Campaign(NamedTuple):
-    """A campaign detection and every identity it names (``related.user``), each as last seen in the campaign."""
+    """A campaign detection, every distinct identity of every member it names (``related.user``), and whether
+    members were turned away by a bound (``overflowed``: then no exception may suppress it, as not all were seen)."""
 
     detection: Detection
     identities: tuple[Identity, ...]
+    overflowed: bool = False
+
+
+def _with_identity(identities: list[Identity], identity: Identity) -> list[Identity]:
+    """``identities`` with ``identity`` added if it is new; past the bound, UNKNOWN takes its place (once)."""
+    if identity in identities or len(identities) > MAX_MEMBER_IDENTITIES:
+        return identities
+    return [*identities, identity if len(identities) < MAX_MEMBER_IDENTITIES else UNKNOWN]
+
+
+def _identity_lists(state: dict[str, Any]) -> dict[str, list[Identity]]:
+    """Members' identities from a checkpoint: a list each, or one identity each (the format before lists)."""
+    return {
+        member: msgspec.convert(value if isinstance(value, list) else [value], list[Identity])
+        for member, value in state.items()
+    }
 
 
 class _Window:
     """Who used one template signature in one window (bounded)."""
 
-    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members")
+    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members", "overflowed")
 
     def __init__(self) -> None:
         self.members: dict[str, int] = {}
-        self.identities: dict[str, Identity] = {}
+        self.identities: dict[str, list[Identity]] = {}  # each member's distinct identities (bounded)
+        self.overflowed = False  # a member was turned away at ``campaign_max_identities``
         self.ips: list[str] = []
         self.event_ids: list[tuple[float, str]] = []  # the earliest, whatever order they arrived in
         self.last_ts = 0.0
@@ -145,7 +165,8 @@ class CampaignDetector:
         self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` event ids, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
-        self._identities: dict[str, dict[str, Identity]] = {}  # the same members -> identity as then seen
+        self._identities: dict[str, dict[str, list[Identity]]] = {}  # the same members -> identities seen
+        self._overflowed: dict[str, float] = {}  # signature -> last window a member was turned away at the cap
         self._sources: dict[int, float] = {}  # source -> newest event time seen from it
         self._heard: dict[int, float] = {}  # source -> wall time it was last heard from (not checkpointed)
         self._started = clock()  # sources not heard from yet count as heard now: they hold the watermark a while
@@ -207,9 +228,10 @@ class CampaignDetector:
             "last_eviction": self._last_eviction if math.isfinite(self._last_eviction) else None,
             "members": self._members,
             "identities": {s: msgspec.to_builtins(identities) for s, identities in self._identities.items()},
+            "overflowed": self._overflowed,
             "windows": [
                 [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
-                 window.event_ids, window.last_ts]
+                 window.event_ids, window.last_ts, window.overflowed]
                 for start, by_signature in self._windows.items()
                 for signature, window in by_signature.items()
             ],
@@ -229,14 +251,15 @@ class CampaignDetector:
         self._last_eviction = -math.inf if state["last_eviction"] is None else float(state["last_eviction"])
         self._members = {s: {k: float(v) for k, v in members.items()} for s, members in state["members"].items()}
         self._identities = {  # absent from older checkpoints: their members are judged as unknown identities
-            s: {k: msgspec.convert(v, Identity) for k, v in identities.items()}
-            for s, identities in state.get("identities", {}).items()
+            s: _identity_lists(identities) for s, identities in state.get("identities", {}).items()
         }
-        for start, signature, members, identities, ips, event_ids, last_ts in state["windows"]:
+        self._overflowed = {s: float(start) for s, start in state.get("overflowed", {}).items()}
+        for start, signature, members, identities, ips, event_ids, last_ts, *overflowed in state["windows"]:
             window = self._windows.setdefault(float(start), {}).setdefault(signature, _Window())
             window.members = {k: int(n) for k, n in members.items()}
-            window.identities = {k: msgspec.convert(v, Identity) for k, v in identities.items()}
+            window.identities = _identity_lists(identities)
             window.ips, window.last_ts = list(ips), float(last_ts)
+            window.overflowed = bool(overflowed and overflowed[0])
             window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
 
     def fresh(self) -> CampaignDetector:
@@ -255,13 +278,14 @@ class CampaignDetector:
         member = candidate.identity.key()
         if member not in window.members:
             if len(window.members) >= config.campaign_max_identities:
+                window.overflowed = True  # not recorded, so not judged: no exception may suppress this window
                 return
             window.members[member] = 0
-            window.identities[member] = candidate.identity
             ip = candidate.identity.source_ip
             if ip and ip not in window.ips and len(window.ips) < config.campaign_max_identities:
                 window.ips.append(ip)
         window.members[member] += 1
+        window.identities[member] = _with_identity(window.identities.get(member, []), candidate.identity)
         window.last_ts = max(window.last_ts, candidate.timestamp)
         bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
         del window.event_ids[config.max_event_ids :]
@@ -285,6 +309,7 @@ class CampaignDetector:
                     self._identities[signature] = {k: v for k, v in identities.items() if k in members}
                 else:
                     del self._members[signature]
+            self._overflowed = {s: seen for s, seen in self._overflowed.items() if seen >= horizon}
         return detections
 
     def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
@@ -297,21 +322,32 @@ class CampaignDetector:
             requests = sum(window.members[k] for k in members)
             known = self._members.setdefault(signature, {})
             identities = self._identities.setdefault(signature, {})
+            taking_part = {}
             for member in members:
+                merged = identities.get(member, [])
+                for identity in window.identities[member]:
+                    merged = _with_identity(merged, identity)
+                taking_part[member] = merged
                 if member in known or len(known) < config.campaign_max_identities:
                     known[member] = start
-                    identities[member] = window.identities[member]
+                    identities[member] = merged
+                else:  # not remembered, so later windows' alerts could not name it: they must not be suppressed
+                    self._overflowed[signature] = start
+            if window.overflowed:
+                self._overflowed[signature] = start
             # every identity named, and every one that took part (more than named once the campaign is at its cap)
-            named = {key: identities.get(key, Identity()) for key in known}
-            named.update((member, window.identities[member]) for member in members)
+            named = {key: identities.get(key, [UNKNOWN]) for key in known}
+            named.update(taking_part)
+            overflowed = signature in self._overflowed
             detection = Detection(
                 rule=rules.SCRAPING_CAMPAIGN,
                 event_ids=[event_id for _ts, event_id in window.event_ids],
                 timestamp=window.last_ts,
-                identity=window.identities[members[0]],
+                identity=window.identities[members[0]][0],
                 message=(
                     f"{len(members)} identities sent {requests} requests on one prompt template "
                     f"({signature}) in one window; {len(known)} identities in the campaign so far"
+                    + (" (and more, not listed: the campaign is at its cap)" if overflowed else "")
                 ),
                 score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
                 related_users=sorted(known),
@@ -324,7 +360,8 @@ class CampaignDetector:
                     "window_start": start,
                 },
             )
-            detections.append(Campaign(detection, tuple(named.values())))
+            every = tuple(identity for member_identities in named.values() for identity in member_identities)
+            detections.append(Campaign(detection, every, overflowed))
         return detections
 
 
@@ -332,10 +369,13 @@ class CampaignStage:
     """A campaign detector with its own alert grouper and the alert exceptions: candidates in, alerts out.
 
     An exception suppresses a campaign alert only if its conditions hold for *every* identity the alert names
-    (``related.user``) and every one that took part in the window, each judged on its identity as last seen in the
-    campaign (one whose identity is not known, e.g. restored from an older checkpoint, matches nothing): one
-    excepted bulk-job key cannot hide an attacker's campaign on the same template. The entity-risk alerts the
-    stage's grouper raises are judged on their own identity, like any detection.
+    (``related.user``) and every one that took part in the window, each member judged on *every distinct* identity
+    it was seen with in the campaign (a member is an identity key, and a client-chosen user id can be sent with
+    anyone's API key): one excepted bulk-job key, or its user ids, cannot hide an attacker's campaign on the same
+    template. What is not known matches nothing: a member restored from an older checkpoint, a member's identities
+    past :data:`MAX_MEMBER_IDENTITIES`; and a campaign that turned members away at ``campaign_max_identities``
+    (in this window, or in one still remembered) is never suppressed. An entity-risk alert that a campaign raises
+    is judged on that campaign's identities too, so it is suppressed only where the campaign alert would be.
     """
 
     def __init__(
@@ -372,11 +412,15 @@ class CampaignStage:
 
     def _render(self, campaigns: list[Campaign]) -> BatchResult:
         result = BatchResult(detections=[campaign.detection for campaign in campaigns])
-        named = {id(campaign.detection): campaign.identities for campaign in campaigns}
+        by_detection = {id(campaign.detection): campaign for campaign in campaigns}
 
-        def judge(detection: Detection) -> AlertException | None:
-            return self.exceptions.match(detection, named.get(id(detection)))  # risk alerts: their own identity
+        def judge(detection: Detection, cause: Detection | None = None) -> AlertException | None:
+            """A campaign alert, or the risk alert it raised (``cause``), judged on the campaign's identities."""
+            campaign = by_detection[id(cause if cause is not None else detection)]
+            return None if campaign.overflowed else self.exceptions.match(detection, campaign.identities)
 
-        for _detection, document in self.grouper.alerts(result.detections, {}, judge, result.suppressed):
+        for _detection, document in self.grouper.alerts(
+            result.detections, {}, judge, result.suppressed, judge_risk=judge
+        ):
             (result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts).append(document)
         return result

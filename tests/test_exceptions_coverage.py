@@ -17,8 +17,10 @@ from typer.testing import CliRunner
 from app.cli import cli
 from detectors import exceptions as exceptions_module
 from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
+from detectors.anomaly.config import AnomalyConfig
+from detectors.anomaly.rules import SCRAPING_CAMPAIGN
 from detectors.base import Detection, RuleInfo
-from detectors.campaigns import CampaignCandidate, CampaignDetector, CampaignStage
+from detectors.campaigns import MAX_MEMBER_IDENTITIES, CampaignCandidate, CampaignDetector, CampaignStage
 from detectors.catalogue import BUILTIN_RULES, known_rules
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import load_correlations
@@ -301,7 +303,7 @@ def test_members_identities_survive_a_checkpoint_and_older_checkpoints_fail_clos
     assert first.results(burst(range(5))).alerts == []
     assert len(first.flush_results(START + 700.0).shadow_alerts) == 1  # the first window closes
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.state()))
-    assert state["campaigns"]["identities"]["00ab"]["key:key-0"]["api_key_hash"] == "key-0"
+    assert state["campaigns"]["identities"]["00ab"]["key:key-0"][0]["api_key_hash"] == "key-0"
     later = burst(range(5, 10), offset=600.0)
 
     restored = stage(exceptions)
@@ -353,3 +355,162 @@ def test_every_condition_must_hold_for_every_named_identity(tmp_path, match, sup
     result = run(stage(loaded(tmp_path, entry(match=match))), burst(range(5)))
     assert (result.alerts == []) is suppressed
     assert len(result.shadow_alerts) == int(suppressed)
+
+
+# -- every identity of every member; bounds fail closed; a campaign's risk alert -------------------------------
+
+
+def sends(identities: Sequence[Identity], tag: str, offset: float = 0.0, requests: int = 3) -> list[CampaignCandidate]:
+    """Each identity sends ``requests`` requests on one template in the window starting ``offset`` after START."""
+    return [
+        CampaignCandidate(
+            event_id=f"{tag}-{offset:.0f}-{n}-{i}",
+            timestamp=START + offset + n * len(identities) + i,
+            identity=identity,
+            signature="00ab",
+        )
+        for n in range(requests)
+        for i, identity in enumerate(identities)
+    ]
+
+
+def restored(campaigns: CampaignStage) -> CampaignStage:
+    """A fresh stage from ``campaigns``' checkpoint (through msgpack, as the stream stores it)."""
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(campaigns.state()))
+    again = campaigns.fresh()
+    again.load_state(state)
+    return again
+
+
+BULK_USERS = [Identity(user_id=f"u{i}", api_key_hash=f"key-{i}") for i in range(5)]
+ATTACKER_AS_BULK_USERS = [
+    Identity(user_id=f"u{i}", api_key_hash="attacker-key", source_ip="203.0.113.9") for i in range(5)
+]
+
+
+def test_a_member_is_judged_on_every_identity_it_was_seen_with(tmp_path):
+    """Members are identity keys, and a user id is the client's choice: the attacker sends the bulk job's user ids
+    with their own API key, after one bulk-job request per user id."""
+    exceptions = loaded(tmp_path, entry())
+    alone = run(stage(exceptions), sends(BULK_USERS, "bulk"))
+    assert alone.alerts == [] and len(alone.shadow_alerts) == 1
+    mixed = sends(BULK_USERS, "bulk", requests=1) + sends(ATTACKER_AS_BULK_USERS, "attacker", offset=10.0, requests=20)
+    campaigns = stage(exceptions)
+    result = campaigns.results(mixed)
+    result.extend(campaigns.flush_results(START + 700.0))
+    assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE]
+    assert {f"user:u{i}" for i in range(5)} <= set(result.alerts[0]["related"]["user"])
+    assert result.suppressed == [] and result.shadow_alerts == []
+    # the campaign remembers both identities of each member, across a checkpoint: the bulk job alone, ten
+    # minutes later, is still judged with the attacker's key
+    later = run(restored(campaigns), sends(BULK_USERS, "bulk", offset=600.0))
+    assert [a["rule"]["id"] for a in later.alerts] == [CAMPAIGN_RULE] and later.suppressed == []
+
+
+@pytest.mark.parametrize(("keys", "suppressed"), [(MAX_MEMBER_IDENTITIES, True), (MAX_MEMBER_IDENTITIES + 1, False)])
+def test_a_member_seen_with_more_identities_than_are_kept_matches_nothing(tmp_path, keys, suppressed):
+    """User u0 comes with ``keys`` excepted API keys: within the bound each is judged (and excepted); past it the
+    identities not kept are unknown, so the campaign alert stays in the queue."""
+    all_keys = [f"key-{i}" for i in range(keys)]
+    exceptions = loaded(tmp_path, entry(match={"abusewatch.api_key_hash": all_keys}))
+    u0 = [Identity(user_id="u0", api_key_hash=key) for key in all_keys]
+    others = [Identity(user_id=f"u{i}", api_key_hash="key-1") for i in range(1, 5)]
+    campaigns = stage(exceptions)
+    result = run(campaigns, sends(u0, "u0", requests=1) + sends(others, "others", offset=100.0))
+    assert len(result.detections) == 1
+    assert (result.alerts == []) is suppressed
+    assert len(result.shadow_alerts) == int(suppressed)
+    kept = campaigns.detector.state()["identities"]["00ab"]["user:u0"]
+    assert len(kept) == min(keys, MAX_MEMBER_IDENTITIES + 1)
+
+
+def test_a_checkpoint_with_one_identity_per_member_still_loads(tmp_path):
+    """The format before identity lists: one identity per member, windows of seven fields."""
+    exceptions = loaded(tmp_path, entry(match={"abusewatch.api_key_hash": [f"key-{i}" for i in range(10)]}))
+    first = stage(exceptions)
+    first.results(burst(range(5)))
+    first.flush_results(START + 700.0)
+    first.results(burst(range(5, 10), offset=600.0, requests=2))  # the second window is still open
+    state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.state()))
+    campaign_state = state["campaigns"]
+    campaign_state["identities"] = {
+        signature: {member: identities[0] for member, identities in members.items()}
+        for signature, members in campaign_state["identities"].items()
+    }
+    campaign_state["windows"] = [
+        [*row[:3], {m: ids[0] for m, ids in row[3].items()}, *row[4:7]] for row in campaign_state["windows"]
+    ]
+    del campaign_state["overflowed"]
+    older = stage(exceptions)
+    older.load_state(state)
+    result = run(older, burst(range(5, 10), offset=620.0, requests=1))
+    assert len(result.detections) == 1 and len(result.detections[0].related_users) == 10
+    assert result.alerts == [] and result.suppressed_counts() == {("bulk-job", CAMPAIGN_RULE): 1}
+
+
+def capped_stage(exceptions: ExceptionList | None = None) -> CampaignStage:
+    """A stage that keeps five identities per window and per campaign (the bulk job's five keys fill it)."""
+    return CampaignStage(
+        CampaignDetector(AnomalyConfig(campaign_max_identities=5)), AlertGrouper(Redactor(b"k")), exceptions
+    )
+
+
+def test_a_window_that_turned_an_identity_away_at_the_cap_is_never_suppressed(tmp_path):
+    exceptions = loaded(tmp_path, entry())
+    full = run(capped_stage(exceptions), burst(range(5)))
+    assert full.alerts == [] and len(full.shadow_alerts) == 1  # at the cap, but every identity judged
+    campaigns = capped_stage(exceptions)
+    campaigns.results(burst(range(5)) + burst([66], offset=100.0))  # the attacker's key is turned away
+    result = restored(campaigns).flush_results()  # the window was open at the checkpoint
+    (alert,) = result.alerts
+    assert alert["rule"]["id"] == CAMPAIGN_RULE and "key:key-66" not in alert["related"]["user"]
+    assert "not listed" in alert["message"]
+    assert result.suppressed == [] and result.shadow_alerts == []
+
+
+def test_a_campaign_that_turned_members_away_is_not_suppressed_while_it_is_remembered(tmp_path):
+    """The bulk job's keys fill the campaign; the attacker's keys, ten minutes later, are not remembered; the bulk
+    job's next window is judged as overflowed, until the campaign is forgotten."""
+    exceptions = loaded(tmp_path, entry())
+    control = run(capped_stage(exceptions), burst(range(5)) + burst(range(5), offset=1200.0))
+    assert control.alerts == [] and len(control.suppressed) == 2
+    campaigns = capped_stage(exceptions)
+    campaigns.results(burst(range(5)) + burst(range(60, 65), offset=600.0))
+    campaigns.flush_results(START + 1300.0)  # both windows close
+    again = restored(campaigns)
+    result = again.results(burst(range(5), offset=1200.0))
+    result.extend(again.flush_results(START + 1900.0))
+    assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE] and result.suppressed == []
+    assert not any("key:key-60" in a["related"]["user"] for a in result.alerts)
+    forgotten = run(again, burst(range(5), offset=2 * 86400.0))
+    assert forgotten.alerts == [] and forgotten.suppressed_counts() == {("bulk-job", CAMPAIGN_RULE): 1}
+
+
+def risk_stage(exceptions: ExceptionList) -> CampaignStage:
+    return CampaignStage(
+        CampaignDetector(), AlertGrouper(Redactor(b"k"), AlertPolicy(risk_threshold=100.0)), exceptions
+    )
+
+
+def four_windows(keys: Sequence[int]) -> list[CampaignCandidate]:
+    """A campaign of ``keys`` in four windows: enough to push its first member's risk over 100."""
+    return [c for window in range(4) for c in burst(keys, offset=600.0 * window)]
+
+
+def test_a_risk_alert_raised_by_a_campaign_in_the_queue_is_not_suppressed(tmp_path):
+    """The risk is charged to key-0, an excepted bulk-job key; the campaign also has the attacker's key-66."""
+    by_category = loaded(tmp_path, entry(rules=[], categories=[SCRAPING_CAMPAIGN.category]))
+    result = run(risk_stage(by_category), four_windows([0, 1, 2, 3, 4, 66]))
+    assert sorted({a["rule"]["id"] for a in result.alerts}) == sorted([CAMPAIGN_RULE, RISK_RULE_ID])
+    risk = next(a for a in result.alerts if a["rule"]["id"] == RISK_RULE_ID)
+    assert risk["abusewatch"]["identity_key"] == "key:key-0"
+    assert result.shadow_alerts == [] and result.suppressed == []
+
+
+def test_a_risk_alert_raised_by_a_campaign_of_excepted_identities_only_is_suppressed(tmp_path):
+    risk_only = loaded(tmp_path, entry(id="risk-of-bulk-job", rules=[RISK_RULE_ID]))
+    result = run(risk_stage(risk_only), four_windows(range(5)))
+    assert {a["rule"]["id"] for a in result.alerts} == {CAMPAIGN_RULE}  # the exception names the risk rule only
+    (shadow,) = result.shadow_alerts
+    assert shadow["rule"]["id"] == RISK_RULE_ID and shadow["abusewatch"]["exception"]["id"] == "risk-of-bulk-job"
+    assert result.suppressed_counts() == {("risk-of-bulk-job", RISK_RULE_ID): 1}
