@@ -113,9 +113,9 @@ class WorkerSettings(BaseModel):
     detect_batch_messages: int = 20  # internal messages taken per detect batch (each holds many events)
     stream_buffer_messages: int = 400  # messages an agent may hold unprocessed: bounds memory while ES is down
     health_check_interval_s: float = 5.0
-    # event ids remembered to drop records delivered twice, shared out among the identity partitions and
-    # checkpointed with each one's state (8 bytes an id: 400 kB per partition with the default 4 partitions)
-    dedupe_capacity: int = 200_000
+    # events remembered (keyed hash of id and content) to drop records delivered twice, shared out among the identity
+    # partitions and checkpointed with each one's state (8 bytes an event: 400 kB per partition with 4 partitions)
+    dedupe_capacity: int = Field(200_000, ge=0)
     checkpoint_interval_s: float = 30.0  # how often each partition's detection state is checkpointed
     max_catch_up_messages: int = 20_000  # without a checkpoint, state is rebuilt from at most this many messages
     # how often the worker looks for changed signature rules and alert exceptions and swaps them in; 0: never

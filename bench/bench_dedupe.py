@@ -1,11 +1,12 @@
-"""Remembered event ids in each identity partition's checkpoint: size, CPU and memory at the default capacity.
+"""Remembered events in each identity partition's checkpoint: size, CPU and memory at the default capacity.
 
 The worker's ``worker.dedupe_capacity`` (200,000) is shared out among the internal topic's partitions (4 by
 default), so a full partition remembers 50,000 ids. For that memory this reports: the bytes it adds to the
 partition's checkpoint (8-byte keyed hashes, through the real codec) beside the same ids kept as strings (msgpack
 + zlib, the obvious alternative), the CPU time to take and to restore it, the memory it holds (tracemalloc, beside
 an ``OrderedDict`` of the id strings, which the worker held before), and the per-event cost of the hot path
-(``fresh`` then ``remember``). Ids are UUID-4 strings (36 characters), as most shippers' request ids.
+(``fresh`` then ``remember``, which hash each event's id and content). Ids are UUID-4 strings (36 characters), as
+most shippers' request ids; hot-path events carry a prompt and a completion of ``TEXT_CHARS`` characters each.
 
 Run: ``.venv/bin/python -m bench.bench_dedupe`` (``--partitions``, ``--capacity`` to vary); prints one JSON object.
 """
@@ -27,14 +28,28 @@ import msgspec
 
 from app.stream.checkpoints import Checkpoint, CheckpointCodec
 from app.stream.dedupe import RecentIds
-from detectors.event import Event
+from detectors.event import Event, Identity, Message
 
 SECRET = b"bench-secret"
+TEXT_CHARS = 1_000
 
 
 def uuids(count: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
     return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+
+
+def exchange(event_id: str) -> Event:
+    """An event as a chat exchange logs it, with a prompt and a completion of ``TEXT_CHARS`` characters."""
+    return Event(
+        id=event_id,
+        timestamp=0.0,
+        dataset="bench",
+        request_model="gpt-4.1",
+        identity=Identity(user_id="bench-user"),
+        input_messages=[Message(role="user", content=event_id * (TEXT_CHARS // len(event_id)))],
+        output_messages=[Message(role="assistant", content="ok " * (TEXT_CHARS // 3))],
+    )
 
 
 def checkpoint_bytes(recent_ids: bytes) -> int:
@@ -58,8 +73,9 @@ def traced_bytes(build: Any) -> int:
 def measure(capacity: int, partitions: int) -> dict[str, Any]:
     per_partition = -(-capacity // partitions)
     ids = uuids(per_partition)
+    remembered = [Event(id=event_id, timestamp=0.0, dataset="bench") for event_id in ids]
     recent = RecentIds(per_partition, secret=SECRET)
-    recent.remember(ids)
+    recent.remember(remembered)
 
     started = time.process_time()
     dumped = recent.dump()
@@ -74,17 +90,17 @@ def measure(capacity: int, partitions: int) -> dict[str, Any]:
     assert len(restored) == per_partition
     as_strings = len(zlib.compress(msgspec.msgpack.encode(ids), 1))
 
-    events = [Event(id=event_id, timestamp=0.0, dataset="bench") for event_id in uuids(20_000, seed=2)]
+    events = [exchange(event_id) for event_id in uuids(20_000, seed=2)]
     hot = RecentIds(per_partition, secret=SECRET)
     started = time.perf_counter()
     for start in range(0, len(events), 500):
         batch = events[start : start + 500]
-        hot.remember(event.id for event in hot.fresh(batch))
+        hot.remember(hot.fresh(batch))
     hot_path_us = (time.perf_counter() - started) / len(events) * 1e6
 
     def filled() -> RecentIds:
         memory = RecentIds(per_partition, secret=SECRET)
-        memory.remember(ids)
+        memory.remember(remembered)
         return memory
 
     return {

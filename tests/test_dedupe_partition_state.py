@@ -8,8 +8,11 @@ partition log here is an in-memory stand-in for Kafka; the real broker is exerci
 
 from __future__ import annotations
 
+import asyncio
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -18,12 +21,13 @@ from pydantic import SecretStr
 
 from app.replay import decoded_lines
 from app.settings import PACKAGE_ROOT, Settings
+from app.sinks.elasticsearch import Document, Rejection, WriteReport
 from app.stream.checkpoints import Checkpoint, PartitionStates
-from app.stream.codec import decode_events, encode_events
+from app.stream.codec import decode_events, encode_candidates, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
 from detectors.event import Event
-from detectors.pipeline import Pipeline
+from detectors.pipeline import BatchResult, Pipeline
 
 SECRET = b"deployment-secret"
 MAGIC_AND_MAC = 6 + 32  # CheckpointCodec's header and HMAC, before the compressed body
@@ -118,7 +122,7 @@ def run_live(states: PartitionStates[Pipeline], log: MemoryLog, values: list[byt
         events = sorted(decode_events(value), key=lambda event: event.timestamp)
         fresh = states.recent[0].fresh(events)
         states.stages[0].process(fresh)
-        states.acknowledge({0: offset}, {0: [event.id for event in fresh]})
+        states.acknowledge({0: offset}, {0: fresh})
 
 
 def checkpoint(states: PartitionStates[Pipeline], log: MemoryLog) -> Checkpoint:
@@ -136,33 +140,36 @@ def checkpoint(states: PartitionStates[Pipeline], log: MemoryLog) -> Checkpoint:
 
 def test_a_dump_restores_the_same_memory_in_the_same_order() -> None:
     recent = RecentIds(5, secret=SECRET)
-    recent.remember(["a", "b", "c", "d"])
+    a, b, c, d, e, f = ids("a", "b", "c", "d", "e", "f")
+    recent.remember([a, b, c, d])
     dumped = recent.dump()
     assert len(dumped) == 4 * 8
     restored = recent.empty()
     assert len(restored) == 0 and restored.capacity == 5
     restored.load(dumped)
-    assert [event.id for event in restored.fresh(ids("a", "b", "c", "d", "e"))] == ["e"]
-    restored.remember(["e", "f"])  # one over capacity: the oldest, "a", goes first, as in the original
-    assert "a" not in restored and all(name in restored for name in "bcdef")
-    assert restored.dump() == (recent.remember(["e", "f"]), recent.dump())[1]
+    assert restored.fresh([a, b, c, d, e]) == [e]
+    restored.remember([e, f])  # one over capacity: the oldest, a, goes first, as in the original
+    assert a not in restored and all(event in restored for event in (b, c, d, e, f))
+    assert restored.dump() == (recent.remember([e, f]), recent.dump())[1]
 
 
 def test_memory_and_dump_stay_within_capacity() -> None:
     recent = RecentIds(100, secret=SECRET)
-    recent.remember(f"event-{n}" for n in range(10_000))
+    events = ids(*(f"event-{n}" for n in range(10_000)))
+    recent.remember(events)
     assert len(recent) == 100
     assert len(recent.dump()) == 100 * 8
-    assert "event-9999" in recent and "event-9899" not in recent
+    assert events[9999] in recent and events[9899] not in recent
 
 
 def test_a_dump_larger_than_the_capacity_keeps_its_newest_ids() -> None:
     larger = RecentIds(10, secret=SECRET)
-    larger.remember(str(n) for n in range(10))
+    events = ids(*map(str, range(10)))
+    larger.remember(events)
     smaller = RecentIds(3, secret=SECRET)
     smaller.load(larger.dump())
     assert len(smaller) == 3
-    assert [name for name in map(str, range(10)) if name in smaller] == ["7", "8", "9"]
+    assert [event.id for event in events if event in smaller] == ["7", "8", "9"]
 
 
 def test_a_dump_of_the_wrong_length_is_refused() -> None:
@@ -172,10 +179,11 @@ def test_a_dump_of_the_wrong_length_is_refused() -> None:
 
 def test_hashes_are_keyed_with_the_deployment_secret() -> None:
     ours = RecentIds(10, secret=SECRET)
-    ours.remember(["a"])
+    [a] = ids("a")
+    ours.remember([a])
     theirs = RecentIds(10, secret=b"another deployment")
     theirs.load(ours.dump())
-    assert "a" in ours and "a" not in theirs
+    assert a in ours and a not in theirs
 
 
 def test_the_worker_shares_its_capacity_out_among_the_identity_partitions() -> None:
@@ -197,7 +205,7 @@ def test_ids_are_remembered_only_once_their_batch_is_acknowledged(template: Pipe
     batch = ids("a", "b")
     assert states.recent[0].fresh(batch) == batch
     assert states.snapshot(0, 0) is None, "a partition with a batch in flight is not checkpointed"
-    states.acknowledge({0: 0}, {0: ["a", "b"]})
+    states.acknowledge({0: 0}, {0: batch})
     assert states.recent[0].fresh(batch) == []
     assert states.snapshot(0, 0) is not None
 
@@ -300,3 +308,195 @@ def test_a_partition_that_moves_away_forgets_its_ids(template: Pipeline) -> None
     run_live(a, log, messages(ids("x")))
     a.keep_only([])
     assert a.recent == {} and a.stages == {} and a.progress == {}
+
+
+# -- the worker: what is remembered, the catch-up, checkpoint timers --------------------------------------------
+
+
+class RecordingTopic:
+    """A Kafka topic stand-in: keeps what is sent and reports it delivered at once."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, **message: Any) -> asyncio.Future[None]:
+        self.sent.append(message)
+        delivered = asyncio.get_running_loop().create_future()
+        delivered.set_result(None)
+        return delivered
+
+
+class RecordingSink:
+    """An Elasticsearch stand-in that stores every document but the enriched events whose id is in ``rejected``,
+    which it refuses for good as a mapping conflict would be."""
+
+    def __init__(self, events_index: str) -> None:
+        self.events_index = events_index
+        self.rejected: set[str] = set()
+        self.stored_events: list[str] = []
+
+    async def write(self, documents: list[Document]) -> WriteReport:
+        report = WriteReport()
+        for document in documents:
+            if document.index == self.events_index and document.id in self.rejected:
+                report.rejections.append(Rejection(document, 400, "mapper_parsing_exception"))
+                continue
+            report.stored += 1
+            if document.index == self.events_index:
+                self.stored_events.append(document.id)
+        return report
+
+
+class PoisonedStage:
+    """A pipeline that raises on any batch holding the event ``poison`` (a detector bug), the real one otherwise."""
+
+    def __init__(self, real: Pipeline, poison: str) -> None:
+        self.real = real
+        self.poison = poison
+
+    def process(self, events: Sequence[Event]) -> BatchResult:
+        if any(event.id == self.poison for event in events):
+            raise RuntimeError("a detector bug on one event")
+        return self.real.process(events)
+
+    def fresh(self) -> PoisonedStage:
+        return PoisonedStage(self.real.fresh(), self.poison)
+
+    def state(self) -> dict[str, Any]:
+        return self.real.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.real.load_state(state)
+
+
+def stub_worker(template: Pipeline) -> StreamWorker:
+    """A worker whose Kafka topics, partition log and Elasticsearch sink are in-memory stand-ins."""
+    worker = StreamWorker(Settings(), internal_partitions=1, op_types={})
+    worker.identities.template = template
+    log = MemoryLog()
+    for states in (worker.identities, worker.campaigns_state):
+        states.log = log  # type: ignore[assignment]
+    for name in ("events_topic", "alerts_topic", "dead_letter_topic", "campaign_topic"):
+        setattr(worker, name, RecordingTopic())
+    worker.state_topics = {name: RecordingTopic() for name in worker.state_topics}  # type: ignore[misc]
+    worker._sink = RecordingSink(worker.settings.elasticsearch.events_index)  # type: ignore[assignment]
+    return worker
+
+
+def consume(agent: Callable[[Any], Awaitable[None]], topic: str, offset: int, value: bytes) -> None:
+    """Run ``agent`` over one batch holding one message of ``topic[0]`` at ``offset``."""
+
+    class OneBatch:
+        async def take_events(self, size: int, within: float) -> AsyncIterator[list[Any]]:
+            yield [SimpleNamespace(message=SimpleNamespace(topic=topic, partition=0, offset=offset, value=value))]
+
+    asyncio.run(agent(OneBatch()))
+
+
+def detect(worker: StreamWorker, offset: int, events: list[Event]) -> None:
+    [value] = messages(events)
+    consume(worker.detect, worker.identities.topic, offset, value)
+
+
+def dead_letter_reasons(worker: StreamWorker) -> list[str]:
+    topic: RecordingTopic = worker.dead_letter_topic  # type: ignore[assignment]
+    return [msgspec.json.decode(message["value"])["reason"] for message in topic.sent]
+
+
+def test_an_event_elasticsearch_rejected_is_not_remembered(template: Pipeline) -> None:
+    """Its record, ingested again once the operator fixed the cause, is stored; a true redelivery is not."""
+    worker = stub_worker(template)
+    sink: RecordingSink = worker.sink  # type: ignore[assignment]
+    sink.rejected = {"too-big"}
+    detect(worker, 0, ids("ok", "too-big"))
+    assert sink.stored_events == ["ok"]
+    assert dead_letter_reasons(worker) == ["elasticsearch_rejected"]
+
+    sink.rejected = set()
+    detect(worker, 1, ids("too-big", "ok"))
+    assert sink.stored_events == ["ok", "too-big"]
+
+
+def test_an_event_dead_lettered_as_a_pipeline_error_is_not_remembered(template: Pipeline) -> None:
+    worker = stub_worker(template)
+    sink: RecordingSink = worker.sink  # type: ignore[assignment]
+    worker.identities.restore(0, 0)
+    real = worker.identities.stages[0]
+    worker.identities.stages[0] = PoisonedStage(real, poison="poison")  # type: ignore[assignment]
+    detect(worker, 0, ids("ok", "poison"))
+    assert sink.stored_events == ["ok"]
+    assert dead_letter_reasons(worker) == ["pipeline_error"]
+
+    worker.identities.stages[0] = real  # the detector bug is fixed; the record is ingested again
+    detect(worker, 1, ids("poison", "ok"))
+    assert sink.stored_events == ["ok", "poison"]
+
+
+def test_a_failing_event_does_not_end_the_catch_up(template: Pipeline) -> None:
+    """The previous owner dead-lettered one poison event and went on; the next owner's catch-up leaves it out the
+    same way and still replays, and remembers, everything after it."""
+    events = [Event(id=f"e{n}", timestamp=1000.0 + n, dataset="t") for n in range(200)]
+    events[45] = Event(id="poison", timestamp=1045.0, dataset="t")  # in the second internal message
+    poisoned = PoisonedStage(template, poison="poison")
+    log = MemoryLog()
+    old = worker_states(poisoned, log)  # type: ignore[arg-type]
+    for value in messages(events):  # as the detect agent runs them: a failing batch is retried event by event
+        offset = log.append(old.topic, 0, value)
+        if 0 not in old.progress:
+            old.restore(0, offset)
+        old.progress[0].processed = offset
+        ran = []
+        for event in old.recent[0].fresh(sorted(decode_events(value), key=lambda event: event.timestamp)):
+            try:
+                old.stages[0].process([event])
+                ran.append(event)
+            except RuntimeError:
+                pass
+        old.acknowledge({0: offset}, {0: ran})
+
+    new = worker_states(poisoned, log)  # type: ignore[arg-type]
+    new.restore(0, len(messages(events)))  # no checkpoint: rebuilt from the log
+    assert len(new.recent[0]) == len(events) - 1
+    assert new.recent[0].fresh(events) == [events[45]]
+    assert new.recent[0].dump() == old.recent[0].dump()
+    assert new.stages[0].state() == old.stages[0].state()
+
+
+def test_a_message_whose_replay_raises_is_skipped_not_the_rest(template: Pipeline) -> None:
+    log = MemoryLog()
+    values = messages(ids(*(f"e{n}" for n in range(3 * MESSAGE_EVENTS))))
+    states = worker_states(template, log)
+    for value in values:
+        log.append(states.topic, 0, value)
+    replay = states.replay
+
+    def replay_all_but_the_second(stage: Pipeline, recent: RecentIds, value: bytes) -> int:
+        if value == values[1]:
+            raise RuntimeError("corrupt beyond decoding")
+        return replay(stage, recent, value)
+
+    states.replay = replay_all_but_the_second
+    states.restore(0, len(values))
+    assert len(states.recent[0]) == 2 * MESSAGE_EVENTS
+    assert ids("e119")[0] in states.recent[0]
+
+
+def test_each_stage_checkpoints_on_its_own_timer(template: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The campaigns agent's round, taken while the detect agent has a batch in flight, must not postpone the
+    identity partitions' checkpoint: the detect agent takes it after that batch, once the interval has passed."""
+    clock = [1000.0]
+    fake_time = SimpleNamespace(monotonic=lambda: clock[0], perf_counter=time.perf_counter, time=time.time)
+    monkeypatch.setattr("app.stream.worker.time", fake_time)
+    worker = stub_worker(template)
+    worker.settings.worker.checkpoint_interval_s = 30.0
+    for states in (worker.identities, worker.campaigns_state):
+        states.restore(0, 0)
+    worker.identities.progress[0].processed = 0  # the detect agent has offset 0 in flight
+    clock[0] += 31
+
+    consume(worker.campaigns, worker.campaigns_state.topic, 0, encode_candidates([]))
+    assert worker.campaigns_state.progress[0].checkpointed == 0
+    detect(worker, 0, ids("a"))
+    assert worker.identities.progress[0].checkpointed == 0
+    state_topic: RecordingTopic = worker.state_topics[worker.identities.state_topic]  # type: ignore[assignment]
+    assert [message["partition"] for message in state_topic.sent] == [0]

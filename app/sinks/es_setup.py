@@ -67,7 +67,7 @@ def op_types(client: Elasticsearch, settings: ElasticsearchSettings) -> dict[str
 
     ``create`` makes the first write of a document final, as data streams do anyway: a record ingested twice (its
     raw partition moved before the ingest offset was committed) may reach an identity partition that no longer
-    remembers its id (older than the partition's share of ``worker.dedupe_capacity``, or no readable checkpoint),
+    remembers it (older than the partition's share of ``worker.dedupe_capacity``, or no readable checkpoint),
     and is detected again with state that has moved on (its window already closed, "late"); that
     second rendering must not replace the document written when the event was first processed. Asks the cluster
     what each target is, so the sink matches whatever bootstrap (or an operator) created.

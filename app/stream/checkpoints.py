@@ -35,6 +35,7 @@ from app.settings import KafkaSettings
 from app.stream import metrics
 from app.stream.dedupe import RecentIds
 from app.stream.kafka_config import kafka_python_options
+from detectors.event import Event
 
 log = logging.getLogger(__name__)
 
@@ -194,10 +195,10 @@ class Stage(Protocol):
 @dataclass(slots=True)
 class PartitionStates(Generic[S]):
     """The stages of one input topic's partitions that this worker owns, with their progress, their memories of
-    processed event ids (empty copies of ``recent_template``; capacity 0 where a stage needs none) and checkpoints.
+    processed events (empty copies of ``recent_template``; capacity 0 where a stage needs none) and checkpoints.
 
     ``replay(stage, recent, value)`` runs one input message through a stage for its effect on state only, dropping
-    and remembering ids as the live path does, and returns how many records it ran. Every method but ``keep_only``
+    and remembering events as the live path does, and returns how many records it ran. Every method but ``keep_only``
     blocks on Kafka or on detection or reads what the detector thread writes: call it on the detector thread.
     """
 
@@ -271,11 +272,11 @@ class PartitionStates(Generic[S]):
         )
         return self.codec.encode(checkpoint)
 
-    def acknowledge(self, last: dict[int, int], processed_ids: dict[int, list[str]] | None = None) -> None:
+    def acknowledge(self, last: dict[int, int], written: dict[int, list[Event]] | None = None) -> None:
         """Elasticsearch and Kafka acknowledged everything up to ``last[partition]``: those partitions are clean,
-        and the ids of the events they ran (``processed_ids[partition]``) are remembered, both at once."""
+        and the events they ran and wrote (``written[partition]``) are remembered, both at once."""
         for partition, offset in last.items():
-            self.recent[partition].remember((processed_ids or {}).get(partition, ()))
+            self.recent[partition].remember((written or {}).get(partition, ()))
             self.progress[partition].acked = offset
 
     def due(self, partitions: Iterable[int] | None = None) -> list[tuple[int, int]]:
@@ -321,10 +322,15 @@ class PartitionStates(Generic[S]):
             return 0, 2**63 - 1
 
     def _catch_up(self, stage: S, recent: RecentIds, partition: int, start: int, stop: int) -> int:
+        """Replay ``start <= offset < stop`` into ``stage`` and ``recent``; a message whose replay raises is skipped
+        (logged), as the live path dead-letters what fails, so one poison message does not end the catch-up."""
         replayed = 0
         try:
-            for _offset, value in self.log.messages(self.topic, partition, start, stop):
-                replayed += self.replay(stage, recent, value)
+            for offset, value in self.log.messages(self.topic, partition, start, stop):
+                try:
+                    replayed += self.replay(stage, recent, value)
+                except Exception:
+                    log.exception("%s[%d]: catch-up skipped the message at offset %d", self.topic, partition, offset)
         except Exception:
             log.exception(
                 "%s[%d]: catch-up stopped after %d records; state may miss some", self.topic, partition, replayed

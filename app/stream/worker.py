@@ -5,7 +5,7 @@
             topics; campaign candidates -> campaign topic, regrouped by template signature.
 ``campaigns``  campaign topic -> one campaign stage per partition -> Elasticsearch (alerts).
 Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``); an identity partition's
-includes the ids of the events it processed, so a record delivered twice is detected once (see ``dedupe``).
+includes the events it processed (hashed), so a record delivered twice is detected once (see ``dedupe``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
 A timer swaps changed signature rules and alert exceptions into every stage between batches (see ``reload``).
 
@@ -105,7 +105,8 @@ class StreamWorker:
             self._replay_candidates,
             0,  # the campaign stage remembers its candidates' event ids itself
         )
-        self._last_checkpoint = time.monotonic()
+        # One checkpoint timer per stage: an agent checkpoints its own partitions, never mid-batch of the other.
+        self._last_checkpoint = dict.fromkeys((self.identities.topic, self.campaigns_state.topic), time.monotonic())
         self._detector_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="abusewatch-detect")
         self._es: AsyncElasticsearch | None = None
         self._sink: ElasticsearchSink | None = None
@@ -290,7 +291,8 @@ class StreamWorker:
             letters: list[Any] = []
             by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
             result = BatchResult()
-            processed_ids: dict[int, list[str]] = {}
+            processed: dict[int, list[Event]] = {}
+            failed: list[Event] = []
             candidates: list[CampaignCandidate] = []
             for partition, offset in sorted(last.items()):
                 self.identities.progress[partition].processed = offset  # in flight until acknowledged
@@ -299,9 +301,9 @@ class StreamWorker:
                 events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
                 fresh = self.identities.recent[partition].fresh(events)
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
-                found = await self._run_pipeline(self.identities.stages[partition], fresh, letters)
+                found = await self._run_pipeline(self.identities.stages[partition], fresh, letters, failed)
                 result.extend(found)
-                processed_ids[partition] = [event.id for event in fresh]
+                processed[partition] = fresh
                 candidates += campaign_candidates(fresh, found.events, source=partition)
             es = settings.elasticsearch
             # Alerts first: they lead the first bulk request, which is what an analyst waits for.
@@ -309,21 +311,25 @@ class StreamWorker:
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
             documents += [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
             outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
-            deliveries = await self._store(documents, letters, "detect", outputs)
+            deliveries, report = await self._store(documents, letters, "detect", outputs)
             for partition, group in group_by_signature(candidates, self.internal_partitions).items():
                 payload = encode_candidates(group)
                 deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
             await asyncio.gather(*deliveries)
-            # Everything is written: the partitions are clean and their events' ids remembered, on the detector
-            # thread, where a checkpoint reads both (it never sees one without the other).
-            await self._in_thread(self.identities.acknowledge, last, processed_ids)
-            metrics.EVENTS_DETECTED.inc(sum(map(len, processed_ids.values())))
+            # Everything is written: the partitions are clean and their events remembered, on the detector thread,
+            # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
+            # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
+            unwritten = {event.id for event in failed}
+            unwritten |= {r.document.id for r in report.rejections if r.document.index == es.events_index}
+            written = {p: [event for event in ran if event.id not in unwritten] for p, ran in processed.items()}
+            await self._in_thread(self.identities.acknowledge, last, written)
+            metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
             for (exception_id, rule_id), count in result.suppressed_counts().items():
                 metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
             self._finished("detect", started)
-            await self._maybe_checkpoint()
+            await self._maybe_checkpoint(self.identities)
 
     async def campaigns(self, stream: faust.StreamT) -> None:
         """Campaign candidates regrouped by template signature -> campaign stages -> alerts in Elasticsearch."""
@@ -343,14 +349,15 @@ class StreamWorker:
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
             outputs = [(self.alerts_topic, result.alerts)]
-            await asyncio.gather(*await self._store(documents, letters, "campaigns", outputs))
+            deliveries, _report = await self._store(documents, letters, "campaigns", outputs)
+            await asyncio.gather(*deliveries)
             self.campaigns_state.acknowledge(last)
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
             metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
             for (exception_id, rule_id), count in result.suppressed_counts().items():
                 metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
             self._finished("campaigns", started)
-            await self._maybe_checkpoint()
+            await self._maybe_checkpoint(self.campaigns_state)
 
     async def archive_dead_letters(self, stream: faust.StreamT) -> None:
         """Dead letters from their topic into the dead-letter index (rejections there are logged and counted)."""
@@ -396,28 +403,23 @@ class StreamWorker:
             detail = f"{type(error).__name__}: {error}"
             return [], [failure("normaliser_error", detail, origin, size=len(payload), raw=raw)]
 
-    async def _run_pipeline(self, pipeline: Pipeline, events: Sequence[Event], letters: list[Any]) -> BatchResult:
+    async def _run_pipeline(
+        self, pipeline: Pipeline, events: Sequence[Event], letters: list[Any], failed: list[Event] | None = None
+    ) -> BatchResult:
         """``pipeline`` over ``events`` in batches of ``detection.batch_size``, off the event loop.
 
         One dedicated thread: detectors never run concurrently, and heartbeats and ``/health`` stay responsive.
-        The pipeline isolates failing detectors itself; should it still raise, the batch is retried event by event
-        and an event that fails alone becomes a dead letter, so one poison event cannot stall its partition.
+        An event that fails alone (see :func:`_process_isolating`) becomes a dead letter and goes to ``failed``.
         """
         merged = BatchResult()
         size = self.settings.detection.batch_size
         for start in range(0, len(events), size):
-            chunk = events[start : start + size]
-            try:
-                merged.extend(await self._in_thread(pipeline.process, chunk))
-            except Exception:
-                log.exception("pipeline failed on a batch of %d events; isolating", len(chunk))
-                for event in chunk:
-                    try:
-                        merged.extend(await self._in_thread(pipeline.process, [event]))
-                    except Exception as error:
-                        log.exception("pipeline failed on event %s", event.id)
-                        detail = f"{type(error).__name__}: {error}"
-                        letters.append(failure("pipeline_error", detail, f"event:{event.id}"))
+            isolated = await self._in_thread(_process_isolating, pipeline, events[start : start + size])
+            merged.extend(isolated.result)
+            for event, error in isolated.failures:
+                letters.append(failure("pipeline_error", f"{type(error).__name__}: {error}", f"event:{event.id}"))
+                if failed is not None:
+                    failed.append(event)
         return merged
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
@@ -451,16 +453,20 @@ class StreamWorker:
 
     def _replay_events(self, pipeline: Pipeline, recent: RecentIds, value: bytes) -> int:
         """One internal message through ``pipeline`` for state only (a catch-up), without the events the previous
-        owner dropped as duplicates; returns how many it ran."""
+        owner dropped as duplicates, and leaving out those that fail alone as the live path does; remembers and
+        returns how many it ran."""
         try:
             events = recent.fresh(sorted(decode_events(value), key=lambda event: event.timestamp))
         except ValueError:  # dead-lettered when it was first processed
             return 0
         size = self.settings.detection.batch_size
-        for chunk in range(0, len(events), size):
-            pipeline.process(events[chunk : chunk + size])
-        recent.remember(event.id for event in events)
-        return len(events)
+        ran = [
+            event
+            for start in range(0, len(events), size)
+            for event in _process_isolating(pipeline, events[start : start + size]).ran
+        ]
+        recent.remember(ran)
+        return len(ran)
 
     @staticmethod
     def _replay_candidates(stage: CampaignStage, recent: RecentIds, value: bytes) -> int:
@@ -471,15 +477,16 @@ class StreamWorker:
         stage.process(candidates)
         return len(candidates)
 
-    async def _maybe_checkpoint(self) -> None:
-        if time.monotonic() - self._last_checkpoint >= self.settings.worker.checkpoint_interval_s:
-            for states in (self.identities, self.campaigns_state):
-                await self._checkpoint(states)
+    async def _maybe_checkpoint(self, states: PartitionStates[Any]) -> None:
+        """Checkpoint ``states`` if its interval has passed; called by its own agent after a batch, when every one
+        of its partitions is clean, so none is skipped as in flight."""
+        if time.monotonic() - self._last_checkpoint[states.topic] >= self.settings.worker.checkpoint_interval_s:
+            self._last_checkpoint[states.topic] = time.monotonic()
+            await self._checkpoint(states)
 
     async def _checkpoint(self, states: PartitionStates[Any], partitions: Sequence[int] | None = None) -> None:
         """Checkpoint the partitions of ``states`` (all, or those in ``partitions``) that are clean and have news.
         Failures are only logged: a missing checkpoint costs a longer catch-up, never data."""
-        self._last_checkpoint = time.monotonic()
         topic = self.state_topics[states.state_topic]
         for partition, offset in states.due(partitions):
             try:
@@ -504,16 +511,17 @@ class StreamWorker:
         letters: list[Any],
         stage: str,
         outputs: Sequence[tuple[faust.TopicT, Sequence[dict[str, Any]]]],
-    ) -> list[Awaitable[Any]]:
+    ) -> tuple[list[Awaitable[Any]], WriteReport]:
         """Write ``documents`` to Elasticsearch (until acknowledged), then send the dead letters (with the
-        rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging."""
+        rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging, and
+        what Elasticsearch made of the documents."""
         report = await self._write(documents)
         letters.extend(self._rejection_letters(report))
         deliveries = await self._send_dead_letters(letters, stage=stage)
         for topic, output in outputs:
             for doc in output:
                 deliveries.append(await self._send_document(topic, doc))
-        return deliveries
+        return deliveries, report
 
     async def _write(self, documents: list[Document]) -> WriteReport:
         report = await self.sink.write(documents)
@@ -551,6 +559,35 @@ class StreamWorker:
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
         self.state.last_batch_at[agent] = time.time()
+
+
+@dataclass(slots=True)
+class _Isolated:
+    """What :func:`_process_isolating` made of a batch: the pipeline's result, the events it ran, and those that
+    failed alone with their error."""
+
+    result: BatchResult
+    ran: list[Event]
+    failures: list[tuple[Event, Exception]]
+
+
+def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated:
+    """``pipeline.process(events)``; should it raise (the pipeline isolates failing detectors itself), the batch is
+    retried event by event and an event that fails alone is left out, so one poison event cannot stall its
+    partition, live or in a catch-up. Blocking: call it on the detector thread."""
+    try:
+        return _Isolated(pipeline.process(events), list(events), [])
+    except Exception:
+        log.exception("pipeline failed on a batch of %d events; isolating", len(events))
+    isolated = _Isolated(BatchResult(), [], [])
+    for event in events:
+        try:
+            isolated.result.extend(pipeline.process([event]))
+            isolated.ran.append(event)
+        except Exception as error:
+            log.exception("pipeline failed on event %s; it is left out", event.id)
+            isolated.failures.append((event, error))
+    return isolated
 
 
 def _first_offsets(messages: Sequence[Any]) -> dict[int, int]:
