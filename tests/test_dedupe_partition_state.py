@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -27,7 +27,8 @@ from app.stream.codec import decode_events, encode_candidates, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
 from detectors.event import Event
-from detectors.pipeline import BatchResult, Pipeline
+from detectors.pipeline import Pipeline
+from tests.test_stream_worker import PoisonedPipeline
 
 SECRET = b"deployment-secret"
 MAGIC_AND_MAC = 6 + 32  # CheckpointCodec's header and HMAC, before the compressed body
@@ -347,17 +348,8 @@ class RecordingSink:
         return report
 
 
-class PoisonedStage:
-    """A pipeline that raises on any batch holding the event ``poison`` (a detector bug), the real one otherwise."""
-
-    def __init__(self, real: Pipeline, poison: str) -> None:
-        self.real = real
-        self.poison = poison
-
-    def process(self, events: Sequence[Event]) -> BatchResult:
-        if any(event.id == self.poison for event in events):
-            raise RuntimeError("a detector bug on one event")
-        return self.real.process(events)
+class PoisonedStage(PoisonedPipeline):
+    """The poisoned pipeline of the worker tests as a whole stage: it can be copied and checkpointed too."""
 
     def fresh(self) -> PoisonedStage:
         return PoisonedStage(self.real.fresh(), self.poison)
