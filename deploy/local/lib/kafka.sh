@@ -57,6 +57,10 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 delete.topic.enable=true
 
+# Small heaps (256-512 MB): the log cleaner allocates its dedupe buffer (128 MB by default) in one piece at
+# start-up, which failed a 256 MB broker with OutOfMemoryError once; 16 MB is ample for compacted test topics.
+log.cleaner.dedupe.buffer.size=16777216
+
 EOF
         cat >>"$run/server.properties"
     )
