@@ -20,27 +20,13 @@ from detectors.campaigns import CampaignStage
 from detectors.exceptions import ExceptionList, ExceptionsError, exception_files
 from detectors.pipeline import Pipeline
 from detectors.signatures.detector import SignatureDetector
-from detectors.signatures.ruleset import RuleSet, RuleSetWatcher
+from detectors.signatures.ruleset import RuleSet, RuleSetWatcher, files_fingerprint
 
 log = logging.getLogger(__name__)
 
 Stage = Pipeline | CampaignStage
-Fingerprint = tuple[tuple[str, int, int], ...]
 APPLIED, REJECTED = "applied", "rejected"
 T = TypeVar("T")
-
-
-def files_fingerprint(files: Iterable[Path]) -> Fingerprint:
-    """``(path, mtime in ns, size)`` of each file, ``-1`` for both where it cannot be read (gone, dangling link)."""
-    stats = []
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError:
-            stats.append((str(path), -1, -1))
-            continue
-        stats.append((str(path), stat.st_mtime_ns, stat.st_size))
-    return tuple(stats)
 
 
 def signature_watcher(pipeline: Pipeline) -> RuleSetWatcher | None:

@@ -201,6 +201,23 @@ def compile_sources(
     return CompiledRules(compiled, limits), errors
 
 
+Fingerprint = tuple[tuple[str, int, int], ...]
+
+
+def files_fingerprint(files: Iterable[Path]) -> Fingerprint:
+    """``(path, mtime in ns, size)`` of each file, ``-1`` for both where it cannot be read (gone, dangling link):
+    equal fingerprints mean no file was added, removed or changed (what the rule and exception watchers poll)."""
+    stats = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            stats.append((str(path), -1, -1))
+            continue
+        stats.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(stats)
+
+
 class RuleSetWatcher:
     """Reloads rule directories when their files change (poll: call :meth:`maybe_reload` from a timer).
 
@@ -215,15 +232,8 @@ class RuleSetWatcher:
         self.current = RuleSet.load(self.directories, limits)
         self.last_errors: list[RuleLoadError] = list(self.current.errors)
 
-    def _scan(self) -> tuple[tuple[str, int, int], ...]:
-        stats = []
-        for path in rule_files(self.directories):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            stats.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return tuple(stats)
+    def _scan(self) -> Fingerprint:
+        return files_fingerprint(rule_files(self.directories))
 
     def maybe_reload(self) -> bool:
         """Reload if any rule file was added, removed or changed; return whether a new set was swapped in."""
