@@ -385,19 +385,13 @@ class CampaignStage:
         self.grouper = grouper
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
 
-    def process(self, candidates: Sequence[CampaignCandidate]) -> list[dict[str, Any]]:
-        """The alerts for the queue (see :meth:`results` for the shadow alerts and what exceptions suppressed)."""
-        return self.results(candidates).alerts
-
-    def flush(self, until: float | None = None) -> list[dict[str, Any]]:
-        """The alerts for the queue from the windows still open (see :meth:`flush_results`)."""
-        return self.flush_results(until).alerts
-
-    def results(self, candidates: Sequence[CampaignCandidate]) -> BatchResult:
-        """Everything ``candidates`` produce: alerts, shadow alerts, detections and suppressed detections."""
+    def process(self, candidates: Sequence[CampaignCandidate]) -> BatchResult:
+        """Everything ``candidates`` produce, as :meth:`Pipeline.process` returns it: alerts, shadow alerts,
+        detections and suppressed detections."""
         return self._render(self.detector.campaigns(candidates))
 
-    def flush_results(self, until: float | None = None) -> BatchResult:
+    def flush(self, until: float | None = None) -> BatchResult:
+        """The same for the windows still open (up to ``until``)."""
         return self._render(self.detector.flush_campaigns(until))
 
     def state(self) -> dict[str, Any]:

@@ -76,7 +76,7 @@ class PartitionedPipeline:
             if self.campaigns is not None:
                 candidates += campaign_candidates(group, found.events, source=partition)
         for partition, group in sorted(group_by_signature(candidates, self.partitions).items()):
-            result.extend(self._campaign_stage(partition).results(group))
+            result.extend(self._campaign_stage(partition).process(group))
         return result
 
     def flush(self, until: float | None = None) -> BatchResult:
@@ -84,7 +84,7 @@ class PartitionedPipeline:
         for partition in self.owned():
             result.extend(self._pipelines[partition].flush(until))
         for partition in sorted(self._campaign_stages):
-            result.extend(self._campaign_stages[partition].flush_results(until))
+            result.extend(self._campaign_stages[partition].flush(until))
         return result
 
     def _campaign_stage(self, partition: int) -> CampaignStage:

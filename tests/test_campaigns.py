@@ -125,12 +125,16 @@ def test_a_restored_stage_goes_on_exactly_where_it_stopped() -> None:
     requests = burst(5, 3)
     first, second = requests[:10], requests[10:]  # 2 requests each, then the third that makes the campaign
     uninterrupted = stage.fresh()
-    expected = uninterrupted.process(first) + uninterrupted.process(second) + uninterrupted.flush()
+    expected = [
+        *uninterrupted.process(first).alerts,
+        *uninterrupted.process(second).alerts,
+        *uninterrupted.flush().alerts,
+    ]
     before = stage.fresh()
-    got = before.process(first)
+    got = before.process(first).alerts
     restored = stage.fresh()
     restored.load_state(msgspec.msgpack.decode(msgspec.msgpack.encode(before.state())))
-    got += restored.process(second) + restored.flush()
+    got += [*restored.process(second).alerts, *restored.flush().alerts]
     assert [a["rule"]["id"] for a in expected] == [CAMPAIGN_RULE]
     assert got == expected
 

@@ -250,8 +250,8 @@ def stage(exceptions: ExceptionList | None = None) -> CampaignStage:
 
 
 def run(campaigns: CampaignStage, candidates: list[CampaignCandidate]):
-    result = campaigns.results(candidates)
-    result.extend(campaigns.flush_results())
+    result = campaigns.process(candidates)
+    result.extend(campaigns.flush())
     return result
 
 
@@ -300,8 +300,8 @@ def test_members_identities_survive_a_checkpoint_and_older_checkpoints_fail_clos
     """Keys 0-4 make a campaign, then keys 5-9 carry it on: the second alert names all ten."""
     exceptions = loaded(tmp_path, entry(match={"abusewatch.api_key_hash": [f"key-{i}" for i in range(10)]}))
     first = stage(exceptions)
-    assert first.results(burst(range(5))).alerts == []
-    assert len(first.flush_results(START + 700.0).shadow_alerts) == 1  # the first window closes
+    assert first.process(burst(range(5))).alerts == []
+    assert len(first.flush(START + 700.0).shadow_alerts) == 1  # the first window closes
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.state()))
     assert state["campaigns"]["identities"]["00ab"]["key:key-0"][0]["api_key_hash"] == "key-0"
     later = burst(range(5, 10), offset=600.0)
@@ -332,12 +332,12 @@ def test_members_identities_are_forgotten_with_the_members(tmp_path):
     assert detector.state()["identities"].keys() == detector.state()["members"].keys()
 
 
-def test_process_and_flush_still_return_the_queue_alerts_only(tmp_path):
+def test_suppressed_campaigns_stay_out_of_the_queue_alerts_of_process_and_flush(tmp_path):
     exceptions = loaded(tmp_path, entry())
     campaigns = stage(exceptions)
-    assert campaigns.process(burst(range(5))) + campaigns.flush() == []
+    assert campaigns.process(burst(range(5))).alerts + campaigns.flush().alerts == []
     plain = stage(exceptions)
-    alerts = plain.process(burst([0, 1, 2, 3, 66])) + plain.flush()
+    alerts = plain.process(burst([0, 1, 2, 3, 66])).alerts + plain.flush().alerts
     assert [a["rule"]["id"] for a in alerts] == [CAMPAIGN_RULE]
     assert campaigns.fresh().exceptions is exceptions
 
@@ -396,8 +396,8 @@ def test_a_member_is_judged_on_every_identity_it_was_seen_with(tmp_path):
     assert alone.alerts == [] and len(alone.shadow_alerts) == 1
     mixed = sends(BULK_USERS, "bulk", requests=1) + sends(ATTACKER_AS_BULK_USERS, "attacker", offset=10.0, requests=20)
     campaigns = stage(exceptions)
-    result = campaigns.results(mixed)
-    result.extend(campaigns.flush_results(START + 700.0))
+    result = campaigns.process(mixed)
+    result.extend(campaigns.flush(START + 700.0))
     assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE]
     assert {f"user:u{i}" for i in range(5)} <= set(result.alerts[0]["related"]["user"])
     assert result.suppressed == [] and result.shadow_alerts == []
@@ -428,9 +428,9 @@ def test_a_checkpoint_with_one_identity_per_member_still_loads(tmp_path):
     """The format before identity lists: one identity per member, windows of seven fields."""
     exceptions = loaded(tmp_path, entry(match={"abusewatch.api_key_hash": [f"key-{i}" for i in range(10)]}))
     first = stage(exceptions)
-    first.results(burst(range(5)))
-    first.flush_results(START + 700.0)
-    first.results(burst(range(5, 10), offset=600.0, requests=2))  # the second window is still open
+    first.process(burst(range(5)))
+    first.flush(START + 700.0)
+    first.process(burst(range(5, 10), offset=600.0, requests=2))  # the second window is still open
     state = msgspec.msgpack.decode(msgspec.msgpack.encode(first.state()))
     campaign_state = state["campaigns"]
     campaign_state["identities"] = {
@@ -460,8 +460,8 @@ def test_a_window_that_turned_an_identity_away_at_the_cap_is_never_suppressed(tm
     full = run(capped_stage(exceptions), burst(range(5)))
     assert full.alerts == [] and len(full.shadow_alerts) == 1  # at the cap, but every identity judged
     campaigns = capped_stage(exceptions)
-    campaigns.results(burst(range(5)) + burst([66], offset=100.0))  # the attacker's key is turned away
-    result = restored(campaigns).flush_results()  # the window was open at the checkpoint
+    campaigns.process(burst(range(5)) + burst([66], offset=100.0))  # the attacker's key is turned away
+    result = restored(campaigns).flush()  # the window was open at the checkpoint
     (alert,) = result.alerts
     assert alert["rule"]["id"] == CAMPAIGN_RULE and "key:key-66" not in alert["related"]["user"]
     assert "not listed" in alert["message"]
@@ -475,11 +475,11 @@ def test_a_campaign_that_turned_members_away_is_not_suppressed_while_it_is_remem
     control = run(capped_stage(exceptions), burst(range(5)) + burst(range(5), offset=1200.0))
     assert control.alerts == [] and len(control.suppressed) == 2
     campaigns = capped_stage(exceptions)
-    campaigns.results(burst(range(5)) + burst(range(60, 65), offset=600.0))
-    campaigns.flush_results(START + 1300.0)  # both windows close
+    campaigns.process(burst(range(5)) + burst(range(60, 65), offset=600.0))
+    campaigns.flush(START + 1300.0)  # both windows close
     again = restored(campaigns)
-    result = again.results(burst(range(5), offset=1200.0))
-    result.extend(again.flush_results(START + 1900.0))
+    result = again.process(burst(range(5), offset=1200.0))
+    result.extend(again.flush(START + 1900.0))
     assert [a["rule"]["id"] for a in result.alerts] == [CAMPAIGN_RULE] and result.suppressed == []
     assert not any("key:key-60" in a["related"]["user"] for a in result.alerts)
     forgotten = run(again, burst(range(5), offset=2 * 86400.0))

@@ -96,8 +96,8 @@ def burst(keys: range, offset: float) -> list[CampaignCandidate]:
 
 def campaign_alerts(stage: CampaignStage, offset: float) -> tuple[set[str], set[str]]:
     """Rule ids of the queue's and of the shadow alerts for one campaign burst, its window closed by a flush."""
-    result = stage.results(burst(range(5), offset))
-    result.extend(stage.flush_results(START + offset + 600))
+    result = stage.process(burst(range(5), offset))
+    result.extend(stage.flush(START + offset + 600))
     return {a["rule"]["id"] for a in result.alerts}, {a["rule"]["id"] for a in result.shadow_alerts}
 
 

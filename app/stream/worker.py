@@ -344,7 +344,7 @@ class StreamWorker:
             for partition, offset in sorted(last.items()):
                 self.campaigns_state.progress[partition].processed = offset
                 stage = self.campaigns_state.stages[partition]
-                result.extend(await self._in_thread(stage.results, by_partition.get(partition, [])))
+                result.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
             es = settings.elasticsearch
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
