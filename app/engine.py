@@ -19,7 +19,7 @@ from detectors.catalogue import known_rules
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, load_correlations
-from detectors.exceptions import ExceptionList, load_exceptions
+from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
 from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -77,7 +77,7 @@ def build_exceptions(settings: Settings) -> ExceptionList:
             exception.source,
             exception.entry.expires,
         )
-    known, _errors = known_rules(_rule_dirs(settings), _correlation_dirs(settings))  # rule errors: build_detectors
+    known, _errors = known_rules_of(settings)  # rule errors: build_detectors logs them
     for warning in exceptions.unknown_rule_warnings(known):
         log.warning("alert exception %s", warning)
     log.info("%d alert exceptions loaded from %s", len(exceptions), path)
@@ -94,6 +94,12 @@ def build_campaign_stage(
         exceptions = build_exceptions(settings)
     detector = CampaignDetector(settings.detection.anomaly, sources=sources)
     return CampaignStage(detector, _grouper(settings), exceptions)
+
+
+def known_rules_of(settings: Settings) -> tuple[KnownRules, list[str]]:
+    """The rules these settings run (built-in detectors, signature and correlation rules), and the errors of the
+    rule files that did not load: what alert exceptions are checked against."""
+    return known_rules(_rule_dirs(settings), _correlation_dirs(settings))
 
 
 def _rule_dirs(settings: Settings) -> list[Path]:

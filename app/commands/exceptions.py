@@ -29,7 +29,6 @@ from rich.text import Text
 from app.commands.alerts import terminal_safe
 from app.settings import load_settings
 from app.triage import current_user, parse_duration
-from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.exceptions import (
     AlertException,
     ExceptionEntry,
@@ -38,7 +37,6 @@ from detectors.exceptions import (
     describe,
     load_exceptions,
 )
-from detectors.signatures.ruleset import default_directories
 
 exceptions_cli = typer.Typer(help="Alert exceptions: check, list and draft them.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -126,14 +124,12 @@ def _unknown_rule_warnings(exceptions: ExceptionList, rules_dir: Path | None) ->
     built-in detectors' rules and the signature and correlation rules of the settings, or of ``rules_dir``)."""
     if not exceptions.exceptions:
         return []
-    from detectors.catalogue import known_rules  # the detectors load only when a command needs them
+    from app.engine import known_rules_of  # the detectors load only when a command needs them
 
-    detection = load_settings().detection
-    extra = rules_dir or detection.rules_dir
-    known, errors = known_rules(
-        default_directories(extra, builtin=detection.builtin_rules),
-        [BUILTIN_CORRELATIONS, *([extra] if extra else [])],
-    )
+    settings = load_settings()
+    if rules_dir is not None:
+        settings.detection = settings.detection.model_copy(update={"rules_dir": rules_dir})
+    known, errors = known_rules_of(settings)
     warnings = exceptions.unknown_rule_warnings(known)
     for warning in warnings:
         out.print(Text(f"warning: {terminal_safe(warning)}"))
