@@ -39,6 +39,7 @@ REASON_FIELD = "abusewatch.triage.reason"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_RULES = 1000
 UPDATE_ATTEMPTS = 5
+DOCUMENTS_PER_EVENT_ID = 10  # enriched events shown per linked event id (more only if a client reuses its ids)
 
 
 class TriageError(Exception):
@@ -282,13 +283,15 @@ def get_alert(client: Elasticsearch, index: str, alert_id: str) -> dict[str, Any
 
 
 def linked_events(client: Elasticsearch, index: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The alert's events from the events index, oldest first (ids that are not there are left out)."""
+    """The alert's events from the events index, oldest first (ids that are not there are left out). Searched by
+    ``event.id``, not ``_id`` (which also hashes the content): an id reused with other content has a document per
+    content, up to ``DOCUMENTS_PER_EVENT_ID`` of which are shown."""
     if not event_ids:
         return []
     response = client.search(
         index=index,
-        query={"ids": {"values": list(event_ids)}},
-        size=len(event_ids),
+        query={"terms": {"event.id": list(event_ids)}},
+        size=len(event_ids) * DOCUMENTS_PER_EVENT_ID,
         sort=[{"@timestamp": {"order": "asc"}}],
         ignore_unavailable=True,
     )

@@ -5,8 +5,9 @@ default), so a full partition remembers 50,000 ids. For that memory this reports
 partition's checkpoint (8-byte keyed hashes, through the real codec) beside the same ids kept as strings (msgpack
 + zlib, the obvious alternative), the CPU time to take and to restore it, the memory it holds (tracemalloc, beside
 an ``OrderedDict`` of the id strings, which the worker held before), and the per-event cost of the hot path
-(``fresh`` then ``remember``, which hash each event's id and content). Ids are UUID-4 strings (36 characters), as
-most shippers' request ids; hot-path events carry a prompt and a completion of ``TEXT_CHARS`` characters each.
+(``fresh``, which hashes each event's id and content once, then ``remember``, which takes those hashes back). Ids
+are UUID-4 strings (36 characters), as most shippers' request ids; hot-path events carry a prompt and a completion
+of ``TEXT_CHARS`` characters each.
 
 Run: ``.venv/bin/python -m bench.bench_dedupe`` (``--partitions``, ``--capacity`` to vary); prints one JSON object.
 """
@@ -75,7 +76,7 @@ def measure(capacity: int, partitions: int) -> dict[str, Any]:
     ids = uuids(per_partition)
     remembered = [Event(id=event_id, timestamp=0.0, dataset="bench") for event_id in ids]
     recent = RecentIds(per_partition, secret=SECRET)
-    recent.remember(remembered)
+    recent.remember(recent.hashed(remembered))
 
     started = time.process_time()
     dumped = recent.dump()
@@ -100,7 +101,7 @@ def measure(capacity: int, partitions: int) -> dict[str, Any]:
 
     def filled() -> RecentIds:
         memory = RecentIds(per_partition, secret=SECRET)
-        memory.remember(remembered)
+        memory.remember(memory.hashed(remembered))
         return memory
 
     return {

@@ -1,10 +1,13 @@
 """Render events and detections as the ECS documents that are written (files, Kafka, Elasticsearch).
 
-Both renderers scrub sensitive values last, so nothing raw escapes whatever a detector put in a snippet.
+Both renderers scrub sensitive values last, so nothing raw escapes whatever a detector put in a snippet. Each
+document carries its deterministic id in ``event.id`` (alerts) or ``event.hash`` (enriched events), which the stream
+writes as its Elasticsearch ``_id``.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +15,7 @@ from typing import Any
 from detectors.base import SEVERITY, Detection, Findings, SensitiveValue
 from detectors.event import Event, Identity, Message
 from detectors.redact import Redactor
+from detectors.redelivery import content_digest
 
 ATLAS = "MITRE ATLAS"
 ALERT_DATASET = "abusewatch.alerts"
@@ -26,6 +30,26 @@ def iso_time(epoch_seconds: float) -> str:
 def alert_id(rule_id: str, group_key: str) -> str:
     """Deterministic alert id: the same rule on the same group always yields the same id (no replay dupes)."""
     return hashlib.sha256(f"{rule_id}\x1f{group_key}".encode()).hexdigest()[:32]
+
+
+def event_document_id(event: Event, redactor: Redactor) -> str:
+    """The enriched event's document id (``event.hash``, the ``_id`` in Elasticsearch): a hash of its id *and* the
+    content a true redelivery shares with it (``detectors.redelivery``). A redelivered record, in the stream or in a
+    replay, gets the same id, so writing it again overwrites or meets its own document; another record under the same
+    ``event.id`` (a client-chosen request id reused for an attack) gets a document of its own.
+
+    The content is hashed raw, so the hash is keyed (:func:`_event_id_key`): with a plain hash, anyone reading the
+    index could test guesses of a masked value (a card or social security number has few enough candidates to try
+    them all) against the id. 128 bits: two of the billions of events an index may hold share an id with odds below
+    2**-60.
+    """
+    return content_digest(event, digest_size=16, key=_event_id_key(redactor)).hex()
+
+
+@functools.lru_cache(maxsize=8)
+def _event_id_key(redactor: Redactor) -> bytes:
+    """The key of event document ids, derived from the redaction key; computed once per redactor."""
+    return redactor.derive_key("event document id")
 
 
 def identity_fields(identity: Identity) -> dict[str, Any]:
@@ -81,7 +105,8 @@ def _set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def event_document(event: Event, findings: Findings, redactor: Redactor) -> dict[str, Any]:
-    """The enriched event as indexed: ECS + OpenTelemetry GenAI fields, detector findings, redacted."""
+    """The enriched event as indexed: ECS + OpenTelemetry GenAI fields, detector findings, redacted; its
+    ``event.hash`` is its document id (:func:`event_document_id`)."""
     gen_ai: dict[str, Any] = {
         "provider": {"name": event.provider},
         "operation": {"name": event.operation},
@@ -138,7 +163,9 @@ def event_document(event: Event, findings: Findings, redactor: Redactor) -> dict
     )
     for dotted, value in findings.fields.items():
         _set_dotted(doc, dotted, value)
-    return redactor.scrub(doc, findings.sensitive)
+    doc = redactor.scrub(doc, findings.sensitive)
+    doc["event"]["hash"] = event_document_id(event, redactor)  # after scrubbing, which must not touch it
+    return doc
 
 
 def alert_document(

@@ -31,6 +31,11 @@ class Redactor:
         """The keyed hash shown in masks: the same value always gives the same fingerprint."""
         return hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:12]
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A 256-bit key for ``purpose``, derived from the redaction key (HMAC-SHA256 with a domain label), for
+        other keyed hashes over raw text that must be stable per deployment and unguessable without the key."""
+        return hmac.new(self._key, f"abusewatch derived key: {purpose}".encode(), hashlib.sha256).digest()
+
     def mask(self, kind: str, value: str) -> str:
         return f"[REDACTED:{kind}:{self.fingerprint(value)}]"
 

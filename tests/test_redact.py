@@ -48,3 +48,12 @@ def test_values_with_lone_surrogates_are_scrubbed_without_error():
     value = "PASSWD=05A\ud8001234"
     scrubbed = Redactor(b"k").scrub({"a": f"x {value} y"}, [SensitiveValue(kind="password", value=value)])
     assert value not in scrubbed["a"] and "[REDACTED:password:" in scrubbed["a"]
+
+
+def test_derived_keys_are_full_length_and_differ_per_purpose_and_redaction_key():
+    one, other = Redactor(b"k1"), Redactor(b"k2")
+    key = one.derive_key("event document id")
+    assert len(key) == 32
+    assert key == Redactor(b"k1").derive_key("event document id")
+    assert key != one.derive_key("another purpose")
+    assert key != other.derive_key("event document id")

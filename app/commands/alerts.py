@@ -154,14 +154,15 @@ def show_alert(
         _print_json({"alert": alert, "events": [{"id": e["_id"], **e["_source"]} for e in events]})
         return
     _print_json(alert)
-    table = Table(title=f"Linked events: {len(events)} of {len(event_ids)} found in {settings.events_index}")
+    found = len({_get(event["_source"], "event.id") for event in events})  # a reused id may have several documents
+    table = Table(title=f"Linked events: {found} of {len(event_ids)} found in {settings.events_index}")
     for column in ("time", "event id", "model", "service", "rules", "prompt"):
         table.add_column(column)
     for event in events:
         doc = event["_source"]
         row = (
             _get(doc, "@timestamp"),
-            event["_id"],
+            _get(doc, "event.id"),
             _get(doc, "gen_ai.request.model"),
             _get(doc, "service.name"),
             ", ".join(_get(doc, "abusewatch.rule_ids", [])),

@@ -1,12 +1,15 @@
 """Bulk writes to Elasticsearch that never lose and never duplicate a document.
 
-Every document has a deterministic ``_id`` (the event id, the alert id, the dead-letter id), so a redelivered
-batch overwrites (``op_type: index`` on plain indices) or is recognised as already stored (``op_type: create`` on
-data streams, which refuse overwrites: a 409 there means the document is already in). :meth:`ElasticsearchSink.write`
-returns only once Elasticsearch has acknowledged every document or rejected it for good: throttling (429),
-server errors and lost connections are retried with exponential backoff for as long as it takes, which blocks the
-calling agent, pauses consumption and keeps memory bounded. Permanent rejections (mapping conflict, too large)
-come back as :class:`Rejection` for the dead-letter path while the rest of the batch lands.
+Every document has a deterministic ``_id``, so a redelivered batch overwrites (``op_type: index`` on plain indices)
+or is recognised as already stored (``op_type: create`` on data streams, which refuse overwrites: a 409 there means
+the document is already in). An alert's ``_id`` is its id, a dead letter's too; an enriched event's is its
+``event.hash``, a keyed hash of its ``event.id`` and content (``detectors.documents.event_document_id``), so a
+redelivered record meets its own document while another record under a reused ``event.id`` gets its own.
+
+:meth:`ElasticsearchSink.write` returns only once Elasticsearch has acknowledged every document or rejected it for
+good: throttling (429), server errors and lost connections are retried with exponential backoff for as long as it
+takes, which blocks the calling agent, pauses consumption and keeps memory bounded. Permanent rejections (mapping
+conflict, too large) come back as :class:`Rejection` for the dead-letter path while the rest of the batch lands.
 """
 
 from __future__ import annotations

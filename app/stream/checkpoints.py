@@ -33,9 +33,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from app.settings import KafkaSettings
 from app.stream import metrics
-from app.stream.dedupe import RecentIds
+from app.stream.dedupe import HashedEvent, RecentIds
 from app.stream.kafka_config import kafka_python_options
-from detectors.event import Event
 
 log = logging.getLogger(__name__)
 
@@ -272,9 +271,10 @@ class PartitionStates(Generic[S]):
         )
         return self.codec.encode(checkpoint)
 
-    def acknowledge(self, last: dict[int, int], written: dict[int, list[Event]] | None = None) -> None:
+    def acknowledge(self, last: dict[int, int], written: dict[int, list[HashedEvent]] | None = None) -> None:
         """Elasticsearch and Kafka acknowledged everything up to ``last[partition]``: those partitions are clean,
-        and the events they ran and wrote (``written[partition]``) are remembered, both at once."""
+        and the events they ran and wrote (``written[partition]``, as the partition's ``fresh`` returned them) are
+        remembered, both at once."""
         for partition, offset in last.items():
             self.recent[partition].remember((written or {}).get(partition, ()))
             self.progress[partition].acked = offset

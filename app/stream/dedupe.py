@@ -8,32 +8,41 @@ batch interrupted before that (rebalance, crash) is processed again, never skipp
 (dead-lettered as a pipeline error, or its enriched-event document rejected by Elasticsearch) is not remembered, so
 the same record ingested again once the cause is fixed is processed.
 
-What is remembered of an event is its id *and* what a true redelivery shares with it: its texts
-(``Event.texts()``), identity key, dataset, operation and models. The id alone is not enough: it is often the
-record's own request id, which a client can sometimes choose, and a benign request followed by an attack under the
-same id would otherwise have the attack dropped unseen. The timestamp is left out, as a normaliser falls back to the
-time of ingestion when a record has none. So a reused id with different content goes through detection and its
-alerts are written; its enriched-event document still collides with the first one's in Elasticsearch (``create``:
-the first write wins).
+What is remembered of an event is its id *and* what a true redelivery shares with it
+(``detectors.redelivery.identifying_parts``: texts, identity key, dataset, operation and models, not the
+timestamp). The id alone is not enough: a client can sometimes choose it, and a benign request followed by an
+attack under the same id would otherwise have the attack dropped unseen. So a reused id with different content goes
+through detection, its alerts are written, and its enriched-event document gets its own ``_id``
+(``detectors.documents.event_document_id``, a hash of the same parts).
 
 Memory is bounded: the oldest events are forgotten first. An event is kept as a 64-bit keyed hash (BLAKE2b keyed
 with the deployment's secret), 8 bytes in a checkpoint: two different events share a hash with odds of about one in
 2**64 per pair, and nobody without the secret can craft a pair that does (an attacker who could would have their
-second request dropped unseen).
+second request dropped unseen). Hashing reads every text of the event, so each event is hashed once:
+:meth:`RecentIds.fresh` returns the kept events with their hashes (:class:`HashedEvent`), which
+:meth:`RecentIds.remember` takes back.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
 from detectors.event import Event
+from detectors.redelivery import content_digest
 
 _HASH = np.dtype("<u8")  # one remembered event in a dump: its hash, little-endian whatever the machine
-_ABSENT = b"\xff" * 8  # an unknown part (None), which no length prefix can be mistaken for
+
+
+class HashedEvent(NamedTuple):
+    """An event with its hash in a :class:`RecentIds` (valid for every memory keyed with the same secret)."""
+
+    event: Event
+    digest: int
 
 
 class RecentIds:
@@ -57,20 +66,25 @@ class RecentIds:
         """A memory with the same capacity and key, holding nothing (for a partition new to this worker)."""
         return RecentIds(self.capacity, secret=self._secret)
 
-    def fresh(self, events: Iterable[Event]) -> list[Event]:
-        """``events`` without those already remembered and without repeats within ``events`` (first one kept)."""
+    def hashed(self, events: Iterable[Event]) -> list[HashedEvent]:
+        """``events`` with their hashes, for :meth:`remember` (events that did not come from :meth:`fresh`)."""
+        return [HashedEvent(event, self._hash(event)) for event in events]
+
+    def fresh(self, events: Iterable[Event]) -> list[HashedEvent]:
+        """``events`` without those already remembered and without repeats within ``events`` (first one kept),
+        each with its hash, to hand to :meth:`remember` once written."""
         seen: set[int] = set()
         kept = []
         for event in events:
             hashed = self._hash(event)
             if hashed not in self._hashes and hashed not in seen:
                 seen.add(hashed)
-                kept.append(event)
+                kept.append(HashedEvent(event, hashed))
         return kept
 
-    def remember(self, events: Iterable[Event]) -> None:
-        for event in events:
-            hashed = self._hash(event)
+    def remember(self, events: Iterable[HashedEvent]) -> None:
+        """Remember ``events`` as the newest (those remembered already move to the newest end)."""
+        for _event, hashed in events:
             self._hashes[hashed] = None
             self._hashes.move_to_end(hashed)
         self._evict()
@@ -90,30 +104,9 @@ class RecentIds:
         self._evict()
 
     def _hash(self, event: Event) -> int:
-        """The keyed hash of ``event``'s id and content, each part length-prefixed so parts cannot run together."""
-        digest = hashlib.blake2b(digest_size=8, key=self._key)
-        for part in _identifying_parts(event):
-            if part is None:
-                digest.update(_ABSENT)
-                continue
-            encoded = part.encode("utf-8", "surrogatepass")
-            digest.update(len(encoded).to_bytes(8, "little"))
-            digest.update(encoded)
-        return int.from_bytes(digest.digest(), "little")
+        """The keyed 64-bit hash of ``event``'s id and content."""
+        return int.from_bytes(content_digest(event, digest_size=8, key=self._key), "little")
 
     def _evict(self) -> None:
         while len(self._hashes) > self.capacity:
             self._hashes.popitem(last=False)
-
-
-def _identifying_parts(event: Event) -> Iterator[str | None]:
-    """What a redelivered record shares with the first delivery: its id and content, not its timestamp."""
-    yield event.id
-    yield event.dataset
-    yield event.identity.key()
-    yield event.operation
-    yield event.request_model
-    yield event.response_model
-    for field, text in event.texts():
-        yield field
-        yield text

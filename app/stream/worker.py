@@ -43,7 +43,7 @@ from app.stream.codec import (
     encode_document,
     encode_events,
 )
-from app.stream.dedupe import RecentIds
+from app.stream.dedupe import HashedEvent, RecentIds
 from app.stream.kafka_config import faust_credentials
 from app.stream.reload import ExceptionsWatcher, Reloader, signature_watcher
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
@@ -291,7 +291,7 @@ class StreamWorker:
             letters: list[Any] = []
             by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
             result = BatchResult()
-            processed: dict[int, list[Event]] = {}
+            processed: dict[int, list[HashedEvent]] = {}
             failed: list[Event] = []
             candidates: list[CampaignCandidate] = []
             for partition, offset in sorted(last.items()):
@@ -299,17 +299,17 @@ class StreamWorker:
                 # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
                 # the order they would have seen it there.
                 events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
-                fresh = self.identities.recent[partition].fresh(events)
+                kept = processed[partition] = self.identities.recent[partition].fresh(events)
+                fresh = [event for event, _digest in kept]
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
                 found = await self._run_pipeline(self.identities.stages[partition], fresh, letters, failed)
                 result.extend(found)
-                processed[partition] = fresh
                 candidates += campaign_candidates(fresh, found.events, source=partition)
             es = settings.elasticsearch
             # Alerts first: they lead the first bulk request, which is what an analyst waits for.
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
-            documents += [Document(es.events_index, doc["event"]["id"], doc) for doc in result.events]
+            documents += [Document(es.events_index, doc["event"]["hash"], doc) for doc in result.events]
             outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
             deliveries, report = await self._store(documents, letters, "detect", outputs)
             for partition, group in group_by_signature(candidates, self.internal_partitions).items():
@@ -320,8 +320,8 @@ class StreamWorker:
             # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
             # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
             unwritten = {event.id for event in failed}
-            unwritten |= {r.document.id for r in report.rejections if r.document.index == es.events_index}
-            written = {p: [event for event in ran if event.id not in unwritten] for p, ran in processed.items()}
+            unwritten |= {_event_id(r.document) for r in report.rejections if r.document.index == es.events_index}
+            written = {p: [item for item in ran if item.event.id not in unwritten] for p, ran in processed.items()}
             await self._in_thread(self.identities.acknowledge, last, written)
             metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
@@ -456,15 +456,17 @@ class StreamWorker:
         owner dropped as duplicates, and leaving out those that fail alone as the live path does; remembers and
         returns how many it ran."""
         try:
-            events = recent.fresh(sorted(decode_events(value), key=lambda event: event.timestamp))
+            kept = recent.fresh(sorted(decode_events(value), key=lambda event: event.timestamp))
         except ValueError:  # dead-lettered when it was first processed
             return 0
+        events = [event for event, _digest in kept]
         size = self.settings.detection.batch_size
-        ran = [
-            event
+        failed = {
+            event.id
             for start in range(0, len(events), size)
-            for event in _process_isolating(pipeline, events[start : start + size]).ran
-        ]
+            for event, _error in _process_isolating(pipeline, events[start : start + size]).failures
+        }
+        ran = [item for item in kept if item.event.id not in failed]  # by id, as the live path leaves them out
         recent.remember(ran)
         return len(ran)
 
@@ -537,7 +539,7 @@ class StreamWorker:
             failure(
                 "elasticsearch_rejected",
                 f"HTTP {rejection.status}: {rejection.error}",
-                f"elasticsearch:{rejection.document.index}/{rejection.document.id}",
+                f"elasticsearch:{rejection.document.index}/{_event_id(rejection.document)}",
                 size=len(encode_document(rejection.document.body)),
             )
             for rejection in report.rejections
@@ -563,11 +565,10 @@ class StreamWorker:
 
 @dataclass(slots=True)
 class _Isolated:
-    """What :func:`_process_isolating` made of a batch: the pipeline's result, the events it ran, and those that
-    failed alone with their error."""
+    """What :func:`_process_isolating` made of a batch: the pipeline's result, and the events that failed alone with
+    their error (left out of it)."""
 
     result: BatchResult
-    ran: list[Event]
     failures: list[tuple[Event, Exception]]
 
 
@@ -576,18 +577,23 @@ def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated
     retried event by event and an event that fails alone is left out, so one poison event cannot stall its
     partition, live or in a catch-up. Blocking: call it on the detector thread."""
     try:
-        return _Isolated(pipeline.process(events), list(events), [])
+        return _Isolated(pipeline.process(events), [])
     except Exception:
         log.exception("pipeline failed on a batch of %d events; isolating", len(events))
-    isolated = _Isolated(BatchResult(), [], [])
+    isolated = _Isolated(BatchResult(), [])
     for event in events:
         try:
             isolated.result.extend(pipeline.process([event]))
-            isolated.ran.append(event)
         except Exception as error:
             log.exception("pipeline failed on event %s; it is left out", event.id)
             isolated.failures.append((event, error))
     return isolated
+
+
+def _event_id(document: Document) -> str:
+    """The ``event.id`` of a written document: the event's own id for an enriched event (whose ``_id`` also hashes
+    its content), the alert id or dead-letter id otherwise."""
+    return str(document.body["event"]["id"])
 
 
 def _first_offsets(messages: Sequence[Any]) -> dict[int, int]:

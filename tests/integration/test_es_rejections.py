@@ -31,7 +31,7 @@ from app.settings import PACKAGE_ROOT
 from detectors.normalise import normalise_payload
 
 from .conftest import Services
-from .test_stream import Stream, consume_all, count, free_port, ids_in, openai_record, wait_until
+from .test_stream import Stream, consume_all, count, free_port, openai_record, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +125,13 @@ def remap_events_index(es: Elasticsearch, index: str) -> None:
     }
 
 
+def event_ids_in(es: Elasticsearch, index: str) -> list[str]:
+    """The ``event.id`` of every document in ``index`` (with repeats, so a duplicate would show)."""
+    es.indices.refresh(index=index)
+    response = es.search(index=index, size=10_000, source=["event.id"], query={"match_all": {}})
+    return [hit["_source"]["event"]["id"] for hit in response["hits"]["hits"]]
+
+
 def rejected_letters(es: Elasticsearch, index: str) -> list[dict[str, Any]]:
     try:
         es.indices.refresh(index=index)
@@ -165,7 +172,7 @@ def test_rejected_documents_become_dead_letters_and_the_rest_lands_once(
         )
         seconds = time.monotonic() - started
         time.sleep(3)  # anything still in flight would now show up as an extra document
-        landed = ids_in(es_client, stream.events_index)
+        landed = event_ids_in(es_client, stream.events_index)
         letters = rejected_letters(es_client, stream.dead_letter_index)
         status, health = stream.health()
         metrics = stream.metrics()

@@ -204,7 +204,7 @@ def test_kill_restart_scale_out_and_in_lose_nothing_double_nothing_and_keep_stat
     files = simulated_traffic(stream.tmp_path)
     sizes = [len(path.read_bytes().splitlines()) for path in files]
     expected = replay(stream, files)  # same partition count: the environment says 4
-    expected_events = {doc["event"]["id"]: doc for doc in expected["events"]}
+    expected_events = {doc["event"]["hash"]: doc for doc in expected["events"]}  # by _id
     expected_alerts = {doc["event"]["id"]: doc for doc in expected["alerts"]}
     assert len(expected_events) == sum(sizes)
     rules = {doc["rule"]["id"] for doc in expected_alerts.values()}

@@ -2,7 +2,7 @@
 
 Each test has its own topics, consumer group and indices, so tests never see each other's data. The reference
 for "nothing lost, nothing duplicated" is ``abusewatch replay`` on the same input: the stream must leave exactly
-the event ids and alert ids that replay writes.
+the enriched-event document ids (``event.hash``) and alert ids that replay writes.
 """
 
 from __future__ import annotations
@@ -82,6 +82,16 @@ MALFORMED = (
     b'{"request": {"model": "gpt-4o", "messages": [',
     b"[1, 2, 3]",
 )
+
+
+def write_reused_id(path: Path, traffic: Path, *, hours_later: int = 2) -> tuple[Path, str]:
+    """A record under the request id of the first record of ``traffic`` with another prompt (a client reusing its
+    id), ``hours_later``, so replay and the stream both take it after that traffic; returns the file and the id."""
+    record = json.loads(traffic.read_text().splitlines()[0])
+    record["timestamp"] += hours_later * 3600
+    record["request"]["messages"] = [{"role": "user", "content": "Translate this meeting agenda into German please."}]
+    path.write_text(json.dumps(record) + "\n")
+    return path, record["request_id"]
 
 
 def write_traffic(
@@ -292,7 +302,7 @@ def produce(stream: Stream, files: list[Path], *, batch_records: int = 1) -> Non
 
 
 def assert_matches_replay(es: Elasticsearch, stream: Stream, expected: dict[str, list[dict[str, Any]]]) -> None:
-    event_ids = sorted(doc["event"]["id"] for doc in expected["events"])
+    event_ids = sorted(doc["event"]["hash"] for doc in expected["events"])  # an enriched event's _id
     alert_ids = sorted(doc["event"]["id"] for doc in expected["alerts"])
     wait_until(lambda: count(es, stream.events_index) >= len(event_ids), f"{len(event_ids)} events in ES")
     wait_until(lambda: settled(es, stream.alerts_index, len(alert_ids)), f"{len(alert_ids)} alerts in ES")
@@ -363,6 +373,12 @@ def test_redelivered_batch_is_stored_once(stream: Stream, es_client: Elasticsear
             lambda: "abusewatch_duplicate_events_total 150.0" in stream.metrics(), "the worker to see the second copy"
         )
         assert_matches_replay(es_client, stream, expected)
+        # A client reusing a request id with other content is no redelivery: its event gets a document of its own.
+        reused, event_id = write_reused_id(stream.tmp_path / "reused.jsonl", files[0])
+        produce(stream, [reused])
+        assert_matches_replay(es_client, stream, replay(stream, [*files, reused]))
+        assert "abusewatch_duplicate_events_total 150.0" in stream.metrics()
+        assert es_client.count(index=stream.events_index, query={"term": {"event.id": event_id}})["count"] == 2
 
 
 def test_elasticsearch_outage_loses_and_duplicates_nothing(

@@ -75,8 +75,11 @@ def deployment(
     with product_indices(es_client, es_url, "abwtriage") as settings:
         es = settings.elasticsearch
         actions = [
-            {"_op_type": "index", "_index": index, "_id": doc["event"]["id"], "_source": doc}
-            for index, docs in ((es.alerts_index, replayed["alerts"]), (es.events_index, replayed["events"]))
+            {"_op_type": "index", "_index": index, "_id": doc["event"][id_field], "_source": doc}
+            for index, docs, id_field in (
+                (es.alerts_index, replayed["alerts"], "id"),
+                (es.events_index, replayed["events"], "hash"),  # as the stream writes them
+            )
             for doc in docs
         ]
         helpers.bulk(es_client, actions, refresh="wait_for")
@@ -191,7 +194,7 @@ def test_show_has_the_alert_and_its_linked_events(deployment: Deployment) -> Non
     stored_events = {event["event"]["id"] for event in deployment.events}
     expected = [event_id for event_id in alert["abusewatch"]["event_ids"] if event_id in stored_events]
     assert expected, "the alert's events were replayed too"
-    assert sorted(event["id"] for event in shown["events"]) == sorted(expected)
+    assert sorted(event["event"]["id"] for event in shown["events"]) == sorted(expected)
     text = ok("alerts", "show", alert["event"]["id"])
     assert f"Linked events: {len(expected)} of {len(alert['abusewatch']['event_ids'])}" in text
 
