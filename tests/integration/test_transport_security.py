@@ -226,7 +226,7 @@ def test_worker_over_sasl_ssl_writes_every_event_to_elasticsearch(
     traffic = write_traffic(tmp_path / "traffic.jsonl", 60, seed=52, malformed=True)
     with cleanup_indices(es_url, env):
         expected = replay(stream, [traffic])
-        event_ids = sorted(doc["event"]["id"] for doc in expected["events"])
+        event_ids = sorted(doc["event"]["hash"] for doc in expected["events"])  # an enriched event's _id
         stream.cli("bootstrap")
         with stream.worker() as worker:
             stream.cli("produce", str(traffic))
