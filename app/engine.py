@@ -15,10 +15,10 @@ from detectors.alerting import AlertGrouper, AlertPolicy
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detector
 from detectors.campaigns import CampaignDetector, CampaignStage
-from detectors.catalogue import known_rules
+from detectors.catalogue import known_rules, running_rules
 from detectors.chains import SessionChainDetector
 from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
-from detectors.correlation import CorrelationDetector, load_correlations
+from detectors.correlation import CorrelationDetector, CorrelationWatcher, rule_aliases
 from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
 from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
@@ -36,10 +36,9 @@ def build_detectors(settings: Settings) -> list[Detector]:
     rules = RuleSetWatcher(_rule_dirs(settings))
     for error in rules.last_errors:
         log.error("rule not loaded: %s", error)
-    correlations, errors = load_correlations(_correlation_dirs(settings))
-    for error in errors:
+    correlations = CorrelationWatcher(_correlation_dirs(settings))
+    for error in correlations.last_errors:
         log.error("correlation rule not loaded: %s", error)
-    aliases = {rule.sigma.name: rule.id for rule in rules.current.rules if rule.sigma.name}
     exfil = detection.exfil
     if "memory_key" not in exfil.model_fields_set:  # fingerprints keyed per deployment unless set on their own
         exfil = exfil.model_copy(update={"memory_key": detection.redaction_key})
@@ -48,23 +47,26 @@ def build_detectors(settings: Settings) -> list[Detector]:
         *build_exfil_detectors(exfil),
         TextClassifierDetector(detection.classifier),
         AnomalyDetector(detection.anomaly),
-        CorrelationDetector(correlations, aliases),
+        CorrelationDetector(correlations, rule_aliases(rules.current.rules)),
         SessionChainDetector(),
     ]
 
 
 def build_pipeline(settings: Settings, exceptions: ExceptionList | None = None) -> Pipeline:
-    """The per-identity stage: every tier, with alert exceptions (``exceptions``, else loaded from the settings)
-    and alert hygiene."""
+    """The per-identity stage: every tier, with alert exceptions (``exceptions``, else loaded from the settings and
+    checked against the rules these detectors run) and alert hygiene."""
+    detectors = build_detectors(settings)
     if exceptions is None:
-        exceptions = build_exceptions(settings)
-    return Pipeline(build_detectors(settings), _redactor(settings), _grouper(settings), exceptions)
+        exceptions = build_exceptions(settings, running_rules(detectors))
+    return Pipeline(detectors, _redactor(settings), _grouper(settings), exceptions)
 
 
-def build_exceptions(settings: Settings) -> ExceptionList:
+def build_exceptions(settings: Settings, known: KnownRules | None = None) -> ExceptionList:
     """The configured alert exceptions. A bad file raises :class:`~detectors.exceptions.ExceptionsError` here, at
     startup, never mid-stream; exceptions already expired are logged (and not applied to newer events), and so are
-    rule ids, globs and categories that match no rule these settings run (a typo there suppresses nothing)."""
+    rule ids, globs and categories that match none of the ``known`` rules (a typo there suppresses nothing). Pass
+    the rules already loaded (:func:`~detectors.catalogue.running_rules`); without them the rule files of these
+    settings are loaded to list them."""
     path = settings.detection.exceptions_path
     if path is None:
         return ExceptionList()
@@ -77,7 +79,8 @@ def build_exceptions(settings: Settings) -> ExceptionList:
             exception.source,
             exception.entry.expires,
         )
-    known, _errors = known_rules_of(settings)  # rule errors: build_detectors logs them
+    if known is None:
+        known, _errors = known_rules_of(settings)  # rule errors: build_detectors logs them
     for warning in exceptions.unknown_rule_warnings(known):
         log.warning("alert exception %s", warning)
     log.info("%d alert exceptions loaded from %s", len(exceptions), path)
@@ -97,8 +100,9 @@ def build_campaign_stage(
 
 
 def known_rules_of(settings: Settings) -> tuple[KnownRules, list[str]]:
-    """The rules these settings run (built-in detectors, signature and correlation rules), and the errors of the
-    rule files that did not load: what alert exceptions are checked against."""
+    """The rules these settings run (built-in detectors, signature and correlation rules), loaded from their files,
+    and the errors of the rule files that did not load: what alert exceptions are checked against where no pipeline
+    is running (``abusewatch exceptions check``)."""
     return known_rules(_rule_dirs(settings), _correlation_dirs(settings))
 
 

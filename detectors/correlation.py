@@ -23,6 +23,8 @@ from sigma.exceptions import SigmaError
 
 from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import Event
+from detectors.signatures.parse import SignatureRule
+from detectors.signatures.ruleset import RuleFilesWatcher, rule_files
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
 CATEGORY_PREFIX = "category:"
@@ -137,22 +139,52 @@ def parse_correlation(document: dict[str, Any], origin: str) -> Correlation:
 
 
 def load_correlations(directories: Iterable[Path]) -> tuple[list[Correlation], list[str]]:
-    """Every correlation document under ``directories`` (other Sigma documents are skipped), plus errors."""
-    rules, errors = [], []
-    for directory in directories:
-        for path in sorted(Path(directory).rglob("*.yml")):
-            try:
-                documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-            except yaml.YAMLError as error:
-                errors.append(f"{path}: invalid YAML: {error}")
-                continue
-            for document in documents:
-                if isinstance(document, dict) and "correlation" in document:
-                    try:
-                        rules.append(parse_correlation(document, str(path)))
-                    except CorrelationError as error:
-                        errors.append(str(error))
+    """Every correlation document in the rule files under ``directories`` (other Sigma documents are skipped), plus
+    errors. A rule id used twice is an error, as for signature rules: the state of a rule is kept by its id."""
+    rules: list[Correlation] = []
+    errors: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in rule_files(directories):
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as error:
+            errors.append(f"{path}: cannot read the file: {error}")
+            continue
+        except yaml.YAMLError as error:
+            errors.append(f"{path}: invalid YAML: {error}")
+            continue
+        for document in documents:
+            if isinstance(document, dict) and "correlation" in document:
+                try:
+                    correlation = parse_correlation(document, str(path))
+                except CorrelationError as error:
+                    errors.append(str(error))
+                    continue
+                rule_id = correlation.info.id
+                if rule_id in seen:
+                    errors.append(f"{path}: correlation rule id {rule_id} is already used by {seen[rule_id]}")
+                    continue
+                seen[rule_id] = path
+                rules.append(correlation)
     return rules, errors
+
+
+def rule_aliases(rules: Iterable[SignatureRule]) -> dict[str, str]:
+    """Sigma rule ``name`` -> rule id of the signature rules that have one: correlations may refer to either."""
+    return {rule.sigma.name: rule.id for rule in rules if rule.sigma.name}
+
+
+class CorrelationWatcher(RuleFilesWatcher[list[Correlation]]):
+    """Reloads the correlation rules under rule directories when their files change (see
+    :class:`~detectors.signatures.ruleset.RuleFilesWatcher`)."""
+
+    kind = "correlation rule"
+
+    def _load(self) -> tuple[list[Correlation], list[str]]:
+        return load_correlations(self.directories)
+
+    def _summary(self, loaded: list[Correlation]) -> str:
+        return f"{len(loaded)} correlation rules"
 
 
 @dataclass(slots=True)
@@ -164,14 +196,35 @@ class _Hit:
 
 
 class CorrelationDetector(Detector):
-    """Evaluates correlation rules on the verdicts earlier detectors recorded in each event's findings."""
+    """Evaluates correlation rules on the verdicts earlier detectors recorded in each event's findings.
+
+    Give it a :class:`CorrelationWatcher` to have the stream worker reload its rules (app/stream/reload.py), which
+    swaps them in with :meth:`use_rules`.
+    """
 
     name = "correlation"
 
-    def __init__(self, correlations: Sequence[Correlation], aliases: dict[str, str] | None = None) -> None:
-        self.correlations = list(correlations)
+    def __init__(
+        self, correlations: Sequence[Correlation] | CorrelationWatcher, aliases: dict[str, str] | None = None
+    ) -> None:
+        self.watcher = correlations if isinstance(correlations, CorrelationWatcher) else None
+        self.correlations = list(correlations.current if isinstance(correlations, CorrelationWatcher) else correlations)
         self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
         self._groups: dict[tuple[str, tuple[str | None, ...]], deque[_Hit]] = {}
+
+    def use_rules(self, correlations: Sequence[Correlation], aliases: dict[str, str]) -> None:
+        """Run ``correlations`` from the next batch on (call between batches, on the thread that runs them).
+
+        The windows of a rule that is in both sets unchanged (same id, same definition) are kept; those of a rule
+        removed or changed (a new threshold, timespan, group-by or reference list) are dropped, so a changed rule
+        starts counting afresh rather than judging old hits by new terms. New ``aliases`` (signature rule names)
+        do not reset anything: hits already recorded stay recorded.
+        """
+        running = {correlation.info.id: correlation for correlation in self.correlations}
+        unchanged = {c.info.id for c in correlations if running.get(c.info.id) == c}
+        self._groups = {key: hits for key, hits in self._groups.items() if key[0] in unchanged}
+        self.correlations = list(correlations)
+        self.aliases = aliases
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections = []

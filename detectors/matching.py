@@ -12,11 +12,14 @@ RE2 is the authority: a pattern it does not accept (lookaround, backreference, h
 
 Compiling a large Hyperscan database takes seconds to minutes, so compiled databases are cached on disk by the
 hash of their patterns (``ABW_CACHE_DIR``, default ``~/.cache/abusewatch``); the next process loads them in
-milliseconds. Offsets are character offsets into the ``str`` that was scanned.
+milliseconds. Every rule edit makes a new database, so the cache keeps only the ``ABW_CACHE_MAX_DATABASES`` most
+recently used (default :data:`DEFAULT_MAX_CACHED_DATABASES`; a load marks a file used). Offsets are character
+offsets into the ``str`` that was scanned.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -33,6 +36,11 @@ _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
 _RE2_OPTIONS.max_mem = 64 << 20
 _CACHE_VERSION = "1"
+_CACHE_SUFFIX = ".hsdb"
+# A worker runs 11 databases (signature pack, text hints, exfil anchors, anomaly features...), the unit tests 79;
+# a bound below what a process uses makes it compile again what it pruned. A rule pack's database is about 4 MB,
+# so the bound is about 0.5 GB of edits' history at worst, where without it every edit stayed forever.
+DEFAULT_MAX_CACHED_DATABASES = 128
 
 
 class PatternError(ValueError):
@@ -63,6 +71,16 @@ def default_cache_dir() -> Path | None:
     if configured == "off":
         return None
     return Path(configured) if configured else Path.home() / ".cache" / "abusewatch" / "hyperscan"
+
+
+def max_cached_databases() -> int:
+    """How many compiled databases the cache keeps (``ABW_CACHE_MAX_DATABASES``, at least 1; unreadable: default)."""
+    configured = os.environ.get("ABW_CACHE_MAX_DATABASES", "")
+    try:
+        return max(1, int(configured)) if configured else DEFAULT_MAX_CACHED_DATABASES
+    except ValueError:
+        log.warning("ABW_CACHE_MAX_DATABASES=%r is not a number; keeping %d", configured, DEFAULT_MAX_CACHED_DATABASES)
+        return DEFAULT_MAX_CACHED_DATABASES
 
 
 class MultiMatcher:
@@ -199,9 +217,11 @@ def _cache_key(patterns: Sequence[Pattern]) -> str:
 
 
 def _load_cached(cache_dir: Path | None, key: str) -> tuple[hyperscan.Database | None, set[int]] | None:
+    """The cached database of ``key``, or ``None`` (a miss) if there is none, it is unreadable or it vanished (a
+    worker sharing the directory pruned it); a hit marks the file used, so pruning keeps it."""
     if cache_dir is None:
         return None
-    path = cache_dir / f"{key}.hsdb"
+    path = cache_dir / f"{key}{_CACHE_SUFFIX}"
     try:
         blob = path.read_bytes()
     except OSError:
@@ -209,27 +229,64 @@ def _load_cached(cache_dir: Path | None, key: str) -> tuple[hyperscan.Database |
     try:
         header, _, body = blob.partition(b"\n")
         refused = {int(i) for i in header.decode().split(",") if i}
-        if not body:
-            return None, refused
-        database = hyperscan.loadb(body, hyperscan.HS_MODE_BLOCK)
-        database.scratch = hyperscan.Scratch(database)  # a loaded database comes without scratch space
-        return database, refused
+        database = None
+        if body:
+            database = hyperscan.loadb(body, hyperscan.HS_MODE_BLOCK)
+            database.scratch = hyperscan.Scratch(database)  # a loaded database comes without scratch space
     except (ValueError, TypeError, hyperscan.error):
         log.warning("ignoring a corrupt compiled-pattern cache file %s", path)
         return None
+    _mark_used(path)
+    return database, refused
 
 
 def _store_cached(cache_dir: Path | None, key: str, database: hyperscan.Database | None, refused: set[int]) -> None:
     if cache_dir is None:
         return
+    path = cache_dir / f"{key}{_CACHE_SUFFIX}"
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         body = hyperscan.dumpb(database) if database is not None else b""
         temporary = cache_dir / f".{key}.{os.getpid()}.tmp"
         temporary.write_bytes(",".join(map(str, sorted(refused))).encode() + b"\n" + body)
-        temporary.replace(cache_dir / f"{key}.hsdb")  # atomic: concurrent workers never read half a file
+        temporary.replace(path)  # atomic: concurrent workers never read half a file
     except OSError as error:
         log.warning("cannot cache compiled patterns in %s: %s", cache_dir, error)
+        return
+    prune_cache(cache_dir, max_cached_databases(), keep=path)
+
+
+def prune_cache(cache_dir: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete all but the ``limit`` most recently used databases in ``cache_dir`` (by modification time, which a
+    load refreshes), never ``keep`` (the one just stored); return what was deleted. Files that vanish meanwhile (a
+    worker sharing the directory pruned them first) are skipped: a worker that wanted one compiles it again."""
+    used = []
+    try:
+        for path in cache_dir.glob(f"*{_CACHE_SUFFIX}"):
+            try:
+                used.append((path == keep, path.stat().st_mtime_ns, path))
+            except OSError:
+                continue
+    except OSError:  # the directory itself is gone or unreadable: nothing to prune
+        return []
+    used.sort(reverse=True)  # ``keep`` first, as the most recently used whatever the clocks say
+    deleted = []
+    for _, _, path in used[limit:]:
+        if path == keep:
+            continue
+        try:
+            path.unlink()
+        except OSError:  # gone already, or not ours to delete: either way not in the way
+            continue
+        deleted.append(path)
+    if deleted:
+        log.info("compiled-pattern cache %s: removed %d least recently used databases", cache_dir, len(deleted))
+    return deleted
+
+
+def _mark_used(path: Path) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache, or pruned by another worker since the read: no matter
+        os.utime(path)
 
 
 def _compile_re2(pattern: Pattern) -> re2._Regexp:

@@ -135,6 +135,21 @@ def test_bad_correlations_are_rejected_with_the_rule_named(change, message):
     assert "rules/broken.yml" in str(error.value) and "Broken" in str(error.value)
 
 
+def test_a_correlation_id_used_twice_is_an_error_and_yaml_files_load_too(tmp_path):
+    document = {
+        "title": "Twice",
+        "id": "6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c61",
+        "correlation": {"type": "event_count", "rules": ["x"], "timespan": "1m", "condition": {"gte": 1}},
+        "level": "low",
+        "abusewatch": {"category": "jailbreak"},
+    }
+    (tmp_path / "a.yml").write_text(yaml.safe_dump(document), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(document | {"title": "Again"}), encoding="utf-8")
+    rules, errors = load_correlations([tmp_path])
+    assert [rule.info.name for rule in rules] == ["Twice"]  # windows are kept by rule id: one rule per id
+    assert len(errors) == 1 and "b.yaml" in errors[0] and "already used by" in errors[0] and "a.yml" in errors[0]
+
+
 def test_state_round_trip_continues_counting():
     rules, _ = load_correlations([BUILTIN_DIR])
     events = [event(i, "mallory") for i in range(5)]

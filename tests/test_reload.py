@@ -1,5 +1,6 @@
-"""Hot reload in the stream worker: changed rules and alert exceptions reach every partition's stage and the
-templates later partitions are made from; what does not load leaves the running ones in place."""
+"""Hot reload in the stream worker: changed signature rules, correlation rules and alert exceptions reach every
+partition's stage and the templates later partitions are made from; what does not load leaves the running ones in
+place."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+import app.engine
 from app.settings import Settings
 from app.stream.reload import Changes, ExceptionsWatcher, Reloader
 from app.stream.worker import StreamWorker
 from detectors.alerting import AlertGrouper
 from detectors.campaigns import CampaignCandidate, CampaignDetector, CampaignStage
+from detectors.catalogue import known_rules, running_rules
+from detectors.correlation import CorrelationDetector, CorrelationWatcher
 from detectors.event import Event, Identity, Message
 from detectors.exceptions import load_exceptions
 from detectors.pipeline import Pipeline
@@ -29,6 +33,9 @@ START = 1_790_000_000.0
 ALPHA_RULE = "6f1f9a52-8a0e-4c59-9d55-0c1b2f3a4d01"
 OMEGA_RULE = "6f1f9a52-8a0e-4c59-9d55-0c1b2f3a4d02"
 CAMPAIGN_RULE = "abusewatch-anomaly-scraping-campaign"
+STEADY_CORRELATION = "7a2e0c41-1d3b-4f5e-8a6c-2b9d0e1f3a01"
+RETUNED_CORRELATION = "7a2e0c41-1d3b-4f5e-8a6c-2b9d0e1f3a02"
+NAMED_CORRELATION = "7a2e0c41-1d3b-4f5e-8a6c-2b9d0e1f3a03"
 _mtimes = itertools.count(1_000_000_000, 1_000_000_000)  # each write a second later: a change whatever the clock
 
 
@@ -41,6 +48,28 @@ def write(path: Path, text: str) -> Path:
 
 def rule(word: str, rule_id: str) -> str:
     return rule_yaml(f"selection:\n  gen_ai.prompt|contains: {word}\ncondition: selection", rule_id=rule_id)
+
+
+def correlation(rule_id: str, references: list[str], at_least: int) -> str:
+    """An ``event_count`` correlation rule: ``at_least`` events of one identity within ten minutes."""
+    return yaml.safe_dump(
+        {
+            "title": f"Correlation {rule_id[-2:]}",
+            "id": rule_id,
+            "status": "stable",
+            "correlation": {
+                "type": "event_count",
+                "rules": references,
+                "group-by": ["abusewatch.identity_key"],
+                "timespan": "10m",
+                "condition": {"gte": at_least},
+            },
+            "level": "high",
+            "tags": ["atlas.aml.t0051.000", "owasp.llm01"],
+            "abusewatch": {"category": "prompt_injection"},
+        },
+        sort_keys=False,
+    )
 
 
 def exception(rules: list[str], keys: list[str], entry_id: str = "known-job") -> dict:
@@ -114,6 +143,27 @@ def redactor() -> Redactor:
     return Redactor(b"reload-test")
 
 
+@pytest.fixture
+def rule_loads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every load of signature rule files from now on (the directories it was asked for)."""
+    loads: list[object] = []
+    load = RuleSet.load.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[RuleSet], directories: object, *args: object, **kwargs: object) -> RuleSet:
+        loads.append(directories)
+        return load(cls, directories, *args, **kwargs)
+
+    monkeypatch.setattr(RuleSet, "load", classmethod(counted))
+    return loads
+
+
+def worker_settings(monkeypatch: pytest.MonkeyPatch, rules_dir: Path, exceptions_path: Path) -> Settings:
+    monkeypatch.delenv("ABW_CONFIG", raising=False)
+    monkeypatch.setenv("ABW_DETECTION__RULES_DIR", str(rules_dir))
+    monkeypatch.setenv("ABW_DETECTION__EXCEPTIONS_PATH", str(exceptions_path))
+    return Settings()
+
+
 # -- rules --------------------------------------------------------------------------------------------------------
 
 
@@ -163,6 +213,110 @@ def test_a_broken_rule_file_keeps_the_running_set_and_counts_rejected(
     reload(reloader)
     assert reloads("rules", "applied") == applied + 1
     assert alerted(partition, prompt_event(3, "alpha omega")) == {ALPHA_RULE, OMEGA_RULE}
+
+
+# -- correlation rules --------------------------------------------------------------------------------------------
+
+
+def correlation_pipeline(rules_dir: Path, correlations_dir: Path, redactor: Redactor) -> Pipeline:
+    rules = RuleSetWatcher([rules_dir])
+    return Pipeline(
+        [SignatureDetector(rules), CorrelationDetector(CorrelationWatcher([correlations_dir]), {})],
+        redactor,
+    )
+
+
+def correlation_reloader(template: Pipeline, partitions: list[Pipeline]) -> Reloader:
+    signatures, correlations = template.detectors
+    assert isinstance(signatures, SignatureDetector) and isinstance(correlations, CorrelationDetector)
+    return Reloader(lambda: [template, *partitions], rules=signatures.watcher, correlations=correlations.watcher)
+
+
+def test_a_correlation_change_keeps_the_windows_of_unchanged_rules_and_restarts_changed_ones(
+    rules_dir: Path, redactor: Redactor, tmp_path: Path
+) -> None:
+    correlations_dir = tmp_path / "correlations"
+    correlations_dir.mkdir()
+    write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 3))
+    write(correlations_dir / "retuned.yml", correlation(RETUNED_CORRELATION, [ALPHA_RULE], 5))
+    template = correlation_pipeline(rules_dir, correlations_dir, redactor)
+    partition = template.fresh()
+    reloader = correlation_reloader(template, [partition])
+    applied = reloads("correlations", "applied")
+    for number in (1, 2):  # two hits in each rule's window
+        assert alerted(partition, prompt_event(number, "alpha")) == {ALPHA_RULE}
+
+    write(correlations_dir / "retuned.yml", correlation(RETUNED_CORRELATION, [ALPHA_RULE], 2))
+    reload(reloader)
+
+    assert reloads("correlations", "applied") == applied + 1
+    # The unchanged rule counts on from its two hits; the retuned one starts afresh, so one hit is not yet two.
+    assert alerted(partition, prompt_event(3, "alpha")) & {STEADY_CORRELATION, RETUNED_CORRELATION} == {
+        STEADY_CORRELATION
+    }
+    assert RETUNED_CORRELATION in alerted(partition, prompt_event(4, "alpha"))
+    assert [c.info.id for c in template.fresh().detectors[1].correlations] == [  # type: ignore[attr-defined]
+        RETUNED_CORRELATION,
+        STEADY_CORRELATION,
+    ]
+
+
+def test_a_removed_correlation_rule_stops_and_its_windows_go(
+    rules_dir: Path, redactor: Redactor, tmp_path: Path
+) -> None:
+    correlations_dir = tmp_path / "correlations"
+    correlations_dir.mkdir()
+    write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 2))
+    template = correlation_pipeline(rules_dir, correlations_dir, redactor)
+    partition = template.fresh()
+    assert alerted(partition, prompt_event(1, "alpha")) == {ALPHA_RULE}
+    assert partition.detectors[1].state()["groups"]  # type: ignore[attr-defined]
+
+    (correlations_dir / "steady.yml").unlink()
+    reload(correlation_reloader(template, [partition]))
+
+    assert partition.detectors[1].state() == {"groups": []}  # type: ignore[attr-defined]
+    assert STEADY_CORRELATION not in alerted(partition, prompt_event(2, "alpha"))
+
+
+def test_a_broken_correlation_file_keeps_the_running_rules_and_their_windows(
+    rules_dir: Path, redactor: Redactor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    correlations_dir = tmp_path / "correlations"
+    correlations_dir.mkdir()
+    write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 2))
+    template = correlation_pipeline(rules_dir, correlations_dir, redactor)
+    partition = template.fresh()
+    reloader = correlation_reloader(template, [partition])
+    applied, rejected = reloads("correlations", "applied"), reloads("correlations", "rejected")
+    assert alerted(partition, prompt_event(1, "alpha")) == {ALPHA_RULE}
+
+    broken = correlation(RETUNED_CORRELATION, [ALPHA_RULE], 2).replace("event_count", "no_such_type")
+    write(correlations_dir / "broken.yml", broken)
+    with caplog.at_level(logging.ERROR):
+        reload(reloader)
+        reload(reloader)  # the same broken file: not loaded, nor counted, again
+
+    assert (reloads("correlations", "applied"), reloads("correlations", "rejected")) == (applied, rejected + 1)
+    assert "correlation rule reload rejected" in caplog.text and "broken.yml" in caplog.text
+    assert STEADY_CORRELATION in alerted(partition, prompt_event(2, "alpha"))  # its first hit was kept
+
+
+def test_a_new_signature_rule_name_resolves_in_correlations_after_a_rules_reload(
+    rules_dir: Path, redactor: Redactor, tmp_path: Path
+) -> None:
+    correlations_dir = tmp_path / "correlations"
+    correlations_dir.mkdir()
+    write(correlations_dir / "named.yml", correlation(NAMED_CORRELATION, ["omega_by_name"], 1))
+    template = correlation_pipeline(rules_dir, correlations_dir, redactor)
+    partition = template.fresh()
+    reloader = correlation_reloader(template, [partition])
+
+    write(rules_dir / "omega.yml", rule("omega", OMEGA_RULE) + "name: omega_by_name\n")
+    reload(reloader)
+
+    assert alerted(partition, prompt_event(1, "say omega")) == {OMEGA_RULE, NAMED_CORRELATION}
+    assert partition.detectors[1].aliases == {"omega_by_name": OMEGA_RULE}  # type: ignore[attr-defined]
 
 
 # -- exceptions ---------------------------------------------------------------------------------------------------
@@ -307,6 +461,62 @@ def test_the_worker_timer_reloads_into_every_stage_and_template(
     assert {id(stage.exceptions) for stage in stages} == {id(identity.exceptions)}
     assert identity.exceptions.exceptions[0].entry.rules == [ALPHA_RULE, "abusewatch-anomaly-scrapping-volume"]
     assert "rule 'abusewatch-anomaly-scrapping-volume' matches no known rule" in caplog.text  # as at startup
+
+
+def test_the_worker_loads_the_rule_files_once_and_checks_exceptions_against_the_loaded_rules(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rule_loads: list[object]
+) -> None:
+    path = write_exceptions(tmp_path / "exceptions.yml", exception([ALPHA_RULE], ["key-9"]))
+    settings = worker_settings(monkeypatch, rules_dir, path)
+    worker = StreamWorker(settings, internal_partitions=2, op_types={})
+    assert len(rule_loads) == 1  # the pipeline's own; the exceptions were checked against it
+
+    write_exceptions(path, exception([ALPHA_RULE, "abusewatch-anomaly-scraping-*"], ["key-1"]))
+    asyncio.run(worker.reload())
+    assert len(rule_loads) == 1  # an exceptions reload loads no rule file
+    assert worker.identities.template.exceptions.exceptions[0].entry.rules[1] == "abusewatch-anomaly-scraping-*"
+    assert (
+        running_rules(worker.identities.template.detectors)
+        == known_rules(app.engine._rule_dirs(settings), app.engine._correlation_dirs(settings))[0]
+    )
+
+
+def test_exceptions_edited_while_the_worker_starts_are_loaded_at_the_first_check(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_exceptions(tmp_path / "exceptions.yml", exception([ALPHA_RULE], ["key-9"], "before"))
+    load = app.engine.load_exceptions
+
+    def load_then_edit(where: Path):  # an edit landing right after the worker read the file
+        loaded = load(where)
+        if loaded.exceptions[0].id == "before":
+            write_exceptions(path, exception([ALPHA_RULE], ["key-9"], "during"))
+        return loaded
+
+    monkeypatch.setattr(app.engine, "load_exceptions", load_then_edit)
+    worker = StreamWorker(worker_settings(monkeypatch, rules_dir, path), internal_partitions=1, op_types={})
+    assert [e.id for e in worker.identities.template.exceptions.exceptions] == ["before"]
+
+    asyncio.run(worker.reload())
+
+    stages = [worker.identities.template, worker.campaigns_state.template]
+    assert [[e.id for e in stage.exceptions.exceptions] for stage in stages] == [["during"], ["during"]]
+
+
+def test_the_worker_timer_reloads_correlation_rules(
+    rules_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_exceptions(tmp_path / "exceptions.yml", exception([ALPHA_RULE], ["key-9"]))
+    worker = StreamWorker(worker_settings(monkeypatch, rules_dir, path), internal_partitions=1, op_types={})
+    identity = worker.identities.stages[0] = worker.identities.template.fresh()
+    applied = reloads("correlations", "applied")
+
+    write(rules_dir / "named.yml", correlation(NAMED_CORRELATION, [ALPHA_RULE], 1))
+    asyncio.run(worker.reload())
+
+    assert reloads("correlations", "applied") == applied + 1
+    assert NAMED_CORRELATION in alerted(identity, prompt_event(1, "alpha"))
+    assert NAMED_CORRELATION in alerted(worker.identities.template.fresh(), prompt_event(2, "alpha"))
 
 
 def test_a_reload_interval_of_zero_starts_no_timer(monkeypatch: pytest.MonkeyPatch) -> None:

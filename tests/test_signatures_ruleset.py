@@ -8,7 +8,7 @@ import pytest
 
 from detectors.signatures import BUILTIN_RULES_DIR, RuleSet, RuleSetWatcher, SignatureDetector, parse_rule
 from detectors.signatures.parse import RuleLoadError
-from detectors.signatures.ruleset import rule_files
+from detectors.signatures.ruleset import ReloadOutcome, rule_files
 from tests.fixtures.rules.kit import INVALID, OVERRIDE_ID, VALID, rule_yaml
 
 
@@ -146,6 +146,26 @@ def test_hot_reload_swaps_on_change_and_keeps_the_running_set_on_a_broken_file(t
     _write(tmp_path / "second.yml", rule_yaml("s:\n  gen_ai.prompt|contains: beta\ncondition: s"), 4_000_000_000)
     assert detector.maybe_reload() is True
     assert len(detector.ruleset.rules) == 2
+
+
+def test_watcher_says_whether_it_reloaded_found_nothing_or_rejected_the_change(tmp_path):
+    rule = rule_yaml("selection:\n  gen_ai.prompt|contains: alpha\ncondition: selection")
+    _write(tmp_path / "rule.yml", rule, 1_000_000_000)
+    watcher = RuleSetWatcher([tmp_path])
+    first = watcher.current
+    assert watcher.maybe_reload() is ReloadOutcome.UNCHANGED
+
+    _write(tmp_path / "broken.yml", rule.replace("condition: selection", "condition: selection and"), 2_000_000_000)
+    assert watcher.maybe_reload() is ReloadOutcome.REJECTED
+    assert watcher.current is first and len(watcher.last_errors) == 1
+    assert watcher.maybe_reload() is ReloadOutcome.UNCHANGED  # the same broken files: not loaded again
+    assert len(watcher.last_errors) == 1
+
+    (tmp_path / "broken.yml").unlink()
+    _write(tmp_path / "rule.yml", rule.replace("alpha", "omega"), 3_000_000_000)
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    assert watcher.current is not first and watcher.last_errors == []
+    assert watcher.current.compiled.match([("gen_ai.prompt", "omega")]).hits
 
 
 def test_builtin_pack_lints_and_passes_its_examples():

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColu
 from rich.table import Table
 
 from app.commands.exceptions import exit_on_bad_exceptions
-from app.engine import build_campaign_stage, build_exceptions, build_pipeline
+from app.engine import build_campaign_stage, build_pipeline
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, load_settings
@@ -108,9 +108,9 @@ def _run(
     settings = load_settings(config)
     partitions = partitions or settings.kafka.partitions
     with exit_on_bad_exceptions():
-        exceptions = build_exceptions(settings)
-    campaigns = build_campaign_stage(settings, sources=partitions, exceptions=exceptions)
-    pipeline = PartitionedPipeline(build_pipeline(settings, exceptions), partitions, campaigns)
+        template = build_pipeline(settings)  # loads the exceptions, checked against the rules it runs
+    campaigns = build_campaign_stage(settings, sources=partitions, exceptions=template.exceptions)
+    pipeline = PartitionedPipeline(template, partitions, campaigns)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

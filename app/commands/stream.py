@@ -51,13 +51,15 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
     import faust
 
     from app.commands.exceptions import exit_on_bad_exceptions
-    from app.engine import build_exceptions
     from app.stream.web import register_web
     from app.stream.worker import StreamWorker
+    from detectors.exceptions import load_exceptions
 
     settings = _settings(config)
-    with exit_on_bad_exceptions():  # before Kafka, and loaded once: the pipeline gets this list
-        exceptions = build_exceptions(settings)
+    exceptions_path = settings.detection.exceptions_path
+    if exceptions_path is not None:
+        with exit_on_bad_exceptions():  # a bad file ends the command before the wait for Kafka
+            load_exceptions(exceptions_path)
     kafka = settings.kafka
     counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
     missing = [name for name, count in counts.items() if count is None]
@@ -65,7 +67,8 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
         raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
     op_types = _wait_for_op_types(settings)
     partitions = counts[kafka.internal_topic] or 1
-    stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types, exceptions=exceptions)
+    with exit_on_bad_exceptions():  # loaded again, as they are now, with the rules they are checked against
+        stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types)
     register_web(stream)
     console.print(
         f"worker {kafka.consumer_group}: {kafka.raw_topic} -> {kafka.internal_topic} "

@@ -7,7 +7,8 @@
 Each partition's state is checkpointed to a compacted state topic (see ``checkpoints``); an identity partition's
 includes the events it processed (hashed), so a record delivered twice is detected once (see ``dedupe``).
 ``archive_dead_letters``  DL topic -> Elasticsearch dead-letter index.
-A timer swaps changed signature rules and alert exceptions into every stage between batches (see ``reload``).
+A timer swaps changed signature rules, correlation rules and alert exceptions into every stage between batches
+(see ``reload``).
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
 next batch; Faust acknowledges a batch's offsets only then, so a crash or restart redelivers instead of losing.
@@ -45,8 +46,9 @@ from app.stream.codec import (
 )
 from app.stream.dedupe import HashedEvent, RecentIds
 from app.stream.kafka_config import faust_credentials
-from app.stream.reload import ExceptionsWatcher, Reloader, signature_watcher
+from app.stream.reload import ExceptionsWatcher, Reloader, correlation_watcher, signature_watcher
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
+from detectors.catalogue import running_rules
 from detectors.event import Event
 from detectors.exceptions import ExceptionList
 from detectors.normalise import normalise_payload
@@ -80,7 +82,6 @@ class StreamWorker:
         *,
         internal_partitions: int,
         op_types: dict[str, str],
-        exceptions: ExceptionList | None = None,
     ) -> None:
         self.settings = settings
         self.internal_partitions = internal_partitions
@@ -91,17 +92,19 @@ class StreamWorker:
         # The worker's dedupe capacity is shared out among the identity partitions, so the ids it holds stay within
         # it however many partitions it owns, and a partition remembers as much wherever it runs.
         recent_per_partition = -(-settings.worker.dedupe_capacity // internal_partitions)
+        exceptions_path = settings.detection.exceptions_path  # watched from before they load: see ExceptionsWatcher
+        exceptions = ExceptionsWatcher(exceptions_path, self._load_exceptions) if exceptions_path else None
         self.identities: PartitionStates[Pipeline] = self._partition_states(
             kafka.internal_topic,
             kafka.state_topic,
-            build_pipeline(settings, exceptions),
+            build_pipeline(settings),
             self._replay_events,
             recent_per_partition,
         )
         self.campaigns_state: PartitionStates[CampaignStage] = self._partition_states(
             kafka.campaign_topic,
             kafka.campaign_state_topic,
-            build_campaign_stage(settings, sources=internal_partitions, exceptions=exceptions),
+            build_campaign_stage(settings, sources=internal_partitions, exceptions=self.identities.template.exceptions),
             self._replay_candidates,
             0,  # the campaign stage remembers its candidates' event ids itself
         )
@@ -129,13 +132,11 @@ class StreamWorker:
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
         self.app.on_before_shutdown.connect(self._close)
-        exceptions_path = settings.detection.exceptions_path
         self.reloader = Reloader(
             self._stages,
             rules=signature_watcher(self.identities.template),
-            exceptions=(
-                ExceptionsWatcher(exceptions_path, lambda: build_exceptions(settings)) if exceptions_path else None
-            ),
+            correlations=correlation_watcher(self.identities.template),
+            exceptions=exceptions,
         )
         if settings.worker.reload_interval_s > 0:
             self.app.timer(settings.worker.reload_interval_s, name="reload")(self.reload)
@@ -240,6 +241,11 @@ class StreamWorker:
             campaigns.template,
             *list(campaigns.stages.values()),
         ]
+
+    def _load_exceptions(self) -> ExceptionList:
+        """The configured alert exceptions, checked against the rules the worker runs (or, mid-reload, is about to)
+        rather than against a second load of the rule files."""
+        return build_exceptions(self.settings, running_rules(self.identities.template.detectors))
 
     async def reload(self) -> None:
         """Timer (``worker.reload_interval_s``): load changed rules and exceptions on a thread of the loop's default

@@ -15,7 +15,7 @@ from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import TEXT_FIELDS, Event
 from detectors.signatures.compiler import CompiledRules, ItemMatch, MatchResult, RuleHit, snippet_span
 from detectors.signatures.parse import SignatureRule
-from detectors.signatures.ruleset import RuleSet, RuleSetWatcher
+from detectors.signatures.ruleset import ReloadOutcome, RuleSet, RuleSetWatcher
 from detectors.signatures.textnorm import DECODINGS
 
 MATCHES_FIELD = "gen_ai.security.signature_matches"
@@ -141,7 +141,7 @@ class SignatureDetector(Detector):
     def maybe_reload(self) -> bool:
         """Swap in changed rules, for a detector that runs on its own; the running set stays if the new one is
         broken. The stream worker drives the watcher itself, for all its partitions (app/stream/reload.py)."""
-        if self.watcher is None or not self.watcher.maybe_reload():
+        if self.watcher is None or self.watcher.maybe_reload() is not ReloadOutcome.RELOADED:
             return False
         self.use_rules(self.watcher.current)
         return True

@@ -6,11 +6,14 @@ id is reported in :attr:`RuleSet.errors` and the other rules still run.
 
 from __future__ import annotations
 
+import enum
 import logging
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from sigma.collection import SigmaCollection
 from sigma.validation import SigmaValidator
@@ -25,6 +28,7 @@ log = logging.getLogger(__name__)
 
 BUILTIN_RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
 RULE_SUFFIXES = (".yml", ".yaml")
+T = TypeVar("T")
 
 # pySigma validators that apply to this product's rules (the ATT&CK/TLP/CVE tag checks and the check that
 # flags custom attributes do not: rules carry ATLAS/OWASP tags and the `abusewatch` block by design).
@@ -218,35 +222,70 @@ def files_fingerprint(files: Iterable[Path]) -> Fingerprint:
     return tuple(stats)
 
 
-class RuleSetWatcher:
-    """Reloads rule directories when their files change (poll: call :meth:`maybe_reload` from a timer).
+class ReloadOutcome(enum.Enum):
+    """What a watcher's :meth:`~RuleFilesWatcher.maybe_reload` did."""
 
-    The new set replaces the running one in a single assignment, and only when every file loads and compiles;
-    otherwise the errors are logged and the running set stays.
+    UNCHANGED = "unchanged"  # no file was added, removed or changed: nothing loaded
+    RELOADED = "reloaded"  # the files changed and loaded: ``current`` is the new set
+    REJECTED = "rejected"  # the files changed but some did not load: ``current`` is still the running set
+
+
+class RuleFilesWatcher(ABC, Generic[T]):
+    """Reloads what rule directories hold when their files change (poll: call :meth:`maybe_reload` from a timer).
+
+    The first load happens here and keeps what loads (its errors are in :attr:`last_errors`); a reload replaces
+    :attr:`current` in a single assignment, and only when every file loads; otherwise the errors are logged and the
+    running set stays. The fingerprint that tells a change is taken before each load, so an edit that lands while
+    loading is seen at the next poll.
     """
 
-    def __init__(self, directories: Sequence[Path], limits: Limits = DEFAULT_LIMITS) -> None:
+    kind = "rule"  # for the log: "<kind> reload rejected", "<kind>s reloaded"
+
+    def __init__(self, directories: Sequence[Path]) -> None:
         self.directories = list(directories)
-        self.limits = limits
         self._fingerprint = self._scan()
-        self.current = RuleSet.load(self.directories, limits)
-        self.last_errors: list[RuleLoadError] = list(self.current.errors)
+        self.current, errors = self._load()
+        self.last_errors: list[object] = list(errors)
+
+    @abstractmethod
+    def _load(self) -> tuple[T, Sequence[object]]:
+        """Load every file under :attr:`directories`: what loaded and the errors of what did not."""
+
+    @abstractmethod
+    def _summary(self, loaded: T) -> str:
+        """What ``loaded`` holds, for the log (``N rules``...)."""
 
     def _scan(self) -> Fingerprint:
         return files_fingerprint(rule_files(self.directories))
 
-    def maybe_reload(self) -> bool:
-        """Reload if any rule file was added, removed or changed; return whether a new set was swapped in."""
+    def maybe_reload(self) -> ReloadOutcome:
+        """Reload if any rule file was added, removed or changed since the previous load."""
         fingerprint = self._scan()
         if fingerprint == self._fingerprint:
-            return False
+            return ReloadOutcome.UNCHANGED
         self._fingerprint = fingerprint
-        candidate = RuleSet.load(self.directories, self.limits)
-        self.last_errors = list(candidate.errors)
-        if candidate.errors:
-            for error in candidate.errors:
-                log.error("rule reload rejected, keeping the running %d rules: %s", len(self.current.rules), error)
-            return False
+        candidate, errors = self._load()
+        self.last_errors = list(errors)
+        if errors:
+            running = self._summary(self.current)
+            for error in errors:
+                log.error("%s reload rejected, keeping the running %s: %s", self.kind, running, error)
+            return ReloadOutcome.REJECTED
         self.current = candidate
-        log.info("rules reloaded: %d rules, %d patterns", len(candidate.rules), candidate.compiled.pattern_count)
-        return True
+        log.info("%ss reloaded: %s", self.kind, self._summary(candidate))
+        return ReloadOutcome.RELOADED
+
+
+class RuleSetWatcher(RuleFilesWatcher[RuleSet]):
+    """Reloads signature rule directories when their files change (see :class:`RuleFilesWatcher`)."""
+
+    def __init__(self, directories: Sequence[Path], limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        super().__init__(directories)
+
+    def _load(self) -> tuple[RuleSet, list[RuleLoadError]]:
+        ruleset = RuleSet.load(self.directories, self.limits)
+        return ruleset, ruleset.errors
+
+    def _summary(self, loaded: RuleSet) -> str:
+        return f"{len(loaded.rules)} rules, {loaded.compiled.pattern_count} patterns"
