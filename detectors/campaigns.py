@@ -13,7 +13,7 @@ import bisect
 import math
 import time
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -41,29 +41,42 @@ class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
     identity: Identity
     signature: str  # the template signature, hex
     source: int = 0  # the identity partition it came from: each source's event time is tracked on its own
+    key: str = ""  # what tells it from another event under the same id (its document's event.hash); "": the id
+
+    @property
+    def seen_key(self) -> str:
+        """What a redelivered candidate is recognised by: a client may reuse one request id for many requests."""
+        return self.key or self.event_id
 
 
 def campaign_candidates(
     events: Sequence[Event], documents: Iterable[dict[str, Any]], source: int = 0
 ) -> list[CampaignCandidate]:
     """A candidate for each event whose enriched document carries a template signature, in event order;
-    ``source`` is the identity partition the events came from."""
-    signatures = {}
+    ``source`` is the identity partition the events came from. Documents are in the order of their events, so
+    events that share an id (a client may reuse one) are paired with their own documents in turn."""
+    by_id: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
     for document in documents:
+        by_id[document["event"]["id"]].append(document)
+    candidates = []
+    for event in events:
+        queue = by_id.get(event.id)
+        if not queue:
+            continue
+        document = queue.popleft()
         signature = document.get("abusewatch", {}).get("identity", {}).get("template_signature")
         if signature:
-            signatures[document["event"]["id"]] = signature
-    return [
-        CampaignCandidate(
-            event_id=event.id,
-            timestamp=event.timestamp,
-            identity=event.identity,
-            signature=signatures[event.id],
-            source=source,
-        )
-        for event in events
-        if event.id in signatures
-    ]
+            candidates.append(
+                CampaignCandidate(
+                    event_id=event.id,
+                    timestamp=event.timestamp,
+                    identity=event.identity,
+                    signature=signature,
+                    source=source,
+                    key=str(document["event"].get("hash", "")),
+                )
+            )
+    return candidates
 
 
 def candidates_from_findings(
@@ -162,7 +175,7 @@ class CampaignDetector:
         self.idle_seconds = idle_seconds
         self.remember = remember
         self.clock = clock
-        self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` event ids, oldest first
+        self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` seen keys, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._identities: dict[str, dict[str, list[Identity]]] = {}  # the same members -> identities seen
@@ -182,9 +195,9 @@ class CampaignDetector:
         width = self.config.window_seconds
         now = self.clock()
         for candidate in sorted(candidates, key=lambda c: c.timestamp):
-            if not math.isfinite(candidate.timestamp) or candidate.event_id in self._seen:
+            if not math.isfinite(candidate.timestamp) or candidate.seen_key in self._seen:
                 continue
-            self._seen[candidate.event_id] = None
+            self._seen[candidate.seen_key] = None
             if len(self._seen) > self.remember:
                 self._seen.popitem(last=False)
             start = math.floor(candidate.timestamp / width) * width

@@ -16,7 +16,7 @@ from typing import Any
 
 from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, SensitiveValue
-from detectors.documents import event_document, iso_time
+from detectors.documents import event_document, event_document_id, iso_time
 from detectors.event import Event
 from detectors.exceptions import AlertException, ExceptionList
 from detectors.redact import Redactor
@@ -123,7 +123,18 @@ class Pipeline:
                 "event": {"id": event.id, "kind": "event", "dataset": f"abusewatch.{event.dataset}"},
                 "abusewatch": {"errors": [f"render: {type(error).__name__}: {error}"[:500]]},
             }
-            return self.redactor.scrub(minimal, found.sensitive)
+            minimal = self.redactor.scrub(minimal, found.sensitive)
+            minimal["event"]["hash"] = self._document_id(event)  # after scrubbing, as in event_document
+            return minimal
+
+    def _document_id(self, event: Event) -> str:
+        """The event's document id; the event id itself if even that cannot be computed (a later record reusing the
+        id may then share the document)."""
+        try:
+            return event_document_id(event, self.redactor)
+        except Exception:
+            log.exception("cannot compute the document id of event %s", event.id)
+            return event.id
 
     def flush(self, until: float | None = None) -> BatchResult:
         """End of input: alerts from what detectors still hold (e.g. open windows); no event documents."""

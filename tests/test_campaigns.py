@@ -178,3 +178,15 @@ def test_a_campaign_is_found_whatever_the_partition_count(campaign_traffic) -> N
     assert alerts[4] == alerts[1]
     assert alerts[16] == alerts[1]
     assert members <= {user for alert in alerts[4].values() for user in alert["related"]["user"]}
+
+
+def test_a_campaign_whose_requests_all_reuse_one_request_id_is_still_found(campaign_traffic) -> None:
+    """A client may choose its request ids: one id on every request must not make the campaign count as one event
+    delivered many times."""
+    events, members = campaign_traffic
+    member_events = {id(e) for e in events if (e.identity.user_id or e.identity.key()) in members}
+    reused = [replace(e, id="req-1") if id(e) in member_events else e for e in events]
+    assert sum(e.id == "req-1" for e in reused) > 20
+    alerts = campaign_alerts(reused, 4)
+    assert alerts, "the campaign is found though every one of its requests carries the same id"
+    assert members <= {user for alert in alerts.values() for user in alert["related"]["user"]}

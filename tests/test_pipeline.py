@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
+from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -151,3 +152,5 @@ def test_an_event_that_cannot_be_rendered_still_leaves_a_document():
     result = Pipeline([KeyFinder()], Redactor(b"k")).process([event("ok", "hi"), broken])
     assert [doc["event"]["id"] for doc in result.events] == ["ok", "odd"]
     assert "render" in result.events[1]["abusewatch"]["errors"][0]
+    # it still has the document id the stream writes it under, the same as a rendered copy would have
+    assert result.events[1]["event"]["hash"] == event_document_id(broken, Redactor(b"k"))
