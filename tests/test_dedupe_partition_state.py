@@ -26,6 +26,7 @@ from app.stream.checkpoints import Checkpoint, PartitionStates
 from app.stream.codec import decode_events, encode_candidates, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
+from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
 from tests.test_stream_worker import PoisonedPipeline
@@ -338,9 +339,9 @@ class RecordingTopic:
 
 
 class RecordingSink:
-    """An Elasticsearch stand-in that stores every document but the enriched events whose ``event.id`` is in
-    ``rejected``, which it refuses for good as a mapping conflict would be; ``stored_events`` lists the ``event.id``
-    and ``stored_ids`` the ``_id`` of each enriched event it stored."""
+    """An Elasticsearch stand-in that stores every document but the enriched events whose ``event.id`` (or whose
+    ``_id``) is in ``rejected``, which it refuses for good as a mapping conflict would be; ``stored_events`` lists
+    the ``event.id`` and ``stored_ids`` the ``_id`` of each enriched event it stored."""
 
     def __init__(self, events_index: str) -> None:
         self.events_index = events_index
@@ -352,7 +353,7 @@ class RecordingSink:
         report = WriteReport()
         for document in documents:
             event_id = document.body["event"]["id"]
-            if document.index == self.events_index and event_id in self.rejected:
+            if document.index == self.events_index and self.rejected & {event_id, document.id}:
                 report.rejections.append(Rejection(document, 400, "mapper_parsing_exception"))
                 continue
             report.stored += 1
@@ -423,6 +424,32 @@ def test_an_event_elasticsearch_rejected_is_not_remembered(template: Pipeline) -
     sink.rejected = set()
     detect(worker, 1, ids("too-big", "ok"))
     assert sink.stored_events == ["ok", "too-big"]
+
+
+def test_a_rejected_event_whose_id_holds_a_flagged_secret_is_not_remembered(template: Pipeline) -> None:
+    """The rejected document's body is redacted, so its ``event.id`` can be masked: the worker must recognise the
+    rejected event by the document ``_id``, or the record ingested again after the fix is dropped as a duplicate."""
+    key = "AKIAZ7Q4N2KX5MB3VW6P"
+    event = Event(
+        id=f"trace-{key}-1",
+        timestamp=1.0,
+        dataset="litellm",
+        identity=Identity(user_id="mallory"),
+        input_messages=[
+            Message(role="user", content=f"here is my key {key} secret 9xQ2vLk3Rt7Wm1Zp4Hs8Yd6Fb0Nc5Ju2Ge3Ka7Tq")
+        ],
+    )
+    worker = stub_worker(template)
+    sink: RecordingSink = worker.sink  # type: ignore[assignment]
+    sink.rejected = {event_document_id(event, template.redactor)}
+    detect(worker, 0, [event])
+    assert sink.stored_events == [] and dead_letter_reasons(worker) == ["elasticsearch_rejected"]
+    [letter] = worker.dead_letter_topic.sent  # type: ignore[attr-defined]
+    assert key not in msgspec.json.decode(letter["value"])["origin"], "the precondition: the id in the body is masked"
+
+    sink.rejected = set()
+    detect(worker, 1, [event])
+    assert len(sink.stored_events) == 1
 
 
 def test_an_event_dead_lettered_as_a_pipeline_error_is_not_remembered(template: Pipeline) -> None:

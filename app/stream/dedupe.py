@@ -8,17 +8,16 @@ batch interrupted before that (rebalance, crash) is processed again, never skipp
 (dead-lettered as a pipeline error, or its enriched-event document rejected by Elasticsearch) is not remembered, so
 the same record ingested again once the cause is fixed is processed.
 
-What is remembered of an event is its id *and* what a true redelivery shares with it
-(``detectors.redelivery.identifying_parts``: texts, identity key, dataset, operation and models, not the
-timestamp). The id alone is not enough: a client can sometimes choose it, and a benign request followed by an
-attack under the same id would otherwise have the attack dropped unseen. So a reused id with different content goes
-through detection, its alerts are written, and its enriched-event document gets its own ``_id``
-(``detectors.documents.event_document_id``, a hash of the same parts).
+What is remembered of an event is the whole event but its timestamp (``detectors.redelivery``): what a true
+redelivery shares with the first delivery. The id alone is not enough: a client can sometimes choose it, and a benign
+request followed by an attack under the same id would otherwise have the attack dropped unseen. So a reused id with
+anything else different goes through detection, its alerts are written, and its enriched-event document gets its own
+``_id`` (``detectors.documents.event_document_id``, a hash of the same).
 
 Memory is bounded: the oldest events are forgotten first. An event is kept as a 64-bit keyed hash (BLAKE2b keyed
 with the deployment's secret), 8 bytes in a checkpoint: two different events share a hash with odds of about one in
 2**64 per pair, and nobody without the secret can craft a pair that does (an attacker who could would have their
-second request dropped unseen). Hashing reads every text of the event, so each event is hashed once:
+second request dropped unseen). Hashing encodes the whole event, so each event is hashed once:
 :meth:`RecentIds.fresh` returns the kept events with their hashes (:class:`HashedEvent`), which
 :meth:`RecentIds.remember` takes back.
 """

@@ -49,6 +49,7 @@ from app.stream.kafka_config import faust_credentials
 from app.stream.reload import ExceptionsWatcher, Reloader, correlation_watcher, signature_watcher
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
 from detectors.catalogue import running_rules
+from detectors.documents import event_document_id
 from detectors.event import Event
 from detectors.exceptions import ExceptionList
 from detectors.normalise import normalise_payload
@@ -325,9 +326,14 @@ class StreamWorker:
             # Everything is written: the partitions are clean and their events remembered, on the detector thread,
             # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
             # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
-            unwritten = {event.id for event in failed}
-            unwritten |= {_event_id(r.document) for r in report.rejections if r.document.index == es.events_index}
-            written = {p: [item for item in ran if item.event.id not in unwritten] for p, ran in processed.items()}
+            # A rejected document is matched to its event by its _id, which redaction never touches (a body's
+            # event.id may be masked); a failed event by its id.
+            failed_ids = {event.id for event in failed}
+            rejected = {r.document.id for r in report.rejections if r.document.index == es.events_index}
+            written = {
+                p: [item for item in ran if item.event.id not in failed_ids and not self._rejected(item, rejected)]
+                for p, ran in processed.items()
+            }
             await self._in_thread(self.identities.acknowledge, last, written)
             metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
             metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
@@ -545,11 +551,15 @@ class StreamWorker:
             failure(
                 "elasticsearch_rejected",
                 f"HTTP {rejection.status}: {rejection.error}",
-                f"elasticsearch:{rejection.document.index}/{_event_id(rejection.document)}",
+                f"elasticsearch:{rejection.document.index}/{rejection.document.body['event']['id']}",
                 size=len(encode_document(rejection.document.body)),
             )
             for rejection in report.rejections
         ]
+
+    def _rejected(self, item: HashedEvent, rejected_ids: set[str]) -> bool:
+        """Whether Elasticsearch rejected ``item``'s enriched-event document (its ``_id`` is among ``rejected_ids``)."""
+        return bool(rejected_ids) and event_document_id(item.event, self.identities.template.redactor) in rejected_ids
 
     async def _send_dead_letters(self, letters: list[Any], *, stage: str) -> list[Awaitable[Any]]:
         deliveries = []
@@ -594,12 +604,6 @@ def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated
             log.exception("pipeline failed on event %s; it is left out", event.id)
             isolated.failures.append((event, error))
     return isolated
-
-
-def _event_id(document: Document) -> str:
-    """The ``event.id`` of a written document: the event's own id for an enriched event (whose ``_id`` also hashes
-    its content), the alert id or dead-letter id otherwise."""
-    return str(document.body["event"]["id"])
 
 
 def _first_offsets(messages: Sequence[Any]) -> dict[int, int]:
