@@ -19,6 +19,9 @@ from detectors.base import SensitiveValue
 MIN_SCRUB_LENGTH = 4  # shorter values would mask ordinary text
 
 
+_DERIVED_KEY_DOMAIN = b"\xffabusewatch derived key\x00"  # 0xFF: never in a fingerprinted (UTF-8) value
+
+
 class Redactor:
     """Masks sensitive values. ``key`` keys the correlation hash; keep it secret and stable per deployment."""
 
@@ -32,9 +35,13 @@ class Redactor:
         return hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:12]
 
     def derive_key(self, purpose: str) -> bytes:
-        """A 256-bit key for ``purpose``, derived from the redaction key (HMAC-SHA256 with a domain label), for
-        other keyed hashes over raw text that must be stable per deployment and unguessable without the key."""
-        return hmac.new(self._key, f"abusewatch derived key: {purpose}".encode(), hashlib.sha256).digest()
+        """A 256-bit key for ``purpose``, derived from the redaction key (HMAC-SHA256 of a domain label), for other
+        keyed hashes over raw text that must be stable per deployment and unguessable without the key.
+
+        The label starts with a 0xFF byte, which no UTF-8 encoding of a string holds, so no fingerprint (shown in
+        masks, of attacker-supplied values) is ever a prefix of a derived key."""
+        label = _DERIVED_KEY_DOMAIN + purpose.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, label, hashlib.sha256).digest()
 
     def mask(self, kind: str, value: str) -> str:
         return f"[REDACTED:{kind}:{self.fingerprint(value)}]"

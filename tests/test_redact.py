@@ -57,3 +57,12 @@ def test_derived_keys_are_full_length_and_differ_per_purpose_and_redaction_key()
     assert key == Redactor(b"k1").derive_key("event document id")
     assert key != one.derive_key("another purpose")
     assert key != other.derive_key("event document id")
+
+
+@pytest.mark.parametrize("purpose", ["event document id", ""])
+def test_no_fingerprint_shown_in_a_mask_reveals_part_of_a_derived_key(purpose: str) -> None:
+    """Masks publish fingerprints of attacker-supplied values; no value may fingerprint to a derived key's prefix."""
+    redactor = Redactor(b"k1")
+    key = redactor.derive_key(purpose).hex()
+    for value in (purpose, f"abusewatch derived key: {purpose}", f"abusewatch derived key\x00{purpose}"):
+        assert not key.startswith(redactor.fingerprint(value))
