@@ -39,7 +39,7 @@ REASON_FIELD = "abusewatch.triage.reason"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_RULES = 1000
 UPDATE_ATTEMPTS = 5
-DOCUMENTS_PER_EVENT_ID = 10  # enriched events shown per linked event id (more only if a client reuses its ids)
+DOCUMENTS_PER_EVENT_ID = 5  # enriched events shown per linked event id (more only if a client reuses its ids)
 
 
 class TriageError(Exception):
@@ -134,6 +134,113 @@ def parse_time(value: Any) -> float | None:
     except ValueError:
         return None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+
+
+# -- linked events -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedEvent:
+    """The enriched-event documents of one of an alert's event ids: the ``shown`` ones nearest the alert in time
+    (oldest first), out of ``total`` documents under that id (more than one when a client reused a request id)."""
+
+    event_id: str
+    shown: list[dict[str, Any]]
+    total: int
+
+    @property
+    def hidden(self) -> int:
+        return self.total - len(self.shown)
+
+
+def alert_window(alert: dict[str, Any]) -> tuple[float, float] | None:
+    """Epoch seconds of the alert's first and last detection (``abusewatch.first_seen``/``last_seen`` and its
+    ``@timestamp``, whichever are valid); None if it has no usable time."""
+    fields = alert.get("abusewatch")
+    seen = fields if isinstance(fields, dict) else {}
+    times = [parse_time(value) for value in (seen.get("first_seen"), seen.get("last_seen"), alert.get("@timestamp"))]
+    known = [time for time in times if time is not None]
+    return (min(known), max(known)) if known else None
+
+
+def alert_event_ids(alert: dict[str, Any]) -> list[str]:
+    """The alert's ``abusewatch.event_ids``, each once; anything that is not a list of strings is ignored."""
+    fields = alert.get("abusewatch")
+    ids = fields.get("event_ids") if isinstance(fields, dict) else None
+    return list(dict.fromkeys(i for i in ids if isinstance(i, str))) if isinstance(ids, list) else []
+
+
+def distance_to_window(timestamp: float, window: tuple[float, float]) -> float:
+    """Seconds between ``timestamp`` and the window (0 inside it)."""
+    start, end = window
+    return max(0.0, start - timestamp, timestamp - end)
+
+
+def linked_event_searches(
+    event_ids: Sequence[str], window: tuple[float, float], per_id: int = DOCUMENTS_PER_EVENT_ID
+) -> list[dict[str, Any]]:
+    """The ``msearch`` lines (header, body) that find, per event id, the ``per_id`` documents nearest the alert's
+    window: two searches per id, at or before the window's end (newest first) and after it (oldest first). The
+    nearest of both are the nearest overall, as distance only grows away from the window in either direction, so no
+    script sort is needed (clusters may forbid scripts)."""
+    window_end = round(window[1] * 1000)
+    searches: list[dict[str, Any]] = []
+    for event_id in event_ids:
+        for bound, order in (("lte", "desc"), ("gt", "asc")):
+            body = {
+                "query": {
+                    "bool": {
+                        "filter": [
+                            {"term": {"event.id": event_id}},
+                            {"range": {"@timestamp": {bound: window_end, "format": "epoch_millis"}}},
+                        ]
+                    }
+                },
+                "size": per_id,
+                "sort": [{"@timestamp": {"order": order, "unmapped_type": "date"}}],
+                "track_total_hits": True,
+            }
+            searches.extend(({}, body))
+    return searches
+
+
+def nearest_linked_events(
+    event_ids: Sequence[str],
+    responses: Sequence[dict[str, Any]],
+    window: tuple[float, float],
+    per_id: int = DOCUMENTS_PER_EVENT_ID,
+) -> list[LinkedEvent]:
+    """Per event id, in the order given, the ``per_id`` documents nearest the window, from the ``msearch`` responses
+    to :func:`linked_event_searches` (two per id); a failed search raises :class:`TriageError`."""
+    result = []
+    for position, event_id in enumerate(event_ids):
+        pair = responses[2 * position : 2 * position + 2]
+        for response in pair:
+            if "error" in response:
+                raise TriageError(f"searching the events of {event_id!r} failed: {_reason(response['error'])}")
+        hits = [hit for response in pair for hit in response.get("hits", {}).get("hits", [])]
+        total = sum(int(response.get("hits", {}).get("total", {}).get("value", 0)) for response in pair)
+        nearest = sorted(hits, key=lambda hit: distance_to_window(_hit_time(hit), window))[:per_id]
+        shown = sorted(nearest, key=_hit_time)
+        result.append(LinkedEvent(event_id=event_id, shown=shown, total=max(total, len(shown))))
+    return result
+
+
+def oldest_first(linked: Iterable[LinkedEvent]) -> list[dict[str, Any]]:
+    """The shown documents of all the ids, oldest first."""
+    return sorted((hit for item in linked for hit in item.shown), key=_hit_time)
+
+
+def _hit_time(hit: dict[str, Any]) -> float:
+    """Epoch seconds of a hit's ``@timestamp``; infinitely late without one (shown last, never nearest)."""
+    timestamp = parse_time(hit.get("_source", {}).get("@timestamp"))
+    return float("inf") if timestamp is None else timestamp
+
+
+def _reason(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("reason") or error.get("type") or error)
+    return str(error)
 
 
 # -- rule statistics ------------------------------------------------------------------------------------------------
@@ -282,20 +389,21 @@ def get_alert(client: Elasticsearch, index: str, alert_id: str) -> dict[str, Any
     return found
 
 
-def linked_events(client: Elasticsearch, index: str, event_ids: Sequence[str]) -> list[dict[str, Any]]:
-    """The alert's events from the events index, oldest first (ids that are not there are left out). Searched by
-    ``event.id``, not ``_id`` (which also hashes the content): an id reused with other content has a document per
-    content, up to ``DOCUMENTS_PER_EVENT_ID`` of which are shown."""
+def linked_events(
+    client: Elasticsearch, index: str, event_ids: Sequence[str], window: tuple[float, float] | None
+) -> list[LinkedEvent]:
+    """Per event id of an alert, its documents in the events index nearest the alert's ``window`` in time
+    (:func:`alert_window`; the present without one), at most ``DOCUMENTS_PER_EVENT_ID`` each, in one ``msearch``.
+    Searched by ``event.id``, not ``_id`` (``event.hash``, which also hashes the content): a request id a client
+    reused has a document per request, and those from long before or after the alert must not crowd out the one it
+    is about."""
     if not event_ids:
         return []
-    response = client.search(
-        index=index,
-        query={"terms": {"event.id": list(event_ids)}},
-        size=len(event_ids) * DOCUMENTS_PER_EVENT_ID,
-        sort=[{"@timestamp": {"order": "asc"}}],
-        ignore_unavailable=True,
-    )
-    return list(response["hits"]["hits"])
+    if window is None:
+        now = datetime.now(tz=UTC).timestamp()
+        window = (now, now)
+    response = client.msearch(index=index, searches=linked_event_searches(event_ids, window), ignore_unavailable=True)
+    return nearest_linked_events(event_ids, list(response["responses"]), window)
 
 
 def set_status(

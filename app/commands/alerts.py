@@ -31,6 +31,7 @@ _SAFE_TABLE = {code: f"\\u{code:04x}" for code in _UNSAFE}
 MESSAGE_WIDTH = 100
 RULE_WIDTH = 60
 PROMPT_WIDTH = 120
+EVENT_ID_WIDTH = 80
 
 
 def register(cli: typer.Typer) -> None:
@@ -142,23 +143,53 @@ def list_alerts(
 @alerts_cli.command("show")
 def show_alert(
     alert_id: str = typer.Argument(..., help="The alert id (event.id)."),
-    as_json: bool = typer.Option(False, "--json", help='{"alert": ..., "events": [...]} as JSON.'),
+    as_json: bool = typer.Option(False, "--json", help='{"alert": ..., "events": [...], "linked": [...]} as JSON.'),
 ) -> None:
-    """The whole alert (evidence, event ids, triage) and the events it links to."""
+    """The whole alert (evidence, event ids, triage) and the events it links to, nearest the alert in time."""
     with elasticsearch_session() as (client, settings):
         hit = triage.get_alert(client, settings.alerts_index, alert_id)
-        event_ids = _get(hit["_source"], "abusewatch.event_ids", [])
-        events = triage.linked_events(client, settings.events_index, event_ids)
+        event_ids = triage.alert_event_ids(hit["_source"])
+        window = triage.alert_window(hit["_source"])
+        linked = triage.linked_events(client, settings.events_index, event_ids, window)
     alert = {"id": hit["_id"], **hit["_source"]}
     if as_json:
-        _print_json({"alert": alert, "events": [{"id": e["_id"], **e["_source"]} for e in events]})
+        _print_json(
+            {
+                "alert": alert,
+                "events": [event_json(event) for event in triage.oldest_first(linked)],
+                "linked": [
+                    {"event_id": item.event_id, "documents": item.total, "shown": len(item.shown)} for item in linked
+                ],
+            }
+        )
         return
     _print_json(alert)
-    found = len({_get(event["_source"], "event.id") for event in events})  # a reused id may have several documents
-    table = Table(title=f"Linked events: {found} of {len(event_ids)} found in {settings.events_index}")
+    out.print(linked_events_table(linked, len(event_ids), settings.events_index))
+
+
+def event_json(hit: dict[str, Any]) -> dict[str, Any]:
+    """An enriched event as ``show --json`` prints it: ``id`` is its ``event.id``, ``hash`` its document id."""
+    return {"id": _get(hit["_source"], "event.id", None), "hash": hit["_id"], **hit["_source"]}
+
+
+def linked_events_table(linked: list[triage.LinkedEvent], expected: int, index: str) -> Table:
+    """The linked events, oldest first, titled with how many ids were found; a caption names every id with more
+    documents than shown (a client reusing a request id), so a partial view never passes for the whole."""
+    found = sum(1 for item in linked if item.total)
+    title = f"Linked events: {found} of {expected} found in {index}"
+    crowded = [item for item in linked if item.hidden]
+    if crowded:
+        shown, total = sum(len(item.shown) for item in linked), sum(item.total for item in linked)
+        title += f" ({shown} of {total} documents shown)"
+    notes = [
+        f"{item.total} documents share event id {_clip(item.event_id, EVENT_ID_WIDTH)}; "
+        f"showing the {len(item.shown)} nearest the alert"
+        for item in crowded
+    ]
+    table = Table(title=Text(title), caption=Text("\n".join(notes)) if notes else None)
     for column in ("time", "event id", "model", "service", "rules", "prompt"):
         table.add_column(column)
-    for event in events:
+    for event in triage.oldest_first(linked):
         doc = event["_source"]
         row = (
             _get(doc, "@timestamp"),
@@ -169,7 +200,7 @@ def show_alert(
             _clip(_get(doc, "gen_ai.prompt"), PROMPT_WIDTH),
         )
         table.add_row(*(Text(terminal_safe(value)) for value in row))
-    out.print(table)
+    return table
 
 
 @alerts_cli.command("ack")

@@ -8,9 +8,10 @@ Each test gets its own indices (and index templates), removed afterwards.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.settings import PACKAGE_ROOT, Settings
 from app.sinks.elasticsearch import preserving_update
+from app.triage import DOCUMENTS_PER_EVENT_ID
 
 from .conftest import product_indices
 
@@ -195,8 +197,57 @@ def test_show_has_the_alert_and_its_linked_events(deployment: Deployment) -> Non
     expected = [event_id for event_id in alert["abusewatch"]["event_ids"] if event_id in stored_events]
     assert expected, "the alert's events were replayed too"
     assert sorted(event["event"]["id"] for event in shown["events"]) == sorted(expected)
+    assert all(event["id"] == event["event"]["id"] for event in shown["events"])  # id: the request's event.id
+    assert all(event["hash"] == event["event"]["hash"] for event in shown["events"])  # hash: its document id
     text = ok("alerts", "show", alert["event"]["id"])
     assert f"Linked events: {len(expected)} of {len(alert['abusewatch']['event_ids'])}" in text
+
+
+def test_show_finds_the_alerted_request_among_others_reusing_its_id(
+    deployment: Deployment, es_client: Elasticsearch
+) -> None:
+    """A client that sent many other requests under the alerted request's id (each its own document, as their
+    ``event.hash`` differ) cannot push the alerted one out of ``alerts show``, which says that the id is shared."""
+    documents_per_id = Counter(event["event"]["id"] for event in deployment.events)
+    alert = next(
+        a
+        for a in deployment.alerts
+        if len(a["abusewatch"]["event_ids"]) == 1 and documents_per_id[a["abusewatch"]["event_ids"][0]] == 1
+    )
+    (event_id,) = alert["abusewatch"]["event_ids"]
+    original = next(event for event in deployment.events if event["event"]["id"] == event_id)
+    alerted_at = datetime.fromisoformat(alert["@timestamp"].replace("Z", "+00:00"))
+    decoys = 10
+    helpers.bulk(
+        es_client,
+        [
+            {
+                "_op_type": "create",
+                "_index": deployment.settings.elasticsearch.events_index,
+                "_id": f"decoy{n:02d}",
+                "_source": {
+                    **original,
+                    "@timestamp": (alerted_at - timedelta(days=1, minutes=n)).isoformat().replace("+00:00", "Z"),
+                    "event": {**original["event"], "hash": f"decoy{n:02d}"},
+                    "gen_ai": {"prompt": f"benign question {n}"},
+                },
+            }
+            for n in range(decoys)
+        ],
+        refresh="wait_for",
+    )
+    shown = json.loads(ok("alerts", "show", alert["event"]["id"], "--json"))
+    hashes = [event["hash"] for event in shown["events"]]
+    assert original["event"]["hash"] in hashes
+    assert len(hashes) == DOCUMENTS_PER_EVENT_ID
+    assert all(event["id"] == event_id for event in shown["events"])
+    assert shown["linked"] == [{"event_id": event_id, "documents": decoys + 1, "shown": DOCUMENTS_PER_EVENT_ID}]
+    text = " ".join(ok("alerts", "show", alert["event"]["id"]).split())
+    assert f"Linked events: 1 of 1 found in {deployment.settings.elasticsearch.events_index}" in text
+    assert (
+        f"{decoys + 1} documents share event id {event_id}; showing the {DOCUMENTS_PER_EVENT_ID} nearest the alert"
+        in text
+    )
 
 
 def test_verdict_survives_a_rewrite_only_with_preserving_update(
