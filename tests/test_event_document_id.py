@@ -10,8 +10,9 @@ import pytest
 
 from detectors.base import Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id
-from detectors.event import Event, Identity, Message
+from detectors.event import Event
 from detectors.redact import Redactor
+from tests.test_stream_dedupe import exchange as chat_exchange
 
 REDACTOR = Redactor(b"deployment-secret")
 
@@ -24,15 +25,7 @@ def exchange(
     user: str = "mallory",
     model: str = "gpt-4.1",
 ) -> Event:
-    return Event(
-        id=request_id,
-        timestamp=timestamp,
-        dataset="openai",
-        request_model=model,
-        identity=Identity(user_id=user),
-        input_messages=[Message(role="user", content=prompt)],
-        output_messages=[Message(role="assistant", content="ok")],
-    )
+    return chat_exchange(request_id, prompt, timestamp, user, model)
 
 
 def document_hash(event: Event, findings: Findings | None = None, redactor: Redactor = REDACTOR) -> str:
