@@ -33,7 +33,7 @@ from bench.workload import Record, WorkloadConfig, load_records, normalise_recor
 from detectors.base import Detection, Detector, Findings
 from detectors.event import Event
 from detectors.normalise import normalise_many
-from detectors.pipeline import Pipeline
+from detectors.pipeline import Pipeline, distinct_id_runs
 
 TIER_OF = {"signatures": "signatures", "exfil": "exfil", "classifier": "classifier", "anomaly": "anomaly"}
 TIERS = ("normalise", "signatures", "exfil", "classifier", "anomaly", "correlation+chains", "alerting+render")
@@ -153,9 +153,9 @@ def process_timed(pipeline: Pipeline, events: Sequence[Event], clock: TierClock)
     """``Pipeline.process`` with each tier timed (through ``Pipeline.run_detector``); returns the number of alerts."""
     findings = [Findings() for _ in events]
     detections: list[Detection] = []
-    index = {event.id: position for position, event in enumerate(events)}
+    events, runs = list(events), distinct_id_runs(events)
     for detector in pipeline.detectors:
-        run = functools.partial(pipeline.run_detector, detector, events, findings, index)
+        run = functools.partial(pipeline.run_detector, detector, events, findings, runs)
         detections.extend(_timed(clock, tier_name(detector), run))
     result = _timed(clock, "alerting+render", lambda: pipeline.render(events, findings, detections))
     return len(result.alerts)

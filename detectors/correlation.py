@@ -24,7 +24,7 @@ from sigma.exceptions import SigmaError
 from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import Event
 from detectors.signatures.parse import SignatureRule
-from detectors.signatures.ruleset import RuleFilesWatcher, rule_files
+from detectors.signatures.ruleset import DuplicateRuleId, RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
 CATEGORY_PREFIX = "category:"
@@ -49,6 +49,13 @@ ALLOWED_LATENESS_S = 3600.0
 
 class CorrelationError(ValueError):
     """A correlation rule that cannot be used; the message names the file and rule."""
+
+
+class DuplicateCorrelationId(DuplicateRuleId, str):
+    """The error of a correlation rule whose id another rule of the same directory already uses: the rule is not
+    loaded, but a reload of the other rules goes ahead (see :class:`~detectors.signatures.ruleset.DuplicateRuleId`)."""
+
+    __slots__ = ()
 
 
 def event_field(event: Event, name: str) -> str | None:
@@ -107,7 +114,7 @@ def parse_correlation(document: dict[str, Any], origin: str) -> Correlation:
     if rule.timespan is None:
         raise CorrelationError(f"{title}: a timespan is required")
     product = (rule.custom_attributes or {}).get("abusewatch") or {}
-    category = product.get("category")
+    category = product.get("category") if isinstance(product, dict) else None
     if category not in CATEGORIES:
         raise CorrelationError(f"{title}: abusewatch.category must be one of {', '.join(CATEGORIES)}")
     level = rule.level.name.lower() if rule.level else "medium"
@@ -140,33 +147,47 @@ def parse_correlation(document: dict[str, Any], origin: str) -> Correlation:
 
 def load_correlations(directories: Iterable[Path]) -> tuple[list[Correlation], list[str]]:
     """Every correlation document in the rule files under ``directories`` (other Sigma documents are skipped), plus
-    errors. A rule id used twice is an error, as for signature rules: the state of a rule is kept by its id."""
-    rules: list[Correlation] = []
+    the errors of what did not load; a file that does not load never stops the others.
+
+    One rule per id, as for signature rules (the state of a rule is kept by its id): a rule of a later directory
+    overrides an earlier directory's rule with the same id (a warning), and a second rule with an id already used
+    in the same directory is an error (:class:`DuplicateCorrelationId`).
+    """
+    loaded: list[tuple[int, str, Path | None, Correlation]] = []
     errors: list[str] = []
-    seen: dict[str, Path] = {}
-    for path in rule_files(directories):
-        try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as error:
-            errors.append(f"{path}: cannot read the file: {error}")
-            continue
-        except yaml.YAMLError as error:
-            errors.append(f"{path}: invalid YAML: {error}")
-            continue
-        for document in documents:
-            if isinstance(document, dict) and "correlation" in document:
-                try:
-                    correlation = parse_correlation(document, str(path))
-                except CorrelationError as error:
-                    errors.append(str(error))
-                    continue
-                rule_id = correlation.info.id
-                if rule_id in seen:
-                    errors.append(f"{path}: correlation rule id {rule_id} is already used by {seen[rule_id]}")
-                    continue
-                seen[rule_id] = path
-                rules.append(correlation)
+    for layer, paths in enumerate(rule_files_by_directory(directories)):
+        for path in paths:
+            loaded.extend((layer, rule.info.id, path, rule) for rule in _file_correlations(path, errors))
+    rules, duplicates = one_rule_per_id(loaded, "correlation rule")
+    errors.extend(
+        DuplicateCorrelationId(f"{path}: correlation rule id {rule.info.id} is already used by {kept}")
+        for rule, path, kept in duplicates
+    )
     return rules, errors
+
+
+def _file_correlations(path: Path, errors: list[str]) -> list[Correlation]:
+    """The correlation rules of one file; what cannot be read or parsed is appended to ``errors``."""
+    try:
+        documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError) as error:
+        errors.append(f"{path}: cannot read the file: {error}")
+        return []
+    except yaml.YAMLError as error:
+        errors.append(f"{path}: invalid YAML: {error}")
+        return []
+    rules = []
+    for document in documents:
+        if not (isinstance(document, dict) and "correlation" in document):
+            continue
+        try:
+            rules.append(parse_correlation(document, str(path)))
+        except CorrelationError as error:
+            errors.append(str(error))
+        except Exception as error:  # pySigma assumes well-typed fields: a hostile document must not stop the load
+            title = str(document.get("title", "?"))[:200]
+            errors.append(f"{path}: correlation rule '{title}': malformed: {type(error).__name__}: {error}"[:1000])
+    return rules
 
 
 def rule_aliases(rules: Iterable[SignatureRule]) -> dict[str, str]:

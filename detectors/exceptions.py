@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from detectors.base import Category, Detection
 from detectors.event import Identity
+from detectors.signatures.ruleset import yaml_files
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -71,7 +72,6 @@ ANONYMOUS = "anonymous"
 MIN_PREFIX = {4: 8, 6: 32}  # a wider network is a disabled rule, not an exception
 OPERATORS = ("cidr",)  # after ``|``; no operator means exact match
 ALL_RULES = "*"
-SUFFIXES = (".yml", ".yaml")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 
@@ -377,20 +377,9 @@ class ExceptionList:
 
 
 def exception_files(path: Path) -> list[Path]:
-    """``path`` itself, or the ``*.yml`` / ``*.yaml`` files (any case) under a directory and its subdirectories,
-    in sorted path order. Hidden files and directories (``.github/``, ``.git/``) are skipped; symlinked
-    directories are not followed (no loops); a symlinked file is listed, so a dangling one is reported."""
-    if not path.is_dir():
-        return [path]
-    files = []
-    for directory, subdirectories, names in os.walk(path):
-        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
-        files.extend(
-            Path(directory, name)
-            for name in names
-            if not name.startswith(".") and Path(name).suffix.lower() in SUFFIXES
-        )
-    return sorted(files, key=lambda file: file.relative_to(path).parts)
+    """``path`` itself, or the YAML files under a directory, as for rule files (:func:`yaml_files`: hidden files and
+    directories such as ``.github/`` are skipped)."""
+    return yaml_files(path)
 
 
 def load_exceptions(path: Path) -> ExceptionList:

@@ -69,30 +69,39 @@ class Pipeline:
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
 
     def process(self, events: Sequence[Event]) -> BatchResult:
+        events = list(events)
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
-        index = {event.id: position for position, event in enumerate(events)}
+        runs = distinct_id_runs(events)
         for detector in self.detectors:
-            detections.extend(self.run_detector(detector, events, findings, index))
+            detections.extend(self.run_detector(detector, events, findings, runs))
         return self.render(events, findings, detections)
 
     def run_detector(
-        self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings], index: dict[str, int]
+        self, detector: Detector, events: list[Event], findings: list[Findings], runs: Sequence[slice]
     ) -> list[Detection]:
         """One tier over the batch; what it raised is recorded on the findings of the event that triggered it.
 
         The trigger is the last event a detection lists: the event itself for per-event tiers, the arriving event
         for correlations and chains. The other listed events are not marked, since which of them are still in
-        the batch depends on batching, and an event's document must not. ``index`` maps event id to position.
+        the batch depends on batching, and an event's document must not.
+
+        A detection names its events by id, and a client may reuse a request id, so a tier that marks events is run
+        over ``runs`` (:func:`distinct_id_runs`, one run unless an id repeats), in order: within a run an id names
+        exactly one event, and a run is just a smaller batch, which every tier handles.
         """
-        raised = self._run(detector, events, findings)
         if not detector.marks_events:
-            return raised
-        for detection in raised:
-            position = index.get(detection.event_ids[-1]) if detection.event_ids else None
-            if position is not None:
-                findings[position].rule_ids.append(detection.rule.id)
-                findings[position].categories.add(detection.rule.category)
+            return self._run(detector, events, findings)
+        raised: list[Detection] = []
+        for run in runs:
+            run_raised = self._run(detector, events[run], findings[run])
+            index = {events[position].id: position for position in range(run.start, run.stop)}
+            for detection in run_raised:
+                position = index.get(detection.event_ids[-1]) if detection.event_ids else None
+                if position is not None:
+                    findings[position].rule_ids.append(detection.rule.id)
+                    findings[position].categories.add(detection.rule.category)
+            raised.extend(run_raised)
         return raised
 
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
@@ -182,3 +191,18 @@ class Pipeline:
                     f"{detector.name}: {type(error).__name__}: {error}"[:500]
                 )
         return detections
+
+
+def distinct_id_runs(events: Sequence[Event]) -> list[slice]:
+    """``events`` cut into the fewest consecutive runs in which no event id repeats."""
+    runs: list[slice] = []
+    start = 0
+    seen: set[str] = set()
+    for position, event in enumerate(events):
+        if event.id in seen:
+            runs.append(slice(start, position))
+            start, seen = position, set()
+        seen.add(event.id)
+    if start < len(events):
+        runs.append(slice(start, len(events)))
+    return runs

@@ -6,16 +6,20 @@ import pytest
 import yaml
 
 from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.catalogue import known_rules
 from detectors.correlation import (
     BUILTIN_DIR,
     CorrelationDetector,
     CorrelationError,
+    CorrelationWatcher,
+    DuplicateCorrelationId,
     load_correlations,
     parse_correlation,
 )
 from detectors.event import Event, Identity
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
+from detectors.signatures.ruleset import ReloadOutcome
 
 
 def event(n: int, user: str, ip: str = "198.51.100.9", session: str | None = None, model: str = "m") -> Event:
@@ -135,19 +139,88 @@ def test_bad_correlations_are_rejected_with_the_rule_named(change, message):
     assert "rules/broken.yml" in str(error.value) and "Broken" in str(error.value)
 
 
-def test_a_correlation_id_used_twice_is_an_error_and_yaml_files_load_too(tmp_path):
-    document = {
-        "title": "Twice",
+def correlation_document(title: str = "Twice", **changes) -> dict:
+    return {
+        "title": title,
         "id": "6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c61",
         "correlation": {"type": "event_count", "rules": ["x"], "timespan": "1m", "condition": {"gte": 1}},
         "level": "low",
         "abusewatch": {"category": "jailbreak"},
-    }
-    (tmp_path / "a.yml").write_text(yaml.safe_dump(document), encoding="utf-8")
-    (tmp_path / "b.yaml").write_text(yaml.safe_dump(document | {"title": "Again"}), encoding="utf-8")
+    } | changes
+
+
+def test_a_correlation_id_used_twice_in_one_directory_is_an_error_and_yaml_files_load_too(tmp_path):
+    (tmp_path / "a.yml").write_text(yaml.safe_dump(correlation_document()), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(correlation_document("Again")), encoding="utf-8")
     rules, errors = load_correlations([tmp_path])
     assert [rule.info.name for rule in rules] == ["Twice"]  # windows are kept by rule id: one rule per id
     assert len(errors) == 1 and "b.yaml" in errors[0] and "already used by" in errors[0] and "a.yml" in errors[0]
+    assert isinstance(errors[0], DuplicateCorrelationId)
+
+
+@pytest.mark.parametrize("order", ["later_dir_sorts_last", "later_dir_sorts_first"])
+def test_a_correlation_of_a_later_directory_overrides_an_earlier_ones_with_the_same_id(tmp_path, caplog, order):
+    first, later = (
+        (tmp_path / "a", tmp_path / "z") if order == "later_dir_sorts_last" else (tmp_path / "z", tmp_path / "a")
+    )
+    first.mkdir()
+    later.mkdir()
+    (first / "builtin.yml").write_text(yaml.safe_dump(correlation_document("Built-in")), encoding="utf-8")
+    tuned = correlation_document("Tuned", correlation={"type": "event_count", "rules": ["x"], "timespan": "1m"})
+    tuned["correlation"]["condition"] = {"gte": 9}
+    (later / "tuned.yml").write_text(yaml.safe_dump(tuned), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="detectors.signatures.ruleset"):
+        rules, errors = load_correlations([first, later])
+    assert errors == []
+    assert [(rule.info.name, rule.threshold) for rule in rules] == [("Tuned", 9)]
+    (warning,) = [record.getMessage() for record in caplog.records if "overrides" in record.getMessage()]
+    assert str(later / "tuned.yml") in warning and str(first / "builtin.yml") in warning
+
+
+def test_an_override_or_an_id_used_twice_in_one_directory_does_not_hold_back_a_reload(tmp_path):
+    first, later = tmp_path / "builtin", tmp_path / "deployment"
+    first.mkdir()
+    later.mkdir()
+    (first / "builtin.yml").write_text(yaml.safe_dump(correlation_document("Built-in")), encoding="utf-8")
+    (later / "tuned.yml").write_text(yaml.safe_dump(correlation_document("Tuned")), encoding="utf-8")
+    watcher = CorrelationWatcher([first, later])
+    assert watcher.last_errors == [] and [rule.info.name for rule in watcher.current] == ["Tuned"]
+    (later / "tuned_copy.yml").write_text(yaml.safe_dump(correlation_document("Copy")), encoding="utf-8")
+    new = correlation_document("New", id="6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c62")
+    (later / "new.yml").write_text(yaml.safe_dump(new), encoding="utf-8")
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    assert sorted(rule.info.name for rule in watcher.current) == ["New", "Tuned"]
+    (error,) = watcher.last_errors
+    assert "tuned_copy.yml" in error and "already used by" in error and "tuned.yml" in error
+
+
+HOSTILE = {
+    "correlation is a number": {"correlation": 5},
+    "abusewatch is a string": {"abusewatch": "nope"},
+    "id is a list": {"id": [1, 2]},
+    "type is a number": {"correlation": {"type": 5, "rules": ["x"], "timespan": "1m", "condition": {"gte": 1}}},
+    "rules is a number": {"correlation": {"type": "event_count", "rules": 5, "timespan": "1m"}},
+    "timespan is a word": {"correlation": {"type": "event_count", "rules": ["x"], "timespan": "abc"}},
+    "condition is a list": {"correlation": {"type": "event_count", "rules": ["x"], "timespan": "1m", "condition": [1]}},
+    "group-by is a number": {
+        "correlation": {"type": "event_count", "rules": ["x"], "group-by": 5, "timespan": "1m", "condition": {"gte": 1}}
+    },
+    "title is a mapping": {"title": {"a": 1}, "correlation": 5},
+}
+
+
+@pytest.mark.parametrize("change", HOSTILE.values(), ids=HOSTILE.keys())
+def test_a_malformed_correlation_file_is_an_error_of_that_file_and_the_others_load(tmp_path, change):
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(correlation_document("Bad") | change), encoding="utf-8")
+    good = correlation_document("Good", id="6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c63")
+    (tmp_path / "good.yml").write_text(yaml.safe_dump(good), encoding="utf-8")
+    rules, errors = load_correlations([tmp_path])
+    assert [rule.info.name for rule in rules] == ["Good"]
+    assert len(errors) == 1 and "bad.yml" in errors[0]
+    watcher = CorrelationWatcher([tmp_path])  # what a worker builds at start-up
+    assert [rule.info.name for rule in watcher.current] == ["Good"] and len(watcher.last_errors) == 1
+    known, known_errors = known_rules([], [tmp_path])  # what `exceptions check` loads
+    assert good["id"] in known.rule_ids and len(known_errors) == 1
 
 
 def test_state_round_trip_continues_counting():

@@ -2,10 +2,12 @@
 
 from collections.abc import Sequence
 
+import pytest
+
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
-from detectors.pipeline import Pipeline
+from detectors.pipeline import Pipeline, distinct_id_runs
 from detectors.redact import Redactor
 
 KEY = "AKIAQWERTYUIOPASDFGH"
@@ -93,6 +95,75 @@ def test_later_detectors_see_earlier_findings():
     assert result.events[0]["test"]["saw_rules"] == ["r-key"]
     assert result.events[0]["test"]["saw_categories"] == ["secret_exposure"]
     assert result.events[0]["abusewatch"]["rule_ids"] == ["r-key"]
+
+
+class CountsMarkedEvents(Detector):
+    """A stateful tier that counts the events earlier tiers marked, like a correlation rule counting verdicts."""
+
+    name = "counter"
+
+    def __init__(self) -> None:
+        self.marked: list[str] = []
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        self.marked.extend(
+            item.input_messages[0].content for item, found in zip(events, findings, strict=True) if found.rule_ids
+        )
+        return []
+
+
+@pytest.mark.parametrize("attack_first", [True, False])
+def test_a_reused_event_id_in_one_batch_marks_only_the_event_that_raised(attack_first):
+    attack, benign = event("req-42", f"my key is {KEY}"), event("req-42", "what is the capital of France?")
+    batch = [attack, benign] if attack_first else [benign, attack]
+    counter = CountsMarkedEvents()
+    result = Pipeline([KeyFinder(), SeesEarlierFindings(), counter], Redactor(b"k")).process(batch)
+    documents = {doc["gen_ai"]["input"]["messages"][0]["content"]: doc for doc in result.events}
+    assert documents["what is the capital of France?"]["abusewatch"].get("rule_ids", []) == []
+    assert documents["what is the capital of France?"]["test"]["saw_rules"] == []
+    attack_document = next(doc for text, doc in documents.items() if text != "what is the capital of France?")
+    assert attack_document["abusewatch"]["rule_ids"] == ["r-key"]
+    assert attack_document["test"]["saw_rules"] == ["r-key"]
+    assert counter.marked == [f"my key is {KEY}"]
+
+
+class SeesBatches(Detector):
+    """Records the batches it is given."""
+
+    name = "sees-batches"
+
+    def __init__(self, marks_events: bool) -> None:
+        self.marks_events = marks_events  # type: ignore[misc]
+        self.batches: list[list[str]] = []
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        self.batches.append([item.input_messages[0].content for item in events])
+        return []
+
+
+def test_a_batch_that_reuses_an_id_reaches_tiers_that_mark_events_in_order_in_runs_without_a_repeated_id():
+    batch = [event("a", "1"), event("b", "2"), event("a", "3"), event("c", "4"), event("a", "5"), event("d", "6")]
+    marking, windowing = SeesBatches(marks_events=True), SeesBatches(marks_events=False)
+    result = Pipeline([marking, windowing], Redactor(b"k")).process(batch)
+    assert marking.batches == [["1", "2"], ["3", "4"], ["5", "6"]]
+    assert windowing.batches == [["1", "2", "3", "4", "5", "6"]]  # it marks nothing, so it sees the batch whole
+    assert [doc["gen_ai"]["input"]["messages"][0]["content"] for doc in result.events] == ["1", "2", "3", "4", "5", "6"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "runs"),
+    [
+        ("", []),
+        ("abc", ["abc"]),
+        ("aa", ["a", "a"]),
+        ("abab", ["ab", "ab"]),
+        ("abcb", ["abc", "b"]),
+        ("aaab", ["a", "a", "ab"]),
+    ],
+)
+def test_distinct_id_runs_are_the_fewest_consecutive_runs_without_a_repeated_id(ids, runs):
+    events = [event(event_id, "x") for event_id in ids]
+    assert ["".join(item.id for item in events[run]) for run in distinct_id_runs(events)] == runs
 
 
 def test_a_failing_event_is_isolated_and_still_emitted():

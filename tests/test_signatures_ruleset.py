@@ -186,3 +186,74 @@ def test_surrogate_pairs_in_values_reject_the_rule(monkeypatch):
     monkeypatch.setattr(parse, "_LOADER", yaml.SafeLoader)  # the pure-Python loader lets surrogates through
     message = _reject(rule_yaml('selection:\n  gen_ai.prompt|contains: "\\uDB40\\uDC41"\ncondition: selection'))
     assert "lone surrogate" in message
+
+
+def _prompt_rule(word: str, rule_id: str = OVERRIDE_ID, title: str = "Inline rule") -> str:
+    return rule_yaml(f"s:\n  gen_ai.prompt|contains: {word}\ncondition: s", rule_id=rule_id, title=title)
+
+
+def _matches(ruleset: RuleSet, word: str) -> bool:
+    return bool(ruleset.compiled.match([("gen_ai.prompt", word)]).hits)
+
+
+@pytest.mark.parametrize("order", ["later_dir_sorts_last", "later_dir_sorts_first"])
+def test_a_rule_of_a_later_directory_overrides_an_earlier_ones_with_the_same_id(tmp_path, caplog, order):
+    builtin, deployment = (
+        (tmp_path / "a", tmp_path / "z") if order == "later_dir_sorts_last" else (tmp_path / "z", tmp_path / "a")
+    )
+    builtin.mkdir()
+    deployment.mkdir()
+    (builtin / "rule.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
+    (builtin / "other.yml").write_text(_prompt_rule("gamma", rule_id="7f1c2d3e-0000-4000-8000-000000000001"))
+    (deployment / "tuned.yml").write_text(_prompt_rule("omega"), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="detectors.signatures.ruleset"):
+        ruleset = RuleSet.load([builtin, deployment])
+    assert ruleset.errors == []
+    assert sorted(rule.id for rule in ruleset.rules) == sorted([OVERRIDE_ID, "7f1c2d3e-0000-4000-8000-000000000001"])
+    assert _matches(ruleset, "omega") and not _matches(ruleset, "alpha") and _matches(ruleset, "gamma")
+    (warning,) = [record.getMessage() for record in caplog.records if "overrides" in record.getMessage()]
+    assert str(deployment / "tuned.yml") in warning and str(builtin / "rule.yml") in warning
+
+
+def test_an_id_used_twice_in_one_directory_is_an_error_that_does_not_hold_back_a_reload(tmp_path):
+    (tmp_path / "a.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
+    watcher = RuleSetWatcher([tmp_path])
+    _write(tmp_path / "b.yml", _prompt_rule("omega", title="Copy"), 2_000_000_000)
+    _write(tmp_path / "c.yml", _prompt_rule("beta", rule_id="7f1c2d3e-0000-4000-8000-000000000002"), 2_000_000_000)
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED  # the new rule in c.yml goes live
+    assert _matches(watcher.current, "alpha") and _matches(watcher.current, "beta")
+    assert not _matches(watcher.current, "omega")  # the copy under a used id is not loaded, and said so
+    (error,) = watcher.last_errors
+    assert "b.yml" in str(error) and "already used by" in str(error) and "a.yml" in str(error)
+
+
+def test_a_rule_that_does_not_compile_does_not_override_the_rule_it_would_replace(tmp_path):
+    builtin, deployment = tmp_path / "builtin", tmp_path / "deployment"
+    builtin.mkdir()
+    deployment.mkdir()
+    (builtin / "rule.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
+    broken = _prompt_rule("omega").replace("gen_ai.prompt|contains: omega", "gen_ai.prompt|re: 'a(?=b)'")
+    (deployment / "tuned.yml").write_text(broken, encoding="utf-8")
+    ruleset = RuleSet.load([builtin, deployment])
+    assert [rule.id for rule in ruleset.rules] == [OVERRIDE_ID] and _matches(ruleset, "alpha")
+    (error,) = ruleset.errors
+    assert "tuned.yml" in str(error)
+
+
+def test_hidden_files_and_directories_under_a_rules_directory_are_not_rule_files(tmp_path):
+    (tmp_path / ".github" / "workflows").mkdir(parents=True)
+    (tmp_path / ".github" / "workflows" / "ci.yml").write_text("name: ci\non: [push]\njobs: {}\n", encoding="utf-8")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config.yaml").write_text("x: 1\n", encoding="utf-8")
+    (tmp_path / ".draft.yml").write_text("not: a rule\n", encoding="utf-8")
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "rule.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
+    assert rule_files([tmp_path]) == [tmp_path / "team" / "rule.yml"]
+    watcher = RuleSetWatcher([tmp_path])
+    assert watcher.last_errors == [] and len(watcher.current.rules) == 1
+
+
+def test_rule_files_list_directories_in_the_order_given_and_a_file_once():
+    first, second = sorted(VALID.glob("*.yml"))[:2]
+    assert rule_files([second, VALID]) == [second, *[path for path in rule_files([VALID]) if path != second]]
+    assert rule_files([VALID, first]) == rule_files([VALID])

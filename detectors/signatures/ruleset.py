@@ -1,13 +1,17 @@
 """Rule sets: load rule directories, compile them, lint them, run their examples, and reload them when they change.
 
-Loading never fails as a whole: a file that does not parse, uses something unsupported or repeats another rule's
-id is reported in :attr:`RuleSet.errors` and the other rules still run.
+Loading never fails as a whole: a file that does not parse, uses something unsupported or repeats the id of another
+rule of its directory is reported in :attr:`RuleSet.errors` and the other rules still run. Directories load in the
+order given, and a rule of a later one overrides an earlier one's rule with the same id (a deployment's
+``detection.rules_dir`` tunes a built-in rule that way). Hidden files and directories (``.git/``, ``.github/``) are
+not rule files.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -80,15 +84,74 @@ class RuleTestResult:
         return f"{self.rule.label} [{self.rule.path}]: expected {expected}, got {got} for {shown}"
 
 
-def rule_files(directories: Iterable[Path]) -> list[Path]:
-    """Every rule file under ``directories`` (recursive), sorted; missing directories are skipped."""
-    files: set[Path] = set()
+def yaml_files(path: Path) -> list[Path]:
+    """``path`` itself, or the ``*.yml`` / ``*.yaml`` files (any case) under a directory and its subdirectories,
+    in sorted path order. Hidden files and directories (``.github/``, ``.git/``) are skipped, so a directory that is
+    a git checkout holds only its rules; symlinked directories are not followed (no loops); a symlinked file is
+    listed, so a dangling one is reported."""
+    if not path.is_dir():
+        return [path]
+    files = []
+    for directory, subdirectories, names in os.walk(path):
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
+        files.extend(
+            Path(directory, name)
+            for name in names
+            if not name.startswith(".") and Path(name).suffix.lower() in RULE_SUFFIXES
+        )
+    return sorted(files, key=lambda file: file.relative_to(path).parts)
+
+
+def rule_files_by_directory(directories: Iterable[Path]) -> list[list[Path]]:
+    """The rule files of each of ``directories``, in the order given (see :func:`yaml_files`); a missing directory
+    has none, and a file already listed under an earlier directory is not listed again."""
+    listed: set[Path] = set()
+    layers = []
     for directory in directories:
-        if directory.is_file():
-            files.add(directory)
-        elif directory.is_dir():
-            files.update(p for p in directory.rglob("*") if p.suffix in RULE_SUFFIXES and p.is_file())
-    return sorted(files)
+        files = yaml_files(directory) if directory.exists() else []
+        layers.append([file for file in files if file not in listed])
+        listed.update(files)
+    return layers
+
+
+def rule_files(directories: Iterable[Path]) -> list[Path]:
+    """Every rule file under ``directories``: directory by directory, in the order given."""
+    return [file for files in rule_files_by_directory(directories) for file in files]
+
+
+class DuplicateRuleId:
+    """Marks the error of a rule whose id another rule of the same directory already uses. The file is not loaded,
+    but unlike other errors it does not hold back a reload of the other rules (see :class:`RuleFilesWatcher`)."""
+
+    __slots__ = ()
+
+
+class DuplicateRuleIdError(DuplicateRuleId, RuleLoadError):
+    """A signature rule whose id another rule of the same directory already uses."""
+
+
+def one_rule_per_id(
+    rules: Iterable[tuple[int, str, Path | None, T]], kind: str
+) -> tuple[list[T], list[tuple[T, Path | None, Path | None]]]:
+    """Keep one rule per id from ``(directory index, id, path, rule)`` in load order.
+
+    A rule of a later directory overrides an earlier directory's rule with the same id (logged as a warning
+    naming both files): that is how a deployment tunes a built-in rule from ``detection.rules_dir``. A second rule
+    with an id already used in the same directory is not kept: it is returned as ``(rule, its path, the path of
+    the rule that keeps the id)``.
+    """
+    kept: dict[str, tuple[int, Path | None, T]] = {}
+    duplicates: list[tuple[T, Path | None, Path | None]] = []
+    for layer, rule_id, path, rule in rules:
+        earlier = kept.get(rule_id)
+        if earlier is not None and earlier[0] == layer:
+            duplicates.append((rule, path, earlier[1]))
+            continue
+        if earlier is not None:
+            log.warning("%s %s of %s overrides the one of %s", kind, rule_id, path, earlier[1])
+            del kept[rule_id]
+        kept[rule_id] = (layer, path, rule)
+    return [rule for _, _, rule in kept.values()], duplicates
 
 
 def default_directories(extra: Path | None = None, builtin: bool = True) -> list[Path]:
@@ -113,20 +176,23 @@ class RuleSet:
 
     @classmethod
     def load(cls, directories: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> RuleSet:
-        files = rule_files(directories)
+        """The rules under ``directories``; a later directory's rule overrides an earlier one's with the same id."""
         sources = []
         errors: list[RuleLoadError] = []
-        for path in files:
-            try:
-                sources.append((path, path.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as error:
-                errors.append(RuleLoadError(path, "?", f"cannot read the file: {error}"))
+        files = []
+        for layer, paths in enumerate(rule_files_by_directory(directories)):
+            files.extend(paths)
+            for path in paths:
+                try:
+                    sources.append((layer, path, path.read_text(encoding="utf-8")))
+                except (OSError, UnicodeDecodeError) as error:
+                    errors.append(RuleLoadError(path, "?", f"cannot read the file: {error}"))
         compiled, more_errors = compile_sources(sources, limits)
         return cls(compiled, [*errors, *more_errors], files)
 
     @classmethod
     def from_texts(cls, texts: Iterable[str], limits: Limits = DEFAULT_LIMITS) -> RuleSet:
-        compiled, errors = compile_sources([(None, text) for text in texts], limits)
+        compiled, errors = compile_sources([(0, None, text) for text in texts], limits)
         return cls(compiled, errors)
 
     def lint(self) -> list[LintIssue]:
@@ -180,26 +246,39 @@ def product_checks(rule: SignatureRule) -> list[str]:
 
 
 def compile_sources(
-    sources: Iterable[tuple[Path | None, str]], limits: Limits = DEFAULT_LIMITS
+    sources: Iterable[tuple[int, Path | None, str]], limits: Limits = DEFAULT_LIMITS
 ) -> tuple[CompiledRules, list[RuleLoadError]]:
-    """Parse and compile each rule on its own (a bad rule is an error, not a failure), then build the matchers."""
-    compiled: list[CompiledRule] = []
+    """Parse and compile each rule on its own (a bad rule is an error, not a failure), keep one rule per id (see
+    :func:`one_rule_per_id`; a source is ``(directory index, path, text)``), then build the matchers.
+
+    A rule is compiled before the ids are resolved, so one that cannot compile never overrides one that can; it
+    is compiled again only if a rule dropped before it moved its position (its index and pattern ids).
+    """
+    checked: list[tuple[int, str, Path | None, CompiledRule]] = []
     errors: list[RuleLoadError] = []
-    seen: dict[str, SignatureRule] = {}
     next_id = 0
-    for path, text in sources:
+    for layer, path, text in sources:
         try:
             rule = parse_rule(text, path)
-            if rule.id in seen:
-                raise RuleLoadError(path, rule.label, f"id {rule.id} is already used by {seen[rule.id].path}")
-            one = compile_rule(rule, len(compiled), next_id)
+            one = compile_rule(rule, len(checked), next_id)
         except NotASignatureRuleError as skipped:
             log.debug("skipped: %s", skipped)
             continue
         except RuleLoadError as error:
             errors.append(error)
             continue
-        seen[rule.id] = rule
+        checked.append((layer, rule.id, path, one))
+        next_id += len(one.items)
+    kept, duplicates = one_rule_per_id(checked, "rule")
+    errors.extend(
+        DuplicateRuleIdError(path, one.rule.label, f"id {one.rule.id} is already used by {first}")
+        for one, path, first in duplicates
+    )
+    compiled: list[CompiledRule] = []
+    next_id = 0
+    for candidate in kept:
+        moved = checked[len(compiled)][3] is not candidate  # a rule before it was dropped (kept is in load order)
+        one = compile_rule(candidate.rule, len(compiled), next_id) if moved else candidate
         compiled.append(one)
         next_id += len(one.items)
     return CompiledRules(compiled, limits), errors
@@ -235,8 +314,10 @@ class RuleFilesWatcher(ABC, Generic[T]):
 
     The first load happens here and keeps what loads (its errors are in :attr:`last_errors`); a reload replaces
     :attr:`current` in a single assignment, and only when every file loads; otherwise the errors are logged and the
-    running set stays. The fingerprint that tells a change is taken before each load, so an edit that lands while
-    loading is seen at the next poll.
+    running set stays. A rule whose id another rule of its directory already uses is the exception
+    (:class:`DuplicateRuleId`): it is logged as not loaded and the reload of the others goes ahead, since which of
+    the two runs is already decided (the first in path order). The fingerprint that tells a change is taken before
+    each load, so an edit that lands while loading is seen at the next poll.
     """
 
     kind = "rule"  # for the log: "<kind> reload rejected", "<kind>s reloaded"
@@ -266,11 +347,13 @@ class RuleFilesWatcher(ABC, Generic[T]):
         self._fingerprint = fingerprint
         candidate, errors = self._load()
         self.last_errors = list(errors)
-        if errors:
+        if any(not isinstance(error, DuplicateRuleId) for error in errors):
             running = self._summary(self.current)
             for error in errors:
                 log.error("%s reload rejected, keeping the running %s: %s", self.kind, running, error)
             return ReloadOutcome.REJECTED
+        for error in errors:
+            log.error("%s not loaded: %s", self.kind, error)
         self.current = candidate
         log.info("%ss reloaded: %s", self.kind, self._summary(candidate))
         return ReloadOutcome.RELOADED
