@@ -92,21 +92,27 @@ class AlertGrouper:
         touched: dict[str, None] = {}
         for detection in sorted(detections, key=lambda d: d.timestamp):
             exception = _judge(detection, judge, suppressed)
-            touched[self._add(detection, exception)] = None
+            touched[self._add(detection, sensitive, exception)] = None
             if exception is not None:
                 continue  # a suppressed detection adds nothing to the risk score
             risk = self._add_risk(detection)
             if risk is not None:
                 risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
-                touched[self._add(risk, _judge(risk, risk_judge, suppressed))] = None
+                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed))] = None
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
 
-    def _add(self, detection: Detection, exception: AlertException | None = None) -> str:
+    def _add(
+        self,
+        detection: Detection,
+        sensitive: dict[str, list[SensitiveValue]],
+        exception: AlertException | None = None,
+    ) -> str:
         key = self._group_key(detection)
         if exception is not None:
             key = f"{key}\x1fexception:{exception.id}"
+        detection = self._scrubbed(detection, sensitive)
         group = self._groups.get(key)
         if group is None:
             self._groups[key] = _Group(
@@ -134,6 +140,14 @@ class AlertGrouper:
         if _widens(group.detection, detection):
             group.detection = detection  # campaign alerts: the latest list of identities is the fullest
         return key
+
+    def _scrubbed(self, detection: Detection, sensitive: dict[str, list[SensitiveValue]]) -> Detection:
+        """``detection`` with the sensitive values of its events masked, before a group keeps any of it: a group
+        outlives its batch, and is rendered again (and checkpointed) when only later batches' values are known."""
+        values = [value for event_id in detection.event_ids for value in sensitive.get(event_id, ())]
+        if not values:
+            return detection
+        return msgspec.convert(self.redactor.scrub(msgspec.to_builtins(detection), values), Detection)
 
     def _group_key(self, detection: Detection) -> str:
         window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
