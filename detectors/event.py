@@ -109,6 +109,7 @@ class Event(msgspec.Struct, kw_only=True):
     guardrails: list[GuardrailVerdict] = []
     content_redacted: bool = False
     truncated: bool = False
+    timestamp_assumed: bool = False  # the record had no usable time: ``timestamp`` is when it was normalised
 
     def new_input(self) -> list[Message]:
         """Input messages that are new in this request: those after the last assistant turn.

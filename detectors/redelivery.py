@@ -1,12 +1,13 @@
-"""What tells a redelivered record from another record under the same id: the whole event but its timestamp.
+"""What tells a redelivered record from another record under the same id: the whole event, but an assumed time.
 
 An event's id is often the record's own request id, which a client can sometimes choose, so the id alone does not
 identify an event: a benign request followed by an attack under the same id are two events, and so are two requests
 that differ only in a part a rule or model reads (user agent, service, conversation history, tool definitions,
-request parameters). A true redelivery (a shipper's retry, a replayed file) normalises to the same event, except
-perhaps for its timestamp: a normaliser falls back to the time of ingestion when a record has none. The stream's
-memory of processed events (``app.stream.dedupe``) and the enriched event's document id (``detectors.documents``)
-both hash the event that way, through :func:`content_digest`.
+request parameters) or only in their time (the same attempt repeated). A true redelivery (a shipper's retry, a
+replayed file) normalises to the same event, except when the record carries no time: then the normaliser stamps it
+with the time of ingestion (``Event.timestamp_assumed``), which the hash leaves out. The stream's memory of
+processed events (``app.stream.dedupe``) and the enriched event's document id (``detectors.documents``) both hash
+the event that way, through :func:`content_digest`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ _ENCODER = msgspec.msgpack.Encoder()  # fields in declaration order: the same ev
 
 
 def content_digest(event: Event, *, digest_size: int, key: bytes = b"") -> bytes:
-    """BLAKE2b (keyed with ``key`` if given) of the event's MessagePack encoding with its timestamp left out: two
-    events share it only if they are equal but for their timestamps (or by a collision of the digest)."""
-    undated = msgspec.structs.replace(event, timestamp=0.0)
-    return hashlib.blake2b(_ENCODER.encode(undated), digest_size=digest_size, key=key).digest()
+    """BLAKE2b (keyed with ``key`` if given) of the event's MessagePack encoding, with its timestamp left out when
+    the normaliser assumed it (``Event.timestamp_assumed``): two events share it only if they are equal but for
+    assumed timestamps (or by a collision of the digest)."""
+    hashed = msgspec.structs.replace(event, timestamp=0.0) if event.timestamp_assumed else event
+    return hashlib.blake2b(_ENCODER.encode(hashed), digest_size=digest_size, key=key).digest()

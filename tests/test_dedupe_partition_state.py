@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from msgspec.structs import replace
 from pydantic import SecretStr
 
 from app.replay import decoded_lines
@@ -445,7 +446,9 @@ def test_a_rejected_event_whose_id_holds_a_flagged_secret_is_not_remembered(temp
     detect(worker, 0, [event])
     assert sink.stored_events == [] and dead_letter_reasons(worker) == ["elasticsearch_rejected"]
     [letter] = worker.dead_letter_topic.sent  # type: ignore[attr-defined]
-    assert key not in msgspec.json.decode(letter["value"])["origin"], "the precondition: the id in the body is masked"
+    dead = msgspec.json.decode(letter["value"])
+    assert key not in dead["origin"], "the precondition: the id in the body is masked"
+    assert event_document_id(event, template.redactor) in dead["detail"], "which request it was, when ids repeat"
 
     sink.rejected = set()
     detect(worker, 1, [event])
@@ -501,8 +504,10 @@ def test_a_redelivery_the_memory_forgot_is_written_under_its_first_id(template: 
     (the same ``_id``: Elasticsearch overwrites it or reports it as already stored)."""
     worker = stub_worker(template, dedupe_capacity=0)
     sink: RecordingSink = worker.sink  # type: ignore[assignment]
-    detect(worker, 0, [exchange("What is the capital of France?", timestamp=1.0)])
-    detect(worker, 1, [exchange("What is the capital of France?", timestamp=50.0)])  # stamped at its ingestion
+    question = "What is the capital of France?"
+    stamped = [replace(exchange(question, timestamp=at), timestamp_assumed=True) for at in (1, 50)]
+    detect(worker, 0, stamped[:1])
+    detect(worker, 1, stamped[1:])  # the record has no time of its own: stamped at each ingestion
     assert len(sink.stored_ids) == 2 and len(set(sink.stored_ids)) == 1
 
 

@@ -7,6 +7,7 @@ event id must get its own document, or the attack's enriched event would collide
 from __future__ import annotations
 
 import pytest
+from msgspec.structs import replace
 
 from detectors.base import Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id
@@ -42,8 +43,11 @@ def test_a_reused_id_with_other_content_gets_its_own_document_under_the_same_eve
 
 
 def test_a_redelivery_gets_the_same_id_even_stamped_at_another_time() -> None:
-    """A record without a timestamp is stamped at ingestion: its redelivery differs only there."""
-    assert document_hash(exchange(timestamp=1.0)) == document_hash(exchange(timestamp=99.0))
+    """A record without a timestamp is stamped at ingestion: its redelivery differs only there. A record's own
+    time is part of it: the same request repeated later is another event."""
+    stamped = [replace(exchange(timestamp=at), timestamp_assumed=True) for at in (1.0, 99.0)]
+    assert document_hash(stamped[0]) == document_hash(stamped[1])
+    assert document_hash(exchange(timestamp=1.0)) != document_hash(exchange(timestamp=99.0))
     assert document_hash(exchange()) == event_document_id(exchange(), REDACTOR)
 
 

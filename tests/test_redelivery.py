@@ -9,6 +9,7 @@ from msgspec.structs import replace
 
 from app.stream.codec import decode_events, encode_events
 from detectors.event import Event, GuardrailVerdict, Identity, Message, ToolDefinition
+from detectors.normalise import normalise
 from detectors.redelivery import content_digest
 
 BASE = Event(
@@ -55,7 +56,24 @@ def test_any_part_but_the_timestamp_tells_events_apart(changes: dict[str, Any]) 
 
 def test_a_redelivery_stamped_at_another_time_has_the_same_digest() -> None:
     """A record without a timestamp is stamped at ingestion: its redelivery differs only there."""
-    assert digest(replace(BASE, timestamp=99.0)) == digest(BASE)
+    stamped = replace(BASE, timestamp_assumed=True)
+    assert digest(replace(stamped, timestamp=99.0)) == digest(stamped)
+
+
+def test_a_repeat_at_its_own_later_time_is_another_event() -> None:
+    """A client repeating one attempt under one id (a fixed refusal each time) must not see the repeats dropped."""
+    assert digest(replace(BASE, timestamp=61.0)) != digest(BASE)
+
+
+@pytest.mark.parametrize(
+    ("record", "assumed"),
+    [
+        ({"request_id": "r", "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}, True),
+        ({"request_id": "r", "timestamp": 1767571200, "request": {"model": "m", "messages": []}}, False),
+    ],
+)
+def test_the_normaliser_says_when_it_assumed_the_time(record: dict[str, Any], assumed: bool) -> None:
+    assert normalise(record).timestamp_assumed is assumed
 
 
 def test_the_digest_survives_the_internal_topic() -> None:

@@ -83,10 +83,12 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     params = {**request, **as_dict(request.get("inferenceConfig")), **as_dict(request.get("textGenerationConfig"))}
     if "Stream" in operation:
         params["stream"] = True
+    timestamp = as_timestamp(record.get("timestamp"))
     return [
         Event(
             id=event_id(record.get("requestId"), NAME, record),
-            timestamp=as_timestamp(record.get("timestamp")) or now,
+            timestamp=timestamp or now,
+            timestamp_assumed=not timestamp,
             dataset=NAME,
             provider="aws.bedrock",
             operation="chat" if "messages" in request or operation.startswith("Converse") else "text_completion",

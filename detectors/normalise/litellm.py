@@ -94,6 +94,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
         Event(
             id=event_id(record.get("id"), NAME, record),
             timestamp=start or end or now,
+            timestamp_assumed=not (start or end),
             dataset=NAME,
             provider=as_str(record.get("custom_llm_provider")),
             operation=_OPERATIONS.get(call_type or "", call_type),

@@ -79,13 +79,16 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     outcome = "failure" if error else ("success" if response else "unknown")
     metadata = {**as_dict(record.get("metadata")), **as_dict(request.get("metadata"))}
     conversation_ref = request.get("conversation")
+    timestamp = (
+        as_timestamp(record.get("timestamp"))
+        or as_timestamp(response.get("created"))
+        or as_timestamp(response.get("created_at"))
+    )
     return [
         Event(
             id=event_id(first(record.get("request_id"), response.get("id"), limit=MAX_ID_CHARS * 4), NAME, record),
-            timestamp=as_timestamp(record.get("timestamp"))
-            or as_timestamp(response.get("created"))
-            or as_timestamp(response.get("created_at"))
-            or now,
+            timestamp=timestamp or now,
+            timestamp_assumed=not timestamp,
             dataset=NAME,
             provider="openai",
             operation="text_completion" if "prompt" in request and "messages" not in request else "chat",

@@ -145,9 +145,11 @@ def span_event(
     params = {
         key.removeprefix(_REQUEST_PREFIX): value for key, value in attrs.items() if key.startswith(_REQUEST_PREFIX)
     }
+    timestamp = as_timestamp(start) or as_timestamp(end)
     return Event(
         id=f"{trace_id}-{span_id}" if trace_id and span_id else event_id(span_id, NAME, span),
-        timestamp=as_timestamp(start) or as_timestamp(end) or now,
+        timestamp=timestamp or now,
+        timestamp_assumed=not timestamp,
         dataset=NAME,
         provider=first(attrs.get("gen_ai.provider.name"), attrs.get("gen_ai.system")),
         operation=as_str(attrs.get("gen_ai.operation.name"), 64),
