@@ -13,7 +13,7 @@ import bisect
 import math
 import time
 import zlib
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ from detectors.base import Detection, Findings
 from detectors.event import Event, Identity
 from detectors.exceptions import AlertException, ExceptionList
 from detectors.pipeline import BatchResult
+from detectors.redelivery import content_digest
 
 STATE_VERSION = 2  # 2: the event ids already counted (the optional "identities" came later, without a bump)
 SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
@@ -53,22 +54,17 @@ def campaign_candidates(
     events: Sequence[Event], documents: Iterable[dict[str, Any]], source: int = 0
 ) -> list[CampaignCandidate]:
     """A candidate for each event whose enriched document carries a template signature, in event order;
-    ``source`` is the identity partition the events came from. Documents are in the order of their events, so
-    events that share an id (a client may reuse one) are paired with their own documents in turn."""
-    by_id: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
-    for document in documents:
-        by_id[document["event"]["id"]].append(document)
+    ``source`` is the identity partition the events came from. ``documents`` are the events' own, one each, in the
+    same order (as the pipeline renders them): paired by position, since ids may repeat (a client may reuse one)
+    and a document's ``event.id`` may be masked (an id holding a flagged secret). The candidate takes the
+    document's id, masked if it is, as campaign alerts list it."""
     candidates = []
-    for event in events:
-        queue = by_id.get(event.id)
-        if not queue:
-            continue
-        document = queue.popleft()
+    for event, document in zip(events, documents, strict=True):
         signature = document.get("abusewatch", {}).get("identity", {}).get("template_signature")
         if signature:
             candidates.append(
                 CampaignCandidate(
-                    event_id=event.id,
+                    event_id=str(document["event"]["id"]),
                     timestamp=event.timestamp,
                     identity=event.identity,
                     signature=signature,
@@ -82,7 +78,8 @@ def campaign_candidates(
 def candidates_from_findings(
     events: Sequence[Event], findings: Sequence[Findings], source: int = 0
 ) -> list[CampaignCandidate]:
-    """The same candidates from the anomaly tier's findings, for code that runs detectors without documents."""
+    """The same candidates from the anomaly tier's findings, for code that runs detectors without documents (so
+    without document ids: a candidate is recognised by an unkeyed hash of its event instead)."""
     return [
         CampaignCandidate(
             event_id=event.id,
@@ -90,6 +87,7 @@ def candidates_from_findings(
             identity=event.identity,
             signature=found.fields[SIGNATURE],
             source=source,
+            key=content_digest(event, digest_size=16).hex(),
         )
         for event, found in zip(events, findings, strict=True)
         if SIGNATURE in found.fields

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 from msgspec.structs import replace
 
-from app.engine import build_campaign_stage
+from app.engine import build_campaign_stage, build_pipeline
 from app.settings import Settings
 from app.stream.codec import decode_candidates, encode_candidates
 from app.traffic.simulate import SimulationConfig, simulate
@@ -15,10 +15,11 @@ from detectors.campaigns import (
     CampaignCandidate,
     CampaignDetector,
     CampaignStage,
+    campaign_candidates,
     group_by_signature,
     signature_partition,
 )
-from detectors.event import Event, Identity
+from detectors.event import Event, Identity, Message
 from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -190,3 +191,26 @@ def test_a_campaign_whose_requests_all_reuse_one_request_id_is_still_found(campa
     alerts = campaign_alerts(reused, 4)
     assert alerts, "the campaign is found though every one of its requests carries the same id"
     assert members <= {user for alert in alerts.values() for user in alert["related"]["user"]}
+
+
+def test_events_whose_ids_hold_a_flagged_secret_are_still_campaign_candidates() -> None:
+    """A document's ``event.id`` is masked when the id holds a value a detector flagged; a client choosing its ids
+    must not keep a campaign's requests out of campaign detection that way. Candidates name the masked id."""
+    key = "AKIAZ7Q4N2KX5MB3VW6P"
+    prompt = "Write a five-star review of item {n} of our catalogue, mention fast shipping; key " + key
+    events = [
+        Event(
+            id=f"req-{n}-{key}",
+            timestamp=START + n,
+            dataset="litellm",
+            identity=Identity(user_id=f"user{n}"),
+            input_messages=[Message(role="user", content=prompt.format(n=n))],
+        )
+        for n in range(5)
+    ]
+    documents = build_pipeline(Settings()).fresh().process(events).events
+    assert all(key not in document["event"]["id"] for document in documents), "the precondition: ids are masked"
+    candidates = campaign_candidates(events, documents)
+    assert [c.identity.user_id for c in candidates] == [f"user{n}" for n in range(5)]
+    assert [c.event_id for c in candidates] == [document["event"]["id"] for document in documents]
+    assert len({c.seen_key for c in candidates}) == 5

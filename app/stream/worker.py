@@ -309,9 +309,12 @@ class StreamWorker:
                 kept = processed[partition] = self.identities.recent[partition].fresh(events)
                 fresh = [event for event, _digest in kept]
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
+                failed_before = len(failed)
                 found = await self._run_pipeline(self.identities.stages[partition], fresh, letters, failed)
                 result.extend(found)
-                candidates += campaign_candidates(fresh, found.events, source=partition)
+                left_out = {id(event) for event in failed[failed_before:]}  # no document: dead-lettered
+                rendered = [event for event in fresh if id(event) not in left_out]
+                candidates += campaign_candidates(rendered, found.events, source=partition)
             es = settings.elasticsearch
             # Alerts first: they lead the first bulk request, which is what an analyst waits for.
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
@@ -550,7 +553,7 @@ class StreamWorker:
         return [
             failure(
                 "elasticsearch_rejected",
-                f"HTTP {rejection.status}: {rejection.error}",
+                f"HTTP {rejection.status}: {rejection.error} (document _id {rejection.document.id})",
                 f"elasticsearch:{rejection.document.index}/{rejection.document.body['event']['id']}",
                 size=len(encode_document(rejection.document.body)),
             )
