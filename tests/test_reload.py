@@ -109,6 +109,21 @@ def reloads(kind: str, outcome: str) -> float:
     return REGISTRY.get_sample_value("abusewatch_reloads_total", {"kind": kind, "outcome": outcome}) or 0.0
 
 
+def assert_rejected_once(
+    reloader: Reloader, caplog: pytest.LogCaptureFixture, kind: str, path: Path, text: str
+) -> None:
+    """Writing the broken ``text`` to ``path`` is rejected at the next reload, counted once however often the same
+    files are checked again, and logged with the file's name."""
+    applied, rejected = reloads(kind, "applied"), reloads(kind, "rejected")
+    write(path, text)
+    with caplog.at_level(logging.ERROR):
+        reload(reloader)
+        reload(reloader)  # the same broken files: not loaded, nor counted, again
+    assert (reloads(kind, "applied"), reloads(kind, "rejected")) == (applied, rejected + 1)
+    label = {"rules": "rule", "correlations": "correlation rule"}[kind]
+    assert f"{label} reload rejected" in caplog.text and path.name in caplog.text
+
+
 def burst(keys: range, offset: float) -> list[CampaignCandidate]:
     """Three requests from each key on one template, in the window starting ``offset`` after START."""
     return [
@@ -196,16 +211,10 @@ def test_a_broken_rule_file_keeps_the_running_set_and_counts_rejected(
     template = Pipeline([SignatureDetector(watcher)], redactor)
     partition = template.fresh()
     reloader = Reloader(lambda: [template, partition], rules=watcher)
-    applied, rejected = reloads("rules", "applied"), reloads("rules", "rejected")
+    applied = reloads("rules", "applied")
 
     broken = rule("omega", OMEGA_RULE).replace("condition: selection", "condition: selection and")
-    write(rules_dir / "omega.yml", broken)
-    with caplog.at_level(logging.ERROR):
-        reload(reloader)
-        reload(reloader)  # the same broken files: not loaded, nor counted, again
-
-    assert (reloads("rules", "applied"), reloads("rules", "rejected")) == (applied, rejected + 1)
-    assert "rule reload rejected" in caplog.text and "omega.yml" in caplog.text
+    assert_rejected_once(reloader, caplog, "rules", rules_dir / "omega.yml", broken)
     assert alerted(partition, prompt_event(1, "alpha omega")) == {ALPHA_RULE}
     assert alerted(template.fresh(), prompt_event(2, "alpha omega")) == {ALPHA_RULE}
 
@@ -288,17 +297,10 @@ def test_a_broken_correlation_file_keeps_the_running_rules_and_their_windows(
     template = correlation_pipeline(rules_dir, correlations_dir, redactor)
     partition = template.fresh()
     reloader = correlation_reloader(template, [partition])
-    applied, rejected = reloads("correlations", "applied"), reloads("correlations", "rejected")
     assert alerted(partition, prompt_event(1, "alpha")) == {ALPHA_RULE}
 
     broken = correlation(RETUNED_CORRELATION, [ALPHA_RULE], 2).replace("event_count", "no_such_type")
-    write(correlations_dir / "broken.yml", broken)
-    with caplog.at_level(logging.ERROR):
-        reload(reloader)
-        reload(reloader)  # the same broken file: not loaded, nor counted, again
-
-    assert (reloads("correlations", "applied"), reloads("correlations", "rejected")) == (applied, rejected + 1)
-    assert "correlation rule reload rejected" in caplog.text and "broken.yml" in caplog.text
+    assert_rejected_once(reloader, caplog, "correlations", correlations_dir / "broken.yml", broken)
     assert STEADY_CORRELATION in alerted(partition, prompt_event(2, "alpha"))  # its first hit was kept
 
 
