@@ -24,7 +24,7 @@ from sigma.exceptions import SigmaError
 from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import Event
 from detectors.signatures.parse import SignatureRule
-from detectors.signatures.ruleset import DuplicateRuleId, RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
+from detectors.signatures.ruleset import RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
 CATEGORY_PREFIX = "category:"
@@ -49,13 +49,6 @@ ALLOWED_LATENESS_S = 3600.0
 
 class CorrelationError(ValueError):
     """A correlation rule that cannot be used; the message names the file and rule."""
-
-
-class DuplicateCorrelationId(DuplicateRuleId, str):
-    """The error of a correlation rule whose id another rule of the same directory already uses: the rule is not
-    loaded, but a reload of the other rules goes ahead (see :class:`~detectors.signatures.ruleset.DuplicateRuleId`)."""
-
-    __slots__ = ()
 
 
 def event_field(event: Event, name: str) -> str | None:
@@ -123,6 +116,10 @@ def parse_correlation(document: dict[str, Any], origin: str) -> Correlation:
     condition = rule.condition
     if rule.type == SigmaCorrelationType.VALUE_COUNT and not (condition and condition.fieldref):
         raise CorrelationError(f"{title}: value_count needs condition.field")
+    if condition and condition.fieldref is not None and not isinstance(condition.fieldref, str):
+        raise CorrelationError(f"{title}: condition.field must be one field name")
+    if not all(isinstance(field, str) for field in rule.group_by or ()):
+        raise CorrelationError(f"{title}: group-by must list field names")
     tags = [str(tag) for tag in rule.tags]
     return Correlation(
         info=RuleInfo(
@@ -151,7 +148,7 @@ def load_correlations(directories: Iterable[Path]) -> tuple[list[Correlation], l
 
     One rule per id, as for signature rules (the state of a rule is kept by its id): a rule of a later directory
     overrides an earlier directory's rule with the same id (a warning), and a second rule with an id already used
-    in the same directory is an error (:class:`DuplicateCorrelationId`).
+    in the same directory is an error (and, as any error, holds back a reload).
     """
     loaded: list[tuple[int, str, Path | None, Correlation]] = []
     errors: list[str] = []
@@ -160,8 +157,7 @@ def load_correlations(directories: Iterable[Path]) -> tuple[list[Correlation], l
             loaded.extend((layer, rule.info.id, path, rule) for rule in _file_correlations(path, errors))
     rules, duplicates = one_rule_per_id(loaded, "correlation rule")
     errors.extend(
-        DuplicateCorrelationId(f"{path}: correlation rule id {rule.info.id} is already used by {kept}")
-        for rule, path, kept in duplicates
+        f"{path}: correlation rule id {rule.info.id} is already used by {kept}" for rule, path, kept in duplicates
     )
     return rules, errors
 

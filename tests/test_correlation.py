@@ -12,7 +12,6 @@ from detectors.correlation import (
     CorrelationDetector,
     CorrelationError,
     CorrelationWatcher,
-    DuplicateCorrelationId,
     load_correlations,
     parse_correlation,
 )
@@ -155,7 +154,6 @@ def test_a_correlation_id_used_twice_in_one_directory_is_an_error_and_yaml_files
     rules, errors = load_correlations([tmp_path])
     assert [rule.info.name for rule in rules] == ["Twice"]  # windows are kept by rule id: one rule per id
     assert len(errors) == 1 and "b.yaml" in errors[0] and "already used by" in errors[0] and "a.yml" in errors[0]
-    assert isinstance(errors[0], DuplicateCorrelationId)
 
 
 @pytest.mark.parametrize("order", ["later_dir_sorts_last", "later_dir_sorts_first"])
@@ -177,7 +175,7 @@ def test_a_correlation_of_a_later_directory_overrides_an_earlier_ones_with_the_s
     assert str(later / "tuned.yml") in warning and str(first / "builtin.yml") in warning
 
 
-def test_an_override_or_an_id_used_twice_in_one_directory_does_not_hold_back_a_reload(tmp_path):
+def test_an_override_does_not_hold_back_a_reload_but_an_id_used_twice_in_one_directory_does(tmp_path):
     first, later = tmp_path / "builtin", tmp_path / "deployment"
     first.mkdir()
     later.mkdir()
@@ -188,10 +186,13 @@ def test_an_override_or_an_id_used_twice_in_one_directory_does_not_hold_back_a_r
     (later / "tuned_copy.yml").write_text(yaml.safe_dump(correlation_document("Copy")), encoding="utf-8")
     new = correlation_document("New", id="6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c62")
     (later / "new.yml").write_text(yaml.safe_dump(new), encoding="utf-8")
-    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
-    assert sorted(rule.info.name for rule in watcher.current) == ["New", "Tuned"]
+    assert watcher.maybe_reload() is ReloadOutcome.REJECTED  # a copy must not silently replace the running rule
+    assert [rule.info.name for rule in watcher.current] == ["Tuned"]
     (error,) = watcher.last_errors
     assert "tuned_copy.yml" in error and "already used by" in error and "tuned.yml" in error
+    (later / "tuned_copy.yml").unlink()
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    assert sorted(rule.info.name for rule in watcher.current) == ["New", "Tuned"]
 
 
 HOSTILE = {
@@ -206,6 +207,12 @@ HOSTILE = {
         "correlation": {"type": "event_count", "rules": ["x"], "group-by": 5, "timespan": "1m", "condition": {"gte": 1}}
     },
     "title is a mapping": {"title": {"a": 1}, "correlation": 5},
+    "value_count field is a list": {
+        "correlation": {"type": "value_count", "rules": ["x"], "timespan": "1m", "condition": {"field": ["a"]}}
+    },
+    "group-by lists a mapping": {
+        "correlation": {"type": "event_count", "rules": ["x"], "group-by": [{"a": 1}], "timespan": "1m"}
+    },
 }
 
 

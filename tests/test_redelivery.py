@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from msgspec.structs import replace
 
+from app.settings import PACKAGE_ROOT
 from app.stream.codec import decode_events, encode_events
 from detectors.event import Event, GuardrailVerdict, Identity, Message, ToolDefinition
-from detectors.normalise import normalise
+from detectors.normalise import normalise_many
 from detectors.redelivery import content_digest
 
 BASE = Event(
@@ -65,15 +67,23 @@ def test_a_repeat_at_its_own_later_time_is_another_event() -> None:
     assert digest(replace(BASE, timestamp=61.0)) != digest(BASE)
 
 
-@pytest.mark.parametrize(
-    ("record", "assumed"),
-    [
-        ({"request_id": "r", "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}, True),
-        ({"request_id": "r", "timestamp": 1767571200, "request": {"model": "m", "messages": []}}, False),
-    ],
-)
-def test_the_normaliser_says_when_it_assumed_the_time(record: dict[str, Any], assumed: bool) -> None:
-    assert normalise(record).timestamp_assumed is assumed
+def without_times(node: Any) -> Any:
+    """``node`` with every time field of the four formats removed (their records, responses and spans)."""
+    times = {"timestamp", "startTime", "endTime", "created", "created_at", "startTimeUnixNano", "endTimeUnixNano"}
+    if isinstance(node, dict):
+        return {key: without_times(value) for key, value in node.items() if key not in times}
+    if isinstance(node, list):
+        return [without_times(value) for value in node]
+    return node
+
+
+@pytest.mark.parametrize("fmt", ["litellm", "openai", "bedrock", "otel"])
+def test_every_normaliser_says_when_it_assumed_the_time(fmt: str) -> None:
+    """Each format's normaliser marks a time it made up (so the hash leaves it out), and only such a time."""
+    record = json.loads((PACKAGE_ROOT / "samples" / f"{fmt}.jsonl").read_text().splitlines()[0])
+    dated, [undated] = normalise_many(record)[0], normalise_many(without_times(record))[:1]
+    assert dated.timestamp_assumed is False and undated.timestamp_assumed is True
+    assert dated.timestamp < undated.timestamp  # the sample's own time, long before the time it was normalised
 
 
 def test_the_digest_survives_the_internal_topic() -> None:

@@ -215,16 +215,19 @@ def test_a_rule_of_a_later_directory_overrides_an_earlier_ones_with_the_same_id(
     assert str(deployment / "tuned.yml") in warning and str(builtin / "rule.yml") in warning
 
 
-def test_an_id_used_twice_in_one_directory_is_an_error_that_does_not_hold_back_a_reload(tmp_path):
-    (tmp_path / "a.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
+def test_an_id_used_twice_in_one_directory_is_an_error_that_keeps_the_running_rule(tmp_path):
+    """A copy-pasted file that sorts first must not silently replace the running rule: the reload is rejected."""
+    (tmp_path / "b.yml").write_text(_prompt_rule("alpha"), encoding="utf-8")
     watcher = RuleSetWatcher([tmp_path])
-    _write(tmp_path / "b.yml", _prompt_rule("omega", title="Copy"), 2_000_000_000)
+    _write(tmp_path / "a.yml", _prompt_rule("omega", title="Copy"), 2_000_000_000)
     _write(tmp_path / "c.yml", _prompt_rule("beta", rule_id="7f1c2d3e-0000-4000-8000-000000000002"), 2_000_000_000)
-    assert watcher.maybe_reload() is ReloadOutcome.RELOADED  # the new rule in c.yml goes live
-    assert _matches(watcher.current, "alpha") and _matches(watcher.current, "beta")
-    assert not _matches(watcher.current, "omega")  # the copy under a used id is not loaded, and said so
+    assert watcher.maybe_reload() is ReloadOutcome.REJECTED
+    assert _matches(watcher.current, "alpha") and not _matches(watcher.current, "omega")
     (error,) = watcher.last_errors
     assert "b.yml" in str(error) and "already used by" in str(error) and "a.yml" in str(error)
+    (tmp_path / "a.yml").unlink()
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED  # the copy removed: the new rule in c.yml goes live
+    assert _matches(watcher.current, "alpha") and _matches(watcher.current, "beta")
 
 
 def test_a_rule_that_does_not_compile_does_not_override_the_rule_it_would_replace(tmp_path):

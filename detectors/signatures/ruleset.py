@@ -119,17 +119,6 @@ def rule_files(directories: Iterable[Path]) -> list[Path]:
     return [file for files in rule_files_by_directory(directories) for file in files]
 
 
-class DuplicateRuleId:
-    """Marks the error of a rule whose id another rule of the same directory already uses. The file is not loaded,
-    but unlike other errors it does not hold back a reload of the other rules (see :class:`RuleFilesWatcher`)."""
-
-    __slots__ = ()
-
-
-class DuplicateRuleIdError(DuplicateRuleId, RuleLoadError):
-    """A signature rule whose id another rule of the same directory already uses."""
-
-
 def one_rule_per_id(
     rules: Iterable[tuple[int, str, Path | None, T]], kind: str
 ) -> tuple[list[T], list[tuple[T, Path | None, Path | None]]]:
@@ -271,7 +260,7 @@ def compile_sources(
         next_id += len(one.items)
     kept, duplicates = one_rule_per_id(checked, "rule")
     errors.extend(
-        DuplicateRuleIdError(path, one.rule.label, f"id {one.rule.id} is already used by {first}")
+        RuleLoadError(path, one.rule.label, f"id {one.rule.id} is already used by {first}")
         for one, path, first in duplicates
     )
     compiled: list[CompiledRule] = []
@@ -314,9 +303,8 @@ class RuleFilesWatcher(ABC, Generic[T]):
 
     The first load happens here and keeps what loads (its errors are in :attr:`last_errors`); a reload replaces
     :attr:`current` in a single assignment, and only when every file loads; otherwise the errors are logged and the
-    running set stays. A rule whose id another rule of its directory already uses is the exception
-    (:class:`DuplicateRuleId`): it is logged as not loaded and the reload of the others goes ahead, since which of
-    the two runs is already decided (the first in path order). The fingerprint that tells a change is taken before
+    running set stays. That includes a rule whose id another rule of its directory already uses: a copy-pasted file
+    that sorts first must not silently replace the running rule. The fingerprint that tells a change is taken before
     each load, so an edit that lands while loading is seen at the next poll.
     """
 
@@ -347,13 +335,11 @@ class RuleFilesWatcher(ABC, Generic[T]):
         self._fingerprint = fingerprint
         candidate, errors = self._load()
         self.last_errors = list(errors)
-        if any(not isinstance(error, DuplicateRuleId) for error in errors):
+        if errors:
             running = self._summary(self.current)
             for error in errors:
                 log.error("%s reload rejected, keeping the running %s: %s", self.kind, running, error)
             return ReloadOutcome.REJECTED
-        for error in errors:
-            log.error("%s not loaded: %s", self.kind, error)
         self.current = candidate
         log.info("%ss reloaded: %s", self.kind, self._summary(candidate))
         return ReloadOutcome.RELOADED
