@@ -10,11 +10,17 @@ A detection that an alert exception suppresses (detectors/exceptions.py) is grou
 the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
 marked ``shadow``, so the pipeline routes it to the shadow alerts. A risk alert goes through the exceptions too,
 like any detection of rule ``abusewatch-entity-risk`` (its category is that of the identity's top contributions).
+
+Groups outlive their batch, and detectors name events of earlier batches, so a detection is masked with its
+events' sensitive values before a group keeps it, and event ids that held such a value are remembered masked
+(keyed hashes of the raw ids, bounded) to mask them again when a later detection names them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +30,7 @@ import msgspec
 from detectors.base import LEVELS, Detection, Evidence, RuleInfo, SensitiveValue
 from detectors.documents import alert_document, iso_time
 from detectors.exceptions import AlertException
-from detectors.redact import Redactor
+from detectors.redact import Redactor, substitute
 
 
 class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +48,7 @@ class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 RISK_RULE_ID = "abusewatch-entity-risk"
+MAX_MASKED_IDS = 10_000  # event ids that held a flagged value, remembered masked (rare: bounded, oldest forgotten)
 
 
 @dataclass(slots=True)
@@ -72,6 +79,10 @@ class AlertGrouper:
         self.policy = policy or AlertPolicy()
         self._groups: dict[str, _Group] = {}
         self._risk: dict[str, _Risk] = {}
+        self._id_key = redactor.derive_key("masked event ids")
+        # keyed hash of an event id that held a flagged value -> the id masked: detectors keep event ids in their
+        # state and may name them in a later batch's detection, when that batch's values no longer cover them
+        self._masked_ids: OrderedDict[str, str] = OrderedDict()
 
     def alerts(
         self,
@@ -89,6 +100,7 @@ class AlertGrouper:
         judged on the campaign's identities, not on the one member it is charged to). A suppressed one is grouped
         apart and appended, with its exception, to ``suppressed``.
         """
+        self._remember_masked_ids(sensitive)
         touched: dict[str, None] = {}
         for detection in sorted(detections, key=lambda d: d.timestamp):
             exception = _judge(detection, judge, suppressed)
@@ -145,9 +157,29 @@ class AlertGrouper:
         """``detection`` with the sensitive values of its events masked, before a group keeps any of it: a group
         outlives its batch, and is rendered again (and checkpointed) when only later batches' values are known."""
         values = [value for event_id in detection.event_ids for value in sensitive.get(event_id, ())]
-        if not values:
+        known = [(event_id, masked) for event_id in detection.event_ids if (masked := self._masked_id(event_id))]
+        if not values and not known:
             return detection
-        return msgspec.convert(self.redactor.scrub(msgspec.to_builtins(detection), values), Detection)
+        scrubbed = self.redactor.scrub(msgspec.to_builtins(detection), values)
+        return msgspec.convert(substitute(scrubbed, sorted(known, key=lambda pair: -len(pair[0]))), Detection)
+
+    def _remember_masked_ids(self, sensitive: dict[str, list[SensitiveValue]]) -> None:
+        """Remember, masked, the ids of this batch's events that hold one of their own sensitive values."""
+        for event_id, values in sensitive.items():
+            masked = self.redactor.scrub(event_id, values) if values else event_id
+            if masked != event_id:
+                self._masked_ids[self._hashed_id(event_id)] = masked
+                self._masked_ids.move_to_end(self._hashed_id(event_id))
+        while len(self._masked_ids) > MAX_MASKED_IDS:
+            self._masked_ids.popitem(last=False)
+
+    def _masked_id(self, event_id: str) -> str | None:
+        return self._masked_ids.get(self._hashed_id(event_id)) if self._masked_ids else None
+
+    def _hashed_id(self, event_id: str) -> str:
+        """Keyed, so that the raw id (which holds a secret) is never kept, in memory or in a checkpoint."""
+        encoded = event_id.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(encoded, key=self._id_key, digest_size=16).hexdigest()
 
     def _group_key(self, detection: Detection) -> str:
         window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
@@ -248,11 +280,13 @@ class AlertGrouper:
                 }
                 for key, risk in self._risk.items()
             },
+            "masked_ids": list(self._masked_ids.items()),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
         self._risk = {key: _Risk(**value) for key, value in state.get("risk", {}).items()}
+        self._masked_ids = OrderedDict((str(key), str(masked)) for key, masked in state.get("masked_ids", []))
 
     def fresh(self) -> AlertGrouper:
         """A grouper with the same redactor and policy and no open groups."""

@@ -62,7 +62,7 @@ class Redactor:
         pairs = self.replacements(values)
         if not pairs:
             return document
-        return _scrub(document, pairs)
+        return substitute(document, pairs)
 
 
 def encoded_forms(value: str) -> set[str]:
@@ -78,14 +78,15 @@ def encoded_forms(value: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SCRUB_LENGTH}
 
 
-def _scrub(node: Any, pairs: list[tuple[str, str]]) -> Any:
+def substitute(node: Any, pairs: list[tuple[str, str]]) -> Any:
+    """``node`` (str, list, dict, nested) with each ``raw`` of ``pairs`` replaced by its stand-in, in order."""
     if isinstance(node, str):
         for raw, mask in pairs:
             if raw in node:
                 node = node.replace(raw, mask)
         return node
     if isinstance(node, dict):
-        return {key: _scrub(value, pairs) for key, value in node.items()}
+        return {key: substitute(value, pairs) for key, value in node.items()}
     if isinstance(node, list | tuple):
-        return [_scrub(value, pairs) for value in node]
+        return [substitute(value, pairs) for value in node]
     return node

@@ -159,3 +159,25 @@ def test_an_alert_rendered_again_in_a_later_batch_never_shows_an_earlier_batchs_
         assert key not in str(document)
     assert again["abusewatch"]["event_ids"] == sorted([*first["abusewatch"]["event_ids"], "clean"])
     assert key not in str(grouper.state())
+
+
+def test_an_earlier_batchs_id_named_by_a_later_detection_is_masked_even_after_a_restore():
+    """Correlations and windows keep event ids in their state and name them in later batches' detections, when
+    those batches' values no longer cover them: an id that held a flagged value must still come out masked."""
+    key = "AKIAZ7Q4N2KX5MB3VW6P"
+    grouper = AlertGrouper(Redactor(b"k"))
+    [(_, first)] = grouper.alerts(
+        [detection(f"trace-{key}", T0 + 1)],
+        {f"trace-{key}": [SensitiveValue(kind="aws_access_key_id", value=key)]},
+    )
+    [masked] = first["abusewatch"]["event_ids"]
+    assert key not in masked
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(grouper.state())
+    assert key not in str(grouper.state())
+    later = detection("clean", T0 + 2 * HOUR)  # another window: a new alert, naming the earlier id again
+    later.event_ids = [f"trace-{key}", "clean"]
+    later.message = f"two attempts, the first trace-{key}"
+    [(_, document)] = restored.alerts([later], {})
+    assert key not in str(document)
+    assert sorted(document["abusewatch"]["event_ids"]) == sorted([masked, "clean"])
