@@ -154,6 +154,13 @@ def rules_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def correlations_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "correlations"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
 def redactor() -> Redactor:
     return Redactor(b"reload-test")
 
@@ -242,10 +249,8 @@ def correlation_reloader(template: Pipeline, partitions: list[Pipeline]) -> Relo
 
 
 def test_a_correlation_change_keeps_the_windows_of_unchanged_rules_and_restarts_changed_ones(
-    rules_dir: Path, redactor: Redactor, tmp_path: Path
+    rules_dir: Path, redactor: Redactor, correlations_dir: Path
 ) -> None:
-    correlations_dir = tmp_path / "correlations"
-    correlations_dir.mkdir()
     write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 3))
     write(correlations_dir / "retuned.yml", correlation(RETUNED_CORRELATION, [ALPHA_RULE], 5))
     template = correlation_pipeline(rules_dir, correlations_dir, redactor)
@@ -271,10 +276,8 @@ def test_a_correlation_change_keeps_the_windows_of_unchanged_rules_and_restarts_
 
 
 def test_a_removed_correlation_rule_stops_and_its_windows_go(
-    rules_dir: Path, redactor: Redactor, tmp_path: Path
+    rules_dir: Path, redactor: Redactor, correlations_dir: Path
 ) -> None:
-    correlations_dir = tmp_path / "correlations"
-    correlations_dir.mkdir()
     write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 2))
     template = correlation_pipeline(rules_dir, correlations_dir, redactor)
     partition = template.fresh()
@@ -289,10 +292,8 @@ def test_a_removed_correlation_rule_stops_and_its_windows_go(
 
 
 def test_a_broken_correlation_file_keeps_the_running_rules_and_their_windows(
-    rules_dir: Path, redactor: Redactor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    rules_dir: Path, redactor: Redactor, correlations_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    correlations_dir = tmp_path / "correlations"
-    correlations_dir.mkdir()
     write(correlations_dir / "steady.yml", correlation(STEADY_CORRELATION, [ALPHA_RULE], 2))
     template = correlation_pipeline(rules_dir, correlations_dir, redactor)
     partition = template.fresh()
@@ -305,10 +306,8 @@ def test_a_broken_correlation_file_keeps_the_running_rules_and_their_windows(
 
 
 def test_a_new_signature_rule_name_resolves_in_correlations_after_a_rules_reload(
-    rules_dir: Path, redactor: Redactor, tmp_path: Path
+    rules_dir: Path, redactor: Redactor, correlations_dir: Path
 ) -> None:
-    correlations_dir = tmp_path / "correlations"
-    correlations_dir.mkdir()
     write(correlations_dir / "named.yml", correlation(NAMED_CORRELATION, ["omega_by_name"], 1))
     template = correlation_pipeline(rules_dir, correlations_dir, redactor)
     partition = template.fresh()
