@@ -168,8 +168,9 @@ class AlertGrouper:
         for event_id, values in sensitive.items():
             masked = self.redactor.scrub(event_id, values) if values else event_id
             if masked != event_id:
-                self._masked_ids[self._hashed_id(event_id)] = masked
-                self._masked_ids.move_to_end(self._hashed_id(event_id))
+                hashed = self._hashed_id(event_id)
+                self._masked_ids[hashed] = masked
+                self._masked_ids.move_to_end(hashed)
         while len(self._masked_ids) > MAX_MASKED_IDS:
             self._masked_ids.popitem(last=False)
 

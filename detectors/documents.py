@@ -33,10 +33,10 @@ def alert_id(rule_id: str, group_key: str) -> str:
 
 
 def event_document_id(event: Event, redactor: Redactor) -> str:
-    """The enriched event's document id (``event.hash``, the ``_id`` in Elasticsearch): a hash of its id *and* the
-    content a true redelivery shares with it (``detectors.redelivery``). A redelivered record, in the stream or in a
-    replay, gets the same id, so writing it again overwrites or meets its own document; another record under the same
-    ``event.id`` (a client-chosen request id reused for an attack) gets a document of its own.
+    """The enriched event's document id (``event.hash``, the ``_id`` in Elasticsearch): a hash of the whole event but a
+    time the normaliser assumed, what a true redelivery shares with it (``detectors.redelivery``). A redelivered record,
+    in the stream or in a replay, gets the same id, so writing it again overwrites or meets its own document; another
+    record under the same ``event.id`` (a client-chosen request id reused for an attack) gets a document of its own.
 
     The content is hashed raw, so the hash is keyed (:func:`_event_id_key`): with a plain hash, anyone reading the
     index could test guesses of a masked value (a card or social security number has few enough candidates to try

@@ -8,11 +8,11 @@ batch interrupted before that (rebalance, crash) is processed again, never skipp
 (dead-lettered as a pipeline error, or its enriched-event document rejected by Elasticsearch) is not remembered, so
 the same record ingested again once the cause is fixed is processed.
 
-What is remembered of an event is the whole event but its timestamp (``detectors.redelivery``): what a true
-redelivery shares with the first delivery. The id alone is not enough: a client can sometimes choose it, and a benign
-request followed by an attack under the same id would otherwise have the attack dropped unseen. So a reused id with
-anything else different goes through detection, its alerts are written, and its enriched-event document gets its own
-``_id`` (``detectors.documents.event_document_id``, a hash of the same).
+What is remembered of an event is the whole event but a time the normaliser assumed (``detectors.redelivery``): what a
+true redelivery shares with the first delivery. The id alone is not enough: a client can sometimes choose it, and a
+benign request followed by an attack under the same id would otherwise have the attack dropped unseen. So a reused id
+with anything else different goes through detection, its alerts are written, and its enriched-event document gets its
+own ``_id`` (``detectors.documents.event_document_id``, a hash of the same).
 
 Memory is bounded: the oldest events are forgotten first. An event is kept as a 64-bit keyed hash (BLAKE2b keyed
 with the deployment's secret), 8 bytes in a checkpoint: two different events share a hash with odds of about one in
@@ -45,7 +45,7 @@ class HashedEvent(NamedTuple):
 
 
 class RecentIds:
-    """The last ``capacity`` remembered events (as keyed hashes of their id and content), oldest evicted first."""
+    """The last ``capacity`` remembered events (as keyed hashes, :mod:`detectors.redelivery`), oldest evicted first."""
 
     def __init__(self, capacity: int, *, secret: bytes = b"") -> None:
         if capacity < 0:
@@ -103,7 +103,7 @@ class RecentIds:
         self._evict()
 
     def _hash(self, event: Event) -> int:
-        """The keyed 64-bit hash of ``event``'s id and content."""
+        """The keyed 64-bit hash of ``event`` (the whole event but an assumed time)."""
         return int.from_bytes(content_digest(event, digest_size=8, key=self._key), "little")
 
     def _evict(self) -> None:
