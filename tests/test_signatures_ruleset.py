@@ -126,25 +126,27 @@ def _write(path: Path, text: str, mtime: int) -> None:
 def test_hot_reload_swaps_on_change_and_keeps_the_running_set_on_a_broken_file(tmp_path):
     rule = rule_yaml("selection:\n  gen_ai.prompt|contains: alpha\ncondition: selection")
     _write(tmp_path / "rule.yml", rule, 1_000_000_000)
-    detector = SignatureDetector(RuleSetWatcher([tmp_path]))
+    watcher = RuleSetWatcher([tmp_path])
+    detector = SignatureDetector(watcher)
     compiled = detector.ruleset.compiled
     assert compiled.match([("gen_ai.prompt", "alpha")]).hits
-    assert detector.maybe_reload() is False  # nothing changed
 
     _write(tmp_path / "rule.yml", rule.replace("alpha", "omega"), 2_000_000_000)
-    assert detector.maybe_reload() is True
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    detector.use_rules(watcher.current)  # what the worker's reloader does between batches (app/stream/reload.py)
     assert not detector.ruleset.compiled.match([("gen_ai.prompt", "alpha")]).hits
     assert detector.ruleset.compiled.match([("gen_ai.prompt", "omega")]).hits
     assert compiled.match([("gen_ai.prompt", "alpha")]).hits  # the old set is untouched
 
     _write(tmp_path / "broken.yml", rule.replace("condition: selection", "condition: selection and"), 3_000_000_000)
-    assert detector.maybe_reload() is False
-    assert detector.ruleset.compiled.match([("gen_ai.prompt", "omega")]).hits
-    assert detector.watcher.last_errors
+    assert watcher.maybe_reload() is ReloadOutcome.REJECTED
+    assert watcher.current.compiled.match([("gen_ai.prompt", "omega")]).hits
+    assert watcher.last_errors
 
     (tmp_path / "broken.yml").unlink()
     _write(tmp_path / "second.yml", rule_yaml("s:\n  gen_ai.prompt|contains: beta\ncondition: s"), 4_000_000_000)
-    assert detector.maybe_reload() is True
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    detector.use_rules(watcher.current)
     assert len(detector.ruleset.rules) == 2
 
 

@@ -15,7 +15,7 @@ from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import TEXT_FIELDS, Event
 from detectors.signatures.compiler import CompiledRules, ItemMatch, MatchResult, RuleHit, snippet_span
 from detectors.signatures.parse import SignatureRule
-from detectors.signatures.ruleset import ReloadOutcome, RuleSet, RuleSetWatcher
+from detectors.signatures.ruleset import RuleSet, RuleSetWatcher
 from detectors.signatures.textnorm import DECODINGS
 
 MATCHES_FIELD = "gen_ai.security.signature_matches"
@@ -125,7 +125,8 @@ def _restore(verdict: _Verdict, field_name: str, scanned: str) -> dict[int, Item
 
 
 class SignatureDetector(Detector):
-    """One detection per (rule, event). Give it a :class:`RuleSetWatcher` to pick up rule changes.
+    """One detection per (rule, event). Built from a :class:`RuleSetWatcher`, it keeps it as ``watcher``: the
+    worker's reloader (``app/stream/reload.py``) polls it and swaps changed rules in with :meth:`use_rules`.
 
     ``cache_size`` texts' verdicts are cached (see :class:`VerdictCache`); 0 disables the cache.
     """
@@ -137,14 +138,6 @@ class SignatureDetector(Detector):
         self.ruleset = rules.current if isinstance(rules, RuleSetWatcher) else rules
         self.cache = VerdictCache(cache_size) if cache_size > 0 else None
         self._infos: dict[str, RuleInfo] = {}
-
-    def maybe_reload(self) -> bool:
-        """Swap in changed rules, for a detector that runs on its own; the running set stays if the new one is
-        broken. The stream worker drives the watcher itself, for all its partitions (app/stream/reload.py)."""
-        if self.watcher is None or self.watcher.maybe_reload() is not ReloadOutcome.RELOADED:
-            return False
-        self.use_rules(self.watcher.current)
-        return True
 
     def use_rules(self, ruleset: RuleSet) -> None:
         """Run ``ruleset`` from the next batch on (call between batches, on the thread that runs them)."""
