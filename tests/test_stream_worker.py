@@ -6,8 +6,11 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from msgspec.structs import replace
 
 from app.settings import Settings
+from app.stream.codec import encode_events
+from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
 from detectors.event import Event, Identity
 from detectors.pipeline import BatchResult, Pipeline
@@ -26,6 +29,18 @@ class PoisonedPipeline:
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         if any(e.id == self.poison for e in events):
+            raise RuntimeError("renderer exploded")
+        return self.real.process(events)
+
+
+class PoisonedDataset:
+    """Renders events like the real pipeline but raises whenever the batch holds an event of dataset "poison"."""
+
+    def __init__(self, real: Pipeline) -> None:
+        self.real = real
+
+    def process(self, events: Sequence[Event]) -> BatchResult:
+        if any(e.dataset == "poison" for e in events):
             raise RuntimeError("renderer exploded")
         return self.real.process(events)
 
@@ -76,3 +91,14 @@ def test_a_normaliser_crash_becomes_a_dead_letter(worker: StreamWorker, monkeypa
     assert [(letter["reason"], letter["origin"], letter["size"]) for letter in letters] == [
         ("normaliser_error", "kafka:raw/0@5", 8)
     ]
+
+
+def test_a_catch_up_remembers_a_good_event_that_shares_its_id_with_a_poison_one(worker: StreamWorker) -> None:
+    good, other = event(1), event(2)
+    poison = replace(good, dataset="poison", timestamp=good.timestamp + 0.5)  # another request, the same id "e1"
+    [message] = encode_events([good, poison, other], 1_000_000)
+    recent = RecentIds(100)
+    ran = worker._replay_events(PoisonedDataset(worker.identities.template.fresh()), recent, message)  # type: ignore[arg-type]
+    assert ran == 2
+    assert good in recent and other in recent  # a redelivery of either is a duplicate ...
+    assert poison not in recent  # ... but the poison event goes through again once the cause is fixed

@@ -330,11 +330,10 @@ class StreamWorker:
             # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
             # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
             # A rejected document is matched to its event by its _id, which redaction never touches (a body's
-            # event.id may be masked); a failed event by its id.
-            failed_ids = {event.id for event in failed}
+            # event.id may be masked); a failed event is that very object (another request may share its id).
             rejected = {r.document.id for r in report.rejections if r.document.index == es.events_index}
             written = {
-                p: [item for item in ran if item.event.id not in failed_ids and not self._rejected(item, rejected)]
+                p: [item for item in _without(ran, failed) if not self._rejected(item, rejected)]
                 for p, ran in processed.items()
             }
             await self._in_thread(self.identities.acknowledge, last, written)
@@ -476,12 +475,12 @@ class StreamWorker:
             return 0
         events = [event for event, _digest in kept]
         size = self.settings.detection.batch_size
-        failed = {
-            event.id
+        failed = [
+            event
             for start in range(0, len(events), size)
             for event, _error in _process_isolating(pipeline, events[start : start + size]).failures
-        }
-        ran = [item for item in kept if item.event.id not in failed]  # by id, as the live path leaves them out
+        ]
+        ran = _without(kept, failed)  # as the live path leaves them out
         recent.remember(ran)
         return len(ran)
 
@@ -607,6 +606,13 @@ def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated
             log.exception("pipeline failed on event %s; it is left out", event.id)
             isolated.failures.append((event, error))
     return isolated
+
+
+def _without(items: Sequence[HashedEvent], failed: Sequence[Event]) -> list[HashedEvent]:
+    """``items`` but the events of ``failed``, matched as objects: not by id, which another request may share (a
+    client-chosen request id), and whose good event must still be remembered."""
+    left_out = {id(event) for event in failed}
+    return [item for item in items if id(item.event) not in left_out]
 
 
 def _first_offsets(messages: Sequence[Any]) -> dict[int, int]:
