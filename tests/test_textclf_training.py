@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -261,6 +262,39 @@ def test_hard_benign_prompts_share_no_wording_with_the_held_out_templates() -> N
     assert held_out
     assert not any(_four_grams(prompt) & held_out for prompt in prompts)
     assert hard_benign_prompts([], 5, "seed") == []
+
+
+def test_cross_validation_alone_gives_the_figures_training_records(
+    records: list[corpora.CorpusText], tmp_path: Path
+) -> None:
+    train, test = small_subset(records, "train", 3), small_subset(records, "test", 1)
+    options = TrainingOptions(max_iter=150)
+    config = trainer.train(tmp_path, train, test, trainer.corpus_manifest(), SMALL_FEATURES, options, 0.1, n_folds=3)
+    recorded = json.loads(config.read_text())["cross_validation"]
+    test_sources = {r.source for r in test}  # names only: cross-validation never reads a test text
+    cv = trainer.cross_validate(train, test_sources, SMALL_FEATURES, options, 0.1, n_folds=3)
+    assert cv.pop("recall_by_family") == recorded["recall_by_family"]
+    for head in (trainer.INJECTION, trainer.JAILBREAK):
+        assert cv.pop(head) == recorded[head]
+    hard = cv.pop("hard_benign_alerting")
+    assert hard["n"] == sum(1 for r in train if r.label == "benign") * 2  # 2 composed hard prompts per benign text
+    watched = cv.pop("watched_sources")
+    assert set(watched) == set(trainer.WATCHED_SOURCES) & {r.source for r in train}
+    assert cv == {}
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [("shape_indicators=true", ("shape_indicators", True)), ("shape_weight=8", ("shape_weight", 8))],
+)
+def test_feature_overrides_are_featuriser_settings_with_json_values(argument: str, expected: tuple) -> None:
+    assert trainer.feature_override(argument) == expected
+
+
+@pytest.mark.parametrize("argument", ["colour=red", 'featuriser="x"', "shape_weight=eight"])
+def test_bad_feature_overrides_are_refused(argument: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError):
+        trainer.feature_override(argument)
 
 
 @pytest.mark.slow
