@@ -19,8 +19,9 @@ import msgspec
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT, Event
+from detectors.signatures.textnorm import fold
 from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, Analysis, TextClassifier
 
 INJECTION_HEAD = "prompt_injection"
@@ -32,6 +33,7 @@ PROMPT_INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 JAILBREAK_SCORE = "gen_ai.security.jailbreak_score"
 INDIRECT_INJECTION_SCORE = "gen_ai.security.indirect_injection_score"
 MODEL_VERSION_FIELD = "gen_ai.security.classifier_version"
+SENSITIVE_PIECE = 4  # an explaining n-gram sharing this many characters in a row with a secret is left out
 
 _OWASP = ("LLM01:2025",)
 PROMPT_INJECTION_RULE = RuleInfo(
@@ -140,7 +142,9 @@ class TextClassifierDetector(Detector):
                 if top[index] >= threshold:
                     rows = np.flatnonzero((owner == index) & (direct == is_direct) & (injection >= threshold))
                     rows = rows[np.argsort(-injection[rows], kind="stable")]
-                    detection = self._detection(events[index], rows, texts, fields, analysis, is_direct)
+                    detection = self._detection(
+                        events[index], rows, texts, fields, analysis, is_direct, found.sensitive
+                    )
                     found.rule_ids.append(detection.rule.id)
                     detections.append(detection)
         return detections
@@ -161,13 +165,21 @@ class TextClassifierDetector(Detector):
         fields: list[str],
         analysis: Analysis,
         is_direct: bool,
+        sensitive: Sequence[SensitiveValue] = (),
     ) -> Detection:
-        """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first."""
+        """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first.
+
+        Explaining n-grams that hold a piece of one of the event's ``sensitive`` values are left out: an n-gram is
+        folded (lower case) text, which scrubbing by value cannot recognise, so a piece of a secret would reach
+        the alert raw.
+        """
         injection, jailbreak = analysis.scores[:, self._injection], analysis.scores[:, self._jailbreak]
         best = int(rows[0])
         score = float(injection[best])
         rule_id, head = self._kind(best, jailbreak, is_direct)
         explanation = analysis.explain(best, head, self.config.explain_top)  # from the features already computed
+        if sensitive:
+            explanation = without_sensitive_pieces(explanation, sensitive)
         threshold, high = (self.threshold, self.high_threshold)
         if not is_direct:
             threshold, high = self.document_threshold, self.document_high_threshold
@@ -198,6 +210,23 @@ class TextClassifierDetector(Detector):
             related_ips=[event.identity.source_ip] if event.identity.source_ip else [],
             explanation={_explanation_key(feature): weight for feature, weight in explanation.items()},
         )
+
+
+def without_sensitive_pieces(explanation: dict[str, float], sensitive: Sequence[SensitiveValue]) -> dict[str, float]:
+    """``explanation`` without the ``ngram:`` features that share :data:`SENSITIVE_PIECE` characters in a row with
+    a sensitive value (both folded, as the featuriser folds text), or lie wholly inside one."""
+    folded = [fold(value.value) for value in sensitive]
+
+    def leaks(gram: str) -> bool:
+        size = min(SENSITIVE_PIECE, len(gram))
+        pieces = {gram[start : start + size] for start in range(len(gram) - size + 1)}
+        return any(piece in value for value in folded for piece in pieces)
+
+    return {
+        feature: weight
+        for feature, weight in explanation.items()
+        if not (feature.startswith("ngram:") and leaks(feature.removeprefix("ngram:").strip()))
+    }
 
 
 def _first(value: float | None, default: float) -> float:
