@@ -85,10 +85,28 @@ class AlertingSettings(BaseModel):
     risk_half_life_seconds: float = 24 * 3600.0
 
 
+DEVELOPMENT_REDACTION_KEY = "abusewatch-development-key"
+MIN_REDACTION_KEY_BYTES = 16
+
+
+def weak_redaction_key(key: str) -> str | None:
+    """Why ``key`` must not key a deployment's masks, or None. Masks carry a 48-bit keyed hash of the value: with a
+    known key, a card number whose first six and last four digits show can be recovered in seconds."""
+    if key == DEVELOPMENT_REDACTION_KEY:
+        return "it is the built-in development key, which anyone can read in the source"
+    if "change-me" in key.lower():
+        return "it is the deployment manifests' placeholder"
+    if len(key.encode("utf-8")) < MIN_REDACTION_KEY_BYTES:
+        return f"it is shorter than {MIN_REDACTION_KEY_BYTES} bytes"
+    return None
+
+
 class DetectionSettings(BaseModel):
     rules_dir: Path | None = None  # extra rules on top of the built-in pack
     builtin_rules: bool = True
-    redaction_key: SecretStr = SecretStr("abusewatch-development-key")
+    redaction_key: SecretStr = SecretStr(DEVELOPMENT_REDACTION_KEY)
+    # `abusewatch worker` refuses a weak key (weak_redaction_key) unless this is set: local experiments only
+    allow_weak_redaction_key: bool = False
     max_record_bytes: int = 4 * 1024 * 1024
     max_text_chars: int = 256 * 1024
     batch_size: int = 500

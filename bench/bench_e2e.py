@@ -134,6 +134,7 @@ class Deployment:
             "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": f"logs-abwbench.shadow_alerts-{s}",
             "ABW_ELASTICSEARCH__DEAD_LETTER_INDEX": f"logs-abwbench.dead_letter-{s}",
             "ABW_WORKER__LOG_LEVEL": "WARNING",
+            "ABW_DETECTION__REDACTION_KEY": f"bench-e2e-redaction-key-{s}",  # the worker refuses a weak key
         }
         env.pop("ABW_CONFIG", None)
         return env

@@ -14,9 +14,17 @@ from kafka.errors import KafkaTimeoutError
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.commands.stream import es_problem, exception_problems, kafka_problem, missing_files
+from app.commands.stream import (
+    es_problem,
+    exception_problems,
+    kafka_problem,
+    missing_files,
+    redaction_key_problem,
+)
 from app.settings import DetectionSettings, ElasticsearchSettings, KafkaSettings, Settings
 from app.stream.kafka_config import faust_credentials, kafka_python_options
+
+STRONG_KEY = "q7Zr2xW9mT4vL8nK3pB6sD1f"
 
 
 def settings(**kafka: object) -> Settings:
@@ -66,7 +74,7 @@ def test_markup_in_a_bad_exceptions_file_is_printed_as_text(tmp_path: Path, comm
         "- id: x1\n  rules: [r]\n  match: {source.ip: ['[/bold] 10.0.0.300']}\n  reason: r\n  expires: 2030-01-01\n"
     )
     env = {"ABW_CONFIG": "", "ABW_DETECTION__EXCEPTIONS_PATH": str(path), "ABW_KAFKA__BOOTSTRAP": "nowhere:1"}
-    result = CliRunner().invoke(cli, [command], env=env)
+    result = CliRunner().invoke(cli, [command], env=env | {"ABW_DETECTION__REDACTION_KEY": STRONG_KEY})
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert f"{path}: entry 1 (id 'x1'): match: 'source.ip': bad IP address: '[/bold] 10.0.0.300'" in result.stderr
 
@@ -104,3 +112,28 @@ def test_shorthand_endpoint_variables_and_nested_ones_win(monkeypatch: pytest.Mo
     assert (loaded.kafka.bootstrap, loaded.elasticsearch.url) == ("kafka:9092", "http://elasticsearch:9200")
     monkeypatch.setenv("ABW_KAFKA__BOOTSTRAP", "other:9092")
     assert Settings().kafka.bootstrap == "other:9092"
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        (None, "built-in development key"),
+        ("CHANGE-ME-32-random-bytes", "placeholder"),
+        ("short-key", "shorter than 16 bytes"),
+    ],
+)
+def test_the_worker_refuses_a_weak_redaction_key_before_contacting_kafka(key: str | None, reason: str) -> None:
+    env = {"ABW_CONFIG": "", "ABW_KAFKA__BOOTSTRAP": "nowhere:1", "ABW_DETECTION__REDACTION_KEY": key}
+    result = CliRunner().invoke(cli, ["worker"], env=env)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "detection.redaction_key is weak" in result.stderr and reason in result.stderr
+    assert "Kafka" not in result.stderr.split("weak")[0]  # said first, without waiting for a broker
+    if key is not None:
+        assert key not in result.stderr  # the key itself is never printed
+
+
+def test_a_strong_key_or_an_explicit_allowance_passes_the_key_check() -> None:
+    assert redaction_key_problem(Settings(detection=DetectionSettings(redaction_key=STRONG_KEY))) is None
+    allowed = DetectionSettings(allow_weak_redaction_key=True)
+    assert redaction_key_problem(Settings(detection=allowed)) is None
+    assert "ABW_DETECTION__REDACTION_KEY" in (redaction_key_problem(Settings()) or "")

@@ -23,7 +23,7 @@ from rich.text import Text
 
 from app.commands.alerts import terminal_safe
 from app.replay import STDIN, read_lines
-from app.settings import Settings, load_settings
+from app.settings import Settings, load_settings, weak_redaction_key
 from app.sinks import es_setup
 from app.sinks.elasticsearch import client_options
 from app.stream.kafka_config import diagnose, kafka_python_options
@@ -56,6 +56,8 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
     from detectors.exceptions import load_exceptions
 
     settings = _settings(config)
+    if problem := redaction_key_problem(settings):
+        raise typer.Exit(_fail(problem))
     exceptions_path = settings.detection.exceptions_path
     if exceptions_path is not None:
         with exit_on_bad_exceptions():  # a bad file ends the command before the wait for Kafka
@@ -191,11 +193,25 @@ def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
     console.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
     problems = missing_files(settings) + exception_problems(settings)
     problems = problems or check_kafka(settings) + check_elasticsearch(settings)
+    problems += [problem] if (problem := redaction_key_problem(settings)) else []
     for problem in problems:
         console.print(_labelled("problem: ", problem), soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     console.print("[green]configuration OK[/green]: Kafka and Elasticsearch reachable, topics and templates present")
+
+
+def redaction_key_problem(settings: Settings) -> str | None:
+    """Why the worker must not start with the configured redaction key (unless weak keys are allowed), or None."""
+    detection = settings.detection
+    reason = weak_redaction_key(detection.redaction_key.get_secret_value())
+    if reason is None or detection.allow_weak_redaction_key:
+        return None
+    return (
+        f"detection.redaction_key is weak: {reason}. Masked secrets could be recovered from their keyed hashes. "
+        "Set ABW_DETECTION__REDACTION_KEY to 32 random bytes (e.g. `openssl rand -base64 32`), the same for every "
+        "worker and kept across restarts; for a local experiment only, ABW_DETECTION__ALLOW_WEAK_REDACTION_KEY=true."
+    )
 
 
 def missing_files(settings: Settings) -> list[str]:

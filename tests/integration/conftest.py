@@ -35,6 +35,7 @@ SERVICES_SH = HERE.parents[1] / "deploy" / "local" / "services.sh"
 UP_TIMEOUT_S = 900
 # Restarting one service waits for its health; stopping may wait ABW_STOP_TIMEOUT (60 s).
 SERVICE_TIMEOUT_S = 300
+INTEGRATION_REDACTION_KEY = "integration-tests-redaction-key-7f3a9c"  # not weak: the worker refuses those
 
 
 def _run_script(command: str, timeout: float) -> str:
@@ -173,6 +174,7 @@ def services() -> Iterator[Services]:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("ABW_KAFKA_BOOTSTRAP", kafka_bootstrap)
             env.setenv("ABW_ES_URL", es_url)
+            env.setenv("ABW_DETECTION__REDACTION_KEY", INTEGRATION_REDACTION_KEY)  # the worker refuses a weak key
             yield Services(kafka_bootstrap, es_url, managed)
     finally:
         if started:
