@@ -184,3 +184,39 @@ def test_an_event_without_a_usable_time_is_annotated_and_skipped() -> None:
     assert detector.detect([broken, chat(2, 5_000.0)], findings) == []
     assert findings[0].fields["abusewatch.errors"] == ["anomaly: event time is not a finite number"]
     assert findings[1].fields["abusewatch.identity.window_requests"] == 1
+
+
+def extraction(key_per_window: bool) -> list[Event]:
+    """Three hours of model extraction from one IP (logprobs, temperature sweeps, 56k tokens a request), one request
+    every 10 s, with one API key throughout or a new key every 10-minute window."""
+    start, words = 1_767_225_600.0, ["alpha", "bravo", "delta", "kilo", "lima", "oscar", "romeo", "tango"]
+    events = []
+    for n in range(6 * 60 * 3):
+        timestamp = start + 10.0 * n
+        key = f"stolen-{int(timestamp // 600)}" if key_per_window else "stolen-0"
+        params = {"logprobs": True, "top_logprobs": 20, "n": 5, "temperature": (n % 16) / 10, "max_tokens": 32000}
+        text = " ".join(words[(n * k) % 8] for k in (1, 3, 5)) + f" explain {words[n % 8]} thoroughly"
+        events.append(
+            Event(
+                id=f"x{n}",
+                timestamp=timestamp,
+                dataset="t",
+                input_messages=[Message(role="user", content=text)],
+                identity=Identity(api_key_hash=key, source_ip="198.51.100.77"),
+                request_params=params,
+                input_tokens=40_000,
+                output_tokens=16_000,
+            )
+        )
+    return events
+
+
+def test_an_ip_rotating_its_key_every_window_is_alerted_as_one_using_one_key() -> None:
+    caught = {}
+    for rotate in (False, True):
+        detector = AnomalyDetector()
+        detections, _ = run(detector, extraction(rotate), 500)
+        caught[rotate] = {(d.rule.id, d.identity.key()) for d in [*detections, *detector.flush()]}
+    expected = {"abusewatch-anomaly-model-extraction", "abusewatch-anomaly-resource-abuse"}
+    assert caught[False] == {(rule, "key:stolen-0") for rule in expected}  # the steady key is caught ...
+    assert caught[True] == {(rule, "ip:198.51.100.77") for rule in expected}  # ... and the IP behind rotating keys

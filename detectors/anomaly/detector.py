@@ -65,6 +65,7 @@ class _Entity:
         "last_window",
         "long",
         "previous",
+        "sole",
         "streak",
         "window",
     )
@@ -81,6 +82,9 @@ class _Entity:
         self.previous: PromptShape | None = None
         self.last_score = 0.0
         self.burst: TemplateBurst | None = None  # the last window's top template, if a burst could continue it
+        # an API key's or IP's only identity ever ("" once it carried two; None before its first window): while it
+        # has one, the key or IP only repeats that identity's alerts
+        self.sole: str | None = None
 
     def dump(self) -> dict[str, Any]:
         previous = self.previous
@@ -96,6 +100,7 @@ class _Entity:
             "previous": None if previous is None else [f"{previous.template:016x}", list(previous.values)],
             "last_score": self.last_score,
             "burst": self.burst.dump() if self.burst else None,
+            "sole": self.sole,
         }
 
     @classmethod
@@ -111,6 +116,7 @@ class _Entity:
             entity.previous = PromptShape(0, int(template, 16), tuple(values), 0, 0.0)
         entity.last_score = float(data["last_score"])
         entity.burst = TemplateBurst.load(data["burst"]) if data["burst"] else None
+        entity.sole = data.get("sole")  # absent in checkpoints of earlier versions: learnt again from the next window
         return entity
 
 
@@ -343,13 +349,21 @@ class AnomalyDetector(Detector):
         )
         warm = entity.closed >= config.identity_warmup_windows
         entity.closed += 1
-        # An API key or IP used by exactly one other identity only repeats that identity's alerts.
-        duplicate = len(window.primaries) == 1 and key not in window.primaries
+        # An API key or IP whose window carries one other identity repeats that identity's enumeration alert, which
+        # the identity raises from its first window. The rules that need a warm entity are judged on the key or IP
+        # unless it only ever carried that one identity: an IP whose key changes every window carries many, each
+        # too new to be judged itself.
+        primaries = window.primaries
+        if entity.sole is None:
+            entity.sole = next(iter(primaries)) if len(primaries) == 1 else ""
+        elif entity.sole and (len(primaries) != 1 or entity.sole not in primaries):
+            entity.sole = ""
+        repeats_one = len(primaries) == 1 and key not in primaries
         detections: list[Detection] = []
-        if duplicate:
+        if bool(entity.sole) and entity.sole != key:
             entity.burst = None
         else:
-            burst = window.template_burst(config.template_hamming)
+            burst = None if repeats_one else window.template_burst(config.template_hamming)
             enumeration = self._enumeration(key, entity.burst, burst)
             if enumeration:
                 entity.last_score = max(entity.last_score, enumeration.score)
