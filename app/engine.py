@@ -48,7 +48,7 @@ def build_detectors(settings: Settings) -> list[Detector]:
         TextClassifierDetector(detection.classifier),
         AnomalyDetector(detection.anomaly),
         CorrelationDetector(correlations, rule_aliases(rules.current.rules)),
-        SessionChainDetector(),
+        SessionChainDetector(shingle_key=_redactor(settings).derive_key("chain shingles")),
     ]
 
 

@@ -7,11 +7,15 @@
   quotes it back (the attacker builds on what was extracted).
 
 It runs after the other detectors and reads their verdicts from each event's findings. State is per session,
-bounded, and expires on event time.
+bounded, and expires on event time. Of a leaked response only keyed hashes of its word shingles are kept: the
+state is checkpointed, and raw overlapping shingles would rebuild the response (and any secret or PII in it),
+which every output document masks.
 """
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,9 +26,11 @@ import msgspec
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
 from detectors.event import PROMPT, Event
+from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shingles, words
 from detectors.matching import MultiMatcher, Pattern
 
+SHINGLE_HASH = "blake2b-64"  # how leaked shingles are kept; checkpoints without this marker hold raw shingles
 ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
 INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 REFUSALS = (
@@ -91,16 +97,22 @@ class _Session:
 @dataclass(slots=True)
 class _Leak:
     timestamp: float
-    shingles: set[str] = field(default_factory=set)
+    shingles: set[str] = field(default_factory=set)  # keyed hashes (SessionChainDetector._hash)
 
 
 class SessionChainDetector(Detector):
-    """Correlates turns of a session (``session.id``, else the identity) into chain alerts."""
+    """Correlates turns of a session (``session.id``, else the identity) into chain alerts.
+
+    ``shingle_key`` keys the hashes kept of leaked responses' shingles; pass one that is stable per deployment
+    (``redactor.derive_key("chain shingles")``) so a restored checkpoint still matches. Without one, a random key
+    per detector: nothing leaks, but leaks from before a restart are no longer recognised.
+    """
 
     name = "chains"
 
-    def __init__(self, settings: ChainSettings | None = None) -> None:
+    def __init__(self, settings: ChainSettings | None = None, *, shingle_key: bytes | None = None) -> None:
         self.settings = settings or ChainSettings()
+        self._shingle_key = shingle_key or secrets.token_bytes(32)
         self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
         self._sessions: dict[str, _Session] = {}
         self._leaks: dict[str, list[_Leak]] = {}
@@ -173,7 +185,7 @@ class SessionChainDetector(Detector):
                             f"{identity} quoted back {overlap:.0%} of a system prompt leaked to it earlier",
                             {"overlap": round(overlap, 3)},
                             evidence_field=PROMPT,
-                            snippet=prompt[:120],
+                            snippet=Masker((v.kind, v.value) for v in found.sensitive).mask(prompt)[:120],
                         )
                     )
                     break
@@ -195,8 +207,16 @@ class SessionChainDetector(Detector):
         return bool(completion) and bool(self._refusals.scan(completion))
 
     def _shingles(self, text: str) -> set[str]:
+        """Keyed hashes of ``text``'s word shingles (empty for a text shorter than one shingle)."""
         tokens = words(text[:20_000])
-        return shingles(tokens, self.settings.shingle_words) if len(tokens) >= self.settings.shingle_words else set()
+        if len(tokens) < self.settings.shingle_words:
+            return set()
+        return {self._hash(shingle) for shingle in shingles(tokens, self.settings.shingle_words)}
+
+    def _hash(self, shingle: str) -> str:
+        """64-bit keyed BLAKE2b of a shingle: enough to intersect sets, useless without the key."""
+        data = shingle.encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(data, key=self._shingle_key[:64], digest_size=8).hexdigest()
 
     def _detection(
         self,
@@ -247,6 +267,7 @@ class SessionChainDetector(Detector):
             "leaks": {
                 key: [[leak.timestamp, sorted(leak.shingles)] for leak in leaks] for key, leaks in self._leaks.items()
             },
+            "leak_shingles": SHINGLE_HASH,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -258,7 +279,8 @@ class SessionChainDetector(Detector):
             )
             for key, value in state.get("sessions", {}).items()
         }
+        hashed = state.get("leak_shingles") == SHINGLE_HASH
         self._leaks = {
-            key: [_Leak(timestamp, set(shingles)) for timestamp, shingles in leaks]
+            key: [_Leak(timestamp, set(kept) if hashed else {self._hash(s) for s in kept}) for timestamp, kept in leaks]
             for key, leaks in state.get("leaks", {}).items()
         }

@@ -1,13 +1,17 @@
 """System-prompt leakage, canary tokens and the reloadable application registry."""
 
 import os
+import sys
 import time
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.exfil import ExfilConfig, ExfilDetector
-from tests.fixtures.exfil.builders import chat, rules, run
+from detectors.exfil.leakage import reproduced_shingles
+from tests.fixtures.exfil.builders import chat, github_token, rules, run
 
 SYSTEM = (
     "You are Quill, the billing assistant of Northwind Traders. Answer questions about invoices, refunds and "
@@ -115,3 +119,51 @@ def test_missing_registry_is_empty(tmp_path):
     detector = ExfilDetector(ExfilConfig(registry_path=tmp_path / "absent.yaml"))
     assert detector.registry.profile("billing").system_prompts == ()
     assert run(detector, chat(completion="hello"))[0] == []
+
+
+def naive_reproduced_shingles(reference: list[str], response: list[str], size: int) -> set[int]:
+    """The definition: start indexes of reference shingles that are also response shingles."""
+    said = {tuple(response[i : i + size]) for i in range(len(response) - size + 1)}
+    return {i for i in range(len(reference) - size + 1) if tuple(reference[i : i + size]) in said}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reference=st.lists(st.sampled_from("abc"), max_size=40),
+    response=st.lists(st.sampled_from("abcd"), max_size=40),
+    size=st.integers(min_value=1, max_value=5),
+)
+def test_reproduced_shingles_are_the_shared_shingles(reference, response, size):
+    assert reproduced_shingles(reference, response, size) == naive_reproduced_shingles(reference, response, size)
+
+
+def test_repetitive_prompt_and_reply_add_each_reference_position_once():
+    """A repetitive system prompt and reply (both client-controlled) must not cost reply words x prompt words."""
+    reference, response = ["la"] * 2_000, ["la"] * 1_000
+    added = 0
+
+    def count(frame, event, arg):
+        nonlocal added
+        if event == "c_call" and getattr(arg, "__name__", "") == "update" and isinstance(arg.__self__, set):
+            added += 1
+
+    previous = sys.getprofile()
+    sys.setprofile(count)
+    try:
+        found = reproduced_shingles(reference, response, 5)
+    finally:
+        sys.setprofile(previous)
+    assert found == set(range(len(reference) - 4))
+    assert added <= 1  # one distinct reply shingle: its positions are added once
+
+
+def test_leak_evidence_masks_a_secret_cut_by_the_snippet_limit(detector):
+    token = github_token(3)
+    completion = f"{SYSTEM[:200]} token {token} {SYSTEM[200:]}"
+    assert completion.index(token) < 240 < completion.index(token) + len(token)
+    detections, _ = run(detector, chat(system=SYSTEM, completion=completion))
+    leak = [d for d in detections if d.rule.id == "abw-exfil-system-prompt-leak"]
+    assert leak, rules(detections)
+    snippet = leak[0].evidence[0].snippet
+    assert token[:12] not in snippet
+    assert "[github_token]" in snippet

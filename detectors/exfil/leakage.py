@@ -30,15 +30,20 @@ def reproduced_shingles(reference: Sequence[str], response: Sequence[str], size:
     """Start indexes of the reference's ``size``-word shingles that occur in the response.
 
     Only response positions whose word starts some reference shingle are looked at, so a long response costs a
-    set lookup per word rather than a shingle per word."""
+    set lookup per word rather than a shingle per word. Each distinct response shingle is looked up once, so a
+    repetitive reply against a repetitive prompt stays linear (each reference position is added at most once)."""
     positions: dict[tuple[str, ...], list[int]] = {}
     for index in range(len(reference) - size + 1):
         positions.setdefault(tuple(reference[index : index + size]), []).append(index)
     firsts = {shingle[0] for shingle in positions}
+    looked_up: set[tuple[str, ...]] = set()
     found: set[int] = set()
-    for index, word in enumerate(response):
-        if word in firsts:
-            found.update(positions.get(tuple(response[index : index + size]), ()))
+    for index in range(len(response) - size + 1):
+        if response[index] in firsts:
+            shingle = tuple(response[index : index + size])
+            if shingle not in looked_up:
+                looked_up.add(shingle)
+                found.update(positions.get(shingle, ()))
     return found
 
 
@@ -84,7 +89,7 @@ class SystemPromptLeakCheck:
                 evidence=[
                     Evidence(
                         field=field,
-                        snippet=masker.mask(text[:240]),
+                        snippet=masker.mask(text)[:240],  # mask first: a cut value would no longer match
                         detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
                     )
                 ],
