@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id, iso_time
@@ -67,15 +69,36 @@ class Pipeline:
         self.redactor = redactor
         self.grouper = grouper or AlertGrouper(redactor)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
+        self.latest_event_time: float | None = None  # the newest time a record gave (not assumed), in the state
 
     def process(self, events: Sequence[Event]) -> BatchResult:
-        events = list(events)
+        events = self._with_event_times(events)
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
         runs = distinct_id_runs(events)
         for detector in self.detectors:
             detections.extend(self.run_detector(detector, events, findings, runs))
         return self.render(events, findings, detections)
+
+    def _with_event_times(self, events: Sequence[Event]) -> list[Event]:
+        """``events``, each whose time the normaliser assumed (the record had none, or one far in the future) at
+        the newest time a record of this pipeline gave so far.
+
+        An assumed time is the wall clock at ingestion: in a replayed day or a backlog it lies far ahead of the
+        records around it, and every event-time tier (windows, baselines, correlations, chains) would take it as
+        the present and treat all the records that follow as late. Before any record gave a time it stays as is.
+        """
+        out = []
+        for event in events:
+            if not event.timestamp_assumed:
+                if self.latest_event_time is None or event.timestamp > self.latest_event_time:
+                    self.latest_event_time = event.timestamp
+                out.append(event)
+            elif self.latest_event_time is not None:
+                out.append(msgspec.structs.replace(event, timestamp=self.latest_event_time))
+            else:
+                out.append(event)
+        return out
 
     def run_detector(
         self, detector: Detector, events: list[Event], findings: list[Findings], runs: Sequence[slice]
@@ -160,12 +183,15 @@ class Pipeline:
         return {
             "detectors": {detector.name: detector.state() for detector in self.detectors},
             "alerting": self.grouper.state(),
+            "latest_event_time": self.latest_event_time,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         for detector in self.detectors:
             detector.load_state(state.get("detectors", {}).get(detector.name, {}))
         self.grouper.load_state(state.get("alerting", {}))
+        latest = state.get("latest_event_time")
+        self.latest_event_time = float(latest) if latest is not None else None
 
     def fresh(self) -> Pipeline:
         """The same detectors, configuration and redactor with no state: one pipeline per identity partition.

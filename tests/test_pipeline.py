@@ -4,6 +4,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from detectors.anomaly import AnomalyDetector
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
@@ -225,3 +226,58 @@ def test_an_event_that_cannot_be_rendered_still_leaves_a_document():
     assert "render" in result.events[1]["abusewatch"]["errors"][0]
     # it still has the document id the stream writes it under, the same as a rendered copy would have
     assert result.events[1]["event"]["hash"] == event_document_id(broken, Redactor(b"k"))
+
+
+def timed(event_id: str, timestamp: float, *, assumed: bool = False, user: str = "u") -> Event:
+    return Event(
+        id=event_id,
+        timestamp=timestamp,
+        timestamp_assumed=assumed,
+        dataset="t",
+        input_messages=[Message(role="user", content=f"Describe catalogue item {event_id} in full")],
+        identity=Identity(user_id=user, api_key_hash=f"k-{user}", source_ip="203.0.113.9"),
+    )
+
+
+class Clock(Detector):
+    """Records the times it is shown."""
+
+    name = "clock"
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
+        self.seen += [event.timestamp for event in events]
+        return []
+
+
+def test_an_assumed_time_is_the_newest_time_a_record_gave_and_survives_a_checkpoint() -> None:
+    clock = Clock()
+    pipeline = Pipeline([clock], Redactor(b"k"))
+    wall_clock = 1_900_000_000.0  # what the normaliser stamped on a record without a time, long after the day
+    pipeline.process([timed("a0", wall_clock, assumed=True)])  # no record gave a time yet: kept as it is
+    day = 1_700_000_000.0
+    pipeline.process([timed("a1", day), timed("a2", day + 50), timed("a3", wall_clock, assumed=True)])
+    restored = Pipeline([clock], Redactor(b"k"))
+    restored.load_state(pipeline.state())
+    result = restored.process([timed("a4", wall_clock + 5, assumed=True), timed("a5", day + 20)])
+    assert clock.seen == [wall_clock, day, day + 50, day + 50, day + 50, day + 20]
+    assert result.events[0]["@timestamp"].startswith("2023-11-14T22:14:10")  # day + 50, not the wall clock
+
+
+def test_a_record_without_a_time_in_a_replayed_day_does_not_blind_the_anomaly_tier() -> None:
+    start = 1_767_225_600.0
+    background = [timed(f"b{n}", start + 60.0 * n, user=f"b{n % 5}") for n in range(60)]
+    scraper = [timed(f"s{n}", start + 3600 + 5.0 * n, user="scraper") for n in range(110)]
+    untimed = timed("x", 2_000_000_000.0, assumed=True, user="no-clock")  # stamped with the wall clock
+
+    def alerts(events: list[Event]) -> list[tuple[str, str]]:
+        pipeline = Pipeline([AnomalyDetector()], Redactor(b"k"))
+        result = pipeline.process(events)
+        documents = result.alerts + pipeline.flush().alerts
+        return sorted((doc["rule"]["id"], doc["user"]["id"]) for doc in documents if "anomaly" in doc["rule"]["id"])
+
+    reference = alerts(background + scraper)
+    assert reference  # the scraper is caught ...
+    assert alerts([*background[:30], untimed, *background[30:], *scraper]) == reference  # ... with the record too

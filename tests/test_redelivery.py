@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -95,3 +96,34 @@ def test_the_digest_survives_the_internal_topic() -> None:
 
 def test_the_digest_is_keyed() -> None:
     assert content_digest(BASE, digest_size=16, key=b"other") != digest(BASE)
+
+
+def with_times(node: Any, seconds: float) -> Any:
+    """``node`` with every time field of the four formats set to ``seconds`` after the epoch, in its own unit."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in ("startTimeUnixNano", "endTimeUnixNano"):
+                out[key] = str(int(seconds * 1e9))
+            elif key in ("startTime", "endTime", "timestamp"):
+                out[key] = seconds if isinstance(value, int | float) else f"{seconds:.0f}"
+            elif key in ("created", "created_at"):
+                out[key] = int(seconds)
+            else:
+                out[key] = with_times(value, seconds)
+        return out
+    if isinstance(node, list):
+        return [with_times(value, seconds) for value in node]
+    return node
+
+
+@pytest.mark.parametrize("fmt", ["litellm", "openai", "bedrock", "otel"])
+def test_a_time_far_ahead_of_the_clock_is_taken_as_assumed(fmt: str) -> None:
+    """A record dated a month ahead (a broken clock, or a forgery) would move every event-time window into the
+    future: its time is not believed, but the normaliser's, as for a record without one."""
+    record = json.loads((PACKAGE_ROOT / "samples" / f"{fmt}.jsonl").read_text().splitlines()[0])
+    now = time.time()
+    [ahead] = normalise_many(with_times(record, now + 30 * 86400))[:1]
+    [soon] = normalise_many(with_times(record, now + 600))[:1]  # clocks a few minutes apart: believed
+    assert ahead.timestamp_assumed is True and ahead.timestamp <= time.time()
+    assert soon.timestamp_assumed is False and soon.timestamp == pytest.approx(now + 600, abs=1)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from detectors.event import Event
@@ -28,6 +29,8 @@ from detectors.normalise import bedrock, litellm, openai, otel
 from detectors.normalise.decode import DeadLetter, dead_letter, decode_located, decode_payload
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import TextLimit
+
+MAX_FUTURE_SECONDS = 24 * 3600.0  # a record time further ahead of the clock is not believed
 
 __all__ = [
     "FORMATS",
@@ -73,14 +76,25 @@ def normalise_many(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_
     if name is None:
         keys = ", ".join(sorted(str(key) for key in record)[:8]) if isinstance(record, dict) else type(record).__name__
         raise NormaliseError("unknown_format", f"no known format matches a record with keys: {keys}")
+    now = time.time()
     try:
-        return FORMATS[name].normalise(record, TextLimit(max_text_chars), time.time())
+        events = FORMATS[name].normalise(record, TextLimit(max_text_chars), now)
     except NormaliseError:
         raise
     except (RecursionError, MemoryError) as error:
         raise NormaliseError("too_deep", f"{name} record too deep or too large: {type(error).__name__}") from None
     except Exception as error:  # a reader missed a type: still a bad record, never a crash
         raise NormaliseError(f"malformed:{name}", f"unexpected {type(error).__name__}: {error}"[:500]) from None
+    return [_time_checked(event, now) for event in events]
+
+
+def _time_checked(event: Event, now: float) -> Event:
+    """``event``, its time taken as assumed (ingestion time) if it lies more than :data:`MAX_FUTURE_SECONDS` ahead
+    of the clock: a record dated next month or in year 9999 is a broken clock or a forgery, and taken at its word
+    it would move every event-time window of its partition into the future."""
+    if event.timestamp > now + MAX_FUTURE_SECONDS:
+        return msgspec.structs.replace(event, timestamp=now, timestamp_assumed=True)
+    return event
 
 
 def normalise(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Event:
