@@ -25,13 +25,14 @@ from typing import Any
 import msgspec
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
-from detectors.event import PROMPT, Event
+from detectors.event import PROMPT, Event, Identity
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shingles, words
 from detectors.matching import MultiMatcher, Pattern
 
 SHINGLE_HASH = "blake2b-64"  # how leaked shingles are kept; checkpoints without this marker hold raw shingles
 ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
+LEAK_MEMORY_WINDOWS = 24  # a leaked prompt quoted back later than this many windows is no longer connected
 INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 REFUSALS = (
     r"i\s*(?:am|'m)\s+sorry,?\s+but\s+i\s+(?:can(?:not|'t)|won't)",
@@ -100,6 +101,15 @@ class _Leak:
     shingles: set[str] = field(default_factory=set)  # keyed hashes (SessionChainDetector._hash)
 
 
+def session_key(identity: Identity) -> str:
+    """The chain a turn belongs to: its session within its identity, else the identity. A session id is the
+    client's to choose: two users sending the same one ("default") must not share a chain or an alert."""
+    key = identity.key()
+    if identity.session_id and not key.startswith("session:"):
+        return f"{key}|session:{identity.session_id}"
+    return key
+
+
 class SessionChainDetector(Detector):
     """Correlates turns of a session (``session.id``, else the identity) into chain alerts.
 
@@ -126,7 +136,7 @@ class SessionChainDetector(Detector):
 
     def _observe(self, event: Event, found: Findings) -> list[Detection]:
         settings = self.settings
-        key = f"session:{event.identity.session_id}" if event.identity.session_id else event.identity.key()
+        key = session_key(event.identity)
         session = self._sessions.get(key)
         if session is None or event.timestamp - session.last_seen > settings.window_seconds:
             session = self._sessions[key] = _Session(turns=deque(maxlen=settings.max_turns), last_seen=event.timestamp)
@@ -176,7 +186,11 @@ class SessionChainDetector(Detector):
             quoted = self._shingles(prompt)
             for leak in leaks:
                 overlap = len(quoted & leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
-                if overlap >= self.settings.reuse_overlap and event.timestamp > leak.timestamp:
+                age = event.timestamp - leak.timestamp
+                if (
+                    overlap >= self.settings.reuse_overlap
+                    and 0 < age <= LEAK_MEMORY_WINDOWS * self.settings.window_seconds
+                ):
                     detections.append(
                         self._detection(
                             PROMPT_REUSED,
@@ -249,7 +263,7 @@ class SessionChainDetector(Detector):
         horizon = newest - 3 * self.settings.window_seconds  # lagging partitions: see correlation.ALLOWED_LATENESS_S
         for key in [k for k, s in self._sessions.items() if s.last_seen < horizon]:
             del self._sessions[key]
-        leak_horizon = newest - 24 * self.settings.window_seconds
+        leak_horizon = newest - LEAK_MEMORY_WINDOWS * self.settings.window_seconds
         for key in list(self._leaks):
             self._leaks[key] = [leak for leak in self._leaks[key] if leak.timestamp >= leak_horizon]
             if not self._leaks[key]:
