@@ -272,11 +272,16 @@ class CorrelationDetector(Detector):
             return None
         hits = self._groups.setdefault((correlation.info.id, group), deque(maxlen=MAX_EVENTS_PER_GROUP))
         value = event_field(event, correlation.field) if correlation.field else None
-        hits.append(_Hit(event.timestamp, event.id, satisfied, value))
-        while hits and hits[0].timestamp < event.timestamp - correlation.timespan:
+        _insert_in_time_order(hits, _Hit(event.timestamp, event.id, satisfied, value))
+        while hits and hits[0].timestamp < hits[-1].timestamp - correlation.timespan - ALLOWED_LATENESS_S:
             hits.popleft()
-        if not self._fires(correlation, hits):
+        # The window that ends at this event: a hit that arrived late is judged with the hits of its own time, not
+        # with newer ones, so the alerts do not depend on how arrivals were cut into batches.
+        start = event.timestamp - correlation.timespan
+        window = deque(hit for hit in hits if start <= hit.timestamp <= event.timestamp)
+        if not self._fires(correlation, window):
             return None
+        hits = window
         described = ", ".join(f"{name}={value}" for name, value in zip(correlation.group_by, group, strict=True))
         return Detection(
             rule=correlation.info,
@@ -325,3 +330,14 @@ class CorrelationDetector(Detector):
             )
             for rule_id, group, hits in state.get("groups", [])
         }
+
+
+def _insert_in_time_order(hits: deque[_Hit], hit: _Hit) -> None:
+    """Insert ``hit`` after every hit not newer than it (hits arrive nearly in order: a short walk from the end);
+    a full group drops its oldest hit first."""
+    if hits.maxlen is not None and len(hits) == hits.maxlen:
+        hits.popleft()
+    position = len(hits)
+    while position and hits[position - 1].timestamp > hit.timestamp:
+        position -= 1
+    hits.insert(position, hit)

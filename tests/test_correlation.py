@@ -102,6 +102,35 @@ def test_temporal_ordered_needs_the_order():
     assert fired(reversed_order, [secret, exfil]) == []
 
 
+def test_a_session_correlation_never_joins_two_users_who_send_the_same_session_id():
+    alice, bob = event(1, "alice", session="default"), event(2, "bob", session="default")
+    marks = {alice.id: ("r-secret", "secret_exposure"), bob.id: ("r-exfil", "data_exfiltration")}
+    assert fired(marks, [alice, bob]) == []  # a session id is the client's: "default" is two sessions here
+    leak, tools = event(3, "alice", session="default"), event(4, "bob", session="default")
+    marks = {leak.id: ("r-leak", "system_prompt_leak"), tools.id: ("r-tool", "tool_abuse")}
+    assert fired(marks, [leak, tools]) == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 5])
+def test_an_attempt_that_arrives_late_is_judged_with_the_attempts_of_its_own_time(batch_size):
+    """Five attempts over 640 s never make five in the 600 s window, however the late one (t = 0, arriving after
+    t = 60) and the others are cut into batches; five within 550 s do, whatever the order."""
+    spread = [event(n, "mallory") for n in (6, 0, 30, 45, 64)]  # timestamps n * 10 s
+    inside = [event(n, "mallory") for n in (6, 0, 30, 45, 55)]
+    marks = {e.id: ("r-inj", "prompt_injection") for e in spread + inside}
+    rules, _ = load_correlations([BUILTIN_DIR])
+
+    def alerts(events: list[Event]) -> list[str]:
+        pipeline = Pipeline([Marks(marks), CorrelationDetector(rules)], Redactor(b"k"))
+        names = []
+        for start in range(0, len(events), batch_size):
+            names += [d.rule.name for d in pipeline.process(events[start : start + batch_size]).detections]
+        return [name for name in names if name.startswith("Repeated")]
+
+    assert alerts(spread) == []
+    assert alerts(inside) == ["Repeated prompt injection attempts by one identity"]
+
+
 def test_references_by_rule_name_resolve_through_aliases():
     document = yaml.safe_load(
         """
