@@ -220,3 +220,27 @@ def test_an_ip_rotating_its_key_every_window_is_alerted_as_one_using_one_key() -
     expected = {"abusewatch-anomaly-model-extraction", "abusewatch-anomaly-resource-abuse"}
     assert caught[False] == {(rule, "key:stolen-0") for rule in expected}  # the steady key is caught ...
     assert caught[True] == {(rule, "ip:198.51.100.77") for rule in expected}  # ... and the IP behind rotating keys
+
+
+def test_a_huge_client_chosen_number_cannot_poison_the_baselines() -> None:
+    """Two requests asking for max_tokens=1e308 (a finite number the normalisers keep) must leave every baseline,
+    the partition's shared peer baseline included, finite: an infinite window sum would hold them at inf / NaN."""
+    detector = AnomalyDetector(AnomalyConfig(peer_warmup_windows=0))
+    start = 1_767_225_600.0
+
+    def ask(number: int, timestamp: float, user: str, **params: float) -> Event:
+        return Event(
+            id=f"q{number}",
+            timestamp=timestamp,
+            dataset="t",
+            input_messages=[Message(role="user", content=f"question {number % 3} about things")],
+            identity=Identity(user_id=user),
+            request_params=params,
+        )
+
+    events = [ask(i, start + 60 * i, f"u{i % 5}") for i in range(100)]
+    events += [ask(1000 + i, start + 6000 + i, "x", max_tokens=1e308, n=1e308) for i in range(2)]
+    events += [ask(2000 + i, start + 7200 + 60 * i, f"u{i % 5}") for i in range(100)]
+    run(detector, events, 50)
+    detector.flush()
+    json.dumps(detector.state(), allow_nan=False)  # raises on any inf or NaN left in a baseline

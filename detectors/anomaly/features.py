@@ -81,6 +81,7 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     "I cannot comply",
 )
 REFUSAL_SCAN_CHARS = 300
+MAX_REQUEST_NUMBER = 10_000_000.0  # larger max_tokens, n or top_logprobs values count as this
 
 _PUNCTUATION = string.punctuation + "“”‘’«»"
 _QUOTES = ('"', "“", "”", "`")
@@ -308,10 +309,13 @@ class EventSignals:
 def event_signals(event: Event, refusals: MultiMatcher, prompt_chars: int) -> EventSignals:
     prompt = prompt_text(event)
     completion = "\n".join(m.content for m in event.output_messages if m.content)[:REFUSAL_SCAN_CHARS]
-    logprobs = request_number(event, "logprobs") or 0.0
-    top_logprobs = request_number(event, "top_logprobs") or 0.0
-    choices = request_number(event, "n") or 1.0
+    # Client-chosen numbers are bounded: one max_tokens of 1e308 would make a window's sum infinite and poison the
+    # baselines its windows teach (the partition's shared peer baseline included).
+    logprobs = min(request_number(event, "logprobs") or 0.0, MAX_REQUEST_NUMBER)
+    top_logprobs = min(request_number(event, "top_logprobs") or 0.0, MAX_REQUEST_NUMBER)
+    choices = min(request_number(event, "n") or 1.0, MAX_REQUEST_NUMBER)
     max_tokens = request_number(event, "max_tokens") or request_number(event, "max_completion_tokens") or 0.0
+    max_tokens = min(max_tokens, MAX_REQUEST_NUMBER)
     identity = event.identity
     return EventSignals(
         timestamp=event.timestamp,

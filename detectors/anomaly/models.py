@@ -79,6 +79,8 @@ class Baseline:
         alpha = 2.0 / (span + 1.0)
         for index, name in enumerate(BASELINE_FEATURES):
             value = transformed(features, name)
+            if not math.isfinite(value):  # never learnt: one such value would hold the baseline at inf / NaN
+                continue
             if self.windows == 0:
                 self.means[index], self.variances[index] = value, 0.0
                 continue
