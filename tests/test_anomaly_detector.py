@@ -244,3 +244,19 @@ def test_a_huge_client_chosen_number_cannot_poison_the_baselines() -> None:
     run(detector, events, 50)
     detector.flush()
     json.dumps(detector.state(), allow_nan=False)  # raises on any inf or NaN left in a baseline
+
+
+def test_invented_identities_cannot_grow_the_state_past_max_entities() -> None:
+    """A client inventing a user id per request: the least recently seen entities are forgotten at the cap, and
+    a steady user's history (its closed windows, so no new warm-up) stays."""
+    detector = AnomalyDetector(AnomalyConfig(max_entities=200))
+    start, events = 1_767_225_600.0, []
+    for n in range(3000):
+        timestamp = start + 2.0 * n
+        events.append(Event(id=f"i{n}", timestamp=timestamp, dataset="t", identity=Identity(user_id=f"made-up-{n}")))
+        if n % 50 == 0:
+            events.append(Event(id=f"s{n}", timestamp=timestamp, dataset="t", identity=Identity(user_id="steady")))
+    run(detector, events, 100)
+    state = detector.state()
+    assert len(state["entities"]) <= 200
+    assert state["entities"]["user:steady"]["closed"] >= 8  # 6,000 s of 600 s windows, all remembered

@@ -17,6 +17,9 @@ class AnomalyConfig(BaseModel):
     window_seconds: float = Field(600.0, gt=0, description="Tumbling window size, aligned to the epoch.")
     allowed_lateness_seconds: float = Field(60.0, ge=0, description="Watermark = newest event time minus this.")
     idle_ttl_seconds: float = Field(7 * 86400.0, gt=0, description="Forget identities idle this long.")
+    max_entities: int = Field(
+        250_000, ge=10, description="Entities kept per partition; beyond, the least recently seen tenth is forgotten."
+    )
     max_templates: int = Field(16, ge=1, description="Template signatures remembered per identity window.")
     max_distinct: int = Field(32, ge=1, description="Distinct IPs / user agents / primaries counted per window.")
     max_event_ids: int = Field(10, ge=1, description="Event ids an alert carries per window.")

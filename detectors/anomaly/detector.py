@@ -18,6 +18,7 @@ those by ``detectors.campaigns``, where every member of a campaign meets whateve
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from array import array
 from collections.abc import Iterable, Sequence
@@ -40,6 +41,7 @@ from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.event import Event, Identity
 
+log = logging.getLogger(__name__)
 STATE_VERSION = 3  # 2: slot-value maps, context and slot text, last template burst; 3: campaigns moved out
 LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
 
@@ -238,6 +240,8 @@ class AnomalyDetector(Detector):
         for key, identity in keys:
             entity = self._entities.get(key)
             if entity is None:
+                if len(self._entities) >= config.max_entities:
+                    self._forget_least_recent()
                 entity = self._entities[key] = _Entity(identity)
             if entity.window is not None and start > entity.window.start:
                 detections.extend(self._close(key, entity))
@@ -321,6 +325,16 @@ class AnomalyDetector(Detector):
         stale = [k for k, e in self._entities.items() if e.window is None and (e.last_ts or 0.0) < horizon]
         for key in stale:
             del self._entities[key]
+
+    def _forget_least_recent(self) -> None:
+        """Make room under ``max_entities``: forget the tenth of the entities seen least recently (an open window
+        included). Identities are often client-chosen: without a cap, a client inventing one per request would
+        grow a partition's state without bound, faster than idle entities expire."""
+        count = max(1, len(self._entities) // 10)
+        oldest = heapq.nsmallest(count, self._entities.items(), key=lambda item: item[1].last_ts or 0.0)
+        for key, _entity in oldest:
+            del self._entities[key]
+        log.warning("anomaly: max_entities reached; forgot the %d entities seen least recently", count)
 
     def _close(self, key: str, entity: _Entity) -> list[Detection]:
         config = self.config
