@@ -3,8 +3,10 @@
 A markdown image (``![..](url)``, ``![..][ref]``, ``<img src>``) is fetched by the client as soon as it renders,
 without a click, so an injected instruction that makes the model write one leaks whatever sits in its URL. Links
 and bare URLs need a click and weigh less. A URL counts when its host is not on the application's allowlist and a
-parameter value, path segment or fragment carries data: conversation data found after decoding (the strongest
-signal), or an opaque high-entropy / encoded value.
+parameter value, path segment (a file extension aside) or fragment carries data: conversation data found after
+decoding (the strongest signal), or an opaque high-entropy / encoded value. URLs are read as browsers load them:
+``https:\\\\host`` and protocol-relative ``//host`` in a markdown or HTML destination count, and so do the
+CommonMark destinations ``( url)`` and ``(<url>)``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import msgspec
 
 from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.event import COMPLETION, TOOL_ARGUMENTS
-from detectors.exfil.candidates import Spec, Valid, extend_over
+from detectors.exfil.candidates import Hit, Spec, Valid, extend_over
 from detectors.exfil.context import EventContext, Segment
 from detectors.exfil.decoding import decoded_forms
 from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
@@ -28,7 +30,16 @@ from detectors.exfil.measures import shannon_entropy, words
 Render = Literal["image", "link", "bare"]
 
 _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&*+,;=%()")
+_URL_CHARS_BACKSLASH = _URL_CHARS | {"\\"}
 _TRAILING = ".,;:!?*"
+_SLASHES = "/\\"
+_RELATIVE_ANCHOR = (
+    r"(?:\]\([ \t]*(?:\r?\n[ \t]*)?<?"  # ![a](//host  ![a]( <//host>
+    r"|\]:[ \t]*<?"  # [ref]: //host
+    r"|(?:src|href|srcset|poster|background|data|action)[ \t]*=[ \t]*\\?[\"']?"  # <img src="//host"
+    r"|url\([ \t]*\\?[\"']?)"  # CSS url(//host)
+    r"//[A-Za-z0-9\[]"
+)
 RULES: dict[Render, RuleInfo] = {
     "image": RuleInfo(
         id="abw-exfil-url-image",
@@ -51,33 +62,61 @@ RULES: dict[Render, RuleInfo] = {
     ),
 }
 _MIN_TRACED = 6  # shorter URL parts cannot hold a secret or PII value
+# file extensions a path segment may end in, left off the data before it is decoded (``/<hex>.png``)
+FILE_EXTENSIONS = frozenset(
+    {"png", "gif", "jpg", "jpeg", "webp", "svg", "ico", "bmp", "avif", "tif", "tiff", "css", "js", "json"}
+    | {"xml", "html", "htm", "txt", "pdf", "php", "asp", "aspx", "jsp"}
+)
 
 
 def _url_extend(text: str, start: int, end: int) -> tuple[int, int]:
-    _, right = extend_over(_URL_CHARS, 8192)(text, start, end)
+    allowed = _URL_CHARS_BACKSLASH if "\\" in text[start:end] else _URL_CHARS  # https:\\host\\path loads as /
+    _, right = extend_over(allowed, 8192)(text, start, end)
     while right > end and (text[right - 1] in _TRAILING or (text[right - 1] == ")" and "(" not in text[start:right])):
         right -= 1
     return start, right
 
 
+def _relative_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    """The protocol-relative URL inside an anchor that also matched its markdown / HTML context."""
+    return _url_extend(text, text.find("//", start, end), end)
+
+
+def canonical_url(token: str) -> str:
+    """``token`` as a browser reads it: ``https:\\\\host``, ``https:////host`` and ``//host`` (protocol-relative,
+    https on an https page) all load ``https://host``."""
+    scheme, _, rest = ("https", "", token) if token.startswith(tuple(_SLASHES)) else token.partition(":")
+    return f"{scheme.lower()}://{rest.lstrip(_SLASHES).replace(_SLASHES[1], '/')}"
+
+
 def _url(token: str, _text: str, _start: int) -> Valid | None:
+    url = canonical_url(token)
     try:
-        host = urllib.parse.urlsplit(token).hostname
+        host = urllib.parse.urlsplit(url).hostname
     except ValueError:
         return None
-    return Valid(token, token) if host and ("." in host or host == "localhost") else None
+    return Valid(token, url) if host and ("." in host or host == "localhost") else None
 
 
 def url_specs() -> list[Spec]:
-    return [Spec("url", "url", r"https?://[A-Za-z0-9\[]", _url, _url_extend, caseless=True)]
+    """URL anchors; a hit's value is the URL as written, its key the URL as the browser loads it.
+
+    Browsers read any mix of two to four slashes and backslashes after ``http:`` / ``https:`` as ``//``. A
+    protocol-relative ``//host`` is taken only where it is loaded or linked (markdown destination or reference
+    definition, HTML attribute, CSS ``url()``), since ``//`` alone also starts code comments."""
+    return [
+        Spec("url", "url", r"https?:[/\\]{2}[/\\]{0,2}[A-Za-z0-9\[]", _url, _url_extend, caseless=True),
+        Spec("url", "url", _RELATIVE_ANCHOR, _url, _relative_extend, caseless=True),
+    ]
 
 
 def render_kind(text: str, start: int) -> Render:
     """How a client shows the URL at ``start``: auto-loaded image, clickable link, or bare text."""
     before = text[max(0, start - 400) : start]
-    if before.endswith("]("):
-        opening = before.rfind("[", 0, len(before) - 2)
-        return "image" if opening > 0 and before[opening - 1] == "!" else "link"
+    destination = before.removesuffix("<").rstrip()  # CommonMark: ![a]( url) and ![a](<url>) load url too
+    if destination.endswith("]("):
+        opening = destination.rfind("[", 0, len(destination) - 2)
+        return "image" if opening > 0 and destination[opening - 1] == "!" else "link"
     tag_start = before.rfind("<")
     if tag_start >= 0 and ">" not in before[tag_start:]:
         tag = before[tag_start:].lower()
@@ -118,7 +157,12 @@ def carriers(url: str) -> list[Carrier]:
         name, _, value = pair.partition("=")
         if value:
             found.append(Carrier(f"query parameter {urllib.parse.unquote_plus(name)[:40] or '(unnamed)'}", value))
-    found += [Carrier(f"path segment {i}", segment) for i, segment in enumerate(parts.path.split("/")) if segment]
+    for position, segment in enumerate(parts.path.split("/")):
+        stem, dot, extension = segment.rpartition(".")
+        if dot and extension.lower() in FILE_EXTENSIONS and len(stem) >= _MIN_TRACED:
+            found.append(Carrier(f"path segment {position} (before .{extension})", stem))
+        elif segment:
+            found.append(Carrier(f"path segment {position}", segment))
     if parts.fragment:
         found.append(Carrier("fragment", parts.fragment))
     return found
@@ -151,7 +195,7 @@ class UrlExfilCheck:
         for segment, hit in context.hits("url", side="output"):
             if segment.field not in (COMPLETION, TOOL_ARGUMENTS):
                 continue
-            detection = self._check(context, findings, segment, hit.start, hit.value, masker, index)
+            detection = self._check(context, findings, segment, hit, masker, index)
             if detection is not None:
                 detections.append(detection)
         return detections
@@ -161,18 +205,18 @@ class UrlExfilCheck:
         context: EventContext,
         findings: Findings,
         segment: Segment,
-        start: int,
-        url: str,
+        hit: Hit,
         masker: Masker,
         index: list[ConversationIndex],
     ) -> Detection | None:
+        url = hit.key  # as the browser loads it
         try:
             host = (urllib.parse.urlsplit(url).hostname or "").lower()
         except ValueError:
             return None
         if context.profile.domain_allowed(host):
             return None
-        render = render_kind(segment.text, start) if segment.field == COMPLETION else "link"
+        render = render_kind(segment.text, hit.start) if segment.field == COMPLETION else "link"
         found: list[tuple[Carrier, list[Flow], tuple[str, ...] | None]] = []
         user_keys = context.user_keys()
         for carrier in carriers(url):
@@ -193,7 +237,7 @@ class UrlExfilCheck:
             return None
         rule = RULES["image" if render == "image" else "link"]
         rule = msgspec.structs.replace(rule, level=level)
-        return self._detection(context, segment, start, url, host, render, rule, found, masker)
+        return self._detection(context, segment, hit, host, render, rule, found, masker)
 
     @staticmethod
     def _counts(flow: Flow, render: Render, user_keys: set[str]) -> bool:
@@ -221,8 +265,7 @@ class UrlExfilCheck:
     def _detection(
         context: EventContext,
         segment: Segment,
-        start: int,
-        url: str,
+        hit: Hit,
         host: str,
         render: Render,
         rule: RuleInfo,
@@ -230,7 +273,7 @@ class UrlExfilCheck:
         masker: Masker,
     ) -> Detection:
         event = context.event
-        shown = url
+        shown = hit.value
         evidence: list[Evidence] = []
         details = []
         for carrier, flows, opaque in found:
@@ -252,8 +295,8 @@ class UrlExfilCheck:
             Evidence(
                 field=segment.field,
                 snippet=snippet,
-                start=start,
-                end=start + len(url),
+                start=hit.start,
+                end=hit.end,
                 transforms=transforms,
                 detail="; ".join(details)[:1000],
             ),
