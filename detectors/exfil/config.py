@@ -67,7 +67,9 @@ class ExfilConfig(BaseModel):
     registry_path: Path | None = None  # YAML with per-application prompts, canaries and allowlists
     registry_check_interval_s: float = 5.0  # how often the registry file's mtime is looked at
     max_scan_chars: int = 256 * 1024  # longer texts are scanned up to this many characters
-    max_candidates_per_pattern: int = 256
+    # validated values kept per anchor pattern (anchors that fail validation do not count): bounds the redactor's work
+    max_candidates_per_pattern: int = 1024
+    max_anchors_per_pattern: int = 16_384  # raw anchor matches per pattern: keeps hostile input cheap (see docstring)
 
     # secrets
     generic_secret_min_entropy: float = 3.0  # Shannon bits/char of a `password = '...'` value

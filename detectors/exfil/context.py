@@ -8,6 +8,8 @@ turn's input and the outputs) are alerted on.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -116,8 +118,20 @@ def build_context(
     segments = _segments(event)
     for segment in segments:
         hits = scanner.scan(segment.text[:max_chars])
-        secrets = [h for h in hits if h.family == "secret"]
-        segment.hits = [
-            h for h in hits if h.family != "pii" or not any(s.start < h.end and h.start < s.end for s in secrets)
-        ]
+        overlaps = _overlap_test([h for h in hits if h.family == "secret"])
+        segment.hits = [h for h in hits if h.family != "pii" or not overlaps(h)]
     return EventContext(event, profile, segments, earlier)
+
+
+def _overlap_test(spans: list[Hit]) -> Callable[[Hit], bool]:
+    """A test of whether a hit overlaps any of ``spans``: a binary search on their starts and the running maximum
+    of their ends (linear in all, where comparing every hit with every span was quadratic)."""
+    ordered = sorted(spans, key=lambda span: span.start)
+    starts = [span.start for span in ordered]
+    reach = list(itertools.accumulate((span.end for span in ordered), max))
+
+    def overlaps(hit: Hit) -> bool:
+        before = bisect.bisect_left(starts, hit.end)  # the spans that start before the hit ends
+        return before > 0 and reach[before - 1] > hit.start
+
+    return overlaps

@@ -29,11 +29,19 @@ from detectors.exfil.urls import UrlExfilCheck, url_specs
 
 
 @functools.cache
-def candidate_scanner(generic_min_entropy: float, generic_min_length: int, max_candidates: int) -> CandidateScanner:
-    """The scanner for every secret, PII and URL anchor; compiled once per process (it takes about a second)."""
+def candidate_scanner(
+    generic_min_entropy: float,
+    generic_min_length: int,
+    max_candidates: int,
+    max_anchors: int = ExfilConfig.model_fields["max_anchors_per_pattern"].default,
+) -> CandidateScanner:
+    """The scanner for every secret, PII and URL anchor; compiled once per process (it takes about a second).
+
+    ``max_candidates`` bounds the validated values per pattern, ``max_anchors`` the raw anchor matches."""
     return CandidateScanner(
         [*secret_specs(generic_min_entropy, generic_min_length), *pii_specs(), *url_specs()],
-        max_candidates_per_pattern=max_candidates,
+        max_values_per_pattern=max_candidates,
+        max_anchors_per_pattern=max_anchors,
     )
 
 
@@ -50,7 +58,10 @@ class ExfilDetector(Detector):
             default_allowed_domains=config.default_allowed_domains,
         )
         self.scanner = candidate_scanner(
-            config.generic_secret_min_entropy, config.generic_secret_min_length, config.max_candidates_per_pattern
+            config.generic_secret_min_entropy,
+            config.generic_secret_min_length,
+            config.max_candidates_per_pattern,
+            config.max_anchors_per_pattern,
         )
         tracer = FlowTracer(
             self.scanner,

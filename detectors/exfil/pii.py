@@ -54,6 +54,7 @@ _CARD = frozenset(string.digits + " -")
 _IBAN = frozenset(string.ascii_uppercase + string.digits + " ")
 _CONTEXT_WINDOW = 48
 _LABEL_WINDOW = 24
+_CARD_TAIL_DIGITS = 4  # an expiry ("12/27" leaves "12") or a CVV (3-4 digits) after a card
 # Words that label a number as an identifier of a thing, not of a person (an order, a ticket, a part).
 THING_LABELS = frozenset(
     {
@@ -73,16 +74,25 @@ THING_LABELS = frozenset(
         "model",
         "item",
         "batch",
-        "no",
-        "nr",
     }
 )
+# Words that label a number as a person's (a card, an SSN, a phone): such a label wins over a "#" before the number.
+PERSON_LABELS = frozenset({"card", "ssn", "tel", "phone", "mobile", "iban", "account", "acct", "nhs", "passport"})
+# Words that may stand between a label and its number ("order number is", "card no.", "tel nr").
+LABEL_CONNECTORS = frozenset({"number", "no", "nr", "num", "id", "code", "is", "was"})
 
 
 def labelled_as_thing(text: str, start: int) -> bool:
-    """True when the words just before ``start`` name the number as an order, ticket, part ... number."""
+    """True when the label just before ``start`` names the number as an order, ticket, part ... number.
+
+    The label is the nearest word before the number that is not a connector ("number", "no", "is" ...); "#" right
+    before the number (after that word) labels it a thing too, unless the label is a person's ("Card #:")."""
     before = text[max(0, start - _LABEL_WINDOW) : start]
-    return "#" in before or bool(THING_LABELS.intersection(words(before)[-3:]))
+    label = next((word for word in reversed(words(before)) if word not in LABEL_CONNECTORS), None)
+    if label in PERSON_LABELS:
+        return False
+    gap = before[before.lower().rfind(label) + len(label) :] if label else before
+    return "#" in gap or label in THING_LABELS
 
 
 def _digits(value: str) -> str:
@@ -155,13 +165,23 @@ def card_brand(number: str) -> str | None:
 
 
 def _card(token: str, text: str, start: int) -> Valid | None:
-    separators = {ch for ch in token if not ch.isdigit()}
-    if len(separators) > 1 or "  " in token or not is_boundary(text, start - 1) or labelled_as_thing(text, start):
+    """A card number, also when the walk took in a trailing expiry or CVV ("4111 ... 1111 12/27", "... 4444 737"):
+    the token is cut back at its separators, dropping at most :data:`_CARD_TAIL_DIGITS` trailing digits."""
+    if not is_boundary(text, start - 1) or labelled_as_thing(text, start):
         return None
-    number = _digits(token)
-    if not 13 <= len(number) <= 19 or card_brand(number) is None or not luhn.is_valid(number):
-        return None
-    return Valid(token, number)
+    all_digits, candidate = len(_digits(token)), token
+    while True:
+        number = _digits(candidate)
+        if len({ch for ch in candidate if not ch.isdigit()}) <= 1 and "  " not in candidate and _is_card(number):
+            return Valid(candidate, number)
+        cut = max(candidate.rfind(" "), candidate.rfind("-"))
+        if cut < 0 or all_digits - len(_digits(candidate[:cut])) > _CARD_TAIL_DIGITS:
+            return None
+        candidate = candidate[:cut].rstrip(" -")
+
+
+def _is_card(number: str) -> bool:
+    return 13 <= len(number) <= 19 and card_brand(number) is not None and luhn.is_valid(number)
 
 
 def _iban_extend(text: str, start: int, end: int) -> tuple[int, int]:

@@ -65,6 +65,23 @@ PLACEHOLDER_WORDS = (
     "process.env",
 )
 
+# Keys that name, locate or describe a secret rather than hold it (secretName, token_endpoint, tokenizer,
+# password_policy, api_key_header, secret_arn ...): their values are names, URLs and paths, never the secret.
+METADATA_KEY_SUFFIXES = (
+    "name",
+    "endpoint",
+    "url",
+    "uri",
+    "path",
+    "file",
+    "header",
+    "type",
+    "policy",
+    "ref",
+    "izer",
+    "arn",
+)
+
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _ASSIGN_KEY = ALNUM | {"_", "-", "."}
 _SEPARATORS = frozenset(" \t\"':=>\\")  # a backslash: quotes escaped inside JSON strings
@@ -73,14 +90,16 @@ _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'*+
 # what must follow a keyword for it to be an assignment: a short key suffix, quotes, then `:` or `=`
 _ASSIGNMENT_TAIL = r"[A-Za-z0-9_.\-]{0,24}[\\\"' \t]{0,4}[:=]"
 _AWS_BODY = frozenset(string.ascii_uppercase + "234567")
+_BEARER = ALNUM | frozenset("-._~+/")  # RFC 6750 b64token, its "=" padding taken apart
+_MAX_SESSION_TOKEN = 2048  # STS session tokens run to about 1-2 K characters
 
 
 def is_placeholder(value: str) -> bool:
-    """True for documentation values: placeholder words, templating, or one character repeated."""
+    """True for documentation values: placeholder words, templating, or a few characters repeated."""
     lowered = value.lower()
     if any(word in lowered for word in PLACEHOLDER_WORDS):
         return True
-    return len(set(value)) <= max(2, len(value) // 8)
+    return len(set(value)) <= max(2, min(len(value) // 8, 16))  # capped: a long base64 token has ~64 symbols
 
 
 def _random_enough(body: str, minimum: float) -> bool:
@@ -140,7 +159,7 @@ def _b64url_json(part: str) -> object:
 
 
 def _jwt(token: str, _text: str, _start: int) -> Valid | None:
-    parts = token.strip(".").split(".")
+    parts = token.strip(".").split(".", 3)  # a fourth part is enough to reject: no need to split a long run
     if len(parts) != 3 or len(parts[2]) < 16:
         return None
     header = _b64url_json(parts[0])
@@ -171,7 +190,7 @@ def _pem(token: str, _text: str, _start: int) -> Valid | None:
     return Valid(token, payload)
 
 
-def _assignment_value(token: str, keyword_end: int) -> tuple[int, str] | None:
+def _assignment_value(token: str, keyword_end: int, max_value: int = 512) -> tuple[int, str] | None:
     """Offset and value of ``keyword[_suffix] [:=] ['"]value['"]`` starting after the keyword.
 
     A quoted value's closing quote must lie within ``token``."""
@@ -183,21 +202,32 @@ def _assignment_value(token: str, keyword_end: int) -> tuple[int, str] | None:
     quote = separator[-1] if separator and separator[-1] in "\"'" else ""
     value_start = separator_end
     if quote:
-        value_end = token.find(quote, value_start, value_start + 512)
+        value_end = token.find(quote, value_start, value_start + max_value)
         if value_end < 0:
             return None
         if token[value_end - 1] == "\\":
             value_end -= 1
     else:
-        value_end = value_start
-        while value_end < len(token) and value_end - value_start < 512 and token[value_end] not in _UNQUOTED_END:
-            value_end += 1
+        value_end = _first_of(token, _UNQUOTED_END, value_start, value_start + max_value)
     return value_start, token[value_start:value_end]
 
 
-def _assignment_extend(text: str, start: int, end: int) -> tuple[int, int] | None:
-    window = text[start : end + 600]
-    found = _assignment_value(window, walk_right(window, 0, ALNUM, 40))
+def _first_of(text: str, stops: frozenset[str], start: int, stop: int) -> int:
+    """The first index in ``[start, stop)`` whose character is one of ``stops``, else ``min(stop, len(text))``.
+
+    One ``str.find`` per stop character, each bounded by the best found so far: C speed, where a walk in Python
+    would cost a step per character of every (possibly hostile, 512-character) value."""
+    stop = min(stop, len(text))
+    for char in stops:
+        found = text.find(char, start, stop)
+        if found >= 0:
+            stop = found
+    return stop
+
+
+def _assignment_extend(text: str, start: int, end: int, max_value: int = 512) -> tuple[int, int] | None:
+    window = text[start : end + max_value + 88]
+    found = _assignment_value(window, walk_right(window, 0, ALNUM, 40), max_value)
     if found is None:
         return None
     offset, value = found
@@ -207,6 +237,10 @@ def _assignment_extend(text: str, start: int, end: int) -> tuple[int, int] | Non
     return start, start + end_of_value
 
 
+def _long_assignment_extend(text: str, start: int, end: int) -> tuple[int, int] | None:
+    return _assignment_extend(text, start, end, _MAX_SESSION_TOKEN)
+
+
 def _generic(min_entropy: float, min_length: int):
     def validate(token: str, _text: str, _start: int) -> Valid | None:
         keyword_end = walk_right(token, 0, ALNUM, 40)
@@ -214,15 +248,64 @@ def _generic(min_entropy: float, min_length: int):
         if found is None:
             return None
         offset, value = found
-        if len(value) < min_length or len(value) > 256 or " " in value or is_placeholder(value):
-            return None
-        if not any(ch.isdigit() for ch in value) or not any(ch.isalpha() for ch in value):
-            return None
-        if value.startswith(("$", "@", "#", "%")) or "(" in value or shannon_entropy(value) < min_entropy:
+        key = token[: walk_right(token, keyword_end, _ASSIGN_KEY, 40)].lower().rstrip("_-.")
+        if key.endswith(METADATA_KEY_SUFFIXES) or not _password_like(value, min_entropy, min_length):
             return None
         return Valid(value, value, start_offset=offset)
 
     return validate
+
+
+def _password_like(value: str, min_entropy: float, min_length: int) -> bool:
+    """A value that can be a password or key: long and random enough, letters and digits, no placeholder, no
+    template or call (``$VAR``, ``get(...)``), no URL."""
+    if len(value) < min_length or len(value) > 256 or " " in value or "://" in value or is_placeholder(value):
+        return False
+    if not any(ch.isdigit() for ch in value) or not any(ch.isalpha() for ch in value):
+        return False
+    return not value.startswith(("$", "@", "#", "%")) and "(" not in value and shannon_entropy(value) >= min_entropy
+
+
+def _stated_password_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    """The anchor (``password is``, up to an opening quote) and the word after it."""
+    return start, _first_of(text, _UNQUOTED_END, end, end + 257)
+
+
+def _stated_password(min_entropy: float, min_length: int):
+    """``The admin password is Vx9kq2LmP7zR4t.``: the word after the phrase, held to the generic value checks
+    (which words of prose fail: no digit, too short, too regular)."""
+
+    def validate(token: str, _text: str, _start: int) -> Valid | None:
+        offset = max(token.rfind(mark) for mark in " \t\n\"'`") + 1
+        value = token[offset:].rstrip(".,:;!?")
+        return Valid(value, value, start_offset=offset) if _password_like(value, min_entropy, min_length) else None
+
+    return validate
+
+
+def _bearer_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    right = walk_right(text, end, _BEARER, 4096)
+    return start, walk_right(text, right, frozenset("="), 2)
+
+
+def _bearer(token: str, _text: str, _start: int) -> Valid | None:
+    """The credential of an ``Authorization: Bearer`` header (curl ``-H``, HTTP dumps, client code)."""
+    offset = token.lower().find("bearer") + len("bearer")
+    offset = walk_right(token, offset, frozenset(" "), 4)
+    value = token[offset:]
+    if len(value) < 20 or not any(ch.isdigit() for ch in value) or not _random_enough(value, 3.5):
+        return None
+    return Valid(value, value, start_offset=offset)
+
+
+def _aws_session_token(token: str, _text: str, _start: int) -> Valid | None:
+    found = _assignment_value(token, walk_right(token, 0, ALNUM, 40), _MAX_SESSION_TOKEN)
+    if found is None:
+        return None
+    offset, value = found
+    if not 100 <= len(value) <= _MAX_SESSION_TOKEN or not set(value) <= B64 or not _random_enough(value, 4.0):
+        return None
+    return Valid(value, value, start_offset=offset)
 
 
 def _aws_secret(token: str, _text: str, _start: int) -> Valid | None:
@@ -277,6 +360,14 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
             r"(?:aws_?secret_?access_?key|secret_?access_?key)" + _ASSIGNMENT_TAIL,
             _aws_secret,
             _assignment_extend,
+            caseless=True,
+        ),
+        Spec(
+            "aws_session_token",
+            "secret",
+            r"(?:aws_?session_?token|x-amz-security-token)" + _ASSIGNMENT_TAIL,
+            _aws_session_token,
+            _long_assignment_extend,
             caseless=True,
         ),
         Spec("gcp_api_key", "secret", r"\bAIza[0-9A-Za-z_\-]{35}", _token(3.5, prefix_len=4)),
@@ -345,6 +436,31 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
             _token(4.0, prefix_len=14, min_len=100, suffix="AA"),
             extend_over(B64URL, 200),
         ),
+        Spec(
+            "sendgrid_api_key", "secret", r"\bSG\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}\b", _token(3.5, prefix_len=3)
+        ),
+        Spec(
+            "google_oauth_token",
+            "secret",
+            r"\bya29\.[A-Za-z0-9_\-]{30}",
+            _token(3.5, prefix_len=5, min_len=40, max_len=2048),
+            extend_over(B64URL, 2048),
+        ),
+        Spec(
+            "slack_token",
+            "secret",
+            r"\bxapp-[0-9]-[A-Z0-9]{8,14}-[0-9]{8,16}-[A-Za-z0-9]{32,80}\b",
+            _token(3.0, prefix_len=5),
+        ),
+        Spec(
+            "bearer_token",
+            "secret",
+            r"authorization[\"']?[ \t]{0,3}[:=][ \t]{0,3}[\"']?bearer +[A-Za-z0-9\-._~+/]{8}",
+            _bearer,
+            _bearer_extend,
+            caseless=True,
+            priority=1,
+        ),
         Spec("groq_api_key", "secret", r"\bgsk_[A-Za-z0-9]{52}\b", _token(4.0, prefix_len=4)),
         Spec("huggingface_token", "secret", r"\bhf_[A-Za-z]{34}\b", _token(3.8, prefix_len=3)),
         Spec("replicate_token", "secret", r"\br8_[A-Za-z0-9]{37}\b", _token(4.0, prefix_len=3)),
@@ -373,6 +489,15 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
             + _ASSIGNMENT_TAIL,
             _generic(generic_min_entropy, generic_min_length),
             _assignment_extend,
+            caseless=True,
+            priority=1,
+        ),
+        Spec(
+            "generic_secret",
+            "secret",
+            r"\b(?:password|passphrase|passcode)[ \t]{1,3}(?:is|was|remains|(?:set|changed|reset) to)[ \t]{1,3}[\"'`]?",
+            _stated_password(generic_min_entropy, generic_min_length),
+            _stated_password_extend,
             caseless=True,
             priority=1,
         ),
