@@ -83,7 +83,7 @@ def events(draw: st.DrawFn, fmt: str) -> Event:
     event_id = f"{draw(hex_id.map(lambda h: h[:32].ljust(32, '0')))}-{draw(hex_id.map(lambda h: h[:16]))}"
     return Event(
         id=event_id if fmt == "otel" else draw(word),
-        timestamp=draw(st.integers(1_700_000_000_000, 1_800_000_000_000)) / 1000,
+        timestamp=draw(st.integers(1_700_000_000_000, 1_790_000_000_000)) / 1000,  # the past: later is not believed
         dataset=fmt,
         provider={"bedrock": "aws.bedrock", "openai": "openai"}.get(fmt) or draw(word),
         operation="chat",
