@@ -4,15 +4,14 @@ import base64
 import json
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detectors.exfil import ExfilConfig, ExfilDetector
+from detectors.exfil import ExfilDetector
 from detectors.exfil.masking import MAX_SNIPPET, SNIPPET_WINDOW, Masker
 from detectors.exfil.tools import http_uploads, is_just_url, shell_words
 from detectors.exfil.urls import canonical_url, carriers, render_kind
-from tests.fixtures.exfil.builders import chat, github_token, rules, run
+from tests.fixtures.exfil.builders import chat, github_token, rules, run, support_bot_detector
 
 AWS_KEY_ID = "AKIAZ3MNBQNSPUQ2IDW5"
 AWS_SECRET = "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"
@@ -26,12 +25,7 @@ BLOB = "Xk9qL2mZ8vR4tW7yB3nC6pD1sF5hJ0gK"  # opaque, high entropy
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> ExfilDetector:
-    path = tmp_path_factory.mktemp("registry") / "registry.yaml"
-    registry = {
-        "applications": {"support-bot": {"allowed_domains": ["acme.test"], "allowed_email_domains": ["acme.test"]}}
-    }
-    path.write_text(yaml.safe_dump(registry), encoding="utf-8")
-    return ExfilDetector(ExfilConfig(registry_path=path))
+    return support_bot_detector(tmp_path_factory.mktemp("registry"))
 
 
 def pieces(value: str, size: int = 6) -> set[str]:

@@ -3,23 +3,17 @@
 import base64
 
 import pytest
-import yaml
 
-from detectors.exfil import ExfilConfig, ExfilDetector
+from detectors.exfil import ExfilDetector
 from detectors.exfil.tools import name_words
-from tests.fixtures.exfil.builders import chat, github_token, rules, run
+from tests.fixtures.exfil.builders import chat, github_token, rules, run, support_bot_detector
 
 RECORDS = "Alice Moreau owes 4200 USD since 2024-02-01; Bram de Vries owes 310 USD since 2024-03-11."
 
 
 @pytest.fixture(scope="module")
 def detector(tmp_path_factory) -> ExfilDetector:
-    path = tmp_path_factory.mktemp("registry") / "registry.yaml"
-    registry = {
-        "applications": {"support-bot": {"allowed_domains": ["acme.test"], "allowed_email_domains": ["acme.test"]}}
-    }
-    path.write_text(yaml.safe_dump(registry), encoding="utf-8")
-    return ExfilDetector(ExfilConfig(registry_path=path))
+    return support_bot_detector(tmp_path_factory.mktemp("registry"))
 
 
 def test_name_words():
