@@ -199,7 +199,7 @@ class SessionChainDetector(Detector):
                             f"{identity} quoted back {overlap:.0%} of a system prompt leaked to it earlier",
                             {"overlap": round(overlap, 3)},
                             evidence_field=PROMPT,
-                            snippet=Masker((v.kind, v.value) for v in found.sensitive).mask(prompt)[:120],
+                            snippet=Masker((v.kind, v.value) for v in found.sensitive).excerpt(prompt, 0, 120),
                         )
                     )
                     break

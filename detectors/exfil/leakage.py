@@ -89,7 +89,7 @@ class SystemPromptLeakCheck:
                 evidence=[
                     Evidence(
                         field=field,
-                        snippet=masker.mask(text)[:240],  # mask first: a cut value would no longer match
+                        snippet=masker.excerpt(text),  # a value the cut falls inside is masked whole
                         detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
                     )
                 ],

@@ -288,7 +288,7 @@ class UrlExfilCheck:
                     evidence.append(Evidence(field=flow.source_field, snippet=f"[{flow.kind}]", detail=detail))
             if not flows and opaque:
                 details.append(f"opaque data ({'+'.join(opaque)}) in {render} URL {carrier.where} to {host}")
-        snippet = masker.mask(shown)[:240]
+        snippet = masker.excerpt(shown)
         transforms = tuple(sorted({t for _, flows, _ in found for f in flows for t in f.transforms}))
         evidence.insert(
             0,
