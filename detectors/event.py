@@ -110,17 +110,31 @@ class Event(msgspec.Struct, kw_only=True):
     content_redacted: bool = False
     truncated: bool = False
     timestamp_assumed: bool = False  # the record had no usable time: ``timestamp`` is when it was normalised
+    judged_from: int | None = None  # first input message to judge, when history the client sent was never seen
 
     def new_input(self) -> list[Message]:
-        """Input messages that are new in this request: those after the last assistant turn.
+        """Input messages that are new in this request, which every tier judges.
 
         Chat clients resend the whole history each turn; detectors that scan only the new part alert once per
-        attack instead of once per later turn.
+        attack instead of once per later turn. New are the messages after the last assistant turn, and any
+        assistant turns the request ends with: a "prefill" the client wrote to steer the reply. The pipeline
+        sets ``judged_from`` earlier when the history holds turns its session never showed (see
+        :class:`detectors.history.HistoryLedger`): history the client invented is judged too.
         """
-        for index in range(len(self.input_messages) - 1, -1, -1):
+        start = self.stateless_start()
+        if self.judged_from is not None:
+            start = min(start, max(self.judged_from, 0))
+        return self.input_messages[start:]
+
+    def stateless_start(self) -> int:
+        """Index of the first message after the last assistant turn that precedes the request's own turns."""
+        end = len(self.input_messages)
+        while end and self.input_messages[end - 1].role == "assistant":
+            end -= 1
+        for index in range(end - 1, -1, -1):
             if self.input_messages[index].role == "assistant":
-                return self.input_messages[index + 1 :]
-        return self.input_messages
+                return index + 1
+        return 0
 
     def output_tool_calls(self) -> list[ToolCall]:
         return [call for message in self.output_messages for call in message.tool_calls]
@@ -130,7 +144,7 @@ class Event(msgspec.Struct, kw_only=True):
         if self.system_instructions:
             yield SYSTEM, self.system_instructions
         for message in self.new_input():
-            if message.role == "user" and message.content:
+            if message.role in ("user", "assistant") and message.content:  # judged assistant turns: client-written
                 yield PROMPT, message.content
             elif message.role == "tool" and message.content:
                 yield TOOL_RESULT, message.content

@@ -21,6 +21,7 @@ from detectors.base import Detection, Detector, Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id, iso_time
 from detectors.event import Event
 from detectors.exceptions import AlertException, ExceptionList
+from detectors.history import HistoryLedger
 from detectors.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,10 @@ class Pipeline:
         self.grouper = grouper or AlertGrouper(redactor)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
         self.latest_event_time: float | None = None  # the newest time a record gave (not assumed), in the state
+        self.history = HistoryLedger()
 
     def process(self, events: Sequence[Event]) -> BatchResult:
-        events = self._with_event_times(events)
+        events = [self.history.judge(event) for event in self._with_event_times(events)]
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
         runs = distinct_id_runs(events)

@@ -24,6 +24,14 @@ _ENCODER = msgspec.msgpack.Encoder()  # fields in declaration order: the same ev
 def content_digest(event: Event, *, digest_size: int, key: bytes = b"") -> bytes:
     """BLAKE2b (keyed with ``key`` if given) of the event's MessagePack encoding, with its timestamp left out when
     the normaliser assumed it (``Event.timestamp_assumed``): two events share it only if they are equal but for
-    assumed timestamps (or by a collision of the digest)."""
-    hashed = msgspec.structs.replace(event, timestamp=0.0) if event.timestamp_assumed else event
-    return hashlib.blake2b(_ENCODER.encode(hashed), digest_size=digest_size, key=key).digest()
+    assumed timestamps (or by a collision of the digest).
+
+    ``Event.judged_from`` is left out as well: the pipeline sets it from what the session showed before, which a
+    redelivery after a restart does not know. Leaving the field out of the map encodes every event exactly as
+    before the field existed, so checkpoints and document ids stay valid.
+    """
+    fields = msgspec.structs.asdict(event)
+    del fields["judged_from"]
+    if event.timestamp_assumed:
+        fields["timestamp"] = 0.0
+    return hashlib.blake2b(_ENCODER.encode(fields), digest_size=digest_size, key=key).digest()
