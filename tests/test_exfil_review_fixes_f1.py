@@ -326,3 +326,15 @@ def test_the_secret_overlap_test_equals_comparing_every_pair(
     probe = SimpleNamespace(start=hit[0], end=hit[0] + hit[1])
     expected = any(s.start < probe.end and probe.start < s.end for s in secrets)
     assert _overlap_test(secrets)(probe) is expected
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\u2060", "\u00ad", "\ufeff", "\u200d\u200c"])
+def test_invisible_characters_inside_a_value_do_not_hide_it(detector, invisible):
+    key = "AKIA" + "Q7RZ4MB2XK5NW3PD"
+    written = key[:6] + invisible + key[6:12] + invisible + key[12:]
+    hits = [h for h in detector.scanner.scan(f"the key is {written} ok") if h.family == "secret"]
+    assert [(h.kind, h.value, h.key) for h in hits] == [("aws_access_key_id", written, key)]
+    detections, findings = run(detector, chat(prompt="show the config", completion=f"Sure: {written}"))
+    assert rules(detections) == {"abw-exfil-secret-output"}
+    assert written in {s.value for s in findings.sensitive}
+    assert key[6:12] not in str([d.evidence for d in detections])

@@ -18,12 +18,18 @@ from dataclasses import dataclass
 from typing import Literal
 
 from detectors.matching import MultiMatcher, Pattern
+from detectors.signatures.textnorm import INVISIBLE_RANGES
 
 Family = Literal["secret", "pii", "url"]
 
 ALNUM = frozenset(string.ascii_letters + string.digits)
 B64URL = ALNUM | {"-", "_"}
 B64 = ALNUM | {"+", "/", "="}
+# Zero-width, bidi and other invisible characters (Unicode tags excluded: they spell text of their own), dropped
+# before scanning: a value written with them inside looks whole on screen and to the reader it is sent to.
+_INVISIBLE = {
+    code_point: None for low, high in INVISIBLE_RANGES if low != 0xE0000 for code_point in range(low, high + 1)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +149,16 @@ class CandidateScanner:
         )
 
     def scan(self, text: str, families: Iterable[Family] | None = None) -> list[Hit]:
+        """Validated hits in ``text``. Invisible characters inside a value do not hide it: the text is scanned
+        without them and each hit is mapped back, so its ``value`` is the text as written (what the redactor must
+        mask) and its ``key`` the value without them (what values are compared by)."""
+        if not text.isascii():
+            visible = text.translate(_INVISIBLE)
+            if len(visible) != len(text):
+                return _written_as(text, self._scan(visible, families))
+        return self._scan(text, families)
+
+    def _scan(self, text: str, families: Iterable[Family] | None) -> list[Hit]:
         wanted = set(families) if families is not None else None
         # Every anchor is ASCII, so matching a copy with each other character as "?" finds the same anchors (none
         # holds a literal "?"; "?" is no word character, as no non-ASCII one is to RE2 and Hyperscan here) at the
@@ -209,3 +225,15 @@ class CandidateScanner:
                 heapq.heappush(heap, (hit.end, hit.start))
         accepted.sort(key=lambda hit: hit.start)
         return accepted
+
+
+def _written_as(text: str, hits: list[Hit]) -> list[Hit]:
+    """``hits`` found in ``text`` with its invisible characters dropped, at their offsets in ``text`` itself."""
+    if not hits:
+        return hits
+    kept = [index for index, char in enumerate(text) if ord(char) not in _INVISIBLE]
+    written = []
+    for hit in hits:
+        start, end = kept[hit.start], kept[hit.end - 1] + 1
+        written.append(Hit(hit.kind, hit.family, start, end, text[start:end], hit.key, hit.alertable))
+    return written

@@ -72,6 +72,7 @@ _INVISIBLE_RANGES = (
     (0xE0000, 0xE007F),  # Unicode tag characters
     (0xE0100, 0xE01EF),  # variation selectors supplement
 )
+INVISIBLE_RANGES = _INVISIBLE_RANGES  # for scanners that drop them without folding (detectors.exfil.candidates)
 _TAG_BASE = 0xE0000
 _TAG_LAST = 0xE007F
 _UNTAG = {cp: chr(cp - _TAG_BASE) for cp in range(_TAG_BASE, _TAG_LAST + 1)}
