@@ -78,10 +78,14 @@ class Detection(msgspec.Struct, kw_only=True):
 
 
 class SensitiveValue(msgspec.Struct, frozen=True, kw_only=True):
-    """A raw secret or PII value found in an event; every output is scrubbed of it."""
+    """A raw secret or PII value found in an event; every output is scrubbed of it.
+
+    ``key`` is the value's normalised form when the detector knows one (a card's digits, an e-mail in lower case):
+    the mask is derived from it, so one card written with spaces and with dashes gets one mask."""
 
     kind: str
     value: str
+    key: str = ""
 
 
 class Findings:

@@ -54,7 +54,7 @@ class Redactor:
         for item in values:
             if len(item.value) < MIN_SCRUB_LENGTH:
                 continue
-            mask = self.mask(item.kind, item.value)
+            mask = self.mask(item.kind, item.key or item.value)
             for form in encoded_forms(item.value):
                 pairs.setdefault(form, mask)
         return sorted(pairs.items(), key=lambda pair: -len(pair[0]))

@@ -130,3 +130,13 @@ def test_the_leak_check_sees_values_when_nothing_redacts():
         result = bare.process([msgspec.convert(case["event"], Event)])
         found += len(leaks(json.dumps(result.events), case["sensitive"]))
     assert found >= sum(len(case["sensitive"]) for case in CASES[:200]) * 0.9
+
+
+def test_one_card_written_two_ways_gets_one_mask(pipeline):
+    """The mask is derived from the value's normalised form, so an analyst sees one card, not two."""
+    spaced, dashed = "4111 1111 1111 1111", "4111-1111-1111-1111"
+    event = chat(prompt=f"My card is {spaced}.", completion=f"Noted: {dashed}.")
+    document = json.dumps(pipeline.fresh().process([event]).events[0])
+    masks = set(re.findall(r"\[REDACTED:payment_card:[^\]]+\]", document))
+    assert spaced not in document and dashed not in document
+    assert len(masks) == 1, masks

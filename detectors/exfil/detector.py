@@ -148,12 +148,12 @@ class ExfilDetector(Detector):
     def _sensitive(self, context: EventContext) -> list[SensitiveValue]:
         """The values handed to the redactor, per the configuration."""
         config = self.config
-        values: dict[tuple[str, str], None] = {}
+        values: dict[tuple[str, str], str] = {}
         for _segment, hit in context.hits():
             secret = hit.family == "secret" and config.redact_secrets
             if secret or (hit.family == "pii" and self._redacts_pii(hit.kind)):
-                values[(hit.kind, hit.value)] = None
-        return [SensitiveValue(kind=kind, value=value) for kind, value in values]
+                values[(hit.kind, hit.value)] = hit.key
+        return [SensitiveValue(kind=kind, value=value, key=key) for (kind, value), key in values.items()]
 
     def _redacts_pii(self, kind: str) -> bool:
         config = self.config
