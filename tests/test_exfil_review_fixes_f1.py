@@ -338,3 +338,15 @@ def test_invisible_characters_inside_a_value_do_not_hide_it(detector, invisible)
     assert rules(detections) == {"abw-exfil-secret-output"}
     assert written in {s.value for s in findings.sensitive}
     assert key[6:12] not in str([d.evidence for d in detections])
+
+
+def test_json_unicode_escapes_inside_a_value_do_not_hide_it(detector):
+    key = "AKIA" + "Q7RZ4MB2XK5NW3PD"
+    written = "".join(f"\\u{ord(char):04x}" for char in key[:8]) + key[8:]
+    text = f'{{"aws_key": "{written}"}}'
+    hits = [h for h in detector.scanner.scan(text) if h.family == "secret"]
+    assert [(h.kind, h.value, h.key) for h in hits] == [("aws_access_key_id", written, key)]
+    assert all(text[h.start : h.end] == h.value for h in hits)
+    detections, findings = run(detector, chat(prompt="show the config", completion=f"Sure: {text}"))
+    assert rules(detections) == {"abw-exfil-secret-output"}
+    assert written in {s.value for s in findings.sensitive}

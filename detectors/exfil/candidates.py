@@ -25,6 +25,7 @@ Family = Literal["secret", "pii", "url"]
 ALNUM = frozenset(string.ascii_letters + string.digits)
 B64URL = ALNUM | {"-", "_"}
 B64 = ALNUM | {"+", "/", "="}
+_HEX_DIGITS = frozenset(string.hexdigits)
 # Zero-width, bidi and other invisible characters (Unicode tags excluded: they spell text of their own), dropped
 # before scanning: a value written with them inside looks whole on screen and to the reader it is sent to.
 _INVISIBLE = {
@@ -149,14 +150,19 @@ class CandidateScanner:
         )
 
     def scan(self, text: str, families: Iterable[Family] | None = None) -> list[Hit]:
-        """Validated hits in ``text``. Invisible characters inside a value do not hide it: the text is scanned
-        without them and each hit is mapped back, so its ``value`` is the text as written (what the redactor must
-        mask) and its ``key`` the value without them (what values are compared by)."""
-        if not text.isascii():
-            visible = text.translate(_INVISIBLE)
-            if len(visible) != len(text):
-                return _written_as(text, self._scan(visible, families))
-        return self._scan(text, families)
+        """Validated hits in ``text``. Neither invisible characters inside a value nor JSON ``\\u`` escapes hide
+        it: the text is scanned as a reader sees it (:func:`reader_view`) and each hit is mapped back, so its
+        ``value`` is the text as written (what the redactor must mask) and its ``key`` the value as read (what
+        values are compared by)."""
+        view = reader_view(text)
+        if view is None:
+            return self._scan(text, families)
+        read, starts, ends = view
+        return [
+            Hit(hit.kind, hit.family, start, end, text[start:end], hit.key, hit.alertable)
+            for hit in self._scan(read, families)
+            for start, end in ((starts[hit.start], ends[hit.end - 1]),)
+        ]
 
     def _scan(self, text: str, families: Iterable[Family] | None) -> list[Hit]:
         wanted = set(families) if families is not None else None
@@ -227,13 +233,24 @@ class CandidateScanner:
         return accepted
 
 
-def _written_as(text: str, hits: list[Hit]) -> list[Hit]:
-    """``hits`` found in ``text`` with its invisible characters dropped, at their offsets in ``text`` itself."""
-    if not hits:
-        return hits
-    kept = [index for index, char in enumerate(text) if ord(char) not in _INVISIBLE]
-    written = []
-    for hit in hits:
-        start, end = kept[hit.start], kept[hit.end - 1] + 1
-        written.append(Hit(hit.kind, hit.family, start, end, text[start:end], hit.key, hit.alertable))
-    return written
+def reader_view(text: str) -> tuple[str, list[int], list[int]] | None:
+    """``text`` as a reader sees it, with JSON ``\\uXXXX`` escapes decoded and invisible characters dropped, and
+    where each of its characters was written (``text[starts[i]:ends[i]]``); None when that is ``text`` itself."""
+    escaped = "\\u" in text
+    if not escaped and (text.isascii() or len(text.translate(_INVISIBLE)) == len(text)):
+        return None
+    chars: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    index, length = 0, len(text)
+    while index < length:
+        char, end = text[index], index + 1
+        digits = text[index + 2 : index + 6]
+        if escaped and char == "\\" and text.startswith("u", end) and len(digits) == 4 and set(digits) <= _HEX_DIGITS:
+            char, end = chr(int(digits, 16)), index + 6
+        if ord(char) not in _INVISIBLE:
+            chars.append(char)
+            starts.append(index)
+            ends.append(end)
+        index = end
+    return "".join(chars), starts, ends
