@@ -1,7 +1,8 @@
 """Embedded replay: the full pipeline over JSONL files, in-process, without Kafka or Elasticsearch.
 
 This is the main job's default and the reference the stream is tested against: for the same input, the Faust
-workers must write exactly the alerts and enriched events that replay writes.
+workers must write exactly the alerts and enriched events that replay writes. So replay drops a record delivered
+twice as the stream does (``app.stream.dedupe``): the same memory of recent events, one per identity partition.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ from typing import IO, Any
 import msgspec
 import orjson
 
+from app.settings import WorkerSettings
+from app.stream.dedupe import RecentIds
 from detectors.event import Event
 from detectors.normalise import DeadLetter, normalise_payload
-from detectors.partitioned import PartitionedPipeline
+from detectors.partitioned import PartitionedPipeline, group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
 
 STDIN = "-"
 _READ_CHUNK = 1 << 20
+DEFAULT_DEDUPE_CAPACITY: int = WorkerSettings.model_fields["dedupe_capacity"].default
 
 
 @dataclass(slots=True)
 class ReplaySummary:
-    """Counts for the summary table; ``seconds`` is wall time of the whole run."""
+    """Counts for the summary table; ``seconds`` is wall time of the whole run. ``events`` went through detection;
+    ``duplicates`` were dropped as redeliveries of events already processed."""
 
     records: int = 0
     events: int = 0
+    duplicates: int = 0
     dead_letters: int = 0
     alerts: int = 0
     shadow_alerts: int = 0
@@ -51,6 +57,7 @@ class ReplaySummary:
         return {
             "records": self.records,
             "events": self.events,
+            "duplicates": self.duplicates,
             "dead_letters": self.dead_letters,
             "alerts": self.alerts,
             "shadow_alerts": self.shadow_alerts,
@@ -144,6 +151,27 @@ def dead_letter_document(letter: DeadLetter) -> dict[str, Any]:
     return msgspec.to_builtins(letter)
 
 
+class Redeliveries:
+    """Drops events delivered twice as the stream's detect agent does: each identity partition remembers its
+    share of ``capacity`` recent events (:class:`RecentIds`, what a stream partition keeps)."""
+
+    def __init__(self, capacity: int, partitions: int, secret: bytes) -> None:
+        self.partitions = partitions
+        self._template = RecentIds(-(-capacity // partitions), secret=secret)
+        self._recent: dict[int, RecentIds] = {}
+
+    def fresh(self, events: list[Event]) -> list[Event]:
+        """``events`` without those seen before (in earlier calls or earlier in ``events``), in their order; the
+        kept ones are remembered."""
+        kept: set[int] = set()
+        for partition, group in group_by_partition(events, self.partitions).items():
+            recent = self._recent.setdefault(partition, self._template.empty())
+            hashed = recent.fresh(group)
+            recent.remember(hashed)
+            kept.update(id(event) for event, _digest in hashed)
+        return [event for event in events if id(event) in kept]
+
+
 def replay(
     sources: list[str],
     pipeline: Pipeline | PartitionedPipeline,
@@ -158,8 +186,12 @@ def replay(
     keep_raw: bool = False,
     flush: bool = True,
     on_progress: Callable[[int], None] | None = None,
+    dedupe_capacity: int = DEFAULT_DEDUPE_CAPACITY,
 ) -> ReplaySummary:
     """Run ``pipeline`` over every record of ``sources`` and write the outputs; returns the counts.
+
+    Events delivered twice are dropped as the stream drops them, each identity partition remembering its share of
+    ``dedupe_capacity`` events (the stream's ``worker.dedupe_capacity``).
 
     Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once.
     With ``flush`` the detectors' open windows are closed at the end of the input, as a finished day of logs
@@ -171,6 +203,9 @@ def replay(
     alerts: dict[str, dict[str, Any]] = {}
     shadow: dict[str, dict[str, Any]] = {}
     batch: list[Event] = []
+    partitions = pipeline.partitions if isinstance(pipeline, PartitionedPipeline) else 1
+    template = pipeline.template if isinstance(pipeline, PartitionedPipeline) else pipeline
+    redeliveries = Redeliveries(dedupe_capacity, partitions, template.redactor.derive_key("replay redeliveries"))
 
     def keep(result: BatchResult) -> None:
         for document in result.alerts:
@@ -180,10 +215,12 @@ def replay(
         summary.suppressed_by_exception.update(exception.id for _detection, exception in result.suppressed)
 
     def process_batch() -> None:
-        result = pipeline.process(batch)
+        fresh = redeliveries.fresh(batch)
+        result = pipeline.process(fresh)
         events_writer.write(result.events)
         keep(result)
-        summary.events += len(batch)
+        summary.events += len(fresh)
+        summary.duplicates += len(batch) - len(fresh)
         batch.clear()
 
     try:

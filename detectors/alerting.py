@@ -6,6 +6,11 @@ the same id. Repeats escalate the severity. Every alert adds to its identity's r
 half-life; crossing the threshold raises an alert of its own, once, until the score has decayed below half the
 threshold again. All times are event times.
 
+Groups whose windows are long over are forgotten (:meth:`AlertGrouper._expire`), up to an expiry horizon. A detection
+that arrives after its window was forgotten (a delayed shipper) cannot join the grown alert, and must not re-open it
+under the same id: the sink's partial update would overwrite the grown alert with a count of one. It is grouped
+apart, under a key that names the horizon's window (one late alert per window of arrival), and its message says so.
+
 A detection that an alert exception suppresses (detectors/exceptions.py) is grouped apart, under a key that names
 the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
 marked ``shadow``, so the pipeline routes it to the shadow alerts. A risk alert goes through the exceptions too,
@@ -48,6 +53,19 @@ class AlertPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 RISK_RULE_ID = "abusewatch-entity-risk"
+CAMPAIGN_RISK_RULE_ID = "abusewatch-entity-risk-campaign"  # the campaign stage's own: never one id with the above
+RISK_RULE_IDS = frozenset({RISK_RULE_ID, CAMPAIGN_RISK_RULE_ID})
+RISK_RULE_NAMES = {
+    RISK_RULE_ID: "Identity risk score over threshold",
+    CAMPAIGN_RISK_RULE_ID: "Identity risk score over threshold (campaigns)",
+}
+RISK_RULE_DESCRIPTIONS = {
+    RISK_RULE_ID: "Alerts on this identity add up (with decay) past the risk threshold.",
+    CAMPAIGN_RISK_RULE_ID: "Campaign alerts charged to this identity add up (with decay) past the risk threshold.",
+}
+MAX_RELATED = 64  # related users, and related IPs, an alert names (first seen kept)
+MAX_RISK_MAPPING = 16  # ATLAS techniques, and OWASP entries, a risk score keeps per category
+LATE_MESSAGE = " (late: arrived after this window's alert was closed)"
 MAX_MASKED_IDS = 10_000  # event ids that held a flagged value, remembered masked (rare: bounded, oldest forgotten)
 
 
@@ -61,6 +79,9 @@ class _Group:
     evidence: list[Evidence]
     score: float
     exception: tuple[str, str] | None = None  # (id, reason) of the exception that suppresses the group
+    related_users: list[str] = field(default_factory=list)  # union over the group's detections, first seen first
+    related_ips: list[str] = field(default_factory=list)
+    late_window: float | None = None  # for a late group: the window of the expiry horizon it arrived under
 
 
 @dataclass(slots=True)
@@ -69,15 +90,28 @@ class _Risk:
     updated: float = 0.0
     armed: bool = True  # a risk alert fires when armed; re-armed once the score decays below half the bar
     contributions: dict[str, float] = field(default_factory=dict)
+    # category -> (ATLAS ids, OWASP ids) of the detections that added to it, so the risk alert maps its top category
+    mappings: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
 
 
 class AlertGrouper:
-    """Turns a batch's detections into alert documents, merging repeats within the window."""
+    """Turns a batch's detections into alert documents, merging repeats within the window.
 
-    def __init__(self, redactor: Redactor, policy: AlertPolicy | None = None) -> None:
+    ``risk_rule_id`` is the rule of the risk alerts it raises: two groupers that keep risk scores for the same
+    identities (an identity partition's, the campaign stage's) raise them under different rules, so never under one
+    alert id.
+    """
+
+    def __init__(
+        self, redactor: Redactor, policy: AlertPolicy | None = None, *, risk_rule_id: str = RISK_RULE_ID
+    ) -> None:
+        if risk_rule_id not in RISK_RULE_IDS:
+            raise ValueError(f"not a risk rule: {risk_rule_id}")
         self.redactor = redactor
         self.policy = policy or AlertPolicy()
+        self.risk_rule_id = risk_rule_id
         self._groups: dict[str, _Group] = {}
+        self._horizon = -math.inf  # groups that ended before it are forgotten: see _expire
         self._risk: dict[str, _Risk] = {}
         self._id_key = redactor.derive_key("masked event ids")
         # keyed hash of an event id that held a flagged value -> the id masked: detectors keep event ids in their
@@ -121,9 +155,12 @@ class AlertGrouper:
         sensitive: dict[str, list[SensitiveValue]],
         exception: AlertException | None = None,
     ) -> str:
-        key = self._group_key(detection)
-        if exception is not None:
-            key = f"{key}\x1fexception:{exception.id}"
+        base = self._group_key(detection)
+        suffix = f"\x1fexception:{exception.id}" if exception is not None else ""
+        key, late_window = base + suffix, None
+        if key not in self._groups and self._window_start(detection) < self._horizon:
+            late_window = self._window_start_of(self._horizon)  # its window may have been forgotten: see _expire
+            key = f"{base}\x1flate:{late_window:.0f}{suffix}"
         detection = self._scrubbed(detection, sensitive)
         group = self._groups.get(key)
         if group is None:
@@ -136,6 +173,9 @@ class AlertGrouper:
                 evidence=list(detection.evidence[: self.policy.max_evidence]),
                 score=detection.score,
                 exception=(exception.id, exception.reason) if exception is not None else None,
+                related_users=_union([], detection.related_users),
+                related_ips=_union([], detection.related_ips),
+                late_window=late_window,
             )
             return key
         group.count += 1
@@ -149,6 +189,8 @@ class AlertGrouper:
         room = self.policy.max_evidence - len(group.evidence)
         group.evidence.extend(detection.evidence[: max(0, room)])
         group.score = max(group.score, detection.score)
+        group.related_users = _union(group.related_users, detection.related_users)
+        group.related_ips = _union(group.related_ips, detection.related_ips)
         if _widens(group.detection, detection):
             group.detection = detection  # campaign alerts: the latest list of identities is the fullest
         return key
@@ -183,13 +225,18 @@ class AlertGrouper:
         return hashlib.blake2b(encoded, key=self._id_key, digest_size=16).hexdigest()
 
     def _group_key(self, detection: Detection) -> str:
-        window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
         subject = detection.group_key or detection.identity.key()
-        return f"{detection.rule.id}\x1f{subject}\x1f{window:.0f}"
+        return f"{detection.rule.id}\x1f{subject}\x1f{self._window_start(detection):.0f}"
+
+    def _window_start(self, detection: Detection) -> float:
+        return self._window_start_of(detection.timestamp)
+
+    def _window_start_of(self, timestamp: float) -> float:
+        return math.floor(timestamp / self.policy.window_seconds) * self.policy.window_seconds
 
     def _add_risk(self, detection: Detection) -> Detection | None:
         """Add ``detection`` to its identity's risk score; the risk alert, when the score crosses the threshold."""
-        if detection.rule.id == RISK_RULE_ID or detection.rule.status == "test":
+        if detection.rule.id in RISK_RULE_IDS or detection.rule.status == "test":
             return None
         identity_key = detection.identity.key()
         risk = self._risk.setdefault(identity_key, _Risk(updated=detection.timestamp))
@@ -202,6 +249,11 @@ class AlertGrouper:
         risk.score += added
         category = detection.rule.category
         risk.contributions[category] = risk.contributions.get(category, 0.0) + added
+        atlas, owasp = risk.mappings.get(category, ([], []))
+        risk.mappings[category] = (
+            _union(atlas, detection.rule.atlas, MAX_RISK_MAPPING),
+            _union(owasp, detection.rule.owasp, MAX_RISK_MAPPING),
+        )
         risk.updated = max(risk.updated, detection.timestamp)
         if risk.score < self.policy.risk_threshold / 2:
             risk.armed = True
@@ -209,15 +261,16 @@ class AlertGrouper:
             return None
         risk.armed = False
         top = max(risk.contributions, key=risk.contributions.__getitem__)
+        atlas, owasp = risk.mappings.get(top, ([], []))  # none for a category restored from an older checkpoint
         return Detection(
             rule=RuleInfo(
-                id=RISK_RULE_ID,
-                name="Identity risk score over threshold",
+                id=self.risk_rule_id,
+                name=RISK_RULE_NAMES[self.risk_rule_id],
                 category=top,  # type: ignore[arg-type]
                 level="high",
-                description="Alerts on this identity add up (with decay) past the risk threshold.",
-                atlas=detection.rule.atlas,
-                owasp=detection.rule.owasp,
+                description=RISK_RULE_DESCRIPTIONS[self.risk_rule_id],
+                atlas=tuple(atlas),
+                owasp=tuple(owasp),
             ),
             event_ids=list(detection.event_ids),
             timestamp=detection.timestamp,
@@ -238,12 +291,16 @@ class AlertGrouper:
             score=group.score,
             timestamp=group.first_seen,
             group_key=key,
+            related_users=group.related_users,
+            related_ips=group.related_ips,
         )
         values = [value for event_id in group.event_ids for value in sensitive.get(event_id, ())]
         document = alert_document(merged, self.redactor, values, count=group.count)
         document["abusewatch"]["last_seen"] = iso_time(group.last_seen)
         if group.count > 1:
             document["message"] = f"{detection.message} (x{group.count} in this window)"
+        if group.late_window is not None:
+            document["message"] += LATE_MESSAGE
         if group.exception is not None:
             exception_id, reason = group.exception
             document["abusewatch"]["exception"] = {"id": exception_id, "reason": reason}
@@ -258,12 +315,17 @@ class AlertGrouper:
         return msgspec.structs.replace(rule, level=level)
 
     def _expire(self) -> None:
-        """Forget groups and risk whose windows are long over, so memory stays bounded."""
+        """Forget groups and risk whose windows are long over, so memory stays bounded.
+
+        Groups last seen before the horizon (two windows before the newest detection) are forgotten; a late group
+        once the horizon has left the window it arrived under (later late detections go to a group of their own).
+        """
         if not self._groups:
             return
         newest = max(group.last_seen for group in self._groups.values())
-        horizon = newest - 2 * self.policy.window_seconds
-        for key in [k for k, g in self._groups.items() if g.last_seen < horizon]:
+        horizon = self._horizon = max(self._horizon, newest - 2 * self.policy.window_seconds)
+        window = self.policy.window_seconds
+        for key in [k for k, g in self._groups.items() if _expired(g, horizon, window)]:
             del self._groups[key]
         risk_horizon = newest - 8 * self.policy.risk_half_life_seconds
         for key in [k for k, r in self._risk.items() if r.updated < risk_horizon]:
@@ -278,20 +340,32 @@ class AlertGrouper:
                     "updated": risk.updated,
                     "armed": risk.armed,
                     "contributions": dict(risk.contributions),
+                    "mappings": {category: list(pair) for category, pair in risk.mappings.items()},
                 }
                 for key, risk in self._risk.items()
             },
             "masked_ids": list(self._masked_ids.items()),
+            "horizon": self._horizon if math.isfinite(self._horizon) else None,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`; a state of an older version (no horizon, no related lists or risk mappings)
+        loads too: its horizon is the one its groups imply, which is where the last expiry left it."""
         self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
-        self._risk = {key: _Risk(**value) for key, value in state.get("risk", {}).items()}
+        self._risk = {key: _risk_from_state(value) for key, value in state.get("risk", {}).items()}
         self._masked_ids = OrderedDict((str(key), str(masked)) for key, masked in state.get("masked_ids", []))
+        horizon = state.get("horizon")
+        if horizon is None and self._groups and "horizon" not in state:
+            horizon = max(group.last_seen for group in self._groups.values()) - 2 * self.policy.window_seconds
+        self._horizon = float(horizon) if horizon is not None else -math.inf
 
     def fresh(self) -> AlertGrouper:
-        """A grouper with the same redactor and policy and no open groups."""
-        return AlertGrouper(self.redactor, self.policy)
+        """A grouper with the same redactor, policy and risk rule, and no open groups."""
+        return AlertGrouper(self.redactor, self.policy, risk_rule_id=self.risk_rule_id)
+
+    def for_risk_rule(self, risk_rule_id: str) -> AlertGrouper:
+        """A grouper with the same redactor and policy, no open groups, raising risk alerts as ``risk_rule_id``."""
+        return AlertGrouper(self.redactor, self.policy, risk_rule_id=risk_rule_id)
 
 
 def _judge(
@@ -304,6 +378,23 @@ def _judge(
     if exception is not None and suppressed is not None:
         suppressed.append((detection, exception))
     return exception
+
+
+def _union(kept: list[str], new: Any, cap: int = MAX_RELATED) -> list[str]:
+    """``kept`` and then the values of ``new`` it lacks, in first-seen order, at most ``cap`` of them."""
+    merged = list(kept)
+    for value in new:
+        if len(merged) >= cap:
+            break
+        if value not in merged:
+            merged.append(value)
+    return merged
+
+
+def _expired(group: _Group, horizon: float, window: float) -> bool:
+    if group.late_window is None:
+        return group.last_seen < horizon
+    return group.late_window + window <= horizon
 
 
 def _widens(current: Detection, new: Detection) -> bool:
@@ -329,12 +420,16 @@ def _group_state(group: _Group) -> dict[str, Any]:
         "evidence": msgspec.to_builtins(group.evidence),
         "score": group.score,
         "exception": list(group.exception) if group.exception is not None else None,
+        "related_users": group.related_users,
+        "related_ips": group.related_ips,
+        "late_window": group.late_window,
     }
 
 
 def _group_from_state(value: dict[str, Any]) -> _Group:
+    detection = msgspec.convert(value["detection"], Detection)
     return _Group(
-        detection=msgspec.convert(value["detection"], Detection),
+        detection=detection,
         count=value["count"],
         first_seen=value["first_seen"],
         last_seen=value["last_seen"],
@@ -342,4 +437,18 @@ def _group_from_state(value: dict[str, Any]) -> _Group:
         evidence=msgspec.convert(value["evidence"], list[Evidence]),
         score=value["score"],
         exception=(value["exception"][0], value["exception"][1]) if value.get("exception") else None,
+        related_users=_union([], value.get("related_users", detection.related_users)),
+        related_ips=_union([], value.get("related_ips", detection.related_ips)),
+        late_window=value.get("late_window"),
+    )
+
+
+def _risk_from_state(value: dict[str, Any]) -> _Risk:
+    mappings = value.get("mappings", {})
+    return _Risk(
+        score=value["score"],
+        updated=value["updated"],
+        armed=value["armed"],
+        contributions=dict(value["contributions"]),
+        mappings={category: (list(pair[0]), list(pair[1])) for category, pair in mappings.items()},
     )

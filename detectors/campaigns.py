@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from detectors.alerting import AlertGrouper
+from detectors.alerting import CAMPAIGN_RISK_RULE_ID, AlertGrouper
 from detectors.anomaly import rules
 from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Findings
@@ -387,13 +387,17 @@ class CampaignStage:
     past :data:`MAX_MEMBER_IDENTITIES`; and a campaign that turned members away at ``campaign_max_identities``
     (in this window, or in one still remembered) is never suppressed. An entity-risk alert that a campaign raises
     is judged on that campaign's identities too, so it is suppressed only where the campaign alert would be.
+
+    The stage groups with a grouper of its own, made like ``grouper`` (redactor, policy) but empty, whose risk
+    alerts are rule :data:`CAMPAIGN_RISK_RULE_ID`: the identity partitions keep risk scores for the same identities,
+    and a risk alert of both under one rule would be one alert id with two writers.
     """
 
     def __init__(
         self, detector: CampaignDetector, grouper: AlertGrouper, exceptions: ExceptionList | None = None
     ) -> None:
         self.detector = detector
-        self.grouper = grouper
+        self.grouper = grouper.for_risk_rule(CAMPAIGN_RISK_RULE_ID)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
 
     def process(self, candidates: Sequence[CampaignCandidate]) -> BatchResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from detectors.alerting import RISK_RULE_ID
+from detectors.alerting import RISK_RULE_IDS
 from detectors.anomaly.rules import RULES as ANOMALY_RULES
 from detectors.base import Detector, RuleInfo
 from detectors.chains import BLOCKED_THEN_THROUGH, PROMPT_REUSED, RISING_SCORE
@@ -49,7 +49,8 @@ BUILTIN_RULES: tuple[RuleInfo, ...] = (
 def catalogue(signature_rules: Iterable[SignatureRule], correlations: Iterable[Correlation]) -> KnownRules:
     """Every rule the product can raise with these signature and correlation rules.
 
-    The entity-risk alert is known by id; its category is that of the identity's other alerts, so it adds none.
+    The entity-risk alerts (the identity partitions' and the campaign stage's) are known by id; their category is that
+    of the identity's other alerts, so they add none.
     """
     pairs = [
         *((rule.id, rule.category) for rule in BUILTIN_RULES),
@@ -57,7 +58,7 @@ def catalogue(signature_rules: Iterable[SignatureRule], correlations: Iterable[C
         *((correlation.info.id, correlation.info.category) for correlation in correlations),
     ]
     return KnownRules(
-        rule_ids=frozenset({RISK_RULE_ID, *(rule_id for rule_id, _ in pairs)}),
+        rule_ids=frozenset({*RISK_RULE_IDS, *(rule_id for rule_id, _ in pairs)}),
         categories=frozenset(category for _, category in pairs),
     )
 

@@ -10,6 +10,7 @@ state is bounded per group and expires once older than the rule's timespan.
 
 from __future__ import annotations
 
+import json
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -291,7 +292,7 @@ class CorrelationDetector(Detector):
             message=f"{correlation.info.name} ({described or 'all events'}; {len(hits)} events in "
             f"{correlation.timespan:.0f}s)",
             evidence=[Evidence(field="correlation", snippet=described, detail=correlation.kind.name.lower())],
-            group_key=f"{correlation.info.id}|{'|'.join(str(v) for v in group)}",
+            group_key=correlation_group_key(correlation.info.id, group),
             related_users=sorted({e for e in (event.identity.user_id,) if e}),
         )
 
@@ -330,6 +331,13 @@ class CorrelationDetector(Detector):
             )
             for rule_id, group, hits in state.get("groups", [])
         }
+
+
+def correlation_group_key(rule_id: str, group: tuple[Any, ...]) -> str:
+    """The alert group key of a correlation's group: injective (a JSON list), so no two groups share one however
+    their values are chosen (a client-chosen user id may hold any separator)."""
+    values = [None if value is None else str(value) for value in group]
+    return f"{rule_id}|{json.dumps(values, ensure_ascii=True, separators=(',', ':'))}"
 
 
 def _insert_in_time_order(hits: deque[_Hit], hit: _Hit) -> None:

@@ -1,6 +1,13 @@
 """Alert hygiene: grouping per rule and identity in event-time windows, escalation, risk score, state."""
 
-from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
+from detectors.alerting import (
+    CAMPAIGN_RISK_RULE_ID,
+    LATE_MESSAGE,
+    MAX_RELATED,
+    RISK_RULE_ID,
+    AlertGrouper,
+    AlertPolicy,
+)
 from detectors.base import Detection, Evidence, RuleInfo, SensitiveValue
 from detectors.event import Identity
 from detectors.redact import Redactor
@@ -181,3 +188,120 @@ def test_an_earlier_batchs_id_named_by_a_later_detection_is_masked_even_after_a_
     [(_, document)] = restored.alerts([later], {})
     assert key not in str(document)
     assert sorted(document["abusewatch"]["event_ids"]) == sorted([masked, "clean"])
+
+
+def test_a_detection_arriving_after_its_group_expired_gets_an_alert_of_its_own():
+    """A delayed record of a grown alert's window must not re-open it under the same id: the partial update would
+    overwrite the grown alert (count, level) with a count of one."""
+    grouper = AlertGrouper(Redactor(b"k"), AlertPolicy(escalate_at=(3,)))
+    grown = alerts_of(grouper, [detection(f"e{i}", T0 + i) for i in range(5)])[0]
+    alerts_of(grouper, [detection("other", T0 + 3 * HOUR, user="bob")])  # event time moves on: the group expires
+    late = alerts_of(grouper, [detection("late1", T0 + 1800)])
+    assert len(late) == 1
+    assert late[0]["event"]["id"] != grown["event"]["id"]
+    assert late[0]["abusewatch"]["count"] == 1
+    assert late[0]["message"].endswith(LATE_MESSAGE)
+    assert LATE_MESSAGE not in grown["message"]
+    again = alerts_of(grouper, [detection("late2", T0 + 1900)])  # another late one, same hour of arrival: joins it
+    assert again[0]["event"]["id"] == late[0]["event"]["id"]
+    assert again[0]["abusewatch"]["count"] == 2
+
+
+def test_a_late_group_survives_a_checkpoint_and_a_detection_still_in_a_kept_group_joins_it():
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [detection("e1", T0 + 10), detection("b1", T0 + 10, user="bob")])
+    kept = alerts_of(grouper, [detection("b2", T0 + 2 * HOUR + 20, user="bob")])  # horizon T0+20: bob's e1 window ok
+    alerts_of(grouper, [detection("late1", T0 + 30)])  # mallory's group (last seen T0+10) was forgotten
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(grouper.state())
+    assert restored.state() == grouper.state()
+    late = alerts_of(restored, [detection("late2", T0 + 40)])
+    assert late[0]["abusewatch"]["count"] == 2 and late[0]["message"].endswith(LATE_MESSAGE)
+    bob = alerts_of(restored, [detection("b3", T0 + 2 * HOUR + 30, user="bob")])
+    assert bob[0]["event"]["id"] == kept[0]["event"]["id"] and LATE_MESSAGE not in bob[0]["message"]
+
+
+def test_a_state_without_a_horizon_still_marks_late_detections():
+    """A checkpoint of an older version has no horizon: the one its groups imply is where the last expiry left it."""
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [detection("e1", T0 + 10)])
+    alerts_of(grouper, [detection("b1", T0 + 3 * HOUR, user="bob")])
+    state = grouper.state()
+    del state["horizon"]
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(state)
+    assert alerts_of(restored, [detection("late", T0 + 20)])[0]["message"].endswith(LATE_MESSAGE)
+
+
+def related(event_id: str, at: float, users: list[str], ips: list[str]) -> Detection:
+    return Detection(
+        rule=RuleInfo(id="anomaly", name="Burst", category="scraping", level="medium"),
+        event_ids=[event_id],
+        timestamp=at,
+        identity=Identity(source_ip="203.0.113.9"),
+        message="burst",
+        related_users=users,
+        related_ips=ips,
+        group_key="anomaly:ip:203.0.113.9",
+    )
+
+
+def test_related_users_and_ips_are_the_union_of_the_group_and_bounded():
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [related("e1", T0 + 1, ["alice", "bob"], ["198.51.100.1"])])
+    doc = alerts_of(grouper, [related("e2", T0 + 2, ["carol", "bob"], ["198.51.100.2"])])[0]
+    assert doc["related"]["user"] == ["alice", "bob", "carol"]
+    assert doc["related"]["ip"] == ["198.51.100.1", "198.51.100.2", "203.0.113.9"]
+    assert doc["message"] == "burst (x2 in this window)"
+    many = alerts_of(grouper, [related("e3", T0 + 3, [f"u{i:03d}" for i in range(200)], [])])[0]
+    assert len(many["related"]["user"]) == MAX_RELATED  # the first seen kept: alice, bob, carol and 61 more
+    assert {"alice", "bob", "carol", "u000"} <= set(many["related"]["user"]) and "u199" not in many["related"]["user"]
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(grouper.state())
+    assert alerts_of(restored, [related("e4", T0 + 4, [], [])])[0]["related"] == many["related"]
+
+
+def test_the_risk_alert_maps_to_its_top_category():
+    scraping = RuleInfo(
+        id="scrape", name="Scraping", category="scraping", level="medium", atlas=("AML.T0040",), owasp=("LLM10:2025",)
+    )
+    jailbreak = RuleInfo(
+        id="jb", name="Jailbreak", category="jailbreak", level="high", atlas=("AML.T0054",), owasp=("LLM01:2025",)
+    )
+    who = Identity(user_id="mallory")
+    detections = [
+        Detection(rule=scraping, event_ids=[f"s{i}"], timestamp=T0 + i, identity=who, message="s") for i in range(9)
+    ]
+    # the jailbreak pushes the score over the bar, but scraping contributed most
+    detections.append(Detection(rule=jailbreak, event_ids=["j"], timestamp=T0 + 90, identity=who, message="j"))
+    grouper = AlertGrouper(Redactor(b"k"))
+    (risk,) = [doc for doc in alerts_of(grouper, detections) if doc["rule"]["id"] == RISK_RULE_ID]
+    assert risk["rule"]["category"] == "scraping"
+    assert risk["threat"]["technique"]["id"] == ["AML.T0040"]
+    assert risk["abusewatch"]["owasp_llm"] == ["LLM10:2025"]
+
+
+def test_a_risk_state_without_mappings_still_loads():
+    grouper = AlertGrouper(Redactor(b"k"))
+    alerts_of(grouper, [detection("e1", T0 + 1, level="high")])
+    state = grouper.state()
+    for risk in state["risk"].values():
+        del risk["mappings"]
+    restored = AlertGrouper(Redactor(b"k"))
+    restored.load_state(state)
+    risks = alerts_of(restored, [detection(f"e{i}", T0 + i, level="high") for i in range(2, 6)])
+    (risk,) = [doc for doc in risks if doc["rule"]["id"] == RISK_RULE_ID]
+    assert risk["threat"]["technique"]["id"] == ["AML.T0051.000"]  # the category's mapping, from the new detections
+
+
+def test_groupers_of_different_risk_rules_never_share_a_risk_alert_id():
+    identity_partition = AlertGrouper(Redactor(b"k"))
+    campaign_stage = identity_partition.for_risk_rule(CAMPAIGN_RISK_RULE_ID)
+    detections = [detection(f"e{i}", T0 + i, level="high") for i in range(5)]
+    risk_ids = [
+        {doc["rule"]["id"]: doc["event"]["id"] for doc in alerts_of(grouper, detections)}
+        for grouper in (identity_partition, campaign_stage)
+    ]
+    assert RISK_RULE_ID in risk_ids[0] and CAMPAIGN_RISK_RULE_ID in risk_ids[1]
+    assert risk_ids[0][RISK_RULE_ID] != risk_ids[1][CAMPAIGN_RISK_RULE_ID]
+    assert campaign_stage.fresh().risk_rule_id == CAMPAIGN_RISK_RULE_ID

@@ -111,6 +111,21 @@ def test_a_session_correlation_never_joins_two_users_who_send_the_same_session_i
     assert fired(marks, [leak, tools]) == []
 
 
+def test_groups_whose_values_hold_the_separator_get_alerts_of_their_own():
+    """identity_key "user:alice" with session "s1|z", and a client-chosen user id "alice|s1" with session "z": two
+    groups, two alerts (a joined key would fold the attacker's alert into the victim's)."""
+    victim = [event(1, "alice", session="s1|z"), event(2, "alice", session="s1|z")]
+    attacker = [event(3, "alice|s1", session="z"), event(4, "alice|s1", session="z")]
+    marks = {}
+    for secret, exfil in (victim, attacker):
+        marks |= {secret.id: ("r-secret", "secret_exposure"), exfil.id: ("r-exfil", "data_exfiltration")}
+    rules, _ = load_correlations([BUILTIN_DIR])
+    result = Pipeline([Marks(marks), CorrelationDetector(rules)], Redactor(b"k")).process([*victim, *attacker])
+    alerts = [a for a in result.alerts if a["rule"]["name"] == "Secret exposed then exfiltrated in one session"]
+    assert len(alerts) == 2 and len({a["event"]["id"] for a in alerts}) == 2
+    assert sorted(a["user"]["id"] for a in alerts) == ["alice", "alice|s1"]
+
+
 @pytest.mark.parametrize("batch_size", [1, 2, 5])
 def test_an_attempt_that_arrives_late_is_judged_with_the_attempts_of_its_own_time(batch_size):
     """Five attempts over 640 s never make five in the 600 s window, however the late one (t = 0, arriving after

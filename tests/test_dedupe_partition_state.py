@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import msgspec
+import orjson
 import pytest
 from msgspec.structs import replace
 from pydantic import SecretStr
@@ -449,10 +450,34 @@ def test_a_rejected_event_whose_id_holds_a_flagged_secret_is_not_remembered(temp
     dead = msgspec.json.decode(letter["value"])
     assert key not in dead["origin"], "the precondition: the id in the body is masked"
     assert event_document_id(event, template.redactor) in dead["detail"], "which request it was, when ids repeat"
+    body = orjson.loads(dead["raw"])  # the document as it was to be indexed, to index it again once fixed
+    assert body["event"]["hash"] == event_document_id(event, template.redactor)
+    assert body["gen_ai"]["prompt"].startswith("here is my key ") and key not in dead["raw"]
 
     sink.rejected = set()
     detect(worker, 1, [event])
     assert len(sink.stored_events) == 1
+
+
+def test_a_rejected_document_past_the_raw_limit_is_cut_with_a_marker() -> None:
+    body = {"event": {"id": "alert-1"}, "message": "é" * 5000}
+    report = WriteReport(rejections=[Rejection(Document("alerts", "alert-1", body), 400, "mapper_parsing_exception")])
+    [whole] = StreamWorker._rejection_letters(report)
+    assert orjson.loads(whole["raw"]) == body
+    [cut] = StreamWorker._rejection_letters(report, raw_limit=1002)  # inside a two-byte character
+    kept, marker = cut["raw"].rsplit("... ", 1)
+    assert len(kept.encode()) == 1001 and whole["raw"].startswith(kept)  # never inside a character
+    assert marker == f"[cut: {len(kept.encode())} of {cut['size']} bytes kept]" and cut["size"] == len(
+        whole["raw"].encode()
+    )
+
+
+def test_health_shows_why_documents_are_being_retried_until_a_write_goes_through(template: Pipeline) -> None:
+    worker = stub_worker(template)
+    worker._on_bulk_retry(3, "HTTP 403: security_exception: action is unauthorized")
+    assert "security_exception" in str(worker.state.es_write_error)
+    detect(worker, 0, ids("ok"))
+    assert worker.state.es_write_error is None
 
 
 def test_an_event_dead_lettered_as_a_pipeline_error_is_not_remembered(template: Pipeline) -> None:

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from detectors import exceptions as exceptions_module
-from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
+from detectors.alerting import CAMPAIGN_RISK_RULE_ID, RISK_RULE_ID, AlertGrouper, AlertPolicy
 from detectors.anomaly.config import AnomalyConfig
 from detectors.anomaly.rules import SCRAPING_CAMPAIGN
 from detectors.base import Detection, RuleInfo
@@ -125,12 +125,18 @@ def test_the_catalogue_lists_every_rule_id_a_detector_defines():
     assert written <= {rule.id for rule in BUILTIN_RULES}
 
 
-def test_known_rules_are_the_builtin_detectors_the_rule_pack_correlations_and_the_risk_alert():
+def test_known_rules_are_the_builtin_detectors_the_rule_pack_correlations_and_the_risk_alerts():
     known, errors = known_rules([BUILTIN_RULES_DIR], [BUILTIN_CORRELATIONS])
     assert errors == []
     pack = RuleSet.load([BUILTIN_RULES_DIR]).rules
     correlations, _ = load_correlations([BUILTIN_CORRELATIONS])
-    expected = {RISK_RULE_ID, *(r.id for r in BUILTIN_RULES), *(r.id for r in pack), *(c.info.id for c in correlations)}
+    expected = {
+        RISK_RULE_ID,
+        CAMPAIGN_RISK_RULE_ID,
+        *(r.id for r in BUILTIN_RULES),
+        *(r.id for r in pack),
+        *(c.info.id for c in correlations),
+    }
     assert pack and correlations
     assert known.rule_ids == expected
     assert known.categories == {r.category for r in [*BUILTIN_RULES, *pack]} | {c.info.category for c in correlations}
@@ -498,19 +504,23 @@ def four_windows(keys: Sequence[int]) -> list[CampaignCandidate]:
 
 
 def test_a_risk_alert_raised_by_a_campaign_in_the_queue_is_not_suppressed(tmp_path):
-    """The risk is charged to key-0, an excepted bulk-job key; the campaign also has the attacker's key-66."""
+    """The risk is charged to key-0, an excepted bulk-job key; the campaign also has the attacker's key-66. The
+    campaign stage raises it under a rule of its own: the identity partition's risk alert for key-0 in the same hour
+    is another document."""
     by_category = loaded(tmp_path, entry(rules=[], categories=[SCRAPING_CAMPAIGN.category]))
     result = run(risk_stage(by_category), four_windows([0, 1, 2, 3, 4, 66]))
-    assert sorted({a["rule"]["id"] for a in result.alerts}) == sorted([CAMPAIGN_RULE, RISK_RULE_ID])
-    risk = next(a for a in result.alerts if a["rule"]["id"] == RISK_RULE_ID)
+    assert sorted({a["rule"]["id"] for a in result.alerts}) == sorted([CAMPAIGN_RULE, CAMPAIGN_RISK_RULE_ID])
+    risk = next(a for a in result.alerts if a["rule"]["id"] == CAMPAIGN_RISK_RULE_ID)
     assert risk["abusewatch"]["identity_key"] == "key:key-0"
     assert result.shadow_alerts == [] and result.suppressed == []
 
 
 def test_a_risk_alert_raised_by_a_campaign_of_excepted_identities_only_is_suppressed(tmp_path):
-    risk_only = loaded(tmp_path, entry(id="risk-of-bulk-job", rules=[RISK_RULE_ID]))
+    risk_only = loaded(tmp_path, entry(id="risk-of-bulk-job", rules=[CAMPAIGN_RISK_RULE_ID]))
     result = run(risk_stage(risk_only), four_windows(range(5)))
     assert {a["rule"]["id"] for a in result.alerts} == {CAMPAIGN_RULE}  # the exception names the risk rule only
     (shadow,) = result.shadow_alerts
-    assert shadow["rule"]["id"] == RISK_RULE_ID and shadow["abusewatch"]["exception"]["id"] == "risk-of-bulk-job"
-    assert result.suppressed_counts() == {("risk-of-bulk-job", RISK_RULE_ID): 1}
+    assert (
+        shadow["rule"]["id"] == CAMPAIGN_RISK_RULE_ID and shadow["abusewatch"]["exception"]["id"] == "risk-of-bulk-job"
+    )
+    assert result.suppressed_counts() == {("risk-of-bulk-job", CAMPAIGN_RISK_RULE_ID): 1}

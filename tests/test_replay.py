@@ -1,12 +1,20 @@
-"""Embedded replay's own pieces: merging files by event time (the demo replays the samples that way)."""
+"""Embedded replay's own pieces: merging files by event time (the demo replays the samples that way), dropping
+records delivered twice as the stream does."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
-from app.replay import merge_by_time
-from app.settings import PACKAGE_ROOT
+import orjson
+
+from app.engine import build_pipeline
+from app.replay import merge_by_time, replay
+from app.settings import PACKAGE_ROOT, Settings
 from detectors.normalise import normalise_payload
+from detectors.partitioned import PartitionedPipeline
+from detectors.pipeline import Pipeline
 
 
 def test_sample_files_merged_by_event_time_keep_every_line_in_time_order(tmp_path: Path) -> None:
@@ -21,3 +29,39 @@ def test_sample_files_merged_by_event_time_keep_every_line_in_time_order(tmp_pat
     ]
     assert firsts == sorted(firsts)
     assert lines != originals, "the sample files interleave in time; merging must change their order"
+
+
+@functools.cache
+def template() -> Pipeline:
+    """Built once (it compiles the rule pack); a partitioned pipeline never runs its template."""
+    return build_pipeline(Settings())
+
+
+def replayed_alerts(tmp_path: Path, lines: list[str], name: str, **options: Any) -> tuple[dict[str, dict], Any]:
+    source = tmp_path / f"{name}.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / f"{name}-alerts.jsonl"
+    pipeline = PartitionedPipeline(template(), 4)
+    summary = replay([str(source)], pipeline, alerts_out=out, **options)
+    alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    return {alert["event"]["id"]: alert for alert in alerts}, summary
+
+
+def test_records_delivered_twice_are_dropped_as_the_stream_drops_them(tmp_path: Path) -> None:
+    """A shipper's retry repeats records: replay must write the alerts it writes for each record once."""
+    samples = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_text().splitlines()
+    once, summary_once = replayed_alerts(tmp_path, samples, "once")
+    twice, summary_twice = replayed_alerts(tmp_path, [line for line in samples for _ in (0, 1)], "twice")
+    assert once and twice == once
+    assert summary_twice.events == summary_once.events and summary_once.duplicates == 0
+    assert summary_twice.duplicates == summary_once.events == summary_twice.as_dict()["duplicates"]
+    later, summary_later = replayed_alerts(tmp_path, samples + samples, "later", batch_size=7)  # across batches
+    assert later == once and summary_later.duplicates == summary_once.events
+
+
+def test_a_reused_request_id_with_other_content_is_not_a_duplicate(tmp_path: Path) -> None:
+    samples = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_text().splitlines()
+    first = orjson.loads(samples[0])
+    other = {**first, "request": {**first["request"], "messages": [{"role": "user", "content": "something else"}]}}
+    _, summary = replayed_alerts(tmp_path, [samples[0], orjson.dumps(other).decode()], "reused")
+    assert (summary.events, summary.duplicates) == (2, 0)

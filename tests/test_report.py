@@ -90,3 +90,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     painted = {colour for _, colour in Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 24)}
     chart_colours = {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in PALETTE[:3]}
     assert chart_colours & painted, "no chart colour was painted"
+
+
+def test_top_identities_rank_by_the_sum_of_risk_scores_as_kibana_does():
+    """Kibana's lens sums ``event.risk_score`` per identity; one alert that grew to many repeats counts once."""
+    grown = alert(3, "jailbreak", "r2", 47, "user:eve")
+    grown["abusewatch"]["count"] = 30
+    two = [
+        alert(4, "prompt_injection", "r1", 73, "user:mallory"),
+        alert(6, "prompt_injection", "r1", 73, "user:mallory"),
+    ]
+    table = render_report([grown, *two], summary()).split('id="top-identities"')[1].split("</table>")[0]
+    rows = [row.split("</td><td>")[:2] for row in table.split("<tr><td>")[1:]]
+    assert rows == [["user:mallory", "146"], ["user:eve", "47"]]

@@ -83,10 +83,48 @@ def make_sink(client: ScriptedBulk, op_type: str = "index", **options: Any) -> t
         (400, "index", Outcome.REJECTED),
         (413, "index", Outcome.REJECTED),
         (404, "index", Outcome.REJECTED),
+        (401, "update", Outcome.RETRY),  # refusals an operator fixes: the document is not at fault
+        (403, "index", Outcome.RETRY),
     ],
 )
 def test_classify(status: int, op_type: str, outcome: Outcome) -> None:
     assert classify(status, op_type) is outcome
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "outcome"),
+    [
+        (403, "security_exception", Outcome.RETRY),
+        (403, "cluster_block_exception", Outcome.RETRY),
+        (429, "cluster_block_exception", Outcome.RETRY),
+        (404, "index_not_found_exception", Outcome.RETRY),
+        (400, "mapper_parsing_exception", Outcome.REJECTED),
+        (404, "document_missing_exception", Outcome.REJECTED),
+    ],
+)
+def test_classify_by_error_type(status: int, error_type: str, outcome: Outcome) -> None:
+    assert classify(status, "index", error_type) is outcome
+
+
+def test_a_forbidden_write_is_retried_until_the_role_is_restored() -> None:
+    """A 403 on a bulk item (the API key lost its role) must not dead-letter the document while offsets advance."""
+    rounds = {"n": 0}
+
+    def script(op: str, doc_id: str, body: dict[str, Any]) -> int:
+        return 403 if rounds["n"] < 3 else 201
+
+    client = ScriptedBulk(script)
+    retried: list[str] = []
+
+    def on_retry(count: int, reason: str) -> None:
+        rounds["n"] += 1
+        retried.append(reason)
+
+    sink, sleeps = make_sink(client, op_type="update", initial_backoff_s=1.0, max_backoff_s=2.0, on_retry=on_retry)
+    report = asyncio.run(sink.write(documents(2)))
+    assert report.stored == 2 and report.rejections == [] and report.retries == 3
+    assert sleeps == [1.0, 2.0, 2.0]  # backs off: no spinning
+    assert all(reason.startswith("HTTP 403") for reason in retried)
 
 
 def test_chunks_respect_count_and_bytes() -> None:

@@ -122,6 +122,7 @@ def _run(
         "max_text_chars": detection.max_text_chars,
         "keep_raw": detection.keep_raw_dead_letters,
         "flush": flush,
+        "dedupe_capacity": settings.worker.dedupe_capacity,
     }
     total = sum(os.path.getsize(name) for name in files if name != STDIN)
     if not console.is_terminal or STDIN in files:
@@ -137,6 +138,7 @@ def _print_summary(summary: ReplaySummary) -> None:
     for label, value in (
         ("records read", summary.records),
         ("events", summary.events),
+        ("duplicates dropped (records delivered twice)", summary.duplicates),
         ("alerts", summary.alerts),
         ("shadow alerts (status: test rules, exceptions)", summary.shadow_alerts),
         ("detections suppressed by exceptions", summary.suppressed_by_exception.total()),

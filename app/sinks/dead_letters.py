@@ -18,6 +18,7 @@ from detectors.documents import iso_time
 
 DATASET = "abusewatch.dead_letter"
 _MAX_DETAIL_CHARS = 2000
+RAW_BODY_LIMIT_BYTES = 1024 * 1024  # a rejected document's body kept in its dead letter, at most
 
 
 def dead_letter_document(letter: Any, *, stage: str) -> dict[str, Any]:
@@ -44,14 +45,25 @@ def dead_letter_id(fields: dict[str, Any]) -> str:
     return hashlib.sha256(key).hexdigest()[:32]
 
 
-def failure(reason: str, detail: str, origin: str, *, size: int = 0, raw: bytes | None = None) -> dict[str, Any]:
-    """A dead letter raised by the stream itself (same fields as the normaliser's ``DeadLetter``)."""
+def failure(
+    reason: str, detail: str, origin: str, *, size: int = 0, raw: bytes | None = None, raw_limit: int | None = None
+) -> dict[str, Any]:
+    """A dead letter raised by the stream itself (same fields as the normaliser's ``DeadLetter``); ``raw`` past
+    ``raw_limit`` bytes is cut (:func:`cut_raw`)."""
     return {
         "reason": reason,
         "detail": detail,
         "origin": origin,
         "size": size,
         "format": None,
-        "raw": raw.decode("utf-8", "replace") if raw is not None else None,
+        "raw": cut_raw(raw, raw_limit) if raw is not None else None,
         "timestamp": time.time(),
     }
+
+
+def cut_raw(raw: bytes, limit: int | None) -> str:
+    """``raw`` as text, cut at ``limit`` bytes (never inside a character) with a marker naming both sizes."""
+    if limit is None or len(raw) <= limit:
+        return raw.decode("utf-8", "replace")
+    kept = raw[: max(0, limit)].decode("utf-8", "ignore")
+    return f"{kept}... [cut: {len(kept.encode())} of {len(raw)} bytes kept]"

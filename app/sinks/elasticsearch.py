@@ -8,8 +8,12 @@ redelivered record meets its own document while another record under a reused ``
 
 :meth:`ElasticsearchSink.write` returns only once Elasticsearch has acknowledged every document or rejected it for
 good: throttling (429), server errors and lost connections are retried with exponential backoff for as long as it
-takes, which blocks the calling agent, pauses consumption and keeps memory bounded. Permanent rejections (mapping
-conflict, too large) come back as :class:`Rejection` for the dead-letter path while the rest of the batch lands.
+takes, which blocks the calling agent, pauses consumption and keeps memory bounded. So are refusals an operator
+fixes and the document does not cause: authentication or authorisation (401, 403: a key that lost its role), a
+write block (``cluster_block_exception``: disk watermark, read-only index) and a missing index or data stream
+(``index_not_found_exception``); a document dead-lettered for them would be lost to the index for good. Permanent
+rejections (mapping conflict, too large) come back as :class:`Rejection` for the dead-letter path while the rest of
+the batch lands.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ TRIAGE_FIELD = "abusewatch.triage"
 TRIAGE_FIELDS = (STATUS_FIELD, TRIAGE_FIELD)
 
 OpType = str  # "index", "create", or "update" (alerts: upsert that leaves triage fields alone)
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+_RETRY_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
+# refusals of the cluster's state or set-up, not of the document, whatever their status
+_RETRY_ERROR_TYPES = frozenset({"security_exception", "cluster_block_exception", "index_not_found_exception"})
 
 
 def client_options(es: ElasticsearchSettings) -> dict[str, Any]:
@@ -78,13 +84,15 @@ def preserving_update(alert: dict[str, Any]) -> dict[str, Any]:
     return {"doc": doc, "upsert": alert}
 
 
-def classify(status: int, op_type: OpType) -> Outcome:
-    """What a bulk item's HTTP status means for that document."""
+def classify(status: int, op_type: OpType, error_type: str = "") -> Outcome:
+    """What a bulk item's HTTP status (and error type) means for that document."""
     if 200 <= status < 300:
         return Outcome.STORED
     if status == 409 and op_type == "create":
         return Outcome.DUPLICATE
     if status in _RETRY_STATUSES or status == 409:  # 409 on index: a concurrent write, try again
+        return Outcome.RETRY
+    if error_type in _RETRY_ERROR_TYPES:
         return Outcome.RETRY
     return Outcome.REJECTED
 
@@ -220,16 +228,17 @@ class ElasticsearchSink:
         for (doc, body), item in zip(chunk, response["items"], strict=True):
             op_type, result = next(iter(item.items()))
             status = int(result.get("status", 500))
-            outcome = classify(status, op_type)
+            error = result.get("error")
+            outcome = classify(status, op_type, str(error.get("type", "")) if isinstance(error, dict) else "")
             if outcome is Outcome.STORED:
                 report.stored += 1
             elif outcome is Outcome.DUPLICATE:
                 report.duplicates += 1
             elif outcome is Outcome.RETRY:
                 failed.append((doc, body))
-                reason = f"HTTP {status}: {error_text(result.get('error'))}"
+                reason = f"HTTP {status}: {error_text(error)}"
             else:
-                report.rejections.append(Rejection(doc, status, error_text(result.get("error"))))
+                report.rejections.append(Rejection(doc, status, error_text(error)))
         return failed, reason
 
     def _split_or_reject(

@@ -2,6 +2,8 @@
 
 ``/health`` answers 200 with a JSON body when the worker consumes (consumer and agents running, not crashed) and
 Elasticsearch answered its last probe; 503 with the same body otherwise, so an orchestrator can restart or drain.
+``elasticsearch.write_error`` says why documents are being retried (a refused write, throttling): it does not make
+the worker unhealthy, as a restart would not help, but an operator sees the cause there.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ def health_report(worker: StreamWorker) -> dict[str, Any]:
         "consuming": consuming,
         "assigned_partitions": len(consumer.assignment()),
         "agents_crashed": agents_crashed,
-        "elasticsearch": {"reachable": state.es_reachable, "error": state.es_error},
+        "elasticsearch": {
+            "reachable": state.es_reachable,
+            "error": state.es_error,
+            "write_error": state.es_write_error,  # documents refused (e.g. 403) and being retried
+        },
         "seconds_since_batch": {agent: round(time.time() - at, 1) for agent, at in state.last_batch_at.items()},
     }
 

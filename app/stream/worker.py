@@ -32,7 +32,7 @@ from elasticsearch import AsyncElasticsearch
 
 from app.engine import build_campaign_stage, build_exceptions, build_pipeline
 from app.settings import Settings
-from app.sinks.dead_letters import dead_letter_document, failure
+from app.sinks.dead_letters import RAW_BODY_LIMIT_BYTES, dead_letter_document, failure
 from app.sinks.elasticsearch import Document, ElasticsearchSink, WriteReport, client_options
 from app.stream import metrics
 from app.stream.checkpoints import CheckpointCodec, PartitionLog, PartitionStates
@@ -67,6 +67,9 @@ class WorkerState:
 
     es_reachable: bool = False
     es_error: str | None = "not probed yet"
+    # why Elasticsearch has not acknowledged documents the sink keeps retrying (refused writes, throttling); None
+    # once a write went through
+    es_write_error: str | None = None
     last_batch_at: dict[str, float] = field(default_factory=dict)
 
 
@@ -213,9 +216,14 @@ class StreamWorker:
                 max_bytes=es.bulk_max_bytes,
                 initial_backoff_s=es.retry_initial_backoff_s,
                 max_backoff_s=es.retry_max_backoff_s,
-                on_retry=lambda count, reason: metrics.ES_BULK_RETRIES.inc(),
+                on_retry=self._on_bulk_retry,
             )
         return self._sink
+
+    def _on_bulk_retry(self, count: int, reason: str) -> None:
+        """A bulk round left ``count`` documents to retry: count it, and show why on ``/health``."""
+        metrics.ES_BULK_RETRIES.inc()
+        self.state.es_write_error = f"{count} documents not acknowledged, retrying: {reason}"[:500]
 
     @property
     def es(self) -> AsyncElasticsearch:
@@ -532,7 +540,9 @@ class StreamWorker:
         rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging, and
         what Elasticsearch made of the documents."""
         report = await self._write(documents)
-        letters.extend(self._rejection_letters(report))
+        # a dead letter must fit in a Kafka message, with room for the rest of it
+        raw_limit = min(RAW_BODY_LIMIT_BYTES, self.settings.kafka.max_message_bytes // 4)
+        letters.extend(self._rejection_letters(report, raw_limit))
         deliveries = await self._send_dead_letters(letters, stage=stage)
         for topic, output in outputs:
             for doc in output:
@@ -541,6 +551,7 @@ class StreamWorker:
 
     async def _write(self, documents: list[Document]) -> WriteReport:
         report = await self.sink.write(documents)
+        self.state.es_write_error = None
         metrics.ES_DOCUMENTS.labels("stored").inc(report.stored)
         metrics.ES_DOCUMENTS.labels("duplicate").inc(report.duplicates)
         for rejection in report.rejections:
@@ -548,16 +559,24 @@ class StreamWorker:
         return report
 
     @staticmethod
-    def _rejection_letters(report: WriteReport) -> list[dict[str, Any]]:
-        return [
-            failure(
-                "elasticsearch_rejected",
-                f"HTTP {rejection.status}: {rejection.error} (document _id {rejection.document.id})",
-                f"elasticsearch:{rejection.document.index}/{rejection.document.body['event']['id']}",
-                size=len(encode_document(rejection.document.body)),
+    def _rejection_letters(report: WriteReport, raw_limit: int = RAW_BODY_LIMIT_BYTES) -> list[dict[str, Any]]:
+        """A dead letter per document Elasticsearch rejected, with its body (redacted already, as every document
+        written is) in ``raw``, so it can be re-indexed once the cause is fixed; a body past ``raw_limit`` bytes
+        is cut, with a marker saying so."""
+        letters = []
+        for rejection in report.rejections:
+            body = encode_document(rejection.document.body)
+            letters.append(
+                failure(
+                    "elasticsearch_rejected",
+                    f"HTTP {rejection.status}: {rejection.error} (document _id {rejection.document.id})",
+                    f"elasticsearch:{rejection.document.index}/{rejection.document.body['event']['id']}",
+                    size=len(body),
+                    raw=body,
+                    raw_limit=raw_limit,
+                )
             )
-            for rejection in report.rejections
-        ]
+        return letters
 
     def _rejected(self, item: HashedEvent, rejected_ids: set[str]) -> bool:
         """Whether Elasticsearch rejected ``item``'s enriched-event document (its ``_id`` is among ``rejected_ids``)."""
