@@ -7,8 +7,10 @@ twice as the stream does (``app.stream.dedupe``): the same memory of recent even
 
 from __future__ import annotations
 
+import gzip
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from app.settings import WorkerSettings
 from app.stream.dedupe import RecentIds
 from detectors.event import Event
 from detectors.normalise import DeadLetter, normalise_payload
+from detectors.normalise.decode import GZIP_MAGIC
 from detectors.partitioned import PartitionedPipeline, group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
 
@@ -96,12 +99,15 @@ class JsonlWriter:
 def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
     """Yield ``(line, origin)`` from a file or stdin without ever holding more than ``max_bytes + 1`` of a line.
 
-    An oversized line is skipped to its end and yielded cut at ``max_bytes + 1``, so it becomes a dead letter.
+    An oversized line is skipped to its end and yielded cut at ``max_bytes + 1``, so it becomes a dead letter. A
+    file starting with the gzip magic bytes (S3 log delivery writes ``*.json.gz``) is inflated as it is read; where
+    it turns out corrupt or truncated, the bare magic bytes are yielded, which decode to an ``invalid_gzip`` dead
+    letter, and the file ends there.
     """
-    handle: IO[bytes] = sys.stdin.buffer if source == STDIN else Path(source).open("rb")  # noqa: SIM115
+    handle = _open(source)
     name = "stdin" if source == STDIN else source
+    number = 0
     try:
-        number = 0
         while True:
             line = handle.readline(max_bytes + 1)
             if not line:
@@ -115,9 +121,22 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
                         break
             if line.strip() or oversized:
                 yield line, f"{name}:{number}"
+    except (OSError, EOFError, zlib.error):
+        if not isinstance(handle, gzip.GzipFile):
+            raise
+        yield GZIP_MAGIC, f"{name}:{number + 1}"
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
+
+
+def _open(source: str) -> IO[bytes]:
+    """stdin, a file, or a gzip file (told by its first bytes, not its name) inflated as it is read."""
+    if source == STDIN:
+        return sys.stdin.buffer
+    with Path(source).open("rb") as probe:
+        compressed = probe.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+    return gzip.open(source, "rb") if compressed else Path(source).open("rb")
 
 
 def decoded_lines(

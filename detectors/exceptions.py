@@ -65,7 +65,9 @@ FIELDS: dict[str, Callable[[Identity], str | None]] = {
     "abusewatch.identity_key": Identity.key,
 }
 IP_FIELDS = frozenset({"source.ip"})
-# Fields the platform derives itself (API key, tenant, connection), as opposed to values the client asserts.
+# Fields the platform derives itself (API key, tenant, connection), as opposed to values the client asserts. The
+# normalisers keep to it: source.ip is never taken from a caller-chosen field (Bedrock requestMetadata.client_ip is
+# not read), and Bedrock's api_key_hash is the hash of the AWS-authenticated principal ARN.
 SERVER_FIELDS = frozenset({"abusewatch.api_key_hash", "organization.id", "abusewatch.team_id", "source.ip"})
 SERVER_IDENTITY_KEYS = ("key:", "ip:")  # identity_key prefixes of server-derived values (see Identity.key)
 ANONYMOUS = "anonymous"

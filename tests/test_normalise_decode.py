@@ -168,3 +168,78 @@ def test_ndjson_whose_first_line_is_broken_keeps_the_good_lines() -> None:
     records, letters = decode_payload(b"not json\n" + good + b"\n" + good.replace(b'"a"', b'"b"'), "o", max_bytes=10**6)
     assert [record["id"] for record in records] == ["a", "b"]
     assert [(letter.reason, letter.origin) for letter in letters] == [("invalid_json", "o[0]")]
+
+
+def test_lone_surrogate_escape_is_read_as_a_replacement_character() -> None:
+    """Python's json.dumps writes a lone surrogate as ``\\ud800``, which orjson refuses: the record is still read."""
+    payload = json.dumps({"prompt": "ignore previous instructions \ud800", "\udc00key": ["\ud83d\ude00", "ok"]})
+    records, letters = decode_payload(payload.encode(), "x", max_bytes=LIMIT)
+    assert letters == []
+    assert records == [{"prompt": "ignore previous instructions \ufffd", "\ufffdkey": ["\U0001f600", "ok"]}]
+
+
+def test_one_lone_surrogate_in_a_batch_loses_no_record() -> None:
+    batch = [{"id": index, "text": "fine"} for index in range(50)] + [{"id": 50, "text": "bad \udc00"}]
+    records, letters = decode_payload(json.dumps(batch).encode(), "x", max_bytes=LIMIT)
+    assert letters == []
+    assert [record["id"] for record in records] == list(range(51))
+    assert records[-1]["text"] == "bad \ufffd"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ('{"a": "\\ud800", "b": NaN}', "invalid_json"),
+        ('{"a": "\\ud800", "b": 1e400}', "invalid_json"),
+        ('{"a": "\\ud800", "b": ' + "[" * 5000 + "]" * 5000 + "}", "too_deep"),
+        ('{"a": "\\ud800", "b": }', "invalid_json"),
+    ],
+    ids=["nan", "infinite-number", "deep", "broken"],
+)
+def test_surrogate_fallback_refuses_what_orjson_refuses(payload: str, reason: str) -> None:
+    records, letters = decode_payload(payload.encode(), "x", max_bytes=LIMIT)
+    assert records == []
+    assert [letter.reason for letter in letters] == [reason]
+
+
+def test_surrogate_fallback_reads_wide_integers_as_orjson_does() -> None:
+    payload = '{"a": "\\ud800", "small": 7, "wide": ' + "9" * 25 + "}"
+    ((record,), letters) = decode_payload(payload.encode(), "x", max_bytes=LIMIT)
+    assert letters == [] and record["small"] == 7 and record["wide"] == pytest.approx(1e25)
+    assert isinstance(record["small"], int) and isinstance(record["wide"], float)
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_ndjson_lines_end_at_newline_only(separator: str) -> None:
+    lines = [json.dumps({"id": rid, "text": f"a{separator}b"}, ensure_ascii=False) for rid in ("a", "b", "c")]
+    records, letters = decode_payload("\n".join(lines).encode(), "x", max_bytes=LIMIT)
+    assert letters == []
+    assert [record["text"] for record in records] == [f"a{separator}b"] * 3
+
+
+def test_ndjson_crlf_lines() -> None:
+    records, letters = decode_payload(b'{"a": 1}\r\n{"b": 2}\r\n', "x", max_bytes=LIMIT)
+    assert records == [{"a": 1}, {"b": 2}] and letters == []
+
+
+def test_ndjson_whose_first_line_is_too_deep_keeps_the_good_lines() -> None:
+    deep = b'{"id": "deep", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}"
+    records, letters = decode_payload(deep + b'\n{"id": "a"}\n{"id": "b"}', "o", max_bytes=LIMIT)
+    assert [record["id"] for record in records] == ["a", "b"]
+    assert [(letter.reason, letter.origin) for letter in letters] == [("too_deep", "o[0]")]
+
+
+@pytest.mark.parametrize(
+    ("payload", "origin"),
+    [
+        (b"[]", "o"),
+        (b'{"a": 1}\n[]\n', "o[1]"),
+        (b'{"messageType": "DATA_MESSAGE", "logGroup": "g", "logStream": "s", "logEvents": []}', "o"),
+        (b'{"messageType": "DATA_MESSAGE", "logEvents": [{"id": "1", "timestamp": 1, "message": "[]"}]}', "o[0]"),
+    ],
+    ids=["array", "ndjson-line", "cloudwatch-without-events", "cloudwatch-event-of-empty-array"],
+)
+def test_empty_batch_is_an_empty_dead_letter(payload: bytes, origin: str) -> None:
+    _, letters = decode_payload(payload, "o", max_bytes=LIMIT)
+    assert [(letter.reason, letter.origin) for letter in letters] == [("empty", origin)]
+    assert letters[0].detail

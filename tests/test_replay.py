@@ -1,16 +1,17 @@
-"""Embedded replay's own pieces: merging files by event time (the demo replays the samples that way), dropping
-records delivered twice as the stream does."""
+"""Embedded replay's own pieces: reading files (plain or gzip), merging them by event time (as the demo does),
+dropping records delivered twice as the stream does."""
 
 from __future__ import annotations
 
 import functools
+import gzip
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from app.engine import build_pipeline
-from app.replay import merge_by_time, replay
+from app.replay import merge_by_time, read_lines, replay
 from app.settings import PACKAGE_ROOT, Settings
 from detectors.normalise import normalise_payload
 from detectors.partitioned import PartitionedPipeline
@@ -65,3 +66,34 @@ def test_a_reused_request_id_with_other_content_is_not_a_duplicate(tmp_path: Pat
     other = {**first, "request": {**first["request"], "messages": [{"role": "user", "content": "something else"}]}}
     _, summary = replayed_alerts(tmp_path, [samples[0], orjson.dumps(other).decode()], "reused")
     assert (summary.events, summary.duplicates) == (2, 0)
+
+
+def test_gzip_files_are_read_by_their_magic_bytes_whatever_their_name(tmp_path: Path) -> None:
+    plain = tmp_path / "logs.jsonl"
+    plain.write_bytes(b'{"a": 1}\n\n{"b": 2}\n')
+    compressed = tmp_path / "object"  # S3 keys are not always named .gz
+    compressed.write_bytes(gzip.compress(b'{"a": 1}\n') + gzip.compress(b'\n{"b": 2}\n'))  # two gzip members
+    assert list(read_lines(str(compressed), 1 << 20)) == [
+        (b'{"a": 1}\n', f"{compressed}:1"),
+        (b'{"b": 2}\n', f"{compressed}:3"),
+    ]
+    assert [line for line, _ in read_lines(str(compressed), 1 << 20)] == [
+        line for line, _ in read_lines(str(plain), 1 << 20)
+    ]
+
+
+def test_an_oversized_line_in_a_gzip_file_is_cut_and_the_next_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.json.gz"
+    path.write_bytes(gzip.compress(b'{"x": "' + b"y" * 5000 + b'"}\n{"b": 2}\n'))
+    lines = list(read_lines(str(path), 100))
+    assert [len(line) for line, _ in lines] == [101, 9]
+
+
+def test_a_truncated_gzip_file_keeps_its_lines_and_ends_in_an_invalid_gzip_dead_letter(tmp_path: Path) -> None:
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(gzip.compress(b'{"a": 1}\n' * 3 + b'{"b": 2}\n' * 5000)[:-40])
+    lines = list(read_lines(str(path), 1 << 20))
+    assert lines[:3] == [(b'{"a": 1}\n', f"{path}:{n}") for n in (1, 2, 3)]
+    last, origin = lines[-1]
+    assert origin == f"{path}:{len(lines)}"
+    assert [letter.reason for letter in normalise_payload(last, origin, max_bytes=1 << 20)[1]] == ["invalid_gzip"]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import threading
+from collections.abc import AsyncIterator, Sequence
+from types import SimpleNamespace
+from typing import Any
 
+import orjson
 import pytest
 from msgspec.structs import replace
 
+import app.stream.worker as worker_module
 from app.settings import Settings
-from app.stream.codec import encode_events
+from app.stream.codec import decode_events, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
 from detectors.event import Event, Identity
@@ -102,3 +107,71 @@ def test_a_catch_up_remembers_a_good_event_that_shares_its_id_with_a_poison_one(
     assert ran == 2
     assert good in recent and other in recent  # a redelivery of either is a duplicate ...
     assert poison not in recent  # ... but the poison event goes through again once the cause is fixed
+
+
+class RawRecord:
+    """What ``take_events`` hands the ingest agent: an event whose ``message`` is the Kafka record."""
+
+    def __init__(self, offset: int, value: bytes) -> None:
+        self.message = SimpleNamespace(topic="raw", partition=0, offset=offset, value=value)
+
+
+class OneBatchStream:
+    def __init__(self, batch: list[RawRecord]) -> None:
+        self.batch = batch
+
+    async def take_events(self, size: int, within: float) -> AsyncIterator[list[RawRecord]]:
+        yield self.batch
+
+
+class RecordingTopic:
+    """Keeps what the ingest agent sends to the internal topic; delivery is a finished future."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    async def send(self, *, value: bytes, partition: int, force: bool) -> asyncio.Future[None]:
+        self.sent.append(value)
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def test_ingest_normalises_a_batch_off_the_event_loop_in_order_with_its_dead_letters(
+    worker: StreamWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inflating and parsing a batch takes seconds of CPU: it must not run on the loop that sends heartbeats."""
+    threads: set[int] = set()
+    real = worker_module.normalise_payload
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.add(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "normalise_payload", recording)
+    good = [
+        orjson.dumps(
+            {"request_id": f"r{n}", "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}
+        )
+        for n in range(5)
+    ]
+    batch = [RawRecord(0, good[0]), RawRecord(1, b"not json"), *(RawRecord(n + 1, good[n]) for n in range(1, 5))]
+    topic = RecordingTopic()
+    worker.internal_topic = topic  # type: ignore[assignment]
+    dead: list[Any] = []
+
+    async def keep_dead_letters(letters: list[Any], *, stage: str) -> list[Any]:
+        dead.extend(letters)
+        return []
+
+    monkeypatch.setattr(worker, "_send_dead_letters", keep_dead_letters)
+
+    async def run() -> int:
+        await worker.ingest(OneBatchStream(batch))  # type: ignore[arg-type]
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(run())
+    assert threads and loop_thread not in threads
+    sent = [event.id for payload in topic.sent for event in decode_events(payload)]
+    assert sorted(sent) == [f"r{n}" for n in range(5)]
+    assert [(letter.reason, letter.origin) for letter in dead] == [("invalid_json", "kafka:raw/0@1")]

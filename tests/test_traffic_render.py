@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.traffic.render import RENDERERS, render_otel
+from app.traffic.render import RENDERERS, bedrock_principal, render_otel
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument, ToolCall, ToolDefinition
 from detectors.normalise import detect_format, normalise, normalise_many
+from detectors.normalise.fields import hash_key
 
 # What each format cannot carry, reset to the normalised value before comparing.
 NOT_CARRIED: dict[str, dict[str, Any]] = {
@@ -24,7 +25,7 @@ NOT_CARRIED: dict[str, dict[str, Any]] = {
 IDENTITY_NOT_CARRIED = {
     "litellm": {},
     "openai": {},
-    "bedrock": {"api_key_hash": None, "team_id": None},
+    "bedrock": {"team_id": None, "source_ip": None},  # requestMetadata.client_ip is the caller's word: not read
     "otel": {"api_key_hash": None, "team_id": None},
 }
 
@@ -110,6 +111,11 @@ def events(draw: st.DrawFn, fmt: str) -> Event:
 
 def expected(event: Event, fmt: str) -> Event:
     identity = msgspec.structs.replace(event.identity, **IDENTITY_NOT_CARRIED[fmt])
+    if fmt == "bedrock":  # the IAM principal is the credential, and the user when the caller names none
+        principal = bedrock_principal(event)
+        identity = msgspec.structs.replace(
+            identity, user_id=identity.user_id or principal, api_key_hash=hash_key(principal)
+        )
     return msgspec.structs.replace(event, identity=identity, **NOT_CARRIED[fmt])
 
 

@@ -275,26 +275,24 @@ class StreamWorker:
     # -- agents -------------------------------------------------------------------------------------------------
 
     async def ingest(self, stream: faust.StreamT) -> None:
-        """Raw messages -> events on the internal topic (one message per partition per batch) + dead letters."""
+        """Raw messages -> events on the internal topic (one message per partition per batch) + dead letters.
+
+        A batch is normalised and encoded off the event loop, in one hop to the loop's default executor: inflating
+        and parsing a batch of compressed exports takes seconds of CPU, during which heartbeats and ``/health`` must
+        go on (``bench/bench_ingest_loop.py`` measures the loop's longest stall)."""
         settings, worker = self.settings, self.settings.worker
+        loop = asyncio.get_running_loop()
         async for batch in stream.take_events(worker.ingest_batch_size, within=settings.detection.batch_timeout_s):
             started = time.perf_counter()
-            events: list[Event] = []
-            letters: list[Any] = []
-            for record in batch:
-                message = record.message
-                origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
-                found, bad = self._normalise(message.value or b"", origin)
-                events.extend(found)
-                letters.extend(bad)
+            payloads = [(record.message.value or b"", _origin(record.message)) for record in batch]
+            messages, letters, events = await loop.run_in_executor(None, self._ingest_batch, payloads)
             deliveries: list[Awaitable[Any]] = []
-            for partition, group in group_by_partition(events, self.internal_partitions).items():
-                for payload in encode_events(group, settings.kafka.internal_message_bytes):
-                    deliveries.append(await self.internal_topic.send(value=payload, partition=partition, force=True))
+            for partition, payload in messages:
+                deliveries.append(await self.internal_topic.send(value=payload, partition=partition, force=True))
             deliveries.extend(await self._send_dead_letters(letters, stage="ingest"))
             await asyncio.gather(*deliveries)
             metrics.RAW_MESSAGES.inc(len(batch))
-            metrics.EVENTS_IN.inc(len(events))
+            metrics.EVENTS_IN.inc(events)
             self._finished("ingest", started)
 
     async def detect(self, stream: faust.StreamT) -> None:
@@ -408,6 +406,23 @@ class StreamWorker:
             self._finished("archive_dead_letters", started)
 
     # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _ingest_batch(self, payloads: Sequence[tuple[bytes, str]]) -> tuple[list[tuple[int, bytes]], list[Any], int]:
+        """The internal-topic messages ``(partition, payload)`` of the events in ``(payload, origin)`` pairs, kept
+        in their order within each partition, the dead letters, and how many events there were."""
+        events: list[Event] = []
+        letters: list[Any] = []
+        for payload, origin in payloads:
+            found, bad = self._normalise(payload, origin)
+            events.extend(found)
+            letters.extend(bad)
+        limit = self.settings.kafka.internal_message_bytes
+        messages = [
+            (partition, message)
+            for partition, group in group_by_partition(events, self.internal_partitions).items()
+            for message in encode_events(group, limit)
+        ]
+        return messages, letters, len(events)
 
     def _normalise(self, payload: bytes, origin: str) -> tuple[list[Event], list[Any]]:
         detection = self.settings.detection
@@ -598,6 +613,11 @@ class StreamWorker:
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
         self.state.last_batch_at[agent] = time.time()
+
+
+def _origin(message: Any) -> str:
+    """Where a raw Kafka message came from, as dead letters name it."""
+    return f"kafka:{message.topic}/{message.partition}@{message.offset}"
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 Used to write the bundled samples, by the traffic simulator and by benchmarks. ``normalise(render(event))``
 gives back every field the format carries (tests/test_traffic_render.py checks it); what a format cannot
-carry is left out (e.g. Bedrock logs no retrieved documents and no API key).
+carry is left out (e.g. Bedrock logs no retrieved documents, and its credential is the IAM principal).
 """
 
 from __future__ import annotations
@@ -225,13 +225,17 @@ def _bedrock_guardrail(verdicts: list[GuardrailVerdict]) -> Record:
     return {"guardrail": {"inputAssessment": {"gr-samples": {"contentPolicy": {"filters": filters}}}}}
 
 
-def _arn(event: Event) -> str:
-    """The caller's IAM identity: the user id when it is an ARN, else the application's assumed role."""
-    user = event.identity.user_id or ""
+def bedrock_principal(event: Event) -> str:
+    """The caller's IAM identity, which AWS logs for every call: the user id when it is an ARN, else an assumed
+    role of the application, its session named after the caller's credential (or address) when no user is known,
+    so that callers apart stay apart (``requestMetadata``, where the user goes, is the caller's word)."""
+    identity = event.identity
+    user = identity.user_id or ""
     if user.startswith("arn:"):
         return user
-    account = event.identity.organization_id or "000000000000"
-    return f"arn:aws:sts::{account}:assumed-role/{event.service_name or 'bedrock-invoker'}-role/gateway"
+    account = identity.organization_id or "000000000000"
+    session = "gateway" if user else (identity.api_key_hash or identity.source_ip or "gateway")
+    return f"arn:aws:sts::{account}:assumed-role/{event.service_name or 'bedrock-invoker'}-role/{session}"
 
 
 def render_bedrock(event: Event) -> Record:
@@ -280,7 +284,7 @@ def render_bedrock(event: Event) -> Record:
         "schemaVersion": "1.0",
         "timestamp": _iso(event.timestamp),
         "accountId": identity.organization_id,
-        "identity": {"arn": _arn(event)} if identity.user_id else None,
+        "identity": {"arn": bedrock_principal(event)},
         "region": "us-east-1",
         "requestId": event.id,
         "operation": "ConverseStream" if event.request_params.get("stream") else "Converse",

@@ -11,8 +11,9 @@ Formats (``FORMATS``, tried in this order by :func:`detect_format`): ``bedrock``
   a CloudWatch Logs subscription envelope, optionally gzip-compressed) to events and dead letters.
 
 Nothing but :class:`NormaliseError` escapes the normalisers, whatever the types in a record; texts longer than
-``max_text_chars`` are cut (``Event.truncated``); each text is cut on its own, and the payload size limit bounds
-how many texts there are. A record without a usable timestamp gets the time it was normalised.
+``max_text_chars`` are cut to their head and tail with a marker between (``Event.truncated``, see
+:class:`~detectors.normalise.fields.TextLimit`); each text is cut on its own, and the payload size limit bounds how
+many texts there are. A record without a usable timestamp gets the time it was normalised.
 """
 
 from __future__ import annotations

@@ -15,10 +15,13 @@ Amazon Titan (``inputText``/``results[].outputText``), Amazon Nova and Converse 
 possibly wrapped as ``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
 
 Guardrail verdicts come from ``amazon-bedrock-guardrailAction`` / ``amazon-bedrock-trace`` (InvokeModel) and from
-``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Convention: ``requestMetadata`` keys
-``user_id``, ``session_id``, ``client_ip``, ``user_agent``, ``service`` (Converse lets callers log such
-metadata) take precedence over ``identity.arn`` for the user. A record whose input body is only in S3
-(``inputBodyS3Path``) or absent is ``content_redacted``.
+``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Identity: ``identity.arn`` is the IAM
+principal AWS authenticated, so it is the credential (``api_key_hash``: its key hash, which per-key state and key
+exceptions follow whatever the caller says) and the user unless ``requestMetadata.user_id`` names one.
+``requestMetadata`` is whatever the Converse caller passes; its ``user_id``, ``session_id``, ``user_agent`` and
+``service`` are read as the client-asserted values they are, and its ``client_ip`` is not read at all: ``source.ip``
+is a field exceptions trust as platform-derived (``detectors.exceptions.SERVER_FIELDS``), and AWS logs no caller
+address here. A record whose input body is only in S3 (``inputBodyS3Path``) or absent is ``content_redacted``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from detectors.normalise.fields import (
     dig,
     event_id,
     first,
+    hash_key,
     parse_json,
     request_params,
     tool_definitions,
@@ -77,7 +81,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     request = as_dict(request)
     system, messages = request_conversation(request, clip)
     output, stop_reason, usage = response_output(response, clip)
-    metadata = as_dict(record.get("requestMetadata"))
+    metadata = as_dict(record.get("requestMetadata"))  # caller-chosen (see the module docstring)
+    principal = as_str(dig(record, "identity", "arn"))
     operation = as_str(record.get("operation"), 64) or ""
     error_code = first(record.get("errorCode"), dig(record, "error", "code"), log_output.get("errorCode"), limit=128)
     params = {**request, **as_dict(request.get("inferenceConfig")), **as_dict(request.get("textGenerationConfig"))}
@@ -103,9 +108,9 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             tool_definitions=tool_definitions(request.get("tools") or dig(request, "toolConfig", "tools")),
             request_params=request_params(params, _PARAM_ALIASES),
             identity=Identity(
-                user_id=first(metadata.get("user_id"), dig(record, "identity", "arn")),
+                user_id=first(metadata.get("user_id"), principal),
+                api_key_hash=hash_key(principal),
                 organization_id=as_str(record.get("accountId"), 64),
-                source_ip=as_str(metadata.get("client_ip"), 64),
                 user_agent=as_str(metadata.get("user_agent")),
                 session_id=as_str(metadata.get("session_id"), MAX_ID_CHARS),
             ),

@@ -2,7 +2,9 @@
 
 Anthropic (``{"type": "text"|"tool_use"|"tool_result", ...}``, Messages API reference) and Converse
 (``{"text"}``, ``{"toolUse": {toolUseId, name, input}}``, ``{"toolResult": {toolUseId, content}}``, Bedrock
-runtime API reference) carry text, tool calls and tool results in one ``content`` list.
+runtime API reference) carry text, tool calls and tool results in one ``content`` list. Other blocks are read by
+:func:`~detectors.normalise.fields.content_text`: Converse ``guardContent`` and Anthropic ``document`` blocks with
+a text source are text like any other.
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """OpenAI-shaped conversations, shared by the OpenAI and LiteLLM formats (LiteLLM logs OpenAI shapes).
 
 Follows the public OpenAI API reference: Chat Completions messages (``role``, ``content`` as a string or a list
-of parts, ``tool_calls[].function.{name, arguments}``, ``tool_call_id``, legacy ``function_call``) and
-chat.completion ``choices[].message``; Responses API ``input`` / ``output`` items (``message``,
-``function_call``, ``function_call_output``) and ``instructions``.
+of parts, ``tool_calls[].function.{name, arguments}`` and custom tools' ``tool_calls[].custom.{name, input}``,
+``tool_call_id``, legacy ``function_call``) and chat.completion ``choices[].message``; Responses API ``input`` /
+``output`` items (``message``, ``function_call`` / ``custom_tool_call`` and their ``*_output``, ``mcp_call`` with
+the remote MCP server's ``output`` as the call's result, ``file_search_call.results[].text`` as retrieved
+documents), ``instructions`` and the ``prompt`` template's ``variables`` (user text).
 
 Gateways that proxy the Anthropic Messages API log its shapes (content blocks, ``type: message`` responses);
 those are read with :mod:`detectors.normalise.blocks`.
@@ -14,9 +16,9 @@ Convention: ``system`` and ``developer`` messages are moved out of the message l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from detectors.event import Message, ToolCall
+from detectors.event import Message, RetrievedDocument, ToolCall
 from detectors.normalise.blocks import blocks, has_tool_blocks
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -26,18 +28,30 @@ from detectors.normalise.fields import (
     as_str,
     content_text,
     json_text,
+    retrieved_documents,
 )
 
 SYSTEM_ROLES = ("system", "developer")
+CALL_ITEMS = ("function_call", "custom_tool_call")
+CALL_OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
+
+
+class Completion(NamedTuple):
+    """What a response holds: output messages, finish reasons and documents a built-in search tool retrieved."""
+
+    messages: list[Message]
+    finish_reasons: list[str]
+    documents: list[RetrievedDocument]
 
 
 class Conversation:
-    """Messages and system text accumulated from chat messages and Responses items, in order."""
+    """Messages, system text and retrieved documents accumulated from chat messages and Responses items, in order."""
 
     def __init__(self, clip: TextLimit) -> None:
         self.clip = clip
         self.system: list[str] = []
         self.messages: list[Message] = []
+        self.documents: list[RetrievedDocument] = []
 
     @property
     def system_text(self) -> str:
@@ -54,15 +68,31 @@ class Conversation:
             elif isinstance(item, dict):
                 self.add_item(item)
 
+    def add_prompt_template(self, prompt: dict[str, Any]) -> None:
+        """A Responses ``prompt`` (``{id, version, variables}``): the stored template is not logged, its variables
+        are what the caller filled in, so they are one user message (added after the ``input`` items: this
+        request's own text, which :meth:`Event.new_input` keeps)."""
+        texts = [content_text(value) for value in as_dict(prompt.get("variables")).values()]
+        text = "\n".join(text for text in texts if text)
+        if text:
+            self.messages.append(Message(role="user", content=self.clip(text)))
+
     def add_item(self, item: dict[str, Any]) -> None:
         kind = item.get("type")
-        if kind == "function_call":
+        if kind in CALL_ITEMS:
             self._assistant_call(tool_call(item))
-        elif kind == "function_call_output":
+        elif kind in CALL_OUTPUT_ITEMS:
             call_id = as_str(item.get("call_id"), MAX_ID_CHARS)
             self.messages.append(
-                Message(role="tool", content=self.clip(json_text(item.get("output"))), tool_call_id=call_id)
+                Message(role="tool", content=self.clip(output_text(item.get("output"))), tool_call_id=call_id)
             )
+        elif kind == "mcp_call":  # run by OpenAI on a remote MCP server: the call and its result in one item
+            call = tool_call(item)
+            if call is not None and item.get("output") is not None:
+                call.result = output_text(item["output"])
+            self._assistant_call(call)
+        elif kind == "file_search_call":
+            self.documents.extend(retrieved_documents(item.get("results"), self.clip))
         elif kind in (None, "message"):
             self._message(item)
         # reasoning, web_search_call, image_generation_call...: no text a detector should read
@@ -114,18 +144,28 @@ class Conversation:
 
 
 def tool_call(raw: Any) -> ToolCall | None:
-    """A Chat ``tool_calls[]`` entry, a legacy ``function_call`` or a Responses ``function_call`` item."""
+    """A Chat ``tool_calls[]`` entry (``function`` or ``custom``), a legacy ``function_call`` or a Responses
+    ``function_call`` / ``custom_tool_call`` / ``mcp_call`` item; a custom tool's free-form ``input`` is its
+    arguments."""
     if not isinstance(raw, dict):
         return None
-    function = as_dict(raw.get("function")) or raw
+    function = as_dict(raw.get("function")) or as_dict(raw.get("custom")) or raw
     name = as_str(function.get("name"))
     if not name:
         return None
     call_id = as_str(raw.get("call_id"), MAX_ID_CHARS) or as_str(raw.get("id"), MAX_ID_CHARS)
-    return ToolCall(name=name, arguments=json_text(function.get("arguments")), id=call_id)
+    arguments = function.get("arguments") if "arguments" in function else function.get("input")
+    return ToolCall(name=name, arguments=json_text(arguments), id=call_id)
 
 
-def choices_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], list[str]]:
+def output_text(output: Any) -> str:
+    """A tool output: a string, a list of content parts (their text) or any JSON value (as compact JSON)."""
+    if isinstance(output, list):
+        return content_text(output) or json_text(output)
+    return json_text(output)
+
+
+def choices_output(response: dict[str, Any], clip: TextLimit) -> Completion:
     """Output messages and finish reasons of a chat.completion (``choices[].message``) or a legacy text
     completion (``choices[].text``)."""
     conversation = Conversation(clip)
@@ -141,10 +181,10 @@ def choices_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mess
             conversation.add_item({**message, "role": message.get("role") or "assistant"})
         elif isinstance(choice.get("text"), str):
             conversation.messages.append(Message(role="assistant", content=clip(choice["text"])))
-    return conversation.messages, reasons
+    return Completion(conversation.messages, reasons, conversation.documents)
 
 
-def responses_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], list[str]]:
+def responses_output(response: dict[str, Any], clip: TextLimit) -> Completion:
     """Output messages and finish reasons of a Responses API ``response`` object (``output`` items)."""
     conversation = Conversation(clip)
     conversation.add_items(response.get("output"))
@@ -153,20 +193,22 @@ def responses_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Me
     ):
         conversation.messages = [Message(role="assistant", content=clip(response["output_text"]))]
     reason = as_str(as_dict(response.get("incomplete_details")).get("reason"), 64) or as_str(response.get("status"), 64)
-    return conversation.messages, [reason] if reason else []
+    return Completion(conversation.messages, [reason] if reason else [], conversation.documents)
 
 
-def completion_output(response: Any, clip: TextLimit) -> tuple[list[Message], list[str]]:
+def completion_output(response: Any, clip: TextLimit) -> Completion:
     """Output of either API, told apart by shape; a bare string is the completion text."""
     if isinstance(response, str):
-        return [Message(role="assistant", content=clip(response))], []
+        return Completion([Message(role="assistant", content=clip(response))], [], [])
+    if not response:
+        return Completion([], [], [])
     response = as_dict(response)
     if "output" in response or response.get("object") == "response":
         return responses_output(response, clip)
     if response.get("type") == "message" and isinstance(response.get("content"), list):  # Anthropic Messages API
         text, calls, _ = blocks(response["content"], clip)
         reason = as_str(response.get("stop_reason"), 64)
-        return [Message(role="assistant", content=text, tool_calls=calls)], [reason] if reason else []
+        return Completion([Message(role="assistant", content=text, tool_calls=calls)], [reason] if reason else [], [])
     return choices_output(response, clip)
 
 

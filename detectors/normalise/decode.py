@@ -3,11 +3,18 @@
 A payload may hold one JSON object, a JSON array of objects (log shippers batch), NDJSON (one object per
 line) or a CloudWatch Logs subscription envelope, any of them gzip-compressed (inflated only up to the size
 limit). Everything that cannot become an object becomes a :class:`DeadLetter` with a machine-readable reason;
-one bad element of a batch never loses the good ones. Element origins are ``<origin>[<index>]``.
+one bad element of a batch never loses the good ones, and an empty batch (``[]``, a CloudWatch envelope without
+log events) is an ``empty`` dead letter, never silence. Element origins are ``<origin>[<index>]``.
+
+NDJSON lines end at ``\n`` only (a trailing ``\r`` is dropped): U+2028, U+2029 and U+0085 are legal raw inside
+JSON strings, and ``abusewatch replay`` splits files the same way. A lone UTF-16 surrogate escape (``"\ud800"``,
+which Python's ``json.dumps`` writes for such a string) is read as U+FFFD instead of failing the record.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 import zlib
 from typing import Any
@@ -18,6 +25,8 @@ import orjson
 RAW_LIMIT_BYTES = 64 * 1024  # a dead letter keeps at most this much of the raw payload
 GZIP_MAGIC = b"\x1f\x8b"
 CLOUDWATCH_MESSAGE_TYPES = ("DATA_MESSAGE", "CONTROL_MESSAGE")
+MAX_DEPTH = 1024  # orjson's nesting limit; the standard-library fallback keeps to it too
+_SURROGATES = ("\ud800", "\udfff")
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -96,19 +105,80 @@ def decode_located(
     records: list[tuple[str, dict[str, Any]]] = []
     letters: list[DeadLetter] = []
     try:
-        parsed = orjson.loads(text)
-        if parsed == []:
-            return [], [dead_letter("empty", "payload holds an empty batch", origin, data, keep_raw=keep_raw)]
-        _collect(parsed, origin, records, letters, keep_raw=keep_raw)
-    except orjson.JSONDecodeError as error:
-        lines = text.splitlines()
-        if len(lines) < 2 or _depth_error(error) or not any(_is_json_object(line) for line in lines):
+        parsed = load_json(text)
+    except ValueError as error:
+        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        if len(lines) < 2 or not any(_is_json_object(line) for line in lines):
             letters.append(_json_dead_letter(error, origin, data, keep_raw=keep_raw))
-        else:  # NDJSON: a bad line costs only that line
+        else:  # NDJSON: a bad line (too deep, broken, empty batch) costs only that line
             for index, line in enumerate(lines):
                 if line.strip():
                     _decode_line(line, f"{origin}[{index}]", records, letters, keep_raw=keep_raw)
+    else:
+        _collect(parsed, origin, records, letters, keep_raw=keep_raw, data=data)
     return records, letters
+
+
+def load_json(text: str) -> Any:
+    """A JSON value, by orjson; a text orjson refuses only for a lone UTF-16 surrogate escape is read by the standard
+    library (which keeps the lone surrogate) and each one becomes U+FFFD, so the record is judged rather than lost.
+    Raises ``ValueError`` (a ``too_deep`` one mentions recursion) for what is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        if "surrogate" not in str(error):
+            raise
+    try:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_json_int)
+        return _without_lone_surrogates(value, MAX_DEPTH)
+    except RecursionError:
+        raise ValueError("recursion limit exceeded: nested too deep") from None
+
+
+def _reject_constant(name: str) -> Any:
+    """``NaN``/``Infinity`` are not JSON (orjson refuses them; so does the fallback)."""
+    raise ValueError(f"unexpected character: {name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    number = float(literal)
+    if not math.isfinite(number):
+        raise ValueError(f"number is infinity when parsed as double: {literal[:32]}")
+    return number
+
+
+def _json_int(literal: str) -> int | float:
+    """Integers as orjson reads them: 64-bit ones exactly, wider ones as (finite) doubles."""
+    if len(literal) <= 20:
+        number = int(literal)
+        if -(2**63) <= number < 2**64:
+            return number
+    return _finite_float(literal)
+
+
+def _without_lone_surrogates(value: Any, depth: int) -> Any:
+    """``value`` with every lone surrogate in its strings and keys replaced by U+FFFD (they cannot be encoded as
+    UTF-8, so no sink could write them); nesting deeper than ``depth`` is refused."""
+    if isinstance(value, str):
+        return _text_without_lone_surrogates(value)
+    if depth <= 0:
+        raise RecursionError
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item, depth - 1) for item in value]
+    if isinstance(value, dict):
+        return {
+            _text_without_lone_surrogates(key): _without_lone_surrogates(item, depth - 1) for key, item in value.items()
+        }
+    return value
+
+
+def _text_without_lone_surrogates(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        low, high = _SURROGATES
+        return "".join("\ufffd" if low <= char <= high else char for char in text)
+    return text
 
 
 def _gunzip(data: bytes, max_bytes: int) -> tuple[bytes, tuple[str, str] | None]:
@@ -136,8 +206,8 @@ def _is_json_object(line: str) -> bool:
     if not line.lstrip().startswith("{"):
         return False
     try:
-        return isinstance(orjson.loads(line), dict)
-    except orjson.JSONDecodeError:
+        return isinstance(load_json(line), dict)
+    except ValueError:
         return False
 
 
@@ -145,23 +215,33 @@ def _decode_line(
     line: str, origin: str, records: list[tuple[str, dict[str, Any]]], letters: list[DeadLetter], *, keep_raw: bool
 ) -> None:
     try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as error:
+        value = load_json(line)
+    except ValueError as error:
         letters.append(_json_dead_letter(error, origin, line, keep_raw=keep_raw))
         return
-    _collect(value, origin, records, letters, keep_raw=keep_raw)
+    _collect(value, origin, records, letters, keep_raw=keep_raw, data=line)
 
 
 def _collect(
-    value: Any, origin: str, records: list[tuple[str, dict[str, Any]]], letters: list[DeadLetter], *, keep_raw: bool
+    value: Any,
+    origin: str,
+    records: list[tuple[str, dict[str, Any]]],
+    letters: list[DeadLetter],
+    *,
+    keep_raw: bool,
+    data: bytes | str,
 ) -> None:
     """Objects are records; arrays are batches whose elements are checked one by one; a CloudWatch Logs
-    subscription envelope is a batch of log events whose ``message`` strings are the records."""
+    subscription envelope is a batch of log events whose ``message`` strings are the records. ``data`` is the
+    text ``value`` was read from, kept by the dead letter of an empty batch."""
     if isinstance(value, dict):
         if value.get("messageType") in CLOUDWATCH_MESSAGE_TYPES and isinstance(value.get("logEvents"), list):
-            _collect_log_events(value, origin, records, letters, keep_raw=keep_raw)
+            _collect_log_events(value, origin, records, letters, keep_raw=keep_raw, data=data)
         else:
             records.append((origin, value))
+        return
+    if value == []:
+        letters.append(dead_letter("empty", "payload holds an empty batch", origin, data, keep_raw=keep_raw))
         return
     if isinstance(value, list):
         for index, item in enumerate(value):
@@ -180,11 +260,16 @@ def _collect_log_events(
     letters: list[DeadLetter],
     *,
     keep_raw: bool,
+    data: bytes | str,
 ) -> None:
     """``{"messageType": "DATA_MESSAGE", "logGroup", "logStream", "logEvents": [{"id", "timestamp", "message"}]}``
     (CloudWatch Logs subscription filters, e.g. Bedrock invocation logs through Kinesis/Firehose); a
-    ``CONTROL_MESSAGE`` carries no records."""
+    ``CONTROL_MESSAGE`` carries no records, a ``DATA_MESSAGE`` without log events is an empty batch."""
     if envelope["messageType"] != "DATA_MESSAGE":
+        return
+    if not envelope["logEvents"]:
+        detail = "CloudWatch Logs envelope holds no log events"
+        letters.append(dead_letter("empty", detail, origin, data, keep_raw=keep_raw))
         return
     for index, log_event in enumerate(envelope["logEvents"]):
         message = log_event.get("message") if isinstance(log_event, dict) else None
@@ -209,11 +294,11 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def _depth_error(error: orjson.JSONDecodeError) -> bool:
+def _depth_error(error: ValueError) -> bool:
     return "depth" in str(error) or "recursion" in str(error).lower()
 
 
-def _json_dead_letter(error: orjson.JSONDecodeError, origin: str, data: bytes | str, *, keep_raw: bool) -> DeadLetter:
+def _json_dead_letter(error: ValueError, origin: str, data: bytes | str, *, keep_raw: bool) -> DeadLetter:
     if _depth_error(error):
         return dead_letter(
             "too_deep", f"JSON nested deeper than the decoder allows: {error}", origin, data, keep_raw=keep_raw

@@ -47,8 +47,16 @@ REQUEST_PARAMS = (
 )
 
 
+TRUNCATION_MARKER = "\n[...]\n"  # stands for the middle of a text cut by TextLimit
+
+
 class TextLimit:
-    """Clips each text to ``max_chars`` and remembers that it did, for ``Event.truncated``."""
+    """Cuts each text to ``max_chars`` and remembers that it did, for ``Event.truncated``.
+
+    A longer text keeps its head and its tail (half each, :data:`TRUNCATION_MARKER` between them, ``max_chars`` in
+    all): padding a prompt with a pasted document must not push the user's own instruction, which comes last, out
+    of what detectors read. A limit too small to hold the marker keeps the head only.
+    """
 
     __slots__ = ("max_chars", "truncated")
 
@@ -57,10 +65,14 @@ class TextLimit:
         self.truncated = False
 
     def __call__(self, text: str) -> str:
-        if len(text) > self.max_chars:
-            self.truncated = True
+        if len(text) <= self.max_chars:
+            return text
+        self.truncated = True
+        room = self.max_chars - len(TRUNCATION_MARKER)
+        if room < 2 * len(TRUNCATION_MARKER):
             return text[: self.max_chars]
-        return text
+        tail = room // 2
+        return text[: room - tail] + TRUNCATION_MARKER + text[len(text) - tail :]
 
 
 def as_dict(value: Any) -> dict[str, Any]:
@@ -196,8 +208,10 @@ def content_text(content: Any) -> str:
     """Text of a message content: a string, or a list of parts whose text parts are joined with newlines.
 
     Understands OpenAI parts (``{"type": "text"|"input_text"|"output_text", "text": ...}``, ``refusal``),
-    Anthropic/Converse blocks (``{"text": ...}``) and OTel GenAI parts (``{"type": "text", "content": ...}``).
-    Images, audio and files carry no text and are skipped.
+    Anthropic/Converse blocks (``{"text": ...}``, Converse ``{"guardContent": {"text": {"text": ...}}}``, Anthropic
+    ``{"type": "document", "source": {"type": "text", "data": ...}}`` or a ``content`` source of text blocks) and
+    OTel GenAI parts (``{"type": "text", "content": ...}``). Images, audio and binary files carry no text and are
+    skipped.
     """
     if isinstance(content, str):
         return content
@@ -210,16 +224,34 @@ def content_text(content: Any) -> str:
         if isinstance(part, str):
             texts.append(part)
         elif isinstance(part, dict):
-            text = part.get("text")
-            if isinstance(text, dict):  # Converse guardContent: {"text": {"text": ...}}
-                text = text.get("text")
-            if not isinstance(text, str) and part.get("type") in (None, "text"):
-                text = part.get("content")
-            if not isinstance(text, str):
-                text = part.get("refusal")
-            if isinstance(text, str) and text:
+            text = _part_text(as_dict(part.get("guardContent")) or part)
+            if text:
                 texts.append(text)
     return "\n".join(texts)
+
+
+def _part_text(part: dict[str, Any]) -> str | None:
+    """The text of one content part (see :func:`content_text`)."""
+    if part.get("type") == "document":
+        return _document_text(as_dict(part.get("source")))
+    text = part.get("text")
+    if isinstance(text, dict):  # Converse guardContent: {"text": {"text": ...}}
+        text = text.get("text")
+    if not isinstance(text, str) and part.get("type") in (None, "text"):
+        text = part.get("content")
+    if not isinstance(text, str):
+        text = part.get("refusal")
+    return text if isinstance(text, str) else None
+
+
+def _document_text(source: dict[str, Any]) -> str | None:
+    """An Anthropic document block's text: a plain-text source (``data``) or a ``content`` source of blocks;
+    base64 (PDF) and URL sources carry no text here."""
+    if source.get("type") == "text" and isinstance(source.get("data"), str):
+        return source["data"]
+    if source.get("type") == "content":
+        return content_text(source.get("content")) or None
+    return None
 
 
 def tool_definitions(tools: Any) -> list[ToolDefinition]:

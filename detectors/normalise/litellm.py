@@ -81,7 +81,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
         conversation.system.append(content_text(params.get("system")))  # Anthropic /v1/messages passthrough
         conversation.add_items(messages)
     response = None if record.get("response") == REDACTED else record.get("response")
-    output, finish_reasons = completion_output(response, clip) if response else ([], [])
+    completion = completion_output(response, clip)
     input_tokens, output_tokens = usage_tokens(as_dict(response).get("usage"))
     start = as_timestamp(record.get("startTime"))
     end = as_timestamp(record.get("endTime"))
@@ -100,15 +100,17 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             operation=_OPERATIONS.get(call_type or "", call_type),
             request_model=first(record.get("model_group"), record.get("model")),
             response_model=first(as_dict(response).get("model"), record.get("model")),
-            finish_reasons=finish_reasons,
+            finish_reasons=completion.finish_reasons,
             input_tokens=as_int(record.get("prompt_tokens")) or as_int(input_tokens),
             output_tokens=as_int(record.get("completion_tokens")) or as_int(output_tokens),
             system_instructions=conversation.system_text,
             input_messages=conversation.messages,
-            output_messages=output,
+            output_messages=completion.messages,
             tool_definitions=tool_definitions(params.get("tools")),
             retrieved_documents=vector_store_documents(metadata.get("vector_store_request_metadata"), clip)
-            + retrieved_documents(requester.get("retrieved_documents", metadata.get("retrieved_documents")), clip),
+            + retrieved_documents(requester.get("retrieved_documents", metadata.get("retrieved_documents")), clip)
+            + conversation.documents
+            + completion.documents,
             request_params=request_params({**params, **({"stream": True} if stream else {})}),
             identity=Identity(
                 user_id=first(record.get("end_user"), metadata.get("user_api_key_end_user_id"))

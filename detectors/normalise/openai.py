@@ -10,8 +10,8 @@ Envelope (our convention; every key but ``request`` is optional)::
       "response": {...},                  # chat.completion, a list of chat.completion.chunk, or a Responses object
       "error":    {"type": ..., "code": ..., "message": ...},   # the OpenAI error object of a failed call
       "moderation": {"results": [{"flagged": true, "categories": {"violence": true}}]},
-      "metadata": {"user_id": ..., "session_id": ...},   # the app's own; request.metadata is read the same way
-      "user": "u-123",                    # else request.user / request.safety_identifier / metadata.user_id
+      "metadata": {"user_id": ..., "session_id": ...},   # the app's own; wins over the client's request.metadata
+      "user": "u-123",                    # else metadata.user_id, request.user / .safety_identifier / .metadata
       "api_key_hash": "...",              # or "api_key": a raw key, which is hashed here and never kept
       "organization": "org-...", "project": "proj-...",
       "client_ip": "203.0.113.7", "user_agent": "...", "session_id": "...",   # else metadata / conversation id
@@ -67,17 +67,23 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     if isinstance(request.get("instructions"), str):
         conversation.system.append(request["instructions"])
     has_content = False
+    template = request.get("prompt") if isinstance(request.get("prompt"), dict) else None
     for key in _REQUEST_KEYS:
         if request.get(key) is not None:
             has_content = True
-            conversation.add_items(request[key])
-    output, finish_reasons = completion_output(response, clip) if response else ([], [])
+            if template is not None and key == "prompt":
+                conversation.add_prompt_template(template)
+            else:
+                conversation.add_items(request[key])
+    completion = completion_output(response, clip)
     input_tokens, output_tokens = usage_tokens(response.get("usage"))
     raw_error = record.get("error")
     error = {"message": raw_error} if isinstance(raw_error, str) and raw_error else as_dict(raw_error)
     error = error or as_dict(response.get("error"))
     outcome = "failure" if error else ("success" if response else "unknown")
-    metadata = {**as_dict(record.get("metadata")), **as_dict(request.get("metadata"))}
+    # the envelope is the app's own (what it authenticated); the request body, metadata included, is the client's
+    metadata = {**as_dict(request.get("metadata")), **as_dict(record.get("metadata"))}
+    app_user = as_dict(record.get("metadata")).get("user_id")
     conversation_ref = request.get("conversation")
     timestamp = (
         as_timestamp(record.get("timestamp"))
@@ -91,21 +97,27 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             timestamp_assumed=not timestamp,
             dataset=NAME,
             provider="openai",
-            operation="text_completion" if "prompt" in request and "messages" not in request else "chat",
+            operation="text_completion" if _legacy_completion(request) else "chat",
             request_model=as_str(request.get("model")),
             response_model=as_str(response.get("model")),
-            finish_reasons=finish_reasons,
+            finish_reasons=completion.finish_reasons,
             input_tokens=as_int(input_tokens),
             output_tokens=as_int(output_tokens),
             system_instructions=conversation.system_text,
             input_messages=conversation.messages,
-            output_messages=output,
+            output_messages=completion.messages,
             tool_definitions=tool_definitions(request.get("tools")),
-            retrieved_documents=retrieved_documents(record.get("retrieved_documents", record.get("context")), clip),
+            retrieved_documents=retrieved_documents(record.get("retrieved_documents", record.get("context")), clip)
+            + conversation.documents
+            + completion.documents,
             request_params=request_params(request),
             identity=Identity(
                 user_id=first(
-                    record.get("user"), request.get("user"), request.get("safety_identifier"), metadata.get("user_id")
+                    record.get("user"),
+                    app_user,
+                    request.get("user"),
+                    request.get("safety_identifier"),
+                    metadata.get("user_id"),
                 ),
                 api_key_hash=key_hash(record.get("api_key_hash")) or hash_key(record.get("api_key")),
                 organization_id=as_str(record.get("organization")),
@@ -124,11 +136,17 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             duration_ms=as_float(record.get("duration_ms")),
             outcome=outcome,
             error_code=first(error.get("code"), error.get("type"), limit=128),
-            guardrails=guardrails(record, finish_reasons),
+            guardrails=guardrails(record, completion.finish_reasons),
             content_redacted=not has_content,
             truncated=clip.truncated,
         )
     ]
+
+
+def _legacy_completion(request: dict[str, Any]) -> bool:
+    """A legacy Completions request: a ``prompt`` string or list and no ``messages`` (a Responses ``prompt`` is a
+    template reference, an object)."""
+    return isinstance(request.get("prompt"), str | list) and "messages" not in request
 
 
 def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
@@ -150,10 +168,11 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
             if isinstance(delta.get("content"), str):
                 choice["content"].append(delta["content"])
             for call in dicts(delta.get("tool_calls")):
-                slot = choice["calls"].setdefault(as_int(call.get("index")) or 0, {"name": "", "arguments": []})
+                slot = choice["calls"].setdefault(as_int(call.get("index")) or 0, {"name": [], "arguments": []})
                 function = as_dict(call.get("function"))
                 slot["id"] = as_str(call.get("id"), MAX_ID_CHARS) or slot.get("id")
-                slot["name"] += function.get("name") if isinstance(function.get("name"), str) else ""
+                if isinstance(function.get("name"), str):
+                    slot["name"].append(function["name"])
                 slot["arguments"].append(json_text(function.get("arguments")))
             choice["reason"] = raw.get("finish_reason") or choice["reason"]
     merged["choices"] = [
@@ -164,7 +183,10 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
                 "role": "assistant",
                 "content": "".join(choice["content"]),
                 "tool_calls": [
-                    {"id": slot.get("id"), "function": {"name": slot["name"], "arguments": "".join(slot["arguments"])}}
+                    {
+                        "id": slot.get("id"),
+                        "function": {"name": "".join(slot["name"]), "arguments": "".join(slot["arguments"])},
+                    }
                     for _, slot in sorted(choice["calls"].items())
                 ],
             },

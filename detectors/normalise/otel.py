@@ -10,7 +10,8 @@ conventions (v1.37+): ``gen_ai.operation.name``, ``gen_ai.provider.name`` (older
 ``gen_ai.output.messages`` (JSON strings of ``{role, parts: [{type: text|tool_call|tool_call_response}]}``);
 ``execute_tool`` spans (``gen_ai.tool.name``, ``gen_ai.tool.call.id`` / ``arguments`` / ``result``). Older
 instrumentations are read too: ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` span events and
-OpenLLMetry's flattened ``gen_ai.prompt.N.role|content`` / ``gen_ai.completion.N.*`` attributes.
+OpenLLMetry's flattened ``gen_ai.prompt.N.role|content|tool_call_id`` / ``gen_ai.completion.N.*`` attributes
+(with ``.tool_calls.M.id|name|arguments``).
 
 One export holds many spans, so this format yields one event per GenAI span (a span with any ``gen_ai.*``
 attribute); other spans (HTTP, DB...) are skipped, and an export without GenAI spans yields no events. Content
@@ -52,6 +53,7 @@ _MAX_VALUE_DEPTH = 32
 _ERROR_CODES = (2, "2", "STATUS_CODE_ERROR")
 _PARAM_ALIASES = {"choice.count": "n"}
 _REQUEST_PREFIX = "gen_ai.request."
+_MAX_INDEX_DIGITS = 6  # message and tool-call indexes of flattened OpenLLMetry attributes
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -251,7 +253,35 @@ def legacy_content(span: dict[str, Any], attrs: dict[str, Any], clip: TextLimit)
         for key, value in attrs.items():
             if key.startswith(prefix):
                 index, _, field = key[len(prefix) :].partition(".")
-                if index.isdigit() and field in ("role", "content") and len(index) < 6:
-                    flattened.setdefault(int(index), {})[field] = value
-        conversation.add_items([item for _, item in sorted(flattened.items())])
+                if index.isdigit() and len(index) < _MAX_INDEX_DIGITS:
+                    _set_flattened(flattened, int(index), field, value)
+        conversation.add_items([_unflattened(item) for _, item in sorted(flattened.items())])
     return inputs, outputs
+
+
+def _set_flattened(messages: dict[int, dict[str, Any]], index: int, field: str, value: Any) -> None:
+    """One OpenLLMetry message attribute: ``role``, ``content``, ``tool_call_id`` or
+    ``tool_calls.M.{id, name, arguments}``; other fields are ignored."""
+    if field in ("role", "content", "tool_call_id"):
+        messages.setdefault(index, {})[field] = value
+        return
+    if not field.startswith("tool_calls."):
+        return
+    call_index, _, call_field = field.removeprefix("tool_calls.").partition(".")
+    if call_index.isdigit() and len(call_index) < _MAX_INDEX_DIGITS and call_field in ("id", "name", "arguments"):
+        calls = messages.setdefault(index, {}).setdefault("tool_calls", {})
+        calls.setdefault(int(call_index), {})[call_field] = value
+
+
+def _unflattened(message: dict[str, Any]) -> dict[str, Any]:
+    """A flattened message as the OpenAI-shaped message it was (``tool_calls`` as a list of ``function`` calls)."""
+    calls = message.get("tool_calls")
+    if not calls:
+        return message
+    return {
+        **message,
+        "tool_calls": [
+            {"id": call.get("id"), "function": {"name": call.get("name"), "arguments": call.get("arguments")}}
+            for _, call in sorted(calls.items())
+        ],
+    }
