@@ -15,6 +15,7 @@ which every output document masks.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from collections import deque
 from collections.abc import Sequence
@@ -126,17 +127,20 @@ class SessionChainDetector(Detector):
         self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
         self._sessions: dict[str, _Session] = {}
         self._leaks: dict[str, list[_Leak]] = {}
+        self._newest = -math.inf  # the newest event time seen
+        self._expired_at = -math.inf  # the newest event time when state was last scanned for expiry
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections: list[Detection] = []
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             detections.extend(self._observe(event, found))
-        self._expire()
+        self._expire(events)
         return detections
 
     def _observe(self, event: Event, found: Findings) -> list[Detection]:
         settings = self.settings
         key = session_key(event.identity)
+        self._newest = max(self._newest, event.timestamp)
         session = self._sessions.get(key)
         if session is None or event.timestamp - session.last_seen > settings.window_seconds:
             session = self._sessions[key] = _Session(turns=deque(maxlen=settings.max_turns), last_seen=event.timestamp)
@@ -256,18 +260,33 @@ class SessionChainDetector(Detector):
             explanation=explanation,
         )
 
-    def _expire(self) -> None:
-        if not self._sessions:
-            return
-        newest = max(session.last_seen for session in self._sessions.values())
-        horizon = newest - 3 * self.settings.window_seconds  # lagging partitions: see correlation.ALLOWED_LATENESS_S
-        for key in [k for k, s in self._sessions.items() if s.last_seen < horizon]:
-            del self._sessions[key]
-        leak_horizon = newest - LEAK_MEMORY_WINDOWS * self.settings.window_seconds
-        for key in list(self._leaks):
-            self._leaks[key] = [leak for leak in self._leaks[key] if leak.timestamp >= leak_horizon]
-            if not self._leaks[key]:
-                del self._leaks[key]
+    def _expire(self, events: Sequence[Event]) -> None:
+        """Forget sessions and leaks long over, bounding memory on event time.
+
+        Everything is scanned only when event time crosses a quarter-window step, not per batch (every session
+        would be visited for each one-event batch); in between, only the batch's own sessions and leaks are
+        checked, which catches a late event's. Both are judged against the last step crossed, so what is kept does
+        not depend on how arrivals were cut into batches. What stays a little longer changes no verdict: a
+        session restarts after a window without turns, and a leak counts only for its own age."""
+        step = self.settings.window_seconds / 4
+        newest = math.floor(self._newest / step) * step if math.isfinite(self._newest) else -math.inf
+        if newest > self._expired_at:
+            self._expired_at = newest
+            sessions, leaks = list(self._sessions), list(self._leaks)
+        else:
+            sessions = [session_key(event.identity) for event in events]
+            leaks = [event.identity.key() for event in events]
+        horizon = self._expired_at - 3 * self.settings.window_seconds  # lagging partitions: correlation's lateness
+        for key in sessions:
+            session = self._sessions.get(key)
+            if session is not None and session.last_seen < horizon:
+                del self._sessions[key]
+        leak_horizon = self._expired_at - LEAK_MEMORY_WINDOWS * self.settings.window_seconds
+        for key in leaks:
+            if key in self._leaks:
+                self._leaks[key] = [leak for leak in self._leaks[key] if leak.timestamp >= leak_horizon]
+                if not self._leaks[key]:
+                    del self._leaks[key]
 
     def state(self) -> dict[str, Any]:
         return {
@@ -293,6 +312,8 @@ class SessionChainDetector(Detector):
             )
             for key, value in state.get("sessions", {}).items()
         }
+        times = [session.last_seen for session in self._sessions.values()]
+        self._newest, self._expired_at = max(times, default=-math.inf), -math.inf
         hashed = state.get("leak_shingles") == SHINGLE_HASH
         self._leaks = {
             key: [_Leak(timestamp, set(kept) if hashed else {self._hash(s) for s in kept}) for timestamp, kept in leaks]

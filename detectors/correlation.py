@@ -11,6 +11,7 @@ state is bounded per group and expires once older than the rule's timespan.
 from __future__ import annotations
 
 import json
+import math
 import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -229,6 +230,8 @@ class CorrelationDetector(Detector):
         self.correlations = list(correlations.current if isinstance(correlations, CorrelationWatcher) else correlations)
         self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
         self._groups: dict[tuple[str, tuple[str | None, ...]], deque[_Hit]] = {}
+        self._newest = -math.inf  # the newest hit time seen
+        self._expired_at = -math.inf  # the newest hit time when groups were last scanned for expiry
 
     def use_rules(self, correlations: Sequence[Correlation], aliases: dict[str, str]) -> None:
         """Run ``correlations`` from the next batch on (call between batches, on the thread that runs them).
@@ -246,33 +249,55 @@ class CorrelationDetector(Detector):
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections = []
+        touched: set[tuple[str, tuple[str | None, ...]]] = set()
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             if not found.rule_ids and not found.categories:
                 continue
             for correlation in self.correlations:
                 satisfied = correlation.matches(found.rule_ids, found.categories, self.aliases)
                 if satisfied:
-                    detection = self._observe(correlation, event, frozenset(satisfied))
+                    detection = self._observe(correlation, event, frozenset(satisfied), touched)
                     if detection is not None:
                         detections.append(detection)
-        self._expire()
+        self._expire(touched)
         return detections
 
-    def _expire(self) -> None:
-        """Drop groups whose newest hit is older than the longest timespan: bounded memory on event time."""
-        if not self._groups or not self.correlations:
-            return
-        newest = max(hits[-1].timestamp for hits in self._groups.values() if hits)
-        horizon = newest - max(c.timespan for c in self.correlations) - ALLOWED_LATENESS_S
-        for key in [k for k, hits in self._groups.items() if not hits or hits[-1].timestamp < horizon]:
-            del self._groups[key]
+    def _expire(self, touched: set[tuple[str, tuple[str | None, ...]]]) -> None:
+        """Drop groups whose newest hit is older than the longest timespan: bounded memory on event time.
 
-    def _observe(self, correlation: Correlation, event: Event, satisfied: frozenset[str]) -> Detection | None:
+        Every group is scanned only when event time crosses a step (a quarter of the shortest timespan), not per
+        batch (every group would be visited for each one-event batch); in between, only the groups the batch
+        touched are checked, which catches a late hit's. Both are judged against the last step crossed, so what is
+        kept does not depend on how arrivals were cut into batches; a group kept a little longer changes no
+        verdict, as each is judged on the hits inside its window."""
+        if not self._groups or not self.correlations or not math.isfinite(self._newest):
+            return
+        step = min(c.timespan for c in self.correlations) / 4
+        newest = math.floor(self._newest / step) * step
+        keys: Iterable[tuple[str, tuple[str | None, ...]]] = touched
+        if newest > self._expired_at:
+            self._expired_at = newest
+            keys = list(self._groups)
+        horizon = self._expired_at - max(c.timespan for c in self.correlations) - ALLOWED_LATENESS_S
+        for key in keys:
+            hits = self._groups.get(key)
+            if hits is not None and (not hits or hits[-1].timestamp < horizon):
+                del self._groups[key]
+
+    def _observe(
+        self,
+        correlation: Correlation,
+        event: Event,
+        satisfied: frozenset[str],
+        touched: set[tuple[str, tuple[str | None, ...]]],
+    ) -> Detection | None:
         group = tuple(event_field(event, name) for name in correlation.group_by)
         if correlation.group_by and all(value is None for value in group):
             return None
+        touched.add((correlation.info.id, group))
         hits = self._groups.setdefault((correlation.info.id, group), deque(maxlen=MAX_EVENTS_PER_GROUP))
         value = event_field(event, correlation.field) if correlation.field else None
+        self._newest = max(self._newest, event.timestamp)
         _insert_in_time_order(hits, _Hit(event.timestamp, event.id, satisfied, value))
         while hits and hits[0].timestamp < hits[-1].timestamp - correlation.timespan - ALLOWED_LATENESS_S:
             hits.popleft()
@@ -331,6 +356,8 @@ class CorrelationDetector(Detector):
             )
             for rule_id, group, hits in state.get("groups", [])
         }
+        self._newest = max((hits[-1].timestamp for hits in self._groups.values() if hits), default=-math.inf)
+        self._expired_at = -math.inf
 
 
 def correlation_group_key(rule_id: str, group: tuple[Any, ...]) -> str:

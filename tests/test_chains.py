@@ -254,3 +254,22 @@ def test_a_leak_is_connected_to_a_quote_within_its_memory_whatever_the_batches()
         pipeline = Pipeline([Verdicts(set(), leaks={leak.id}), SessionChainDetector()], Redactor(b"k"))
         found = [rule for batch in batches for rule in chain_rules(pipeline, batch)]
         assert found == []  # too late in one batch as in two (it was connected in one batch only)
+
+
+def test_sessions_long_over_are_forgotten_whatever_the_batches():
+    """Sessions idle for more than three windows go, a late turn older than that does not stay behind, and what is
+    kept is the same however arrivals were batched."""
+    window = ChainSettings().window_seconds
+    early = [replace(turn(i, "hi", "hello", session=f"s{i}"), identity=Identity(user_id=f"u{i}")) for i in range(20)]
+    later = [replace(turn(0, "hi", "hello"), id="later", timestamp=early[0].timestamp + 5 * window)]
+    late = replace(turn(0, "hi", "hello"), id="late", identity=Identity(user_id="straggler"))
+    stream = [*early, *later, late]
+    kept = []
+    for batch_size in (1, 3, 100):
+        detector = SessionChainDetector()
+        for start in range(0, len(stream), batch_size):
+            batch = stream[start : start + batch_size]
+            detector.detect(batch, [Findings() for _ in batch])
+        kept.append(sorted(detector.state()["sessions"]))
+    assert kept[0] == kept[1] == kept[2]
+    assert len(kept[0]) == 1 and kept[0][0].startswith("user:mallory")

@@ -297,3 +297,25 @@ def test_a_lagging_identity_keeps_its_window_when_another_runs_ahead():
     pipeline.process([ahead])  # another partition's identity, 20 minutes ahead in event time
     result = pipeline.process(slow[4:])
     assert any(d.rule.name.startswith("Repeated prompt injection") for d in result.detections)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 100])
+def test_groups_long_over_are_forgotten_whatever_the_batches(batch_size):
+    """Memory stays bounded on event time: groups older than the longest timespan (and the lateness) go, a late
+    hit older than that does not stay behind, and what is kept is the same however arrivals were batched."""
+    rules, _ = load_correlations([BUILTIN_DIR])
+    early = [event(i, f"user{i}") for i in range(20)]
+    later = [
+        Event(
+            id=f"later{i}", timestamp=early[0].timestamp + 5 * 3600 + i, dataset="t", identity=Identity(user_id="eve")
+        )
+        for i in range(3)
+    ]
+    late = Event(id="late", timestamp=early[0].timestamp + 5, dataset="t", identity=Identity(user_id="straggler"))
+    stream = [*early, *later, late]
+    detector = CorrelationDetector(rules)
+    pipeline = Pipeline([Marks({e.id: ("r", "prompt_injection") for e in stream}), detector], Redactor(b"k"))
+    for start in range(0, len(stream), batch_size):
+        pipeline.process(stream[start : start + batch_size])
+    users = {group[0] for _, group, _ in detector.state()["groups"]}
+    assert users == {"user:eve"}
