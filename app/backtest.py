@@ -24,17 +24,33 @@ from detectors.pipeline import Pipeline
 BENIGN = "benign"
 
 
+class LabelsError(ValueError):
+    """A labels file that cannot be read; the message names the file and, for JSONL, the line."""
+
+
+LINE_SUFFIXES = (".jsonl", ".ndjson")
+
+
 def load_labels(path: Path) -> dict[str, str]:
     """Event id -> category (or ``benign``) from a JSON object or JSONL with ``event_id`` and ``category``.
 
-    Values may be a category string or an object with ``category`` / ``expected_category`` / ``label``.
+    Values may be a category string or an object with ``category`` / ``expected_category`` / ``label``. A
+    ``.jsonl`` / ``.ndjson`` file is read as lines; another file as one JSON document when it is one (an object of
+    labels, or a single row, which has an ``event_id``), else as lines. Raises :class:`LabelsError`.
     """
-    text = path.read_text(encoding="utf-8").strip()
-    if text.startswith("{") and "\n{" not in text:
-        raw = json.loads(text)
-        items: Iterable[tuple[str, Any]] = raw.get("events", raw).items() if isinstance(raw, dict) else ()
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise LabelsError(f"{path}: cannot read the labels: {error}") from None
+    document = None if path.suffix.lower() in LINE_SUFFIXES else _json_document(text)
+    rows = [document] if isinstance(document, dict) and "event_id" in document else None
+    if isinstance(document, dict) and rows is None:
+        raw = document.get("events", document)
+        if not isinstance(raw, dict):
+            raise LabelsError(f"{path}: 'events' must map event ids to categories")
+        items: Iterable[tuple[str, Any]] = raw.items()
     else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = rows or _json_lines(path, text)
         items = [(row["event_id"], row) for row in rows]
     labels = {}
     for event_id, value in items:
@@ -44,6 +60,28 @@ def load_labels(path: Path) -> dict[str, str]:
             category = value
         labels[str(event_id)] = str(category)
     return labels
+
+
+def _json_document(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None  # not one document: lines
+
+
+def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise LabelsError(f"{path}:{number}: not JSON: {error}") from None
+        if not isinstance(row, dict) or "event_id" not in row:
+            raise LabelsError(f"{path}:{number}: a labels line is an object with 'event_id' and 'category'")
+        rows.append(row)
+    return rows
 
 
 @dataclass(slots=True)

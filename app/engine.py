@@ -7,6 +7,7 @@ the same detectors with the same configuration.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,19 +25,24 @@ from detectors.exfil.detector import build_exfil_detectors
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
-from detectors.signatures.ruleset import RuleSetWatcher, default_directories
+from detectors.signatures.ruleset import BUILTIN_RULES_DIR, RuleSetWatcher, default_directories
 from detectors.textclf.detector import TextClassifierDetector
 
 log = logging.getLogger(__name__)
 
 
-def build_detectors(settings: Settings) -> list[Detector]:
-    """The detection tiers in order: cheap signatures first, then models; later tiers see earlier findings."""
+def build_detectors(settings: Settings, rule_dirs: Sequence[Path] | None = None) -> list[Detector]:
+    """The detection tiers in order: cheap signatures first, then models; later tiers see earlier findings.
+
+    ``rule_dirs`` replaces the settings' signature rule directories (built-in pack, ``detection.rules_dir``), and
+    their correlation documents join the built-in correlations: a backtest judges candidate rules in the whole engine.
+    """
     detection = settings.detection
-    rules = RuleSetWatcher(_rule_dirs(settings))
+    rules = RuleSetWatcher(_rule_dirs(settings) if rule_dirs is None else rule_dirs)
     for error in rules.last_errors:
         log.error("rule not loaded: %s", error)
-    correlations = CorrelationWatcher(_correlation_dirs(settings))
+    correlation_dirs = _correlation_dirs(settings) if rule_dirs is None else _candidate_correlation_dirs(rule_dirs)
+    correlations = CorrelationWatcher(correlation_dirs)
     for error in correlations.last_errors:
         log.error("correlation rule not loaded: %s", error)
     exfil = detection.exfil
@@ -52,10 +58,12 @@ def build_detectors(settings: Settings) -> list[Detector]:
     ]
 
 
-def build_pipeline(settings: Settings, exceptions: ExceptionList | None = None) -> Pipeline:
+def build_pipeline(
+    settings: Settings, exceptions: ExceptionList | None = None, rule_dirs: Sequence[Path] | None = None
+) -> Pipeline:
     """The per-identity stage: every tier, with alert exceptions (``exceptions``, else loaded from the settings and
-    checked against the rules these detectors run) and alert hygiene."""
-    detectors = build_detectors(settings)
+    checked against the rules these detectors run) and alert hygiene; ``rule_dirs`` as for :func:`build_detectors`."""
+    detectors = build_detectors(settings, rule_dirs)
     if exceptions is None:
         exceptions = build_exceptions(settings, running_rules(detectors))
     return Pipeline(detectors, _redactor(settings), _grouper(settings), exceptions)
@@ -115,6 +123,10 @@ def _rule_dirs(settings: Settings) -> list[Path]:
 def _correlation_dirs(settings: Settings) -> list[Path]:
     rules_dir = settings.detection.rules_dir
     return [BUILTIN_CORRELATIONS, *([rules_dir] if rules_dir else [])]
+
+
+def _candidate_correlation_dirs(rule_dirs: Sequence[Path]) -> list[Path]:
+    return [BUILTIN_CORRELATIONS, *(directory for directory in rule_dirs if directory != BUILTIN_RULES_DIR)]
 
 
 def _redactor(settings: Settings) -> Redactor:

@@ -35,7 +35,7 @@ from detectors.textclf.synthetic import (
 )
 from detectors.textclf.training import FitResult, HeadTarget, TrainingOptions, fit
 
-MODEL_VERSION = "1.2.0"
+MODEL_VERSION = "1.2.1"
 SEED = "abusewatch-textclf-1"
 N_FOLDS = 10
 CARD_FILE = "MODEL_CARD.md"

@@ -171,7 +171,7 @@ def _file_correlations(path: Path, errors: list[str]) -> list[Correlation]:
     except (OSError, UnicodeDecodeError) as error:
         errors.append(f"{path}: cannot read the file: {error}")
         return []
-    except yaml.YAMLError as error:
+    except Exception as error:  # YAMLError, or a value PyYAML cannot build (date: 2026-13-01): this file's error
         errors.append(f"{path}: invalid YAML: {error}")
         return []
     rules = []

@@ -3,9 +3,10 @@
 import json
 import shutil
 
+import pytest
 from typer.testing import CliRunner
 
-from app.backtest import BENIGN, load_labels
+from app.backtest import BENIGN, LabelsError, load_labels
 from app.cli import cli
 from app.replay import replay
 from app.traffic.samples import SAMPLES_DIR, sample_files
@@ -81,3 +82,36 @@ def test_no_rules_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(cli, ["backtest", "--rules", str(tmp_path), "--input", SAMPLES[0]])
     assert result.exit_code != 0
     assert "no rules loaded" in result.output
+
+
+def test_a_one_line_jsonl_labels_file_is_one_row_not_an_object_of_labels(tmp_path):
+    row = '{"event_id": "evt-1", "category": "prompt_injection"}\n'
+    for name in ("labels.jsonl", "labels.json", "labels.txt"):  # by suffix, else by the shape of the document
+        (tmp_path / name).write_text(row, encoding="utf-8")
+        assert load_labels(tmp_path / name) == {"evt-1": "prompt_injection"}, name
+    (tmp_path / "object.jsonl").write_text('{"evt-1": "jailbreak"}\n', encoding="utf-8")
+    with pytest.raises(LabelsError, match=r"object.jsonl:1: .*'event_id'"):
+        load_labels(tmp_path / "object.jsonl")  # .jsonl is lines, whatever they hold
+
+
+def test_a_malformed_labels_file_is_a_clear_error_naming_the_line(tmp_path):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"event_id": "e1", "category": "jailbreak"}\n{not json\n', encoding="utf-8")
+    with pytest.raises(LabelsError, match=r"labels.jsonl:2: not JSON"):
+        load_labels(labels)
+    result = CliRunner().invoke(cli, ["backtest", "--input", SAMPLES[0], "--labels", str(labels)])
+    assert result.exit_code == 2 and "not JSON" in result.output  # a usage error, not a traceback
+
+
+def test_engine_backtest_runs_the_candidate_rules_in_the_signature_tier(tmp_path):
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    override = BUILTIN_RULES_DIR / "prompt_injection" / "instruction_override_previous_instructions.yml"
+    shutil.copy(override, candidate / "only.yml")
+    signature_rules = {rule.title for rule in RuleSet.load([BUILTIN_RULES_DIR]).rules}
+    configured = {r["name"] for r in backtest(tmp_path, "--engine")["rules"]} & signature_rules
+    assert len(configured) > 1  # the deployment's rules: the built-in pack
+    only = {r["name"] for r in backtest(tmp_path, "--engine", "--rules", str(candidate))["rules"]} & signature_rules
+    assert only == {"Instruction override - ignore previous instructions"}
+    with_pack = backtest(tmp_path, "--engine", "--rules", str(candidate), "--builtin")["rules"]
+    assert {r["name"] for r in with_pack} & signature_rules == configured

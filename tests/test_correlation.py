@@ -319,3 +319,15 @@ def test_groups_long_over_are_forgotten_whatever_the_batches(batch_size):
         pipeline.process(stream[start : start + batch_size])
     users = {group[0] for _, group, _ in detector.state()["groups"]}
     assert users == {"user:eve"}
+
+
+def test_a_value_yaml_cannot_build_is_an_error_of_that_file_and_the_others_load(tmp_path):
+    """``date: 2026-13-01`` makes PyYAML raise ValueError, not YAMLError: it must not stop a worker from starting."""
+    bad = yaml.safe_dump(correlation_document("Bad")) + "date: 2026-13-01\n"
+    (tmp_path / "bad.yml").write_text(bad, encoding="utf-8")
+    good = correlation_document("Good", id="6b0d7c3e-8a51-4f0e-9d6b-0c1e2a3b4c63")
+    (tmp_path / "good.yml").write_text(yaml.safe_dump(good), encoding="utf-8")
+    watcher = CorrelationWatcher([tmp_path])
+    assert [rule.info.name for rule in watcher.current] == ["Good"]
+    (error,) = watcher.last_errors
+    assert "bad.yml" in error and "month must be in 1..12" in error

@@ -22,7 +22,7 @@ def test_lucene_maps_text_fields_to_the_lowercase_subfield(rules):
     query = _one(rules, OVERRIDE_ID, "lucene").query
     assert "gen_ai.prompt.lc:" in query
     assert r"*ignore\ previous\ instructions*" in query
-    assert "NOT gen_ai.prompt.lc:*example" in query
+    assert "NOT gen_ai.system_instructions.lc:*example" in query
     assert "/.{0,}(forget" in query  # the regex, unanchored for Lucene (which matches whole terms)
 
 

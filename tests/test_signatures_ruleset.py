@@ -262,3 +262,128 @@ def test_rule_files_list_directories_in_the_order_given_and_a_file_once():
     first, second = sorted(VALID.glob("*.yml"))[:2]
     assert rule_files([second, VALID]) == [second, *[path for path in rule_files([VALID]) if path != second]]
     assert rule_files([VALID, first]) == rule_files([VALID])
+
+
+MALFORMED = {
+    "a date that does not exist": ("date: 2026-11-22", "date: 2026-13-01", "month must be in 1..12"),
+    "a number as condition": ("condition: selection", "condition: 1", "detection.condition must be text"),
+    "a number as id": (f"id: {OVERRIDE_ID}", "id: 1234", "'id' must be text, not 1234"),
+    "a list as title": ("title: Inline rule", "title: [a, b]", "'title' must be text"),
+}
+
+
+@pytest.mark.parametrize("change", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_file_is_an_error_naming_it_and_the_worker_starts_with_the_other_rules(tmp_path, change):
+    old, new, reason = change
+    good = _prompt_rule("alpha", rule_id="7f1c2d3e-0000-4000-8000-000000000003")
+    (tmp_path / "good.yml").write_text(good, encoding="utf-8")
+    bad = rule_yaml("selection:\n  gen_ai.prompt|contains: omega\ncondition: selection", rule_id=OVERRIDE_ID)
+    assert old in bad
+    (tmp_path / "bad.yml").write_text(bad.replace(old, new), encoding="utf-8")
+    watcher = RuleSetWatcher([tmp_path])  # what a worker builds at start-up (docs/rules.md: skipped, with an error)
+    assert _matches(watcher.current, "alpha") and not _matches(watcher.current, "omega")
+    (error,) = watcher.last_errors
+    assert str(tmp_path / "bad.yml") in str(error) and reason in str(error)
+    assert any(str(tmp_path / "bad.yml") in issue.message for issue in watcher.current.lint())
+
+
+def test_a_string_of_examples_is_an_error_not_one_example_per_character():
+    text = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    message = _reject(text.replace("match: ['x']", "match: x y z"))
+    assert "abusewatch.tests.match must be a list" in message
+
+
+def test_a_file_of_correlation_documents_is_left_to_the_correlation_detector_and_reloads_go_on(tmp_path):
+    """The shipped correlation file holds several documents; a copy in rules_dir must not hold back reloads."""
+    from detectors.correlation import BUILTIN_DIR
+
+    shutil.copy(BUILTIN_DIR / "identity_campaigns.yml", tmp_path / "campaigns.yml")
+    _write(tmp_path / "rule.yml", _prompt_rule("alpha"), 1_000_000_000)
+    watcher = RuleSetWatcher([tmp_path])
+    assert watcher.last_errors == [] and len(watcher.current.rules) == 1
+    _write(tmp_path / "rule.yml", _prompt_rule("omega"), 2_000_000_000)
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED
+    assert _matches(watcher.current, "omega")
+
+
+def test_a_signature_rule_beside_correlations_in_one_file_is_an_error_not_silently_skipped():
+    correlation = "title: c\nid: 0b872ee7-3ee0-4ad2-a4c0-e40b2e13369e\ncorrelation:\n  type: event_count\n"
+    signature = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    assert "must not hold other documents" in _reject(correlation + "---\n" + signature)
+
+
+def _lint(text: str) -> list[str]:
+    ruleset = RuleSet.from_texts([text])
+    assert ruleset.errors == []
+    return [str(issue) for issue in ruleset.lint()]
+
+
+def test_lint_names_an_atlas_id_that_is_not_a_known_technique():
+    text = rule_yaml("selection:\n  gen_ai.prompt|contains: x\ncondition: selection")
+    known = text.replace("  - atlas.aml.t0051.000\n", "  - atlas.aml.t0051.000\n  - atlas.aml.t0054\n")
+    assert not [issue for issue in _lint(known) if "ATLAS" in issue]
+    unknown = text.replace("  - atlas.aml.t0051.000\n", "  - atlas.aml.t0051.000\n  - atlas.aml.t9999\n")
+    (issue,) = [issue for issue in _lint(unknown) if "ATLAS" in issue]
+    assert issue.startswith("error:") and "'aml.t9999' is not a MITRE ATLAS technique" in issue
+
+
+FILTERED = (
+    "selection:\n  gen_ai.prompt|contains: x\nfilter:\n  {field}|contains: y\ncondition: selection and not filter"
+)
+
+
+@pytest.mark.parametrize(
+    "field,category,warned",
+    [
+        ("gen_ai.prompt", "prompt_injection", True),
+        ("gen_ai.retrieval.documents.content", "jailbreak", True),
+        ("gen_ai.tool.call.result", "system_prompt_leak", True),
+        ("gen_ai.request.model", "prompt_injection", False),  # the application sets it, not the attacker
+        ("gen_ai.prompt", "secret_exposure", False),
+    ],
+)
+def test_lint_warns_of_a_filter_on_text_the_attacker_writes(field, category, warned):
+    text = rule_yaml(FILTERED.format(field=field)).replace("category: prompt_injection", f"category: {category}")
+    issues = [issue for issue in _lint(text) if "a filter on text the attacker writes is an evasion" in issue]
+    assert len(issues) == warned
+    assert all(issue.startswith("warning:") and field in issue for issue in issues)
+
+
+def test_a_rules_directory_that_vanishes_is_a_rejected_reload_not_an_empty_set(tmp_path, caplog):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    _write(rules / "rule.yml", _prompt_rule("alpha"), 1_000_000_000)
+    watcher = RuleSetWatcher([rules])
+    running = watcher.current
+    rules.rename(tmp_path / "rules.old")  # an unmounted volume, a deploy that swaps the directory
+    with caplog.at_level("ERROR", logger="detectors.signatures.ruleset"):
+        assert watcher.maybe_reload() is ReloadOutcome.REJECTED
+    assert watcher.current is running and _matches(watcher.current, "alpha")
+    (error,) = watcher.last_errors
+    assert str(rules) in str(error) and "does not exist" in str(error)
+    assert any(
+        "reload rejected" in record.getMessage() and str(rules) in record.getMessage() for record in caplog.records
+    )
+    (tmp_path / "rules.old").rename(rules)
+    assert watcher.maybe_reload() is ReloadOutcome.RELOADED and watcher.last_errors == []
+
+
+def test_a_vanished_directory_holds_back_correlation_reloads_too(tmp_path):
+    from detectors.correlation import BUILTIN_DIR, CorrelationWatcher
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(BUILTIN_DIR / "identity_campaigns.yml", rules / "campaigns.yml")
+    watcher = CorrelationWatcher([rules])
+    running = watcher.current
+    assert running and watcher.last_errors == []
+    shutil.rmtree(rules)
+    assert watcher.maybe_reload() is ReloadOutcome.REJECTED
+    assert watcher.current is running and len(watcher.last_errors) == 1
+
+
+def test_loading_a_path_that_does_not_exist_is_an_error():
+    ruleset = RuleSet.load([VALID, VALID / "no-such-directory"])
+    assert len(ruleset.rules) == 5
+    (error,) = ruleset.errors
+    assert "no-such-directory" in str(error) and "does not exist" in str(error)

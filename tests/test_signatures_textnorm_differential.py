@@ -36,9 +36,12 @@ _ROT13_HINTS = MultiMatcher(
     [Pattern(i, rf"\b{codecs.encode(word, 'rot13')}\b") for i, word in enumerate(textnorm._ROT13_WORDS)],
     max_matches_per_pattern=1,
 )
+# Since review 8: underscores separate spaced letters too, and "word_word" gets a view with spaces.
 _SPACED_LETTERS = MultiMatcher(
-    [Pattern(1, r"(?:^|\W)\w\W{1,3}\w\W{1,3}\w\W{1,3}\w(?:\W|$)", dotall=True)], max_matches_per_pattern=1
+    [Pattern(1, r"(?:^|[\W_])[^\W_][\W_]{1,3}[^\W_][\W_]{1,3}[^\W_][\W_]{1,3}[^\W_](?:[\W_]|$)", dotall=True)],
+    max_matches_per_pattern=1,
 )
+_UNDERSCORE_WORDS = MultiMatcher([Pattern(1, r"[a-z]_[a-z]")], max_matches_per_pattern=1)
 
 
 def reference_text_views(text: str, limits: Limits) -> tuple[list[View], bool]:
@@ -55,6 +58,9 @@ def _reference_fold_views(source: str, transforms: tuple[str, ...], origin: tupl
     views = [View(source, source, transforms, origin=origin, cased=True)]
     if source.isascii():
         folded, offsets = source, None
+        if any(char.isspace() and char not in " \t\n\r\f" for char in source):  # since review 8: a fold view
+            folded = source.translate(fold)
+            views.append(View(folded, source, transforms, None, origin))
     else:
         folded = source.translate(fold)
         offsets = None
@@ -73,6 +79,9 @@ def _reference_fold_views(source: str, transforms: tuple[str, ...], origin: tupl
         if offsets is not None:
             joined_offsets = [offsets[i] for i in joined_offsets]
         views.append(View(joined, source, (*transforms, "separators"), joined_offsets, origin, variant=True))
+    if _UNDERSCORE_WORDS.scan(folded):
+        spaced = folded.replace("_", " ")
+        views.append(View(spaced, source, (*transforms, "separators"), offsets, origin, variant=True))
     if len({match.pattern_id for match in _ROT13_HINTS.scan(folded)}) >= 2:
         rot13 = codecs.encode(folded, "rot13")
         views.append(View(rot13, source, (*transforms, "rot13"), offsets, origin, variant=True))

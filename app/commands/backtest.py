@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from app.backtest import diff, load_labels, report, run_backtest
+from app.backtest import LabelsError, diff, load_labels, report, run_backtest
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_exceptions, build_pipeline
 from app.replay import decoded_lines
@@ -34,14 +34,25 @@ def backtest_command(
     labels_path: Path | None = typer.Option(None, "--labels", help="Labels: event id -> category (or benign)."),
     baseline: list[Path] = typer.Option(None, "--baseline", help="Rule directories of the current set, to diff."),
     builtin: bool = typer.Option(False, "--builtin/--no-builtin", help="Add the built-in pack to --rules."),
-    engine: bool = typer.Option(False, "--engine", help="Run the whole engine (all tiers), not only rules."),
+    engine: bool = typer.Option(
+        False,
+        "--engine",
+        help="Run the whole engine (all tiers), not only rules; with --rules / --builtin its signature tier runs "
+        "those rules instead of the configured ones.",
+    ),
     out: Path | None = typer.Option(None, "--out", help="Write the report as JSON."),
 ) -> None:
     """Replay INPUT through a rule set; report per-rule precision, recall per category, volume and a diff."""
     settings = load_settings()
-    labels = load_labels(labels_path) if labels_path else None
+    try:
+        labels = load_labels(labels_path) if labels_path else None
+    except LabelsError as error:
+        raise typer.BadParameter(str(error), param_hint="--labels") from None
     with exit_on_bad_exceptions():
-        candidate = build_pipeline(settings) if engine else _rules_pipeline(rules or [], builtin, settings)
+        if engine:
+            candidate = _engine_pipeline(rules or [], builtin, settings)
+        else:
+            candidate = _rules_pipeline(rules or [], builtin, settings)
     result, seen = run_backtest(_batches(inputs, settings), candidate, labels)
     output = report(result, labels, seen)
     if baseline:
@@ -56,14 +67,31 @@ def backtest_command(
 
 
 def _rules_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
-    dirs = default_directories(None, builtin=True) if builtin else []
-    ruleset = RuleSet.load([*dirs, *directories])
+    ruleset = _candidate_rules(directories, builtin)
+    redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
+    return Pipeline([SignatureDetector(ruleset)], redactor, exceptions=build_exceptions(settings))
+
+
+def _engine_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
+    """Every tier; the signature tier runs the candidate rules (``--rules``, plus the built-in pack with
+    ``--builtin``) when there are some, else the configured rules, so the report is about the rules passed."""
+    if not directories and not builtin:
+        return build_pipeline(settings)
+    _candidate_rules(directories, builtin)  # reported and checked here, where the engine's log may not show
+    return build_pipeline(settings, rule_dirs=_candidate_dirs(directories, builtin))
+
+
+def _candidate_dirs(directories: list[Path], builtin: bool) -> list[Path]:
+    return [*(default_directories(None, builtin=True) if builtin else []), *directories]
+
+
+def _candidate_rules(directories: list[Path], builtin: bool) -> RuleSet:
+    ruleset = RuleSet.load(_candidate_dirs(directories, builtin))
     for error in ruleset.errors:
         console.print(f"[yellow]rule not loaded:[/yellow] {error}")
     if not ruleset.rules:
         raise typer.BadParameter("no rules loaded", param_hint="--rules")
-    redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-    return Pipeline([SignatureDetector(ruleset)], redactor, exceptions=build_exceptions(settings))
+    return ruleset
 
 
 def _batches(inputs: list[str], settings: Settings) -> Iterator[list[Event]]:

@@ -116,23 +116,31 @@ def parse_rule(text: str, path: Path | None = None) -> SignatureRule:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         raise RuleLoadError(path, "?", f"invalid YAML: {error}", mark.line + 1 if mark else None) from None
+    except (ValueError, TypeError, RecursionError) as error:  # a value PyYAML cannot build (date: 2026-13-01)
+        raise RuleLoadError(path, "?", f"invalid YAML value: {error}") from None
     documents = [doc for doc in documents if doc is not None]
+    correlations = sum(isinstance(doc, dict) and "correlation" in doc for doc in documents)
+    if correlations == len(documents) > 0:
+        raise NotASignatureRuleError(path, "?", "holds correlation rules (loaded by the correlation detector)")
+    if correlations:
+        raise RuleLoadError(path, "?", "a file of correlation rules must not hold other documents: move them out")
     if len(documents) != 1 or not isinstance(documents[0], dict):
         raise RuleLoadError(path, "?", "a rule file must hold exactly one YAML mapping (one rule)")
     raw: dict[str, Any] = documents[0]
     label = f"{raw.get('title', '?')!r} ({raw.get('id', '?')})"
     lines = _key_lines(text)
-    if "correlation" in raw:
-        raise NotASignatureRuleError(path, label, "a correlation rule (loaded by the correlation detector)")
     for unsupported in ("action", "filter"):
         if unsupported in raw:
             raise RuleLoadError(path, label, f"'{unsupported}' rules are not supported", lines.get(unsupported))
+    _check_types(raw, path, label, lines)
     try:
         sigma = SigmaRule.from_dict(raw, collect_errors=False)
         conditions = [condition.parse() for condition in sigma.detection.parsed_condition]
     except SigmaError as error:
         line = lines.get("condition") if "condition" in str(error).lower() else None
         raise RuleLoadError(path, label, f"invalid Sigma: {error}", line) from None
+    except Exception as error:  # pySigma assumes well-typed fields (condition: 1, id: 1234): still this file's error
+        raise RuleLoadError(path, label, f"malformed rule: {type(error).__name__}: {error}") from None
     if len(conditions) != 1:
         raise RuleLoadError(path, label, "exactly one condition is supported", lines.get("condition"))
     for name, item in _detection_items(sigma):
@@ -169,6 +177,24 @@ def parse_rule(text: str, path: Path | None = None) -> SignatureRule:
         path=path,
         source=text,
     )
+
+
+def _check_types(raw: dict[str, Any], path: Path | None, label: str, lines: dict[str, int]) -> None:
+    """The mistakes pySigma reports only as a Python exception (``id: 1234``, ``condition: 1``), said plainly."""
+    for key in ("id", "title"):
+        if key in raw and not isinstance(raw[key], str):
+            raise RuleLoadError(path, label, f"'{key}' must be text, not {raw[key]!r}", lines.get(key))
+    detection = raw.get("detection")
+    condition = detection.get("condition") if isinstance(detection, dict) else None
+    if condition is not None and not (
+        isinstance(condition, str) or (isinstance(condition, list) and all(isinstance(c, str) for c in condition))
+    ):
+        raise RuleLoadError(
+            path,
+            label,
+            f"detection.condition must be text such as 'selection', not {condition!r}",
+            lines.get("condition"),
+        )
 
 
 def owasp_id(tag_name: str) -> str:
@@ -257,7 +283,10 @@ def _test_cases(
         )
     cases: list[TestCase] = []
     for key, expect in (("match", True), ("nomatch", False)):
-        for example in tests.get(key) or []:
+        examples = tests.get(key) or []
+        if not isinstance(examples, list):  # a bare string would otherwise be read as one example per character
+            raise RuleLoadError(path, label, f"abusewatch.tests.{key} must be a list of examples", lines.get(key))
+        for example in examples:
             if isinstance(example, str):
                 cases.append(TestCase({default_field: example}, expect))
             elif isinstance(example, dict) and all(k in FIELDS and isinstance(v, str) for k, v in example.items()):

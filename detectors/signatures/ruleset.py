@@ -24,6 +24,8 @@ from sigma.validation import SigmaValidator
 from sigma.validators.core import validators as core_validators
 
 from detectors.base import CATEGORIES, LEVELS
+from detectors.documents import ATLAS_TECHNIQUES
+from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT
 from detectors.signatures.compiler import CompiledRule, CompiledRules, compile_rule
 from detectors.signatures.parse import NotASignatureRuleError, RuleLoadError, SignatureRule, TestCase, parse_rule
 from detectors.signatures.textnorm import DEFAULT_LIMITS, Limits
@@ -53,6 +55,10 @@ SIGMA_VALIDATORS = (
     "tag_format",
 )
 OWASP_IDS = {f"llm{n:02d}" for n in range(1, 11)}
+# Rules about what the attacker writes, and the fields the attacker writes: a `not` on those fields lets the attacker
+# switch the rule off by adding the filtered words anywhere in the event (docs/rules.md, "Filters").
+ATTACK_TEXT_CATEGORIES = ("prompt_injection", "jailbreak", "system_prompt_leak")
+ATTACKER_TEXT_FIELDS = (PROMPT, DOCUMENT, TOOL_RESULT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,18 @@ def rule_files_by_directory(directories: Iterable[Path]) -> list[list[Path]]:
     return layers
 
 
+def unreadable_directories(directories: Iterable[Path]) -> list[RuleLoadError]:
+    """An error for each of ``directories`` that is gone or cannot be listed: an unmounted volume or a directory
+    being swapped must not load as "no rules"."""
+    errors = []
+    for directory in directories:
+        if not directory.exists():
+            errors.append(RuleLoadError(directory, "?", "the rules directory (or file) does not exist"))
+        elif directory.is_dir() and not os.access(directory, os.R_OK | os.X_OK):
+            errors.append(RuleLoadError(directory, "?", "the rules directory cannot be read"))
+    return errors
+
+
 def rule_files(directories: Iterable[Path]) -> list[Path]:
     """Every rule file under ``directories``: directory by directory, in the order given."""
     return [file for files in rule_files_by_directory(directories) for file in files]
@@ -166,8 +184,9 @@ class RuleSet:
     @classmethod
     def load(cls, directories: Iterable[Path], limits: Limits = DEFAULT_LIMITS) -> RuleSet:
         """The rules under ``directories``; a later directory's rule overrides an earlier one's with the same id."""
+        directories = list(directories)
         sources = []
-        errors: list[RuleLoadError] = []
+        errors = unreadable_directories(directories)
         files = []
         for layer, paths in enumerate(rule_files_by_directory(directories)):
             files.extend(paths)
@@ -196,6 +215,10 @@ class RuleSet:
                 issues.append(LintIssue("warning", where, f"{issue.description} ({type(issue).__name__})"))
         for rule in self.rules:
             issues.extend(LintIssue("error", f"{rule.path}: {rule.label}", problem) for problem in product_checks(rule))
+        for one in self.compiled.compiled:
+            issues.extend(
+                LintIssue("warning", f"{one.rule.path}: {one.rule.label}", problem) for problem in evasions(one)
+            )
         return issues
 
     def run_tests(self) -> list[RuleTestResult]:
@@ -223,6 +246,11 @@ def product_checks(rule: SignatureRule) -> list[str]:
     tags = [(tag.namespace.lower(), tag.name.lower()) for tag in rule.sigma.tags]
     if not any(namespace == "atlas" and name.startswith("aml.t") for namespace, name in tags):
         problems.append("no MITRE ATLAS tag (e.g. atlas.aml.t0051.000)")
+    problems.extend(
+        f"{namespace} tag {name!r} is not a MITRE ATLAS technique the alerts can name (detectors.documents)"
+        for namespace, name in tags
+        if name.startswith("aml.") and (namespace != "atlas" or name.upper() not in ATLAS_TECHNIQUES)
+    )
     owasp = [name for namespace, name in tags if namespace == "owasp"]
     if not owasp:
         problems.append("no OWASP LLM Top 10 tag (e.g. owasp.llm01)")
@@ -232,6 +260,23 @@ def product_checks(rule: SignatureRule) -> list[str]:
     if not any(not case.expect_match for case in rule.tests):
         problems.append("abusewatch.tests has no 'nomatch' example")
     return problems
+
+
+def evasions(one: CompiledRule) -> list[str]:
+    """Filters an attacker controls: a rule about attacker-written text whose condition negates a selection on it."""
+    if one.rule.category not in ATTACK_TEXT_CATEGORIES:
+        return []
+    positive = set(one.positive)
+    negated_fields = {item.field for item in one.items if item.id not in positive}
+    attacker = sorted(
+        field or "every text field" for field in negated_fields if field is None or field in ATTACKER_TEXT_FIELDS
+    )
+    if not attacker:
+        return []
+    return [
+        f"the condition negates a selection on {', '.join(attacker)}: a filter on text the attacker writes is an "
+        "evasion (adding the filtered words anywhere in the event switches the rule off)"
+    ]
 
 
 def compile_sources(
@@ -255,6 +300,9 @@ def compile_sources(
             continue
         except RuleLoadError as error:
             errors.append(error)
+            continue
+        except Exception as error:  # a case parse_rule did not foresee is still this one file's error
+            errors.append(RuleLoadError(path, "?", f"malformed rule: {type(error).__name__}: {error}"))
             continue
         checked.append((layer, rule.id, path, one))
         next_id += len(one.items)
@@ -302,10 +350,11 @@ class RuleFilesWatcher(ABC, Generic[T]):
     """Reloads what rule directories hold when their files change (poll: call :meth:`maybe_reload` from a timer).
 
     The first load happens here and keeps what loads (its errors are in :attr:`last_errors`); a reload replaces
-    :attr:`current` in a single assignment, and only when every file loads; otherwise the errors are logged and the
-    running set stays. That includes a rule whose id another rule of its directory already uses: a copy-pasted file
-    that sorts first must not silently replace the running rule. The fingerprint that tells a change is taken before
-    each load, so an edit that lands while loading is seen at the next poll.
+    :attr:`current` in a single assignment, and only when every file loads and every directory can be read;
+    otherwise the errors are logged and the running set stays (a vanished directory is not "no rules"). That
+    includes a rule whose id another rule of its directory already uses: a copy-pasted file that sorts first must
+    not silently replace the running rule. The fingerprint that tells a change is taken before each load, so an
+    edit that lands while loading is seen at the next poll.
     """
 
     kind = "rule"  # for the log: "<kind> reload rejected", "<kind>s reloaded"
@@ -313,7 +362,7 @@ class RuleFilesWatcher(ABC, Generic[T]):
     def __init__(self, directories: Sequence[Path]) -> None:
         self.directories = list(directories)
         self._fingerprint = self._scan()
-        self.current, errors = self._load()
+        self.current, errors = self._load_checked()
         self.last_errors: list[object] = list(errors)
 
     @abstractmethod
@@ -327,13 +376,20 @@ class RuleFilesWatcher(ABC, Generic[T]):
     def _scan(self) -> Fingerprint:
         return files_fingerprint(rule_files(self.directories))
 
+    def _load_checked(self) -> tuple[T, list[object]]:
+        """:meth:`_load`, plus an error for each directory that is gone or unreadable (once, if ``_load`` says so)."""
+        loaded, errors = self._load()
+        reported = {str(error) for error in errors}
+        missing = [error for error in unreadable_directories(self.directories) if str(error) not in reported]
+        return loaded, [*errors, *missing]
+
     def maybe_reload(self) -> ReloadOutcome:
         """Reload if any rule file was added, removed or changed since the previous load."""
         fingerprint = self._scan()
         if fingerprint == self._fingerprint:
             return ReloadOutcome.UNCHANGED
         self._fingerprint = fingerprint
-        candidate, errors = self._load()
+        candidate, errors = self._load_checked()
         self.last_errors = list(errors)
         if errors:
             running = self._summary(self.current)

@@ -7,12 +7,18 @@ points at what the user really sent. :func:`fold` is the same fold applied to pa
 value matches the folded text.
 
 The extra views are made only when the text shows signs of them, so plain text is scanned once: leet when a leet
-character sits inside a word, spaced letters when four or more single letters are separated, rot13 when at least two
-rot13-encoded common or injection words occur. Decoded payloads get the same views, nested to ``Limits.max_depth``.
+character sits inside a word, spaced letters when four or more single letters are separated (by spaces, dots,
+underscores...), underscores as spaces when a letter, an underscore and a letter follow each other
+(``ignore_all_previous``), rot13 when at least two rot13-encoded common or injection words occur. Decoded payloads get
+the same views, nested to ``Limits.max_depth``.
 
-Fold = per character: drop invisible characters (zero-width, bidi controls, Unicode tags, soft hyphen, variation
-selectors), NFKD, drop combining marks, NFKC, casefold, then map homoglyphs (Cyrillic/Greek/... look-alikes) to
-Latin. ASCII text folds to itself (up to case), so the common case costs nothing.
+Fold = per character: whitespace other than space, tab, newline, carriage return and form feed (vertical tab, NEL,
+U+2028, U+1680...) becomes a space; drop invisible characters (zero-width, bidi controls, Unicode tags, soft hyphen,
+variation selectors), NFKD, drop combining marks, NFKC, casefold, then map homoglyphs (Cyrillic/Greek/...
+look-alikes) to Latin, and what is still not ASCII to the Latin letter its Unicode name says it is a form of (``ø``
+LATIN SMALL LETTER O WITH STROKE, ``ʀ`` LATIN LETTER SMALL CAPITAL R, ``🅘`` NEGATIVE SQUARED LATIN CAPITAL LETTER I,
+``🇮`` REGIONAL INDICATOR SYMBOL LETTER I). ASCII text folds to itself (up to case and odd whitespace), so the
+common case costs nothing.
 
 Cost: views are built with C-level operations on the text and its UTF-8 bytes, not a Python step per character.
 A fold lower-cases the ASCII bytes and replaces each distinct non-ASCII character by its fold (texts of a whole
@@ -46,7 +52,7 @@ NFKC = "nfkc"
 ZERO_WIDTH = "zero_width"
 HOMOGLYPH = "homoglyph"
 LEET = "leet"
-SEPARATORS = "separators"
+SEPARATORS = "separators"  # spaced letters joined, or underscores read as spaces
 BASE64 = "base64"
 HEX = "hex"
 URL = "url"
@@ -113,6 +119,13 @@ _LEET_MAP = {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a
 _LEET = _byte_table(_LEET_MAP)
 _LEET_L = _byte_table({**_LEET_MAP, "1": "l"})
 _ASCII_LOWER = _byte_table(dict(zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)))
+# Whitespace that patterns' ``\s`` (RE2: space, tab, newline, carriage return, form feed) does not know: a space.
+_PLAIN_SPACES = frozenset(" \t\n\r\f")
+_ODD_ASCII_SPACES = "".join(chr(cp) for cp in range(0x80) if chr(cp).isspace() and chr(cp) not in _PLAIN_SPACES)
+_ASCII_FOLD = _byte_table(
+    {**dict(zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)), **dict.fromkeys(_ODD_ASCII_SPACES, " ")}
+)
+_UNDERSCORES = _byte_table({"_": " "})
 _ROT13 = _byte_table(dict(zip(string.ascii_letters, codecs.encode(string.ascii_letters, "rot13"), strict=True)))
 
 # rot13 of common English words and of the words injections are made of: a rot13 text holds several of them, plain
@@ -127,15 +140,20 @@ _ROT13_MIN_HINTS = 2
 # Signs that a variant view is worth scanning, all found in one scan of the folded text.
 # Leetspeak looks like a leet character inside or at the edge of a word ("1gn0r3", "4ll"), not like "2024".
 _LEET_HINTS = frozenset({1, 2, 3})
-# A run of >= 4 single letters separated by 1-3 non-word characters: "i g n o r e", "i.g.n.o.r.e".
+# A run of >= 4 single letters separated by 1-3 other characters: "i g n o r e", "i.g.n.o.r.e", "i_g_n_o_r_e".
 _SPACED_HINT = 10
+# Words joined by underscores: "ignore_all_previous_instructions".
+_UNDERSCORE_HINT = 11
 _ROT13_HINTS = frozenset(range(100, 100 + len(_ROT13_WORDS)))
 _HINTS = MultiMatcher(
     [
         Pattern(1, r"[a-z][013457@$]+[a-z]"),
         Pattern(2, r"(?:^|[^a-z0-9])[013457@$][a-z]{2}"),
         Pattern(3, r"[a-z]{2}[013457@$](?:[^a-z0-9]|$)"),
-        Pattern(_SPACED_HINT, r"(?:^|\W)\w\W{1,3}\w\W{1,3}\w\W{1,3}\w(?:\W|$)", dotall=True),
+        Pattern(
+            _SPACED_HINT, r"(?:^|[\W_])[^\W_][\W_]{1,3}[^\W_][\W_]{1,3}[^\W_][\W_]{1,3}[^\W_](?:[\W_]|$)", dotall=True
+        ),
+        Pattern(_UNDERSCORE_HINT, r"[a-z]_[a-z]"),
         *(Pattern(100 + i, rf"\b{codecs.encode(word, 'rot13')}\b") for i, word in enumerate(_ROT13_WORDS)),
     ],
     max_matches_per_pattern=1,
@@ -192,6 +210,8 @@ class _FoldTable(dict[int, str]):
 
 
 def _fold_char(char: str) -> str:
+    if char.isspace() and char not in _PLAIN_SPACES:
+        return " "
     if char.isascii():
         return char.lower()
     if _is_invisible(ord(char)):
@@ -199,7 +219,35 @@ def _fold_char(char: str) -> str:
     decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
     composed = unicodedata.normalize("NFKC", decomposed).casefold()
     homoglyphs = _homoglyphs()
-    return "".join(homoglyphs.get(c, c) for c in composed)
+    return "".join(homoglyphs.get(c) or _letter_by_name(c) or c for c in composed)
+
+
+# Unicode names of the forms of a Latin letter that neither NFKC nor the confusables map: the letter follows.
+_LETTER_NAME_PREFIXES = (
+    "LATIN SMALL LETTER ",
+    "LATIN CAPITAL LETTER ",
+    "LATIN LETTER SMALL CAPITAL ",
+    "LATIN SMALL LETTER BARRED ",
+    "LATIN CAPITAL LETTER BARRED ",
+    "LATIN SMALL LETTER DOTLESS ",
+    "LATIN SMALL LETTER SCRIPT ",
+    "NEGATIVE CIRCLED LATIN CAPITAL LETTER ",
+    "NEGATIVE SQUARED LATIN CAPITAL LETTER ",
+    "SQUARED LATIN CAPITAL LETTER ",
+    "REGIONAL INDICATOR SYMBOL LETTER ",
+)
+
+
+def _letter_by_name(char: str) -> str | None:
+    """The ASCII letter a non-ASCII character is a form of by its Unicode name ("... LETTER O WITH STROKE" -> o)."""
+    if char.isascii():
+        return None
+    name = unicodedata.name(char, "").split(" WITH ", 1)[0]
+    for prefix in _LETTER_NAME_PREFIXES:
+        letter = name.removeprefix(prefix)
+        if letter != name and len(letter) == 1 and "A" <= letter <= "Z":
+            return letter.lower()
+    return None
 
 
 _FOLD = _FoldTable()
@@ -207,19 +255,27 @@ _FOLD = _FoldTable()
 
 def fold(text: str) -> str:
     """The fold of ``text`` (see module docstring); pattern literals go through this too."""
-    return text.lower() if text.isascii() else text.translate(_FOLD)
+    if not text.isascii():
+        return text.translate(_FOLD)
+    return _translate_ascii(text, _ASCII_FOLD) if _has_odd_ascii_space(text) else text.lower()
+
+
+def _has_odd_ascii_space(text: str) -> bool:
+    return any(space in text for space in _ODD_ASCII_SPACES)
 
 
 @cache
 def _char_transform(char: str) -> str | None:
     """Which transform folding ``char`` amounts to, if any beyond case."""
+    if char.isspace() and char not in _PLAIN_SPACES:
+        return NFKC
     if char.isascii():
         return None
     if _is_invisible(ord(char)):
         return ZERO_WIDTH
     decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
     composed = unicodedata.normalize("NFKC", decomposed).casefold()
-    if any(c in _homoglyphs() for c in composed):
+    if any(c in _homoglyphs() or _letter_by_name(c) for c in composed):
         return HOMOGLYPH
     if composed != char.casefold():
         return NFKC
@@ -228,7 +284,7 @@ def _char_transform(char: str) -> str | None:
 
 def explain(original: str) -> tuple[str, ...]:
     """The fold transforms that ``original`` (a matched slice) needed, in a stable order."""
-    if original.isascii():
+    if original.isascii() and not _has_odd_ascii_space(original):
         return ()
     found = {_char_transform(c) for c in original} - {None}
     return tuple(name for name in (NFKC, ZERO_WIDTH, HOMOGLYPH) if name in found)
@@ -291,6 +347,9 @@ def _fold_views(source: str, transforms: tuple[str, ...], origin: tuple[int, int
     views = [View(source, source, transforms, origin=origin, cased=True)]
     if source.isascii():
         folded, offsets = source, None
+        if _has_odd_ascii_space(source):
+            folded = _translate_ascii(source, _ASCII_FOLD)
+            views.append(View(folded, source, transforms, None, origin))
     else:
         folded, offsets = _fold_with_offsets(source)
         if folded != source:
@@ -309,6 +368,9 @@ def _fold_views(source: str, transforms: tuple[str, ...], origin: tuple[int, int
         if offsets is not None:
             joined_offsets = [offsets[i] for i in joined_offsets]
         views.append(View(joined, source, (*transforms, SEPARATORS), joined_offsets, origin, variant=True))
+    if _UNDERSCORE_HINT in hints:
+        spaced = _translate_ascii(folded, _UNDERSCORES)
+        views.append(View(spaced, source, (*transforms, SEPARATORS), offsets, origin, variant=True))
     if len(hints & _ROT13_HINTS) >= _ROT13_MIN_HINTS:
         rot13 = _translate_ascii(folded, _ROT13)
         views.append(View(rot13, source, (*transforms, ROT13), offsets, origin, variant=True))
@@ -331,7 +393,7 @@ def _fold_with_offsets(source: str) -> tuple[str, list[int] | None]:
     chars = set(data.translate(None, _ASCII).decode("utf-8", "surrogatepass"))
     changed = {char: folded for char in chars if (folded := _FOLD[ord(char)]) != char}
     if len(changed) * len(data) <= _REPLACE_PASSES * len(source) and _replaceable(changed):
-        replaced = data.lower()
+        replaced = data.translate(_ASCII_FOLD)
         for char, target in changed.items():
             replaced = replaced.replace(_utf8(char), _utf8(target))
         folded = replaced.decode("utf-8", "surrogatepass")
