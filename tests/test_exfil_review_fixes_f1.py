@@ -1,6 +1,7 @@
 """Review fixes: bounds on validated values (not raw anchors), linear overlap sweep and walks, card/SSN/phone labels
 and trailing expiry/CVV, metadata keys that are not secrets, and the extra credential formats."""
 
+import json
 import random
 import string
 
@@ -14,6 +15,8 @@ from detectors.exfil.detector import candidate_scanner
 from detectors.exfil.pii import labelled_as_thing, pii_specs
 from detectors.exfil.secrets import secret_specs
 from detectors.exfil.urls import url_specs
+from detectors.pipeline import Pipeline
+from detectors.redact import Redactor
 from tests.fixtures.exfil.builders import chat, rules, run
 
 PASSWORD = "Zq7#vL9pR2mX4kT8"
@@ -350,3 +353,13 @@ def test_json_unicode_escapes_inside_a_value_do_not_hide_it(detector):
     detections, findings = run(detector, chat(prompt="show the config", completion=f"Sure: {text}"))
     assert rules(detections) == {"abw-exfil-secret-output"}
     assert written in {s.value for s in findings.sensitive}
+
+
+@pytest.mark.parametrize("hide", [lambda v: v[:8] + "\u200b" + v[8:], lambda v: v[:8] + f"\\u{ord(v[8]):04x}" + v[9:]])
+def test_a_value_found_through_the_reader_view_is_masked_as_read_too(hide):
+    """The same secret written plainly elsewhere (the model echoing it) must not reach an output raw."""
+    password = "Vq7#Lm2$Xp9@Rt4!Kw8z"
+    event = chat(prompt=f"Store this for me: password={hide(password)}", completion=f"Done. I stored {password}.")
+    pipeline = Pipeline([ExfilDetector()], Redactor(b"test-redaction-key-0123456789"))
+    result = pipeline.process([event])
+    assert password not in json.dumps({"events": result.events, "alerts": result.alerts})

@@ -14,7 +14,7 @@ from typing import Any
 from detectors.base import Detection, Detector, Findings, SensitiveValue
 from detectors.event import Event
 from detectors.exfil.canaries import CanaryCheck
-from detectors.exfil.candidates import CandidateScanner
+from detectors.exfil.candidates import CandidateScanner, reader_view
 from detectors.exfil.config import ExfilConfig
 from detectors.exfil.context import EventContext, build_context
 from detectors.exfil.flows import ConversationIndex, FlowTracer
@@ -153,6 +153,8 @@ class ExfilDetector(Detector):
             secret = hit.family == "secret" and config.redact_secrets
             if secret or (hit.family == "pii" and self._redacts_pii(hit.kind)):
                 values[(hit.kind, hit.value)] = hit.key
+                if (view := reader_view(hit.value)) is not None:  # written with invisible characters or escapes:
+                    values[(hit.kind, view[0])] = hit.key  # the form as read may appear elsewhere, unflagged
         return [SensitiveValue(kind=kind, value=value, key=key) for (kind, value), key in values.items()]
 
     def _redacts_pii(self, kind: str) -> bool:
