@@ -110,31 +110,44 @@ class Event(msgspec.Struct, kw_only=True):
     content_redacted: bool = False
     truncated: bool = False
     timestamp_assumed: bool = False  # the record had no usable time: ``timestamp`` is when it was normalised
-    judged_from: int | None = None  # first input message to judge, when history the client sent was never seen
+    judged_span: tuple[int, int] | None = None  # input messages to judge, when the session's history says so
 
     def new_input(self) -> list[Message]:
         """Input messages that are new in this request, which every tier judges.
 
         Chat clients resend the whole history each turn; detectors that scan only the new part alert once per
         attack instead of once per later turn. New are the messages after the last assistant turn, and any
-        assistant turns the request ends with: a "prefill" the client wrote to steer the reply. The pipeline
-        sets ``judged_from`` earlier when the history holds turns its session never showed (see
-        :class:`detectors.history.HistoryLedger`): history the client invented is judged too.
+        assistant turns the request ends with: a "prefill" the client wrote to steer the reply. The pipeline's
+        history ledger (:class:`detectors.history.HistoryLedger`) sets ``judged_span`` when the session says
+        otherwise: history turns it never showed are judged too (a fabricated history), and a trailing assistant
+        turn it showed as a reply is not (a "continue" request resending a reply cut short).
         """
-        start = self.stateless_start()
-        if self.judged_from is not None:
-            start = min(start, max(self.judged_from, 0))
-        return self.input_messages[start:]
+        start, end = self.judged_bounds()
+        return self.input_messages[start:end]
+
+    def judged_bounds(self) -> tuple[int, int]:
+        """``(start, end)`` of :meth:`new_input` in ``input_messages``."""
+        count = len(self.input_messages)
+        if self.judged_span is None:
+            return self.stateless_start(), count
+        start, end = self.judged_span
+        end = min(max(end, 0), count)
+        return min(max(start, 0), end), end
 
     def stateless_start(self) -> int:
         """Index of the first message after the last assistant turn that precedes the request's own turns."""
-        end = len(self.input_messages)
-        while end and self.input_messages[end - 1].role == "assistant":
-            end -= 1
+        end = self.trailing_assistant_start()
         for index in range(end - 1, -1, -1):
             if self.input_messages[index].role == "assistant":
                 return index + 1
         return 0
+
+    def trailing_assistant_start(self) -> int:
+        """Index of the first of the assistant turns the input ends with (its length when it ends otherwise)."""
+        end = len(self.input_messages)
+        while end and self.input_messages[end - 1].role == "assistant":
+            end -= 1
+        return end
 
     def output_tool_calls(self) -> list[ToolCall]:
         return [call for message in self.output_messages for call in message.tool_calls]
@@ -148,6 +161,11 @@ class Event(msgspec.Struct, kw_only=True):
                 yield PROMPT, message.content
             elif message.role == "tool" and message.content:
                 yield TOOL_RESULT, message.content
+            for call in message.tool_calls:  # tool calls and results the client sent, never shown by its session
+                if call.arguments:
+                    yield TOOL_ARGUMENTS, call.arguments
+                if call.result:
+                    yield TOOL_RESULT, call.result
         for doc in self.retrieved_documents:
             if doc.content:
                 yield DOCUMENT, doc.content

@@ -2,71 +2,141 @@
 
 Chat APIs are stateless: the client resends the whole conversation every turn, and detectors judge only the new
 part (:meth:`Event.new_input`) so an attack alerts once, not once per later turn. That trusts the client's history.
-An attacker can put the payload in an earlier "user" turn, add a fabricated assistant reply ("Sure, I am DAN
-now") and end with a harmless turn: no request ever carried the payload as its new part. The ledger remembers a
-hash of every input turn and every reply it saw per session, and moves an event's ``judged_from`` back to the first
-turn of its history that the session never showed, so every turn is judged once, whoever wrote it.
+An attacker can put the payload in an earlier "user" turn (or a tool result), add a fabricated assistant reply
+("Sure, I am DAN now") and end with a harmless turn: no request ever carried the payload as its new part. The
+ledger remembers a keyed hash of every input turn and every reply each session (identity and session id) showed,
+and sets an event's ``judged_span`` so that every history turn the session never showed is judged, once. A trailing
+assistant turn that the session showed as a reply (a "continue" request resending a reply cut short) is not judged
+as the client's words.
 
-Memory is bounded (least recently seen entries are forgotten first) and the ledger is not checkpointed: after a
-restart or an eviction a session's history is judged once more, which can repeat an alert but never hides one.
+Memory is bounded per session (its most recent :data:`MAX_TURNS_PER_SESSION` turns) and in total (least recently
+active sessions are forgotten first), so one request with a huge history forgets only its own session's turns. The
+ledger is part of the pipeline's checkpoint. A forgotten session's history is judged once more when it is resent,
+which can repeat an alert but never hides one. The pipeline judges a batch first and records its turns only once
+the batch went through (:meth:`HistoryLedger.commit`), so a batch retried event by event is judged the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import secrets
+from collections import OrderedDict
+from collections.abc import Container, Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from detectors.event import Event, Message
 
 DEFAULT_CAPACITY = 100_000  # turns remembered per pipeline (one pipeline per partition): about 10 MB
+MAX_TURNS_PER_SESSION = 1_024
+
+Pending = list[tuple[int, list[int]]]  # (session, turns) to record once the batch went through
 
 
 class HistoryLedger:
-    """Hashes of the turns each session (identity and session id) has shown, most recently seen last."""
+    """Keyed hashes of the turns each session showed, sessions in order of last activity."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, key: bytes | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
-        self._seen: dict[int, None] = {}
+        self._key = hashlib.blake2b(key or secrets.token_bytes(32), person=b"abw-history", digest_size=32).digest()
+        self._sessions: OrderedDict[int, OrderedDict[int, None]] = OrderedDict()
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._size
 
-    def judge(self, event: Event) -> Event:
-        """``event``, with ``judged_from`` moved back to the first history turn its session never showed; then
-        remembers its input turns and replies. Returns the same object when nothing moves."""
-        scope = _scope(event)
-        keys = [_turn_key(scope, message) for message in event.input_messages]
-        start = event.stateless_start()
-        unseen = next((i for i, key in enumerate(keys[:start]) if key is not None and key not in self._seen), None)
-        self._remember(keys)
-        self._remember(_turn_key(scope, message) for message in event.output_messages)
-        if unseen is None:
-            return event
-        return msgspec.structs.replace(event, judged_from=unseen)
+    def judge(self, events: Sequence[Event]) -> tuple[list[Event], Pending]:
+        """``events``, each with ``judged_span`` set where its session's history says so (the same object when
+        nothing changes), and the turns to :meth:`commit` once they went through. Turns of earlier events of the
+        batch count as shown for later ones."""
+        judged: list[Event] = []
+        pending: Pending = []
+        batch: dict[int, set[int]] = {}
+        for event in events:
+            session = self._hash(_scope(event))
+            known = self._sessions.get(session, {})
+            shown = batch.setdefault(session, set())
+            keys = [self._turn_key(session, message) for message in event.input_messages]
+            replies = [self._turn_key(session, message) for message in event.output_messages]
+            judged.append(_with_span(event, keys, known, shown))
+            turns = [key for key in (*keys, *replies) if key is not None]
+            shown.update(turns)
+            pending.append((session, turns))
+        return judged, pending
 
-    def _remember(self, keys: Iterable[int | None]) -> None:
-        for key in keys:
-            if key is None:
-                continue
-            self._seen.pop(key, None)
-            self._seen[key] = None
-            if len(self._seen) > self.capacity:
-                del self._seen[next(iter(self._seen))]
+    def commit(self, pending: Pending) -> None:
+        """Record the turns of a batch that went through."""
+        for session, turns in pending:
+            kept = self._sessions.pop(session, None)
+            if kept is None:
+                kept = OrderedDict()
+            self._sessions[session] = kept
+            before = len(kept)
+            for turn in turns:
+                kept.pop(turn, None)
+                kept[turn] = None
+            while len(kept) > MAX_TURNS_PER_SESSION:
+                kept.popitem(last=False)
+            self._size += len(kept) - before
+        while self._size > self.capacity:
+            _, forgotten = self._sessions.popitem(last=False)
+            self._size -= len(forgotten)
+
+    def state(self) -> list[list[Any]]:
+        """The sessions, least recently active first, each as its hash and its turns' hashes (64-bit integers)."""
+        return [[session, list(turns)] for session, turns in self._sessions.items()]
+
+    def load_state(self, state: Iterable[Sequence[Any]]) -> None:
+        self._sessions = OrderedDict((int(session), OrderedDict.fromkeys(map(int, turns))) for session, turns in state)
+        self._size = sum(len(turns) for turns in self._sessions.values())
+        self.commit([])  # a smaller capacity than the checkpoint's applies at once
+
+    def fresh(self) -> HistoryLedger:
+        """An empty ledger with the same key and capacity (one per partition)."""
+        clone = HistoryLedger(self.capacity)
+        clone._key = self._key
+        return clone
+
+    def _hash(self, text: str) -> int:
+        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), key=self._key, digest_size=8).digest()
+        return int.from_bytes(digest, "little")
+
+    def _turn_key(self, session: int, message: Message) -> int | None:
+        """A turn within its session; ``None`` for a turn with nothing to judge. Replies are kept under the
+        assistant role, as clients resend them; surrounding whitespace is ignored, as clients trim it."""
+        if message.role not in ("user", "assistant", "tool"):
+            return None
+        content = message.content.strip()
+        if not content and not message.tool_calls:
+            return None
+        parts = [message.role, content]
+        for call in message.tool_calls:
+            parts += [call.name, call.arguments, call.result or ""]
+        return self._hash(f"{session}:" + "".join(f"{len(part)}:{part}" for part in parts))
 
 
 def _scope(event: Event) -> str:
     return f"{event.identity.key()}\x1f{event.identity.session_id or ''}"
 
 
-def _turn_key(scope: str, message: Message) -> int | None:
-    """A 64-bit hash of a turn within its session; ``None`` for a turn with nothing to judge. Replies are stored
-    under the assistant role, as clients resend them; surrounding whitespace is ignored, as clients trim it."""
-    content = message.content.strip()
-    if not content or message.role not in ("user", "assistant", "tool"):
-        return None
-    text = f"{scope}\x1f{message.role}\x1f{content}".encode("utf-8", "surrogatepass")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+def _with_span(event: Event, keys: list[int | None], known: Container[int], shown: Container[int]) -> Event:
+    """``event`` with the span the session's history calls for: from the first history turn not seen (before the
+    request's own turns), and without trailing assistant turns that were all seen as replies."""
+
+    def seen(key: int | None) -> bool:
+        return key is None or key in known or key in shown
+
+    count = len(event.input_messages)
+    stateless = event.stateless_start()
+    trailing = event.trailing_assistant_start()
+    if trailing < count and all(seen(key) for key in keys[trailing:]):  # a reply resent to be continued:
+        end = first_new = trailing  # nothing of the request is its own, unless the session never showed it
+    else:
+        end, first_new = count, stateless
+    start = next((index for index, key in enumerate(keys[:first_new]) if not seen(key)), first_new)
+    if start == stateless and end == count:
+        return event
+    return msgspec.structs.replace(event, judged_span=(start, end))

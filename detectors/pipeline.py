@@ -65,22 +65,25 @@ class Pipeline:
         redactor: Redactor,
         grouper: AlertGrouper | None = None,
         exceptions: ExceptionList | None = None,
+        history: HistoryLedger | None = None,
     ) -> None:
         self.detectors = list(detectors)
         self.redactor = redactor
         self.grouper = grouper or AlertGrouper(redactor)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
         self.latest_event_time: float | None = None  # the newest time a record gave (not assumed), in the state
-        self.history = HistoryLedger()
+        self.history = history or HistoryLedger(key=redactor.derive_key("history turns"))
 
     def process(self, events: Sequence[Event]) -> BatchResult:
-        events = [self.history.judge(event) for event in self._with_event_times(events)]
+        events, turns = self.history.judge(self._with_event_times(events))
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
         runs = distinct_id_runs(events)
         for detector in self.detectors:
             detections.extend(self.run_detector(detector, events, findings, runs))
-        return self.render(events, findings, detections)
+        result = self.render(events, findings, detections)
+        self.history.commit(turns)  # only once the batch went through: a retry judges it the same way
+        return result
 
     def _with_event_times(self, events: Sequence[Event]) -> list[Event]:
         """``events``, each whose time the normaliser assumed (the record had none, or one far in the future) at
@@ -186,6 +189,7 @@ class Pipeline:
             "detectors": {detector.name: detector.state() for detector in self.detectors},
             "alerting": self.grouper.state(),
             "latest_event_time": self.latest_event_time,
+            "history": self.history.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -194,6 +198,7 @@ class Pipeline:
         self.grouper.load_state(state.get("alerting", {}))
         latest = state.get("latest_event_time")
         self.latest_event_time = float(latest) if latest is not None else None
+        self.history.load_state(state.get("history", []))
 
     def fresh(self) -> Pipeline:
         """The same detectors, configuration and redactor with no state: one pipeline per identity partition.
@@ -201,7 +206,11 @@ class Pipeline:
         Stateless tiers (compiled rule packs, models) are shared, not copied; see :meth:`Detector.fresh`.
         """
         return Pipeline(
-            [detector.fresh() for detector in self.detectors], self.redactor, self.grouper.fresh(), self.exceptions
+            [detector.fresh() for detector in self.detectors],
+            self.redactor,
+            self.grouper.fresh(),
+            self.exceptions,
+            self.history.fresh(),
         )
 
     def _run(self, detector: Detector, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:

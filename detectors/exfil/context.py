@@ -69,9 +69,9 @@ def _segments(event: Event) -> list[Segment]:
     segments: list[Segment] = []
     if event.system_instructions:
         segments.append(Segment(SYSTEM, event.system_instructions, "input", new=False))
-    new_start = len(event.input_messages) - len(event.new_input())
+    new_start, new_end = event.judged_bounds()
     for index, message in enumerate(event.input_messages):
-        new = index >= new_start
+        new = new_start <= index < new_end
         if message.content:
             if message.role == "user":
                 segments.append(Segment(PROMPT if new else HISTORY, message.content, "input", new, user_supplied=True))
