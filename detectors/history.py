@@ -60,12 +60,36 @@ class HistoryLedger:
             known = self._sessions.get(session, {})
             shown = batch.setdefault(session, set())
             keys = [self._turn_key(session, message) for message in event.input_messages]
-            replies = [self._turn_key(session, message) for message in event.output_messages]
-            judged.append(_with_span(event, keys, known, shown))
-            turns = [key for key in (*keys, *replies) if key is not None]
+            seen = [
+                key is None or key in known or key in shown or self._results_shown(session, message, known, shown)
+                for key, message in zip(keys, event.input_messages, strict=True)
+            ]
+            judged.append(_with_span(event, seen))
+            turns = [key for key in keys if key is not None]
+            turns += [key for message in event.output_messages if (key := self._turn_key(session, message))]
+            turns += self._result_keys(session, event)
             shown.update(turns)
             pending.append((session, turns))
         return judged, pending
+
+    def _result_keys(self, session: int, event: Event) -> list[int]:
+        """What this turn retrieved or its tools returned, as a resent tool call's result may read it: each
+        retrieved document, all of them joined by blank lines (a resent ``file_search_call``), each tool result."""
+        documents = [document.content for document in event.retrieved_documents if document.content]
+        results = [call.result for call in event.output_tool_calls() if call.result]
+        texts = [*documents, "\n\n".join(documents), *results] if documents else results
+        return [self._result_key(session, text) for text in texts]
+
+    def _results_shown(self, session: int, message: Message, known: Container[int], shown: Container[int]) -> bool:
+        """A history turn of tool calls whose every result the session showed (retrieved, or a tool's output)."""
+        calls = message.tool_calls
+        if message.content.strip() or not calls or not all(call.result for call in calls):
+            return False
+        keys = [self._result_key(session, call.result or "") for call in calls]
+        return all(key in known or key in shown for key in keys)
+
+    def _result_key(self, session: int, text: str) -> int:
+        return self._hash(f"{session}:result:{text.strip()}")
 
     def commit(self, pending: Pending) -> None:
         """Record the turns of a batch that went through."""
@@ -122,21 +146,18 @@ def _scope(event: Event) -> str:
     return f"{event.identity.key()}\x1f{event.identity.session_id or ''}"
 
 
-def _with_span(event: Event, keys: list[int | None], known: Container[int], shown: Container[int]) -> Event:
-    """``event`` with the span the session's history calls for: from the first history turn not seen (before the
-    request's own turns), and without trailing assistant turns that were all seen as replies."""
-
-    def seen(key: int | None) -> bool:
-        return key is None or key in known or key in shown
-
+def _with_span(event: Event, seen: list[bool]) -> Event:
+    """``event`` with the span the session's history calls for (``seen``: whether the session showed each input
+    turn): from the first history turn not seen (before the request's own turns), and without trailing assistant
+    turns that were all seen as replies."""
     count = len(event.input_messages)
     stateless = event.stateless_start()
     trailing = event.trailing_assistant_start()
-    if trailing < count and all(seen(key) for key in keys[trailing:]):  # a reply resent to be continued:
+    if trailing < count and all(seen[trailing:]):  # a reply resent to be continued:
         end = first_new = trailing  # nothing of the request is its own, unless the session never showed it
     else:
         end, first_new = count, stateless
-    start = next((index for index, key in enumerate(keys[:first_new]) if not seen(key)), first_new)
+    start = next((index for index in range(first_new) if not seen[index]), first_new)
     if start == stateless and end == count:
         return event
     return msgspec.structs.replace(event, judged_span=(start, end))

@@ -7,6 +7,11 @@ of parts, ``tool_calls[].function.{name, arguments}`` and custom tools' ``tool_c
 the remote MCP server's ``output`` as the call's result, ``file_search_call.results[].text`` as retrieved
 documents), ``instructions`` and the ``prompt`` template's ``variables`` (user text).
 
+A ``file_search_call`` in a response's output is what this turn retrieved: its results are the event's retrieved
+documents, judged as such. Stateless clients resend it in later requests' ``input``; there it is history, read as
+an assistant ``file_search`` call with the results as its result (like a resent ``mcp_call``), so one poisoned
+document alerts on the turn that retrieved it, not on every later turn.
+
 Gateways that proxy the Anthropic Messages API log its shapes (content blocks, ``type: message`` responses);
 those are read with :mod:`detectors.normalise.blocks`.
 
@@ -45,10 +50,15 @@ class Completion(NamedTuple):
 
 
 class Conversation:
-    """Messages, system text and retrieved documents accumulated from chat messages and Responses items, in order."""
+    """Messages, system text and retrieved documents accumulated from chat messages and Responses items, in order.
 
-    def __init__(self, clip: TextLimit) -> None:
+    ``output``: the items are a response's output (what this turn did), not a request's input (the client's
+    history and new turn); only output ``file_search_call`` results are retrieved documents.
+    """
+
+    def __init__(self, clip: TextLimit, *, output: bool = False) -> None:
         self.clip = clip
+        self.output = output
         self.system: list[str] = []
         self.messages: list[Message] = []
         self.documents: list[RetrievedDocument] = []
@@ -91,8 +101,10 @@ class Conversation:
             if call is not None and item.get("output") is not None:
                 call.result = output_text(item["output"])
             self._assistant_call(call)
-        elif kind == "file_search_call":
+        elif kind == "file_search_call" and self.output:
             self.documents.extend(retrieved_documents(item.get("results"), self.clip))
+        elif kind == "file_search_call":
+            self._assistant_call(self._file_search_call(item))
         elif kind in (None, "message"):
             self._message(item)
         # reasoning, web_search_call, image_generation_call...: no text a detector should read
@@ -136,6 +148,16 @@ class Conversation:
         else:
             self.messages.append(Message(role="assistant", tool_calls=[call]))
 
+    def _file_search_call(self, item: dict[str, Any]) -> ToolCall:
+        """A resent ``file_search_call``: its queries as the arguments, its results' texts as the result."""
+        documents = retrieved_documents(item.get("results"), self.clip)
+        return ToolCall(
+            name="file_search",
+            arguments=json_text(item.get("queries")),
+            id=as_str(item.get("id"), MAX_ID_CHARS),
+            result="\n\n".join(document.content for document in documents if document.content) or None,
+        )
+
     def _clip_call(self, call: ToolCall) -> ToolCall:
         call.arguments = self.clip(call.arguments)
         if call.result is not None:
@@ -168,7 +190,7 @@ def output_text(output: Any) -> str:
 def choices_output(response: dict[str, Any], clip: TextLimit) -> Completion:
     """Output messages and finish reasons of a chat.completion (``choices[].message``) or a legacy text
     completion (``choices[].text``)."""
-    conversation = Conversation(clip)
+    conversation = Conversation(clip, output=True)
     reasons: list[str] = []
     for choice in as_items(response.get("choices")):
         if not isinstance(choice, dict):
@@ -185,8 +207,9 @@ def choices_output(response: dict[str, Any], clip: TextLimit) -> Completion:
 
 
 def responses_output(response: dict[str, Any], clip: TextLimit) -> Completion:
-    """Output messages and finish reasons of a Responses API ``response`` object (``output`` items)."""
-    conversation = Conversation(clip)
+    """Output messages, finish reasons and retrieved documents of a Responses API ``response`` object (``output``
+    items)."""
+    conversation = Conversation(clip, output=True)
     conversation.add_items(response.get("output"))
     if not any(m.content or m.tool_calls for m in conversation.messages) and isinstance(
         response.get("output_text"), str

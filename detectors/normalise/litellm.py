@@ -109,7 +109,6 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             tool_definitions=tool_definitions(params.get("tools")),
             retrieved_documents=vector_store_documents(metadata.get("vector_store_request_metadata"), clip)
             + retrieved_documents(requester.get("retrieved_documents", metadata.get("retrieved_documents")), clip)
-            + conversation.documents
             + completion.documents,
             request_params=request_params({**params, **({"stream": True} if stream else {})}),
             identity=Identity(

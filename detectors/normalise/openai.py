@@ -108,7 +108,6 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             output_messages=completion.messages,
             tool_definitions=tool_definitions(request.get("tools")),
             retrieved_documents=retrieved_documents(record.get("retrieved_documents", record.get("context")), clip)
-            + conversation.documents
             + completion.documents,
             request_params=request_params(request),
             identity=Identity(

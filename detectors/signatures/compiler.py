@@ -310,11 +310,13 @@ class CompiledRules:
         matcher = self.matchers.get(field_name)
         if matcher is None or not text:
             return {}, False
-        views, truncated = text_views(text, self.limits)
+        views, truncated = text_views(text, self.limits, keep_case=field_name in self.case_matchers)
         found: dict[int, ItemMatch] = {}
         for view in views:
             scanner = matcher
-            if view.case_only:  # caseless items match it as they matched the text as written, scanned just before
+            # A case-only fold: caseless items match it as they matched the text as written, scanned just before; the
+            # cased fold: only items that tell case match it otherwise than the fold.
+            if view.case_only or view.case_kept:
                 scanner = self.case_matchers.get(field_name)
                 if scanner is None:
                     continue

@@ -6,6 +6,11 @@ variants and decoded payloads), each with a map from its offsets back to the ori
 points at what the user really sent. :func:`fold` is the same fold applied to pattern literals, so a ``contains``
 value matches the folded text.
 
+Patterns that tell case (an inline ``(?-i:DAN)`` group in a caseless pattern) cannot match the fold, which is
+lower-case, so a text with look-alike characters also gets, when asked for, a *cased fold*: the fold without the
+case folding, where a look-alike of a capital becomes the ASCII capital (``DАN`` with a Cyrillic A, full-width
+``ＤＡＮ``, bold ``𝐃𝐀𝐍``, small-capital ``ᴅᴀɴ`` -> ``DAN``) and a lower-case look-alike the lower-case letter.
+
 The extra views are made only when the text shows signs of them, so plain text is scanned once: leet when a leet
 character sits inside a word, spaced letters when four or more single letters are separated (by spaces, dots,
 underscores...), underscores as spaces when a letter, an underscore and a letter follow each other
@@ -38,7 +43,7 @@ import json
 import string
 import unicodedata
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -125,6 +130,8 @@ _ODD_ASCII_SPACES = "".join(chr(cp) for cp in range(0x80) if chr(cp).isspace() a
 _ASCII_FOLD = _byte_table(
     {**dict(zip(string.ascii_uppercase, string.ascii_lowercase, strict=True)), **dict.fromkeys(_ODD_ASCII_SPACES, " ")}
 )
+_ASCII_SPACES = _byte_table(dict.fromkeys(_ODD_ASCII_SPACES, " "))  # the cased fold of ASCII: odd spaces only
+_NOT_ASCII_UPPER = bytes(b for b in range(256) if not 0x41 <= b <= 0x5A)  # delete these: the ASCII capitals remain
 _UNDERSCORES = _byte_table({"_": " "})
 _ROT13 = _byte_table(dict(zip(string.ascii_letters, codecs.encode(string.ascii_letters, "rot13"), strict=True)))
 
@@ -165,18 +172,20 @@ def _is_invisible(cp: int) -> bool:
 
 
 @cache
-def _homoglyphs() -> dict[str, str]:
-    """Non-ASCII letters that look like a Latin letter, from Unicode's confusables (via confusable_homoglyphs)."""
+def _homoglyphs(keep_case: bool = False) -> dict[str, str]:
+    """Non-ASCII letters that look like a Latin letter, from Unicode's confusables (via confusable_homoglyphs): the
+    lower-case letter, or with ``keep_case`` the letter as confusable (one in the character's own case if any)."""
     data = json.loads(resources.files("confusable_homoglyphs").joinpath("confusables.json").read_text("utf-8"))
     table: dict[str, str] = {}
     for char, confusables in data.items():
         if len(char) != 1 or char.isascii():
             continue
-        letters = sorted(
-            {c["c"].lower() for c in confusables if len(c["c"]) == 1 and c["c"].isascii() and c["c"].isalpha()}
-        )
+        letters = sorted({c["c"] for c in confusables if len(c["c"]) == 1 and c["c"].isascii() and c["c"].isalpha()})
+        if not keep_case:
+            letters = sorted({letter.lower() for letter in letters})
+        same_case = [letter for letter in letters if letter.isupper() == char.isupper()]
         if letters:
-            table[char] = letters[0]
+            table[char] = (same_case or letters)[0]
     return table
 
 
@@ -195,14 +204,16 @@ _SPACED_RUN = re2.compile(rb"(?:^|-)(a(?:-{1,3}a){3,})(?:-|$)", _BYTES)
 
 
 class _FoldTable(dict[int, str]):
-    """``str.translate`` table that folds each character on first sight; remembers which ones change length."""
+    """``str.translate`` table that folds each character on first sight with ``fold_char``; remembers which ones
+    change length."""
 
-    def __init__(self) -> None:
+    def __init__(self, fold_char: Callable[[str], str]) -> None:
         super().__init__()
+        self.fold_char = fold_char
         self.non_unit: set[str] = set()
 
     def __missing__(self, cp: int) -> str:
-        folded = _fold_char(chr(cp))
+        folded = self.fold_char(chr(cp))
         if len(folded) != 1:
             self.non_unit.add(chr(cp))
         self[cp] = folded
@@ -216,10 +227,38 @@ def _fold_char(char: str) -> str:
         return char.lower()
     if _is_invisible(ord(char)):
         return ""
-    decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
-    composed = unicodedata.normalize("NFKC", decomposed).casefold()
     homoglyphs = _homoglyphs()
-    return "".join(homoglyphs.get(c) or _letter_by_name(c) or c for c in composed)
+    return "".join(homoglyphs.get(c) or _letter_by_name(c) or c for c in _composed(char).casefold())
+
+
+def _cased_fold_char(char: str) -> str:
+    """The fold of ``char`` in the case it shows (see the module docstring): ASCII letters stay as they are."""
+    if char.isspace() or _is_invisible(ord(char)):
+        return _fold_char(char)
+    if char.isascii():
+        return char
+    return "".join(_cased_letter(c) for c in _composed(char))
+
+
+def _cased_letter(char: str) -> str:
+    """A composed character's cased fold: its look-alike letter, or its fold in its own case."""
+    if char.isascii():
+        return char
+    letter = _homoglyphs(keep_case=True).get(char)
+    if letter:
+        return letter
+    letter = _letter_by_name(char)
+    if letter:  # small capitals, negative squared and regional indicator letters look like capitals
+        name = unicodedata.name(char, "")
+        return letter.upper() if "CAPITAL" in name or name.startswith("REGIONAL INDICATOR") else letter
+    folded = _fold_char(char)
+    return folded.upper() if char.isupper() else folded
+
+
+def _composed(char: str) -> str:
+    """``char`` decomposed (NFKD), without its combining marks, composed again (NFKC)."""
+    decomposed = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    return unicodedata.normalize("NFKC", decomposed)
 
 
 # Unicode names of the forms of a Latin letter that neither NFKC nor the confusables map: the letter follows.
@@ -250,7 +289,8 @@ def _letter_by_name(char: str) -> str | None:
     return None
 
 
-_FOLD = _FoldTable()
+_FOLD = _FoldTable(_fold_char)
+_CASED_FOLD = _FoldTable(_cased_fold_char)
 
 
 def fold(text: str) -> str:
@@ -308,6 +348,7 @@ class View:
     cased: bool = False
     variant: bool = False  # an extra scan variant (leet, rot13, separators): only patterns that allow variants
     case_only: bool = False  # a fold that differs from its source only in ASCII case: caseless patterns match alike
+    case_kept: bool = False  # the cased fold: only caseless patterns that tell case can match it unlike the fold
 
     def source_span(self, start: int, end: int) -> tuple[int, int]:
         """The ``source`` span of ``text[start:end]``."""
@@ -331,19 +372,24 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def text_views(text: str, limits: Limits = DEFAULT_LIMITS) -> tuple[list[View], bool]:
-    """Every view of ``text`` to scan, the plainest first, and whether ``text`` was truncated to the budget."""
+def text_views(text: str, limits: Limits = DEFAULT_LIMITS, keep_case: bool = False) -> tuple[list[View], bool]:
+    """Every view of ``text`` to scan, the plainest first, and whether ``text`` was truncated to the budget.
+    ``keep_case``: add the cased fold where it differs from the text and from its fold (for patterns that tell
+    case)."""
     truncated = len(text) > limits.max_chars
     if truncated:
         text = text[: limits.max_chars]
-    views = _fold_views(text, (), None)
+    views = _fold_views(text, (), None, keep_case)
     budget = [limits.max_decode_bytes]
-    _add_decoded(views, text, (), None, limits.max_depth, budget)
+    _add_decoded(views, text, (), None, limits.max_depth, budget, keep_case)
     return views, truncated
 
 
-def _fold_views(source: str, transforms: tuple[str, ...], origin: tuple[int, int] | None) -> list[View]:
-    """The source as written, its fold when that differs, and the leet / spaced-letters / rot13 variants."""
+def _fold_views(
+    source: str, transforms: tuple[str, ...], origin: tuple[int, int] | None, keep_case: bool = False
+) -> list[View]:
+    """The source as written, its fold when that differs, the cased fold (``keep_case``) and the leet /
+    spaced-letters / rot13 variants."""
     views = [View(source, source, transforms, origin=origin, cased=True)]
     if source.isascii():
         folded, offsets = source, None
@@ -351,10 +397,14 @@ def _fold_views(source: str, transforms: tuple[str, ...], origin: tuple[int, int
             folded = _translate_ascii(source, _ASCII_FOLD)
             views.append(View(folded, source, transforms, None, origin))
     else:
-        folded, offsets = _fold_with_offsets(source)
+        chars = _non_ascii_chars(source)
+        folded, offsets = _fold_with_offsets(source, chars=chars)
         if folded != source:
             case_only = offsets is None and folded == _translate_ascii(source, _ASCII_LOWER)
             views.append(View(folded, source, transforms, offsets, origin, case_only=case_only))
+        if keep_case and _cased_fold_differs(source, chars):
+            cased, cased_offsets = _fold_with_offsets(source, _CASED_FOLD, _ASCII_SPACES, chars)
+            views.append(View(cased, source, transforms, cased_offsets, origin, case_kept=True))
     hints = _HINTS.present(folded)
     if not hints:
         return views
@@ -382,26 +432,45 @@ def _translate_ascii(text: str, table: bytes) -> str:
     return text.encode("utf-8", "surrogatepass").translate(table).decode("utf-8", "surrogatepass")
 
 
-def _fold_with_offsets(source: str) -> tuple[str, list[int] | None]:
+def _non_ascii_chars(source: str) -> set[str]:
+    return set(_utf8(source).translate(None, _ASCII).decode("utf-8", "surrogatepass"))
+
+
+def _cased_fold_differs(source: str, chars: set[str]) -> bool:
+    """Whether the cased fold of ``source`` (non-ASCII ``chars``) differs from it in a non-ASCII character and from
+    its fold: both are per-character maps, so this is known from the distinct characters and the ASCII capitals."""
+    if all(_CASED_FOLD[ord(char)] == char for char in chars):
+        return False
+    return any(_CASED_FOLD[ord(char)] != _FOLD[ord(char)] for char in chars) or bool(
+        _utf8(source).translate(None, _NOT_ASCII_UPPER)
+    )
+
+
+def _fold_with_offsets(
+    source: str, table: _FoldTable = _FOLD, ascii_table: bytes = _ASCII_FOLD, chars: set[str] | None = None
+) -> tuple[str, list[int] | None]:
     """The fold of a non-ASCII ``source`` and, when characters vanish or expand, the map to ``source`` offsets.
+    ``table`` folds the non-ASCII characters (``chars``, when known) and ``ascii_table`` the ASCII ones (the fold,
+    or the cased fold).
 
     Most texts hold few distinct non-ASCII characters that fold to something else: their fold is the UTF-8 bytes
     with ASCII lower-cased and each of those characters replaced by its fold (UTF-8 never matches inside another
     character), a few C passes. Texts with many (whole non-Latin scripts) are translated character by character.
     """
-    data = source.encode("utf-8", "surrogatepass")
-    chars = set(data.translate(None, _ASCII).decode("utf-8", "surrogatepass"))
-    changed = {char: folded for char in chars if (folded := _FOLD[ord(char)]) != char}
+    data = _utf8(source)
+    if chars is None:
+        chars = _non_ascii_chars(source)
+    changed = {char: folded for char in chars if (folded := table[ord(char)]) != char}
     if len(changed) * len(data) <= _REPLACE_PASSES * len(source) and _replaceable(changed):
-        replaced = data.translate(_ASCII_FOLD)
+        replaced = data.translate(ascii_table)
         for char, target in changed.items():
             replaced = replaced.replace(_utf8(char), _utf8(target))
         folded = replaced.decode("utf-8", "surrogatepass")
     else:
-        folded = source.translate(_FOLD)
-    if _FOLD.non_unit.isdisjoint(chars):
+        folded = source.translate(table)
+    if table.non_unit.isdisjoint(chars):
         return folded, None
-    return folded, _fold_offsets(source, chars)
+    return folded, _fold_offsets(source, chars, table)
 
 
 def _replaceable(changed: dict[str, str]) -> bool:
@@ -413,13 +482,13 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _fold_offsets(source: str, chars: set[str]) -> list[int]:
-    """For each character of the fold of ``source``, the ``source`` offset it comes from.
+def _fold_offsets(source: str, chars: set[str], table: _FoldTable) -> list[int]:
+    """For each character of the fold of ``source`` by ``table``, the ``source`` offset it comes from.
 
     Only the characters that vanish or expand in the fold (``chars`` holds every non-ASCII one) shift offsets, and
     they are found with ``str.find``; the stretches between them map one to one.
     """
-    lengths = {char: len(_FOLD[ord(char)]) for char in _FOLD.non_unit.intersection(chars)}
+    lengths = {char: len(table[ord(char)]) for char in table.non_unit.intersection(chars)}
     shifts = sorted(index for char in lengths for index in _occurrences(source, char))
     offsets: list[int] = []
     position = 0
@@ -475,6 +544,7 @@ def _add_decoded(
     origin: tuple[int, int] | None,
     depth: int,
     budget: list[int],
+    keep_case: bool,
 ) -> None:
     """Append views of payloads decoded from ``source`` (base64, hex, %-encoding, Unicode tags), recursively."""
     if depth <= 0 or budget[0] <= 0:
@@ -486,8 +556,8 @@ def _add_decoded(
         budget[0] -= len(payload)
         payload_origin = origin or span
         chain = (*transforms, kind)
-        views.extend(_fold_views(payload, chain, payload_origin))
-        _add_decoded(views, payload, chain, payload_origin, depth - 1, budget)
+        views.extend(_fold_views(payload, chain, payload_origin, keep_case))
+        _add_decoded(views, payload, chain, payload_origin, depth - 1, budget, keep_case)
 
 
 def _payloads(source: str) -> list[tuple[str, tuple[int, int], str]]:
