@@ -66,7 +66,7 @@ class HistoryLedger:
             ]
             judged.append(_with_span(event, seen))
             turns = [key for key in keys if key is not None]
-            turns += [key for message in event.output_messages if (key := self._turn_key(session, message))]
+            turns += [key for message in event.output_messages if (key := self._turn_key(session, message)) is not None]
             turns += self._result_keys(session, event)
             shown.update(turns)
             pending.append((session, turns))
