@@ -6,10 +6,12 @@ the same id. Repeats escalate the severity. Every alert adds to its identity's r
 half-life; crossing the threshold raises an alert of its own, once, until the score has decayed below half the
 threshold again. All times are event times.
 
-Groups whose windows are long over are forgotten (:meth:`AlertGrouper._expire`), up to an expiry horizon. A detection
-that arrives after its window was forgotten (a delayed shipper) cannot join the grown alert, and must not re-open it
-under the same id: the sink's partial update would overwrite the grown alert with a count of one. It is grouped
-apart, under a key that names the horizon's window (one late alert per window of arrival), and its message says so.
+Groups whose windows are long over are forgotten (:meth:`AlertGrouper._expire`). A detection whose window starts
+more than two windows before its event arrived (a delayed shipper, a backfill) is late: it must not re-open a
+forgotten alert under the same id, as the sink's partial update would overwrite the grown alert with a count of
+one. It is grouped apart, under a key that names the window two windows before its arrival (one late alert per
+window of arrival), and its message says so. Lateness is decided per event from the pipeline's watermark at its
+arrival, so the same records give the same alerts however they were cut into batches (stream and replay).
 
 A detection that an alert exception suppresses (detectors/exceptions.py) is grouped apart, under a key that names
 the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
@@ -26,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,8 +127,14 @@ class AlertGrouper:
         judge: Callable[[Detection], AlertException | None] | None = None,
         suppressed: list[tuple[Detection, AlertException]] | None = None,
         judge_risk: Callable[[Detection, Detection], AlertException | None] | None = None,
+        arrivals: Mapping[str, float] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
         """Alert documents for the groups this batch touched, each in its latest state.
+
+        ``arrivals`` maps an event id to the newest event time seen when that event arrived (the pipeline's
+        watermark): a detection whose window starts more than two windows before its event's arrival is late
+        (see the module docstring). Decided per event, it does not depend on how arrivals were cut into batches;
+        without it, a batch's detections are judged against the horizon of the batches before.
 
         ``judge`` names the exception that suppresses a detection, if any (e.g. ``ExceptionList.match``): each of
         ``detections`` goes through it, and so does each risk alert the batch raises, unless ``judge_risk`` is
@@ -138,28 +146,35 @@ class AlertGrouper:
         touched: dict[str, None] = {}
         for detection in sorted(detections, key=lambda d: d.timestamp):
             exception = _judge(detection, judge, suppressed)
-            touched[self._add(detection, sensitive, exception)] = None
+            horizon = self._late_horizon(detection, arrivals)
+            touched[self._add(detection, sensitive, exception, horizon)] = None
             if exception is not None:
                 continue  # a suppressed detection adds nothing to the risk score
             risk = self._add_risk(detection)
             if risk is not None:
                 risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
-                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed))] = None
+                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed), horizon)] = None
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
+
+    def _late_horizon(self, detection: Detection, arrivals: Mapping[str, float] | None) -> float:
+        """Where "late" starts for ``detection``: two windows before its event's arrival, else the expiry horizon."""
+        arrived = arrivals.get(detection.event_ids[-1]) if arrivals and detection.event_ids else None
+        return self._horizon if arrived is None else arrived - 2 * self.policy.window_seconds
 
     def _add(
         self,
         detection: Detection,
         sensitive: dict[str, list[SensitiveValue]],
         exception: AlertException | None = None,
+        horizon: float = -math.inf,
     ) -> str:
         base = self._group_key(detection)
         suffix = f"\x1fexception:{exception.id}" if exception is not None else ""
         key, late_window = base + suffix, None
-        if key not in self._groups and self._window_start(detection) < self._horizon:
-            late_window = self._window_start_of(self._horizon)  # its window may have been forgotten: see _expire
+        if self._window_start(detection) < horizon:  # its window may have been forgotten: see _expire
+            late_window = self._window_start_of(horizon)
             key = f"{base}\x1flate:{late_window:.0f}{suffix}"
         detection = self._scrubbed(detection, sensitive)
         group = self._groups.get(key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -100,10 +101,16 @@ class SensitiveRecorder(Pipeline):
         super().__init__(inner.detectors, inner.redactor, inner.grouper)
         self.sensitive: set[str] = set()
 
-    def render(self, events: list[Event], findings: list[Findings], detections: list[Detection]) -> BatchResult:
+    def render(
+        self,
+        events: list[Event],
+        findings: list[Findings],
+        detections: list[Detection],
+        arrivals: Mapping[str, float] | None = None,
+    ) -> BatchResult:
         for found in findings:
             self.sensitive.update(value.value for value in found.sensitive)
-        return super().render(events, findings, detections)
+        return super().render(events, findings, detections, arrivals)
 
 
 def test_replay_of_the_samples_writes_no_raw_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
