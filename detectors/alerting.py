@@ -6,12 +6,11 @@ the same id. Repeats escalate the severity. Every alert adds to its identity's r
 half-life; crossing the threshold raises an alert of its own, once, until the score has decayed below half the
 threshold again. All times are event times.
 
-Groups whose windows are long over are forgotten (:meth:`AlertGrouper._expire`). A detection whose window starts
-more than two windows before its event arrived (a delayed shipper, a backfill) is late: it must not re-open a
-forgotten alert under the same id, as the sink's partial update would overwrite the grown alert with a count of
-one. It is grouped apart, under a key that names the window two windows before its arrival (one late alert per
-window of arrival), and its message says so. Lateness is decided per event from the pipeline's watermark at its
-arrival, so the same records give the same alerts however they were cut into batches (stream and replay).
+Groups whose windows are long over are forgotten (two windows behind the newest detection). Known limit: a
+detection of a forgotten window (a shipper delayed by hours) re-opens its group under the same id with a count of
+one, and the sink's partial update overwrites the grown alert with it. Giving such detections an alert of their own
+was tried (session 8) and reverted: whether a detection counts as late depends on the order records arrive in,
+which differs between raw partitions, so the stream would no longer write exactly what replay writes.
 
 A detection that an alert exception suppresses (detectors/exceptions.py) is grouped apart, under a key that names
 the exception, and adds nothing to the risk score; its alert document carries ``abusewatch.exception`` and is
@@ -28,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +66,6 @@ RISK_RULE_DESCRIPTIONS = {
 }
 MAX_RELATED = 64  # related users, and related IPs, an alert names (first seen kept)
 MAX_RISK_MAPPING = 16  # ATLAS techniques, and OWASP entries, a risk score keeps per category
-LATE_MESSAGE = " (late: arrived after this window's alert was closed)"
 MAX_MASKED_IDS = 10_000  # event ids that held a flagged value, remembered masked (rare: bounded, oldest forgotten)
 
 
@@ -83,7 +81,6 @@ class _Group:
     exception: tuple[str, str] | None = None  # (id, reason) of the exception that suppresses the group
     related_users: list[str] = field(default_factory=list)  # union over the group's detections, first seen first
     related_ips: list[str] = field(default_factory=list)
-    late_window: float | None = None  # for a late group: the window of the expiry horizon it arrived under
 
 
 @dataclass(slots=True)
@@ -113,7 +110,6 @@ class AlertGrouper:
         self.policy = policy or AlertPolicy()
         self.risk_rule_id = risk_rule_id
         self._groups: dict[str, _Group] = {}
-        self._horizon = -math.inf  # groups that ended before it are forgotten: see _expire
         self._risk: dict[str, _Risk] = {}
         self._id_key = redactor.derive_key("masked event ids")
         # keyed hash of an event id that held a flagged value -> the id masked: detectors keep event ids in their
@@ -127,14 +123,9 @@ class AlertGrouper:
         judge: Callable[[Detection], AlertException | None] | None = None,
         suppressed: list[tuple[Detection, AlertException]] | None = None,
         judge_risk: Callable[[Detection, Detection], AlertException | None] | None = None,
-        arrivals: Mapping[str, float] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
         """Alert documents for the groups this batch touched, each in its latest state.
 
-        ``arrivals`` maps an event id to the newest event time seen when that event arrived (the pipeline's
-        watermark): a detection whose window starts more than two windows before its event's arrival is late
-        (see the module docstring). Decided per event, it does not depend on how arrivals were cut into batches;
-        without it, a batch's detections are judged against the horizon of the batches before.
 
         ``judge`` names the exception that suppresses a detection, if any (e.g. ``ExceptionList.match``): each of
         ``detections`` goes through it, and so does each risk alert the batch raises, unless ``judge_risk`` is
@@ -146,36 +137,26 @@ class AlertGrouper:
         touched: dict[str, None] = {}
         for detection in sorted(detections, key=lambda d: d.timestamp):
             exception = _judge(detection, judge, suppressed)
-            horizon = self._late_horizon(detection, arrivals)
-            touched[self._add(detection, sensitive, exception, horizon)] = None
+            touched[self._add(detection, sensitive, exception)] = None
             if exception is not None:
                 continue  # a suppressed detection adds nothing to the risk score
             risk = self._add_risk(detection)
             if risk is not None:
                 risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
-                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed), horizon)] = None
+                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed))] = None
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
-
-    def _late_horizon(self, detection: Detection, arrivals: Mapping[str, float] | None) -> float:
-        """Where "late" starts for ``detection``: two windows before its event's arrival, else the expiry horizon."""
-        arrived = arrivals.get(detection.event_ids[-1]) if arrivals and detection.event_ids else None
-        return self._horizon if arrived is None else arrived - 2 * self.policy.window_seconds
 
     def _add(
         self,
         detection: Detection,
         sensitive: dict[str, list[SensitiveValue]],
         exception: AlertException | None = None,
-        horizon: float = -math.inf,
     ) -> str:
-        base = self._group_key(detection)
-        suffix = f"\x1fexception:{exception.id}" if exception is not None else ""
-        key, late_window = base + suffix, None
-        if self._window_start(detection) < horizon:  # its window may have been forgotten: see _expire
-            late_window = self._window_start_of(horizon)
-            key = f"{base}\x1flate:{late_window:.0f}{suffix}"
+        key = self._group_key(detection)
+        if exception is not None:
+            key = f"{key}\x1fexception:{exception.id}"
         detection = self._scrubbed(detection, sensitive)
         group = self._groups.get(key)
         if group is None:
@@ -190,7 +171,6 @@ class AlertGrouper:
                 exception=(exception.id, exception.reason) if exception is not None else None,
                 related_users=_union([], detection.related_users),
                 related_ips=_union([], detection.related_ips),
-                late_window=late_window,
             )
             return key
         group.count += 1
@@ -240,14 +220,9 @@ class AlertGrouper:
         return hashlib.blake2b(encoded, key=self._id_key, digest_size=16).hexdigest()
 
     def _group_key(self, detection: Detection) -> str:
+        window = math.floor(detection.timestamp / self.policy.window_seconds) * self.policy.window_seconds
         subject = detection.group_key or detection.identity.key()
-        return f"{detection.rule.id}\x1f{subject}\x1f{self._window_start(detection):.0f}"
-
-    def _window_start(self, detection: Detection) -> float:
-        return self._window_start_of(detection.timestamp)
-
-    def _window_start_of(self, timestamp: float) -> float:
-        return math.floor(timestamp / self.policy.window_seconds) * self.policy.window_seconds
+        return f"{detection.rule.id}\x1f{subject}\x1f{window:.0f}"
 
     def _add_risk(self, detection: Detection) -> Detection | None:
         """Add ``detection`` to its identity's risk score; the risk alert, when the score crosses the threshold."""
@@ -314,8 +289,6 @@ class AlertGrouper:
         document["abusewatch"]["last_seen"] = iso_time(group.last_seen)
         if group.count > 1:
             document["message"] = f"{detection.message} (x{group.count} in this window)"
-        if group.late_window is not None:
-            document["message"] += LATE_MESSAGE
         if group.exception is not None:
             exception_id, reason = group.exception
             document["abusewatch"]["exception"] = {"id": exception_id, "reason": reason}
@@ -330,17 +303,12 @@ class AlertGrouper:
         return msgspec.structs.replace(rule, level=level)
 
     def _expire(self) -> None:
-        """Forget groups and risk whose windows are long over, so memory stays bounded.
-
-        Groups last seen before the horizon (two windows before the newest detection) are forgotten; a late group
-        once the horizon has left the window it arrived under (later late detections go to a group of their own).
-        """
+        """Forget groups and risk whose windows are long over, so memory stays bounded."""
         if not self._groups:
             return
         newest = max(group.last_seen for group in self._groups.values())
-        horizon = self._horizon = max(self._horizon, newest - 2 * self.policy.window_seconds)
-        window = self.policy.window_seconds
-        for key in [k for k, g in self._groups.items() if _expired(g, horizon, window)]:
+        horizon = newest - 2 * self.policy.window_seconds
+        for key in [k for k, g in self._groups.items() if g.last_seen < horizon]:
             del self._groups[key]
         risk_horizon = newest - 8 * self.policy.risk_half_life_seconds
         for key in [k for k, r in self._risk.items() if r.updated < risk_horizon]:
@@ -360,19 +328,13 @@ class AlertGrouper:
                 for key, risk in self._risk.items()
             },
             "masked_ids": list(self._masked_ids.items()),
-            "horizon": self._horizon if math.isfinite(self._horizon) else None,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state`; a state of an older version (no horizon, no related lists or risk mappings)
-        loads too: its horizon is the one its groups imply, which is where the last expiry left it."""
+        """Restore :meth:`state`; a state of an older version (no related lists or risk mappings) loads too."""
         self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
         self._risk = {key: _risk_from_state(value) for key, value in state.get("risk", {}).items()}
         self._masked_ids = OrderedDict((str(key), str(masked)) for key, masked in state.get("masked_ids", []))
-        horizon = state.get("horizon")
-        if horizon is None and self._groups and "horizon" not in state:
-            horizon = max(group.last_seen for group in self._groups.values()) - 2 * self.policy.window_seconds
-        self._horizon = float(horizon) if horizon is not None else -math.inf
 
     def fresh(self) -> AlertGrouper:
         """A grouper with the same redactor, policy and risk rule, and no open groups."""
@@ -406,12 +368,6 @@ def _union(kept: list[str], new: Any, cap: int = MAX_RELATED) -> list[str]:
     return merged
 
 
-def _expired(group: _Group, horizon: float, window: float) -> bool:
-    if group.late_window is None:
-        return group.last_seen < horizon
-    return group.late_window + window <= horizon
-
-
 def _widens(current: Detection, new: Detection) -> bool:
     """Whether ``new`` names more related identities than ``current`` and drops none (a campaign that grew).
 
@@ -437,7 +393,6 @@ def _group_state(group: _Group) -> dict[str, Any]:
         "exception": list(group.exception) if group.exception is not None else None,
         "related_users": group.related_users,
         "related_ips": group.related_ips,
-        "late_window": group.late_window,
     }
 
 
@@ -454,7 +409,6 @@ def _group_from_state(value: dict[str, Any]) -> _Group:
         exception=(value["exception"][0], value["exception"][1]) if value.get("exception") else None,
         related_users=_union([], value.get("related_users", detection.related_users)),
         related_ips=_union([], value.get("related_ips", detection.related_ips)),
-        late_window=value.get("late_window"),
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,18 +75,13 @@ class Pipeline:
         self.history = history or HistoryLedger(key=redactor.derive_key("history turns"))
 
     def process(self, events: Sequence[Event]) -> BatchResult:
-        newest = self.latest_event_time
         events, turns = self.history.judge(self._with_event_times(events))
-        arrivals: dict[str, float] = {}  # event id -> the newest event time when it arrived: see AlertGrouper.alerts
-        for event in events:
-            newest = event.timestamp if newest is None else max(newest, event.timestamp)
-            arrivals[event.id] = max(arrivals.get(event.id, newest), newest)
         findings = [Findings() for _ in events]
         detections: list[Detection] = []
         runs = distinct_id_runs(events)
         for detector in self.detectors:
             detections.extend(self.run_detector(detector, events, findings, runs))
-        result = self.render(events, findings, detections, arrivals)
+        result = self.render(events, findings, detections)
         self.history.commit(turns)  # only once the batch went through: a retry judges it the same way
         return result
 
@@ -137,13 +132,7 @@ class Pipeline:
             raised.extend(run_raised)
         return raised
 
-    def render(
-        self,
-        events: Sequence[Event],
-        findings: Sequence[Findings],
-        detections: list[Detection],
-        arrivals: Mapping[str, float] | None = None,
-    ) -> BatchResult:
+    def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
         """Build the output documents; every document is scrubbed of the batch's sensitive values.
 
         Alerts of ``status: test`` rules and of detections an exception suppresses go to the shadow alerts.
@@ -154,9 +143,7 @@ class Pipeline:
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
             result.events.append(self._document(event, found))
-        grouped = self.grouper.alerts(
-            detections, sensitive_by_event, self.exceptions.match, result.suppressed, arrivals=arrivals
-        )
+        grouped = self.grouper.alerts(detections, sensitive_by_event, self.exceptions.match, result.suppressed)
         for _detection, document in grouped:
             target = result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts
             target.append(document)

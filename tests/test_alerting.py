@@ -2,7 +2,6 @@
 
 from detectors.alerting import (
     CAMPAIGN_RISK_RULE_ID,
-    LATE_MESSAGE,
     MAX_RELATED,
     RISK_RULE_ID,
     AlertGrouper,
@@ -188,49 +187,6 @@ def test_an_earlier_batchs_id_named_by_a_later_detection_is_masked_even_after_a_
     [(_, document)] = restored.alerts([later], {})
     assert key not in str(document)
     assert sorted(document["abusewatch"]["event_ids"]) == sorted([masked, "clean"])
-
-
-def test_a_detection_arriving_after_its_group_expired_gets_an_alert_of_its_own():
-    """A delayed record of a grown alert's window must not re-open it under the same id: the partial update would
-    overwrite the grown alert (count, level) with a count of one."""
-    grouper = AlertGrouper(Redactor(b"k"), AlertPolicy(escalate_at=(3,)))
-    grown = alerts_of(grouper, [detection(f"e{i}", T0 + i) for i in range(5)])[0]
-    alerts_of(grouper, [detection("other", T0 + 3 * HOUR, user="bob")])  # event time moves on: the group expires
-    late = alerts_of(grouper, [detection("late1", T0 + 1800)])
-    assert len(late) == 1
-    assert late[0]["event"]["id"] != grown["event"]["id"]
-    assert late[0]["abusewatch"]["count"] == 1
-    assert late[0]["message"].endswith(LATE_MESSAGE)
-    assert LATE_MESSAGE not in grown["message"]
-    again = alerts_of(grouper, [detection("late2", T0 + 1900)])  # another late one, same hour of arrival: joins it
-    assert again[0]["event"]["id"] == late[0]["event"]["id"]
-    assert again[0]["abusewatch"]["count"] == 2
-
-
-def test_a_late_group_survives_a_checkpoint_and_a_detection_still_in_a_kept_group_joins_it():
-    grouper = AlertGrouper(Redactor(b"k"))
-    alerts_of(grouper, [detection("e1", T0 + 10), detection("b1", T0 + 10, user="bob")])
-    kept = alerts_of(grouper, [detection("b2", T0 + 2 * HOUR + 20, user="bob")])  # horizon T0+20: bob's e1 window ok
-    alerts_of(grouper, [detection("late1", T0 + 30)])  # mallory's group (last seen T0+10) was forgotten
-    restored = AlertGrouper(Redactor(b"k"))
-    restored.load_state(grouper.state())
-    assert restored.state() == grouper.state()
-    late = alerts_of(restored, [detection("late2", T0 + 40)])
-    assert late[0]["abusewatch"]["count"] == 2 and late[0]["message"].endswith(LATE_MESSAGE)
-    bob = alerts_of(restored, [detection("b3", T0 + 2 * HOUR + 30, user="bob")])
-    assert bob[0]["event"]["id"] == kept[0]["event"]["id"] and LATE_MESSAGE not in bob[0]["message"]
-
-
-def test_a_state_without_a_horizon_still_marks_late_detections():
-    """A checkpoint of an older version has no horizon: the one its groups imply is where the last expiry left it."""
-    grouper = AlertGrouper(Redactor(b"k"))
-    alerts_of(grouper, [detection("e1", T0 + 10)])
-    alerts_of(grouper, [detection("b1", T0 + 3 * HOUR, user="bob")])
-    state = grouper.state()
-    del state["horizon"]
-    restored = AlertGrouper(Redactor(b"k"))
-    restored.load_state(state)
-    assert alerts_of(restored, [detection("late", T0 + 20)])[0]["message"].endswith(LATE_MESSAGE)
 
 
 def related(event_id: str, at: float, users: list[str], ips: list[str]) -> Detection:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
@@ -101,16 +100,10 @@ class SensitiveRecorder(Pipeline):
         super().__init__(inner.detectors, inner.redactor, inner.grouper)
         self.sensitive: set[str] = set()
 
-    def render(
-        self,
-        events: list[Event],
-        findings: list[Findings],
-        detections: list[Detection],
-        arrivals: Mapping[str, float] | None = None,
-    ) -> BatchResult:
+    def render(self, events: list[Event], findings: list[Findings], detections: list[Detection]) -> BatchResult:
         for found in findings:
             self.sensitive.update(value.value for value in found.sensitive)
-        return super().render(events, findings, detections, arrivals)
+        return super().render(events, findings, detections)
 
 
 def test_replay_of_the_samples_writes_no_raw_secret(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

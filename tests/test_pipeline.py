@@ -4,7 +4,6 @@ from collections.abc import Sequence
 
 import pytest
 
-from detectors.alerting import LATE_MESSAGE
 from detectors.anomaly import AnomalyDetector
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.documents import event_document_id
@@ -282,38 +281,3 @@ def test_a_record_without_a_time_in_a_replayed_day_does_not_blind_the_anomaly_ti
     reference = alerts(background + scraper)
     assert reference  # the scraper is caught ...
     assert alerts([*background[:30], untimed, *background[30:], *scraper]) == reference  # ... with the record too
-
-
-class EveryEvent(Detector):
-    """Raises one detection per event, for its identity."""
-
-    name = "every-event"
-
-    def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
-        return [
-            Detection(rule=rule(), event_ids=[e.id], timestamp=e.timestamp, identity=e.identity, message="m")
-            for e in events
-        ]
-
-
-@pytest.mark.parametrize("batch_size", [1, 2, 7])
-def test_late_detections_get_the_same_alerts_however_arrivals_were_batched(batch_size: int) -> None:
-    """A record of mallory's first hour arriving after bob's, three hours later, is late in every batching."""
-    stream = [
-        *[timed(f"m{i}", 1_700_000_000.0 + i, user="mallory") for i in range(5)],
-        timed("b1", 1_700_000_000.0 + 3 * 3600, user="bob"),
-        timed("m-late", 1_700_000_000.0 + 1800, user="mallory"),
-    ]
-
-    def alerts(size: int) -> dict[str, tuple[int, str]]:
-        pipeline = Pipeline([EveryEvent()], Redactor(b"k" * 32))
-        latest: dict[str, tuple[int, str]] = {}
-        for start in range(0, len(stream), size):
-            for alert in pipeline.process(stream[start : start + size]).alerts:
-                if alert["rule"]["id"] == "r-key":
-                    latest[alert["event"]["id"]] = (alert["abusewatch"]["count"], alert["message"])
-        return latest
-
-    assert alerts(batch_size) == alerts(len(stream))
-    counts = sorted((count, message.endswith(LATE_MESSAGE)) for count, message in alerts(len(stream)).values())
-    assert counts == [(1, False), (1, True), (5, False)]  # bob's hour, mallory's late record, mallory's hour
