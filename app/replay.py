@@ -21,7 +21,7 @@ import msgspec
 import orjson
 
 from app.settings import WorkerSettings
-from app.stream.dedupe import RecentIds
+from app.stream.dedupe import RecentIds, partition_share
 from detectors.event import Event
 from detectors.normalise import DeadLetter, normalise_payload
 from detectors.normalise.decode import GZIP_MAGIC
@@ -176,7 +176,7 @@ class Redeliveries:
 
     def __init__(self, capacity: int, partitions: int, secret: bytes) -> None:
         self.partitions = partitions
-        self._template = RecentIds(-(-capacity // partitions), secret=secret)
+        self._template = RecentIds(partition_share(capacity, partitions), secret=secret)
         self._recent: dict[int, RecentIds] = {}
 
     def fresh(self, events: list[Event]) -> list[Event]:

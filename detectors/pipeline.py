@@ -72,7 +72,7 @@ class Pipeline:
         self.grouper = grouper or AlertGrouper(redactor)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
         self.latest_event_time: float | None = None  # the newest time a record gave (not assumed), in the state
-        self.history = history or HistoryLedger(key=redactor.derive_key("history turns"))
+        self.history = history if history is not None else HistoryLedger(key=redactor.derive_key("history turns"))
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         events, turns = self.history.judge(self._with_event_times(events))

@@ -44,6 +44,12 @@ class HashedEvent(NamedTuple):
     digest: int
 
 
+def partition_share(capacity: int, partitions: int) -> int:
+    """Each of ``partitions`` memories' share of a worker's ``capacity`` (rounded up), so the events a worker holds
+    stay within it however many partitions it owns, and a partition remembers as much wherever it runs."""
+    return -(-capacity // partitions)
+
+
 class RecentIds:
     """The last ``capacity`` remembered events (as keyed hashes, :mod:`detectors.redelivery`), oldest evicted first."""
 

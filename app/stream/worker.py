@@ -44,7 +44,7 @@ from app.stream.codec import (
     encode_document,
     encode_events,
 )
-from app.stream.dedupe import HashedEvent, RecentIds
+from app.stream.dedupe import HashedEvent, RecentIds, partition_share
 from app.stream.kafka_config import faust_credentials
 from app.stream.reload import ExceptionsWatcher, Reloader, correlation_watcher, signature_watcher
 from detectors.campaigns import CampaignCandidate, CampaignStage, campaign_candidates, group_by_signature
@@ -93,9 +93,7 @@ class StreamWorker:
         self.state = WorkerState()
         kafka = settings.kafka
         self.partition_log = PartitionLog(kafka)
-        # The worker's dedupe capacity is shared out among the identity partitions, so the ids it holds stay within
-        # it however many partitions it owns, and a partition remembers as much wherever it runs.
-        recent_per_partition = -(-settings.worker.dedupe_capacity // internal_partitions)
+        recent_per_partition = partition_share(settings.worker.dedupe_capacity, internal_partitions)
         exceptions_path = settings.detection.exceptions_path  # watched from before they load: see ExceptionsWatcher
         exceptions = ExceptionsWatcher(exceptions_path, self._load_exceptions) if exceptions_path else None
         self.identities: PartitionStates[Pipeline] = self._partition_states(

@@ -245,9 +245,10 @@ def reader_view(text: str) -> tuple[str, list[int], list[int]] | None:
     index, length = 0, len(text)
     while index < length:
         char, end = text[index], index + 1
-        digits = text[index + 2 : index + 6]
-        if escaped and char == "\\" and text.startswith("u", end) and len(digits) == 4 and set(digits) <= _HEX_DIGITS:
-            char, end = chr(int(digits, 16)), index + 6
+        if escaped and char == "\\" and text.startswith("u", end):
+            digits = text[index + 2 : index + 6]
+            if len(digits) == 4 and set(digits) <= _HEX_DIGITS:
+                char, end = chr(int(digits, 16)), index + 6
         if ord(char) not in _INVISIBLE:
             chars.append(char)
             starts.append(index)

@@ -65,7 +65,7 @@ ROT13 = "rot13"
 UNICODE_TAGS = "unicode_tags"  # ASCII smuggled as Unicode tag characters, decoded
 DECODINGS = frozenset({BASE64, HEX, URL, UNICODE_TAGS})  # a match after one of these is in decoded text
 
-_INVISIBLE_RANGES = (
+INVISIBLE_RANGES = (  # also dropped by scanners that do not fold (detectors.exfil.candidates)
     (0x00AD, 0x00AD),  # soft hyphen
     (0x034F, 0x034F),  # combining grapheme joiner
     (0x061C, 0x061C),  # Arabic letter mark (bidi)
@@ -83,7 +83,6 @@ _INVISIBLE_RANGES = (
     (0xE0000, 0xE007F),  # Unicode tag characters
     (0xE0100, 0xE01EF),  # variation selectors supplement
 )
-INVISIBLE_RANGES = _INVISIBLE_RANGES  # for scanners that drop them without folding (detectors.exfil.candidates)
 _TAG_BASE = 0xE0000
 _TAG_LAST = 0xE007F
 _UNTAG = {cp: chr(cp - _TAG_BASE) for cp in range(_TAG_BASE, _TAG_LAST + 1)}
@@ -168,7 +167,7 @@ _HINTS = MultiMatcher(
 
 
 def _is_invisible(cp: int) -> bool:
-    return any(low <= cp <= high for low, high in _INVISIBLE_RANGES)
+    return any(low <= cp <= high for low, high in INVISIBLE_RANGES)
 
 
 @cache
