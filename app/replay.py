@@ -22,8 +22,9 @@ import orjson
 
 from app.settings import WorkerSettings
 from app.stream.dedupe import RecentIds, partition_share
+from detectors.documents import supersedes
 from detectors.event import Event
-from detectors.normalise import DeadLetter, normalise_payload
+from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS, DeadLetter, normalise_payload
 from detectors.normalise.decode import GZIP_MAGIC
 from detectors.partitioned import PartitionedPipeline, group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
@@ -140,13 +141,23 @@ def _open(source: str) -> IO[bytes]:
 
 
 def decoded_lines(
-    sources: list[str], *, max_bytes: int, max_text_chars: int, keep_raw: bool = False
+    sources: list[str],
+    *,
+    max_bytes: int,
+    max_text_chars: int,
+    keep_raw: bool = False,
+    max_future_s: float = DEFAULT_MAX_FUTURE_SECONDS,
 ) -> Iterator[tuple[list[Event], list[DeadLetter], int]]:
     """Each input line as ``(events, dead letters, bytes read)``: the one way files enter the engine."""
     for source in sources:
         for line, origin in read_lines(source, max_bytes):
             events, letters = normalise_payload(
-                line, origin, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
+                line,
+                origin,
+                max_bytes=max_bytes,
+                max_text_chars=max_text_chars,
+                keep_raw=keep_raw,
+                max_future_s=max_future_s,
             )
             yield events, letters, len(line)
 
@@ -206,13 +217,15 @@ def replay(
     flush: bool = True,
     on_progress: Callable[[int], None] | None = None,
     dedupe_capacity: int = DEFAULT_DEDUPE_CAPACITY,
+    max_future_s: float = DEFAULT_MAX_FUTURE_SECONDS,
 ) -> ReplaySummary:
     """Run ``pipeline`` over every record of ``sources`` and write the outputs; returns the counts.
 
     Events delivered twice are dropped as the stream drops them, each identity partition remembering its share of
     ``dedupe_capacity`` events (the stream's ``worker.dedupe_capacity``).
 
-    Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once.
+    Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once: its
+    largest version, as the Elasticsearch sink keeps (:func:`detectors.documents.supersedes`).
     With ``flush`` the detectors' open windows are closed at the end of the input, as a finished day of logs
     warrants; without it the output is exactly what a live stream has written after the same records.
     """
@@ -227,10 +240,11 @@ def replay(
     redeliveries = Redeliveries(dedupe_capacity, partitions, template.redactor.derive_key("replay redeliveries"))
 
     def keep(result: BatchResult) -> None:
-        for document in result.alerts:
-            alerts[document["event"]["id"]] = document
-        for document in result.shadow_alerts:
-            shadow[document["event"]["id"]] = document
+        for documents, kept in ((result.alerts, alerts), (result.shadow_alerts, shadow)):
+            for document in documents:
+                stored = kept.get(document["event"]["id"])
+                if stored is None or supersedes(document, stored):
+                    kept[document["event"]["id"]] = document
         summary.suppressed_by_exception.update(exception.id for _detection, exception in result.suppressed)
 
     def process_batch() -> None:
@@ -244,7 +258,7 @@ def replay(
 
     try:
         for events, letters, size in decoded_lines(
-            sources, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw
+            sources, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw, max_future_s=max_future_s
         ):
             summary.records += 1
             summary.bytes_read += size

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from detectors.anomaly import AnomalyConfig
 from detectors.exfil.config import ExfilConfig
+from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS
 from detectors.textclf.detector import TextClassifierConfig
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -109,6 +110,8 @@ class DetectionSettings(BaseModel):
     allow_weak_redaction_key: bool = False
     max_record_bytes: int = 4 * 1024 * 1024
     max_text_chars: int = 256 * 1024
+    # a record dated further ahead of its Kafka timestamp (replay: the wall clock) is stamped with that instead
+    max_future_seconds: float = Field(DEFAULT_MAX_FUTURE_SECONDS, gt=0)
     batch_size: int = 500
     batch_timeout_s: float = 0.1  # longest wait for a batch to fill: under load batches fill first
     signature_cache_size: int = 10_000  # verdicts remembered per (field, text) hash; 0 disables

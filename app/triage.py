@@ -1,10 +1,10 @@
 """Alert triage in Elasticsearch: find, show, acknowledge and close alerts, and rule precision from the verdicts.
 
 The verdict lives on the alert document itself, under fields the stream never writes (``abusewatch.status`` and
-``abusewatch.triage.*``, see :data:`TRIAGE_FIELDS`), so an alert that grows after triage keeps its verdict as long
-as the sink re-writes it with :func:`preserving_update`. Updates go to the concrete index that holds the alert (a
-data stream's backing index, or the plain index), guarded by the sequence number read just before, so a concurrent
-re-write is never lost: the update is retried on the fresh document.
+``abusewatch.triage.*``, see :data:`TRIAGE_FIELDS`), so an alert that grows after triage keeps its verdict: the
+sink re-writes it with :func:`app.sinks.elasticsearch.preserving_update`, which leaves them out. Updates go to the
+concrete index that holds the alert (a data stream's backing index, or the plain index), guarded by the sequence
+number read just before, so a concurrent re-write is never lost: the update is retried on the fresh document.
 
 Everything here but the functions taking a client is pure: queries, partial documents and the statistics computed
 from aggregation responses, so they are tested without Elasticsearch.

@@ -234,6 +234,19 @@ def alert_document(
     return redactor.scrub(doc, sensitive)
 
 
+def supersedes(candidate: dict[str, Any], stored: dict[str, Any]) -> bool:
+    """Whether a re-rendered alert replaces the stored version of the same id.
+
+    It does unless it counts fewer detections: an alert only grows within its window, so a smaller count means a
+    late detection re-opened a group the grouper had already forgotten, and the grown alert must stay (see
+    docs/alert-hygiene.md, "Late detections"). Replay applies this rule to its output, the Elasticsearch sink to
+    the stored alert (``app.sinks.elasticsearch.ElasticsearchSink``), which may lack a count if someone else
+    wrote it: then the rendering replaces it.
+    """
+    stored_count = stored.get("abusewatch", {}).get("count")
+    return not isinstance(stored_count, int) or int(candidate["abusewatch"]["count"]) >= stored_count
+
+
 # Names of the MITRE ATLAS techniques the product maps to (ATLAS v4/v5 ids).
 ATLAS_TECHNIQUES: dict[str, str] = {
     "AML.T0051": "LLM Prompt Injection",

@@ -8,6 +8,7 @@ from detectors.alerting import (
     AlertPolicy,
 )
 from detectors.base import Detection, Evidence, RuleInfo, SensitiveValue
+from detectors.documents import supersedes
 from detectors.event import Identity
 from detectors.redact import Redactor
 
@@ -261,3 +262,12 @@ def test_groupers_of_different_risk_rules_never_share_a_risk_alert_id():
     assert RISK_RULE_ID in risk_ids[0] and CAMPAIGN_RISK_RULE_ID in risk_ids[1]
     assert risk_ids[0][RISK_RULE_ID] != risk_ids[1][CAMPAIGN_RISK_RULE_ID]
     assert campaign_stage.fresh().risk_rule_id == CAMPAIGN_RISK_RULE_ID
+
+
+def test_a_rendering_supersedes_the_stored_alert_unless_it_counts_fewer_detections():
+    def rendering(count: int) -> dict:
+        return {"abusewatch": {"count": count}}
+
+    assert supersedes(rendering(5), rendering(3))
+    assert supersedes(rendering(5), rendering(5))  # a re-rendering of the same group (a new score, a new message)
+    assert not supersedes(rendering(1), rendering(5))  # a late detection re-opened a forgotten group

@@ -25,13 +25,34 @@ Script = Callable[[str, str, dict[str, Any]], int]  # (op_type, _id, body) -> HT
 
 
 class ScriptedBulk:
-    """Answers ``bulk`` like Elasticsearch: per-item statuses from ``script``, or a whole-request error."""
+    """Answers ``bulk`` like Elasticsearch: per-item statuses from ``script``, or a whole-request error; ``mget``
+    from what it stored, with a sequence number per write (a partial update merges its ``doc`` in)."""
 
-    def __init__(self, script: Script, request_errors: list[Exception] | None = None) -> None:
+    def __init__(
+        self, script: Script, request_errors: list[Exception] | None = None, mget_errors: list[Exception] | None = None
+    ) -> None:
         self.script = script
         self.request_errors = list(request_errors or [])
+        self.mget_errors = list(mget_errors or [])
         self.requests: list[list[tuple[str, str, str, dict[str, Any]]]] = []
+        self.headers: list[dict[str, Any]] = []
         self.stored: dict[tuple[str, str], dict[str, Any]] = {}
+        self.seq_no: dict[tuple[str, str], int] = {}
+
+    async def mget(self, *, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.mget_errors:
+            raise self.mget_errors.pop(0)
+        found = []
+        for doc in docs:
+            key = (doc["_index"], doc["_id"])
+            if key in self.stored:
+                found.append(
+                    {**doc, "found": True, "_seq_no": self.seq_no[key], "_primary_term": 1}
+                    | {"_source": self.stored[key]}
+                )
+            else:
+                found.append({"_index": doc["_index"], "_id": doc["_id"], "found": False})
+        return {"docs": found}
 
     async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
         if self.request_errors:
@@ -42,13 +63,29 @@ class ScriptedBulk:
             ((op_type, meta),) = orjson.loads(header).items()
             document = orjson.loads(body)
             request.append((op_type, meta["_index"], meta["_id"], document))
+            self.headers.append(meta)
+            key = (meta["_index"], meta["_id"])
             status = self.script(op_type, meta["_id"], document)
+            if "if_seq_no" in meta and meta["if_seq_no"] != self.seq_no.get(key):
+                status = 409
             error = None if status < 300 else {"type": "test_error", "reason": f"status {status}"}
             if status < 300:
-                self.stored[(meta["_index"], meta["_id"])] = document
+                self.stored[key] = (
+                    merged(self.stored.get(key, {}), document["doc"]) if op_type == "update" else document
+                )
+                self.seq_no[key] = self.seq_no.get(key, -1) + 1
             items.append({op_type: {"_index": meta["_index"], "_id": meta["_id"], "status": status, "error": error}})
         self.requests.append(request)
         return {"errors": any(i for i in items), "items": items}
+
+
+def merged(stored: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
+    """What Elasticsearch stores after a partial update: objects merged key by key, everything else replaced."""
+    out = dict(stored)
+    for key, value in doc.items():
+        both_objects = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merged(out[key], value) if both_objects else value
+    return out
 
 
 def api_error(status: int) -> ApiError:
@@ -218,15 +255,94 @@ def test_redelivered_batch_overwrites_instead_of_duplicating() -> None:
     assert len(client.stored) == 5
 
 
-def test_alerts_are_upserted_without_touching_the_analysts_fields() -> None:
+def alert(count: int, message: str = "") -> Document:
+    return Document(
+        "alerts", "a1", {"event": {"id": "a1"}, "message": message, "abusewatch": {"status": "open", "count": count}}
+    )
+
+
+def test_an_alert_is_created_whole_then_updated_without_the_analysts_fields_under_its_sequence_number() -> None:
     client = ScriptedBulk(lambda op, doc_id, body: 200)
     sink, _ = make_sink(client, op_type="update")
-    alert = {"event": {"id": "a1"}, "abusewatch": {"status": "open", "count": 3}}
-    asyncio.run(sink.write([Document("alerts", "a1", alert)]))
-    ((op_type, index, doc_id, body),) = client.requests[0]
-    assert (op_type, index, doc_id) == ("update", "alerts", "a1")
-    assert body["upsert"] == alert
-    assert body["doc"]["abusewatch"] == {"count": 3}  # status (and any triage) is not overwritten
+    asyncio.run(sink.write([alert(3)]))
+    asyncio.run(sink.write([alert(5)]))
+    (created,), (updated,) = client.requests
+    assert created == ("create", "alerts", "a1", alert(3).body)
+    assert updated[:3] == ("update", "alerts", "a1")
+    assert updated[3] == {"doc": {"event": {"id": "a1"}, "message": "", "abusewatch": {"count": 5}}}  # no status
+    assert client.headers[1]["if_seq_no"] == 0 and client.headers[1]["if_primary_term"] == 1
+
+
+def test_a_rendering_that_counts_fewer_detections_is_not_written() -> None:
+    """A late detection re-opens a forgotten group with a count of one; the grown alert stays."""
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    sink, _ = make_sink(client, op_type="update")
+    asyncio.run(sink.write([alert(5, "grown")]))
+    report = asyncio.run(sink.write([alert(1, "late")]))
+    assert (report.stored, report.kept_larger, report.retries) == (0, 1, 0)
+    assert len(client.requests) == 1
+    assert client.stored["alerts", "a1"]["message"] == "grown"
+    report = asyncio.run(sink.write([alert(5, "again")]))  # the same count: a re-rendering of the same group
+    assert (report.stored, report.kept_larger) == (1, 0)
+    assert client.stored["alerts", "a1"]["message"] == "again"
+
+
+def test_a_triaged_alert_whose_severity_rises_goes_back_to_the_queue_with_its_verdict() -> None:
+    """An attacker who got one harmless probe closed must not carry on under that verdict (review 9G #1)."""
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    sink, _ = make_sink(client, op_type="update")
+
+    def rendering(count: int, severity: int) -> Document:
+        body = alert(count).body | {"event": {"id": "a1", "severity": severity}}
+        body["abusewatch"]["last_seen"] = f"2026-01-15T10:0{count}:00Z"
+        return Document("alerts", "a1", body)
+
+    def close(status: str) -> None:  # what `abusewatch alerts close` writes, with its new sequence number
+        client.stored["alerts", "a1"]["abusewatch"] |= {"status": status, "triage": {"reason": "false_positive"}}
+        client.seq_no["alerts", "a1"] += 1
+
+    asyncio.run(sink.write([rendering(1, 47)]))
+    close("closed")
+    asyncio.run(sink.write([rendering(2, 47)]))  # grew, same severity: the verdict stands
+    assert "status" not in client.requests[-1][0][3]["doc"]["abusewatch"]
+    asyncio.run(sink.write([rendering(5, 73)]))  # its severity rose: back in the queue
+    reopened = client.requests[-1][0][3]["doc"]["abusewatch"]
+    assert reopened["status"] == "open"
+    assert reopened["triage"] == {
+        "reopened_because": "severity rose from 47 to 73 after the alert was closed",
+        "reopened_at": "2026-01-15T10:05:00Z",
+    }
+    client.stored["alerts", "a1"]["abusewatch"]["status"] = "open"
+    asyncio.run(sink.write([rendering(6, 99)]))  # open already: nothing to re-open
+    assert "status" not in client.requests[-1][0][3]["doc"]["abusewatch"]
+
+
+def test_an_alert_changed_since_it_was_read_is_read_again() -> None:
+    """An analyst's verdict (or another worker) writes between the read and the guarded update: 409, read again."""
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    sink, sleeps = make_sink(client, op_type="update")
+    asyncio.run(sink.write([alert(3)]))
+    original_mget = client.mget
+
+    async def mget_then_concurrent_write(*, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        response = await original_mget(docs=docs)
+        if len(client.requests) == 1:  # only before the first guarded update
+            client.seq_no["alerts", "a1"] += 1
+        return response
+
+    client.mget = mget_then_concurrent_write  # type: ignore[method-assign]
+    report = asyncio.run(sink.write([alert(4)]))
+    assert (report.stored, report.retries) == (1, 1) and len(sleeps) == 1
+    assert [request[0][0] for request in client.requests] == ["create", "update", "update"]
+    assert client.stored["alerts", "a1"]["abusewatch"]["count"] == 4
+
+
+def test_an_unreadable_alert_is_retried_not_overwritten() -> None:
+    client = ScriptedBulk(lambda op, doc_id, body: 200, mget_errors=[ConnectionError("reset")])
+    sink, sleeps = make_sink(client, op_type="update")
+    report = asyncio.run(sink.write([alert(2)]))
+    assert (report.stored, report.retries, len(sleeps)) == (1, 1, 1)
+    assert [request[0][0] for request in client.requests] == ["create"]
 
 
 @pytest.mark.parametrize(

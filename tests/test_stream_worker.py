@@ -13,7 +13,7 @@ import pytest
 from msgspec.structs import replace
 
 import app.stream.worker as worker_module
-from app.settings import Settings
+from app.settings import PACKAGE_ROOT, Settings
 from app.stream.codec import decode_events, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
@@ -91,10 +91,27 @@ def test_a_normaliser_crash_becomes_a_dead_letter(worker: StreamWorker, monkeypa
         raise KeyError("boom")
 
     monkeypatch.setattr("app.stream.worker.normalise_payload", explode)
-    events, letters = worker._normalise(b'{"x": 1}', "kafka:raw/0@5")
+    events, letters = worker._normalise(b'{"x": 1}', "kafka:raw/0@5", None)
     assert events == []
     assert [(letter["reason"], letter["origin"], letter["size"]) for letter in letters] == [
         ("normaliser_error", "kafka:raw/0@5", 8)
+    ]
+
+
+def test_a_record_time_is_judged_against_its_kafka_timestamp(worker: StreamWorker) -> None:
+    """A backlog read hours after it was logged: a record dated two hours ahead of its Kafka timestamp is a forgery
+    or a broken clock, even though it lies in the past of the worker's clock (review 9i, finding 1)."""
+    logged = 1_767_225_600.0
+    sample = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_text().splitlines()[0]
+    honest, forged = (orjson.dumps({**orjson.loads(sample), "timestamp": logged + ahead}) for ahead in (-2, 7200))
+    messages, letters, count = worker._ingest_batch(
+        [(honest, "kafka:raw/0@1", logged), (forged, "kafka:raw/0@2", logged)]
+    )
+    events = [event for _, payload in messages for event in decode_events(payload)]
+    assert (count, letters) == (2, [])
+    assert sorted((event.timestamp, event.timestamp_assumed) for event in events) == [
+        (logged - 2, False),
+        (logged, True),
     ]
 
 
@@ -113,7 +130,7 @@ class RawRecord:
     """What ``take_events`` hands the ingest agent: an event whose ``message`` is the Kafka record."""
 
     def __init__(self, offset: int, value: bytes) -> None:
-        self.message = SimpleNamespace(topic="raw", partition=0, offset=offset, value=value)
+        self.message = SimpleNamespace(topic="raw", partition=0, offset=offset, value=value, timestamp=None)
 
 
 class OneBatchStream:

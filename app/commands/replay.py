@@ -123,6 +123,7 @@ def _run(
         "keep_raw": detection.keep_raw_dead_letters,
         "flush": flush,
         "dedupe_capacity": settings.worker.dedupe_capacity,
+        "max_future_s": detection.max_future_seconds,
     }
     total = sum(os.path.getsize(name) for name in files if name != STDIN)
     if not console.is_terminal or STDIN in files:

@@ -2,7 +2,9 @@
 
 Every document has a deterministic ``_id``, so a redelivered batch overwrites (``op_type: index`` on plain indices)
 or is recognised as already stored (``op_type: create`` on data streams, which refuse overwrites: a 409 there means
-the document is already in). An alert's ``_id`` is its id, a dead letter's too; an enriched event's is its
+the document is already in). Alerts are created, then updated in place by re-renderings of their group, but never
+by one that counts fewer detections than the stored alert (see ``ElasticsearchSink._bulk``); an analyst's verdict
+on an alert survives every update. An alert's ``_id`` is its id, a dead letter's too; an enriched event's is its
 ``event.hash``, a keyed hash of its ``event.id`` and content (``detectors.documents.event_document_id``), so a
 redelivered record meets its own document while another record under a reused ``event.id`` gets its own.
 
@@ -31,6 +33,7 @@ from elastic_transport import ApiError, TransportError
 from elasticsearch import AsyncElasticsearch
 
 from app.settings import ElasticsearchSettings
+from detectors.documents import supersedes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ STATUS_FIELD = "abusewatch.status"
 TRIAGE_FIELD = "abusewatch.triage"
 TRIAGE_FIELDS = (STATUS_FIELD, TRIAGE_FIELD)
 
-OpType = str  # "index", "create", or "update" (alerts: upsert that leaves triage fields alone)
+OpType = str  # "index", "create", or "update" (alerts: created, then updated in place, see ElasticsearchSink._bulk)
 _RETRY_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
 # refusals of the cluster's state or set-up, not of the document, whatever their status
 _RETRY_ERROR_TYPES = frozenset({"security_exception", "cluster_block_exception", "index_not_found_exception"})
@@ -71,17 +74,38 @@ class Outcome(enum.Enum):
     REJECTED = "rejected"
 
 
-def preserving_update(alert: dict[str, Any]) -> dict[str, Any]:
-    """Bulk ``update`` body that re-writes an alert without touching its triage state.
+def reopen_reason(stored: dict[str, Any], alert: dict[str, Any]) -> str | None:
+    """Why a triaged alert goes back to the analysts' queue, if it does: its severity rose since it was closed or
+    acknowledged. An attacker who got one harmless probe closed must not carry on under that verdict for the rest
+    of the window."""
+    status = stored.get("abusewatch", {}).get("status")
+    before, after = stored.get("event", {}).get("severity"), alert.get("event", {}).get("severity")
+    if (
+        status in ("acknowledged", "closed")
+        and all(isinstance(s, int | float) for s in (before, after))
+        and after > before
+    ):
+        return f"severity rose from {before} to {after} after the alert was {status}"
+    return None
 
-    A new alert is stored whole (``upsert``); an existing one gets every field but :data:`TRIAGE_FIELDS` merged in
-    (``doc``), so ``abusewatch.status`` and ``abusewatch.triage`` set by an analyst survive the group growing.
+
+def preserving_update(alert: dict[str, Any], reopen_because: str | None = None) -> dict[str, Any]:
+    """Bulk ``update`` body that re-writes a stored alert without touching its triage state.
+
+    Every field but :data:`TRIAGE_FIELDS` is merged in (``doc``), so ``abusewatch.status`` and ``abusewatch.triage``
+    set by an analyst survive the group growing, unless ``reopen_because`` (:func:`reopen_reason`): then the status
+    is ``open`` again and the triage section says why and from when (the alert's last event time), keeping the
+    verdict. The sink sends it only when the rendering supersedes the stored version, guarded by that version's
+    sequence number (see :class:`ElasticsearchSink`).
     """
     doc = copy.deepcopy(alert)
     section = doc.get("abusewatch", {})
     for dotted in TRIAGE_FIELDS:
         section.pop(dotted.split(".", 1)[1], None)
-    return {"doc": doc, "upsert": alert}
+    if reopen_because is not None:
+        section["status"] = "open"
+        section["triage"] = {"reopened_because": reopen_because, "reopened_at": section.get("last_seen")}
+    return {"doc": doc}
 
 
 def classify(status: int, op_type: OpType, error_type: str = "") -> Outcome:
@@ -90,7 +114,7 @@ def classify(status: int, op_type: OpType, error_type: str = "") -> Outcome:
         return Outcome.STORED
     if status == 409 and op_type == "create":
         return Outcome.DUPLICATE
-    if status in _RETRY_STATUSES or status == 409:  # 409 on index: a concurrent write, try again
+    if status in _RETRY_STATUSES or status == 409:  # 409 on index or update: a concurrent write, read and try again
         return Outcome.RETRY
     if error_type in _RETRY_ERROR_TYPES:
         return Outcome.RETRY
@@ -115,10 +139,24 @@ class Rejection:
     error: str
 
 
+# what the sink reads of a stored alert before it updates it: for supersedes() and reopen_reason()
+_STORED_FIELDS = ["abusewatch.count", "abusewatch.status", "event.severity"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """What a guarded alert update needs to know of the stored alert."""
+
+    seq_no: int
+    primary_term: int
+    body: dict[str, Any]
+
+
 @dataclass(slots=True)
 class WriteReport:
     stored: int = 0
     duplicates: int = 0
+    kept_larger: int = 0  # alert renderings not written: the stored version counts more detections
     retries: int = 0
     rejections: list[Rejection] = field(default_factory=list)
 
@@ -210,25 +248,70 @@ class ElasticsearchSink:
             return orjson.dumps(preserving_update(doc.body))
         return orjson.dumps(doc.body)
 
+    async def _stored_alerts(self, docs: list[Document]) -> dict[tuple[str, str], StoredVersion | None]:
+        """The stored version of each alert that exists (``None`` for those that do not yet).
+
+        An alert the read could not answer for is left out; the caller retries it.
+        """
+        if not docs:
+            return {}
+        response = await self.client.mget(
+            docs=[{"_index": doc.index, "_id": doc.id, "_source": _STORED_FIELDS} for doc in docs]
+        )
+        stored: dict[tuple[str, str], StoredVersion | None] = {}
+        for doc, found in zip(docs, response["docs"], strict=True):
+            error = found.get("error")
+            if error is not None and not (isinstance(error, dict) and error.get("type") == "index_not_found_exception"):
+                continue
+            if found.get("found"):
+                stored[doc.index, doc.id] = StoredVersion(found["_seq_no"], found["_primary_term"], found["_source"])
+            else:
+                stored[doc.index, doc.id] = None
+        return stored
+
     async def _bulk(
         self, chunk: list[tuple[Document, bytes]], report: WriteReport
     ) -> tuple[list[tuple[Document, bytes]], str]:
+        """One bulk request for ``chunk``; returns the documents to retry and why.
+
+        Alerts are written so that none ever shrinks (:func:`detectors.documents.supersedes`): an alert not stored
+        yet is created whole; a stored one is updated only if the rendering supersedes it, and only if it is still
+        the version read (``if_seq_no``), so a concurrent write (another worker during a rebalance, an analyst's
+        verdict) makes a 409 that is read again in the next round.
+        """
+        alerts = [doc for doc, _ in chunk if self.op_type_for(doc.index) == "update"]
+        stored = await self._stored_alerts(alerts)
+        sent: list[tuple[Document, bytes]] = []
+        failed: list[tuple[Document, bytes]] = []
         operations: list[bytes] = []
         for doc, body in chunk:
-            op_type = self.op_type_for(doc.index)
             target: dict[str, Any] = {"_index": doc.index, "_id": doc.id}
-            if op_type == "update":
-                target["retry_on_conflict"] = 3
-            action = {op_type: target}
-            operations.append(orjson.dumps(action))
-            operations.append(body)
+            action, payload = self.op_type_for(doc.index), body
+            if action == "update":
+                if (doc.index, doc.id) not in stored:
+                    failed.append((doc, body))
+                    continue
+                version = stored[doc.index, doc.id]
+                if version is None:
+                    action, payload = "create", orjson.dumps(doc.body)
+                elif not supersedes(doc.body, version.body):
+                    report.kept_larger += 1
+                    continue
+                else:
+                    target |= {"if_seq_no": version.seq_no, "if_primary_term": version.primary_term}
+                    if (reason := reopen_reason(version.body, doc.body)) is not None:
+                        payload = orjson.dumps(preserving_update(doc.body, reason))
+            operations += [orjson.dumps({action: target}), payload]
+            sent.append((doc, body))
+        reason = "the stored alerts could not be read" if failed else ""
+        if not sent:
+            return failed, reason
         response = await self.client.bulk(operations=operations)
-        failed: list[tuple[Document, bytes]] = []
-        reason = ""
-        for (doc, body), item in zip(chunk, response["items"], strict=True):
-            op_type, result = next(iter(item.items()))
+        for (doc, body), item in zip(sent, response["items"], strict=True):
+            result = next(iter(item.values()))
             status = int(result.get("status", 500))
             error = result.get("error")
+            op_type = self.op_type_for(doc.index)  # an alert's create is still an alert write: a 409 is read again
             outcome = classify(status, op_type, str(error.get("type", "")) if isinstance(error, dict) else "")
             if outcome is Outcome.STORED:
                 report.stored += 1

@@ -282,7 +282,9 @@ class StreamWorker:
         loop = asyncio.get_running_loop()
         async for batch in stream.take_events(worker.ingest_batch_size, within=settings.detection.batch_timeout_s):
             started = time.perf_counter()
-            payloads = [(record.message.value or b"", _origin(record.message)) for record in batch]
+            payloads = [
+                (record.message.value or b"", _origin(record.message), record.message.timestamp) for record in batch
+            ]
             messages, letters, events = await loop.run_in_executor(None, self._ingest_batch, payloads)
             deliveries: list[Awaitable[Any]] = []
             for partition, payload in messages:
@@ -405,13 +407,16 @@ class StreamWorker:
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
-    def _ingest_batch(self, payloads: Sequence[tuple[bytes, str]]) -> tuple[list[tuple[int, bytes]], list[Any], int]:
-        """The internal-topic messages ``(partition, payload)`` of the events in ``(payload, origin)`` pairs, kept
-        in their order within each partition, the dead letters, and how many events there were."""
+    def _ingest_batch(
+        self, payloads: Sequence[tuple[bytes, str, float | None]]
+    ) -> tuple[list[tuple[int, bytes]], list[Any], int]:
+        """The internal-topic messages ``(partition, payload)`` of the events in ``(payload, origin, Kafka
+        timestamp)`` triples, kept in their order within each partition, the dead letters, and how many events there
+        were."""
         events: list[Event] = []
         letters: list[Any] = []
-        for payload, origin in payloads:
-            found, bad = self._normalise(payload, origin)
+        for payload, origin, received_at in payloads:
+            found, bad = self._normalise(payload, origin, received_at)
             events.extend(found)
             letters.extend(bad)
         limit = self.settings.kafka.internal_message_bytes
@@ -422,7 +427,9 @@ class StreamWorker:
         ]
         return messages, letters, len(events)
 
-    def _normalise(self, payload: bytes, origin: str) -> tuple[list[Event], list[Any]]:
+    def _normalise(self, payload: bytes, origin: str, received_at: float | None) -> tuple[list[Event], list[Any]]:
+        """Events and dead letters of one raw record; its time is judged against ``received_at``, the Kafka
+        record's timestamp (when the shipper produced it), not the worker's clock, so a backlog is read as logged."""
         detection = self.settings.detection
         try:
             return normalise_payload(
@@ -431,6 +438,8 @@ class StreamWorker:
                 max_bytes=detection.max_record_bytes,
                 max_text_chars=detection.max_text_chars,
                 keep_raw=detection.keep_raw_dead_letters,
+                received_at=received_at if received_at and received_at > 0 else None,
+                max_future_s=detection.max_future_seconds,
             )
         except Exception as error:  # a normaliser bug must not stop the stream: the record becomes a dead letter
             log.exception("normaliser failed on %s", origin)
@@ -567,6 +576,7 @@ class StreamWorker:
         self.state.es_write_error = None
         metrics.ES_DOCUMENTS.labels("stored").inc(report.stored)
         metrics.ES_DOCUMENTS.labels("duplicate").inc(report.duplicates)
+        metrics.ES_DOCUMENTS.labels("kept_larger").inc(report.kept_larger)
         for rejection in report.rejections:
             metrics.ES_REJECTIONS.labels(rejection.document.index).inc()
         return report

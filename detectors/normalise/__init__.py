@@ -31,9 +31,13 @@ from detectors.normalise.decode import DeadLetter, dead_letter, decode_located, 
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import TextLimit
 
-MAX_FUTURE_SECONDS = 24 * 3600.0  # a record time further ahead of the clock is not believed
+# A record time further ahead of its reference clock than this is not believed. The stream's reference is the Kafka
+# record's own timestamp (when the shipper produced it), so a backlog read hours later is judged against its own
+# time; elsewhere it is the wall clock. Setting: detection.max_future_seconds.
+DEFAULT_MAX_FUTURE_SECONDS = 900.0
 
 __all__ = [
+    "DEFAULT_MAX_FUTURE_SECONDS",
     "FORMATS",
     "DeadLetter",
     "Format",
@@ -71,13 +75,23 @@ def detect_format(record: dict[str, Any]) -> str | None:
     return None
 
 
-def normalise_many(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> list[Event]:
-    """All events in ``record``. Raises :class:`NormaliseError` for unknown formats and malformed records."""
+def normalise_many(
+    record: dict[str, Any],
+    *,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    received_at: float | None = None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_SECONDS,
+) -> list[Event]:
+    """All events in ``record``. Raises :class:`NormaliseError` for unknown formats and malformed records.
+
+    ``received_at`` is when the record entered the log pipeline (the Kafka record's timestamp), the reference for
+    assumed times and for times too far ahead (``max_future_s``); without it, the wall clock.
+    """
     name = detect_format(record)
     if name is None:
         keys = ", ".join(sorted(str(key) for key in record)[:8]) if isinstance(record, dict) else type(record).__name__
         raise NormaliseError("unknown_format", f"no known format matches a record with keys: {keys}")
-    now = time.time()
+    now = time.time() if received_at is None else received_at
     try:
         events = FORMATS[name].normalise(record, TextLimit(max_text_chars), now)
     except NormaliseError:
@@ -86,14 +100,15 @@ def normalise_many(record: dict[str, Any], *, max_text_chars: int = DEFAULT_MAX_
         raise NormaliseError("too_deep", f"{name} record too deep or too large: {type(error).__name__}") from None
     except Exception as error:  # a reader missed a type: still a bad record, never a crash
         raise NormaliseError(f"malformed:{name}", f"unexpected {type(error).__name__}: {error}"[:500]) from None
-    return [_time_checked(event, now) for event in events]
+    return [_time_checked(event, now, max_future_s) for event in events]
 
 
-def _time_checked(event: Event, now: float) -> Event:
-    """``event``, its time taken as assumed (ingestion time) if it lies more than :data:`MAX_FUTURE_SECONDS` ahead
-    of the clock: a record dated next month or in year 9999 is a broken clock or a forgery, and taken at its word
-    it would move every event-time window of its partition into the future."""
-    if event.timestamp > now + MAX_FUTURE_SECONDS:
+def _time_checked(event: Event, now: float, max_future_s: float) -> Event:
+    """``event``, its time taken as assumed (ingestion time) if it lies more than ``max_future_s`` ahead of the
+    reference clock: a record dated hours ahead is a broken clock or a forgery, and taken at its word it would move
+    every event-time window of its partition into the future (every later record late, open alert groups and
+    correlations forgotten)."""
+    if event.timestamp > now + max_future_s:
         return msgspec.structs.replace(event, timestamp=now, timestamp_assumed=True)
     return event
 
@@ -114,13 +129,22 @@ def normalise_payload(
     max_bytes: int,
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     keep_raw: bool = False,
+    received_at: float | None = None,
+    max_future_s: float = DEFAULT_MAX_FUTURE_SECONDS,
 ) -> tuple[list[Event], list[DeadLetter]]:
-    """Events from every record in ``payload``; dead letters for what cannot be decoded or normalised."""
+    """Events from every record in ``payload``; dead letters for what cannot be decoded or normalised.
+
+    ``received_at`` and ``max_future_s``: see :func:`normalise_many`.
+    """
     records, letters = decode_located(payload, origin, max_bytes=max_bytes, keep_raw=keep_raw)
     events: list[Event] = []
     for where, record in records:
         try:
-            events.extend(normalise_many(record, max_text_chars=max_text_chars))
+            events.extend(
+                normalise_many(
+                    record, max_text_chars=max_text_chars, received_at=received_at, max_future_s=max_future_s
+                )
+            )
         except NormaliseError as error:
             letters.append(
                 dead_letter(
