@@ -127,11 +127,9 @@ def alert_names(document: dict[str, Any]) -> set[str]:
 
 
 def grouping_pipeline(settings: Settings | None = None) -> Pipeline:
-    """The engine's detectors (:func:`app.engine.build_detectors`), plus the anomaly detector if they lack it."""
+    """The engine's detectors (:func:`app.engine.build_detectors`, the anomaly tier included)."""
     settings = settings or Settings()
     detectors = build_detectors(settings)
-    if not any(isinstance(detector, AnomalyDetector) for detector in detectors):
-        detectors.append(AnomalyDetector())
     redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
     return Pipeline(detectors, redactor)
 

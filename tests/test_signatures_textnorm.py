@@ -146,6 +146,22 @@ def test_every_kind_of_whitespace_folds_to_a_space():
     assert explain("do\x0banything") == ("nfkc",)
 
 
+def test_capitals_fold_to_the_latin_letter_they_look_like_not_through_their_lower_case():
+    """Greek ``Ν`` looks like ``N``, its lower case ``ν`` like ``v``; ``Β``, ``Η``, Cyrillic ``В``, ``Н`` have lower
+    cases that look like nothing Latin. Every capital with a capital Latin look-alike folds to that letter."""
+    assert fold("ΙGΝΟRΕ ΑLL ΒΕΗΚΜΤΥΧΖ") == "ignore all behkmtyxz"
+    assert fold("ВЕНКМ") == "behkm"
+    look_alikes = textnorm._homoglyphs(keep_case=True)
+    wrong = {
+        char: fold(char)
+        for char, letter in look_alikes.items()
+        if char.isupper() and letter.isupper() and fold(char) != letter.lower() and char.casefold() == char.lower()
+    }
+    assert wrong == {}
+    assert explain("ΙGΝΟRΕ") == ("homoglyph",)
+    assert fold("ν") == "v"  # lower-case nu still looks like v
+
+
 def test_letters_named_as_forms_of_a_latin_letter_fold_to_it():
     assert fold("ignøre ałł ɵɇƫ ıɡ") == "ignore all oet ig"  # with stroke, barred, hook, dotless, script
     assert fold("ɪɢɴᴏʀᴇ ᴘʀᴇᴠɪᴏᴜꜱ") == "ignore previous"  # small capitals

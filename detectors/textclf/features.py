@@ -4,7 +4,8 @@ A batch of texts is truncated, joined and encoded to arrays of code points, in s
 characters (which keep the arrays in the CPU cache); every step after that is a numpy operation over a slice. Code
 points are folded through one lookup table (lower case, look-alike letters to Latin, invisible characters
 dropped, Unicode tag characters decoded to the ASCII they hide, whitespace to one space; the fold is
-:func:`detectors.signatures.textnorm.fold`, per character), so the usual obfuscations do not break n-grams.
+:func:`detectors.signatures.textnorm.classifier_fold_char`, the signature fold but for capitals), so the usual
+obfuscations do not break n-grams.
 Features are character n-grams inside word boundaries (``char_wb``-like: an n-gram may begin or end with the
 space around a word but never contains one) and word uni/bi-grams (runs of two or more word characters), hashed
 with polynomial rolling hashes (uint64 arithmetic, fixed constants) into a fixed number of columns. Words listed
@@ -36,7 +37,7 @@ from functools import cache
 import numpy as np
 import scipy.sparse as sp
 
-from detectors.signatures.textnorm import fold
+from detectors.signatures.textnorm import classifier_fold_char
 from detectors.textclf.concepts import concept_names, word_concepts
 
 FEATURISER = "abusewatch-ngrams/3"  # bumped whenever the same text would map to different features
@@ -279,7 +280,7 @@ def fold_table() -> np.ndarray:
         elif unicodedata.category(char) == "Cc":
             table[code] = _DROP  # NUL and other control characters split words for no reason
         else:
-            folded = fold(char)
+            folded = classifier_fold_char(char)
             table[code] = _DROP if not folded else ord(folded) if len(folded) == 1 else ord(char.lower()[:1] or char)
     return table
 
