@@ -5,11 +5,19 @@ only the identities that hash to it). The anomaly tier writes each event's templ
 (``abusewatch.identity.template_signature``); :func:`campaign_candidates` turns those into small records, which
 are regrouped by signature (:func:`signature_partition`) and judged here with event-time windows of their own.
 The stream does the regrouping through a Kafka topic; replay does it in-process, with the same code.
+
+A window keeps at most ``campaign_max_templates`` signatures. Every distinct benign prompt is a signature of its own,
+so at the cap the oldest signature that cannot become a campaign soon (one identity, one request) makes room for
+the newcomer; a signature that comes back after that in the same window is marked ``overflowed`` (a request of it
+was not seen, so no exception may suppress its alert). Only when no signature can go is a newcomer refused, and
+counted (``templates_overflowed``).
 """
 
 from __future__ import annotations
 
 import bisect
+import heapq
+import logging
 import math
 import time
 import zlib
@@ -27,6 +35,8 @@ from detectors.event import Event, Identity
 from detectors.exceptions import AlertException, ExceptionList
 from detectors.pipeline import BatchResult
 from detectors.redelivery import content_digest
+
+log = logging.getLogger(__name__)
 
 STATE_VERSION = 2  # 2: the event ids already counted (the optional "identities" came later, without a bump)
 SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
@@ -145,6 +155,11 @@ class _Window:
         self.last_ts = 0.0
 
 
+def _single(window: _Window) -> bool:
+    """Whether a window holds one request of one identity."""
+    return len(window.members) == 1 and next(iter(window.members.values())) == 1
+
+
 class CampaignDetector:
     """Campaign windows per template signature, closed by an event-time watermark.
 
@@ -157,6 +172,10 @@ class CampaignDetector:
 
     Candidates are delivered at least once (an identity partition that moves re-sends what its old owner sent
     after its last committed offset), so the last ``remember`` event ids are kept and a repeat is ignored.
+
+    ``templates_evicted`` and ``templates_overflowed`` count the signatures forgotten at ``campaign_max_templates``
+    and the candidates of new signatures refused there, since this detector was created or its state loaded (for a
+    metric; not checkpointed).
     """
 
     def __init__(
@@ -183,6 +202,13 @@ class CampaignDetector:
         self._started = clock()  # sources not heard from yet count as heard now: they hold the watermark a while
         self._watermark = -math.inf
         self._last_eviction = -math.inf
+        # window start -> heap of (time, signature) of the signatures created there; those no longer single are skipped
+        self._singles: dict[float, list[tuple[float, str]]] = {}
+        # window start -> signatures forgotten there at the cap (None: more than the cap, so any may have been)
+        self._forgotten: dict[float, dict[str, None] | None] = {}
+        self._refusal_logged: set[float] = set()  # windows whose refusals were logged (not checkpointed)
+        self.templates_evicted = 0
+        self.templates_overflowed = 0
 
     def detect(self, candidates: Sequence[CampaignCandidate]) -> list[Detection]:
         return [campaign.detection for campaign in self.campaigns(candidates)]
@@ -240,6 +266,9 @@ class CampaignDetector:
             "members": self._members,
             "identities": {s: msgspec.to_builtins(identities) for s, identities in self._identities.items()},
             "overflowed": self._overflowed,
+            "forgotten": [
+                [start, None if forgotten is None else list(forgotten)] for start, forgotten in self._forgotten.items()
+            ],
             "windows": [
                 [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
                  window.event_ids, window.last_ts, window.overflowed]
@@ -272,6 +301,14 @@ class CampaignDetector:
             window.ips, window.last_ts = list(ips), float(last_ts)
             window.overflowed = bool(overflowed and overflowed[0])
             window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
+        self._forgotten = {  # absent from older checkpoints
+            float(start): None if forgotten is None else dict.fromkeys(map(str, forgotten))
+            for start, forgotten in state.get("forgotten", [])
+        }
+        for start, by_signature in self._windows.items():
+            singles = [(window.last_ts, s) for s, window in by_signature.items() if _single(window)]
+            heapq.heapify(singles)
+            self._singles[start] = singles
 
     def fresh(self) -> CampaignDetector:
         return CampaignDetector(
@@ -283,9 +320,14 @@ class CampaignDetector:
         windows = self._windows.setdefault(start, {})
         window = windows.get(candidate.signature)
         if window is None:
-            if len(windows) >= config.campaign_max_templates:
+            if len(windows) >= config.campaign_max_templates and not self._forget_single(start, windows):
+                self._refuse(start)
                 return
             window = windows[candidate.signature] = _Window()
+            forgotten = self._forgotten.get(start, {})
+            if forgotten is None or candidate.signature in forgotten:
+                window.overflowed = True  # a request of it was forgotten: no exception may suppress this window
+            heapq.heappush(self._singles.setdefault(start, []), (candidate.timestamp, candidate.signature))
         member = candidate.identity.key()
         if member not in window.members:
             if len(window.members) >= config.campaign_max_identities:
@@ -301,6 +343,36 @@ class CampaignDetector:
         bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
         del window.event_ids[config.max_event_ids :]
 
+    def _forget_single(self, start: float, windows: dict[str, _Window]) -> bool:
+        """Make room in a full window: forget its oldest signature of one identity and one request (time, then
+        signature: the same whatever the batching), which cannot become a campaign soon. False if there is none."""
+        singles = self._singles.get(start, [])
+        while singles:
+            timestamp, signature = heapq.heappop(singles)
+            window = windows.get(signature)
+            if window is not None and window.last_ts == timestamp and _single(window):
+                del windows[signature]
+                forgotten = self._forgotten.setdefault(start, {})
+                if forgotten is not None:
+                    forgotten[signature] = None
+                    if len(forgotten) > self.config.campaign_max_templates:
+                        self._forgotten[start] = None  # too many to list: any signature may have lost a request
+                self.templates_evicted += 1
+                return True
+        return False
+
+    def _refuse(self, start: float) -> None:
+        """A new signature refused in a full window where no signature could go: counted, logged once per window."""
+        self.templates_overflowed += 1
+        if start not in self._refusal_logged:
+            self._refusal_logged.add(start)
+            log.warning(
+                "campaigns: the window at %s holds campaign_max_templates (%d) signatures, none of which can go; "
+                "new signatures are not judged in it",
+                start,
+                self.config.campaign_max_templates,
+            )
+
     def _advance(self, watermark: float) -> list[Campaign]:
         if watermark <= self._watermark:
             return []
@@ -309,6 +381,9 @@ class CampaignDetector:
         detections: list[Campaign] = []
         for start in sorted(s for s in self._windows if s + width <= watermark):
             detections.extend(self._close(start, self._windows.pop(start)))
+            self._singles.pop(start, None)
+            self._forgotten.pop(start, None)
+            self._refusal_logged.discard(start)
         if math.isfinite(watermark) and watermark - self._last_eviction >= 3600.0:
             self._last_eviction = watermark
             horizon = watermark - self.config.campaign_memory_seconds

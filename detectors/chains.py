@@ -7,17 +7,22 @@
   quotes it back (the attacker builds on what was extracted).
 
 It runs after the other detectors and reads their verdicts from each event's findings. State is per session,
-bounded, and expires on event time. Of a leaked response only keyed hashes of its word shingles are kept: the
-state is checkpointed, and raw overlapping shingles would rebuild the response (and any secret or PII in it),
-which every output document masks.
+bounded (turns per session, and sessions per pipeline: the session id is the client's to choose, so past
+``max_sessions`` the least recently active session is forgotten), and expires on event time. A turn that arrives
+late takes its place in time order and is judged with the turns before it. Of a leaked response only keyed hashes
+of its word shingles are kept: the state is checkpointed, and raw overlapping shingles would rebuild the response
+(and any secret or PII in it), which every output document masks.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import heapq
+import logging
 import math
 import secrets
-from collections import deque
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -31,6 +36,10 @@ from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shingles, words
 from detectors.matching import MultiMatcher, Pattern
 
+log = logging.getLogger(__name__)
+WARN_EVERY_S = 60.0  # how often (wall time) a cap that keeps forgetting state is logged
+
+DEFAULT_MAX_SESSIONS = 100_000  # sessions kept per pipeline (one pipeline per partition); see docs/scaling.md
 SHINGLE_HASH = "blake2b-64"  # how leaked shingles are kept; checkpoints without this marker hold raw shingles
 ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
 LEAK_MEMORY_WINDOWS = 24  # a leaked prompt quoted back later than this many windows is no longer connected
@@ -92,14 +101,18 @@ class _Turn:
 
 @dataclass(slots=True)
 class _Session:
-    turns: deque[_Turn]
-    last_seen: float
+    turns: list[_Turn]  # in time order, at most ``max_turns`` (a list: a deque costs ~760 bytes empty)
+    last_seen: float  # the newest turn's time: a late turn never moves it back
 
 
 @dataclass(slots=True)
 class _Leak:
     timestamp: float
     shingles: set[str] = field(default_factory=set)  # keyed hashes (SessionChainDetector._hash)
+
+
+def _turn_time(turn: _Turn) -> float:
+    return turn.timestamp
 
 
 def session_key(identity: Identity) -> str:
@@ -117,25 +130,56 @@ class SessionChainDetector(Detector):
     ``shingle_key`` keys the hashes kept of leaked responses' shingles; pass one that is stable per deployment
     (``redactor.derive_key("chain shingles")``) so a restored checkpoint still matches. Without one, a random key
     per detector: nothing leaks, but leaks from before a restart are no longer recognised.
+
+    At most ``max_sessions`` sessions are kept: past it, the session whose newest turn is oldest (event time, then
+    key) is forgotten, one at a time, so what is kept never depends on how arrivals were batched (a session that
+    expiry would already have dropped is always the first to go). ``evicted`` counts the sessions forgotten this
+    way since this detector was created or its state loaded (for a metric; not checkpointed).
     """
 
     name = "chains"
 
-    def __init__(self, settings: ChainSettings | None = None, *, shingle_key: bytes | None = None) -> None:
+    def __init__(
+        self,
+        settings: ChainSettings | None = None,
+        *,
+        shingle_key: bytes | None = None,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+    ) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be >= 1")
         self.settings = settings or ChainSettings()
+        self.max_sessions = max_sessions
+        self.evicted = 0
+        self._warned_at, self._warned_evicted = -math.inf, 0
         self._shingle_key = shingle_key or secrets.token_bytes(32)
         self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
         self._sessions: dict[str, _Session] = {}
+        self._activity: list[tuple[float, str]] = []  # heap of (last_seen, key); entries no longer current are skipped
         self._leaks: dict[str, list[_Leak]] = {}
         self._newest = -math.inf  # the newest event time seen
         self._expired_at = -math.inf  # the newest event time when state was last scanned for expiry
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections: list[Detection] = []
+        evicted = self.evicted
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             detections.extend(self._observe(event, found))
         self._expire(events)
+        if self.evicted > evicted:
+            self._warn_evicted()
         return detections
+
+    def _warn_evicted(self) -> None:
+        """Say that sessions were forgotten at the cap: at most once a minute (wall time), not once per batch."""
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            log.warning(
+                "chains: max_sessions (%d) reached; forgot the %d sessions least recently active since last said",
+                self.max_sessions,
+                self.evicted - self._warned_evicted,
+            )
+            self._warned_at, self._warned_evicted = now, self.evicted
 
     def _observe(self, event: Event, found: Findings) -> list[Detection]:
         settings = self.settings
@@ -143,15 +187,26 @@ class SessionChainDetector(Detector):
         self._newest = max(self._newest, event.timestamp)
         session = self._sessions.get(key)
         if session is None or event.timestamp - session.last_seen > settings.window_seconds:
-            session = self._sessions[key] = _Session(turns=deque(maxlen=settings.max_turns), last_seen=event.timestamp)
+            self._sessions.pop(key, None)  # a session that starts over goes last, as a new one
+            session = self._sessions[key] = _Session(turns=[], last_seen=event.timestamp)
+            self._record_activity(key, session)
+            self._forget_least_recent()
+        elif event.timestamp > session.last_seen:
+            session.last_seen = event.timestamp
+            self._record_activity(key, session)
         blocked = self._blocked(event)
         attack = bool(found.categories & ATTACK_CATEGORIES)
         score = found.fields.get(INJECTION_SCORE)
-        previous = list(session.turns)
-        session.turns.append(_Turn(event.timestamp, blocked, score if isinstance(score, int | float) else None))
-        session.last_seen = event.timestamp
+        turn = _Turn(event.timestamp, blocked, score if isinstance(score, int | float) else None)
+        # A late turn takes its place in time order and is judged with the turns before it, as on time.
+        position = bisect.bisect_right(session.turns, event.timestamp, key=_turn_time)
+        previous = session.turns[:position]
+        upto = [*previous, turn]
+        if position or len(session.turns) < settings.max_turns:  # a full session keeps its newest turns
+            session.turns.insert(position, turn)
+            del session.turns[: -settings.max_turns]
         detections = []
-        blocked_before = sum(1 for turn in previous if turn.blocked)
+        blocked_before = sum(1 for kept in previous if kept.blocked)
         if attack and not blocked and blocked_before >= settings.blocked_attempts:
             detections.append(
                 self._detection(
@@ -162,7 +217,7 @@ class SessionChainDetector(Detector):
                     {"blocked_attempts": float(blocked_before)},
                 )
             )
-        scores = [turn.score for turn in session.turns if turn.score is not None][-settings.rising_turns :]
+        scores = [kept.score for kept in upto if kept.score is not None][-settings.rising_turns :]
         if (
             len(scores) == settings.rising_turns
             and all(a < b for a, b in pairwise(scores))
@@ -180,6 +235,26 @@ class SessionChainDetector(Detector):
             )
         detections.extend(self._leak_reuse(event, found))
         return detections
+
+    def _record_activity(self, key: str, session: _Session) -> None:
+        """Note ``session``'s newest time for eviction; rebuild the heap when stale entries outnumber live ones."""
+        heapq.heappush(self._activity, (session.last_seen, key))
+        if len(self._activity) > 2 * len(self._sessions) + 64:
+            self._rebuild_activity()
+
+    def _rebuild_activity(self) -> None:
+        self._activity = [(session.last_seen, key) for key, session in self._sessions.items()]
+        heapq.heapify(self._activity)
+
+    def _forget_least_recent(self) -> None:
+        """Past ``max_sessions``, forget the sessions whose newest turn is oldest (a client inventing a session id
+        per request must not grow the partition's state without bound)."""
+        while len(self._sessions) > self.max_sessions and self._activity:
+            last_seen, key = heapq.heappop(self._activity)
+            session = self._sessions.get(key)
+            if session is not None and session.last_seen == last_seen:
+                del self._sessions[key]
+                self.evicted += 1
 
     def _leak_reuse(self, event: Event, found: Findings) -> list[Detection]:
         identity = event.identity.key()
@@ -307,11 +382,15 @@ class SessionChainDetector(Detector):
         maxlen = self.settings.max_turns
         self._sessions = {
             key: _Session(
-                turns=deque((_Turn(t, bool(b), s) for t, b, s in value["turns"]), maxlen=maxlen),
+                turns=sorted((_Turn(t, bool(b), s) for t, b, s in value["turns"]), key=_turn_time)[-maxlen:],
                 last_seen=value["last_seen"],
             )
             for key, value in state.get("sessions", {}).items()
         }
+        self.evicted = 0
+        self._warned_at, self._warned_evicted = -math.inf, 0
+        self._rebuild_activity()
+        self._forget_least_recent()  # a smaller max_sessions than the checkpoint's applies at once
         times = [session.last_seen for session in self._sessions.values()]
         self._newest, self._expired_at = max(times, default=-math.inf), -math.inf
         hashed = state.get("leak_shingles") == SHINGLE_HASH

@@ -5,15 +5,18 @@ product extension a reference may also be ``category:<name>`` (any rule of that 
 ``category:prompt_injection``), so a correlation does not go stale when rules are added to the pack.
 
 Evaluation runs on event time, per group (the ``group-by`` fields), on the events that matched a referenced rule;
-state is bounded per group and expires once older than the rule's timespan.
+state is bounded per group and in groups per pipeline (group-by values such as user ids are often the client's to
+choose), and expires once older than the rule's timespan.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
+import logging
 import math
 import operator
-from collections import deque
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,9 @@ from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, 
 from detectors.event import Event
 from detectors.signatures.parse import SignatureRule
 from detectors.signatures.ruleset import RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
+
+log = logging.getLogger(__name__)
+WARN_EVERY_S = 60.0  # how often (wall time) a cap that keeps forgetting state is logged
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
 CATEGORY_PREFIX = "category:"
@@ -44,6 +50,7 @@ _SUPPORTED = {
     SigmaCorrelationType.TEMPORAL_ORDERED,
 }
 MAX_EVENTS_PER_GROUP = 1000
+DEFAULT_MAX_GROUPS = 100_000  # groups kept per pipeline (one pipeline per partition); see docs/scaling.md
 # Partitions of a stream advance unevenly: a group is kept this long past its timespan (event time) so an identity
 # whose partition lags behind the newest one still finds its window.
 ALLOWED_LATENESS_S = 3600.0
@@ -214,22 +221,48 @@ class _Hit:
     value: str | None
 
 
+GroupKey = tuple[str, tuple[str | None, ...]]  # (correlation rule id, group-by values)
+
+
+def _group_order(key: GroupKey) -> tuple[str, tuple[tuple[bool, str], ...]]:
+    """A total order on group keys (a missing value, ``None``, does not compare with strings), for ties."""
+    rule_id, group = key
+    return rule_id, tuple((value is not None, value or "") for value in group)
+
+
 class CorrelationDetector(Detector):
     """Evaluates correlation rules on the verdicts earlier detectors recorded in each event's findings.
 
     Give it a :class:`CorrelationWatcher` to have the stream worker reload its rules (app/stream/reload.py), which
     swaps them in with :meth:`use_rules`.
+
+    At most ``max_groups`` groups are kept (all rules together): past it, the group whose newest hit is oldest
+    (event time, then key) is forgotten, one at a time, so what is kept never depends on how arrivals were batched
+    (a group that expiry would already have dropped is always the first to go). ``evicted`` counts the groups
+    forgotten this way since this detector was created or its state loaded (for a metric; not checkpointed).
     """
 
     name = "correlation"
 
     def __init__(
-        self, correlations: Sequence[Correlation] | CorrelationWatcher, aliases: dict[str, str] | None = None
+        self,
+        correlations: Sequence[Correlation] | CorrelationWatcher,
+        aliases: dict[str, str] | None = None,
+        *,
+        max_groups: int = DEFAULT_MAX_GROUPS,
     ) -> None:
+        if max_groups < 1:
+            raise ValueError("max_groups must be >= 1")
         self.watcher = correlations if isinstance(correlations, CorrelationWatcher) else None
         self.correlations = list(correlations.current if isinstance(correlations, CorrelationWatcher) else correlations)
         self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
-        self._groups: dict[tuple[str, tuple[str | None, ...]], deque[_Hit]] = {}
+        self.max_groups = max_groups
+        self.evicted = 0
+        self._warned_at, self._warned_evicted = -math.inf, 0
+        self._groups: dict[GroupKey, list[_Hit]] = {}  # hits in time order (a list: a deque costs 760 bytes empty)
+        self._references: dict[frozenset[str], frozenset[str]] = {}  # one copy of each set of references
+        # heap of (newest hit time, order, key); entries no longer current are skipped
+        self._activity: list[tuple[float, tuple[str, tuple[tuple[bool, str], ...]], GroupKey]] = []
         self._newest = -math.inf  # the newest hit time seen
         self._expired_at = -math.inf  # the newest hit time when groups were last scanned for expiry
 
@@ -244,25 +277,40 @@ class CorrelationDetector(Detector):
         running = {correlation.info.id: correlation for correlation in self.correlations}
         unchanged = {c.info.id for c in correlations if running.get(c.info.id) == c}
         self._groups = {key: hits for key, hits in self._groups.items() if key[0] in unchanged}
+        self._rebuild_activity()
         self.correlations = list(correlations)
         self.aliases = aliases
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections = []
-        touched: set[tuple[str, tuple[str | None, ...]]] = set()
+        touched: set[GroupKey] = set()
+        evicted = self.evicted
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             if not found.rule_ids and not found.categories:
                 continue
             for correlation in self.correlations:
                 satisfied = correlation.matches(found.rule_ids, found.categories, self.aliases)
                 if satisfied:
-                    detection = self._observe(correlation, event, frozenset(satisfied), touched)
+                    detection = self._observe(correlation, event, self._interned(satisfied), touched)
                     if detection is not None:
                         detections.append(detection)
         self._expire(touched)
+        if self.evicted > evicted:
+            self._warn_evicted()
         return detections
 
-    def _expire(self, touched: set[tuple[str, tuple[str | None, ...]]]) -> None:
+    def _warn_evicted(self) -> None:
+        """Say that groups were forgotten at the cap: at most once a minute (wall time), not once per batch."""
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            log.warning(
+                "correlation: max_groups (%d) reached; forgot the %d groups least recently active since last said",
+                self.max_groups,
+                self.evicted - self._warned_evicted,
+            )
+            self._warned_at, self._warned_evicted = now, self.evicted
+
+    def _expire(self, touched: set[GroupKey]) -> None:
         """Drop groups whose newest hit is older than the longest timespan: bounded memory on event time.
 
         Every group is scanned only when event time crosses a step (a quarter of the shortest timespan), not per
@@ -274,7 +322,7 @@ class CorrelationDetector(Detector):
             return
         step = min(c.timespan for c in self.correlations) / 4
         newest = math.floor(self._newest / step) * step
-        keys: Iterable[tuple[str, tuple[str | None, ...]]] = touched
+        keys: Iterable[GroupKey] = touched
         if newest > self._expired_at:
             self._expired_at = newest
             keys = list(self._groups)
@@ -289,29 +337,41 @@ class CorrelationDetector(Detector):
         correlation: Correlation,
         event: Event,
         satisfied: frozenset[str],
-        touched: set[tuple[str, tuple[str | None, ...]]],
+        touched: set[GroupKey],
     ) -> Detection | None:
         group = tuple(event_field(event, name) for name in correlation.group_by)
         if correlation.group_by and all(value is None for value in group):
             return None
-        touched.add((correlation.info.id, group))
-        hits = self._groups.setdefault((correlation.info.id, group), deque(maxlen=MAX_EVENTS_PER_GROUP))
+        key = (correlation.info.id, group)
+        touched.add(key)
+        hits = self._groups.get(key)
+        created = hits is None
+        if hits is None:
+            hits = self._groups[key] = []
         value = event_field(event, correlation.field) if correlation.field else None
         self._newest = max(self._newest, event.timestamp)
-        _insert_in_time_order(hits, _Hit(event.timestamp, event.id, satisfied, value))
-        while hits and hits[0].timestamp < hits[-1].timestamp - correlation.timespan - ALLOWED_LATENESS_S:
-            hits.popleft()
+        hit = _Hit(event.timestamp, event.id, satisfied, value)
+        _insert_in_time_order(hits, hit)
+        if hits[-1] is hit:  # the group's newest hit: its activity for eviction
+            self._record_activity(key, hit.timestamp)
+        if created:
+            self._forget_least_recent()
+        oldest = hits[-1].timestamp - correlation.timespan - ALLOWED_LATENESS_S
+        cut = 0
+        while hits[cut].timestamp < oldest:
+            cut += 1
+        del hits[:cut]
         # The window that ends at this event: a hit that arrived late is judged with the hits of its own time, not
         # with newer ones, so the alerts do not depend on how arrivals were cut into batches.
         start = event.timestamp - correlation.timespan
-        window = deque(hit for hit in hits if start <= hit.timestamp <= event.timestamp)
+        window = [hit for hit in hits if start <= hit.timestamp <= event.timestamp]
         if not self._fires(correlation, window):
             return None
         hits = window
         described = ", ".join(f"{name}={value}" for name, value in zip(correlation.group_by, group, strict=True))
         return Detection(
             rule=correlation.info,
-            event_ids=[hit.event_id for hit in list(hits)[-50:]],
+            event_ids=[hit.event_id for hit in hits[-50:]],
             timestamp=event.timestamp,
             identity=event.identity,
             message=f"{correlation.info.name} ({described or 'all events'}; {len(hits)} events in "
@@ -321,8 +381,33 @@ class CorrelationDetector(Detector):
             related_users=sorted({e for e in (event.identity.user_id,) if e}),
         )
 
+    def _interned(self, references: Iterable[str]) -> frozenset[str]:
+        """The one copy of this set of references (a frozenset costs 216 bytes; there are few distinct ones)."""
+        satisfied = frozenset(references)
+        return self._references.setdefault(satisfied, satisfied)
+
+    def _record_activity(self, key: GroupKey, newest: float) -> None:
+        """Note a group's newest hit time for eviction; rebuild the heap when stale entries outnumber live ones."""
+        heapq.heappush(self._activity, (newest, _group_order(key), key))
+        if len(self._activity) > 2 * len(self._groups) + 64:
+            self._rebuild_activity()
+
+    def _rebuild_activity(self) -> None:
+        self._activity = [(hits[-1].timestamp, _group_order(key), key) for key, hits in self._groups.items() if hits]
+        heapq.heapify(self._activity)
+
+    def _forget_least_recent(self) -> None:
+        """Past ``max_groups``, forget the groups whose newest hit is oldest (an injector rotating user ids or IPs
+        must not grow the partition's state without bound)."""
+        while len(self._groups) > self.max_groups and self._activity:
+            newest, _order, key = heapq.heappop(self._activity)
+            hits = self._groups.get(key)
+            if hits is not None and (not hits or hits[-1].timestamp == newest):
+                del self._groups[key]
+                self.evicted += 1
+
     @staticmethod
-    def _fires(correlation: Correlation, hits: deque[_Hit]) -> bool:
+    def _fires(correlation: Correlation, hits: list[_Hit]) -> bool:
         kind = correlation.kind
         if kind == SigmaCorrelationType.EVENT_COUNT:
             return correlation.compare(len(hits), correlation.threshold)
@@ -349,13 +434,17 @@ class CorrelationDetector(Detector):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        self._references = {}
         self._groups = {
-            (rule_id, tuple(group)): deque(
-                (_Hit(t, event_id, frozenset(refs), value) for t, event_id, refs, value in hits),
-                maxlen=MAX_EVENTS_PER_GROUP,
-            )
+            (rule_id, tuple(group)): [
+                _Hit(t, event_id, self._interned(refs), value) for t, event_id, refs, value in hits
+            ][-MAX_EVENTS_PER_GROUP:]
             for rule_id, group, hits in state.get("groups", [])
         }
+        self.evicted = 0
+        self._warned_at, self._warned_evicted = -math.inf, 0
+        self._rebuild_activity()
+        self._forget_least_recent()  # a smaller max_groups than the checkpoint's applies at once
         self._newest = max((hits[-1].timestamp for hits in self._groups.values() if hits), default=-math.inf)
         self._expired_at = -math.inf
 
@@ -367,11 +456,11 @@ def correlation_group_key(rule_id: str, group: tuple[Any, ...]) -> str:
     return f"{rule_id}|{json.dumps(values, ensure_ascii=True, separators=(',', ':'))}"
 
 
-def _insert_in_time_order(hits: deque[_Hit], hit: _Hit) -> None:
+def _insert_in_time_order(hits: list[_Hit], hit: _Hit) -> None:
     """Insert ``hit`` after every hit not newer than it (hits arrive nearly in order: a short walk from the end);
-    a full group drops its oldest hit first."""
-    if hits.maxlen is not None and len(hits) == hits.maxlen:
-        hits.popleft()
+    a full group (:data:`MAX_EVENTS_PER_GROUP`) drops its oldest hit first."""
+    if len(hits) >= MAX_EVENTS_PER_GROUP:
+        del hits[0]
     position = len(hits)
     while position and hits[position - 1].timestamp > hit.timestamp:
         position -= 1
