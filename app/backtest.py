@@ -6,60 +6,89 @@ newly caught and the events lost, with examples. Labels name the attack events (
 event counts as benign. Detections that an alert exception suppresses never reach the queue, so they count per
 exception instead of as caught, and their alerts apart from the alerts: per exception, the events it suppressed
 and those it hides (caught by no other, unsuppressed detection), each with how many are labelled attacks.
+
+A labelled attack that never became an event (its record is a dead letter) is an attack missed: the report counts
+the labels that name an event of the input, those found in a dead-lettered record and those found nowhere.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from app.replay import decoded_lines
+from app.settings import Settings
 from detectors.documents import iso_time
 from detectors.event import Event
-from detectors.pipeline import Pipeline
+from detectors.normalise import DeadLetter
+from detectors.partitioned import PartitionedPipeline
+from detectors.pipeline import BatchResult, Pipeline
 
 BENIGN = "benign"
+CATEGORY_KEYS = ("category", "expected_category", "label")  # where a label object holds its category
+LINE_SUFFIXES = (".jsonl", ".ndjson")
 
 
 class LabelsError(ValueError):
     """A labels file that cannot be read; the message names the file and, for JSONL, the line."""
 
 
-LINE_SUFFIXES = (".jsonl", ".ndjson")
-
-
 def load_labels(path: Path) -> dict[str, str]:
     """Event id -> category (or ``benign``) from a JSON object or JSONL with ``event_id`` and ``category``.
 
-    Values may be a category string or an object with ``category`` / ``expected_category`` / ``label``. A
-    ``.jsonl`` / ``.ndjson`` file is read as lines; another file as one JSON document when it is one (an object of
-    labels, or a single row, which has an ``event_id``), else as lines. Raises :class:`LabelsError`.
+    Values may be a category string or an object with ``category`` / ``expected_category`` / ``label``; ``null``,
+    ``false`` and ``""`` mean benign, and any other value is an error. A ``.jsonl`` / ``.ndjson`` file is read as
+    lines; another file as one JSON document when it is one (an object of labels, or a single row, which has an
+    ``event_id``), else as lines. The simulator's labels (``abusewatch simulate --labels-out``: attacking identity
+    -> attack, under ``attackers``) label identities, not events, and are refused. Raises :class:`LabelsError`.
     """
     try:
         text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise LabelsError(f"{path}: cannot read the labels: {error}") from None
     document = None if path.suffix.lower() in LINE_SUFFIXES else _json_document(text)
+    if isinstance(document, dict) and isinstance(document.get("attackers"), dict):
+        raise LabelsError(
+            f"{path}: this is the simulator's labels file (`abusewatch simulate --labels-out`): it labels attacking "
+            "identities, not events, and backtest scores events (event id -> category)"
+        )
     rows = [document] if isinstance(document, dict) and "event_id" in document else None
     if isinstance(document, dict) and rows is None:
         raw = document.get("events", document)
         if not isinstance(raw, dict):
             raise LabelsError(f"{path}: 'events' must map event ids to categories")
-        items: Iterable[tuple[str, Any]] = raw.items()
+        items: Iterable[tuple[Any, Any]] = raw.items()
     else:
         rows = rows or _json_lines(path, text)
         items = [(row["event_id"], row) for row in rows]
-    labels = {}
-    for event_id, value in items:
-        if isinstance(value, dict):
-            category = value.get("category") or value.get("expected_category") or value.get("label") or BENIGN
-        else:
-            category = value
-        labels[str(event_id)] = str(category)
-    return labels
+    return {str(event_id): _category(path, str(event_id), value) for event_id, value in items}
+
+
+def _category(path: Path, event_id: str, value: Any) -> str:
+    """One label's category: a string, or a label object's; ``null``, ``false`` and ``""`` are benign."""
+    if isinstance(value, dict):
+        present = [key for key in CATEGORY_KEYS if key in value]
+        if not present:
+            raise LabelsError(f"{path}: the label of {event_id!r} has no {' / '.join(CATEGORY_KEYS)}")
+        value = next((value[key] for key in present if not _blank(value[key])), None)
+    if _blank(value):
+        return BENIGN
+    if isinstance(value, str):
+        return value
+    raise LabelsError(
+        f"{path}: the label of {event_id!r} is {value!r}: give a category (a string), or null / false for benign"
+    )
+
+
+def _blank(value: Any) -> bool:
+    return value is None or value is False or (isinstance(value, str) and not value.strip())
 
 
 def _json_document(text: str) -> Any:
@@ -85,6 +114,74 @@ def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
 
 
 @dataclass(slots=True)
+class DeadLetters:
+    """Records of the input that did not become events, and the labelled event ids found among their values."""
+
+    count: int = 0
+    by_reason: Counter[str] = field(default_factory=Counter)
+    labelled: set[str] = field(default_factory=set)
+
+    def add(self, letter: DeadLetter, labels: Mapping[str, str] | None) -> None:
+        self.count += 1
+        self.by_reason[letter.reason] += 1
+        if labels and letter.raw:
+            self.labelled.update(labels.keys() & _values(letter.raw))
+
+
+def history_batches(
+    inputs: list[str],
+    settings: Settings,
+    dead_letters: DeadLetters,
+    labels: Mapping[str, str] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[list[Event]]:
+    """Batches of ``detection.batch_size`` events from ``inputs``, decoded as replay decodes them; their dead
+    letters go to ``dead_letters``, with the ids of ``labels`` that their records hold. ``on_progress`` gets the
+    bytes of each record read."""
+    detection = settings.detection
+    batch: list[Event] = []
+    for events, letters, size in decoded_lines(
+        inputs,
+        max_bytes=detection.max_record_bytes,
+        max_text_chars=detection.max_text_chars,
+        keep_raw=bool(labels),  # to find labelled ids in the records that did not decode
+        max_future_s=detection.max_future_seconds,
+    ):
+        for letter in letters:
+            dead_letters.add(letter, labels)
+        batch.extend(events)
+        if len(batch) >= detection.batch_size:
+            yield batch
+            batch = []
+        if on_progress is not None:
+            on_progress(size)
+    if batch:
+        yield batch
+
+
+def _values(raw: str) -> set[str]:
+    """The string and integer values of a dead-lettered record; of a record that is not JSON (or was cut), every
+    double-quoted string."""
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return set(raw.split('"')[1::2])
+    values: set[str] = set()
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, str):
+            values.add(node)
+        elif isinstance(node, int) and not isinstance(node, bool):
+            values.add(str(node))
+    return values
+
+
+@dataclass(slots=True)
 class RuleStats:
     rule_id: str
     name: str
@@ -103,13 +200,22 @@ class RuleStats:
 @dataclass(slots=True)
 class BacktestResult:
     events: int = 0
+    days: dict[str, str] = field(default_factory=dict)  # every event id seen -> its day
     rules: dict[str, RuleStats] = field(default_factory=dict)
     caught: set[str] = field(default_factory=set)
     caught_by_category: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     snippets: dict[str, str] = field(default_factory=dict)
-    alerts: int = 0  # alert documents the queue would get (and alerts of rules in test), suppressed ones apart
-    suppressed_alerts: int = 0
+    alert_ids: set[str] = field(default_factory=set)  # alerts the queue would get (and of rules in test)
+    suppressed_alert_ids: set[str] = field(default_factory=set)
     suppressed: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # exception id -> event ids
+
+    @property
+    def alerts(self) -> int:
+        return len(self.alert_ids)
+
+    @property
+    def suppressed_alerts(self) -> int:
+        return len(self.suppressed_alert_ids)
 
     def recall(self, labels: dict[str, str]) -> dict[str, float | None]:
         """Per labelled category: the share of its events that a rule of ANY category caught; plus ``all``."""
@@ -125,54 +231,58 @@ class BacktestResult:
         recall["all"] = sum(1 for e in attacks if e in self.caught) / len(attacks) if attacks else None
         return recall
 
-    def false_positive_rate(self, labels: dict[str, str], event_ids: set[str]) -> float | None:
+    def false_positive_rate(self, labels: dict[str, str], event_ids: Iterable[str]) -> float | None:
         benign = [e for e in event_ids if labels.get(e, BENIGN) == BENIGN]
         return sum(1 for e in benign if e in self.caught) / len(benign) if benign else None
 
 
 def run_backtest(
-    batches: Iterable[list[Event]], pipeline: Pipeline, labels: dict[str, str] | None
-) -> tuple[BacktestResult, set[str]]:
-    """Run ``pipeline`` over ``batches``; returns the result and every event id seen."""
+    batches: Iterable[list[Event]], pipeline: Pipeline | PartitionedPipeline, labels: Mapping[str, str] | None
+) -> tuple[BacktestResult, KeysView[str]]:
+    """Run ``pipeline`` over ``batches``, then close its open windows (``flush``) as replay does at the end of its
+    input; returns the result and every event id seen. A detection counts every event it names, whichever batch
+    the event came in: window tiers (anomaly, correlations, chains, campaigns) close after their events."""
     result = BacktestResult()
-    seen: set[str] = set()
-    alert_ids: set[str] = set()
-    suppressed_alert_ids: set[str] = set()
     for batch in batches:
-        output = pipeline.process(batch)
         result.events += len(batch)
-        seen.update(event.id for event in batch)
-        day_of = {event.id: _day(event.timestamp) for event in batch}
-        for document in output.events:
-            gen_ai = document.get("gen_ai", {})
-            text = gen_ai.get("prompt") or gen_ai.get("completion") or ""
-            result.snippets[document["event"]["id"]] = text[:160]
-        for document in [*output.alerts, *output.shadow_alerts]:
-            suppressed = "exception" in document.get("abusewatch", {})
-            (suppressed_alert_ids if suppressed else alert_ids).add(document["event"]["id"])
-        hidden = {id(detection) for detection, _exception in output.suppressed}
-        for detection, exception in output.suppressed:
-            result.suppressed[exception.id].update(e for e in detection.event_ids if e in day_of)
-        for detection in output.detections:
-            if id(detection) in hidden:
-                continue
-            rule = detection.rule
-            stats = result.rules.setdefault(rule.id, RuleStats(rule.id, rule.name, rule.category))
-            for event_id in detection.event_ids:
-                if event_id not in day_of:
-                    continue  # stateful detections may name events of earlier batches; counted there
-                if event_id not in stats.events:
-                    stats.events.add(event_id)
-                    stats.per_day[day_of[event_id]] += 1
-                result.caught.add(event_id)
-                result.caught_by_category[rule.category].add(event_id)
-    result.alerts = len(alert_ids)
-    result.suppressed_alerts = len(suppressed_alert_ids)
+        for event in batch:
+            result.days.setdefault(event.id, sys.intern(_day(event.timestamp)))
+        _count(result, pipeline.process(batch))
+    _count(result, pipeline.flush())
     if labels is not None:
         for stats in result.rules.values():
             stats.true_positives = sum(1 for e in stats.events if labels.get(e, BENIGN) != BENIGN)
             stats.false_positives = len(stats.events) - stats.true_positives
-    return result, seen
+    return result, result.days.keys()
+
+
+def _count(result: BacktestResult, output: BatchResult) -> None:
+    """Add what one batch (or the final flush) produced to ``result``."""
+    days = result.days
+    for document in output.events:
+        gen_ai = document.get("gen_ai", {})
+        text = gen_ai.get("prompt") or gen_ai.get("completion") or ""
+        result.snippets[document["event"]["id"]] = text[:160]
+    for document in [*output.alerts, *output.shadow_alerts]:
+        suppressed = "exception" in document.get("abusewatch", {})
+        (result.suppressed_alert_ids if suppressed else result.alert_ids).add(document["event"]["id"])
+    hidden = {id(detection) for detection, _exception in output.suppressed}
+    for detection, exception in output.suppressed:
+        result.suppressed[exception.id].update(e for e in detection.event_ids if e in days)
+    for detection in output.detections:
+        if id(detection) in hidden:
+            continue
+        rule = detection.rule
+        stats = result.rules.setdefault(rule.id, RuleStats(rule.id, rule.name, rule.category))
+        for event_id in detection.event_ids:
+            day = days.get(event_id)
+            if day is None:
+                continue  # not an event of the input
+            if event_id not in stats.events:
+                stats.events.add(event_id)
+                stats.per_day[day] += 1
+            result.caught.add(event_id)
+            result.caught_by_category[rule.category].add(event_id)
 
 
 def diff(baseline: BacktestResult, candidate: BacktestResult, examples: int = 3) -> dict[str, Any]:
@@ -189,8 +299,15 @@ def diff(baseline: BacktestResult, candidate: BacktestResult, examples: int = 3)
     }
 
 
-def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]) -> dict[str, Any]:
-    """The backtest as a JSON-able report."""
+def report(
+    result: BacktestResult,
+    labels: Mapping[str, str] | None,
+    seen: Collection[str],
+    dead_letters: DeadLetters | None = None,
+) -> dict[str, Any]:
+    """The backtest as a JSON-able report. With ``dead_letters``, their counts; labelled attacks among them count
+    as missed. With ``labels``, how many were given, name an event seen (``joined``), were found only in dead
+    letters, and were found nowhere (``not_found``)."""
     rules = [
         {
             "rule_id": s.rule_id,
@@ -210,9 +327,23 @@ def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]
         "alerts": result.alerts,
         "suppressed_alerts": result.suppressed_alerts,
     }
+    dead = {e for e in dead_letters.labelled if e not in seen} if dead_letters is not None and labels else set()
+    if dead_letters is not None:
+        out["dead_letters"] = {
+            "count": dead_letters.count,
+            "by_reason": dict(dead_letters.by_reason.most_common()),
+            "labelled_attacks": sum(1 for e in dead if labels[e] != BENIGN) if labels is not None else None,
+        }
     if labels is not None:
+        joined = sum(1 for e in labels if e in seen)
+        out["labels"] = {
+            "given": len(labels),
+            "joined": joined,
+            "in_dead_letters": len(dead),
+            "not_found": len(labels) - joined - len(dead),
+        }
         labelled = {e: labels.get(e, BENIGN) for e in seen}
-        out["recall"] = result.recall(labelled)
+        out["recall"] = result.recall({**labelled, **{e: labels[e] for e in dead}})  # dead letters: missed
         out["false_positive_rate"] = result.false_positive_rate(labelled, seen)
         judged = sum(1 for e in result.caught if labelled.get(e, BENIGN) != BENIGN)
         out["precision"] = judged / len(result.caught) if result.caught else None
@@ -225,7 +356,7 @@ def report(result: BacktestResult, labels: dict[str, str] | None, seen: set[str]
     return out
 
 
-def _suppression(suppressed: set[str], hidden: set[str], labels: dict[str, str] | None) -> dict[str, int | None]:
+def _suppression(suppressed: set[str], hidden: set[str], labels: Mapping[str, str] | None) -> dict[str, int | None]:
     """What one exception kept from the queue: every event it suppressed, and those no other detection caught."""
 
     def attacks(events: set[str]) -> int | None:

@@ -22,6 +22,7 @@ from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, CorrelationWatcher, rule_aliases
 from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
 from detectors.exfil.detector import build_exfil_detectors
+from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
@@ -66,7 +67,7 @@ def build_pipeline(
     detectors = build_detectors(settings, rule_dirs)
     if exceptions is None:
         exceptions = build_exceptions(settings, running_rules(detectors))
-    return Pipeline(detectors, _redactor(settings), _grouper(settings), exceptions)
+    return Pipeline(detectors, _redactor(settings), build_grouper(settings), exceptions)
 
 
 def build_exceptions(settings: Settings, known: KnownRules | None = None) -> ExceptionList:
@@ -104,7 +105,20 @@ def build_campaign_stage(
     if exceptions is None:
         exceptions = build_exceptions(settings)
     detector = CampaignDetector(settings.detection.anomaly, sources=sources)
-    return CampaignStage(detector, _grouper(settings), exceptions)
+    return CampaignStage(detector, build_grouper(settings), exceptions)
+
+
+def build_engine(
+    settings: Settings, rule_dirs: Sequence[Path] | None = None, partitions: int | None = None
+) -> PartitionedPipeline:
+    """The engine replay, backtest and the stream run: the per-identity stage (every tier, the configured alert
+    exceptions and alert policy) once per identity partition (``kafka.partitions`` unless given), and the
+    cross-identity campaign stage. ``rule_dirs`` replaces the configured signature rules (see
+    :func:`build_pipeline`). A bad exceptions file raises :class:`~detectors.exceptions.ExceptionsError`."""
+    partitions = partitions or settings.kafka.partitions
+    template = build_pipeline(settings, rule_dirs=rule_dirs)  # loads the exceptions, checked against its rules
+    campaigns = build_campaign_stage(settings, sources=partitions, exceptions=template.exceptions)
+    return PartitionedPipeline(template, partitions, campaigns)
 
 
 def known_rules_of(settings: Settings) -> tuple[KnownRules, list[str]]:
@@ -133,7 +147,8 @@ def _redactor(settings: Settings) -> Redactor:
     return Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
 
 
-def _grouper(settings: Settings) -> AlertGrouper:
+def build_grouper(settings: Settings) -> AlertGrouper:
+    """The alert grouper with the configured alert policy (``detection.alerting``)."""
     alerting = settings.detection.alerting
     policy = AlertPolicy(
         window_seconds=alerting.window_seconds,

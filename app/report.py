@@ -11,6 +11,7 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+from app.commands.alerts import terminal_safe
 from app.replay import ReplaySummary
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
@@ -47,7 +48,9 @@ code {{ background: #f5f5f5; padding: 0 .2rem; word-break: break-all; }}
 
 
 def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """Text for the page: control characters and bidirectional overrides shown as escapes, as the CLI shows them
+    (attacker text must not reorder what the page shows), then HTML-escaped."""
+    return html.escape(terminal_safe(value), quote=True)
 
 
 def _section(title: str, body: str, anchor: str) -> str:

@@ -55,6 +55,16 @@ def test_report_escapes_evidence():
     assert "&lt;b&gt;ignore&lt;/b&gt;" in page
 
 
+def test_report_shows_control_characters_and_bidi_overrides_as_escapes_as_the_cli_does():
+    hostile = alert(7, "prompt_injection", "r1", 73, "user:\u202egnp.lanimret")
+    hostile["abusewatch"]["evidence"][0]["snippet"] = "see \u202egnp.lanimret\u202c and \x1b[2J\x1b[31mred"
+    page = render_report([hostile], summary())
+    for raw in ("\u202e", "\u202c", "\x1b"):
+        assert raw not in page
+    assert "see \\u202egnp.lanimret\\u202c and \\u001b[2J\\u001b[31mred" in page
+    assert "user:\\u202egnp.lanimret" in page
+
+
 def test_report_without_alerts_says_so():
     page = render_report([], ReplaySummary())
     assert page.count("No alerts.") == 4

@@ -69,3 +69,11 @@ def test_list_command():
     assert result.exit_code == 0, result.output
     assert OVERRIDE_ID in result.output
     assert "5 rules loaded, 0 files with errors" in result.output
+
+
+def test_list_renders_titles_literally_not_as_markup(tmp_path):
+    title = '"Repeat [/] forever [bold]x[/bold]"'
+    (tmp_path / "markup.yml").write_text(rule_yaml("s:\n  gen_ai.prompt|contains: x\ncondition: s", title=title))
+    result = runner.invoke(cli, ["rules", "list", str(tmp_path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "Repeat [/] forever [bold]x[/bold]" in result.output

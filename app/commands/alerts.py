@@ -32,6 +32,7 @@ MESSAGE_WIDTH = 100
 RULE_WIDTH = 60
 PROMPT_WIDTH = 120
 EVENT_ID_WIDTH = 80
+ALERT_ID_WIDTH = 32  # detectors.documents.alert_id: 32 hex characters
 
 
 def register(cli: typer.Typer) -> None:
@@ -122,8 +123,10 @@ def list_alerts(
         _print_json([{"id": hit["_id"], **hit["_source"]} for hit in hits])
         return
     table = Table(title=f"{len(hits)} alerts in {settings.alerts_index}")
-    for column in ("id", "time", "severity", "rule", "identity", "count", "status", "message"):
-        table.add_column(column, justify="right" if column in ("severity", "count") else "left")
+    table.add_column("id", no_wrap=True, min_width=ALERT_ID_WIDTH)  # whole, to copy into show / ack / close
+    for column in ("time", "severity", "rule", "identity", "count", "status", "message"):
+        fold = "fold" if column in ("time", "identity") else "ellipsis"
+        table.add_column(column, justify="right" if column in ("severity", "count") else "left", overflow=fold)
     for hit in hits:
         doc = hit["_source"]
         row = (

@@ -1,27 +1,48 @@
-"""``abusewatch backtest``: run a rule set over labelled history before shipping it."""
+"""``abusewatch backtest``: run a rule set over labelled history before shipping it.
+
+Event ids, prompts and rule names in the history are attacker-controlled, so they are printed without Rich markup
+and with terminal control characters made visible; the JSON report (``--out``) is written before anything is
+printed.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
-from app.backtest import LabelsError, diff, load_labels, report, run_backtest
+from app.backtest import (
+    DeadLetters,
+    LabelsError,
+    diff,
+    history_batches,
+    load_labels,
+    report,
+    run_backtest,
+)
+from app.commands.alerts import terminal_safe
 from app.commands.exceptions import exit_on_bad_exceptions
-from app.engine import build_exceptions, build_pipeline
-from app.replay import decoded_lines
+from app.engine import build_engine, build_exceptions, build_grouper
+from app.replay import STDIN
 from app.settings import Settings, load_settings
-from detectors.event import Event
+from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
 from detectors.signatures.ruleset import RuleSet, default_directories
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False, highlight=False)
+EXAMPLE_CHARS = 100
+RULE_NAME_CHARS = 60
 
 
 def register(cli: typer.Typer) -> None:
@@ -37,48 +58,56 @@ def backtest_command(
     engine: bool = typer.Option(
         False,
         "--engine",
-        help="Run the whole engine (all tiers), not only rules; with --rules / --builtin its signature tier runs "
-        "those rules instead of the configured ones.",
+        help="Run the whole engine (all tiers, campaigns) as replay does, not only rules; with --rules / --builtin "
+        "its signature tier runs those rules instead of the configured ones, and so does the --baseline engine.",
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the report as JSON."),
 ) -> None:
     """Replay INPUT through a rule set; report per-rule precision, recall per category, volume and a diff."""
+    for name in inputs:
+        if name != STDIN and not Path(name).is_file():
+            raise typer.BadParameter(f"no such file: {name}", param_hint="--input")
+    if baseline and STDIN in inputs:
+        raise typer.BadParameter("standard input can be read once: give files with --baseline", param_hint="--input")
     settings = load_settings()
     try:
         labels = load_labels(labels_path) if labels_path else None
     except LabelsError as error:
         raise typer.BadParameter(str(error), param_hint="--labels") from None
+    build = _engine_pipeline if engine else _rules_pipeline
     with exit_on_bad_exceptions():
-        if engine:
-            candidate = _engine_pipeline(rules or [], builtin, settings)
-        else:
-            candidate = _rules_pipeline(rules or [], builtin, settings)
-    result, seen = run_backtest(_batches(inputs, settings), candidate, labels)
-    output = report(result, labels, seen)
-    if baseline:
-        with exit_on_bad_exceptions():
-            base_pipeline = _rules_pipeline(baseline, False, settings)
-        base_result, _ = run_backtest(_batches(inputs, settings), base_pipeline, labels)
-        output["diff"] = diff(base_result, result)
-    _print(output)
+        candidate = build(rules or [], builtin, settings)
+    dead_letters = DeadLetters()
+    with _progress(inputs, passes=2 if baseline else 1) as advance:
+        result, seen = run_backtest(history_batches(inputs, settings, dead_letters, labels, advance), candidate, labels)
+        output = report(result, labels, seen, dead_letters)
+        if baseline:
+            with exit_on_bad_exceptions():
+                base_pipeline = build(baseline, False, settings)
+            batches = history_batches(inputs, settings, DeadLetters(), None, advance)
+            base_result, _ = run_backtest(batches, base_pipeline, labels)
+            output["diff"] = diff(base_result, result)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(output, indent=2) + "\n")
+    _print(output)
+    _check_labels(output.get("labels"))
 
 
 def _rules_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
+    """The signature tier alone, with the configured alert exceptions and alert policy."""
     ruleset = _candidate_rules(directories, builtin)
     redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-    return Pipeline([SignatureDetector(ruleset)], redactor, exceptions=build_exceptions(settings))
+    return Pipeline([SignatureDetector(ruleset)], redactor, build_grouper(settings), build_exceptions(settings))
 
 
-def _engine_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
-    """Every tier; the signature tier runs the candidate rules (``--rules``, plus the built-in pack with
+def _engine_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> PartitionedPipeline:
+    """The engine replay runs; its signature tier runs the candidate rules (``--rules``, plus the built-in pack with
     ``--builtin``) when there are some, else the configured rules, so the report is about the rules passed."""
     if not directories and not builtin:
-        return build_pipeline(settings)
+        return build_engine(settings)
     _candidate_rules(directories, builtin)  # reported and checked here, where the engine's log may not show
-    return build_pipeline(settings, rule_dirs=_candidate_dirs(directories, builtin))
+    return build_engine(settings, rule_dirs=_candidate_dirs(directories, builtin))
 
 
 def _candidate_dirs(directories: list[Path], builtin: bool) -> list[Path]:
@@ -88,44 +117,77 @@ def _candidate_dirs(directories: list[Path], builtin: bool) -> list[Path]:
 def _candidate_rules(directories: list[Path], builtin: bool) -> RuleSet:
     ruleset = RuleSet.load(_candidate_dirs(directories, builtin))
     for error in ruleset.errors:
-        console.print(f"[yellow]rule not loaded:[/yellow] {error}")
+        console.print(Text.assemble(("rule not loaded: ", "yellow"), terminal_safe(error)))
     if not ruleset.rules:
         raise typer.BadParameter("no rules loaded", param_hint="--rules")
     return ruleset
 
 
-def _batches(inputs: list[str], settings: Settings) -> Iterator[list[Event]]:
-    size = settings.detection.batch_size
-    batch: list[Event] = []
-    for events, _letters, _size in decoded_lines(
-        inputs, max_bytes=settings.detection.max_record_bytes, max_text_chars=settings.detection.max_text_chars
-    ):
-        batch.extend(events)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+@contextmanager
+def _progress(inputs: list[str], passes: int) -> Iterator[Any]:
+    """A progress bar over the bytes of every pass, as replay shows one: only on a terminal, and not for stdin."""
+    if not console.is_terminal or STDIN in inputs:
+        yield None
+        return
+    total = passes * sum(os.path.getsize(name) for name in inputs)
+    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("backtest", total=total)
+        yield lambda size: progress.advance(task, size)
 
 
-def _print(output: dict) -> None:
-    table = Table(title=f"Backtest: {output['events']} events, {output['events_caught']} caught")
+def _check_labels(labels: dict[str, int] | None) -> None:
+    """Warn about labels that name no event of the input; end with exit code 1 when none does."""
+    if labels is None:
+        return
+    unmatched = labels["given"] - labels["joined"]
+    if labels["joined"] == 0:
+        problem = f"none of the {labels['given']} labels names an event of the input" if labels["given"] else "no label"
+        console.print(
+            Text.assemble(
+                ("error: ", "red"),
+                f"{problem}, so recall, precision and the false-positive rate mean nothing: labels map event ids "
+                "(the records' request ids) to categories",
+            )
+        )
+        raise typer.Exit(1)
+    if unmatched:
+        console.print(
+            Text.assemble(
+                ("warning: ", "yellow"),
+                f"{unmatched} of {labels['given']} labels name no event of the input "
+                f"({labels['in_dead_letters']} found in dead letters, counted as missed if attacks; "
+                f"{labels['not_found']} found nowhere)",
+            )
+        )
+
+
+def _print(output: dict[str, Any]) -> None:
+    table = Table(title=Text(f"Backtest: {output['events']} events, {output['events_caught']} caught"))
     for column in ("rule", "category", "events", "TP", "FP", "precision"):
         table.add_column(column)
     for rule in output["rules"]:
         precision = rule["precision"]
-        table.add_row(
-            rule["name"][:60],
+        cells = (
+            rule["name"][:RULE_NAME_CHARS],
             rule["category"],
-            str(rule["events"]),
-            str(rule["true_positives"] if rule["true_positives"] is not None else "-"),
-            str(rule["false_positives"] if rule["false_positives"] is not None else "-"),
+            rule["events"],
+            rule["true_positives"] if rule["true_positives"] is not None else "-",
+            rule["false_positives"] if rule["false_positives"] is not None else "-",
             f"{precision:.2f}" if precision is not None else "-",
         )
+        table.add_row(*(Text(terminal_safe(cell)) for cell in cells))
     console.print(table)
+    dead = output["dead_letters"]
+    if dead["count"]:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in dead["by_reason"].items())
+        attacks = f"; {dead['labelled_attacks']} labelled attacks among them" if dead["labelled_attacks"] else ""
+        console.print(
+            Text(terminal_safe(f"Dead letters (records that are no event): {dead['count']} ({reasons}){attacks}"))
+        )
     if "recall" in output:
         recall = ", ".join(f"{k}: {v:.2f}" for k, v in output["recall"].items() if v is not None)
-        console.print(f"Recall by labelled category: {recall}")
+        console.print(Text(terminal_safe(f"Recall by labelled category: {recall or '- (no labelled attack)'}")))
         if output["false_positive_rate"] is not None:
             console.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
     if output["suppressed_alerts"]:
@@ -134,10 +196,13 @@ def _print(output: dict) -> None:
         hidden = f"{counts['events_hidden']} caught by no other rule"
         if counts["attacks_hidden"] is not None:
             hidden += f" ({counts['attacks_hidden']} labelled attacks hidden, of {counts['attacks_suppressed']})"
-        console.print(f"Exception {exception_id} suppressed {counts['events_suppressed']} events, {hidden}")
+        console.print(
+            Text(terminal_safe(f"Exception {exception_id} suppressed {counts['events_suppressed']} events, {hidden}"))
+        )
     if "diff" in output:
         d = output["diff"]
         console.print(f"Against the baseline: {d['newly_caught']} events newly caught, {d['lost']} lost")
         for label, key in (("newly caught", "newly_caught_examples"), ("lost", "lost_examples")):
             for example in d[key]:
-                console.print(f"  {label}: {example['event_id']}: {example['text'][:100]!r}")
+                text = repr(example["text"][:EXAMPLE_CHARS])
+                console.print(Text(terminal_safe(f"  {label}: {example['event_id']}: {text}")))

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from app.settings import load_settings
 from detectors.signatures.convert import BACKENDS, convert
@@ -98,7 +99,8 @@ def list_rules(directories: list[Path] | None = DIRECTORIES) -> None:
     ruleset = _load(directories)
     table = Table("id", "title", "level", "category", "status", "file")
     for rule in sorted(ruleset.rules, key=lambda r: (r.category, r.title)):
-        table.add_row(rule.id, rule.title, rule.level, rule.category, rule.status, str(rule.path or ""))
+        cells = (rule.id, rule.title, rule.level, rule.category, rule.status, str(rule.path or ""))
+        table.add_row(*(Text(cell) for cell in cells))  # literally: a title may hold "[/]"
     out = _out()
     out.print(table)
     for error in ruleset.errors:
