@@ -34,14 +34,13 @@ from dataclasses import asdict, dataclass, field, replace
 
 from faker import Faker
 
-from app.traffic.render import RENDERERS
+from app.traffic.render import RENDERERS, round_trip
 from app.traffic.simulate import ATTACK_KINDS, DAY, EXPECTED_CATEGORY, Label, SimulationConfig, simulate
 from bench.eval_grouping import identity_names
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Detection, Findings
 from detectors.campaigns import CampaignDetector, candidates_from_findings
 from detectors.event import Event, Identity, Message
-from detectors.normalise import normalise_many
 
 TUNING_SEEDS = (0, 1, 2)
 HELD_OUT_SEEDS = (10, 11, 12)
@@ -114,7 +113,7 @@ class TemplatedTraffic:
     def emit(self, identity: Identity, requests: list[tuple[float, str, int, int, dict]], system: str) -> Identity:
         """Render every request of one identity in one format, normalise it back; returns the logged identity."""
         rng = self.rng
-        render = RENDERERS[rng.choice(sorted(RENDERERS))]
+        fmt = rng.choice(sorted(RENDERERS))
         logged = identity
         for timestamp, prompt, input_tokens, output_tokens, params in requests:
             event = Event(
@@ -135,7 +134,7 @@ class TemplatedTraffic:
                 identity=identity,
                 outcome="success",
             )
-            normalised = normalise_many(render(event))
+            normalised = round_trip(event, fmt)
             self.events.extend(normalised)
             logged = normalised[0].identity
         return logged

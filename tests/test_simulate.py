@@ -119,8 +119,8 @@ def test_rendered_records_normalise_back_to_the_same_traffic(fmt: str) -> None:
 
 
 def test_mixed_format_uses_several_formats() -> None:
-    simulation = simulate(SimulationConfig(hours=2, benign_users=5, seed=0))
-    records = list(render_records(simulation.events[:80], "mixed", seed=0))
+    simulation = simulate(SimulationConfig(hours=2, benign_users=12, seed=0))
+    records = list(render_records(simulation.events, "mixed", seed=0))
     assert len({frozenset(r) for r in records}) >= 3
 
 
@@ -159,7 +159,11 @@ def test_cli_writes_records_and_labels(tmp_path) -> None:
     assert lines and all(orjson.loads(line)["request"] for line in lines)
     document = json.loads(labels.read_text())
     assert [label["kind"] for label in document["attackers"].values()] == ["extractor"]
-    assert document["seed"] == 7 and len(document["benign_identities"]) == 6  # 5 users + 1 batch job
+    assert document["seed"] == 7 and document["format"] == "openai"
+    replayed, letters = normalise_payload(out.read_bytes(), "sim", max_bytes=1 << 24)
+    identities = {event.identity.key() for event in replayed}
+    assert letters == [] and set(document["attackers"]) <= identities
+    assert set(document["benign_identities"]) == identities - set(document["attackers"])
 
 
 def test_cli_rejects_bad_arguments(tmp_path) -> None:

@@ -61,7 +61,7 @@ def simulate_command(
             handle.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     if labels_out is not None:
         labels_out.parent.mkdir(parents=True, exist_ok=True)
-        labels_out.write_text(json.dumps(labels_document(simulation, config), indent=1) + "\n")
+        labels_out.write_text(json.dumps(labels_document(simulation, config, fmt), indent=1) + "\n")
     console.print(
         f"{len(simulation.events):,} events ({fmt}) from {len(simulation.benign_identities)} benign identities and "
         f"{len(simulation.labels)} attacking identities over {hours:g} h -> {out}"

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from detectors.event import Event, GuardrailVerdict, Message, ToolCall
+from detectors.normalise import normalise_many
 from detectors.normalise.bedrock import SCHEMA_TYPE
 from detectors.normalise.litellm import REDACTED
 
@@ -410,3 +411,9 @@ RENDERERS: dict[str, Callable[[Event], Record]] = {
     "bedrock": render_bedrock,
     "otel": lambda event: render_otel([event]),
 }
+
+
+def round_trip(event: Event, fmt: str) -> list[Event]:
+    """``event`` logged as a ``fmt`` record and normalised back: what the detectors see of it, under the identity
+    they key it by (the normalisers hash API keys, Bedrock's credential is the IAM principal, OTel logs no key)."""
+    return normalise_many(RENDERERS[fmt](event), received_at=event.timestamp)

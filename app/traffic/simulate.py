@@ -11,13 +11,17 @@ Everything is drawn from one ``random.Random(seed)``: the same arguments give th
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
+from app.traffic.render import RENDERERS, round_trip
 from detectors.event import Event, GuardrailVerdict, Identity, Message
 
 ATTACK_KINDS: tuple[str, ...] = ("scraper", "slow_scraper", "campaign", "extractor", "denial_of_wallet")
@@ -65,7 +69,8 @@ _REFUSAL = "I'm sorry, but I can't help with that request."
 
 @dataclass(frozen=True, slots=True)
 class Label:
-    """Ground truth for one attacking identity (``identity`` is :meth:`Identity.key`)."""
+    """Ground truth for one attacking identity (``identity`` is :meth:`Identity.key` of the simulated events; the
+    labels file names it as the log does, see :func:`labels_document`)."""
 
     identity: str
     kind: str
@@ -111,6 +116,16 @@ class _Builder:
         self.rng = random.Random(config.seed)
         self.end = config.start + config.hours * HOUR
         self.events: list[Event] = []
+        self.attacker_addresses: set[str] = set()
+
+    def attacker_address(self, drawn: str) -> str:
+        """``drawn``, or the next address no other attacker has: attackers stay apart in formats that log no
+        credential (OTel), where the address is the identity."""
+        address = ipaddress.ip_address(drawn)
+        while str(address) in self.attacker_addresses:
+            address += 1
+        self.attacker_addresses.add(str(address))
+        return str(address)
 
     def add(
         self,
@@ -294,9 +309,11 @@ def _attacker_identity(builder: _Builder, kind: str, index: int) -> Identity:
     rng = builder.rng
     return Identity(
         api_key_hash=f"key-{kind}-{builder.config.seed}-{index}",
-        source_ip=f"192.0.2.{rng.randint(1, 254)}"
-        if kind != "campaign"
-        else f"100.{rng.randint(64, 127)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+        source_ip=builder.attacker_address(
+            f"192.0.2.{rng.randint(1, 254)}"
+            if kind != "campaign"
+            else f"100.{rng.randint(64, 127)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+        ),
         user_agent=rng.choice(("python-requests/2.31.0", "Go-http-client/1.1", "openai-python/1.54.0")),
     )
 
@@ -495,24 +512,64 @@ def _poisson(rng: random.Random, mean: float) -> int:
 FORMATS: tuple[str, ...] = ("litellm", "openai", "bedrock", "otel", "mixed")
 
 
-def render_records(events: list[Event], fmt: str, seed: int = 0) -> Iterator[dict[str, Any]]:
-    """Source-format records for ``events`` (:mod:`app.traffic.render`); ``mixed`` picks a format per event."""
-    from app.traffic.render import RENDERERS
+def identity_formats(events: list[Event], fmt: str, seed: int) -> dict[str, str]:
+    """The log format of each identity (:meth:`Identity.key`) of ``events``.
 
+    ``mixed`` gives each identity one format, so that it is one identity in the log too (the normalisers key the
+    same caller differently per format), drawn from the seed and the identity among the formats that carry every
+    request parameter the identity sends (Bedrock logs no ``logprobs``: an extractor logged there would lose its
+    signal).
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
-    names = sorted(RENDERERS)
-    rng = random.Random(seed)
+    if fmt != "mixed":
+        return {event.identity.key(): fmt for event in events}
+    first: dict[str, Event] = {}
+    params: dict[str, dict[str, float | int | bool | str]] = {}
     for event in events:
-        yield RENDERERS[rng.choice(names) if fmt == "mixed" else fmt](event)
+        key = event.identity.key()
+        first.setdefault(key, event)
+        params.setdefault(key, {}).update(event.request_params)
+    names = sorted(RENDERERS)
+    formats = {}
+    for key, event in first.items():
+        probe = msgspec.structs.replace(event, request_params=params[key])
+        carrying = [name for name in names if set(round_trip(probe, name)[0].request_params) >= set(params[key])]
+        formats[key] = random.Random(f"{seed}:{key}").choice(carrying or names)
+    return formats
 
 
-def labels_document(simulation: Simulation, config: SimulationConfig) -> dict[str, Any]:
-    """The labels file: attacker identity → kind and attack start/end, plus the benign population."""
+def render_records(events: list[Event], fmt: str, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Source-format records for ``events`` (:mod:`app.traffic.render`); ``mixed`` picks a format per identity
+    (:func:`identity_formats`)."""
+    formats = identity_formats(events, fmt, seed)
+    for event in events:
+        yield RENDERERS[formats[event.identity.key()]](event)
+
+
+def labels_document(simulation: Simulation, config: SimulationConfig, fmt: str) -> dict[str, Any]:
+    """The labels file of ``simulation`` written in ``fmt``: each attacking identity with its kind, attack start and
+    end, key, IP, campaign and log format, and the benign identities that sent traffic, each named as the
+    normalisers read it back from its records (:func:`app.traffic.render.round_trip`), which is what a replay of
+    the file alerts on."""
+    formats = identity_formats(simulation.events, fmt, config.seed)
+    logged: dict[str, Identity] = {}
+    for event in simulation.events:
+        key = event.identity.key()
+        if key not in logged:
+            logged[key] = round_trip(event, formats[key])[0].identity
+    attackers = {}
+    for label in simulation.labels:
+        identity = logged[label.identity]
+        named = replace(
+            label, identity=identity.key(), api_key_hash=identity.api_key_hash, source_ip=identity.source_ip
+        )
+        attackers[named.identity] = {**asdict(named), "format": formats[label.identity]}
     return {
         "seed": config.seed,
+        "format": fmt,
         "start": simulation.start,
         "end": simulation.end,
-        "attackers": {label.identity: asdict(label) for label in simulation.labels},
-        "benign_identities": simulation.benign_identities,
+        "attackers": attackers,
+        "benign_identities": [logged[key].key() for key in simulation.benign_identities if key in logged],
     }
