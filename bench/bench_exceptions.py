@@ -26,6 +26,7 @@ def run(n_exceptions: int, n_detections: int) -> dict[str, float]:
         {
             "id": f"bench-{i}",
             "rules": [f"rule-{i % 20}", "abusewatch-anomaly-*"],
+            "trust_forwarded_ip": True,
             "match": {"user.id": [f"u{i}", f"v{i}"], "source.ip|cidr": ["10.0.0.0/8", "2001:db8::/32"]},
             "reason": "benchmark",
             "expires": "2099-01-01",

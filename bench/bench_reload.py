@@ -66,8 +66,8 @@ abusewatch: {{category: prompt_injection}}
 """
 KINDS = ("none", "rules", "correlations", "exceptions")
 EXCEPTIONS = (
-    "- {id: bench, rules: ['abusewatch-anomaly-scraping-*'], match: {source.ip: ['10.0.0.1']}, "
-    "reason: benchmark, expires: '2099-01-01'}\n"
+    "- {id: bench, rules: ['abusewatch-anomaly-scraping-*'], trust_forwarded_ip: true, "
+    "match: {source.ip: ['10.0.0.1']}, reason: benchmark, expires: '2099-01-01'}\n"
 )
 
 

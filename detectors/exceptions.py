@@ -24,10 +24,15 @@ judged in event time, as all alerting is: an exception applies to events before 
 date, so a replay of old logs suppresses what the stream suppressed then (``created`` is a record, not a bound).
 
 ``user.id``, ``session.id`` and ``user_agent.original`` are asserted by the client (the OpenAI ``user`` field, a
-header), so an attacker who learns an excepted value could borrow it. Every entry therefore needs a condition on a
-field the platform derives itself (:data:`SERVER_FIELDS`) unless it says ``trust_client_fields: true``: an explicit,
-reviewable opt-in for deployments whose gateway sets ``user.id`` from its own authentication. Values must be YAML
-text: ``010`` unquoted is the number 8 to YAML, so numbers are refused with the quoted form to write instead.
+header), so an attacker who learns an excepted value could borrow it; and ``source.ip`` is the client address a
+proxy reported, which behind proxies comes from ``X-Forwarded-For`` (OTel ``client.address``, LiteLLM with
+``use_x_forwarded_for``), whose left-most value the client writes. Every entry therefore needs a condition on a field
+the platform derives itself (:data:`SERVER_FIELDS`), unless it opts in, explicitly and reviewably, to trusting what
+it matches on: ``trust_client_fields: true`` where the gateway sets ``user.id`` from its own authentication,
+``trust_forwarded_ip: true`` where the proxies in front overwrite ``X-Forwarded-For``. Naming every category mutes
+every rule, so it takes ``all_rules: true`` like ``"*"``. Values must be YAML text: ``010`` unquoted is the number 8
+to YAML, so numbers are refused with the quoted form to write instead, and so are dates (an impossible one, such as
+``2027-02-30``, is an error of its entry rather than of the whole file).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from typing import Any, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from detectors.base import Category, Detection
+from detectors.base import CATEGORIES, Category, Detection
 from detectors.event import Identity
 from detectors.signatures.ruleset import yaml_files
 
@@ -65,11 +70,20 @@ FIELDS: dict[str, Callable[[Identity], str | None]] = {
     "abusewatch.identity_key": Identity.key,
 }
 IP_FIELDS = frozenset({"source.ip"})
-# Fields the platform derives itself (API key, tenant, connection), as opposed to values the client asserts. The
-# normalisers keep to it: source.ip is never taken from a caller-chosen field (Bedrock requestMetadata.client_ip is
-# not read), and Bedrock's api_key_hash is the hash of the AWS-authenticated principal ARN.
-SERVER_FIELDS = frozenset({"abusewatch.api_key_hash", "organization.id", "abusewatch.team_id", "source.ip"})
-SERVER_IDENTITY_KEYS = ("key:", "ip:")  # identity_key prefixes of server-derived values (see Identity.key)
+# Fields the platform derives itself (API key, tenant), as opposed to values the client asserts. The normalisers
+# keep to it: Bedrock's api_key_hash is the hash of the AWS-authenticated principal ARN.
+SERVER_FIELDS = frozenset({"abusewatch.api_key_hash", "organization.id", "abusewatch.team_id"})
+# The address a proxy reported: the connection's peer, or the left-most X-Forwarded-For value, which the client
+# writes (the normalisers never read an address from the request body: Bedrock requestMetadata.client_ip is not read).
+FORWARDED_FIELDS = frozenset({"source.ip"})
+CLIENT_FIELDS = frozenset({"user.id", "session.id", "user_agent.original"})
+# What an abusewatch.identity_key value was taken from, by its prefix (see Identity.key).
+IDENTITY_KEY_FIELDS = {
+    "key:": "abusewatch.api_key_hash",
+    "ip:": "source.ip",
+    "user:": "user.id",
+    "session:": "session.id",
+}
 ANONYMOUS = "anonymous"
 MIN_PREFIX = {4: 8, 6: 32}  # a wider network is a disabled rule, not an exception
 OPERATORS = ("cidr",)  # after ``|``; no operator means exact match
@@ -94,7 +108,8 @@ class ExceptionEntry(BaseModel):
     rules: list[str] = []
     categories: list[Category] = []  # every rule of these categories, e.g. for a red-team user
     all_rules: bool = False
-    trust_client_fields: bool = False  # allow conditions on client-asserted fields only (see the module doc)
+    trust_client_fields: bool = False  # user.id, session.id, user_agent.original count as trusted (see the module doc)
+    trust_forwarded_ip: bool = False  # source.ip counts as trusted: the proxies overwrite X-Forwarded-For
     match: dict[str, list[str]] = Field(min_length=1)
     reason: str
     author: str | None = None
@@ -145,13 +160,15 @@ class ExceptionEntry(BaseModel):
                     raise ValueError(
                         f"{key!r}: {item} is a number to YAML ({item.number!r}), not text: quote it: '{item}'"
                     )
-                if isinstance(item, bool | date) or item is None:
+                if isinstance(item, bool | date | _InvalidTimestamp) or item is None:
                     raise ValueError(f"{key!r}: {item!r} is not text to YAML (true/yes, dates, null): quote it")
         return lists
 
     @field_validator("created", "expires", mode="before")
     @classmethod
     def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, _InvalidTimestamp):
+            raise ValueError(f"{value} is not a date: {value.problem}")
         if isinstance(value, datetime | _UnquotedNumber) or not isinstance(value, date | str):
             raise ValueError(f"must be an ISO date (YYYY-MM-DD), not {value!r}")
         if isinstance(value, str):
@@ -170,24 +187,54 @@ class ExceptionEntry(BaseModel):
             raise ValueError(f"rules {everything[0]!r} mutes every rule: say so with all_rules: true")
         if self.all_rules and self.rules != [ALL_RULES]:
             raise ValueError(f"all_rules: true goes with rules: [{ALL_RULES!r}] only")
+        if not self.all_rules and set(CATEGORIES) <= set(self.categories):
+            raise ValueError(
+                f"categories: every category mutes every rule: say so with rules: [{ALL_RULES!r}] and all_rules: true"
+            )
         conditions = [_condition(key, values) for key, values in self.match.items()]  # raises on bad ones
         self._conditions = tuple(sorted(conditions, key=lambda condition: bool(condition.networks)))
-        if not self.trust_client_fields and not any(map(_server_derived, conditions)):
-            raise ValueError(
-                "match: user.id, session.id and user_agent.original are set by the client: add a condition on "
-                f"{', '.join(sorted(SERVER_FIELDS))} or a key:/ip: abusewatch.identity_key, "
-                "or say trust_client_fields: true if your gateway sets them"
-            )
+        if not any(self._trusted(condition) for condition in conditions):
+            raise ValueError(_untrusted_message(conditions))
         if self.created is not None and self.created > self.expires:
             raise ValueError(f"created {self.created} is after expires {self.expires}")
         return self
 
+    def _trusted(self, condition: Condition) -> bool:
+        """Whether ``condition`` holds only for what the platform vouches for: each field it reads is server-derived,
+        or of a kind this entry opts in to trusting."""
+        trusted = SERVER_FIELDS | (CLIENT_FIELDS if self.trust_client_fields else set())
+        trusted |= FORWARDED_FIELDS if self.trust_forwarded_ip else set()
+        return _source_fields(condition) <= trusted
 
-def _server_derived(condition: Condition) -> bool:
+
+def _source_fields(condition: Condition) -> set[str]:
+    """The identity fields a condition's values come from: its own field, or for ``abusewatch.identity_key`` the field
+    each value's prefix names (user.id, a client field, for a value of no known prefix)."""
     field = condition.field.partition("|")[0]
-    if field == "abusewatch.identity_key":
-        return all(value.startswith(SERVER_IDENTITY_KEYS) for value in condition.values)
-    return field in SERVER_FIELDS
+    if field != "abusewatch.identity_key":
+        return {field}
+    return {
+        next((source for prefix, source in IDENTITY_KEY_FIELDS.items() if value.startswith(prefix)), "user.id")
+        for value in condition.values
+    }
+
+
+def _untrusted_message(conditions: Sequence[Condition]) -> str:
+    """Why no condition of an entry is trusted, with the opt-in each kind of field it uses would need."""
+    used = set().union(*map(_source_fields, conditions))
+    reasons = []
+    if used & CLIENT_FIELDS:
+        reasons.append(
+            "user.id, session.id and user_agent.original are set by the client "
+            "(say trust_client_fields: true if your gateway sets them)"
+        )
+    if used & FORWARDED_FIELDS:
+        reasons.append(
+            "source.ip may come from X-Forwarded-For, which the client writes "
+            "(say trust_forwarded_ip: true if the proxies in front overwrite it)"
+        )
+    server = f"{', '.join(sorted(SERVER_FIELDS))} or a key: abusewatch.identity_key"
+    return f"match: add a condition on a field the platform derives ({server}): {'; '.join(reasons)}"
 
 
 class Condition(NamedTuple):
@@ -274,6 +321,15 @@ class KnownRules(NamedTuple):
     categories: frozenset[str]
 
 
+class RuleScope(NamedTuple):
+    """One rule as an exception selects it (by id or category) with its level: what ``exceptions check`` counts."""
+
+    id: str
+    name: str
+    category: str  # "" for the entity-risk alerts: theirs is that of the identity's other alerts
+    level: str
+
+
 @dataclass(frozen=True, slots=True)
 class AlertException:
     """An exception compiled for matching: rule patterns and conditions checked on every detection."""
@@ -309,6 +365,10 @@ class AlertException:
             and bool(named)
             and all(c.holds(identity) for identity in named for c in self.conditions)
         )
+
+    def covered(self, rules: Iterable[RuleScope]) -> list[RuleScope]:
+        """The ones of ``rules`` this exception covers."""
+        return [rule for rule in rules if self.covers(rule.id, rule.category)]
 
     def unknown_rules(self, known: KnownRules) -> list[str]:
         """The rule ids and globs of this exception that match no rule in ``known`` (``all_rules`` names every
@@ -416,7 +476,7 @@ def _entries(file: Path, errors: list[str]) -> list[tuple[int, dict[str, Any]]]:
         return []
     try:
         data = yaml.load(file.read_text(encoding="utf-8"), Loader=_StrictLoader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, ValueError, yaml.YAMLError) as error:  # ValueError: a YAML constructor's (!!int abc)
         errors.append(f"{file}: cannot read: {' '.join(str(error).split())}")
         return []
     if data is None:
@@ -439,9 +499,17 @@ class _UnquotedNumber(str):
     number: int | float
 
 
+class _InvalidTimestamp(str):
+    """An unquoted YAML date that is no calendar date (``2027-02-30``), kept as written with ``problem`` saying why:
+    PyYAML would raise a bare ValueError for the whole file, naming neither the entry nor the field."""
+
+    problem: str
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """A SafeLoader that rejects duplicate mapping keys (YAML would keep the last one silently) and keeps unquoted
-    numbers as written (:class:`_UnquotedNumber`): ``user.id: [010]`` would otherwise be the text ``8``."""
+    """A SafeLoader that rejects duplicate mapping keys (YAML would keep the last one silently), keeps unquoted
+    numbers as written (:class:`_UnquotedNumber`: ``user.id: [010]`` would otherwise be the text ``8``) and impossible
+    dates as :class:`_InvalidTimestamp`, for the entry's validation to refuse."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -459,6 +527,14 @@ class _StrictLoader(yaml.SafeLoader):
         text.number = construct(self, node)
         return text
 
+    def _timestamp(self, node: yaml.ScalarNode) -> date | datetime | _InvalidTimestamp:
+        try:
+            return self.construct_yaml_timestamp(node)
+        except ValueError as error:
+            text = _InvalidTimestamp(self.construct_scalar(node))
+            text.problem = str(error)
+            return text
+
 
 _StrictLoader.add_constructor(
     "tag:yaml.org,2002:int", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_int)
@@ -466,6 +542,7 @@ _StrictLoader.add_constructor(
 _StrictLoader.add_constructor(
     "tag:yaml.org,2002:float", lambda loader, node: loader._number(node, yaml.SafeLoader.construct_yaml_float)
 )
+_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _StrictLoader._timestamp)
 
 
 def describe(problem: Any) -> str:

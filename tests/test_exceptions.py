@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ from app.report import render_report
 from app.settings import Settings
 from app.traffic.samples import SAMPLES_DIR, sample_files
 from detectors.alerting import RISK_RULE_ID, AlertGrouper, AlertPolicy
-from detectors.base import Detection, Detector, Findings, RuleInfo
+from detectors.base import CATEGORIES, Detection, Detector, Findings, RuleInfo
 from detectors.event import Event, Identity, Message
 from detectors.exceptions import ExceptionsError, load_exceptions
 from detectors.partitioned import PartitionedPipeline
@@ -33,20 +33,24 @@ SAMPLES = [str(path) for path in sample_files().values()]
 LABELS = SAMPLES_DIR / "labels.json"
 T0 = datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp()
 KNOWN_RULE = "abusewatch-anomaly-scraping-volume"  # "r-volume" is no rule of the product: check warns of it
+TODAY = date(2026, 11, 23)  # the commands' "today" in these tests: none may start failing on a later date
 runner = CliRunner()
 
 
-def today() -> date:
-    return datetime.now(tz=UTC).date()
+@pytest.fixture(autouse=True)
+def pinned_today(monkeypatch):
+    """``exceptions check`` and ``draft`` judge expiry against :data:`TODAY`, never the real clock."""
+    monkeypatch.setattr("app.commands.exceptions._today", lambda: TODAY)
 
 
 def entry(**overrides) -> dict:
     """A valid exception entry, changed by ``overrides`` (a value of None removes the key). It trusts client-set
-    fields, so matching tests can use any field alone; the default is tested on its own."""
+    fields and forwarded addresses, so matching tests can use any field alone; the default is tested on its own."""
     base = {
         "id": "qa-load-test",
         "rules": ["r-volume"],
         "trust_client_fields": True,
+        "trust_forwarded_ip": True,
         "match": {"user.id": ["qa-bot"]},
         "reason": "QA load test, ticket QA-12",
         "author": "jdoe",
@@ -101,6 +105,7 @@ def detection(
         ({"match": {"user.id": []}}, "needs a list of non-empty text values"),
         ({"match": {"user.id": [True]}}, "'user.id': True is not text to YAML (true/yes, dates, null): quote it"),
         ({"trust_client_fields": None}, "user.id, session.id and user_agent.original are set by the client"),
+        ({"trust_forwarded_ip": None, "match": {"source.ip": ["10.0.0.1"]}}, "source.ip may come from X-Forwarded-For"),
         ({"match": {"abusewatch.identity_key": ["anonymous"]}}, "'anonymous' is every event without an identity"),
         ({"match": {"source.ip|cidr": ["0.0.0.0/0"]}}, "0.0.0.0/0 is too wide (IPv4 networks need a prefix of at"),
         ({"match": {"source.ip|cidr": ["8.0.0.0/7"]}}, "too wide (IPv4 networks need a prefix of at least /8)"),
@@ -116,6 +121,8 @@ def detection(
         ({"created": "2027-02-01"}, "created 2027-02-01 is after expires 2027-01-01"),
         ({"rules": ["*"]}, "mutes every rule: say so with all_rules: true"),
         ({"rules": ["r-volume", "*"], "all_rules": True}, "all_rules: true goes with rules: ['*'] only"),
+        ({"rules": None, "categories": list(CATEGORIES)}, "categories: every category mutes every rule: say so with"),
+        ({"categories": [*reversed(CATEGORIES), "jailbreak"]}, "every category mutes every rule"),
         ({"rules": None}, "name the rules it covers"),
         ({"rules": [" r-volume"]}, "rules: rule id ' r-volume' has leading or trailing spaces"),
         ({"categories": ["not-a-category"]}, "categories.0: Input should be 'prompt_injection'"),
@@ -206,14 +213,13 @@ def test_duplicate_yaml_keys_are_errors_naming_the_key(tmp_path):
         {"abusewatch.api_key_hash": ["9f86d081"]},
         {"organization.id": ["org-1"]},
         {"abusewatch.team_id": ["team-1"]},
-        {"source.ip": ["10.0.0.1"]},
-        {"source.ip|cidr": ["10.0.0.0/8"]},
-        {"abusewatch.identity_key": ["key:9f86d081", "ip:10.0.0.1"]},
+        {"abusewatch.identity_key": ["key:9f86d081", "key:0c7d65"]},
         {"user.id": ["redteam-svc"], "abusewatch.api_key_hash": ["9f86d081"]},
+        {"source.ip|cidr": ["10.0.0.0/8"], "organization.id": ["org-1"]},
     ],
 )
-def test_a_server_derived_condition_is_enough_without_trusting_client_fields(tmp_path, match):
-    assert len(loaded(tmp_path, entry(trust_client_fields=None, match=match))) == 1
+def test_a_server_derived_condition_is_enough_without_any_opt_in(tmp_path, match):
+    assert len(loaded(tmp_path, entry(trust_client_fields=None, trust_forwarded_ip=None, match=match))) == 1
 
 
 @pytest.mark.parametrize(
@@ -228,6 +234,30 @@ def test_client_asserted_fields_alone_need_the_explicit_opt_in(tmp_path, match):
     errors = errors_of(write(tmp_path / "e.yml", [entry(trust_client_fields=None, match=match)]))
     assert len(errors) == 1 and "are set by the client" in errors[0] and "trust_client_fields: true" in errors[0]
     assert len(loaded(tmp_path, entry(trust_client_fields=True, match=match))) == 1
+
+
+@pytest.mark.parametrize(
+    "match",
+    [
+        {"source.ip": ["10.0.0.1"]},
+        {"source.ip|cidr": ["10.20.0.0/16"]},
+        {"abusewatch.identity_key": ["key:9f86d081", "ip:10.0.0.1"]},  # ip: is the client address, as forwarded
+        {"source.ip|cidr": ["10.20.0.0/16"], "user.id": ["batch-svc"]},  # two values the client writes
+    ],
+)
+def test_a_forwarded_address_needs_its_own_opt_in(tmp_path, match):
+    """OTel's client.address and LiteLLM's requester_ip_address come from X-Forwarded-For behind proxies: the client
+    writes it, so an address condition is not server-derived."""
+    refused = entry(trust_client_fields=None, trust_forwarded_ip=None, match=match)
+    errors = errors_of(write(tmp_path / "e.yml", [refused]))
+    assert len(errors) == 1 and "source.ip may come from X-Forwarded-For" in errors[0], errors
+    assert "trust_forwarded_ip: true" in errors[0]
+    assert len(loaded(tmp_path, entry(trust_client_fields=None, trust_forwarded_ip=True, match=match))) == 1
+
+
+def test_trusting_client_fields_does_not_trust_a_forwarded_address(tmp_path):
+    errors = errors_of(write(tmp_path / "e.yml", [entry(trust_forwarded_ip=None, match={"source.ip": ["10.0.0.1"]})]))
+    assert len(errors) == 1 and "trust_forwarded_ip: true" in errors[0] and "trust_client_fields" not in errors[0]
 
 
 # -- matching --------------------------------------------------------------------------------------------------
@@ -585,6 +615,7 @@ def test_check_accepts_the_example_and_lists_its_entries():
     assert "bulk-summariser-scraping" in result.stdout and "redteam-jailbreak-suites" in result.stdout
     assert "2 exceptions valid" in result.stdout
     assert "warning" not in result.stdout  # its rule globs and categories name rules the product has
+    assert "0 covering critical rules, 0 covering every rule" in result.stdout  # nor do they reach critical ones
 
 
 def test_check_fails_listing_every_error(tmp_path):
@@ -690,21 +721,20 @@ def draft(*args: str):
 
 
 def test_draft_round_trips_through_check(tmp_path):
-    before = today()
     result = draft(
         "--rule", "abusewatch-anomaly-scraping-*", "--user", "svc-summariser", "--ip", "::ffff:10.20.0.0/112",
-        "--reason", "Sanctioned bulk summariser, CHG-2291", "--expires", "30d",
+        "--trust-forwarded-ip", "--reason", "Sanctioned bulk summariser, CHG-2291", "--expires", "30d",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     path = tmp_path / "drafted.yml"
     path.write_text(result.stdout)
     exceptions = load_exceptions(path)
     (only,) = exceptions.exceptions
-    assert only.entry.created in {before, today()}  # the run may straddle midnight
-    assert only.entry.expires == only.entry.created + timedelta(days=30)
-    assert only.entry.author == "analyst1"
+    assert only.entry.created == TODAY
+    assert only.entry.expires == TODAY + timedelta(days=30)
+    assert only.entry.author == "analyst1" and only.entry.trust_forwarded_ip
     assert only.entry.match == {"user.id": ["svc-summariser"], "source.ip|cidr": ["::ffff:10.20.0.0/112"]}
-    now = datetime.now(tz=UTC).timestamp()
+    now = datetime.combine(TODAY, time(12), tzinfo=UTC).timestamp()
     rule = "abusewatch-anomaly-scraping-volume"
     assert exceptions.match(detection(rule, at=now, user_id="svc-summariser", source_ip="10.20.1.1")) is not None
     assert exceptions.match(detection(rule, at=now, user_id="svc-summariser", source_ip="10.21.1.1")) is None
@@ -713,10 +743,16 @@ def test_draft_round_trips_through_check(tmp_path):
 
 def test_draft_needs_a_server_derived_condition_or_the_opt_in():
     refused = draft("--rule", "r", "--user", "u", "--reason", "r", "--expires", "2030-01-01")
-    assert refused.exit_code == 1 and "error: match: user.id, session.id and user_agent.original" in refused.stderr
+    assert refused.exit_code == 1 and "error: match: add a condition on a field the platform" in refused.stderr
+    assert "user.id, session.id and user_agent.original are set by the client" in refused.stderr
     trusted = draft("--rule", "r", "--user", "u", "--trust-client-fields", "--reason", "r", "--expires", "2030-01-01")
     assert trusted.exit_code == 0, trusted.output
     assert yaml.safe_load(trusted.stdout)[0]["trust_client_fields"] is True
+    forwarded = draft("--rule", "r", "--ip", "10.20.0.0/16", "--reason", "r", "--expires", "2030-01-01")
+    assert forwarded.exit_code == 1 and "source.ip may come from X-Forwarded-For" in forwarded.stderr
+    opted_in = draft("--rule", "r", "--ip", "10.20.0.0/16", "--trust-forwarded-ip", "--reason", "r")
+    assert opted_in.exit_code == 0, opted_in.output
+    assert yaml.safe_load(opted_in.stdout)[0]["trust_forwarded_ip"] is True
 
 
 def test_draft_ids_are_deterministic_and_differ_by_scope():

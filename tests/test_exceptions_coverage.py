@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import msgspec
@@ -69,7 +69,7 @@ def test_each_condition_is_compiled_once_when_a_file_is_loaded(tmp_path, monkeyp
     monkeypatch.setattr(exceptions_module, "_condition", counted)
     exceptions = loaded(
         tmp_path,
-        entry(id="one", match={"source.ip|cidr": ["10.20.0.0/16"], "user.id": ["svc"]}),
+        entry(id="one", trust_forwarded_ip=True, match={"source.ip|cidr": ["10.20.0.0/16"], "user.id": ["svc"]}),
         entry(id="two", match={"abusewatch.api_key_hash": ["k"]}),
     )
     assert sorted(calls) == ["abusewatch.api_key_hash", "source.ip|cidr", "user.id"]
@@ -153,7 +153,8 @@ def rule_file(directory: Path, rule_id: str) -> Path:
     return path
 
 
-def test_check_warns_of_unknown_rules_and_strict_fails_on_them(tmp_path):
+def test_check_warns_of_unknown_rules_and_strict_fails_on_them(tmp_path, monkeypatch):
+    monkeypatch.setattr("app.commands.exceptions._today", lambda: date(2098, 11, 23))  # 2099-01-01 is 39 days ahead
     own_id = "0d6f4d7e-1111-4a2b-9c3d-5e6f7a8b9c0d"
     path = tmp_path / "exceptions.yml"
     path.write_text(yaml.safe_dump([entry(id="typo", rules=["abusewatch-anomaly-scrapping-volume", own_id])]))
@@ -358,7 +359,7 @@ def test_suppressed_campaigns_stay_out_of_the_queue_alerts_of_process_and_flush(
     ],
 )
 def test_every_condition_must_hold_for_every_named_identity(tmp_path, match, suppressed):
-    result = run(stage(loaded(tmp_path, entry(match=match))), burst(range(5)))
+    result = run(stage(loaded(tmp_path, entry(match=match, trust_forwarded_ip=True))), burst(range(5)))
     assert (result.alerts == []) is suppressed
     assert len(result.shadow_alerts) == int(suppressed)
 

@@ -28,7 +28,7 @@ def exceptions_file(tmp_path: Path, rules: list[str], identity_keys: list[str]) 
         "trust_client_fields": True,
         "match": {"abusewatch.identity_key": identity_keys},
         "reason": "test",
-        "expires": "2099-01-01",
+        "expires": "9999-12-31",  # never expired, whatever the clock: its load logs no expiry
     }
     path.write_text(yaml.safe_dump([entry]))
     return path

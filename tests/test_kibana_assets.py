@@ -276,7 +276,8 @@ def shadow_alerts(tmp_path: Path) -> dict[str, dict[str, Any]]:
     exception = {
         "id": "qa-load-test",
         "rules": ["r-stable"],
-        "match": {"user.id": ["qa-bot"], "source.ip|cidr": ["10.20.0.0/16"]},  # user.id alone: client-asserted
+        "trust_forwarded_ip": True,  # user.id and source.ip are both client-chosen without it
+        "match": {"user.id": ["qa-bot"], "source.ip|cidr": ["10.20.0.0/16"]},
         "reason": "QA load test, ticket QA-12",
         "expires": "2099-01-01",
     }

@@ -1,10 +1,11 @@
 """``abusewatch exceptions``: check, list and draft alert exceptions (detectors/exceptions.py).
 
-``check`` is meant for the CI of the repository that holds the exceptions: it fails on any invalid entry and
-warns of exceptions that have expired or soon will, and of rule selectors that match no rule the product knows
-(``--strict`` fails on those warnings too). Values in exceptions are often copied from alerts (user ids,
-user agents), which attackers control, so everything is printed without Rich markup and with control characters
-made visible.
+``check`` is meant for the CI of the repository that holds the exceptions: it fails on any invalid entry, says how
+many known rules each entry covers, and warns of exceptions that have expired or soon will, that expire more than
+``--max-days`` ahead, that cover critical rules or every rule, and of rule selectors that match no rule the product
+knows (``--strict`` fails on those warnings too, except the expiring-soon and critical-rule ones, which ask for a
+look rather than a change). Values in exceptions are often copied from alerts (user ids, user agents), which
+attackers control, so everything is printed without Rich markup and with control characters made visible.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from detectors.exceptions import (
     ExceptionEntry,
     ExceptionList,
     ExceptionsError,
+    KnownRules,
+    RuleScope,
     describe,
     load_exceptions,
 )
@@ -43,6 +46,9 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SOON_DAYS = 7
+MAX_DAYS = 365  # an exception is reviewed at least once a year
+CRITICAL = "critical"
+SHOWN_RULES = 3  # rules named in a warning; the rest are counted
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -85,62 +91,106 @@ def status_of(exception: AlertException, today: date, soon_days: int = SOON_DAYS
 def check_command(
     path: Path = typer.Argument(..., help="An exceptions YAML file or a directory of them."),
     within: int = typer.Option(SOON_DAYS, "--within", min=0, help="Warn of exceptions expiring within DAYS."),
+    max_days: int = typer.Option(
+        MAX_DAYS, "--max-days", min=1, help="Warn of exceptions expiring more than DAYS ahead (--strict fails)."
+    ),
     rules_dir: Path | None = typer.Option(
         None, "--rules-dir", help="Rules on top of the built-in pack (default: the detection.rules_dir setting)."
     ),
     strict: bool = typer.Option(
         False,
         "--strict",
-        help="Also fail (exit 1) when an exception has expired, names no known rule, or none is found.",
+        help="Also fail (exit 1) when an exception has expired, expires more than --max-days ahead, covers every "
+        "rule without all_rules, names no known rule, or none is found.",
     ),
 ) -> None:
-    """Validate PATH (exit 1 listing every error); list the entries and warn of expired or expiring ones and of
-    rule ids, globs or categories that match no rule the product knows."""
+    """Validate PATH (exit 1 listing every error); list the entries with the number of known rules each covers, and
+    warn of expired, expiring and long-lived ones, of those covering critical rules or every rule, and of rule ids,
+    globs or categories that match no rule the product knows."""
     exceptions = _load(path)
     today = _today()
     if not exceptions.exceptions:  # a path typo or a wrong suffix would otherwise pass as "all valid"
         out.print(Text(f"warning: no exception found in {terminal_safe(path)} (files: *.yml, *.yaml)"))
         if strict:
             raise typer.Exit(1)
+        return
+    known, rules, rule_errors = _known_rules(rules_dir)
+    long_lived: list[AlertException] = []  # expiring more than max_days ahead
+    covering_all: list[AlertException] = []  # every known rule, without all_rules
+    covering_critical: list[AlertException] = []
     for exception in exceptions.exceptions:
         status = status_of(exception, today, within)
-        line = f"{exception.id}: {status} ({exception.entry.expires}), {exception.source}"
+        covered = exception.covered(rules)
+        coverage = f"covers {len(covered)} of {len(rules)} known rules"
+        line = f"{exception.id}: {status} ({exception.entry.expires}), {exception.source}; {coverage}"
         out.print(Text(("" if status == "active" else "warning: ") + terminal_safe(line)))
-    unknown = _unknown_rule_warnings(exceptions, rules_dir)
+        where = f"{exception.source}: {exception.id}"
+        if (exception.entry.expires - today).days > max_days:
+            long_lived.append(exception)
+            _warn(f"{where}: expires {exception.entry.expires}, more than {max_days} days ahead (--max-days)")
+        if len(covered) == len(rules) and not exception.entry.all_rules:
+            covering_all.append(exception)
+            _warn(f"{where}: covers every known rule: say so with rules: ['*'] and all_rules: true")
+        if critical := [f"{rule.name} ({rule.id})" for rule in covered if rule.level == CRITICAL]:
+            covering_critical.append(exception)
+            _warn(f"{where}: covers {len(critical)} critical rule(s): {_some(critical)}")
+    unknown = exceptions.unknown_rule_warnings(known)
+    for warning in unknown:
+        _warn(warning)
+    if unknown and rule_errors:
+        out.print(
+            Text(
+                f"note: {len(rule_errors)} rule file(s) did not load, so their rules count as unknown "
+                "(see abusewatch rules lint)"
+            )
+        )
     expired = exceptions.expired(today)
     out.print(
         Text(
             f"{len(exceptions)} exceptions valid; {len(expired)} expired, "
             f"{len(exceptions.expiring(today, within))} expiring within {within} days, "
+            f"{len(long_lived)} expiring more than {max_days} days ahead, "
+            f"{len(covering_critical)} covering critical rules, {len(covering_all)} covering every rule, "
             f"{len(unknown)} rule selectors matching no known rule"
         )
     )
-    if strict and (expired or unknown):
+    if strict and (expired or long_lived or covering_all or unknown):
         raise typer.Exit(1)
 
 
-def _unknown_rule_warnings(exceptions: ExceptionList, rules_dir: Path | None) -> list[str]:
-    """Print a warning for each rule selector of ``exceptions`` that matches no rule the workers would run (the
-    built-in detectors' rules and the signature and correlation rules of the settings, or of ``rules_dir``)."""
-    if not exceptions.exceptions:
-        return []
-    from app.engine import known_rules_of  # the detectors load only when a command needs them
+def _warn(message: str) -> None:
+    out.print(Text(f"warning: {terminal_safe(message)}"))
+
+
+def _some(names: list[str]) -> str:
+    """The first :data:`SHOWN_RULES` of ``names`` and how many more there are."""
+    more = len(names) - SHOWN_RULES
+    return ", ".join(names[:SHOWN_RULES]) + (f" and {more} more" if more > 0 else "")
+
+
+def _known_rules(rules_dir: Path | None) -> tuple[KnownRules, list[RuleScope], list[str]]:
+    """The rules the workers would run (the built-in detectors' rules, the entity-risk alerts, and the signature and
+    correlation rules of the settings, or of ``rules_dir``), loaded once: as :class:`KnownRules` for the selector
+    warnings, each with its category and level, and the errors of the rule files that did not load."""
+    from app.engine import _correlation_dirs, _rule_dirs  # the detectors load only when a command needs them
+    from detectors.alerting import RISK_RULE_NAMES
+    from detectors.catalogue import BUILTIN_RULES, catalogue
+    from detectors.correlation import load_correlations
+    from detectors.signatures.ruleset import RuleSet
 
     settings = load_settings()
     if rules_dir is not None:
         settings.detection = settings.detection.model_copy(update={"rules_dir": rules_dir})
-    known, errors = known_rules_of(settings)
-    warnings = exceptions.unknown_rule_warnings(known)
-    for warning in warnings:
-        out.print(Text(f"warning: {terminal_safe(warning)}"))
-    if warnings and errors:
-        out.print(
-            Text(
-                f"note: {len(errors)} rule file(s) did not load, so their rules count as unknown "
-                "(see abusewatch rules lint)"
-            )
-        )
-    return warnings
+    ruleset = RuleSet.load(_rule_dirs(settings))
+    correlations, correlation_errors = load_correlations(_correlation_dirs(settings))
+    rules = [
+        *(RuleScope(rule.id, rule.name, rule.category, rule.level) for rule in BUILTIN_RULES),
+        *(RuleScope(rule.id, rule.title, rule.category, rule.level) for rule in ruleset.rules),
+        *(RuleScope(c.info.id, c.info.name, c.info.category, c.info.level) for c in correlations),
+        *(RuleScope(rule_id, name, "", "high") for rule_id, name in RISK_RULE_NAMES.items()),  # as alerting raises them
+    ]
+    errors = [*(str(error) for error in ruleset.errors), *correlation_errors]
+    return catalogue(ruleset.rules, correlations), rules, errors
 
 
 @exceptions_cli.command("list")
@@ -190,6 +240,11 @@ def draft_command(
     trust_client_fields: bool = typer.Option(
         False, "--trust-client-fields", help="Allow --user alone (only if your gateway sets user.id itself)."
     ),
+    trust_forwarded_ip: bool = typer.Option(
+        False,
+        "--trust-forwarded-ip",
+        help="Allow --ip alone (only if the proxies in front overwrite X-Forwarded-For, which clients can set).",
+    ),
     reason: str = typer.Option(..., "--reason", help="Why these detections are benign (ticket, approval)."),
     expires: str = typer.Option("30d", "--expires", help="How long it holds (e.g. 30d, 8w) or an ISO date."),
     author: str | None = typer.Option(None, "--author", help="Who asks for it (default: $USER)."),
@@ -212,6 +267,7 @@ def draft_command(
         **({"rules": rules} if rules else {}),
         **({"categories": categories} if categories else {}),
         **({"trust_client_fields": True} if trust_client_fields else {}),
+        **({"trust_forwarded_ip": True} if trust_forwarded_ip else {}),
         "match": match,
         "reason": reason,
         "author": author or current_user(),

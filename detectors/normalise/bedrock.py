@@ -20,8 +20,9 @@ principal AWS authenticated, so it is the credential (``api_key_hash``: its key 
 exceptions follow whatever the caller says) and the user unless ``requestMetadata.user_id`` names one.
 ``requestMetadata`` is whatever the Converse caller passes; its ``user_id``, ``session_id``, ``user_agent`` and
 ``service`` are read as the client-asserted values they are, and its ``client_ip`` is not read at all: ``source.ip``
-is a field exceptions trust as platform-derived (``detectors.exceptions.SERVER_FIELDS``), and AWS logs no caller
-address here. A record whose input body is only in S3 (``inputBodyS3Path``) or absent is ``content_redacted``.
+can back an alert exception (with ``trust_forwarded_ip``, see ``detectors.exceptions.FORWARDED_FIELDS``), and AWS
+logs no caller address here. A record whose input body is only in S3 (``inputBodyS3Path``) or absent is
+``content_redacted``.
 """
 
 from __future__ import annotations
