@@ -1,4 +1,4 @@
-"""Small helpers the notebooks share: paths, the sample replay, threshold sweeps and per-window identity series.
+"""Small helpers the notebooks share: paths, threshold sweeps, per-window identity series and their baselines.
 
 Importing this module puts the repository root on ``sys.path`` (``bench`` is not an installed package) and
 selects matplotlib's Agg backend, so a notebook runs the same under Jupyter, nbclient and CI.
@@ -24,7 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from detectors.anomaly.models import BASELINE_FEATURES, Baseline  # noqa: E402  (after the path is set)
+
 OUT = REPO / "out" / "notebooks"  # git-ignored; figures and reports the notebooks write
+BASELINE_METRICS = ("requests", "tokens")  # window counts the own-history baseline learns on a log scale
 
 
 def out_dir(name: str) -> Path:
@@ -134,17 +137,31 @@ def window_series(
     return series
 
 
-def ewma(values: Sequence[float], span: float, learn: Sequence[bool] | None = None) -> list[float]:
-    """Exponentially weighted average with the detector's ``alpha = 2 / (span + 1)``, seeded with the first value.
+def judged_against(
+    points: Sequence[WindowPoint], span: float, unlearned: Iterable[float] = ()
+) -> tuple[dict[str, list[float]], Baseline]:
+    """The own-history baseline each window was judged against, per metric in :data:`BASELINE_METRICS`, and the
+    baseline after the last window.
 
-    Where ``learn`` is false the average carries on unchanged, as the detector does not learn a window that alerted.
+    It is the anomaly detector's :class:`~detectors.anomaly.models.Baseline`, learned as the detector learns it: the
+    EWMA over active windows of ``log1p`` of each count, seeded with the first window, not learning the windows in
+    ``unlearned`` (start times of windows that raised a detection). Each value is the mean brought back to counts
+    (``expm1``): a geometric-style average that a burst moves far less than an average of the raw counts would.
+    ``nan`` before the first learned window (nothing to judge against).
     """
-    alpha, out = 2.0 / (span + 1.0), []
-    for index, value in enumerate(values):
-        if not out:
-            out.append(value)
-        elif learn is None or learn[index]:
-            out.append(out[-1] + alpha * (value - out[-1]))
-        else:
-            out.append(out[-1])
-    return out
+    skip, baseline = set(unlearned), Baseline()
+    curves: dict[str, list[float]] = {metric: [] for metric in BASELINE_METRICS}
+    for point in points:
+        for metric in BASELINE_METRICS:
+            mean = baseline.means[BASELINE_FEATURES.index(metric)]
+            curves[metric].append(math.expm1(mean) if baseline.windows else math.nan)
+        if point.start not in skip:
+            features = dict.fromkeys(BASELINE_FEATURES, 0.0)
+            features.update({metric: float(getattr(point, metric)) for metric in BASELINE_METRICS})
+            baseline.learn(features, span)
+    return curves, baseline
+
+
+def baseline_counts(baseline: Baseline) -> dict[str, float]:
+    """A baseline's means of :data:`BASELINE_METRICS`, in counts per window."""
+    return {metric: math.expm1(baseline.means[BASELINE_FEATURES.index(metric)]) for metric in BASELINE_METRICS}

@@ -7,9 +7,13 @@ with the interpreter running the tests, so a fresh clone needs no ``ipykernel in
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -18,15 +22,22 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat.v4 import new_code_cell, new_notebook
 
+from app.commands.replay import demo_command
 from bench import corpora
 from bench.eval_grouping import alert_names, measure, simulated
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.anomaly.models import Baseline
 from detectors.base import Detection, Detector, Findings, RuleInfo
-from detectors.event import Event, Identity
+from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
+sys.path.insert(0, str(NOTEBOOKS_DIR))
+import nbhelpers  # noqa: E402  (the notebooks' helpers: found as the notebooks find them, in notebooks/)
+
+OUT = nbhelpers.OUT  # where the notebooks write their files
 KERNEL = "python3"
 CELL_TIMEOUT_SECONDS = 600  # generous: a loaded CI runner compiles the rule pack in the first cells
 # jupyter_client replaces these interpreter names with sys.executable when it starts the kernel
@@ -85,14 +96,85 @@ def test_the_kernel_is_this_venv_and_a_failing_cell_fails_the_run(kernel_name: s
     assert not notebook.cells[0].outputs and not notebook.cells[1].outputs  # the first two cells ran clean
 
 
+@pytest.fixture(scope="session")
+def executed(kernel_name: str, corpus: Path) -> Callable[[Path], nbformat.NotebookNode]:
+    """Executes a notebook once per session (later asks get the executed notebook; its files are in ``OUT``)."""
+    runs: dict[Path, nbformat.NotebookNode] = {}
+
+    def run(path: Path) -> nbformat.NotebookNode:
+        if path not in runs:
+            notebook = nbformat.read(path, as_version=4)
+            execute(notebook, kernel_name)
+            runs[path] = notebook
+        return runs[path]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
-def test_notebook_executes(path: Path, kernel_name: str, corpus: Path):
-    notebook = nbformat.read(path, as_version=4)
-    execute(notebook, kernel_name)
-    last = [cell for cell in notebook.cells if cell.cell_type == "code"][-1]
+def test_notebook_executes(path: Path, executed: Callable[[Path], nbformat.NotebookNode]):
+    last = [cell for cell in executed(path).cells if cell.cell_type == "code"][-1]
     printed = "".join(output.get("text", "") for output in last.outputs if output.output_type == "stream")
     assert "all checks passed" in printed
+
+
+@pytest.mark.slow
+def test_the_investigation_replays_the_samples_as_the_demo_does(
+    executed: Callable[[Path], nbformat.NotebookNode], tmp_path: Path
+):
+    """Same input order (merged by event time) and same alerts as ``abusewatch demo``: read one file after another,
+    the scraper's events are late for the anomaly tier and its alert is missing."""
+    executed(NOTEBOOKS_DIR / "investigation.ipynb")
+    demo_command(out=tmp_path)
+    written = OUT / "investigation"
+    assert (written / "samples.jsonl").read_bytes() == (tmp_path / "samples.jsonl").read_bytes()
+    assert _alerts(written / "alerts.jsonl") == _alerts(tmp_path / "alerts.jsonl")
+
+
+def _alerts(path: Path) -> dict[str, dict[str, Any]]:
+    alerts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    assert alerts, f"no alerts in {path}"
+    return {alert["event"]["id"]: alert for alert in alerts}
+
+
+def _bursty_day(identity: Identity, window: float) -> list[Event]:
+    """One identity's requests over 30 windows: a few an hour, with bursts of 40-60 (a heavy user's meetings)."""
+    counts = [2, 3, 40, 2, 1, 60, 3, 2, 45, 1] * 3
+    events = []
+    for number, count in enumerate(counts):
+        for index in range(count):
+            events.append(
+                Event(
+                    id=f"w{number}-{index}",
+                    timestamp=1_800_000_000.0 + number * window + index * (window / (count + 1)),
+                    dataset="test",
+                    identity=identity,
+                    input_messages=[Message(role="user", content=f"summarise chapter {index} of report {number}")],
+                    input_tokens=50 + index,
+                    output_tokens=200,
+                )
+            )
+    return events
+
+
+def test_the_plotted_baseline_is_the_anomaly_detectors_own():
+    """``nbhelpers.judged_against`` (what anomaly_baselines.ipynb plots) ends where the detector's baseline is: an
+    EWMA of log(1 + count), not of the counts (about 5 requests a window on this series, not 14)."""
+    config = AnomalyConfig()
+    detector, who = AnomalyDetector(config), Identity(user_id="heavy")
+    events = _bursty_day(who, config.window_seconds)
+    findings = [Findings() for _ in events]
+    detections = detector.detect(events, findings) + detector.flush()
+    points = nbhelpers.window_series(events, findings, who.key(), config.window_seconds)
+    unlearned = {d.timestamp // config.window_seconds * config.window_seconds for d in detections}
+    curves, replayed = nbhelpers.judged_against(points, config.baseline_span_windows, unlearned)
+    held = Baseline.load(detector.state_for([who.key()])["entities"][who.key()]["baseline"])
+    assert len(points) == 30 and held.windows == replayed.windows == 30 - len(unlearned) > 20
+    for metric, value in nbhelpers.baseline_counts(held).items():
+        assert value == pytest.approx(nbhelpers.baseline_counts(replayed)[metric], rel=1e-9)
+    assert nbhelpers.baseline_counts(held)["requests"] < statistics.mean(p.requests for p in points) / 2
+    assert math.isnan(curves["requests"][0]) and all(math.isfinite(v) for v in curves["requests"][1:])
 
 
 class _EveryEvent(Detector):
