@@ -10,11 +10,33 @@ import importlib
 import logging
 import pkgutil
 
+import click
 import typer
+from rich.console import Console
+from rich.text import Text
+from typer.core import TyperGroup
 
 from app import commands
+from app.settings import describe_settings_error, is_settings_error
+
+
+class _SettingsErrorsInWords(TyperGroup):
+    """The one handler for bad settings (a missing ``ABW_CONFIG`` file, a bad or misspelt variable) in every command:
+    one line naming the setting on stderr, exit code 2, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as error:  # only errors load_settings() marked are handled here
+            if not is_settings_error(error):
+                raise
+            message = Text.assemble(("error: ", "red"), f"invalid settings: {describe_settings_error(error)}")
+            Console(stderr=True, soft_wrap=True).print(message)
+            raise typer.Exit(2) from None
+
 
 cli = typer.Typer(
+    cls=_SettingsErrorsInWords,
     name="abusewatch",
     help="LLM Abuse Watch: detect prompt injection, jailbreaks, scraping and data exfiltration in LLM traffic.",
     no_args_is_help=True,

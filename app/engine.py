@@ -54,8 +54,13 @@ def build_detectors(settings: Settings, rule_dirs: Sequence[Path] | None = None)
         *build_exfil_detectors(exfil),
         TextClassifierDetector(detection.classifier),
         AnomalyDetector(detection.anomaly),
-        CorrelationDetector(correlations, rule_aliases(rules.current.rules)),
-        SessionChainDetector(shingle_key=_redactor(settings).derive_key("chain shingles")),
+        CorrelationDetector(
+            correlations, rule_aliases(rules.current.rules), max_groups=detection.correlation_max_groups
+        ),
+        SessionChainDetector(
+            shingle_key=_redactor(settings).derive_key("chain shingles"),
+            max_sessions=detection.chain_max_sessions,
+        ),
     ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from detectors.anomaly import AnomalyConfig
@@ -22,7 +22,13 @@ from detectors.textclf.detector import TextClassifierConfig
 PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
-class KafkaSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: a key it does not define (a misspelt ``rule_dir``) is an error, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
     bootstrap: str = "127.0.0.1:19092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
@@ -41,12 +47,14 @@ class KafkaSettings(BaseModel):
     state_topic: str = ""  # compacted: per-partition detection state checkpoints (<internal>-state)
     campaign_topic: str = ""  # detect -> campaigns, by template signature (<internal>-campaigns)
     campaign_state_topic: str = ""  # compacted: campaign stage checkpoints (<internal>-campaigns-state)
-    partitions: int = 4
-    replication_factor: int = 1
-    max_message_bytes: int = 16 * 1024 * 1024  # topic max.message.bytes set by bootstrap; producer request limit
-    internal_message_bytes: int = 1024 * 1024  # target size of one internal message (a list of events)
+    partitions: int = Field(4, gt=0)
+    replication_factor: int = Field(1, gt=0)
+    # topic max.message.bytes set by bootstrap; producer request limit
+    max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    internal_message_bytes: int = Field(1024 * 1024, gt=0)  # target size of one internal message (a list of events)
     consumer_group: str = "abusewatch"
-    session_timeout_s: float = 30.0  # a worker silent this long (killed, hung) loses its partitions to the others
+    # a worker silent this long (killed, hung) loses its partitions to the others
+    session_timeout_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
     def _name_following_topics(self) -> KafkaSettings:
@@ -56,7 +64,7 @@ class KafkaSettings(BaseModel):
         return self
 
 
-class ElasticsearchSettings(BaseModel):
+class ElasticsearchSettings(_Section):
     url: str = "http://127.0.0.1:19200"
     api_key: SecretStr | None = None
     username: str | None = None
@@ -67,23 +75,23 @@ class ElasticsearchSettings(BaseModel):
     alerts_index: str = "logs-abusewatch.alerts-default"
     shadow_alerts_index: str = "logs-abusewatch.shadow_alerts-default"
     dead_letter_index: str = "logs-abusewatch.dead_letter-default"
-    bulk_max_docs: int = 2000
-    bulk_max_bytes: int = 10 * 1024 * 1024
-    max_retries: int = 8
-    request_timeout_s: float = 30.0
+    bulk_max_docs: int = Field(2000, gt=0)
+    bulk_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
+    max_retries: int = Field(8, ge=0)
+    request_timeout_s: float = Field(30.0, gt=0)
     data_streams: Literal["auto", "always", "never"] = "auto"  # auto: data streams where the cluster has them
     ilm_policy: str = "abusewatch-logs"
-    retry_initial_backoff_s: float = 0.5
-    retry_max_backoff_s: float = 30.0
+    retry_initial_backoff_s: float = Field(0.5, gt=0)
+    retry_max_backoff_s: float = Field(30.0, gt=0)
     templates_dir: Path = PACKAGE_ROOT.parent / "deploy" / "elasticsearch"  # index/component templates, ILM
 
 
-class AlertingSettings(BaseModel):
+class AlertingSettings(_Section):
     """Alert hygiene (see detectors/alerting.py)."""
 
-    window_seconds: float = 3600.0
-    risk_threshold: float = 200.0
-    risk_half_life_seconds: float = 24 * 3600.0
+    window_seconds: float = Field(3600.0, gt=0)
+    risk_threshold: float = Field(200.0, ge=0)
+    risk_half_life_seconds: float = Field(24 * 3600.0, gt=0)
 
 
 DEVELOPMENT_REDACTION_KEY = "abusewatch-development-key"
@@ -102,21 +110,24 @@ def weak_redaction_key(key: str) -> str | None:
     return None
 
 
-class DetectionSettings(BaseModel):
+class DetectionSettings(_Section):
     rules_dir: Path | None = None  # extra rules on top of the built-in pack
     builtin_rules: bool = True
     redaction_key: SecretStr = SecretStr(DEVELOPMENT_REDACTION_KEY)
     # `abusewatch worker` refuses a weak key (weak_redaction_key) unless this is set: local experiments only
     allow_weak_redaction_key: bool = False
-    max_record_bytes: int = 4 * 1024 * 1024
-    max_text_chars: int = 256 * 1024
+    max_record_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_text_chars: int = Field(256 * 1024, gt=0)
     # a record dated further ahead of its Kafka timestamp (replay: the wall clock) is stamped with that instead
     max_future_seconds: float = Field(DEFAULT_MAX_FUTURE_SECONDS, gt=0)
-    batch_size: int = 500
-    batch_timeout_s: float = 0.1  # longest wait for a batch to fill: under load batches fill first
-    signature_cache_size: int = 10_000  # verdicts remembered per (field, text) hash; 0 disables
+    batch_size: int = Field(500, gt=0)
+    # caps on client-chosen state per partition (docs/scaling.md, "Caps on client-chosen state")
+    chain_max_sessions: int = Field(100_000, gt=0)
+    correlation_max_groups: int = Field(100_000, gt=0)
+    batch_timeout_s: float = Field(0.1, gt=0)  # longest wait for a batch to fill: under load batches fill first
+    signature_cache_size: int = Field(10_000, ge=0)  # verdicts remembered per (field, text) hash; 0 disables
     keep_raw_dead_letters: bool = False
-    dead_letter_retention_days: int = 14
+    dead_letter_retention_days: int = Field(14, gt=0)
     exceptions_path: Path | None = None  # alert exceptions: one YAML file or a directory (detectors/exceptions.py)
     # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6
     exfil: ExfilConfig = Field(default_factory=ExfilConfig)
@@ -125,22 +136,32 @@ class DetectionSettings(BaseModel):
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
 
-class WorkerSettings(BaseModel):
-    web_port: int = 6066
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+
+class WorkerSettings(_Section):
+    web_port: int = Field(6066, ge=1, le=65535)
     web_host: str = "127.0.0.1"
-    log_level: str = "INFO"
+    log_level: LogLevel = "INFO"
     data_dir: Path | None = None  # faust's datadir; None: a directory under the system temp dir
-    ingest_batch_size: int = 200  # raw messages taken per ingest batch (each may hold many records)
-    detect_batch_messages: int = 20  # internal messages taken per detect batch (each holds many events)
-    stream_buffer_messages: int = 400  # messages an agent may hold unprocessed: bounds memory while ES is down
-    health_check_interval_s: float = 5.0
+    ingest_batch_size: int = Field(200, gt=0)  # raw messages taken per ingest batch (each may hold many records)
+    detect_batch_messages: int = Field(20, gt=0)  # internal messages taken per detect batch (each holds many events)
+    # messages an agent may hold unprocessed: bounds memory while ES is down
+    stream_buffer_messages: int = Field(400, gt=0)
+    health_check_interval_s: float = Field(5.0, gt=0)
     # events remembered (keyed hash of id and content) to drop records delivered twice, shared out among the identity
     # partitions and checkpointed with each one's state (8 bytes an event: 400 kB per partition with 4 partitions)
     dedupe_capacity: int = Field(200_000, ge=0)
-    checkpoint_interval_s: float = 30.0  # how often each partition's detection state is checkpointed
-    max_catch_up_messages: int = 20_000  # without a checkpoint, state is rebuilt from at most this many messages
+    checkpoint_interval_s: float = Field(30.0, gt=0)  # how often each partition's detection state is checkpointed
+    # without a checkpoint, state is rebuilt from at most this many messages
+    max_catch_up_messages: int = Field(20_000, ge=0)
     # how often the worker looks for changed signature rules and alert exceptions and swaps them in; 0: never
-    reload_interval_s: float = 30.0
+    reload_interval_s: float = Field(30.0, ge=0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -202,8 +223,56 @@ class _FileSource(PydanticBaseSettingsSource):
         return data
 
 
+SETTINGS_ERROR_NOTE = "raised while loading the abusewatch settings"
+
+
 def load_settings(config: Path | None = None) -> Settings:
-    """Settings from the environment and ``config`` (or ``ABW_CONFIG``)."""
+    """Settings from the environment and ``config`` (or ``ABW_CONFIG``).
+
+    A failure keeps its type (a ``ValidationError``, an ``OSError`` for an unreadable file, a YAML error) and gains
+    :data:`SETTINGS_ERROR_NOTE`, by which the command line tells it from other errors (:func:`is_settings_error`).
+    """
     if config is not None:
         os.environ["ABW_CONFIG"] = str(config)
-    return Settings()
+    try:
+        return Settings()
+    except (ValidationError, OSError, ValueError, yaml.YAMLError) as error:
+        error.add_note(SETTINGS_ERROR_NOTE)
+        raise
+
+
+def is_settings_error(error: BaseException) -> bool:
+    """Whether ``error`` came out of :func:`load_settings`."""
+    return SETTINGS_ERROR_NOTE in getattr(error, "__notes__", ())
+
+
+def describe_settings_error(error: BaseException) -> str:
+    """One line naming each offending setting and what is wrong with it; never the value (it may be a secret)."""
+    if isinstance(error, ValidationError):
+        return "; ".join(_describe_problem(problem) for problem in error.errors())
+    if isinstance(error, OSError):
+        return f"cannot read the settings file {error.filename} (ABW_CONFIG or --config): {error.strerror}"
+    if isinstance(error, yaml.YAMLError):
+        return f"the settings file {os.environ.get('ABW_CONFIG')} is not valid YAML: {' '.join(str(error).split())}"
+    return " ".join(str(error).split())
+
+
+def _describe_problem(problem: Any) -> str:
+    path = [str(part) for part in problem["loc"]]
+    variable = "ABW_" + "__".join(path).upper()
+    reason = "not a setting (misspelt?)" if problem["type"] == "extra_forbidden" else problem["msg"]
+    return f"{'.'.join(path)} ({variable}): {reason}"
+
+
+def redaction_key_problem(settings: Settings) -> str | None:
+    """Why the configured redaction key must not mask real traffic (unless weak keys are allowed), or None: the worker
+    refuses to start with it, ``replay`` warns."""
+    detection = settings.detection
+    reason = weak_redaction_key(detection.redaction_key.get_secret_value())
+    if reason is None or detection.allow_weak_redaction_key:
+        return None
+    return (
+        f"detection.redaction_key is weak: {reason}. Masked secrets could be recovered from their keyed hashes. "
+        "Set ABW_DETECTION__REDACTION_KEY to 32 random bytes (e.g. `openssl rand -base64 32`), the same for every "
+        "worker and kept across restarts; for a local experiment only, ABW_DETECTION__ALLOW_WEAK_REDACTION_KEY=true."
+    )

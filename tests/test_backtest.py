@@ -260,7 +260,7 @@ def test_a_label_that_is_no_category_is_an_error_naming_the_event(tmp_path, valu
 def test_the_simulators_identity_labels_are_refused_as_event_labels(tmp_path):
     simulation = simulate(SimulationConfig(hours=1, benign_users=1, attackers={"denial_of_wallet": 1}, seed=0))
     path = tmp_path / "labels.json"
-    path.write_text(json.dumps(labels_document(simulation, SimulationConfig(seed=0))))
+    path.write_text(json.dumps(labels_document(simulation, SimulationConfig(seed=0), "openai")))
     with pytest.raises(LabelsError, match="labels attacking identities, not events"):
         load_labels(path)
     result = CliRunner().invoke(cli, ["backtest", "--builtin", "--input", SAMPLES[0], "--labels", str(path)])

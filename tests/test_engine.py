@@ -28,6 +28,13 @@ def test_tiers_take_their_settings_from_the_environment(monkeypatch):
     assert pipeline.grouper.policy.window_seconds == 900
 
 
+def test_the_caps_on_client_chosen_state_are_settings(monkeypatch):
+    monkeypatch.setenv("ABW_DETECTION__CHAIN_MAX_SESSIONS", "123")
+    monkeypatch.setenv("ABW_DETECTION__CORRELATION_MAX_GROUPS", "456")
+    detectors = {detector.name: detector for detector in build_pipeline(load_settings()).detectors}
+    assert (detectors["chains"].max_sessions, detectors["correlation"].max_groups) == (123, 456)
+
+
 def test_rules_dir_replaces_or_extends_the_builtin_pack(monkeypatch, tmp_path):
     one_rule = next(BUILTIN_RULES_DIR.rglob("*.yml"))
     shutil.copy(one_rule, tmp_path / one_rule.name)

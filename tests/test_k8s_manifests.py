@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from app.settings import Settings
 
@@ -52,9 +53,17 @@ def test_every_object_is_namespaced_and_typed() -> None:
 
 
 def test_configmap_is_valid_product_settings() -> None:
-    settings = Settings(**config())  # extra="forbid": a misspelt key fails here
+    settings = Settings(**config())  # every section forbids extras: a misspelt key, at any depth, fails here
     assert settings.worker.web_host == "0.0.0.0"  # probes come from the kubelet, not localhost
     assert settings.worker.web_port == 6066
+
+
+@pytest.mark.parametrize(("section", "typo"), [("kafka", "bootstrap_servers"), ("detection", "rule_dir")])
+def test_a_misspelt_key_in_the_configmap_would_fail(section: str, typo: str) -> None:
+    data = config()
+    data[section][typo] = "x"
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        Settings(**data)
 
 
 def test_secret_keys_are_settings_that_exist() -> None:
@@ -65,14 +74,65 @@ def test_secret_keys_are_settings_that_exist() -> None:
             assert "CHANGE-ME" in value  # placeholders only, never a real credential
 
 
-def test_worker_probes_hit_health_on_the_web_port() -> None:
+def test_worker_probes_restart_on_a_crash_only_and_hold_traffic_while_unready() -> None:
+    """Liveness and start-up on /live (fails only when the consumer or an agent crashed), readiness on /health
+    (also fails while Elasticsearch is down): an Elasticsearch outage must not restart every worker."""
     container = worker_container()
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports["web"] == config()["worker"]["web_port"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        action = container[probe]["httpGet"]
-        assert action["path"] == "/health"
-        assert ports.get(action["port"], action["port"]) == 6066
+    paths = {
+        probe: container[probe]["httpGet"]["path"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    assert paths == {"startupProbe": "/live", "readinessProbe": "/health", "livenessProbe": "/live"}
+    for probe in paths:
+        port = container[probe]["httpGet"]["port"]
+        assert ports.get(port, port) == 6066
+
+
+def writable_mounts(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str]:
+    """Mount path -> volume name of the container's writable emptyDir volumes."""
+    scratch = {volume["name"] for volume in pod["volumes"] if "emptyDir" in volume}
+    return {
+        mount["mountPath"]: mount["name"]
+        for mount in container["volumeMounts"]
+        if mount["name"] in scratch and not mount.get("readOnly")
+    }
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_pods_meet_the_restricted_pod_security_standard(kind: str) -> None:
+    pod = one(kind)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert "/tmp" in writable_mounts(pod, container)  # the only writable place Python's tempfile looks at
+
+
+def test_the_compiled_rule_pack_cache_is_on_a_writable_volume() -> None:
+    """The root filesystem is read-only: without ABW_CACHE_DIR on a volume every start compiles the pack cold."""
+    pod, container = one("Deployment")["spec"]["template"]["spec"], worker_container()
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    cache = Path(env["ABW_CACHE_DIR"])
+    assert any(cache.is_relative_to(mount) for mount in writable_mounts(pod, container))
+
+
+def test_keda_owns_the_worker_replica_count() -> None:
+    """A fixed `replicas` would be reset on every `kubectl apply` and moved back by KEDA: two rebalances."""
+    deployment = one("Deployment")
+    assert one("ScaledObject")["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"]
+
+
+def test_the_docs_say_how_to_run_the_bootstrap_job_again() -> None:
+    """A Job's pod template is immutable: re-applying a changed one fails unless the Job is deleted first."""
+    name = one("Job")["metadata"]["name"]
+    scaling = (K8S.parent.parent / "docs" / "scaling.md").read_text()
+    assert f"kubectl -n {NAMESPACE} delete job {name} --ignore-not-found" in scaling
+    assert f"kubectl -n {NAMESPACE} wait --for=condition=complete job/{name}" in scaling
 
 
 def test_worker_resources_and_graceful_shutdown() -> None:

@@ -31,6 +31,7 @@ from app.backtest import (
 )
 from app.commands.alerts import terminal_safe
 from app.commands.exceptions import exit_on_bad_exceptions
+from app.commands.replay import warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper
 from app.replay import STDIN
 from app.settings import Settings, load_settings
@@ -70,6 +71,7 @@ def backtest_command(
     if baseline and STDIN in inputs:
         raise typer.BadParameter("standard input can be read once: give files with --baseline", param_hint="--input")
     settings = load_settings()
+    warn_if_masks_unsafe(settings, console)
     try:
         labels = load_labels(labels_path) if labels_path else None
     except LabelsError as error:

@@ -1,7 +1,8 @@
 """``abusewatch kibana import``: load the bundled data views, saved searches, Lens charts and dashboard into Kibana.
 
 Posts ``deploy/kibana/abusewatch.ndjson`` to the saved objects ``_import`` API (multipart, ``kbn-xsrf`` header),
-overwriting earlier versions of the same objects, and reports what Kibana said about each object.
+overwriting earlier versions of the same objects, and reports what Kibana said about each object. An installed
+package has no ``deploy/`` next to it: ``ABW_KIBANA_ASSETS`` names the file there (the image sets it).
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def import_assets(
     username: str | None = typer.Option(None, "--user", envvar="ABW_KIBANA_USER", help="Basic auth user."),
     password: str | None = typer.Option(None, "--password", envvar="ABW_KIBANA_PASSWORD", help="Basic auth password."),
     space: str | None = typer.Option(None, "--space", help="Kibana space id (default: the default space)."),
-    file: Path = typer.Option(ASSETS, "--file", exists=True, dir_okay=False, help="Saved objects NDJSON."),
+    file: Path = typer.Option(
+        ASSETS, "--file", envvar="ABW_KIBANA_ASSETS", exists=True, dir_okay=False, help="Saved objects NDJSON."
+    ),
     overwrite: bool = typer.Option(True, "--overwrite/--no-overwrite", help="Replace objects with the same id."),
     ca_certs: Path | None = typer.Option(None, "--ca-certs", exists=True, dir_okay=False, help="CA bundle for TLS."),
     insecure: bool = typer.Option(False, "--insecure", help="Do not verify Kibana's TLS certificate."),

@@ -10,16 +10,25 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from app.commands.exceptions import exit_on_bad_exceptions
-from app.engine import build_campaign_stage, build_pipeline
+from app.engine import build_engine
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
-from app.settings import PACKAGE_ROOT, load_settings
-from detectors.partitioned import PartitionedPipeline
+from app.settings import PACKAGE_ROOT, Settings, load_settings, redaction_key_problem
 
 SAMPLES_DIR = PACKAGE_ROOT / "samples"
 console = Console(stderr=True)
+
+
+def warn_if_masks_unsafe(settings: Settings, console: Console) -> None:
+    """One warning line when the redaction key is too weak for outputs of real logs (the worker refuses to start)."""
+    if problem := redaction_key_problem(settings):
+        console.print(
+            Text.assemble(("warning: ", "yellow"), f"the outputs' masks are not safe to share: {problem}"),
+            soft_wrap=True,
+        )
 
 
 def register(cli: typer.Typer) -> None:
@@ -53,6 +62,7 @@ def replay_command(
     for name in files:
         if name != STDIN and not Path(name).is_file():
             raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
+    warn_if_masks_unsafe(load_settings(config), console)  # real logs, maybe shared: say so (demo's are made up)
     summary = _run(
         files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config, flush=flush, partitions=partitions
     )
@@ -106,11 +116,8 @@ def _run(
     partitions: int | None = None,
 ) -> ReplaySummary:
     settings = load_settings(config)
-    partitions = partitions or settings.kafka.partitions
     with exit_on_bad_exceptions():
-        template = build_pipeline(settings)  # loads the exceptions, checked against the rules it runs
-    campaigns = build_campaign_stage(settings, sources=partitions, exceptions=template.exceptions)
-    pipeline = PartitionedPipeline(template, partitions, campaigns)
+        pipeline = build_engine(settings, partitions=partitions)  # loads the exceptions, checked against its rules
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

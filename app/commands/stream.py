@@ -16,14 +16,13 @@ from elastic_transport import TlsError
 from elasticsearch import ApiError, AuthenticationException, AuthorizationException, Elasticsearch
 from kafka import KafkaProducer
 from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
 from app.commands.alerts import terminal_safe
 from app.replay import STDIN, read_lines
-from app.settings import Settings, load_settings, weak_redaction_key
+from app.settings import Settings, load_settings, redaction_key_problem
 from app.sinks import es_setup
 from app.sinks.elasticsearch import client_options
 from app.stream.kafka_config import diagnose, kafka_python_options
@@ -47,30 +46,38 @@ def register(cli: typer.Typer) -> None:
 
 
 def worker_command(config: Path | None = CONFIG_OPTION) -> None:
-    """Run a stream worker (Faust): ingest, detect, archive dead letters; /health and /metrics on the web port."""
+    """Run a stream worker (Faust): ingest, detect, archive dead letters; /live, /health, /metrics on the web port."""
     import faust
 
     from app.commands.exceptions import exit_on_bad_exceptions
-    from app.stream.web import register_web
+    from app.stream.web import StartingServer, register_web
     from app.stream.worker import StreamWorker
     from detectors.exceptions import load_exceptions
 
-    settings = _settings(config)
+    settings = load_settings(config)
     if problem := redaction_key_problem(settings):
         raise typer.Exit(_fail(problem))
     exceptions_path = settings.detection.exceptions_path
     if exceptions_path is not None:
         with exit_on_bad_exceptions():  # a bad file ends the command before the wait for Kafka
             load_exceptions(exceptions_path)
-    kafka = settings.kafka
-    counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
-    missing = [name for name, count in counts.items() if count is None]
-    if missing:
-        raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
-    op_types = _wait_for_op_types(settings)
-    partitions = counts[kafka.internal_topic] or 1
-    with exit_on_bad_exceptions():  # loaded again, as they are now, with the rules they are checked against
-        stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types)
+    kafka, web = settings.kafka, settings.worker
+    try:
+        starting = StartingServer(web)
+    except OSError as error:
+        raise typer.Exit(_fail(f"cannot serve /live and /health on {web.web_host}:{web.web_port}: {error}")) from None
+    with starting as status:  # the probes see a worker starting (live, not ready) until Faust's web server takes over
+        status.waiting_for = "Kafka"
+        counts = _guard("Kafka", settings, lambda: _topic_counts(settings))
+        missing = [name for name, count in counts.items() if count is None]
+        if missing:
+            raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
+        status.waiting_for = "Elasticsearch"
+        op_types = _wait_for_op_types(settings, on_retry=status.retrying)
+        status.waiting_for, status.error = "the rule pack to compile", None
+        partitions = counts[kafka.internal_topic] or 1
+        with exit_on_bad_exceptions():  # loaded again, as they are now, with the rules they are checked against
+            stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types)
     register_web(stream)
     console.print(
         f"worker {kafka.consumer_group}: {kafka.raw_topic} -> {kafka.internal_topic} "
@@ -85,15 +92,18 @@ def _topic_counts(settings: Settings) -> dict[str, int | None]:
         return partition_counts(admin, topic_names(settings.kafka))
 
 
-def _wait_for_op_types(settings: Settings) -> dict[str, str]:
-    """Bulk op types per target; waits (with backoff) while Elasticsearch is unreachable at start-up."""
+def _wait_for_op_types(settings: Settings, on_retry: Callable[[str], None]) -> dict[str, str]:
+    """Bulk op types per target; waits (with backoff) while Elasticsearch is unreachable or refuses at start-up,
+    telling ``on_retry`` why."""
     delay = settings.elasticsearch.retry_initial_backoff_s
     while True:
         try:
             with Elasticsearch(**client_options(settings.elasticsearch)) as client:
                 return es_setup.op_types(client, settings.elasticsearch)
         except (ESConnectionError, ApiError) as error:
-            console.print(f"Elasticsearch not ready ({_short(error)}); retrying in {delay:.0f}s")
+            problem = es_problem(error, settings)
+            on_retry(problem)
+            console.print(_labelled("Elasticsearch not ready: ", f"{problem}; retrying in {delay:.0f}s"))
             time.sleep(delay)
             delay = min(delay * 2, settings.elasticsearch.retry_max_backoff_s)
 
@@ -103,7 +113,7 @@ def _wait_for_op_types(settings: Settings) -> dict[str, str]:
 
 def bootstrap_command(config: Path | None = CONFIG_OPTION) -> None:
     """Create the Kafka topics and install Elasticsearch templates, ILM policies and indices (idempotent)."""
-    settings = _settings(config)
+    settings = load_settings(config)
     lines = _guard("Kafka", settings, lambda: ensure_topics(settings.kafka))
     with Elasticsearch(**client_options(settings.elasticsearch)) as client:
         lines += _guard("Elasticsearch", settings, lambda: es_setup.install(client, settings))
@@ -126,7 +136,7 @@ def produce_command(
     for name in files:
         if name != STDIN and not Path(name).is_file():
             raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
-    settings = _settings(config)
+    settings = load_settings(config)
     target = topic or settings.kafka.raw_topic
     producer = _guard(
         "Kafka",
@@ -189,7 +199,7 @@ def produce_command(
 
 def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
     """Load the settings, connect to Kafka and Elasticsearch, and say in plain words what is wrong (exit 1)."""
-    settings = _settings(config)
+    settings = load_settings(config)
     console.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
     problems = missing_files(settings) + exception_problems(settings)
     problems = problems or check_kafka(settings) + check_elasticsearch(settings)
@@ -199,19 +209,6 @@ def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
     if problems:
         raise typer.Exit(1)
     console.print("[green]configuration OK[/green]: Kafka and Elasticsearch reachable, topics and templates present")
-
-
-def redaction_key_problem(settings: Settings) -> str | None:
-    """Why the worker must not start with the configured redaction key (unless weak keys are allowed), or None."""
-    detection = settings.detection
-    reason = weak_redaction_key(detection.redaction_key.get_secret_value())
-    if reason is None or detection.allow_weak_redaction_key:
-        return None
-    return (
-        f"detection.redaction_key is weak: {reason}. Masked secrets could be recovered from their keyed hashes. "
-        "Set ABW_DETECTION__REDACTION_KEY to 32 random bytes (e.g. `openssl rand -base64 32`), the same for every "
-        "worker and kept across restarts; for a local experiment only, ABW_DETECTION__ALLOW_WEAK_REDACTION_KEY=true."
-    )
 
 
 def missing_files(settings: Settings) -> list[str]:
@@ -304,13 +301,6 @@ def es_problem(error: Exception, settings: Settings) -> str:
 
 
 # -- shared -----------------------------------------------------------------------------------------------------
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except (ValidationError, OSError, ValueError) as error:
-        raise typer.Exit(_fail(f"invalid settings: {error}")) from None
 
 
 def _guard(service: str, settings: Settings, action: Callable[[], Any]) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 EGRESS_TOOL_WORDS = (
     "send",
@@ -63,6 +63,8 @@ EXFIL_SINK_DOMAINS = (
 
 class ExfilConfig(BaseModel):
     """Everything the exfiltration tier can be tuned with; the defaults are the tuned values."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not a silently ignored tunable
 
     registry_path: Path | None = None  # YAML with per-application prompts, canaries and allowlists
     registry_check_interval_s: float = 5.0  # how often the registry file's mtime is looked at
