@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+from elasticsearch import ApiError
 
 from app.settings import ElasticsearchSettings, Settings
 from app.sinks import es_setup
@@ -99,3 +101,27 @@ def test_dead_letter_policy_uses_the_retention_setting() -> None:
     days = Settings().detection.dead_letter_retention_days
     policy = es_setup.dead_letter_policy(days)
     assert policy["policy"]["phases"]["delete"]["min_age"] == f"{days}d"
+
+
+class Answering:
+    """A client whose ``GET`` answers with ``status`` (200: found)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def perform_request(self, method: str, path: str, **_: object) -> dict:
+        if self.status == 200:
+            return {}
+        meta = ApiResponseMeta(self.status, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
+        raise ApiError(f"HTTP {self.status}", meta, {"error": {"type": "test", "reason": "refused"}})
+
+
+def test_a_refusal_is_no_answer_about_what_a_target_is() -> None:
+    """A key without view_index_metadata must not take a data stream for a plain index (alert updates would then be
+    refused for ever): 401/403 are raised, so start-up reports the missing privilege."""
+    settings = ElasticsearchSettings()
+    assert set(es_setup.op_types(Answering(200), settings).values()) == {"create"}  # type: ignore[arg-type]
+    assert "update" in es_setup.op_types(Answering(404), settings).values()  # type: ignore[arg-type]
+    for status in (401, 403):
+        with pytest.raises(ApiError):
+            es_setup.op_types(Answering(status), settings)  # type: ignore[arg-type]

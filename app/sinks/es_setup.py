@@ -62,8 +62,9 @@ def use_data_streams(settings: ElasticsearchSettings, capabilities: Capabilities
 
 
 def op_types(client: Elasticsearch, settings: ElasticsearchSettings) -> dict[str, str]:
-    """Bulk op type per target: ``update`` for alerts (upserts, grouped alerts grow in place), ``create`` for
-    everything else, data streams or plain indices alike.
+    """Bulk op type per target: ``update`` for alerts (created, then grown in place; see
+    :class:`app.sinks.elasticsearch.ElasticsearchSink`), ``create`` for everything else, data streams or plain
+    indices alike.
 
     ``create`` makes the first write of a document final, as data streams do anyway: a record ingested twice (its
     raw partition moved before the ingest offset was committed) may reach an identity partition that no longer
@@ -163,9 +164,14 @@ def missing(client: Elasticsearch, settings: ElasticsearchSettings) -> list[str]
 
 
 def _answers(client: Elasticsearch, path: str) -> bool:
+    """Whether ``GET path`` finds something. A refusal (401, 403) is no answer: it is raised, so a key lacking
+    ``view_index_metadata`` is reported as such instead of taking a data stream for a plain index (whose alert
+    updates the stream would then refuse for ever)."""
     try:
         client.perform_request("GET", path, headers={"accept": "application/json"})
-    except ApiError:
+    except ApiError as error:
+        if error.status_code in (401, 403):
+            raise
         return False
     return True
 
