@@ -11,8 +11,8 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from app.commands.alerts import terminal_safe
 from app.replay import ReplaySummary
+from app.terminal import terminal_safe
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from app import triage
 from app.cli import cli
-from app.commands.alerts import terminal_safe
 from app.commands.rules_stats import register as register_stats
 from app.sinks.elasticsearch import preserving_update
+from app.terminal import terminal_safe
 from app.triage import RuleStats, TriageError
 
 ALERT = {

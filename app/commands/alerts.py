@@ -20,14 +20,12 @@ from rich.text import Text
 
 from app import triage
 from app.settings import ElasticsearchSettings, load_settings
+from app.terminal import terminal_safe
 
 alerts_cli = typer.Typer(help="Triage alerts in Elasticsearch: list, show, ack, close.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# C0/C1 controls (but tab and newline), DEL and bidirectional overrides, shown as escapes instead of acting.
-_UNSAFE = [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
-_SAFE_TABLE = {code: f"\\u{code:04x}" for code in _UNSAFE}
 MESSAGE_WIDTH = 100
 RULE_WIDTH = 60
 PROMPT_WIDTH = 120
@@ -37,11 +35,6 @@ ALERT_ID_WIDTH = 32  # detectors.documents.alert_id: 32 hex characters
 
 def register(cli: typer.Typer) -> None:
     cli.add_typer(alerts_cli, name="alerts")
-
-
-def terminal_safe(text: Any) -> str:
-    """``text`` with control characters escaped, so alert content cannot drive the analyst's terminal."""
-    return str(text).translate(_SAFE_TABLE)
 
 
 def _clip(text: Any, width: int) -> str:

@@ -29,12 +29,12 @@ from app.backtest import (
     report,
     run_backtest,
 )
-from app.commands.alerts import terminal_safe
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.commands.replay import warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper
 from app.replay import STDIN
 from app.settings import Settings, load_settings
+from app.terminal import terminal_safe
 from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor

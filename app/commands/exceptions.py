@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from app.commands.alerts import terminal_safe
 from app.settings import load_settings
+from app.terminal import terminal_safe
 from app.triage import current_user, parse_duration
 from detectors.exceptions import (
     AlertException,

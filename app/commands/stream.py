@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
-from app.commands.alerts import terminal_safe
 from app.replay import STDIN, read_lines
 from app.settings import Settings, load_settings, redaction_key_problem
 from app.sinks import es_setup
 from app.sinks.elasticsearch import client_options
 from app.stream.kafka_config import diagnose, kafka_python_options
 from app.stream.topics import admin_client, ensure_topics, partition_counts, topic_names
+from app.terminal import terminal_safe
 
 console = Console(stderr=True)
 CONFIG_OPTION = typer.Option(None, "--config", help="Settings file (YAML); default: ABW_CONFIG, then environment.")
