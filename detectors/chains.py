@@ -22,7 +22,6 @@ import heapq
 import logging
 import math
 import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -31,13 +30,13 @@ from typing import Any
 import msgspec
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.caps import Evictions
 from detectors.event import PROMPT, Event, Identity
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shingles, words
 from detectors.matching import MultiMatcher, Pattern
 
 log = logging.getLogger(__name__)
-WARN_EVERY_S = 60.0  # how often (wall time) a cap that keeps forgetting state is logged
 
 DEFAULT_MAX_SESSIONS = 100_000  # sessions kept per pipeline (one pipeline per partition); see docs/scaling.md
 SHINGLE_HASH = "blake2b-64"  # how leaked shingles are kept; checkpoints without this marker hold raw shingles
@@ -133,7 +132,7 @@ class SessionChainDetector(Detector):
 
     At most ``max_sessions`` sessions are kept: past it, the session whose newest turn is oldest (event time, then
     key) is forgotten, one at a time, so what is kept never depends on how arrivals were batched (a session that
-    expiry would already have dropped is always the first to go). ``evicted`` counts the sessions forgotten this
+    expiry would already have dropped is always the first to go). ``evictions.count`` counts the sessions forgotten this
     way since this detector was created or its state loaded (for a metric; not checkpointed).
     """
 
@@ -150,8 +149,9 @@ class SessionChainDetector(Detector):
             raise ValueError("max_sessions must be >= 1")
         self.settings = settings or ChainSettings()
         self.max_sessions = max_sessions
-        self.evicted = 0
-        self._warned_at, self._warned_evicted = -math.inf, 0
+        self.evictions = Evictions(
+            log, "chains: max_sessions (%d) reached; forgot the %d sessions least recently active since last said"
+        )
         self._shingle_key = shingle_key or secrets.token_bytes(32)
         self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
         self._sessions: dict[str, _Session] = {}
@@ -162,24 +162,11 @@ class SessionChainDetector(Detector):
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections: list[Detection] = []
-        evicted = self.evicted
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             detections.extend(self._observe(event, found))
         self._expire(events)
-        if self.evicted > evicted:
-            self._warn_evicted()
+        self.evictions.say(self.max_sessions)
         return detections
-
-    def _warn_evicted(self) -> None:
-        """Say that sessions were forgotten at the cap: at most once a minute (wall time), not once per batch."""
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY_S:
-            log.warning(
-                "chains: max_sessions (%d) reached; forgot the %d sessions least recently active since last said",
-                self.max_sessions,
-                self.evicted - self._warned_evicted,
-            )
-            self._warned_at, self._warned_evicted = now, self.evicted
 
     def _observe(self, event: Event, found: Findings) -> list[Detection]:
         settings = self.settings
@@ -254,7 +241,7 @@ class SessionChainDetector(Detector):
             session = self._sessions.get(key)
             if session is not None and session.last_seen == last_seen:
                 del self._sessions[key]
-                self.evicted += 1
+                self.evictions.count += 1
 
     def _leak_reuse(self, event: Event, found: Findings) -> list[Detection]:
         identity = event.identity.key()
@@ -387,8 +374,7 @@ class SessionChainDetector(Detector):
             )
             for key, value in state.get("sessions", {}).items()
         }
-        self.evicted = 0
-        self._warned_at, self._warned_evicted = -math.inf, 0
+        self.evictions.reset()
         self._rebuild_activity()
         self._forget_least_recent()  # a smaller max_sessions than the checkpoint's applies at once
         times = [session.last_seen for session in self._sessions.values()]

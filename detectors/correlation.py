@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import operator
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +26,12 @@ from sigma.correlations import SigmaCorrelationConditionOperator, SigmaCorrelati
 from sigma.exceptions import SigmaError
 
 from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
+from detectors.caps import Evictions
 from detectors.event import Event
 from detectors.signatures.parse import SignatureRule
 from detectors.signatures.ruleset import RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
 
 log = logging.getLogger(__name__)
-WARN_EVERY_S = 60.0  # how often (wall time) a cap that keeps forgetting state is logged
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "correlations"
 CATEGORY_PREFIX = "category:"
@@ -238,7 +237,7 @@ class CorrelationDetector(Detector):
 
     At most ``max_groups`` groups are kept (all rules together): past it, the group whose newest hit is oldest
     (event time, then key) is forgotten, one at a time, so what is kept never depends on how arrivals were batched
-    (a group that expiry would already have dropped is always the first to go). ``evicted`` counts the groups
+    (a group that expiry would already have dropped is always the first to go). ``evictions.count`` counts the groups
     forgotten this way since this detector was created or its state loaded (for a metric; not checkpointed).
     """
 
@@ -257,8 +256,9 @@ class CorrelationDetector(Detector):
         self.correlations = list(correlations.current if isinstance(correlations, CorrelationWatcher) else correlations)
         self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
         self.max_groups = max_groups
-        self.evicted = 0
-        self._warned_at, self._warned_evicted = -math.inf, 0
+        self.evictions = Evictions(
+            log, "correlation: max_groups (%d) reached; forgot the %d groups least recently active since last said"
+        )
         self._groups: dict[GroupKey, list[_Hit]] = {}  # hits in time order (a list: a deque costs 760 bytes empty)
         self._references: dict[frozenset[str], frozenset[str]] = {}  # one copy of each set of references
         # heap of (newest hit time, order, key); entries no longer current are skipped
@@ -284,7 +284,6 @@ class CorrelationDetector(Detector):
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         detections = []
         touched: set[GroupKey] = set()
-        evicted = self.evicted
         for event, found in sorted(zip(events, findings, strict=True), key=lambda pair: pair[0].timestamp):
             if not found.rule_ids and not found.categories:
                 continue
@@ -295,20 +294,8 @@ class CorrelationDetector(Detector):
                     if detection is not None:
                         detections.append(detection)
         self._expire(touched)
-        if self.evicted > evicted:
-            self._warn_evicted()
+        self.evictions.say(self.max_groups)
         return detections
-
-    def _warn_evicted(self) -> None:
-        """Say that groups were forgotten at the cap: at most once a minute (wall time), not once per batch."""
-        now = time.monotonic()
-        if now - self._warned_at >= WARN_EVERY_S:
-            log.warning(
-                "correlation: max_groups (%d) reached; forgot the %d groups least recently active since last said",
-                self.max_groups,
-                self.evicted - self._warned_evicted,
-            )
-            self._warned_at, self._warned_evicted = now, self.evicted
 
     def _expire(self, touched: set[GroupKey]) -> None:
         """Drop groups whose newest hit is older than the longest timespan: bounded memory on event time.
@@ -404,7 +391,7 @@ class CorrelationDetector(Detector):
             hits = self._groups.get(key)
             if hits is not None and (not hits or hits[-1].timestamp == newest):
                 del self._groups[key]
-                self.evicted += 1
+                self.evictions.count += 1
 
     @staticmethod
     def _fires(correlation: Correlation, hits: list[_Hit]) -> bool:
@@ -441,8 +428,7 @@ class CorrelationDetector(Detector):
             ][-MAX_EVENTS_PER_GROUP:]
             for rule_id, group, hits in state.get("groups", [])
         }
-        self.evicted = 0
-        self._warned_at, self._warned_evicted = -math.inf, 0
+        self.evictions.reset()
         self._rebuild_activity()
         self._forget_least_recent()  # a smaller max_groups than the checkpoint's applies at once
         self._newest = max((hits[-1].timestamp for hits in self._groups.values() if hits), default=-math.inf)

@@ -3,21 +3,12 @@ found through ``ABW_KIBANA_ASSETS``; and a build-system floor that can build the
 
 from __future__ import annotations
 
-import json
 import shlex
-import threading
 import tomllib
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Any
 
-import pytest
 import yaml
 from packaging.requirements import Requirement
-from typer.testing import CliRunner
-
-from app.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,43 +34,6 @@ def test_the_image_holds_the_kibana_objects_where_abw_kibana_assets_points() -> 
     copies = [(args[0], PurePosixPath(args[-1])) for name, args in dockerfile_instructions() if name == "COPY"]
     sources = [ROOT / source / assets.relative_to(target) for source, target in copies if assets.is_relative_to(target)]
     assert len(sources) == 1 and sources[0].is_file(), (assets, copies)
-
-
-@pytest.fixture
-def kibana() -> Iterator[dict[str, Any]]:
-    """An HTTP server that records the body of one saved-objects import and answers success."""
-    state: dict[str, Any] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            state["body"] = self.rfile.read(int(self.headers["Content-Length"]))
-            payload = json.dumps({"success": True, "successCount": 1, "successResults": []}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-
-
-def test_kibana_import_reads_the_file_named_by_abw_kibana_assets(kibana: dict[str, Any], tmp_path: Path) -> None:
-    assets = tmp_path / "installed" / "abusewatch.ndjson"
-    assets.parent.mkdir()
-    assets.write_text('{"type": "index-pattern", "id": "only-in-this-copy", "attributes": {}}\n')
-    result = CliRunner().invoke(
-        cli, ["kibana", "import", "--url", kibana["url"]], env={"ABW_KIBANA_ASSETS": str(assets)}
-    )
-    assert result.exit_code == 0, result.output
-    assert assets.read_bytes() in kibana["body"]
 
 
 def test_compose_imports_the_kibana_objects_once_kibana_is_healthy() -> None:

@@ -12,10 +12,8 @@ import base64
 import fnmatch
 import json
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ from detectors.event import Event, Identity
 from detectors.exceptions import load_exceptions
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
+from tests.fixtures.http import JsonHandler, serving
 
 TEMPLATES = ElasticsearchSettings().templates_dir
 TYPES = {"index-pattern", "search", "lens", "dashboard"}
@@ -354,30 +353,17 @@ def kibana() -> Iterator[FakeKibana]:
     """An HTTP server that records one import request and answers like Kibana (success and errors settable)."""
     state = FakeKibana(url="", recorded=Recorded(), answer={})
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
             length = int(self.headers["Content-Length"])
             state.recorded = Recorded(
                 self.path, {k.lower(): v for k, v in self.headers.items()}, self.rfile.read(length)
             )
-            body = json.dumps(state.answer).encode()
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply_json(state.status, state.answer)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serving(Handler) as url:
+        state.url = url
+        yield state
 
 
 def success_answer() -> dict[str, Any]:
@@ -461,3 +447,14 @@ def test_summarise_and_multipart_are_pure() -> None:
     assert ImportRequest(url="http://k", ndjson=b"", filename="f", space="default").endpoint() == (
         "http://k/api/saved_objects/_import?overwrite=true"
     )
+
+
+def test_kibana_import_reads_the_file_named_by_abw_kibana_assets(kibana: FakeKibana, tmp_path: Path) -> None:
+    """The image points ``ABW_KIBANA_ASSETS`` at its copy of the objects (tests/test_deploy_image.py)."""
+    kibana.answer = success_answer()
+    assets = tmp_path / "installed" / "abusewatch.ndjson"
+    assets.parent.mkdir()
+    assets.write_text('{"type": "index-pattern", "id": "only-in-this-copy", "attributes": {}}\n')
+    result = CliRunner().invoke(cli, ["kibana", "import", "--url", kibana.url], env={"ABW_KIBANA_ASSETS": str(assets)})
+    assert result.exit_code == 0, result.output
+    assert assets.read_bytes() in kibana.recorded.body

@@ -5,6 +5,7 @@ depend on batching or on a checkpoint taken in between."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Sequence
 
@@ -13,6 +14,7 @@ from msgspec.structs import replace
 from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.campaigns import CampaignCandidate, CampaignDetector
+from detectors.caps import Evictions
 from detectors.chains import BLOCKED_THEN_THROUGH, SessionChainDetector
 from detectors.correlation import BUILTIN_DIR, CorrelationDetector, load_correlations
 from detectors.event import Event, GuardrailVerdict, Identity, Message
@@ -129,7 +131,7 @@ def test_past_max_sessions_the_least_recently_active_session_is_forgotten_and_co
     chains.detect([chat(3, T0 + 10, "u", "a")], [Findings()])  # "a" is active again: "b" is now the oldest
     chains.detect([chat(4, T0 + 11, "u", "d")], [Findings()])
     assert sorted(chains.state()["sessions"]) == ["user:u|session:a", "user:u|session:c", "user:u|session:d"]
-    assert chains.evicted == 1
+    assert chains.evictions.count == 1
 
 
 def test_a_smaller_max_sessions_applies_when_a_checkpoint_is_loaded() -> None:
@@ -152,7 +154,7 @@ def test_past_max_groups_the_group_with_the_oldest_hit_is_forgotten_and_counted(
         correlation.detect([chat(n, T0 + n, user, "s")], [attack])
     users = sorted(group[0] for _rule, group, _hits in correlation.state()["groups"])
     assert users == ["user:a", "user:c"]
-    assert correlation.evicted == 1
+    assert correlation.evictions.count == 1
 
 
 # ---------------------------------------------------------------- both tiers: batching and checkpoints
@@ -165,7 +167,7 @@ def test_what_the_caps_forget_does_not_depend_on_batching() -> None:
         target = pipeline(attacks)
         detections = run(target, events, batch_size)
         correlation, chains = target.detectors[1], target.detectors[2]
-        assert chains.evicted > 0 and correlation.evicted > 0  # type: ignore[attr-defined]
+        assert chains.evictions.count > 0 and correlation.evictions.count > 0  # type: ignore[attr-defined]
         outcomes.append((sorted(detections), json.dumps(target.state())))  # tiers' order within a batch aside
     assert outcomes[0] == outcomes[1] == outcomes[2]
     rules = {rule for rule, _ids in outcomes[0][0]}
@@ -287,3 +289,18 @@ def test_the_template_cap_does_not_depend_on_batching_or_a_checkpoint() -> None:
 
 def judged_batch(detector: CampaignDetector, candidates: list[CampaignCandidate]) -> list[tuple]:
     return [(c.detection.group_key, c.overflowed) for c in detector.campaigns(candidates)]
+
+
+def test_evictions_are_said_at_most_once_a_minute_with_the_count_since_last_said(caplog, monkeypatch) -> None:
+    clock = iter([1000.0, 1010.0, 1070.0])
+    monkeypatch.setattr("detectors.caps.time.monotonic", lambda: next(clock))
+    evictions = Evictions(logging.getLogger("test-caps"), "cap %d reached; forgot %d")
+    evictions.count += 3
+    evictions.say(10)
+    evictions.count += 2
+    evictions.say(10)  # ten seconds later: quiet
+    evictions.say(10)  # a minute after the first: says the two since
+    assert [record.getMessage() for record in caplog.records] == [
+        "cap 10 reached; forgot 3",
+        "cap 10 reached; forgot 2",
+    ]

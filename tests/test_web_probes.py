@@ -7,11 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,6 +25,7 @@ from app.settings import DetectionSettings, Settings, WorkerSettings
 from app.stream.topics import topic_names
 from app.stream.web import StartingServer, health_report, liveness_report, probe_elasticsearch, register_web
 from app.stream.worker import StreamWorker, WorkerState
+from tests.fixtures.http import JsonHandler, serving
 
 STRONG_KEY = "a-test-key-of-more-than-sixteen-bytes"
 
@@ -202,27 +201,14 @@ def elasticsearch() -> Iterator[dict[str, Any]]:
     """An HTTP server answering ``GET /_cluster/health`` as Elasticsearch does: ``answer`` is (status, body)."""
     state: dict[str, Any] = {"answer": (200, {"status": "green"})}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:
             code, body = state["answer"]
-            payload = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("X-Elastic-Product", "Elasticsearch")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.reply_json(code, body, {"X-Elastic-Product": "Elasticsearch"})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        state["url"] = url
+        yield state
 
 
 def probed(url: str) -> WorkerState:
