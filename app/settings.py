@@ -7,6 +7,7 @@ Secrets are ``SecretStr`` so they never appear in logs, reprs or ``check-config`
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -161,7 +162,11 @@ class WorkerSettings(_Section):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_case_level(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+        """Any case, and the aliases Python's logging and Faust accept (``WARN``, ``FATAL``)."""
+        if not isinstance(value, str):
+            return value
+        level = value.upper()
+        return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(level, level)
 
 
 class Settings(BaseSettings):
@@ -235,10 +240,36 @@ def load_settings(config: Path | None = None) -> Settings:
     if config is not None:
         os.environ["ABW_CONFIG"] = str(config)
     try:
+        if problems := misspelt_variables(os.environ):
+            raise ValueError("; ".join(problems))
         return Settings()
     except (ValidationError, OSError, ValueError, yaml.YAMLError) as error:
         error.add_note(SETTINGS_ERROR_NOTE)
         raise
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
+    """``ABW_`` variables that look like settings but are not read, each with what was meant.
+
+    pydantic-settings reads only the variables of known fields, so ``ABW_DETECTON__BATCH_SIZE`` (no such section)
+    or ``ABW_ELASTICSEARCH_URL`` (one underscore, easy to write next to the ``ABW_ES_URL`` shorthand) would leave
+    the default in place without a word. Other flat ``ABW_`` names (``ABW_CONFIG``, ``ABW_CACHE_DIR``, the local
+    services' ports) are not settings and stay allowed.
+    """
+    sections = {name: field.annotation for name, field in Settings.model_fields.items()}
+    problems = []
+    for name in sorted(environ):
+        if not name.startswith("ABW_") or name in SHORTHAND_ENV:
+            continue
+        head, nested, _ = name.removeprefix("ABW_").partition("__")
+        if nested and head.lower() not in sections:
+            problems.append(f"{name}: no settings section {head.lower()!r} (sections: {', '.join(sections)})")
+            continue
+        for section, model in sections.items():
+            field = head.lower().removeprefix(f"{section}_")
+            if not nested and field != head.lower() and field in getattr(model, "model_fields", {}):
+                problems.append(f"{name} is not read: did you mean ABW_{section.upper()}__{field.upper()}?")
+    return problems
 
 
 def is_settings_error(error: BaseException) -> bool:

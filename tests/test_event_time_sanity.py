@@ -83,3 +83,21 @@ def test_a_time_is_judged_against_when_the_record_was_logged_not_the_wall_clock(
     [event], _ = normalise_payload(record(1, "u", logged + ahead, "hi"), "t", max_bytes=1 << 20, received_at=logged)
     assert event.timestamp_assumed is (not believed)
     assert event.timestamp == pytest.approx(logged + ahead if believed else logged)
+
+
+@pytest.mark.parametrize(
+    "received_at",
+    [
+        pytest.param(time.time() / 1000, id="seconds written where Kafka wants milliseconds: 1970"),
+        pytest.param(time.time() + 30 * 86400, id="a producer clock a month ahead"),
+        pytest.param(-1.0, id="no timestamp"),
+    ],
+)
+def test_an_implausible_kafka_timestamp_gives_way_to_the_wall_clock(received_at: float) -> None:
+    now = time.time()
+    [honest], _ = normalise_payload(record(1, "u", now - 5, "hi"), "t", max_bytes=1 << 20, received_at=received_at)
+    [forged], _ = normalise_payload(
+        record(2, "u", now + 7 * 86400, "hi"), "t", max_bytes=1 << 20, received_at=received_at
+    )
+    assert (honest.timestamp, honest.timestamp_assumed) == (pytest.approx(now - 5), False)
+    assert forged.timestamp_assumed and forged.timestamp == pytest.approx(time.time(), abs=5)

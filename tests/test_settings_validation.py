@@ -135,7 +135,10 @@ def test_zero_and_the_edges_stay_allowed_where_they_mean_something(
     assert getattr(getattr(load_settings(), section), name) == value
 
 
-@pytest.mark.parametrize(("given", "level"), [("debug", "DEBUG"), ("Warning", "WARNING"), ("INFO", "INFO")])
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [("debug", "DEBUG"), ("Warning", "WARNING"), ("INFO", "INFO"), ("warn", "WARNING"), ("FATAL", "CRITICAL")],
+)
 def test_log_level_is_a_real_level_in_any_case(given: str, level: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ABW_WORKER__LOG_LEVEL", given)
     assert load_settings().worker.log_level == level
@@ -166,3 +169,36 @@ def test_a_missing_settings_file_is_a_settings_error_naming_the_file(tmp_path: P
 
 def test_errors_from_elsewhere_are_not_settings_errors() -> None:
     assert not is_settings_error(FileNotFoundError(2, "No such file or directory", "history.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("variable", "said"),
+    [
+        ("ABW_DETECTON__BATCH_SIZE", "ABW_DETECTON__BATCH_SIZE: no settings section 'detecton'"),
+        ("ABW_ELASTICSEARCH_URL", "ABW_ELASTICSEARCH_URL is not read: did you mean ABW_ELASTICSEARCH__URL?"),
+        ("ABW_WORKER_WEB_PORT", "ABW_WORKER_WEB_PORT is not read: did you mean ABW_WORKER__WEB_PORT?"),
+    ],
+)
+def test_a_misspelt_top_level_variable_is_refused_and_named(
+    variable: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings reads only known fields: without this check the default would silently stay."""
+    monkeypatch.setenv(variable, "9")
+    with pytest.raises(ValueError, match=r"not read|no settings section") as raised:
+        load_settings()
+    assert said in str(raised.value)
+
+
+def test_flat_variables_that_are_not_settings_stay_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in (
+        "ABW_CONFIG",
+        "ABW_CACHE_DIR",
+        "ABW_ES_URL",
+        "ABW_KAFKA_BOOTSTRAP",
+        "ABW_KAFKA_PORT",
+        "ABW_ES_PORT",
+    ):
+        monkeypatch.setenv(variable, "")
+    monkeypatch.setenv("ABW_ES_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ABW_KAFKA_BOOTSTRAP", "127.0.0.1:9")
+    assert load_settings().elasticsearch.url == "http://127.0.0.1:9"

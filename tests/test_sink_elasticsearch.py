@@ -345,6 +345,27 @@ def test_an_unreadable_alert_is_retried_not_overwritten() -> None:
     assert [request[0][0] for request in client.requests] == ["create"]
 
 
+def test_an_alert_the_key_may_not_read_is_retried_with_the_reason_named() -> None:
+    """A key without the ``read`` privilege on the alerts index: every lookup is refused; the retry says why."""
+    client = ScriptedBulk(lambda op, doc_id, body: 200)
+    refusals = iter([True, False])
+
+    async def mget(*, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        if next(refusals):
+            error = {"type": "security_exception", "reason": "action [indices:data/read/mget[shard]] is unauthorized"}
+            return {"docs": [{"_index": d["_index"], "_id": d["_id"], "error": error} for d in docs]}
+        return {"docs": [{"_index": d["_index"], "_id": d["_id"], "found": False} for d in docs]}
+
+    client.mget = mget  # type: ignore[method-assign]
+    reasons: list[str] = []
+    sink, _ = make_sink(client, op_type="update", on_retry=lambda count, reason: reasons.append(reason))
+    report = asyncio.run(sink.write([alert(2)]))
+    assert (report.stored, report.retries) == (1, 1)
+    assert reasons == [
+        "reading the stored alert: security_exception: action [indices:data/read/mget[shard]] is unauthorized"
+    ]
+
+
 @pytest.mark.parametrize(
     ("reason", "kept", "cut"),
     [

@@ -248,26 +248,29 @@ class ElasticsearchSink:
             return orjson.dumps(preserving_update(doc.body))
         return orjson.dumps(doc.body)
 
-    async def _stored_alerts(self, docs: list[Document]) -> dict[tuple[str, str], StoredVersion | None]:
+    async def _stored_alerts(self, docs: list[Document]) -> tuple[dict[tuple[str, str], StoredVersion | None], str]:
         """The stored version of each alert that exists (``None`` for those that do not yet).
 
-        An alert the read could not answer for is left out; the caller retries it.
+        An alert the read could not answer for is left out, and the reason (the first item error, e.g. a key
+        without the ``read`` privilege on the alerts index) is returned beside; the caller retries it.
         """
         if not docs:
-            return {}
+            return {}, ""
         response = await self.client.mget(
             docs=[{"_index": doc.index, "_id": doc.id, "_source": _STORED_FIELDS} for doc in docs]
         )
         stored: dict[tuple[str, str], StoredVersion | None] = {}
+        reason = ""
         for doc, found in zip(docs, response["docs"], strict=True):
             error = found.get("error")
             if error is not None and not (isinstance(error, dict) and error.get("type") == "index_not_found_exception"):
+                reason = reason or f"reading the stored alert: {error_text(error)}"
                 continue
             if found.get("found"):
                 stored[doc.index, doc.id] = StoredVersion(found["_seq_no"], found["_primary_term"], found["_source"])
             else:
                 stored[doc.index, doc.id] = None
-        return stored
+        return stored, reason
 
     async def _bulk(
         self, chunk: list[tuple[Document, bytes]], report: WriteReport
@@ -280,7 +283,7 @@ class ElasticsearchSink:
         verdict) makes a 409 that is read again in the next round.
         """
         alerts = [doc for doc, _ in chunk if self.op_type_for(doc.index) == "update"]
-        stored = await self._stored_alerts(alerts)
+        stored, read_error = await self._stored_alerts(alerts)
         sent: list[tuple[Document, bytes]] = []
         failed: list[tuple[Document, bytes]] = []
         operations: list[bytes] = []
@@ -303,7 +306,7 @@ class ElasticsearchSink:
                         payload = orjson.dumps(preserving_update(doc.body, reason))
             operations += [orjson.dumps({action: target}), payload]
             sent.append((doc, body))
-        reason = "the stored alerts could not be read" if failed else ""
+        reason = read_error if failed else ""
         if not sent:
             return failed, reason
         response = await self.client.bulk(operations=operations)

@@ -438,7 +438,7 @@ class StreamWorker:
                 max_bytes=detection.max_record_bytes,
                 max_text_chars=detection.max_text_chars,
                 keep_raw=detection.keep_raw_dead_letters,
-                received_at=received_at if received_at and received_at > 0 else None,
+                received_at=received_at,
                 max_future_s=detection.max_future_seconds,
             )
         except Exception as error:  # a normaliser bug must not stop the stream: the record becomes a dead letter

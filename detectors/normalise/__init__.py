@@ -35,6 +35,7 @@ from detectors.normalise.fields import TextLimit
 # record's own timestamp (when the shipper produced it), so a backlog read hours later is judged against its own
 # time; elsewhere it is the wall clock. Setting: detection.max_future_seconds.
 DEFAULT_MAX_FUTURE_SECONDS = 900.0
+_PLAUSIBLE_SINCE = 1_577_836_800.0  # 2020-01-01: an older reference clock is a broken producer, not a backlog
 
 __all__ = [
     "DEFAULT_MAX_FUTURE_SECONDS",
@@ -91,7 +92,7 @@ def normalise_many(
     if name is None:
         keys = ", ".join(sorted(str(key) for key in record)[:8]) if isinstance(record, dict) else type(record).__name__
         raise NormaliseError("unknown_format", f"no known format matches a record with keys: {keys}")
-    now = time.time() if received_at is None else received_at
+    now = reference_time(received_at)
     try:
         events = FORMATS[name].normalise(record, TextLimit(max_text_chars), now)
     except NormaliseError:
@@ -101,6 +102,19 @@ def normalise_many(
     except Exception as error:  # a reader missed a type: still a bad record, never a crash
         raise NormaliseError(f"malformed:{name}", f"unexpected {type(error).__name__}: {error}"[:500]) from None
     return [_time_checked(event, now, max_future_s) for event in events]
+
+
+def reference_time(received_at: float | None) -> float:
+    """The clock a record's time is judged against: ``received_at`` if it is plausible, else the wall clock.
+
+    A Kafka timestamp is the producer's (CreateTime) or the broker's (LogAppendTime); one before 2020 (a producer
+    writing seconds where Kafka wants milliseconds: 1970) or ahead of the wall clock (a producer's clock off) would
+    re-stamp honest records or believe forged ones, so the wall clock stands in.
+    """
+    wall = time.time()
+    if received_at is None or not _PLAUSIBLE_SINCE <= received_at <= wall:
+        return wall
+    return received_at
 
 
 def _time_checked(event: Event, now: float, max_future_s: float) -> Event:
