@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 
 import msgspec
 
+from detectors.caps import Evictions
 from detectors.event import Event, Identity
 
 Category = Literal[
@@ -113,6 +114,8 @@ class Detector(ABC):
     # document. Tiers that raise when a window over earlier events closes set False: no event of the batch
     # triggered the detection, and which window events are still in the batch depends on batching.
     marks_events: ClassVar[bool] = True
+    # A tier with a cap on client-chosen state counts what it forgot at the cap (detectors/caps.py), for a metric.
+    evictions: Evictions | None = None
 
     @abstractmethod
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:

@@ -22,6 +22,13 @@ class Evictions:
     def reset(self) -> None:
         self.count = 0
         self._said_at, self._said_count = -math.inf, 0
+        self._reported = 0
+
+    def unreported(self) -> int:
+        """How many were forgotten since the last call: what a metric counter adds (``count`` restarts at a
+        state load)."""
+        new, self._reported = self.count - self._reported, self.count
+        return max(new, 0)
 
     def say(self, cap: int) -> None:
         now = time.monotonic()

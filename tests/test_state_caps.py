@@ -10,7 +10,9 @@ import random
 from collections.abc import Sequence
 
 from msgspec.structs import replace
+from prometheus_client import REGISTRY
 
+from app.stream.worker import _count_evictions
 from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.campaigns import CampaignCandidate, CampaignDetector
@@ -304,3 +306,24 @@ def test_evictions_are_said_at_most_once_a_minute_with_the_count_since_last_said
         "cap 10 reached; forgot 3",
         "cap 10 reached; forgot 2",
     ]
+
+
+def test_the_worker_exports_what_each_capped_tier_forgot_once() -> None:
+    """``abusewatch_state_evictions_total{detector}`` grows by what was forgotten since the last batch, and a
+    state load (which restarts the detector's count) neither loses nor repeats what was already exported."""
+
+    def exported() -> float:
+        return REGISTRY.get_sample_value("abusewatch_state_evictions_total", {"detector": "chains"}) or 0.0
+
+    chains = SessionChainDetector(max_sessions=2)
+    target = Pipeline([chains], Redactor(b"k"))
+    before = exported()
+    target.process([chat(n, 1000.0 + n, f"u{n}", f"s{n}") for n in range(5)])
+    _count_evictions(target)
+    _count_evictions(target)  # nothing new
+    assert exported() - before == chains.evictions.count == 3
+    chains.load_state(chains.state())
+    target.process([chat(9, 2000.0, "u9", "s9")])
+    _count_evictions(target)
+    assert exported() - before == 4
+    assert Detector.evictions is None  # tiers without a cap export nothing

@@ -31,6 +31,7 @@ class PoisonedPipeline:
     def __init__(self, real: Pipeline, poison: str) -> None:
         self.real = real
         self.poison = poison
+        self.detectors = real.detectors
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         if any(e.id == self.poison for e in events):

@@ -32,6 +32,11 @@ CHECKPOINT_BYTES = Histogram(
     "Size of one partition's state checkpoint",
     buckets=(1e3, 1e4, 1e5, 1e6, 4e6, 16e6, 64e6),
 )
+STATE_EVICTIONS = Counter(
+    "abusewatch_state_evictions_total",
+    "Entries a tier forgot at its cap on client-chosen state (docs/scaling.md, caps)",
+    ["detector"],
+)
 STATE_RESTORES = Counter("abusewatch_state_restores_total", "Partitions given state on arrival", ["source"])
 STATE_REPLAYED_EVENTS = Counter("abusewatch_state_replayed_events_total", "Events replayed for state only")
 STATE_SKIPPED_MESSAGES = Counter(

@@ -316,8 +316,10 @@ class StreamWorker:
                 fresh = [event for event, _digest in kept]
                 metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
                 failed_before = len(failed)
-                found = await self._run_pipeline(self.identities.stages[partition], fresh, letters, failed)
+                stage = self.identities.stages[partition]
+                found = await self._run_pipeline(stage, fresh, letters, failed)
                 result.extend(found)
+                _count_evictions(stage)
                 left_out = {id(event) for event in failed[failed_before:]}  # no document: dead-lettered
                 rendered = [event for event in fresh if id(event) not in left_out]
                 candidates += campaign_candidates(rendered, found.events, source=partition)
@@ -621,6 +623,13 @@ class StreamWorker:
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
         self.state.last_batch_at[agent] = time.time()
+
+
+def _count_evictions(pipeline: Pipeline) -> None:
+    """Add what the pipeline's capped tiers forgot since the last batch to the eviction metric."""
+    for detector in pipeline.detectors:
+        if detector.evictions is not None:
+            metrics.STATE_EVICTIONS.labels(detector.name).inc(detector.evictions.unreported())
 
 
 def _origin(message: Any) -> str:
