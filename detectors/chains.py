@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import heapq
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import msgspec
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
-from detectors.caps import Evictions
+from detectors.caps import Evictions, LeastRecentlyActive
 from detectors.event import PROMPT, Event, Identity
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shingles, words
@@ -149,13 +148,10 @@ class SessionChainDetector(Detector):
             raise ValueError("max_sessions must be >= 1")
         self.settings = settings or ChainSettings()
         self.max_sessions = max_sessions
-        self.evictions = Evictions(
-            log, "chains: max_sessions (%d) reached; forgot the %d sessions least recently active since last said"
-        )
         self._shingle_key = shingle_key or secrets.token_bytes(32)
         self._refusals = MultiMatcher([Pattern(i, p) for i, p in enumerate(REFUSALS)], max_matches_per_pattern=1)
         self._sessions: dict[str, _Session] = {}
-        self._activity: list[tuple[float, str]] = []  # heap of (last_seen, key); entries no longer current are skipped
+        self._new_cap_state()
         self._leaks: dict[str, list[_Leak]] = {}
         self._newest = -math.inf  # the newest event time seen
         self._expired_at = -math.inf  # the newest event time when state was last scanned for expiry
@@ -176,11 +172,11 @@ class SessionChainDetector(Detector):
         if session is None or event.timestamp - session.last_seen > settings.window_seconds:
             self._sessions.pop(key, None)  # a session that starts over goes last, as a new one
             session = self._sessions[key] = _Session(turns=[], last_seen=event.timestamp)
-            self._record_activity(key, session)
+            self._activity.touched(key, session.last_seen, len(self._sessions))
             self._forget_least_recent()
         elif event.timestamp > session.last_seen:
             session.last_seen = event.timestamp
-            self._record_activity(key, session)
+            self._activity.touched(key, session.last_seen, len(self._sessions))
         blocked = self._blocked(event)
         attack = bool(found.categories & ATTACK_CATEGORIES)
         score = found.fields.get(INJECTION_SCORE)
@@ -223,25 +219,28 @@ class SessionChainDetector(Detector):
         detections.extend(self._leak_reuse(event, found))
         return detections
 
-    def _record_activity(self, key: str, session: _Session) -> None:
-        """Note ``session``'s newest time for eviction; rebuild the heap when stale entries outnumber live ones."""
-        heapq.heappush(self._activity, (session.last_seen, key))
-        if len(self._activity) > 2 * len(self._sessions) + 64:
-            self._rebuild_activity()
+    # Bound methods, not closures: a deep copy of the detector (Pipeline.fresh) must take its own store along.
+    def _session_times(self) -> Iterator[tuple[str, float]]:
+        return ((key, session.last_seen) for key, session in self._sessions.items())
 
-    def _rebuild_activity(self) -> None:
-        self._activity = [(session.last_seen, key) for key, session in self._sessions.items()]
-        heapq.heapify(self._activity)
+    def _last_seen(self, key: str) -> float | None:
+        session = self._sessions.get(key)
+        return None if session is None else session.last_seen
+
+    def _new_cap_state(self) -> None:
+        """A count of evictions and an eviction order of this detector's own: :meth:`fresh` copies shallowly, and
+        ``load_state`` calls this, so copies never share them."""
+        self.evictions = Evictions(
+            log, "chains: max_sessions (%d) reached; forgot the %d sessions least recently active since last said"
+        )
+        self._activity = LeastRecentlyActive(self._last_seen, self._session_times)
 
     def _forget_least_recent(self) -> None:
         """Past ``max_sessions``, forget the sessions whose newest turn is oldest (a client inventing a session id
         per request must not grow the partition's state without bound)."""
-        while len(self._sessions) > self.max_sessions and self._activity:
-            last_seen, key = heapq.heappop(self._activity)
-            session = self._sessions.get(key)
-            if session is not None and session.last_seen == last_seen:
-                del self._sessions[key]
-                self.evictions.count += 1
+        while len(self._sessions) > self.max_sessions and (key := self._activity.pop()) is not None:
+            del self._sessions[key]
+            self.evictions.count += 1
 
     def _leak_reuse(self, event: Event, found: Findings) -> list[Detection]:
         identity = event.identity.key()
@@ -374,8 +373,7 @@ class SessionChainDetector(Detector):
             )
             for key, value in state.get("sessions", {}).items()
         }
-        self.evictions.reset()
-        self._rebuild_activity()
+        self._new_cap_state()
         self._forget_least_recent()  # a smaller max_sessions than the checkpoint's applies at once
         times = [session.last_seen for session in self._sessions.values()]
         self._newest, self._expired_at = max(times, default=-math.inf), -math.inf

@@ -11,12 +11,11 @@ choose), and expires once older than the rule's timespan.
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import math
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from sigma.correlations import SigmaCorrelationConditionOperator, SigmaCorrelati
 from sigma.exceptions import SigmaError
 
 from detectors.base import CATEGORIES, SEVERITY, Detection, Detector, Evidence, Findings, RuleInfo
-from detectors.caps import Evictions
+from detectors.caps import Evictions, LeastRecentlyActive
 from detectors.event import Event
 from detectors.signatures.parse import SignatureRule
 from detectors.signatures.ruleset import RuleFilesWatcher, one_rule_per_id, rule_files_by_directory
@@ -256,13 +255,9 @@ class CorrelationDetector(Detector):
         self.correlations = list(correlations.current if isinstance(correlations, CorrelationWatcher) else correlations)
         self.aliases = aliases or {}  # Sigma rule name -> rule id, so references by name resolve
         self.max_groups = max_groups
-        self.evictions = Evictions(
-            log, "correlation: max_groups (%d) reached; forgot the %d groups least recently active since last said"
-        )
         self._groups: dict[GroupKey, list[_Hit]] = {}  # hits in time order (a list: a deque costs 760 bytes empty)
         self._references: dict[frozenset[str], frozenset[str]] = {}  # one copy of each set of references
-        # heap of (newest hit time, order, key); entries no longer current are skipped
-        self._activity: list[tuple[float, tuple[str, tuple[tuple[bool, str], ...]], GroupKey]] = []
+        self._new_cap_state()
         self._newest = -math.inf  # the newest hit time seen
         self._expired_at = -math.inf  # the newest hit time when groups were last scanned for expiry
 
@@ -277,7 +272,7 @@ class CorrelationDetector(Detector):
         running = {correlation.info.id: correlation for correlation in self.correlations}
         unchanged = {c.info.id for c in correlations if running.get(c.info.id) == c}
         self._groups = {key: hits for key, hits in self._groups.items() if key[0] in unchanged}
-        self._rebuild_activity()
+        self._activity.rebuild()
         self.correlations = list(correlations)
         self.aliases = aliases
 
@@ -340,7 +335,7 @@ class CorrelationDetector(Detector):
         hit = _Hit(event.timestamp, event.id, satisfied, value)
         _insert_in_time_order(hits, hit)
         if hits[-1] is hit:  # the group's newest hit: its activity for eviction
-            self._record_activity(key, hit.timestamp)
+            self._activity.touched(key, hit.timestamp, len(self._groups))
         if created:
             self._forget_least_recent()
         oldest = hits[-1].timestamp - correlation.timespan - ALLOWED_LATENESS_S
@@ -373,25 +368,28 @@ class CorrelationDetector(Detector):
         satisfied = frozenset(references)
         return self._references.setdefault(satisfied, satisfied)
 
-    def _record_activity(self, key: GroupKey, newest: float) -> None:
-        """Note a group's newest hit time for eviction; rebuild the heap when stale entries outnumber live ones."""
-        heapq.heappush(self._activity, (newest, _group_order(key), key))
-        if len(self._activity) > 2 * len(self._groups) + 64:
-            self._rebuild_activity()
+    # Bound methods, not closures: a deep copy of the detector (Pipeline.fresh) must take its own store along.
+    def _group_times(self) -> Iterator[tuple[GroupKey, float]]:
+        return ((key, hits[-1].timestamp) for key, hits in self._groups.items() if hits)
 
-    def _rebuild_activity(self) -> None:
-        self._activity = [(hits[-1].timestamp, _group_order(key), key) for key, hits in self._groups.items() if hits]
-        heapq.heapify(self._activity)
+    def _newest_hit(self, key: GroupKey) -> float | None:
+        hits = self._groups.get(key)
+        return hits[-1].timestamp if hits else None
+
+    def _new_cap_state(self) -> None:
+        """A count of evictions and an eviction order of this detector's own: :meth:`fresh` copies shallowly, and
+        ``load_state`` calls this, so copies never share them."""
+        self.evictions = Evictions(
+            log, "correlation: max_groups (%d) reached; forgot the %d groups least recently active since last said"
+        )
+        self._activity = LeastRecentlyActive(self._newest_hit, self._group_times, order=_group_order)
 
     def _forget_least_recent(self) -> None:
         """Past ``max_groups``, forget the groups whose newest hit is oldest (an injector rotating user ids or IPs
         must not grow the partition's state without bound)."""
-        while len(self._groups) > self.max_groups and self._activity:
-            newest, _order, key = heapq.heappop(self._activity)
-            hits = self._groups.get(key)
-            if hits is not None and (not hits or hits[-1].timestamp == newest):
-                del self._groups[key]
-                self.evictions.count += 1
+        while len(self._groups) > self.max_groups and (key := self._activity.pop()) is not None:
+            del self._groups[key]
+            self.evictions.count += 1
 
     @staticmethod
     def _fires(correlation: Correlation, hits: list[_Hit]) -> bool:
@@ -428,8 +426,7 @@ class CorrelationDetector(Detector):
             ][-MAX_EVENTS_PER_GROUP:]
             for rule_id, group, hits in state.get("groups", [])
         }
-        self.evictions.reset()
-        self._rebuild_activity()
+        self._new_cap_state()
         self._forget_least_recent()  # a smaller max_groups than the checkpoint's applies at once
         self._newest = max((hits[-1].timestamp for hits in self._groups.values() if hits), default=-math.inf)
         self._expired_at = -math.inf

@@ -327,3 +327,13 @@ def test_the_worker_exports_what_each_capped_tier_forgot_once() -> None:
     _count_evictions(target)
     assert exported() - before == 4
     assert Detector.evictions is None  # tiers without a cap export nothing
+
+
+def test_a_fresh_copy_keeps_its_own_eviction_count_and_order() -> None:
+    """Pipeline.fresh copies detectors shallowly: a partition's evictions must not count or pick another's."""
+    template = pipeline(set(), max_sessions=1, max_groups=1)
+    first, second = template.fresh(), template.fresh()
+    first.process([chat(n, 1000.0 + n, f"u{n}", f"s{n}") for n in range(3)])
+    chains = [next(d for d in p.detectors if d.name == "chains") for p in (first, second)]
+    assert (chains[0].evictions.count, chains[1].evictions.count) == (2, 0)
+    assert chains[0].evictions is not chains[1].evictions
