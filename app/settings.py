@@ -261,13 +261,14 @@ def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     for name in sorted(environ):
         if not name.startswith("ABW_") or name in SHORTHAND_ENV:
             continue
-        head, nested, _ = name.removeprefix("ABW_").partition("__")
-        if nested and head.lower() not in sections:
-            problems.append(f"{name}: no settings section {head.lower()!r} (sections: {', '.join(sections)})")
+        head, nested, _ = name.removeprefix("ABW_").lower().partition("__")
+        if nested:
+            if head not in sections:
+                problems.append(f"{name}: no settings section {head!r} (sections: {', '.join(sections)})")
             continue
         for section, model in sections.items():
-            field = head.lower().removeprefix(f"{section}_")
-            if not nested and field != head.lower() and field in getattr(model, "model_fields", {}):
+            field = head.removeprefix(f"{section}_")
+            if field != head and field in model.model_fields:
                 problems.append(f"{name} is not read: did you mean ABW_{section.upper()}__{field.upper()}?")
     return problems
 

@@ -8,15 +8,11 @@ printed.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -30,7 +26,7 @@ from app.backtest import (
     run_backtest,
 )
 from app.commands.exceptions import exit_on_bad_exceptions
-from app.commands.replay import warn_if_masks_unsafe
+from app.commands.replay import bytes_progress, warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper
 from app.replay import STDIN
 from app.settings import Settings, load_settings
@@ -80,7 +76,7 @@ def backtest_command(
     with exit_on_bad_exceptions():
         candidate = build(rules or [], builtin, settings)
     dead_letters = DeadLetters()
-    with _progress(inputs, passes=2 if baseline else 1) as advance:
+    with bytes_progress(console, inputs, "backtest", passes=2 if baseline else 1) as advance:
         result, seen = run_backtest(history_batches(inputs, settings, dead_letters, labels, advance), candidate, labels)
         output = report(result, labels, seen, dead_letters)
         if baseline:
@@ -123,19 +119,6 @@ def _candidate_rules(directories: list[Path], builtin: bool) -> RuleSet:
     if not ruleset.rules:
         raise typer.BadParameter("no rules loaded", param_hint="--rules")
     return ruleset
-
-
-@contextmanager
-def _progress(inputs: list[str], passes: int) -> Iterator[Any]:
-    """A progress bar over the bytes of every pass, as replay shows one: only on a terminal, and not for stdin."""
-    if not console.is_terminal or STDIN in inputs:
-        yield None
-        return
-    total = passes * sum(os.path.getsize(name) for name in inputs)
-    columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("backtest", total=total)
-        yield lambda size: progress.advance(task, size)
 
 
 def _check_labels(labels: dict[str, int] | None) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -132,13 +134,24 @@ def _run(
         "dedupe_capacity": settings.worker.dedupe_capacity,
         "max_future_s": detection.max_future_seconds,
     }
-    total = sum(os.path.getsize(name) for name in files if name != STDIN)
-    if not console.is_terminal or STDIN in files:
-        return replay(files, pipeline, **options)
+    with bytes_progress(console, files, "replay") as advance:
+        return replay(files, pipeline, on_progress=advance, **options)
+
+
+@contextmanager
+def bytes_progress(
+    console: Console, inputs: list[str], label: str, passes: int = 1
+) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar over the bytes of ``passes`` reads of ``inputs``, yielding what advances it by a number of
+    bytes: only on a terminal, and not for stdin (None then)."""
+    if not console.is_terminal or STDIN in inputs:
+        yield None
+        return
+    total = passes * sum(os.path.getsize(name) for name in inputs)
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("replay", total=total)
-        return replay(files, pipeline, on_progress=lambda n: progress.advance(task, n), **options)
+        task = progress.add_task(label, total=total)
+        yield lambda size: progress.advance(task, size)
 
 
 def _print_summary(summary: ReplaySummary) -> None:
