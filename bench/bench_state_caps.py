@@ -108,7 +108,7 @@ def campaigns(templates: int, probes: int) -> dict[str, Any]:
     def step(n: int) -> None:  # one-off templates within one window (600 s)
         candidate = CampaignCandidate(
             event_id=f"n{n}", timestamp=T0 + n * 300 / (templates + probes), identity=Identity(user_id=f"b{n}"),
-            signature=f"{n:016x}",
+            signature=f"{n:016x}", value_bucket=n % 256, slot_chars=8, context_tokens=20.0,
         )  # fmt: skip
         detector.campaigns([candidate])
 

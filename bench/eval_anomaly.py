@@ -12,10 +12,18 @@ normalised back, so system prompts and token counts arrive as a real log carries
 * ``short_scraper`` (attacker): a new identity sending 100-300 requests within 5-15 minutes on one template,
   with SKUs, account numbers or quoted person names, in sequence or shuffled, some through an app with a system
   prompt;
+* ``thin_campaign`` (attackers): 30-45 keys posting fake seller ratings, exactly 2 requests each per window
+  for 2-4 hours (each key is below the campaign rule's 3 a window);
+* ``rotating_user_ids`` (attacker): one key asking for product records by SKU every 3-8 s for 1-3 hours with a
+  new user id (LiteLLM's ``end_user``) on every request;
 * templated automation (benign): ``bulk_classifier`` (ticket ids with the quoted ticket text), ``bulk_summariser``
   (numbered documents sent as attachments: large input tokens), and ``catalogue_generator``, which writes
   product copy for consecutive SKUs with nothing but the SKU in the prompt: indistinguishable from a catalogue
-  scraper by its traffic, so expected to alert (the trade-off of the enumeration rule, reported on its own).
+  scraper by its traffic, so expected to alert (the trade-off of the enumeration rule, reported on its own);
+  ``app_action``: a shopping app's "track my order" button, one templated prompt with the customer's order
+  number, sent through the app's key for 200-600 customers, 1-2 clicks each, at 10-25 clicks a minute for an
+  hour: indistinguishable from a distributed enumeration by its traffic, so expected to raise the
+  distributed-enumeration rule (a shadow rule by default for that reason).
 
 A false alert is one alert group (rule, subject, hour: what the alert grouper merges) that names no attacking
 identity, key or IP. An attacker counts as detected by any anomaly alert naming it after its attack started.
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -47,10 +56,13 @@ HELD_OUT_SEEDS = (10, 11, 12)
 HOUR = 3600.0
 MINUTE = 60.0
 SHORT_SCRAPER = "short_scraper"
-KINDS = (*ATTACK_KINDS, SHORT_SCRAPER)
-CATEGORY = {**EXPECTED_CATEGORY, SHORT_SCRAPER: "scraping"}
-AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator")
-BY_DESIGN = frozenset({"catalogue_generator"})  # benign, but the same traffic as a catalogue scraper
+THIN_CAMPAIGN = "thin_campaign"
+ROTATING_USERS = "rotating_user_ids"
+KINDS = (*ATTACK_KINDS, SHORT_SCRAPER, THIN_CAMPAIGN, ROTATING_USERS)
+CATEGORY = {**EXPECTED_CATEGORY, SHORT_SCRAPER: "scraping", THIN_CAMPAIGN: "scraping", ROTATING_USERS: "scraping"}
+AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator", "app_action")
+# benign, but the same traffic as an attack: a catalogue scraper; a distributed enumeration (a shadow rule)
+BY_DESIGN = frozenset({"catalogue_generator", "app_action"})
 APP_SYSTEM_PROMPT = (
     "You are Nova, the shopping assistant of Example Outdoor Supplies. Answer questions about products, prices, "
     "availability, orders and returns using the catalogue tools. Keep answers short and friendly, never discuss "
@@ -110,10 +122,13 @@ class TemplatedTraffic:
         earliest = self.start + min(DAY, (self.end - self.start) / 3)
         return self.rng.uniform(earliest, max(earliest, self.end - duration))
 
-    def emit(self, identity: Identity, requests: list[tuple[float, str, int, int, dict]], system: str) -> Identity:
-        """Render every request of one identity in one format, normalise it back; returns the logged identity."""
+    def emit(
+        self, identity: Identity, requests: list[tuple[float, str, int, int, dict]], system: str, fmt: str = ""
+    ) -> Identity:
+        """Render every request of one identity in one format (``fmt``, else one drawn), normalise it back; returns
+        the logged identity."""
         rng = self.rng
-        fmt = rng.choice(sorted(RENDERERS))
+        fmt = fmt or rng.choice(sorted(RENDERERS))
         logged = identity
         for timestamp, prompt, input_tokens, output_tokens, params in requests:
             event = Event(
@@ -172,6 +187,74 @@ class TemplatedTraffic:
         logged = self.emit(identity, requests, system)
         self.labels.append(Label(logged.key(), SHORT_SCRAPER, start, timestamp, logged.api_key_hash, logged.source_ip))
 
+    def thin_campaign(self, index: int) -> None:
+        rng = self.rng
+        windows = rng.randint(12, 24)  # 2-4 hours
+        start = math.floor(self.window(windows * 10 * MINUTE) / (10 * MINUTE)) * 10 * MINUTE
+        for member in range(rng.randint(30, 45)):
+            identity = Identity(
+                api_key_hash=f"key-thin-{self.seed}-{index}-{member}",
+                source_ip=f"198.19.{index}.{member + 1}",
+                user_agent="python-requests/2.31.0",
+            )
+            requests = []
+            for slot in range(2 * windows):  # two per window, each in its own half
+                timestamp = start + (slot + rng.random()) * 5 * MINUTE
+                shop, word = rng.randint(1, 999_999), self.faker.word()
+                prompt = f'Post a glowing seller rating for shop {shop} praising its "{word}"'
+                requests.append((timestamp, prompt, self.text_tokens(prompt), rng.randint(150, 300), {}))
+            logged = self.emit(identity, requests, "")
+            self.labels.append(
+                Label(
+                    logged.key(),
+                    THIN_CAMPAIGN,
+                    start,
+                    start + windows * 10 * MINUTE,
+                    logged.api_key_hash,
+                    logged.source_ip,
+                    campaign=f"thin-{self.seed}-{index}",
+                )
+            )
+
+    def rotating_user_ids(self, index: int) -> None:
+        rng = self.rng
+        duration = rng.uniform(1, 3) * HOUR
+        start = self.window(duration)
+        key, address = f"key-rotating-{self.seed}-{index}", f"198.20.{index}.{rng.randint(1, 254)}"
+        fmt = rng.choice(sorted(RENDERERS))
+        sku, timestamp = rng.randint(10_000, 90_000), start
+        logged = None
+        while timestamp < start + duration:
+            sku += rng.randint(1, 3)
+            prompt = f"Give the complete product description, price and stock level for SKU {sku}. Answer in JSON."
+            identity = Identity(user_id=f"u-{rng.getrandbits(40):010x}", api_key_hash=key, source_ip=address)
+            logged = self.emit(identity, [(timestamp, prompt, self.text_tokens(prompt), 300, {})], "", fmt)
+            timestamp += rng.uniform(3, 8)
+        assert logged is not None
+        name = f"key:{logged.api_key_hash}" if logged.api_key_hash else f"ip:{logged.source_ip}"  # as the log has it
+        self.labels.append(Label(name, ROTATING_USERS, start, timestamp, logged.api_key_hash, logged.source_ip))
+
+    def app_action(self, index: int) -> None:
+        """Customers of a shopping app pressing "track my order": many user ids through the app's key."""
+        rng = self.rng
+        start = self.window(HOUR)
+        key, address = f"svc-shop-{self.seed}-{index}", f"10.40.{index}.{rng.randint(1, 254)}"
+        fmt = rng.choice(sorted(RENDERERS))
+        rate = rng.uniform(10, 25) / MINUTE
+        customers = [f"cust-{rng.randint(10**6, 10**7)}" for _ in range(int(HOUR * rate / 1.5))]
+        timestamp = start
+        while timestamp < start + HOUR:
+            customer = rng.choice(customers)
+            order = 4_000_000 + int(customer.removeprefix("cust-")) % 999_983  # each customer's own order
+            prompt = f"Where is my order #{order}? Give me the delivery status and the expected delivery date."
+            identity = Identity(user_id=customer, api_key_hash=key, source_ip=address)
+            logged = self.emit(
+                identity, [(timestamp, prompt, self.text_tokens(prompt), 80, {})], APP_SYSTEM_PROMPT, fmt
+            )
+            for name in identity_names(logged):
+                self.automation[name] = "app_action"
+            timestamp += rng.expovariate(rate)
+
     def automation_job(self, kind: str, index: int) -> None:
         rng = self.rng
         duration, rate = rng.uniform(30, 90) * MINUTE, rng.uniform(0.12, 0.6)  # 72-360 requests per window
@@ -209,8 +292,13 @@ def templated_traffic(seed: int, start: float, end: float, short_scrapers: int) 
     traffic = TemplatedTraffic(seed, start, end)
     for index in range(short_scrapers):
         traffic.short_scraper(index)
+    traffic.thin_campaign(0)
+    traffic.rotating_user_ids(0)
     for index, kind in enumerate(AUTOMATION_KINDS):
-        traffic.automation_job(kind, index)
+        if kind == "app_action":
+            traffic.app_action(index)
+        else:
+            traffic.automation_job(kind, index)
     return traffic
 
 

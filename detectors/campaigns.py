@@ -6,6 +6,10 @@ only the identities that hash to it). The anomaly tier writes each event's templ
 are regrouped by signature (:func:`signature_partition`) and judged here with event-time windows of their own.
 The stream does the regrouping through a Kafka topic; replay does it in-process, with the same code.
 
+A window is judged per identity (the campaign rule: many identities with a few requests each) and, failing that,
+in total (the distributed-enumeration rule, a shadow rule by default: many identities with a request or two each,
+together filling the template with other values and no payload; ``docs/anomaly.md``, "A campaign spread thin").
+
 A window keeps at most ``campaign_max_templates`` signatures. Every distinct benign prompt is a signature of its own,
 so at the cap the oldest signature that cannot become a campaign soon (one identity, one request) makes room for
 the newcomer; a signature that comes back after that in the same window is marked ``overflowed`` (a request of it
@@ -30,7 +34,8 @@ import msgspec
 from detectors.alerting import CAMPAIGN_RISK_RULE_ID, AlertGrouper
 from detectors.anomaly import rules
 from detectors.anomaly.config import AnomalyConfig
-from detectors.base import Detection, Findings
+from detectors.anomaly.features import SLOT_BITS, context_tokens, distinct_estimate
+from detectors.base import Detection, Findings, RuleInfo
 from detectors.event import Event, Identity
 from detectors.exceptions import AlertException, ExceptionList
 from detectors.pipeline import BatchResult
@@ -39,9 +44,13 @@ from detectors.redelivery import content_digest
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 2  # 2: the event ids already counted (the optional "identities" came later, without a bump)
-SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier
+SIGNATURE = "abusewatch.identity.template_signature"  # written by the anomaly tier, with the next two
+VALUE_BUCKET = "abusewatch.identity.template_value_bucket"
+SLOT_CHARS = "abusewatch.identity.slot_chars"
 MAX_MEMBER_IDENTITIES = 8  # distinct identities kept per member; one more is recorded as UNKNOWN (fail closed)
 UNKNOWN = Identity()  # an identity not known (not kept, or from an older checkpoint): it matches no condition
+RELIABLE_DISTINCT = 4 * SLOT_BITS  # a linear-counting map counts to about four times its bits (~11 % error)
+MAX_CONTEXT_TOKENS = 1e9  # a candidate's context tokens are clamped to this (the stage trusts no number blindly)
 
 
 class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +62,11 @@ class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
     signature: str  # the template signature, hex
     source: int = 0  # the identity partition it came from: each source's event time is tracked on its own
     key: str = ""  # what tells it from another event under the same id (its document's event.hash); "": the id
+    # What the prompt put in the template (-1: not known, as from a worker of an earlier version): the bucket of
+    # its slot values in a 256-bit distinct-value map, their characters, and the tokens sent beyond the app's text
+    value_bucket: int = -1
+    slot_chars: int = 0
+    context_tokens: float = 0.0
 
     @property
     def seen_key(self) -> str:
@@ -70,7 +84,8 @@ def campaign_candidates(
     document's id, masked if it is, as campaign alerts list it."""
     candidates = []
     for event, document in zip(events, documents, strict=True):
-        signature = document.get("abusewatch", {}).get("identity", {}).get("template_signature")
+        fields = document.get("abusewatch", {}).get("identity", {})
+        signature = fields.get("template_signature")
         if signature:
             candidates.append(
                 CampaignCandidate(
@@ -80,6 +95,9 @@ def campaign_candidates(
                     signature=signature,
                     source=source,
                     key=str(document["event"].get("hash", "")),
+                    value_bucket=fields.get("template_value_bucket", -1),
+                    slot_chars=fields.get("slot_chars", 0),
+                    context_tokens=context_tokens(event),
                 )
             )
     return candidates
@@ -98,6 +116,9 @@ def candidates_from_findings(
             signature=found.fields[SIGNATURE],
             source=source,
             key=content_digest(event, digest_size=16).hex(),
+            value_bucket=found.fields.get(VALUE_BUCKET, -1),
+            slot_chars=found.fields.get(SLOT_CHARS, 0),
+            context_tokens=context_tokens(event),
         )
         for event, found in zip(events, findings, strict=True)
         if SIGNATURE in found.fields
@@ -142,17 +163,71 @@ def _identity_lists(state: dict[str, Any]) -> dict[str, list[Identity]]:
 
 
 class _Window:
-    """Who used one template signature in one window (bounded)."""
+    """Who used one template signature in one window (bounded), and what all their requests put in it."""
 
-    __slots__ = ("event_ids", "identities", "ips", "last_ts", "members", "overflowed")
+    __slots__ = (
+        "context",
+        "event_ids",
+        "identities",
+        "ips",
+        "keys",
+        "last_ts",
+        "members",
+        "overflowed",
+        "profiled",
+        "requests",
+        "slot_chars",
+        "values",
+    )
 
     def __init__(self) -> None:
         self.members: dict[str, int] = {}
         self.identities: dict[str, list[Identity]] = {}  # each member's distinct identities (bounded)
         self.overflowed = False  # a member was turned away at ``campaign_max_identities``
         self.ips: list[str] = []
+        self.keys: list[str] = []  # distinct API keys (bounded like ``ips``)
         self.event_ids: list[tuple[float, str]] = []  # the earliest, whatever order they arrived in
         self.last_ts = 0.0
+        # every request on the template, a member's or not; those whose slot values are known (``profiled``),
+        # their distinct-value map (linear counting, as the anomaly tier's), context tokens and slot characters
+        self.requests = 0
+        self.profiled = 0
+        self.values = 0
+        self.context = 0.0
+        self.slot_chars = 0
+
+    def totals(self) -> list[Any]:
+        """What :meth:`add_request` counted, for a checkpoint (a list: there may be 50,000 windows in one)."""
+        return [self.requests, self.profiled, f"{self.values:x}", self.context, self.slot_chars, self.keys]
+
+    def load_totals(self, totals: list[Any]) -> None:
+        """Restore :meth:`totals`; empty (an older checkpoint), the requests are the members' and none profiled."""
+        if not totals:
+            self.requests = sum(self.members.values())
+            return
+        requests, profiled, values, context, slot_chars, keys = totals
+        self.requests, self.profiled, self.values = int(requests), int(profiled), int(values, 16)
+        self.context, self.slot_chars, self.keys = float(context), int(slot_chars), [str(key) for key in keys]
+
+    def add_request(self, candidate: CampaignCandidate, bound: int) -> None:
+        """Count a request on the template, whoever sent it (so also past the member bound)."""
+        self.requests += 1
+        key = candidate.identity.api_key_hash
+        if key and key not in self.keys and len(self.keys) < bound:
+            self.keys.append(key)
+        if candidate.value_bucket >= 0:
+            self.profiled += 1
+            self.values |= 1 << (candidate.value_bucket % SLOT_BITS)
+            tokens = candidate.context_tokens
+            self.context += tokens if 0.0 <= tokens <= MAX_CONTEXT_TOKENS else 0.0 if tokens < 0 else MAX_CONTEXT_TOKENS
+            self.slot_chars += max(candidate.slot_chars, 0)
+
+    def distinct_share(self) -> float:
+        """Distinct slot values per profiled request; past :data:`RELIABLE_DISTINCT` requests, per that many (the
+        map saturates at about 1,400 values, so a big campaign would otherwise look repetitive)."""
+        if not self.profiled:
+            return 0.0
+        return min(1.0, distinct_estimate(self.values) / min(self.profiled, RELIABLE_DISTINCT))
 
 
 def _single(window: _Window) -> bool:
@@ -271,7 +346,7 @@ class CampaignDetector:
             ],
             "windows": [
                 [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
-                 window.event_ids, window.last_ts, window.overflowed]
+                 window.event_ids, window.last_ts, window.overflowed, window.totals()]
                 for start, by_signature in self._windows.items()
                 for signature, window in by_signature.items()
             ],
@@ -294,12 +369,13 @@ class CampaignDetector:
             s: _identity_lists(identities) for s, identities in state.get("identities", {}).items()
         }
         self._overflowed = {s: float(start) for s, start in state.get("overflowed", {}).items()}
-        for start, signature, members, identities, ips, event_ids, last_ts, *overflowed in state["windows"]:
+        for start, signature, members, identities, ips, event_ids, last_ts, *optional in state["windows"]:
             window = self._windows.setdefault(float(start), {}).setdefault(signature, _Window())
             window.members = {k: int(n) for k, n in members.items()}
             window.identities = _identity_lists(identities)
             window.ips, window.last_ts = list(ips), float(last_ts)
-            window.overflowed = bool(overflowed and overflowed[0])
+            window.overflowed = bool(optional and optional[0])  # absent from older checkpoints, as are the totals
+            window.load_totals(optional[1] if len(optional) > 1 else [])
             window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
         self._forgotten = {  # absent from older checkpoints
             float(start): None if forgotten is None else dict.fromkeys(map(str, forgotten))
@@ -328,6 +404,7 @@ class CampaignDetector:
             if forgotten is None or candidate.signature in forgotten:
                 window.overflowed = True  # a request of it was forgotten: no exception may suppress this window
             heapq.heappush(self._singles.setdefault(start, []), (candidate.timestamp, candidate.signature))
+        window.add_request(candidate, config.campaign_max_identities)
         member = candidate.identity.key()
         if member not in window.members:
             if len(window.members) >= config.campaign_max_identities:
@@ -398,14 +475,60 @@ class CampaignDetector:
             self._overflowed = {s: seen for s, seen in self._overflowed.items() if seen >= horizon}
         return detections
 
+    def _judge(self, signature: str, window: _Window) -> tuple[RuleInfo, list[str], str, dict[str, float]] | None:
+        """The rule a closed window meets, its members (sorted), the message's opening and the explanation.
+
+        First many identities each sending a few requests on the template (the campaign rule); failing that, the
+        window's requests in total, from many identities, each filling the template with other slot values and
+        almost no context of their own (the enumeration rule's conditions): a campaign spread thin, a couple of
+        requests per key or a new user id per request, that no identity's own window shows.
+        """
+        config = self.config
+        members = sorted(k for k, n in window.members.items() if n >= config.campaign_min_requests)
+        if len(members) >= config.campaign_min_identities:
+            requests = sum(window.members[k] for k in members)
+            opening = f"{len(members)} identities sent {requests} requests on one prompt template ({signature})"
+            return rules.SCRAPING_CAMPAIGN, members, opening, {"requests": float(requests)}
+        if config.campaign_enumeration_status == "off" or len(window.members) < config.campaign_min_identities:
+            return None
+        busiest = max(window.members.values())
+        context = window.context / max(1, window.profiled)
+        slot_chars = window.slot_chars / max(1, window.profiled)
+        distinct = window.distinct_share()
+        if not (
+            window.profiled >= config.enumeration_min_requests
+            and window.requests - busiest >= config.enumeration_min_requests  # not one enumerator and a few others
+            and distinct >= config.enumeration_min_distinct_share
+            and context <= config.enumeration_max_context_tokens
+            and slot_chars <= config.enumeration_max_slot_chars
+        ):
+            return None
+        rule = rules.SCRAPING_CAMPAIGN_ENUMERATION
+        if config.campaign_enumeration_status == "stable":
+            rule = msgspec.structs.replace(rule, status="stable")
+        opening = (
+            f"{len(window.members)} identities through {len(window.keys)} API keys sent {window.requests} requests "
+            f"on one prompt template ({signature}), {distinct:.0%} of them with other values, "
+            f"{context:.0f} tokens of context each, at most {busiest} from one identity"
+        )
+        explanation = {
+            "requests": float(window.requests),
+            "api_keys": float(len(window.keys)),
+            "slot_distinct_share": round(distinct, 3),
+            "context_tokens": round(context, 3),
+            "slot_chars": round(slot_chars, 3),
+            "busiest_identity_requests": float(busiest),
+        }
+        return rule, sorted(window.members), opening, explanation
+
     def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
         config = self.config
         detections = []
         for signature, window in by_signature.items():
-            members = sorted(k for k, n in window.members.items() if n >= config.campaign_min_requests)
-            if len(members) < config.campaign_min_identities:
+            judged = self._judge(signature, window)
+            if judged is None:
                 continue
-            requests = sum(window.members[k] for k in members)
+            rule, members, opening, explanation = judged
             known = self._members.setdefault(signature, {})
             identities = self._identities.setdefault(signature, {})
             taking_part = {}
@@ -426,13 +549,12 @@ class CampaignDetector:
             named.update(taking_part)
             overflowed = signature in self._overflowed
             detection = Detection(
-                rule=rules.SCRAPING_CAMPAIGN,
+                rule=rule,
                 event_ids=[event_id for _ts, event_id in window.event_ids],
                 timestamp=window.last_ts,
                 identity=window.identities[members[0]][0],
                 message=(
-                    f"{len(members)} identities sent {requests} requests on one prompt template "
-                    f"({signature}) in one window; {len(known)} identities in the campaign so far"
+                    f"{opening} in one window; {len(known)} identities in the campaign so far"
                     + (" (and more, not listed: the campaign is at its cap)" if overflowed else "")
                 ),
                 score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
@@ -442,7 +564,7 @@ class CampaignDetector:
                 explanation={
                     "identities": float(len(members)),
                     "campaign_identities": float(len(known)),
-                    "requests": float(requests),
+                    **explanation,
                     "window_start": start,
                 },
             )

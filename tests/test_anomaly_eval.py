@@ -4,7 +4,14 @@ their normalised logs carry, reproducible per seed, and scored by ``run_seed`` o
 from collections import Counter
 
 from app.traffic.simulate import ATTACK_KINDS, DEFAULT_START, SimulationConfig
-from bench.eval_anomaly import AUTOMATION_KINDS, SHORT_SCRAPER, run_seed, templated_traffic
+from bench.eval_anomaly import (
+    AUTOMATION_KINDS,
+    ROTATING_USERS,
+    SHORT_SCRAPER,
+    THIN_CAMPAIGN,
+    run_seed,
+    templated_traffic,
+)
 from bench.eval_grouping import identity_names
 from detectors.anomaly import AnomalyConfig
 
@@ -18,12 +25,21 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
         (e.timestamp, e.identity.key(), e.input_messages[0].content) for e in again.events
     ]
     per_identity = Counter(e.identity.key() for e in first.events)
-    assert [label.kind for label in first.labels] == [SHORT_SCRAPER] * 3
+    kinds = Counter(label.kind for label in first.labels)
+    assert kinds[SHORT_SCRAPER] == 3 and kinds[ROTATING_USERS] == 1 and 30 <= kinds[THIN_CAMPAIGN] <= 45
+    assert set(kinds) == {SHORT_SCRAPER, THIN_CAMPAIGN, ROTATING_USERS}
     for label in first.labels:
-        assert 100 <= per_identity[label.identity] <= 300
         assert DEFAULT_START + 4 * 3600 <= label.start < label.end <= END
+        if label.kind == SHORT_SCRAPER:
+            assert 100 <= per_identity[label.identity] <= 300
+        if label.kind == THIN_CAMPAIGN:  # two requests in every 10-minute window of its campaign
+            windows = Counter(int(e.timestamp // 600) for e in first.events if e.identity.key() == label.identity)
+            assert set(windows.values()) == {2}
+    rotating = [e for e in first.events if first.labels[-1].identity in identity_names(e.identity)]
+    assert first.labels[-1].kind == ROTATING_USERS and len({e.identity.user_id for e in rotating}) == len(rotating)
+    assert len(rotating) > 400, "a request every 3-8 s for at least an hour"
     automation_identities = {e.identity.key() for e in first.events if e.identity.key() in first.automation}
-    assert sorted(first.automation[key] for key in automation_identities) == sorted(AUTOMATION_KINDS)
+    assert {first.automation[key] for key in automation_identities} == set(AUTOMATION_KINDS)
     automation_events = [e for e in first.events if (e.identity.user_agent or "").startswith("batch-worker/")]
     assert automation_events and all(identity_names(e.identity) & first.automation.keys() for e in automation_events)
 
@@ -38,3 +54,11 @@ def test_run_seed_scores_short_bursts_and_templated_automation() -> None:
     assert enumeration in result.automation_rules["catalogue_generator"]  # the trade-off, by design
     assert enumeration not in result.automation_rules["bulk_classifier"]
     assert enumeration not in result.automation_rules["bulk_summariser"]
+    # the campaign spread thin, found by the distributed-enumeration rule (in shadow by default), which an app's
+    # templated button for many customers raises too (by design); the rotating key's own windows catch it here
+    spread = "abusewatch-anomaly-scraping-campaign-enumeration"
+    assert result.detected[THIN_CAMPAIGN] and all(delay is not None for delay in result.detected[THIN_CAMPAIGN])
+    assert set(result.first_rules[THIN_CAMPAIGN]) == {spread}
+    assert all(delay is not None for delay in result.detected[ROTATING_USERS])
+    assert spread in result.automation_rules["app_action"]
+    assert spread not in result.automation_rules["bulk_classifier"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import msgspec
 import pytest
 from msgspec.structs import replace
@@ -10,7 +13,8 @@ from app.engine import build_campaign_stage, build_pipeline
 from app.settings import Settings
 from app.stream.codec import decode_candidates, encode_candidates
 from app.traffic.simulate import SimulationConfig, simulate
-from detectors.anomaly import AnomalyDetector
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.base import Detection
 from detectors.campaigns import (
     CampaignCandidate,
     CampaignDetector,
@@ -214,3 +218,157 @@ def test_events_whose_ids_hold_a_flagged_secret_are_still_campaign_candidates() 
     assert [c.identity.user_id for c in candidates] == [f"user{n}" for n in range(5)]
     assert [c.event_id for c in candidates] == [document["event"]["id"] for document in documents]
     assert len({c.seen_key for c in candidates}) == 5
+
+
+# --- a campaign spread thin: its window judged in total (rule abusewatch-anomaly-scraping-campaign-enumeration)
+
+ENUMERATION_RULE = "abusewatch-anomaly-scraping-campaign-enumeration"
+REVIEW_WORDS = ("amber", "basin", "cedar", "delta", "ember", "fjord", "grove", "harbor")
+
+
+def spread(identities: int, requests: int, **profile) -> list[CampaignCandidate]:
+    """``requests`` candidates on one template from ``identities`` keys in turn, each with other slot values and the
+    profile given (value_bucket, context_tokens, slot_chars; a distinct bucket per request unless given)."""
+    return [
+        replace(candidate(n, n % identities), **{"value_bucket": n % 256, "context_tokens": 20.0, **profile})
+        for n in range(requests)
+    ]
+
+
+def judged(candidates: list[CampaignCandidate], **config) -> list[Detection]:
+    detector = CampaignDetector(AnomalyConfig(**config))
+    return detector.detect(candidates) + detector.detect(closing())
+
+
+def test_many_identities_with_few_requests_each_are_judged_in_total() -> None:
+    """40 keys, 2 requests each on one template with other values: no identity reaches the campaign rule's 3."""
+    detections = judged(spread(40, 80))
+    assert [d.rule.id for d in detections] == [ENUMERATION_RULE]
+    assert detections[0].rule.status == "test", "shadow by default: an app's templated action looks the same"
+    assert detections[0].related_users == sorted(f"key:key-{i}" for i in range(40))
+    assert detections[0].explanation["requests"] == 80
+    assert detections[0].explanation["api_keys"] == 40
+    assert [d.rule.status for d in judged(spread(40, 80), campaign_enumeration_status="stable")] == ["stable"]
+    assert judged(spread(40, 80), campaign_enumeration_status="off") == []
+    assert [d.rule.id for d in judged(burst(40, 3))] == [CAMPAIGN_RULE], "the campaign rule goes first"
+
+
+@pytest.mark.parametrize(
+    ("why", "candidates"),
+    [
+        ("too few requests", spread(40, 59)),
+        ("too few identities", spread(4, 80)),
+        ("the same values again and again", spread(40, 80, value_bucket=7)),
+        ("a payload of their own", spread(40, 80, context_tokens=400.0)),
+        ("long slot text (quoted messages)", spread(40, 80, slot_chars=120)),
+        ("slot values not known (a worker of an earlier version)", spread(40, 80, value_bucket=-1)),
+        (
+            "one enumerator and a few others",
+            spread(1, 80) + [replace(c, event_id=f"x{c.event_id}") for c in spread(5, 5)],
+        ),
+    ],
+)
+def test_a_shared_template_without_enumeration_is_no_campaign(why: str, candidates: list[CampaignCandidate]) -> None:
+    assert judged(candidates) == [], why
+
+
+def test_a_big_campaign_is_not_taken_for_a_repetitive_one() -> None:
+    """Past ~1,400 values the distinct-value map is full; 3,000 distinct requests must still count as distinct."""
+    rng = random.Random(5)
+    many = [replace(c, value_bucket=rng.randrange(256), timestamp=START + c.timestamp % 1) for c in spread(3000, 3000)]
+    assert [d.rule.id for d in judged(many, campaign_max_identities=200)] == [ENUMERATION_RULE]
+
+
+def test_hostile_numbers_on_a_candidate_do_not_break_the_stage() -> None:
+    odd = [replace(c, value_bucket=10**30 + c.value_bucket, context_tokens=math.nan) for c in spread(40, 80)]
+    assert judged(odd) == [], "NaN context counts as a payload, not as none"
+    huge = [replace(c, value_bucket=2**62 + c.value_bucket) for c in spread(40, 80)]
+    assert [d.rule.id for d in judged(huge)] == [ENUMERATION_RULE], "a bucket is taken modulo the map's bits"
+
+
+def test_the_totals_survive_a_checkpoint_and_an_older_one_still_loads() -> None:
+    candidates = spread(40, 80)
+    before = CampaignDetector()
+    assert before.detect(candidates[:50]) == []
+    restored = CampaignDetector()
+    restored.load_state(msgspec.json.decode(msgspec.json.encode(before.state())))
+    assert [d.rule.id for d in restored.detect(candidates[50:]) + restored.detect(closing())] == [ENUMERATION_RULE]
+    older = before.state()
+    older["windows"] = [window[:8] for window in older["windows"]]  # written before the totals were kept
+    from_older = CampaignDetector()
+    from_older.load_state(older)
+    assert from_older.detect(candidates[50:]) + from_older.detect(closing()) == [], "not profiled: not judged"
+
+
+def test_a_candidate_from_an_earlier_worker_version_decodes_unprofiled() -> None:
+    old = msgspec.msgpack.encode([{"event_id": "e1", "timestamp": START, "identity": {}, "signature": "00ab"}])
+    [decoded] = decode_candidates(old)
+    assert (decoded.value_bucket, decoded.slot_chars, decoded.context_tokens) == (-1, 0, 0.0)
+
+
+def thin_campaign(keys: int, per_window: int, hours: int) -> list[Event]:
+    """``keys`` keys writing fake reviews of listings, exactly ``per_window`` requests each per 10-minute window."""
+    rng = random.Random(3)
+    events = []
+    for key in range(keys):
+        for slot in range(hours * 6 * per_window):
+            listing, word = rng.randint(1, 999_999), rng.choice(REVIEW_WORDS)
+            events.append(
+                Event(
+                    id=f"thin-{key}-{slot}",
+                    timestamp=START + (slot + rng.random()) * 600 / per_window,
+                    dataset="litellm",
+                    identity=Identity(api_key_hash=f"key-thin-{key}", source_ip=f"198.51.100.{key}"),
+                    input_messages=[
+                        Message(role="user", content=f'Write a five-star review for listing #{listing} about "{word}"')
+                    ],
+                    input_tokens=45,
+                )
+            )
+    return sorted(events, key=lambda event: event.timestamp)
+
+
+def rotating_user_ids(requests: int) -> list[Event]:
+    """One key sending a new user id (LiteLLM's ``end_user``, the client's to set) with every request."""
+    return [
+        Event(
+            id=f"rot-{n}",
+            timestamp=START + 5 * n,
+            dataset="litellm",
+            identity=Identity(user_id=f"u-{n:08x}", api_key_hash="key-rot", source_ip="203.0.113.9"),
+            input_messages=[
+                Message(role="user", content=f"Give the full product description and price of SKU {10**5 + n}")
+            ],
+            input_tokens=30,
+        )
+        for n in range(requests)
+    ]
+
+
+def shadow_rules(events: list[Event], partitions: int) -> dict[str, set[str]]:
+    """The rules of the alerts and shadow alerts the engine raises, and the users its campaign alerts name."""
+    redactor = Redactor(b"test")
+    stage = CampaignStage(CampaignDetector(), Pipeline([], redactor).grouper)
+    engine = PartitionedPipeline(Pipeline([AnomalyDetector()], redactor), partitions, stage)
+    results = [engine.process(events[start : start + 500]) for start in range(0, len(events), 500)] + [engine.flush()]
+    found: dict[str, set[str]] = {"alerts": set(), "shadow": set(), "named": set()}
+    for result in results:
+        found["alerts"] |= {alert["rule"]["id"] for alert in result.alerts}
+        found["shadow"] |= {alert["rule"]["id"] for alert in result.shadow_alerts}
+        found["named"] |= {user for a in result.shadow_alerts for user in a.get("related", {}).get("user", [])}
+    return found
+
+
+def test_a_campaign_of_two_requests_per_key_is_found_in_shadow() -> None:
+    """Session 7's review: 40 keys sending 2 templated requests each per window raised nothing."""
+    found = shadow_rules(thin_campaign(keys=40, per_window=2, hours=2), partitions=4)
+    assert ENUMERATION_RULE in found["shadow"]
+    assert {f"key:key-thin-{key}" for key in range(40)} <= found["named"]
+    assert CAMPAIGN_RULE not in found["alerts"] | found["shadow"], "the precondition: no key makes 3 a window"
+
+
+def test_one_key_rotating_user_ids_over_many_partitions_is_found_in_shadow() -> None:
+    """Session 9's review: with 48 identity partitions each sees 1/48 of the key's traffic and no user id repeats;
+    the campaign stage sees the template's whole window."""
+    found = shadow_rules(rotating_user_ids(720), partitions=48)
+    assert ENUMERATION_RULE in found["shadow"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -87,3 +89,10 @@ class AnomalyConfig(BaseModel):
     campaign_max_identities: int = Field(200, ge=2, description="Identities remembered per template.")
     campaign_memory_seconds: float = Field(86400.0, gt=0, description="How long campaign members are listed.")
     campaign_max_templates: int = Field(50_000, ge=1, description="Templates remembered per window.")
+    campaign_enumeration_status: Literal["off", "test", "stable"] = Field(
+        "test",
+        description=(
+            "The distributed-enumeration rule (a template's window judged in total): test = shadow alerts only, "
+            "until its alerts on your traffic are checked; stable = alerts; off = not judged."
+        ),
+    )

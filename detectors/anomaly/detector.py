@@ -36,6 +36,7 @@ from detectors.anomaly.features import (
     event_signals,
     is_enumeration_step,
     refusal_matcher,
+    slot_bit,
 )
 from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
@@ -273,6 +274,9 @@ class AnomalyDetector(Detector):
         found.fields["abusewatch.identity.window_tokens"] = window.input_tokens + window.output_tokens
         if shape is not None and shape.masked_chars >= min_template_chars:  # long enough to mark a campaign
             found.fields["abusewatch.identity.template_signature"] = f"{shape.signature:016x}"
+            # what the campaign stage needs to judge many identities' requests on it in total (bucket: not values)
+            found.fields["abusewatch.identity.template_value_bucket"] = slot_bit(shape.values)
+            found.fields["abusewatch.identity.slot_chars"] = shape.slot_chars
         if shape is not None:
             found.fields["abusewatch.identity.enumeration"] = enumeration
 

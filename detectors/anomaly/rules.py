@@ -45,6 +45,21 @@ SCRAPING_CAMPAIGN = RuleInfo(
     atlas=("AML.T0040", "AML.T0024"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
+SCRAPING_CAMPAIGN_ENUMERATION = RuleInfo(
+    id="abusewatch-anomaly-scraping-campaign-enumeration",
+    name="Distributed enumeration: many identities fill one prompt template with other values, a few requests each",
+    category="scraping",
+    level="high",
+    description=(
+        "In one window many keys or users, none sending much on its own, together sent many requests on one prompt "
+        "template, each with other slot values and almost no context: a campaign spread thin (a couple of requests "
+        "per key, or a new user id per request) that no identity's own window shows. In shadow mode by default "
+        "(status test): an application whose users click one templated action (track order #n) looks the same."
+    ),
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+    status="test",
+)
 MODEL_EXTRACTION = RuleInfo(
     id="abusewatch-anomaly-model-extraction",
     name="Model extraction: log-probabilities, many choices or temperature sweeps over systematic prompts",
@@ -63,4 +78,12 @@ RESOURCE_ABUSE = RuleInfo(
     atlas=("AML.T0034", "AML.T0029"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
-RULES = (SCRAPING_VOLUME, SCRAPING_ENUMERATION, SCRAPING_SLOW, SCRAPING_CAMPAIGN, MODEL_EXTRACTION, RESOURCE_ABUSE)
+RULES = (
+    SCRAPING_VOLUME,
+    SCRAPING_ENUMERATION,
+    SCRAPING_SLOW,
+    SCRAPING_CAMPAIGN,
+    SCRAPING_CAMPAIGN_ENUMERATION,
+    MODEL_EXTRACTION,
+    RESOURCE_ABUSE,
+)
