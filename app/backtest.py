@@ -28,6 +28,7 @@ from app.settings import Settings
 from detectors.documents import iso_time
 from detectors.event import Event
 from detectors.normalise import DeadLetter
+from detectors.normalise.decode import BOM
 from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import BatchResult, Pipeline
 
@@ -47,10 +48,11 @@ def load_labels(path: Path) -> dict[str, str]:
     ``false`` and ``""`` mean benign, and any other value is an error. A ``.jsonl`` / ``.ndjson`` file is read as
     lines; another file as one JSON document when it is one (an object of labels, or a single row, which has an
     ``event_id``), else as lines. The simulator's labels (``abusewatch simulate --labels-out``: attacking identity
-    -> attack, under ``attackers``) label identities, not events, and are refused. Raises :class:`LabelsError`.
+    -> attack, under ``attackers``) label identities, not events, and are refused. A byte-order mark leading the
+    file or a line (files of Windows tools joined with ``cat``) is dropped. Raises :class:`LabelsError`.
     """
     try:
-        text = path.read_text(encoding="utf-8").strip()
+        text = path.read_text(encoding="utf-8").lstrip(BOM).strip()
     except (OSError, UnicodeDecodeError) as error:
         raise LabelsError(f"{path}: cannot read the labels: {error}") from None
     document = None if path.suffix.lower() in LINE_SUFFIXES else _json_document(text)
@@ -100,7 +102,8 @@ def _json_document(text: str) -> Any:
 
 def _json_lines(path: Path, text: str) -> list[dict[str, Any]]:
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, text_line in enumerate(text.splitlines(), 1):
+        line = text_line.lstrip(BOM)
         if not line.strip():
             continue
         try:

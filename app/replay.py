@@ -25,12 +25,13 @@ from app.stream.dedupe import RecentIds, partition_share
 from detectors.documents import supersedes
 from detectors.event import Event
 from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS, DeadLetter, normalise_payload
-from detectors.normalise.decode import GZIP_MAGIC
+from detectors.normalise.decode import BOM, GZIP_MAGIC
 from detectors.partitioned import PartitionedPipeline, group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
 
 STDIN = "-"
 _READ_CHUNK = 1 << 20
+_BOM = BOM.encode()
 DEFAULT_DEDUPE_CAPACITY: int = WorkerSettings.model_fields["dedupe_capacity"].default
 
 
@@ -101,9 +102,11 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
     """Yield ``(line, origin)`` from a file or stdin without ever holding more than ``max_bytes + 1`` of a line.
 
     An oversized line is skipped to its end and yielded cut at ``max_bytes + 1``, so it becomes a dead letter. A
-    file starting with the gzip magic bytes (S3 log delivery writes ``*.json.gz``) is inflated as it is read; where
-    it turns out corrupt or truncated, the bare magic bytes are yielded, which decode to an ``invalid_gzip`` dead
-    letter, and the file ends there.
+    blank line is skipped, and so is one of byte-order marks only (an empty file saved with one, joined on by
+    ``cat``); a BOM leading a line with content is left to the decoder, which drops it. A file starting with the
+    gzip magic bytes (S3 log delivery writes ``*.json.gz``) is inflated as it is read; where it turns out corrupt
+    or truncated, the bare magic bytes are yielded, which decode to an ``invalid_gzip`` dead letter, and the file
+    ends there.
     """
     handle = _open(source)
     name = "stdin" if source == STDIN else source
@@ -120,7 +123,7 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
                     rest = handle.readline(_READ_CHUNK)
                     if not rest or rest.endswith(b"\n"):
                         break
-            if line.strip() or oversized:
+            if oversized or not _blank(line):
                 yield line, f"{name}:{number}"
     except (OSError, EOFError, zlib.error):
         if not isinstance(handle, gzip.GzipFile):
@@ -129,6 +132,14 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
+
+
+def _blank(line: bytes) -> bool:
+    """Whether ``line`` holds only whitespace and byte-order marks."""
+    line = line.strip()
+    while line.startswith(_BOM):
+        line = line[len(_BOM) :].lstrip()
+    return not line
 
 
 def _open(source: str) -> IO[bytes]:

@@ -284,6 +284,7 @@ class CampaignDetector:
         self._refusal_logged: set[float] = set()  # windows whose refusals were logged (not checkpointed)
         self.templates_evicted = 0
         self.templates_overflowed = 0
+        self._templates_reported = (0, 0)  # the two counts when :meth:`unreported_templates` last ran
 
     def detect(self, candidates: Sequence[CampaignCandidate]) -> list[Detection]:
         return [campaign.detection for campaign in self.campaigns(candidates)]
@@ -571,6 +572,13 @@ class CampaignDetector:
             every = tuple(identity for member_identities in named.values() for identity in member_identities)
             detections.append(Campaign(detection, every, overflowed))
         return detections
+
+    def unreported_templates(self) -> tuple[int, int]:
+        """Signatures evicted and candidates refused since the last call: what the metric counters add. A state load
+        restarts the counts and this mark together, so a counter fed from here never goes back or counts twice."""
+        evicted, refused = self._templates_reported
+        self._templates_reported = (self.templates_evicted, self.templates_overflowed)
+        return self.templates_evicted - evicted, self.templates_overflowed - refused
 
 
 class CampaignStage:

@@ -88,6 +88,18 @@ def test_labels_load_from_json_object_and_jsonl(tmp_path):
     assert load_labels(as_lines) == {"e1": "jailbreak", "e3": "scraping"}
 
 
+def test_labels_written_by_windows_tools_load_with_their_byte_order_marks(tmp_path):
+    """A labels file saved with a BOM, and labels files joined with ``cat`` (a BOM leads a later line)."""
+    bom = "\ufeff"
+    as_object = tmp_path / "labels.json"
+    as_object.write_text(bom + json.dumps({"e1": "jailbreak"}), encoding="utf-8")
+    as_lines = tmp_path / "labels.jsonl"
+    rows = ['{"event_id": "e1", "category": "jailbreak"}', '{"event_id": "e3", "label": "scraping"}']
+    as_lines.write_text(f"{bom}{rows[0]}\r\n{bom}{rows[1]}\r\n", encoding="utf-8")
+    assert load_labels(as_object) == {"e1": "jailbreak"}
+    assert load_labels(as_lines) == {"e1": "jailbreak", "e3": "scraping"}
+
+
 def test_no_rules_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(cli, ["backtest", "--rules", str(tmp_path), "--input", SAMPLES[0]])
     assert result.exit_code != 0

@@ -243,3 +243,49 @@ def test_empty_batch_is_an_empty_dead_letter(payload: bytes, origin: str) -> Non
     _, letters = decode_payload(payload, "o", max_bytes=LIMIT)
     assert [(letter.reason, letter.origin) for letter in letters] == [("empty", origin)]
     assert letters[0].detail
+
+
+BOM = "\ufeff".encode()
+
+
+def test_a_byte_order_mark_leading_any_ndjson_line_is_dropped_and_one_inside_a_value_kept() -> None:
+    """Files of a Windows tool joined with ``cat`` and sent as one NDJSON message (``abusewatch produce
+    --batch-records``): every file's first line starts with a BOM, an empty file saved with one adds another."""
+    payload = b"\r\n".join(
+        [
+            BOM + b'{"id": "a"}',
+            b'{"id": "b", "text": "' + BOM + b'kept"}',
+            BOM + BOM + b'{"id": "c"}',
+            BOM,
+            b"",
+        ]
+    )
+    records, letters = decode_payload(payload, "o", max_bytes=LIMIT)
+    assert records == [{"id": "a"}, {"id": "b", "text": "\ufeffkept"}, {"id": "c"}]
+    assert letters == []
+
+
+def test_ndjson_whose_first_line_is_broken_keeps_its_bom_led_lines() -> None:
+    records, letters = decode_payload(
+        b'{"id": \n' + BOM + b'{"id": "a"}\n' + BOM + b'{"id": "b"}', "o", max_bytes=LIMIT
+    )
+    assert [record["id"] for record in records] == ["a", "b"]
+    assert [(letter.reason, letter.origin) for letter in letters] == [("invalid_json", "o[0]")]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [BOM + BOM + b'{"id": "a"}', b"\n" + BOM + b'{"id": "a"}\n', BOM + b"\r\n" + BOM + b'{"id": "a"}'],
+    ids=["two-boms", "blank-line-then-bom", "bom-only-line-then-bom"],
+)
+def test_a_record_led_by_byte_order_marks_and_blank_lines_decodes(payload: bytes) -> None:
+    assert decode_payload(payload, "o", max_bytes=LIMIT) == ([{"id": "a"}], [])
+
+
+def test_a_cloudwatch_log_event_message_led_by_a_byte_order_mark_decodes() -> None:
+    """The CloudWatch agent ships the first line of a log file written with a BOM as it is."""
+    envelope = {
+        "messageType": "DATA_MESSAGE",
+        "logEvents": [{"id": "1", "timestamp": 1, "message": '\ufeff{"id": "a"}'}],
+    }
+    assert decode_payload(orjson.dumps(envelope), "o", max_bytes=LIMIT) == ([{"id": "a"}], [])

@@ -123,3 +123,18 @@ def test_a_late_detection_of_a_forgotten_window_leaves_the_grown_alert(tmp_path:
     assert {alert_id: replayed[alert_id]["abusewatch"]["count"] for alert_id in on_time} == {
         alert_id: alert["abusewatch"]["count"] for alert_id, alert in on_time.items()
     }
+
+
+def test_files_of_a_windows_tool_joined_with_cat_keep_every_record(tmp_path: Path) -> None:
+    """Each file starts with a byte-order mark and ends its lines with CRLF; an empty file saved with a BOM adds
+    one to the next file's first line, or is a line of its own at the end. Every record is read, none dead-lettered."""
+    bom = "\ufeff".encode()
+    samples = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_bytes().splitlines()
+    first, second = samples[:3], samples[3:6]
+    joined = tmp_path / "joined.jsonl"  # cat first.jsonl empty.jsonl second.jsonl empty.jsonl > joined.jsonl
+    joined.write_bytes(bom + b"\r\n".join(first) + b"\r\n" + bom + bom + b"\r\n".join(second) + b"\r\n" + bom)
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(b"\n".join(first + second) + b"\n")
+    summaries = [replay([str(path)], PartitionedPipeline(template(), 4), alerts_out=None) for path in (joined, plain)]
+    assert (summaries[0].records, summaries[0].events, summaries[0].dead_letters) == (6, 6, 0)
+    assert summaries[0].alerts_by_rule == summaries[1].alerts_by_rule

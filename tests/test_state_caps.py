@@ -12,16 +12,20 @@ from collections.abc import Sequence
 from msgspec.structs import replace
 from prometheus_client import REGISTRY
 
-from app.stream.worker import _count_evictions
+from app.engine import build_campaign_stage
+from app.settings import Settings
+from app.stream.codec import encode_candidates
+from app.stream.worker import _count_evictions, _count_template_caps
 from detectors.anomaly.config import AnomalyConfig
 from detectors.base import Detection, Detector, Findings, RuleInfo
-from detectors.campaigns import CampaignCandidate, CampaignDetector
+from detectors.campaigns import CampaignCandidate, CampaignDetector, CampaignStage
 from detectors.caps import Evictions
 from detectors.chains import BLOCKED_THEN_THROUGH, SessionChainDetector
 from detectors.correlation import BUILTIN_DIR, CorrelationDetector, load_correlations
 from detectors.event import Event, GuardrailVerdict, Identity, Message
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
+from tests.test_dedupe_partition_state import consume, stub_worker
 
 T0 = 1_767_600_000.0  # a multiple of 600: a campaign window starts here
 CAMPAIGN_RULE = "abusewatch-anomaly-scraping-campaign"
@@ -327,6 +331,52 @@ def test_the_worker_exports_what_each_capped_tier_forgot_once() -> None:
     _count_evictions(target)
     assert exported() - before == 4
     assert Detector.evictions is None  # tiers without a cap export nothing
+
+
+def template_caps_exported() -> tuple[float, float]:
+    """``abusewatch_state_evictions_total`` and ``abusewatch_state_refusals_total`` of the campaign stage."""
+    names = ("abusewatch_state_evictions_total", "abusewatch_state_refusals_total")
+    evicted, refused = (REGISTRY.get_sample_value(name, {"detector": "campaigns"}) or 0.0 for name in names)
+    return evicted, refused
+
+
+def campaign_stage(max_templates: int) -> CampaignStage:
+    settings = Settings()
+    settings.detection.anomaly = AnomalyConfig(campaign_max_templates=max_templates)
+    return build_campaign_stage(settings)
+
+
+def test_the_worker_exports_what_the_campaign_template_cap_forgot_and_refused_once() -> None:
+    """Signatures forgotten at ``campaign_max_templates`` are evictions of the ``campaigns`` stage, the candidates
+    of new signatures refused there its refusals; each grows by what happened since the last batch, and a state load
+    (which restarts the detector's counts) neither loses nor repeats what was already exported."""
+    stage = campaign_stage(5)
+    before = template_caps_exported()
+
+    def exported() -> tuple[float, float]:
+        now = template_caps_exported()
+        return now[0] - before[0], now[1] - before[1]
+
+    noise = one_offs(6)  # the sixth signature makes room by forgetting the first
+    stage.process(noise)
+    _count_template_caps(stage)
+    _count_template_caps(stage)  # nothing new
+    assert exported() == (1, 0) and stage.detector.templates_evicted == 1
+    stage.load_state(stage.state())
+    again = [replace(c, event_id=f"{c.event_id}-again", timestamp=c.timestamp + 1) for c in noise[1:]]
+    stage.process(again + campaign())  # five signatures sent twice: none can go, so the campaign's 24 are refused
+    _count_template_caps(stage)
+    assert exported() == (1, 24) and stage.detector.templates_overflowed == 24
+
+
+def test_the_campaigns_agent_exports_the_template_cap_after_each_batch() -> None:
+    worker = stub_worker(pipeline(set()))
+    worker.campaigns_state.template = campaign_stage(5)
+    worker.campaigns_state.restore(0, 0)
+    before = template_caps_exported()
+    consume(worker.campaigns, worker.campaigns_state.topic, 0, encode_candidates(one_offs(7)))
+    evicted, refused = template_caps_exported()
+    assert (evicted - before[0], refused - before[1]) == (2, 0)
 
 
 def test_a_fresh_copy_keeps_its_own_eviction_count_and_order() -> None:

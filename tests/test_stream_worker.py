@@ -116,6 +116,20 @@ def test_a_record_time_is_judged_against_its_kafka_timestamp(worker: StreamWorke
     ]
 
 
+def test_raw_values_led_by_a_byte_order_mark_decode(worker: StreamWorker) -> None:
+    """A record written by a Windows tool, and an NDJSON message of such files joined with ``cat`` (``abusewatch
+    produce --batch-records``): each line led by a BOM, CRLF line ends; none is dead-lettered."""
+    bom = "\ufeff".encode()
+    lines = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_bytes().splitlines()[:3]
+    joined = bom + lines[1] + b"\r\n" + bom + bom + lines[2] + b"\r\n"
+    messages, letters, count = worker._ingest_batch(
+        [(bom + lines[0], "kafka:raw/0@1", None), (joined, "kafka:raw/0@2", None)]
+    )
+    events = [event for _, payload in messages for event in decode_events(payload)]
+    assert (count, letters) == (3, [])
+    assert sorted(event.id for event in events) == sorted(orjson.loads(line)["request_id"] for line in lines)
+
+
 def test_a_catch_up_remembers_a_good_event_that_shares_its_id_with_a_poison_one(worker: StreamWorker) -> None:
     good, other = event(1), event(2)
     poison = replace(good, dataset="poison", timestamp=good.timestamp + 0.5)  # another request, the same id "e1"

@@ -37,6 +37,11 @@ STATE_EVICTIONS = Counter(
     "Entries a tier forgot at its cap on client-chosen state (docs/scaling.md, caps)",
     ["detector"],
 )
+STATE_REFUSALS = Counter(
+    "abusewatch_state_refusals_total",
+    "Records a tier turned away unjudged at its cap on client-chosen state (docs/scaling.md, caps)",
+    ["detector"],
+)
 STATE_RESTORES = Counter("abusewatch_state_restores_total", "Partitions given state on arrival", ["source"])
 STATE_REPLAYED_EVENTS = Counter("abusewatch_state_replayed_events_total", "Events replayed for state only")
 STATE_SKIPPED_MESSAGES = Counter(

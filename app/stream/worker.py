@@ -367,6 +367,7 @@ class StreamWorker:
                 self.campaigns_state.progress[partition].processed = offset
                 stage = self.campaigns_state.stages[partition]
                 result.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
+                _count_template_caps(stage)
             es = settings.elasticsearch
             documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
             documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
@@ -630,6 +631,14 @@ def _count_evictions(pipeline: Pipeline) -> None:
     for detector in pipeline.detectors:
         if detector.evictions is not None:
             metrics.STATE_EVICTIONS.labels(detector.name).inc(detector.evictions.unreported())
+
+
+def _count_template_caps(stage: CampaignStage) -> None:
+    """Add the signatures the campaign windows forgot, and the candidates they refused, at
+    ``campaign_max_templates`` since the last batch to the eviction and refusal metrics."""
+    evicted, refused = stage.detector.unreported_templates()
+    metrics.STATE_EVICTIONS.labels("campaigns").inc(evicted)
+    metrics.STATE_REFUSALS.labels("campaigns").inc(refused)
 
 
 def _origin(message: Any) -> str:

@@ -7,8 +7,10 @@ one bad element of a batch never loses the good ones, and an empty batch (``[]``
 log events) is an ``empty`` dead letter, never silence. Element origins are ``<origin>[<index>]``.
 
 NDJSON lines end at ``\n`` only (a trailing ``\r`` is dropped): U+2028, U+2029 and U+0085 are legal raw inside
-JSON strings, and ``abusewatch replay`` splits files the same way. A lone UTF-16 surrogate escape (``"\ud800"``,
-which Python's ``json.dumps`` writes for such a string) is read as U+FFFD instead of failing the record.
+JSON strings, and ``abusewatch replay`` splits files the same way. A byte-order mark (U+FEFF) leading a payload or
+an NDJSON line is dropped: Windows tools start UTF-8 files with one, and files joined with ``cat`` carry it to the
+start of a later line (a BOM anywhere else is kept). A lone UTF-16 surrogate escape (``"\ud800"``, which Python's
+``json.dumps`` writes for such a string) is read as U+FFFD instead of failing the record.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 CLOUDWATCH_MESSAGE_TYPES = ("DATA_MESSAGE", "CONTROL_MESSAGE")
 MAX_DEPTH = 1024  # orjson's nesting limit; the standard-library fallback keeps to it too
 _SURROGATES = ("\ud800", "\udfff")
+BOM = "\ufeff"
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -99,7 +102,7 @@ def decode_located(
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         return [], [dead_letter("invalid_utf8", f"not valid UTF-8: {error}", origin, data, keep_raw=keep_raw)]
-    text = text.removeprefix("\ufeff").strip()
+    text = _content(text)
     if not text:
         return [], [dead_letter("empty", "payload is empty or whitespace", origin, data, keep_raw=keep_raw)]
     records: list[tuple[str, dict[str, Any]]] = []
@@ -107,7 +110,7 @@ def decode_located(
     try:
         parsed = load_json(text)
     except ValueError as error:
-        lines = [line.removesuffix("\r") for line in text.split("\n")]
+        lines = [line.removesuffix("\r").lstrip(BOM) for line in text.split("\n")]
         if len(lines) < 2 or not any(_is_json_object(line) for line in lines):
             letters.append(_json_dead_letter(error, origin, data, keep_raw=keep_raw))
         else:  # NDJSON: a bad line (too deep, broken, empty batch) costs only that line
@@ -117,6 +120,15 @@ def decode_located(
     else:
         _collect(parsed, origin, records, letters, keep_raw=keep_raw, data=data)
     return records, letters
+
+
+def _content(text: str) -> str:
+    """``text`` without its surrounding whitespace and the byte-order marks that lead it (several when empty
+    BOM-only files were joined on, or a blank line comes before one)."""
+    text = text.strip()
+    while text.startswith(BOM):
+        text = text[1:].lstrip()
+    return text
 
 
 def load_json(text: str) -> Any:
@@ -277,7 +289,7 @@ def _collect_log_events(
         if not isinstance(message, str):
             letters.append(_not_an_object(message, where, keep_raw=keep_raw))
             continue
-        _decode_line(message, where, records, letters, keep_raw=keep_raw)
+        _decode_line(message.lstrip(BOM), where, records, letters, keep_raw=keep_raw)
 
 
 def _not_an_object(value: Any, origin: str, *, keep_raw: bool) -> DeadLetter:
