@@ -84,7 +84,7 @@ def chains(sessions: int, probes: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {"max_sessions": sessions, **measure(step, sessions, step, probes)}
     result["bytes_per_session"] = round(result["traced_mib"] * 2**20 / sessions)
-    return {**result, "evicted": detector.evicted, **sizes(detector.state())}
+    return {**result, "evicted": detector.evictions.count, **sizes(detector.state())}
 
 
 def correlations(groups: int, probes: int) -> dict[str, Any]:
@@ -99,7 +99,7 @@ def correlations(groups: int, probes: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {"max_groups": groups, **measure(step, groups // 2, step, probes)}
     result["bytes_per_group"] = round(result["traced_mib"] * 2**20 / groups)
-    return {**result, "evicted": detector.evicted, **sizes(detector.state())}
+    return {**result, "evicted": detector.evictions.count, **sizes(detector.state())}
 
 
 def campaigns(templates: int, probes: int) -> dict[str, Any]:
