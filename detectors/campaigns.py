@@ -9,6 +9,8 @@ The stream does the regrouping through a Kafka topic; replay does it in-process,
 A window is judged per identity (the campaign rule: many identities with a few requests each) and, failing that,
 in total (the distributed-enumeration rule, a shadow rule by default: many identities with a request or two each,
 together filling the template with other values and no payload; ``docs/anomaly.md``, "A campaign spread thin").
+A window closed without a campaign is kept a while (``campaign_rejudge_seconds``): members arriving late, from a
+partition back from a stall, may still complete one, which is then raised once.
 
 A window keeps at most ``campaign_max_templates`` signatures. Every distinct benign prompt is a signature of its own,
 so at the cap the oldest signature that cannot become a campaign soon (one identity, one request) makes room for
@@ -230,6 +232,30 @@ class _Window:
         return min(1.0, distinct_estimate(self.values) / min(self.profiled, RELIABLE_DISTINCT))
 
 
+def _window_rows(windows: dict[float, dict[str, _Window]]) -> list[list[Any]]:
+    """Windows as checkpoint rows."""
+    return [
+        [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
+         window.event_ids, window.last_ts, window.overflowed, window.totals()]
+        for start, by_signature in windows.items()
+        for signature, window in by_signature.items()
+    ]  # fmt: skip
+
+
+def _windows_from_rows(rows: list[list[Any]]) -> dict[float, dict[str, _Window]]:
+    """The windows of :func:`_window_rows`; rows of older checkpoints lack the overflow flag and the totals."""
+    windows: dict[float, dict[str, _Window]] = {}
+    for start, signature, members, identities, ips, event_ids, last_ts, *optional in rows:
+        window = windows.setdefault(float(start), {}).setdefault(signature, _Window())
+        window.members = {k: int(n) for k, n in members.items()}
+        window.identities = _identity_lists(identities)
+        window.ips, window.last_ts = list(ips), float(last_ts)
+        window.overflowed = bool(optional and optional[0])
+        window.load_totals(optional[1] if len(optional) > 1 else [])
+        window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
+    return windows
+
+
 def _single(window: _Window) -> bool:
     """Whether a window holds one request of one identity."""
     return len(window.members) == 1 and next(iter(window.members.values())) == 1
@@ -269,6 +295,8 @@ class CampaignDetector:
         self.clock = clock
         self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` seen keys, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
+        # windows closed without a campaign in the last ``campaign_rejudge_seconds``: late candidates may complete one
+        self._closed: dict[float, dict[str, _Window]] = {}
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._identities: dict[str, dict[str, list[Identity]]] = {}  # the same members -> identities seen
         self._overflowed: dict[str, float] = {}  # signature -> last window a member was turned away at the cap
@@ -294,6 +322,7 @@ class CampaignDetector:
         detections: list[Campaign] = []
         width = self.config.window_seconds
         now = self.clock()
+        late: set[tuple[float, str]] = set()  # closed windows that late candidates joined
         for candidate in sorted(candidates, key=lambda c: c.timestamp):
             if not math.isfinite(candidate.timestamp) or candidate.seen_key in self._seen:
                 continue
@@ -301,13 +330,15 @@ class CampaignDetector:
             if len(self._seen) > self.remember:
                 self._seen.popitem(last=False)
             start = math.floor(candidate.timestamp / width) * width
-            if start + width > self._watermark:  # a window already closed takes nothing more
+            if start + width > self._watermark:
                 self._add(start, candidate)
+            elif self._add_late(start, candidate):
+                late.add((start, candidate.signature))
             source = candidate.source
             self._sources[source] = max(self._sources.get(source, -math.inf), candidate.timestamp)
             self._heard[source] = now
             detections.extend(self._advance(self._slowest(now) - self.config.allowed_lateness_seconds))
-        return detections
+        return detections + self._rejudge(late)
 
     def _slowest(self, now: float) -> float:
         """The newest event time of the slowest source still heard from (of every source when all are quiet).
@@ -345,13 +376,9 @@ class CampaignDetector:
             "forgotten": [
                 [start, None if forgotten is None else list(forgotten)] for start, forgotten in self._forgotten.items()
             ],
-            "windows": [
-                [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
-                 window.event_ids, window.last_ts, window.overflowed, window.totals()]
-                for start, by_signature in self._windows.items()
-                for signature, window in by_signature.items()
-            ],
-        }  # fmt: skip
+            "windows": _window_rows(self._windows),
+            "closed": _window_rows(self._closed),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.__init__(  # type: ignore[misc]
@@ -370,14 +397,8 @@ class CampaignDetector:
             s: _identity_lists(identities) for s, identities in state.get("identities", {}).items()
         }
         self._overflowed = {s: float(start) for s, start in state.get("overflowed", {}).items()}
-        for start, signature, members, identities, ips, event_ids, last_ts, *optional in state["windows"]:
-            window = self._windows.setdefault(float(start), {}).setdefault(signature, _Window())
-            window.members = {k: int(n) for k, n in members.items()}
-            window.identities = _identity_lists(identities)
-            window.ips, window.last_ts = list(ips), float(last_ts)
-            window.overflowed = bool(optional and optional[0])  # absent from older checkpoints, as are the totals
-            window.load_totals(optional[1] if len(optional) > 1 else [])
-            window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
+        self._windows = _windows_from_rows(state["windows"])
+        self._closed = _windows_from_rows(state.get("closed", []))  # absent from older checkpoints
         self._forgotten = {  # absent from older checkpoints
             float(start): None if forgotten is None else dict.fromkeys(map(str, forgotten))
             for start, forgotten in state.get("forgotten", [])
@@ -405,6 +426,25 @@ class CampaignDetector:
             if forgotten is None or candidate.signature in forgotten:
                 window.overflowed = True  # a request of it was forgotten: no exception may suppress this window
             heapq.heappush(self._singles.setdefault(start, []), (candidate.timestamp, candidate.signature))
+        self._count(window, candidate)
+
+    def _add_late(self, start: float, candidate: CampaignCandidate) -> bool:
+        """Count a candidate of a window closed without a campaign, if it is still kept (and there is room for a
+        signature it did not hold); whether it was counted."""
+        windows = self._closed.get(start)
+        if windows is None:
+            return False
+        window = windows.get(candidate.signature)
+        if window is None:
+            if sum(map(len, self._closed.values())) >= self.config.campaign_rejudge_max_windows:
+                return False
+            window = windows[candidate.signature] = _Window()
+            window.overflowed = True  # it may have had a request that was not kept (one-off): fail closed
+        self._count(window, candidate)
+        return True
+
+    def _count(self, window: _Window, candidate: CampaignCandidate) -> None:
+        config = self.config
         window.add_request(candidate, config.campaign_max_identities)
         member = candidate.identity.key()
         if member not in window.members:
@@ -462,6 +502,8 @@ class CampaignDetector:
             self._singles.pop(start, None)
             self._forgotten.pop(start, None)
             self._refusal_logged.discard(start)
+        for start in [s for s in self._closed if s + width + self.config.campaign_rejudge_seconds <= watermark]:
+            del self._closed[start]
         if math.isfinite(watermark) and watermark - self._last_eviction >= 3600.0:
             self._last_eviction = watermark
             horizon = watermark - self.config.campaign_memory_seconds
@@ -523,55 +565,86 @@ class CampaignDetector:
         return rule, sorted(window.members), opening, explanation
 
     def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
-        config = self.config
-        detections = []
+        """The campaigns of a window closing. The windows without one that could still become one (not a single
+        request) are kept for ``campaign_rejudge_seconds``: the busiest first, ``campaign_rejudge_max_windows`` in
+        all."""
+        detections, kept = [], []
         for signature, window in by_signature.items():
-            judged = self._judge(signature, window)
-            if judged is None:
-                continue
-            rule, members, opening, explanation = judged
-            known = self._members.setdefault(signature, {})
-            identities = self._identities.setdefault(signature, {})
-            taking_part = {}
-            for member in members:
-                merged = identities.get(member, [])
-                for identity in window.identities[member]:
-                    merged = _with_identity(merged, identity)
-                taking_part[member] = merged
-                if member in known or len(known) < config.campaign_max_identities:
-                    known[member] = start
-                    identities[member] = merged
-                else:  # not remembered, so later windows' alerts could not name it: they must not be suppressed
-                    self._overflowed[signature] = start
-            if window.overflowed:
-                self._overflowed[signature] = start
-            # every identity named, and every one that took part (more than named once the campaign is at its cap)
-            named = {key: identities.get(key, [UNKNOWN]) for key in known}
-            named.update(taking_part)
-            overflowed = signature in self._overflowed
-            detection = Detection(
-                rule=rule,
-                event_ids=[event_id for _ts, event_id in window.event_ids],
-                timestamp=window.last_ts,
-                identity=window.identities[members[0]][0],
-                message=(
-                    f"{opening} in one window; {len(known)} identities in the campaign so far"
-                    + (" (and more, not listed: the campaign is at its cap)" if overflowed else "")
-                ),
-                score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
-                related_users=sorted(known),
-                related_ips=sorted(window.ips),
-                group_key=f"campaign:{signature}",
-                explanation={
-                    "identities": float(len(members)),
-                    "campaign_identities": float(len(known)),
-                    **explanation,
-                    "window_start": start,
-                },
-            )
-            every = tuple(identity for member_identities in named.values() for identity in member_identities)
-            detections.append(Campaign(detection, every, overflowed))
+            campaign = self._campaign(start, signature, window)
+            if campaign is not None:
+                detections.append(campaign)
+            elif not _single(window):
+                kept.append((signature, window))
+        room = self.config.campaign_rejudge_max_windows - sum(map(len, self._closed.values()))
+        if self.config.campaign_rejudge_seconds > 0 and kept and room > 0:
+            kept.sort(key=lambda item: (-item[1].requests, item[0]))
+            self._closed[start] = dict(kept[:room])
         return detections
+
+    def _rejudge(self, late: set[tuple[float, str]]) -> list[Campaign]:
+        """Judge again the closed windows late candidates joined (a partition back from a stall): a campaign they
+        complete is raised, once; its window is then let go."""
+        detections = []
+        for start, signature in sorted(late):
+            window = self._closed.get(start, {}).get(signature)  # gone if the watermark passed its re-judge time
+            if window is None:
+                continue
+            campaign = self._campaign(start, signature, window, late=True)
+            if campaign is not None:
+                detections.append(campaign)
+                del self._closed[start][signature]
+        return detections
+
+    def _campaign(self, start: float, signature: str, window: _Window, late: bool = False) -> Campaign | None:
+        """The campaign a closed window shows, if any, with the members it adds to the campaign's memory."""
+        config = self.config
+        judged = self._judge(signature, window)
+        if judged is None:
+            return None
+        rule, members, opening, explanation = judged
+        known = self._members.setdefault(signature, {})
+        identities = self._identities.setdefault(signature, {})
+        taking_part = {}
+        for member in members:
+            merged = identities.get(member, [])
+            for identity in window.identities[member]:
+                merged = _with_identity(merged, identity)
+            taking_part[member] = merged
+            if member in known or len(known) < config.campaign_max_identities:
+                known[member] = start
+                identities[member] = merged
+            else:  # not remembered, so later windows' alerts could not name it: they must not be suppressed
+                self._overflowed[signature] = start
+        if window.overflowed:
+            self._overflowed[signature] = start
+        # every identity named, and every one that took part (more than named once the campaign is at its cap)
+        named = {key: identities.get(key, [UNKNOWN]) for key in known}
+        named.update(taking_part)
+        overflowed = signature in self._overflowed
+        detection = Detection(
+            rule=rule,
+            event_ids=[event_id for _ts, event_id in window.event_ids],
+            timestamp=window.last_ts,
+            identity=window.identities[members[0]][0],
+            message=(
+                f"{opening} in one window; {len(known)} identities in the campaign so far"
+                + (" (and more, not listed: the campaign is at its cap)" if overflowed else "")
+                + ("; judged again after the window closed: members arrived late" if late else "")
+            ),
+            score=min(1.0, 0.5 + len(members) / (4 * config.campaign_min_identities)),
+            related_users=sorted(known),
+            related_ips=sorted(window.ips),
+            group_key=f"campaign:{signature}",
+            explanation={
+                "identities": float(len(members)),
+                "campaign_identities": float(len(known)),
+                **explanation,
+                "window_start": start,
+                **({"judged_late": 1.0} if late else {}),
+            },
+        )
+        every = tuple(identity for member_identities in named.values() for identity in member_identities)
+        return Campaign(detection, every, overflowed)
 
     def unreported_templates(self) -> tuple[int, int]:
         """Signatures evicted and candidates refused since the last call: what the metric counters add. A state load

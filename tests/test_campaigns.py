@@ -101,9 +101,59 @@ def test_a_source_not_heard_from_yet_holds_the_windows_open() -> None:
     detections = detector.detect([replace(closing()[0], event_id="later", timestamp=START + 1900.0)])
     assert [d.rule.id for d in detections] == [CAMPAIGN_RULE]
     assert "key:key-4" in detections[0].related_users
-    without = CampaignDetector(idle_seconds=60.0, clock=lambda: 0.0)  # the control: sources not declared
+    # the control: sources not declared (and no re-judging of closed windows), source 1 comes too late
+    without = CampaignDetector(AnomalyConfig(campaign_rejudge_seconds=0), idle_seconds=60.0, clock=lambda: 0.0)
     assert without.detect(early) + without.detect([c for c in requests if c.source == 1]) == []
     assert without.flush() == []
+
+
+def stalled(config: AnomalyConfig | None = None) -> tuple[CampaignDetector, list[CampaignCandidate]]:
+    """Source 1 (key-4) stalls after its first request while source 0 races on; once source 1 has been silent for
+    longer than ``idle_seconds`` the window closes with four members: no campaign. Returns key-4's late requests."""
+    clock = [0.0]
+    detector = CampaignDetector(config, idle_seconds=60.0, clock=lambda: clock[0])
+    requests = [replace(c, source=int(c.identity.api_key_hash == "key-4")) for c in burst(5, 3)]
+    assert detector.detect(requests[:5]) == []
+    assert detector.detect([c for c in requests[5:] if c.source == 0] + closing()) == []
+    clock[0] = 61.0
+    assert detector.detect([replace(closing()[0], event_id="later", timestamp=START + 1900.0)]) == []
+    return detector, [c for c in requests[5:] if c.source == 1]
+
+
+def test_late_members_from_a_stalled_partition_still_complete_a_campaign() -> None:
+    """A crashed worker's partition catching up after ``idle_seconds``: its members used to be dropped."""
+    detector, late = stalled()
+    detections = detector.detect(late)
+    assert [d.rule.id for d in detections] == [CAMPAIGN_RULE]
+    assert "key:key-4" in detections[0].related_users
+    assert detections[0].explanation["judged_late"] == 1.0 and "members arrived late" in detections[0].message
+    again = [replace(c, event_id=f"again-{c.event_id}") for c in late]
+    assert detector.detect(again) + detector.flush() == [], "raised once: the window is let go"
+    never, late = stalled(AnomalyConfig(campaign_rejudge_seconds=0))
+    assert never.detect(late) + never.flush() == [], "the control: with re-judging off they are dropped"
+
+
+def test_a_closed_window_is_judged_again_only_for_a_while_and_survives_a_checkpoint() -> None:
+    detector, late = stalled(AnomalyConfig(campaign_rejudge_seconds=1500))  # kept until the watermark is at 2,100 s
+    restored = CampaignDetector(AnomalyConfig(campaign_rejudge_seconds=1500))
+    restored.load_state(msgspec.json.decode(msgspec.json.encode(detector.state())))
+    assert [d.rule.id for d in restored.detect(late)] == [CAMPAIGN_RULE]
+    detector.detect([replace(closing()[0], event_id="much-later", timestamp=START + 2500.0)])  # watermark: 2,440 s
+    assert detector.detect(late) == [], "past campaign_rejudge_seconds the closed window is gone"
+
+
+def test_closed_windows_kept_for_re_judging_are_bounded() -> None:
+    """At most ``campaign_rejudge_max_windows`` closed windows are kept in all, the busiest first; one-offs never."""
+    detector = CampaignDetector(AnomalyConfig(campaign_rejudge_max_windows=3))
+    candidates = []
+    for window in range(3):  # two signatures of two identities in each of three windows, and a one-off
+        for number, (signature, requests) in enumerate([("aa", 2), ("bb", 3), ("cc", 1)]):
+            for n in range(requests):
+                offset = 600.0 * window + 10 * number + n
+                candidates.append(replace(candidate(n, n % 2, f"{signature}{window}", offset), event_id=f"{offset}"))
+    detector.detect(candidates)
+    detector.detect([replace(closing()[0], timestamp=START + 1861.0)])  # closes all three, expires none
+    assert sorted(row[1] for row in detector.state()["closed"]) == ["aa0", "bb0", "bb1"]
 
 
 def test_a_candidate_delivered_twice_counts_once() -> None:

@@ -89,6 +89,17 @@ class AnomalyConfig(BaseModel):
     campaign_max_identities: int = Field(200, ge=2, description="Identities remembered per template.")
     campaign_memory_seconds: float = Field(86400.0, gt=0, description="How long campaign members are listed.")
     campaign_max_templates: int = Field(50_000, ge=1, description="Templates remembered per window.")
+    campaign_rejudge_seconds: float = Field(
+        1800.0,
+        ge=0,
+        description=(
+            "How long (event time) a window closed without a campaign is kept, so that late members (a partition "
+            "back from a stall) can still complete it; 0: never."
+        ),
+    )
+    campaign_rejudge_max_windows: int = Field(
+        10_000, ge=0, description="Closed windows kept for re-judging, in all (the busiest first; one-offs never)."
+    )
     campaign_enumeration_status: Literal["off", "test", "stable"] = Field(
         "test",
         description=(
