@@ -22,6 +22,7 @@ from detectors.correlation import BUILTIN_DIR as BUILTIN_CORRELATIONS
 from detectors.correlation import CorrelationDetector, CorrelationWatcher, rule_aliases
 from detectors.exceptions import ExceptionList, KnownRules, load_exceptions
 from detectors.exfil.detector import build_exfil_detectors
+from detectors.history import KEY_PURPOSE, HistoryLedger
 from detectors.partitioned import PartitionedPipeline
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
@@ -49,10 +50,11 @@ def build_detectors(settings: Settings, rule_dirs: Sequence[Path] | None = None)
     exfil = detection.exfil
     if "memory_key" not in exfil.model_fields_set:  # fingerprints keyed per deployment unless set on their own
         exfil = exfil.model_copy(update={"memory_key": detection.redaction_key})
+    judge_system = detection.judge_system_messages
     return [
-        SignatureDetector(rules, cache_size=detection.signature_cache_size),
+        SignatureDetector(rules, cache_size=detection.signature_cache_size, judge_system_messages=judge_system),
         *build_exfil_detectors(exfil),
-        TextClassifierDetector(detection.classifier),
+        TextClassifierDetector(detection.classifier, judge_system_messages=judge_system),
         AnomalyDetector(detection.anomaly),
         CorrelationDetector(
             correlations, rule_aliases(rules.current.rules), max_groups=detection.correlation_max_groups
@@ -72,7 +74,14 @@ def build_pipeline(
     detectors = build_detectors(settings, rule_dirs)
     if exceptions is None:
         exceptions = build_exceptions(settings, running_rules(detectors))
-    return Pipeline(detectors, _redactor(settings), build_grouper(settings), exceptions)
+    return Pipeline(detectors, _redactor(settings), build_grouper(settings), exceptions, build_history(settings))
+
+
+def build_history(settings: Settings) -> HistoryLedger:
+    """Which chat-history turns are judged (detectors/history.py); with ``detection.judge_system_messages`` it also
+    remembers each session's system instructions, so that they are judged once."""
+    key = _redactor(settings).derive_key(KEY_PURPOSE)
+    return HistoryLedger(key=key, system=settings.detection.judge_system_messages)
 
 
 def build_exceptions(settings: Settings, known: KnownRules | None = None) -> ExceptionList:

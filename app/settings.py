@@ -130,6 +130,9 @@ class DetectionSettings(_Section):
     keep_raw_dead_letters: bool = False
     dead_letter_retention_days: int = Field(14, gt=0)
     exceptions_path: Path | None = None  # alert exceptions: one YAML file or a directory (detectors/exceptions.py)
+    # judge the client's system / developer messages as its own words (prompt rules, classifier): behind a multi-tenant
+    # gateway where each key holder writes its own; off, they are the application's trusted text (README, "Formats")
+    judge_system_messages: bool = False
     # each tier's own tunables (see its module); e.g. ABW_DETECTION__CLASSIFIER__THRESHOLD=0.6
     exfil: ExfilConfig = Field(default_factory=ExfilConfig)
     classifier: TextClassifierConfig = Field(default_factory=TextClassifierConfig)

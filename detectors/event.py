@@ -111,6 +111,7 @@ class Event(msgspec.Struct, kw_only=True):
     truncated: bool = False
     timestamp_assumed: bool = False  # the record had no usable time: ``timestamp`` is when it was normalised
     judged_span: tuple[int, int] | None = None  # input messages to judge, when the session's history says so
+    system_shown: bool = False  # the session showed these system instructions before (see system_texts)
 
     def new_input(self) -> list[Message]:
         """Input messages that are new in this request, which every tier judges.
@@ -148,6 +149,18 @@ class Event(msgspec.Struct, kw_only=True):
         while end and self.input_messages[end - 1].role == "assistant":
             end -= 1
         return end
+
+    def system_texts(self) -> list[str]:
+        """The client-written system text to judge as the client's own words, when detection judges system messages
+        (``detection.judge_system_messages``: behind a multi-tenant gateway each key holder writes its own).
+
+        The system instructions, unless the session already showed them (``system_shown``, set by the history
+        ledger: a client resends them every turn, and they are judged once), and the system and developer messages
+        of :meth:`new_input` (normalisers move most of those into the instructions).
+        """
+        texts = [self.system_instructions] if self.system_instructions and not self.system_shown else []
+        texts += [m.content for m in self.new_input() if m.role in SYSTEM_ROLES and m.content]
+        return texts
 
     def output_tool_calls(self) -> list[ToolCall]:
         return [call for message in self.output_messages for call in message.tool_calls]
@@ -189,6 +202,7 @@ TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 TOOL_RESULT = "gen_ai.tool.call.result"
 DOCUMENT = "gen_ai.retrieval.documents.content"
 TEXT_FIELDS = (SYSTEM, PROMPT, COMPLETION, TOOL_NAME, TOOL_ARGUMENTS, TOOL_RESULT, DOCUMENT)
+SYSTEM_ROLES = ("system", "developer")
 
 
 def stable_event_id(*parts: str | float | None) -> str:

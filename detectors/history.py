@@ -14,6 +14,11 @@ active sessions are forgotten first), so one request with a huge history forgets
 ledger is part of the pipeline's checkpoint. A forgotten session's history is judged once more when it is resent,
 which can repeat an alert but never hides one. The pipeline judges a batch first and records its turns only once
 the batch went through (:meth:`HistoryLedger.commit`), so a batch retried event by event is judged the same way.
+
+When system messages are judged as the client's words (``detection.judge_system_messages``, a ledger made with
+``system=True``), the ledger remembers each session's system instructions too and sets ``Event.system_shown`` when
+the session showed them before: a client resends them every turn, and an attack placed there alerts once, not once
+a turn. Otherwise it records no system text, so what it remembers (and forgets) is the same as without the option.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import msgspec
 from detectors.event import Event, Message
 
 DEFAULT_CAPACITY = 100_000  # turns remembered per pipeline (one pipeline per partition): about 10 MB
+KEY_PURPOSE = "history turns"  # what the ledger's key is derived for from the redaction key
 MAX_TURNS_PER_SESSION = 1_024
 
 Pending = list[tuple[int, list[int]]]  # (session, turns) to record once the batch went through
@@ -37,10 +43,11 @@ Pending = list[tuple[int, list[int]]]  # (session, turns) to record once the bat
 class HistoryLedger:
     """Keyed hashes of the turns each session showed, sessions in order of last activity."""
 
-    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, key: bytes | None = None) -> None:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY, *, key: bytes | None = None, system: bool = False) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
+        self.system = system  # remember system instructions and set Event.system_shown (see the module docstring)
         self._key = hashlib.blake2b(key or secrets.token_bytes(32), person=b"abw-history", digest_size=32).digest()
         self._sessions: OrderedDict[int, OrderedDict[int, None]] = OrderedDict()
         self._size = 0
@@ -49,9 +56,9 @@ class HistoryLedger:
         return self._size
 
     def judge(self, events: Sequence[Event]) -> tuple[list[Event], Pending]:
-        """``events``, each with ``judged_span`` set where its session's history says so (the same object when
-        nothing changes), and the turns to :meth:`commit` once they went through. Turns of earlier events of the
-        batch count as shown for later ones."""
+        """``events``, each with ``judged_span`` (and ``system_shown``) set where its session's history says so (the
+        same object when nothing changes), and the turns to :meth:`commit` once they went through. Turns of earlier
+        events of the batch count as shown for later ones."""
         judged: list[Event] = []
         pending: Pending = []
         batch: dict[int, set[int]] = {}
@@ -64,8 +71,14 @@ class HistoryLedger:
                 key is None or key in known or key in shown or self._results_shown(session, message, known, shown)
                 for key, message in zip(keys, event.input_messages, strict=True)
             ]
-            judged.append(_with_span(event, seen))
+            spanned = _with_span(event, seen)
             turns = [key for key in keys if key is not None]
+            if self.system and event.system_instructions:
+                system = self._system_key(session, event.system_instructions)
+                if system in known or system in shown:
+                    spanned = msgspec.structs.replace(spanned, system_shown=True)
+                turns.append(system)
+            judged.append(spanned)
             turns += [key for message in event.output_messages if (key := self._turn_key(session, message)) is not None]
             turns += self._result_keys(session, event)
             shown.update(turns)
@@ -90,6 +103,9 @@ class HistoryLedger:
 
     def _result_key(self, session: int, text: str) -> int:
         return self._hash(f"{session}:result:{text.strip()}")
+
+    def _system_key(self, session: int, text: str) -> int:
+        return self._hash(f"{session}:system:{text.strip()}")
 
     def commit(self, pending: Pending) -> None:
         """Record the turns of a batch that went through."""
@@ -120,7 +136,7 @@ class HistoryLedger:
 
     def fresh(self) -> HistoryLedger:
         """An empty ledger with the same key and capacity (one per partition)."""
-        clone = HistoryLedger(self.capacity)
+        clone = HistoryLedger(self.capacity, system=self.system)
         clone._key = self._key
         return clone
 

@@ -21,7 +21,7 @@ from detectors.base import Detection, Detector, Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id, iso_time
 from detectors.event import Event
 from detectors.exceptions import AlertException, ExceptionList
-from detectors.history import HistoryLedger
+from detectors.history import KEY_PURPOSE, HistoryLedger
 from detectors.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class Pipeline:
         self.grouper = grouper or AlertGrouper(redactor)
         self.exceptions = exceptions if exceptions is not None else ExceptionList()
         self.latest_event_time: float | None = None  # the newest time a record gave (not assumed), in the state
-        self.history = history if history is not None else HistoryLedger(key=redactor.derive_key("history turns"))
+        self.history = history if history is not None else HistoryLedger(key=redactor.derive_key(KEY_PURPOSE))
 
     def process(self, events: Sequence[Event]) -> BatchResult:
         events, turns = self.history.judge(self._with_event_times(events))

@@ -27,7 +27,7 @@ from app.backtest import (
 )
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.commands.replay import bytes_progress, warn_if_masks_unsafe
-from app.engine import build_engine, build_exceptions, build_grouper
+from app.engine import build_engine, build_exceptions, build_grouper, build_history
 from app.replay import STDIN
 from app.settings import Settings, load_settings
 from app.terminal import terminal_safe
@@ -93,10 +93,12 @@ def backtest_command(
 
 
 def _rules_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> Pipeline:
-    """The signature tier alone, with the configured alert exceptions and alert policy."""
+    """The signature tier alone, with the configured alert exceptions, alert policy and judged texts."""
     ruleset = _candidate_rules(directories, builtin)
     redactor = Redactor(settings.detection.redaction_key.get_secret_value().encode("utf-8"))
-    return Pipeline([SignatureDetector(ruleset)], redactor, build_grouper(settings), build_exceptions(settings))
+    signatures = SignatureDetector(ruleset, judge_system_messages=settings.detection.judge_system_messages)
+    grouper, exceptions = build_grouper(settings), build_exceptions(settings)
+    return Pipeline([signatures], redactor, grouper, exceptions, build_history(settings))
 
 
 def _engine_pipeline(directories: list[Path], builtin: bool, settings: Settings) -> PartitionedPipeline:

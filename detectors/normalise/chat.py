@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from detectors.event import Message, RetrievedDocument, ToolCall
+from detectors.event import SYSTEM_ROLES, Message, RetrievedDocument, ToolCall
 from detectors.normalise.blocks import blocks, has_tool_blocks
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -36,7 +36,6 @@ from detectors.normalise.fields import (
     retrieved_documents,
 )
 
-SYSTEM_ROLES = ("system", "developer")
 CALL_ITEMS = ("function_call", "custom_tool_call")
 CALL_OUTPUT_ITEMS = ("function_call_output", "custom_tool_call_output")
 

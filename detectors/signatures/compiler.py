@@ -16,9 +16,10 @@ matcher is cached by its patterns, so a hot reload recompiles only the rules tha
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from sigma.conditions import (
@@ -337,18 +338,26 @@ class CompiledRules:
                 hits.append(RuleHit(compiled.rule, evidence))
         return hits
 
-    def match(self, texts: Iterable[tuple[str, str]], scan: TextScan | None = None) -> MatchResult:
+    def match(
+        self,
+        texts: Iterable[tuple[str, str]],
+        scan: TextScan | None = None,
+        judged_as: Iterable[tuple[str, str, str]] = (),
+    ) -> MatchResult:
         """Scan every ``(field, text)`` (text and metadata fields) and evaluate the rules over all of them.
 
-        ``scan`` stands in for :meth:`scan_text` (a verdict cache in front of it).
+        ``scan`` stands in for :meth:`scan_text` (a verdict cache in front of it). ``judged_as`` holds
+        ``(field, text, source)``: a text the rules of ``field`` judge whose matches name ``source``, the field it
+        came from (client-written system text judged as a prompt), after the ``texts``.
         """
         scan = scan or self.scan_text
         result = MatchResult()
-        for field_name, text in texts:
+        for field_name, text, source in itertools.chain(((f, t, f) for f, t in texts), judged_as):
             found, truncated = scan(field_name, text)
             result.truncated = result.truncated or truncated
             for item_id, item_match in found.items():
-                result.matches.setdefault(item_id, item_match)
+                if item_id not in result.matches:
+                    result.matches[item_id] = item_match if source == field_name else replace(item_match, field=source)
         result.hits = self.evaluate(result.matches)
         return result
 

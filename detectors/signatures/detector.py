@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo
-from detectors.event import TEXT_FIELDS, Event
+from detectors.event import PROMPT, SYSTEM, TEXT_FIELDS, Event
 from detectors.signatures.compiler import CompiledRules, ItemMatch, MatchResult, RuleHit, snippet_span
 from detectors.signatures.parse import SignatureRule
 from detectors.signatures.ruleset import RuleSet, RuleSetWatcher
@@ -128,12 +128,21 @@ class SignatureDetector(Detector):
     """One detection per (rule, event). Built from a :class:`RuleSetWatcher`, it keeps it as ``watcher``: the
     worker's reloader (``app/stream/reload.py``) polls it and swaps changed rules in with :meth:`use_rules`.
 
-    ``cache_size`` texts' verdicts are cached (see :class:`VerdictCache`); 0 disables the cache.
+    ``cache_size`` texts' verdicts are cached (see :class:`VerdictCache`); 0 disables the cache. With
+    ``judge_system_messages`` the client-written system text (:meth:`Event.system_texts`) is judged by the rules of
+    the prompt field too, its evidence naming ``gen_ai.system_instructions``.
     """
 
     name = "signatures"
 
-    def __init__(self, rules: RuleSet | RuleSetWatcher, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        rules: RuleSet | RuleSetWatcher,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        *,
+        judge_system_messages: bool = False,
+    ) -> None:
+        self.judge_system_messages = judge_system_messages
         self.watcher = rules if isinstance(rules, RuleSetWatcher) else None
         self.ruleset = rules.current if isinstance(rules, RuleSetWatcher) else rules
         self.cache = VerdictCache(cache_size) if cache_size > 0 else None
@@ -156,7 +165,8 @@ class SignatureDetector(Detector):
         scan = None if cache is None else lambda field, text: cache.scan(compiled, field, text)
         detections: list[Detection] = []
         for event, found in zip(events, findings, strict=True):
-            result = compiled.match([*event.texts(), *event_metadata(event)], scan)
+            system = [(PROMPT, text, SYSTEM) for text in event.system_texts()] if self.judge_system_messages else []
+            result = compiled.match([*event.texts(), *event_metadata(event)], scan, system)
             if result.truncated:
                 found.fields[TRUNCATED_FIELD] = True
             if not result.hits:

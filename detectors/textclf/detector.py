@@ -6,7 +6,11 @@ one vectorised call. Each event gets ``gen_ai.security.prompt_injection_score`` 
 its prompts) and ``gen_ai.security.indirect_injection_score`` (max over its documents and tool results); an event
 scoring at or above the threshold raises one detection per kind, explained by its top contributing n-grams.
 Prompts and documents have their own thresholds (benign documents, long and scored paragraph by paragraph, reach
-higher scores than benign prompts).
+higher scores than benign prompts). With ``judge_system_messages`` the client-written system text
+(:meth:`Event.system_texts`, field ``gen_ai.system_instructions``) is scored as direct input, like a prompt, with
+its own score (``gen_ai.security.system_injection_score``) and thresholds: unset, the documents' (a benign system
+prompt is long, instruction-dense text: two of the three bundled sample applications' prompts score above the prompt
+threshold; see README "Formats it reads").
 """
 
 from __future__ import annotations
@@ -20,18 +24,20 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
-from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT, Event
+from detectors.event import DOCUMENT, PROMPT, SYSTEM, TOOL_RESULT, Event
 from detectors.signatures.textnorm import fold
 from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, Analysis, TextClassifier
 
 INJECTION_HEAD = "prompt_injection"
 JAILBREAK_HEAD = "jailbreak"
 DIRECT_FIELDS = (PROMPT,)
+JUDGED_DIRECT_FIELDS = (*DIRECT_FIELDS, SYSTEM)  # SYSTEM: only the texts of Event.system_texts, when configured
 INDIRECT_FIELDS = (DOCUMENT, TOOL_RESULT)
 
 PROMPT_INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 JAILBREAK_SCORE = "gen_ai.security.jailbreak_score"
 INDIRECT_INJECTION_SCORE = "gen_ai.security.indirect_injection_score"
+SYSTEM_INJECTION_SCORE = "gen_ai.security.system_injection_score"  # judged client-written system text, its own max
 MODEL_VERSION_FIELD = "gen_ai.security.classifier_version"
 SENSITIVE_PIECE = 4  # an explaining n-gram sharing this many characters in a row with a secret is left out
 
@@ -77,6 +83,9 @@ class TextClassifierConfig(BaseModel):
     high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # level "high" at or above
     document_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # same for documents, tool results
     document_high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    # client-written system text (judge_system_messages); unset: the document thresholds
+    system_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    system_high_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     jailbreak_threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # direct alert reported as jailbreak
     max_evidence: int = Field(default=3, ge=1)  # texts quoted per detection
     snippet_chars: int = Field(default=200, ge=20)
@@ -85,12 +94,20 @@ class TextClassifierConfig(BaseModel):
 
 
 class TextClassifierDetector(Detector):
-    """Scores every prompt, retrieved document and tool result of a batch with the text classifier."""
+    """Scores every prompt, retrieved document and tool result of a batch with the text classifier (and the
+    client-written system text, with ``judge_system_messages``)."""
 
     name = "classifier"
 
-    def __init__(self, config: TextClassifierConfig | None = None, model: TextClassifier | None = None) -> None:
+    def __init__(
+        self,
+        config: TextClassifierConfig | None = None,
+        model: TextClassifier | None = None,
+        *,
+        judge_system_messages: bool = False,
+    ) -> None:
         self.config = config or TextClassifierConfig()
+        self.judge_system_messages = judge_system_messages
         self.model = model or TextClassifier.load(self.config.model_dir, self.config.model_name)
         injection, jailbreak = self.model.head(INJECTION_HEAD), self.model.head(JAILBREAK_HEAD)
         self.threshold = _first(self.config.threshold, injection.threshold)
@@ -98,6 +115,10 @@ class TextClassifierDetector(Detector):
         self.document_threshold = _first(self.config.document_threshold, injection.document_threshold)
         self.document_high_threshold = max(
             self.document_threshold, _first(self.config.document_high_threshold, injection.document_high_threshold)
+        )
+        self.system_threshold = _first(self.config.system_threshold, self.document_threshold)
+        self.system_high_threshold = max(
+            self.system_threshold, _first(self.config.system_high_threshold, self.document_high_threshold)
         )
         self.jailbreak_threshold = _first(self.config.jailbreak_threshold, jailbreak.threshold)
         self._injection = self.model.head_names.index(INJECTION_HEAD)
@@ -111,20 +132,30 @@ class TextClassifierDetector(Detector):
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         owners, fields, texts = [], [], []
         for index, event in enumerate(events):
-            for field, text in event.texts():
-                if field in DIRECT_FIELDS or field in INDIRECT_FIELDS:
-                    owners.append(index)
-                    fields.append(field)
-                    texts.append(text)
+            judged = [(field, text) for field, text in event.texts() if field in (*DIRECT_FIELDS, *INDIRECT_FIELDS)]
+            if self.judge_system_messages:
+                judged += [(SYSTEM, text) for text in event.system_texts()]
+            for field, text in judged:
+                owners.append(index)
+                fields.append(field)
+                texts.append(text)
         if not texts:
             return []
-        analysis = self.model.analyse(texts, keep=min(self.threshold, self.document_threshold))
+        analysis = self.model.analyse(texts, keep=min(self.threshold, self.document_threshold, self.system_threshold))
         scores = analysis.scores
         owner = np.asarray(owners)
-        direct = np.isin(np.asarray(fields), DIRECT_FIELDS)
+        kinds = np.asarray(fields)
+        direct = np.isin(kinds, JUDGED_DIRECT_FIELDS)
+        system = kinds == SYSTEM
+        cut = np.where(system, self.system_threshold, np.where(direct, self.threshold, self.document_threshold))
+        high = np.where(
+            system, self.system_high_threshold, np.where(direct, self.high_threshold, self.document_high_threshold)
+        )
         injection, jailbreak = scores[:, self._injection], scores[:, self._jailbreak]
-        top_direct = _max_by_owner(injection, owner, direct, len(events))
-        top_jailbreak = _max_by_owner(jailbreak, owner, direct, len(events))
+        flagged = injection >= cut
+        top_direct = _max_by_owner(injection, owner, direct & ~system, len(events))
+        top_jailbreak = _max_by_owner(jailbreak, owner, direct & ~system, len(events))
+        top_system = _max_by_owner(injection, owner, system, len(events))
         top_indirect = _max_by_owner(injection, owner, ~direct, len(events))
         detections = []
         for index in np.unique(owner):
@@ -133,17 +164,16 @@ class TextClassifierDetector(Detector):
             if top_direct[index] >= 0:
                 found.fields[PROMPT_INJECTION_SCORE] = round(float(top_direct[index]), 4)
                 found.fields[JAILBREAK_SCORE] = round(float(top_jailbreak[index]), 4)
+            if top_system[index] >= 0:
+                found.fields[SYSTEM_INJECTION_SCORE] = round(float(top_system[index]), 4)
             if top_indirect[index] >= 0:
                 found.fields[INDIRECT_INJECTION_SCORE] = round(float(top_indirect[index]), 4)
-            for is_direct, top, threshold in (
-                (True, top_direct, self.threshold),
-                (False, top_indirect, self.document_threshold),
-            ):
-                if top[index] >= threshold:
-                    rows = np.flatnonzero((owner == index) & (direct == is_direct) & (injection >= threshold))
+            for is_direct in (True, False):
+                rows = np.flatnonzero((owner == index) & (direct == is_direct) & flagged)
+                if rows.size:
                     rows = rows[np.argsort(-injection[rows], kind="stable")]
                     detection = self._detection(
-                        events[index], rows, texts, fields, analysis, is_direct, found.sensitive
+                        events[index], rows, texts, fields, analysis, is_direct, (cut, high), found.sensitive
                     )
                     found.rule_ids.append(detection.rule.id)
                     detections.append(detection)
@@ -165,9 +195,11 @@ class TextClassifierDetector(Detector):
         fields: list[str],
         analysis: Analysis,
         is_direct: bool,
+        thresholds: tuple[np.ndarray, np.ndarray],
         sensitive: Sequence[SensitiveValue] = (),
     ) -> Detection:
-        """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first.
+        """One detection for the event's direct (or indirect) texts; ``rows`` are the flagged texts, best first;
+        ``thresholds`` the alert and level "high" thresholds of each text.
 
         Explaining n-grams that hold a piece of one of the event's ``sensitive`` values are left out: an n-gram is
         folded (lower case) text, which scrubbing by value cannot recognise, so a piece of a secret would reach
@@ -180,10 +212,8 @@ class TextClassifierDetector(Detector):
         explanation = analysis.explain(best, head, self.config.explain_top)  # from the features already computed
         if sensitive:
             explanation = without_sensitive_pieces(explanation, sensitive)
-        threshold, high = (self.threshold, self.high_threshold)
-        if not is_direct:
-            threshold, high = self.document_threshold, self.document_high_threshold
-        rule = self._rules[rule_id, "high" if score >= high else "medium"]
+        cut, high = thresholds
+        rule = self._rules[rule_id, "high" if score >= high[best] else "medium"]
         evidence = []
         for row in rows[: self.config.max_evidence]:
             start, end = _snippet_span(texts[row], explanation, self.config.snippet_chars)
@@ -194,10 +224,10 @@ class TextClassifierDetector(Detector):
                     start=start,
                     end=end,
                     detail=f"{INJECTION_HEAD}_score={injection[row]:.4f} {JAILBREAK_HEAD}_score={jailbreak[row]:.4f} "
-                    f"threshold={threshold:.4f} model=textclf-{self.model.version}",
+                    f"threshold={cut[row]:.4f} model=textclf-{self.model.version}",
                 )
             )
-        where = "user prompt" if is_direct else fields[best]
+        where = fields[best] if not is_direct else "system instructions" if fields[best] == SYSTEM else "user prompt"
         return Detection(
             rule=rule,
             event_ids=[event.id],
