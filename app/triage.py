@@ -1,4 +1,5 @@
-"""Alert triage in Elasticsearch: find, show, acknowledge and close alerts, and rule precision from the verdicts.
+"""Alert triage in Elasticsearch: find, show, acknowledge and close alerts, rule precision from the verdicts, and
+the evidence to promote (or drop) a shadow rule.
 
 The verdict lives on the alert document itself, under fields the stream never writes (``abusewatch.status`` and
 ``abusewatch.triage.*``, see :data:`TRIAGE_FIELDS`), so an alert that grows after triage keeps its verdict: the
@@ -354,6 +355,191 @@ def overall_precision(stats: Iterable[RuleStats]) -> float | None:
     if not verdicts:
         return None
     return sum(row.true_positives + row.benign_positives for row in rows) / verdicts
+
+
+# -- shadow rules ---------------------------------------------------------------------------------------------------
+
+EXCEPTION_FIELD = "abusewatch.exception.id"
+IDENTITY_FIELD = "abusewatch.identity_key"
+LAST_SEEN_FIELD = "abusewatch.last_seen"
+COUNT_FIELD = "abusewatch.count"
+MAX_EXCEPTIONS = 20  # exception ids listed per rule; the alerts of any others are counted together
+TOP_IDENTITIES = 5
+# Distinct counts (cardinality) are exact up to about this many values per rule, approximate (HyperLogLog++) above.
+DISTINCT_PRECISION = 3000
+DISTINCT_FIELDS = {
+    "identities": IDENTITY_FIELD,
+    "users": "user.id",
+    "api_keys": "abusewatch.api_key_hash",
+    "source_ips": "source.ip",
+    "related_users": "related.user",  # a campaign alert names every member here, its own identity is one of them
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowRuleStats:
+    """What one rule wrote to the shadow alerts over a period, and to the queue (the alerts index) beside it.
+
+    ``in_test`` alerts come from the rule's status (``test``: shadow mode), ``suppressed`` ones from an alert
+    exception (``exceptions``: id -> alerts, the ``MAX_EXCEPTIONS`` largest; ``other_exceptions``: the alerts of any
+    others). ``per_day`` holds the UTC days with alerts only. ``queue_alerts`` are the rule's alerts in the alerts
+    index over the same period: a rule promoted mid-period, or a stable rule an exception partly suppressed.
+    """
+
+    rule_id: str
+    rule_name: str
+    shadow_alerts: int
+    detections: int
+    in_test: int
+    suppressed: int
+    exceptions: dict[str, int]
+    other_exceptions: int
+    identities: int
+    users: int
+    api_keys: int
+    source_ips: int
+    related_users: int
+    first_seen: str | None
+    last_seen: str | None
+    per_day: dict[str, int]
+    top_identities: list[tuple[str, int]]
+    queue_alerts: int
+    period_days: float | None
+
+    @property
+    def alerts_per_day(self) -> float | None:
+        """Shadow alerts per day over the whole period (None without a period)."""
+        return self.shadow_alerts / self.period_days if self.period_days else None
+
+    @property
+    def peak_day(self) -> int:
+        return max(self.per_day.values(), default=0)
+
+    @property
+    def why(self) -> str:
+        """``test``, ``exception`` or both: why the rule's alerts went to the shadow index."""
+        return " + ".join(reason for reason, count in (("test", self.in_test), ("exception", self.suppressed)) if count)
+
+    def as_dict(self) -> dict[str, Any]:
+        per_day = self.alerts_per_day
+        return {
+            **asdict(self),
+            "top_identities": [{"identity_key": key, "alerts": count} for key, count in self.top_identities],
+            "why": self.why,
+            "alerts_per_day": None if per_day is None else round(per_day, 2),
+            "peak_day": self.peak_day,
+            "days_with_alerts": len(self.per_day),
+        }
+
+
+def shadow_request(
+    since_seconds: int | None, shadow_index: str, alerts_index: str, rule_id: str | None = None
+) -> dict[str, Any]:
+    """Search body for :func:`shadow_stats`, sent to both indices at once (``shadow_index,alerts_index``).
+
+    Per rule (shadow alerts first): in a filter on the shadow index, the figures a promotion is judged on; in a
+    filter on the alerts index, the count of queue alerts. ``_index`` matches a data stream's name, an alias or an
+    index, so the filters hold whatever the targets are; both indices hold alerts only (``event.kind: alert``).
+    """
+    filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
+    if since_seconds is not None:
+        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+    if rule_id is not None:
+        filters.append({"term": {"rule.id": rule_id}})
+    distinct = {
+        name: {"cardinality": {"field": field, "precision_threshold": DISTINCT_PRECISION}}
+        for name, field in DISTINCT_FIELDS.items()
+    }
+    shadow_aggs = {
+        "name": {"terms": {"field": "rule.name", "size": 1}},
+        "detections": {"sum": {"field": COUNT_FIELD}},
+        "suppressed": {
+            "filter": {"exists": {"field": EXCEPTION_FIELD}},
+            "aggs": {"exceptions": {"terms": {"field": EXCEPTION_FIELD, "size": MAX_EXCEPTIONS}}},
+        },
+        **distinct,
+        "first_seen": {"min": {"field": "@timestamp"}},
+        "last_timestamp": {"max": {"field": "@timestamp"}},
+        "last_seen": {"max": {"field": LAST_SEEN_FIELD}},
+        "per_day": {
+            "date_histogram": {
+                "field": "@timestamp",
+                "calendar_interval": "1d",
+                "min_doc_count": 1,
+                "format": "yyyy-MM-dd",
+            }
+        },
+        "top_identities": {"terms": {"field": IDENTITY_FIELD, "size": TOP_IDENTITIES}},
+    }
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": filters}},
+        "aggs": {
+            "rules": {
+                "terms": {"field": "rule.id", "size": MAX_RULES, "order": [{"shadow": "desc"}, {"_key": "asc"}]},
+                "aggs": {
+                    "shadow": {"filter": {"term": {"_index": shadow_index}}, "aggs": shadow_aggs},
+                    "queue": {"filter": {"term": {"_index": alerts_index}}},
+                },
+            }
+        },
+    }
+
+
+def shadow_stats(response: dict[str, Any], since_seconds: int | None) -> list[ShadowRuleStats]:
+    """:class:`ShadowRuleStats` per rule with shadow alerts, most first, from the response to
+    :func:`shadow_request`; rules with queue alerts only are left out."""
+    result = []
+    for bucket in response.get("aggregations", {}).get("rules", {}).get("buckets", []):
+        shadow = bucket.get("shadow", {})
+        alerts = int(shadow.get("doc_count", 0))
+        if not alerts:
+            continue
+        suppressed = shadow.get("suppressed", {})
+        exceptions = suppressed.get("exceptions", {})
+        names = shadow.get("name", {}).get("buckets", [])
+        last = [_epoch(shadow.get(name, {})) for name in ("last_timestamp", "last_seen")]
+        known_last = [time for time in last if time is not None]
+        first = _epoch(shadow.get("first_seen", {}))
+        distinct = {name: int(shadow.get(name, {}).get("value") or 0) for name in DISTINCT_FIELDS}
+        result.append(
+            ShadowRuleStats(
+                rule_id=str(bucket["key"]),
+                rule_name=str(names[0]["key"]) if names else "",
+                shadow_alerts=alerts,
+                detections=int(shadow.get("detections", {}).get("value") or 0),
+                in_test=alerts - int(suppressed.get("doc_count", 0)),
+                suppressed=int(suppressed.get("doc_count", 0)),
+                exceptions={str(b["key"]): int(b["doc_count"]) for b in exceptions.get("buckets", [])},
+                other_exceptions=int(exceptions.get("sum_other_doc_count", 0)),
+                identities=distinct["identities"],
+                users=distinct["users"],
+                api_keys=distinct["api_keys"],
+                source_ips=distinct["source_ips"],
+                related_users=distinct["related_users"],
+                first_seen=None if first is None else iso_time(first),
+                last_seen=iso_time(max(known_last)) if known_last else None,
+                per_day={_day(b): int(b["doc_count"]) for b in shadow.get("per_day", {}).get("buckets", [])},
+                top_identities=[
+                    (str(b["key"]), int(b["doc_count"])) for b in shadow.get("top_identities", {}).get("buckets", [])
+                ],
+                queue_alerts=int(bucket.get("queue", {}).get("doc_count", 0)),
+                period_days=None if since_seconds is None else since_seconds / 86400,
+            )
+        )
+    return result
+
+
+def _epoch(metric: dict[str, Any]) -> float | None:
+    """Epoch seconds of a min / max aggregation on a date (milliseconds; None when no alert had the field)."""
+    value = metric.get("value")
+    return None if value is None else float(value) / 1000
+
+
+def _day(bucket: dict[str, Any]) -> str:
+    """The UTC day of a daily histogram bucket: its ``key_as_string``, else from its key (epoch milliseconds)."""
+    return str(bucket.get("key_as_string") or iso_time(float(bucket["key"]) / 1000)[:10])
 
 
 # -- Elasticsearch --------------------------------------------------------------------------------------------------

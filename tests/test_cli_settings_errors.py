@@ -27,6 +27,7 @@ def commands(tmp_path: Path) -> list[list[str]]:
         ["alerts", "list"],
         ["rules", "list"],
         ["rules", "stats"],
+        ["rules", "shadow"],
     ]
 
 
@@ -35,7 +36,7 @@ def run(arguments: list[str], env: dict[str, str]) -> tuple[int, str, BaseExcept
     return result.exit_code, result.stderr, result.exception
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_a_missing_settings_file_is_one_line_and_exit_2(index: int, tmp_path: Path) -> None:
     arguments = commands(tmp_path)[index]
     absent = tmp_path / "absent.yml"
