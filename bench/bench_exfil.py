@@ -222,13 +222,13 @@ def throughput(count: int, batch: int = 100, repeats: int = 3) -> dict[str, floa
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quality", action="store_true", help="recall / false-positive rate on the fixtures")
     parser.add_argument("--background", action="store_true", help="alert rate on the bench.corpora texts")
     parser.add_argument("--split", default="test", choices=("test", "train", "all"))
     parser.add_argument("--events", type=int, default=5000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quality:
         print_quality(args.split)
     elif args.background:

@@ -37,8 +37,9 @@ class Batch:
     """``take_events`` of a Faust stream that holds one batch."""
 
     def __init__(self, values: list[bytes]) -> None:
+        now = time.time()  # the Kafka timestamp: produced just now, as in a live stream
         self.records = [
-            SimpleNamespace(message=SimpleNamespace(topic="raw", partition=0, offset=n, value=value))
+            SimpleNamespace(message=SimpleNamespace(topic="raw", partition=0, offset=n, value=value, timestamp=now))
             for n, value in enumerate(values)
         ]
 
@@ -85,10 +86,10 @@ async def measure(messages: int) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5)
-    print(json.dumps(asyncio.run(measure(parser.parse_args().messages)), indent=2))
+    print(json.dumps(asyncio.run(measure(parser.parse_args(argv).messages)), indent=2))
 
 
 if __name__ == "__main__":

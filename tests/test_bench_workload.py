@@ -78,12 +78,13 @@ def test_target_verdicts_follow_the_figures() -> None:
 
 @pytest.mark.slow
 def test_quick_suite_writes_a_report_of_the_expected_shape(tmp_path: Path) -> None:
-    """A smoke run of every in-process part (e2e needs services): structure only, never timings."""
-    code = suite.main(["--quick", "--only", "engine,scaling,memory,peer", "--out", str(tmp_path)])
+    """A smoke run of every in-process part (e2e needs services: tests/integration/test_bench_e2e.py): structure
+    only, never timings."""
+    code = suite.main(["--quick", "--only", "engine,signatures,scaling,memory,peer", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "latest.json").read_text())
     assert code == 0, {name: part.get("failed") for name, part in report["parts"].items()}
     parts = report["parts"]
-    assert set(parts) == {"engine", "scaling", "memory", "peer"}
+    assert set(parts) == {"engine", "signatures", "scaling", "memory", "peer"}
     engine = parts["engine"]
     assert {"normalise", "signatures", "exfil", "alerting+render"} <= set(engine["throughput"]["tiers"])
     for numbers in engine["latency"]["tiers"].values():
@@ -98,6 +99,9 @@ def test_quick_suite_writes_a_report_of_the_expected_shape(tmp_path: Path) -> No
     assert memory["engine_rss_mb"] > memory["interpreter_rss_mb"] > 0
     assert memory["state_json_bytes"] == sum(memory["state_json_bytes_by_part"].values()) > 0
     assert parts["peer"]["python_re_loop"]["texts"] == parts["peer"]["texts"] > 0
+    signatures = parts["signatures"]
+    assert signatures["events"] == 300 and signatures["workload"]["events"] == 200  # the quick sizes
+    assert {"engine", "python_re_loop", "pathological", "speedup_vs_python_re_mb_per_s"} <= set(signatures)
     table = (tmp_path / "latest.md").read_text()
     for heading in ("## Targets", "## Engine", "## Cost vs prompt length", "## Memory", "## Side by side"):
         assert heading in table

