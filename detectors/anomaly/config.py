@@ -67,7 +67,12 @@ class AnomalyConfig(BaseModel):
     )
 
     # scraping / extraction: low and slow
-    slow_min_hours: float = Field(2.0, gt=0, description="Hours of continuous activity before slow rules apply.")
+    slow_min_hours: float = Field(
+        2.0, gt=0, description="Hours of activity in one run (active windows, short gaps bridged) before slow rules."
+    )
+    slow_max_gap_windows: int = Field(
+        2, ge=0, description="Empty windows a run survives (slow averages decay across them); more end it."
+    )
     slow_max_interarrival_cv: float = Field(0.5, gt=0, description="Inter-arrival coefficient of variation: bot.")
     slow_min_template_reuse: float = Field(0.5, ge=0, le=1)
     slow_min_enumeration: float = Field(0.3, ge=0, le=1)

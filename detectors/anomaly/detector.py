@@ -346,13 +346,7 @@ class AnomalyDetector(Detector):
         assert window is not None
         entity.window = None
         features = window.features(config.template_hamming)
-        consecutive = entity.last_window is not None and window.start - entity.last_window <= config.window_seconds
-        entity.streak = entity.streak + 1 if consecutive else 1
-        alpha = 2.0 / (config.long_span_windows + 1.0)
-        for index, name in enumerate(LONG_SIGNALS):
-            value = features[name]
-            entity.long[index] = entity.long[index] + alpha * (value - entity.long[index]) if consecutive else value
-        entity.last_window = window.start
+        self._continue_run(entity, window.start, features)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
         own = max(0.0, max(z_scores.values(), default=0.0))
@@ -398,6 +392,27 @@ class AnomalyDetector(Detector):
         if not detections:
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
+
+    def _continue_run(self, entity: _Entity, start: float, features: dict[str, float]) -> None:
+        """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
+
+        A run survives up to ``slow_max_gap_windows`` empty windows: a scraper resting 20 minutes every 100 stays
+        one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour as one
+        without; across a gap the slow averages age as if each empty window had been a step of the EWMA
+        (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight). A longer gap starts a new run."""
+        config = self.config
+        last = entity.last_window
+        gap = None if last is None else round((start - last) / config.window_seconds) - 1  # empty windows between
+        if gap is not None and gap <= config.slow_max_gap_windows:
+            entity.streak += 1
+            alpha = 2.0 / (config.long_span_windows + 1.0)
+            weight = alpha * sum((1.0 - alpha) ** k for k in range(gap + 1))  # 1 - (1 - alpha) ** (gap + 1)
+            for index, name in enumerate(LONG_SIGNALS):
+                entity.long[index] += weight * (features[name] - entity.long[index])
+        else:
+            entity.streak = 1
+            entity.long = array("d", (features[name] for name in LONG_SIGNALS))
+        entity.last_window = start
 
     def _rules(
         self,
@@ -448,7 +463,7 @@ class AnomalyDetector(Detector):
                 )
             )
         long = dict(zip(LONG_SIGNALS, entity.long, strict=True))
-        hours = entity.streak * config.window_seconds / 3600.0
+        hours = entity.streak * config.window_seconds / 3600.0  # active windows of the run, short gaps not counted
         if (
             hours >= config.slow_min_hours
             and long["interarrival_cv"] <= config.slow_max_interarrival_cv
@@ -459,7 +474,7 @@ class AnomalyDetector(Detector):
             found.append(
                 (
                     rules.SCRAPING_SLOW,
-                    f"{key} has sent machine-regular requests on one prompt template for {hours:.1f} h "
+                    f"{key} has sent machine-regular requests on one prompt template for {hours:.1f} h of activity "
                     f"({long['enumeration_rate']:.0%} enumeration steps)",
                 )
             )
