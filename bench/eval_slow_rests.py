@@ -89,12 +89,12 @@ def table(rests: Sequence[float], seeds: Sequence[int], config: AnomalyConfig) -
     return "\n".join(rows)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rests", default="0,10,20,25,30,35,40", help="Rest lengths, minutes per 100.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (each at 10 offsets).")
     parser.add_argument("--config", default="{}", help="AnomalyConfig overrides as JSON.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     config = AnomalyConfig(**json.loads(args.config))
     rests = [float(r) for r in args.rests.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -75,6 +75,25 @@ def last_json(out: str) -> Any:
 # ------------------------------------------------------------------------------------------------ checks
 
 
+def check_system_messages(out: str, _: Path) -> None:
+    timings = re.findall(r"^signature tier, option (off|on): ([\d.]+) ms for (\d+) events$", out, re.MULTILINE)
+    assert [option for option, _, _ in timings] == ["off", "on"] and all(int(n) > 0 for _, _, n in timings), out
+    apps = re.findall(r"^  (\w+) +([\d.]+)  alerts at system threshold: (True|False)", out, re.MULTILINE)
+    assert {name for name, _, _ in apps} == {"support", "coding", "analytics"}, out
+    shares = re.findall(
+        r"^  (\w+) +n= *(\d+)  system threshold ([\d.]+)  prompt threshold ([\d.]+)$", out, re.MULTILINE
+    )
+    assert {"prompt_injection", "jailbreak_persona"} <= {family for family, *_ in shares}, out
+    assert all(0 <= float(system) <= float(prompt) <= 1 for _, _, system, prompt in shares), "stricter as system"
+
+
+def check_slow_rests(out: str, _: Path) -> None:
+    rows = re.findall(r"^\| (\d+) \| (\d+)% \| (\d+)/(\d+) \| ([\d.]+|-) \| ([\d.]+|-) \|$", out, re.MULTILINE)
+    assert [row[0] for row in rows] == ["0", "20"], out
+    assert all(int(alerted) <= int(placements) == 10 for _, _, alerted, placements, _, _ in rows)
+    assert int(rows[0][1]) == 100 and 0 < int(rows[1][1]) < 100, "a rest costs the scraper some of its requests"
+
+
 def check_state_caps(out: str, _: Path) -> None:
     report = json.loads(out)
     units = {"chains": "session", "correlation": "group", "campaigns": "template"}
@@ -331,6 +350,8 @@ BENCHES = [
     Bench("bench.eval_rules", ("--split", "test", "--out", "{tmp}/rules.json", "--markdown", "{tmp}/rules.md"),
           check_eval_rules, corpus=True),
     Bench("bench.compare_classifiers", (str(MODELS),), check_compare_classifiers, corpus=True),
+    Bench("bench.eval_slow_rests", ("--rests", "0,20", "--seeds", "0"), check_slow_rests),
+    Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
 ]  # fmt: skip
 SLOW_BENCHES = [
     Bench("bench.train_classifier", ("--cache-dir", "{tiny_corpus}", "--cv-only",
@@ -436,3 +457,21 @@ def test_slow_bench_runs_at_a_tiny_size(
 
         monkeypatch.setattr(bench_replay, "CACHE", tmp_path / "replay")  # simulated afresh, not read from .cache
     bench.check(run_bench(bench, request, tmp_path, capsys), tmp_path)
+
+
+# Benches run by another test (the module docstring says which), or needing the services: the test below makes a
+# new bench join this file, or that list, so that none is left unrun.
+RUN_ELSEWHERE = {
+    "bench.__main__", "bench.bench_engine", "bench.bench_scaling", "bench.bench_memory", "bench.bench_peer",
+    "bench.bench_e2e", "bench.corpora",
+}  # fmt: skip
+
+
+def test_every_bench_with_a_main_is_run_somewhere() -> None:
+    modules = {
+        f"bench.{path.stem}"
+        for path in (ROOT / "bench").glob("*.py")
+        if re.search(r"^def main\(", path.read_text(encoding="utf-8"), re.MULTILINE)
+    }
+    covered = {bench.module for bench in BENCHES + SLOW_BENCHES} | RUN_ELSEWHERE
+    assert modules - covered == set(), "add these benches to BENCHES / SLOW_BENCHES at a tiny size"
