@@ -162,6 +162,39 @@ def test_late_events_are_marked_not_counted() -> None:
     assert "abusewatch.identity.window_requests" not in findings[0].fields
 
 
+def test_an_event_of_the_window_before_arriving_within_the_lateness_is_counted() -> None:
+    """The entity's next window has begun, but the watermark has not passed the previous window's end yet: an event
+    of that window arriving now (another gateway's log, a slower shipper) still counts in it, not as late."""
+    detector = AnomalyDetector(AnomalyConfig(allowed_lateness_seconds=60))
+    run(detector, [chat(1, 10_150.0), chat(2, 10_190.0), chat(3, 10_205.0)], 10)  # windows of 600 s: 9,600-10,200, ...
+    findings = [Findings()]
+    detector.detect([chat(4, 10_199.0)], findings)
+    assert "abusewatch.identity.late" not in findings[0].fields
+    assert findings[0].fields["abusewatch.identity.window_requests"] == 3, "counted in its own window, 10,200 s"
+    assert detector.state()["entities"]["user:u1"]["pending"] is not None, "held open until the watermark passes"
+    assert detector.detect([chat(5, 10_270.0)], [Findings()]) == []  # the watermark passes 10,200: closed
+    assert detector.state()["entities"]["user:u1"]["pending"] is None
+
+
+def test_arrival_order_within_the_lateness_does_not_change_what_is_detected() -> None:
+    """60 requests in a window and one more in the next: with the boundary's neighbours swapped the window still
+    holds all 60 and the enumeration burst is found the same way."""
+    config = AnomalyConfig(peer_warmup_windows=0, allowed_lateness_seconds=60)
+    ordered = [chat(i, 12_000.0 + 540 + i) for i in range(60)] + [chat(60, 12_600.0 + 5)]
+    swapped = [*ordered[:-2], ordered[-1], ordered[-2]]  # the 60th arrives after the next window's first
+    results = []
+    for events in (ordered, swapped):
+        detector = AnomalyDetector(config)
+        detections, findings = run(detector, events, 1)
+        detections += detector.flush()
+        assert not any(found.fields.get("abusewatch.identity.late") for found in findings)
+        results.append(
+            sorted((d.rule.id, d.identity.key(), d.explanation.get("template_requests")) for d in detections)
+        )
+    assert results[0] == results[1]
+    assert ("abusewatch-anomaly-scraping-enumeration", "user:u1", 60.0) in results[0]
+
+
 def test_runs_inside_the_pipeline_and_renders_alert_documents() -> None:
     events = [chat(i, 1_000_000.0 + i * 0.5) for i in range(2000)]
     pipeline = Pipeline(

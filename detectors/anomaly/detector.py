@@ -67,6 +67,7 @@ class _Entity:
         "last_ts",
         "last_window",
         "long",
+        "pending",
         "previous",
         "sole",
         "streak",
@@ -76,6 +77,9 @@ class _Entity:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.window: WindowAccumulator | None = None
+        # the window before ``window``, left open until the watermark passes its end: the entity moved on, but its
+        # events for that window may still arrive within the allowed lateness (order within it does not matter)
+        self.pending: WindowAccumulator | None = None
         self.baseline = Baseline()
         self.long = array("d", bytes(8 * len(LONG_SIGNALS)))
         self.streak = 0  # consecutive active windows
@@ -94,6 +98,7 @@ class _Entity:
         return {
             "identity": msgspec.to_builtins(self.identity),
             "window": self.window.dump() if self.window else None,
+            "pending": self.pending.dump() if self.pending else None,
             "baseline": self.baseline.dump(),
             "long": list(self.long),
             "streak": self.streak,
@@ -110,6 +115,8 @@ class _Entity:
     def load(cls, data: dict[str, Any]) -> _Entity:
         entity = cls(msgspec.convert(data["identity"], Identity))
         entity.window = WindowAccumulator.load(data["window"]) if data["window"] else None
+        pending = data.get("pending")  # absent from checkpoints of earlier versions, which closed it at once
+        entity.pending = WindowAccumulator.load(pending) if pending else None
         entity.baseline = Baseline.load(data["baseline"])
         entity.long = array("d", [float(v) for v in data["long"]])
         entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
@@ -245,30 +252,42 @@ class AnomalyDetector(Detector):
                     self._forget_least_recent()
                 entity = self._entities[key] = _Entity(identity)
             if entity.window is not None and start > entity.window.start:
-                detections.extend(self._close(key, entity))
-            if entity.window is not None and start < entity.window.start:
-                if key == primary:
-                    found.fields["abusewatch.identity.late"] = True
-                continue
-            if entity.window is None:
-                entity.window = WindowAccumulator(start)
+                if entity.pending is not None:  # only when the lateness is a window or more: closed in order
+                    detections.extend(self._close(key, entity, entity.pending))
+                entity.pending, entity.window = entity.window, None  # closes when the watermark passes its end
+            window = entity.window
+            if window is not None and start < window.start:
+                if entity.pending is None or start != entity.pending.start:
+                    if key == primary:
+                        found.fields["abusewatch.identity.late"] = True
+                    continue
+                window = entity.pending  # a late event of the window before, within the allowed lateness
+            if window is None:
+                window = entity.window = WindowAccumulator(start)
                 self._register_open(key, start + width)
             entity.identity = identity
-            enumeration = shape is not None and is_enumeration_step(entity.previous, shape)
-            entity.window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
-            if shape is not None:
-                entity.previous = shape
+            if window is entity.pending:  # no step from, or gap to, a later prompt: counted, not sequenced
+                window.add(signals, enumeration=False, previous_ts=None, limits=self._limits)
+                enumeration = False
+            else:
+                enumeration = shape is not None and is_enumeration_step(entity.previous, shape)
+                window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
+                if shape is not None:
+                    entity.previous = shape
             entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
             if key == primary:
-                self._annotate(found, entity, shape, enumeration, config.min_template_chars)
+                self._annotate(found, entity, window, shape, enumeration, config.min_template_chars)
         return detections
 
     @staticmethod
     def _annotate(
-        found: Findings, entity: _Entity, shape: PromptShape | None, enumeration: bool, min_template_chars: int
+        found: Findings,
+        entity: _Entity,
+        window: WindowAccumulator,
+        shape: PromptShape | None,
+        enumeration: bool,
+        min_template_chars: int,
     ) -> None:
-        window = entity.window
-        assert window is not None
         found.fields["gen_ai.security.anomaly_score"] = round(entity.last_score, 4)
         found.fields["abusewatch.identity.window_requests"] = window.requests
         found.fields["abusewatch.identity.window_tokens"] = window.input_tokens + window.output_tokens
@@ -312,9 +331,11 @@ class AnomalyDetector(Detector):
             end = heapq.heappop(self._ends)
             for key in self._open.pop(end):
                 entity = self._entities.get(key)
-                window = entity.window if entity is not None else None
-                if entity is not None and window is not None and window.start + self.config.window_seconds == end:
-                    detections.extend(self._close(key, entity))
+                if entity is None:
+                    continue
+                for window in (entity.pending, entity.window):  # the older first
+                    if window is not None and window.start + self.config.window_seconds == end:
+                        detections.extend(self._close(key, entity, window))
         width = self.config.window_seconds
         closed = math.floor(watermark / width) * width if math.isfinite(watermark) else watermark
         self._closed_through = max(self._closed_through, closed)
@@ -326,7 +347,11 @@ class AnomalyDetector(Detector):
         """Forget entities idle for ``idle_ttl_seconds``, so memory follows the active population."""
         self._last_eviction = watermark
         horizon = watermark - self.config.idle_ttl_seconds
-        stale = [k for k, e in self._entities.items() if e.window is None and (e.last_ts or 0.0) < horizon]
+        stale = [
+            k
+            for k, e in self._entities.items()
+            if e.window is None and e.pending is None and (e.last_ts or 0.0) < horizon
+        ]
         for key in stale:
             del self._entities[key]
 
@@ -340,11 +365,13 @@ class AnomalyDetector(Detector):
             del self._entities[key]
         log.warning("anomaly: max_entities reached; forgot the %d entities seen least recently", count)
 
-    def _close(self, key: str, entity: _Entity) -> list[Detection]:
+    def _close(self, key: str, entity: _Entity, window: WindowAccumulator) -> list[Detection]:
+        """Score and learn ``window``, the entity's pending or current window, and forget it."""
         config = self.config
-        window = entity.window
-        assert window is not None
-        entity.window = None
+        if window is entity.pending:
+            entity.pending = None
+        else:
+            entity.window = None
         features = window.features(config.template_hamming)
         self._continue_run(entity, window.start, features)
         z_scores = entity.baseline.z_scores(features)
