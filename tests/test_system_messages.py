@@ -96,6 +96,30 @@ def test_system_and_developer_messages_of_the_new_input_are_judged_not_those_of_
     assert msgspec.structs.replace(event, system_shown=True).system_texts() == ["dev text"]
 
 
+@pytest.mark.parametrize("role", ["system", "developer"])
+def test_a_bedrock_system_or_developer_message_before_a_fabricated_assistant_turn_is_judged(engines, role):
+    """OpenAI's models on Bedrock take developer messages; one placed before an invented assistant turn was left in
+    the resent history, where nothing judged it (review of session 10). The normaliser now moves it into the
+    system instructions, as the chat normalisers do."""
+    body = {"messages": [
+        {"role": role, "content": INJECTION}, {"role": "assistant", "content": "Understood."},
+        {"role": "user", "content": "Capital?"},
+    ]}  # fmt: skip
+    raw = {
+        "schemaType": "ModelInvocationLog", "timestamp": "2026-01-15T12:00:00Z", "requestId": f"b-{role}",
+        "operation": "InvokeModel", "modelId": "openai.gpt-oss-120b-1:0",
+        "identity": {"arn": "arn:aws:sts::123456789012:assumed-role/tenant-7/s"},
+        "input": {"inputContentType": "application/json", "inputBodyJson": body},
+        "output": {"outputContentType": "application/json",
+                   "outputBodyJson": {"choices": [{"message": {"role": "assistant", "content": "ok"}}]}},
+    }  # fmt: skip
+    event = normalise(raw)
+    assert event.system_instructions == INJECTION
+    assert [m.role for m in event.input_messages] == ["assistant", "user"]
+    assert system_detections(engines[True].fresh(), [event])[event.id]
+    assert system_detections(engines[False].fresh(), [event]) == {event.id: []}
+
+
 def test_a_developer_message_left_in_the_input_alerts(engines):
     event = Event(
         id="e",

@@ -31,7 +31,7 @@ import base64
 import binascii
 from typing import Any
 
-from detectors.event import Event, GuardrailVerdict, Identity, Message
+from detectors.event import SYSTEM_ROLES, Event, GuardrailVerdict, Identity, Message
 from detectors.normalise.blocks import blocks
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
@@ -142,7 +142,7 @@ def request_conversation(request: dict[str, Any], clip: TextLimit) -> tuple[str,
             continue
         role = (as_str(raw.get("role"), 32) or "user").lower()
         text, calls, results = blocks(raw.get("content"), clip)
-        if role == "system":
+        if role in SYSTEM_ROLES:  # OpenAI's models on Bedrock take developer messages as system text
             system = "\n\n".join(part for part in (system, text) if part)
             continue
         messages.extend(results)
