@@ -52,7 +52,6 @@ SLOT_CHARS = "abusewatch.identity.slot_chars"
 MAX_MEMBER_IDENTITIES = 8  # distinct identities kept per member; one more is recorded as UNKNOWN (fail closed)
 UNKNOWN = Identity()  # an identity not known (not kept, or from an older checkpoint): it matches no condition
 RELIABLE_DISTINCT = 4 * SLOT_BITS  # a linear-counting map counts to about four times its bits (~11 % error)
-MAX_CONTEXT_TOKENS = 1e9  # a candidate's context tokens are clamped to this (the stage trusts no number blindly)
 
 
 class CampaignCandidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,7 +167,7 @@ class _Window:
     """Who used one template signature in one window (bounded), and what all their requests put in it."""
 
     __slots__ = (
-        "context",
+        "bare",
         "event_ids",
         "identities",
         "ips",
@@ -178,7 +177,6 @@ class _Window:
         "overflowed",
         "profiled",
         "requests",
-        "slot_chars",
         "values",
     )
 
@@ -190,46 +188,50 @@ class _Window:
         self.keys: list[str] = []  # distinct API keys (bounded like ``ips``)
         self.event_ids: list[tuple[float, str]] = []  # the earliest, whatever order they arrived in
         self.last_ts = 0.0
-        # every request on the template, a member's or not; those whose slot values are known (``profiled``),
-        # their distinct-value map (linear counting, as the anomaly tier's), context tokens and slot characters
+        # every request on the template, a member's or not; those whose slot values are known (``profiled``); of
+        # those, the ones that bring no payload of their own (``bare``), and the distinct-value map of the bare ones
+        # (linear counting, as the anomaly tier's)
         self.requests = 0
         self.profiled = 0
+        self.bare = 0
         self.values = 0
-        self.context = 0.0
-        self.slot_chars = 0
 
     def totals(self) -> list[Any]:
         """What :meth:`add_request` counted, for a checkpoint (a list: there may be 50,000 windows in one)."""
-        return [self.requests, self.profiled, f"{self.values:x}", self.context, self.slot_chars, self.keys]
+        return [self.requests, self.profiled, self.bare, f"{self.values:x}", self.keys]
 
     def load_totals(self, totals: list[Any]) -> None:
         """Restore :meth:`totals`; empty (an older checkpoint), the requests are the members' and none profiled."""
         if not totals:
             self.requests = sum(self.members.values())
             return
-        requests, profiled, values, context, slot_chars, keys = totals
-        self.requests, self.profiled, self.values = int(requests), int(profiled), int(values, 16)
-        self.context, self.slot_chars, self.keys = float(context), int(slot_chars), [str(key) for key in keys]
+        requests, profiled, bare, values, keys = totals
+        self.requests, self.profiled, self.bare = int(requests), int(profiled), int(bare)
+        self.values, self.keys = int(values, 16), [str(key) for key in keys]
 
-    def add_request(self, candidate: CampaignCandidate, bound: int) -> None:
-        """Count a request on the template, whoever sent it (so also past the member bound)."""
+    def add_request(self, candidate: CampaignCandidate, config: AnomalyConfig) -> None:
+        """Count a request on the template, whoever sent it (so also past the member bound). It is *bare* when it
+        brings no payload of its own: context and slot text within the enumeration rule's limits (a NaN is not)."""
         self.requests += 1
         key = candidate.identity.api_key_hash
-        if key and key not in self.keys and len(self.keys) < bound:
+        if key and key not in self.keys and len(self.keys) < config.campaign_max_identities:
             self.keys.append(key)
-        if candidate.value_bucket >= 0:
-            self.profiled += 1
+        if candidate.value_bucket < 0:
+            return
+        self.profiled += 1
+        if (
+            candidate.context_tokens <= config.enumeration_max_context_tokens
+            and candidate.slot_chars <= config.enumeration_max_slot_chars
+        ):
+            self.bare += 1
             self.values |= 1 << (candidate.value_bucket % SLOT_BITS)
-            tokens = candidate.context_tokens
-            self.context += tokens if 0.0 <= tokens <= MAX_CONTEXT_TOKENS else 0.0 if tokens < 0 else MAX_CONTEXT_TOKENS
-            self.slot_chars += max(candidate.slot_chars, 0)
 
     def distinct_share(self) -> float:
-        """Distinct slot values per profiled request; past :data:`RELIABLE_DISTINCT` requests, per that many (the
+        """Distinct slot values per bare request; past :data:`RELIABLE_DISTINCT` requests, per that many (the
         map saturates at about 1,400 values, so a big campaign would otherwise look repetitive)."""
-        if not self.profiled:
+        if not self.bare:
             return 0.0
-        return min(1.0, distinct_estimate(self.values) / min(self.profiled, RELIABLE_DISTINCT))
+        return min(1.0, distinct_estimate(self.values) / min(self.bare, RELIABLE_DISTINCT))
 
 
 def _window_rows(windows: dict[float, dict[str, _Window]]) -> list[list[Any]]:
@@ -297,6 +299,9 @@ class CampaignDetector:
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
         # windows closed without a campaign in the last ``campaign_rejudge_seconds``: late candidates may complete one
         self._closed: dict[float, dict[str, _Window]] = {}
+        self._closed_members = 0  # members of those windows, in all: what their memory is bounded by
+        self._alerted: dict[float, set[str]] = {}  # the signatures that alerted, per kept window start: never again
+        self._late: set[tuple[float, str]] = set()  # kept windows late candidates joined, to judge again
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._identities: dict[str, dict[str, list[Identity]]] = {}  # the same members -> identities seen
         self._overflowed: dict[str, float] = {}  # signature -> last window a member was turned away at the cap
@@ -322,7 +327,6 @@ class CampaignDetector:
         detections: list[Campaign] = []
         width = self.config.window_seconds
         now = self.clock()
-        late: set[tuple[float, str]] = set()  # closed windows that late candidates joined
         for candidate in sorted(candidates, key=lambda c: c.timestamp):
             if not math.isfinite(candidate.timestamp) or candidate.seen_key in self._seen:
                 continue
@@ -333,12 +337,12 @@ class CampaignDetector:
             if start + width > self._watermark:
                 self._add(start, candidate)
             elif self._add_late(start, candidate):
-                late.add((start, candidate.signature))
+                self._late.add((start, candidate.signature))
             source = candidate.source
             self._sources[source] = max(self._sources.get(source, -math.inf), candidate.timestamp)
             self._heard[source] = now
             detections.extend(self._advance(self._slowest(now) - self.config.allowed_lateness_seconds))
-        return detections + self._rejudge(late)
+        return detections + self._rejudge(self._late)
 
     def _slowest(self, now: float) -> float:
         """The newest event time of the slowest source still heard from (of every source when all are quiet).
@@ -378,6 +382,7 @@ class CampaignDetector:
             ],
             "windows": _window_rows(self._windows),
             "closed": _window_rows(self._closed),
+            "alerted": [[start, sorted(signatures)] for start, signatures in self._alerted.items()],
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -399,6 +404,8 @@ class CampaignDetector:
         self._overflowed = {s: float(start) for s, start in state.get("overflowed", {}).items()}
         self._windows = _windows_from_rows(state["windows"])
         self._closed = _windows_from_rows(state.get("closed", []))  # absent from older checkpoints
+        self._closed_members = sum(len(w.members) for windows in self._closed.values() for w in windows.values())
+        self._alerted = {float(start): set(map(str, signatures)) for start, signatures in state.get("alerted", [])}
         self._forgotten = {  # absent from older checkpoints
             float(start): None if forgotten is None else dict.fromkeys(map(str, forgotten))
             for start, forgotten in state.get("forgotten", [])
@@ -432,20 +439,23 @@ class CampaignDetector:
         """Count a candidate of a window closed without a campaign, if it is still kept (and there is room for a
         signature it did not hold); whether it was counted."""
         windows = self._closed.get(start)
-        if windows is None:
+        if windows is None or candidate.signature in self._alerted.get(start, ()):
             return False
         window = windows.get(candidate.signature)
+        joining = window is None or candidate.identity.key() not in window.members
+        if joining and self._closed_members >= self.config.campaign_rejudge_max_members:
+            return False  # at the bound, only members already kept are counted
         if window is None:
-            if sum(map(len, self._closed.values())) >= self.config.campaign_rejudge_max_windows:
-                return False
             window = windows[candidate.signature] = _Window()
             window.overflowed = True  # it may have had a request that was not kept (one-off): fail closed
+        before = len(window.members)
         self._count(window, candidate)
+        self._closed_members += len(window.members) - before
         return True
 
     def _count(self, window: _Window, candidate: CampaignCandidate) -> None:
         config = self.config
-        window.add_request(candidate, config.campaign_max_identities)
+        window.add_request(candidate, config)
         member = candidate.identity.key()
         if member not in window.members:
             if len(window.members) >= config.campaign_max_identities:
@@ -502,8 +512,11 @@ class CampaignDetector:
             self._singles.pop(start, None)
             self._forgotten.pop(start, None)
             self._refusal_logged.discard(start)
-        for start in [s for s in self._closed if s + width + self.config.campaign_rejudge_seconds <= watermark]:
-            del self._closed[start]
+        expired = {s for s in self._closed if s + width + self.config.campaign_rejudge_seconds <= watermark}
+        detections.extend(self._rejudge({late for late in self._late if late[0] in expired}))  # their last chance
+        for start in expired:
+            self._closed_members -= sum(len(window.members) for window in self._closed.pop(start).values())
+            self._alerted.pop(start, None)
         if math.isfinite(watermark) and watermark - self._last_eviction >= 3600.0:
             self._last_eviction = watermark
             horizon = watermark - self.config.campaign_memory_seconds
@@ -535,15 +548,10 @@ class CampaignDetector:
         if config.campaign_enumeration_status == "off" or len(window.members) < config.campaign_min_identities:
             return None
         busiest = max(window.members.values())
-        context = window.context / max(1, window.profiled)
-        slot_chars = window.slot_chars / max(1, window.profiled)
         distinct = window.distinct_share()
         if not (
-            window.profiled >= config.enumeration_min_requests
-            and window.requests - busiest >= config.enumeration_min_requests  # not one enumerator and a few others
+            window.bare - busiest >= config.enumeration_min_requests  # not one enumerator and a few others
             and distinct >= config.enumeration_min_distinct_share
-            and context <= config.enumeration_max_context_tokens
-            and slot_chars <= config.enumeration_max_slot_chars
         ):
             return None
         rule = rules.SCRAPING_CAMPAIGN_ENUMERATION
@@ -551,34 +559,38 @@ class CampaignDetector:
             rule = msgspec.structs.replace(rule, status="stable")
         opening = (
             f"{len(window.members)} identities through {len(window.keys)} API keys sent {window.requests} requests "
-            f"on one prompt template ({signature}), {distinct:.0%} of them with other values, "
-            f"{context:.0f} tokens of context each, at most {busiest} from one identity"
+            f"on one prompt template ({signature}), {window.bare} of them with no payload of their own, "
+            f"{distinct:.0%} of those with other values, at most {busiest} from one identity"
         )
         explanation = {
             "requests": float(window.requests),
+            "bare_requests": float(window.bare),
             "api_keys": float(len(window.keys)),
             "slot_distinct_share": round(distinct, 3),
-            "context_tokens": round(context, 3),
-            "slot_chars": round(slot_chars, 3),
             "busiest_identity_requests": float(busiest),
         }
         return rule, sorted(window.members), opening, explanation
 
     def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
         """The campaigns of a window closing. The windows without one that could still become one (not a single
-        request) are kept for ``campaign_rejudge_seconds``: the busiest first, ``campaign_rejudge_max_windows`` in
+        request) are kept for ``campaign_rejudge_seconds``: the busiest first, ``campaign_rejudge_max_members`` in
         all."""
-        detections, kept = [], []
+        detections, kept, alerted = [], [], set()
         for signature, window in by_signature.items():
             campaign = self._campaign(start, signature, window)
             if campaign is not None:
                 detections.append(campaign)
+                alerted.add(signature)
             elif not _single(window):
                 kept.append((signature, window))
-        room = self.config.campaign_rejudge_max_windows - sum(map(len, self._closed.values()))
-        if self.config.campaign_rejudge_seconds > 0 and kept and room > 0:
-            kept.sort(key=lambda item: (-item[1].requests, item[0]))
-            self._closed[start] = dict(kept[:room])
+        if self.config.campaign_rejudge_seconds > 0 and kept:
+            windows = self._closed[start] = {}
+            self._alerted[start] = alerted
+            for signature, window in sorted(kept, key=lambda item: (-item[1].requests, item[0])):
+                if self._closed_members + len(window.members) > self.config.campaign_rejudge_max_members:
+                    continue
+                windows[signature] = window
+                self._closed_members += len(window.members)
         return detections
 
     def _rejudge(self, late: set[tuple[float, str]]) -> list[Campaign]:
@@ -586,13 +598,16 @@ class CampaignDetector:
         complete is raised, once; its window is then let go."""
         detections = []
         for start, signature in sorted(late):
-            window = self._closed.get(start, {}).get(signature)  # gone if the watermark passed its re-judge time
+            self._late.discard((start, signature))
+            window = self._closed.get(start, {}).get(signature)
             if window is None:
                 continue
             campaign = self._campaign(start, signature, window, late=True)
             if campaign is not None:
                 detections.append(campaign)
                 del self._closed[start][signature]
+                self._closed_members -= len(window.members)
+                self._alerted.setdefault(start, set()).add(signature)
         return detections
 
     def _campaign(self, start: float, signature: str, window: _Window, late: bool = False) -> Campaign | None:
@@ -602,8 +617,14 @@ class CampaignDetector:
         if judged is None:
             return None
         rule, members, opening, explanation = judged
-        known = self._members.setdefault(signature, {})
-        identities = self._identities.setdefault(signature, {})
+        # A shadow rule's members join no campaign's memory: they would be named, and judged by exceptions, in the
+        # alerts of a stable rule on the same template (an app's customers in a bulk job's campaign alert).
+        remember = rule.status != "test"
+        known = self._members.setdefault(signature, {}) if remember else dict(self._members.get(signature, {}))
+        identities = (
+            self._identities.setdefault(signature, {}) if remember else dict(self._identities.get(signature, {}))
+        )
+        overflowed = signature in self._overflowed or window.overflowed
         taking_part = {}
         for member in members:
             merged = identities.get(member, [])
@@ -614,13 +635,12 @@ class CampaignDetector:
                 known[member] = start
                 identities[member] = merged
             else:  # not remembered, so later windows' alerts could not name it: they must not be suppressed
-                self._overflowed[signature] = start
-        if window.overflowed:
+                overflowed = True
+        if overflowed and remember:
             self._overflowed[signature] = start
         # every identity named, and every one that took part (more than named once the campaign is at its cap)
         named = {key: identities.get(key, [UNKNOWN]) for key in known}
         named.update(taking_part)
-        overflowed = signature in self._overflowed
         detection = Detection(
             rule=rule,
             event_ids=[event_id for _ts, event_id in window.event_ids],

@@ -142,9 +142,10 @@ def test_a_closed_window_is_judged_again_only_for_a_while_and_survives_a_checkpo
     assert detector.detect(late) == [], "past campaign_rejudge_seconds the closed window is gone"
 
 
-def test_closed_windows_kept_for_re_judging_are_bounded() -> None:
-    """At most ``campaign_rejudge_max_windows`` closed windows are kept in all, the busiest first; one-offs never."""
-    detector = CampaignDetector(AnomalyConfig(campaign_rejudge_max_windows=3))
+def test_closed_windows_kept_for_re_judging_are_bounded_by_their_members() -> None:
+    """At most ``campaign_rejudge_max_members`` members in all the closed windows kept, the busiest windows first;
+    windows of one request never (a window of 200 members costs about 100 KiB: a bound on windows would not do)."""
+    detector = CampaignDetector(AnomalyConfig(campaign_rejudge_max_members=6))
     candidates = []
     for window in range(3):  # two signatures of two identities in each of three windows, and a one-off
         for number, (signature, requests) in enumerate([("aa", 2), ("bb", 3), ("cc", 1)]):
@@ -334,6 +335,68 @@ def test_hostile_numbers_on_a_candidate_do_not_break_the_stage() -> None:
     assert judged(odd) == [], "NaN context counts as a payload, not as none"
     huge = [replace(c, value_bucket=2**62 + c.value_bucket) for c in spread(40, 80)]
     assert [d.rule.id for d in judged(huge)] == [ENUMERATION_RULE], "a bucket is taken modulo the map's bits"
+
+
+def test_a_campaign_raised_at_close_is_not_raised_again_by_late_members() -> None:
+    """Review of session 10: a stalled partition's members of a window that alerted at close made a fresh window of
+    its signature and raised it a second time."""
+    clock = [0.0]
+    detector = CampaignDetector(idle_seconds=60.0, clock=lambda: clock[0])
+    live = [replace(c, source=0) for c in burst(5, 3)]
+    live += [replace(candidate(200 + k, 50 + k, "bbbb"), event_id=f"b{k}") for k in range(2)]  # kept at close
+    stalled_source = [replace(candidate(300, 100), event_id="s", source=1)]
+    assert detector.detect(stalled_source + live) == []
+    clock[0] = 61.0
+    at_close = detector.detect([replace(closing()[0], timestamp=START + 1900.0)])
+    assert [d.rule.id for d in at_close] == [CAMPAIGN_RULE]
+    late = [replace(candidate(400 + n, 100 + n % 5), event_id=f"late{n}", source=1) for n in range(15)]
+    assert detector.detect(late) == [], "raised once"
+    restored = CampaignDetector()
+    restored.load_state(msgspec.json.decode(msgspec.json.encode(detector.state())))
+    assert restored.detect([replace(c, event_id=f"again-{c.event_id}") for c in late]) == [], "also after a restart"
+
+
+def test_a_late_campaign_is_raised_whatever_the_batching() -> None:
+    """Review of session 10: late members, then candidates moving the watermark past the window's re-judge time, in
+    one batch lost the campaign that one message at a time raised."""
+
+    def run(split: bool) -> list[str]:
+        detector, late = stalled(AnomalyConfig(campaign_rejudge_seconds=1500))
+        onward = [
+            replace(closing()[0], event_id=f"o{source}", timestamp=START + 2500.0, source=source) for source in (0, 1)
+        ]
+        found = detector.detect(late) + detector.detect(onward) if split else detector.detect(late + onward)
+        return [d.rule.id for d in found]
+
+    assert run(split=True) == run(split=False) == [CAMPAIGN_RULE]
+
+
+def test_a_shadow_rules_members_do_not_join_a_stable_campaigns_memory() -> None:
+    """Review of session 10: customers of an app (the enumeration rule, in shadow) were named in a later stable
+    campaign alert of the same template, which an exception for the bulk job then no longer suppressed."""
+    detector = CampaignDetector()
+    customers = [
+        replace(c, identity=Identity(api_key_hash="shop-app", user_id=f"cust-{n}"))
+        for n, c in enumerate(spread(80, 80))
+    ]
+    bulk = [replace(c, event_id=f"bulk{c.event_id}", timestamp=c.timestamp + 600) for c in burst(5, 3)]
+    found = detector.detect(customers + bulk) + detector.flush()
+    assert [d.rule.id for d in found] == [ENUMERATION_RULE, CAMPAIGN_RULE]
+    assert found[1].related_users == sorted(f"key:key-{i}" for i in range(5))
+
+
+def test_a_few_requests_with_a_payload_do_not_hide_the_bare_ones() -> None:
+    """Review of session 10: one request carrying a pasted document (or two with a huge number) pushed the window's
+    mean context or slot text over the limit and hid 80 bare requests; now the bare requests are counted."""
+    document = replace(candidate(900, 1), event_id="doc", value_bucket=3, context_tokens=20_000.0)
+    numbers = [replace(candidate(901 + n, 2), event_id=f"n{n}", value_bucket=4, slot_chars=2**63 - 1) for n in range(2)]
+    padded = [*spread(40, 80), document, *numbers]
+    detector = CampaignDetector()
+    found = detector.detect(padded)
+    msgspec.json.encode(detector.state())  # a huge value encodes: nothing is summed from it
+    found += detector.detect(closing())
+    assert [d.rule.id for d in found] == [ENUMERATION_RULE]
+    assert found[0].explanation["bare_requests"] == 80
 
 
 def test_the_totals_survive_a_checkpoint_and_an_older_one_still_loads() -> None:

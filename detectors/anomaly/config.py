@@ -102,8 +102,10 @@ class AnomalyConfig(BaseModel):
             "back from a stall) can still complete it; 0: never."
         ),
     )
-    campaign_rejudge_max_windows: int = Field(
-        10_000, ge=0, description="Closed windows kept for re-judging, in all (the busiest first; one-offs never)."
+    campaign_rejudge_max_members: int = Field(
+        50_000,
+        ge=0,
+        description="Members of the closed windows kept for re-judging, in all (~0.5 KiB each; busiest windows first).",
     )
     campaign_enumeration_status: Literal["off", "test", "stable"] = Field(
         "test",
