@@ -87,6 +87,12 @@ def check_system_messages(out: str, _: Path) -> None:
     assert all(0 <= float(system) <= float(prompt) <= 1 for _, _, system, prompt in shares), "stricter as system"
 
 
+def check_cv_oppoint(out: str, _: Path) -> None:
+    assert "root-mean-square error per fold" in out and "random sets of sources" in out, out[-2000:]
+    shares = [float(share) for share in re.findall(r"(\d+(?:\.\d+)?) ?%", out)]
+    assert shares and all(0 <= share <= 100 for share in shares)
+
+
 def check_slow_rests(out: str, _: Path) -> None:
     rows = re.findall(r"^\| (\d+) \| (\d+)% \| (\d+)/(\d+) \| ([\d.]+|-) \| ([\d.]+|-) \|$", out, re.MULTILINE)
     assert [row[0] for row in rows] == ["0", "20"], out
@@ -357,6 +363,8 @@ SLOW_BENCHES = [
     Bench("bench.train_classifier", ("--cache-dir", "{tiny_corpus}", "--cv-only",
                                      *(arg for feature in SMALL_FEATURES for arg in ("--feature", feature))),
           check_cv_only, tiny_corpus=True),
+    Bench("bench.cv_oppoint", ("--cache-dir", "{tiny_corpus}", "--boot", "5", "--min-source-texts", "1"),
+          check_cv_oppoint, tiny_corpus=True),
     Bench("bench.cv_candidates", ("--vocab", "{vocab}", "--corpus-dir", "{tiny_corpus}", "--cache-dir", "{tmp}/cv",
                                   "--candidates", "wordpiece"), check_cv_candidates, tiny_corpus=True),
     Bench("bench.bench_reload", ("--runs", "1", "--partitions", "1"), check_reload),
