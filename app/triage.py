@@ -291,15 +291,20 @@ class RuleStats:
         }
 
 
-def stats_request(since_seconds: int | None) -> dict[str, Any]:
-    """Search body (no hits, only aggregations) for :func:`rule_stats`: per rule, alerts, triaged and verdicts."""
+def alert_filters(since_seconds: int | None) -> list[dict[str, Any]]:
+    """Alerts (``event.kind: alert``) newer than ``since_seconds`` when given: what every statistic starts from."""
     filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
     if since_seconds is not None:
         filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+    return filters
+
+
+def stats_request(since_seconds: int | None) -> dict[str, Any]:
+    """Search body (no hits, only aggregations) for :func:`rule_stats`: per rule, alerts, triaged and verdicts."""
     return {
         "size": 0,
         "track_total_hits": True,
-        "query": {"bool": {"filter": filters}},
+        "query": {"bool": {"filter": alert_filters(since_seconds)}},
         "aggs": {
             "rules": {
                 "terms": {"field": "rule.id", "size": MAX_RULES, "order": {"_count": "desc"}},
@@ -441,9 +446,7 @@ def shadow_request(
     filter on the alerts index, the count of queue alerts. ``_index`` matches a data stream's name, an alias or an
     index, so the filters hold whatever the targets are; both indices hold alerts only (``event.kind: alert``).
     """
-    filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
-    if since_seconds is not None:
-        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+    filters = alert_filters(since_seconds)
     if rule_id is not None:
         filters.append({"term": {"rule.id": rule_id}})
     distinct = {

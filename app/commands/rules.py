@@ -6,6 +6,7 @@ the workers run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -110,3 +111,12 @@ def list_rules(directories: list[Path] | None = DIRECTORIES) -> None:
 
 def register(cli: typer.Typer) -> None:
     cli.add_typer(rules_cli, name="rules")
+
+
+def add_rules_command(cli: typer.Typer, name: str, command: Callable[..., None]) -> None:
+    """Add ``command`` to the ``rules`` group that :func:`register` made (modules register in alphabetical order, so
+    it exists by the time ``rules_*`` modules run)."""
+    rules_group = next((group for group in cli.registered_groups if group.name == "rules"), None)
+    if rules_group is None or rules_group.typer_instance is None:
+        raise RuntimeError("the 'rules' command group is not registered; app/commands/rules.py must register it")
+    rules_group.typer_instance.command(name)(command)

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from app import triage
 from app.commands.alerts import elasticsearch_session, out, since_seconds_option
+from app.commands.rules import add_rules_command
 from app.terminal import terminal_safe
 
 IDENTITY_WIDTH = 48
@@ -23,10 +24,7 @@ EXCEPTION_WIDTH = 48
 
 
 def register(cli: typer.Typer) -> None:
-    rules_group = next((group for group in cli.registered_groups if group.name == "rules"), None)
-    if rules_group is None or rules_group.typer_instance is None:
-        raise RuntimeError("the 'rules' command group is not registered; app/commands/rules.py must register it")
-    rules_group.typer_instance.command("shadow")(rule_shadow_command)
+    add_rules_command(cli, "shadow", rule_shadow_command)
 
 
 def _clip(text: str, width: int) -> str:

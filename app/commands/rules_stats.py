@@ -14,15 +14,13 @@ from rich.text import Text
 
 from app import triage
 from app.commands.alerts import elasticsearch_session, out, since_seconds_option
+from app.commands.rules import add_rules_command
 
 DEFAULT_MIN_PRECISION = 0.8
 
 
 def register(cli: typer.Typer) -> None:
-    rules_group = next((group for group in cli.registered_groups if group.name == "rules"), None)
-    if rules_group is None or rules_group.typer_instance is None:
-        raise RuntimeError("the 'rules' command group is not registered; app/commands/rules.py must register it")
-    rules_group.typer_instance.command("stats")(rule_stats_command)
+    add_rules_command(cli, "stats", rule_stats_command)
 
 
 def _seconds(value: float | None) -> str:
