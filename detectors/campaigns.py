@@ -550,7 +550,8 @@ class CampaignDetector:
         busiest = max(window.members.values())
         distinct = window.distinct_share()
         if not (
-            window.bare - busiest >= config.enumeration_min_requests  # not one enumerator and a few others
+            window.bare >= config.enumeration_min_requests
+            and 2 * busiest <= window.bare  # no identity sent half of them: not one enumerator and a few others
             and distinct >= config.enumeration_min_distinct_share
         ):
             return None

@@ -302,6 +302,7 @@ def test_many_identities_with_few_requests_each_are_judged_in_total() -> None:
     assert [d.rule.status for d in judged(spread(40, 80), campaign_enumeration_status="stable")] == ["stable"]
     assert judged(spread(40, 80), campaign_enumeration_status="off") == []
     assert [d.rule.id for d in judged(burst(40, 3))] == [CAMPAIGN_RULE], "the campaign rule goes first"
+    assert [d.rule.id for d in judged(spread(30, 60))] == [ENUMERATION_RULE], "at the threshold: 60 in all"
 
 
 @pytest.mark.parametrize(
