@@ -402,6 +402,11 @@ def summarise(results: list[SeedResult]) -> dict[str, object]:
     }
 
 
+def _or_dash(value: object) -> object:
+    """A table cell: ``-`` where there is no figure (no attacker of the kind was detected)."""
+    return "-" if value is None else value
+
+
 def markdown(title: str, summary: dict[str, object]) -> str:
     kinds = summary["kinds"]
     assert isinstance(kinds, dict)
@@ -416,7 +421,7 @@ def markdown(title: str, summary: dict[str, object]) -> str:
             f"{rule.removeprefix('abusewatch-anomaly-')} ×{n}" for rule, n in row["first_rules"].items()
         )
         lines.append(
-            f"| {kind} | {row['detected']} | {row['median_delay_min']} | {row['max_delay_min']} | "
+            f"| {kind} | {row['detected']} | {_or_dash(row['median_delay_min'])} | {_or_dash(row['max_delay_min'])} | "
             f"{', '.join(row['alert_categories']) or '-'} | {first_rules or '-'} |"
         )
     lines += [
