@@ -16,3 +16,10 @@ _SAFE_TABLE = {code: f"\\u{code:04x}" for code in _UNSAFE}
 def terminal_safe(text: Any) -> str:
     """``text`` with control characters escaped, so alert content cannot drive the analyst's terminal."""
     return str(text).translate(_SAFE_TABLE)
+
+
+def clipped(text: Any, width: int) -> str:
+    """``text`` made :func:`terminal_safe`, on one line (whitespace runs become one space), cut to ``width``
+    characters with an ellipsis: for a table cell."""
+    flat = " ".join(terminal_safe(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

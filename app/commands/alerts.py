@@ -20,7 +20,7 @@ from rich.text import Text
 
 from app import triage
 from app.settings import ElasticsearchSettings, load_settings
-from app.terminal import terminal_safe
+from app.terminal import clipped, terminal_safe
 
 alerts_cli = typer.Typer(help="Triage alerts in Elasticsearch: list, show, ack, close.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -35,11 +35,6 @@ ALERT_ID_WIDTH = 32  # detectors.documents.alert_id: 32 hex characters
 
 def register(cli: typer.Typer) -> None:
     cli.add_typer(alerts_cli, name="alerts")
-
-
-def _clip(text: Any, width: int) -> str:
-    flat = " ".join(terminal_safe(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _get(doc: dict[str, Any], dotted: str, default: Any = "") -> Any:
@@ -68,7 +63,8 @@ def elasticsearch_session() -> Iterator[tuple[Elasticsearch, ElasticsearchSettin
         client.close()
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
+    """``value`` as indented, ASCII-escaped JSON on the command's output (attacker text cannot drive a terminal)."""
     out.print(Text(json.dumps(value, indent=2, ensure_ascii=True, default=str)))
 
 
@@ -113,7 +109,7 @@ def list_alerts(
     with elasticsearch_session() as (client, settings):
         hits = triage.search_alerts(client, settings.alerts_index, query, limit)
     if as_json:
-        _print_json([{"id": hit["_id"], **hit["_source"]} for hit in hits])
+        print_json([{"id": hit["_id"], **hit["_source"]} for hit in hits])
         return
     table = Table(title=f"{len(hits)} alerts in {settings.alerts_index}")
     table.add_column("id", no_wrap=True, min_width=ALERT_ID_WIDTH)  # whole, to copy into show / ack / close
@@ -126,11 +122,11 @@ def list_alerts(
             hit["_id"],
             _get(doc, "@timestamp"),
             _get(doc, "event.severity"),
-            _clip(_get(doc, "rule.name") or _get(doc, "rule.id"), RULE_WIDTH),
+            clipped(_get(doc, "rule.name") or _get(doc, "rule.id"), RULE_WIDTH),
             _get(doc, "abusewatch.identity_key"),
             _get(doc, "abusewatch.count"),
             _get(doc, triage.STATUS_FIELD),
-            _clip(_get(doc, "message"), MESSAGE_WIDTH),
+            clipped(_get(doc, "message"), MESSAGE_WIDTH),
         )
         table.add_row(*(Text(terminal_safe(value)) for value in row))
     out.print(table)
@@ -149,7 +145,7 @@ def show_alert(
         linked = triage.linked_events(client, settings.events_index, event_ids, window)
     alert = {"id": hit["_id"], **hit["_source"]}
     if as_json:
-        _print_json(
+        print_json(
             {
                 "alert": alert,
                 "events": [event_json(event) for event in triage.oldest_first(linked)],
@@ -159,7 +155,7 @@ def show_alert(
             }
         )
         return
-    _print_json(alert)
+    print_json(alert)
     out.print(linked_events_table(linked, len(event_ids), settings.events_index))
 
 
@@ -178,7 +174,7 @@ def linked_events_table(linked: list[triage.LinkedEvent], expected: int, index: 
         shown, total = sum(len(item.shown) for item in linked), sum(item.total for item in linked)
         title += f" ({shown} of {total} documents shown)"
     notes = [
-        f"{item.total} documents share event id {_clip(item.event_id, EVENT_ID_WIDTH)}; "
+        f"{item.total} documents share event id {clipped(item.event_id, EVENT_ID_WIDTH)}; "
         f"showing the {len(item.shown)} nearest the alert"
         for item in crowded
     ]
@@ -193,7 +189,7 @@ def linked_events_table(linked: list[triage.LinkedEvent], expected: int, index: 
             _get(doc, "gen_ai.request.model"),
             _get(doc, "service.name"),
             ", ".join(_get(doc, "abusewatch.rule_ids", [])),
-            _clip(_get(doc, "gen_ai.prompt"), PROMPT_WIDTH),
+            clipped(_get(doc, "gen_ai.prompt"), PROMPT_WIDTH),
         )
         table.add_row(*(Text(terminal_safe(value)) for value in row))
     return table

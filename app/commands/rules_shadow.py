@@ -8,16 +8,14 @@ the client's choice.
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from app import triage
-from app.commands.alerts import elasticsearch_session, out, since_seconds_option
+from app.commands.alerts import elasticsearch_session, out, print_json, since_seconds_option
 from app.commands.rules import add_rules_command
-from app.terminal import terminal_safe
+from app.terminal import clipped, terminal_safe
 
 IDENTITY_WIDTH = 48
 EXCEPTION_WIDTH = 48
@@ -25,11 +23,6 @@ EXCEPTION_WIDTH = 48
 
 def register(cli: typer.Typer) -> None:
     add_rules_command(cli, "shadow", rule_shadow_command)
-
-
-def _clip(text: str, width: int) -> str:
-    flat = " ".join(terminal_safe(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def _minute(timestamp: str | None) -> str:
@@ -43,7 +36,7 @@ def _rate(value: float | None) -> str:
 
 def _counts(counts: list[tuple[str, int]], width: int, other: int = 0) -> str:
     """``key (n), key (n)``, each key clipped and terminal-safe; ``other`` alerts of unlisted keys at the end."""
-    parts = [f"{_clip(key, width)} ({count})" for key, count in counts]
+    parts = [f"{clipped(key, width)} ({count})" for key, count in counts]
     if other:
         parts.append(f"others ({other})")
     return ", ".join(parts) or "-"
@@ -69,7 +62,7 @@ def rule_shadow_command(
         )
     stats = triage.shadow_stats(response, since_seconds)
     if as_json:
-        out.print(Text(json.dumps([row.as_dict() for row in stats], indent=2, ensure_ascii=True)))
+        print_json([row.as_dict() for row in stats])
         return
     table = Table(title=Text(f"Shadow alerts per rule, last {since} ({shadow_index}; queue: {alerts_index})"))
     table.add_column("rule", overflow="fold")  # whole, to pass to --rule
