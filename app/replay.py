@@ -25,13 +25,12 @@ from app.stream.dedupe import RecentIds, partition_share
 from detectors.documents import supersedes
 from detectors.event import Event
 from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS, DeadLetter, normalise_payload
-from detectors.normalise.decode import BOM, GZIP_MAGIC
+from detectors.normalise.decode import GZIP_MAGIC, content
 from detectors.partitioned import PartitionedPipeline, group_by_partition
 from detectors.pipeline import BatchResult, Pipeline
 
 STDIN = "-"
 _READ_CHUNK = 1 << 20
-_BOM = BOM.encode()
 DEFAULT_DEDUPE_CAPACITY: int = WorkerSettings.model_fields["dedupe_capacity"].default
 
 
@@ -123,7 +122,7 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
                     rest = handle.readline(_READ_CHUNK)
                     if not rest or rest.endswith(b"\n"):
                         break
-            if oversized or not _blank(line):
+            if oversized or content(line):  # not only whitespace and byte-order marks
                 yield line, f"{name}:{number}"
     except (OSError, EOFError, zlib.error):
         if not isinstance(handle, gzip.GzipFile):
@@ -132,14 +131,6 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
-
-
-def _blank(line: bytes) -> bool:
-    """Whether ``line`` holds only whitespace and byte-order marks."""
-    line = line.strip()
-    while line.startswith(_BOM):
-        line = line[len(_BOM) :].lstrip()
-    return not line
 
 
 def _open(source: str) -> IO[bytes]:

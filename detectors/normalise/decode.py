@@ -19,7 +19,7 @@ import json
 import math
 import time
 import zlib
-from typing import Any
+from typing import Any, AnyStr
 
 import msgspec
 import orjson
@@ -30,6 +30,7 @@ CLOUDWATCH_MESSAGE_TYPES = ("DATA_MESSAGE", "CONTROL_MESSAGE")
 MAX_DEPTH = 1024  # orjson's nesting limit; the standard-library fallback keeps to it too
 _SURROGATES = ("\ud800", "\udfff")
 BOM = "\ufeff"
+_BOM_BYTES = BOM.encode()
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -102,7 +103,7 @@ def decode_located(
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         return [], [dead_letter("invalid_utf8", f"not valid UTF-8: {error}", origin, data, keep_raw=keep_raw)]
-    text = _content(text)
+    text = content(text)
     if not text:
         return [], [dead_letter("empty", "payload is empty or whitespace", origin, data, keep_raw=keep_raw)]
     records: list[tuple[str, dict[str, Any]]] = []
@@ -122,12 +123,13 @@ def decode_located(
     return records, letters
 
 
-def _content(text: str) -> str:
-    """``text`` without its surrounding whitespace and the byte-order marks that lead it (several when empty
-    BOM-only files were joined on, or a blank line comes before one)."""
+def content(text: AnyStr) -> AnyStr:
+    """``text`` (decoded, or UTF-8 bytes) without its surrounding whitespace and the byte-order marks that lead it
+    (several when empty BOM-only files were joined on, or a blank line comes before one)."""
+    mark = BOM if isinstance(text, str) else _BOM_BYTES
     text = text.strip()
-    while text.startswith(BOM):
-        text = text[1:].lstrip()
+    while text.startswith(mark):
+        text = text[len(mark) :].lstrip()
     return text
 
 
