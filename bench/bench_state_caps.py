@@ -114,7 +114,7 @@ def campaigns(templates: int, probes: int) -> dict[str, Any]:
 
     result: dict[str, Any] = {"campaign_max_templates": templates, **measure(step, templates, step, probes)}
     result["bytes_per_template"] = round(result["traced_mib"] * 2**20 / templates)
-    return {**result, "evicted": detector.templates_evicted, **sizes(detector.state())}
+    return {**result, "evicted": detector.templates_evicted.count, **sizes(detector.state())}
 
 
 def main(argv: list[str] | None = None) -> int:

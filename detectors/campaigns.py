@@ -38,6 +38,7 @@ from detectors.anomaly import rules
 from detectors.anomaly.config import AnomalyConfig
 from detectors.anomaly.features import SLOT_BITS, context_tokens, distinct_estimate
 from detectors.base import Detection, Findings, RuleInfo
+from detectors.caps import Tally
 from detectors.event import Event, Identity
 from detectors.exceptions import AlertException, ExceptionList
 from detectors.pipeline import BatchResult
@@ -276,9 +277,9 @@ class CampaignDetector:
     Candidates are delivered at least once (an identity partition that moves re-sends what its old owner sent
     after its last committed offset), so the last ``remember`` event ids are kept and a repeat is ignored.
 
-    ``templates_evicted`` and ``templates_overflowed`` count the signatures forgotten at ``campaign_max_templates``
-    and the candidates of new signatures refused there, since this detector was created or its state loaded (for a
-    metric; not checkpointed).
+    ``templates_evicted`` and ``templates_overflowed`` (:class:`Tally`) count the signatures forgotten at
+    ``campaign_max_templates`` and the candidates of new signatures refused there, since this detector was created or
+    its state loaded (for a metric, told once each through ``unreported``; not checkpointed).
     """
 
     def __init__(
@@ -315,9 +316,8 @@ class CampaignDetector:
         # window start -> signatures forgotten there at the cap (None: more than the cap, so any may have been)
         self._forgotten: dict[float, dict[str, None] | None] = {}
         self._refusal_logged: set[float] = set()  # windows whose refusals were logged (not checkpointed)
-        self.templates_evicted = 0
-        self.templates_overflowed = 0
-        self._templates_reported = (0, 0)  # the two counts when :meth:`unreported_templates` last ran
+        self.templates_evicted = Tally()
+        self.templates_overflowed = Tally()
 
     def detect(self, candidates: Sequence[CampaignCandidate]) -> list[Detection]:
         return [campaign.detection for campaign in self.campaigns(candidates)]
@@ -485,13 +485,13 @@ class CampaignDetector:
                     forgotten[signature] = None
                     if len(forgotten) > self.config.campaign_max_templates:
                         self._forgotten[start] = None  # too many to list: any signature may have lost a request
-                self.templates_evicted += 1
+                self.templates_evicted.count += 1
                 return True
         return False
 
     def _refuse(self, start: float) -> None:
         """A new signature refused in a full window where no signature could go: counted, logged once per window."""
-        self.templates_overflowed += 1
+        self.templates_overflowed.count += 1
         if start not in self._refusal_logged:
             self._refusal_logged.add(start)
             log.warning(
@@ -666,13 +666,6 @@ class CampaignDetector:
         )
         every = tuple(identity for member_identities in named.values() for identity in member_identities)
         return Campaign(detection, every, overflowed)
-
-    def unreported_templates(self) -> tuple[int, int]:
-        """Signatures evicted and candidates refused since the last call: what the metric counters add. A state load
-        restarts the counts and this mark together, so a counter fed from here never goes back or counts twice."""
-        evicted, refused = self._templates_reported
-        self._templates_reported = (self.templates_evicted, self.templates_overflowed)
-        return self.templates_evicted - evicted, self.templates_overflowed - refused
 
 
 class CampaignStage:

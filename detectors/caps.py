@@ -14,22 +14,29 @@ K = TypeVar("K")
 WARN_EVERY_S = 60.0  # how often (wall time) a cap that keeps forgetting state is logged
 
 
-class Evictions:
-    """``count``: entries forgotten at the cap since the detector was built or its state loaded (each makes a new
-    one). :meth:`say` logs how many since it last spoke, at most once a minute of wall time: once per batch,
-    one-event batches would flood the log."""
+class Tally:
+    """``count``: entries a tier forgot (or turned away) at its cap since the detector was built or its state loaded
+    (each makes a new one), and how many of them a metric has not been told of yet."""
 
-    def __init__(self, logger: logging.Logger, message: str) -> None:
-        self.logger = logger
-        self.message = message  # %-format with the cap and the number forgotten since last said
+    def __init__(self) -> None:
         self.count = 0
-        self._said_at, self._said_count = -math.inf, 0
         self._reported = 0
 
     def unreported(self) -> int:
-        """How many were forgotten since the last call: what a metric counter adds."""
+        """How many since the last call: what a metric counter adds."""
         new, self._reported = self.count - self._reported, self.count
         return new
+
+
+class Evictions(Tally):
+    """A :class:`Tally` of forgotten entries that :meth:`say` logs, how many since it last spoke, at most once a
+    minute of wall time: once per batch, one-event batches would flood the log."""
+
+    def __init__(self, logger: logging.Logger, message: str) -> None:
+        super().__init__()
+        self.logger = logger
+        self.message = message  # %-format with the cap and the number forgotten since last said
+        self._said_at, self._said_count = -math.inf, 0
 
     def say(self, cap: int) -> None:
         now = time.monotonic()

@@ -235,7 +235,7 @@ def test_a_campaign_first_seen_after_the_template_cap_filled_is_still_judged() -
     detector = CampaignDetector()  # the default cap, 50,000 signatures a window
     found = judged(detector, one_offs(50_000) + campaign(), 10_000)
     assert found == [(CAMPAIGN_RULE, "campaign:feedfacecafebeef", False)]
-    assert detector.templates_evicted == 1 and detector.templates_overflowed == 0
+    assert detector.templates_evicted.count == 1 and detector.templates_overflowed.count == 0
 
 
 def test_at_the_template_cap_a_signature_that_cannot_become_a_campaign_goes_not_the_newcomer() -> None:
@@ -246,7 +246,7 @@ def test_at_the_template_cap_a_signature_that_cannot_become_a_campaign_goes_not_
     kept = {signature for _start, signature, *_rest in detector.state()["windows"]}
     # the oldest single request went (n4: n0 to n3 were sent twice); everything else stayed
     assert kept == {f"{i:016x}" for i in range(10) if i != 4} | {"feedfacecafebeef"}
-    assert detector.templates_evicted == 1 and detector.templates_overflowed == 0
+    assert detector.templates_evicted.count == 1 and detector.templates_overflowed.count == 0
     found = [(c.detection.group_key, c.overflowed) for c in detector.flush_campaigns()]
     assert found == [("campaign:feedfacecafebeef", False)]
 
@@ -257,7 +257,7 @@ def test_a_full_window_whose_signatures_all_repeat_refuses_and_counts(caplog) ->
     twice = [*noise, *(replace(c, event_id=f"{c.event_id}-again", timestamp=c.timestamp + 1) for c in noise)]
     found = judged(detector, twice + campaign(), 4)
     assert found == []
-    assert detector.templates_overflowed == 24 and detector.templates_evicted == 0
+    assert detector.templates_overflowed.count == 24 and detector.templates_evicted.count == 0
     assert sum("campaign_max_templates" in record.getMessage() for record in caplog.records) == 1  # once per window
 
 
@@ -281,7 +281,7 @@ def test_the_template_cap_does_not_depend_on_batching_or_a_checkpoint() -> None:
         found = []
         for start in range(0, len(candidates), batch_size):
             found += judged_batch(detector, candidates[start : start + batch_size])
-        outcomes.append((found, json.dumps(detector.state()), detector.templates_evicted))
+        outcomes.append((found, json.dumps(detector.state()), detector.templates_evicted.count))
     assert outcomes[0] == outcomes[1] == outcomes[2] and outcomes[0][2] > 0
     cut = len(candidates) // 2
     first = CampaignDetector(config)
@@ -361,12 +361,12 @@ def test_the_worker_exports_what_the_campaign_template_cap_forgot_and_refused_on
     stage.process(noise)
     _count_template_caps(stage)
     _count_template_caps(stage)  # nothing new
-    assert exported() == (1, 0) and stage.detector.templates_evicted == 1
+    assert exported() == (1, 0) and stage.detector.templates_evicted.count == 1
     stage.load_state(stage.state())
     again = [replace(c, event_id=f"{c.event_id}-again", timestamp=c.timestamp + 1) for c in noise[1:]]
     stage.process(again + campaign())  # five signatures sent twice: none can go, so the campaign's 24 are refused
     _count_template_caps(stage)
-    assert exported() == (1, 24) and stage.detector.templates_overflowed == 24
+    assert exported() == (1, 24) and stage.detector.templates_overflowed.count == 24
 
 
 def test_the_campaigns_agent_exports_the_template_cap_after_each_batch() -> None:

@@ -636,9 +636,8 @@ def _count_evictions(pipeline: Pipeline) -> None:
 def _count_template_caps(stage: CampaignStage) -> None:
     """Add the signatures the campaign windows forgot, and the candidates they refused, at
     ``campaign_max_templates`` since the last batch to the eviction and refusal metrics."""
-    evicted, refused = stage.detector.unreported_templates()
-    metrics.STATE_EVICTIONS.labels("campaigns").inc(evicted)
-    metrics.STATE_REFUSALS.labels("campaigns").inc(refused)
+    metrics.STATE_EVICTIONS.labels("campaigns").inc(stage.detector.templates_evicted.unreported())
+    metrics.STATE_REFUSALS.labels("campaigns").inc(stage.detector.templates_overflowed.unreported())
 
 
 def _origin(message: Any) -> str:
