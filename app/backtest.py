@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from app.neighbour_times import NeighbourTimes
 from app.replay import decoded_lines
 from app.settings import Settings
 from detectors.documents import iso_time
@@ -148,7 +149,7 @@ def history_batches(
         max_bytes=detection.max_record_bytes,
         max_text_chars=detection.max_text_chars,
         keep_raw=bool(labels),  # to find labelled ids in the records that did not decode
-        max_future_s=detection.max_future_seconds,
+        times=NeighbourTimes(detection.max_future_seconds),
     ):
         for letter in letters:
             dead_letters.add(letter, labels)
