@@ -5,10 +5,12 @@ user id and IP per injection hit (correlations, ``max_groups``; the built-in rul
 identity, one per IP), and one-off prompt templates (campaigns, ``campaign_max_templates`` per window). Reported:
 memory traced per session / group / template at the cap (tracemalloc), the tier's state as JSON, as msgpack and as
 the stream checkpoints it (msgpack + zlib level 1, as ``app/stream/checkpoints.py``; the bench's ids are regular and
-compress far better than real ones), and the CPU time per event while the cap evicts (one core).
+compress far better than real ones), and the CPU time per event while the cap evicts (one core). Also what the
+campaign windows kept after they close cost at ``campaign_rejudge_max_members`` (``campaigns_kept``): windows that
+alerted, of 200 members each, kept for their late members (memory traced with keeping on, less with it off).
 
-Run: ``.venv/bin/python -m bench.bench_state_caps [--sessions 100000] [--groups 100000] [--templates 50000]``;
-prints one JSON object.
+Run: ``.venv/bin/python -m bench.bench_state_caps [--sessions 100000] [--groups 100000] [--templates 50000]
+[--kept-members 50000]``; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -117,17 +119,59 @@ def campaigns(templates: int, probes: int) -> dict[str, Any]:
     return {**result, "evicted": detector.templates_evicted.count, **sizes(detector.state())}
 
 
+def campaigns_kept(members: int) -> dict[str, Any]:
+    """Campaigns of 200 identities (3 requests each) in one window on ``members / 200`` templates, closed: the
+    windows kept for late members at ``campaign_rejudge_max_members = members``, traced against not keeping any
+    (candidates made while tracing and let go after their batch, as decoded from the topic)."""
+    per_window = AnomalyConfig().campaign_max_identities
+
+    def window(w: int) -> list[CampaignCandidate]:
+        return [
+            CampaignCandidate(
+                event_id=f"w{w}-{i}-{r}", timestamp=T0 + (r * per_window + i) * 500 / (3 * per_window),
+                identity=Identity(api_key_hash=f"k{w}-{i}", source_ip=f"10.{w >> 8 & 255}.{w & 255}.{i}"),
+                signature=f"{w:016x}", value_bucket=i % 256, slot_chars=8, context_tokens=20.0,
+            )
+            for r in range(3) for i in range(per_window)
+        ]  # fmt: skip
+
+    closing = CampaignCandidate(event_id="later", timestamp=T0 + 1900.0, identity=Identity(), signature="f" * 16)
+    traced = {}
+    for rejudge in (0.0, 1800.0):
+        config = AnomalyConfig(campaign_rejudge_max_members=members, campaign_rejudge_seconds=rejudge)
+        tracemalloc.start()
+        detector = CampaignDetector(config)
+        for w in range(max(1, members // per_window)):
+            detector.campaigns(window(w))
+        alerted = len(detector.campaigns([closing]))
+        traced[rejudge] = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+    kept = detector.state()["closed"]
+    kept_members = sum(len(row[2]) for row in kept)
+    return {
+        "campaign_rejudge_max_members": members,
+        "campaigns_alerted": alerted,
+        "windows_kept": len(kept),
+        "members_kept": kept_members,
+        "traced_mib": round((traced[1800.0] - traced[0.0]) / 2**20, 1),
+        "bytes_per_member": round((traced[1800.0] - traced[0.0]) / max(1, kept_members)),
+        **sizes(kept),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_state_caps", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--templates", type=int, default=50_000)
     parser.add_argument("--probes", type=int, default=5_000)
+    parser.add_argument("--kept-members", type=int, default=50_000)
     args = parser.parse_args(argv)
     result = {
         "chains": chains(args.sessions, args.probes),
         "correlation": correlations(args.groups, args.probes),
         "campaigns": campaigns(args.templates, args.probes),
+        "campaigns_kept": campaigns_kept(args.kept_members),
     }
     print(json.dumps(result, indent=1))
     return 0

@@ -123,6 +123,7 @@ class AlertGrouper:
         judge: Callable[[Detection], AlertException | None] | None = None,
         suppressed: list[tuple[Detection, AlertException]] | None = None,
         judge_risk: Callable[[Detection, Detection], AlertException | None] | None = None,
+        amendments: list[Detection] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
         """Alert documents for the groups this batch touched, each in its latest state.
 
@@ -132,31 +133,61 @@ class AlertGrouper:
         given: it judges a risk alert together with the detection that raised it (a campaign's risk alert is
         judged on the campaign's identities, not on the one member it is charged to). A suppressed one is grouped
         apart and appended, with its exception, to ``suppressed``.
+
+        ``amendments`` are later versions of detections already grouped (a campaign window that alerted, naming
+        the members that arrived after it closed), taken after ``detections``: one whose group is open widens it
+        without counting as a repeat, adding to a risk score or to ``suppressed``, so the alert keeps its id, count
+        and severity; one whose group is not (forgotten, or it was suppressed and no longer is) is a detection.
         """
         self._remember_masked_ids(sensitive)
         touched: dict[str, None] = {}
         for detection in sorted(detections, key=lambda d: d.timestamp):
-            exception = _judge(detection, judge, suppressed)
-            touched[self._add(detection, sensitive, exception)] = None
-            if exception is not None:
-                continue  # a suppressed detection adds nothing to the risk score
-            risk = self._add_risk(detection)
-            if risk is not None:
-                risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
-                touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed))] = None
+            self._take(detection, sensitive, touched, judge, suppressed, judge_risk)
+        for detection in amendments or ():
+            exception = judge(detection) if judge is not None else None
+            if self._key(detection, exception) in self._groups:
+                touched[self._add(detection, sensitive, exception, repeat=False)] = None
+            else:
+                self._take(detection, sensitive, touched, judge, suppressed, judge_risk)
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
+
+    def _take(
+        self,
+        detection: Detection,
+        sensitive: dict[str, list[SensitiveValue]],
+        touched: dict[str, None],
+        judge: Callable[[Detection], AlertException | None] | None,
+        suppressed: list[tuple[Detection, AlertException]] | None,
+        judge_risk: Callable[[Detection, Detection], AlertException | None] | None,
+    ) -> None:
+        """Group one detection and the risk alert it raises, if any, marking the groups in ``touched``."""
+        exception = _judge(detection, judge, suppressed)
+        touched[self._add(detection, sensitive, exception)] = None
+        if exception is not None:
+            return  # a suppressed detection adds nothing to the risk score
+        risk = self._add_risk(detection)
+        if risk is not None:
+            risk_judge = judge if judge_risk is None else lambda risk, cause=detection: judge_risk(risk, cause)
+            touched[self._add(risk, sensitive, _judge(risk, risk_judge, suppressed))] = None
+
+    def _key(self, detection: Detection, exception: AlertException | None) -> str:
+        """The group of ``detection``: apart from the unsuppressed one when an exception suppresses it."""
+        key = self._group_key(detection)
+        return key if exception is None else f"{key}\x1fexception:{exception.id}"
 
     def _add(
         self,
         detection: Detection,
         sensitive: dict[str, list[SensitiveValue]],
         exception: AlertException | None = None,
+        *,
+        repeat: bool = True,
     ) -> str:
-        key = self._group_key(detection)
-        if exception is not None:
-            key = f"{key}\x1fexception:{exception.id}"
+        """Group ``detection``; into an open group it counts as one more detection unless not a ``repeat`` (an
+        amendment of one already counted). Returns the group's key."""
+        key = self._key(detection, exception)
         detection = self._scrubbed(detection, sensitive)
         group = self._groups.get(key)
         if group is None:
@@ -173,7 +204,7 @@ class AlertGrouper:
                 related_ips=_union([], detection.related_ips),
             )
             return key
-        group.count += 1
+        group.count += int(repeat)
         group.first_seen = min(group.first_seen, detection.timestamp)
         group.last_seen = max(group.last_seen, detection.timestamp)
         for event_id in detection.event_ids:
@@ -186,7 +217,7 @@ class AlertGrouper:
         group.score = max(group.score, detection.score)
         group.related_users = _union(group.related_users, detection.related_users)
         group.related_ips = _union(group.related_ips, detection.related_ips)
-        if _widens(group.detection, detection):
+        if _widens(group.detection, detection) or (not repeat and _covers(detection, group.detection)):
             group.detection = detection  # campaign alerts: the latest list of identities is the fullest
         return key
 
@@ -368,17 +399,21 @@ def _union(kept: list[str], new: Any, cap: int = MAX_RELATED) -> list[str]:
     return merged
 
 
+def _covers(new: Detection, current: Detection) -> bool:
+    """Whether ``new`` names every related identity ``current`` names (it may name more)."""
+    return set(new.related_users) >= set(current.related_users) and set(new.related_ips) >= set(current.related_ips)
+
+
 def _widens(current: Detection, new: Detection) -> bool:
     """Whether ``new`` names more related identities than ``current`` and drops none (a campaign that grew).
 
-    Only then does it replace a group's detection: a repeat naming the same identities keeps the first one, so the
-    alert's message and explanation stay those of its first detection. (An alert is updated in place in
-    Elasticsearch with a partial update, which merges objects: an explanation that changed between writes would
-    be stored as the union of both.)
+    Only then does a repeat replace a group's detection (an amendment, a later version of the same detection,
+    replaces it if it drops none): a repeat naming the same identities keeps the first one, so the alert's message
+    and explanation stay those of its first detection. (An alert is updated in place in Elasticsearch with a
+    partial update, which merges objects: an explanation that changed between writes would be stored as the union
+    of both; an amendment's has the same fields, and more.)
     """
-    users, ips = set(new.related_users), set(new.related_ips)
-    old_users, old_ips = set(current.related_users), set(current.related_ips)
-    return users >= old_users and ips >= old_ips and (users, ips) != (old_users, old_ips)
+    return _covers(new, current) and not _covers(current, new)
 
 
 def _group_state(group: _Group) -> dict[str, Any]:

@@ -10,7 +10,9 @@ A window is judged per identity (the campaign rule: many identities with a few r
 in total (the distributed-enumeration rule, a shadow rule by default: many identities with a request or two each,
 together filling the template with other values and no payload; ``docs/anomaly.md``, "A campaign spread thin").
 A window closed without a campaign is kept a while (``campaign_rejudge_seconds``): members arriving late, from a
-partition back from a stall, may still complete one, which is then raised once.
+partition back from a stall, may still complete one, which is then raised once. A window that alerted is kept as
+long (within the same bound): its late members join that alert, which is written again naming them (an amendment,
+:attr:`Campaign.amends`: same alert id and count).
 
 A window keeps at most ``campaign_max_templates`` signatures. Every distinct benign prompt is a signature of its own,
 so at the cap the oldest signature that cannot become a campaign soon (one identity, one request) makes room for
@@ -141,12 +143,22 @@ def group_by_signature(candidates: Iterable[CampaignCandidate], partitions: int)
 
 
 class Campaign(NamedTuple):
-    """A campaign detection, every distinct identity of every member it names (``related.user``), and whether
-    members were turned away by a bound (``overflowed``: then no exception may suppress it, as not all were seen)."""
+    """A campaign detection, every distinct identity of every member it names (``related.user``), whether
+    members were turned away by a bound (``overflowed``: then no exception may suppress it, as not all were seen),
+    and whether it ``amends`` the alert its window already raised (late members named: not a new detection)."""
 
     detection: Detection
     identities: tuple[Identity, ...]
     overflowed: bool = False
+    amends: bool = False
+
+
+class _Alerted(NamedTuple):
+    """How a window alerted: its rule, and the detection's time (which places the alert in its grouping window, so
+    an amendment carries it to keep the alert's id)."""
+
+    rule: str
+    timestamp: float
 
 
 def _with_identity(identities: list[Identity], identity: Identity) -> list[Identity]:
@@ -168,6 +180,7 @@ class _Window:
     """Who used one template signature in one window (bounded), and what all their requests put in it."""
 
     __slots__ = (
+        "alerted",
         "bare",
         "event_ids",
         "identities",
@@ -196,6 +209,7 @@ class _Window:
         self.profiled = 0
         self.bare = 0
         self.values = 0
+        self.alerted: _Alerted | None = None  # set once the window raised a campaign
 
     def totals(self) -> list[Any]:
         """What :meth:`add_request` counted, for a checkpoint (a list: there may be 50,000 windows in one)."""
@@ -236,17 +250,19 @@ class _Window:
 
 
 def _window_rows(windows: dict[float, dict[str, _Window]]) -> list[list[Any]]:
-    """Windows as checkpoint rows."""
+    """Windows as checkpoint rows; a window that alerted ends with how (:class:`_Alerted`)."""
     return [
         [start, signature, window.members, msgspec.to_builtins(window.identities), window.ips,
-         window.event_ids, window.last_ts, window.overflowed, window.totals()]
+         window.event_ids, window.last_ts, window.overflowed, window.totals(),
+         *([list(window.alerted)] if window.alerted is not None else [])]
         for start, by_signature in windows.items()
         for signature, window in by_signature.items()
     ]  # fmt: skip
 
 
 def _windows_from_rows(rows: list[list[Any]]) -> dict[float, dict[str, _Window]]:
-    """The windows of :func:`_window_rows`; rows of older checkpoints lack the overflow flag and the totals."""
+    """The windows of :func:`_window_rows`; rows of older checkpoints lack the overflow flag, the totals and how
+    the window alerted (a window that alerted was not kept then)."""
     windows: dict[float, dict[str, _Window]] = {}
     for start, signature, members, identities, ips, event_ids, last_ts, *optional in rows:
         window = windows.setdefault(float(start), {}).setdefault(signature, _Window())
@@ -256,6 +272,9 @@ def _windows_from_rows(rows: list[list[Any]]) -> dict[float, dict[str, _Window]]
         window.overflowed = bool(optional and optional[0])
         window.load_totals(optional[1] if len(optional) > 1 else [])
         window.event_ids = [(float(ts), str(event_id)) for ts, event_id in event_ids]
+        if len(optional) > 2:
+            rule, timestamp = optional[2]
+            window.alerted = _Alerted(str(rule), float(timestamp))
     return windows
 
 
@@ -298,10 +317,12 @@ class CampaignDetector:
         self.clock = clock
         self._seen: OrderedDict[str, None] = OrderedDict()  # the last ``remember`` seen keys, oldest first
         self._windows: dict[float, dict[str, _Window]] = {}  # window start -> signature -> window
-        # windows closed without a campaign in the last ``campaign_rejudge_seconds``: late candidates may complete one
+        # windows closed in the last ``campaign_rejudge_seconds``: late candidates may complete a campaign, or join
+        # the one the window raised (``_Window.alerted``)
         self._closed: dict[float, dict[str, _Window]] = {}
         self._closed_members = 0  # members of those windows, in all: what their memory is bounded by
-        self._alerted: dict[float, set[str]] = {}  # the signatures that alerted, per kept window start: never again
+        # the signatures that alerted, per kept window start: never a new alert, only amended if their window is kept
+        self._alerted: dict[float, set[str]] = {}
         self._late: set[tuple[float, str]] = set()  # kept windows late candidates joined, to judge again
         self._members: dict[str, dict[str, float]] = {}  # signature -> identity -> last window it qualified in
         self._identities: dict[str, dict[str, list[Identity]]] = {}  # the same members -> identities seen
@@ -436,12 +457,14 @@ class CampaignDetector:
         self._count(window, candidate)
 
     def _add_late(self, start: float, candidate: CampaignCandidate) -> bool:
-        """Count a candidate of a window closed without a campaign, if it is still kept (and there is room for a
-        signature it did not hold); whether it was counted."""
+        """Count a candidate of a closed window, if it is still kept (and there is room for a signature it did not
+        hold, or a member it did not have); whether it was counted."""
         windows = self._closed.get(start)
-        if windows is None or candidate.signature in self._alerted.get(start, ()):
+        if windows is None:
             return False
         window = windows.get(candidate.signature)
+        if window is None and candidate.signature in self._alerted.get(start, ()):
+            return False  # it alerted but was not kept (past the bound): a new window of it would alert again
         joining = window is None or candidate.identity.key() not in window.members
         if joining and self._closed_members >= self.config.campaign_rejudge_max_members:
             return False  # at the bound, only members already kept are counted
@@ -468,8 +491,9 @@ class CampaignDetector:
         window.members[member] += 1
         window.identities[member] = _with_identity(window.identities.get(member, []), candidate.identity)
         window.last_ts = max(window.last_ts, candidate.timestamp)
-        bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
-        del window.event_ids[config.max_event_ids :]
+        if window.alerted is None:  # an alert's events stay those it was raised on, whatever the batching after it
+            bisect.insort(window.event_ids, (candidate.timestamp, candidate.event_id))
+            del window.event_ids[config.max_event_ids :]
 
     def _forget_single(self, start: float, windows: dict[str, _Window]) -> bool:
         """Make room in a full window: forget its oldest signature of one identity and one request (time, then
@@ -573,21 +597,22 @@ class CampaignDetector:
         return rule, sorted(window.members), opening, explanation
 
     def _close(self, start: float, by_signature: dict[str, _Window]) -> list[Campaign]:
-        """The campaigns of a window closing. The windows without one that could still become one (not a single
-        request) are kept for ``campaign_rejudge_seconds``: the busiest first, ``campaign_rejudge_max_members`` in
-        all."""
+        """The campaigns of a window closing. The windows with one, and those without one that could still become
+        one (not a single request), are kept for ``campaign_rejudge_seconds``, ``campaign_rejudge_max_members``
+        members in all: first those without (a campaign not raised yet), then those with one, the busiest first."""
         detections, kept, alerted = [], [], set()
         for signature, window in by_signature.items():
             campaign = self._campaign(start, signature, window)
             if campaign is not None:
                 detections.append(campaign)
                 alerted.add(signature)
-            elif not _single(window):
+            if campaign is not None or not _single(window):
                 kept.append((signature, window))
         if self.config.campaign_rejudge_seconds > 0 and kept:
             windows = self._closed[start] = {}
             self._alerted[start] = alerted
-            for signature, window in sorted(kept, key=lambda item: (-item[1].requests, item[0])):
+            order = sorted(kept, key=lambda item: (item[1].alerted is not None, -item[1].requests, item[0]))
+            for signature, window in order:
                 if self._closed_members + len(window.members) > self.config.campaign_rejudge_max_members:
                     continue
                 windows[signature] = window
@@ -595,8 +620,10 @@ class CampaignDetector:
         return detections
 
     def _rejudge(self, late: set[tuple[float, str]]) -> list[Campaign]:
-        """Judge again the closed windows late candidates joined (a partition back from a stall): a campaign they
-        complete is raised, once; its window is then let go."""
+        """Judge again the kept windows late candidates joined (a partition back from a stall): a campaign they
+        complete is raised, once. A window that alerted amends its alert with what they added (every batch: the
+        alert finally written is then the same whatever the batching), or, now meeting the campaign rule after
+        the enumeration rule, raises that rule's alert."""
         detections = []
         for start, signature in sorted(late):
             self._late.discard((start, signature))
@@ -606,18 +633,21 @@ class CampaignDetector:
             campaign = self._campaign(start, signature, window, late=True)
             if campaign is not None:
                 detections.append(campaign)
-                del self._closed[start][signature]
-                self._closed_members -= len(window.members)
                 self._alerted.setdefault(start, set()).add(signature)
         return detections
 
     def _campaign(self, start: float, signature: str, window: _Window, late: bool = False) -> Campaign | None:
-        """The campaign a closed window shows, if any, with the members it adds to the campaign's memory."""
+        """The campaign a closed window shows, if any, with the members it adds to the campaign's memory; an
+        amendment of the window's alert if it raised one under the same rule."""
         config = self.config
         judged = self._judge(signature, window)
         if judged is None:
             return None
         rule, members, opening, explanation = judged
+        before = window.alerted
+        amends = before is not None and before.rule == rule.id
+        timestamp = before.timestamp if before is not None and amends else window.last_ts
+        window.alerted = _Alerted(rule.id, timestamp)
         # A shadow rule's members join no campaign's memory: they would be named, and judged by exceptions, in the
         # alerts of a stable rule on the same template (an app's customers in a bulk job's campaign alert).
         remember = rule.status != "test"
@@ -645,7 +675,7 @@ class CampaignDetector:
         detection = Detection(
             rule=rule,
             event_ids=[event_id for _ts, event_id in window.event_ids],
-            timestamp=window.last_ts,
+            timestamp=timestamp,
             identity=window.identities[members[0]][0],
             message=(
                 f"{opening} in one window; {len(known)} identities in the campaign so far"
@@ -665,7 +695,7 @@ class CampaignDetector:
             },
         )
         every = tuple(identity for member_identities in named.values() for identity in member_identities)
-        return Campaign(detection, every, overflowed)
+        return Campaign(detection, every, overflowed, amends)
 
 
 class CampaignStage:
@@ -712,8 +742,11 @@ class CampaignStage:
         return CampaignStage(self.detector.fresh(), self.grouper.fresh(), self.exceptions)
 
     def _render(self, campaigns: list[Campaign]) -> BatchResult:
+        """Alerts of ``campaigns``: an amendment goes to the grouper as one (it widens its alert, not a new one)."""
         result = BatchResult(detections=[campaign.detection for campaign in campaigns])
         by_detection = {id(campaign.detection): campaign for campaign in campaigns}
+        fresh = [campaign.detection for campaign in campaigns if not campaign.amends]
+        amendments = [campaign.detection for campaign in campaigns if campaign.amends]
 
         def judge(detection: Detection, cause: Detection | None = None) -> AlertException | None:
             """A campaign alert, or the risk alert it raised (``cause``), judged on the campaign's identities."""
@@ -721,7 +754,7 @@ class CampaignStage:
             return None if campaign.overflowed else self.exceptions.match(detection, campaign.identities)
 
         for _detection, document in self.grouper.alerts(
-            result.detections, {}, judge, result.suppressed, judge_risk=judge
+            fresh, {}, judge, result.suppressed, judge_risk=judge, amendments=amendments
         ):
             (result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts).append(document)
         return result

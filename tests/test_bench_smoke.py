@@ -103,12 +103,15 @@ def check_slow_rests(out: str, _: Path) -> None:
 def check_state_caps(out: str, _: Path) -> None:
     report = json.loads(out)
     units = {"chains": "session", "correlation": "group", "campaigns": "template"}
-    assert set(report) == set(units)
+    assert set(report) == {*units, "campaigns_kept"}
     for tier, unit in units.items():
         row = report[tier]
         promised = {"traced_mib", "cpu_us_per_event_at_cap", f"bytes_per_{unit}", "evicted", "checkpoint_mib"}
         assert promised | {"state_json_mib", "msgpack_mib"} <= set(row), tier
         assert row["evicted"] > 0, f"{tier}: not driven past its cap"
+    kept = report["campaigns_kept"]
+    assert {"traced_mib", "bytes_per_member", "checkpoint_mib"} <= set(kept)
+    assert kept["members_kept"] == kept["campaign_rejudge_max_members"] == 400, "alerted windows kept, to the bound"
     assert_figures(report)
 
 
@@ -334,8 +337,8 @@ class Bench:
 
 
 BENCHES = [
-    Bench("bench.bench_state_caps", ("--sessions", "200", "--groups", "200", "--templates", "200", "--probes", "50"),
-          check_state_caps),
+    Bench("bench.bench_state_caps", ("--sessions", "200", "--groups", "200", "--templates", "200", "--probes", "50",
+                                     "--kept-members", "400"), check_state_caps),
     Bench("bench.bench_state_expiry", ("--sessions", "200", "--probes", "20"), check_state_expiry),
     Bench("bench.bench_exceptions", ("--exceptions", "10", "--detections", "500"), check_exceptions),
     Bench("bench.bench_reused_ids", ("--events", "20", "--repeats", "1"), check_reused_ids),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -11,6 +12,7 @@ from msgspec.structs import replace
 
 from app.engine import build_campaign_stage, build_pipeline
 from app.settings import Settings
+from app.sinks.elasticsearch import preserving_update, reopen_reason
 from app.stream.codec import decode_candidates, encode_candidates
 from app.traffic.simulate import SimulationConfig, simulate
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
@@ -23,8 +25,10 @@ from detectors.campaigns import (
     group_by_signature,
     signature_partition,
 )
+from detectors.documents import supersedes
 from detectors.event import Event, Identity, Message
-from detectors.partitioned import PartitionedPipeline
+from detectors.exceptions import load_exceptions
+from detectors.partitioned import PartitionedPipeline, partition_for
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 
@@ -41,8 +45,8 @@ def candidate(number: int, identity: int, signature: str = "00ab", offset: float
     )
 
 
-def burst(identities: int, requests: int, signature: str = "00ab") -> list[CampaignCandidate]:
-    return [candidate(n * identities + i, i, signature) for n in range(requests) for i in range(identities)]
+def burst(identities: int, requests: int, signature: str = "00ab", offset: float = 0.0) -> list[CampaignCandidate]:
+    return [candidate(n * identities + i, i, signature, offset) for n in range(requests) for i in range(identities)]
 
 
 def closing(signature: str = "ffff") -> list[CampaignCandidate]:
@@ -128,7 +132,8 @@ def test_late_members_from_a_stalled_partition_still_complete_a_campaign() -> No
     assert "key:key-4" in detections[0].related_users
     assert detections[0].explanation["judged_late"] == 1.0 and "members arrived late" in detections[0].message
     again = [replace(c, event_id=f"again-{c.event_id}") for c in late]
-    assert detector.detect(again) + detector.flush() == [], "raised once: the window is let go"
+    assert [c.amends for c in detector.campaigns(again)] == [True], "raised once: more requests amend it"
+    assert detector.flush() == []
     never, late = stalled(AnomalyConfig(campaign_rejudge_seconds=0))
     assert never.detect(late) + never.flush() == [], "the control: with re-judging off they are dropped"
 
@@ -340,7 +345,7 @@ def test_hostile_numbers_on_a_candidate_do_not_break_the_stage() -> None:
 
 def test_a_campaign_raised_at_close_is_not_raised_again_by_late_members() -> None:
     """Review of session 10: a stalled partition's members of a window that alerted at close made a fresh window of
-    its signature and raised it a second time."""
+    its signature and raised it a second time. They amend that alert instead (below)."""
     clock = [0.0]
     detector = CampaignDetector(idle_seconds=60.0, clock=lambda: clock[0])
     live = [replace(c, source=0) for c in burst(5, 3)]
@@ -351,10 +356,11 @@ def test_a_campaign_raised_at_close_is_not_raised_again_by_late_members() -> Non
     at_close = detector.detect([replace(closing()[0], timestamp=START + 1900.0)])
     assert [d.rule.id for d in at_close] == [CAMPAIGN_RULE]
     late = [replace(candidate(400 + n, 100 + n % 5), event_id=f"late{n}", source=1) for n in range(15)]
-    assert detector.detect(late) == [], "raised once"
+    assert [c.amends for c in detector.campaigns(late)] == [True], "raised once: the late members amend it"
     restored = CampaignDetector()
     restored.load_state(msgspec.json.decode(msgspec.json.encode(detector.state())))
-    assert restored.detect([replace(c, event_id=f"again-{c.event_id}") for c in late]) == [], "also after a restart"
+    again = [replace(c, event_id=f"again-{c.event_id}") for c in late]
+    assert [c.amends for c in restored.campaigns(again)] == [True], "also after a restart"
 
 
 def test_a_late_campaign_is_raised_whatever_the_batching() -> None:
@@ -486,3 +492,202 @@ def test_one_key_rotating_user_ids_over_many_partitions_is_found_in_shadow() -> 
     the campaign stage sees the template's whole window."""
     found = shadow_rules(rotating_user_ids(720), partitions=48)
     assert ENUMERATION_RULE in found["shadow"]
+
+
+# --- late members of a window that already alerted join that alert (issue #5)
+
+LATE_KEYS = [f"key:key-{i}" for i in (5, 6, 7)]
+
+
+def idle_partition(partitions: int | None = None) -> tuple[CampaignStage, list[float], list[list[CampaignCandidate]]]:
+    """Keys 0-4 send 3 requests each on one template in one window, keys 5-7 (source 1) 4 each, the window's
+    earliest (so they push one another out of its event ids); source 1 sends its first request, then goes silent for
+    longer than ``idle_seconds`` while source 0 moves on. With ``partitions``, each candidate's source is its
+    identity's partition instead. Returns the stage, its clock, and the batches in arrival order: the live requests,
+    the one that closes the window (with a campaign of keys 0-4), then keys 5-7's late ones."""
+    clock = [0.0]
+    detector = CampaignDetector(idle_seconds=60.0, clock=lambda: clock[0])
+    stage = CampaignStage(detector, Pipeline([], Redactor(b"test")).grouper)
+
+    def source(c: CampaignCandidate) -> int:
+        if partitions is not None:
+            return partition_for(c.identity.key(), partitions)
+        return int(c.identity.key() in LATE_KEYS)
+
+    early = [replace(candidate(3 * n + key - 5, key), event_id=f"s{n}-{key}") for n in range(4) for key in (5, 6, 7)]
+    everything = [replace(c, source=source(c)) for c in early + burst(5, 3, offset=100.0)]
+    live = everything[:1] + everything[len(early) :]
+    late = everything[1 : len(early)]
+    onward = [replace(c, timestamp=START + 1900.0, source=source(c)) for c in closing()]
+    return stage, clock, [live, onward, late]
+
+
+def run_stalled(stage: CampaignStage, clock: list[float], batches: list[list[CampaignCandidate]]) -> list[dict]:
+    """The alerts written, batch by batch (the clock passes ``idle_seconds`` after the live batch), and the flush."""
+    written = []
+    for number, batch in enumerate(batches):
+        written += stage.process(batch).alerts
+        if number == 0:
+            clock[0] = 61.0
+    return written + stage.flush().alerts
+
+
+def last_written(alerts: list[dict]) -> dict[str, dict]:
+    """The final version of each alert, as the sink keeps it (a later rendering supersedes an earlier one)."""
+    final: dict[str, dict] = {}
+    for alert in alerts:
+        stored = final.get(alert["event"]["id"])
+        if stored is None or supersedes(alert, stored):
+            final[alert["event"]["id"]] = alert
+    return final
+
+
+def test_late_members_of_a_window_that_alerted_at_close_are_named_in_its_alert() -> None:
+    """Issue #5: an analyst blocking a campaign's keys from its alert missed the identities of a partition that was
+    idle when the window closed. They join the alert: written again under the same id, naming all eight, with the
+    same count and severity, so a triaged alert is not re-opened."""
+    stage, clock, (live, onward, late) = idle_partition()
+    assert stage.process(live).alerts == []
+    clock[0] = 61.0
+    [at_close] = stage.process(onward).alerts
+    assert at_close["related"]["user"] == [f"key:key-{i}" for i in range(5)], "the precondition: closed without them"
+    [amended] = stage.process(late).alerts
+    assert amended["event"]["id"] == at_close["event"]["id"]
+    assert amended["related"]["user"] == sorted(f"key:key-{i}" for i in range(8))
+    assert amended["abusewatch"]["explanation"]["identities"] == 8.0
+    assert amended["abusewatch"]["explanation"]["judged_late"] == 1.0
+    assert (amended["abusewatch"]["count"], amended["event"]["severity"]) == (1, at_close["event"]["severity"])
+    assert supersedes(amended, at_close)
+    triaged = {**at_close, "abusewatch": {**at_close["abusewatch"], "status": "closed"}}
+    assert reopen_reason(triaged, amended) is None
+    assert "status" not in preserving_update(amended)["doc"]["abusewatch"]
+    assert stage.flush().alerts == [], "nothing more to say"
+
+
+def test_late_members_join_the_alert_across_a_checkpoint() -> None:
+    """The stage restarts between the window's close and its late members: a checkpoint of the new code keeps the
+    alerted window; one of the earlier code (which kept none) still loads, and raises no second alert."""
+    stage, clock, (live, onward, late) = idle_partition()
+    uninterrupted = run_stalled(*idle_partition()[:2], [live, onward, late])
+    stage.process(live)
+    clock[0] = 61.0
+    [at_close] = stage.process(onward).alerts
+    checkpoint = msgspec.json.decode(msgspec.json.encode(stage.state()))
+    restored = stage.fresh()
+    restored.load_state(checkpoint)
+    [amended] = restored.process(late).alerts
+    assert [at_close, amended] == uninterrupted
+    assert len(amended["related"]["user"]) == 8
+    older = msgspec.json.decode(msgspec.json.encode(checkpoint))
+    older["campaigns"]["closed"] = [row for row in older["campaigns"]["closed"] if len(row) == 9]  # none alerted
+    from_older = stage.fresh()
+    from_older.load_state(older)
+    assert from_older.process(late).alerts + from_older.flush().alerts == [], "not kept then: no second alert"
+
+
+@pytest.mark.parametrize("partitions", [1, 4, 16])
+def test_late_members_are_named_whatever_the_batching_and_partitions(partitions: int) -> None:
+    """One batch, one candidate at a time, late ones out of time order, or the watermark moving past the re-judge
+    time in the same batch: the alert finally written is the same, one alert naming all eight."""
+    _stage, _clock, (live, onward, late) = idle_partition(partitions)
+    beyond = [replace(c, event_id=f"beyond-{c.event_id}", timestamp=START + 3000.0) for c in onward]
+    batchings = {
+        "one batch": [live, onward, late],
+        "one at a time": [live, onward, *([c] for c in late)],
+        "backwards": [live, onward, *([c] for c in late[::-1])],
+        "with the watermark": [live, onward, late + beyond],
+    }
+    finals = {}
+    for name, batches in batchings.items():
+        stage, clock, _ = idle_partition(partitions)
+        finals[name] = last_written(run_stalled(stage, clock, batches))
+    reference = finals["one batch"]
+    assert [len(alert["related"]["user"]) for alert in reference.values()] == [8]
+    assert all(final == reference for final in finals.values()), "the final alert depends on the batching"
+    alone, clock, two_sources = idle_partition()
+    assert last_written(run_stalled(alone, clock, two_sources)) == reference, "or on the partitions"
+
+
+def test_alerted_windows_kept_for_late_members_count_against_the_same_bound() -> None:
+    """The alerted window and its late members count against ``campaign_rejudge_max_members``; windows without a
+    campaign (which could still become one) are kept first. At the bound, a late member not kept is not named."""
+
+    def bounded(members: int | None) -> tuple[dict[str, int], list[str]]:
+        """The closed windows kept (members each) once the late members came, and whom the alert names last."""
+        stage, clock, (live, onward, late) = idle_partition()
+        if members is not None:
+            stage.detector.config = AnomalyConfig(campaign_rejudge_max_members=members)
+        near = [replace(candidate(100 + n, 20 + n % 4, "cccc"), event_id=f"c{n}") for n in range(8)]  # 4 members
+        stage.process(live + near)
+        clock[0] = 61.0
+        written = stage.process(onward).alerts + stage.process(late).alerts
+        rows = {row[1]: len(row[2]) for row in stage.detector.state()["closed"]}
+        return rows, written[-1]["related"]["user"]
+
+    # at close: cccc (4 members) and the alerted 00ab (6: keys 0-4 and key-5's first request), 10 in all
+    rows, named = bounded(members=11)
+    assert rows == {"cccc": 4, "00ab": 7}, "key-5 (a member already) and key-6 join; key-7 is past the bound"
+    assert named == sorted(f"key:key-{i}" for i in range(7)), "only those kept are named"
+    rows, named = bounded(members=9)
+    assert rows == {"cccc": 4}, "the window without a campaign first; the alerted one does not fit"
+    assert named == [f"key:key-{i}" for i in range(5)]
+    rows, named = bounded(members=None)
+    assert rows == {"cccc": 4, "00ab": 8} and len(named) == 8, "the control: room for all"
+
+
+def test_hostile_late_members_do_not_break_the_stage() -> None:
+    """Late members from the topic with hostile numbers, an empty identity, or a time far ahead: no crash, and the
+    alert still names the late identities it can."""
+    stage, clock, (live, onward, late) = idle_partition()
+    odd = [replace(c, value_bucket=2**63 - 1, context_tokens=math.nan, slot_chars=2**63 - 1, source=-5) for c in late]
+    hostile = [
+        *odd,
+        replace(late[0], event_id="nobody", identity=Identity()),
+        replace(late[0], event_id="nan", timestamp=math.nan),
+        replace(late[0], event_id="inf", timestamp=math.inf),
+    ]
+    wire = decode_candidates(encode_candidates(hostile))
+    written = run_stalled(stage, clock, [live, onward, wire, [replace(late[0], event_id="far", timestamp=1e300)]])
+    msgspec.json.encode(stage.state())
+    [final] = [a for a in last_written(written).values() if a["rule"]["id"] == CAMPAIGN_RULE]
+    assert set(LATE_KEYS) <= set(final["related"]["user"])
+
+
+def test_a_late_member_outside_an_exception_brings_a_suppressed_campaign_to_the_queue(tmp_path) -> None:
+    """The window's alert was suppressed (an exception for keys 0-4, a bulk job); keys 5-7 are not excepted, so the
+    campaign they join is no longer covered: it is alerted in the queue, and charged to a risk score, as a
+    campaign alert naming them at close would have been."""
+    path = tmp_path / "exceptions.yml"
+    bulk = {"abusewatch.api_key_hash": [f"key-{i}" for i in range(5)]}
+    rule = {"id": "bulk-job", "rules": [CAMPAIGN_RULE], "match": bulk, "reason": "CHG-1", "expires": "2099-01-01"}
+    path.write_text(json.dumps([rule]))
+    stage, clock, (live, onward, late) = idle_partition()
+    stage.exceptions = load_exceptions(path)
+    stage.process(live)
+    clock[0] = 61.0
+    at_close = stage.process(onward)
+    assert at_close.alerts == [] and len(at_close.shadow_alerts) == 1, "the precondition: suppressed at close"
+    assert stage.grouper.state()["risk"] == {}
+    found = stage.process(late)
+    [alert] = found.alerts
+    assert alert["related"]["user"] == sorted(f"key:key-{i}" for i in range(8)) and found.suppressed == []
+    assert list(stage.grouper.state()["risk"]) == ["key:key-0"]
+
+
+def test_a_shadow_alert_whose_late_members_make_a_campaign_raises_the_campaign_alert() -> None:
+    """The window alerted in shadow (the enumeration rule: 40 keys, 2 requests each); late requests give five of
+    them a third: the window now meets the campaign rule, whose alert is a new one, in the queue (not an amendment
+    of the shadow alert, which is of another rule)."""
+
+    def closed_in_shadow() -> CampaignStage:
+        stage = CampaignStage(CampaignDetector(), Pipeline([], Redactor(b"test")).grouper)
+        assert stage.process(spread(40, 80)).alerts == []
+        assert [a["rule"]["id"] for a in stage.process(closing()).shadow_alerts] == [ENUMERATION_RULE]
+        return stage
+
+    late = [replace(candidate(90 + n, n), event_id=f"third-{n}", value_bucket=200 + n) for n in range(5)]
+    [campaign] = closed_in_shadow().detector.campaigns(late)
+    assert (campaign.detection.rule.id, campaign.amends) == (CAMPAIGN_RULE, False)
+    found = closed_in_shadow().process(late)
+    assert [(a["rule"]["id"], a["abusewatch"]["count"]) for a in found.alerts] == [(CAMPAIGN_RULE, 1)]
+    assert found.alerts[0]["related"]["user"] == sorted(f"key:key-{n}" for n in range(5))

@@ -98,14 +98,17 @@ class AnomalyConfig(BaseModel):
         1800.0,
         ge=0,
         description=(
-            "How long (event time) a window closed without a campaign is kept, so that late members (a partition "
-            "back from a stall) can still complete it; 0: never."
+            "How long (event time) a closed window is kept, so that late members (a partition back from a stall) "
+            "can still complete a campaign, or join the alert of the one it raised; 0: never."
         ),
     )
     campaign_rejudge_max_members: int = Field(
         50_000,
         ge=0,
-        description="Members of the closed windows kept for re-judging, in all (~0.5 KiB each; busiest windows first).",
+        description=(
+            "Members of the closed windows kept, in all (~0.5 KiB each): those without a campaign first, the busiest "
+            "first."
+        ),
     )
     campaign_enumeration_status: Literal["off", "test", "stable"] = Field(
         "test",
