@@ -18,9 +18,6 @@ assumed (``Event.timestamp_assumed``) at the newest believed time, which the pip
 partition's; before any time was believed, at the first time believed after it, if one comes within about
 :data:`LOOKAHEAD` events, else at the wall clock.
 
-It stops one broken clock, not a client forging many record times (a burst that confirms itself, a ratchet of
-steps under ``max_future_s``): docs/anomaly.md, "Times a record cannot be believed on", lists these limits.
-
 Everything depends on the input's order only, not on batching, and memory is bounded by ``2 * LOOKAHEAD`` events
 and lines, whatever the input's size. Records are only held back (an event is judged once :data:`LOOKAHEAD` events
 or lines follow it, or the input ended), never dropped or reordered.
