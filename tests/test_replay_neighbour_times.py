@@ -161,20 +161,6 @@ def test_the_summary_and_the_report_count_the_times_not_believed(tmp_path: Path)
     assert "event times not believed (too far ahead)" in result.stderr
 
 
-def test_a_backtest_reports_the_times_it_did_not_believe(tmp_path: Path) -> None:
-    """Backtests read history the way replay does, so their report says how many times were not believed."""
-    lines = scraper(DAY)
-    lines.insert(30, weather(DAY + SKEW))
-    lines.insert(90, weather(None, 2))
-    source, out = tmp_path / "in.jsonl", tmp_path / "report.json"
-    source.write_text("\n".join(lines) + "\n")
-    args = ["backtest", "--builtin", "--input", str(source), "--out", str(out)]
-    result = CliRunner().invoke(cli, args, env={"ABW_CONFIG": ""}, terminal_width=200)
-    assert result.exit_code == 0, result.output
-    assert orjson.loads(out.read_bytes())["event_times"] == {"not_believed": 1, "missing": 1}
-    assert "Event times not believed (far ahead of the records around them): 1" in result.output
-
-
 def timed(*times: float | None) -> list[Line]:
     """One line per time, each with one event (``None``: the record had none); the size numbers the line."""
     return [
