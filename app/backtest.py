@@ -23,7 +23,6 @@ from typing import Any
 
 import orjson
 
-from app.neighbour_times import NeighbourTimes
 from app.replay import decoded_lines
 from app.settings import Settings
 from detectors.documents import iso_time
@@ -149,7 +148,7 @@ def history_batches(
         max_bytes=detection.max_record_bytes,
         max_text_chars=detection.max_text_chars,
         keep_raw=bool(labels),  # to find labelled ids in the records that did not decode
-        times=NeighbourTimes(detection.max_future_seconds),
+        max_future_s=detection.max_future_seconds,
     ):
         for letter in letters:
             dead_letters.add(letter, labels)

@@ -2,8 +2,7 @@
 
 Simulates multi-user traffic (benign users, batch jobs and every attacker kind) until it has at least ``--events``
 events, writes it as JSONL in the mixed formats, replays it through the full pipeline exactly as ``abusewatch
-replay`` does, and reports events/s (wall and CPU), alerts, dead letters and the event times not believed or
-missing (simulated traffic has none), and the CPU cost per event of judging the times alone, as a table and JSON.
+replay`` does, and reports events/s (wall and CPU), alerts and dead letters as a table and JSON.
 """
 
 from __future__ import annotations
@@ -17,12 +16,9 @@ from pathlib import Path
 import orjson
 
 from app.engine import build_pipeline
-from app.neighbour_times import Line, NeighbourTimes
 from app.replay import replay
 from app.settings import load_settings
 from app.traffic.simulate import SimulationConfig, render_records, simulate
-from detectors.event import Event
-from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 ATTACKERS = {"scraper": 2, "slow_scraper": 1, "campaign": 1, "extractor": 1, "denial_of_wallet": 1}
@@ -48,15 +44,6 @@ def traffic(events: int, seed: int = 1) -> Path:
     return path
 
 
-def time_judge_cost(events: int) -> float:
-    """CPU microseconds per event of replay's judge of event times alone (:class:`NeighbourTimes`), over as many
-    time-ordered one-event lines: its share of the replay's cost."""
-    lines: list[Line] = [([Event(id=str(n), dataset="openai", timestamp=1.7e9 + n / 2)], [], 1) for n in range(events)]
-    cpu = time.process_time()
-    judged = sum(1 for _ in NeighbourTimes(DEFAULT_MAX_FUTURE_SECONDS).judged(lines))
-    return round((time.process_time() - cpu) / max(1, judged) * 1e6, 2)
-
-
 def run(events: int, out: Path | None) -> dict:
     source = traffic(events)
     pipeline = build_pipeline(load_settings())
@@ -67,8 +54,6 @@ def run(events: int, out: Path | None) -> dict:
         "records": summary.records,
         "alerts": summary.alerts,
         "dead_letters": summary.dead_letters,
-        "times_not_believed": summary.times_not_believed,
-        "times_missing": summary.times_missing,
         "bytes": summary.bytes_read,
         "wall_seconds": round(time.perf_counter() - wall, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
@@ -76,7 +61,6 @@ def run(events: int, out: Path | None) -> dict:
     }
     result["events_per_second_wall"] = round(result["events"] / result["wall_seconds"], 1)
     result["events_per_cpu_second"] = round(result["events"] / result["cpu_seconds"], 1)
-    result["time_judge_cpu_us_per_event"] = time_judge_cost(summary.events)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

@@ -115,10 +115,9 @@ def test_a_late_detection_of_a_forgotten_window_leaves_the_grown_alert(tmp_path:
     start = first["timestamp"]
     grown = [record(n, start + 60 * n, "mallory@acme.example") for n in range(1, 4)]
     later = record(4, start + 5 * 3600, "mallory@acme.example")  # moves the grouper's horizon past her first window
-    confirmed = [record(n, start + 5 * 3600 + n, "trent@acme.example") for n in range(6, 8)]  # replay believes it
     late = record(5, start + 300, "mallory@acme.example")
     on_time, _ = replayed_alerts(tmp_path, grown, "on-time", batch_size=1)
-    replayed, _ = replayed_alerts(tmp_path, [*grown, later, *confirmed, late], "late", batch_size=1)
+    replayed, _ = replayed_alerts(tmp_path, [*grown, later, late], "late", batch_size=1)
     grown_alerts = [alert_id for alert_id, alert in on_time.items() if alert["abusewatch"]["count"] == 3]
     assert grown_alerts, "the attack must alert three times in one window for this test to mean anything"
     assert {alert_id: replayed[alert_id]["abusewatch"]["count"] for alert_id in on_time} == {
