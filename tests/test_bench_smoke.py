@@ -278,6 +278,18 @@ def check_compare_classifiers(out: str, _: Path) -> None:
     assert all(0 <= float(share) <= 100 for share in model.groups()[1:])
 
 
+def check_fresh_hard_benign(out: str, _: Path) -> None:
+    from bench.fresh_hard_benign import FRESH_TEMPLATES
+
+    head, *rows = out.splitlines()
+    found = re.fullmatch(r"fresh hard benign templates: (\d+) of 120 alert", head)
+    assert found, head
+    counts = [(int(match[1]), match[2]) for row in rows if (match := re.fullmatch(r" +(\d+)  (.+)", row))]
+    assert len(counts) == len(rows) and {template for _, template in counts} <= set(FRESH_TEMPLATES), rows
+    assert sum(count for count, _ in counts) == int(found[1])
+    assert all(1 <= count <= 3 for count, _ in counts)  # 120 prompts: 3 per template
+
+
 def check_cv_only(out: str, _: Path) -> None:
     report = json.loads(out)
     for head in ("prompt_injection", "jailbreak"):
@@ -359,6 +371,7 @@ BENCHES = [
     Bench("bench.eval_rules", ("--split", "test", "--out", "{tmp}/rules.json", "--markdown", "{tmp}/rules.md"),
           check_eval_rules, corpus=True),
     Bench("bench.compare_classifiers", (str(MODELS),), check_compare_classifiers, corpus=True),
+    Bench("bench.fresh_hard_benign", (str(MODELS), "--count", "120"), check_fresh_hard_benign, corpus=True),
     Bench("bench.eval_slow_rests", ("--rests", "0,20", "--seeds", "0"), check_slow_rests),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
 ]  # fmt: skip

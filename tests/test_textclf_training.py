@@ -14,6 +14,7 @@ import pytest
 
 from bench import corpora
 from bench import train_classifier as trainer
+from bench.fresh_hard_benign import FRESH_TEMPLATES, fresh_prompts
 from detectors.textclf.features import FeatureConfig
 from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, TextClassifier
 from detectors.textclf.synthetic import (
@@ -21,6 +22,7 @@ from detectors.textclf.synthetic import (
     attached_attacks,
     benign_documents,
     composed_attack_prompts,
+    composed_benign_prompts,
     embedded_attacks,
     hard_benign_prompts,
     instruction_prompts,
@@ -287,6 +289,53 @@ def test_composed_attack_prompts_share_no_wording_with_the_held_out_templates() 
     assert not any(_four_grams(text) & held_out for _, text in composed)
 
 
+def test_composed_benign_prompts_are_deterministic_varied_and_benign_counterparts() -> None:
+    prompts = composed_benign_prompts(PIECES, 800, "seed")
+    assert prompts == composed_benign_prompts(PIECES, 800, "seed") != composed_benign_prompts(PIECES, 800, "other")
+    assert len(prompts) == 800 and len(set(prompts)) > 600 and all(0 < len(p) <= 400 for p in prompts)
+    assert any(p.startswith(tuple(PIECES)) for p in prompts)  # the attacks' openers: benign turns ...
+    assert any(re.search(r"\b(Now|From now on|New task:)", p) for p in prompts)  # ... and their transitions
+    assert any(re.search("[а-я]", p) for p in prompts) and any("Englische" in p for p in prompts)
+    assert any(re.search(r"(?i)\b(ignore|disregard|forget)\b my", p) for p in prompts)  # override of one's own text
+    assert composed_benign_prompts([], 20, "seed") and all(composed_benign_prompts([], 20, "seed"))
+
+
+def test_composed_benign_prompts_share_no_wording_with_any_held_out_template() -> None:
+    held_out = set().union(*(_four_grams(t) for t in (*task_templates(held_out=True), *FRESH_TEMPLATES)))
+    prompts = composed_benign_prompts(["Zebra quokka.", "Quince marmalade."], 3000, "seed")
+    assert not any(_four_grams(prompt) & held_out for prompt in prompts)
+
+
+def test_fresh_held_out_templates_share_no_wording_with_any_benign_training_text() -> None:
+    fresh = set().union(*(_four_grams(t) for t in FRESH_TEMPLATES))
+    pieces = ["Zebra quokka.", "Quince marmalade."]
+    training = [
+        *task_templates(held_out=False),
+        *hard_benign_prompts(pieces, 3000, "seed"),
+        *composed_benign_prompts(pieces, 3000, "seed"),
+    ]
+    assert fresh and not any(_four_grams(text) & fresh for text in training)
+    filled = fresh_prompts(pieces, 2 * len(FRESH_TEMPLATES))
+    assert [t for t, _ in filled] == [*range(len(FRESH_TEMPLATES))] * 2 and all("{" not in p for _, p in filled)
+
+
+def test_composed_benign_prompts_are_off_by_default_and_stay_in_their_fold(
+    records: list[corpora.CorpusText],
+) -> None:
+    train = small_subset(records, "train", 4)
+    folds = trainer.assign_folds(train, 3)
+    default = trainer.with_synthetic(train, folds, "seed", 0.1, hard_per_benign=1.0, composed_per_attack=1.0)
+    samples = trainer.with_synthetic(
+        train, folds, "seed", 0.1, hard_per_benign=1.0, composed_per_attack=1.0, composed_benign_per_attack=2.0
+    )
+    added = [s for s in samples if s.origin == trainer.COMPOSED_BENIGN_PROMPT]
+    assert [s for s in samples if s.origin != trainer.COMPOSED_BENIGN_PROMPT] == default
+    assert added and all(s.label == "benign" and not trainer.is_document(s) for s in added)
+    for fold in {s.fold for s in added}:
+        attacks = sum(r.label == "attack" and folds[trainer.fold_key(r)] == fold for r in train)
+        assert sum(s.fold == fold for s in added) == round(2.0 * attacks)
+
+
 def test_composed_attacks_are_off_by_default_and_stay_in_their_fold(records: list[corpora.CorpusText]) -> None:
     train = small_subset(records, "train", 4)
     folds = trainer.assign_folds(train, 3)
@@ -375,16 +424,21 @@ def test_the_composed_per_attack_flag_reaches_cross_validation(monkeypatch: pyte
     seen = {}
 
     def fake_cross_validate(
-        records: list[corpora.CorpusText], test_sources: set[str], features: FeatureConfig, composed_per_attack: float
+        records: list[corpora.CorpusText],
+        test_sources: set[str],
+        features: FeatureConfig,
+        composed_per_attack: float,
+        composed_benign_per_attack: float,
     ) -> dict:
         seen.update(records=records, test_sources=test_sources, composed=composed_per_attack)
+        seen.update(benign=composed_benign_per_attack)
         return {}
 
     monkeypatch.setattr(trainer.corpora, "load", lambda cache_dir: [train, held_out])
     monkeypatch.setattr(trainer, "cross_validate", fake_cross_validate)
-    assert trainer.main(["--cv-only", "--composed-per-attack", "0.5"]) == 0
-    assert seen == {"records": [train], "test_sources": {"other"}, "composed": 0.5}
-    assert trainer.main(["--cv-only"]) == 0 and seen["composed"] == 0.0
+    assert trainer.main(["--cv-only", "--composed-per-attack", "0.5", "--composed-benign-per-attack", "2"]) == 0
+    assert seen == {"records": [train], "test_sources": {"other"}, "composed": 0.5, "benign": 2.0}
+    assert trainer.main(["--cv-only"]) == 0 and seen["composed"] == 0.0 and seen["benign"] == 0.0
 
 
 @pytest.mark.slow

@@ -1015,3 +1015,161 @@ def composed_attack_prompts(
             text = _one_line(rng.choice(pieces), min(150, budget)) + separator + text
         out.append((family, text))
     return out
+
+
+# The benign side of the composed attack grammar: the same openers and transitions, and the same verbs (override,
+# extraction, role, "your new task is") aimed at the user's own material or at benign work, plus builders and
+# defenders talking about system prompts, hidden instructions and injections. Without it the composed attacks teach
+# that praise, "Now" or an extraction verb is the attack. Written blind to ``bench.fresh_hard_benign``'s templates,
+# which judge it (no four words in a row shared with them or with ``_HELD_OUT_TASKS``; tests check).
+_BENIGN_GOALS = (
+    "write a haiku about {topic}",
+    "give me a shorter version of that",
+    "turn the main points into a table",
+    "suggest three follow-up questions",
+    "explain the second point in more detail",
+    "find a catchier title",
+    "add an example about {topic}",
+    "rewrite it for a ten year old",
+    "check it for spelling mistakes",
+    "draft an email to my team about {topic}",
+    "make it sound less formal",
+    "translate the last paragraph into Spanish",
+    "list the pros and cons",
+    "come up with a quiz question about {topic}",
+)
+_BENIGN_GOAL_FRAMES = (
+    "your next task is to {goal}",
+    "please {goal}",
+    "could you {goal}?",
+    "the next step is to {goal}",
+    "I'd like you to {goal}",
+    "let's {goal}",
+    "your new task is to {goal}",
+    "just {goal}",
+)
+_OWN_MATERIAL = (
+    "my most recent message",
+    "the draft I pasted",
+    "my remark about {topic}",
+    "my earlier request about the colours",
+    "the example I gave you",
+    "my question from before",
+    "the first list I sent",
+    "the spelling rules I mentioned",
+    "my previous instructions about the font",
+    "the deadline from my first message",
+)
+_OWN_OUTPUT = (
+    "the list you just gave me",
+    "your last answer",
+    "the recipe from your previous reply",
+    "the table",
+    "the key dates from that article",
+    "the summary you wrote",
+    "all the items we agreed on",
+    "every question from the quiz",
+    "the code you suggested",
+    "the complete itinerary",
+)
+_OUTPUT_MANNERS = ("", " again", " in bullet points", " without the numbers", " in a single line", " as JSON")
+_SECURITY_FRAMES = (
+    "How do we protect {subject}?",
+    "What are good practices for {subject}?",
+    "Write a short internal wiki page on {subject}.",
+    "Our security review flagged {subject}. What should we fix first?",
+    "Explain {subject} to a product manager.",
+    "Can you give examples of {subject} for our red team training?",
+    "Which metrics should we track for {subject}?",
+)
+_SECURITY_SUBJECTS = (
+    "our customer service bot's system prompt",
+    "hidden instructions inside documents our assistant retrieves",
+    "users who try to make the model reveal its instructions",
+    "prompt injection through tool outputs",
+    "jailbreak attempts against an internal chatbot",
+    "leaking confidential data through model answers",
+    "a retrieval pipeline that indexes untrusted web pages",
+    "role-play prompts that try to bypass content filters",
+    "storing API keys outside the prompt",
+    "guardrails for an LLM agent that can send emails",
+)
+# Benign continuations and self-revisions in the composed grammar's other languages (praise and transitions are
+# shared with the attacks, from ``_LANGUAGES``).
+_BENIGN_LANGUAGES: dict[str, dict[str, tuple[str, ...]]] = {
+    "de": {
+        "task": (
+            "übersetze den Absatz ins Englische",
+            "fasse das in zwei Sätzen zusammen",
+            "gib mir noch ein Beispiel",
+        ),
+        "revise": ("ignoriere meinen vorigen Satz, der war falsch", "streich meine erste Bitte, sie hat sich erledigt"),
+    },
+    "es": {
+        "task": ("resume el texto en dos frases", "tradúcelo al inglés", "dame otro ejemplo más sencillo"),
+        "revise": ("ignora mi mensaje anterior, me equivoqué de fecha", "no hagas caso de mi primera pregunta"),
+    },
+    "fr": {
+        "task": ("résume ce paragraphe en une phrase", "traduis-le en anglais", "propose un titre plus court"),
+        "revise": ("ignore mon message d'avant, j'ai fait une faute", "laisse tomber ma première question"),
+    },
+    "it": {
+        "task": ("riassumi il testo in due frasi", "traducilo in inglese", "dammi un altro esempio"),
+        "revise": ("dimentica la mia domanda di prima, ho risolto", "lascia perdere il mio primo messaggio"),
+    },
+    "pt": {
+        "task": ("resume o texto em duas frases", "traduz isso para o inglês", "dá-me outro exemplo"),
+        "revise": ("ignora a minha mensagem anterior, errei a data", "deixa de lado o meu primeiro pedido"),
+    },
+    "nl": {
+        "task": ("vat de tekst samen in twee zinnen", "vertaal het naar het Engels", "geef nog een voorbeeld"),
+        "revise": ("negeer mijn vorige vraag, die klopte niet", "laat mijn eerste verzoek maar zitten"),
+    },
+    "ru": {
+        "task": ("кратко перескажи этот текст", "переведи это на английский", "приведи ещё один пример"),
+        "revise": ("не обращай внимания на моё прошлое сообщение", "забудь мою первую просьбу, она уже не нужна"),
+    },
+}
+
+
+def _benign_english_core(rng: random.Random, topic: str) -> str:
+    """A benign core move in English: a new task, an extraction of the user's own material or of the model's
+    earlier output, a self-revision followed by a task, or builders talking about LLM security."""
+    goal = rng.choice(_BENIGN_GOALS).format(topic=topic)
+    kind = rng.random()
+    if kind < 0.3:
+        return rng.choice(_BENIGN_GOAL_FRAMES).format(goal=goal)
+    if kind < 0.55:
+        return f"{rng.choice(_EXTRACT_VERBS)} {rng.choice(_OWN_OUTPUT)}{rng.choice(_OUTPUT_MANNERS)}"
+    if kind < 0.8:
+        own = rng.choice(_OWN_MATERIAL).format(topic=topic)
+        return _join(f"{rng.choice(_OVERRIDE_VERBS)} {own}", rng.choice((" and ", ". ", ", then ")), goal)
+    return rng.choice(_SECURITY_FRAMES).format(subject=rng.choice(_SECURITY_SUBJECTS))
+
+
+def composed_benign_prompts(pieces: Sequence[str], count: int, seed: str, max_chars: int = 400) -> list[str]:
+    """``count`` benign prompts composed like :func:`composed_attack_prompts` (same openers, transitions and
+    noise), whose core is benign: a new task, the user's own material repeated or revised, or a question about LLM
+    security (English), or a task or self-revision in another language of the attack grammar."""
+    rng = random.Random(seed)
+    pieces = sorted(p for p in pieces if p.strip())
+    languages = sorted(_BENIGN_LANGUAGES)
+    out = []
+    for _ in range(count):
+        topic = _one_line(rng.choice(pieces), 40) if pieces else "the weather"
+        if rng.random() < 0.6:
+            core, praise, transitions = _benign_english_core(rng, topic), _PRAISE, _TRANSITIONS
+        else:
+            language = rng.choice(languages)
+            benign, words = _BENIGN_LANGUAGES[language], _LANGUAGES[language]
+            core = rng.choice(benign["task"] + benign["revise"])
+            praise, transitions = words["praise"], words["then"]
+        parts = [rng.choice(praise) if rng.random() < 0.45 else ""]
+        parts += [rng.choice(transitions) if rng.random() < 0.65 else "", core]
+        text = _noise(rng, _sentence(parts))
+        budget = max_chars - len(text) - 5
+        if pieces and rng.random() < 0.45 and budget >= 20:
+            separator = rng.choice((" ", "\n", " ... ", " -- "))
+            text = _one_line(rng.choice(pieces), min(150, budget)) + separator + text
+        out.append(text)
+    return out
