@@ -5,13 +5,16 @@ that each inflate to a 4 MiB OTLP export of tiny GenAI spans (the review's worst
 ``StreamWorker.ingest``; a coroutine ticking every 50 ms records the longest gap between its ticks. Kafka is
 replaced by an in-memory stream and topic (nothing here measures Kafka).
 
-Run: ``.venv/bin/python -m bench.bench_ingest_loop [--messages 5]``; prints one JSON object.
+Run: ``.venv/bin/python -m bench.bench_ingest_loop [--messages 5] [--gc-young-threshold N]``; prints one JSON
+object. The garbage collector is tuned as the worker tunes it (``worker.gc_young_threshold``, default 50,000;
+``--gc-young-threshold 0`` keeps Python's default of 700, for comparison: ``app/gc_policy.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import gzip
 import json
 import time
@@ -21,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from app.settings import Settings
+from app.gc_policy import tune_garbage_collector
+from app.settings import Settings, WorkerSettings
 from app.stream.worker import StreamWorker
 
 TICK_S = 0.05
@@ -56,8 +60,9 @@ class Discard:
         return future
 
 
-async def measure(messages: int) -> dict[str, Any]:
+async def measure(messages: int, gc_young_threshold: int) -> dict[str, Any]:
     worker = StreamWorker(Settings(), internal_partitions=3, op_types={})
+    tune_garbage_collector(gc_young_threshold)
     worker.internal_topic = Discard()  # type: ignore[assignment]
     message = otlp_message()
     gaps: list[float] = []
@@ -79,6 +84,7 @@ async def measure(messages: int) -> dict[str, Any]:
     task.cancel()
     return {
         "messages": messages,
+        "gc_thresholds": list(gc.get_threshold()),
         "message_bytes": len(message),
         "batch_seconds": round(seconds, 2),
         "longest_loop_gap_s": round(max(gaps), 3),
@@ -89,7 +95,14 @@ async def measure(messages: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5)
-    print(json.dumps(asyncio.run(measure(parser.parse_args(argv).messages)), indent=2))
+    parser.add_argument(
+        "--gc-young-threshold",
+        type=int,
+        default=WorkerSettings().gc_young_threshold,
+        help="as the worker setting; 0: Python's default (%(default)s)",
+    )
+    args = parser.parse_args(argv)
+    print(json.dumps(asyncio.run(measure(args.messages, args.gc_young_threshold)), indent=2))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ neither built nor read from the cache.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import math
@@ -166,8 +167,15 @@ def check_anomaly(out: str, _: Path) -> None:
 
 def check_ingest_loop(out: str, _: Path) -> None:
     report = json.loads(out)
-    assert set(report) == {"messages", "message_bytes", "batch_seconds", "longest_loop_gap_s", "tick_s"}
-    assert report["messages"] == 1
+    assert set(report) == {
+        "messages",
+        "gc_thresholds",
+        "message_bytes",
+        "batch_seconds",
+        "longest_loop_gap_s",
+        "tick_s",
+    }
+    assert report["messages"] == 1 and report["gc_thresholds"][0] == 1234  # tuned as asked
     assert report["message_bytes"] > 0
     assert_figures(report)
 
@@ -356,7 +364,7 @@ BENCHES = [
     Bench("bench.bench_dedupe", ("--capacity", "2000", "--partitions", "2"), check_dedupe),
     Bench("bench.bench_anomaly", ("--hours", "1", "--benign-users", "5", "--identities", "200",
                                   "--events-per-identity", "1"), check_anomaly),
-    Bench("bench.bench_ingest_loop", ("--messages", "1"), check_ingest_loop),
+    Bench("bench.bench_ingest_loop", ("--messages", "1", "--gc-young-threshold", "1234"), check_ingest_loop),
     Bench("bench.bench_signatures", ("--events", "30", "--pathological-timeout", "0.5", "--baseline-budget", "0.2",
                                      "--workload-events", "20", "--repeats", "1", "--out", "{tmp}/signatures.json"),
           check_signatures),
@@ -391,6 +399,14 @@ SLOW_BENCHES = [
 def case_id(bench: Bench) -> str:
     option = next((arg for arg in bench.argv if arg in {"--quality", "--samples"}), "")
     return bench.module.removeprefix("bench.") + option.replace("--", "-")
+
+
+@pytest.fixture(autouse=True)
+def garbage_collector_restored() -> Iterator[None]:
+    """Benches tune the process's garbage collector as the worker does; the rest of the suite keeps its own."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_engine
+from app.gc_policy import tune_garbage_collector
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, Settings, load_settings, redaction_key_problem
@@ -120,6 +121,7 @@ def _run(
     settings = load_settings(config)
     with exit_on_bad_exceptions():
         pipeline = build_engine(settings, partitions=partitions)  # loads the exceptions, checked against its rules
+    tune_garbage_collector(settings.worker.gc_young_threshold)
     detection = settings.detection
     options = {
         "alerts_out": alerts_out,

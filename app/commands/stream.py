@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
+from app.gc_policy import tune_garbage_collector
 from app.replay import STDIN, read_lines
 from app.settings import Settings, load_settings, redaction_key_problem
 from app.sinks import es_setup
@@ -79,6 +80,7 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
         with exit_on_bad_exceptions():  # loaded again, as they are now, with the rules they are checked against
             stream = StreamWorker(settings, internal_partitions=partitions, op_types=op_types)
     register_web(stream)
+    tune_garbage_collector(settings.worker.gc_young_threshold)
     console.print(
         f"worker {kafka.consumer_group}: {kafka.raw_topic} -> {kafka.internal_topic} "
         f"({counts[kafka.internal_topic]} partitions) -> Elasticsearch {settings.elasticsearch.url}; "
