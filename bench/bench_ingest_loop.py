@@ -6,7 +6,7 @@ that each inflate to a 4 MiB OTLP export of tiny GenAI spans (the review's worst
 replaced by an in-memory stream and topic (nothing here measures Kafka).
 
 Run: ``.venv/bin/python -m bench.bench_ingest_loop [--messages 5] [--gc-young-threshold N]``; prints one JSON
-object. The garbage collector is tuned as the worker tunes it (``worker.gc_young_threshold``, default 50,000;
+object. The garbage collector is tuned as the worker tunes it (``worker.gc_young_threshold``, default 10,000;
 ``--gc-young-threshold 0`` keeps Python's default of 700, for comparison: ``app/gc_policy.py``).
 """
 
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         "--gc-young-threshold",
         type=int,
         default=WorkerSettings().gc_young_threshold,
-        help="as the worker setting; 0: Python's default (%(default)s)",
+        help="as the worker setting (default %(default)s); 0 leaves Python's 700",
     )
     args = parser.parse_args(argv)
     print(json.dumps(asyncio.run(measure(args.messages, args.gc_young_threshold)), indent=2))

@@ -5,15 +5,17 @@ train-split pieces to preview the test split's hard benign rate; after sessions 
 longer blind (one of its templates, "hidden instructions in web pages", decided against a candidate). These 40
 templates were written in session 12, before the benign counterparts of the composed attack prompts
 (``detectors.textclf.synthetic.composed_benign_prompts``) were written or measured, and share no four words in a
-row with any training template (a test checks). They cover what the composed attack grammar risks flagging:
+row with any benign training text (a test checks; four share a four-word run with composed attack texts, which
+only makes them harder). They cover what the composed attack grammar risks flagging:
 continuations after praise, users revising their own requests (also in German, Spanish, French, Italian,
 Portuguese, Dutch and Russian), talk about system prompts, hidden instructions and injections in a security or
 engineering context, and extraction verbs applied to the user's own text. Never train on them.
 
     python -m bench.fresh_hard_benign MODEL_DIR [--count N]
 
-prints the share of the templates, filled with train-split benign pieces, that the model at ``MODEL_DIR`` flags at
-its own prompt threshold, overall and per template.
+prints how many of the prompts (the templates filled with train-split benign pieces) the model at ``MODEL_DIR``
+flags at its own prompt threshold, overall and per template. A template tends to alert on all of its fillings or
+none, so read the result as templates alerting (of 40), not as a rate over 2,000 prompts.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ neither built nor read from the cache.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import json
 import math
@@ -399,14 +398,6 @@ SLOW_BENCHES = [
 def case_id(bench: Bench) -> str:
     option = next((arg for arg in bench.argv if arg in {"--quality", "--samples"}), "")
     return bench.module.removeprefix("bench.") + option.replace("--", "-")
-
-
-@pytest.fixture(autouse=True)
-def garbage_collector_restored() -> Iterator[None]:
-    """Benches tune the process's garbage collector as the worker does; the rest of the suite keeps its own."""
-    thresholds = gc.get_threshold()
-    yield
-    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,32 @@ from app.cli import cli
 from app.gc_policy import tune_garbage_collector
 from app.settings import PACKAGE_ROOT, Settings, WorkerSettings
 
+SENTINEL = (777, 10, 10)  # not Python's default, so "left alone" and "set to the default" differ
+
 
 @pytest.fixture(autouse=True)
-def python_default_thresholds() -> Iterator[None]:
-    """Each test starts from Python's own thresholds and leaves the suite's as they were."""
-    saved = gc.get_threshold()
-    gc.set_threshold(700, 10, 10)
-    yield
-    gc.set_threshold(*saved)
+def sentinel_thresholds() -> None:
+    """Each test starts from thresholds nobody sets (``tests/conftest.py`` restores the suite's after it)."""
+    gc.set_threshold(*SENTINEL)
 
 
 def test_the_young_threshold_is_raised_and_the_older_ratios_kept() -> None:
-    tune_garbage_collector(50_000)
-    assert gc.get_threshold() == (50_000, 10, 10)
-    tune_garbage_collector(50_000)  # idempotent: a second call changes nothing
-    assert gc.get_threshold() == (50_000, 10, 10)
+    gc.set_threshold(777, 12, 13)
+    tune_garbage_collector(10_000)
+    assert gc.get_threshold() == (10_000, 12, 13)
+    tune_garbage_collector(10_000)  # idempotent: a second call changes nothing
+    assert gc.get_threshold() == (10_000, 12, 13)
 
 
-def test_zero_keeps_pythons_default() -> None:
+def test_zero_leaves_the_collector_alone() -> None:
     tune_garbage_collector(0)
-    assert gc.get_threshold() == (700, 10, 10)
+    assert gc.get_threshold() == SENTINEL
 
 
-def test_the_setting_defaults_to_50000_reads_the_environment_and_rejects_negatives(
+def test_the_setting_defaults_to_10000_reads_the_environment_and_rejects_negatives(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert WorkerSettings().gc_young_threshold == 50_000
+    assert WorkerSettings().gc_young_threshold == 10_000
     monkeypatch.setenv("ABW_WORKER__GC_YOUNG_THRESHOLD", "0")
     assert Settings().worker.gc_young_threshold == 0
     with pytest.raises(ValidationError, match="gc_young_threshold"):
@@ -52,4 +51,4 @@ def test_replay_tunes_the_collector_from_the_setting(threshold: int, tmp_path: P
     env = {"ABW_CONFIG": "", "ABW_WORKER__GC_YOUNG_THRESHOLD": str(threshold)}
     result = CliRunner().invoke(cli, ["replay", sample, "--alerts-out", str(tmp_path / "alerts.jsonl")], env=env)
     assert result.exit_code == 0, result.output
-    assert gc.get_threshold() == ((threshold or 700), 10, 10)
+    assert gc.get_threshold() == ((threshold, 10, 10) if threshold else SENTINEL)

@@ -254,7 +254,7 @@ def test_the_test_split_gets_only_held_out_task_templates(records: list[corpora.
 
 
 def _four_grams(text: str) -> set[str]:
-    words = re.findall(r"[a-z0-9']+", re.sub(r"\{\w+\}", " ", text.lower()))
+    words = re.findall(r"\w+(?:'\w+)?", re.sub(r"\{\w+\}", " ", text.lower()))  # any script, accents kept
     return {" ".join(words[i : i + 4]) for i in range(len(words) - 3)}
 
 

@@ -463,8 +463,8 @@ class StreamWorker:
         for start in range(0, len(events), size):
             isolated = await self._in_thread(_process_isolating, pipeline, events[start : start + size])
             merged.extend(isolated.result)
-            for event, error in isolated.failures:
-                letters.append(failure("pipeline_error", f"{type(error).__name__}: {error}", f"event:{event.id}"))
+            for event, reason in isolated.failures:
+                letters.append(failure("pipeline_error", reason, f"event:{event.id}"))
                 if failed is not None:
                     failed.append(event)
         return merged
@@ -511,7 +511,7 @@ class StreamWorker:
         failed = [
             event
             for start in range(0, len(events), size)
-            for event, _error in _process_isolating(pipeline, events[start : start + size]).failures
+            for event, _reason in _process_isolating(pipeline, events[start : start + size]).failures
         ]
         ran = _without(kept, failed)  # as the live path leaves them out
         recent.remember(ran)
@@ -648,10 +648,10 @@ def _origin(message: Any) -> str:
 @dataclass(slots=True)
 class _Isolated:
     """What :func:`_process_isolating` made of a batch: the pipeline's result, and the events that failed alone with
-    their error (left out of it)."""
+    their error's type and message (left out of it)."""
 
     result: BatchResult
-    failures: list[tuple[Event, Exception]]
+    failures: list[tuple[Event, str]]  # the error as text: an exception kept would hold its frames, and the batch
 
 
 def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated:
@@ -668,7 +668,7 @@ def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated
             isolated.result.extend(pipeline.process([event]))
         except Exception as error:
             log.exception("pipeline failed on event %s; it is left out", event.id)
-            isolated.failures.append((event, error))
+            isolated.failures.append((event, f"{type(error).__name__}: {error}"))
     return isolated
 
 
