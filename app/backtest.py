@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from app.neighbour_times import NeighbourTimes
 from app.replay import decoded_lines
 from app.settings import Settings
 from detectors.documents import iso_time
@@ -137,10 +138,12 @@ def history_batches(
     dead_letters: DeadLetters,
     labels: Mapping[str, str] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    times: NeighbourTimes | None = None,
 ) -> Iterator[list[Event]]:
     """Batches of ``detection.batch_size`` events from ``inputs``, decoded as replay decodes them; their dead
     letters go to ``dead_letters``, with the ids of ``labels`` that their records hold. ``on_progress`` gets the
-    bytes of each record read."""
+    bytes of each record read. ``times`` judges the event times as replay does (its counts are the report's
+    ``event_times``); without it, a judge of its own."""
     detection = settings.detection
     batch: list[Event] = []
     for events, letters, size in decoded_lines(
@@ -148,7 +151,7 @@ def history_batches(
         max_bytes=detection.max_record_bytes,
         max_text_chars=detection.max_text_chars,
         keep_raw=bool(labels),  # to find labelled ids in the records that did not decode
-        max_future_s=detection.max_future_seconds,
+        times=times if times is not None else NeighbourTimes(detection.max_future_seconds),
     ):
         for letter in letters:
             dead_letters.add(letter, labels)
@@ -307,10 +310,12 @@ def report(
     labels: Mapping[str, str] | None,
     seen: Collection[str],
     dead_letters: DeadLetters | None = None,
+    times: NeighbourTimes | None = None,
 ) -> dict[str, Any]:
     """The backtest as a JSON-able report. With ``dead_letters``, their counts; labelled attacks among them count
-    as missed. With ``labels``, how many were given, name an event seen (``joined``), were found only in dead
-    letters, and were found nowhere (``not_found``)."""
+    as missed. With ``times``, how many event times were not believed or missing (``event_times``). With
+    ``labels``, how many were given, name an event seen (``joined``), were found only in dead letters, and were
+    found nowhere (``not_found``)."""
     rules = [
         {
             "rule_id": s.rule_id,
@@ -337,6 +342,8 @@ def report(
             "by_reason": dict(dead_letters.by_reason.most_common()),
             "labelled_attacks": sum(1 for e in dead if labels[e] != BENIGN) if labels is not None else None,
         }
+    if times is not None:
+        out["event_times"] = {"not_believed": times.not_believed, "missing": times.missing}
     if labels is not None:
         joined = sum(1 for e in labels if e in seen)
         out["labels"] = {

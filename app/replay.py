@@ -8,6 +8,7 @@ twice as the stream does (``app.stream.dedupe``): the same memory of recent even
 from __future__ import annotations
 
 import gzip
+import math
 import sys
 import time
 import zlib
@@ -20,6 +21,7 @@ from typing import IO, Any
 import msgspec
 import orjson
 
+from app.neighbour_times import Line, NeighbourTimes
 from app.settings import WorkerSettings
 from app.stream.dedupe import RecentIds, partition_share
 from detectors.documents import supersedes
@@ -37,11 +39,15 @@ DEFAULT_DEDUPE_CAPACITY: int = WorkerSettings.model_fields["dedupe_capacity"].de
 @dataclass(slots=True)
 class ReplaySummary:
     """Counts for the summary table; ``seconds`` is wall time of the whole run. ``events`` went through detection;
-    ``duplicates`` were dropped as redeliveries of events already processed."""
+    ``duplicates`` were dropped as redeliveries of events already processed; ``times_not_believed`` events gave a
+    time too far ahead of the records around them or of the wall clock, and ``times_missing`` gave none: both were
+    taken at an assumed time (:mod:`app.neighbour_times`)."""
 
     records: int = 0
     events: int = 0
     duplicates: int = 0
+    times_not_believed: int = 0
+    times_missing: int = 0
     dead_letters: int = 0
     alerts: int = 0
     shadow_alerts: int = 0
@@ -53,6 +59,15 @@ class ReplaySummary:
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     suppressed_by_exception: Counter[str] = field(default_factory=Counter)  # detections, per alert exception id
 
+    def count_alerts(self, alerts: Iterable[dict[str, Any]], shadow_alerts: int) -> None:
+        """The alert counts, from the alerts written (one per id) and the number of shadow alerts."""
+        for document in alerts:
+            self.alerts += 1
+            self.alerts_by_rule[document["rule"]["name"]] += 1
+            self.alerts_by_severity[document["event"]["severity"]] += 1
+            self.alerts_by_category[document["rule"]["category"]] += 1
+        self.shadow_alerts = shadow_alerts
+
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
@@ -62,6 +77,8 @@ class ReplaySummary:
             "records": self.records,
             "events": self.events,
             "duplicates": self.duplicates,
+            "times_not_believed": self.times_not_believed,
+            "times_missing": self.times_missing,
             "dead_letters": self.dead_letters,
             "alerts": self.alerts,
             "shadow_alerts": self.shadow_alerts,
@@ -148,20 +165,32 @@ def decoded_lines(
     max_bytes: int,
     max_text_chars: int,
     keep_raw: bool = False,
-    max_future_s: float = DEFAULT_MAX_FUTURE_SECONDS,
-) -> Iterator[tuple[list[Event], list[DeadLetter], int]]:
-    """Each input line as ``(events, dead letters, bytes read)``: the one way files enter the engine."""
-    for source in sources:
-        for line, origin in read_lines(source, max_bytes):
-            events, letters = normalise_payload(
-                line,
-                origin,
-                max_bytes=max_bytes,
-                max_text_chars=max_text_chars,
-                keep_raw=keep_raw,
-                max_future_s=max_future_s,
-            )
-            yield events, letters, len(line)
+    times: NeighbourTimes | None = None,
+) -> Iterator[Line]:
+    """Each input line as ``(events, dead letters, bytes read)``: the one way files enter the engine.
+
+    Event times are judged by ``times`` (by default with ``max_future_s`` of 15 minutes) against the records around
+    them in their file and the wall clock, instead of by the normaliser against the wall clock alone
+    (:mod:`app.neighbour_times`).
+    """
+    judge = times if times is not None else NeighbourTimes(DEFAULT_MAX_FUTURE_SECONDS)
+    for source in sources:  # one file at a time: the next one usually goes back in time
+        lines = _normalised_lines(source, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw)
+        yield from judge.judged(lines)
+
+
+def _normalised_lines(source: str, *, max_bytes: int, max_text_chars: int, keep_raw: bool) -> Iterator[Line]:
+    """Each line of ``source`` normalised, every time it gave taken at its word (judged after, by its neighbours)."""
+    for line, origin in read_lines(source, max_bytes):
+        events, letters = normalise_payload(
+            line,
+            origin,
+            max_bytes=max_bytes,
+            max_text_chars=max_text_chars,
+            keep_raw=keep_raw,
+            max_future_s=math.inf,
+        )
+        yield events, letters, len(line)
 
 
 def merge_by_time(sources: list[str], out: Path, *, max_bytes: int, max_text_chars: int) -> Path:
@@ -224,7 +253,8 @@ def replay(
     """Run ``pipeline`` over every record of ``sources`` and write the outputs; returns the counts.
 
     Events delivered twice are dropped as the stream drops them, each identity partition remembering its share of
-    ``dedupe_capacity`` events (the stream's ``worker.dedupe_capacity``).
+    ``dedupe_capacity`` events (the stream's ``worker.dedupe_capacity``). A time more than ``max_future_s`` ahead
+    of the records around it in its file, or of the wall clock, is not believed (:mod:`app.neighbour_times`).
 
     Alerts are written at the end, one line per alert id, so an alert updated by a later batch appears once: its
     largest version, as the Elasticsearch sink keeps (:func:`detectors.documents.supersedes`).
@@ -258,9 +288,10 @@ def replay(
         summary.duplicates += len(batch) - len(fresh)
         batch.clear()
 
+    times = NeighbourTimes(max_future_s)
     try:
         for events, letters, size in decoded_lines(
-            sources, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw, max_future_s=max_future_s
+            sources, max_bytes=max_bytes, max_text_chars=max_text_chars, keep_raw=keep_raw, times=times
         ):
             summary.records += 1
             summary.bytes_read += size
@@ -282,11 +313,8 @@ def replay(
         dead_writer.close()
     _write_all(alerts_out, alerts.values())
     _write_all(shadow_alerts_out, shadow.values())
-    for document in alerts.values():
-        summary.alerts_by_rule[document["rule"]["name"]] += 1
-        summary.alerts_by_severity[document["event"]["severity"]] += 1
-        summary.alerts_by_category[document["rule"]["category"]] += 1
-    summary.alerts, summary.shadow_alerts = len(alerts), len(shadow)
+    summary.count_alerts(alerts.values(), len(shadow))
+    summary.times_not_believed, summary.times_missing = times.not_believed, times.missing
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -64,6 +64,7 @@ def _header(title: str, summary: ReplaySummary) -> str:
         ("shadow alerts", f"{summary.shadow_alerts:,}"),
         ("suppressed detections", f"{summary.suppressed_by_exception.total():,}"),
         ("dead letters", f"{summary.dead_letters:,}"),
+        ("times not believed", f"{summary.times_not_believed:,}"),
         ("events/s", f"{summary.events_per_second:,.0f}"),
     )
     generated = datetime.now(tz=UTC).strftime("%Y-%m-%d %H:%M UTC")

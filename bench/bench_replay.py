@@ -2,7 +2,9 @@
 
 Simulates multi-user traffic (benign users, batch jobs and every attacker kind) until it has at least ``--events``
 events, writes it as JSONL in the mixed formats, replays it through the full pipeline exactly as ``abusewatch
-replay`` does, and reports events/s (wall and CPU), alerts and dead letters as a table and JSON.
+replay`` does, and reports events/s (wall and CPU), alerts, dead letters and the event times not believed or
+missing (simulated traffic has none), and the CPU cost per event of judging the times alone (on time-ordered traffic,
+and when every other time is put to a vote), as a table and JSON.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from pathlib import Path
 import orjson
 
 from app.engine import build_pipeline
+from app.neighbour_times import Line, NeighbourTimes
 from app.replay import replay
 from app.settings import load_settings
 from app.traffic.simulate import SimulationConfig, render_records, simulate
+from detectors.event import Event, Identity
+from detectors.normalise import DEFAULT_MAX_FUTURE_SECONDS
 
 CACHE = Path(__file__).resolve().parents[1] / ".cache" / "bench"
 ATTACKERS = {"scraper": 2, "slow_scraper": 1, "campaign": 1, "extractor": 1, "denial_of_wallet": 1}
@@ -44,6 +49,21 @@ def traffic(events: int, seed: int = 1) -> Path:
     return path
 
 
+def time_judge_cost(events: int, *, stale: bool = False) -> float:
+    """CPU microseconds per event of replay's judge of event times alone (:class:`NeighbourTimes`), over as many
+    time-ordered one-event lines of a dozen identities: its share of the replay's cost. With ``stale``, every other
+    line is one identity's record dated 8 h before the others: each honest time is then put to the vote of the
+    look-ahead, the judge's worst case."""
+    lines: list[Line] = []
+    for n in range(events):
+        identity = Identity(user_id="stale" if stale and n % 2 else f"user-{n % 12}")
+        at = 1.7e9 - 8 * 3600 if stale and n % 2 else 1.7e9 + n / 2
+        lines.append(([Event(id=str(n), dataset="openai", timestamp=at, identity=identity)], [], 1))
+    cpu = time.process_time()
+    judged = sum(1 for _ in NeighbourTimes(DEFAULT_MAX_FUTURE_SECONDS).judged(lines))
+    return round((time.process_time() - cpu) / max(1, judged) * 1e6, 2)
+
+
 def run(events: int, out: Path | None) -> dict:
     source = traffic(events)
     pipeline = build_pipeline(load_settings())
@@ -54,6 +74,8 @@ def run(events: int, out: Path | None) -> dict:
         "records": summary.records,
         "alerts": summary.alerts,
         "dead_letters": summary.dead_letters,
+        "times_not_believed": summary.times_not_believed,
+        "times_missing": summary.times_missing,
         "bytes": summary.bytes_read,
         "wall_seconds": round(time.perf_counter() - wall, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
@@ -61,6 +83,8 @@ def run(events: int, out: Path | None) -> dict:
     }
     result["events_per_second_wall"] = round(result["events"] / result["wall_seconds"], 1)
     result["events_per_cpu_second"] = round(result["events"] / result["cpu_seconds"], 1)
+    result["time_judge_cpu_us_per_event"] = time_judge_cost(summary.events)
+    result["time_judge_voting_cpu_us_per_event"] = time_judge_cost(summary.events, stale=True)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")

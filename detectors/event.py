@@ -109,7 +109,9 @@ class Event(msgspec.Struct, kw_only=True):
     guardrails: list[GuardrailVerdict] = []
     content_redacted: bool = False
     truncated: bool = False
-    timestamp_assumed: bool = False  # the record had no usable time: ``timestamp`` is when it was normalised
+    # the record had no usable time (none, or one not believed): ``timestamp`` is when it was normalised, or in replay
+    # for a time not believed, the newest time believed of the records before it (app.neighbour_times)
+    timestamp_assumed: bool = False
     judged_span: tuple[int, int] | None = None  # input messages to judge, when the session's history says so
     system_shown: bool = False  # the session showed these system instructions before (see system_texts)
 

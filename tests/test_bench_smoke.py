@@ -336,6 +336,7 @@ def check_replay(out: str, _: Path) -> None:
     assert int(report["events"]) >= 200
     assert int(report["alerts"]) > 0  # the simulated traffic holds every attacker kind
     assert int(report["dead_letters"]) == 0
+    assert int(report["times_not_believed"]) == int(report["times_missing"]) == 0  # every simulated time is believed
     assert_figures({key: float(value) for key, value in report.items()})
 
 

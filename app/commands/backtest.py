@@ -28,6 +28,7 @@ from app.backtest import (
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.commands.replay import bytes_progress, warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper, build_history
+from app.neighbour_times import NeighbourTimes
 from app.replay import STDIN
 from app.settings import Settings, load_settings
 from app.terminal import terminal_safe
@@ -75,10 +76,11 @@ def backtest_command(
     build = _engine_pipeline if engine else _rules_pipeline
     with exit_on_bad_exceptions():
         candidate = build(rules or [], builtin, settings)
-    dead_letters = DeadLetters()
+    dead_letters, times = DeadLetters(), NeighbourTimes(settings.detection.max_future_seconds)
     with bytes_progress(console, inputs, "backtest", passes=2 if baseline else 1) as advance:
-        result, seen = run_backtest(history_batches(inputs, settings, dead_letters, labels, advance), candidate, labels)
-        output = report(result, labels, seen, dead_letters)
+        batches = history_batches(inputs, settings, dead_letters, labels, advance, times)
+        result, seen = run_backtest(batches, candidate, labels)
+        output = report(result, labels, seen, dead_letters, times)
         if baseline:
             with exit_on_bad_exceptions():
                 base_pipeline = build(baseline, False, settings)
@@ -171,6 +173,10 @@ def _print(output: dict[str, Any]) -> None:
         attacks = f"; {dead['labelled_attacks']} labelled attacks among them" if dead["labelled_attacks"] else ""
         console.print(
             Text(terminal_safe(f"Dead letters (records that are no event): {dead['count']} ({reasons}){attacks}"))
+        )
+    if output["event_times"]["not_believed"]:
+        console.print(
+            f"Event times not believed (far ahead of the records around them): {output['event_times']['not_believed']}"
         )
     if "recall" in output:
         recall = ", ".join(f"{k}: {v:.2f}" for k, v in output["recall"].items() if v is not None)

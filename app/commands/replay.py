@@ -162,6 +162,8 @@ def _print_summary(summary: ReplaySummary) -> None:
         ("records read", summary.records),
         ("events", summary.events),
         ("duplicates dropped (records delivered twice)", summary.duplicates),
+        ("event times not believed (too far ahead)", summary.times_not_believed),
+        ("event times missing (stamped at ingestion)", summary.times_missing),
         ("alerts", summary.alerts),
         ("shadow alerts (status: test rules, exceptions)", summary.shadow_alerts),
         ("detections suppressed by exceptions", summary.suppressed_by_exception.total()),

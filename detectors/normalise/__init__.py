@@ -33,7 +33,8 @@ from detectors.normalise.fields import TextLimit
 
 # A record time further ahead of its reference clock than this is not believed. The stream's reference is the Kafka
 # record's own timestamp (when the shipper produced it), so a backlog read hours later is judged against its own
-# time; elsewhere it is the wall clock. Setting: detection.max_future_seconds.
+# time; elsewhere it is the wall clock (replay passes infinity and judges times by the records around them instead,
+# app.neighbour_times). Setting: detection.max_future_seconds.
 DEFAULT_MAX_FUTURE_SECONDS = 900.0
 _PLAUSIBLE_SINCE = 1_577_836_800.0  # 2020-01-01: an older reference clock is a broken producer, not a backlog
 
