@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from bench.eval_slow_pauses import paused_bot
 from bench.eval_slow_rests import SLOW, START, resting_scraper
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.detector import LONG_SIGNALS
@@ -166,3 +167,13 @@ def test_the_slow_averages_decay_across_a_short_gap(gap: int) -> None:
         [n + kept * (o - n) for o, n in zip(old, new, strict=True)]
     )
     assert old != pytest.approx(new)  # the last window differs from the averages, so the weight shows
+
+
+def test_a_benign_bot_pausing_40_minutes_alerts_only_once_its_pauses_are_bridged() -> None:
+    """The measured cost of a longer gap limit (``bench.eval_slow_pauses``): a health-check bot, one fixed prompt
+    every 30-90 s, pausing 40 minutes after every hour (three empty windows here) never reaches the 12 h
+    around-the-clock path while each pause ends its run; one more empty window bridged, it does within a day."""
+    events = paused_bot("monitor", 60, 40, offset=3 * MINUTE, hours=24)
+    assert slow_alerts(events) == []
+    bridged = slow_alerts(events, AnomalyConfig(slow_max_gap_windows=3))
+    assert bridged and bridged[0].explanation["continuous_hours"] >= AnomalyConfig().around_clock_hours

@@ -1,0 +1,136 @@
+"""The false-alert side of bridging rests: benign regular bots that pause, under each ``slow_max_gap_windows``.
+
+``python -m bench.eval_slow_pauses`` builds two benign bots the simulator lacks, added here and not to the
+simulator's default mix (so the tables of ``bench.eval_anomaly`` stay comparable), each working in chunks of C
+minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets against the windows:
+
+* ``classifier``: the simulator's nightly classification job (a request every 15-40 s ±5 %, ticket ids ascending
+  by 3-60 with the quoted ticket text): templated and regular, not enumerating;
+* ``monitor``: a health-check bot sending one fixed prompt every 30-90 s ±5 %.
+
+Neither enumerates, so the slow-scraping rule can reach them only by its around-the-clock path (12 h of active
+windows in one run): a pause the run bridges lets them get there. It reports per bot, chunk and pause how many of
+the runs raised ``abusewatch-anomaly-scraping-slow`` under each gap limit, and the median hour of the first alert.
+``docs/anomaly.md`` ("Runs of activity and rests") quotes its table next to ``bench.eval_slow_rests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+from collections.abc import Sequence
+
+from bench.eval_slow_rests import SLOW, START
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.base import Findings
+from detectors.event import Event, Identity, Message
+
+MINUTE = 60.0
+BOTS = ("classifier", "monitor")
+WORDS = ("invoice", "login", "refund", "error", "password", "delivery", "upgrade", "charge", "crash", "account")
+
+
+def paused_bot(
+    kind: str, chunk_minutes: float, pause_minutes: float, *, seed: int = 0, offset: float = 0.0, hours: float = 48.0
+) -> list[Event]:
+    """A benign bot of ``kind`` working ``chunk_minutes`` then pausing ``pause_minutes``, for ``hours``; ``offset``
+    (seconds) shifts it against the window boundaries."""
+    rng = random.Random(f"{kind}-{seed}")
+    start, cycle = START + offset, (chunk_minutes + pause_minutes) * MINUTE
+    cadence = rng.uniform(15, 40) if kind == "classifier" else rng.uniform(30, 90)
+    identity = Identity(api_key_hash=f"svc-{kind}-{seed}", source_ip="10.20.0.9", user_agent="worker/4.1")
+    ticket, timestamp, events = rng.randint(10_000, 90_000), start, []
+    while timestamp < start + hours * 3600:
+        into_cycle = (timestamp - start) % cycle
+        if into_cycle >= chunk_minutes * MINUTE:  # paused until the next chunk
+            timestamp += cycle - into_cycle
+            continue
+        if kind == "classifier":
+            ticket += rng.randint(3, 60)
+            text = " ".join(rng.choices(WORDS, k=rng.randint(15, 50)))
+            prompt = f'Classify support ticket #{ticket} as billing, technical, account or other: "{text}"'
+        else:
+            prompt = "Health check: reply with the single word OK."
+        events.append(
+            Event(
+                id=f"{kind}-{seed}-{len(events)}",
+                timestamp=round(timestamp, 3),
+                dataset="bench",
+                input_messages=[Message(role="user", content=prompt)],
+                output_messages=[Message(role="assistant", content="OK")],
+                input_tokens=max(1, round(rng.gauss(250 if kind == "classifier" else 12, 5))),
+                output_tokens=2,
+                request_params={"temperature": 0.0, "max_tokens": 5},
+                identity=identity,
+            )
+        )
+        timestamp += cadence * rng.uniform(0.95, 1.05)
+    return events
+
+
+def first_slow_alert_hours(events: Sequence[Event], config: AnomalyConfig) -> float | None:
+    """Hours from the first request to the first slow-scraping alert, or ``None`` if none was raised."""
+    detector = AnomalyDetector(config)
+    detections = []
+    for offset in range(0, len(events), 500):
+        batch = events[offset : offset + 500]
+        detections.extend(detector.detect(batch, [Findings() for _ in batch]))
+    detections.extend(detector.flush())
+    times = [d.timestamp for d in detections if d.rule.id == SLOW]
+    return (min(times) - events[0].timestamp) / 3600 if times else None
+
+
+def table(
+    chunks: Sequence[float],
+    pauses: Sequence[float],
+    gaps: Sequence[int],
+    seeds: Sequence[int],
+    *,
+    hours: float,
+    offsets: int,
+) -> str:
+    """One Markdown row per bot, chunk and pause: runs alerted (and median hour of the first alert) per gap limit."""
+    header = " | ".join(f"alerted, gap {gap} (median h)" for gap in gaps)
+    rows = [f"| bot | chunk / pause (min) | {header} |", "|---|---|" + "---|" * len(gaps)]
+    for kind in BOTS:
+        for chunk in chunks:
+            for pause in pauses:
+                runs = [
+                    paused_bot(kind, chunk, pause, seed=seed, offset=MINUTE * minute, hours=hours)
+                    for seed in seeds
+                    for minute in range(offsets)
+                ]
+                cells = []
+                for gap in gaps:
+                    config = AnomalyConfig(slow_max_gap_windows=gap)
+                    hits = [h for h in (first_slow_alert_hours(run, config) for run in runs) if h is not None]
+                    median = f" ({statistics.median(hits):.1f})" if hits else ""
+                    cells.append(f"{len(hits)}/{len(runs)}{median}")
+                rows.append(f"| {kind} | {chunk:g} / {pause:g} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", default="60,120", help="Working minutes between pauses, comma-separated.")
+    parser.add_argument("--pauses", default="20,30,40,50,60", help="Pause lengths in minutes, comma-separated.")
+    parser.add_argument("--gaps", default="2,3,4,6", help="slow_max_gap_windows values compared.")
+    parser.add_argument("--seeds", default="0", help="Comma-separated seeds (each at --offsets offsets).")
+    parser.add_argument("--hours", type=float, default=48.0, help="Hours each bot runs.")
+    parser.add_argument("--offsets", type=int, default=10, help="One-minute offsets against the windows per seed.")
+    args = parser.parse_args(argv)
+    print(
+        table(
+            [float(c) for c in args.chunks.split(",")],
+            [float(p) for p in args.pauses.split(",")],
+            [int(g) for g in args.gaps.split(",")],
+            [int(s) for s in args.seeds.split(",")],
+            hours=args.hours,
+            offsets=args.offsets,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
