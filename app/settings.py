@@ -161,7 +161,7 @@ class WorkerSettings(_Section):
     max_catch_up_messages: int = Field(20_000, ge=0)
     # how often the worker looks for changed signature rules and alert exceptions and swaps them in; 0: never
     reload_interval_s: float = Field(30.0, ge=0)
-    # new container objects (net of those freed) between young garbage collections, in the worker, replay and demo
+    # new container objects (net of those freed) between young garbage collections (worker, replay, demo, backtest)
     # (Python's default: 700; 0 leaves it): fewer collector passes over a batch's objects, see app/gc_policy.py
     gc_young_threshold: int = Field(10_000, ge=0)
 

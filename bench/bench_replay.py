@@ -1,8 +1,9 @@
-"""Embedded replay at scale: ``python -m bench.bench_replay [--events 100000]``.
+"""Embedded replay at scale: ``python -m bench.bench_replay [--events 100000] [--gc-young-threshold N]``.
 
 Simulates multi-user traffic (benign users, batch jobs and every attacker kind) until it has at least ``--events``
 events, writes it as JSONL in the mixed formats, replays it through the full pipeline exactly as ``abusewatch
-replay`` does, and reports events/s (wall and CPU), alerts, dead letters and the event times not believed or
+replay`` does (the garbage collector tuned as replay tunes it, unless ``--gc-young-threshold`` says otherwise), and
+reports events/s (wall and CPU), the collector's passes, alerts, dead letters and the event times not believed or
 missing (simulated traffic has none), and the CPU cost per event of judging the times alone (on time-ordered traffic,
 and when every other time is put to a vote), as a table and JSON.
 """
@@ -10,6 +11,7 @@ and when every other time is put to a vote), as a table and JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from app.engine import build_pipeline
+from app.gc_policy import tune_garbage_collector
 from app.neighbour_times import Line, NeighbourTimes
 from app.replay import replay
 from app.settings import load_settings
@@ -64,9 +67,13 @@ def time_judge_cost(events: int, *, stale: bool = False) -> float:
     return round((time.process_time() - cpu) / max(1, judged) * 1e6, 2)
 
 
-def run(events: int, out: Path | None) -> dict:
+def run(events: int, out: Path | None, gc_young_threshold: int | None = None) -> dict:
     source = traffic(events)
-    pipeline = build_pipeline(load_settings())
+    settings = load_settings()
+    pipeline = build_pipeline(settings)
+    young = settings.worker.gc_young_threshold if gc_young_threshold is None else gc_young_threshold
+    tune_garbage_collector(young)  # as ``abusewatch replay`` does
+    collections_before = [generation["collections"] for generation in gc.get_stats()]
     wall, cpu = time.perf_counter(), time.process_time()
     summary = replay([str(source)], pipeline, alerts_out=None)
     result = {
@@ -80,6 +87,13 @@ def run(events: int, out: Path | None) -> dict:
         "wall_seconds": round(time.perf_counter() - wall, 2),
         "cpu_seconds": round(time.process_time() - cpu, 2),
         "load_average": os.getloadavg()[0],
+        "gc_young_threshold": gc.get_threshold()[0],
+        **{
+            f"gc_collections_{name}": generation["collections"] - before
+            for name, generation, before in zip(
+                ("young", "middle", "full"), gc.get_stats(), collections_before, strict=True
+            )
+        },
     }
     result["events_per_second_wall"] = round(result["events"] / result["wall_seconds"], 1)
     result["events_per_cpu_second"] = round(result["events"] / result["cpu_seconds"], 1)
@@ -95,8 +109,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_replay", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON")
+    parser.add_argument(
+        "--gc-young-threshold",
+        type=int,
+        default=None,
+        help="the garbage collector's young threshold (default: worker.gc_young_threshold, as replay; 0 leaves "
+        "Python's 700)",
+    )
     args = parser.parse_args(argv)
-    result = run(args.events, args.out)
+    result = run(args.events, args.out, args.gc_young_threshold)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -344,6 +344,7 @@ def check_replay(out: str, _: Path) -> None:
     assert int(report["alerts"]) > 0  # the simulated traffic holds every attacker kind
     assert int(report["dead_letters"]) == 0
     assert int(report["times_not_believed"]) == int(report["times_missing"]) == 0  # every simulated time is believed
+    assert int(report["gc_young_threshold"]) == 1234  # tuned as asked
     assert_figures({key: float(value) for key, value in report.items()})
 
 
@@ -401,7 +402,7 @@ SLOW_BENCHES = [
     Bench("bench.cv_candidates", ("--vocab", "{vocab}", "--corpus-dir", "{tiny_corpus}", "--cache-dir", "{tmp}/cv",
                                   "--candidates", "wordpiece"), check_cv_candidates, tiny_corpus=True),
     Bench("bench.bench_reload", ("--runs", "1", "--partitions", "1"), check_reload),
-    Bench("bench.bench_replay", ("--events", "200"), check_replay),
+    Bench("bench.bench_replay", ("--events", "200", "--gc-young-threshold", "1234"), check_replay),
 ]  # fmt: skip
 
 

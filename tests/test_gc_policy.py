@@ -52,3 +52,11 @@ def test_replay_tunes_the_collector_from_the_setting(threshold: int, tmp_path: P
     result = CliRunner().invoke(cli, ["replay", sample, "--alerts-out", str(tmp_path / "alerts.jsonl")], env=env)
     assert result.exit_code == 0, result.output
     assert gc.get_threshold() == ((threshold, 10, 10) if threshold else SENTINEL)
+
+
+def test_backtest_tunes_the_collector_from_the_setting(tmp_path: Path) -> None:
+    sample = str(PACKAGE_ROOT / "samples" / "otel.jsonl")
+    env = {"ABW_CONFIG": "", "ABW_WORKER__GC_YOUNG_THRESHOLD": "23456"}
+    result = CliRunner().invoke(cli, ["backtest", "--input", sample, "--builtin"], env=env)
+    assert result.exit_code == 0, result.output
+    assert gc.get_threshold() == (23_456, 10, 10)

@@ -28,6 +28,7 @@ from app.backtest import (
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.commands.replay import bytes_progress, warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper, build_history
+from app.gc_policy import tune_garbage_collector
 from app.neighbour_times import NeighbourTimes
 from app.replay import STDIN
 from app.settings import Settings, load_settings
@@ -76,6 +77,7 @@ def backtest_command(
     build = _engine_pipeline if engine else _rules_pipeline
     with exit_on_bad_exceptions():
         candidate = build(rules or [], builtin, settings)
+    tune_garbage_collector(settings.worker.gc_young_threshold)
     dead_letters, times = DeadLetters(), NeighbourTimes(settings.detection.max_future_seconds)
     with bytes_progress(console, inputs, "backtest", passes=2 if baseline else 1) as advance:
         batches = history_batches(inputs, settings, dead_letters, labels, advance, times)
