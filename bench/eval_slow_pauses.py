@@ -21,9 +21,8 @@ import random
 import statistics
 from collections.abc import Sequence
 
-from bench.eval_slow_rests import SLOW, START
-from detectors.anomaly import AnomalyConfig, AnomalyDetector
-from detectors.base import Findings
+from bench.eval_slow_rests import START, first_slow_alert
+from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
 MINUTE = 60.0
@@ -69,18 +68,6 @@ def paused_bot(
     return events
 
 
-def first_slow_alert_hours(events: Sequence[Event], config: AnomalyConfig) -> float | None:
-    """Hours from the first request to the first slow-scraping alert, or ``None`` if none was raised."""
-    detector = AnomalyDetector(config)
-    detections = []
-    for offset in range(0, len(events), 500):
-        batch = events[offset : offset + 500]
-        detections.extend(detector.detect(batch, [Findings() for _ in batch]))
-    detections.extend(detector.flush())
-    times = [d.timestamp for d in detections if d.rule.id == SLOW]
-    return (min(times) - events[0].timestamp) / 3600 if times else None
-
-
 def table(
     chunks: Sequence[float],
     pauses: Sequence[float],
@@ -104,7 +91,7 @@ def table(
                 cells = []
                 for gap in gaps:
                     config = AnomalyConfig(slow_max_gap_windows=gap)
-                    hits = [h for h in (first_slow_alert_hours(run, config) for run in runs) if h is not None]
+                    hits = [m / 60 for m in (first_slow_alert(run, config) for run in runs) if m is not None]
                     median = f" ({statistics.median(hits):.1f})" if hits else ""
                     cells.append(f"{len(hits)}/{len(runs)}{median}")
                 rows.append(f"| {kind} | {chunk:g} / {pause:g} | {' | '.join(cells)} |")
