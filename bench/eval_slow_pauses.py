@@ -1,16 +1,21 @@
-"""The false-alert side of bridging rests: benign regular bots that pause, under each ``slow_max_gap_windows``.
+"""The false-alert side of bridging rests: benign regular bots that pause, under each pair of gap limits.
 
-``python -m bench.eval_slow_pauses`` builds two benign bots the simulator lacks, added here and not to the
+``python -m bench.eval_slow_pauses`` builds three benign bots the simulator lacks, added here and not to the
 simulator's default mix (so the tables of ``bench.eval_anomaly`` stay comparable), each working in chunks of C
 minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets against the windows:
 
 * ``classifier``: the simulator's nightly classification job (a request every 15-40 s ±5 %, ticket ids ascending
   by 3-60 with the quoted ticket text): templated and regular, not enumerating;
-* ``monitor``: a health-check bot sending one fixed prompt every 30-90 s ±5 %.
+* ``monitor``: a health-check bot sending one fixed prompt every 30-90 s ±5 %;
+* ``pager``: a batch job paging through knowledge-base articles in id order (one id after the other, a request
+  every 20-60 s ±5 %, under the enumeration rule's 60 a window): templated, regular and enumerating, the same
+  traffic as a slow scraper, so the honest worst case for bridging rests on enumeration.
 
-Neither enumerates, so the slow-scraping rule can reach them only by its around-the-clock path (12 h of active
-windows in one run): a pause the run bridges lets them get there. It reports per bot, chunk and pause how many of
-the runs raised ``abusewatch-anomaly-scraping-slow`` under each gap limit, and the median hour of the first alert.
+The first two can reach the slow-scraping rule only by its around-the-clock path (12 h of active windows, counted
+across gaps of at most ``slow_max_gap_windows``); the pager by its enumeration path too (2 h of active windows in
+a run, which bridges gaps of up to ``slow_enumeration_max_gap_windows``). It reports per bot, chunk and pause how
+many of the runs raised ``abusewatch-anomaly-scraping-slow`` under each pair of limits (``--gaps``: ``g`` for
+both at g, session 12's single limit; ``c/e`` for c and e), and the median hour of the first alert.
 ``docs/anomaly.md`` ("Runs of activity and rests") quotes its table next to ``bench.eval_slow_rests``.
 """
 
@@ -26,7 +31,8 @@ from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
 MINUTE = 60.0
-BOTS = ("classifier", "monitor")
+BOTS = ("classifier", "monitor", "pager")
+CADENCES = {"classifier": (15, 40), "monitor": (30, 90), "pager": (20, 60)}  # seconds between requests
 WORDS = ("invoice", "login", "refund", "error", "password", "delivery", "upgrade", "charge", "crash", "account")
 
 
@@ -37,7 +43,8 @@ def paused_bot(
     (seconds) shifts it against the window boundaries."""
     rng = random.Random(f"{kind}-{seed}")
     start, cycle = START + offset, (chunk_minutes + pause_minutes) * MINUTE
-    cadence = rng.uniform(15, 40) if kind == "classifier" else rng.uniform(30, 90)
+    low, high = CADENCES[kind]
+    cadence = rng.uniform(low, high)  # one draw, so each bot's later draws stay those of session 12
     identity = Identity(api_key_hash=f"svc-{kind}-{seed}", source_ip="10.20.0.9", user_agent="worker/4.1")
     ticket, timestamp, events = rng.randint(10_000, 90_000), start, []
     while timestamp < start + hours * 3600:
@@ -49,6 +56,9 @@ def paused_bot(
             ticket += rng.randint(3, 60)
             text = " ".join(rng.choices(WORDS, k=rng.randint(15, 50)))
             prompt = f'Classify support ticket #{ticket} as billing, technical, account or other: "{text}"'
+        elif kind == "pager":
+            ticket += 1
+            prompt = f"Summarise knowledge-base article {ticket} in three sentences for the search index"
         else:
             prompt = "Health check: reply with the single word OK."
         events.append(
@@ -68,19 +78,27 @@ def paused_bot(
     return events
 
 
+def limits(spec: str) -> AnomalyConfig:
+    """``g``: both gap limits at g (session 12's single limit); ``c/e``: ``slow_max_gap_windows`` c and
+    ``slow_enumeration_max_gap_windows`` e."""
+    clock, _, enumeration = spec.partition("/")
+    return AnomalyConfig(slow_max_gap_windows=int(clock), slow_enumeration_max_gap_windows=int(enumeration or clock))
+
+
 def table(
     chunks: Sequence[float],
     pauses: Sequence[float],
-    gaps: Sequence[int],
+    gaps: Sequence[str],
     seeds: Sequence[int],
     *,
     hours: float,
     offsets: int,
+    bots: Sequence[str] = BOTS,
 ) -> str:
     """One Markdown row per bot, chunk and pause: runs alerted (and median hour of the first alert) per gap limit."""
     header = " | ".join(f"alerted, gap {gap} (median h)" for gap in gaps)
     rows = [f"| bot | chunk / pause (min) | {header} |", "|---|---|" + "---|" * len(gaps)]
-    for kind in BOTS:
+    for kind in bots:
         for chunk in chunks:
             for pause in pauses:
                 runs = [
@@ -90,7 +108,7 @@ def table(
                 ]
                 cells = []
                 for gap in gaps:
-                    config = AnomalyConfig(slow_max_gap_windows=gap)
+                    config = limits(gap)
                     hits = [m / 60 for m in (first_slow_alert(run, config) for run in runs) if m is not None]
                     median = f" ({statistics.median(hits):.1f})" if hits else ""
                     cells.append(f"{len(hits)}/{len(runs)}{median}")
@@ -102,8 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", default="60,120", help="Working minutes between pauses, comma-separated.")
     parser.add_argument("--pauses", default="20,30,40,50,60", help="Pause lengths in minutes, comma-separated.")
-    parser.add_argument("--gaps", default="2,3,4,6", help="slow_max_gap_windows values compared.")
+    parser.add_argument(
+        "--gaps", default="2,3,4,6,2/4,2/5", help="Gap limits compared: g (both at g) or c/e (clock c, enumeration e)."
+    )
     parser.add_argument("--seeds", default="0", help="Comma-separated seeds (each at --offsets offsets).")
+    parser.add_argument("--bots", default=",".join(BOTS), help="Bots compared, comma-separated.")
     parser.add_argument("--hours", type=float, default=48.0, help="Hours each bot runs.")
     parser.add_argument("--offsets", type=int, default=10, help="One-minute offsets against the windows per seed.")
     args = parser.parse_args(argv)
@@ -111,10 +132,11 @@ def main(argv: list[str] | None = None) -> None:
         table(
             [float(c) for c in args.chunks.split(",")],
             [float(p) for p in args.pauses.split(",")],
-            [int(g) for g in args.gaps.split(",")],
+            args.gaps.split(","),
             [int(s) for s in args.seeds.split(",")],
             hours=args.hours,
             offsets=args.offsets,
+            bots=args.bots.split(","),
         )
     )
 

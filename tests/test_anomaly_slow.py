@@ -1,13 +1,15 @@
-"""The low-and-slow scraping rule across rests: a run of activity survives up to ``slow_max_gap_windows`` empty
-windows, the slow averages ageing one EWMA step per empty window, so a scraper resting 20 minutes every 100 is
-caught; an office day with breaks and a templated job paused between chunks stay silent; a longer rest still
-starts a new run."""
+"""The low-and-slow scraping rule across rests: a run of activity survives up to
+``slow_enumeration_max_gap_windows`` empty windows, the slow averages ageing one EWMA step per empty window, so a
+scraper resting 20 or 40 minutes every 100 is caught; the around-the-clock path counts only the active windows
+since the last gap over ``slow_max_gap_windows``, so an office day with breaks and templated bots paused between
+chunks stay silent; a longer rest still starts a new run."""
 
 import json
 import random
 from collections.abc import Sequence
 
 import pytest
+from pydantic import ValidationError
 
 from bench.eval_slow_pauses import paused_bot
 from bench.eval_slow_rests import SLOW, START, resting_scraper
@@ -50,6 +52,10 @@ def slow_alerts(events: Sequence[Event], config: AnomalyConfig | None = None) ->
 
 def streak(detector: AnomalyDetector, key: str) -> int:
     return detector.state()["entities"][key]["streak"]
+
+
+def clock(detector: AnomalyDetector, key: str) -> int:
+    return detector.state()["entities"][key]["clock"]
 
 
 def active_windows(events: Sequence[Event], since: float = -1.0) -> int:
@@ -134,17 +140,44 @@ def test_short_breaks_join_a_benign_run_without_raising_the_slow_rule(seed: int)
     assert [d for d in detections if d.rule.id == SLOW] == []
 
 
-def test_a_rest_longer_than_the_gap_limit_starts_a_new_run() -> None:
-    """Resting 30 minutes on the window boundaries leaves three empty windows: one more than the default limit,
-    so every run is 70 minutes and nothing is raised; allowing three empty windows catches the same traffic."""
+@pytest.mark.parametrize("offset", [0.0, 3 * MINUTE, 7 * MINUTE])  # rests leaving three or four empty windows
+def test_a_scraper_enumerating_with_40_minute_rests_is_alerted(offset: float) -> None:
+    """Issue #5: resting 40 minutes every 100 (62 % of the throughput) ended every run at a limit of 2 empty
+    windows; the enumeration path bridges up to ``slow_enumeration_max_gap_windows``, so 2 h of activity alert."""
+    events = resting_scraper(40, offset=offset)
+    alerts = slow_alerts(events)
+    assert alerts, "the scraper resting 40 minutes escaped the slow-scraping rule"
+    assert {d.identity.key() for d in alerts} == {"key:key-slow-0"}
+    first = min(alerts, key=lambda d: d.timestamp)
+    assert first.explanation["continuous_hours"] == AnomalyConfig().slow_min_hours  # at the first window it could
+    assert first.timestamp - events[0].timestamp < 3 * 3600
+    assert slow_alerts(events, AnomalyConfig(slow_enumeration_max_gap_windows=2)) == []  # session 12's limit
+
+
+def test_a_30_minute_rest_keeps_the_run_but_restarts_the_around_the_clock_count() -> None:
+    """Resting 30 minutes on the window boundaries leaves three empty windows: the run (and its slow averages)
+    goes on, the around-the-clock count starts again after each rest."""
     events = resting_scraper(30)
+    detector = AnomalyDetector()
+    replay(detector, events)
+    detector.flush()
+    last_cycle = START + (events[-1].timestamp - START) // (100 * MINUTE) * (100 * MINUTE)
+    assert streak(detector, "key:key-slow-0") == active_windows(events)  # every rest bridged
+    assert clock(detector, "key:key-slow-0") == active_windows(events, last_cycle)  # since the last rest only
+
+
+def test_a_rest_longer_than_the_enumeration_gap_limit_starts_a_new_run() -> None:
+    """Resting 50 minutes on the window boundaries leaves five empty windows: one more than the default limit,
+    so every run is 50 minutes and nothing is raised; allowing five empty windows catches the same traffic."""
+    events = resting_scraper(50)
     assert slow_alerts(events) == []
-    assert slow_alerts(events, AnomalyConfig(slow_max_gap_windows=3))
+    assert slow_alerts(events, AnomalyConfig(slow_enumeration_max_gap_windows=5))
     detector = AnomalyDetector()
     replay(detector, events)
     detector.flush()
     last_cycle = START + (events[-1].timestamp - START) // (100 * MINUTE) * (100 * MINUTE)
     assert streak(detector, "key:key-slow-0") == active_windows(events, last_cycle)  # the last run only
+    assert clock(detector, "key:key-slow-0") == streak(detector, "key:key-slow-0")
 
 
 @pytest.mark.parametrize("gap", [1, 2])
@@ -169,11 +202,62 @@ def test_the_slow_averages_decay_across_a_short_gap(gap: int) -> None:
     assert old != pytest.approx(new)  # the last window differs from the averages, so the weight shows
 
 
-def test_a_benign_bot_pausing_40_minutes_alerts_only_once_its_pauses_are_bridged() -> None:
-    """The measured cost of a longer gap limit (``bench.eval_slow_pauses``): a health-check bot, one fixed prompt
-    every 30-90 s, pausing 40 minutes after every hour (three empty windows here) never reaches the 12 h
-    around-the-clock path while each pause ends its run; one more empty window bridged, it does within a day."""
+def test_a_benign_bot_pausing_40_minutes_stays_silent_though_its_run_bridges_the_pauses() -> None:
+    """The cost session 12 measured (``bench.eval_slow_pauses``): a health-check bot, one fixed prompt every 30-90 s,
+    pausing 40 minutes after every hour (three empty windows here), reaches the 12 h around-the-clock path within
+    a day once its pauses are bridged. Its run bridges them now, but that path counts only the active windows
+    since the last gap over two, so it stays silent; with one limit of three for both paths it alerts."""
     events = paused_bot("monitor", 60, 40, offset=3 * MINUTE, hours=24)
-    assert slow_alerts(events) == []
-    bridged = slow_alerts(events, AnomalyConfig(slow_max_gap_windows=3))
+    detector = AnomalyDetector()
+    alerts = [d for d in [*replay(detector, events), *detector.flush()] if d.rule.id == SLOW]
+    assert alerts == []
+    assert streak(detector, "key:svc-monitor-0") == active_windows(events)  # one run over every pause ...
+    assert clock(detector, "key:svc-monitor-0") < 12 * 6  # ... but never 12 h without a pause over 20 minutes
+    single = AnomalyConfig(slow_max_gap_windows=3, slow_enumeration_max_gap_windows=3)
+    bridged = slow_alerts(events, single)
     assert bridged and bridged[0].explanation["continuous_hours"] >= AnomalyConfig().around_clock_hours
+
+
+def test_a_benign_enumerating_job_paused_between_chunks_alerts_after_2_h_of_activity() -> None:
+    """The trade-off of bridging long rests on enumeration: a batch job paging through article ids in order, one
+    request every 20-60 s, working 60 minutes and pausing 40, is the same traffic as the resting scraper. At one
+    limit of 2 each 60-minute chunk was a run of its own and it stayed silent; now it alerts once it has sent 2 h
+    of such traffic, as the same job does today when it runs 2 h without a pause."""
+    events = paused_bot("pager", 60, 40, offset=3 * MINUTE, hours=12)
+    alerts = slow_alerts(events)
+    assert alerts
+    first = min(alerts, key=lambda d: d.timestamp)
+    assert first.explanation["continuous_hours"] == AnomalyConfig().slow_min_hours
+    assert first.timestamp - events[0].timestamp > 2 * 3600  # 12 active windows and the pause between them
+    assert slow_alerts(events, AnomalyConfig(slow_enumeration_max_gap_windows=2)) == []
+
+
+def test_a_checkpoint_of_the_earlier_code_without_the_clock_resumes_to_the_same_alerts() -> None:
+    """Entities of earlier checkpoints carry no ``clock``: their ``streak`` ended at a gap over
+    ``slow_max_gap_windows``, so it is read as the clock. A health-check bot pausing 20 minutes (bridged by both
+    counts) is cut after 10 h and alerts by the around-the-clock path as an uninterrupted run does."""
+    events = paused_bot("monitor", 60, 20, offset=3 * MINUTE, hours=24)
+    whole = AnomalyDetector()
+    expected = [*replay(whole, events), *whole.flush()]
+    before = [e for e in events if e.timestamp < START + 10 * 3600]
+    first = AnomalyDetector()
+    detections = replay(first, before)
+    state = json.loads(json.dumps(first.state()))
+    entity = state["entities"]["key:svc-monitor-0"]
+    assert entity["clock"] == entity["streak"] > 0  # what the earlier code's streak was
+    for data in state["entities"].values():
+        del data["clock"]
+    resumed = AnomalyDetector()
+    resumed.load_state(state)
+    assert clock(resumed, "key:svc-monitor-0") == entity["streak"]
+    detections += [*replay(resumed, events[len(before) :]), *resumed.flush()]
+    assert [d for d in detections if d.rule.id == SLOW and d.timestamp >= START + 10 * 3600]  # alerted after the cut
+    assert [(d.rule.id, d.timestamp) for d in detections] == [(d.rule.id, d.timestamp) for d in expected]
+
+
+def test_the_enumeration_gap_limit_cannot_be_shorter_than_the_around_the_clock_one() -> None:
+    """The around-the-clock count lives inside the run: a run ending before it would leave it counting across
+    gaps it should not."""
+    with pytest.raises(ValidationError, match="slow_enumeration_max_gap_windows"):
+        AnomalyConfig(slow_max_gap_windows=5, slow_enumeration_max_gap_windows=4)
+    assert AnomalyConfig(slow_max_gap_windows=5, slow_enumeration_max_gap_windows=5).slow_max_gap_windows == 5

@@ -102,8 +102,8 @@ def check_slow_rests(out: str, _: Path) -> None:
 
 def check_slow_pauses(out: str, _: Path) -> None:
     cell = r"(\d+)/(\d+)(?: \([\d.]+\))?"
-    rows = re.findall(rf"^\| (classifier|monitor) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
-    assert [row[:3] for row in rows] == [("classifier", "60", "20"), ("monitor", "60", "20")], out
+    rows = re.findall(rf"^\| (classifier|monitor|pager) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
+    assert [row[:3] for row in rows] == [(bot, "60", "20") for bot in ("classifier", "monitor", "pager")], out
     assert all(placements == "1" and int(alerted) <= 1 for row in rows for alerted, placements in (row[3:5], row[5:7]))
 
 
@@ -389,7 +389,7 @@ BENCHES = [
     Bench("bench.compare_classifiers", (str(MODELS),), check_compare_classifiers, corpus=True),
     Bench("bench.fresh_hard_benign", (str(MODELS), "--count", "120"), check_fresh_hard_benign, corpus=True),
     Bench("bench.eval_slow_rests", ("--rests", "0,20", "--seeds", "0"), check_slow_rests),
-    Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,4", "--hours", "3",
+    Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
                                      "--offsets", "1"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
 ]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class AnomalyConfig(BaseModel):
@@ -71,7 +71,20 @@ class AnomalyConfig(BaseModel):
         2.0, gt=0, description="Hours of activity in one run (active windows, short gaps bridged) before slow rules."
     )
     slow_max_gap_windows: int = Field(
-        2, ge=0, description="Empty windows a run survives (slow averages decay across them); more end it."
+        2,
+        ge=0,
+        description=(
+            "Empty windows the around-the-clock path's count of active windows survives; more restart it (a benign "
+            "regular bot that pauses longer never reaches that path)."
+        ),
+    )
+    slow_enumeration_max_gap_windows: int = Field(
+        4,
+        ge=0,
+        description=(
+            "Empty windows a run survives for the enumeration path (slow averages decay across them); more end it. "
+            "At least slow_max_gap_windows."
+        ),
     )
     slow_max_interarrival_cv: float = Field(0.5, gt=0, description="Inter-arrival coefficient of variation: bot.")
     slow_min_template_reuse: float = Field(0.5, ge=0, le=1)
@@ -117,3 +130,13 @@ class AnomalyConfig(BaseModel):
             "until its alerts on your traffic are checked; stable = alerts; off = not judged."
         ),
     )
+
+    @model_validator(mode="after")
+    def _enumeration_gap_covers_clock_gap(self) -> AnomalyConfig:
+        """The around-the-clock count lives inside the run, so the run must bridge at least the gaps it does."""
+        if self.slow_enumeration_max_gap_windows < self.slow_max_gap_windows:
+            raise ValueError(
+                f"slow_enumeration_max_gap_windows ({self.slow_enumeration_max_gap_windows}) must be at least "
+                f"slow_max_gap_windows ({self.slow_max_gap_windows})"
+            )
+        return self

@@ -61,6 +61,7 @@ class _Entity:
     __slots__ = (
         "baseline",
         "burst",
+        "clock",
         "closed",
         "identity",
         "last_score",
@@ -82,7 +83,8 @@ class _Entity:
         self.pending: WindowAccumulator | None = None
         self.baseline = Baseline()
         self.long = array("d", bytes(8 * len(LONG_SIGNALS)))
-        self.streak = 0  # consecutive active windows
+        self.streak = 0  # active windows of the run (gaps up to slow_enumeration_max_gap_windows bridged)
+        self.clock = 0  # active windows of the run since its last gap over slow_max_gap_windows
         self.closed = 0  # windows closed so far
         self.last_window: float | None = None
         self.last_ts: float | None = None
@@ -102,6 +104,7 @@ class _Entity:
             "baseline": self.baseline.dump(),
             "long": list(self.long),
             "streak": self.streak,
+            "clock": self.clock,
             "closed": self.closed,
             "last_window": self.last_window,
             "last_ts": self.last_ts,
@@ -120,6 +123,8 @@ class _Entity:
         entity.baseline = Baseline.load(data["baseline"])
         entity.long = array("d", [float(v) for v in data["long"]])
         entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
+        # absent from checkpoints of earlier code, whose runs ended at a gap over slow_max_gap_windows: their streak
+        entity.clock = int(data.get("clock", entity.streak))
         entity.last_window, entity.last_ts = data["last_window"], data["last_ts"]
         if data["previous"] is not None:
             template, values = data["previous"]
@@ -423,21 +428,24 @@ class AnomalyDetector(Detector):
     def _continue_run(self, entity: _Entity, start: float, features: dict[str, float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
 
-        A run survives up to ``slow_max_gap_windows`` empty windows: a scraper resting 20 minutes every 100 stays
-        one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour as one
-        without; across a gap the slow averages age as if each empty window had been a step of the EWMA
-        (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight). A longer gap starts a new run."""
+        A run survives up to ``slow_enumeration_max_gap_windows`` empty windows: a scraper resting 40 minutes every
+        100 stays one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour
+        as one without; across a gap the slow averages age as if each empty window had been a step of the EWMA
+        (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight). A longer gap starts a new run. The
+        clock counts the run's active windows since its last gap over ``slow_max_gap_windows``: the around-the-clock
+        path reads it, so a benign bot that pauses that long never reaches that path."""
         config = self.config
         last = entity.last_window
         gap = None if last is None else round((start - last) / config.window_seconds) - 1  # empty windows between
-        if gap is not None and gap <= config.slow_max_gap_windows:
+        if gap is not None and gap <= config.slow_enumeration_max_gap_windows:
             entity.streak += 1
+            entity.clock = entity.clock + 1 if gap <= config.slow_max_gap_windows else 1
             alpha = 2.0 / (config.long_span_windows + 1.0)
             weight = alpha * sum((1.0 - alpha) ** k for k in range(gap + 1))  # 1 - (1 - alpha) ** (gap + 1)
             for index, name in enumerate(LONG_SIGNALS):
                 entity.long[index] += weight * (features[name] - entity.long[index])
         else:
-            entity.streak = 1
+            entity.streak = entity.clock = 1
             entity.long = array("d", (features[name] for name in LONG_SIGNALS))
         entity.last_window = start
 
@@ -490,12 +498,16 @@ class AnomalyDetector(Detector):
                 )
             )
         long = dict(zip(LONG_SIGNALS, entity.long, strict=True))
-        hours = entity.streak * config.window_seconds / 3600.0  # active windows of the run, short gaps not counted
+        # Enumeration separates scrapers from benign regular bots, so it reads the whole run (longer rests bridged);
+        # without it, only the active windows since the last gap over slow_max_gap_windows count (a bot's pauses).
+        enumerating = long["enumeration_rate"] >= config.slow_min_enumeration
+        windows = entity.streak if enumerating else entity.clock
+        hours = windows * config.window_seconds / 3600.0  # active windows only: the rests are not counted
         if (
             hours >= config.slow_min_hours
             and long["interarrival_cv"] <= config.slow_max_interarrival_cv
             and long["template_reuse"] >= config.slow_min_template_reuse
-            and (long["enumeration_rate"] >= config.slow_min_enumeration or hours >= config.around_clock_hours)
+            and (enumerating or hours >= config.around_clock_hours)
             and not any(rule is rules.MODEL_EXTRACTION for rule, _ in found)
         ):
             found.append(
