@@ -4,7 +4,7 @@ Method.
 
 * Services: the ones ``ABW_KAFKA_BOOTSTRAP`` / ``ABW_ES_URL`` point at when both answer; otherwise a private
   copy of ``deploy/local/services.sh`` (own run directory and ports, the shared download cache) is started and
-  stopped afterwards, so other users of the default local services are not disturbed.
+  stopped afterwards, so other users of the default local services are not disturbed (``bench/local_services.py``).
 * Isolation: unique topics, consumer group and indices per run; ``abusewatch bootstrap`` creates them.
 * Workers: ``abusewatch worker`` processes (1, then 2 in a fresh deployment), each with its own web port;
   the run starts once every worker's ``/health`` answers 200.
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,63 +42,12 @@ import numpy as np
 import orjson
 
 from bench.bench_engine import machine, percentiles
-from bench.workload import ROOT, WorkloadConfig, load_records
+from bench.local_services import SkipError, free_port, services
+from bench.workload import WorkloadConfig, load_records
 
-SERVICES_SCRIPT = ROOT / "deploy" / "local" / "services.sh"
 ABUSEWATCH = Path(sys.executable).parent / "abusewatch"
 BATCH_RECORDS = 50
 POLL_S = 0.25
-PORT_VARIABLES = ("ABW_KAFKA_PORT", "ABW_KAFKA_CONTROLLER_PORT", "ABW_ES_PORT", "ABW_ES_TRANSPORT_PORT")
-
-
-class SkipError(Exception):
-    """The end-to-end run cannot happen here; the message says why."""
-
-
-def _answers(kafka: str, es: str) -> bool:
-    host, _, port = kafka.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-        with urllib.request.urlopen(f"{es}/_cluster/health", timeout=5) as response:
-            return b'"status":"red"' not in response.read()
-    except (OSError, ValueError):
-        return False
-
-
-@contextlib.contextmanager
-def services() -> Iterator[tuple[str, str]]:
-    """(kafka bootstrap, ES url): running services when configured, else a private local copy for the run."""
-    kafka, es = os.environ.get("ABW_KAFKA_BOOTSTRAP"), os.environ.get("ABW_ES_URL")
-    if kafka and es and _answers(kafka, es):
-        yield kafka, es
-        return
-    if not SERVICES_SCRIPT.exists():
-        raise SkipError(
-            f"no {SERVICES_SCRIPT.relative_to(ROOT)} and no running services (ABW_KAFKA_BOOTSTRAP/ABW_ES_URL)"
-        )
-    home = Path(tempfile.mkdtemp(prefix="abw-bench-services-")) / "local"
-    home.mkdir()
-    for name in ("services.sh", "pom.xml"):
-        shutil.copy2(SERVICES_SCRIPT.parent / name, home / name)
-    shutil.copytree(SERVICES_SCRIPT.parent / "lib", home / "lib")
-    (SERVICES_SCRIPT.parent / ".cache").mkdir(exist_ok=True)
-    (home / ".cache").symlink_to(SERVICES_SCRIPT.parent / ".cache")
-    ports = {name: str(_free_port()) for name in PORT_VARIABLES}
-    env = {**os.environ, **ports}
-    up = subprocess.run([str(home / "services.sh"), "up"], env=env, capture_output=True, text=True, check=False)
-    try:
-        if up.returncode != 0:
-            raise SkipError(f"services.sh up failed: {(up.stderr or up.stdout).strip().splitlines()[-3:]}")
-        yield f"127.0.0.1:{ports['ABW_KAFKA_PORT']}", f"http://127.0.0.1:{ports['ABW_ES_PORT']}"
-    finally:
-        subprocess.run([str(home / "services.sh"), "down"], env=env, capture_output=True, check=False)
-        shutil.rmtree(home.parent, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -110,6 +57,7 @@ class Deployment:
     kafka: str
     es: str
     partitions: int
+    extra_env: dict[str, str] = field(default_factory=dict)  # worker settings of this run, e.g. its GC threshold
     suffix: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     ports: list[int] = field(default_factory=list)
@@ -135,6 +83,7 @@ class Deployment:
             "ABW_ELASTICSEARCH__DEAD_LETTER_INDEX": f"logs-abwbench.dead_letter-{s}",
             "ABW_WORKER__LOG_LEVEL": "WARNING",
             "ABW_DETECTION__REDACTION_KEY": f"bench-e2e-redaction-key-{s}",  # the worker refuses a weak key
+            **self.extra_env,
         }
         env.pop("ABW_CONFIG", None)
         return env
@@ -149,7 +98,7 @@ class Deployment:
 
     def start_workers(self, count: int, timeout_s: float = 600.0) -> None:
         for index in range(count):
-            port = _free_port()
+            port = free_port()
             env = {**self.env, "ABW_WORKER__WEB_PORT": str(port), "ABW_WORKER__DATA_DIR": str(self.logs / f"w{index}")}
             log = (self.logs / f"worker-{index}.log").open("wb")
             self.workers.append(
@@ -230,16 +179,9 @@ class Sampler(threading.Thread):
                 self._poll_alerts(client, now)
                 if now - last_second >= 1.0:
                     last_second = now
-                    self.counts.append((now, self._count(client, self.deployment.index("events"))))
+                    self.counts.append((now, index_count(client, self.deployment.index("events"))))
                     self.lag.append((now, self._lag()))
                 self.stop_event.wait(POLL_S)
-
-    @staticmethod
-    def _count(client: Any, index: str) -> int:
-        try:
-            return int(client.count(index=index)["count"])
-        except Exception:  # not created yet
-            return 0
 
     def _poll_alerts(self, client: Any, now: float) -> None:
         try:
@@ -287,19 +229,31 @@ class Sampler(threading.Thread):
                 client.close()
 
 
+def index_count(client: Any, index: str) -> int:
+    """Documents searchable in ``index`` (0 while it does not exist yet)."""
+    try:
+        return int(client.count(index=index)["count"])
+    except Exception:  # not created yet
+        return 0
+
+
 def produce(
-    deployment: Deployment, records: list[Any], batch: int = BATCH_RECORDS, rate: float | None = None
+    deployment: Deployment,
+    records: list[Any],
+    batch: int = BATCH_RECORDS,
+    rate: float | None = None,
+    producer_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, float], float]:
     """Send the records as NDJSON messages of ``batch`` lines, at ``rate`` events/s or as fast as possible.
 
     Returns each acknowledged event id's produce time and the seconds producing took. Only acknowledged records
     count as produced: a send the broker refused is the benchmark's failure, not a loss in the stream.
+    ``producer_options`` override the KafkaProducer settings (e.g. to ride out a broker restart).
     """
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(
-        bootstrap_servers=deployment.kafka, acks="all", linger_ms=20, retries=10, max_request_size=16 * 1024 * 1024
-    )
+    options = {"acks": "all", "linger_ms": 20, "retries": 10, "max_request_size": 16 * 1024 * 1024}
+    producer = KafkaProducer(bootstrap_servers=deployment.kafka, **{**options, **(producer_options or {})})
     pending = []
     produced: dict[str, float] = {}
     started = time.monotonic()
@@ -385,8 +339,8 @@ def run_deployment(
 
         with Elasticsearch(es, request_timeout=30) as client:
             client.indices.refresh(index=f"logs-abwbench.*-{deployment.suffix}", ignore_unavailable=True)
-            events = Sampler._count(client, deployment.index("events"))
-            dead = Sampler._count(client, deployment.index("dead_letter"))
+            events = index_count(client, deployment.index("events"))
+            dead = index_count(client, deployment.index("dead_letter"))
         latencies, paced_latencies = _latencies(sampler, produced), _latencies(sampler, paced_produced)
         lag = [value for _, value in sampler.lag if value >= 0]
         return {
@@ -420,9 +374,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     paced = load_records(WorkloadConfig(events=100 if quick else 300, seed=7))  # other ids: no dedupe
     before = machine()["load_average"]
     try:
-        with services() as (kafka, es):
+        with services() as running:
             results = [
-                run_deployment(kafka, es, workers, records, paced, timeout_s=300 if quick else 600)
+                run_deployment(running.kafka, running.es, workers, records, paced, timeout_s=300 if quick else 600)
                 for workers in ((1,) if quick else (1, 2))
             ]
     except SkipError as reason:

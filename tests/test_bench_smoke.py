@@ -506,6 +506,7 @@ def test_slow_bench_runs_at_a_tiny_size(
 RUN_ELSEWHERE = {
     "bench.__main__", "bench.bench_engine", "bench.bench_scaling", "bench.bench_memory", "bench.bench_peer",
     "bench.bench_e2e", "bench.corpora",
+    "bench.bench_soak",  # minutes on its own services, restarting their broker: its parts are tested below
 }  # fmt: skip
 
 
@@ -517,3 +518,72 @@ def test_every_bench_with_a_main_is_run_somewhere() -> None:
     }
     covered = {bench.module for bench in BENCHES + SLOW_BENCHES} | RUN_ELSEWHERE
     assert modules - covered == set(), "add these benches to BENCHES / SLOW_BENCHES at a tiny size"
+
+
+def test_soak_arguments_default_to_the_documented_run_and_refuse_nonsense() -> None:
+    from bench.bench_soak import parse_args
+
+    args = parse_args([])
+    assert (args.minutes, args.gc_young_threshold, args.rate, args.restarts) == (8.0, 10_000, 30.0, 2)
+    assert parse_args(["--gc-young-threshold", "700", "--minutes", "0.5"]).gc_young_threshold == 700
+    bad_arguments = (["--minutes", "0"], ["--rate", "-1"], ["--restarts", "-1"], ["--sample-seconds", "0"],
+                     ["--poison-every", "-1"])  # fmt: skip
+    for bad in bad_arguments:
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def test_soak_summary_reads_start_peak_end_and_the_second_half_slope() -> None:
+    from bench.bench_soak import Sample, summarise
+
+    # 600 s of feeding: flat at 400 MB for the first half, then +1 MB a minute (10 MB per 10 minutes), one spike
+    samples = [
+        Sample(float(t), 400.0 + max(0, t - 300) / 60, 400.0 + max(0, t - 300) / 60, (t, t // 10, t // 100), t, 0)
+        for t in range(0, 601, 5)
+    ]
+    samples[10].hwm_mb = 512.0
+    samples.append(Sample(640.0, 395.0, 512.0, (700, 70, 7), 700, 3))  # after the drain
+    summary = summarise(samples, feed_seconds=600.0)
+    assert summary["rss_start_mb"] == 400.0 and summary["rss_end_mb"] == 395.0
+    assert summary["rss_peak_mb"] == 512.0
+    assert summary["rss_slope_second_half_mb_per_10_min"] == pytest.approx(10.0, abs=0.05)
+    assert summary["gc_collections"] == [700, 70, 7]
+    assert summarise([], 600.0) == {"samples": 0}
+
+
+def test_soak_slope_is_flat_for_noise_and_undefined_without_a_span() -> None:
+    from bench.bench_soak import slope_mb_per_10_min
+
+    assert slope_mb_per_10_min([(float(t), 400.0 + (t % 2)) for t in range(0, 600, 5)]) == pytest.approx(0, abs=0.1)
+    assert slope_mb_per_10_min([(1.0, 400.0), (2.0, 401.0)]) is None
+    assert slope_mb_per_10_min([(5.0, 400.0)] * 3) is None
+
+
+def test_soak_poison_messages_each_expect_one_dead_letter_and_good_ones_an_event() -> None:
+    from app.settings import DetectionSettings
+    from bench.bench_soak import OVERSIZED_EVERY, POISON_EVERY, POISON_KINDS, messages
+
+    count = POISON_EVERY * OVERSIZED_EVERY
+    feed = messages(count, DetectionSettings())
+    kinds = {message.kind for message in feed}
+    assert kinds == {"good", "oversized", *POISON_KINDS}, "every poison kind is sent"
+    assert sum(message.kind != "good" for message in feed) == count // POISON_EVERY
+    for message in feed:
+        expected = (1, 0) if message.kind == "good" else (0, 1)
+        assert (message.events, message.dead_letters) == expected, message.kind
+    assert len({message.key for message in feed}) == count
+    assert {message.kind for message in messages(40, DetectionSettings(), poison_every=0)} == {"good"}
+
+
+def test_soak_worker_counters_sum_each_counter_over_its_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import bench_soak
+
+    text = (
+        '# TYPE abusewatch_dead_letters_total counter\nabusewatch_dead_letters_total{stage="ingest",reason="a"} 3.0\n'
+        'abusewatch_dead_letters_total{stage="ingest",reason="b"} 2.0\nabusewatch_dead_letters_created{} 1.7e+09\n'
+        'abusewatch_state_replayed_events_total 1.2e+04\npython_gc_collections_total{generation="0"} 9.0\n'
+    )
+    monkeypatch.setattr(bench_soak, "_metrics", lambda port: text)
+    assert bench_soak.worker_counters(1) == {"dead_letters": 5, "state_replayed_events": 12_000}
+    monkeypatch.setattr(bench_soak, "_metrics", lambda port: None)
+    assert bench_soak.worker_counters(1) == {}
