@@ -1,11 +1,12 @@
 """Does the low-and-slow scraping rule survive rests? Detection and delay of a resting slow scraper.
 
 ``python -m bench.eval_slow_rests`` builds the simulator's slow scraper (``app.traffic.simulate``: one request
-every 70-110 s ±10 %, enumerating encyclopedia entries, for 24 h) resting the last N minutes of every 100, at
+every 70-110 s ±10 %, enumerating encyclopedia entries, for 24 h) resting the last N minutes of every 100 (of
+every ``--cycle`` minutes: a cycle of 60 with a 40-minute rest is a scraper working in 20-minute chunks), at
 every whole-minute offset against the 10-minute windows (a rest of 20 minutes leaves one or two whole windows
 empty, depending on where it falls), replays each alone through :class:`detectors.anomaly.AnomalyDetector` and
 reports per rest length how many runs raised ``abusewatch-anomaly-scraping-slow`` and how long after the first
-request (event time). ``docs/anomaly.md`` ("Runs of activity and rests") quotes its table.
+request (event time). ``docs/anomaly.md`` ("Runs of activity and rests") quotes its tables.
 """
 
 from __future__ import annotations
@@ -22,20 +23,27 @@ from detectors.event import Event, Identity, Message
 
 SLOW = "abusewatch-anomaly-scraping-slow"
 START = 1_767_225_600.0  # aligned to the 10-minute windows
-CYCLE = 100 * 60.0
+CYCLE_MINUTES = 100.0
 
 
-def resting_scraper(rest_minutes: float, *, seed: int = 0, offset: float = 0.0, hours: float = 24.0) -> list[Event]:
-    """The simulator's slow scraper resting the last ``rest_minutes`` of every 100 minutes; ``offset`` (seconds)
-    shifts it against the window boundaries."""
+def resting_scraper(
+    rest_minutes: float,
+    *,
+    seed: int = 0,
+    offset: float = 0.0,
+    hours: float = 24.0,
+    cycle_minutes: float = CYCLE_MINUTES,
+) -> list[Event]:
+    """The simulator's slow scraper resting the last ``rest_minutes`` of every ``cycle_minutes``; ``offset``
+    (seconds) shifts it against the window boundaries."""
     rng = random.Random(seed)
-    start = START + offset
+    start, cycle = START + offset, cycle_minutes * 60.0
     interval, entry, timestamp, events = rng.uniform(70, 110), rng.randint(100, 900), start, []
     identity = Identity(api_key_hash=f"key-slow-{seed}", source_ip="192.0.2.44", user_agent="python-requests/2.31.0")
     while timestamp < start + hours * 3600:
-        into_cycle = (timestamp - start) % CYCLE
-        if into_cycle >= CYCLE - rest_minutes * 60:  # resting until the next cycle
-            timestamp += CYCLE - into_cycle
+        into_cycle = (timestamp - start) % cycle
+        if into_cycle >= cycle - rest_minutes * 60:  # resting until the next cycle
+            timestamp += cycle - into_cycle
             continue
         entry += 1
         prompt = f"Give me the complete encyclopedia entry number {entry}, with all sections and references"
@@ -68,10 +76,12 @@ def first_slow_alert(events: Sequence[Event], config: AnomalyConfig) -> float | 
     return (min(times) - events[0].timestamp) / 60 if times else None
 
 
-def table(rests: Sequence[float], seeds: Sequence[int], config: AnomalyConfig) -> str:
+def table(
+    rests: Sequence[float], seeds: Sequence[int], config: AnomalyConfig, cycle_minutes: float = CYCLE_MINUTES
+) -> str:
     """One Markdown row per rest length: throughput kept, runs alerted, median and worst delay."""
     rows = [
-        "| rest (min per 100) | requests kept | alerted | median delay (min) | worst delay (min) |",
+        f"| rest (min per {cycle_minutes:g}) | requests kept | alerted | median delay (min) | worst delay (min) |",
         "|---|---|---|---|---|",
     ]
     for rest in rests:
@@ -79,7 +89,7 @@ def table(rests: Sequence[float], seeds: Sequence[int], config: AnomalyConfig) -
         for seed in seeds:
             whole = len(resting_scraper(0, seed=seed))
             for minute in range(10):
-                events = resting_scraper(rest, seed=seed, offset=60.0 * minute)
+                events = resting_scraper(rest, seed=seed, offset=60.0 * minute, cycle_minutes=cycle_minutes)
                 kept.append(len(events) / whole)
                 delays.append(first_slow_alert(events, config))
         hits = [d for d in delays if d is not None]
@@ -93,12 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rests", default="0,10,20,25,30,35,40", help="Rest lengths, minutes per 100.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (each at 10 offsets).")
+    parser.add_argument("--cycle", type=float, default=CYCLE_MINUTES, help="Minutes of work and rest per cycle.")
     parser.add_argument("--config", default="{}", help="AnomalyConfig overrides as JSON.")
     args = parser.parse_args(argv)
     config = AnomalyConfig(**json.loads(args.config))
     rests = [float(r) for r in args.rests.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(table(rests, seeds, config))
+    print(table(rests, seeds, config, args.cycle))
 
 
 if __name__ == "__main__":

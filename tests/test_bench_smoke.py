@@ -100,6 +100,15 @@ def check_slow_rests(out: str, _: Path) -> None:
     assert int(rows[0][1]) == 100 and 0 < int(rows[1][1]) < 100, "a rest costs the scraper some of its requests"
 
 
+def check_slow_chunks(out: str, _: Path) -> None:
+    """The scraper working 20-minute chunks between 40-minute rests: a third of its requests kept."""
+    assert "| rest (min per 60) |" in out, out
+    rows = re.findall(r"^\| (\d+) \| (\d+)% \| (\d+)/(\d+) \|", out, re.MULTILINE)
+    assert [row[0] for row in rows] == ["0", "40"], out
+    assert all(int(alerted) <= int(placements) == 10 for _, _, alerted, placements in rows)
+    assert rows[0][1] == "100" and 30 <= int(rows[1][1]) <= 40, "40 minutes of rest in every hour keep about a third"
+
+
 def check_slow_pauses(out: str, _: Path) -> None:
     cell = r"(\d+)/(\d+)(?: \([\d.]+\))?"
     rows = re.findall(rf"^\| (classifier|monitor|pager) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
@@ -389,6 +398,7 @@ BENCHES = [
     Bench("bench.compare_classifiers", (str(MODELS),), check_compare_classifiers, corpus=True),
     Bench("bench.fresh_hard_benign", (str(MODELS), "--count", "120"), check_fresh_hard_benign, corpus=True),
     Bench("bench.eval_slow_rests", ("--rests", "0,20", "--seeds", "0"), check_slow_rests),
+    Bench("bench.eval_slow_rests", ("--rests", "0,40", "--seeds", "0", "--cycle", "60"), check_slow_chunks),
     Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
                                      "--offsets", "1"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
@@ -407,7 +417,7 @@ SLOW_BENCHES = [
 
 
 def case_id(bench: Bench) -> str:
-    option = next((arg for arg in bench.argv if arg in {"--quality", "--samples"}), "")
+    option = next((arg for arg in bench.argv if arg in {"--quality", "--samples", "--cycle"}), "")
     return bench.module.removeprefix("bench.") + option.replace("--", "-")
 
 
