@@ -1,5 +1,6 @@
 """Window features on hand-made event sequences: rates, template reuse, enumeration, bounded memory."""
 
+import itertools
 import math
 
 import pytest
@@ -190,6 +191,50 @@ def test_malformed_parameters_and_empty_events_do_not_break_features() -> None:
     assert signals.extraction is True  # logprobs "5" as a string still asks for log-probabilities
     assert signals.input_tokens == 0 and signals.max_tokens == 0.0
     assert accumulate([odd])["requests"] == 1
+
+
+def window_after(previous_ts: float, times: list[float]) -> WindowAccumulator:
+    """The window starting at 1,800 s with requests at ``times``, the entity's previous one at ``previous_ts``."""
+    window = WindowAccumulator(1800.0)
+    for i, timestamp in enumerate(times):
+        event = make_event(i, f"Describe catalogue item {i} in full", timestamp=timestamp)
+        window.add(event_signals(event, MATCHER, 2000), enumeration=True, previous_ts=previous_ts, limits=LIMITS)
+        previous_ts = timestamp
+    return window
+
+
+@pytest.mark.parametrize("previous_ts", [1100.0, 1199.0])  # a whole empty window (1,200-1,800 s) in the gap
+def test_a_gap_over_a_whole_empty_window_is_a_rest_left_out_of_the_cv_without_rests(previous_ts: float) -> None:
+    times = [1810.0, 1860.0, 1905.0, 1960.0, 2008.0]
+    window = window_after(previous_ts, times)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    mean = sum(gaps) / len(gaps)
+    expected = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
+    assert window.rest == 600.0  # the gap as counted, capped at one window
+    assert window.interarrival_cv_without_rest() == pytest.approx(expected)
+    assert window.features(3)["interarrival_cv"] > 1.0  # the features keep it: one 600-s gap among ~50-s ones
+    restored = WindowAccumulator.load(window.dump())
+    assert restored.interarrival_cv_without_rest() == window.interarrival_cv_without_rest()
+
+
+def test_a_gap_from_the_window_before_is_no_rest() -> None:
+    window = window_after(1500.0, [1810.0, 1860.0, 1905.0, 1960.0])
+    assert window.rest == 0.0
+    assert window.interarrival_cv_without_rest() == window.features(3)["interarrival_cv"] > 0.5
+
+
+def test_too_few_gaps_without_the_rest_show_no_regularity() -> None:
+    window = window_after(600.0, [1810.0, 1860.0, 1910.0])  # three gaps, the rest one of them
+    assert window.features(3)["interarrival_cv"] == pytest.approx(math.sqrt(2.0) * 550.0 / 700.0)  # 600, 50, 50
+    assert window.interarrival_cv_without_rest() == 1.0  # two gaps left: no regularity shown, as for any window
+
+
+def test_a_window_of_an_earlier_checkpoint_loads_without_a_rest() -> None:
+    data = window_after(600.0, [1810.0, 1860.0, 1905.0, 1960.0, 2008.0]).dump()
+    del data["rest"]
+    window = WindowAccumulator.load(data)
+    assert window.rest == 0.0
+    assert window.interarrival_cv_without_rest() == window.features(3)["interarrival_cv"]
 
 
 def test_accumulator_dump_round_trip() -> None:

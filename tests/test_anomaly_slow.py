@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from bench.eval_slow_pauses import paused_bot
 from bench.eval_slow_rests import SLOW, START, resting_scraper
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
-from detectors.anomaly.detector import LONG_SIGNALS
+from detectors.anomaly.detector import LONG_SIGNALS, SLOW_SIGNALS
 from detectors.anomaly.features import WindowAccumulator
 from detectors.base import Detection, Findings
 from detectors.event import Event, Identity, Message
@@ -23,14 +23,16 @@ MINUTE = 60.0
 WORDS = ("invoice", "customer", "contract", "policy", "report", "budget", "forecast", "meeting", "agenda", "email")
 
 
-def event(number: int, timestamp: float, identity: Identity, prompt: str, *, output_tokens: int = 300) -> Event:
+def event(
+    number: int, timestamp: float, identity: Identity, prompt: str, *, output_tokens: int = 300, input_tokens: int = 40
+) -> Event:
     return Event(
         id=f"{identity.key()}-{number}",
         timestamp=round(timestamp, 3),
         dataset="test",
         input_messages=[Message(role="user", content=prompt)],
         output_messages=[Message(role="assistant", content="Here is what you asked for.")],
-        input_tokens=40,
+        input_tokens=input_tokens,
         output_tokens=output_tokens,
         request_params={"temperature": 0.0},
         identity=identity,
@@ -56,6 +58,11 @@ def streak(detector: AnomalyDetector, key: str) -> int:
 
 def clock(detector: AnomalyDetector, key: str) -> int:
     return detector.state()["entities"][key]["clock"]
+
+
+def slow_averages(detector: AnomalyDetector, key: str) -> dict[str, float]:
+    entity = detector.state()["entities"][key]
+    return dict(zip(SLOW_SIGNALS, [*entity["long"], entity["long_without_rest"]], strict=True))
 
 
 def active_windows(events: Sequence[Event], since: float = -1.0) -> int:
@@ -183,7 +190,8 @@ def test_a_rest_longer_than_the_enumeration_gap_limit_starts_a_new_run() -> None
 @pytest.mark.parametrize("gap", [1, 2])
 def test_the_slow_averages_decay_across_a_short_gap(gap: int) -> None:
     """Across g empty windows the old averages keep (1 - alpha) ** (g + 1) of their weight: each empty window ages
-    them as one step of the EWMA would, instead of wiping them (a reset) or ignoring the gap."""
+    them as one step of the EWMA would, instead of wiping them (a reset) or ignoring the gap. The CV without rests
+    leaves the gap out altogether: one step (1 - alpha) for the window after it."""
     events = resting_scraper(0, hours=1.0)  # six windows of scraping ...
     window = 600.0
     resume = (events[-1].timestamp // window + 1 + gap) * window  # ... then g empty windows, then one more window
@@ -192,14 +200,18 @@ def test_the_slow_averages_decay_across_a_short_gap(gap: int) -> None:
     detector = AnomalyDetector()
     replay(detector, events)
     entity = detector.state()["entities"]["key:key-slow-0"]
-    features = WindowAccumulator.load(entity["window"]).features(detector.config.template_hamming)
+    window = WindowAccumulator.load(entity["window"])
+    features = window.features(detector.config.template_hamming)
     old, new = entity["long"], [features[name] for name in LONG_SIGNALS]
+    old_without, new_without = entity["long_without_rest"], window.interarrival_cv_without_rest()
     detector.flush()
-    kept = (1.0 - 2.0 / (detector.config.long_span_windows + 1.0)) ** (gap + 1)
-    assert detector.state()["entities"]["key:key-slow-0"]["long"] == pytest.approx(
-        [n + kept * (o - n) for o, n in zip(old, new, strict=True)]
-    )
+    alpha = 2.0 / (detector.config.long_span_windows + 1.0)
+    kept = (1.0 - alpha) ** (gap + 1)
+    after = detector.state()["entities"]["key:key-slow-0"]
+    assert after["long"] == pytest.approx([n + kept * (o - n) for o, n in zip(old, new, strict=True)])
     assert old != pytest.approx(new)  # the last window differs from the averages, so the weight shows
+    assert after["long_without_rest"] == pytest.approx(new_without + (1.0 - alpha) * (old_without - new_without))
+    assert new_without < features["interarrival_cv"]  # the rest before that window is left out of this CV only
 
 
 def test_a_benign_bot_pausing_40_minutes_stays_silent_though_its_run_bridges_the_pauses() -> None:
@@ -261,3 +273,88 @@ def test_the_enumeration_gap_limit_cannot_be_shorter_than_the_around_the_clock_o
     with pytest.raises(ValidationError, match="slow_enumeration_max_gap_windows"):
         AnomalyConfig(slow_max_gap_windows=5, slow_enumeration_max_gap_windows=4)
     assert AnomalyConfig(slow_max_gap_windows=5, slow_enumeration_max_gap_windows=5).slow_max_gap_windows == 5
+
+
+def notebook_loop(events: Sequence[Event]) -> list[Event]:
+    """A benign notebook loop in the same rhythm as ``events``: numbered documents summarised one after the other,
+    each sent with the document (~2,000 context tokens a request, as the simulator's notebook loops carry)."""
+    identity = Identity(user_id="analyst-7", source_ip="198.51.100.30", user_agent="python-httpx/0.27")
+    return [
+        event(
+            n,
+            e.timestamp,
+            identity,
+            f"Summarise quarterly report document {n + 1} in three bullet points",
+            input_tokens=2100,
+        )
+        for n, e in enumerate(events)
+    ]
+
+
+@pytest.mark.parametrize("offset", [0.0, 3 * MINUTE, 7 * MINUTE])  # silent on the earlier code
+def test_a_scraper_working_20_minute_chunks_between_40_minute_rests_is_alerted(offset: float) -> None:
+    """Issue #5: the first window after each rest carried the rest (one 600-s gap among ~90-s ones) in its
+    inter-arrival CV, which kept the slow CV average over 0.5, so a scraper working 20 minutes an hour escaped in
+    26 of 30 placements. A bare enumerator is judged on its CV without rests: caught in every placement."""
+    events = resting_scraper(40, offset=offset, cycle_minutes=60)
+    alerts = slow_alerts(events)
+    assert alerts, "the scraper working in 20-minute chunks escaped the slow-scraping rule"
+    assert {d.identity.key() for d in alerts} == {"key:key-slow-0"}
+    first = min(alerts, key=lambda d: d.timestamp)
+    assert first.timestamp - events[0].timestamp < 6 * 3600
+    assert first.explanation["long.interarrival_cv_without_rest"] <= AnomalyConfig().slow_max_interarrival_cv
+    assert first.explanation["long.interarrival_cv"] > AnomalyConfig().slow_max_interarrival_cv  # with the rests
+
+
+def test_a_notebook_loop_sending_a_document_with_each_numbered_request_in_that_rhythm_stays_silent() -> None:
+    """The benign cost of leaving rests out for every reader (session 13): a notebook loop over numbered documents
+    is as regular and enumerating as the scraper, but sends a document with each request, over the enumeration
+    rule's payload limit, so its rests stay in its CV and it stays silent."""
+    loop = notebook_loop(resting_scraper(40, offset=3 * MINUTE, cycle_minutes=60))
+    detector = AnomalyDetector()
+    alerts = [d for d in [*replay(detector, loop), *detector.flush()] if d.rule.id == SLOW]
+    assert alerts == []
+    slow = slow_averages(detector, "user:analyst-7")
+    config = detector.config
+    assert slow["enumeration_rate"] >= config.slow_min_enumeration and streak(detector, "user:analyst-7") >= 12
+    assert slow["interarrival_cv_without_rest"] <= config.slow_max_interarrival_cv  # only the payload spares it
+
+
+def test_a_bot_that_does_not_enumerate_working_in_short_chunks_stays_silent() -> None:
+    """The other cost session 13 measured: a health-check bot working 20 minutes and pausing 20 (pauses the
+    around-the-clock path bridges) reached 12 h of activity with a CV under 0.5 once its pauses were left out.
+    That path keeps them in, so it stays silent although its CV without rests would have alerted it."""
+    events = paused_bot("monitor", 20, 20, offset=2 * MINUTE, hours=30)
+    detector = AnomalyDetector()
+    alerts = [d for d in [*replay(detector, events), *detector.flush()] if d.rule.id == SLOW]
+    assert alerts == []
+    slow = slow_averages(detector, "key:svc-monitor-0")
+    config = detector.config
+    assert clock(detector, "key:svc-monitor-0") * 600 >= config.around_clock_hours * 3600
+    assert slow["interarrival_cv_without_rest"] <= config.slow_max_interarrival_cv < slow["interarrival_cv"]
+
+
+def test_a_checkpoint_of_the_earlier_code_without_the_cv_without_rests_loads_and_resumes() -> None:
+    """Entities of earlier checkpoints carry no CV without rests, and their windows no rest: it starts from the CV
+    with rests (and no rest is left out of a window in flight), then ages towards the work's; the scraper working
+    in 20-minute chunks is still alerted after the cut."""
+    events = resting_scraper(40, offset=3 * MINUTE, cycle_minutes=60)
+    cut = START + 68 * MINUTE  # the first window of the second chunk open, the rest before it among its gaps
+    before = [e for e in events if e.timestamp < cut]
+    first = AnomalyDetector()
+    detections = replay(first, before)
+    state = json.loads(json.dumps(first.state()))
+    entity = state["entities"]["key:key-slow-0"]
+    assert entity["window"] is not None and entity["window"]["rest"] > 0  # the window in flight follows a rest
+    for data in state["entities"].values():
+        del data["long_without_rest"]
+        for window in (data["window"], data["pending"]):
+            if window is not None:
+                del window["rest"]
+    resumed = AnomalyDetector()
+    resumed.load_state(state)
+    loaded = resumed.state()["entities"]["key:key-slow-0"]
+    assert loaded["long_without_rest"] == entity["long"][LONG_SIGNALS.index("interarrival_cv")]
+    assert loaded["window"]["rest"] == 0.0
+    detections += [*replay(resumed, events[len(before) :]), *resumed.flush()]
+    assert [d for d in detections if d.rule.id == SLOW]

@@ -45,6 +45,9 @@ from detectors.event import Event, Identity
 log = logging.getLogger(__name__)
 STATE_VERSION = 3  # 2: slot-value maps, context and slot text, last template burst; 3: campaigns moved out
 LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
+# the slow averages an entity keeps: the window features above, then the inter-arrival CV with rests left out
+SLOW_SIGNALS: tuple[str, ...] = (*LONG_SIGNALS, "interarrival_cv_without_rest")
+WITHOUT_REST = SLOW_SIGNALS.index("interarrival_cv_without_rest")
 
 
 class _Enumeration(NamedTuple):
@@ -82,7 +85,7 @@ class _Entity:
         # events for that window may still arrive within the allowed lateness (order within it does not matter)
         self.pending: WindowAccumulator | None = None
         self.baseline = Baseline()
-        self.long = array("d", bytes(8 * len(LONG_SIGNALS)))
+        self.long = array("d", bytes(8 * len(SLOW_SIGNALS)))
         self.streak = 0  # active windows of the run (gaps up to slow_enumeration_max_gap_windows bridged)
         self.clock = 0  # active windows of the run since its last gap over slow_max_gap_windows
         self.closed = 0  # windows closed so far
@@ -102,7 +105,8 @@ class _Entity:
             "window": self.window.dump() if self.window else None,
             "pending": self.pending.dump() if self.pending else None,
             "baseline": self.baseline.dump(),
-            "long": list(self.long),
+            "long": list(self.long[: len(LONG_SIGNALS)]),  # as earlier code reads it: a rollback loads it too
+            "long_without_rest": self.long[WITHOUT_REST],
             "streak": self.streak,
             "clock": self.clock,
             "closed": self.closed,
@@ -121,7 +125,10 @@ class _Entity:
         pending = data.get("pending")  # absent from checkpoints of earlier versions, which closed it at once
         entity.pending = WindowAccumulator.load(pending) if pending else None
         entity.baseline = Baseline.load(data["baseline"])
-        entity.long = array("d", [float(v) for v in data["long"]])
+        long = [float(v) for v in data["long"]]
+        # absent from checkpoints of earlier code: started from the CV with rests, which only ages out of it
+        long.append(float(data.get("long_without_rest", long[SLOW_SIGNALS.index("interarrival_cv")])))
+        entity.long = array("d", long)
         entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
         # absent from checkpoints of earlier code, whose runs ended at a gap over slow_max_gap_windows: their streak
         entity.clock = int(data.get("clock", entity.streak))
@@ -378,7 +385,8 @@ class AnomalyDetector(Detector):
         else:
             entity.window = None
         features = window.features(config.template_hamming)
-        self._continue_run(entity, window.start, features)
+        slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest()]
+        self._continue_run(entity, window.start, slow)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
         own = max(0.0, max(z_scores.values(), default=0.0))
@@ -425,15 +433,17 @@ class AnomalyDetector(Detector):
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
 
-    def _continue_run(self, entity: _Entity, start: float, features: dict[str, float]) -> None:
+    def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
 
         A run survives up to ``slow_enumeration_max_gap_windows`` empty windows: a scraper resting 40 minutes every
         100 stays one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour
         as one without; across a gap the slow averages age as if each empty window had been a step of the EWMA
-        (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight). A longer gap starts a new run. The
+        (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight), but for the inter-arrival CV without
+        rests, which leaves the rest out altogether (one step per active window). A longer gap starts a new run. The
         clock counts the run's active windows since its last gap over ``slow_max_gap_windows``: the around-the-clock
-        path reads it, so a benign bot that pauses that long never reaches that path."""
+        path reads it, so a benign bot that pauses that long never reaches that path. ``slow`` holds the window's
+        values of :data:`SLOW_SIGNALS`."""
         config = self.config
         last = entity.last_window
         gap = None if last is None else round((start - last) / config.window_seconds) - 1  # empty windows between
@@ -442,11 +452,12 @@ class AnomalyDetector(Detector):
             entity.clock = entity.clock + 1 if gap <= config.slow_max_gap_windows else 1
             alpha = 2.0 / (config.long_span_windows + 1.0)
             weight = alpha * sum((1.0 - alpha) ** k for k in range(gap + 1))  # 1 - (1 - alpha) ** (gap + 1)
-            for index, name in enumerate(LONG_SIGNALS):
-                entity.long[index] += weight * (features[name] - entity.long[index])
+            for index, value in enumerate(slow):
+                step = alpha if index == WITHOUT_REST else weight  # that CV leaves the empty windows out too
+                entity.long[index] += step * (value - entity.long[index])
         else:
             entity.streak = entity.clock = 1
-            entity.long = array("d", (features[name] for name in LONG_SIGNALS))
+            entity.long = array("d", slow)
         entity.last_window = start
 
     def _rules(
@@ -497,15 +508,23 @@ class AnomalyDetector(Detector):
                     f"of {requests:.0f} requests with temperature sweeps or enumerated prompts",
                 )
             )
-        long = dict(zip(LONG_SIGNALS, entity.long, strict=True))
+        long = dict(zip(SLOW_SIGNALS, entity.long, strict=True))
         # Enumeration separates scrapers from benign regular bots, so it reads the whole run (longer rests bridged);
         # without it, only the active windows since the last gap over slow_max_gap_windows count (a bot's pauses).
         enumerating = long["enumeration_rate"] >= config.slow_min_enumeration
         windows = entity.streak if enumerating else entity.clock
         hours = windows * config.window_seconds / 3600.0  # active windows only: the rests are not counted
+        # An enumerator sending bare values (the enumeration rule's payload limits) is judged on how regular its
+        # work is, its rests left out: a scraper working in short chunks. Everything else, a notebook loop sending a
+        # document with each numbered request or a bot that does not enumerate, keeps its rests in the CV.
+        bare = (
+            features["context_tokens"] <= config.enumeration_max_context_tokens
+            and features["slot_chars"] <= config.enumeration_max_slot_chars
+        )
+        cv = long["interarrival_cv_without_rest" if enumerating and bare else "interarrival_cv"]
         if (
             hours >= config.slow_min_hours
-            and long["interarrival_cv"] <= config.slow_max_interarrival_cv
+            and cv <= config.slow_max_interarrival_cv
             and long["template_reuse"] >= config.slow_min_template_reuse
             and (enumerating or hours >= config.around_clock_hours)
             and not any(rule is rules.MODEL_EXTRACTION for rule, _ in found)
@@ -627,7 +646,8 @@ def _explain(
     ):
         explanation[name] = round(features[name], 3)
     explanation["continuous_hours"] = round(entity.streak * window_seconds / 3600.0, 2)
-    explanation["long.interarrival_cv"] = round(entity.long[LONG_SIGNALS.index("interarrival_cv")], 3)
+    explanation["long.interarrival_cv"] = round(entity.long[SLOW_SIGNALS.index("interarrival_cv")], 3)
+    explanation["long.interarrival_cv_without_rest"] = round(entity.long[WITHOUT_REST], 3)  # what bare enumerators get
     return explanation
 
 

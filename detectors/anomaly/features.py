@@ -358,6 +358,18 @@ class Moments:
     def std(self) -> float:
         return math.sqrt(self.m2 / self.n) if self.n > 1 else 0.0
 
+    def cv(self, min_n: int = 3) -> float:
+        """Coefficient of variation; 1.0 (no regularity shown) with fewer than ``min_n`` values or a zero mean."""
+        return self.std / self.mean if self.n >= min_n and self.mean > 0 else 1.0
+
+    def without(self, value: float) -> Moments:
+        """These moments with one earlier ``value`` taken out again (Welford's update reversed)."""
+        if self.n <= 1:
+            return Moments()
+        n = self.n - 1
+        mean = (self.n * self.mean - value) / n
+        return Moments(n, mean, max(0.0, self.m2 - (value - mean) * (value - self.mean)))
+
     def dump(self) -> list[float]:
         return [self.n, self.mean, self.m2]
 
@@ -479,6 +491,7 @@ class WindowAccumulator:
         "prompts",
         "refusals",
         "requests",
+        "rest",
         "slot_chars",
         "slot_values",
         "start",
@@ -513,6 +526,9 @@ class WindowAccumulator:
         self.temps: set[float] = set()
         self.enumeration = 0
         self.gaps = Moments()
+        # the gap among ``gaps`` that spans a whole empty window (0.0: none): a rest, not an inter-arrival, to the
+        # slow rule's enumeration path (the first request after a rest is the only one whose gap can span one)
+        self.rest = 0.0
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.event_ids: list[str] = []
@@ -547,7 +563,10 @@ class WindowAccumulator:
                 _add_capped(self.temps, round(signals.temperature, 2), limits.distinct)
         self.enumeration += enumeration
         if previous_ts is not None:
-            self.gaps.add(min(max(0.0, signals.timestamp - previous_ts), limits.window_seconds))
+            gap = min(max(0.0, signals.timestamp - previous_ts), limits.window_seconds)
+            self.gaps.add(gap)
+            if previous_ts < self.start - limits.window_seconds:
+                self.rest = gap
         if self.first_ts is None:
             self.first_ts = signals.timestamp
         self.last_ts = signals.timestamp if self.last_ts is None else max(self.last_ts, signals.timestamp)
@@ -593,7 +612,6 @@ class WindowAccumulator:
         prompts = max(1, self.prompts)
         tokens = self.input_tokens + self.output_tokens
         distinct_templates = len(self.templates) + self.template_overflow
-        gaps_cv = self.gaps.std / self.gaps.mean if self.gaps.n >= 3 and self.gaps.mean > 0 else 1.0
         burst = self.template_burst(template_hamming)
         return {
             "requests": float(self.requests),
@@ -616,12 +634,16 @@ class WindowAccumulator:
             "extraction_temperature_std": self.temperatures.std,
             "extraction_distinct_temperatures": float(len(self.temps)),
             "enumeration_rate": self.enumeration / prompts if self.prompts else 0.0,
-            "interarrival_cv": gaps_cv,
+            "interarrival_cv": self.gaps.cv(),
             "template_requests": float(burst.on_template) if burst else 0.0,
             "slot_distinct_share": burst.distinct_share if burst else 0.0,
             "context_tokens": self.context / requests,
             "slot_chars": self.slot_chars / prompts,
         }
+
+    def interarrival_cv_without_rest(self) -> float:
+        """The inter-arrival CV with the rest before this window (if any) left out: how regular the work is."""
+        return (self.gaps.without(self.rest) if self.rest else self.gaps).cv()
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -650,6 +672,7 @@ class WindowAccumulator:
             "temperatures": self.temperatures.dump(),
             "temps": sorted(self.temps),
             "gaps": self.gaps.dump(),
+            "rest": self.rest,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "event_ids": list(self.event_ids),
@@ -681,6 +704,7 @@ class WindowAccumulator:
         window.temperatures = Moments(*data["temperatures"])
         window.temps = set(data["temps"])
         window.gaps = Moments(*data["gaps"])
+        window.rest = float(data.get("rest", 0.0))  # absent from earlier checkpoints: no rest known, none left out
         window.first_ts, window.last_ts = data["first_ts"], data["last_ts"]
         window.event_ids = list(data["event_ids"])
         return window
