@@ -1,16 +1,17 @@
 """Soak: one worker's memory over minutes of steady traffic with poison records and Kafka broker restarts.
 
-``python -m bench.bench_soak [--minutes 8] [--gc-young-threshold 10000] [--rate 30] [--restarts 2] [--poison-every
-20]``: about ``minutes`` + 2 minutes in all (services and worker start, drain). Method.
+``python -m bench.bench_soak [--minutes 8] [--gc-young-threshold 10000] [--rate 30] [--event-rate 50] [--restarts 2]
+[--poison-every 20]``: about ``minutes`` + 2 minutes in all (services and worker start, drain). Method.
 
 * Services: always a private copy of ``deploy/local/services.sh`` on free ports (``bench/local_services.py``), even
   when ``ABW_KAFKA_BOOTSTRAP`` / ``ABW_ES_URL`` answer, since its broker is restarted; stopped afterwards.
 * Deployment: ``bench_e2e.Deployment`` (unique topics, group and indices; ``abusewatch bootstrap``), one
   ``abusewatch worker`` with ``ABW_WORKER__GC_YOUNG_THRESHOLD`` set to ``--gc-young-threshold``.
 * Traffic: ``rate x minutes x 60`` Kafka messages of one record each at ``--rate`` messages/s, all ids distinct
-  (the bundled workload, ``bench/workload.py``). Every ``--poison-every``-th message is poison instead, in turn
-  (``POISON_KINDS``): a record cut in half (invalid JSON), invalid UTF-8, a JSON scalar, JSON of no known format,
-  arrays nested 100,000 deep, and a workload record whose fields all have the wrong type; every
+  (the bundled workload, ``bench/workload.py``, whose event time advances ``--event-rate`` records per second: a
+  lower rate soaks through more event time, so windowed state can expire). Every ``--poison-every``-th message is
+  poison instead, in turn (``POISON_KINDS``): a record cut in half (invalid JSON), invalid UTF-8, a JSON scalar,
+  JSON of no known format, arrays nested 100,000 deep, and a workload record whose fields all have the wrong type; every
   ``OVERSIZED_EVERY``-th poison message is a record past ``detection.max_record_bytes`` (4 MiB) instead.
 * Expectations are computed, not assumed: each message goes through ``normalise_payload`` here with the worker's
   default limits, giving the events and dead letters the worker should write for it.
@@ -95,10 +96,12 @@ class Message:
     dead_letters: int
 
 
-def messages(count: int, detection: DetectionSettings, poison_every: int = POISON_EVERY) -> list[Message]:
-    """``count`` messages: workload records with every ``poison_every``-th one poison (0: none), each with what the
-    worker should make of it."""
-    records = load_records(WorkloadConfig(events=count))
+def messages(
+    count: int, detection: DetectionSettings, poison_every: int = POISON_EVERY, event_rate: float = 50.0
+) -> list[Message]:
+    """``count`` messages: workload records (``event_rate`` a second of event time) with every ``poison_every``-th
+    one poison (0: none), each with what the worker should make of it."""
+    records = load_records(WorkloadConfig(events=count, events_per_second=event_rate))
     poison_kinds = list(POISON_KINDS)
     out, poison = [], 0
     for index, record in enumerate(records):
@@ -263,11 +266,17 @@ def _log_tail(deployment: Deployment, lines: int = 8) -> dict[str, Any]:
 
 
 def run(
-    minutes: float, threshold: int, rate: float, restarts: int, sample_seconds: float, poison_every: int = POISON_EVERY
+    minutes: float,
+    threshold: int,
+    rate: float,
+    restarts: int,
+    sample_seconds: float,
+    poison_every: int = POISON_EVERY,
+    event_rate: float = 50.0,
 ) -> dict[str, Any]:
     """One soak (see the module docstring): the worker's memory, collections and loss, as a JSON-able dict."""
     detection = DetectionSettings()
-    feed = messages(round(rate * minutes * 60), detection, poison_every)
+    feed = messages(round(rate * minutes * 60), detection, poison_every, event_rate)
     before = machine()["load_average"]
     with services(private=True) as running:
         deployment = Deployment(
@@ -313,6 +322,7 @@ def run(
             deployment.cleanup()
     return {
         "gc_young_threshold": threshold,
+        "event_rate_per_s": event_rate,
         "minutes": minutes,
         "rate_messages_per_s": rate,
         "poison_every": poison_every,
@@ -349,6 +359,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the worker's worker.gc_young_threshold (default 10000; 0 leaves Python's 700)",
     )
     parser.add_argument("--rate", type=float, default=30.0, help="messages per second, one record each (default 30)")
+    parser.add_argument(
+        "--event-rate", type=float, default=50.0, help="records per second of event time in the workload (default 50)"
+    )
     parser.add_argument("--restarts", type=int, default=2, help="broker restarts during feeding (default 2)")
     parser.add_argument(
         "--poison-every", type=int, default=POISON_EVERY, help=f"every Nth message is poison; 0: none ({POISON_EVERY})"
@@ -356,8 +369,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-seconds", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--out", type=str, default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.rate <= 0 or args.sample_seconds <= 0 or min(args.restarts, args.poison_every) < 0:
-        parser.error("--minutes, --rate, --sample-seconds must be positive; --restarts, --poison-every not negative")
+    if min(args.minutes, args.rate, args.event_rate, args.sample_seconds) <= 0:
+        parser.error("--minutes, --rate, --event-rate, --sample-seconds must be positive")
+    if min(args.restarts, args.poison_every) < 0:
+        parser.error("--restarts, --poison-every must not be negative")
     return args
 
 
@@ -365,7 +380,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         result = run(
-            args.minutes, args.gc_young_threshold, args.rate, args.restarts, args.sample_seconds, args.poison_every
+            args.minutes,
+            args.gc_young_threshold,
+            args.rate,
+            args.restarts,
+            args.sample_seconds,
+            args.poison_every,
+            event_rate=args.event_rate,
         )
     except SkipError as reason:
         result = {"skipped": str(reason)}

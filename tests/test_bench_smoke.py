@@ -138,6 +138,17 @@ def check_state_expiry(out: str, _: Path) -> None:
     assert_figures(report)
 
 
+def check_state_growth(out: str, _: Path) -> None:
+    report = json.loads(out)
+    assert (report["events"], report["identities"]) == (1000, 20)
+    assert [mark["events"] for mark in report["marks"]] == [500, 1000]
+    for mark in report["marks"]:
+        assert mark["rss_mb"] > 0 and mark["traced_mb"] > 0
+        assert mark["trim_ms"] is None or mark["rss_after_trim_mb"] <= mark["rss_mb"] + 1
+    assert report["top_growth_second_half"], "the heap grew somewhere between the two marks"
+    assert_figures(report, signed=("top_growth_second_half",))  # a line's allocations can also shrink
+
+
 def check_exceptions(out: str, _: Path) -> None:
     found = re.fullmatch(
         r"([\d,]+) detections, (\d+) exceptions: ([\d.]+) CPU-µs per detection \(([\d,]+) suppressed\)\n", out
@@ -376,6 +387,8 @@ BENCHES = [
     Bench("bench.bench_state_caps", ("--sessions", "200", "--groups", "200", "--templates", "200", "--probes", "50",
                                      "--kept-members", "400"), check_state_caps),
     Bench("bench.bench_state_expiry", ("--sessions", "200", "--probes", "20"), check_state_expiry),
+    Bench("bench.bench_state_growth", ("--events", "1000", "--identities", "20", "--marks", "2", "--trace"),
+          check_state_growth),
     Bench("bench.bench_exceptions", ("--exceptions", "10", "--detections", "500"), check_exceptions),
     Bench("bench.bench_reused_ids", ("--events", "20", "--repeats", "1"), check_reused_ids),
     Bench("bench.bench_dedupe", ("--capacity", "2000", "--partitions", "2"), check_dedupe),
@@ -535,9 +548,11 @@ def test_soak_arguments_default_to_the_documented_run_and_refuse_nonsense() -> N
 
     args = parse_args([])
     assert (args.minutes, args.gc_young_threshold, args.rate, args.restarts) == (8.0, 10_000, 30.0, 2)
+    assert args.event_rate == 50.0
     assert parse_args(["--gc-young-threshold", "700", "--minutes", "0.5"]).gc_young_threshold == 700
+    assert parse_args(["--event-rate", "5"]).event_rate == 5.0
     bad_arguments = (["--minutes", "0"], ["--rate", "-1"], ["--restarts", "-1"], ["--sample-seconds", "0"],
-                     ["--poison-every", "-1"])  # fmt: skip
+                     ["--poison-every", "-1"], ["--event-rate", "0"])  # fmt: skip
     for bad in bad_arguments:
         with pytest.raises(SystemExit):
             parse_args(bad)
