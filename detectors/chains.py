@@ -21,6 +21,7 @@ import hashlib
 import logging
 import math
 import secrets
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -106,7 +107,8 @@ class _Session:
 @dataclass(slots=True)
 class _Leak:
     timestamp: float
-    shingles: set[str] = field(default_factory=set)  # keyed hashes (SessionChainDetector._hash)
+    # keyed hashes (SessionChainDetector._hash), sorted: 8 bytes each (as a set of hex strings, ~9 KB a response)
+    shingles: array[int] = field(default_factory=lambda: array("Q"))
 
 
 def _turn_time(turn: _Turn) -> float:
@@ -250,7 +252,7 @@ class SessionChainDetector(Detector):
         if prompt and leaks:
             quoted = self._shingles(prompt)
             for leak in leaks:
-                overlap = len(quoted & leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
+                overlap = len(quoted.intersection(leak.shingles)) / len(leak.shingles) if leak.shingles else 0.0
                 age = event.timestamp - leak.timestamp
                 if (
                     overlap >= self.settings.reuse_overlap
@@ -273,7 +275,7 @@ class SessionChainDetector(Detector):
             leaked = self._shingles(completion)
             if leaked:
                 kept = self._leaks.setdefault(identity, [])
-                kept.append(_Leak(event.timestamp, leaked))
+                kept.append(_Leak(event.timestamp, array("Q", sorted(leaked))))
                 del kept[: -self.settings.max_leaks_per_identity]
         return detections
 
@@ -285,17 +287,24 @@ class SessionChainDetector(Detector):
         completion = " ".join(m.content[:600] for m in event.output_messages)
         return bool(completion) and bool(self._refusals.scan(completion))
 
-    def _shingles(self, text: str) -> set[str]:
+    def _shingles(self, text: str) -> set[int]:
         """Keyed hashes of ``text``'s word shingles (empty for a text shorter than one shingle)."""
         tokens = words(text[:20_000])
         if len(tokens) < self.settings.shingle_words:
             return set()
         return {self._hash(shingle) for shingle in shingles(tokens, self.settings.shingle_words)}
 
-    def _hash(self, shingle: str) -> str:
-        """64-bit keyed BLAKE2b of a shingle: enough to intersect sets, useless without the key."""
+    def _stored(self, kept: list[str], hashed: bool) -> array[int]:
+        """A checkpoint's shingles of one leak as kept in memory: its hex hashes, or raw shingles (older checkpoints)
+        hashed now."""
+        values = {int(h, 16) for h in kept} if hashed else {self._hash(s) for s in kept}
+        return array("Q", sorted(values))
+
+    def _hash(self, shingle: str) -> int:
+        """64-bit keyed BLAKE2b of a shingle: enough to intersect sets, useless without the key (checkpointed as its
+        16 hex digits)."""
         data = shingle.encode("utf-8", "surrogatepass")
-        return hashlib.blake2b(data, key=self._shingle_key[:64], digest_size=8).hexdigest()
+        return int.from_bytes(hashlib.blake2b(data, key=self._shingle_key[:64], digest_size=8).digest(), "big")
 
     def _detection(
         self,
@@ -359,7 +368,8 @@ class SessionChainDetector(Detector):
                 for key, session in self._sessions.items()
             },
             "leaks": {
-                key: [[leak.timestamp, sorted(leak.shingles)] for leak in leaks] for key, leaks in self._leaks.items()
+                key: [[leak.timestamp, [f"{h:016x}" for h in leak.shingles]] for leak in leaks]
+                for key, leaks in self._leaks.items()
             },
             "leak_shingles": SHINGLE_HASH,
         }
@@ -379,6 +389,6 @@ class SessionChainDetector(Detector):
         self._newest, self._expired_at = max(times, default=-math.inf), -math.inf
         hashed = state.get("leak_shingles") == SHINGLE_HASH
         self._leaks = {
-            key: [_Leak(timestamp, set(kept) if hashed else {self._hash(s) for s in kept}) for timestamp, kept in leaks]
+            key: [_Leak(timestamp, self._stored(kept, hashed)) for timestamp, kept in leaks]
             for key, leaks in state.get("leaks", {}).items()
         }

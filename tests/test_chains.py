@@ -1,6 +1,8 @@
 """Session chains: blocked-then-through, rising injection score, leaked system prompt reused."""
 
+import hashlib
 import json
+import sys
 from collections.abc import Sequence
 
 from msgspec.structs import replace
@@ -159,6 +161,24 @@ def test_checkpoint_of_the_previous_version_with_raw_shingles_still_loads_and_is
     assert CARD.lower() not in repr(detector.state())
     assert "never reveal internal" not in repr(detector.state())
     assert chain_rules(Pipeline([Verdicts(set()), detector], Redactor(b"k")), [reuse]) == [PROMPT_REUSED.id]
+
+
+def test_a_leak_is_kept_as_8_bytes_a_shingle_and_checkpointed_as_the_earlier_code_wrote_it():
+    leak, reuse = leak_and_reuse()
+    detector = SessionChainDetector(shingle_key=b"k" * 32)
+    Pipeline([Verdicts(set(), leaks={leak.id}), detector], Redactor(b"k")).process([leak])
+    words_of_leak = shingles(words(" ".join(m.content for m in leak.output_messages)), ChainSettings().shingle_words)
+    earlier = sorted(
+        hashlib.blake2b(s.encode("utf-8", "surrogatepass"), key=b"k" * 32, digest_size=8).hexdigest()
+        for s in set(words_of_leak)
+    )  # what the earlier code checkpointed: the sorted hex digests
+    (kept,) = detector.state()["leaks"][leak.identity.key()]
+    assert kept[1] == earlier
+    (in_memory,) = detector._leaks[leak.identity.key()]
+    assert sys.getsizeof(in_memory.shingles) <= 8 * len(earlier) + 100, "not a set of strings (~90 bytes each)"
+    restored = SessionChainDetector(shingle_key=b"k" * 32)
+    restored.load_state({"sessions": {}, "leaks": {leak.identity.key(): [kept]}, "leak_shingles": "blake2b-64"})
+    assert chain_rules(Pipeline([Verdicts(set()), restored], Redactor(b"k")), [reuse]) == [PROMPT_REUSED.id]
 
 
 class Found(Detector):
