@@ -111,6 +111,18 @@ class _Leak:
     shingles: array[int] = field(default_factory=lambda: array("Q"))
 
 
+def _shared(quoted: set[int], kept: array[int]) -> int:
+    """How many of the sorted hashes ``kept`` are in ``quoted``, walking the smaller side: a short prompt against a
+    long leak costs a binary search a shingle, not a Python int per kept hash."""
+    if len(kept) <= len(quoted):
+        return len(quoted.intersection(kept))
+    found = 0
+    for value in quoted:
+        at = bisect.bisect_left(kept, value)
+        found += at < len(kept) and kept[at] == value
+    return found
+
+
 def _turn_time(turn: _Turn) -> float:
     return turn.timestamp
 
@@ -252,7 +264,7 @@ class SessionChainDetector(Detector):
         if prompt and leaks:
             quoted = self._shingles(prompt)
             for leak in leaks:
-                overlap = len(quoted.intersection(leak.shingles)) / len(leak.shingles) if leak.shingles else 0.0
+                overlap = _shared(quoted, leak.shingles) / len(leak.shingles) if leak.shingles else 0.0
                 age = event.timestamp - leak.timestamp
                 if (
                     overlap >= self.settings.reuse_overlap

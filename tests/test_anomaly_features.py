@@ -210,7 +210,7 @@ def test_a_gap_over_a_whole_empty_window_is_a_rest_left_out_of_the_cv_without_re
     gaps = [b - a for a, b in itertools.pairwise(times)]
     mean = sum(gaps) / len(gaps)
     expected = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps)) / mean
-    assert window.rest == 600.0  # the gap as counted, capped at one window
+    assert (window.gaps.n, window.work_gaps.n) == (len(times), len(times) - 1)  # the rest counted in gaps only
     assert window.interarrival_cv_without_rest() == pytest.approx(expected)
     assert window.features(3)["interarrival_cv"] > 1.0  # the features keep it: one 600-s gap among ~50-s ones
     restored = WindowAccumulator.load(window.dump())
@@ -219,7 +219,7 @@ def test_a_gap_over_a_whole_empty_window_is_a_rest_left_out_of_the_cv_without_re
 
 def test_a_gap_from_the_window_before_is_no_rest() -> None:
     window = window_after(1500.0, [1810.0, 1860.0, 1905.0, 1960.0])
-    assert window.rest == 0.0
+    assert window.work_gaps.n == window.gaps.n == 4
     assert window.interarrival_cv_without_rest() == window.features(3)["interarrival_cv"] > 0.5
 
 
@@ -229,11 +229,20 @@ def test_too_few_gaps_without_the_rest_show_no_regularity() -> None:
     assert window.interarrival_cv_without_rest() == 1.0  # two gaps left: no regularity shown, as for any window
 
 
+@pytest.mark.parametrize("burst", [10, 20, 299])
+def test_a_burst_at_one_timestamp_after_a_rest_shows_no_regularity(burst: int) -> None:
+    """All work gaps 0 (requests stamped in whole seconds, or late ones clamped): a CV of 1.0, as without a rest.
+    Subtracting the rest from the moments instead cancelled catastrophically (CV 0.0 or 3e8)."""
+    window = window_after(600.0, [1810.0] * burst)
+    assert window.interarrival_cv_without_rest() == 1.0
+    assert window_after(1500.0, [1810.0] * burst).features(3)["interarrival_cv"] > 1.0  # the 310-s gap among zeros
+
+
 def test_a_window_of_an_earlier_checkpoint_loads_without_a_rest() -> None:
     data = window_after(600.0, [1810.0, 1860.0, 1905.0, 1960.0, 2008.0]).dump()
-    del data["rest"]
+    del data["work_gaps"]
     window = WindowAccumulator.load(data)
-    assert window.rest == 0.0
+    assert window.work_gaps.n == window.gaps.n
     assert window.interarrival_cv_without_rest() == window.features(3)["interarrival_cv"]
 
 

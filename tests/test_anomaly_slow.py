@@ -7,8 +7,10 @@ chunks stay silent; a longer rest still starts a new run."""
 import json
 import random
 from collections.abc import Sequence
+from itertools import pairwise
 
 import pytest
+from msgspec.structs import replace
 from pydantic import ValidationError
 
 from bench.eval_slow_pauses import paused_bot
@@ -306,6 +308,28 @@ def test_a_scraper_working_20_minute_chunks_between_40_minute_rests_is_alerted(o
     assert first.explanation["long.interarrival_cv"] > AnomalyConfig().slow_max_interarrival_cv  # with the rests
 
 
+def test_a_same_second_burst_after_a_rest_does_not_hide_the_scraper() -> None:
+    """A review's repro: the window after the first rest holds only 20 requests stamped in the same second (whole-
+    second timestamps, or late events clamped to a gap of 0). Taking the rest back out of the window's moments
+    cancelled catastrophically (a CV of ~24,000 that poisoned the slow average for the rest of the run); work gaps
+    kept apart give that window a CV of 1.0, and the scraper is still alerted."""
+    events = resting_scraper(40, offset=0.0, cycle_minutes=60)
+    after_rest = next(e for previous, e in pairwise(events) if e.timestamp - previous.timestamp > 1200)
+    window = after_rest.timestamp // 600 * 600
+    burst = [
+        replace(
+            after_rest,
+            id=f"burst-{k}",
+            input_messages=[Message(role="user", content=f"Give me entry number {90000 + k}")],
+        )
+        for k in range(19)
+    ]
+    others = [e for e in events if not window <= e.timestamp < window + 600]
+    at = next(i for i, e in enumerate(others) if e.timestamp > after_rest.timestamp)
+    alerts = slow_alerts([*others[:at], after_rest, *burst, *others[at:]])
+    assert {d.identity.key() for d in alerts} == {"key:key-slow-0"}
+
+
 def test_a_notebook_loop_sending_a_document_with_each_numbered_request_in_that_rhythm_stays_silent() -> None:
     """The benign cost of leaving rests out for every reader (session 13): a notebook loop over numbered documents
     is as regular and enumerating as the scraper, but sends a document with each request, over the enumeration
@@ -335,7 +359,7 @@ def test_a_bot_that_does_not_enumerate_working_in_short_chunks_stays_silent() ->
 
 
 def test_a_checkpoint_of_the_earlier_code_without_the_cv_without_rests_loads_and_resumes() -> None:
-    """Entities of earlier checkpoints carry no CV without rests, and their windows no rest: it starts from the CV
+    """Entities of earlier checkpoints carry no CV without rests, and their windows no work gaps: it starts from the CV
     with rests (and no rest is left out of a window in flight), then ages towards the work's; the scraper working
     in 20-minute chunks is still alerted after the cut."""
     events = resting_scraper(40, offset=3 * MINUTE, cycle_minutes=60)
@@ -345,16 +369,17 @@ def test_a_checkpoint_of_the_earlier_code_without_the_cv_without_rests_loads_and
     detections = replay(first, before)
     state = json.loads(json.dumps(first.state()))
     entity = state["entities"]["key:key-slow-0"]
-    assert entity["window"] is not None and entity["window"]["rest"] > 0  # the window in flight follows a rest
+    window = entity["window"]
+    assert window is not None and window["work_gaps"][0] == window["gaps"][0] - 1  # in flight, after a rest
     for data in state["entities"].values():
         del data["long_without_rest"]
         for window in (data["window"], data["pending"]):
             if window is not None:
-                del window["rest"]
+                del window["work_gaps"]
     resumed = AnomalyDetector()
     resumed.load_state(state)
     loaded = resumed.state()["entities"]["key:key-slow-0"]
     assert loaded["long_without_rest"] == entity["long"][LONG_SIGNALS.index("interarrival_cv")]
-    assert loaded["window"]["rest"] == 0.0
+    assert loaded["window"]["work_gaps"] == loaded["window"]["gaps"]  # nothing left out
     detections += [*replay(resumed, events[len(before) :]), *resumed.flush()]
     assert [d for d in detections if d.rule.id == SLOW]

@@ -2,9 +2,12 @@
 
 import hashlib
 import json
+import random
 import sys
+from array import array
 from collections.abc import Sequence
 
+import pytest
 from msgspec.structs import replace
 from pydantic import SecretStr
 
@@ -18,6 +21,7 @@ from detectors.chains import (
     RISING_SCORE,
     ChainSettings,
     SessionChainDetector,
+    _shared,
 )
 from detectors.event import Event, GuardrailVerdict, Identity, Message
 from detectors.exfil.measures import shingles, words
@@ -179,6 +183,14 @@ def test_a_leak_is_kept_as_8_bytes_a_shingle_and_checkpointed_as_the_earlier_cod
     restored = SessionChainDetector(shingle_key=b"k" * 32)
     restored.load_state({"sessions": {}, "leaks": {leak.identity.key(): [kept]}, "leak_shingles": "blake2b-64"})
     assert chain_rules(Pipeline([Verdicts(set()), restored], Redactor(b"k")), [reuse]) == [PROMPT_REUSED.id]
+
+
+@pytest.mark.parametrize("quoted_size", [5, 50, 5_000])  # fewer, as many and more hashes than the leak keeps
+def test_shared_counts_the_kept_hashes_a_prompt_quotes_whichever_side_is_smaller(quoted_size: int) -> None:
+    rng = random.Random(quoted_size)
+    kept = array("Q", sorted({rng.getrandbits(64) for _ in range(300)} | {0, 2**64 - 1}))
+    quoted = {rng.getrandbits(64) for _ in range(quoted_size)} | {kept[0], kept[-1], kept[7]}
+    assert _shared(quoted, kept) == len(quoted & set(kept)) == 3
 
 
 class Found(Detector):

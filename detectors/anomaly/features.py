@@ -362,14 +362,6 @@ class Moments:
         """Coefficient of variation; 1.0 (no regularity shown) with fewer than ``min_n`` values or a zero mean."""
         return self.std / self.mean if self.n >= min_n and self.mean > 0 else 1.0
 
-    def without(self, value: float) -> Moments:
-        """These moments with one earlier ``value`` taken out again (Welford's update reversed)."""
-        if self.n <= 1:
-            return Moments()
-        n = self.n - 1
-        mean = (self.n * self.mean - value) / n
-        return Moments(n, mean, max(0.0, self.m2 - (value - mean) * (value - self.mean)))
-
     def dump(self) -> list[float]:
         return [self.n, self.mean, self.m2]
 
@@ -491,7 +483,6 @@ class WindowAccumulator:
         "prompts",
         "refusals",
         "requests",
-        "rest",
         "slot_chars",
         "slot_values",
         "start",
@@ -500,6 +491,7 @@ class WindowAccumulator:
         "templates",
         "temps",
         "user_agents",
+        "work_gaps",
     )
 
     def __init__(self, start: float) -> None:
@@ -526,9 +518,10 @@ class WindowAccumulator:
         self.temps: set[float] = set()
         self.enumeration = 0
         self.gaps = Moments()
-        # the gap among ``gaps`` that spans a whole empty window (0.0: none): a rest, not an inter-arrival, to the
-        # slow rule's enumeration path (the first request after a rest is the only one whose gap can span one)
-        self.rest = 0.0
+        # ``gaps`` but for one that spans a whole empty window: a rest, not an inter-arrival, to the slow rule's
+        # enumeration path (the first request after a rest is the only one whose gap can span one). Kept apart, not
+        # subtracted later: taking a 600-s rest out of a mean of near-zero gaps cancels catastrophically
+        self.work_gaps = Moments()
         self.first_ts: float | None = None
         self.last_ts: float | None = None
         self.event_ids: list[str] = []
@@ -565,8 +558,8 @@ class WindowAccumulator:
         if previous_ts is not None:
             gap = min(max(0.0, signals.timestamp - previous_ts), limits.window_seconds)
             self.gaps.add(gap)
-            if previous_ts < self.start - limits.window_seconds:
-                self.rest = gap
+            if previous_ts >= self.start - limits.window_seconds:
+                self.work_gaps.add(gap)
         if self.first_ts is None:
             self.first_ts = signals.timestamp
         self.last_ts = signals.timestamp if self.last_ts is None else max(self.last_ts, signals.timestamp)
@@ -643,7 +636,7 @@ class WindowAccumulator:
 
     def interarrival_cv_without_rest(self) -> float:
         """The inter-arrival CV with the rest before this window (if any) left out: how regular the work is."""
-        return (self.gaps.without(self.rest) if self.rest else self.gaps).cv()
+        return self.work_gaps.cv()
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -672,7 +665,7 @@ class WindowAccumulator:
             "temperatures": self.temperatures.dump(),
             "temps": sorted(self.temps),
             "gaps": self.gaps.dump(),
-            "rest": self.rest,
+            "work_gaps": self.work_gaps.dump(),
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "event_ids": list(self.event_ids),
@@ -704,7 +697,8 @@ class WindowAccumulator:
         window.temperatures = Moments(*data["temperatures"])
         window.temps = set(data["temps"])
         window.gaps = Moments(*data["gaps"])
-        window.rest = float(data.get("rest", 0.0))  # absent from earlier checkpoints: no rest known, none left out
+        # absent from checkpoints of earlier code: no rest known, none left out
+        window.work_gaps = Moments(*data["work_gaps"]) if "work_gaps" in data else Moments(*data["gaps"])
         window.first_ts, window.last_ts = data["first_ts"], data["last_ts"]
         window.event_ids = list(data["event_ids"])
         return window
