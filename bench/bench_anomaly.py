@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import resource
 import sys
 import time
 import tracemalloc
 
 from app.traffic.simulate import ATTACK_KINDS, SimulationConfig, simulate
+from bench.process_memory import rss_bytes
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.base import Findings
 from detectors.event import Event, Identity, Message
@@ -47,11 +47,6 @@ def throughput(hours: float, benign_users: int, seed: int) -> dict[str, float]:
         "events_per_wall_second": round(best_wall),  # lower than the above on a shared machine
         "simulator_events_per_cpu_second": round(generated / simulated),
     }
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize()
 
 
 def identity_events(identities: int, per_identity: int, start: float) -> list[Event]:
@@ -83,10 +78,10 @@ def memory(identities: int, per_identity: int) -> dict[str, float]:
     start = 1_767_571_200.0
     events = identity_events(identities, per_identity, start)
     gc.collect()
-    rss_before = _rss_bytes()
+    rss_before = rss_bytes()
     untraced = _feed(AnomalyDetector(AnomalyConfig()), events)
     gc.collect()
-    rss_open = _rss_bytes() - rss_before
+    rss_open = rss_bytes() - rss_before
     del untraced
     gc.collect()
     tracemalloc.start()

@@ -13,23 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from typing import Any
 
 from app.traffic import pools
+from bench.process_memory import rss_bytes
 from bench.workload import START
 from detectors.event import Event, Identity, Message
 
 PER_IDENTITIES = 100_000
 STATELESS = {"classifier"}
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def identity_events(identities: int) -> list[Event]:
@@ -66,18 +61,18 @@ def measure(identities: int) -> dict[str, Any]:
     from bench.bench_engine import full_pipeline
     from detectors.pipeline import Pipeline
 
-    start = _rss_bytes()
+    start = rss_bytes()
     full, _ = full_pipeline()
-    engine_rss = _rss_bytes()
+    engine_rss = rss_bytes()
     pipeline = Pipeline([d for d in full.detectors if d.name not in STATELESS], full.redactor)
     events = identity_events(identities)
-    before = _rss_bytes()
+    before = rss_bytes()
     started = time.perf_counter()
     for offset in range(0, len(events), 500):
         pipeline.process(events[offset : offset + 500])
     driven = time.perf_counter() - started
     del events
-    grown = _rss_bytes() - before
+    grown = rss_bytes() - before
     state = pipeline.state()
     sizes = {name: len(json.dumps(part, default=str)) for name, part in state["detectors"].items()}
     sizes["alerting"] = len(json.dumps(state["alerting"], default=str))

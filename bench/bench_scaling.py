@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import random
 import time
 import uuid
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.bench_engine import machine, shared_pipeline
+from bench.process_memory import rss_bytes
 from bench.workload import WorkloadConfig, load_records, normalise_records
 from detectors.base import Findings
 from detectors.event import Event, Message
@@ -113,11 +113,6 @@ abusewatch:
 """
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _prompt_events(texts: Sequence[str], length: int) -> list[Event]:
     events = []
     for index, text in enumerate(texts):
@@ -178,10 +173,10 @@ def by_rules(texts: Sequence[str], counts: Sequence[int], regex: bool = True) ->
     results = {}
     for count in counts:
         sources = [synthetic_rule(index, regex) for index in range(count)]
-        rss, wall, cpu = _rss_bytes(), time.perf_counter(), time.process_time()
+        rss, wall, cpu = rss_bytes(), time.perf_counter(), time.process_time()
         ruleset = RuleSet.from_texts(sources)
         compile_wall, compile_cpu = time.perf_counter() - wall, time.process_time() - cpu
-        grown = _rss_bytes() - rss
+        grown = rss_bytes() - rss
         detector = SignatureDetector(ruleset)
         scan = _cost(lambda batch, d=detector: d.detect(batch, [Findings() for _ in batch]), events)
         results[str(count)] = {

@@ -30,17 +30,14 @@ from typing import Any
 from app.engine import build_pipeline
 from app.gc_policy import tune_garbage_collector
 from app.settings import load_settings
+from bench.process_memory import rss_bytes
 from bench.workload import WorkloadConfig, generate_events
 
 BATCH = 500  # events per pipeline call
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError("no VmRSS in /proc/self/status")
+    return round(rss_bytes() / 2**20, 1)
 
 
 def trim_heap() -> float | None:
