@@ -234,10 +234,7 @@ class _Window:
         if candidate.value_bucket < 0:
             return
         self.profiled += 1
-        if (
-            candidate.context_tokens <= config.enumeration_max_context_tokens
-            and candidate.slot_chars <= config.enumeration_max_slot_chars
-        ):
+        if config.is_bare(candidate.context_tokens, candidate.slot_chars):
             self.bare += 1
             self.values |= 1 << (candidate.value_bucket % SLOT_BITS)
 

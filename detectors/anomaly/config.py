@@ -131,6 +131,11 @@ class AnomalyConfig(BaseModel):
         ),
     )
 
+    def is_bare(self, context_tokens: float, slot_chars: float) -> bool:
+        """Within the enumeration rule's payload limits: requests that bring no payload of their own, only values
+        (context tokens per request and slot characters per prompt; a NaN is not within them)."""
+        return context_tokens <= self.enumeration_max_context_tokens and slot_chars <= self.enumeration_max_slot_chars
+
     @model_validator(mode="after")
     def _enumeration_gap_covers_clock_gap(self) -> AnomalyConfig:
         """The around-the-clock count lives inside the run, so the run must bridge at least the gaps it does."""

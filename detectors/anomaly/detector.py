@@ -517,10 +517,7 @@ class AnomalyDetector(Detector):
         # An enumerator sending bare values (the enumeration rule's payload limits) is judged on how regular its
         # work is, its rests left out: a scraper working in short chunks. Everything else, a notebook loop sending a
         # document with each numbered request or a bot that does not enumerate, keeps its rests in the CV.
-        bare = (
-            features["context_tokens"] <= config.enumeration_max_context_tokens
-            and features["slot_chars"] <= config.enumeration_max_slot_chars
-        )
+        bare = config.is_bare(features["context_tokens"], features["slot_chars"])
         cv = long["interarrival_cv_without_rest" if enumerating and bare else "interarrival_cv"]
         if (
             hours >= config.slow_min_hours
@@ -564,8 +561,7 @@ class AnomalyDetector(Detector):
                 candidate.on_template >= needed
                 and candidate.template_share >= config.enumeration_min_template_share
                 and candidate.distinct_share >= config.enumeration_min_distinct_share
-                and candidate.context_tokens <= config.enumeration_max_context_tokens
-                and candidate.slot_chars_per_prompt <= config.enumeration_max_slot_chars
+                and config.is_bare(candidate.context_tokens, candidate.slot_chars_per_prompt)
             ):
                 message = (
                     f"{key} sent {candidate.on_template} requests on one prompt template in {span / 60:.1f} minutes, "
