@@ -1,6 +1,6 @@
 """The false-alert side of bridging rests: benign regular bots that pause, under each pair of gap limits.
 
-``python -m bench.eval_slow_pauses`` builds three benign bots the simulator lacks, added here and not to the
+``python -m bench.eval_slow_pauses`` builds four benign bots the simulator lacks, added here and not to the
 simulator's default mix (so the tables of ``bench.eval_anomaly`` stay comparable), each working in chunks of C
 minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets against the windows:
 
@@ -9,12 +9,16 @@ minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets
 * ``monitor``: a health-check bot sending one fixed prompt every 30-90 s ±5 %;
 * ``pager``: a batch job paging through knowledge-base articles in id order (one id after the other, a request
   every 20-60 s ±5 %, under the enumeration rule's 60 a window): templated, regular and enumerating, the same
-  traffic as a slow scraper, so the honest worst case for bridging rests on enumeration.
+  traffic as a slow scraper, so the honest worst case for bridging rests on enumeration;
+* ``summariser``: a notebook loop summarising numbered documents in order at the pager's pace, each request sent
+  with its document (~2,100 context tokens, over the enumeration rule's payload limit of 150), but one in five
+  documents is a short note (~90 tokens): templated, regular and enumerating, and bare only in the odd window
+  that holds nothing but short notes (the case for ``slow_min_bare_share``).
 
 The first two can reach the slow-scraping rule only by its around-the-clock path (12 h of active windows, counted
-across gaps of at most ``slow_max_gap_windows``); the pager by its enumeration path too (2 h of active windows in
-a run, which bridges gaps of up to ``slow_enumeration_max_gap_windows``). It reports per bot, chunk and pause how
-many of the runs raised ``abusewatch-anomaly-scraping-slow`` under each pair of limits (``--gaps``: ``g`` for
+across gaps of at most ``slow_max_gap_windows``); the last two by its enumeration path too (2 h of active windows
+in a run, which bridges gaps of up to ``slow_enumeration_max_gap_windows``). It reports per bot, chunk and pause
+how many of the runs raised ``abusewatch-anomaly-scraping-slow`` under each pair of limits (``--gaps``: ``g`` for
 both at g, session 12's single limit; ``c/e`` for c and e), and the median hour of the first alert.
 ``docs/anomaly.md`` ("Runs of activity and rests") quotes its table next to ``bench.eval_slow_rests``.
 """
@@ -31,8 +35,8 @@ from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
 MINUTE = 60.0
-BOTS = ("classifier", "monitor", "pager")
-CADENCES = {"classifier": (15, 40), "monitor": (30, 90), "pager": (20, 60)}  # seconds between requests
+BOTS = ("classifier", "monitor", "pager", "summariser")
+CADENCES = {"classifier": (15, 40), "monitor": (30, 90), "pager": (20, 60), "summariser": (20, 60)}  # seconds apart
 WORDS = ("invoice", "login", "refund", "error", "password", "delivery", "upgrade", "charge", "crash", "account")
 
 
@@ -59,6 +63,9 @@ def paused_bot(
         elif kind == "pager":
             ticket += 1
             prompt = f"Summarise knowledge-base article {ticket} in three sentences for the search index"
+        elif kind == "summariser":
+            ticket += 1
+            prompt = f"Summarise quarterly filing document {ticket} in three bullet points"
         else:
             prompt = "Health check: reply with the single word OK."
         events.append(
@@ -68,7 +75,7 @@ def paused_bot(
                 dataset="bench",
                 input_messages=[Message(role="user", content=prompt)],
                 output_messages=[Message(role="assistant", content="OK")],
-                input_tokens=max(1, round(rng.gauss(250 if kind == "classifier" else 12, 5))),
+                input_tokens=input_tokens(kind, rng),
                 output_tokens=2,
                 request_params={"temperature": 0.0, "max_tokens": 5},
                 identity=identity,
@@ -76,6 +83,14 @@ def paused_bot(
         )
         timestamp += cadence * rng.uniform(0.95, 1.05)
     return events
+
+
+def input_tokens(kind: str, rng: random.Random) -> int:
+    """A request's input tokens: the classifier's quoted ticket, the summariser's document (a short note one time in
+    five), the others' bare prompt."""
+    if kind == "summariser":
+        return round(rng.gauss(90, 10)) if rng.random() < 0.2 else round(rng.gauss(2100, 300))
+    return max(1, round(rng.gauss(250 if kind == "classifier" else 12, 5)))
 
 
 def limits(spec: str) -> AnomalyConfig:

@@ -64,7 +64,7 @@ def clock(detector: AnomalyDetector, key: str) -> int:
 
 def slow_averages(detector: AnomalyDetector, key: str) -> dict[str, float]:
     entity = detector.state()["entities"][key]
-    return dict(zip(SLOW_SIGNALS, [*entity["long"], entity["long_without_rest"]], strict=True))
+    return dict(zip(SLOW_SIGNALS, [*entity["long"], entity["long_without_rest"], entity["bare_share"]], strict=True))
 
 
 def active_windows(events: Sequence[Event], since: float = -1.0) -> int:
@@ -344,6 +344,58 @@ def test_a_notebook_loop_sending_a_document_with_each_numbered_request_in_that_r
     assert slow["interarrival_cv_without_rest"] <= config.slow_max_interarrival_cv  # only the payload spares it
 
 
+@pytest.mark.parametrize("offset", [6 * MINUTE, 8 * MINUTE])  # silent on the earlier code
+def test_a_scraper_working_15_minute_chunks_between_45_minute_rests_is_alerted(offset: float) -> None:
+    """A 15-minute chunk cut by the window boundaries often leaves a window only a request or two, too few gaps for
+    a CV; its placeholder 1.0 was averaged in like a measured one and kept the scraper over the threshold (silent in
+    these placements). Such a window leaves the CV without rests where it was."""
+    events = resting_scraper(45, offset=offset, cycle_minutes=60)
+    alerts = slow_alerts(events)
+    assert {d.identity.key() for d in alerts} == {"key:key-slow-0"}
+    first = min(alerts, key=lambda d: d.timestamp)
+    assert first.timestamp - events[0].timestamp < 6 * 3600
+    assert first.explanation["long.interarrival_cv_without_rest"] <= AnomalyConfig().slow_max_interarrival_cv
+    assert first.explanation["long.bare_share"] == pytest.approx(1.0)
+
+
+def test_a_window_too_short_for_a_cv_leaves_the_cv_without_rests_where_it_was() -> None:
+    """Two requests after a rest: no CV of their own, so only the other averages take a step."""
+    events = resting_scraper(0, offset=0.0, hours=1.5)
+    detector = AnomalyDetector()
+    replay(detector, events)
+    later = events[-1].timestamp + 35 * MINUTE  # three empty windows, then a window with two requests
+    detector.flush(until=later)
+    before = slow_averages(detector, "key:key-slow-0")
+    tail = [replace(events[-1], id=f"tail-{k}", timestamp=later + 80.0 * k) for k in range(2)]
+    tail = [
+        replace(e, input_messages=[Message(role="user", content=f"Give me entry number {70000 + k}")])
+        for k, e in enumerate(tail)
+    ]
+    replay(detector, tail)
+    detector.flush()
+    after = slow_averages(detector, "key:key-slow-0")
+    assert after["interarrival_cv_without_rest"] == before["interarrival_cv_without_rest"] < 0.5
+    assert after["interarrival_cv"] != before["interarrival_cv"]  # the window's 1.0 and the gap's ageing count there
+    assert streak(detector, "key:key-slow-0") == active_windows([*events, *tail])
+
+
+def notebook_loop_with_short_documents(events: Sequence[Event]) -> list[Event]:
+    """:func:`notebook_loop`, but every fifth document is a short one (90 tokens): a window holding only such a
+    request is bare by the enumeration rule's payload limits."""
+    loop = notebook_loop(events)
+    return [replace(e, input_tokens=90) if n % 5 == 4 else e for n, e in enumerate(loop)]
+
+
+@pytest.mark.parametrize("offset", [1 * MINUTE, 2 * MINUTE])  # alerted on the earlier code
+def test_a_notebook_loop_whose_odd_window_is_bare_stays_silent(offset: float) -> None:
+    """The gate read only the window it judged: one window holding a short document's request switched the loop to
+    its CV without rests (under 0.5) and alerted it. The run must be mostly bare too (``slow_min_bare_share``);
+    gating on the window alone, as before, alerts it again."""
+    loop = notebook_loop_with_short_documents(resting_scraper(40, offset=offset, cycle_minutes=60))
+    assert slow_alerts(loop) == []
+    assert slow_alerts(loop, AnomalyConfig(slow_min_bare_share=0.0)), "the loop has no bare window: no test"
+
+
 def test_a_bot_that_does_not_enumerate_working_in_short_chunks_stays_silent() -> None:
     """The other cost session 13 measured: a health-check bot working 20 minutes and pausing 20 (pauses the
     around-the-clock path bridges) reached 12 h of activity with a CV under 0.5 once its pauses were left out.
@@ -372,7 +424,7 @@ def test_a_checkpoint_of_the_earlier_code_without_the_cv_without_rests_loads_and
     window = entity["window"]
     assert window is not None and window["work_gaps"][0] == window["gaps"][0] - 1  # in flight, after a rest
     for data in state["entities"].values():
-        del data["long_without_rest"]
+        del data["long_without_rest"], data["bare_share"]
         for window in (data["window"], data["pending"]):
             if window is not None:
                 del window["work_gaps"]
@@ -380,6 +432,7 @@ def test_a_checkpoint_of_the_earlier_code_without_the_cv_without_rests_loads_and
     resumed.load_state(state)
     loaded = resumed.state()["entities"]["key:key-slow-0"]
     assert loaded["long_without_rest"] == entity["long"][LONG_SIGNALS.index("interarrival_cv")]
+    assert loaded["bare_share"] == 1.0  # judged on the window alone, as the earlier code did
     assert loaded["window"]["work_gaps"] == loaded["window"]["gaps"]  # nothing left out
     detections += [*replay(resumed, events[len(before) :]), *resumed.flush()]
     assert [d for d in detections if d.rule.id == SLOW]

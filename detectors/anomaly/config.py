@@ -87,6 +87,16 @@ class AnomalyConfig(BaseModel):
         ),
     )
     slow_max_interarrival_cv: float = Field(0.5, gt=0, description="Inter-arrival coefficient of variation: bot.")
+    slow_min_bare_share: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=(
+            "Share of a run's windows (an average over the active ones) within the enumeration rule's payload limits "
+            "for an enumerator to be judged on its CV without rests: a job that sends a document with most requests "
+            "keeps its rests in the CV, even in a window whose documents happen to be short."
+        ),
+    )
     slow_min_template_reuse: float = Field(0.5, ge=0, le=1)
     slow_min_enumeration: float = Field(0.3, ge=0, le=1)
     around_clock_hours: float = Field(12.0, gt=0, description="Continuous, regular, templated for this long.")

@@ -45,9 +45,11 @@ from detectors.event import Event, Identity
 log = logging.getLogger(__name__)
 STATE_VERSION = 3  # 2: slot-value maps, context and slot text, last template burst; 3: campaigns moved out
 LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumeration_rate", "extraction_param_rate")
-# the slow averages an entity keeps: the window features above, then the inter-arrival CV with rests left out
-SLOW_SIGNALS: tuple[str, ...] = (*LONG_SIGNALS, "interarrival_cv_without_rest")
+# the slow averages an entity keeps: the window features above, then the inter-arrival CV with rests left out and
+# the share of the run's windows that were bare (within the enumeration rule's payload limits)
+SLOW_SIGNALS: tuple[str, ...] = (*LONG_SIGNALS, "interarrival_cv_without_rest", "bare_share")
 WITHOUT_REST = SLOW_SIGNALS.index("interarrival_cv_without_rest")
+BARE_SHARE = SLOW_SIGNALS.index("bare_share")
 
 
 class _Enumeration(NamedTuple):
@@ -107,6 +109,7 @@ class _Entity:
             "baseline": self.baseline.dump(),
             "long": list(self.long[: len(LONG_SIGNALS)]),  # as earlier code reads it: a rollback loads it too
             "long_without_rest": self.long[WITHOUT_REST],
+            "bare_share": self.long[BARE_SHARE],
             "streak": self.streak,
             "clock": self.clock,
             "closed": self.closed,
@@ -128,6 +131,8 @@ class _Entity:
         long = [float(v) for v in data["long"]]
         # absent from checkpoints of earlier code: started from the CV with rests, which only ages out of it
         long.append(float(data.get("long_without_rest", long[SLOW_SIGNALS.index("interarrival_cv")])))
+        # absent from checkpoints of earlier code, which judged bareness on the window alone: as if the run were bare
+        long.append(float(data.get("bare_share", 1.0)))
         entity.long = array("d", long)
         entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
         # absent from checkpoints of earlier code, whose runs ended at a gap over slow_max_gap_windows: their streak
@@ -385,8 +390,9 @@ class AnomalyDetector(Detector):
         else:
             entity.window = None
         features = window.features(config.template_hamming)
-        slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest()]
-        self._continue_run(entity, window.start, slow)
+        bare = config.is_bare(features["context_tokens"], features["slot_chars"])
+        slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest(), float(bare)]
+        self._continue_run(entity, window.start, slow, rhythm=window.shows_work_rhythm())
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
         own = max(0.0, max(z_scores.values(), default=0.0))
@@ -433,17 +439,19 @@ class AnomalyDetector(Detector):
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
 
-    def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
+    def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float], *, rhythm: bool) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
 
         A run survives up to ``slow_enumeration_max_gap_windows`` empty windows: a scraper resting 40 minutes every
         100 stays one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour
         as one without; across a gap the slow averages age as if each empty window had been a step of the EWMA
         (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight), but for the inter-arrival CV without
-        rests, which leaves the rest out altogether (one step per active window). A longer gap starts a new run. The
-        clock counts the run's active windows since its last gap over ``slow_max_gap_windows``: the around-the-clock
-        path reads it, so a benign bot that pauses that long never reaches that path. ``slow`` holds the window's
-        values of :data:`SLOW_SIGNALS`."""
+        rests and the bare share, which leave the empty windows out (one step per active window). The CV without
+        rests moves only on a window that shows a rhythm (``rhythm``: enough gaps besides the rest for a CV; a chunk's
+        last requests cut off by the window boundary show none, and their placeholder 1.0 would hide the work's
+        regularity). A longer gap starts a new run. The clock counts the run's active windows since its last gap over
+        ``slow_max_gap_windows``: the around-the-clock path reads it, so a benign bot that pauses that long never
+        reaches that path. ``slow`` holds the window's values of :data:`SLOW_SIGNALS`."""
         config = self.config
         last = entity.last_window
         gap = None if last is None else round((start - last) / config.window_seconds) - 1  # empty windows between
@@ -452,8 +460,8 @@ class AnomalyDetector(Detector):
             entity.clock = entity.clock + 1 if gap <= config.slow_max_gap_windows else 1
             alpha = 2.0 / (config.long_span_windows + 1.0)
             weight = alpha * sum((1.0 - alpha) ** k for k in range(gap + 1))  # 1 - (1 - alpha) ** (gap + 1)
-            for index, value in enumerate(slow):
-                step = alpha if index == WITHOUT_REST else weight  # that CV leaves the empty windows out too
+            steps = [weight] * len(LONG_SIGNALS) + [alpha if rhythm else 0.0, alpha]
+            for index, (step, value) in enumerate(zip(steps, slow, strict=True)):
                 entity.long[index] += step * (value - entity.long[index])
         else:
             entity.streak = entity.clock = 1
@@ -514,11 +522,13 @@ class AnomalyDetector(Detector):
         enumerating = long["enumeration_rate"] >= config.slow_min_enumeration
         windows = entity.streak if enumerating else entity.clock
         hours = windows * config.window_seconds / 3600.0  # active windows only: the rests are not counted
-        # An enumerator sending bare values (the enumeration rule's payload limits) is judged on how regular its
-        # work is, its rests left out: a scraper working in short chunks. Everything else, a notebook loop sending a
-        # document with each numbered request or a bot that does not enumerate, keeps its rests in the CV.
+        # An enumerator sending bare values (the enumeration rule's payload limits) in this window and in most of the
+        # run is judged on how regular its work is, its rests left out: a scraper working in short chunks. Everything
+        # else keeps its rests in the CV: a bot that does not enumerate, and a notebook loop sending a document with
+        # each numbered request, even in the odd window where its documents happen to be short.
         bare = config.is_bare(features["context_tokens"], features["slot_chars"])
-        cv = long["interarrival_cv_without_rest" if enumerating and bare else "interarrival_cv"]
+        bare_run = bare and long["bare_share"] >= config.slow_min_bare_share
+        cv = long["interarrival_cv_without_rest" if enumerating and bare_run else "interarrival_cv"]
         if (
             hours >= config.slow_min_hours
             and cv <= config.slow_max_interarrival_cv
@@ -644,6 +654,7 @@ def _explain(
     explanation["continuous_hours"] = round(entity.streak * window_seconds / 3600.0, 2)
     explanation["long.interarrival_cv"] = round(entity.long[SLOW_SIGNALS.index("interarrival_cv")], 3)
     explanation["long.interarrival_cv_without_rest"] = round(entity.long[WITHOUT_REST], 3)  # what bare enumerators get
+    explanation["long.bare_share"] = round(entity.long[BARE_SHARE], 3)
     return explanation
 
 
