@@ -344,39 +344,34 @@ def test_a_notebook_loop_sending_a_document_with_each_numbered_request_in_that_r
     assert slow["interarrival_cv_without_rest"] <= config.slow_max_interarrival_cv  # only the payload spares it
 
 
-@pytest.mark.parametrize("offset", [6 * MINUTE, 8 * MINUTE])  # silent on the earlier code
-def test_a_scraper_working_15_minute_chunks_between_45_minute_rests_is_alerted(offset: float) -> None:
-    """A 15-minute chunk cut by the window boundaries often leaves a window only a request or two, too few gaps for
-    a CV; its placeholder 1.0 was averaged in like a measured one and kept the scraper over the threshold (silent in
-    these placements). Such a window leaves the CV without rests where it was."""
-    events = resting_scraper(45, offset=offset, cycle_minutes=60)
-    alerts = slow_alerts(events)
-    assert {d.identity.key() for d in alerts} == {"key:key-slow-0"}
-    first = min(alerts, key=lambda d: d.timestamp)
-    assert first.timestamp - events[0].timestamp < 6 * 3600
-    assert first.explanation["long.interarrival_cv_without_rest"] <= AnomalyConfig().slow_max_interarrival_cv
-    assert first.explanation["long.bare_share"] == pytest.approx(1.0)
+def webhook_bot(seed: int, mean_gap: float, hours: float = 48.0) -> list[Event]:
+    """A benign webhook bot classifying each new order as it arrives, around the clock: sequential order ids, bare
+    prompts (the order comes as a retrieved document), Poisson arrivals (irregular: gaps with a CV of about 1)."""
+    rng = random.Random(seed)
+    identity = Identity(api_key_hash=f"shop-webhook-{seed}", source_ip="203.0.113.7", user_agent="shop-hooks/1.4")
+    events, order, timestamp = [], rng.randint(100_000, 900_000), START + rng.uniform(0, 600)
+    while timestamp < START + hours * 3600:
+        order += 1
+        events.append(
+            event(len(events), timestamp, identity, f"Classify order {order} as standard, gift or suspicious")
+        )
+        timestamp += rng.expovariate(1.0 / mean_gap)
+    return events
 
 
-def test_a_window_too_short_for_a_cv_leaves_the_cv_without_rests_where_it_was() -> None:
-    """Two requests after a rest: no CV of their own, so only the other averages take a step."""
-    events = resting_scraper(0, offset=0.0, hours=1.5)
+@pytest.mark.parametrize("seed", [2, 6, 12])  # alerted by adb446f, which left windows too short for a CV out
+def test_an_irregular_bare_enumerator_stays_silent(seed: int) -> None:
+    """Session 15 measured leaving windows with fewer than 3 work gaps out of the CV without rests (so that a
+    scraper's short chunks would not average in the placeholder 1.0). A review found the cost: the CV of the 3-4
+    gaps left in the other windows reads low for random arrivals, and this bot, one order every 200 s on average,
+    was alerted as machine-regular in 6 of 20 runs. Not shipped; every window moves the average."""
+    events = webhook_bot(seed, 200.0)
+    assert slow_alerts(events) == []
     detector = AnomalyDetector()
     replay(detector, events)
-    later = events[-1].timestamp + 35 * MINUTE  # three empty windows, then a window with two requests
-    detector.flush(until=later)
-    before = slow_averages(detector, "key:key-slow-0")
-    tail = [replace(events[-1], id=f"tail-{k}", timestamp=later + 80.0 * k) for k in range(2)]
-    tail = [
-        replace(e, input_messages=[Message(role="user", content=f"Give me entry number {70000 + k}")])
-        for k, e in enumerate(tail)
-    ]
-    replay(detector, tail)
-    detector.flush()
-    after = slow_averages(detector, "key:key-slow-0")
-    assert after["interarrival_cv_without_rest"] == before["interarrival_cv_without_rest"] < 0.5
-    assert after["interarrival_cv"] != before["interarrival_cv"]  # the window's 1.0 and the gap's ageing count there
-    assert streak(detector, "key:key-slow-0") == active_windows([*events, *tail])
+    slow = slow_averages(detector, f"key:shop-webhook-{seed}")
+    assert slow["enumeration_rate"] >= detector.config.slow_min_enumeration  # judged on the enumeration path
+    assert slow["bare_share"] >= detector.config.slow_min_bare_share  # and on the CV without rests
 
 
 def notebook_loop_with_short_documents(events: Sequence[Event]) -> list[Event]:

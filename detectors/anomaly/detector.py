@@ -392,7 +392,7 @@ class AnomalyDetector(Detector):
         features = window.features(config.template_hamming)
         bare = config.is_bare(features["context_tokens"], features["slot_chars"])
         slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest(), float(bare)]
-        self._continue_run(entity, window.start, slow, rhythm=window.shows_work_rhythm())
+        self._continue_run(entity, window.start, slow)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
         own = max(0.0, max(z_scores.values(), default=0.0))
@@ -439,19 +439,18 @@ class AnomalyDetector(Detector):
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
 
-    def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float], *, rhythm: bool) -> None:
+    def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
 
         A run survives up to ``slow_enumeration_max_gap_windows`` empty windows: a scraper resting 40 minutes every
         100 stays one run. The streak counts active windows only, so a run with gaps needs as much observed behaviour
         as one without; across a gap the slow averages age as if each empty window had been a step of the EWMA
         (the old average keeps ``(1 - alpha) ** (gap + 1)`` of its weight), but for the inter-arrival CV without
-        rests and the bare share, which leave the empty windows out (one step per active window). The CV without
-        rests moves only on a window that shows a rhythm (``rhythm``: enough gaps besides the rest for a CV; a chunk's
-        last requests cut off by the window boundary show none, and their placeholder 1.0 would hide the work's
-        regularity). A longer gap starts a new run. The clock counts the run's active windows since its last gap over
-        ``slow_max_gap_windows``: the around-the-clock path reads it, so a benign bot that pauses that long never
-        reaches that path. ``slow`` holds the window's values of :data:`SLOW_SIGNALS`."""
+        rests and the bare share, which leave the empty windows out (one step per active window; a window too short
+        for a CV still moves the former, with its placeholder 1.0: docs/anomaly.md, session 15, says what skipping it
+        did to benign bots). A longer gap starts a new run. The clock counts the run's active windows since its last
+        gap over ``slow_max_gap_windows``: the around-the-clock path reads it, so a benign bot that pauses that long
+        never reaches that path. ``slow`` holds the window's values of :data:`SLOW_SIGNALS`."""
         config = self.config
         last = entity.last_window
         gap = None if last is None else round((start - last) / config.window_seconds) - 1  # empty windows between
@@ -460,7 +459,7 @@ class AnomalyDetector(Detector):
             entity.clock = entity.clock + 1 if gap <= config.slow_max_gap_windows else 1
             alpha = 2.0 / (config.long_span_windows + 1.0)
             weight = alpha * sum((1.0 - alpha) ** k for k in range(gap + 1))  # 1 - (1 - alpha) ** (gap + 1)
-            steps = [weight] * len(LONG_SIGNALS) + [alpha if rhythm else 0.0, alpha]
+            steps = [weight] * len(LONG_SIGNALS) + [alpha, alpha]  # the last two leave the empty windows out
             for index, (step, value) in enumerate(zip(steps, slow, strict=True)):
                 entity.long[index] += step * (value - entity.long[index])
         else:

@@ -359,12 +359,8 @@ class Moments:
         return math.sqrt(self.m2 / self.n) if self.n > 1 else 0.0
 
     def cv(self, min_n: int = 3) -> float:
-        """Coefficient of variation; 1.0 (no regularity shown) without one (:meth:`has_cv`)."""
-        return self.std / self.mean if self.has_cv(min_n) else 1.0
-
-    def has_cv(self, min_n: int = 3) -> bool:
-        """Whether the values define a coefficient of variation: at least ``min_n`` of them, with a positive mean."""
-        return self.n >= min_n and self.mean > 0
+        """Coefficient of variation; 1.0 (no regularity shown) with fewer than ``min_n`` values or a zero mean."""
+        return self.std / self.mean if self.n >= min_n and self.mean > 0 else 1.0
 
     def dump(self) -> list[float]:
         return [self.n, self.mean, self.m2]
@@ -641,10 +637,6 @@ class WindowAccumulator:
     def interarrival_cv_without_rest(self) -> float:
         """The inter-arrival CV with the rest before this window (if any) left out: how regular the work is."""
         return self.work_gaps.cv()
-
-    def shows_work_rhythm(self) -> bool:
-        """Whether :meth:`interarrival_cv_without_rest` is measured rather than its placeholder 1.0 (too few gaps)."""
-        return self.work_gaps.has_cv()
 
     def dump(self) -> dict[str, Any]:
         return {
