@@ -1,7 +1,8 @@
 """Soak: one worker's memory over minutes of steady traffic with poison records and Kafka broker restarts.
 
 ``python -m bench.bench_soak [--minutes 8] [--gc-young-threshold 10000] [--rate 30] [--event-rate 50] [--restarts 2]
-[--poison-every 20]``: about ``minutes`` + 2 minutes in all (services and worker start, drain). Method.
+[--poison-every 20] [--backlog 0]``: about ``minutes`` + 2 minutes in all (services and worker start, drain), plus
+the catch-up of a backlog. Method.
 
 * Services: always a private copy of ``deploy/local/services.sh`` on free ports (``bench/local_services.py``), even
   when ``ABW_KAFKA_BOOTSTRAP`` / ``ABW_ES_URL`` answer, since its broker is restarted; stopped afterwards.
@@ -15,6 +16,12 @@
   ``OVERSIZED_EVERY``-th poison message is a record past ``detection.max_record_bytes`` (4 MiB) instead.
 * Expectations are computed, not assumed: each message goes through ``normalise_payload`` here with the worker's
   default limits, giving the events and dead letters the worker should write for it.
+* Backlog (``--backlog N``, default 0): the first N messages of the stream (same workload, same poison) are produced
+  as fast as the broker acknowledges them before the worker starts, so it catches up with full batches, as after an
+  outage; the ``minutes`` of feeding (may be 0 with a backlog, then without restarts) follow at ``--rate`` from the
+  worker's start. Catch-up time: from the worker answering ``/health`` to the first sample whose index holds the
+  backlog's events and dead letters (with feeding alongside, some of those may be fed ones: an upper bound on the
+  rate).
 * Producer: idempotent, ``acks=all``, retrying for up to ``DELIVERY_TIMEOUT_MS``, so a broker outage delays sends
   instead of dropping or duplicating them; only acknowledged messages count as produced.
 * Restarts: ``--restarts`` times, evenly spread over the feeding period, the broker is stopped and started on its
@@ -23,9 +30,10 @@
   per generation (``/metrics``), and the events and dead letters searchable in Elasticsearch.
 * Summary: RSS at the start of feeding, its peak (``VmHWM``: since the worker started, including peaks between
   samples) and at the end (after the drain and ``SETTLE_S`` idle); the slope of a least-squares line through the RSS
-  samples of the second half of the feeding period, in MB per 10 minutes; collections per generation over the run;
-  loss: events in the index against the events of the acknowledged messages, dead letters against those expected
-  (the ids of both are deterministic, so redelivery after a restart cannot inflate the counts).
+  samples of the second half of the feeding period (or of the catch-up, when longer), in MB per 10 minutes;
+  collections per generation over the run; loss: events in the index against the events of the acknowledged
+  messages, dead letters against those expected (the ids of both are deterministic, so redelivery after a restart
+  cannot inflate the counts). With a backlog, also its catch-up time and rate in messages/s.
 * Also reported: the worker's ``abusewatch_*_total`` counters at the end (duplicates dropped, partition state restored
   and replayed after the rebalances a restart causes) and how many warnings it logged, with the last few.
 """
@@ -58,6 +66,7 @@ POISON_EVERY = 20  # 5 % of the messages are poison
 OVERSIZED_EVERY = 10  # of the poison messages, every 10th is past max_record_bytes (one 4 MiB record per 200 messages)
 DELIVERY_TIMEOUT_MS = 600_000  # a send waits out a broker restart rather than failing
 DRAIN_TIMEOUT_S = 600.0
+BACKLOG_DRAIN_S = 0.1  # more seconds to drain per backlog message: a catch-up as slow as 10 messages/s still ends
 SETTLE_S = 20.0  # sampling goes on this long after the drain: the "end" RSS is that of an idle worker
 GC_LINE = re.compile(r'^python_gc_collections_total\{generation="(\d)"\} ([\d.e+]+)$', re.MULTILINE)
 COUNTER_LINE = re.compile(r"^abusewatch_(\w+)_total(?:\{[^}]*\})? ([\d.e+]+)$", re.MULTILINE)
@@ -248,9 +257,15 @@ def _restart_broker(running: Any, at: float, watcher: Watcher) -> dict[str, floa
     return {"at_s": round(began - watcher.started, 1), "down_s": round(time.monotonic() - began, 1)}
 
 
-def _drain(watcher: Watcher, events: int, letters: int, worker: Any) -> None:
+def caught_up_at(samples: Sequence[Sample], events: int, letters: int) -> float | None:
+    """Seconds into the run of the first sample whose index holds ``events`` events and ``letters`` dead letters;
+    None when none did."""
+    return next((s.t for s in samples if s.events >= events and s.dead_letters >= letters), None)
+
+
+def _drain(watcher: Watcher, events: int, letters: int, worker: Any, timeout_s: float) -> None:
     """Wait until the index holds ``events`` events and ``letters`` dead letters, the worker exits, or time is up."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and worker.poll() is None:
         last = watcher.samples[-1] if watcher.samples else None
         if last is not None and last.events >= events and last.dead_letters >= letters:
@@ -273,10 +288,12 @@ def run(
     sample_seconds: float,
     poison_every: int = POISON_EVERY,
     event_rate: float = 50.0,
+    backlog: int = 0,
 ) -> dict[str, Any]:
     """One soak (see the module docstring): the worker's memory, collections and loss, as a JSON-able dict."""
     detection = DetectionSettings()
-    feed = messages(round(rate * minutes * 60), detection, poison_every, event_rate)
+    stream = messages(backlog + round(rate * minutes * 60), detection, poison_every, event_rate)
+    queued, feed = stream[:backlog], stream[backlog:]
     before = machine()["load_average"]
     with services(private=True) as running:
         deployment = Deployment(
@@ -284,26 +301,32 @@ def run(
         )
         try:
             deployment.bootstrap()
+            options = {"enable_idempotence": True, "retries": 2**31 - 1, "delivery_timeout_ms": DELIVERY_TIMEOUT_MS}
+            produced, queued_s = (
+                produce(deployment, [Sent(m.raw, m.key) for m in queued], 1, None, options) if queued else ({}, 0.0)
+            )
+            queued_acked = [m for m in queued if m.key in produced]
             deployment.start_workers(1)
             watcher = Watcher(deployment, sample_seconds)
             watcher.start()
-            produced: dict[str, float] = {}
-            options = {"enable_idempotence": True, "retries": 2**31 - 1, "delivery_timeout_ms": DELIVERY_TIMEOUT_MS}
             producer = threading.Thread(
                 target=lambda: produced.update(
                     produce(deployment, [Sent(m.raw, m.key) for m in feed], 1, rate, options)[0]
                 ),
                 daemon=True,
             )
-            producer.start()
+            if feed:
+                producer.start()
             span = len(feed) / rate
             outages = [_restart_broker(running, span * (i + 1) / (restarts + 1), watcher) for i in range(restarts)]
-            producer.join()
+            if feed:
+                producer.join()
             feed_seconds = time.monotonic() - watcher.started
-            acked = [m for m in feed if m.key in produced]
+            acked = [m for m in stream if m.key in produced]
             expected_events = sum(m.events for m in acked)
             expected_letters = sum(m.dead_letters for m in acked)
-            _drain(watcher, expected_events, expected_letters, deployment.workers[0])
+            timeout_s = DRAIN_TIMEOUT_S + BACKLOG_DRAIN_S * backlog
+            _drain(watcher, expected_events, expected_letters, deployment.workers[0], timeout_s)
             drained_s = time.monotonic() - watcher.started - feed_seconds
             watcher.stop_event.wait(SETTLE_S)
             watcher.stop_event.set()
@@ -320,17 +343,28 @@ def run(
         finally:
             deployment.stop()
             deployment.cleanup()
+    caught_up = caught_up_at(
+        watcher.samples, sum(m.events for m in queued_acked), sum(m.dead_letters for m in queued_acked)
+    )
+    catch_up = {
+        "backlog": backlog,
+        "backlog_acknowledged": len(queued_acked),
+        "backlog_produce_seconds": round(queued_s, 1),
+        "catch_up_seconds": caught_up,
+        "catch_up_messages_per_s": round(len(queued_acked) / caught_up, 1) if caught_up else None,
+    }
     return {
         "gc_young_threshold": threshold,
         "event_rate_per_s": event_rate,
         "minutes": minutes,
         "rate_messages_per_s": rate,
         "poison_every": poison_every,
-        "messages": len(feed),
+        "messages": len(stream),
         "acknowledged": len(acked),
         "acknowledged_by_kind": dict(Counter(m.kind for m in acked)),
         "feed_seconds": round(feed_seconds, 1),
         "drain_seconds": round(drained_s, 1),
+        **(catch_up if backlog else {}),
         "broker_restarts": outages,
         "worker_exit_code": worker_exit,
         "events_expected": expected_events,
@@ -338,7 +372,7 @@ def run(
         "dead_letters_expected": expected_letters,
         "dead_letters_in_es": letters,
         "no_loss": events == expected_events and letters == expected_letters,
-        **summarise(watcher.samples, feed_seconds),
+        **summarise(watcher.samples, max(feed_seconds, caught_up or 0.0)),
         "worker_counters": counters,
         "worker_log": log,
         "load_average": {"before": before, "after": machine()["load_average"]},
@@ -351,7 +385,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--minutes", type=float, default=8.0, help="length of the feeding period (default 8)")
+    parser.add_argument(
+        "--minutes", type=float, default=8.0, help="length of the feeding period (default 8; may be 0 with --backlog)"
+    )
     parser.add_argument(
         "--gc-young-threshold",
         type=int,
@@ -366,13 +402,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--poison-every", type=int, default=POISON_EVERY, help=f"every Nth message is poison; 0: none ({POISON_EVERY})"
     )
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="messages produced before the worker starts, to catch up (default 0)"
+    )
     parser.add_argument("--sample-seconds", type=float, default=5.0, help="seconds between samples (default 5)")
     parser.add_argument("--out", type=str, default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
-    if min(args.minutes, args.rate, args.event_rate, args.sample_seconds) <= 0:
-        parser.error("--minutes, --rate, --event-rate, --sample-seconds must be positive")
-    if min(args.restarts, args.poison_every) < 0:
-        parser.error("--restarts, --poison-every must not be negative")
+    if min(args.rate, args.event_rate, args.sample_seconds) <= 0:
+        parser.error("--rate, --event-rate, --sample-seconds must be positive")
+    if min(args.restarts, args.poison_every, args.backlog, args.minutes) < 0:
+        parser.error("--restarts, --poison-every, --backlog, --minutes must not be negative")
+    if args.minutes == 0 and (args.backlog == 0 or args.restarts > 0):
+        parser.error("--minutes 0 needs a --backlog and --restarts 0 (restarts are spread over the feeding)")
     return args
 
 
@@ -387,6 +428,7 @@ def main(argv: list[str] | None = None) -> None:
             args.sample_seconds,
             args.poison_every,
             event_rate=args.event_rate,
+            backlog=args.backlog,
         )
     except SkipError as reason:
         result = {"skipped": str(reason)}

@@ -548,11 +548,15 @@ def test_soak_arguments_default_to_the_documented_run_and_refuse_nonsense() -> N
 
     args = parse_args([])
     assert (args.minutes, args.gc_young_threshold, args.rate, args.restarts) == (8.0, 10_000, 30.0, 2)
-    assert args.event_rate == 50.0
+    assert args.event_rate == 50.0 and args.backlog == 0
     assert parse_args(["--gc-young-threshold", "700", "--minutes", "0.5"]).gc_young_threshold == 700
     assert parse_args(["--event-rate", "5"]).event_rate == 5.0
+    caught_up = parse_args(["--backlog", "36000", "--minutes", "0", "--restarts", "0"])
+    assert (caught_up.backlog, caught_up.minutes) == (36_000, 0.0)
     bad_arguments = (["--minutes", "0"], ["--rate", "-1"], ["--restarts", "-1"], ["--sample-seconds", "0"],
-                     ["--poison-every", "-1"], ["--event-rate", "0"])  # fmt: skip
+                     ["--poison-every", "-1"], ["--event-rate", "0"], ["--backlog", "-1"],
+                     ["--backlog", "100", "--minutes", "0"],  # restarts need a feeding period to spread over
+                     ["--backlog", "100", "--minutes", "-1", "--restarts", "0"])  # fmt: skip
     for bad in bad_arguments:
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -574,6 +578,17 @@ def test_soak_summary_reads_start_peak_end_and_the_second_half_slope() -> None:
     assert summary["rss_slope_second_half_mb_per_10_min"] == pytest.approx(10.0, abs=0.05)
     assert summary["gc_collections"] == [700, 70, 7]
     assert summarise([], 600.0) == {"samples": 0}
+
+
+def test_soak_catch_up_ends_at_the_first_sample_holding_the_backlogs_events_and_dead_letters() -> None:
+    from bench.bench_soak import Sample, caught_up_at
+
+    counts = [(0, 0), (100, 2), (400, 19), (400, 20), (450, 20)]  # events, dead letters searchable at each sample
+    samples = [Sample(5.0 * i, 300.0, 300.0, None, events, letters) for i, (events, letters) in enumerate(counts)]
+    assert caught_up_at(samples, events=400, letters=20) == 15.0, "both counts must be reached"
+    assert caught_up_at(samples, events=400, letters=0) == 10.0
+    assert caught_up_at(samples, events=451, letters=0) is None
+    assert caught_up_at([], events=0, letters=0) is None
 
 
 def test_soak_slope_is_flat_for_noise_and_undefined_without_a_span() -> None:
