@@ -430,7 +430,9 @@ class AnomalyDetector(Detector):
                 burst is not None and burst.values != 0 and 10 * burst.on_template >= config.enumeration_min_requests
             )
             entity.burst = burst if could_continue and enumeration is None else None
-            found = self._rules(key, entity, features, z_scores, peer, peer_z, enumeration=enumeration, warm=warm)
+            found = self._rules(
+                key, entity, features, z_scores, peer, peer_z, enumeration=enumeration, warm=warm, bare=bare
+            )
             if found:
                 explanation = _explain(features, z_scores, peer, peer_z, entity, config.window_seconds)
                 explanation.update(enumeration.explanation if enumeration else {})
@@ -478,9 +480,11 @@ class AnomalyDetector(Detector):
         *,
         enumeration: _Enumeration | None,
         warm: bool,
+        bare: bool,
     ) -> list[tuple[RuleInfo, str]]:
         """The rules a closed window raises, with their messages; before the identity is warm only the
-        templated-enumeration rule (judged by :meth:`_enumeration`) can raise."""
+        templated-enumeration rule (judged by :meth:`_enumeration`) can raise. ``bare``: the window is within the
+        enumeration rule's payload limits."""
         config = self.config
 
         def unusual(feature: str) -> bool:
@@ -525,7 +529,6 @@ class AnomalyDetector(Detector):
         # run is judged on how regular its work is, its rests left out: a scraper working in short chunks. Everything
         # else keeps its rests in the CV: a bot that does not enumerate, and a notebook loop sending a document with
         # each numbered request, even in the odd window where its documents happen to be short.
-        bare = config.is_bare(features["context_tokens"], features["slot_chars"])
         bare_run = bare and long["bare_share"] >= config.slow_min_bare_share
         cv = long["interarrival_cv_without_rest" if enumerating and bare_run else "interarrival_cv"]
         if (
