@@ -110,6 +110,11 @@ class _Leak:
     # keyed hashes (SessionChainDetector._hash), sorted: 8 bytes each (as a set of hex strings, ~9 KB a response)
     shingles: array[int] = field(default_factory=lambda: array("Q"))
 
+    @classmethod
+    def of(cls, timestamp: float, hashes: set[int]) -> _Leak:
+        """A leak holding ``hashes`` sorted, as :func:`_shared` reads them."""
+        return cls(timestamp, array("Q", sorted(hashes)))
+
 
 def _shared(quoted: set[int], kept: array[int]) -> int:
     """How many of the sorted hashes ``kept`` are in ``quoted``, walking the smaller side: a short prompt against a
@@ -287,7 +292,7 @@ class SessionChainDetector(Detector):
             leaked = self._shingles(completion)
             if leaked:
                 kept = self._leaks.setdefault(identity, [])
-                kept.append(_Leak(event.timestamp, array("Q", sorted(leaked))))
+                kept.append(_Leak.of(event.timestamp, leaked))
                 del kept[: -self.settings.max_leaks_per_identity]
         return detections
 
@@ -306,11 +311,10 @@ class SessionChainDetector(Detector):
             return set()
         return {self._hash(shingle) for shingle in shingles(tokens, self.settings.shingle_words)}
 
-    def _stored(self, kept: list[str], hashed: bool) -> array[int]:
-        """A checkpoint's shingles of one leak as kept in memory: its hex hashes, or raw shingles (older checkpoints)
-        hashed now."""
-        values = {int(h, 16) for h in kept} if hashed else {self._hash(s) for s in kept}
-        return array("Q", sorted(values))
+    def _stored(self, kept: list[str], hashed: bool) -> set[int]:
+        """A checkpoint's shingles of one leak as hashes: its hex hashes, or raw shingles (older checkpoints) hashed
+        now."""
+        return {int(h, 16) for h in kept} if hashed else {self._hash(s) for s in kept}
 
     def _hash(self, shingle: str) -> int:
         """64-bit keyed BLAKE2b of a shingle: enough to intersect sets, useless without the key (checkpointed as its
@@ -401,6 +405,6 @@ class SessionChainDetector(Detector):
         self._newest, self._expired_at = max(times, default=-math.inf), -math.inf
         hashed = state.get("leak_shingles") == SHINGLE_HASH
         self._leaks = {
-            key: [_Leak(timestamp, self._stored(kept, hashed)) for timestamp, kept in leaks]
+            key: [_Leak.of(timestamp, self._stored(kept, hashed)) for timestamp, kept in leaks]
             for key, leaks in state.get("leaks", {}).items()
         }
