@@ -112,12 +112,13 @@ def messages(
     one poison (0: none), each with what the worker should make of it."""
     records = load_records(WorkloadConfig(events=count, events_per_second=event_rate))
     poison_kinds = list(POISON_KINDS)
+    big = oversized(detection.max_record_bytes)  # one copy shared by every oversized message (4 MiB each)
     out, poison = [], 0
     for index, record in enumerate(records):
         kind, raw = "good", record.raw
         if poison_every and index % poison_every == poison_every - 1:
             if poison % OVERSIZED_EVERY == OVERSIZED_EVERY - 1:
-                kind, raw = "oversized", oversized(detection.max_record_bytes)
+                kind, raw = "oversized", big
             else:
                 kind = poison_kinds[poison % len(poison_kinds)]
                 raw = POISON_KINDS[kind](record.raw)
