@@ -308,6 +308,20 @@ def test_a_scraper_working_20_minute_chunks_between_40_minute_rests_is_alerted(o
     assert first.explanation["long.interarrival_cv"] > AnomalyConfig().slow_max_interarrival_cv  # with the rests
 
 
+def test_the_slow_alert_says_which_cv_it_was_judged_on() -> None:
+    """A review's note: the message called a bare enumerator "machine-regular" while the explanation's first CV,
+    with its rests, read over 0.5. The message gives the CV the rule judged and says when the rests were left out."""
+    scraper = min(slow_alerts(resting_scraper(40, offset=3 * MINUTE, cycle_minutes=60)), key=lambda d: d.timestamp)
+    judged = scraper.explanation["long.interarrival_cv_without_rest"]
+    assert scraper.explanation["long.interarrival_cv"] > 0.5 >= judged
+    assert f"(inter-arrival CV {judged:.2f}, its rests left out)" in scraper.message
+    loop = notebook_loop(resting_scraper(20, offset=3 * MINUTE, cycle_minutes=80))  # a document with each request
+    alert = min(slow_alerts(loop), key=lambda d: d.timestamp)
+    judged = alert.explanation["long.interarrival_cv"]
+    assert alert.explanation["long.interarrival_cv_without_rest"] < judged
+    assert f"(inter-arrival CV {judged:.2f})" in alert.message
+
+
 def test_a_same_second_burst_after_a_rest_does_not_hide_the_scraper() -> None:
     """A review's repro: the window after the first rest holds only 20 requests stamped in the same second (whole-
     second timestamps, or late events clamped to a gap of 0). Taking the rest back out of the window's moments

@@ -529,8 +529,8 @@ class AnomalyDetector(Detector):
         # run is judged on how regular its work is, its rests left out: a scraper working in short chunks. Everything
         # else keeps its rests in the CV: a bot that does not enumerate, and a notebook loop sending a document with
         # each numbered request, even in the odd window where its documents happen to be short.
-        bare_run = bare and long["bare_share"] >= config.slow_min_bare_share
-        cv = long["interarrival_cv_without_rest" if enumerating and bare_run else "interarrival_cv"]
+        without_rests = enumerating and bare and long["bare_share"] >= config.slow_min_bare_share
+        cv = long["interarrival_cv_without_rest" if without_rests else "interarrival_cv"]
         if (
             hours >= config.slow_min_hours
             and cv <= config.slow_max_interarrival_cv
@@ -541,8 +541,9 @@ class AnomalyDetector(Detector):
             found.append(
                 (
                     rules.SCRAPING_SLOW,
-                    f"{key} has sent machine-regular requests on one prompt template for {hours:.1f} h of activity "
-                    f"({long['enumeration_rate']:.0%} enumeration steps)",
+                    f"{key} has sent machine-regular requests (inter-arrival CV {cv:.2f}"
+                    f"{', its rests left out' if without_rests else ''}) on one prompt template for {hours:.1f} h "
+                    f"of activity ({long['enumeration_rate']:.0%} enumeration steps)",
                 )
             )
         tokens = features["tokens"]
