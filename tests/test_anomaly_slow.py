@@ -373,19 +373,23 @@ def webhook_bot(seed: int, mean_gap: float, hours: float = 48.0) -> list[Event]:
     return events
 
 
+def assert_silent_bare_enumerator(events: Sequence[Event], key: str) -> None:
+    """No slow alert, although ``key`` is judged on the enumeration path and on its CV without rests."""
+    assert slow_alerts(events) == []
+    detector = AnomalyDetector()
+    replay(detector, events)
+    slow = slow_averages(detector, key)
+    assert slow["enumeration_rate"] >= detector.config.slow_min_enumeration  # judged on the enumeration path
+    assert slow["bare_share"] >= detector.config.slow_min_bare_share  # and on the CV without rests
+
+
 @pytest.mark.parametrize("seed", [2, 6, 12])  # alerted by adb446f, which left windows too short for a CV out
 def test_an_irregular_bare_enumerator_stays_silent(seed: int) -> None:
     """Session 15 measured leaving windows with fewer than 3 work gaps out of the CV without rests (so that a
     scraper's short chunks would not average in the placeholder 1.0). A review found the cost: the CV of the 3-4
     gaps left in the other windows reads low for random arrivals, and this bot, one order every 200 s on average,
     was alerted as machine-regular in 6 of 20 runs. Not shipped; every window moves the average."""
-    events = webhook_bot(seed, 200.0)
-    assert slow_alerts(events) == []
-    detector = AnomalyDetector()
-    replay(detector, events)
-    slow = slow_averages(detector, f"key:shop-webhook-{seed}")
-    assert slow["enumeration_rate"] >= detector.config.slow_min_enumeration  # judged on the enumeration path
-    assert slow["bare_share"] >= detector.config.slow_min_bare_share  # and on the CV without rests
+    assert_silent_bare_enumerator(webhook_bot(seed, 200.0), f"key:shop-webhook-{seed}")
 
 
 def batch_worker(seed: int, mean_batch_gap: float = 600.0, hours: float = 48.0) -> list[Event]:
@@ -411,13 +415,7 @@ def test_a_machine_paced_small_batch_worker_stays_silent(seed: int) -> None:
     for a CV would be caught. A review found the cost: this worker's gaps within a batch are steadier than any
     scraper's, and it was alerted in 20 of 20 runs (batch workers, cron jobs, rate-limited drainers and agent loops
     alike). Not shipped; the CV of its work gaps, random pauses between batches among them, keeps it silent."""
-    events = batch_worker(seed)
-    assert slow_alerts(events) == []
-    detector = AnomalyDetector()
-    replay(detector, events)
-    slow = slow_averages(detector, f"key:order-worker-{seed}")
-    assert slow["enumeration_rate"] >= detector.config.slow_min_enumeration  # judged on the enumeration path
-    assert slow["bare_share"] >= detector.config.slow_min_bare_share  # and on the CV without rests
+    assert_silent_bare_enumerator(batch_worker(seed), f"key:order-worker-{seed}")
 
 
 def notebook_loop_with_short_documents(events: Sequence[Event]) -> list[Event]:
