@@ -392,19 +392,19 @@ def test_an_irregular_bare_enumerator_stays_silent(seed: int) -> None:
     assert_silent_bare_enumerator(webhook_bot(seed, 200.0), f"key:shop-webhook-{seed}")
 
 
-def batch_worker(seed: int, mean_batch_gap: float = 600.0, hours: float = 48.0) -> list[Event]:
-    """A benign queue worker around the clock: orders arrive in batches of 2-5 at random times (``mean_batch_gap``
-    s apart on average) and are classified back to back, a machine's steady 4 s (±5 %) apart; bare prompts."""
+def batch_worker(seed: int) -> list[Event]:
+    """A benign queue worker, 48 h around the clock: orders arrive in batches of 2-5 at random times (10 minutes
+    apart on average) and are classified back to back, a machine's steady 4 s (±5 %) apart; bare prompts."""
     rng = random.Random(seed)
     identity = Identity(api_key_hash=f"order-worker-{seed}", source_ip="203.0.113.8", user_agent="order-queue/2.1")
     events, order, timestamp = [], rng.randint(100_000, 900_000), START + rng.uniform(0, 600)
-    while timestamp < START + hours * 3600:
+    while timestamp < START + 48 * 3600:
         for _ in range(rng.randint(2, 5)):
             order += 1
             prompt = f"Classify order {order} as standard, gift or suspicious"
             events.append(event(len(events), timestamp, identity, prompt))
             timestamp += 4.0 * rng.uniform(0.95, 1.05)
-        timestamp += rng.expovariate(1.0 / mean_batch_gap)
+        timestamp += rng.expovariate(1.0 / 600.0)
     return events
 
 
@@ -412,9 +412,9 @@ def batch_worker(seed: int, mean_batch_gap: float = 600.0, hours: float = 48.0) 
 def test_a_machine_paced_small_batch_worker_stays_silent(seed: int) -> None:
     """Session 16 measured a second regularity test for bare enumerators: the share of steady pairs of successive
     work gaps (each within 1.25 of the one before), pooled over the run, so that a scraper working chunks too short
-    for a CV would be caught. A review found the cost: this worker's gaps within a batch are steadier than any
-    scraper's, and it was alerted in 20 of 20 runs (batch workers, cron jobs, rate-limited drainers and agent loops
-    alike). Not shipped; the CV of its work gaps, random pauses between batches among them, keeps it silent."""
+    for a CV would be caught. A review found the cost: a worker like this one, its gaps within a batch steadier than
+    any scraper's, was alerted in 20 of 20 runs (cron jobs, rate-limited drainers and agent loops alike; these three
+    runs each). Not shipped; the CV of its work gaps, random pauses between batches among them, keeps it silent."""
     assert_silent_bare_enumerator(batch_worker(seed), f"key:order-worker-{seed}")
 
 
