@@ -101,6 +101,30 @@ class AnomalyConfig(BaseModel):
     slow_min_enumeration: float = Field(0.3, ge=0, le=1)
     around_clock_hours: float = Field(12.0, gt=0, description="Continuous, regular, templated for this long.")
 
+    # scraping: a day's harvest (what was taken, whatever the timing)
+    harvest_status: Literal["off", "test", "stable"] = Field(
+        "test",
+        description=(
+            "The harvest rule: test = shadow alerts only, until its alerts on your traffic are checked; stable = "
+            "alerts; off = not judged."
+        ),
+    )
+    harvest_span_seconds: float = Field(
+        86400.0, gt=0, description="Time constant of the harvest's exponential decay: about a day's taking."
+    )
+    harvest_min_steps: float = Field(
+        40.0, gt=0, description="Enumeration steps in bare windows (decayed): records taken one after another."
+    )
+    harvest_min_hours: int = Field(
+        16,
+        ge=1,
+        le=24,
+        description="Of the last 24 hours, those with such a window: around the clock, longer than a working day.",
+    )
+    harvest_min_output_tokens: float = Field(
+        25_000.0, ge=0, description="Output tokens of those steps (decayed): long answers, not status lookups."
+    )
+
     # model extraction
     extraction_min_requests: int = Field(10, ge=1)
     extraction_min_param_rate: float = Field(0.5, ge=0, le=1, description="Share with logprobs / n > 1.")

@@ -50,6 +50,8 @@ LONG_SIGNALS: tuple[str, ...] = ("interarrival_cv", "template_reuse", "enumerati
 SLOW_SIGNALS: tuple[str, ...] = (*LONG_SIGNALS, "interarrival_cv_without_rest", "bare_share")
 WITHOUT_REST = SLOW_SIGNALS.index("interarrival_cv_without_rest")
 BARE_SHARE = SLOW_SIGNALS.index("bare_share")
+HOURS_OF_DAY = 24  # the harvest rule's memory of which recent hours an identity stepped through values in
+DAY_MASK = (1 << HOURS_OF_DAY) - 1
 
 
 class _Enumeration(NamedTuple):
@@ -68,6 +70,10 @@ class _Entity:
         "burst",
         "clock",
         "closed",
+        "harvest_hour",
+        "harvest_hours",
+        "harvested_steps",
+        "harvested_tokens",
         "identity",
         "last_score",
         "last_ts",
@@ -91,6 +97,12 @@ class _Entity:
         self.streak = 0  # active windows of the run (gaps up to slow_enumeration_max_gap_windows bridged)
         self.clock = 0  # active windows of the run since its last gap over slow_max_gap_windows
         self.closed = 0  # windows closed so far
+        # enumeration steps in bare windows, and their output tokens, decayed over harvest_span_seconds of event time
+        self.harvested_steps = 0.0
+        self.harvested_tokens = 0.0
+        # which of the last HOURS_OF_DAY hours (bit k: k hours before ``harvest_hour``, an epoch hour) had such a window
+        self.harvest_hours = 0
+        self.harvest_hour = 0
         self.last_window: float | None = None
         self.last_ts: float | None = None
         self.previous: PromptShape | None = None
@@ -113,6 +125,12 @@ class _Entity:
             "streak": self.streak,
             "clock": self.clock,
             "closed": self.closed,
+            # left out until the entity harvests (most never do), as in earlier checkpoints
+            **(
+                {"harvest": [self.harvested_steps, self.harvested_tokens, self.harvest_hours, self.harvest_hour]}
+                if self.harvested_steps
+                else {}
+            ),
             "last_window": self.last_window,
             "last_ts": self.last_ts,
             "previous": None if previous is None else [f"{previous.template:016x}", list(previous.values)],
@@ -137,6 +155,10 @@ class _Entity:
         entity.streak, entity.closed = int(data["streak"]), int(data["closed"])
         # absent from checkpoints of earlier code, whose runs ended at a gap over slow_max_gap_windows: their streak
         entity.clock = int(data.get("clock", entity.streak))
+        # absent until the entity harvests, and from checkpoints of earlier code: nothing harvested yet
+        steps, tokens, hours, hour = data.get("harvest", (0.0, 0.0, 0, 0))
+        entity.harvested_steps, entity.harvested_tokens = float(steps), float(tokens)
+        entity.harvest_hours, entity.harvest_hour = int(hours), int(hour)
         entity.last_window, entity.last_ts = data["last_window"], data["last_ts"]
         if data["previous"] is not None:
             template, values = data["previous"]
@@ -392,6 +414,7 @@ class AnomalyDetector(Detector):
         features = window.features(config.template_hamming)
         bare = config.is_bare(features["context_tokens"], features["slot_chars"])
         slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest(), float(bare)]
+        self._count_harvest(entity, window, bare)
         self._continue_run(entity, window.start, slow)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
@@ -440,6 +463,23 @@ class AnomalyDetector(Detector):
         if not detections:
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
+
+    def _count_harvest(self, entity: _Entity, window: WindowAccumulator, bare: bool) -> None:
+        """Decay the entity's harvest to this window's start and add the window's enumeration steps, with their share
+        of its output tokens, if the window is bare. Rests and gaps of any length only decay it: what was taken in
+        the last day or so, however it was paced."""
+        if entity.harvested_steps and entity.last_window is not None:  # most entities never harvest: no floats made
+            decay = math.exp(-max(0.0, window.start - entity.last_window) / self.config.harvest_span_seconds)
+            entity.harvested_steps *= decay
+            entity.harvested_tokens *= decay
+        if bare and window.enumeration:
+            entity.harvested_steps += window.enumeration
+            entity.harvested_tokens += window.output_tokens * window.enumeration / max(1, window.requests)
+            hour = math.floor(window.start / 3600.0)
+            shift = hour - entity.harvest_hour
+            kept = (entity.harvest_hours << shift) & DAY_MASK if 0 <= shift < HOURS_OF_DAY else 0
+            entity.harvest_hours = kept | 1
+            entity.harvest_hour = hour
 
     def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
@@ -544,6 +584,27 @@ class AnomalyDetector(Detector):
                     f"{key} has sent machine-regular requests (inter-arrival CV {cv:.2f}"
                     f"{', its rests left out' if without_rests else ''}) on one prompt template for {hours:.1f} h "
                     f"of activity ({long['enumeration_rate']:.0%} enumeration steps)",
+                )
+            )
+        if (
+            config.harvest_status != "off"
+            and bare
+            and features["enumeration_rate"] > 0
+            and entity.harvested_steps >= config.harvest_min_steps
+            and entity.harvested_tokens >= config.harvest_min_output_tokens
+            and entity.harvest_hours.bit_count() >= config.harvest_min_hours
+            and not any(rule.category == "scraping" for rule, _ in found)
+        ):
+            rule = rules.SCRAPING_HARVEST
+            if config.harvest_status == "stable":
+                rule = msgspec.structs.replace(rule, status="stable")
+            found.append(
+                (
+                    rule,
+                    f"{key} has stepped through about {entity.harvested_steps:.0f} values of a prompt template with "
+                    f"no payload of its own in {entity.harvest_hours.bit_count()} of the last {HOURS_OF_DAY} hours, "
+                    f"taking about {entity.harvested_tokens:,.0f} output tokens for them (decayed over "
+                    f"{config.harvest_span_seconds / 3600:.0f} h of event time)",
                 )
             )
         tokens = features["tokens"]
@@ -658,6 +719,9 @@ def _explain(
     explanation["long.interarrival_cv"] = round(entity.long[SLOW_SIGNALS.index("interarrival_cv")], 3)
     explanation["long.interarrival_cv_without_rest"] = round(entity.long[WITHOUT_REST], 3)  # what bare enumerators get
     explanation["long.bare_share"] = round(entity.long[BARE_SHARE], 3)
+    explanation["harvest.steps"] = round(entity.harvested_steps, 1)
+    explanation["harvest.output_tokens"] = round(entity.harvested_tokens, 1)
+    explanation["harvest.hours"] = float(entity.harvest_hours.bit_count())
     return explanation
 
 

@@ -60,6 +60,21 @@ SCRAPING_CAMPAIGN_ENUMERATION = RuleInfo(
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
     status="test",
 )
+SCRAPING_HARVEST = RuleInfo(
+    id="abusewatch-anomaly-scraping-harvest",
+    name="A day's harvest: many enumerated records taken in bare, stepped requests, however slowly",
+    category="scraping",
+    level="medium",
+    description=(
+        "Over about a day, an identity stepped through many values of one prompt template (item 41, item 42, ...) "
+        "with no payload of its own, and took a large volume of output for them: harvesting judged on what was "
+        "taken, not on timing, so chunked or jittered low-and-slow scraping shows too. In shadow mode by default "
+        "(status test): a benign job enumerating bare ids for long answers looks the same."
+    ),
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+    status="test",
+)
 MODEL_EXTRACTION = RuleInfo(
     id="abusewatch-anomaly-model-extraction",
     name="Model extraction: log-probabilities, many choices or temperature sweeps over systematic prompts",
@@ -82,6 +97,7 @@ RULES = (
     SCRAPING_VOLUME,
     SCRAPING_ENUMERATION,
     SCRAPING_SLOW,
+    SCRAPING_HARVEST,
     SCRAPING_CAMPAIGN,
     SCRAPING_CAMPAIGN_ENUMERATION,
     MODEL_EXTRACTION,
