@@ -30,7 +30,7 @@ import random
 import statistics
 from collections.abc import Sequence
 
-from bench.eval_slow_rests import START, first_slow_alert
+from bench.eval_slow_rests import START, first_alert
 from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
@@ -124,7 +124,7 @@ def table(
                 cells = []
                 for gap in gaps:
                     config = limits(gap)
-                    hits = [m / 60 for m in (first_slow_alert(run, config) for run in runs) if m is not None]
+                    hits = [m / 60 for m in (first_alert(run, config) for run in runs) if m is not None]
                     median = f" ({statistics.median(hits):.1f})" if hits else ""
                     cells.append(f"{len(hits)}/{len(runs)}{median}")
                 rows.append(f"| {kind} | {chunk:g} / {pause:g} | {' | '.join(cells)} |")

@@ -5,8 +5,9 @@ every 70-110 s ±10 %, enumerating encyclopedia entries, for 24 h) resting the l
 every ``--cycle`` minutes: a cycle of 60 with a 40-minute rest is a scraper working in 20-minute chunks), at
 every whole-minute offset against the 10-minute windows (a rest of 20 minutes leaves one or two whole windows
 empty, depending on where it falls), replays each alone through :class:`detectors.anomaly.AnomalyDetector` and
-reports per rest length how many runs raised ``abusewatch-anomaly-scraping-slow`` and how long after the first
-request (event time). ``docs/anomaly.md`` ("Runs of activity and rests") quotes its tables.
+reports per rest length how many runs raised ``abusewatch-anomaly-scraping-slow`` (or, with ``--rules``, any of
+the rules named) and how long after the first request (event time). ``docs/anomaly.md`` ("Runs of activity and
+rests", "A day's harvest") quotes its tables.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import argparse
 import json
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.anomaly import AnomalyConfig, AnomalyDetector, rules
 from detectors.base import Findings
 from detectors.event import Event, Identity, Message
 
 SLOW = "abusewatch-anomaly-scraping-slow"
+RULE_PREFIX = "abusewatch-anomaly-"
 START = 1_767_225_600.0  # aligned to the 10-minute windows
 CYCLE_MINUTES = 100.0
 
@@ -64,20 +66,25 @@ def resting_scraper(
     return events
 
 
-def first_slow_alert(events: Sequence[Event], config: AnomalyConfig) -> float | None:
-    """Minutes from the first request to the first slow-scraping alert, or ``None`` if none was raised."""
+def first_alert(events: Sequence[Event], config: AnomalyConfig, rule_ids: Collection[str] = (SLOW,)) -> float | None:
+    """Minutes from the first request to the first alert of one of ``rule_ids`` (shadow alerts count), or ``None``
+    if none was raised."""
     detector = AnomalyDetector(config)
     detections = []
     for offset in range(0, len(events), 500):
         batch = events[offset : offset + 500]
         detections.extend(detector.detect(batch, [Findings() for _ in batch]))
     detections.extend(detector.flush())
-    times = [d.timestamp for d in detections if d.rule.id == SLOW]
+    times = [d.timestamp for d in detections if d.rule.id in rule_ids]
     return (min(times) - events[0].timestamp) / 60 if times else None
 
 
 def table(
-    rests: Sequence[float], seeds: Sequence[int], config: AnomalyConfig, cycle_minutes: float = CYCLE_MINUTES
+    rests: Sequence[float],
+    seeds: Sequence[int],
+    config: AnomalyConfig,
+    cycle_minutes: float = CYCLE_MINUTES,
+    rule_ids: Collection[str] = (SLOW,),
 ) -> str:
     """One Markdown row per rest length: throughput kept, runs alerted, median and worst delay."""
     rows = [
@@ -91,7 +98,7 @@ def table(
             for minute in range(10):
                 events = resting_scraper(rest, seed=seed, offset=60.0 * minute, cycle_minutes=cycle_minutes)
                 kept.append(len(events) / whole)
-                delays.append(first_slow_alert(events, config))
+                delays.append(first_alert(events, config, rule_ids))
         hits = [d for d in delays if d is not None]
         median = f"{statistics.median(hits):.1f}" if hits else "-"
         worst = f"{max(hits):.1f}" if hits else "-"
@@ -105,11 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (each at 10 offsets).")
     parser.add_argument("--cycle", type=float, default=CYCLE_MINUTES, help="Minutes of work and rest per cycle.")
     parser.add_argument("--config", default="{}", help="AnomalyConfig overrides as JSON.")
+    parser.add_argument("--rules", default="scraping-slow", help="Rules whose first alert counts (ids, no prefix).")
     args = parser.parse_args(argv)
     config = AnomalyConfig(**json.loads(args.config))
     rests = [float(r) for r in args.rests.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    print(table(rests, seeds, config, args.cycle))
+    rule_ids = [RULE_PREFIX + rule.strip().removeprefix(RULE_PREFIX) for rule in args.rules.split(",")]
+    unknown = sorted(set(rule_ids) - {rule.id for rule in rules.RULES})
+    if unknown:
+        parser.error(f"no such anomaly rule: {', '.join(unknown)}")
+    print(table(rests, seeds, config, args.cycle, rule_ids))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from msgspec.structs import replace
 from pydantic import ValidationError
 
 from app.settings import load_settings
+from bench import eval_slow_rests
 from bench.eval_slow_rests import SLOW, START, resting_scraper
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.rules import SCRAPING_HARVEST
@@ -192,3 +193,9 @@ def test_operators_promote_the_rule_with_one_setting(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ABW_DETECTION__ANOMALY__HARVEST_STATUS", "on")
     with pytest.raises(ValidationError, match="harvest_status"):
         load_settings()
+
+
+def test_the_rests_benchmark_names_an_unknown_rule_instead_of_counting_nothing(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        eval_slow_rests.main(["--rules", "slow", "--rests", "45", "--seeds", "0"])
+    assert "no such anomaly rule: abusewatch-anomaly-slow" in capsys.readouterr().err

@@ -109,6 +109,16 @@ def check_slow_chunks(out: str, _: Path) -> None:
     assert rows[0][1] == "100" and 30 <= int(rows[1][1]) <= 40, "40 minutes of rest in every hour keep about a third"
 
 
+def check_harvest_chunks(out: str, _: Path) -> None:
+    """5-minute chunks between 45-minute rests, counted by the slow rule or the harvest rule: the harvest rule's
+    alerts (shadow) count, so some placements are alerted although the slow rule alone misses most of them."""
+    rows = re.findall(r"^\| (\d+) \| (\d+)% \| (\d+)/(\d+) \|", out, re.MULTILINE)
+    assert [row[0] for row in rows] == ["45"], out
+    ((_, kept, alerted, placements),) = rows
+    assert placements == "10" and 0 < int(alerted) <= 10, out
+    assert 5 <= int(kept) <= 15, "5 minutes of work in every 50 keep about a tenth"
+
+
 def check_slow_pauses(out: str, _: Path) -> None:
     cell = r"(\d+)/(\d+)(?: \([\d.]+\))?"
     rows = re.findall(rf"^\| (classifier|monitor|pager) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
@@ -412,6 +422,8 @@ BENCHES = [
     Bench("bench.fresh_hard_benign", (str(MODELS), "--count", "120"), check_fresh_hard_benign, corpus=True),
     Bench("bench.eval_slow_rests", ("--rests", "0,20", "--seeds", "0"), check_slow_rests),
     Bench("bench.eval_slow_rests", ("--rests", "0,40", "--seeds", "0", "--cycle", "60"), check_slow_chunks),
+    Bench("bench.eval_slow_rests", ("--rules", "scraping-slow,scraping-harvest", "--rests", "45", "--seeds", "0",
+                                    "--cycle", "50"), check_harvest_chunks),
     Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
                                      "--offsets", "1"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
@@ -430,7 +442,7 @@ SLOW_BENCHES = [
 
 
 def case_id(bench: Bench) -> str:
-    option = next((arg for arg in bench.argv if arg in {"--quality", "--samples", "--cycle"}), "")
+    option = next((arg for arg in bench.argv if arg in {"--quality", "--samples", "--cycle", "--rules"}), "")
     return bench.module.removeprefix("bench.") + option.replace("--", "-")
 
 
