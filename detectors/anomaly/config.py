@@ -22,7 +22,9 @@ class AnomalyConfig(BaseModel):
     max_entities: int = Field(
         250_000, ge=10, description="Entities kept per partition; beyond, the least recently seen tenth is forgotten."
     )
-    max_templates: int = Field(16, ge=1, description="Template signatures remembered per identity window.")
+    max_templates: int = Field(
+        16, ge=1, description="Template counters per identity window (Space-Saving: the heaviest templates are kept)."
+    )
     max_distinct: int = Field(32, ge=1, description="Distinct IPs / user agents / primaries counted per window.")
     max_event_ids: int = Field(10, ge=1, description="Event ids an alert carries per window.")
     template_hamming: int = Field(3, ge=0, le=16, description="SimHash bits two prompts may differ in and match.")

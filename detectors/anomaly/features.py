@@ -541,7 +541,8 @@ class WindowAccumulator:
             self.prompts += 1
             self.entropy += shape.entropy
             self.slot_chars += shape.slot_chars
-            if self._add_template(shape.signature, limits.templates) and shape.values:
+            self._add_template(shape.signature, limits.templates)
+            if shape.values:
                 bitmap = self.slot_values.get(shape.signature, 0)
                 self.slot_values[shape.signature] = bitmap | (1 << slot_bit(shape.values))
         if signals.ip is not None:
@@ -566,16 +567,21 @@ class WindowAccumulator:
         if len(self.event_ids) < limits.event_ids:
             self.event_ids.append(signals.event_id)
 
-    def _add_template(self, signature: int, max_templates: int) -> bool:
-        """Count a prompt on its template; ``False`` when the template is not tracked (the cap was reached)."""
-        if signature in self.templates:
-            self.templates[signature] += 1
-            return True
-        if len(self.templates) < max_templates:
-            self.templates[signature] = 1
-            return True
-        self.template_overflow += 1
-        return False
+    def _add_template(self, signature: int, max_templates: int) -> None:
+        """Count a prompt on its template, in at most ``max_templates`` counters (Space-Saving, Metwally et al. 2005):
+        a template not counted takes the place of the least counted one and inherits its count. Any template with
+        more than 1 / ``max_templates`` of the window's prompts is therefore counted, whatever came first (a scraper
+        opening each window with other prompts cannot push its own out), and over-counted by at most that share."""
+        templates = self.templates
+        if signature in templates:
+            templates[signature] += 1
+        elif len(templates) < max_templates:
+            templates[signature] = 1
+        else:
+            least = min(templates, key=templates.__getitem__)  # the first of the least counted, in insertion order
+            templates[signature] = templates.pop(least) + 1
+            self.slot_values.pop(least, None)  # the newcomer's values start afresh
+            self.template_overflow += 1
 
     def template_burst(self, max_bits: int) -> TemplateBurst | None:
         """The most used template (signatures within ``max_bits`` of it counting as the same) and its values."""
