@@ -118,10 +118,10 @@ class AnomalyConfig(BaseModel):
         40.0, gt=0, description="Enumeration steps in bare windows (decayed): records taken one after another."
     )
     harvest_min_hours: int = Field(
-        16,
+        20,
         ge=1,
         le=24,
-        description="Of the last 24 hours, those with such a window: around the clock, longer than a working day.",
+        description="Of the last 24 hours, those with such a window: around the clock, longer than a person's day.",
     )
     harvest_min_output_tokens: float = Field(
         25_000.0, ge=0, description="Output tokens of those steps (decayed): long answers, not status lookups."

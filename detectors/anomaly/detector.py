@@ -413,8 +413,18 @@ class AnomalyDetector(Detector):
             entity.window = None
         features = window.features(config.template_hamming)
         bare = config.is_bare(features["context_tokens"], features["slot_chars"])
+        # An API key or IP whose window carries one other identity repeats that identity's enumeration alert, which
+        # the identity raises from its first window. The rules that need a warm entity are judged on the key or IP
+        # unless it only ever carried that one identity: an IP whose key changes every window carries many, each
+        # too new to be judged itself.
+        primaries = window.primaries
+        if entity.sole is None:
+            entity.sole = next(iter(primaries)) if len(primaries) == 1 else ""
+        elif entity.sole and (len(primaries) != 1 or entity.sole not in primaries):
+            entity.sole = ""
         slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest(), float(bare)]
-        self._count_harvest(entity, window, bare)
+        if entity.sole == key:  # one identity's own prompts: a key or IP of many interleaves theirs (and their hours)
+            self._count_harvest(entity, window, bare)
         self._continue_run(entity, window.start, slow)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
@@ -430,15 +440,6 @@ class AnomalyDetector(Detector):
         )
         warm = entity.closed >= config.identity_warmup_windows
         entity.closed += 1
-        # An API key or IP whose window carries one other identity repeats that identity's enumeration alert, which
-        # the identity raises from its first window. The rules that need a warm entity are judged on the key or IP
-        # unless it only ever carried that one identity: an IP whose key changes every window carries many, each
-        # too new to be judged itself.
-        primaries = window.primaries
-        if entity.sole is None:
-            entity.sole = next(iter(primaries)) if len(primaries) == 1 else ""
-        elif entity.sole and (len(primaries) != 1 or entity.sole not in primaries):
-            entity.sole = ""
         repeats_one = len(primaries) == 1 and key not in primaries
         detections: list[Detection] = []
         if bool(entity.sole) and entity.sole != key:
@@ -588,6 +589,7 @@ class AnomalyDetector(Detector):
             )
         if (
             config.harvest_status != "off"
+            and entity.sole == key
             and bare
             and features["enumeration_rate"] > 0
             and entity.harvested_steps >= config.harvest_min_steps

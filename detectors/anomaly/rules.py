@@ -66,10 +66,11 @@ SCRAPING_HARVEST = RuleInfo(
     category="scraping",
     level="medium",
     description=(
-        "Over about a day, an identity stepped through many values of one prompt template (item 41, item 42, ...) "
-        "with no payload of its own, and took a large volume of output for them: harvesting judged on what was "
-        "taken, not on timing, so chunked or jittered low-and-slow scraping shows too. In shadow mode by default "
-        "(status test): a benign job enumerating bare ids for long answers looks the same."
+        "Over about a day, in nearly every hour, one identity stepped through many values of a prompt template "
+        "(item 41, item 42, ...) with no payload of its own, and took a large volume of output for them: harvesting "
+        "judged on what was taken, not on timing, so chunked or jittered low-and-slow scraping shows too (keys and "
+        "IPs shared by several identities are not judged). In shadow mode by default (status test): a benign job "
+        "stepping through bare ids around the clock for long answers looks the same."
     ),
     atlas=("AML.T0040", "AML.T0024"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
