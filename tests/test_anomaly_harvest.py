@@ -69,22 +69,38 @@ def test_the_status_setting_promotes_or_silences_the_rule() -> None:
     assert harvest_alerts(events, AnomalyConfig(harvest_status="off")) == []
 
 
-def clause_reader(seed: int, *, day_hours: tuple[float, float] = (8.0, 19.0), days: int = 5) -> list[Event]:
-    """A person reading an agreement clause by clause ("next"), long days of 11 hours on weekdays: bare stepped
-    prompts, a long answer each, at a reading pace with breaks. Hundreds of records a day, like a scraper."""
-    rng = random.Random(seed)
-    identity = Identity(user_id=f"analyst-{seed}", source_ip="198.51.100.9", user_agent="Mozilla/5.0 portal")
-    events, clause = [], rng.randint(1000, 9000)
+def reading_days(
+    rng: random.Random,
+    identity: Identity,
+    hours: tuple[float, float],
+    *,
+    days: int,
+    pause: float,
+    output_tokens: int,
+    new_contract_each_session: bool = False,
+) -> list[Event]:
+    """A person stepping through the numbered clauses of a contract ("next"), 3-8 at a reading pace per session,
+    ``pause`` seconds between sessions on average, from ``hours[0]`` to ``hours[1]`` UTC: bare stepped prompts with
+    a long answer each, hundreds of records a day, like a scraper's."""
+    events, contract, clause = [], rng.randint(100, 999), rng.randint(1, 40)
     for day in range(days):
-        timestamp = START + day * 86400 + day_hours[0] * HOUR + rng.uniform(0, 600)
-        while timestamp < START + day * 86400 + day_hours[1] * HOUR:
+        timestamp = START + day * 86400 + hours[0] * HOUR + rng.uniform(0, 600)
+        while timestamp < START + day * 86400 + hours[1] * HOUR:
+            if new_contract_each_session:
+                contract, clause = rng.randint(100, 999), rng.randint(1, 40)
             for _ in range(rng.randint(3, 8)):
                 clause += 1
-                prompt = f"Explain clause {clause} of the supplier agreement"
-                events.append(event(len(events), timestamp, identity, prompt, output_tokens=800))
+                prompt = f"Explain clause {clause} of contract {contract}"
+                events.append(event(len(events), timestamp, identity, prompt, output_tokens=output_tokens))
                 timestamp += rng.lognormvariate(3.7, 0.4)
-            timestamp += rng.expovariate(1 / 600)
+            timestamp += rng.expovariate(1 / pause)
     return events
+
+
+def clause_reader(seed: int) -> list[Event]:
+    """One person reading one agreement through long days of 11 hours, 5 days."""
+    identity = Identity(user_id=f"analyst-{seed}", source_ip="198.51.100.9", user_agent="Mozilla/5.0 portal")
+    return reading_days(random.Random(seed), identity, (8.0, 19.0), days=5, pause=600, output_tokens=800)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -241,23 +257,16 @@ def test_batch_cuts_and_checkpoints_at_many_points_keep_the_harvest_alerts() -> 
 
 def follow_the_sun(seed: int, days: int = 3) -> list[Event]:
     """One organisation key behind one office IP, shared by analysts in three regions (01-09, 08-16 and 14-22 UTC),
-    each stepping through a few numbered clauses of a contract at a reading pace every half hour or so: 21 hours of
-    24 on the key and the IP, 8 per person (the session-17 review's case, 20/20 before the rule read one identity)."""
+    two each, reading a few clauses every half hour or so: 21 hours of 24 on the key and the IP, 8 per person (the
+    session-17 review's case, 20/20 before the rule read one identity's own windows only)."""
     rng = random.Random(seed)
     events: list[Event] = []
-    for region, (begin, end) in enumerate(((1, 9), (8, 16), (14, 22))):
+    for region, hours in enumerate(((1.0, 9.0), (8.0, 16.0), (14.0, 22.0))):
         for person in range(2):
             identity = Identity(user_id=f"analyst-{region}-{person}", api_key_hash="org", source_ip="198.51.100.20")
-            for day in range(days):
-                timestamp = START + day * 86400 + begin * HOUR + rng.uniform(0, 1800)
-                while timestamp < START + day * 86400 + end * HOUR:
-                    contract, clause = rng.randint(100, 999), rng.randint(1, 40)
-                    for _ in range(rng.randint(3, 8)):
-                        clause += 1
-                        prompt = f"Explain clause {clause} of contract {contract}"
-                        events.append(event(len(events), timestamp, identity, prompt, output_tokens=600))
-                        timestamp += rng.lognormvariate(3.7, 0.4)
-                    timestamp += rng.expovariate(1 / 1800)
+            events += reading_days(
+                rng, identity, hours, days=days, pause=1800, output_tokens=600, new_contract_each_session=True
+            )
     return sorted(events, key=lambda e: e.timestamp)
 
 
