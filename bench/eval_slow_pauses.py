@@ -18,9 +18,10 @@ minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets
 The first two can reach the slow-scraping rule only by its around-the-clock path (12 h of active windows, counted
 across gaps of at most ``slow_max_gap_windows``); the last two by its enumeration path too (2 h of active windows
 in a run, which bridges gaps of up to ``slow_enumeration_max_gap_windows``). It reports per bot, chunk and pause
-how many of the runs raised ``abusewatch-anomaly-scraping-slow`` under each pair of limits (``--gaps``: ``g`` for
-both at g, session 12's single limit; ``c/e`` for c and e), and the median hour of the first alert.
-``docs/anomaly.md`` ("Runs of activity and rests") quotes its table next to ``bench.eval_slow_rests``.
+how many of the runs raised ``abusewatch-anomaly-scraping-slow`` (or, with ``--rules``, any of the rules named)
+under each pair of limits (``--gaps``: ``g`` for both at g, session 12's single limit; ``c/e`` for c and e), and
+the median hour of the first alert. ``docs/anomaly.md`` ("Runs of activity and rests", "A day's harvest") quotes
+its tables next to ``bench.eval_slow_rests``.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from bench.eval_slow_rests import START, first_alert
+from bench.eval_slow_rests import SLOW, START, add_rules_option, first_alert, rule_ids
 from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
@@ -109,6 +110,7 @@ def table(
     hours: float,
     offsets: int,
     bots: Sequence[str] = BOTS,
+    rules: Collection[str] = (SLOW,),
 ) -> str:
     """One Markdown row per bot, chunk and pause: runs alerted (and median hour of the first alert) per gap limit."""
     header = " | ".join(f"alerted, gap {gap} (median h)" for gap in gaps)
@@ -124,7 +126,7 @@ def table(
                 cells = []
                 for gap in gaps:
                     config = limits(gap)
-                    hits = [m / 60 for m in (first_alert(run, config) for run in runs) if m is not None]
+                    hits = [m / 60 for m in (first_alert(run, config, rules) for run in runs) if m is not None]
                     median = f" ({statistics.median(hits):.1f})" if hits else ""
                     cells.append(f"{len(hits)}/{len(runs)}{median}")
                 rows.append(f"| {kind} | {chunk:g} / {pause:g} | {' | '.join(cells)} |")
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bots", default=",".join(BOTS), help="Bots compared, comma-separated.")
     parser.add_argument("--hours", type=float, default=48.0, help="Hours each bot runs.")
     parser.add_argument("--offsets", type=int, default=10, help="One-minute offsets against the windows per seed.")
+    add_rules_option(parser)
     args = parser.parse_args(argv)
     print(
         table(
@@ -152,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             hours=args.hours,
             offsets=args.offsets,
             bots=args.bots.split(","),
+            rules=rule_ids(parser, args.rules),
         )
     )
 

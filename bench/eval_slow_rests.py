@@ -106,22 +106,31 @@ def table(
     return "\n".join(rows)
 
 
+def add_rules_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", default="scraping-slow", help="Rules whose first alert counts (ids, no prefix).")
+
+
+def rule_ids(parser: argparse.ArgumentParser, spec: str) -> list[str]:
+    """The anomaly rule ids named in ``spec`` (comma-separated, prefix optional); an unknown one is a usage error."""
+    ids = [RULE_PREFIX + rule.strip().removeprefix(RULE_PREFIX) for rule in spec.split(",")]
+    unknown = sorted(set(ids) - {rule.id for rule in rules.RULES})
+    if unknown:
+        parser.error(f"no such anomaly rule: {', '.join(unknown)}")
+    return ids
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rests", default="0,10,20,25,30,35,40", help="Rest lengths, minutes per 100.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds (each at 10 offsets).")
     parser.add_argument("--cycle", type=float, default=CYCLE_MINUTES, help="Minutes of work and rest per cycle.")
     parser.add_argument("--config", default="{}", help="AnomalyConfig overrides as JSON.")
-    parser.add_argument("--rules", default="scraping-slow", help="Rules whose first alert counts (ids, no prefix).")
+    add_rules_option(parser)
     args = parser.parse_args(argv)
     config = AnomalyConfig(**json.loads(args.config))
     rests = [float(r) for r in args.rests.split(",")]
     seeds = [int(s) for s in args.seeds.split(",")]
-    rule_ids = [RULE_PREFIX + rule.strip().removeprefix(RULE_PREFIX) for rule in args.rules.split(",")]
-    unknown = sorted(set(rule_ids) - {rule.id for rule in rules.RULES})
-    if unknown:
-        parser.error(f"no such anomaly rule: {', '.join(unknown)}")
-    print(table(rests, seeds, config, args.cycle, rule_ids))
+    print(table(rests, seeds, config, args.cycle, rule_ids(parser, args.rules)))
 
 
 if __name__ == "__main__":

@@ -425,7 +425,7 @@ BENCHES = [
     Bench("bench.eval_slow_rests", ("--rules", "scraping-slow,scraping-harvest", "--rests", "45", "--seeds", "0",
                                     "--cycle", "50"), check_harvest_chunks),
     Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
-                                     "--offsets", "1"), check_slow_pauses),
+                                     "--offsets", "1", "--rules", "scraping-slow,scraping-harvest"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
 ]  # fmt: skip
 SLOW_BENCHES = [
