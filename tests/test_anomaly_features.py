@@ -175,7 +175,33 @@ def test_accumulator_memory_is_capped() -> None:
     assert len(window.ips) == SMALL.distinct
     assert len(window.event_ids) == SMALL.event_ids
     assert window.requests == 200
-    assert window.features(3)["prompt_diversity"] > 0.5
+    distinct = len({event.input_messages[0].content for event in events})  # 26: i and i + 26 write the same prompt
+    assert window.features(3)["prompt_diversity"] == pytest.approx(distinct / 200, rel=0.15)
+
+
+TOPICS = ("invoice", "contract", "budget", "roadmap", "incident", "schema", "firewall", "forecast", "agenda", "policy")
+
+
+@pytest.mark.parametrize(("templates", "rounds"), [(3, 10), (12, 5)])
+def test_prompt_diversity_is_the_share_of_distinct_templates_when_the_counters_are_reused(
+    templates: int, rounds: int
+) -> None:
+    """4 counters (``SMALL``) and more templates than that, taken in turn: every prompt of a template that lost its
+    counter takes one back (Space-Saving), yet diversity stays distinct templates per prompt, estimated; with no
+    more templates than counters it is exact."""
+    prompts = [" ".join(f"{TOPICS[(t + k) % len(TOPICS)]}{t}{chr(97 + k)}" for k in range(8)) for t in range(templates)]
+    window = WindowAccumulator(0.0)
+    for index in range(templates * rounds):
+        event = make_event(index, prompts[index % templates], timestamp=float(index))
+        window.add(event_signals(event, MATCHER, 2000), enumeration=False, previous_ts=None, limits=SMALL)
+    diversity = window.features(3)["prompt_diversity"]
+    if templates <= SMALL.templates:
+        assert window.template_evictions == 0 and diversity == templates / (templates * rounds)
+    else:
+        assert window.template_evictions > 0
+        assert diversity == pytest.approx(templates / (templates * rounds), rel=0.15)  # linear counting's error
+    restored = WindowAccumulator.load(window.dump())
+    assert restored.features(3)["prompt_diversity"] == diversity
 
 
 def test_malformed_parameters_and_empty_events_do_not_break_features() -> None:

@@ -461,6 +461,13 @@ class TemplateBurst:
         )
 
 
+def _template_bits(templates: dict[int, int]) -> int:
+    bits = 0
+    for signature in templates:
+        bits |= 1 << (signature % SLOT_BITS)
+    return bits
+
+
 class WindowAccumulator:
     """One identity's counts in one window; every container is capped, so memory is fixed per identity."""
 
@@ -487,7 +494,8 @@ class WindowAccumulator:
         "slot_values",
         "start",
         "temperatures",
-        "template_overflow",
+        "template_bits",
+        "template_evictions",
         "templates",
         "temps",
         "user_agents",
@@ -509,7 +517,8 @@ class WindowAccumulator:
         self.slot_chars = 0
         self.templates: dict[int, int] = {}
         self.slot_values: dict[int, int] = {}  # template signature -> linear-counting map of its slot values
-        self.template_overflow = 0
+        self.template_evictions = 0
+        self.template_bits = 0  # linear-counting map of the distinct templates, for when counters were reused
         self.ips: set[int] = set()
         self.user_agents: set[int] = set()
         self.primaries: set[str] = set()  # identity keys seen under this entity (an IP or key may serve many)
@@ -577,11 +586,20 @@ class WindowAccumulator:
             templates[signature] += 1
         elif len(templates) < max_templates:
             templates[signature] = 1
+            self.template_bits |= 1 << (signature % SLOT_BITS)
         else:
             least = min(templates, key=templates.__getitem__)  # the first of the least counted, in insertion order
             templates[signature] = templates.pop(least) + 1
             self.slot_values.pop(least, None)  # the newcomer's values start afresh
-            self.template_overflow += 1
+            self.template_evictions += 1
+            self.template_bits |= 1 << (signature % SLOT_BITS)
+
+    def distinct_templates(self) -> float:
+        """How many templates the window's prompts used: counted while the counters sufficed, estimated once one was
+        reused (a template that came back after losing its counter is still one template)."""
+        if not self.template_evictions:
+            return float(len(self.templates))
+        return max(float(len(self.templates)), distinct_estimate(self.template_bits))
 
     def template_burst(self, max_bits: int) -> TemplateBurst | None:
         """The most used template (signatures within ``max_bits`` of it counting as the same) and its values."""
@@ -610,7 +628,7 @@ class WindowAccumulator:
         requests = max(1, self.requests)
         prompts = max(1, self.prompts)
         tokens = self.input_tokens + self.output_tokens
-        distinct_templates = len(self.templates) + self.template_overflow
+        distinct_templates = self.distinct_templates()
         burst = self.template_burst(template_hamming)
         return {
             "requests": float(self.requests),
@@ -657,7 +675,7 @@ class WindowAccumulator:
                 self.refusals,
                 self.prompts,
                 self.entropy,
-                self.template_overflow,
+                self.template_evictions,
                 self.extraction,
                 self.enumeration,
                 self.context,
@@ -665,6 +683,7 @@ class WindowAccumulator:
             ],
             "templates": [[f"{s:016x}", n] for s, n in self.templates.items()],
             "slot_values": [[f"{s:016x}", f"{bitmap:x}"] for s, bitmap in self.slot_values.items()],
+            "template_bits": f"{self.template_bits:x}",
             "ips": sorted(self.ips),
             "user_agents": sorted(self.user_agents),
             "primaries": sorted(self.primaries),
@@ -690,7 +709,7 @@ class WindowAccumulator:
             window.refusals,
             window.prompts,
             window.entropy,
-            window.template_overflow,
+            window.template_evictions,
             window.extraction,
             window.enumeration,
             window.context,
@@ -698,6 +717,9 @@ class WindowAccumulator:
         ) = data["counts"]
         window.templates = {int(s, 16): int(n) for s, n in data["templates"]}
         window.slot_values = {int(s, 16): int(bitmap, 16) for s, bitmap in data["slot_values"]}
+        # absent from checkpoints of earlier code, which kept no map: the templates it counted
+        bits = data.get("template_bits")
+        window.template_bits = int(bits, 16) if bits is not None else _template_bits(window.templates)
         window.ips, window.user_agents = set(data["ips"]), set(data["user_agents"])
         window.primaries = set(data["primaries"])
         window.temperatures = Moments(*data["temperatures"])
