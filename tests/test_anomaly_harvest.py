@@ -15,7 +15,6 @@ from msgspec.structs import replace
 from pydantic import ValidationError
 
 from app.settings import load_settings
-from bench import eval_slow_rests
 from bench.eval_slow_rests import SLOW, START, resting_scraper
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.rules import SCRAPING_HARVEST
@@ -211,12 +210,6 @@ def test_operators_promote_the_rule_with_one_setting(monkeypatch: pytest.MonkeyP
         load_settings()
 
 
-def test_the_rests_benchmark_names_an_unknown_rule_instead_of_counting_nothing(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(SystemExit):
-        eval_slow_rests.main(["--rules", "slow", "--rests", "45", "--seeds", "0"])
-    assert "no such anomaly rule: abusewatch-anomaly-slow" in capsys.readouterr().err
-
-
 def ring_after(timestamps: Sequence[float]) -> list[float]:
     """The harvest state of an identity sending a stepped entry at each of ``timestamps`` (two per window: a step)."""
     identity = Identity(api_key_hash="ring")
@@ -279,3 +272,34 @@ def test_a_key_and_ip_shared_around_the_clock_by_people_working_their_days_are_n
     entities = detector.state()["entities"]
     assert "harvest" not in entities["key:org"] and "harvest" not in entities["ip:198.51.100.20"]  # not counted
     assert "harvest" in entities["user:analyst-0-0"]  # each person's own steps are
+
+
+def test_the_anonymous_entity_and_a_key_that_carries_a_second_identity_harvest_nothing() -> None:
+    """The anonymous entity pools every request that names no one; a key that carries a second identity is no
+    longer one identity's, so what it harvested alone is dropped, not left to go stale in its checkpoint."""
+    nobody = [replace(e, identity=Identity()) for e in chunked_scraper()]
+    assert harvest_alerts(nobody) == []
+    detector = AnomalyDetector()
+    replay(detector, nobody)
+    assert "harvest" not in detector.state()["entities"]["anonymous"]
+
+    events = [e for e in chunked_scraper() if e.timestamp < START + 10 * HOUR]
+    detector = AnomalyDetector()
+    replay(detector, events)
+    assert harvest_state(detector)[0] > 0
+    someone = replace(events[-1], id="a-user", timestamp=events[-1].timestamp + 3600)
+    someone = replace(someone, identity=replace(someone.identity, user_id="u-1"))
+    replay(detector, [someone, replace(someone, id="later", timestamp=someone.timestamp + 1800)])
+    assert harvest_state(detector) == [0.0, 0.0, 0, 0]
+
+
+def test_only_a_harvesting_identity_carries_the_harvest_in_its_alerts() -> None:
+    accounts = random.Random(0).sample(range(10_000, 99_999), 120)  # in random order: no enumeration steps
+    burst = [
+        event(n, START + 5 * n, Identity(api_key_hash="burst"), f"Give me the record of account {account}")
+        for n, account in enumerate(accounts)
+    ]
+    (alert,) = [d for d in detections(burst) if d.rule.id.endswith("scraping-enumeration")]
+    assert not any(name.startswith("harvest.") for name in alert.explanation)  # it stepped through nothing
+    (first,) = [d for d in detections(chunked_scraper()) if d.rule.id == HARVEST][:1]
+    assert {"harvest.steps", "harvest.output_tokens", "harvest.hours"} <= set(first.explanation)

@@ -423,8 +423,7 @@ class AnomalyDetector(Detector):
         elif entity.sole and (len(primaries) != 1 or entity.sole not in primaries):
             entity.sole = ""
         slow = [*(features[name] for name in LONG_SIGNALS), window.interarrival_cv_without_rest(), float(bare)]
-        if entity.sole == key:  # one identity's own prompts: a key or IP of many interleaves theirs (and their hours)
-            self._count_harvest(entity, window, bare)
+        harvested = self._count_harvest(key, entity, window, bare)
         self._continue_run(entity, window.start, slow)
         z_scores = entity.baseline.z_scores(features)
         peer, peer_z = self._peer(_kind(key)).score_and_learn(features)
@@ -455,7 +454,16 @@ class AnomalyDetector(Detector):
             )
             entity.burst = burst if could_continue and enumeration is None else None
             found = self._rules(
-                key, entity, features, z_scores, peer, peer_z, enumeration=enumeration, warm=warm, bare=bare
+                key,
+                entity,
+                features,
+                z_scores,
+                peer,
+                peer_z,
+                enumeration=enumeration,
+                warm=warm,
+                bare=bare,
+                harvested=harvested,
             )
             if found:
                 explanation = _explain(features, z_scores, peer, peer_z, entity, config.window_seconds)
@@ -465,10 +473,16 @@ class AnomalyDetector(Detector):
             entity.baseline.learn(features, config.baseline_span_windows)
         return detections
 
-    def _count_harvest(self, entity: _Entity, window: WindowAccumulator, bare: bool) -> None:
+    def _count_harvest(self, key: str, entity: _Entity, window: WindowAccumulator, bare: bool) -> bool:
         """Decay the entity's harvest to this window's start and add the window's enumeration steps, with their share
-        of its output tokens, if the window is bare. Rests and gaps of any length only decay it: what was taken in
-        the last day or so, however it was paced."""
+        of its output tokens, if the window is bare; ``True`` if it added any. Rests and gaps of any length only decay
+        it: what was taken in the last day or so, however it was paced. Only one identity's own windows count: a key,
+        IP or the anonymous entity that several identities share interleaves their prompts, and their hours."""
+        if entity.sole != key or key == "anonymous":
+            if entity.harvested_steps:  # it carried another identity since: what it harvested alone is dropped
+                entity.harvested_steps = entity.harvested_tokens = 0.0
+                entity.harvest_hours = entity.harvest_hour = 0
+            return False
         if entity.harvested_steps and entity.last_window is not None:  # most entities never harvest: no floats made
             decay = math.exp(-max(0.0, window.start - entity.last_window) / self.config.harvest_span_seconds)
             entity.harvested_steps *= decay
@@ -481,6 +495,8 @@ class AnomalyDetector(Detector):
             kept = (entity.harvest_hours << shift) & DAY_MASK if 0 <= shift < HOURS_OF_DAY else 0
             entity.harvest_hours = kept | 1
             entity.harvest_hour = hour
+            return True
+        return False
 
     def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.
@@ -522,10 +538,11 @@ class AnomalyDetector(Detector):
         enumeration: _Enumeration | None,
         warm: bool,
         bare: bool,
+        harvested: bool,
     ) -> list[tuple[RuleInfo, str]]:
         """The rules a closed window raises, with their messages; before the identity is warm only the
         templated-enumeration rule (judged by :meth:`_enumeration`) can raise. ``bare``: the window is within the
-        enumeration rule's payload limits."""
+        enumeration rule's payload limits; ``harvested``: it added to the entity's harvest (:meth:`_count_harvest`)."""
         config = self.config
 
         def unusual(feature: str) -> bool:
@@ -589,9 +606,7 @@ class AnomalyDetector(Detector):
             )
         if (
             config.harvest_status != "off"
-            and entity.sole == key
-            and bare
-            and features["enumeration_rate"] > 0
+            and harvested
             and entity.harvested_steps >= config.harvest_min_steps
             and entity.harvested_tokens >= config.harvest_min_output_tokens
             and entity.harvest_hours.bit_count() >= config.harvest_min_hours
@@ -721,9 +736,10 @@ def _explain(
     explanation["long.interarrival_cv"] = round(entity.long[SLOW_SIGNALS.index("interarrival_cv")], 3)
     explanation["long.interarrival_cv_without_rest"] = round(entity.long[WITHOUT_REST], 3)  # what bare enumerators get
     explanation["long.bare_share"] = round(entity.long[BARE_SHARE], 3)
-    explanation["harvest.steps"] = round(entity.harvested_steps, 1)
-    explanation["harvest.output_tokens"] = round(entity.harvested_tokens, 1)
-    explanation["harvest.hours"] = float(entity.harvest_hours.bit_count())
+    if entity.harvested_steps:  # only an identity that has been harvesting
+        explanation["harvest.steps"] = round(entity.harvested_steps, 1)
+        explanation["harvest.output_tokens"] = round(entity.harvested_tokens, 1)
+        explanation["harvest.hours"] = float(entity.harvest_hours.bit_count())
     return explanation
 
 
