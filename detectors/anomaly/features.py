@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import operator
 import re
 import string
 import zlib
@@ -461,11 +462,9 @@ class TemplateBurst:
         )
 
 
-def _template_bits(templates: dict[int, int]) -> int:
-    bits = 0
-    for signature in templates:
-        bits |= 1 << (signature % SLOT_BITS)
-    return bits
+def template_bit(signature: int) -> int:
+    """The bit of a window's distinct-template map that this template signature sets."""
+    return 1 << (signature % SLOT_BITS)
 
 
 class WindowAccumulator:
@@ -584,15 +583,15 @@ class WindowAccumulator:
         templates = self.templates
         if signature in templates:
             templates[signature] += 1
-        elif len(templates) < max_templates:
+            return
+        self.template_bits |= template_bit(signature)
+        if len(templates) < max_templates:
             templates[signature] = 1
-            self.template_bits |= 1 << (signature % SLOT_BITS)
-        else:
-            least = min(templates, key=templates.__getitem__)  # the first of the least counted, in insertion order
-            templates[signature] = templates.pop(least) + 1
-            self.slot_values.pop(least, None)  # the newcomer's values start afresh
-            self.template_evictions += 1
-            self.template_bits |= 1 << (signature % SLOT_BITS)
+            return
+        least = min(templates, key=templates.__getitem__)  # the first of the least counted, in insertion order
+        templates[signature] = templates.pop(least) + 1
+        self.slot_values.pop(least, None)  # the newcomer's values start afresh
+        self.template_evictions += 1
 
     def distinct_templates(self) -> float:
         """How many templates the window's prompts used: counted while the counters sufficed, estimated once one was
@@ -719,7 +718,8 @@ class WindowAccumulator:
         window.slot_values = {int(s, 16): int(bitmap, 16) for s, bitmap in data["slot_values"]}
         # absent from checkpoints of earlier code, which kept no map: the templates it counted
         bits = data.get("template_bits")
-        window.template_bits = int(bits, 16) if bits is not None else _template_bits(window.templates)
+        counted = functools.reduce(operator.or_, map(template_bit, window.templates), 0)
+        window.template_bits = int(bits, 16) if bits is not None else counted
         window.ips, window.user_agents = set(data["ips"]), set(data["user_agents"])
         window.primaries = set(data["primaries"])
         window.temperatures = Moments(*data["temperatures"])
