@@ -576,9 +576,7 @@ class CampaignDetector:
             and distinct >= config.enumeration_min_distinct_share
         ):
             return None
-        rule = rules.SCRAPING_CAMPAIGN_ENUMERATION
-        if config.campaign_enumeration_status == "stable":
-            rule = msgspec.structs.replace(rule, status="stable")
+        rule = rules.with_status(rules.SCRAPING_CAMPAIGN_ENUMERATION, config.campaign_enumeration_status)
         opening = (
             f"{len(window.members)} identities through {len(window.keys)} API keys sent {window.requests} requests "
             f"on one prompt template ({signature}), {window.bare} of them with no payload of their own, "

@@ -612,12 +612,9 @@ class AnomalyDetector(Detector):
             and entity.harvest_hours.bit_count() >= config.harvest_min_hours
             and not any(rule.category == "scraping" for rule, _ in found)
         ):
-            rule = rules.SCRAPING_HARVEST
-            if config.harvest_status == "stable":
-                rule = msgspec.structs.replace(rule, status="stable")
             found.append(
                 (
-                    rule,
+                    rules.with_status(rules.SCRAPING_HARVEST, config.harvest_status),
                     f"{key} has stepped through about {entity.harvested_steps:.0f} values of a prompt template with "
                     f"no payload of its own in {entity.harvest_hours.bit_count()} of the last {HOURS_OF_DAY} hours, "
                     f"taking about {entity.harvested_tokens:,.0f} output tokens for them (decayed over "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from detectors.base import RuleInfo
 
 OWASP_UNBOUNDED_CONSUMPTION = ("LLM10:2025",)
@@ -104,3 +106,8 @@ RULES = (
     MODEL_EXTRACTION,
     RESOURCE_ABUSE,
 )
+
+
+def with_status(rule: RuleInfo, status: str) -> RuleInfo:
+    """A rule shipped in shadow as its ``*_status`` setting has it: ``stable`` promotes it to the SOC queue."""
+    return msgspec.structs.replace(rule, status="stable") if status == "stable" else rule
