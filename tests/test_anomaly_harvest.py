@@ -20,15 +20,10 @@ from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.rules import SCRAPING_HARVEST
 from detectors.base import Detection, Findings
 from detectors.event import Event, Identity, Message
-from tests.test_anomaly_slow import event, replay
+from tests.test_anomaly_slow import detections, event, replay
 
 HOUR = 3600.0
 HARVEST = SCRAPING_HARVEST.id
-
-
-def detections(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:
-    detector = AnomalyDetector(config)
-    return [*replay(detector, events), *detector.flush()]
 
 
 def harvest_alerts(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:

@@ -49,9 +49,14 @@ def replay(detector: AnomalyDetector, events: Sequence[Event]) -> list[Detection
     return detections
 
 
-def slow_alerts(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:
+def detections(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:
+    """Every detection of a fresh detector over ``events``, flushed at the end."""
     detector = AnomalyDetector(config)
-    return [d for d in [*replay(detector, events), *detector.flush()] if d.rule.id == SLOW]
+    return [*replay(detector, events), *detector.flush()]
+
+
+def slow_alerts(events: Sequence[Event], config: AnomalyConfig | None = None) -> list[Detection]:
+    return [d for d in detections(events, config) if d.rule.id == SLOW]
 
 
 def streak(detector: AnomalyDetector, key: str) -> int:

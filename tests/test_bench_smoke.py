@@ -111,7 +111,7 @@ def check_slow_chunks(out: str, _: Path) -> None:
 
 def check_harvest_chunks(out: str, _: Path) -> None:
     """5-minute chunks between 45-minute rests, counted by the slow rule or the harvest rule: the harvest rule's
-    alerts (shadow) count, so some placements are alerted although the slow rule alone misses most of them."""
+    alerts (shadow) count, so every placement is alerted although the slow rule alone misses most of them."""
     rows = re.findall(r"^\| (\d+) \| (\d+)% \| (\d+)/(\d+) \|", out, re.MULTILINE)
     assert [row[0] for row in rows] == ["45"], out
     ((_, kept, alerted, placements),) = rows
