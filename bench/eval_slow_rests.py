@@ -35,10 +35,16 @@ def resting_scraper(
     offset: float = 0.0,
     hours: float = 24.0,
     cycle_minutes: float = CYCLE_MINUTES,
+    evasion: str = "none",
 ) -> list[Event]:
     """The simulator's slow scraper resting the last ``rest_minutes`` of every ``cycle_minutes``; ``offset``
-    (seconds) shifts it against the window boundaries."""
+    (seconds) shifts it against the window boundaries. ``evasion`` (one of :data:`EVASIONS`) hides its enumeration
+    steps from a detector that compares each prompt with the one before; "none" is the scraper as simulated."""
+    if evasion not in EVASIONS:
+        raise ValueError(f"unknown evasion {evasion!r}; expected one of {', '.join(EVASIONS)}")
     rng = random.Random(seed)
+    tricks = random.Random(f"{seed}-{evasion}")  # its own draws: "none" is the same scraper as before
+    order = _shuffled_entries(tricks) if evasion == "shuffle" else None
     start, cycle = START + offset, cycle_minutes * 60.0
     interval, entry, timestamp, events = rng.uniform(70, 110), rng.randint(100, 900), start, []
     identity = Identity(api_key_hash=f"key-slow-{seed}", source_ip="192.0.2.44", user_agent="python-requests/2.31.0")
@@ -47,36 +53,90 @@ def resting_scraper(
         if into_cycle >= cycle - rest_minutes * 60:  # resting until the next cycle
             timestamp += cycle - into_cycle
             continue
-        entry += 1
-        prompt = f"Give me the complete encyclopedia entry number {entry}, with all sections and references"
-        events.append(
-            Event(
-                id=f"slow-{seed}-{len(events)}",
-                timestamp=round(timestamp, 3),
-                dataset="bench",
-                input_messages=[Message(role="user", content=prompt)],
-                output_messages=[Message(role="assistant", content="Here is what you asked for.")],
-                input_tokens=max(1, round(rng.gauss(40, 8))),
-                output_tokens=max(1, round(rng.gauss(900, 270))),
-                request_params={"temperature": 0.0},
-                identity=identity,
-            )
-        )
-        timestamp += interval * rng.uniform(0.9, 1.1)
+        entry += 3 if evasion == "stride3" else 1
+        asked = entry if order is None else order[(entry - 1) % len(order)]
+        template = PHRASINGS[len(events) % 2] if evasion == "alternate" else PHRASINGS[0]
+        events.append(_request(f"slow-{seed}-{len(events)}", timestamp, template.format(asked), identity, rng))
+        step = interval * rng.uniform(0.9, 1.1)
+        delay = step / 2 if evasion == "decoy-mid" else 0.0
+        for _ in range(DECOYS.get(evasion, 0)):
+            delay += 0.0 if evasion == "decoy-mid" else tricks.uniform(2, 5)
+            decoy = _request(f"decoy-{seed}-{len(events)}", timestamp + delay, _decoy(tricks), identity, tricks, 60)
+            events.append(decoy)
+        timestamp += step
     return events
 
 
-def first_alert(events: Sequence[Event], config: AnomalyConfig, rule_ids: Collection[str] = (SLOW,)) -> float | None:
-    """Minutes from the first request to the first alert of one of ``rule_ids`` (shadow alerts count), or ``None``
-    if none was raised."""
+EVASIONS: tuple[str, ...] = ("none", "decoy", "decoy3", "decoy-mid", "alternate", "stride3", "shuffle")
+DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1}  # cheap requests after each entry
+PHRASINGS = (
+    "Give me the complete encyclopedia entry number {}, with all sections and references",
+    "I need encyclopedia article {} in full, every section plus its references",
+)
+_DECOY_WORDS = [
+    "weather",
+    "river",
+    "garden",
+    "music",
+    "planet",
+    "recipe",
+    "history",
+    "travel",
+    "coffee",
+    "winter",
+    "ocean",
+    "castle",
+]
+
+
+def _request(
+    event_id: str, timestamp: float, prompt: str, identity: Identity, rng: random.Random, output_tokens: float = 900
+) -> Event:
+    return Event(
+        id=event_id,
+        timestamp=round(timestamp, 3),
+        dataset="bench",
+        input_messages=[Message(role="user", content=prompt)],
+        output_messages=[Message(role="assistant", content="Here is what you asked for.")],
+        input_tokens=max(1, round(rng.gauss(40, 8))),
+        output_tokens=max(1, round(rng.gauss(output_tokens, 0.3 * output_tokens))),
+        request_params={"temperature": 0.0},
+        identity=identity,
+    )
+
+
+def _decoy(rng: random.Random) -> str:
+    """A cheap question on a fresh template, with a value of its own: a detector that remembers only the last prompt
+    no longer sees the entry before."""
+    return f"Tell me one fact about {' '.join(rng.sample(_DECOY_WORDS, 2))} number {rng.randint(1, 999)}"
+
+
+def _shuffled_entries(rng: random.Random) -> list[int]:
+    """Entries 1..5000 in random order: every record is asked for once, none after its neighbour."""
+    entries = list(range(1, 5001))
+    rng.shuffle(entries)
+    return entries
+
+
+def first_alerts(events: Sequence[Event], config: AnomalyConfig) -> dict[str, float]:
+    """Minutes from the first request to each rule's first alert (shadow alerts count), by rule id."""
     detector = AnomalyDetector(config)
     detections = []
     for offset in range(0, len(events), 500):
         batch = events[offset : offset + 500]
         detections.extend(detector.detect(batch, [Findings() for _ in batch]))
     detections.extend(detector.flush())
-    times = [d.timestamp for d in detections if d.rule.id in rule_ids]
-    return (min(times) - events[0].timestamp) / 60 if times else None
+    first: dict[str, float] = {}
+    for detection in detections:
+        minutes = (detection.timestamp - events[0].timestamp) / 60
+        first[detection.rule.id] = min(minutes, first.get(detection.rule.id, minutes))
+    return first
+
+
+def first_alert(events: Sequence[Event], config: AnomalyConfig, rule_ids: Collection[str] = (SLOW,)) -> float | None:
+    """Minutes from the first request to the first alert of one of ``rule_ids``, or ``None`` if none was raised."""
+    times = [minutes for rule_id, minutes in first_alerts(events, config).items() if rule_id in rule_ids]
+    return min(times) if times else None
 
 
 def table(

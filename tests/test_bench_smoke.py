@@ -119,6 +119,15 @@ def check_harvest_chunks(out: str, _: Path) -> None:
     assert 5 <= int(kept) <= 15, "5 minutes of work in every 50 keep about a tenth"
 
 
+def check_evasions(out: str, _: Path) -> None:
+    """A chunked scraper hiding its steps behind a decoy after each entry, or in two alternating phrasings, is still
+    alerted at every placement (docs/anomaly.md, "What escapes it"); in random order it is not."""
+    rows = re.findall(
+        r"^\| 5/50 \| ([\w-]+) \| [\d,]+ \| (\d+)/3 \| (\d+)/3 \| (\d+)/3 \| [\d,-]+ \|$", out, re.MULTILINE
+    )
+    assert {row[0]: row[3] for row in rows} == {"decoy": "3", "alternate": "3", "shuffle": "0"}, out
+
+
 def check_slow_pauses(out: str, _: Path) -> None:
     cell = r"(\d+)/(\d+)(?: \([\d.]+\))?"
     rows = re.findall(rf"^\| (classifier|monitor|pager) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
@@ -424,6 +433,8 @@ BENCHES = [
     Bench("bench.eval_slow_rests", ("--rests", "0,40", "--seeds", "0", "--cycle", "60"), check_slow_chunks),
     Bench("bench.eval_slow_rests", ("--rules", "scraping-slow,scraping-harvest", "--rests", "45", "--seeds", "0",
                                     "--cycle", "50"), check_harvest_chunks),
+    Bench("bench.eval_evasions", ("--paces", "5/50", "--evasions", "decoy,alternate,shuffle", "--seeds", "0"),
+          check_evasions),
     Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
                                      "--offsets", "1", "--rules", "scraping-slow,scraping-harvest"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),

@@ -26,6 +26,15 @@ class AnomalyConfig(BaseModel):
         16, ge=1, description="Template counters per identity window (Space-Saving: the heaviest templates are kept)."
     )
     max_distinct: int = Field(32, ge=1, description="Distinct IPs / user agents / primaries counted per window.")
+    step_templates: int = Field(
+        4,
+        ge=1,
+        description=(
+            "Templates whose last prompt each entity remembers for enumeration steps, so that a step shows across "
+            "decoy requests or alternating phrasings (1: only the previous prompt that had values). A key or IP "
+            "that several identities share remembers one."
+        ),
+    )
     max_event_ids: int = Field(10, ge=1, description="Event ids an alert carries per window.")
     template_hamming: int = Field(3, ge=0, le=16, description="SimHash bits two prompts may differ in and match.")
     min_template_chars: int = Field(24, ge=0, description="Shorter masked prompts take no part in campaigns.")

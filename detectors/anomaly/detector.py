@@ -34,9 +34,10 @@ from detectors.anomaly.features import (
     TemplateBurst,
     WindowAccumulator,
     event_signals,
-    is_enumeration_step,
     refusal_matcher,
+    remember,
     slot_bit,
+    steps_from_any,
 )
 from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
@@ -80,7 +81,7 @@ class _Entity:
         "last_window",
         "long",
         "pending",
-        "previous",
+        "recent",
         "sole",
         "streak",
         "window",
@@ -105,7 +106,7 @@ class _Entity:
         self.harvest_hour = 0
         self.last_window: float | None = None
         self.last_ts: float | None = None
-        self.previous: PromptShape | None = None
+        self.recent: tuple[PromptShape, ...] = ()  # the last prompt of each of a few templates, newest first
         self.last_score = 0.0
         self.burst: TemplateBurst | None = None  # the last window's top template, if a burst could continue it
         # an API key's or IP's only identity ever ("" once it carried two; None before its first window): while it
@@ -113,7 +114,7 @@ class _Entity:
         self.sole: str | None = None
 
     def dump(self) -> dict[str, Any]:
-        previous = self.previous
+        previous, *earlier = self.recent or (None,)
         return {
             "identity": msgspec.to_builtins(self.identity),
             "window": self.window.dump() if self.window else None,
@@ -133,7 +134,9 @@ class _Entity:
             ),
             "last_window": self.last_window,
             "last_ts": self.last_ts,
-            "previous": None if previous is None else [f"{previous.template:016x}", list(previous.values)],
+            # the newest as earlier code reads it, the other templates' last prompts (if any) beside it
+            "previous": None if previous is None else _dump_shape(previous),
+            **({"earlier": [_dump_shape(shape) for shape in earlier]} if earlier else {}),
             "last_score": self.last_score,
             "burst": self.burst.dump() if self.burst else None,
             "sole": self.sole,
@@ -160,13 +163,27 @@ class _Entity:
         entity.harvested_steps, entity.harvested_tokens = float(steps), float(tokens)
         entity.harvest_hours, entity.harvest_hour = int(hours), int(hour)
         entity.last_window, entity.last_ts = data["last_window"], data["last_ts"]
-        if data["previous"] is not None:
-            template, values = data["previous"]
-            entity.previous = PromptShape(0, int(template, 16), tuple(values), 0, 0.0)
+        # "earlier" is absent from checkpoints of earlier code, which remembered one prompt
+        shapes = [data["previous"], *data.get("earlier", ())] if data["previous"] is not None else []
+        entity.recent = tuple(PromptShape(0, int(template, 16), tuple(values), 0, 0.0) for template, values in shapes)
         entity.last_score = float(data["last_score"])
         entity.burst = TemplateBurst.load(data["burst"]) if data["burst"] else None
         entity.sole = data.get("sole")  # absent in checkpoints of earlier versions: learnt again from the next window
         return entity
+
+
+def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bool:
+    """The entity has carried only this event's identity (a user, or a key or IP that never named another): the
+    last prompts of several templates are remembered for its steps. On a key or IP that several identities share,
+    their requests interleave, and a step is judged against the previous prompt alone, as if one template were
+    remembered: a step across another template there would join different people's numbers."""
+    if entity.sole is None:  # before its first window closed: what the open one carried so far
+        return window.primaries <= {primary}
+    return entity.sole == primary
+
+
+def _dump_shape(shape: PromptShape) -> list[Any]:
+    return [f"{shape.template:016x}", list(shape.values)]
 
 
 def entity_keys(identity: Identity) -> list[tuple[str, Identity]]:
@@ -309,10 +326,11 @@ class AnomalyDetector(Detector):
                 window.add(signals, enumeration=False, previous_ts=None, limits=self._limits)
                 enumeration = False
             else:
-                enumeration = shape is not None and is_enumeration_step(entity.previous, shape)
+                size = config.step_templates if _own_traffic(entity, window, primary) else 1
+                enumeration = shape is not None and steps_from_any(entity.recent[:size], shape)
                 window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
                 if shape is not None:
-                    entity.previous = shape
+                    entity.recent = remember(entity.recent, shape, size)
             entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
             if key == primary:
                 self._annotate(found, entity, window, shape, enumeration, config.min_template_chars)
@@ -474,8 +492,8 @@ class AnomalyDetector(Detector):
         return detections
 
     def _count_harvest(self, key: str, entity: _Entity, window: WindowAccumulator, bare: bool) -> bool:
-        """Decay the entity's harvest to this window's start and add the window's enumeration steps, with their share
-        of its output tokens, if the window is bare; ``True`` if it added any. Rests and gaps of any length only decay
+        """Decay the entity's harvest to this window's start and add the window's enumeration steps, with their
+        output tokens, if the window is bare; ``True`` if it added any. Rests and gaps of any length only decay
         it: what was taken in the last day or so, however it was paced. Only one identity's own windows count: a key,
         IP or the anonymous entity that several identities share interleaves their prompts, and their hours."""
         if entity.sole != key or key == "anonymous":
@@ -489,7 +507,7 @@ class AnomalyDetector(Detector):
             entity.harvested_tokens *= decay
         if bare and window.enumeration:
             entity.harvested_steps += window.enumeration
-            entity.harvested_tokens += window.output_tokens * window.enumeration / max(1, window.requests)
+            entity.harvested_tokens += window.step_output_tokens
             hour = math.floor(window.start / 3600.0)
             shift = hour - entity.harvest_hour
             kept = (entity.harvest_hours << shift) & DAY_MASK if 0 <= shift < HOURS_OF_DAY else 0

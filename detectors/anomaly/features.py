@@ -4,10 +4,11 @@ Prompts are reduced to a *shape* without any regular expression (attacker text n
 engine): quoted strings and digits are masked, numbers, single letters, ids with digits (``HG-20400``) and
 short quoted strings (names, titles) become the *values* of the template, and the masked words give a 64-bit
 SimHash, the *template signature*. Two prompts that differ only in an id, a letter or a quoted payload share a
-signature; a prompt that repeats the previous one with one value stepped by one (``item 41`` → ``item 42``,
-``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*. How many distinct
-values fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how much
-each request carries of its own: *context* (tokens beyond the application's system prompt and retrieved
+signature; a prompt that repeats the last prompt of its template with one value stepped by one or two (``item
+41`` → ``item 42``, ``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*
+(the last prompts of a few templates are remembered, so a decoy request in between does not hide it). How many
+distinct values fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how
+much each request carries of its own: *context* (tokens beyond the application's system prompt and retrieved
 documents) and *slot text* (characters of its values and quoted strings). Enumeration plugs bare values into a
 template; legitimate batch work sends a document or a quoted payload with each request.
 
@@ -214,8 +215,25 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
     )
 
 
+def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
+    """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates."""
+    return any(is_enumeration_step(previous, current) for previous in recent)
+
+
+def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
+    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``.
+
+    A prompt with no values cannot be stepped from, so it takes no place (nor does it end a run of steps, as it did
+    when only the previous prompt was remembered). A decoy between two entries takes a place only if it carries a
+    value of its own, and it takes ``size`` such decoys on different templates to push the entries' template out.
+    """
+    if not current.values:
+        return recent
+    return (current, *(shape for shape in recent if shape.template != current.template))[:size]
+
+
 def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
-    """The same template as the previous prompt with exactly one value stepped forward: a number, a letter, or
+    """The same template as ``previous`` with exactly one value stepped forward: a number, a letter, or
     the trailing number of an id (``HG-20400`` → ``HG-20401``)."""
     if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
         return False
@@ -492,6 +510,7 @@ class WindowAccumulator:
         "slot_chars",
         "slot_values",
         "start",
+        "step_output_tokens",
         "temperatures",
         "template_bits",
         "template_evictions",
@@ -525,6 +544,7 @@ class WindowAccumulator:
         self.temperatures = Moments()  # of requests with extraction parameters
         self.temps: set[float] = set()
         self.enumeration = 0
+        self.step_output_tokens = 0  # the output tokens of the enumeration steps: what they took
         self.gaps = Moments()
         # ``gaps`` but for one that spans a whole empty window: a rest, not an inter-arrival, to the slow rule's
         # enumeration path (the first request after a rest is the only one whose gap can span one). Kept apart, not
@@ -563,7 +583,9 @@ class WindowAccumulator:
             if signals.temperature is not None:
                 self.temperatures.add(signals.temperature)
                 _add_capped(self.temps, round(signals.temperature, 2), limits.distinct)
-        self.enumeration += enumeration
+        if enumeration:
+            self.enumeration += 1
+            self.step_output_tokens += signals.output_tokens
         if previous_ts is not None:
             gap = min(max(0.0, signals.timestamp - previous_ts), limits.window_seconds)
             self.gaps.add(gap)
@@ -690,6 +712,7 @@ class WindowAccumulator:
             "temps": sorted(self.temps),
             "gaps": self.gaps.dump(),
             "work_gaps": self.work_gaps.dump(),
+            "step_output_tokens": self.step_output_tokens,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "event_ids": list(self.event_ids),
@@ -727,6 +750,9 @@ class WindowAccumulator:
         window.gaps = Moments(*data["gaps"])
         # absent from checkpoints of earlier code: no rest known, none left out
         window.work_gaps = Moments(*data["work_gaps"]) if "work_gaps" in data else Moments(*data["gaps"])
+        # absent from checkpoints of earlier code, which took the steps' share of the window's output tokens
+        estimate = window.output_tokens * window.enumeration // max(1, window.requests)
+        window.step_output_tokens = int(data.get("step_output_tokens", estimate))
         window.first_ts, window.last_ts = data["first_ts"], data["last_ts"]
         window.event_ids = list(data["event_ids"])
         return window

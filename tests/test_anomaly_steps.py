@@ -1,0 +1,124 @@
+"""Enumeration steps across other prompts: each entity remembers the last prompt of a few templates.
+
+A step is a prompt one value past the last prompt of its template. When only the previous prompt was remembered, a
+scraper that sent a cheap decoy request after each entry, or took two phrasings in turn, made no steps at all, and
+escaped every rule that reads them (docs/anomaly.md, "What escapes it", until session 18)."""
+
+import json
+from collections.abc import Sequence
+
+import pytest
+
+from bench.eval_slow_rests import START, resting_scraper
+from detectors.anomaly import AnomalyConfig, AnomalyDetector
+from detectors.anomaly.features import WindowAccumulator, prompt_shape, remember, steps_from_any
+from detectors.anomaly.rules import SCRAPING_HARVEST
+from detectors.base import Findings
+from detectors.event import Event, Identity, Message
+from tests.test_anomaly_slow import detections, replay
+
+# The earlier memory, nearly: the previous prompt, though a prompt without values no longer ends a run of steps.
+ONE_TEMPLATE = AnomalyConfig(step_templates=1)
+
+
+def steps_marked(events: Sequence[Event], config: AnomalyConfig | None = None) -> dict[str, bool]:
+    """Each event's ``abusewatch.identity.enumeration`` mark (whether it stepped), by event id."""
+    detector = AnomalyDetector(config)
+    findings = [Findings() for _ in events]
+    detector.detect(list(events), findings)
+    return {e.id: bool(f.fields.get("abusewatch.identity.enumeration")) for e, f in zip(events, findings, strict=True)}
+
+
+def test_remember_keeps_the_last_prompt_of_each_recent_template_newest_first() -> None:
+    item = [prompt_shape(f"Describe item {n} in detail") for n in range(1, 4)]
+    page = prompt_shape("Open page 7 of the report")
+    chat = prompt_shape("Thanks, that helps so much")  # no values: nothing can step from it
+    recent = ()
+    for shape in (item[0], page, item[1], chat):
+        recent = remember(recent, shape, 3)
+    assert recent == (item[1], page)  # item 2 replaced item 1; the chat took no place
+    assert steps_from_any(recent, item[2]) and steps_from_any(recent, prompt_shape("Open page 8 of the report"))
+    assert not steps_from_any(recent, prompt_shape("Describe item 5 in detail"))
+    others = [prompt_shape(f"Question {n} about topic {word}") for n, word in enumerate(("x1", "y2", "z3"), 1)]
+    for shape in others:
+        recent = remember(recent, shape, 3)
+    assert len(recent) == 3 and item[1] not in recent  # the oldest template made way
+
+
+@pytest.mark.parametrize("evasion", ["decoy", "alternate"])
+def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_steps(evasion: str) -> None:
+    events = resting_scraper(0, hours=1.0, evasion=evasion)
+    entries = [e.id for e in events if e.id.startswith("slow-")]
+    assert len(entries) >= 30
+    marked = steps_marked(events)
+    assert sum(marked[e] for e in entries) >= len(entries) - 3  # every entry steps from its template's last
+    assert not any(marked[e.id] for e in events if e.id.startswith("decoy-"))
+    earlier = steps_marked(events, ONE_TEMPLATE)
+    assert sum(earlier[e] for e in entries) <= 1  # what a memory of one prompt saw
+
+
+@pytest.mark.parametrize("evasion", ["decoy", "decoy3"])
+def test_a_chunked_scraper_with_decoys_is_still_a_harvest(evasion: str) -> None:
+    """5 minutes of work in every 50, one or three decoys a few seconds after each entry: its harvest counts the
+    entries, and their own output tokens (the window's tokens times the steps' share, as counted before, fell under
+    the rule's 25,000 with three cheap decoys an entry)."""
+    events = resting_scraper(45, cycle_minutes=50, hours=30.0, evasion=evasion)
+    harvest = [d for d in detections(events) if d.rule.id == SCRAPING_HARVEST.id]
+    assert {d.identity.key() for d in harvest} == {"key:key-slow-0"}
+    assert harvest[0].explanation["harvest.steps"] >= 40
+    assert not [d for d in detections(events, ONE_TEMPLATE) if d.rule.id == SCRAPING_HARVEST.id]
+
+
+def test_the_templates_remembered_survive_a_checkpoint_and_one_of_the_earlier_code_loads() -> None:
+    events = resting_scraper(45, cycle_minutes=50, hours=30.0, evasion="alternate")
+    expected = [(d.rule.id, d.timestamp) for d in detections(events)]
+    assert expected
+    cut = START + 8 * 3600.0 + 30  # inside a chunk: the next entry steps from the template before the cut
+    before, after = [e for e in events if e.timestamp < cut], [e for e in events if e.timestamp >= cut]
+    first = AnomalyDetector()
+    found = replay(first, before)
+    state = json.loads(json.dumps(first.state()))
+    saved = state["entities"]["key:key-slow-0"]
+    assert len(saved["earlier"]) == 1  # the other phrasing's last entry, beside "previous" as earlier code reads it
+    resumed = AnomalyDetector()
+    resumed.load_state(state)
+    assert [(d.rule.id, d.timestamp) for d in [*found, *replay(resumed, after), *resumed.flush()]] == expected
+    for data in state["entities"].values():  # a checkpoint of the earlier code: one prompt remembered
+        data.pop("earlier", None)
+    older = AnomalyDetector()
+    older.load_state(state)
+    assert older.state()["entities"]["key:key-slow-0"]["previous"] == saved["previous"]
+    assert "earlier" not in older.state()["entities"]["key:key-slow-0"]
+    # one entry of each phrasing later, both templates are remembered again: the same rules alert
+    later = [*found, *replay(older, after), *older.flush()]
+    assert {rule for rule, _ in expected} == {d.rule.id for d in later}
+
+
+def window_steps(detector: AnomalyDetector, key: str) -> int:
+    """Enumeration steps counted so far in the entity's open window."""
+    return WindowAccumulator.load(detector.state()["entities"][key]["window"]).enumeration
+
+
+@pytest.mark.parametrize("customers", [True, False])
+def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt(customers: bool) -> None:
+    """A shop app's key: customers press two buttons about their own, consecutive order numbers, interleaved. Joining
+    one template's prompts across the other's would join different people's numbers, so the key judges a step
+    against its previous prompt alone; the same prompts from a key used by no one else are one job's two templates."""
+    prompts = [p for n in range(100, 140) for p in (f"Track my order {n} please", f"Show the invoice for order {n}")]
+    events = [
+        Event(
+            id=f"b{i}",
+            timestamp=START + 5.0 * i,
+            dataset="test",
+            input_messages=[Message(role="user", content=prompt)],
+            identity=Identity(user_id=f"customer-{i}" if customers else None, api_key_hash="app"),
+        )
+        for i, prompt in enumerate(prompts)
+    ]
+    detector = AnomalyDetector()
+    detector.detect(events, [Findings() for _ in events])
+    steps = window_steps(detector, "key:app")
+    if customers:
+        assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
+    else:
+        assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one
