@@ -99,11 +99,12 @@ def window_steps(detector: AnomalyDetector, key: str) -> int:
     return WindowAccumulator.load(detector.state()["entities"][key]["window"]).enumeration
 
 
-@pytest.mark.parametrize("customers", [True, False])
-def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt(customers: bool) -> None:
+@pytest.mark.parametrize("customers", [True, False, None])
+def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt(customers: bool | None) -> None:
     """A shop app's key: customers press two buttons about their own, consecutive order numbers, interleaved. Joining
     one template's prompts across the other's would join different people's numbers, so the key judges a step
-    against its previous prompt alone; the same prompts from a key used by no one else are one job's two templates."""
+    against its previous prompt alone; the same prompts from a key used by no one else are one job's two templates.
+    ``None``: no identity at all, so the anonymous entity, which pools everyone, judges them as a shared key does."""
     prompts = [p for n in range(100, 140) for p in (f"Track my order {n} please", f"Show the invoice for order {n}")]
     events = [
         Event(
@@ -111,14 +112,16 @@ def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt
             timestamp=START + 5.0 * i,
             dataset="test",
             input_messages=[Message(role="user", content=prompt)],
-            identity=Identity(user_id=f"customer-{i}" if customers else None, api_key_hash="app"),
+            identity=Identity()
+            if customers is None
+            else Identity(user_id=f"customer-{i}" if customers else None, api_key_hash="app"),
         )
         for i, prompt in enumerate(prompts)
     ]
     detector = AnomalyDetector()
     detector.detect(events, [Findings() for _ in events])
-    steps = window_steps(detector, "key:app")
-    if customers:
+    steps = window_steps(detector, "anonymous" if customers is None else "key:app")
+    if customers is not False:
         assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
     else:
         assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one

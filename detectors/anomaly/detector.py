@@ -176,7 +176,10 @@ def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bo
     """The entity has carried only this event's identity (a user, or a key or IP that never named another): the
     last prompts of several templates are remembered for its steps. On a key or IP that several identities share,
     their requests interleave, and a step is judged against the previous prompt alone, as if one template were
-    remembered: a step across another template there would join different people's numbers."""
+    remembered: a step across another template there would join different people's numbers. So is the anonymous
+    entity, which pools every request that names no one."""
+    if primary == "anonymous":
+        return False
     if entity.sole is None:  # before its first window closed: what the open one carried so far
         return window.primaries <= {primary}
     return entity.sole == primary
