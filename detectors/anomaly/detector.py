@@ -178,14 +178,15 @@ def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bo
     their requests interleave, and a step is judged against the previous prompt alone, as if one template were
     remembered: a step across another template there would join different people's numbers. So is the anonymous
     entity, which pools every request that names no one."""
-    if primary == "anonymous":
+    if primary == "anonymous" or entity.sole not in (None, primary):
         return False
-    if entity.sole is None:  # before its first window closed: what the open one carried so far
-        return window.primaries <= {primary}
-    return entity.sole == primary
+    # the windows not closed yet, whose identities ``sole`` does not know: another in either makes it shared now
+    pending = entity.pending
+    return window.primaries <= {primary} and (pending is None or pending.primaries <= {primary})
 
 
 def _dump_shape(shape: PromptShape) -> list[Any]:
+    """A remembered prompt as a checkpoint holds it: its template hash and its values."""
     return [f"{shape.template:016x}", list(shape.values)]
 
 
