@@ -5,7 +5,10 @@
   :class:`detectors.anomaly.AnomalyDetector` in batches of 500, after a warm-up run of the same traffic;
 * memory per 100,000 identities: that many distinct users (each also bringing an API key and an IP entity, so
   three entities per identity) sending a few requests, measured with tracemalloc and as RSS growth, both while
-  their windows are open and after they closed (baselines only), plus the size of the JSON checkpoint.
+  their windows are open and after they closed (baselines only), plus the size of the JSON checkpoint. With
+  ``--templates N`` each identity takes N prompt templates in turn, each with its own numbers: an entity then
+  remembers the last prompt of up to ``step_templates`` of them (the worst case of that memory with 4 templates
+  and at least 4 events per identity).
 """
 
 from __future__ import annotations
@@ -49,7 +52,16 @@ def throughput(hours: float, benign_users: int, seed: int) -> dict[str, float]:
     }
 
 
-def identity_events(identities: int, per_identity: int, start: float) -> list[Event]:
+_TEMPLATES = (
+    "Summarise meeting notes {j} for project {p}",
+    "List the open tasks of sprint {j} in team {p}",
+    "Draft a reply to ticket {j} from customer {p}",
+    "Translate paragraph {j} of contract {p} into German",
+    "Explain error code {j} raised by service {p}",
+)
+
+
+def identity_events(identities: int, per_identity: int, start: float, templates: int = 1) -> list[Event]:
     return [
         Event(
             id=f"m{i}-{j}",
@@ -57,7 +69,7 @@ def identity_events(identities: int, per_identity: int, start: float) -> list[Ev
             dataset="bench",
             input_tokens=300,
             output_tokens=400,
-            input_messages=[Message(role="user", content=f"Summarise meeting notes {j} for project {i % 997}")],
+            input_messages=[Message(role="user", content=_TEMPLATES[j % templates].format(j=j, p=i % 997))],
             identity=Identity(
                 user_id=f"u{i}", api_key_hash=f"k{i}", source_ip=f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}"
             ),
@@ -74,18 +86,21 @@ def _feed(detector: AnomalyDetector, events: list[Event]) -> AnomalyDetector:
     return detector
 
 
-def memory(identities: int, per_identity: int) -> dict[str, float]:
+def memory(
+    identities: int, per_identity: int, templates: int = 1, config: AnomalyConfig | None = None
+) -> dict[str, float]:
     start = 1_767_571_200.0
-    events = identity_events(identities, per_identity, start)
+    events = identity_events(identities, per_identity, start, templates)
+    config = config or AnomalyConfig()
     gc.collect()
     rss_before = rss_bytes()
-    untraced = _feed(AnomalyDetector(AnomalyConfig()), events)
+    untraced = _feed(AnomalyDetector(config), events)
     gc.collect()
     rss_open = rss_bytes() - rss_before
     del untraced
     gc.collect()
     tracemalloc.start()
-    detector = _feed(AnomalyDetector(AnomalyConfig()), events)
+    detector = _feed(AnomalyDetector(config), events)
     gc.collect()
     open_traced, _ = tracemalloc.get_traced_memory()
     detector.flush(start + 3600.0)
@@ -112,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", type=int, default=100_000)
     parser.add_argument("--events-per-identity", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--templates", type=int, choices=range(1, len(_TEMPLATES) + 1), default=1, help="Prompt templates per identity."
+    )
+    parser.add_argument("--config", default="{}", help="AnomalyConfig overrides as JSON, for the memory measure.")
     args = parser.parse_args(argv)
+    config = AnomalyConfig(**json.loads(args.config))
     report = {
         "throughput": throughput(args.hours, args.benign_users, args.seed),
-        "memory": memory(args.identities, args.events_per_identity),
+        "memory": memory(args.identities, args.events_per_identity, args.templates, config),
     }
     json.dump(report, sys.stdout, indent=1)
     print()

@@ -1,6 +1,6 @@
 """The false-alert side of bridging rests: benign regular bots that pause, under each pair of gap limits.
 
-``python -m bench.eval_slow_pauses`` builds four benign bots the simulator lacks, added here and not to the
+``python -m bench.eval_slow_pauses`` builds five benign bots the simulator lacks, added here and not to the
 simulator's default mix (so the tables of ``bench.eval_anomaly`` stay comparable), each working in chunks of C
 minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets against the windows:
 
@@ -10,13 +10,15 @@ minutes with P-minute pauses around the clock for 48 h, at 10 one-minute offsets
 * ``pager``: a batch job paging through knowledge-base articles in id order (one id after the other, a request
   every 20-60 s ±5 %, under the enumeration rule's 60 a window): templated, regular and enumerating, the same
   traffic as a slow scraper, so the honest worst case for bridging rests on enumeration;
+* ``pager2``: the pager taking two collections in turn (an article, then a manual page, each in id order): two
+  templates, each stepping only across the other's prompts (session 18);
 * ``summariser``: a notebook loop summarising numbered documents in order at the pager's pace, each request sent
   with its document (~2,100 context tokens, over the enumeration rule's payload limit of 150), but one in five
   documents is a short note (~90 tokens): templated, regular and enumerating, and bare only in the odd window
   that holds nothing but short notes (the case for ``slow_min_bare_share``).
 
 The first two can reach the slow-scraping rule only by its around-the-clock path (12 h of active windows, counted
-across gaps of at most ``slow_max_gap_windows``); the last two by its enumeration path too (2 h of active windows
+across gaps of at most ``slow_max_gap_windows``); the last three by its enumeration path too (2 h of active windows
 in a run, which bridges gaps of up to ``slow_enumeration_max_gap_windows``). It reports per bot, chunk and pause
 how many of the runs raised ``abusewatch-anomaly-scraping-slow`` (or, with ``--rules``, any of the rules named)
 under each pair of limits (``--gaps``: ``g`` for both at g, session 12's single limit; ``c/e`` for c and e), and
@@ -36,8 +38,8 @@ from detectors.anomaly import AnomalyConfig
 from detectors.event import Event, Identity, Message
 
 MINUTE = 60.0
-BOTS = ("classifier", "monitor", "pager", "summariser")
-CADENCES = {"classifier": (15, 40), "monitor": (30, 90), "pager": (20, 60), "summariser": (20, 60)}  # seconds apart
+BOTS = ("classifier", "monitor", "pager", "pager2", "summariser")
+CADENCES = {"classifier": (15, 40), "monitor": (30, 90), "pager": (20, 60), "pager2": (20, 60), "summariser": (20, 60)}
 WORDS = ("invoice", "login", "refund", "error", "password", "delivery", "upgrade", "charge", "crash", "account")
 
 
@@ -64,6 +66,10 @@ def paused_bot(
         elif kind == "pager":
             ticket += 1
             prompt = f"Summarise knowledge-base article {ticket} in three sentences for the search index"
+        elif kind == "pager2":  # two collections in turn, each page after page
+            ticket += 1
+            collection = ("knowledge-base article", "product-manual page")[ticket % 2]
+            prompt = f"Summarise {collection} {ticket // 2} in three sentences for the search index"
         elif kind == "summariser":
             ticket += 1
             prompt = f"Summarise quarterly filing document {ticket} in three bullet points"

@@ -55,7 +55,7 @@ def resting_scraper(
             continue
         entry += 3 if evasion == "stride3" else 1
         asked = entry if order is None else order[(entry - 1) % len(order)]
-        template = PHRASINGS[len(events) % 2] if evasion == "alternate" else PHRASINGS[0]
+        template = PHRASINGS[entry % PHRASINGS_TAKEN.get(evasion, 1)]
         events.append(_request(f"slow-{seed}-{len(events)}", timestamp, template.format(asked), identity, rng))
         step = interval * rng.uniform(0.9, 1.1)
         delay = step / 2 if evasion == "decoy-mid" else 0.0
@@ -67,12 +67,14 @@ def resting_scraper(
     return events
 
 
-EVASIONS: tuple[str, ...] = ("none", "decoy", "decoy3", "decoy-mid", "alternate", "stride3", "shuffle")
+EVASIONS: tuple[str, ...] = ("none", "decoy", "decoy3", "decoy-mid", "alternate", "alternate3", "stride3", "shuffle")
 DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1}  # cheap requests after each entry
 PHRASINGS = (
     "Give me the complete encyclopedia entry number {}, with all sections and references",
     "I need encyclopedia article {} in full, every section plus its references",
+    "Print the whole of encyclopedia record {} including sections and references",
 )
+PHRASINGS_TAKEN = {"alternate": 2, "alternate3": 3}  # phrasings taken in turn, one entry each
 _DECOY_WORDS = [
     "weather",
     "river",

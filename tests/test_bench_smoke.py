@@ -130,8 +130,9 @@ def check_evasions(out: str, _: Path) -> None:
 
 def check_slow_pauses(out: str, _: Path) -> None:
     cell = r"(\d+)/(\d+)(?: \([\d.]+\))?"
-    rows = re.findall(rf"^\| (classifier|monitor|pager) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
-    assert [row[:3] for row in rows] == [(bot, "60", "20") for bot in ("classifier", "monitor", "pager")], out
+    bots = ("classifier", "monitor", "pager", "pager2")
+    rows = re.findall(rf"^\| ({'|'.join(bots)}) \| (\d+) / (\d+) \| {cell} \| {cell} \|$", out, re.MULTILINE)
+    assert [row[:3] for row in rows] == [(bot, "60", "20") for bot in bots], out
     assert all(placements == "1" and int(alerted) <= 1 for row in rows for alerted, placements in (row[3:5], row[5:7]))
 
 
@@ -411,8 +412,8 @@ BENCHES = [
     Bench("bench.bench_exceptions", ("--exceptions", "10", "--detections", "500"), check_exceptions),
     Bench("bench.bench_reused_ids", ("--events", "20", "--repeats", "1"), check_reused_ids),
     Bench("bench.bench_dedupe", ("--capacity", "2000", "--partitions", "2"), check_dedupe),
-    Bench("bench.bench_anomaly", ("--hours", "1", "--benign-users", "5", "--identities", "200",
-                                  "--events-per-identity", "1"), check_anomaly),
+    Bench("bench.bench_anomaly", ("--hours", "1", "--benign-users", "5", "--identities", "200", "--templates", "4",
+                                  "--events-per-identity", "4"), check_anomaly),
     Bench("bench.bench_ingest_loop", ("--messages", "1", "--gc-young-threshold", "1234"), check_ingest_loop),
     Bench("bench.bench_signatures", ("--events", "30", "--pathological-timeout", "0.5", "--baseline-budget", "0.2",
                                      "--workload-events", "20", "--repeats", "1", "--out", "{tmp}/signatures.json"),
