@@ -518,7 +518,8 @@ def render_card(config: dict[str, Any], metrics: dict[str, Any], cv: dict[str, A
         ),
         _table("Synthetic texts built from test pieces", "kind", metrics.get("synthetic", {}), "flagged"),
         _table("Out-of-scope attacks (not trained on)", "family", metrics.get("out_of_scope_recall", {}), "flagged"),
-        "Reproduce: `python -m bench.train_classifier --out /tmp/textclf` (same corpus → same sha256).",
+        "Reproduce: `python -m bench.train_classifier --out /tmp/textclf` (same corpus and CPU → same sha256; "
+        "another CPU's BLAS kernels change the weights' last bits, not the figures).",
         "",
         HANDWRITTEN_MARKER,
         handwritten.rstrip() + "\n",

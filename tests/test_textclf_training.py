@@ -441,8 +441,30 @@ def test_the_composed_per_attack_flag_reaches_cross_validation(monkeypatch: pyte
     assert trainer.main(["--cv-only"]) == 0 and seen["composed"] == 0.0 and seen["benign"] == 0.0
 
 
+def assert_same_up_to_rounding(new: object, old: object, path: str) -> None:
+    """Equal JSON, but for floats, which may differ in their last bits (relative 1e-9)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        assert new.keys() == old.keys(), path
+        for key in old:
+            assert_same_up_to_rounding(new[key], old[key], f"{path}.{key}")
+    elif isinstance(old, list) and isinstance(new, list):
+        assert len(new) == len(old), path
+        for index, (a, b) in enumerate(zip(new, old, strict=True)):
+            assert_same_up_to_rounding(a, b, f"{path}[{index}]")
+    elif isinstance(old, float):
+        assert new == pytest.approx(old, rel=1e-9, abs=1e-12), path
+    else:
+        assert new == old, path
+
+
 @pytest.mark.slow
 def test_full_retraining_reproduces_the_shipped_artifact(tmp_path: Path) -> None:
+    """The documented command rebuilds the shipped model from the corpus: the same figures, thresholds and weights.
+
+    Bit for bit only on a CPU whose BLAS kernels are those it was trained with: OpenBLAS picks its kernels per CPU,
+    and the solver's sums then round differently in their last bits (2e-15 of a threshold on an AMD EPYC with AVX2;
+    the Intel Xeon of sessions 16 and 17 rebuilt it bit for bit). A change of data, features or recipe moves them
+    by far more."""
     shipped = json.loads((DEFAULT_MODEL_DIR / f"{DEFAULT_NAME}.json").read_text())
     manifest = trainer.corpus_manifest()
     assert manifest["corpus_sha256"] == shipped["training"]["corpus_sha256"], (
@@ -450,5 +472,7 @@ def test_full_retraining_reproduces_the_shipped_artifact(tmp_path: Path) -> None
     )
     assert trainer.main(["--out", str(tmp_path)]) == 0
     retrained = json.loads((tmp_path / f"{DEFAULT_NAME}.json").read_text())
-    assert retrained["coef_sha256"] == shipped["coef_sha256"]
-    assert sha256(tmp_path / f"{DEFAULT_NAME}.npz") == sha256(DEFAULT_MODEL_DIR / f"{DEFAULT_NAME}.npz")
+    for part in ("test_metrics", "cross_validation", "heads"):
+        assert_same_up_to_rounding(retrained[part], shipped[part], part)
+    new_coef, old_coef = TextClassifier.load(tmp_path).coef, TextClassifier.load(DEFAULT_MODEL_DIR).coef
+    np.testing.assert_allclose(new_coef, old_coef, rtol=1e-6, atol=1e-9)
