@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     paces = args.paces.split(",")
     evasions = args.evasions.split(",")
-    for name, known in (("pace", PACES), ("evasion", EVASIONS)):
-        unknown = sorted(set(paces if name == "pace" else evasions) - set(known))
+    for name, chosen, known in (("pace", paces, PACES), ("evasion", evasions, EVASIONS)):
+        unknown = sorted(set(chosen) - set(known))
         if unknown:
             parser.error(f"no such {name}: {', '.join(unknown)}")
     seeds = [int(s) for s in args.seeds.split(",")]
