@@ -47,13 +47,15 @@ def resting_scraper(
     order = _shuffled_entries(tricks) if evasion == "shuffle" else None
     start, cycle = START + offset, cycle_minutes * 60.0
     interval, entry, timestamp, events = rng.uniform(70, 110), rng.randint(100, 900), start, []
+    if evasion == "countdown":  # from a higher entry down, never below 1 in the longest run
+        entry += 5000
     identity = Identity(api_key_hash=f"key-slow-{seed}", source_ip="192.0.2.44", user_agent="python-requests/2.31.0")
     while timestamp < start + hours * 3600:
         into_cycle = (timestamp - start) % cycle
         if into_cycle >= cycle - rest_minutes * 60:  # resting until the next cycle
             timestamp += cycle - into_cycle
             continue
-        entry += 3 if evasion == "stride3" else 1
+        entry += STRIDES.get(evasion, 1)
         asked = entry if order is None else order[(entry - 1) % len(order)]
         template = PHRASINGS[entry % PHRASINGS_TAKEN.get(evasion, 1)]
         events.append(_request(f"slow-{seed}-{len(events)}", timestamp, template.format(asked), identity, rng))
@@ -67,14 +69,27 @@ def resting_scraper(
     return events
 
 
-EVASIONS: tuple[str, ...] = ("none", "decoy", "decoy3", "decoy-mid", "alternate", "alternate3", "stride3", "shuffle")
+EVASIONS: tuple[str, ...] = (
+    "none",
+    "decoy",
+    "decoy3",
+    "decoy-mid",
+    "alternate",
+    "alternate3",
+    "alternate4",
+    "stride3",
+    "countdown",
+    "shuffle",
+)
+STRIDES = {"stride3": 3, "countdown": -1}  # how far each entry moves on from the one before (else 1)
 DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1}  # cheap requests after each entry
 PHRASINGS = (
     "Give me the complete encyclopedia entry number {}, with all sections and references",
     "I need encyclopedia article {} in full, every section plus its references",
     "Print the whole of encyclopedia record {} including sections and references",
+    "Show encyclopedia item {} from start to end, sections and references too",
 )
-PHRASINGS_TAKEN = {"alternate": 2, "alternate3": 3}  # phrasings taken in turn, one entry each
+PHRASINGS_TAKEN = {"alternate": 2, "alternate3": 3, "alternate4": 4}  # phrasings taken in turn, one entry each
 _DECOY_WORDS = [
     "weather",
     "river",

@@ -48,16 +48,39 @@ def test_remember_keeps_the_last_prompt_of_each_recent_template_newest_first() -
     assert len(recent) == 3 and item[1] not in recent  # the oldest template made way
 
 
-@pytest.mark.parametrize("evasion", ["decoy", "alternate"])
+@pytest.mark.parametrize("evasion", ["decoy", "alternate", "alternate3", "alternate4"])
 def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_steps(evasion: str) -> None:
     events = resting_scraper(0, hours=1.0, evasion=evasion)
     entries = [e.id for e in events if e.id.startswith("slow-")]
     assert len(entries) >= 30
     marked = steps_marked(events)
-    assert sum(marked[e] for e in entries) >= len(entries) - 3  # every entry steps from its template's last
+    assert sum(marked[e] for e in entries) >= len(entries) - 4  # all but each phrasing's first step from its last
     assert not any(marked[e.id] for e in events if e.id.startswith("decoy-"))
     earlier = steps_marked(events, ONE_TEMPLATE)
     assert sum(earlier[e] for e in entries) <= 1  # what a memory of one prompt saw
+
+
+@pytest.mark.parametrize(
+    ("place", "step", "expected"),
+    [
+        (0, 2, True),
+        (0, 3, False),
+        (1, 2, True),
+        (1, 3, False),
+        (2, 3, True),
+        (2, 4, False),
+        (3, 4, True),
+        (3, 5, False),
+        (3, 1, True),
+    ],
+)
+def test_a_step_may_be_longer_from_a_template_further_back(place: int, step: int, expected: bool) -> None:
+    """``k`` + 1 phrasings taken in turn advance each by ``k`` + 1, and ``k`` other templates come between a
+    phrasing's prompts: a step from ``k`` places back may be that long, and no longer."""
+    others = [prompt_shape(p) for p in ("Open page 5 of the report", "Weather in zone 9", "Invoice 30 total")]
+    recent = (*others[:place], prompt_shape("Describe item 40 in detail"))
+    assert recent[place].values == ("40",)
+    assert steps_from_any(recent, prompt_shape(f"Describe item {40 + step} in detail")) is expected
 
 
 @pytest.mark.parametrize("evasion", ["decoy", "decoy3"])

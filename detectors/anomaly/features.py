@@ -216,8 +216,13 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
 
 
 def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
-    """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates."""
-    return any(is_enumeration_step(previous, current) for previous in recent)
+    """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates (newest first).
+
+    From a template ``k`` places back (``k`` other templates used since), a step may be up to ``k + 1`` (at least
+    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``."""
+    return any(
+        is_enumeration_step(previous, current, max_step=max(2, place + 1)) for place, previous in enumerate(recent)
+    )
 
 
 def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
