@@ -13,6 +13,7 @@ from typing import Any
 
 from app.replay import ReplaySummary
 from app.terminal import terminal_safe
+from detectors.event import ANONYMOUS
 
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac")
 SEVERITY_NAMES = {21: "low", 47: "medium", 73: "high", 99: "critical"}
@@ -152,7 +153,7 @@ def _top_identities(alerts: list[dict[str, Any]], limit: int = 15) -> str:
     count: Counter[str] = Counter()
     categories: defaultdict[str, set[str]] = defaultdict(set)
     for alert in alerts:
-        who = alert.get("abusewatch", {}).get("identity_key", "anonymous")
+        who = alert.get("abusewatch", {}).get("identity_key", ANONYMOUS)
         risk[who] += alert["event"].get("risk_score", 0)
         count[who] += 1
         categories[who].add(alert["rule"]["category"])

@@ -15,6 +15,7 @@ import msgspec
 
 GuardrailAction = Literal["blocked", "flagged", "passed"]
 Outcome = Literal["success", "failure", "unknown"]
+ANONYMOUS = "anonymous"  # the identity key of an event that names no user, key, IP or session
 
 
 class ToolCall(msgspec.Struct, kw_only=True):
@@ -79,7 +80,7 @@ class Identity(msgspec.Struct, kw_only=True):
         ):
             if value:
                 return f"{prefix}:{value}"
-        return "anonymous"
+        return ANONYMOUS
 
 
 class Event(msgspec.Struct, kw_only=True):

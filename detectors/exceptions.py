@@ -53,7 +53,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from detectors.base import CATEGORIES, Category, Detection
-from detectors.event import Identity
+from detectors.event import ANONYMOUS, Identity
 from detectors.signatures.ruleset import yaml_files
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -84,7 +84,6 @@ IDENTITY_KEY_FIELDS = {
     "user:": "user.id",
     "session:": "session.id",
 }
-ANONYMOUS = "anonymous"
 MIN_PREFIX = {4: 8, 6: 32}  # a wider network is a disabled rule, not an exception
 OPERATORS = ("cidr",)  # after ``|``; no operator means exact match
 ALL_RULES = "*"

@@ -41,7 +41,7 @@ from detectors.anomaly.features import (
 )
 from detectors.anomaly.models import Baseline, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
-from detectors.event import Event, Identity
+from detectors.event import ANONYMOUS, Event, Identity
 
 log = logging.getLogger(__name__)
 STATE_VERSION = 3  # 2: slot-value maps, context and slot text, last template burst; 3: campaigns moved out
@@ -178,7 +178,7 @@ def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bo
     their requests interleave, and a step is judged against the previous prompt alone, as if one template were
     remembered: a step across another template there would join different people's numbers. So is the anonymous
     entity, which pools every request that names no one."""
-    if primary == "anonymous" or entity.sole not in (None, primary):
+    if primary == ANONYMOUS or entity.sole not in (None, primary):
         return False
     # the windows not closed yet, whose identities ``sole`` does not know: another in either makes it shared now
     pending = entity.pending
@@ -202,7 +202,7 @@ def entity_keys(identity: Identity) -> list[tuple[str, Identity]]:
 
 
 def _kind(key: str) -> str:
-    return key.split(":", 1)[0] if ":" in key else "anonymous"
+    return key.split(":", 1)[0] if ":" in key else ANONYMOUS
 
 
 class AnomalyDetector(Detector):
@@ -500,7 +500,7 @@ class AnomalyDetector(Detector):
         output tokens, if the window is bare; ``True`` if it added any. Rests and gaps of any length only decay
         it: what was taken in the last day or so, however it was paced. Only one identity's own windows count: a key,
         IP or the anonymous entity that several identities share interleaves their prompts, and their hours."""
-        if entity.sole != key or key == "anonymous":
+        if entity.sole != key or key == ANONYMOUS:
             if entity.harvested_steps:  # it carried another identity since: what it harvested alone is dropped
                 entity.harvested_steps = entity.harvested_tokens = 0.0
                 entity.harvest_hours = entity.harvest_hour = 0
