@@ -72,11 +72,14 @@ def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_st
         (3, 4, True),
         (3, 5, False),
         (3, 1, True),
+        (0, -1, True),  # counting down
+        (2, -3, True),
+        (2, -4, False),
     ],
 )
 def test_a_step_may_be_longer_from_a_template_further_back(place: int, step: int, expected: bool) -> None:
     """``k`` + 1 phrasings taken in turn advance each by ``k`` + 1, and ``k`` other templates come between a
-    phrasing's prompts: a step from ``k`` places back may be that long, and no longer."""
+    phrasing's prompts: a step from ``k`` places back may be that long, and no longer, up or down."""
     others = [prompt_shape(p) for p in ("Open page 5 of the report", "Weather in zone 9", "Invoice 30 total")]
     recent = (*others[:place], prompt_shape("Describe item 40 in detail"))
     assert recent[place].values == ("40",)

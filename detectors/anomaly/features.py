@@ -238,8 +238,8 @@ def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -
 
 
 def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
-    """The same template as ``previous`` with exactly one value stepped forward: a number, a letter, or
-    the trailing number of an id (``HG-20400`` → ``HG-20401``)."""
+    """The same template as ``previous`` with exactly one value stepped forward or back: a number, a letter, or
+    the trailing number of an id (``HG-20400`` → ``HG-20401``). Back, because a scraper may count down as well."""
     if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
         return False
     changed = [(a, b) for a, b in zip(previous.values, current.values, strict=True) if a != b]
@@ -247,12 +247,12 @@ def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_
         return False
     before, after = changed[0]
     if len(before) == 1 and len(after) == 1 and before.isalpha() and after.isalpha():
-        return ord(after) - ord(before) == 1
+        return abs(ord(after) - ord(before)) == 1
     return _number_step(before, after, max_step)
 
 
 def _number_step(before: str, after: str, max_step: int) -> bool:
-    """``after`` is ``before`` with its number (or an id's trailing number) increased by 1..``max_step``."""
+    """``after`` is ``before`` with its number (or an id's trailing number) 1..``max_step`` higher or lower."""
     if before.isdecimal() and after.isdecimal():
         stem_before, tail_before, stem_after, tail_after = "", before, "", after
     else:
@@ -262,7 +262,7 @@ def _number_step(before: str, after: str, max_step: int) -> bool:
             return False
     if max(len(tail_before), len(tail_after)) > _MAX_STEP_DIGITS:
         return False
-    return 0 < int(tail_after) - int(tail_before) <= max_step
+    return 0 < abs(int(tail_after) - int(tail_before)) <= max_step
 
 
 def slot_bit(values: tuple[str, ...]) -> int:
