@@ -14,7 +14,7 @@ from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.features import WindowAccumulator, prompt_shape, remember, steps_from_any
 from detectors.anomaly.rules import SCRAPING_HARVEST
 from detectors.base import Findings
-from detectors.event import Event, Identity, Message
+from detectors.event import ANONYMOUS, Event, Identity, Message
 from tests.test_anomaly_slow import detections, replay
 
 # The earlier memory, nearly: the previous prompt, though a prompt without values no longer ends a run of steps.
@@ -141,6 +141,34 @@ def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt
     against its previous prompt alone; the same prompts from a key used by no one else are one job's two templates.
     ``None``: no identity at all, so the anonymous entity, which pools everyone, judges them as a shared key does."""
     prompts = [p for n in range(100, 140) for p in (f"Track my order {n} please", f"Show the invoice for order {n}")]
+    steps = app_key_steps(prompts, customers)
+    if customers is not False:
+        assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
+    else:
+        assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one
+
+
+@pytest.mark.parametrize("customers", [True, False, None])
+def test_a_step_back_counts_only_on_an_entity_that_one_identity_uses(customers: bool | None) -> None:
+    """Customers of a shop app track their orders a little out of order (101, 100, 103, 102, ...): on the app's key
+    these are different people's numbers, which arrive in either order. One identity counting down is one job."""
+    prompts = [f"Track my order {n} please" for pair in range(100, 140, 2) for n in (pair + 1, pair)]
+    steps = app_key_steps(prompts, customers)
+    if customers is not False:
+        assert steps == 0  # 101 → 100 is back, 100 → 103 too far
+    else:
+        assert steps == len(prompts) // 2  # every step back
+
+
+def test_a_step_back_is_a_step_unless_asked_for_forward_only() -> None:
+    recent = (prompt_shape("Describe item 40 in detail"), prompt_shape("Words starting with c please"))
+    for back in (prompt_shape("Describe item 39 in detail"), prompt_shape("Words starting with b please")):
+        assert steps_from_any(recent, back) and not steps_from_any(recent, back, down=False)
+
+
+def app_key_steps(prompts: Sequence[str], customers: bool | None) -> int:
+    """Steps in the open window of the entity that carries ``prompts`` sent 5 s apart: the key ``app``, used by
+    another customer for each prompt (``True``) or by no one named (``False``), or the anonymous entity (``None``)."""
     events = [
         Event(
             id=f"b{i}",
@@ -155,8 +183,4 @@ def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt
     ]
     detector = AnomalyDetector()
     detector.detect(events, [Findings() for _ in events])
-    steps = window_steps(detector, "anonymous" if customers is None else "key:app")
-    if customers is not False:
-        assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
-    else:
-        assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one
+    return window_steps(detector, ANONYMOUS if customers is None else "key:app")

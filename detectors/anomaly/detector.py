@@ -176,8 +176,8 @@ def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bo
     """The entity has carried only this event's identity (a user, or a key or IP that never named another): the
     last prompts of several templates are remembered for its steps. On a key or IP that several identities share,
     their requests interleave, and a step is judged against the previous prompt alone, as if one template were
-    remembered: a step across another template there would join different people's numbers. So is the anonymous
-    entity, which pools every request that names no one."""
+    remembered, and only forward: a step across another template, or back, would join different people's numbers.
+    So is the anonymous entity, which pools every request that names no one."""
     if primary == ANONYMOUS or entity.sole not in (None, primary):
         return False
     # the windows not closed yet, whose identities ``sole`` does not know: another in either makes it shared now
@@ -330,8 +330,9 @@ class AnomalyDetector(Detector):
                 window.add(signals, enumeration=False, previous_ts=None, limits=self._limits)
                 enumeration = False
             else:
-                size = config.step_templates if _own_traffic(entity, window, primary) else 1
-                enumeration = shape is not None and steps_from_any(entity.recent[:size], shape)
+                own = _own_traffic(entity, window, primary)
+                size = config.step_templates if own else 1
+                enumeration = shape is not None and steps_from_any(entity.recent[:size], shape, down=own)
                 window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
                 if shape is not None:
                     entity.recent = remember(entity.recent, shape, size)

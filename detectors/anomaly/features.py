@@ -215,13 +215,15 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
     )
 
 
-def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
+def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape, *, down: bool = True) -> bool:
     """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates (newest first).
 
     From a template ``k`` places back (``k`` other templates used since), a step may be up to ``k + 1`` (at least
-    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``."""
+    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``. ``down``: a step
+    back counts too (see :func:`is_enumeration_step`)."""
     return any(
-        is_enumeration_step(previous, current, max_step=max(2, place + 1)) for place, previous in enumerate(recent)
+        is_enumeration_step(previous, current, max_step=max(2, place + 1), down=down)
+        for place, previous in enumerate(recent)
     )
 
 
@@ -237,9 +239,13 @@ def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -
     return (current, *(shape for shape in recent if shape.template != current.template))[:size]
 
 
-def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
-    """The same template as ``previous`` with exactly one value stepped forward or back: a number, a letter, or
-    the trailing number of an id (``HG-20400`` → ``HG-20401``). Back, because a scraper may count down as well."""
+def is_enumeration_step(
+    previous: PromptShape | None, current: PromptShape, max_step: int = 2, *, down: bool = True
+) -> bool:
+    """The same template as ``previous`` with exactly one value stepped forward (or, with ``down``, back): a
+    number, a letter, or the trailing number of an id (``HG-20400`` → ``HG-20401``). One job may count down as well
+    as up; where several people's requests interleave, their consecutive numbers arrive in either order, and only
+    a step forward is taken as one."""
     if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
         return False
     changed = [(a, b) for a, b in zip(previous.values, current.values, strict=True) if a != b]
@@ -247,12 +253,12 @@ def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_
         return False
     before, after = changed[0]
     if len(before) == 1 and len(after) == 1 and before.isalpha() and after.isalpha():
-        return abs(ord(after) - ord(before)) == 1
-    return _number_step(before, after, max_step)
+        return ord(after) - ord(before) in ((1, -1) if down else (1,))
+    return _number_step(before, after, max_step, down)
 
 
-def _number_step(before: str, after: str, max_step: int) -> bool:
-    """``after`` is ``before`` with its number (or an id's trailing number) 1..``max_step`` higher or lower."""
+def _number_step(before: str, after: str, max_step: int, down: bool) -> bool:
+    """``after`` is ``before`` with its number (or an id's trailing number) 1..``max_step`` higher (or lower)."""
     if before.isdecimal() and after.isdecimal():
         stem_before, tail_before, stem_after, tail_after = "", before, "", after
     else:
@@ -262,7 +268,8 @@ def _number_step(before: str, after: str, max_step: int) -> bool:
             return False
     if max(len(tail_before), len(tail_after)) > _MAX_STEP_DIGITS:
         return False
-    return 0 < abs(int(tail_after) - int(tail_before)) <= max_step
+    change = int(tail_after) - int(tail_before)
+    return 0 < (abs(change) if down else change) <= max_step
 
 
 def slot_bit(values: tuple[str, ...]) -> int:
