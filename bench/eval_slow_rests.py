@@ -56,15 +56,20 @@ def resting_scraper(
             timestamp += cycle - into_cycle
             continue
         entry += STRIDES.get(evasion, 1)
-        asked = entry if order is None else order[(entry - 1) % len(order)]
+        if order is not None:
+            asked = order[(entry - 1) % len(order)]
+        elif evasion == "interleave2":  # two runs of ids taken in turn: 50, 2550, 51, 2551, ...
+            asked = entry // 2 + (2500 if entry % 2 else 0)
+        else:
+            asked = entry
         template = PHRASINGS[entry % PHRASINGS_TAKEN.get(evasion, 1)]
         events.append(_request(f"slow-{seed}-{len(events)}", timestamp, template.format(asked), identity, rng))
         step = interval * rng.uniform(0.9, 1.1)
         delay = step / 2 if evasion == "decoy-mid" else 0.0
         for _ in range(DECOYS.get(evasion, 0)):
             delay += 0.0 if evasion == "decoy-mid" else tricks.uniform(2, 5)
-            decoy = _request(f"decoy-{seed}-{len(events)}", timestamp + delay, _decoy(tricks), identity, tricks, 60)
-            events.append(decoy)
+            text = template.format(tricks.randint(1, 99999)) if evasion == "samedecoy" else _decoy(tricks)
+            events.append(_request(f"decoy-{seed}-{len(events)}", timestamp + delay, text, identity, tricks, 60))
         timestamp += step
     return events
 
@@ -74,15 +79,18 @@ EVASIONS: tuple[str, ...] = (
     "decoy",
     "decoy3",
     "decoy-mid",
+    "samedecoy",
     "alternate",
     "alternate3",
     "alternate4",
     "stride3",
     "countdown",
+    "interleave2",
     "shuffle",
 )
 STRIDES = {"stride3": 3, "countdown": -1}  # how far each entry moves on from the one before (else 1)
-DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1}  # cheap requests after each entry
+DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1, "samedecoy": 1}  # cheap requests after each entry (samedecoy:
+# on the entry's own template, with a random id)
 PHRASINGS = (
     "Give me the complete encyclopedia entry number {}, with all sections and references",
     "I need encyclopedia article {} in full, every section plus its references",

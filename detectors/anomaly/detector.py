@@ -106,7 +106,7 @@ class _Entity:
         self.harvest_hour = 0
         self.last_window: float | None = None
         self.last_ts: float | None = None
-        self.recent: tuple[PromptShape, ...] = ()  # the last prompt of each of a few templates, newest first
+        self.recent: tuple[PromptShape, ...] = ()  # the last prompts with values, newest first (features.remember)
         self.last_score = 0.0
         self.burst: TemplateBurst | None = None  # the last window's top template, if a burst could continue it
         # an API key's or IP's only identity ever ("" once it carried two; None before its first window): while it
@@ -335,7 +335,7 @@ class AnomalyDetector(Detector):
                 enumeration = shape is not None and steps_from_any(entity.recent[:size], shape, down=own)
                 window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
                 if shape is not None:
-                    entity.recent = remember(entity.recent, shape, size)
+                    entity.recent = remember(entity.recent, shape, size, config.step_prompts_per_template)
             entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
             if key == primary:
                 self._annotate(found, entity, window, shape, enumeration, config.min_template_chars)

@@ -227,8 +227,12 @@ def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape, *, dow
     )
 
 
-def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
-    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``.
+def remember(
+    recent: tuple[PromptShape, ...], current: PromptShape, size: int, per_template: int
+) -> tuple[PromptShape, ...]:
+    """The ``size`` prompts with values sent most recently, newest first, after ``current``, keeping no more than
+    ``per_template`` of one template: with 2, a template's last two prompts, so that two runs of ids taken in turn
+    on one template, or a decoy with a random id on it between two entries, leave the steps.
 
     A prompt with no values cannot be stepped from, so it takes no place (nor does it end a run of steps, as it did
     when only the previous prompt was remembered). A decoy between two entries takes a place only if it carries a
@@ -236,7 +240,14 @@ def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -
     """
     if not current.values:
         return recent
-    return (current, *(shape for shape in recent if shape.template != current.template))[:size]
+    kept, same = [current], 1
+    for shape in recent:
+        if shape.template == current.template:
+            if same == per_template:
+                continue
+            same += 1
+        kept.append(shape)
+    return tuple(kept[:size])
 
 
 def is_enumeration_step(
