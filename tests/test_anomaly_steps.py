@@ -38,17 +38,17 @@ def test_remember_keeps_the_last_prompt_of_each_recent_template_newest_first() -
     chat = prompt_shape("Thanks, that helps so much")  # no values: nothing can step from it
     recent = ()
     for shape in (item[0], page, item[1], chat):
-        recent = remember(recent, shape, 3, 1)
+        recent = remember(recent, shape, 3)
     assert recent == (item[1], page)  # item 2 replaced item 1; the chat took no place
     assert steps_from_any(recent, item[2]) and steps_from_any(recent, prompt_shape("Open page 8 of the report"))
     assert not steps_from_any(recent, prompt_shape("Describe item 5 in detail"))
     others = [prompt_shape(f"Question {n} about topic {word}") for n, word in enumerate(("x1", "y2", "z3"), 1)]
     for shape in others:
-        recent = remember(recent, shape, 3, 1)
+        recent = remember(recent, shape, 3)
     assert len(recent) == 3 and item[1] not in recent  # the oldest template made way
 
 
-@pytest.mark.parametrize("evasion", ["decoy", "samedecoy", "alternate", "alternate3", "alternate4", "interleave2"])
+@pytest.mark.parametrize("evasion", ["decoy", "alternate", "alternate3", "alternate4"])
 def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_steps(evasion: str) -> None:
     events = resting_scraper(0, hours=1.0, evasion=evasion)
     entries = [e.id for e in events if e.id.startswith("slow-")]
@@ -58,17 +58,6 @@ def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_st
     assert not any(marked[e.id] for e in events if e.id.startswith("decoy-"))
     earlier = steps_marked(events, ONE_TEMPLATE)
     assert sum(earlier[e] for e in entries) <= 1  # what a memory of one prompt saw
-
-
-def test_a_template_keeps_its_last_two_prompts_so_two_runs_taken_in_turn_step() -> None:
-    """Two runs of ids on one template (41, 1041, 42, ...), or a decoy with a random id on the scraper's own
-    template between entries: a memory of the template's last prompt alone sees no step."""
-    run = [prompt_shape(f"Describe item {n} in detail") for n in (41, 1041, 42)]
-    recent = remember(remember((), run[0], 4, 2), run[1], 4, 2)
-    assert recent == (run[1], run[0]) and steps_from_any(recent, run[2])
-    assert remember(recent, run[2], 4, 2) == (run[2], run[1])  # never a third of one template
-    assert remember(recent, run[2], 4, 1) == (run[2],)
-    assert not steps_from_any(remember((), run[1], 4, 1), run[2])
 
 
 @pytest.mark.parametrize(
@@ -83,14 +72,11 @@ def test_a_template_keeps_its_last_two_prompts_so_two_runs_taken_in_turn_step() 
         (3, 4, True),
         (3, 5, False),
         (3, 1, True),
-        (0, -1, True),  # counting down
-        (2, -3, True),
-        (2, -4, False),
     ],
 )
 def test_a_step_may_be_longer_from_a_template_further_back(place: int, step: int, expected: bool) -> None:
     """``k`` + 1 phrasings taken in turn advance each by ``k`` + 1, and ``k`` other templates come between a
-    phrasing's prompts: a step from ``k`` places back may be that long, and no longer, up or down."""
+    phrasing's prompts: a step from ``k`` places back may be that long, and no longer."""
     others = [prompt_shape(p) for p in ("Open page 5 of the report", "Weather in zone 9", "Invoice 30 total")]
     recent = (*others[:place], prompt_shape("Describe item 40 in detail"))
     assert recent[place].values == ("40",)
@@ -120,7 +106,7 @@ def test_the_templates_remembered_survive_a_checkpoint_and_one_of_the_earlier_co
     found = replay(first, before)
     state = json.loads(json.dumps(first.state()))
     saved = state["entities"]["key:key-slow-0"]
-    assert len(saved["earlier"]) == 3  # the entries before the last, beside "previous" as earlier code reads it
+    assert len(saved["earlier"]) == 1  # the other phrasing's last entry, beside "previous" as earlier code reads it
     resumed = AnomalyDetector()
     resumed.load_state(json.loads(json.dumps(state)))
     assert marks(resumed, after) == {e.id: uninterrupted[e.id] for e in after}  # every step, the first included
@@ -152,34 +138,6 @@ def test_a_key_that_several_identities_share_steps_only_from_its_previous_prompt
     against its previous prompt alone; the same prompts from a key used by no one else are one job's two templates.
     ``None``: no identity at all, so the anonymous entity, which pools everyone, judges them as a shared key does."""
     prompts = [p for n in range(100, 140) for p in (f"Track my order {n} please", f"Show the invoice for order {n}")]
-    steps = app_key_steps(prompts, customers)
-    if customers is not False:
-        assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
-    else:
-        assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one
-
-
-@pytest.mark.parametrize("customers", [True, False, None])
-def test_a_step_back_counts_only_on_an_entity_that_one_identity_uses(customers: bool | None) -> None:
-    """Customers of a shop app track their orders a little out of order (101, 100, 103, 102, ...): on the app's key
-    these are different people's numbers, which arrive in either order. One identity counting down is one job."""
-    prompts = [f"Track my order {n} please" for pair in range(100, 140, 2) for n in (pair + 1, pair)]
-    steps = app_key_steps(prompts, customers)
-    if customers is not False:
-        assert steps == 0  # 101 → 100 is back, 100 → 103 too far
-    else:
-        assert steps == len(prompts) - 1  # back from the one before, or on from the one before that
-
-
-def test_a_step_back_is_a_step_unless_asked_for_forward_only() -> None:
-    recent = (prompt_shape("Describe item 40 in detail"), prompt_shape("Words starting with c please"))
-    for back in (prompt_shape("Describe item 39 in detail"), prompt_shape("Words starting with b please")):
-        assert steps_from_any(recent, back) and not steps_from_any(recent, back, down=False)
-
-
-def app_key_steps(prompts: Sequence[str], customers: bool | None) -> int:
-    """Steps in the open window of the entity that carries ``prompts`` sent 5 s apart: the key ``app``, used by
-    another customer for each prompt (``True``) or by no one named (``False``), or the anonymous entity (``None``)."""
     events = [
         Event(
             id=f"b{i}",
@@ -194,4 +152,8 @@ def app_key_steps(prompts: Sequence[str], customers: bool | None) -> int:
     ]
     detector = AnomalyDetector()
     detector.detect(events, [Findings() for _ in events])
-    return window_steps(detector, ANONYMOUS if customers is None else "key:app")
+    steps = window_steps(detector, ANONYMOUS if customers is None else "key:app")
+    if customers is not False:
+        assert steps == 0  # what remembering the previous prompt alone sees: no template twice in a row
+    else:
+        assert steps >= len(prompts) - 2  # each button's prompts step from that button's last one

@@ -30,17 +30,9 @@ class AnomalyConfig(BaseModel):
         4,
         ge=1,
         description=(
-            "Prompts with values each entity remembers for enumeration steps, the most recent, so that a step shows "
-            "across decoy requests or phrasings taken in turn (1: only the previous prompt that had values). A key or "
-            "IP that several identities share, and the anonymous entity, remember one."
-        ),
-    )
-    step_prompts_per_template: int = Field(
-        2,
-        ge=1,
-        description=(
-            "Of those, prompts of one template: 2 lets two runs of ids taken in turn on one template, or a decoy with "
-            "a random id on it, leave steps; 1 keeps each template's last prompt only, and so more templates."
+            "Templates whose last prompt each entity remembers for enumeration steps, so that a step shows across "
+            "decoy requests or alternating phrasings (1: only the previous prompt that had values). A key or IP "
+            "that several identities share, and the anonymous entity, remember one."
         ),
     )
     max_event_ids: int = Field(10, ge=1, description="Event ids an alert carries per window.")

@@ -106,7 +106,7 @@ class _Entity:
         self.harvest_hour = 0
         self.last_window: float | None = None
         self.last_ts: float | None = None
-        self.recent: tuple[PromptShape, ...] = ()  # the last prompts with values, newest first (features.remember)
+        self.recent: tuple[PromptShape, ...] = ()  # the last prompt of each of a few templates, newest first
         self.last_score = 0.0
         self.burst: TemplateBurst | None = None  # the last window's top template, if a burst could continue it
         # an API key's or IP's only identity ever ("" once it carried two; None before its first window): while it
@@ -176,8 +176,8 @@ def _own_traffic(entity: _Entity, window: WindowAccumulator, primary: str) -> bo
     """The entity has carried only this event's identity (a user, or a key or IP that never named another): the
     last prompts of several templates are remembered for its steps. On a key or IP that several identities share,
     their requests interleave, and a step is judged against the previous prompt alone, as if one template were
-    remembered, and only forward: a step across another template, or back, would join different people's numbers.
-    So is the anonymous entity, which pools every request that names no one."""
+    remembered: a step across another template there would join different people's numbers. So is the anonymous
+    entity, which pools every request that names no one."""
     if primary == ANONYMOUS or entity.sole not in (None, primary):
         return False
     # the windows not closed yet, whose identities ``sole`` does not know: another in either makes it shared now
@@ -330,12 +330,11 @@ class AnomalyDetector(Detector):
                 window.add(signals, enumeration=False, previous_ts=None, limits=self._limits)
                 enumeration = False
             else:
-                own = _own_traffic(entity, window, primary)
-                size = config.step_templates if own else 1
-                enumeration = shape is not None and steps_from_any(entity.recent[:size], shape, down=own)
+                size = config.step_templates if _own_traffic(entity, window, primary) else 1
+                enumeration = shape is not None and steps_from_any(entity.recent[:size], shape)
                 window.add(signals, enumeration=enumeration, previous_ts=entity.last_ts, limits=self._limits)
                 if shape is not None:
-                    entity.recent = remember(entity.recent, shape, size, config.step_prompts_per_template)
+                    entity.recent = remember(entity.recent, shape, size)
             entity.last_ts = event.timestamp if entity.last_ts is None else max(entity.last_ts, event.timestamp)
             if key == primary:
                 self._annotate(found, entity, window, shape, enumeration, config.min_template_chars)

@@ -6,11 +6,12 @@ short quoted strings (names, titles) become the *values* of the template, and th
 SimHash, the *template signature*. Two prompts that differ only in an id, a letter or a quoted payload share a
 signature; a prompt that repeats the last prompt of its template with one value stepped by one or two (``item
 41`` → ``item 42``, ``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*
-(the last prompts of a few templates are remembered, so a decoy request in between does not hide it). How many
-distinct values fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how
-much each request carries of its own: *context* (tokens beyond the application's system prompt and retrieved
-documents) and *slot text* (characters of its values and quoted strings). Enumeration plugs bare values into a
-template; legitimate batch work sends a document or a quoted payload with each request.
+(the last prompts of a few templates are remembered, so a decoy request in between does not hide it, and from a
+template further back a step may be longer, so phrasings taken in turn do not either). How many distinct values
+fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how much each
+request carries of its own: *context* (tokens beyond the application's system prompt and retrieved documents) and
+*slot text* (characters of its values and quoted strings). Enumeration plugs bare values into a template;
+legitimate batch work sends a document or a quoted payload with each request.
 
 Everything an accumulator holds is bounded (capped dicts and sets, Welford moments), whatever the traffic.
 """
@@ -215,24 +216,18 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
     )
 
 
-def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape, *, down: bool = True) -> bool:
+def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
     """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates (newest first).
 
     From a template ``k`` places back (``k`` other templates used since), a step may be up to ``k + 1`` (at least
-    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``. ``down``: a step
-    back counts too (see :func:`is_enumeration_step`)."""
+    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``."""
     return any(
-        is_enumeration_step(previous, current, max_step=max(2, place + 1), down=down)
-        for place, previous in enumerate(recent)
+        is_enumeration_step(previous, current, max_step=max(2, place + 1)) for place, previous in enumerate(recent)
     )
 
 
-def remember(
-    recent: tuple[PromptShape, ...], current: PromptShape, size: int, per_template: int
-) -> tuple[PromptShape, ...]:
-    """The ``size`` prompts with values sent most recently, newest first, after ``current``, keeping no more than
-    ``per_template`` of one template: with 2, a template's last two prompts, so that two runs of ids taken in turn
-    on one template, or a decoy with a random id on it between two entries, leave the steps.
+def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
+    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``.
 
     A prompt with no values cannot be stepped from, so it takes no place (nor does it end a run of steps, as it did
     when only the previous prompt was remembered). A decoy between two entries takes a place only if it carries a
@@ -240,23 +235,12 @@ def remember(
     """
     if not current.values:
         return recent
-    kept, same = [current], 1
-    for shape in recent:
-        if shape.template == current.template:
-            if same == per_template:
-                continue
-            same += 1
-        kept.append(shape)
-    return tuple(kept[:size])
+    return (current, *(shape for shape in recent if shape.template != current.template))[:size]
 
 
-def is_enumeration_step(
-    previous: PromptShape | None, current: PromptShape, max_step: int = 2, *, down: bool = True
-) -> bool:
-    """The same template as ``previous`` with exactly one value stepped forward (or, with ``down``, back): a
-    number, a letter, or the trailing number of an id (``HG-20400`` → ``HG-20401``). One job may count down as well
-    as up; where several people's requests interleave, their consecutive numbers arrive in either order, and only
-    a step forward is taken as one."""
+def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
+    """The same template as ``previous`` with exactly one value stepped forward: a number, a letter, or
+    the trailing number of an id (``HG-20400`` → ``HG-20401``)."""
     if previous is None or previous.template != current.template or len(previous.values) != len(current.values):
         return False
     changed = [(a, b) for a, b in zip(previous.values, current.values, strict=True) if a != b]
@@ -264,12 +248,12 @@ def is_enumeration_step(
         return False
     before, after = changed[0]
     if len(before) == 1 and len(after) == 1 and before.isalpha() and after.isalpha():
-        return ord(after) - ord(before) in ((1, -1) if down else (1,))
-    return _number_step(before, after, max_step, down)
+        return ord(after) - ord(before) == 1
+    return _number_step(before, after, max_step)
 
 
-def _number_step(before: str, after: str, max_step: int, down: bool) -> bool:
-    """``after`` is ``before`` with its number (or an id's trailing number) 1..``max_step`` higher (or lower)."""
+def _number_step(before: str, after: str, max_step: int) -> bool:
+    """``after`` is ``before`` with its number (or an id's trailing number) increased by 1..``max_step``."""
     if before.isdecimal() and after.isdecimal():
         stem_before, tail_before, stem_after, tail_after = "", before, "", after
     else:
@@ -279,8 +263,7 @@ def _number_step(before: str, after: str, max_step: int, down: bool) -> bool:
             return False
     if max(len(tail_before), len(tail_after)) > _MAX_STEP_DIGITS:
         return False
-    change = int(tail_after) - int(tail_before)
-    return 0 < (abs(change) if down else change) <= max_step
+    return 0 < int(tail_after) - int(tail_before) <= max_step
 
 
 def slot_bit(values: tuple[str, ...]) -> int:
