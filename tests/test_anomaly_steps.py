@@ -48,7 +48,7 @@ def test_remember_keeps_the_last_prompt_of_each_recent_template_newest_first() -
     assert len(recent) == 3 and item[1] not in recent  # the oldest template made way
 
 
-@pytest.mark.parametrize("evasion", ["decoy", "alternate", "alternate3", "alternate4"])
+@pytest.mark.parametrize("evasion", ["decoy", "samedecoy", "alternate", "alternate3", "alternate4", "interleave2"])
 def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_steps(evasion: str) -> None:
     events = resting_scraper(0, hours=1.0, evasion=evasion)
     entries = [e.id for e in events if e.id.startswith("slow-")]
@@ -58,6 +58,23 @@ def test_a_decoy_after_each_entry_or_alternating_phrasings_no_longer_hide_the_st
     assert not any(marked[e.id] for e in events if e.id.startswith("decoy-"))
     earlier = steps_marked(events, ONE_TEMPLATE)
     assert sum(earlier[e] for e in entries) <= 1  # what a memory of one prompt saw
+
+
+def test_a_template_keeps_the_prompt_it_jumped_from_and_forgets_one_nearby() -> None:
+    """Two runs of ids taken in turn on one template (41, 1041, 42, ...), or a decoy with a random id on it between
+    entries: the prompt a far jump left is kept beside the template's last, so the run goes on stepping. A near
+    value (a count, a rating, a retry) takes the last one's place, so it is judged against the previous alone."""
+    first, other, then = (prompt_shape(f"Describe item {n} in detail") for n in (41, 1041, 42))
+    recent = remember(remember((), first, 4), other, 4)
+    assert recent == (other, first) and steps_from_any(recent, then)
+    assert remember(recent, then, 4) == (then, other)  # never a third of one template: 41 made way
+    near = prompt_shape("Describe item 141 in detail")  # 100 away: near
+    assert remember((first,), near, 4) == (near,)
+    assert remember((first,), first, 4) == (first,)  # a retry
+    letters = [prompt_shape(f"Words starting with {c} please") for c in "az"]
+    assert remember((letters[0],), letters[1], 4) == (letters[1],)
+    named = [prompt_shape(f'Describe the product "{name}" in detail') for name in ("Kettle", "Lamp")]
+    assert remember((named[0],), named[1], 4) == (named[1], named[0])  # another word: far
 
 
 @pytest.mark.parametrize(
@@ -95,8 +112,9 @@ def test_a_chunked_scraper_with_decoys_is_still_a_harvest(evasion: str) -> None:
     assert not [d for d in detections(events, ONE_TEMPLATE) if d.rule.id == SCRAPING_HARVEST.id]
 
 
-def test_the_templates_remembered_survive_a_checkpoint_and_one_of_the_earlier_code_loads() -> None:
-    events = resting_scraper(45, cycle_minutes=50, hours=30.0, evasion="alternate")
+@pytest.mark.parametrize("evasion", ["alternate", "interleave2"])
+def test_the_templates_remembered_survive_a_checkpoint_and_one_of_the_earlier_code_loads(evasion: str) -> None:
+    events = resting_scraper(45, cycle_minutes=50, hours=30.0, evasion=evasion)
     expected = [(d.rule.id, d.timestamp) for d in detections(events)]
     assert expected
     uninterrupted = steps_marked(events)
@@ -106,7 +124,7 @@ def test_the_templates_remembered_survive_a_checkpoint_and_one_of_the_earlier_co
     found = replay(first, before)
     state = json.loads(json.dumps(first.state()))
     saved = state["entities"]["key:key-slow-0"]
-    assert len(saved["earlier"]) == 1  # the other phrasing's last entry, beside "previous" as earlier code reads it
+    assert len(saved["earlier"]) == 1  # the other phrasing's or run's last entry, beside "previous" (earlier code's)
     resumed = AnomalyDetector()
     resumed.load_state(json.loads(json.dumps(state)))
     assert marks(resumed, after) == {e.id: uninterrupted[e.id] for e in after}  # every step, the first included

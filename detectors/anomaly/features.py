@@ -93,6 +93,7 @@ _ASCII_DIGITS = "0123456789"
 _ENTROPY_CHARS = 512
 MAX_QUOTED_VALUE_CHARS = 40  # a quoted string this short is a slot value (a name); a longer one is a payload
 _MAX_STEP_DIGITS = 18  # longer numbers are compared as text, never converted (int() refuses > 4,300 digits)
+_NEAR = 100  # a prompt that moves no value of its template's last by more takes that prompt's place in memory
 SLOT_BITS = 256  # linear-counting map of distinct slot values per template: ~5 % error up to a few hundred
 CHARS_PER_TOKEN = 4.0  # for estimating tokens from text when a log lacks usage, or to discount the app's text
 
@@ -227,15 +228,26 @@ def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> boo
 
 
 def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
-    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``.
+    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``, and
+    the template's last prompt that ``current`` jumped far from (a value more than 100 away, or another word), if
+    any: another run of ids taken in turn on the template, or a decoy with a random id on it between two entries.
 
+    A prompt near its template's last takes that prompt's place, so a small number that varies (a rating, a count,
+    a sensor reading) is judged against the previous one alone, as before, and so is a retried prompt.
     A prompt with no values cannot be stepped from, so it takes no place (nor does it end a run of steps, as it did
     when only the previous prompt was remembered). A decoy between two entries takes a place only if it carries a
     value of its own, and it takes ``size`` such decoys on different templates to push the entries' template out.
     """
     if not current.values:
         return recent
-    return (current, *(shape for shape in recent if shape.template != current.template))[:size]
+    kept, jumped_from = [current], False
+    for shape in recent:
+        if shape.template != current.template:
+            kept.append(shape)
+        elif not jumped_from and not _near(shape, current):
+            kept.append(shape)
+            jumped_from = True
+    return tuple(kept[:size])
 
 
 def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
@@ -247,23 +259,43 @@ def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_
     if len(changed) != 1:
         return False
     before, after = changed[0]
-    if len(before) == 1 and len(after) == 1 and before.isalpha() and after.isalpha():
-        return ord(after) - ord(before) == 1
-    return _number_step(before, after, max_step)
+    change = _value_change(before, after)
+    if _is_letter(before) and _is_letter(after):
+        return change == 1
+    return change is not None and 0 < change <= max_step
 
 
-def _number_step(before: str, after: str, max_step: int) -> bool:
-    """``after`` is ``before`` with its number (or an id's trailing number) increased by 1..``max_step``."""
+def _near(previous: PromptShape, current: PromptShape) -> bool:
+    """``current`` moves no value of ``previous`` (its template's) by more than ``_NEAR``."""
+    if len(previous.values) != len(current.values):
+        return False
+    for before, after in zip(previous.values, current.values, strict=True):
+        if before != after:
+            change = _value_change(before, after)
+            if change is None or abs(change) > _NEAR:
+                return False
+    return True
+
+
+def _is_letter(value: str) -> bool:
+    return len(value) == 1 and value.isalpha()
+
+
+def _value_change(before: str, after: str) -> int | None:
+    """How far ``after`` is past ``before``: two letters, two numbers, or two ids' trailing numbers after the same
+    stem (``HG-20400`` → ``HG-20401``: 1); ``None`` for values that are not such a pair."""
+    if _is_letter(before) and _is_letter(after):
+        return ord(after) - ord(before)
     if before.isdecimal() and after.isdecimal():
-        stem_before, tail_before, stem_after, tail_after = "", before, "", after
+        tail_before, tail_after = before, after
     else:
         stem_before, stem_after = before.rstrip(_ASCII_DIGITS), after.rstrip(_ASCII_DIGITS)
         tail_before, tail_after = before[len(stem_before) :], after[len(stem_after) :]
         if stem_before != stem_after or not tail_before or not tail_after:
-            return False
+            return None
     if max(len(tail_before), len(tail_after)) > _MAX_STEP_DIGITS:
-        return False
-    return 0 < int(tail_after) - int(tail_before) <= max_step
+        return None
+    return int(tail_after) - int(tail_before)
 
 
 def slot_bit(values: tuple[str, ...]) -> int:
