@@ -3,11 +3,11 @@
 ``python -m bench.eval_evasions`` builds the slow scraper of :mod:`bench.eval_slow_rests` in three paces (working
 steadily, 40 minutes of every 60, 5 minutes of every 50) and with each evasion of
 :data:`bench.eval_slow_rests.EVASIONS` (a cheap decoy request after each entry, seconds later or half-way to the
-next; three decoys seconds apart; two, three or four phrasings taken in turn; ids stepped by 3; ids counting down;
-entries in random order), replays each run alone through :class:`detectors.anomaly.AnomalyDetector` and reports,
-per pace and evasion, how many runs each rule alerted and the median delay from the first request (event time).
-``docs/anomaly.md`` ("Enumeration steps across decoys and phrasings", "Several phrasings, and counting down") gives
-its tables.
+next; three decoys seconds apart; a decoy with a random id on the scraper's own template; two, three or four
+phrasings taken in turn; ids stepped by 3; ids counting down; two runs of ids taken in turn; entries in random
+order), replays each run alone through :class:`detectors.anomaly.AnomalyDetector` and reports, per pace and evasion,
+how many runs each rule alerted and the median delay from the first request (event time). ``docs/anomaly.md``
+("Enumeration steps across decoys and phrasings", "More evasions of the steps") gives its tables.
 """
 
 from __future__ import annotations
