@@ -68,13 +68,27 @@ def test_a_template_keeps_the_prompt_it_jumped_from_and_forgets_one_nearby() -> 
     recent = remember(remember((), first, 4), other, 4)
     assert recent == (other, first) and steps_from_any(recent, then)
     assert remember(recent, then, 4) == (then, other)  # never a third of one template: 41 made way
-    near = prompt_shape("Describe item 141 in detail")  # 100 away: near
-    assert remember((first,), near, 4) == (near,)
+    near, far = (prompt_shape(f"Describe item {n} in detail") for n in (141, 142))  # 100 and 101 away
+    assert remember((first,), near, 4) == (near,) and remember((first,), far, 4) == (far, first)
+    assert remember((first,), far, 1) == (far,)  # one place (a shared key or IP): the previous prompt alone
+    two_values = prompt_shape("Describe item 41 in detail 7")  # values that cannot be compared: far
+    assert remember((first,), two_values, 4) == (two_values, first)
     assert remember((first,), first, 4) == (first,)  # a retry
     letters = [prompt_shape(f"Words starting with {c} please") for c in "az"]
     assert remember((letters[0],), letters[1], 4) == (letters[1],)
     named = [prompt_shape(f'Describe the product "{name}" in detail') for name in ("Kettle", "Lamp")]
     assert remember((named[0],), named[1], 4) == (named[1], named[0])  # another word: far
+
+
+def test_the_prompts_far_jumps_left_make_way_before_any_template_does() -> None:
+    """Four decoys with random ids between entries, two on each of two templates: each template's far prompt would
+    take a place, but the templates' last prompts come first, so the entries' template stays, 2 places back."""
+    entry = prompt_shape("Describe item 41 in detail")
+    recent: tuple = (entry,)
+    for decoy in ("Weather in zone 500", "Weather in zone 9000", "Invoice 300 total", "Invoice 7000 total"):
+        recent = remember(recent, prompt_shape(decoy), 4)
+    assert recent.index(entry) == 2 and len(recent) == 4
+    assert steps_from_any(recent, prompt_shape("Describe item 42 in detail"))
 
 
 @pytest.mark.parametrize(

@@ -228,26 +228,34 @@ def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> boo
 
 
 def remember(recent: tuple[PromptShape, ...], current: PromptShape, size: int) -> tuple[PromptShape, ...]:
-    """The last prompt of each of the ``size`` templates used most recently, newest first, after ``current``, and
-    the template's last prompt that ``current`` jumped far from (a value more than 100 away, or another word), if
-    any: another run of ids taken in turn on the template, or a decoy with a random id on it between two entries.
+    """What an entity remembers after ``current``, at most ``size`` prompts: the last prompt of each template used
+    most recently, newest first, ``current`` first; then, in the places left, the prompt that each template's last
+    jumped far from (a value more than 100 away, or one that cannot be compared, such as another word). That is
+    another run of ids taken in turn on the template, or a decoy with a random id on it between two entries.
 
-    A prompt near its template's last takes that prompt's place, so a small number that varies (a rating, a count,
-    a sensor reading) is judged against the previous one alone, as before, and so is a retried prompt.
-    A prompt with no values cannot be stepped from, so it takes no place (nor does it end a run of steps, as it did
-    when only the previous prompt was remembered). A decoy between two entries takes a place only if it carries a
-    value of its own, and it takes ``size`` such decoys on different templates to push the entries' template out.
+    Templates come first, so that a template used k other templates ago is k places back (a step from it may be up
+    to k + 1), and so that it takes ``size`` decoys on different templates to push the entries' template out. A
+    prompt near its template's last takes that one's place: a small number that varies (a count, a rating, a
+    sensor reading), or a retried prompt, is judged against the previous one alone. A prompt with no values cannot
+    be stepped from, so it takes no place (nor does it end a run of steps, as it did when only the previous prompt
+    was remembered).
     """
     if not current.values:
         return recent
-    kept, jumped_from = [current], False
+    templates, jumped_from, seen = [current], [], {current.template}
+    own: PromptShape | None = None  # the newest prompt of current's template that current is far from
     for shape in recent:
-        if shape.template != current.template:
-            kept.append(shape)
-        elif not jumped_from and not _near(shape, current):
-            kept.append(shape)
-            jumped_from = True
-    return tuple(kept[:size])
+        if shape.template == current.template:
+            if own is None and not _near(shape, current):
+                own = shape
+        elif shape.template in seen:  # a template's second prompt: the one its last jumped from
+            jumped_from.append(shape)
+        else:
+            seen.add(shape.template)
+            templates.append(shape)
+    if own is not None:
+        jumped_from.insert(0, own)
+    return tuple([*templates, *jumped_from][:size])
 
 
 def is_enumeration_step(previous: PromptShape | None, current: PromptShape, max_step: int = 2) -> bool:
