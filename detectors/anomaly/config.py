@@ -31,8 +31,9 @@ class AnomalyConfig(BaseModel):
         ge=1,
         description=(
             "Templates whose last prompt each entity remembers for enumeration steps, so that a step shows across "
-            "decoy requests or alternating phrasings (1: only the previous prompt that had values). A key or IP "
-            "that several identities share, and the anonymous entity, remember one."
+            "decoy requests or alternating phrasings (1: only the previous prompt that had values); places they "
+            "leave keep the prompt a template's last jumped far from. A key or IP that several identities share, "
+            "and the anonymous entity, remember one."
         ),
     )
     max_event_ids: int = Field(10, ge=1, description="Event ids an alert carries per window.")
