@@ -1,8 +1,11 @@
-"""Enumeration steps across other prompts: each entity remembers the last prompt of a few templates.
+"""Enumeration steps across other prompts: each entity remembers the last prompt of a few templates, and the prompt
+a far jump on a template left.
 
-A step is a prompt one value past the last prompt of its template. When only the previous prompt was remembered, a
-scraper that sent a cheap decoy request after each entry, or took two phrasings in turn, made no steps at all, and
-escaped every rule that reads them (docs/anomaly.md, "What escapes it", until session 18)."""
+A step is a prompt one value past a remembered prompt of its template. When only the previous prompt was remembered,
+a scraper that sent a cheap decoy request after each entry, or took two phrasings in turn, made no steps at all, and
+escaped every rule that reads them (docs/anomaly.md, "What escapes it", until session 18); three or four phrasings,
+two runs of ids taken in turn, or a decoy with a random id on the entries' template did so until session 19 ("More
+evasions of the steps")."""
 
 import json
 from collections.abc import Sequence

@@ -218,10 +218,10 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
 
 
 def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
-    """``current`` is an enumeration step from the last prompt of one of the ``recent`` templates (newest first).
+    """``current`` is an enumeration step from one of the ``recent`` prompts (what :func:`remember` keeps).
 
-    From a template ``k`` places back (``k`` other templates used since), a step may be up to ``k + 1`` (at least
-    2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``."""
+    From a prompt ``k`` places back (a template's last: ``k`` other templates used since), a step may be up to
+    ``k + 1`` (at least 2): ``k + 1`` phrasings taken in turn, one value each, advance each phrasing by ``k + 1``."""
     return any(
         is_enumeration_step(previous, current, max_step=max(2, place + 1)) for place, previous in enumerate(recent)
     )
