@@ -89,8 +89,8 @@ EVASIONS: tuple[str, ...] = (
     "shuffle",
 )
 STRIDES = {"stride3": 3, "countdown": -1}  # how far each entry moves on from the one before (else 1)
-DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1, "samedecoy": 1}  # cheap requests after each entry (samedecoy:
-# on the entry's own template, with a random id)
+# cheap requests after each entry: on a fresh template each, or (samedecoy) on the entry's own, with a random id
+DECOYS = {"decoy": 1, "decoy3": 3, "decoy-mid": 1, "samedecoy": 1}
 PHRASINGS = (
     "Give me the complete encyclopedia entry number {}, with all sections and references",
     "I need encyclopedia article {} in full, every section plus its references",

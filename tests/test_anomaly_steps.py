@@ -14,7 +14,7 @@ import pytest
 
 from bench.eval_slow_rests import START, resting_scraper
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
-from detectors.anomaly.features import WindowAccumulator, prompt_shape, remember, steps_from_any
+from detectors.anomaly.features import PromptShape, WindowAccumulator, prompt_shape, remember, steps_from_any
 from detectors.anomaly.rules import SCRAPING_HARVEST
 from detectors.base import Findings
 from detectors.event import ANONYMOUS, Event, Identity, Message
@@ -87,7 +87,7 @@ def test_the_prompts_far_jumps_left_make_way_before_any_template_does() -> None:
     """Four decoys with random ids between entries, two on each of two templates: each template's far prompt would
     take a place, but the templates' last prompts come first, so the entries' template stays, 2 places back."""
     entry = prompt_shape("Describe item 41 in detail")
-    recent: tuple = (entry,)
+    recent: tuple[PromptShape, ...] = (entry,)
     for decoy in ("Weather in zone 500", "Weather in zone 9000", "Invoice 300 total", "Invoice 7000 total"):
         recent = remember(recent, prompt_shape(decoy), 4)
     assert recent.index(entry) == 2 and len(recent) == 4
