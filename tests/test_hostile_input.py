@@ -201,6 +201,32 @@ def test_huge_duration_does_not_crash_the_batch(pipeline: Pipeline) -> None:
     assert "duration" not in pipeline.process(events).events[0]["event"]
 
 
+@pytest.mark.parametrize("depth", [1, 260, 1000])
+def test_tool_arguments_nested_deep_keep_their_text_for_the_detectors(depth: int, pipeline: Pipeline) -> None:
+    """orjson writes at most 254 levels: deeper tool arguments were written as "", which hid the secret in them."""
+    secret = "AKIAOFG24AJR3ABVNJPZ"
+    arguments = '{"a":' * (depth - 1) + f'{{"env":"AWS_ACCESS_KEY_ID={secret}"}}' + "}" * (depth - 1)
+    record = copy.deepcopy(FIXTURE_RECORDS["openai/chat_tools.json"])
+    call = {"id": "call_9", "type": "function", "function": {"name": "run_shell", "arguments": "@ARGS@"}}
+    record["request"]["messages"].append({"role": "assistant", "content": None, "tool_calls": [call]})
+    payload = orjson.dumps(record).replace(b'"@ARGS@"', arguments.encode())  # a JSON object, not a string
+    events, letters = payload_outcome(payload)
+    assert len(events) == 1 and not letters
+    assert [text for _, text in events[0].texts() if secret in text] == [arguments]
+    fired = {alert["rule"]["name"] for alert in pipeline.process(events).alerts}
+    assert "Secret exposure - AWS access key id" in fired, fired
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59Z", "6000-01-01T00:00:00Z", "5138-11-16T09:46:40Z"])
+def test_a_far_future_iso_date_is_not_rescaled_into_the_past(stamp: str) -> None:
+    """The epoch-unit guess (ms, µs, ns by size) is for numbers: 9999-12-31 read as milliseconds was 1978."""
+    record = openai_record("hello")
+    record["timestamp"] = stamp
+    events, _ = normalise_payload(orjson.dumps(record), "future", max_bytes=MAX_BYTES, max_future_s=900)
+    assert len(events) == 1
+    assert events[0].timestamp_assumed, events[0].timestamp
+
+
 # --- invisible characters must not hide instructions ------------------------------------------------------------
 
 

@@ -134,22 +134,30 @@ def as_bool(value: Any) -> bool | None:
 
 
 def as_timestamp(value: Any) -> float | None:
-    """Epoch seconds from epoch s/ms/µs/ns numbers or strings, or from an ISO 8601 string; ``None`` if unusable."""
+    """Epoch seconds from epoch s/ms/µs/ns numbers or strings, or from an ISO 8601 string; ``None`` if unusable.
+
+    The unit of a number is guessed from its size; an ISO date is in seconds already, so a forged far-future one
+    (``9999-12-31``) stays in the future, where the time checks refuse it, instead of being rescaled to 1978."""
     number = as_float(value)
-    if number is None and isinstance(value, str) and len(value) <= 64:
-        try:
-            parsed = datetime.fromisoformat(value.strip())
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        number = parsed.timestamp()
     if number is None:
-        return None
+        return _iso_timestamp(value)
     for threshold, divisor in _EPOCH_SCALES:
         if abs(number) >= threshold:
             number /= divisor
             break
+    return number if MIN_EPOCH <= number <= MAX_EPOCH else None
+
+
+def _iso_timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    number = parsed.timestamp()
     return number if MIN_EPOCH <= number <= MAX_EPOCH else None
 
 
@@ -183,15 +191,53 @@ def request_params(
 
 
 def json_text(value: Any) -> str:
-    """Tool arguments and results as a string: strings as they are, structures as compact JSON."""
+    """Tool arguments and results as a string: strings as they are, structures as compact JSON.
+
+    orjson writes at most 254 levels; a deeper structure (the decoder reads up to 1,024) is written by
+    :func:`_deep_json_text`, so nesting cannot hide a secret in a tool call from the detectors."""
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     try:
         return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode("utf-8")
-    except TypeError:  # too deep, or a type JSON cannot hold
-        return ""
+    except TypeError:  # too deep for orjson
+        return _deep_json_text(value)
+
+
+class _Literal(str):
+    """Already-written JSON text on :func:`_deep_json_text`'s stack."""
+
+
+def _deep_json_text(value: Any) -> str:
+    """Compact JSON of any depth, written with an explicit stack instead of recursion; a value JSON cannot hold is
+    written as its ``str``."""
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Literal):
+            parts.append(item)
+        elif isinstance(item, dict):
+            entries: list[Any] = []
+            for key, child in item.items():
+                entries += [_Literal(","), _Literal(_scalar_json(str(key)) + ":"), child]
+            stack += [_Literal("}"), *reversed(entries[1:]), _Literal("{")]
+        elif isinstance(item, list | tuple):
+            elements: list[Any] = []
+            for child in item:
+                elements += [_Literal(","), child]
+            stack += [_Literal("]"), *reversed(elements[1:]), _Literal("[")]
+        else:
+            parts.append(_scalar_json(item))
+    return "".join(parts)
+
+
+def _scalar_json(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return orjson.dumps(str(value)).decode("utf-8")
 
 
 def parse_json(text: Any) -> Any:
