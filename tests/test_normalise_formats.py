@@ -362,6 +362,41 @@ def test_otel_export_without_genai_spans_yields_nothing() -> None:
     assert normalise_many(record) == []
 
 
+@pytest.mark.parametrize(
+    "resource_spans",
+    [[1], [{"scopeSpans": ["x"]}], [{"scopeSpans": [{"spans": [None, "x", 42]}]}]],
+    ids=["resource-spans", "scope-spans", "spans"],
+)
+def test_otel_export_whose_entries_are_not_objects_is_malformed_not_silent(resource_spans: list[Any]) -> None:
+    """An export without GenAI spans yields nothing by design; a broken one must leave a dead letter instead."""
+    with pytest.raises(NormaliseError) as raised:
+        normalise_many({"resourceSpans": resource_spans})
+    assert raised.value.reason == "malformed:otel"
+
+
+def test_otel_export_keeps_its_genai_spans_beside_a_broken_entry() -> None:
+    record = load("otel/export_multi_span.json")
+    record["resourceSpans"][0]["scopeSpans"][0]["spans"].insert(0, "not a span")
+    assert len(normalise_many(record)) == len(normalise_many(load("otel/export_multi_span.json"))) > 0
+
+
+def test_otel_attributes_written_as_a_plain_map_are_read_like_the_otlp_list() -> None:
+    """Some exporters write ``{"key": value}`` maps instead of ``[{key, value}]`` lists: same event, same fields."""
+    record = load("otel/export_multi_span.json")
+    as_map = copy.deepcopy(record)
+    for resource_spans in as_map["resourceSpans"]:
+        resource = resource_spans.get("resource", {})
+        resource["attributes"] = {item["key"]: item["value"] for item in resource.get("attributes", [])}
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:  # the values stay AnyValue objects, except plain strings
+                span["attributes"] = {
+                    item["key"]: item["value"].get("stringValue", item["value"]) for item in span.get("attributes", [])
+                }
+    expected, read = normalise_many(record), normalise_many(as_map)
+    assert len(read) == len(expected) > 0
+    assert [msgspec.to_builtins(event) for event in read] == [msgspec.to_builtins(event) for event in expected]
+
+
 # --- limits --------------------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,8 @@ OpenLLMetry's flattened ``gen_ai.prompt.N.role|content|tool_call_id`` / ``gen_ai
 (with ``.tool_calls.M.id|name|arguments``).
 
 One export holds many spans, so this format yields one event per GenAI span (a span with any ``gen_ai.*``
-attribute); other spans (HTTP, DB...) are skipped, and an export without GenAI spans yields no events. Content
+attribute); other spans (HTTP, DB...) are skipped, and an export without GenAI spans yields no events (one whose
+entries are not objects is malformed, not empty). Attributes written as a plain map are read too. Content
 is opt-in in OTel: a span without any of it normalises with ``content_redacted``. Convention: retrieved documents
 in ``gen_ai.retrieval.documents`` (JSON array of strings or ``{id, source, content}``). Identity: ``user.id`` /
 ``enduser.id``, ``client.address``, ``user_agent.original``, ``session.id`` / ``gen_ai.conversation.id``,
@@ -27,6 +28,7 @@ from typing import Any
 
 from detectors.event import Event, Identity, Message, ToolCall
 from detectors.normalise.chat import Conversation
+from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -53,7 +55,10 @@ _MAX_VALUE_DEPTH = 32
 _ERROR_CODES = (2, "2", "STATUS_CODE_ERROR")
 _PARAM_ALIASES = {"choice.count": "n"}
 _REQUEST_PREFIX = "gen_ai.request."
-_MAX_INDEX_DIGITS = 6  # message and tool-call indexes of flattened OpenLLMetry attributes
+_MAX_INDEX_DIGITS = 6
+_ANY_VALUE_KEYS = frozenset(
+    ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue")
+)  # message and tool-call indexes of flattened OpenLLMetry attributes
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -61,16 +66,31 @@ def detect(record: dict[str, Any]) -> bool:
 
 
 def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
+    """One event per GenAI span. An export without one yields nothing, unless entries of it are not objects: then
+    it is broken, not free of GenAI spans, and is refused (a dead letter) rather than silently dropped."""
     events: list[Event] = []
-    for resource_spans in dicts(record.get("resourceSpans")):
+    broken = 0  # resourceSpans, scopeSpans or spans entries that are not objects
+    for resource_spans in as_items(record.get("resourceSpans")):
+        if not isinstance(resource_spans, dict):
+            broken += 1
+            continue
         resource = attributes(as_dict(resource_spans.get("resource")).get("attributes"))
         for scope_spans in as_items(resource_spans.get("scopeSpans")):
-            for span in as_items(as_dict(scope_spans).get("spans")):
-                if isinstance(span, dict):
-                    attrs = attributes(span.get("attributes"))
-                    if any(key.startswith("gen_ai.") for key in attrs):
-                        clip.truncated = False
-                        events.append(span_event(span, attrs, resource, clip, now))
+            if not isinstance(scope_spans, dict):
+                broken += 1
+                continue
+            for span in as_items(scope_spans.get("spans")):
+                if not isinstance(span, dict):
+                    broken += 1
+                    continue
+                attrs = attributes(span.get("attributes"))
+                if any(key.startswith("gen_ai.") for key in attrs):
+                    clip.truncated = False
+                    events.append(span_event(span, attrs, resource, clip, now))
+    if broken and not events:
+        raise NormaliseError(
+            f"malformed:{NAME}", f"{broken} resourceSpans, scopeSpans or spans entries are not objects"
+        )
     return events
 
 
@@ -107,12 +127,24 @@ def _int_value(raw: Any) -> int | None:
 
 
 def attributes(items: Any, depth: int = _MAX_VALUE_DEPTH) -> dict[str, Any]:
-    """A ``[{key, value}]`` list as a dict; entries with a missing or non-string key are dropped."""
+    """A ``[{key, value}]`` list as a dict; entries with a missing or non-string key are dropped.
+
+    Some exporters write attributes as a plain map (``{"gen_ai.operation.name": "chat"}``) instead: read as well,
+    each value an ``AnyValue`` or a plain JSON value."""
+    if isinstance(items, dict) and not isinstance(items.get("key"), str):
+        return {key: _map_value(value, depth) for key, value in items.items() if isinstance(key, str)}
     result: dict[str, Any] = {}
     for item in as_items(items):
         if isinstance(item, dict) and isinstance(item.get("key"), str):
             result[item["key"]] = any_value(item.get("value"), depth)
     return result
+
+
+def _map_value(value: Any, depth: int) -> Any:
+    """A value of a plain attribute map: an ``AnyValue`` object is unwrapped, anything else is taken as it is."""
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _ANY_VALUE_KEYS:
+        return any_value(value, depth)
+    return value
 
 
 def _structured(value: Any) -> Any:
