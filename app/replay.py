@@ -8,6 +8,7 @@ twice as the stream does (``app.stream.dedupe``): the same memory of recent even
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import sys
 import time
@@ -151,9 +152,11 @@ def read_lines(source: str, max_bytes: int) -> Iterator[tuple[bytes, str]]:
 
 
 def _open(source: str) -> IO[bytes]:
-    """stdin, a file, or a gzip file (told by its first bytes, not its name) inflated as it is read."""
+    """stdin, a file, or a gzip file or stream (told by its first bytes, not its name) inflated as it is read."""
     if source == STDIN:
-        return sys.stdin.buffer
+        stdin = sys.stdin.buffer
+        compressed = isinstance(stdin, io.BufferedReader) and stdin.peek(len(GZIP_MAGIC)).startswith(GZIP_MAGIC)
+        return gzip.GzipFile(fileobj=stdin, mode="rb") if compressed else stdin
     with Path(source).open("rb") as probe:
         compressed = probe.read(len(GZIP_MAGIC)) == GZIP_MAGIC
     return gzip.open(source, "rb") if compressed else Path(source).open("rb")

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import functools
 import gzip
+import io
+import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from app.engine import build_pipeline
 from app.replay import merge_by_time, read_lines, replay
@@ -80,6 +83,14 @@ def test_gzip_files_are_read_by_their_magic_bytes_whatever_their_name(tmp_path: 
     assert [line for line, _ in read_lines(str(compressed), 1 << 20)] == [
         line for line, _ in read_lines(str(plain), 1 << 20)
     ]
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bytes], ids=["gzip", "plain"])
+def test_stdin_is_inflated_when_it_starts_with_the_gzip_magic(compress: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``zcat``-less pipelines (``aws s3 cp s3://logs/x.json.gz - | abusewatch replay -``) send gzip to stdin."""
+    stdin = io.TextIOWrapper(io.BufferedReader(io.BytesIO(compress(b'{"a": 1}\n\n{"b": 2}\n'))))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert list(read_lines("-", 1 << 20)) == [(b'{"a": 1}\n', "stdin:1"), (b'{"b": 2}\n', "stdin:3")]
 
 
 def test_an_oversized_line_in_a_gzip_file_is_cut_and_the_next_is_read(tmp_path: Path) -> None:
