@@ -38,6 +38,10 @@ def b64(text: str) -> str:
         ("<a href='https://x.test/p'>", "link"),
         ("![a][1]\n\n[1]: https://x.test/p.png", "image"),
         ("[a][1]\n\n[1]: https://x.test/p", "link"),
+        ("![x][]\n\n[x]: https://x.test/p.png", "image"),  # collapsed reference
+        ("![logo]\n\n[logo]: https://x.test/p.png", "image"),  # shortcut reference
+        ("![a][Ref  One]\n\n[ref one]: https://x.test/p.png", "image"),  # labels match caselessly
+        ("![a](http://ok.test/a.png) [a]\n\n[a]: https://x.test/p", "link"),  # an inline image is no reference
         ("see https://x.test/p", "bare"),
     ],
 )

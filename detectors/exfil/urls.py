@@ -1,7 +1,8 @@
 """URL and markdown exfiltration: data smuggled to a foreign host inside a URL the model emitted.
 
-A markdown image (``![..](url)``, ``![..][ref]``, ``<img src>``) is fetched by the client as soon as it renders,
-without a click, so an injected instruction that makes the model write one leaks whatever sits in its URL. Links
+A markdown image (``![..](url)``, ``![..][ref]`` and its collapsed and shortcut forms, ``<img src>``) is fetched
+by the client as soon as it renders, without a click, so an injected instruction that makes the model write one
+leaks whatever sits in its URL. Links
 and bare URLs need a click and weigh less. A URL counts when its host is not on the application's allowlist and a
 parameter value, path segment (a file extension aside) or fragment carries data: conversation data found after
 decoding (the strongest signal), or an opaque high-entropy / encoded value. URLs are read as browsers load them:
@@ -11,12 +12,14 @@ CommonMark destinations ``( url)`` and ``(<url>)``.
 
 from __future__ import annotations
 
+import functools
 import string
 import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
 import msgspec
+import re2
 
 from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.event import COMPLETION, TOOL_ARGUMENTS
@@ -28,6 +31,9 @@ from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shannon_entropy, words
 
 Render = Literal["image", "link", "bare"]
+
+# ``![alt]`` then a ``[label]``, an inline destination ``(`` or nothing (RE2: linear time on any text)
+_IMAGE_REFERENCE = re2.compile(r"!\[([^\]\n]*)\](?:\[([^\]\n]*)\]|(\())?")
 
 _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&*+,;=%()")
 _URL_CHARS_BACKSLASH = _URL_CHARS | {"\\"}
@@ -127,19 +133,27 @@ def render_kind(text: str, start: int) -> Render:
     line_start = before.rfind("\n") + 1
     line = before[line_start:].strip()
     if line.startswith("[") and line.endswith(":") and "]" in line:
-        reference = line[1 : line.index("]")]
-        return "image" if f"][{reference}]" in text and _image_reference(text, reference) else "link"
+        reference = _label(line[1 : line.index("]")])
+        return "image" if reference in image_labels(text) else "link"
     return "bare"
 
 
-def _image_reference(text: str, reference: str) -> bool:
-    marker, position = f"][{reference}]", 0
-    while (position := text.find(marker, position)) >= 0:
-        opening = text.rfind("[", 0, position)
-        if opening > 0 and text[opening - 1] == "!":
-            return True
-        position += len(marker)
-    return False
+@functools.lru_cache(maxsize=8)  # one text, many reference definitions: scanned once
+def image_labels(text: str) -> frozenset[str]:
+    """The reference labels that images load (CommonMark's three forms): full ``![alt][label]``, collapsed
+    ``![label][]`` and shortcut ``![label]``, each as :func:`_label` normalises it. One linear scan: a response of
+    thousands of definitions and references is read once, not once per definition."""
+    labels = set()
+    for match in _IMAGE_REFERENCE.finditer(text):
+        alt, label, inline = match.groups()
+        if inline is None:  # ``![alt](url)`` is an inline image, not a reference
+            labels.add(_label(label or alt))
+    return frozenset(labels)
+
+
+def _label(reference: str) -> str:
+    """A reference label as CommonMark matches it: case-folded, inner whitespace collapsed."""
+    return " ".join(reference.split()).casefold()
 
 
 @dataclass(frozen=True, slots=True)
