@@ -2,10 +2,10 @@
 
 A markdown image (``![..](url)``, ``![..][ref]`` and its collapsed and shortcut forms, ``<img src>``) is fetched
 by the client as soon as it renders, without a click, so an injected instruction that makes the model write one
-leaks whatever sits in its URL. Links
-and bare URLs need a click and weigh less. A URL counts when its host is not on the application's allowlist and a
-parameter value, path segment (a file extension aside) or fragment carries data: conversation data found after
-decoding (the strongest signal), or an opaque high-entropy / encoded value. URLs are read as browsers load them:
+leaks whatever sits in its URL. Links and bare URLs need a click and weigh less. A URL counts when its host is not
+on the application's allowlist and a parameter value, path segment (a file extension aside) or fragment carries
+data: conversation data found after decoding (the strongest signal), or an opaque high-entropy / encoded value.
+URLs are read as browsers load them:
 ``https:\\\\host`` and protocol-relative ``//host`` in a markdown or HTML destination count, and so do the
 CommonMark destinations ``( url)`` and ``(<url>)``.
 """
