@@ -63,8 +63,8 @@ def test_card_brand_needs_prefix_and_length():
 
 
 def test_private_ip_is_counted_but_not_alertable(detector):
-    hits = {h.value: h.alertable for h in detector.scanner.scan("from 10.0.0.7 to 8.8.8.8")}
-    assert hits == {"10.0.0.7": False, "8.8.8.8": True}
+    hits = {h.value: h.alertable for h in detector.scanner.scan("from 10.0.0.7 to 93.184.216.34 via 8.8.8.8")}
+    assert hits == {"10.0.0.7": False, "93.184.216.34": True, "8.8.8.8": False}  # a public resolver: documentation
 
 
 def test_pii_from_a_tool_disclosed_in_the_response_alerts(detector):
@@ -98,3 +98,40 @@ def test_normalised_values_are_compared(detector):
 def test_ip_addresses_are_not_redacted_by_default(detector):
     _, findings = run(detector, chat(completion="server 8.8.8.8"))
     assert findings.sensitive == []
+
+
+@pytest.mark.parametrize(
+    ("documentation", "real"),
+    [
+        ("Pay with 4242 4242 4242 4242 in test mode.", "Pay with 4539 1488 0343 6467 today."),
+        ("Use 5555 5555 5555 4444 or 378282246310005.", "Use 5500 0055 5555 5559 or 371385135719516."),
+        ("IBAN DE89 3704 0044 0532 0130 00 (the example).", "IBAN DE44 5001 0517 5407 3249 31 (the client)."),
+        ("For example SSN 123-45-6789.", "Her SSN 536-90-4721."),
+        ("A DNI looks like 12345678Z.", "His DNI is 48193726D."),
+        ("Set the resolver to 8.8.8.8 and 1.1.1.1.", "The server is at 93.184.216.34."),
+        ("Write to support@stripe.com or security@acme.io.", "Write to jane.doe42@gmail.com."),
+        ("Run git clone git@github.com:acme/app.git now.", "Mail git@github.io: it bounced."),
+    ],
+    ids=["test-cards", "more-test-cards", "example-iban", "example-ssn", "example-dni", "resolvers", "role-mailboxes",
+         "ssh-remote"],
+)  # fmt: skip
+def test_tutorial_values_are_found_but_raise_no_alert(detector, documentation, real):
+    """Values printed in every payment, banking and networking tutorial are masked but not alerted; the same kind
+    of value that is not documentation still alerts (the control)."""
+    assert rules(run(detector, chat(completion=documentation))[0]) == set()
+    assert rules(run(detector, chat(completion=real))[0]) == {"abw-exfil-pii-output"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Record: {"ssn": "536904721"}',
+        "social security number 536 90 4721",
+        "CC#: 4539148803436467",
+        "Visa # 4539 1488 0343 6467",
+        "Call the London office on 020 7946 0958.",
+        "Call 1-415-867-5309 after six.",
+    ],
+)
+def test_more_written_forms_of_personal_numbers_alert(detector, text):
+    assert rules(run(detector, chat(completion=text))[0]) == {"abw-exfil-pii-output"}

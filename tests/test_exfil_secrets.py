@@ -164,3 +164,28 @@ def test_slack_token_needs_its_structure(detector):
     token = f"xoxb-{RNG.randint(10**9, 10**10)}-{RNG.randint(10**11, 10**12)}-{chars(string.ascii_letters, 24)}"
     assert [h.kind for h in detector.scanner.scan(f"SLACK={token}")] == ["slack_token"]
     assert detector.scanner.scan("xoxb-123456-short") == []
+
+
+@pytest.mark.parametrize(
+    ("documentation", "real"),
+    [
+        (
+            "DATABASE_URL=postgres://postgres:postgres@localhost:5432/app",
+            "postgres://app:Xk9vQ2mLp7Rt@db.prod.internal/app",
+        ),
+        ("mongodb://admin:admin123@localhost:27017", "mongodb://admin:Xk9vQ2mLp7Rt@localhost:27017"),
+        ("postgres://app:devpass1@localhost/app", "mysql://root:hunter22@10.1.2.3/app"),
+        (
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIy"
+            "fQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+            "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1LTgxMjMiLCJyb2xlIjoiYWRtaW4iLCJpYXQiOjE3OTU1MDAwMDB9"
+            ".q3Xv9Lk2mPz8RtYw1NbC4dFgHjKl0MnOpQrStUvWxYz",
+        ),
+    ],
+    ids=["default-postgres", "default-mongo", "local-word-password", "jwt-io-sample"],
+)
+def test_tutorial_credentials_raise_no_alert(detector, documentation, real):
+    """Default passwords, local databases with a word for a password, jwt.io's sample token: not secrets; a random
+    password (even on localhost) or another token still is (the control)."""
+    assert rules(run(detector, chat(completion=documentation))[0]) == set()
+    assert rules(run(detector, chat(completion=real))[0]) == {"abw-exfil-secret-output"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import string
+from types import SimpleNamespace
 
 import msgspec
 from stdnum import iban, luhn
@@ -45,6 +46,34 @@ HIGH_KINDS = frozenset(
 )
 
 EXAMPLE_EMAIL_DOMAINS = ("example.com", "example.org", "example.net", "test", "invalid", "localhost", "example")
+# Values printed in every payment, banking and identity tutorial (processors' test cards, the IBAN registry's and
+# Wikipedia's example IBANs, advertised or example SSNs and DNI) and the public DNS resolvers: a coding assistant
+# writes them daily. They are still found (and masked), but their disclosure raises no alert.
+DOCUMENTATION_VALUES = frozenset(
+    {
+        # test cards of Stripe, Adyen, Braintree and PayPal sandboxes
+        "4242424242424242", "4000056655665556", "4111111111111111", "4012888888881881", "4000000000000002",
+        "4000000000009995", "4000000000000077", "4000002500003155", "4000000000003220", "4000000000000341",
+        "5555555555554444", "2223003122003222", "5200828282828210", "5105105105105100", "5431111111111111",
+        "378282246310005", "371449635398431", "6011111111111117", "6011000990139424", "3566002020360505",
+        "3530111333300000", "6200000000000005",
+        # IBANs from the IBAN registry, Wikipedia and bank documentation
+        "DE89370400440532013000", "GB82WEST12345698765432", "GB29NWBK60161331926819", "GB33BUKB20201555555555",
+        "FR1420041010050500013M02606", "NL91ABNA0417164300", "ES9121000418450200051332", "IT60X0542811101000000123456",
+        "CH9300762011623852957", "BE68539007547034",
+        # SSNs: the commonest example, the wallet-insert one (Woolworth, 1938) and an advertised one
+        "123456789", "078051120", "219099999",
+        # Spanish DNI of every example
+        "12345678Z",
+        # public DNS resolvers
+        "8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1", "9.9.9.9", "149.112.112.112", "208.67.222.222", "208.67.220.220",
+    }
+)  # fmt: skip
+# Local parts of role addresses (a team's inbox, not a person's): disclosed, they are not personal data.
+ROLE_MAILBOXES = frozenset(
+    {"support", "info", "help", "contact", "sales", "billing", "security", "privacy", "abuse", "noreply"}
+    | {"no-reply", "webmaster", "postmaster", "hostmaster", "press", "hello", "team", "legal", "careers", "jobs"}
+)
 FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "css", "js", "ts", "py", "json", "md"})
 
 _EMAIL_LOCAL = ALNUM | set("._%+-")
@@ -77,7 +106,10 @@ THING_LABELS = frozenset(
     }
 )
 # Words that label a number as a person's (a card, an SSN, a phone): such a label wins over a "#" before the number.
-PERSON_LABELS = frozenset({"card", "ssn", "tel", "phone", "mobile", "iban", "account", "acct", "nhs", "passport"})
+PERSON_LABELS = frozenset(
+    {"card", "ssn", "tel", "phone", "mobile", "iban", "account", "acct", "nhs", "passport"}
+    | {"cc", "visa", "mastercard", "amex", "credit", "debit"}
+)
 # Words that may stand between a label and its number ("order number is", "card no.", "tel nr").
 LABEL_CONNECTORS = frozenset({"number", "no", "nr", "num", "id", "code", "is", "was"})
 
@@ -108,7 +140,7 @@ def _email_extend(text: str, start: int, end: int) -> tuple[int, int]:
     return left, right
 
 
-def _email(token: str, _text: str, _start: int) -> Valid | None:
+def _email(token: str, text: str, start: int) -> Valid | None:
     local, _, domain = token.partition("@")
     domain = domain.lower()
     labels = domain.split(".")
@@ -119,7 +151,10 @@ def _email(token: str, _text: str, _start: int) -> Valid | None:
         return None
     if any(domain == d or domain.endswith("." + d) for d in EXAMPLE_EMAIL_DOMAINS):
         return None
-    return Valid(token, token.lower())
+    after = text[start + len(token) : start + len(token) + 2]
+    if after[:1] == ":" and after[1:] not in ("", " ", "\n"):  # git@github.com:acme/app.git, scp-style SSH
+        return None
+    return Valid(token, token.lower(), alertable=local.lower() not in ROLE_MAILBOXES)
 
 
 def _phone_extend(text: str, start: int, end: int) -> tuple[int, int]:
@@ -173,7 +208,7 @@ def _card(token: str, text: str, start: int) -> Valid | None:
     while True:
         number = _digits(candidate)
         if len({ch for ch in candidate if not ch.isdigit()}) <= 1 and "  " not in candidate and _is_card(number):
-            return Valid(candidate, number)
+            return Valid(candidate, number, alertable=number not in DOCUMENTATION_VALUES)
         cut = max(candidate.rfind(" "), candidate.rfind("-"))
         if cut < 0 or all_digits - len(_digits(candidate[:cut])) > _CARD_TAIL_DIGITS:
             return None
@@ -193,7 +228,8 @@ def _iban(token: str, _text: str, _start: int) -> Valid | None:
     token = token.rstrip()
     while len(token) >= 15:
         if iban.is_valid(token):
-            return Valid(token, iban.compact(token))
+            compact = iban.compact(token)
+            return Valid(token, compact, alertable=compact not in DOCUMENTATION_VALUES)
         cut = token.rfind(" ")
         if cut < 0:
             return None
@@ -216,9 +252,17 @@ def _checked(module, *, keywords: tuple[str, ...] = ()):
                 return None
         if not module.is_valid(token):
             return None
-        return Valid(token, module.compact(token))
+        compact = module.compact(token)
+        return Valid(token, compact, alertable=compact not in DOCUMENTATION_VALUES)
 
     return validate
+
+
+# An SSN written with spaces or none (``536 90 4721``), which python-stdnum's own compaction does not remove.
+_SPACED_SSN = SimpleNamespace(
+    is_valid=lambda value: ssn.is_valid(value.replace(" ", "")),
+    compact=lambda value: ssn.compact(value.replace(" ", "")),
+)
 
 
 def _ip(token: str, text: str, start: int) -> Valid | None:
@@ -229,7 +273,7 @@ def _ip(token: str, text: str, start: int) -> Valid | None:
         address = ipaddress.ip_address(token)
     except ValueError:
         return None
-    return Valid(token, str(address), alertable=address.is_global)
+    return Valid(token, str(address), alertable=address.is_global and str(address) not in DOCUMENTATION_VALUES)
 
 
 def pii_specs() -> list[Spec]:
@@ -240,9 +284,23 @@ def pii_specs() -> list[Spec]:
         Spec("phone", "pii", r"\(?\b[2-9][0-9]{2}\)?[ .\-]?[2-9][0-9]{2}[ .\-][0-9]{4}\b", _phone(10, 10), priority=2),
         Spec("phone", "pii", r"\b0[1-9][0-9]{2,3} [0-9]{3} ?[0-9]{3,4}\b", _phone(10, 11), priority=2),
         Spec("phone", "pii", r"\b0[1-9](?:[ .][0-9]{2}){4}\b", _phone(10, 10), priority=2),
+        Spec("phone", "pii", r"\b0[1-9][0-9] [0-9]{4} [0-9]{4}\b", _phone(11, 11), priority=2),  # 020 7946 0958
+        Spec(
+            "phone",
+            "pii",
+            r"\b1[ .\-]\(?[2-9][0-9]{2}\)?[ .\-][2-9][0-9]{2}[ .\-][0-9]{4}\b",
+            _phone(11, 11),
+            priority=2,
+        ),
         Spec("payment_card", "pii", r"\b[2-6][0-9]{3}[ \-]?[0-9]{4}", _card, _card_extend),
         Spec("iban", "pii", r"\b[A-Z]{2}[0-9]{2} ?[A-Z0-9]{4}", _iban, _iban_extend),
         Spec("us_ssn", "pii", r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b", _checked(ssn)),
+        Spec(
+            "us_ssn",
+            "pii",
+            r"\b[0-9]{3} ?[0-9]{2} ?[0-9]{4}\b",
+            _checked(_SPACED_SSN, keywords=("ssn", "social security")),
+        ),
         Spec("gb_nhs", "pii", r"\b[0-9]{3}[ \-]?[0-9]{3}[ \-]?[0-9]{4}\b", _checked(nhs, keywords=("nhs",))),
         Spec(
             "de_idnr",

@@ -92,6 +92,23 @@ _ASSIGNMENT_TAIL = r"[A-Za-z0-9_.\-]{0,24}[\\\"' \t]{0,4}[:=]"
 _AWS_BODY = frozenset(string.ascii_uppercase + "234567")
 _BEARER = ALNUM | frozenset("-._~+/")  # RFC 6750 b64token, its "=" padding taken apart
 _MAX_SESSION_TOKEN = 2048  # STS session tokens run to about 1-2 K characters
+_JWT_IO_SAMPLE_IAT = 1516239022  # the jwt.io debugger's sample token ({"sub": "1234567890", "name": "John Doe"})
+# Passwords that database images, installers and tutorials ship with: a URL holding one opens nothing real.
+_DEFAULT_DB_PASSWORDS = frozenset(
+    {"postgres", "mysql", "mariadb", "mongo", "mongodb", "redis", "admin", "admin123", "root", "toor", "pass"}
+    | {"passwd", "pwd", "guest", "letmein", "qwerty", "default", "rabbitmq", "sa", "oracle", "user", "demo"}
+)
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal", "db", "postgres"})
+_DOCUMENTATION_HOST_SUFFIXES = (
+    "example.com",
+    "example.org",
+    "example.net",
+    ".example",
+    ".test",
+    ".localhost",
+    ".local",
+)
+_RANDOM_PASSWORD_ENTROPY = 3.0  # bits per character: a random 10+ character password is above, a word below
 
 
 def is_placeholder(value: str) -> bool:
@@ -165,7 +182,8 @@ def _jwt(token: str, _text: str, _start: int) -> Valid | None:
     header = _b64url_json(parts[0])
     if not isinstance(header, dict) or str(header.get("alg", "none")).lower() == "none":
         return None
-    if not isinstance(_b64url_json(parts[1]), dict):
+    claims = _b64url_json(parts[1])
+    if not isinstance(claims, dict) or claims.get("iat") == _JWT_IO_SAMPLE_IAT:  # jwt.io's sample, in every tutorial
         return None
     value = ".".join(parts)
     return Valid(value, value)
@@ -344,10 +362,23 @@ def _db_password(token: str, _text: str, _start: int) -> Valid | None:
         return None
     if not password or len(password) < 4 or is_placeholder(password) or set(password) <= {"*"}:
         return None
+    if _default_credentials(parts, password):
+        return None
     netloc_userinfo = token[scheme_end : token.find("@", scheme_end)]
     offset = scheme_end + netloc_userinfo.find(":") + 1
     raw = token[offset : offset + len(netloc_userinfo) - netloc_userinfo.find(":") - 1]
     return Valid(raw, urllib.parse.unquote(raw), start_offset=offset)
+
+
+def _default_credentials(parts: urllib.parse.SplitResult, password: str) -> bool:
+    """A database URL from a tutorial or a local setup (``postgres://postgres:postgres@localhost``): the password is
+    the user name or a product's well-known default, or the host is this machine or a documentation domain and the
+    password is not random."""
+    if password == parts.username or password.lower() in _DEFAULT_DB_PASSWORDS:
+        return True
+    host = (parts.hostname or "").lower()
+    local = host in _LOCAL_HOSTS or host.endswith(_DOCUMENTATION_HOST_SUFFIXES)
+    return local and not _random_enough(password, _RANDOM_PASSWORD_ENTROPY)
 
 
 def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Spec]:
