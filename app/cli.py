@@ -22,17 +22,22 @@ from app.settings import describe_settings_error, is_settings_error
 
 class _SettingsErrorsInWords(TyperGroup):
     """The one handler for bad settings (a missing ``ABW_CONFIG`` file, a bad or misspelt variable) in every command:
-    one line naming the setting on stderr, exit code 2, no traceback."""
+    one line naming the setting on stderr, exit code 2, no traceback. A file the command cannot read or write (a
+    full disk, a path that is a folder) is one line too, exit code 1; ``--verbose`` logs its traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except Exception as error:  # only errors load_settings() marked are handled here
-            if not is_settings_error(error):
+        except Exception as error:  # errors load_settings() marked, and file errors; anything else is a bug
+            console = Console(stderr=True, soft_wrap=True)
+            if is_settings_error(error):
+                console.print(Text.assemble(("error: ", "red"), f"invalid settings: {describe_settings_error(error)}"))
+                raise typer.Exit(2) from None
+            if not isinstance(error, OSError):
                 raise
-            message = Text.assemble(("error: ", "red"), f"invalid settings: {describe_settings_error(error)}")
-            Console(stderr=True, soft_wrap=True).print(message)
-            raise typer.Exit(2) from None
+            logging.getLogger(__name__).debug("file error", exc_info=True)
+            console.print(Text.assemble(("error: ", "red"), str(error)))
+            raise typer.Exit(1) from None
 
 
 cli = typer.Typer(

@@ -30,6 +30,7 @@ from app.commands.replay import bytes_progress, warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper, build_history
 from app.gc_policy import tune_garbage_collector
 from app.neighbour_times import NeighbourTimes
+from app.outputs import ensure_writable
 from app.replay import STDIN
 from app.settings import Settings, load_settings
 from app.terminal import terminal_safe
@@ -69,6 +70,7 @@ def backtest_command(
     if baseline and STDIN in inputs:
         raise typer.BadParameter("standard input can be read once: give files with --baseline", param_hint="--input")
     settings = load_settings()
+    ensure_writable(out)
     warn_if_masks_unsafe(settings, console)
     try:
         labels = load_labels(labels_path) if labels_path else None
@@ -90,7 +92,6 @@ def backtest_command(
             base_result, _ = run_backtest(batches, base_pipeline, labels)
             output["diff"] = diff(base_result, result)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(output, indent=2) + "\n")
     _print(output)
     _check_labels(output.get("labels"))

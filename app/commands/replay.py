@@ -17,11 +17,21 @@ from rich.text import Text
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_engine
 from app.gc_policy import tune_garbage_collector
+from app.outputs import ensure_writable
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, Settings, load_settings, redaction_key_problem
 
 SAMPLES_DIR = PACKAGE_ROOT / "samples"
+DEMO_OUTPUTS = (
+    "samples.jsonl",
+    "alerts.jsonl",
+    "shadow_alerts.jsonl",
+    "events.jsonl",
+    "dead_letters.jsonl",
+    "summary.json",
+    "report.html",
+)
 console = Console(stderr=True)
 
 
@@ -66,12 +76,12 @@ def replay_command(
         if name != STDIN and not Path(name).is_file():
             raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
     warn_if_masks_unsafe(load_settings(config), console)  # real logs, maybe shared: say so (demo's are made up)
+    ensure_writable(alerts_out, events_out, dead_letter_out, shadow_alerts_out, summary_out, report)
     summary = _run(
         files, alerts_out, events_out, dead_letter_out, shadow_alerts_out, config, flush=flush, partitions=partitions
     )
     _print_summary(summary)
     if summary_out is not None:
-        summary_out.parent.mkdir(parents=True, exist_ok=True)
         summary_out.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     if report is not None:
         _write_report(report, alerts_out, summary)
@@ -84,8 +94,9 @@ def demo_command(
     files = sorted(str(path) for path in SAMPLES_DIR.glob("*.jsonl"))
     if not files:
         raise typer.Exit(code=_fail(f"no sample traffic found in {SAMPLES_DIR}"))
-    console.print(f"Replaying {len(files)} bundled sample files from {SAMPLES_DIR}, merged by event time ...")
     detection = load_settings().detection
+    ensure_writable(*(out / name for name in DEMO_OUTPUTS))
+    console.print(f"Replaying {len(files)} bundled sample files from {SAMPLES_DIR}, merged by event time ...")
     merged = merge_by_time(
         files, out / "samples.jsonl", max_bytes=detection.max_record_bytes, max_text_chars=detection.max_text_chars
     )
@@ -101,10 +112,7 @@ def demo_command(
     _write_report(out / "report.html", out / "alerts.jsonl", summary)
     _print_summary(summary)
     _print_alerts(out / "alerts.jsonl")
-    console.print(
-        f"\nOutputs in {out}/: alerts.jsonl, events.jsonl, dead_letters.jsonl, summary.json, report.html "
-        "(and samples.jsonl, the input as replayed)"
-    )
+    console.print(f"\nOutputs in {out}/: {', '.join(DEMO_OUTPUTS[1:])} (and samples.jsonl, the input as replayed)")
 
 
 def _run(
@@ -197,7 +205,6 @@ def _read_alerts(path: Path) -> list[dict]:
 
 
 def _write_report(report: Path, alerts_out: Path, summary: ReplaySummary) -> None:
-    report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(render_report(_read_alerts(alerts_out), summary), encoding="utf-8")
 
 

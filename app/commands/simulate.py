@@ -9,6 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from app.outputs import ensure_writable
 from app.traffic.simulate import (
     DEFAULT_START,
     FORMATS,
@@ -54,13 +55,12 @@ def simulate_command(
         seed=seed,
         start=DEFAULT_START if start is None else start,
     )
+    ensure_writable(out, labels_out)
     simulation = simulate(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("wb") as handle:
         for record in render_records(simulation.events, fmt, seed):
             handle.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
     if labels_out is not None:
-        labels_out.parent.mkdir(parents=True, exist_ok=True)
         labels_out.write_text(json.dumps(labels_document(simulation, config, fmt), indent=1) + "\n")
     console.print(
         f"{len(simulation.events):,} events ({fmt}) from {len(simulation.benign_identities)} benign identities and "

@@ -1,0 +1,52 @@
+"""A wrong output path stops a command in one line before its work, not in a traceback after it (app/outputs.py);
+any other file error is one line too (app/cli.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.settings import PACKAGE_ROOT
+
+SAMPLE = str(PACKAGE_ROOT / "samples" / "openai.jsonl")
+
+
+def commands(folder: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """Each command with an output, that output pointed at an existing folder."""
+    alerts = str(tmp_path / "alerts.jsonl")
+    return {
+        "replay-alerts": ["replay", SAMPLE, "--alerts-out", str(folder), "--events-out", str(tmp_path / "ev.jsonl")],
+        "replay-report": ["replay", SAMPLE, "--alerts-out", alerts, "--report", str(folder)],
+        "replay-summary": ["replay", SAMPLE, "--alerts-out", alerts, "--summary-out", str(folder)],
+        "demo": ["demo", "--out", str(folder.parent)],
+        "simulate": ["simulate", "--hours", "1", "--out", str(folder)],
+        "simulate-labels": ["simulate", "--hours", "1", "--out", alerts, "--labels-out", str(folder)],
+        "backtest": ["backtest", "--builtin", "--input", SAMPLE, "--out", str(folder)],
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["replay-alerts", "replay-report", "replay-summary", "demo", "simulate", "simulate-labels", "backtest"],
+)
+def test_an_output_that_is_a_folder_stops_the_command_before_it_runs(name: str, tmp_path: Path) -> None:
+    folder = tmp_path / "out" / ("report.html" if name == "demo" else "taken")
+    folder.mkdir(parents=True)  # for the demo: its report's name, taken by a folder
+    result = CliRunner().invoke(cli, commands(folder, tmp_path)[name], env={"ABW_CONFIG": "", "COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {folder}" in " ".join(result.stderr.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "ev.jsonl").exists() or (tmp_path / "ev.jsonl").stat().st_size == 0  # nothing was run
+
+
+def test_a_file_error_during_the_work_is_one_line_and_exit_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "out.jsonl"))
+
+    monkeypatch.setattr("app.commands.simulate.render_records", full_disk)
+    result = CliRunner().invoke(cli, ["simulate", "--hours", "1", "--out", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1
+    assert "No space left on device" in result.stderr and "Traceback" not in result.output
