@@ -62,6 +62,9 @@ def test_convert_command():
     assert "not convertible to lucene" in all_rules.output  # the cased fixture
     assert _run("convert", str(VALID), "--rule", "no-such-id").exit_code == 1
     assert _run("convert", str(VALID), "--target", "splunk").exit_code != 0
+    wrong_format = _run("convert", str(VALID), "--format", "weird")
+    assert wrong_format.exit_code == 2 and "not convertible" not in wrong_format.output  # refused before converting
+    assert _run("convert", str(VALID), "--rule", OVERRIDE_ID, "--format", "kibana_ndjson").exit_code == 0
 
 
 def test_list_command():

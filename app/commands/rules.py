@@ -19,7 +19,8 @@ from detectors.signatures.convert import BACKENDS, convert
 from detectors.signatures.ruleset import RuleSet, default_directories
 
 rules_cli = typer.Typer(
-    help="Signature rules: lint, test, convert to Elasticsearch queries, list.", no_args_is_help=True
+    help="Signature rules: lint, test, convert to Elasticsearch queries, list; shadow alerts and triage stats.",
+    no_args_is_help=True,
 )
 
 DIRECTORIES = typer.Argument(None, help="Rule files or directories (default: built-in pack + settings rules_dir).")
@@ -77,6 +78,9 @@ def convert_rules(
     """Convert rules to Elasticsearch queries for hunting in the enriched-event index."""
     if target not in BACKENDS:
         raise typer.BadParameter(f"choose one of {', '.join(BACKENDS)}", param_hint="--target")
+    if output_format not in BACKENDS[target].formats:
+        formats = ", ".join(BACKENDS[target].formats)
+        raise typer.BadParameter(f"{target} writes one of {formats}", param_hint="--format")
     ruleset = _load(directories)
     rules = [rule for rule in ruleset.rules if rule_id is None or rule.id == rule_id]
     if rule_id is not None and not rules:
