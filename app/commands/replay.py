@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -149,19 +150,52 @@ def _run(
 
 
 @contextmanager
-def bytes_progress(
-    console: Console, inputs: list[str], label: str, passes: int = 1
-) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar over the bytes of ``passes`` reads of ``inputs``, yielding what advances it by a number of
-    bytes: only on a terminal, and not for stdin (None then)."""
-    if not console.is_terminal or STDIN in inputs:
-        yield None
+def bytes_progress(console: Console, inputs: list[str], label: str, passes: int = 1) -> Iterator[Callable[[int], None]]:
+    """Progress over the bytes of ``passes`` reads of ``inputs``, yielding what advances it by a number of bytes: a
+    bar on a terminal, else (a log, a pipe, CI) a :class:`ProgressLines` line every 15 seconds; from stdin, whose
+    size is unknown, lines of what was read."""
+    total = None if STDIN in inputs else passes * sum(os.path.getsize(name) for name in inputs)
+    if not console.is_terminal or total is None:
+        yield ProgressLines(console, label, total)
         return
-    total = passes * sum(os.path.getsize(name) for name in inputs)
     columns = (BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda size: progress.advance(task, size)
+
+
+class ProgressLines:
+    """Progress as one plain line every ``interval`` seconds of ``clock``, where a bar cannot be drawn: read, of how
+    much, how fast and how long is left (``replay: 12.0 of 40.0 MB (30 %), 1.2 MB/s, about 23 s left``)."""
+
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        total: int | None,
+        interval: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console, self.label, self.total, self.interval, self.clock = console, label, total, interval, clock
+        self.done = 0
+        self.started = self.last = clock()
+
+    def __call__(self, size: int) -> None:
+        self.done += size
+        now = self.clock()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        rate = self.done / max(now - self.started, 1e-9)
+        line = f"{self.label}: {self.done / 1e6:,.1f}"
+        if self.total:
+            line += f" of {self.total / 1e6:,.1f} MB ({100 * self.done / self.total:.0f} %)"
+        else:
+            line += " MB"
+        line += f", {rate / 1e6:,.1f} MB/s"
+        if self.total and self.total > self.done:
+            line += f", about {(self.total - self.done) / rate:,.0f} s left"
+        self.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_summary(summary: ReplaySummary) -> None:
