@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from pathlib import Path
 
@@ -138,3 +139,29 @@ def test_a_strong_key_or_an_explicit_allowance_passes_the_key_check() -> None:
     assert redaction_key_problem(Settings(detection=allowed)) is None
     default = Settings(detection=DetectionSettings())  # not Settings(): the environment may hold a key
     assert "ABW_DETECTION__REDACTION_KEY" in (redaction_key_problem(default) or "")
+
+
+@pytest.mark.parametrize("command", [["bootstrap"], ["produce"]])
+def test_an_unreachable_broker_is_reported_before_a_kafka_client_is_made(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python retries an unreachable broker for about 30 s, logging an error each time; the commands ask once
+    (``diagnose``) and stop with the cause."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    clients: list[object] = []
+
+    def no_client(*args: object, **_kwargs: object) -> None:
+        clients.append(args)
+        raise ConnectionError("no broker")
+
+    monkeypatch.setattr("app.commands.stream.KafkaProducer", no_client)
+    monkeypatch.setattr("app.commands.stream.ensure_topics", no_client)
+    if command == ["produce"]:
+        command = ["produce", str(Path(__file__).parents[1] / "app" / "samples" / "openai.jsonl")]
+    result = CliRunner().invoke(cli, command, env={"ABW_CONFIG": "", "ABW_KAFKA__BOOTSTRAP": f"127.0.0.1:{port}"})
+    assert result.exit_code == 1, result.output
+    assert f"Kafka at 127.0.0.1:{port}" in result.stderr and "nothing listens there" in result.stderr
+    assert clients == [], "a Kafka client was made for an unreachable broker"

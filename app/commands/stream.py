@@ -306,7 +306,12 @@ def es_problem(error: Exception, settings: Settings) -> str:
 
 
 def _guard(service: str, settings: Settings, action: Callable[[], Any]) -> Any:
-    """Run ``action``; a connection failure ends the command with a plain message and exit code 1."""
+    """Run ``action``; a connection failure ends the command with a plain message and exit code 1.
+
+    Kafka is asked first, in one connection attempt (:func:`diagnose`): kafka-python retries an unreachable broker
+    for about 30 s, logging an error each time, before it gives up with no cause."""
+    if service == "Kafka" and (problem := diagnose(settings.kafka, _CHECK_TIMEOUT_S)):
+        raise typer.Exit(_fail(problem))
     try:
         return action()
     except Exception as error:  # reported in words, not as a traceback
