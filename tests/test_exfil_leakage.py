@@ -1,5 +1,6 @@
 """System-prompt leakage, canary tokens and the reloadable application registry."""
 
+import base64
 import os
 import sys
 import time
@@ -87,6 +88,34 @@ def test_registered_prompt_is_used_when_the_event_has_none(detector):
     unknown_app, _ = run(detector, chat(service="other", completion=SYSTEM))
     assert rules(detections) == {"abw-exfil-system-prompt-leak"}
     assert unknown_app == []
+
+
+CANARY = "ABW-CANARY-1111aaaa"
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        CANARY[:5] + "\u200b" + CANARY[5:],  # a zero-width space
+        " ".join(CANARY),  # spaced letters
+        base64.b64encode(CANARY.encode()).decode(),
+        f"**{CANARY[:8]}**{CANARY[8:]}",  # bold in part
+        f"{CANARY[:11]}\n{CANARY[11:]}",  # broken over two lines
+        "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in CANARY),  # full-width letters
+    ],
+    ids=["zero-width", "spaced", "base64", "bold", "two-lines", "full-width"],
+)
+def test_a_disguised_canary_still_gives_the_leak_away(detector, disguised):
+    """A model told to hide the canary (an injection asking for it "with spaces" or "in base64") still leaks it."""
+    text = f"The marker reads {disguised} as requested."
+    detections, _ = run(detector, chat(completion=text))
+    assert rules(detections) == {"abw-exfil-canary-response"}
+    start, end = detections[0].evidence[0].start, detections[0].evidence[0].end
+    assert text[start:end].strip("*") in (disguised, disguised.strip("*"))  # the span of the original text
+
+
+def test_a_text_like_a_canary_is_not_one(detector):
+    assert run(detector, chat(completion="The marker reads ABW-CANARY-1111aaab, spaced: A B W - C A N A R Y"))[0] == []
 
 
 def test_canary_in_response_and_tool_call(detector):

@@ -1,18 +1,28 @@
 """Canary tokens: unique strings planted in system prompts or documents that must never come back out.
 
 A canary in the response proves the system prompt leaked; in a tool call's arguments it proves data is leaving
-through the agent. Both are critical: canaries have no false positives by construction. Canaries hidden in URLs
-(encoded) are caught by the URL check, which decodes.
+through the agent. Both are critical: canaries have no false positives by construction. A canary is looked for in
+every view the signature tier scans (:func:`detectors.signatures.textnorm.text_views`: folded case, look-alikes and
+invisible characters, spaced letters, base64 / hex / URL / escape decodings) and with whitespace and markdown marks
+taken out (``**ABW-CAN**ARY``, a token broken over two lines), so a model told to disguise it still gives it away.
+Canaries hidden in URLs (encoded) are also caught by the URL check, which decodes.
 """
 
 from __future__ import annotations
+
+import re2
 
 from detectors.base import Detection, Evidence, RuleInfo
 from detectors.event import COMPLETION, TOOL_ARGUMENTS
 from detectors.exfil.context import EventContext
 from detectors.exfil.masking import Masker
 from detectors.exfil.registry import AppRegistry
+from detectors.signatures.textnorm import View, text_views
 
+# whitespace and markdown marks, taken out of a text to find a canary broken over lines or emphasised in part
+_DROPPED = dict.fromkeys(map(ord, " \t\n\r\x0b\x0c\u00a0\u2028\u2029*`"))
+_DROPPED_ASCII = bytes(code for code in _DROPPED if code < 128)
+_ENCODED_RUN = re2.compile(r"[A-Za-z0-9+/_\-]{16,}|%[0-9A-Fa-f]{2}|\\[ux][0-9A-Fa-f]{2}")  # base64, hex, URL, escapes
 CANARY_IN_RESPONSE = RuleInfo(
     id="abw-exfil-canary-response",
     name="Canary token in a response",
@@ -50,7 +60,7 @@ class CanaryCheck:
                 )
                 for segment in context.segments
                 if segment.field == field and segment.side == "output"
-                for _canary, start, end in self.registry.canary_hits(segment.text)
+                for start, end in self.spans(segment.text)
             ]
             if evidence:
                 event = context.event
@@ -65,3 +75,29 @@ class CanaryCheck:
                     )
                 )
         return detections
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Where registered canaries appear in ``text``, as spans of ``text``, in any of its views."""
+        found = [(start, end) for _canary, start, end in self.registry.canary_hits(text)]
+        if found or not self.registry.has_canaries():
+            return found
+        spans: set[tuple[int, int]] = set()
+        # the folds and decodings cost: only for a text they can change (plain ASCII without an encoded run is
+        # read as written, with whitespace and marks taken out)
+        views = text_views(text)[0] if not text.isascii() or _ENCODED_RUN.search(text) else [View(text, text)]
+        for view in views:
+            spans.update(
+                view.origin or view.source_span(start, end) for _, start, end in self.registry.canary_hits(view.text)
+            )
+            hits = self.registry.canary_hits(_without_dropped(view.text))
+            if hits:  # where the kept characters were: worked out only for a text that holds a canary
+                kept = [index for index, char in enumerate(view.text) if ord(char) not in _DROPPED]
+                spans.update(view.origin or view.source_span(kept[start], kept[end - 1] + 1) for _, start, end in hits)
+        return sorted(spans)
+
+
+def _without_dropped(text: str) -> str:
+    """``text`` without the :data:`_DROPPED` characters (bytes.translate for ASCII text: many times faster)."""
+    if text.isascii():
+        return text.encode("ascii").translate(None, _DROPPED_ASCII).decode("ascii")
+    return text.translate(_DROPPED)

@@ -121,6 +121,9 @@ class AppRegistry:
         snapshot = self._snapshot
         return snapshot.profiles.get(service_name, snapshot.default)
 
+    def has_canaries(self) -> bool:
+        return self._snapshot.canary_matcher is not None
+
     def canary_hits(self, text: str) -> list[tuple[str, int, int]]:
         """Every registered canary in ``text`` (any application's: a canary is never benign) as (token, start, end)."""
         snapshot = self._snapshot
