@@ -7,6 +7,8 @@ import string
 from collections import Counter
 from collections.abc import Iterable
 
+from detectors.signatures.textnorm import fold
+
 _NON_WORD = "".join(ch for ch in string.printable if not ch.isalnum()) + "“”‘’«»—–…•·"
 _TO_SPACE = str.maketrans(_NON_WORD, " " * len(_NON_WORD))
 
@@ -20,8 +22,10 @@ def shannon_entropy(value: str) -> float:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words with punctuation, markdown and whitespace removed, so reformatting changes nothing."""
-    return text.lower().translate(_TO_SPACE).split()
+    """Folded words (the signature tier's fold: lower case, look-alike letters to Latin, invisible characters
+    dropped) with punctuation, markdown and whitespace removed, so reformatting changes nothing, nor does a
+    zero-width space or a Cyrillic ``о`` inside each word of a leaked prompt."""
+    return (text.lower() if text.isascii() else fold(text)).translate(_TO_SPACE).split()  # ASCII: fold is lower
 
 
 def shingles(tokens: list[str], size: int) -> set[str]:
