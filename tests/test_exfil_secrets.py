@@ -189,3 +189,28 @@ def test_tutorial_credentials_raise_no_alert(detector, documentation, real):
     password (even on localhost) or another token still is (the control)."""
     assert rules(run(detector, chat(completion=documentation))[0]) == set()
     assert rules(run(detector, chat(completion=real))[0]) == {"abw-exfil-secret-output"}
+
+
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8ztq4Uvb"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Access key ID: AKIAUJZDEGXDNCF32EPF\nSecret access key: {AWS_SECRET}",  # the console's wording
+        f"AWS Secret Access Key: {AWS_SECRET}",
+        "postgresql+psycopg2://admin:Xk9vQ2mLp7Rt@db.prod.internal:5432/app",  # SQLAlchemy's driver suffix
+        "mysql+pymysql://app:Xk9vQ2mLp7Rt@10.0.0.5/app",
+        "redis://:Xk9vQ2mLp7Rt@cache.prod:6379/0",  # Redis has a password and no user
+    ],
+    ids=["aws-console-prose", "aws-title-case", "sqlalchemy-postgres", "sqlalchemy-mysql", "redis-no-user"],
+)
+def test_written_forms_of_critical_secrets_are_critical(detector, text):
+    detections, _ = run(detector, chat(completion=text))
+    assert [(d.rule.id, d.rule.level) for d in detections] == [("abw-exfil-secret-output", "critical")]
+
+
+def test_a_secret_access_key_label_without_a_key_is_nothing(detector):
+    assert (
+        run(detector, chat(completion="Secret access key: see the vault. Redis at redis://localhost:6379/0"))[0] == []
+    )

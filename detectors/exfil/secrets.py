@@ -245,7 +245,17 @@ def _first_of(text: str, stops: frozenset[str], start: int, stop: int) -> int:
 
 def _assignment_extend(text: str, start: int, end: int, max_value: int = 512) -> tuple[int, int] | None:
     window = text[start : end + max_value + 88]
-    found = _assignment_value(window, walk_right(window, 0, ALNUM, 40), max_value)
+    return _value_extend(window, start, walk_right(window, 0, ALNUM, 40), max_value)
+
+
+def _labelled_extend(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """:func:`_assignment_extend` for a keyword of several words (``Secret access key: ...``): the anchor ends at
+    its ``:`` or ``=``."""
+    return _value_extend(text[start : end + 600], start, end - start - 1, 512)
+
+
+def _value_extend(window: str, start: int, keyword_end: int, max_value: int) -> tuple[int, int] | None:
+    found = _assignment_value(window, keyword_end, max_value)
     if found is None:
         return None
     offset, value = found
@@ -327,7 +337,7 @@ def _aws_session_token(token: str, _text: str, _start: int) -> Valid | None:
 
 
 def _aws_secret(token: str, _text: str, _start: int) -> Valid | None:
-    keyword_end = walk_right(token, 0, ALNUM, 40)
+    keyword_end = token.lower().find("key") + 3  # "Secret access key: ..." as the AWS console writes it
     found = _assignment_value(token, keyword_end)
     if found is None:
         return None
@@ -388,9 +398,9 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
         Spec(
             "aws_secret_access_key",
             "secret",
-            r"(?:aws_?secret_?access_?key|secret_?access_?key)" + _ASSIGNMENT_TAIL,
+            r"(?:aws[_ ]?secret[_ ]?access[_ ]?key|secret[_ ]?access[_ ]?key)" + _ASSIGNMENT_TAIL,  # also in prose
             _aws_secret,
-            _assignment_extend,
+            _labelled_extend,
             caseless=True,
         ),
         Spec(
@@ -508,7 +518,9 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
         Spec(
             "database_password",
             "secret",
-            r"\b(?:postgres(?:ql)?|mysql|mariadb|mongodb(?:\+srv)?|rediss?|amqps?|mssql|sqlserver)://[^\s:/@]{1,64}:",
+            # a driver after the scheme (SQLAlchemy's postgresql+psycopg2://, mongodb+srv://); Redis has no user
+            r"\b(?:postgres(?:ql)?|mysql|mariadb|mongodb|rediss?|amqps?|mssql|sqlserver)(?:\+[a-z0-9]{1,16})?"
+            r"://[^\s:/@]{0,64}:",
             _db_password,
             _db_extend,
             caseless=True,
