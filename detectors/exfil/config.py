@@ -13,6 +13,10 @@ EGRESS_TOOL_WORDS = (
     "send",
     "email",
     "mail",
+    "gmail",
+    "outlook",
+    "draft",  # a mail draft to an outside address is one click (or one agent step) from sent
+    "reply",
     "smtp",
     "post",
     "http",
