@@ -139,8 +139,8 @@ def test_a_port_in_use_is_an_error_the_worker_reports() -> None:
 def test_worker_answers_the_probes_while_it_waits_for_elasticsearch(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The command's own Kafka look-up and Elasticsearch wait are replaced: the first by the topics existing, the
-    second by a look at the probes at that moment (then the command stops)."""
+    """The command's own Kafka check and look-up and Elasticsearch wait are replaced: the first two by a broker
+    that answers and has the topics, the third by a look at the probes at that moment (then the command stops)."""
     port = free_port()
     env = {
         "ABW_CONFIG": "",
@@ -155,6 +155,7 @@ def test_worker_answers_the_probes_while_it_waits_for_elasticsearch(
         seen.update({path: get(port, path) for path in ("/live", "/health")})
         raise typer.Exit(7)
 
+    monkeypatch.setattr(stream_commands, "diagnose", lambda kafka, timeout_s: None)
     monkeypatch.setattr(
         stream_commands, "_topic_counts", lambda settings: dict.fromkeys(topic_names(settings.kafka), 1)
     )
