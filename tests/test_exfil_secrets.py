@@ -214,3 +214,19 @@ def test_a_secret_access_key_label_without_a_key_is_nothing(detector):
     assert (
         run(detector, chat(completion="Secret access key: see the vault. Redis at redis://localhost:6379/0"))[0] == []
     )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        ("pypi_token", "pypi-AgEIcHlwaS5vcmc" + chars(string.ascii_letters + string.digits + "-_", 150)),
+        ("slack_token", "xoxe.xoxp-1-" + chars(string.ascii_letters + string.digits, 160)),
+        ("slack_token", "xoxe-1-" + chars(string.ascii_letters + string.digits, 140)),
+    ],
+    ids=["pypi", "slack-refresh-user", "slack-refresh"],
+)
+def test_more_provider_tokens_are_found(detector, kind, value):
+    assert [(h.kind, h.value) for h in detector.scanner.scan(f"token: {value} ok") if h.family == "secret"] == [
+        (kind, value)
+    ]
+    assert detector.scanner.scan("pypi-AgEIcHlwaS5vcmcexample and xoxe-1-shorttoken") == []
