@@ -1,4 +1,4 @@
-"""A wrong output path stops a command in one line before its work, not in a traceback after it (app/outputs.py);
+"""A wrong output path stops a command in one line before its work, not in a traceback after it (app/files.py);
 any other file error is one line too (app/cli.py)."""
 
 from __future__ import annotations
@@ -50,3 +50,26 @@ def test_a_file_error_during_the_work_is_one_line_and_exit_1(tmp_path: Path, mon
     result = CliRunner().invoke(cli, ["simulate", "--hours", "1", "--out", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 1
     assert "No space left on device" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["replay", "{input}", "--alerts-out", "{tmp}/a.jsonl"],
+        ["backtest", "--builtin", "--input", "{input}"],
+        ["produce", "{input}"],
+    ],
+    ids=["replay", "backtest", "produce"],
+)
+@pytest.mark.parametrize("kind", ["folder", "missing"])
+def test_an_input_that_is_a_folder_or_missing_is_named_in_one_line(
+    arguments: list[str], kind: str, tmp_path: Path
+) -> None:
+    given = tmp_path / "logs"
+    if kind == "folder":
+        given.mkdir()
+    argv = [a.format(input=given, tmp=tmp_path) for a in arguments]
+    result = CliRunner().invoke(cli, argv, env={"ABW_CONFIG": "", "COLUMNS": "400"})
+    assert result.exit_code == 2, result.output
+    expected = f"{given} is a folder; give the files in it" if kind == "folder" else f"no such file: {given}"
+    assert expected in " ".join(result.stderr.split())

@@ -28,9 +28,9 @@ from app.backtest import (
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.commands.replay import bytes_progress, warn_if_masks_unsafe
 from app.engine import build_engine, build_exceptions, build_grouper, build_history
+from app.files import ensure_readable, ensure_writable
 from app.gc_policy import tune_garbage_collector
 from app.neighbour_times import NeighbourTimes
-from app.outputs import ensure_writable
 from app.replay import STDIN
 from app.settings import Settings, load_settings
 from app.terminal import terminal_safe
@@ -64,9 +64,7 @@ def backtest_command(
     out: Path | None = typer.Option(None, "--out", help="Write the report as JSON."),
 ) -> None:
     """Replay INPUT through a rule set; report per-rule precision, recall per category, volume and a diff."""
-    for name in inputs:
-        if name != STDIN and not Path(name).is_file():
-            raise typer.BadParameter(f"no such file: {name}", param_hint="--input")
+    ensure_readable(inputs, "--input")
     if baseline and STDIN in inputs:
         raise typer.BadParameter("standard input can be read once: give files with --baseline", param_hint="--input")
     settings = load_settings()

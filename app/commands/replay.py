@@ -17,8 +17,8 @@ from rich.text import Text
 
 from app.commands.exceptions import exit_on_bad_exceptions
 from app.engine import build_engine
+from app.files import ensure_readable, ensure_writable
 from app.gc_policy import tune_garbage_collector
-from app.outputs import ensure_writable
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, Settings, load_settings, redaction_key_problem
@@ -73,9 +73,7 @@ def replay_command(
     State is kept per identity partition as the stream keeps it, so with the stream's partition count the
     output is what the stream writes for the same records.
     """
-    for name in files:
-        if name != STDIN and not Path(name).is_file():
-            raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
+    ensure_readable(files, "FILES")
     warn_if_masks_unsafe(load_settings(config), console)  # real logs, maybe shared: say so (demo's are made up)
     ensure_writable(alerts_out, events_out, dead_letter_out, shadow_alerts_out, summary_out, report)
     summary = _run(

@@ -9,7 +9,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from app.outputs import ensure_writable
+from app.files import ensure_writable
 from app.traffic.simulate import (
     DEFAULT_START,
     FORMATS,

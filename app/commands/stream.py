@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.text import Text
 
+from app.files import ensure_readable
 from app.gc_policy import tune_garbage_collector
 from app.replay import STDIN, read_lines
 from app.settings import Settings, load_settings, redaction_key_problem
@@ -135,9 +136,7 @@ def produce_command(
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Send JSONL lines to the raw topic: one per message, or N per message as NDJSON (like log shippers)."""
-    for name in files:
-        if name != STDIN and not Path(name).is_file():
-            raise typer.BadParameter(f"no such file: {name}", param_hint="FILES")
+    ensure_readable(files, "FILES")
     settings = load_settings(config)
     target = topic or settings.kafka.raw_topic
     producer = _guard(
