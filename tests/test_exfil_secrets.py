@@ -230,3 +230,23 @@ def test_more_provider_tokens_are_found(detector, kind, value):
         (kind, value)
     ]
     assert detector.scanner.scan("pypi-AgEIcHlwaS5vcmcexample and xoxe-1-shorttoken") == []
+
+
+def test_an_azure_sas_signature_is_a_critical_secret_and_a_lone_sig_parameter_is_not(detector):
+    signature = base64.b64encode(bytes(RNG.randrange(256) for _ in range(32))).decode()
+    encoded = signature.replace("/", "%2F").replace("+", "%2B").replace("=", "%3D")
+    sas = f"https://acct.blob.core.windows.net/c/f.txt?sv=2022-11-02&sp=r&se=2026-12-01&sig={encoded}&spr=https"
+    found = [(h.kind, h.value) for h in detector.scanner.scan(sas) if h.family == "secret"]
+    assert found == [("azure_sas_signature", encoded)]
+    assert [(d.rule.id, d.rule.level) for d in run(detector, chat(completion=sas))[0]] == [
+        ("abw-exfil-secret-output", "critical")
+    ]
+    assert [h for h in detector.scanner.scan(f"https://x.test/?sig={encoded}") if h.family == "secret"] == []
+
+
+def test_a_twilio_api_key_is_a_secret(detector):
+    key = "SK" + chars("0123456789abcdef", 32)
+    assert [(h.kind, h.value) for h in detector.scanner.scan(f"TWILIO_KEY_SID {key}") if h.family == "secret"] == [
+        ("twilio_api_key", key)
+    ]
+    assert detector.scanner.scan("SK" + "0" * 32) == []

@@ -26,6 +26,7 @@ CRITICAL_KINDS = frozenset(
     {
         "aws_secret_access_key",
         "azure_storage_key",
+        "azure_sas_signature",
         "gcp_private_key_id",
         "private_key",
         "database_password",
@@ -166,6 +167,20 @@ def _aws_key_id(token: str, _text: str, _start: int) -> Valid | None:
     if "EXAMPLE" in token or not set(body) <= _AWS_BODY or len(set(body)) < 8:
         return None
     return Valid(token, token)
+
+
+def _sas_signature(token: str, text: str, start: int) -> Valid | None:
+    """The ``sig`` of an Azure shared access signature URL (it grants what the URL's ``sp`` permits until ``se``):
+    a base64 HMAC-SHA256, URL-encoded, in a query that also names the storage service version ``sv``."""
+    signature = urllib.parse.unquote(token[5:])  # after "?sig=" or "&sig="
+    query = text[max(0, start - 512) : start + 1]
+    if "sv=" not in query[query.rfind("?") :] or len(signature) != 44 or not signature.endswith("="):
+        return None
+    try:
+        base64.b64decode(signature, validate=True)
+    except binascii.Error:
+        return None
+    return Valid(token[5:], signature, start_offset=5) if _random_enough(signature, 4.0) else None
 
 
 def _b64url_json(part: str) -> object:
@@ -503,6 +518,14 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
             priority=1,
         ),
         Spec("groq_api_key", "secret", r"\bgsk_[A-Za-z0-9]{52}\b", _token(4.0, prefix_len=4)),
+        Spec(
+            "azure_sas_signature",
+            "secret",
+            r"[?&]sig=[A-Za-z0-9%+/]{40}",
+            _sas_signature,
+            extend_over(ALNUM | set("%+/="), 80),
+        ),
+        Spec("twilio_api_key", "secret", r"\bSK[0-9a-f]{32}\b", _token(3.3, prefix_len=2)),
         Spec(  # PyPI API tokens: a macaroon whose base64 starts with the issuer, "pypi.org"
             "pypi_token",
             "secret",
