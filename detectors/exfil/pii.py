@@ -151,10 +151,17 @@ def _email(token: str, text: str, start: int) -> Valid | None:
         return None
     if any(domain == d or domain.endswith("." + d) for d in EXAMPLE_EMAIL_DOMAINS):
         return None
-    after = text[start + len(token) : start + len(token) + 2]
-    if after[:1] == ":" and after[1:] not in ("", " ", "\n"):  # git@github.com:acme/app.git, scp-style SSH
+    end = start + len(token)
+    if text[end : end + 1] == ":" and _is_path(text[end + 1 : end + 256]):  # git@github.com:acme/app.git, SSH
         return None
     return Valid(token, token.lower(), alertable=local.lower() not in ROLE_MAILBOXES)
+
+
+def _is_path(text: str) -> bool:
+    """Whether ``text`` starts with a repository path (``acme/app.git``), as after an scp-style SSH address; an
+    e-mail address followed by ``:password`` (a dumped credential) is not one."""
+    word = text.split(maxsplit=1)[0] if text.strip() else ""
+    return "/" in word or word.endswith(".git")
 
 
 def _phone_extend(text: str, start: int, end: int) -> tuple[int, int]:

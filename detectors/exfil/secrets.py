@@ -99,16 +99,8 @@ _DEFAULT_DB_PASSWORDS = frozenset(
     {"postgres", "mysql", "mariadb", "mongo", "mongodb", "redis", "admin", "admin123", "root", "toor", "pass"}
     | {"passwd", "pwd", "guest", "letmein", "qwerty", "default", "rabbitmq", "sa", "oracle", "user", "demo"}
 )
-_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal", "db", "postgres"})
-_DOCUMENTATION_HOST_SUFFIXES = (
-    "example.com",
-    "example.org",
-    "example.net",
-    ".example",
-    ".test",
-    ".localhost",
-    ".local",
-)
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
+_DOCUMENTATION_HOST_SUFFIXES = ("example.com", "example.org", "example.net", ".example", ".test", ".invalid")
 _RANDOM_PASSWORD_ENTROPY = 3.0  # bits per character: a random 10+ character password is above, a word below
 
 
@@ -396,14 +388,17 @@ def _db_password(token: str, _text: str, _start: int) -> Valid | None:
 
 
 def _default_credentials(parts: urllib.parse.SplitResult, password: str) -> bool:
-    """A database URL from a tutorial or a local setup (``postgres://postgres:postgres@localhost``): the password is
-    the user name or a product's well-known default, or the host is this machine or a documentation domain and the
-    password is not random."""
-    if password == parts.username or password.lower() in _DEFAULT_DB_PASSWORDS:
-        return True
+    """A database URL from a tutorial or a local setup (``postgres://postgres:postgres@localhost``): the host is this
+    machine or a documentation domain, and the password is the user name, a product's well-known default or a word.
+    A weak password on any other host is a real credential, and a leak of it matters the more."""
     host = (parts.hostname or "").lower()
-    local = host in _LOCAL_HOSTS or host.endswith(_DOCUMENTATION_HOST_SUFFIXES)
-    return local and not _random_enough(password, _RANDOM_PASSWORD_ENTROPY)
+    if host not in _LOCAL_HOSTS and not host.endswith(_DOCUMENTATION_HOST_SUFFIXES):
+        return False
+    return (
+        password == parts.username
+        or password.lower() in _DEFAULT_DB_PASSWORDS
+        or not _random_enough(password, _RANDOM_PASSWORD_ENTROPY)
+    )
 
 
 def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Spec]:

@@ -22,7 +22,7 @@ import msgspec
 import re2
 
 from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveValue
-from detectors.event import COMPLETION, TOOL_ARGUMENTS
+from detectors.event import COMPLETION, DOCUMENT, SYSTEM, TOOL_ARGUMENTS, TOOL_RESULT
 from detectors.exfil.candidates import Hit, Spec, Valid, extend_over
 from detectors.exfil.context import EventContext, Segment
 from detectors.exfil.decoding import decoded_forms
@@ -76,6 +76,9 @@ FILE_EXTENSIONS = frozenset(
 )
 
 
+# passages a tool call's URL may not carry off-site: what the application read, not what the user typed
+_LEAKED_SOURCES = frozenset({DOCUMENT, TOOL_RESULT, SYSTEM})
+_FETCH_MIN_PASSAGE = 160  # characters, decoded: longer than a search query (about 32 words at most)
 _URL_NAMES: dict[Render, str] = {
     "image": "an image URL",
     "link": "a link URL",
@@ -84,11 +87,16 @@ _URL_NAMES: dict[Render, str] = {
 }
 
 
-def _cited(url: str, index: ConversationIndex) -> bool:
-    """Whether ``url`` was written in the input as it is (a link in a document or a tool result): following it
-    sends nothing the page did not already hold."""
+def _fetched_leak(flow: Flow, carrier: Carrier, url: str, index: ConversationIndex) -> bool:
+    """Whether a conversation passage in a URL a tool fetches is a leak, not a search or a link followed: it comes
+    from a document, a tool result or the system prompt (an agent searches for what the user asked, in any turn),
+    it is longer than a search query, and the input did not hold the URL as it is (a link the page gave)."""
+    if flow.what != "conversation":
+        return True
+    if flow.source_field not in _LEAKED_SOURCES or len(urllib.parse.unquote_plus(carrier.value)) < _FETCH_MIN_PASSAGE:
+        return False
     written = url.lower()
-    return any(written in text for text, _ in index.texts)
+    return not any(written in text for text, _ in index.texts)
 
 
 def _url_extend(text: str, start: int, end: int) -> tuple[int, int]:
@@ -277,8 +285,8 @@ class UrlExfilCheck:
             if not index:
                 index.append(self.tracer.index(context, context.earlier))
             flows = [f for f in self.tracer.trace(carrier.value, index[0]) if self._counts(f, render, user_keys)]
-            if render == "fetch" and _cited(hit.value, index[0]):  # a link the tool follows, copied from the input
-                flows = [flow for flow in flows if flow.what != "conversation"]
+            if render == "fetch":
+                flows = [flow for flow in flows if _fetched_leak(flow, carrier, hit.value, index[0])]
             if flows or opaque:
                 found.append((carrier, flows, opaque))
             if any(flow.transforms and flow.what != "conversation" for flow in flows):
