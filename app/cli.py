@@ -6,9 +6,12 @@ the demo), ``rules.py`` (rule tooling), ``stream.py`` (worker, bootstrap, produc
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
 import pkgutil
+import sys
 
 import click
 import typer
@@ -33,11 +36,20 @@ class _SettingsErrorsInWords(TyperGroup):
             if is_settings_error(error):
                 console.print(Text.assemble(("error: ", "red"), f"invalid settings: {describe_settings_error(error)}"))
                 raise typer.Exit(2) from None
+            if isinstance(error, BrokenPipeError):  # the reader went away (``| head``): nothing left to say to it
+                _silence_stdout()
+                raise typer.Exit(141) from None  # as a shell reports SIGPIPE
             if not isinstance(error, OSError):
                 raise
             logging.getLogger(__name__).debug("file error", exc_info=True)
             console.print(Text.assemble(("error: ", "red"), str(error)))
             raise typer.Exit(1) from None
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not fail on the closed pipe again."""
+    with contextlib.suppress(OSError, ValueError):  # stdout is not a file (captured in tests)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 cli = typer.Typer(

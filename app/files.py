@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -25,15 +26,18 @@ def ensure_readable(names: list[str], param_hint: str) -> None:
 
 
 def ensure_writable(*paths: Path | None) -> None:
-    """Create each output's folder and open the output for appending, so that a wrong path (a folder, a read-only
-    place) stops the command in one line before a long run, instead of in a traceback after it, with the results
-    lost. ``None`` (an output not asked for) is skipped."""
+    """Create each output's folder and check that the output can be written, without opening it (a named pipe
+    would take the open for its reader; a file created now would be left empty if the command stops later), so
+    that a wrong path (a folder, a read-only place) stops the command in one line before a long run, instead of in
+    a traceback after it, with the results lost. ``None`` (an output not asked for) is skipped."""
     for path in paths:
         if path is None:
             continue
+        if path.is_dir():
+            raise typer.BadParameter(f"cannot write {path}: Is a directory")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("ab"):
-                pass
         except OSError as error:
             raise typer.BadParameter(f"cannot write {path}: {error.strerror or error}") from None
+        if not os.access(path if path.exists() else path.parent, os.W_OK):
+            raise typer.BadParameter(f"cannot write {path}: Permission denied")

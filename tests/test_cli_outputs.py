@@ -3,12 +3,15 @@ any other file error is one line too (app/cli.py)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from app.cli import cli
+from app.files import ensure_writable
 from app.settings import PACKAGE_ROOT
 
 SAMPLE = str(PACKAGE_ROOT / "samples" / "openai.jsonl")
@@ -73,3 +76,24 @@ def test_an_input_that_is_a_folder_or_missing_is_named_in_one_line(
     assert result.exit_code == 2, result.output
     expected = f"{given} is a folder; give the files in it" if kind == "folder" else f"no such file: {given}"
     assert expected in " ".join(result.stderr.split())
+
+
+def test_the_output_check_opens_nothing_and_creates_no_file(tmp_path: Path) -> None:
+    """A file created by the check would be left empty if the command stopped later (a bad exceptions file), and a
+    named pipe opened by it would see its reader take that open for the end of the output."""
+    output, pipe = tmp_path / "new" / "alerts.jsonl", tmp_path / "pipe"
+    os.mkfifo(pipe)
+    ensure_writable(output, pipe)  # opening the pipe without a reader would block here
+    assert output.parent.is_dir() and not output.exists()
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``abusewatch ... | head``: a broken pipe is not an error to report, and not exit code 1."""
+
+    def reader_gone(*_args: object, **_kwargs: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("app.commands.simulate.render_records", reader_gone)
+    result = CliRunner().invoke(cli, ["simulate", "--hours", "1", "--out", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 141 and result.stderr == ""

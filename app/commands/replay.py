@@ -22,6 +22,7 @@ from app.gc_policy import tune_garbage_collector
 from app.replay import STDIN, ReplaySummary, merge_by_time, replay
 from app.report import render_report
 from app.settings import PACKAGE_ROOT, Settings, load_settings, redaction_key_problem
+from detectors.normalise.decode import GZIP_MAGIC
 
 SAMPLES_DIR = PACKAGE_ROOT / "samples"
 DEMO_OUTPUTS = (
@@ -150,9 +151,9 @@ def _run(
 @contextmanager
 def bytes_progress(console: Console, inputs: list[str], label: str, passes: int = 1) -> Iterator[Callable[[int], None]]:
     """Progress over the bytes of ``passes`` reads of ``inputs``, yielding what advances it by a number of bytes: a
-    bar on a terminal, else (a log, a pipe, CI) a :class:`ProgressLines` line every 15 seconds; from stdin, whose
-    size is unknown, lines of what was read."""
-    total = None if STDIN in inputs else passes * sum(os.path.getsize(name) for name in inputs)
+    bar on a terminal, else (a log, a pipe, CI) a :class:`ProgressLines` line every 15 seconds; from stdin or a gzip
+    file, whose inflated size is unknown, lines of what was read."""
+    total = None if STDIN in inputs or any(map(_compressed, inputs)) else passes * sum(map(os.path.getsize, inputs))
     if not console.is_terminal or total is None:
         yield ProgressLines(console, label, total)
         return
@@ -160,6 +161,11 @@ def bytes_progress(console: Console, inputs: list[str], label: str, passes: int 
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda size: progress.advance(task, size)
+
+
+def _compressed(name: str) -> bool:
+    with open(name, "rb") as handle:
+        return handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC
 
 
 class ProgressLines:
