@@ -22,6 +22,8 @@ from detectors.signatures.textnorm import View, text_views
 # whitespace and markdown marks, taken out of a text to find a canary broken over lines or emphasised in part
 _DROPPED = dict.fromkeys(map(ord, " \t\n\r\x0b\x0c\u00a0\u2028\u2029*`"))
 _DROPPED_ASCII = bytes(code for code in _DROPPED if code < 128)
+# dashes and hyphens that look like ``-`` (non-breaking, en, em, minus, full-width ...), read as it
+_DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
 _ENCODED_RUN = re2.compile(r"[A-Za-z0-9+/_\-]{16,}|%[0-9A-Fa-f]{2}|\\[ux][0-9A-Fa-f]{2}")  # base64, hex, URL, escapes
 CANARY_IN_RESPONSE = RuleInfo(
     id="abw-exfil-canary-response",
@@ -97,7 +99,8 @@ class CanaryCheck:
 
 
 def _without_dropped(text: str) -> str:
-    """``text`` without the :data:`_DROPPED` characters (bytes.translate for ASCII text: many times faster)."""
+    """``text`` without the :data:`_DROPPED` characters, its :data:`_DASHES` read as ``-`` (bytes.translate for
+    ASCII text: many times faster)."""
     if text.isascii():
         return text.encode("ascii").translate(None, _DROPPED_ASCII).decode("ascii")
-    return text.translate(_DROPPED)
+    return text.translate(_DROPPED | _DASHES)
