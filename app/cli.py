@@ -39,7 +39,7 @@ class _SettingsErrorsInWords(TyperGroup):
             if isinstance(error, BrokenPipeError):  # the reader went away (``| head``): nothing left to say to it
                 _silence_stdout()
                 raise typer.Exit(141) from None  # as a shell reports SIGPIPE
-            if not isinstance(error, OSError):
+            if not isinstance(error, OSError) or error.filename is None:  # not a file's (a socket's: a traceback)
                 raise
             logging.getLogger(__name__).debug("file error", exc_info=True)
             console.print(Text.assemble(("error: ", "red"), str(error)))

@@ -97,3 +97,14 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(monkeypatch: pytest.Mo
     monkeypatch.setattr("app.commands.simulate.render_records", reader_gone)
     result = CliRunner().invoke(cli, ["simulate", "--hours", "1", "--out", str(tmp_path / "out.jsonl")])
     assert result.exit_code == 141 and result.stderr == ""
+
+
+def test_an_error_that_is_not_a_files_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only file errors are put in one line: a socket error in a worker is a bug report, traceback and all."""
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr("app.commands.simulate.render_records", refused)
+    result = CliRunner().invoke(cli, ["simulate", "--hours", "1", "--out", str(tmp_path / "out.jsonl")])
+    assert isinstance(result.exception, ConnectionRefusedError)
