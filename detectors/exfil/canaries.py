@@ -24,6 +24,7 @@ _DROPPED = dict.fromkeys(map(ord, " \t\n\r\x0b\x0c\u00a0\u2028\u2029*`"))
 _DROPPED_ASCII = bytes(code for code in _DROPPED if code < 128)
 # dashes and hyphens that look like ``-`` (non-breaking, en, em, minus, full-width ...), read as it
 _DASHES = dict.fromkeys(map(ord, "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"), "-")
+_DROPPED_AND_DASHES = _DROPPED | _DASHES
 _ENCODED_RUN = re2.compile(r"[A-Za-z0-9+/_\-]{16,}|%[0-9A-Fa-f]{2}|\\[ux][0-9A-Fa-f]{2}")  # base64, hex, URL, escapes
 CANARY_IN_RESPONSE = RuleInfo(
     id="abw-exfil-canary-response",
@@ -103,4 +104,4 @@ def _without_dropped(text: str) -> str:
     ASCII text: many times faster)."""
     if text.isascii():
         return text.encode("ascii").translate(None, _DROPPED_ASCII).decode("ascii")
-    return text.translate(_DROPPED | _DASHES)
+    return text.translate(_DROPPED_AND_DASHES)
