@@ -63,7 +63,7 @@ def test_unknown_target_is_an_error(rules):
         convert(list(rules.values()), "splunk")
 
 
-def test_lucene_dialect_keeps_re2_meaning():
-    from detectors.signatures.convert import _lucene_dialect
-
-    assert _lucene_dialect(r"<!--\W+a\w[^\W]") == r"\<!--[^a-z0-9_]+a[a-z0-9_][^\W]"
+def test_lucene_regexes_are_translated_and_report_what_they_approximate(rules):
+    conversion = _one(rules, OVERRIDE_ID, "lucene")
+    assert r"gen_ai.prompt.lc:/.{0,}(forget\s+(all\s+)?(your|the)\s+(rules|guidelines)).{0,}/" in conversion.query
+    assert conversion.approximations == ()

@@ -90,6 +90,8 @@ def convert_rules(
     for conversion in convert(rules, target, output_format):
         typer.echo(f"# {conversion.rule.title} ({conversion.rule.id})")
         if conversion.query is not None:
+            for note in conversion.approximations:
+                typer.echo(f"# approximate (finds more than the engine): {note}")
             typer.echo(conversion.query)
         else:
             failures += 1

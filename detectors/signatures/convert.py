@@ -8,8 +8,9 @@ product's fields to what the event documents index (:func:`detectors.documents.e
   sub-field must be ``keyword`` with the built-in ``lowercase`` normalizer, e.g.
   ``"gen_ai.prompt": {"type": "text", "fields": {"lc": {"type": "keyword", "normalizer": "lowercase",
   "ignore_above": 8191}}}``. That makes Lucene wildcards (``contains``/``startswith``/``endswith``) case-insensitive
-  like the stream engine. Regexes (``re``) run on the lower-cased value, so write them in lower case. Texts longer
-  than ``ignore_above`` are not searchable this way (the stream engine still scans them).
+  like the stream engine. Regexes (``re``) are translated to Lucene's dialect on the lower-cased value
+  (:mod:`detectors.signatures.lucene_regex`), one clause per top-level branch. Texts longer than ``ignore_above``
+  are not searchable this way (the stream engine still scans them).
 * metadata fields (``service.name``, ``user.id``...) are ECS keyword fields, matched as they are.
 
 The queries do not fold homoglyphs, drop invisible characters or decode payloads: that happens only in the stream
@@ -19,21 +20,28 @@ express (``cased`` in Lucene, keyword searches in ES|QL) are reported per rule, 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
+from sigma.conditions import ConditionOR
 from sigma.conversion.base import Backend
 from sigma.exceptions import SigmaError
 from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation, SetStateTransformation
 from sigma.processing.transformations.base import ValueTransformation
-from sigma.rule import SigmaRule
-from sigma.types import SigmaExpansion, SigmaRegularExpression, SigmaString, SigmaType
+from sigma.rule import SigmaDetectionItem, SigmaRule
+from sigma.types import (
+    SigmaExpansion,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaType,
+)
 
 from detectors.event import TEXT_FIELDS
+from detectors.signatures.lucene_regex import to_lucene
 from detectors.signatures.parse import SignatureRule
 
 EVENTS_INDEX_PATTERN = "logs-abusewatch.events-*"
@@ -49,6 +57,7 @@ class Conversion:
     target: str
     query: str | None = None
     error: str | None = None
+    approximations: tuple[str, ...] = ()  # where the query finds more than the engine's regexes (Lucene only)
 
 
 @dataclass
@@ -61,56 +70,37 @@ class LowercaseValues(ValueTransformation):
         return val.lower()
 
 
-_LUCENE_INTERVAL = re.compile(r"(?<!\\)([<>])")
-_LUCENE_CLASSES = {"w": "[a-z0-9_]", "W": "[^a-z0-9_]"}  # values are lower-cased, so ASCII lower case suffices
-
-
-def _lucene_dialect(pattern: str) -> str:
-    """Rewrite what Lucene reads differently from RE2: ``<``/``>`` are literals, ``\\w``/``\\W`` are classes."""
-    out: list[str] = []
-    in_class = False
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
-            escaped = pattern[index + 1]
-            out.append(
-                _LUCENE_CLASSES[escaped] if escaped in _LUCENE_CLASSES and not in_class else pattern[index : index + 2]
-            )
-            index += 2
-            continue
-        if char == "[":
-            in_class = True
-        elif char == "]" and in_class:
-            in_class = False
-        out.append(char)
-        index += 1
-    return _LUCENE_INTERVAL.sub(r"\\\1", "".join(out))
-
-
-# Lucene's regular expressions have no word boundary; a rule that uses one converts, but the query can match more
-# (or, at a text edge, less) than the engine: hunting results for such rules need a look.
-LUCENE_UNSUPPORTED = ("\\b",)
-
-
 @dataclass
-class UnanchoredRegex(ValueTransformation):
-    """Lucene matches a regex against the whole term; Sigma's ``re`` searches. Pad with ``.{0,}`` unless anchored
-    (the backend escapes a literal ``*`` next to the pattern's edge, so the padding avoids it)."""
+class LuceneRegexTransformation(ValueTransformation):
+    """Rewrite each regex for Lucene (:func:`~detectors.signatures.lucene_regex.to_lucene`): a whole-term match in
+    Lucene's dialect that finds what RE2's search finds; what it can only approximate is kept in ``approximations``
+    (:func:`convert` collects them per rule)."""
 
-    def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
+    approximations: list[str] = field(default_factory=list)
+    split: bool = True
+
+    def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetectionItem | None:
+        self.split = detection_item.value_linking is ConditionOR  # one value per branch only where values are OR-ed
+        return super().apply_detection_item(detection_item)
+
+    def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | list[SigmaType] | None:
         if not isinstance(val, SigmaRegularExpression):
             return None
-        pattern = _lucene_dialect(str(val.regexp))
-        start = not pattern.startswith("^")
-        end = not (pattern.endswith("$") and not pattern.endswith("\\$"))
-        core = pattern[0 if start else 1 : len(pattern) if end else -1]
-        body = f"{'.{0,}' if start else ''}({core}){'.{0,}' if end else ''}"
-        return SigmaRegularExpression(body, val.flags)
+        flags = val.flags
+        lucene = to_lucene(
+            str(val.regexp),
+            dotall=SigmaRegularExpressionFlag.DOTALL in flags,
+            multiline=SigmaRegularExpressionFlag.MULTILINE in flags,
+        )
+        self.approximations.extend(lucene.approximations)
+        if not self.split:
+            return SigmaRegularExpression(lucene.text, set())
+        return [SigmaRegularExpression(text, set()) for text in lucene.alternatives]
 
 
-def llm_pipeline(target: str = "lucene") -> ProcessingPipeline:
-    """Map the ``llm`` logsource to the indexed ECS fields and the events index."""
+def llm_pipeline(target: str = "lucene", regexes: LuceneRegexTransformation | None = None) -> ProcessingPipeline:
+    """Map the ``llm`` logsource to the indexed ECS fields and the events index (``regexes``: the Lucene regex
+    rewriting, to read its approximations after each rule)."""
 
     def llm() -> list[LogsourceCondition]:  # pySigma binds each condition to one item: a new one per item
         return [LogsourceCondition(product="llm")]
@@ -118,8 +108,8 @@ def llm_pipeline(target: str = "lucene") -> ProcessingPipeline:
     lucene = (
         [
             ProcessingItem(
-                identifier="abusewatch_unanchored_regex",
-                transformation=UnanchoredRegex(),
+                identifier="abusewatch_lucene_regex",
+                transformation=regexes or LuceneRegexTransformation(),
                 rule_conditions=llm(),
             )
         ]
@@ -155,9 +145,11 @@ def convert(rules: Iterable[SignatureRule], target: str = "lucene", output_forma
     """Convert each rule; a rule the backend cannot express gets an ``error`` instead of a ``query``."""
     if target not in BACKENDS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(BACKENDS)}")
-    backend = BACKENDS[target](processing_pipeline=llm_pipeline(target))
+    regexes = LuceneRegexTransformation()
+    backend = BACKENDS[target](processing_pipeline=llm_pipeline(target, regexes))
     conversions = []
     for rule in rules:
+        regexes.approximations.clear()
         try:
             # conversion rewrites the rule it is given: convert a fresh parse, never the running rule
             queries = backend.convert_rule(SigmaRule.from_yaml(rule.source), output_format)
@@ -165,5 +157,6 @@ def convert(rules: Iterable[SignatureRule], target: str = "lucene", output_forma
             conversions.append(Conversion(rule, target, error=f"{type(error).__name__}: {error}"))
             continue
         query = "\n".join(str(query) for query in queries)
-        conversions.append(Conversion(rule, target, query=query))
+        approximations = tuple(dict.fromkeys(regexes.approximations))
+        conversions.append(Conversion(rule, target, query=query, approximations=approximations))
     return conversions

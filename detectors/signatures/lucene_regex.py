@@ -1,0 +1,701 @@
+"""Translate a rule's RE2 regex into a Lucene regex that finds the same texts in a lower-cased keyword field.
+
+The stream engine *searches* text with RE2; Lucene *matches a whole term* with its own dialect, where ``#``, ``@``,
+``&``, ``~``, ``"``, ``<`` and ``>`` are operators, ``\\x27`` or ``\\n`` are plain letters, and there are no anchors or
+word boundaries. :func:`to_lucene` parses the RE2 pattern and writes it again for Lucene:
+
+* literals are escaped for Lucene, escapes (``\\x27``, ``\\n``, ``\\t``) become the characters they name, and
+  ``\\w``, ``\\d``, ``.`` (no newline unless ``s``) become the classes RE2 means (ASCII, like RE2);
+* letters are lower-cased (the ``.lc`` sub-field is lower-cased by its normalizer);
+* ``\\b``, ``\\B``, ``^`` and ``$`` are resolved from the characters that can stand on each side: inside the pattern
+  they are either always true (dropped) or never true (that branch is dropped); at the pattern's edges the padding
+  that makes a search out of a whole-term match is split by what it ends with (a word character, a newline,
+  anything else, or nothing), so ``\\bignore`` becomes ``(.{0,}[^a-z0-9_])?(ignore).{0,}``;
+* each top-level branch becomes a regex of its own (:attr:`LuceneRegex.alternatives`, one query clause each), so
+  that Elasticsearch can build every automaton.
+
+What cannot be written exactly is written as a superset (the hunting query finds at least what the engine finds)
+and named in :attr:`LuceneRegex.approximations`: a case-sensitive group (the field has no case left), a boundary
+whose sides depend on an optional part, a counted run of a class longer than :data:`MAX_COUNT` (Elasticsearch
+cannot build the automaton of ``.{0,}=[^&]{16}``). One difference is too small to report: Lucene's ``\\s`` also
+takes the vertical tab. Unicode classes (``\\pL``), ``\\Q...\\E`` and POSIX classes raise
+:class:`NotImplementedError`: the rule is reported as not convertible.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+# Character groups that decide every assertion RE2 has: word (ASCII, as RE2's \b and \w), newline, anything else.
+WORD, NEWLINE, OTHER = 1, 2, 4
+EDGE = 8  # no character: the start or end of the text
+_SIDES = (EDGE, WORD, NEWLINE, OTHER)  # what the padding around a match can end or start with
+_PAIRS = tuple(itertools.product(_SIDES, repeat=2))
+MAX_COUNT = 6  # the longest counted run of a class that is written as such (see _shorten_counts)
+_WORD_CODES = frozenset(itertools.chain(range(48, 58), range(65, 91), range(97, 123), (95,)))
+_SPACE_CODES = frozenset((9, 10, 12, 13, 32))  # RE2's \s
+_DIGIT_CODES = frozenset(range(48, 58))
+_ASCII = frozenset(range(128))
+_LOWER_ASCII = _ASCII - frozenset(range(65, 91))  # what a lower-cased field can hold
+_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "v": "\v", "a": "\a"}
+_PERL_CLASSES = {"d": _DIGIT_CODES, "s": _SPACE_CODES, "w": _WORD_CODES}
+_LUCENE_SPECIAL = frozenset(
+    '.?+*|{}[]()"\\#@&<>~^$-'
+)  # Lucene's operators, and RE2's (kept for readers); '/' is the backend's
+_GROUP_CLASS = {
+    WORD: "[a-z0-9_]",
+    NEWLINE: "\n",
+    OTHER: "[^a-z0-9_\n]",
+    WORD | NEWLINE: "[a-z0-9_\n]",
+    WORD | OTHER: "[^\n]",
+    NEWLINE | OTHER: "[^a-z0-9_]",
+}
+
+
+@dataclass(frozen=True)
+class LuceneRegex:
+    """Lucene regexes for whole-term matching, one per top-level branch of the pattern (a text matches the pattern
+    when it matches any), and what they find beyond the RE2 pattern (empty when exact)."""
+
+    alternatives: tuple[str, ...]
+    approximations: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """All alternatives as one regex (Elasticsearch may find it too big to search: prefer one per clause)."""
+        if len(self.alternatives) == 1:
+            return self.alternatives[0]
+        return "|".join(f"({alternative})" for alternative in self.alternatives)
+
+
+def to_lucene(pattern: str, *, dotall: bool = False, multiline: bool = False) -> LuceneRegex:
+    """Translate a case-insensitive RE2 search ``pattern`` into a Lucene regex over the lower-cased text."""
+    parser = _Parser(pattern, _Flags(caseless=True, dotall=dotall, multiline=multiline))
+    core = parser.parse()
+    notes: list[str] = list(parser.notes)
+    _shorten_counts(core, notes)
+    _Flow(core).resolve(notes)
+    # Each top-level branch is a regex of its own: only branches whose edges matter are written more than once, and
+    # each automaton stays small enough for Elasticsearch to build.
+    alternatives: list[str] = []
+    for branch in _top_branches(core):
+        body, text = _branch(branch)
+        if body is not None:
+            text = f".{{0,}}({body}).{{0,}}"
+        if text is not None and text not in alternatives:
+            alternatives.append(text)
+    if not alternatives:
+        raise NotImplementedError(f"the regex {pattern!r} can never match")
+    return LuceneRegex(tuple(alternatives), tuple(dict.fromkeys(notes)))
+
+
+def _branch(items: list[_Node]) -> tuple[str | None, str | None]:
+    """A top-level branch as a body for the shared padding, or (None, its own padded text); (None, None): never
+    matches. A branch whose leading items depend on what precedes the match and trailing items on what follows is
+    written as (ways to start)(middle)(ways to end), otherwise once per kind of padding."""
+    table = {(start, end): [_emit(item, start, end) for item in items] for start, end in _PAIRS}
+    if all(row == table[EDGE, EDGE] for row in table.values()):
+        row = table[EDGE, EDGE]
+        return (None, None) if None in row else ("".join(_grouped(i, t) for i, t in zip(items, row, strict=True)), None)
+    by_start = [any(len({table[s, e][i] for s in _SIDES}) > 1 for e in _SIDES) for i in range(len(items))]
+    by_end = [any(len({table[s, e][i] for e in _SIDES}) > 1 for s in _SIDES) for i in range(len(items))]
+    head = max((i for i, dep in enumerate(by_start) if dep), default=-1) + 1
+    tail = min((i for i, dep in enumerate(by_end) if dep), default=len(items))
+    if head > tail:
+        return None, _padded_product(items, table)
+    row = table[EDGE, EDGE]
+    middle = [row[i] for i in range(head, tail)]
+    starts = _sides(items[:head], {side: table[side, EDGE][:head] for side in _SIDES})
+    ends = _sides(items[tail:], {side: table[EDGE, side][tail:] for side in _SIDES})
+    if None in middle or not starts or not ends:
+        return None, None
+    text = "".join(_grouped(i, t) for i, t in zip(items[head:tail], middle, strict=True))
+    before = "|".join(f"{_start_padding(sides)}{body}" for body, sides in starts.items())
+    after = "|".join(f"{body}{_end_padding(sides)}" for body, sides in ends.items())
+    return None, f"{_alternation(before, len(starts))}({text}){_alternation(after, len(ends))}"
+
+
+def _sides(items: list[_Node], rows: dict[int, list[str | None]]) -> dict[str, frozenset[int]]:
+    """The texts of ``items`` for each kind of padding beside them, and which kinds give each text."""
+    texts: dict[str, frozenset[int]] = {}
+    for side, row in rows.items():
+        if None not in row:
+            text = "".join(_grouped(i, t) for i, t in zip(items, row, strict=True))
+            key = f"({text})" if text else ""
+            texts[key] = texts.get(key, frozenset()) | {side}
+    return texts
+
+
+def _alternation(text: str, count: int) -> str:
+    return f"({text})" if count > 1 else text
+
+
+def _padded_product(items: list[_Node], table: dict[tuple[int, int], list[str | None]]) -> str | None:
+    shapes: dict[str, set[tuple[int, int]]] = {}
+    for pair, row in table.items():
+        if None not in row:
+            shapes.setdefault("".join(_grouped(i, t) for i, t in zip(items, row, strict=True)), set()).add(pair)
+    alternatives = [
+        f"{_start_padding(starts)}({body}){_end_padding(ends)}"
+        for body, pairs in shapes.items()
+        for starts, ends in _rectangles(pairs)
+    ]
+    return "|".join(f"({a})" for a in alternatives) if alternatives else None
+
+
+def _shorten_counts(node: _Node, notes: list[str]) -> None:
+    """Write ``[...]{16}`` as ``[...]{6,}``: a long counted run of a class after ``.{0,}`` makes an automaton too big
+    for Elasticsearch to build (a ``query_string`` then finds nothing, silently)."""
+    if isinstance(node, _Alt):
+        for branch in node.branches:
+            for item in branch:
+                _shorten_counts(item, notes)
+    elif isinstance(node, _Repeat):
+        _shorten_counts(node.node, notes)
+        single = isinstance(node.node, _Chars) and len(node.node.codes & _LOWER_ASCII) <= 1 and not node.node.wide
+        if node.low > MAX_COUNT and not single:
+            node.low, node.high = MAX_COUNT, None
+            notes.append(f"a run of more than {MAX_COUNT} characters of a class is searched as {MAX_COUNT} or more")
+
+
+def _top_branches(core: _Alt) -> list[list[_Node]]:
+    """The branches of the outermost alternation, looking through groups that wrap the whole pattern."""
+    branches: list[list[_Node]] = []
+    for branch in core.branches:
+        if len(branch) == 1 and isinstance(branch[0], _Alt):
+            branches.extend(_top_branches(branch[0]))
+        else:
+            branches.append(branch)
+    return branches
+
+
+# --- the pattern as a tree ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Flags:
+    caseless: bool
+    dotall: bool
+    multiline: bool
+
+
+@dataclass(eq=False)
+class _Chars:
+    """One character out of a set: ASCII ``codes``, and non-ASCII ``wide`` ranges (``wide_negated``: all but those)."""
+
+    codes: frozenset[int]
+    wide: tuple[tuple[int, int], ...] = ()
+    wide_negated: bool = False
+
+    def groups(self) -> int:
+        mask = OTHER if self.wide_negated or self.wide else 0
+        if self.codes & _WORD_CODES:
+            mask |= WORD
+        if 10 in self.codes:
+            mask |= NEWLINE
+        if self.codes - _WORD_CODES - {10}:
+            mask |= OTHER
+        return mask
+
+    def negate(self) -> _Chars:
+        return _Chars(_ASCII - self.codes, self.wide, not self.wide_negated)
+
+
+@dataclass(eq=False)
+class _Assert:
+    kind: str  # "b", "B", "^" or "$"
+    multiline: bool
+    before: tuple[int, bool] = (0, False)  # groups that can precede, and whether the pattern's start can
+    after: tuple[int, bool] = (0, False)
+    static: bool | None = None  # True: always holds, False: never; None: decided by the padding (see _holds)
+
+
+@dataclass(eq=False)
+class _Repeat:
+    node: _Node
+    low: int
+    high: int | None
+
+
+@dataclass(eq=False)
+class _Alt:
+    branches: list[list[_Node]] = field(default_factory=list)
+
+
+_Node = _Chars | _Assert | _Repeat | _Alt
+
+
+class _Parser:
+    """A recursive-descent parser for the RE2 syntax rules use."""
+
+    def __init__(self, pattern: str, flags: _Flags) -> None:
+        self.pattern = pattern
+        self.index = 0
+        self.notes: list[str] = []
+        self.flags = flags
+
+    def parse(self) -> _Alt:
+        alt = self.alternation()
+        if self.index < len(self.pattern):
+            raise NotImplementedError(f"unbalanced ')' at {self.index} in {self.pattern!r}")
+        return alt
+
+    def peek(self, text: str) -> bool:
+        return self.pattern.startswith(text, self.index)
+
+    def take(self) -> str:
+        if self.index >= len(self.pattern):
+            raise NotImplementedError(f"the regex {self.pattern!r} ends inside an escape or a class")
+        char = self.pattern[self.index]
+        self.index += 1
+        return char
+
+    def alternation(self) -> _Alt:
+        saved = self.flags
+        alt = _Alt([[]])
+        while self.index < len(self.pattern) and not self.peek(")"):
+            if self.peek("|"):
+                self.index += 1
+                alt.branches.append([])
+                continue
+            node = self.atom()
+            if node is not None:
+                alt.branches[-1].append(self.quantified(node))
+        self.flags = saved  # (?i) lasts to the end of its group
+        return alt
+
+    def quantified(self, node: _Node) -> _Node:
+        while self.index < len(self.pattern) and self.pattern[self.index] in "*+?{":
+            char = self.pattern[self.index]
+            if char == "{":
+                bounds = self.bounds()
+                if bounds is None:
+                    return node
+                low, high = bounds
+            else:
+                self.index += 1
+                low, high = {"*": (0, None), "+": (1, None), "?": (0, 1)}[char]
+            if self.peek("?"):  # lazy: the same texts match
+                self.index += 1
+            node = _Repeat(node, low, high)
+        return node
+
+    def bounds(self) -> tuple[int, int | None] | None:
+        end = self.pattern.find("}", self.index)
+        inner = self.pattern[self.index + 1 : end] if end > 0 else ""
+        low, comma, high = inner.partition(",")
+        if not low.isdigit() or (high and not high.isdigit()):
+            return None  # RE2 reads a '{' that starts no repetition as a literal
+        self.index = end + 1
+        return int(low), (int(high) if high else None) if comma else int(low)
+
+    def atom(self) -> _Node | None:
+        char = self.take()
+        if char == "(":
+            return self.group()
+        if char == "[":
+            return self.char_class()
+        if char == "\\":
+            return self.escape()
+        if char in "^$":
+            return _Assert(char, self.flags.multiline)
+        if char == ".":
+            return _Chars(_ASCII if self.flags.dotall else _ASCII - {10}, wide_negated=True)
+        if char in "*+?" or (char == "{" and self.repetition_at(self.index - 1)):
+            raise NotImplementedError(f"nothing to repeat at {self.index - 1} in {self.pattern!r}")
+        return self.chars({ord(char)}, [])
+
+    def repetition_at(self, index: int) -> bool:
+        saved, self.index = self.index, index
+        found = self.bounds() is not None
+        self.index = saved
+        return found
+
+    def group(self) -> _Node | None:
+        if not self.peek("?"):
+            return self.close(self.alternation())
+        self.index += 1
+        if self.peek("P<") or self.peek("<"):
+            self.index = self.pattern.index(">", self.index) + 1
+            return self.close(self.alternation())
+        end = min(i for i in (self.pattern.find(":", self.index), self.pattern.find(")", self.index)) if i >= 0)
+        spec, scoped = self.pattern[self.index : end], self.pattern[end] == ":"
+        self.index = end + 1
+        flags = self.apply_flags(spec)
+        if not scoped:
+            self.flags = flags
+            return None
+        saved, self.flags = self.flags, flags
+        alt = self.alternation()
+        self.flags = saved
+        return self.close(alt)
+
+    def close(self, alt: _Alt) -> _Alt:
+        if not self.peek(")"):
+            raise NotImplementedError(f"unclosed group in {self.pattern!r}")
+        self.index += 1
+        return alt
+
+    def apply_flags(self, spec: str) -> _Flags:
+        on, _, off = spec.partition("-")
+        values = {"caseless": self.flags.caseless, "dotall": self.flags.dotall, "multiline": self.flags.multiline}
+        for letters, state in ((on, True), (off, False)):
+            for letter in letters:
+                name = {"i": "caseless", "s": "dotall", "m": "multiline", "U": None}.get(letter, "?")
+                if name == "?":
+                    raise NotImplementedError(f"flag {letter!r} in {self.pattern!r}")
+                if name:
+                    values[name] = state
+        return _Flags(**values)
+
+    def escape(self) -> _Node:
+        char = self.take()
+        if char in _PERL_CLASSES:
+            return _Chars(_PERL_CLASSES[char])
+        if char.lower() in _PERL_CLASSES:
+            return _Chars(_PERL_CLASSES[char.lower()]).negate()
+        if char in "bB":
+            return _Assert(char, self.flags.multiline)
+        if char in "Az":
+            return _Assert("^" if char == "A" else "$", multiline=False)
+        return self.chars({self.escaped_code(char)}, [])
+
+    def escaped_code(self, char: str) -> int:
+        if char in _SIMPLE_ESCAPES:
+            return ord(_SIMPLE_ESCAPES[char])
+        if char == "x":
+            if self.peek("{"):
+                end = self.pattern.index("}", self.index)
+                digits, self.index = self.pattern[self.index + 1 : end], end + 1
+            else:
+                digits = self.take() + self.take()
+            return int(digits, 16)
+        if char.isalnum():
+            raise NotImplementedError(f"the escape \\{char} in {self.pattern!r} has no Lucene equivalent")
+        return ord(char)
+
+    def chars(self, codes: set[int], ranges: list[tuple[int, int]], perl: _Chars | None = None) -> _Chars:
+        """The set of written members (folded for case: the field is lower-cased) and Perl classes (``perl``)."""
+        if not self.flags.caseless and any(chr(c).lower() != chr(c).upper() for c in codes):
+            self.notes.append("a case-sensitive part is matched without case (the field is lower-cased)")
+        for code in list(codes):
+            lower = chr(code).lower()
+            if len(lower) == 1:
+                codes.add(ord(lower))
+        for low, high in list(ranges):
+            lows, highs = chr(low).lower(), chr(high).lower()
+            if len(lows) == len(highs) == 1 and ord(highs) - ord(lows) == high - low:
+                ranges.append((ord(lows), ord(highs)))
+        ascii_codes = {code for code in codes if code < 128} | set(perl.codes if perl else ())
+        wide = tuple(sorted({(code, code) for code in codes if code >= 128} | set(ranges)))
+        if perl is not None and perl.wide_negated:
+            return _Chars(frozenset(ascii_codes), (), wide_negated=True)  # \W, \S, \D take every non-ASCII
+        return _Chars(frozenset(ascii_codes), wide)
+
+    def char_class(self) -> _Chars:
+        negated = self.peek("^")
+        self.index += negated
+        codes: set[int] = set()
+        ranges: list[tuple[int, int]] = []
+        perl = _Chars(frozenset())
+        first = True
+        while first or not self.peek("]"):
+            first = False
+            if self.peek("[:"):
+                raise NotImplementedError(f"POSIX classes in {self.pattern!r}")
+            low = self.class_member()
+            if isinstance(low, _Chars):
+                perl = _Chars(perl.codes | low.codes, (), perl.wide_negated or low.wide_negated)
+            elif self.peek("-") and not self.peek("-]"):
+                self.index += 1
+                high = self.class_member()
+                if not isinstance(high, int) or high < low:
+                    raise NotImplementedError(f"a bad range in a class in {self.pattern!r}")
+                codes.update(range(low, min(high, 127) + 1))
+                if high >= 128:
+                    ranges.append((max(low, 128), high))
+            else:
+                codes.add(low)
+        self.index += 1
+        members = self.chars(codes, ranges, perl)
+        return members.negate() if negated else members
+
+    def class_member(self) -> int | _Chars:
+        """One member's code, or a Perl class (``\\w``, ``\\S``)."""
+        char = self.take()
+        if char != "\\":
+            return ord(char)
+        char = self.take()
+        if char in _PERL_CLASSES:
+            return _Chars(_PERL_CLASSES[char])
+        if char.lower() in _PERL_CLASSES:
+            return _Chars(_PERL_CLASSES[char.lower()]).negate()
+        return self.escaped_code(char)
+
+
+# --- which characters can stand on each side of an assertion -----------------------------------------------------
+
+
+class _Flow:
+    """Forward and backward passes that record, for each assertion, what can precede and follow it."""
+
+    def __init__(self, core: _Alt) -> None:
+        self.core = core
+        self.asserts: list[_Assert] = []
+
+    def resolve(self, notes: list[str]) -> None:
+        self.forward(self.core, (0, True))
+        self.backward(self.core, (0, True))
+        for node in dict.fromkeys(self.asserts):
+            outcomes = {_holds(node, start, end) for start, end in itertools.product(_SIDES, repeat=2)}
+            if None in outcomes:  # written as if it held: the query finds more, never less
+                notes.append(f"a {_ASSERT_NAMES[node.kind]} whose sides depend on an optional part is left out")
+            if len(outcomes) == 1:
+                node.static = outcomes.pop() is not False
+
+    def forward(self, node: _Node, before: tuple[int, bool]) -> tuple[int, bool]:
+        if isinstance(node, _Chars):
+            return node.groups(), False
+        if isinstance(node, _Assert):
+            node.before = _union(node.before, before)
+            self.asserts.append(node)
+            return before
+        if isinstance(node, _Alt):
+            out = (0, False)
+            for branch in node.branches:
+                state = before
+                for item in branch:
+                    state = self.forward(item, state)
+                out = _union(out, state)
+            return out
+        return self.repeat(node, before, self.forward)
+
+    def backward(self, node: _Node, after: tuple[int, bool]) -> tuple[int, bool]:
+        if isinstance(node, _Chars):
+            return node.groups(), False
+        if isinstance(node, _Assert):
+            node.after = _union(node.after, after)
+            return after
+        if isinstance(node, _Alt):
+            out = (0, False)
+            for branch in node.branches:
+                state = after
+                for item in reversed(branch):
+                    state = self.backward(item, state)
+                out = _union(out, state)
+            return out
+        return self.repeat(node, after, self.backward)
+
+    @staticmethod
+    def repeat(node: _Repeat, side: tuple[int, bool], step) -> tuple[int, bool]:
+        if node.high == 0:
+            return side
+        out = step(node.node, side)
+        if node.high != 1:  # one iteration stands next to the one before
+            while True:
+                grown = _union(out, step(node.node, _union(side, out)))
+                if grown == out:
+                    break
+                out = grown
+        return _union(out, side) if node.low == 0 else out
+
+
+_ASSERT_NAMES = {"b": "word boundary", "B": "non-boundary", "^": "start anchor", "$": "end anchor"}
+
+
+def _union(a: tuple[int, bool], b: tuple[int, bool]) -> tuple[int, bool]:
+    return a[0] | b[0], a[1] or b[1]
+
+
+def _groups(mask: int) -> list[int]:
+    return [group for group in (WORD, NEWLINE, OTHER, EDGE) if mask & group]
+
+
+def _holds(node: _Assert, start: int, end: int) -> bool | None:
+    """Whether the assertion holds for every pair of neighbours, given what the padding ends and starts with."""
+    befores = _groups(node.before[0] | (start if node.before[1] else 0))
+    afters = _groups(node.after[0] | (end if node.after[1] else 0))
+    results = {_test(node, b, a) for b in befores for a in afters}
+    return results.pop() if len(results) == 1 else (True if not results else None)
+
+
+def _test(node: _Assert, before: int, after: int) -> bool:
+    if node.kind in "bB":
+        return ((before == WORD) != (after == WORD)) == (node.kind == "b")
+    lines = (EDGE, NEWLINE) if node.multiline else (EDGE,)
+    return (before if node.kind == "^" else after) in lines
+
+
+# --- writing Lucene ----------------------------------------------------------------------------------------------
+
+
+def _emit(node: _Node, start: int, end: int) -> str | None:
+    """The Lucene text of ``node`` when the padding ends with ``start`` and begins with ``end``; None: cannot match."""
+    if isinstance(node, _Chars):
+        return _emit_chars(node)
+    if isinstance(node, _Assert):
+        holds = node.static if node.static is not None else _holds(node, start, end)
+        return None if holds is False else ""
+    if isinstance(node, _Repeat):
+        inner = _emit(node.node, start, end)
+        if inner is None:
+            return "" if node.low == 0 else None
+        return f"{_unit(inner)}{_quantifier(node.low, node.high)}" if inner else ""
+    branches = []
+    for branch in node.branches:
+        parts = [_emit(item, start, end) for item in branch]
+        if None not in parts:
+            branches.append("".join(_grouped(item, part) for item, part in zip(branch, parts, strict=True)))
+    if not branches:
+        return None
+    unique = list(dict.fromkeys(branches))
+    return "|".join(branch or "()" for branch in unique)
+
+
+def _grouped(node: _Node, text: str | None) -> str:
+    """A group's text in parentheses (as its author wrote it), unless it came out empty."""
+    return f"({text})" if isinstance(node, _Alt) and text else text or ""
+
+
+def _unit(text: str) -> str:
+    """``text`` as one thing a quantifier can follow."""
+    if len(text) == 1 or (len(text) == 2 and text[0] == "\\") or _one_class(text) or _one_group(text):
+        return text
+    return f"({text})"
+
+
+def _one_class(text: str) -> bool:
+    return text.startswith("[") and text.endswith("]") and _closing_bracket(text) == len(text) - 1
+
+
+def _closing_bracket(text: str) -> int:
+    index = 2 if text.startswith("[^") else 1
+    while index < len(text):
+        if text[index] == "\\":
+            index += 2
+            continue
+        if text[index] == "]":
+            return index
+        index += 1
+    return -1
+
+
+def _one_group(text: str) -> bool:
+    if not (text.startswith("(") and text.endswith(")")):
+        return False
+    depth, index, in_class = 0, 0, False
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0 and index < len(text) - 1:
+                return False
+        index += 1
+    return True
+
+
+def _quantifier(low: int, high: int | None) -> str:
+    if (low, high) == (0, None):
+        return "*"
+    if (low, high) == (1, None):
+        return "+"
+    if (low, high) == (0, 1):
+        return "?"
+    if high is None:
+        return f"{{{low},}}"
+    return f"{{{low}}}" if low == high else f"{{{low},{high}}}"
+
+
+def _emit_chars(node: _Chars) -> str | None:
+    """The set on a lower-cased field: upper-case ASCII never occurs there, so both forms leave it out."""
+    lower = node.codes & _LOWER_ASCII
+    if not node.wide_negated and not node.wide:
+        if lower == _WORD_CODES & _LOWER_ASCII:
+            return "[a-z0-9_]"
+        if lower == _SPACE_CODES:
+            return "\\s"
+        if len(lower) == 1:
+            return _escape(chr(min(lower)))
+        return f"[{_class_body(sorted(lower), ())}]" if lower else None
+    if not node.wide_negated:
+        if not lower and len(node.wide) == 1 and node.wide[0][0] == node.wide[0][1]:
+            return _escape(chr(node.wide[0][0]))
+        return f"[{_class_body(sorted(lower), node.wide)}]"
+    excluded = sorted(_LOWER_ASCII - lower)
+    if not excluded and not node.wide:
+        return "."
+    if excluded == sorted(_WORD_CODES & _LOWER_ASCII) and not node.wide:
+        return "[^a-z0-9_]"
+    return f"[^{_class_body(excluded, node.wide)}]"
+
+
+def _class_body(codes: Iterable[int], ranges: Iterable[tuple[int, int]]) -> str:
+    members = set(codes)
+    spaces = "\\s" if members >= _SPACE_CODES else ""  # Lucene's \s, which also takes \v (see the module docstring)
+    if spaces:
+        members -= _SPACE_CODES
+    runs: list[list[int]] = []
+    for code in sorted(members):
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    runs.extend([lo, hi] for lo, hi in ranges)
+    parts = [spaces]
+    for lo, hi in runs:
+        if hi - lo >= 2:
+            parts.append(f"{_class_escape(chr(lo))}-{_class_escape(chr(hi))}")
+        else:
+            parts.extend(_class_escape(chr(code)) for code in range(lo, hi + 1))
+    return "".join(parts)
+
+
+def _escape(char: str) -> str:
+    return f"\\{char}" if char in _LUCENE_SPECIAL else char
+
+
+def _class_escape(char: str) -> str:
+    return f"\\{char}" if char in "\\]-^[<>" else char
+
+
+def _start_padding(starts: frozenset[int]) -> str:
+    """What may come before the match: nothing (``EDGE``), or any text ending with one of the other groups."""
+    if starts == frozenset((EDGE, WORD, NEWLINE, OTHER)):
+        return ".{0,}"
+    groups = sum(s for s in starts if s != EDGE)
+    if not groups:
+        return ""
+    padding = ".{1,}" if groups == WORD | NEWLINE | OTHER else f".{{0,}}{_GROUP_CLASS[groups]}"
+    return f"({padding})?" if EDGE in starts else padding
+
+
+def _end_padding(ends: frozenset[int]) -> str:
+    if ends == frozenset((EDGE, WORD, NEWLINE, OTHER)):
+        return ".{0,}"
+    groups = sum(e for e in ends if e != EDGE)
+    if not groups:
+        return ""
+    padding = ".{1,}" if groups == WORD | NEWLINE | OTHER else f"{_GROUP_CLASS[groups]}.{{0,}}"
+    return f"({padding})?" if EDGE in ends else padding
+
+
+def _rectangles(pairs: set[tuple[int, int]]) -> list[tuple[frozenset[int], frozenset[int]]]:
+    """Cover (start, end) pairs with products of a set of starts and a set of ends."""
+    ends_by_start: dict[int, frozenset[int]] = {}
+    for start, end in pairs:
+        ends_by_start[start] = ends_by_start.get(start, frozenset()) | {end}
+    by_ends: dict[frozenset[int], set[int]] = {}
+    for start, ends in ends_by_start.items():
+        by_ends.setdefault(ends, set()).add(start)
+    return [(frozenset(starts), ends) for ends, starts in by_ends.items()]
