@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 from pathlib import Path
@@ -289,3 +290,23 @@ def test_a_cloudwatch_log_event_message_led_by_a_byte_order_mark_decodes() -> No
         "logEvents": [{"id": "1", "timestamp": 1, "message": '\ufeff{"id": "a"}'}],
     }
     assert decode_payload(orjson.dumps(envelope), "o", max_bytes=LIMIT) == ([{"id": "a"}], [])
+
+
+def test_raw_bytes_that_are_not_utf8_are_kept_as_they_came() -> None:
+    payload = b'{"prompt": "caf\xe9 \xff\xfe"}'  # Latin-1 and stray bytes: what made the record undecodable
+    _, (letter,) = decode_payload(payload, "x", max_bytes=LIMIT, keep_raw=True)
+    assert letter.reason == "invalid_utf8" and letter.raw_encoding == "base64"
+    assert base64.b64decode(letter.raw) == payload
+
+
+def test_a_character_cut_by_the_raw_limit_leaves_the_rest_readable() -> None:
+    payload = ("x" * (RAW_LIMIT_BYTES - 1) + "é and more").encode()  # é straddles the limit
+    _, (letter,) = decode_payload(payload, "x", max_bytes=1 << 30, keep_raw=True)
+    assert letter.raw_encoding is None and letter.raw == "x" * (RAW_LIMIT_BYTES - 1)
+
+
+def test_a_lone_surrogate_from_a_lenient_reader_is_kept_exactly() -> None:
+    payload = '{"prompt": "half \ud800 a pair"}'
+    _, (letter,) = decode_payload(payload, "x", max_bytes=LIMIT, keep_raw=True)
+    assert letter.raw_encoding == "base64"
+    assert base64.b64decode(letter.raw).decode("utf-8", "surrogatepass") == payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -27,6 +28,16 @@ def test_dead_letter_document_is_ecs_and_keeps_the_reason() -> None:
     assert document["abusewatch"]["stage"] == "ingest"
     assert document["@timestamp"].endswith("Z")
     assert "timestamp" not in document
+
+
+def test_stream_failures_keep_bytes_that_are_not_utf8_as_base64() -> None:
+    raw = b"\x1f\x8b\x08 truncated gzip \xff"
+    letter = failure("normaliser_error", "boom", "kafka:raw/0@18", size=len(raw), raw=raw)
+    assert (letter["raw_encoding"], base64.b64decode(letter["raw"])) == ("base64", raw)
+    cut = failure("normaliser_error", "boom", "kafka:raw/0@19", size=len(raw), raw=raw, raw_limit=4)
+    assert base64.b64decode(cut["raw"]) == raw[:4]  # still decodable: ``size`` says what was cut
+    text = failure("elasticsearch_rejected", "too big", "es:x/1", raw="é".encode() * 3, raw_limit=5)
+    assert (text["raw"], text["raw_encoding"]) == ("éé... [cut: 4 of 6 bytes kept]", None)
 
 
 def test_dead_letter_id_is_deterministic_per_failure() -> None:

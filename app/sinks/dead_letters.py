@@ -15,6 +15,7 @@ import msgspec
 import orjson
 
 from detectors.documents import iso_time
+from detectors.normalise.decode import readable_bytes
 
 DATASET = "abusewatch.dead_letter"
 _MAX_DETAIL_CHARS = 2000
@@ -50,20 +51,26 @@ def failure(
 ) -> dict[str, Any]:
     """A dead letter raised by the stream itself (same fields as the normaliser's ``DeadLetter``); ``raw`` past
     ``raw_limit`` bytes is cut (:func:`cut_raw`)."""
+    text, encoding = cut_raw(raw, raw_limit) if raw is not None else (None, None)
     return {
         "reason": reason,
         "detail": detail,
         "origin": origin,
         "size": size,
         "format": None,
-        "raw": cut_raw(raw, raw_limit) if raw is not None else None,
+        "raw": text,
+        "raw_encoding": encoding,
         "timestamp": time.time(),
     }
 
 
-def cut_raw(raw: bytes, limit: int | None) -> str:
-    """``raw`` as text, cut at ``limit`` bytes (never inside a character) with a marker naming both sizes."""
+def cut_raw(raw: bytes, limit: int | None) -> tuple[str, str | None]:
+    """``raw`` for a dead letter (:func:`~detectors.normalise.decode.readable_bytes`: text, or base64 when it is not
+    UTF-8) and its encoding, cut at ``limit`` bytes (never inside a character); cut text ends with a marker naming
+    both sizes."""
     if limit is None or len(raw) <= limit:
-        return raw.decode("utf-8", "replace")
-    kept = raw[: max(0, limit)].decode("utf-8", "ignore")
-    return f"{kept}... [cut: {len(kept.encode())} of {len(raw)} bytes kept]"
+        return readable_bytes(raw)
+    text, encoding = readable_bytes(raw[: max(0, limit)])
+    if encoding is not None:  # base64 stays decodable: the letter's ``size`` tells what was cut
+        return text, encoding
+    return f"{text}... [cut: {len(text.encode())} of {len(raw)} bytes kept]", None

@@ -15,6 +15,8 @@ start of a later line (a BOM anywhere else is kept). A lone UTF-16 surrogate esc
 
 from __future__ import annotations
 
+import base64
+import codecs
 import json
 import math
 import time
@@ -47,27 +49,33 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     size: int
     format: str | None = None
     raw: str | None = None
+    raw_encoding: str | None = None  # "base64": ``raw`` holds bytes that are not UTF-8, as they came
     timestamp: float = msgspec.field(default_factory=time.time)
 
 
-def raw_excerpt(data: bytes | str) -> str:
-    """The first 64 KiB of a payload as text (undecodable bytes replaced), for ``DeadLetter.raw``."""
+def raw_excerpt(data: bytes | str) -> tuple[str, str | None]:
+    """The first 64 KiB of a payload for ``DeadLetter.raw``, and its ``raw_encoding``."""
     if isinstance(data, str):
-        data = data.encode("utf-8", "replace")
-    return data[:RAW_LIMIT_BYTES].decode("utf-8", "replace")
+        data = data.encode("utf-8", "surrogatepass")
+    return readable_bytes(data[:RAW_LIMIT_BYTES])
+
+
+def readable_bytes(raw: bytes) -> tuple[str, str | None]:
+    """``raw`` as text when it is UTF-8 (a character cut at the end is left out), else as base64 (``"base64"``):
+    the bytes that made a record undecodable are what its reader needs to see, not U+FFFD in their place."""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=False), None
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 def dead_letter(
     reason: str, detail: str, origin: str, data: bytes | str, *, keep_raw: bool, fmt: str | None = None
 ) -> DeadLetter:
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "replace"))
+    raw, encoding = raw_excerpt(data) if keep_raw else (None, None)
     return DeadLetter(
-        reason=reason,
-        detail=detail,
-        origin=origin,
-        size=size,
-        format=fmt,
-        raw=raw_excerpt(data) if keep_raw else None,
+        reason=reason, detail=detail, origin=origin, size=size, format=fmt, raw=raw, raw_encoding=encoding
     )
 
 
