@@ -65,5 +65,6 @@ def test_unknown_target_is_an_error(rules):
 
 def test_lucene_regexes_are_translated_and_report_what_they_approximate(rules):
     conversion = _one(rules, OVERRIDE_ID, "lucene")
-    assert r"gen_ai.prompt.lc:/.{0,}(forget\s+(all\s+)?(your|the)\s+(rules|guidelines)).{0,}/" in conversion.query
+    # RE2 reads "s" case-insensitively as s, S or ſ (the long s, which a lower-cased field keeps)
+    assert r"gen_ai.prompt.lc:/.{0,}(forget\s+(all\s+)?(your|the)\s+(rule[sſ]|guideline[sſ])).{0,}/" in conversion.query
     assert conversion.approximations == ()

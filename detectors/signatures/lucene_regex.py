@@ -6,24 +6,27 @@ word boundaries. :func:`to_lucene` parses the RE2 pattern and writes it again fo
 
 * literals are escaped for Lucene, escapes (``\\x27``, ``\\n``, ``\\t``) become the characters they name, and
   ``\\w``, ``\\d``, ``.`` (no newline unless ``s``) become the classes RE2 means (ASCII, like RE2);
-* letters are lower-cased (the ``.lc`` sub-field is lower-cased by its normalizer);
+* letters take what RE2's case-insensitive mode takes (``s`` also finds ``ſ``), then are lower-cased: the ``.lc``
+  sub-field is lower-cased by its normalizer;
 * ``\\b``, ``\\B``, ``^`` and ``$`` are resolved from the characters that can stand on each side: inside the pattern
   they are either always true (dropped) or never true (that branch is dropped); at the pattern's edges the padding
   that makes a search out of a whole-term match is split by what it ends with (a word character, a newline,
-  anything else, or nothing), so ``\\bignore`` becomes ``(.{0,}[^a-z0-9_])?(ignore).{0,}``;
+  anything else, or nothing), so ``\\bignore`` becomes ``(.{0,}[^a-z0-9_])?(ignore).{0,}``; a boundary next to a
+  group or a class of both kinds of character is first moved into each case (``(rules|orders)\\b``);
 * each top-level branch becomes a regex of its own (:attr:`LuceneRegex.alternatives`, one query clause each), so
   that Elasticsearch can build every automaton.
 
 What cannot be written exactly is written as a superset (the hunting query finds at least what the engine finds)
 and named in :attr:`LuceneRegex.approximations`: a case-sensitive group (the field has no case left), a boundary
-whose sides depend on an optional part, a counted run of a class longer than :data:`MAX_COUNT` (Elasticsearch
-cannot build the automaton of ``.{0,}=[^&]{16}``). One difference is too small to report: Lucene's ``\\s`` also
-takes the vertical tab. Unicode classes (``\\pL``), ``\\Q...\\E`` and POSIX classes raise
-:class:`NotImplementedError`: the rule is reported as not convertible.
+whose sides still hold both kinds of character (inside a repeated group: ``(\\bfoo)+``), a counted run of a class
+longer than :data:`MAX_COUNT` (Elasticsearch cannot build the automaton of ``.{0,}=[^&]{16}``). One difference is
+too small to report: Lucene's ``\\s`` also takes the vertical tab. Unicode classes (``\\pL``), ``\\Q...\\E``
+and POSIX classes raise :class:`NotImplementedError`: the rule is reported as not convertible.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -76,6 +79,7 @@ def to_lucene(pattern: str, *, dotall: bool = False, multiline: bool = False) ->
     core = parser.parse()
     notes: list[str] = list(parser.notes)
     _shorten_counts(core, notes)
+    _split_beside_boundaries(core)
     _Flow(core).resolve(notes)
     # Each top-level branch is a regex of its own: only branches whose edges matter are written more than once, and
     # each automaton stays small enough for Elasticsearch to build.
@@ -160,6 +164,66 @@ def _shorten_counts(node: _Node, notes: list[str]) -> None:
             notes.append(f"a run of more than {MAX_COUNT} characters of a class is searched as {MAX_COUNT} or more")
 
 
+def _split_beside_boundaries(node: _Node) -> None:
+    """Give each ``\\b`` and ``\\B`` one kind of character on a side where it had both: a class of word and other
+    characters is split (``previou[sſ]\\b`` becomes ``previou(s\\b|ſ\\b)``: ``ſ`` is not a word character for
+    RE2), and a boundary next to a group goes into each of its branches (``(rules|orders)\\b``), so that it can
+    be decided."""
+    if isinstance(node, _Repeat):
+        _split_beside_boundaries(node.node)
+        return
+    if not isinstance(node, _Alt):
+        return
+    for branch in node.branches:
+        index = 0
+        while index < len(branch):
+            item = branch[index]
+            if isinstance(item, _Assert) and item.kind in "bB":
+                if index > 0 and (split := _beside(branch[index - 1], item, before=True)) is not None:
+                    branch[index - 1 : index + 1] = split
+                    continue
+                if index + 1 < len(branch) and (split := _beside(branch[index + 1], item, before=False)) is not None:
+                    branch[index : index + 2] = split
+                    continue
+            index += 1
+        for item in branch:
+            _split_beside_boundaries(item)
+
+
+def _beside(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_Node] | None:
+    """``neighbour`` with ``boundary`` moved into it (``before``: the neighbour precedes it), or None."""
+    if isinstance(neighbour, _Alt):
+        copies = [_Assert(boundary.kind, boundary.multiline) for _ in neighbour.branches]
+        return [_Alt([[*b, c] if before else [c, *b] for b, c in zip(neighbour.branches, copies, strict=True)])]
+    if isinstance(neighbour, _Repeat) and (neighbour.low, neighbour.high) == (0, 1):
+        present = _beside(neighbour.node, boundary, before=before)
+        inner = [neighbour.node, _Assert(boundary.kind, boundary.multiline)]
+        absent = [_Assert(boundary.kind, boundary.multiline)]
+        return [_Alt([present or (inner if before else inner[::-1]), absent])]
+    return _split_chars(neighbour, boundary, before=before)
+
+
+def _split_chars(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_Node] | None:
+    """``neighbour`` and ``boundary`` rewritten as one branch per kind of character (None: nothing to split)."""
+    repeat = neighbour if isinstance(neighbour, _Repeat) else None
+    if repeat is not None and repeat.low == 0 and repeat.high != 0:  # C* beside it: C+ beside it, or nothing
+        present = _split_chars(_Repeat(repeat.node, 1, repeat.high), boundary, before=before)
+        absent = [_Assert(boundary.kind, boundary.multiline)]
+        return None if present is None else [_Alt([present, absent])]
+    chars = repeat.node if repeat is not None else neighbour
+    if not isinstance(chars, _Chars) or chars.groups() & WORD == 0 or chars.groups() == WORD:
+        return None
+    word = _Chars(chars.codes & _WORD_CODES)
+    other = _Chars(chars.codes - _WORD_CODES, chars.wide, chars.wide_negated)
+    pairs = [[part, _Assert(boundary.kind, boundary.multiline)] for part in (word, other)]
+    alternation = _Alt([pair if before else pair[::-1] for pair in pairs])
+    if repeat is None:
+        return [alternation]
+    high = None if repeat.high is None else repeat.high - 1
+    rest = _Repeat(chars, repeat.low - 1, high)
+    return [rest, alternation] if before else [alternation, rest]
+
+
 def _top_branches(core: _Alt) -> list[list[_Node]]:
     """The branches of the outermost alternation, looking through groups that wrap the whole pattern."""
     branches: list[list[_Node]] = []
@@ -199,8 +263,37 @@ class _Chars:
             mask |= OTHER
         return mask
 
+    @staticmethod
+    def of(members: set[int]) -> _Chars:
+        return _Chars(frozenset(c for c in members if c < 128), _ranges(c for c in members if c >= 128))
+
     def negate(self) -> _Chars:
         return _Chars(_ASCII - self.codes, self.wide, not self.wide_negated)
+
+    def union(self, other: _Chars) -> _Chars:
+        mine, theirs = _expand(self.wide), _expand(other.wide)
+        if self.wide_negated and other.wide_negated:
+            wide = mine & theirs  # both list what they leave out
+        elif self.wide_negated or other.wide_negated:
+            wide = (mine - theirs) if self.wide_negated else (theirs - mine)
+        else:
+            wide = mine | theirs
+        return _Chars(self.codes | other.codes, _ranges(wide), self.wide_negated or other.wide_negated)
+
+    def lowered(self) -> _Chars:
+        """The set a lower-cased field shows: ``c`` is in it when ``c`` or a letter whose lower case is ``c`` is in
+        this set (the Kelvin sign's lower case is ``k``)."""
+        preimages = _lower_preimages()
+        if self.wide_negated:  # every non-ASCII but the ranges: a lower case stays out only with all its capitals
+            excluded = _expand(self.wide)
+            kept_out = {c for c in excluded if preimages.get(c, set()) <= excluded and chr(c).lower() == chr(c)}
+            extra = {c for c in range(128) for d in preimages.get(c, ()) if d >= 128 and d not in excluded}
+            lower_ascii = {ord(chr(c).lower()) for c in self.codes}
+            return _Chars(frozenset(self.codes | lower_ascii | extra), _ranges(kept_out), wide_negated=True)
+        members = set(self.codes) | _expand(self.wide)
+        members |= {ord(lower) for c in members if len(lower := chr(c).lower()) == 1}
+        wide = (c for c in members if c >= 128 and chr(c).lower() == chr(c))  # capitals never reach the field
+        return _Chars(frozenset(c for c in members if c < 128), _ranges(wide))
 
 
 @dataclass(eq=False)
@@ -286,7 +379,7 @@ class _Parser:
         end = self.pattern.find("}", self.index)
         inner = self.pattern[self.index + 1 : end] if end > 0 else ""
         low, comma, high = inner.partition(",")
-        if not low.isdigit() or (high and not high.isdigit()):
+        if not _is_number(low) or (high and not _is_number(high)):
             return None  # RE2 reads a '{' that starts no repetition as a literal
         self.index = end + 1
         return int(low), (int(high) if high else None) if comma else int(low)
@@ -352,10 +445,8 @@ class _Parser:
 
     def escape(self) -> _Node:
         char = self.take()
-        if char in _PERL_CLASSES:
-            return _Chars(_PERL_CLASSES[char])
         if char.lower() in _PERL_CLASSES:
-            return _Chars(_PERL_CLASSES[char.lower()]).negate()
+            return self.chars(set(), [], [self.perl(char)])
         if char in "bB":
             return _Assert(char, self.flags.multiline)
         if char in "Az":
@@ -376,30 +467,40 @@ class _Parser:
             raise NotImplementedError(f"the escape \\{char} in {self.pattern!r} has no Lucene equivalent")
         return ord(char)
 
-    def chars(self, codes: set[int], ranges: list[tuple[int, int]], perl: _Chars | None = None) -> _Chars:
-        """The set of written members (folded for case: the field is lower-cased) and Perl classes (``perl``)."""
-        if not self.flags.caseless and any(chr(c).lower() != chr(c).upper() for c in codes):
+    def chars(
+        self,
+        codes: set[int],
+        ranges: list[tuple[int, int]],
+        pieces: list[_Chars] = (),  # type: ignore[assignment]
+        negated: bool = False,
+    ) -> _Chars:
+        """What the lower-cased field holds where RE2 would match one of the written members (``codes``,
+        ``ranges``) or Perl classes (``pieces``, see :meth:`perl`), negated or not: folded for case first when
+        caseless (as RE2 does), lower-cased after (as the field is); a cased letter notes the approximation."""
+        members = codes | _expand(ranges)
+        if not self.flags.caseless and any(chr(c).lower() != chr(c).upper() for c in members):
             self.notes.append("a case-sensitive part is matched without case (the field is lower-cased)")
-        for code in list(codes):
-            lower = chr(code).lower()
-            if len(lower) == 1:
-                codes.add(ord(lower))
-        for low, high in list(ranges):
-            lows, highs = chr(low).lower(), chr(high).lower()
-            if len(lows) == len(highs) == 1 and ord(highs) - ord(lows) == high - low:
-                ranges.append((ord(lows), ord(highs)))
-        ascii_codes = {code for code in codes if code < 128} | set(perl.codes if perl else ())
-        wide = tuple(sorted({(code, code) for code in codes if code >= 128} | set(ranges)))
-        if perl is not None and perl.wide_negated:
-            return _Chars(frozenset(ascii_codes), (), wide_negated=True)  # \W, \S, \D take every non-ASCII
-        return _Chars(frozenset(ascii_codes), wide)
+        written = _Chars.of(self.fold(members))
+        for piece in pieces:
+            written = written.union(piece)
+        return (written.negate() if negated else written).lowered()
+
+    def fold(self, members: set[int]) -> set[int]:
+        """``members`` and, when caseless, every character RE2 matches with one of them."""
+        return {other for c in members for other in _case_orbit(c)} if self.flags.caseless else members
+
+    def perl(self, letter: str) -> _Chars:
+        """``\\w``, ``\\d``, ``\\s`` (folded when caseless: RE2's ``(?i)\\w`` takes ``ſ`` and the Kelvin sign)
+        and their capital forms, the complements."""
+        chars = _Chars.of(self.fold(set(_PERL_CLASSES[letter.lower()])))
+        return chars.negate() if letter.isupper() else chars
 
     def char_class(self) -> _Chars:
         negated = self.peek("^")
         self.index += negated
         codes: set[int] = set()
         ranges: list[tuple[int, int]] = []
-        perl = _Chars(frozenset())
+        pieces: list[_Chars] = []
         first = True
         while first or not self.peek("]"):
             first = False
@@ -407,7 +508,7 @@ class _Parser:
                 raise NotImplementedError(f"POSIX classes in {self.pattern!r}")
             low = self.class_member()
             if isinstance(low, _Chars):
-                perl = _Chars(perl.codes | low.codes, (), perl.wide_negated or low.wide_negated)
+                pieces.append(low)
             elif self.peek("-") and not self.peek("-]"):
                 self.index += 1
                 high = self.class_member()
@@ -419,8 +520,7 @@ class _Parser:
             else:
                 codes.add(low)
         self.index += 1
-        members = self.chars(codes, ranges, perl)
-        return members.negate() if negated else members
+        return self.chars(codes, ranges, pieces, negated)
 
     def class_member(self) -> int | _Chars:
         """One member's code, or a Perl class (``\\w``, ``\\S``)."""
@@ -428,11 +528,57 @@ class _Parser:
         if char != "\\":
             return ord(char)
         char = self.take()
-        if char in _PERL_CLASSES:
-            return _Chars(_PERL_CLASSES[char])
         if char.lower() in _PERL_CLASSES:
-            return _Chars(_PERL_CLASSES[char.lower()]).negate()
+            return self.perl(char)
         return self.escaped_code(char)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # RE2 reads "{١}" as text
+
+
+def _expand(ranges: Iterable[tuple[int, int]]) -> set[int]:
+    return {code for low, high in ranges for code in range(low, high + 1)}
+
+
+def _ranges(codes: Iterable[int]) -> tuple[tuple[int, int], ...]:
+    runs: list[list[int]] = []
+    for code in sorted(set(codes)):
+        if runs and code == runs[-1][1] + 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return tuple((low, high) for low, high in runs)
+
+
+def _case_orbit(code: int) -> set[int]:
+    """The characters RE2's case-insensitive matching takes for ``code``: its upper and lower case, and the others
+    that fold to the same (``s``: ``S``, ``ſ``; ``k``: ``K``, U+212A; ``σ``: ``Σ``, ``ς``)."""
+    char = chr(code)
+    orbit = {code} | {ord(v) for v in (char.lower(), char.upper()) if len(v) == 1}
+    folded = char.casefold()
+    return orbit | _fold_classes().get(folded, set()) if len(folded) == 1 else orbit
+
+
+@functools.cache
+def _fold_classes() -> dict[str, set[int]]:
+    classes: dict[str, set[int]] = {}
+    for code in range(0x20000):
+        folded = chr(code).casefold()
+        if len(folded) == 1:
+            classes.setdefault(folded, set()).add(code)
+    return classes
+
+
+@functools.cache
+def _lower_preimages() -> dict[int, set[int]]:
+    """For each character that is some other character's lower case, those other characters (``k``: ``K``, U+212A)."""
+    preimages: dict[int, set[int]] = {}
+    for code in range(0x20000):
+        lower = chr(code).lower()
+        if len(lower) == 1 and ord(lower) != code:
+            preimages.setdefault(ord(lower), {ord(lower)}).add(code)
+    return preimages
 
 
 # --- which characters can stand on each side of an assertion -----------------------------------------------------
@@ -451,7 +597,7 @@ class _Flow:
         for node in dict.fromkeys(self.asserts):
             outcomes = {_holds(node, start, end) for start, end in itertools.product(_SIDES, repeat=2)}
             if None in outcomes:  # written as if it held: the query finds more, never less
-                notes.append(f"a {_ASSERT_NAMES[node.kind]} whose sides depend on an optional part is left out")
+                notes.append(f"a {_ASSERT_NAMES[node.kind]} with both kinds of character on a side is left out")
             if len(outcomes) == 1:
                 node.static = outcomes.pop() is not False
 
@@ -555,8 +701,28 @@ def _emit(node: _Node, start: int, end: int) -> str | None:
 
 
 def _grouped(node: _Node, text: str | None) -> str:
-    """A group's text in parentheses (as its author wrote it), unless it came out empty."""
-    return f"({text})" if isinstance(node, _Alt) and text else text or ""
+    """A group's text, in parentheses where it has branches."""
+    return f"({text})" if isinstance(node, _Alt) and _has_branches(text or "") else text or ""
+
+
+def _has_branches(text: str) -> bool:
+    """Whether ``text`` has a ``|`` outside parentheses and classes."""
+    depth, index, in_class = 0, 0, False
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char in "()":
+            depth += 1 if char == "(" else -1
+        elif char == "|" and depth == 0:
+            return True
+        index += 1
+    return False
 
 
 def _unit(text: str) -> str:
@@ -645,6 +811,9 @@ def _class_body(codes: Iterable[int], ranges: Iterable[tuple[int, int]]) -> str:
     spaces = "\\s" if members >= _SPACE_CODES else ""  # Lucene's \s, which also takes \v (see the module docstring)
     if spaces:
         members -= _SPACE_CODES
+    word = _WORD_CODES & _LOWER_ASCII
+    if members >= word:  # written as \w is, first
+        spaces, members = f"a-z0-9_{spaces}", members - word
     runs: list[list[int]] = []
     for code in sorted(members):
         if runs and code == runs[-1][1] + 1:
