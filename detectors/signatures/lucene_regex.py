@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 # Character groups that decide every assertion RE2 has: word (ASCII, as RE2's \b and \w), newline, anything else.
@@ -707,6 +707,11 @@ def _grouped(node: _Node, text: str | None) -> str:
 
 def _has_branches(text: str) -> bool:
     """Whether ``text`` has a ``|`` outside parentheses and classes."""
+    return any(char == "|" and depth == 0 for _, char, depth in _structure(text))
+
+
+def _structure(text: str) -> Iterator[tuple[int, str, int]]:
+    """``(index, character, depth before it)`` of each character outside escapes and classes."""
     depth, index, in_class = 0, 0, False
     while index < len(text):
         char = text[index]
@@ -717,12 +722,10 @@ def _has_branches(text: str) -> bool:
             in_class = char != "]"
         elif char == "[":
             in_class = True
-        elif char in "()":
-            depth += 1 if char == "(" else -1
-        elif char == "|" and depth == 0:
-            return True
+        else:
+            yield index, char, depth
+            depth += {"(": 1, ")": -1}.get(char, 0)
         index += 1
-    return False
 
 
 def _unit(text: str) -> str:
@@ -749,26 +752,10 @@ def _closing_bracket(text: str) -> int:
 
 
 def _one_group(text: str) -> bool:
+    """Whether ``text`` is one group: its first parenthesis closes at its end."""
     if not (text.startswith("(") and text.endswith(")")):
         return False
-    depth, index, in_class = 0, 0, False
-    while index < len(text):
-        char = text[index]
-        if char == "\\":
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0 and index < len(text) - 1:
-                return False
-        index += 1
-    return True
+    return all(not (char == ")" and depth == 1) or index == len(text) - 1 for index, char, depth in _structure(text))
 
 
 def _quantifier(low: int, high: int | None) -> str:
@@ -840,23 +827,25 @@ def _class_escape(char: str) -> str:
 
 def _start_padding(starts: frozenset[int]) -> str:
     """What may come before the match: nothing (``EDGE``), or any text ending with one of the other groups."""
-    if starts == frozenset((EDGE, WORD, NEWLINE, OTHER)):
-        return ".{0,}"
-    groups = sum(s for s in starts if s != EDGE)
-    if not groups:
-        return ""
-    padding = ".{1,}" if groups == WORD | NEWLINE | OTHER else f".{{0,}}{_GROUP_CLASS[groups]}"
-    return f"({padding})?" if EDGE in starts else padding
+    return _padding(starts, before=True)
 
 
 def _end_padding(ends: frozenset[int]) -> str:
-    if ends == frozenset((EDGE, WORD, NEWLINE, OTHER)):
+    """What may come after the match: nothing (``EDGE``), or any text starting with one of the other groups."""
+    return _padding(ends, before=False)
+
+
+def _padding(sides: frozenset[int], *, before: bool) -> str:
+    if sides == frozenset(_SIDES):
         return ".{0,}"
-    groups = sum(e for e in ends if e != EDGE)
+    groups = sum(side for side in sides if side != EDGE)
     if not groups:
         return ""
-    padding = ".{1,}" if groups == WORD | NEWLINE | OTHER else f"{_GROUP_CLASS[groups]}.{{0,}}"
-    return f"({padding})?" if EDGE in ends else padding
+    if groups == WORD | NEWLINE | OTHER:
+        padding = ".{1,}"
+    else:
+        padding = f".{{0,}}{_GROUP_CLASS[groups]}" if before else f"{_GROUP_CLASS[groups]}.{{0,}}"
+    return f"({padding})?" if EDGE in sides else padding
 
 
 def _rectangles(pairs: set[tuple[int, int]]) -> list[tuple[frozenset[int], frozenset[int]]]:
