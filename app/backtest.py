@@ -128,8 +128,9 @@ class DeadLetters:
     def add(self, letter: DeadLetter, labels: Mapping[str, str] | None) -> None:
         self.count += 1
         self.by_reason[letter.reason] += 1
-        if labels and letter.raw:
-            self.labelled.update(labels.keys() & _values(letter.raw))
+        raw = letter.raw_text()
+        if labels and raw:
+            self.labelled.update(labels.keys() & _values(raw))
 
 
 def history_batches(

@@ -373,3 +373,12 @@ def test_a_labelled_id_is_found_in_a_record_that_is_not_even_json(tmp_path):
     assert report_["dead_letters"] == {"count": 1, "by_reason": {"invalid_json": 1}, "labelled_attacks": 1}
     assert report_["labels"] == {"given": 3, "joined": 1, "in_dead_letters": 1, "not_found": 1}
     assert report_["recall"] == {"jailbreak": 0.0, "prompt_injection": 1.0, "all": 0.5}
+
+
+def test_a_labelled_id_is_found_in_a_record_that_is_not_utf8(tmp_path):
+    """Its bytes are kept in base64 (``raw_encoding``): they are read back to find the id."""
+    records = tmp_path / "latin1.jsonl"
+    records.write_bytes(b'{"request_id": "req-5", "request": {"messages": [{"role": "user", "content": "caf\xe9"}]}}\n')
+    letters = DeadLetters()
+    list(history_batches([str(records)], Settings(), letters, {"req-5": "jailbreak"}))
+    assert (dict(letters.by_reason), letters.labelled) == ({"invalid_utf8": 1}, {"req-5"})

@@ -310,3 +310,9 @@ def test_a_lone_surrogate_from_a_lenient_reader_is_kept_exactly() -> None:
     _, (letter,) = decode_payload(payload, "x", max_bytes=LIMIT, keep_raw=True)
     assert letter.raw_encoding == "base64"
     assert base64.b64decode(letter.raw).decode("utf-8", "surrogatepass") == payload
+
+
+def test_a_record_ending_in_half_a_character_keeps_that_half() -> None:
+    payload = b'{"prompt": "caf\xc3'  # the last byte starts a character that never comes
+    _, (letter,) = decode_payload(payload, "x", max_bytes=LIMIT, keep_raw=True)
+    assert (letter.raw_encoding, base64.b64decode(letter.raw)) == ("base64", payload)

@@ -70,7 +70,7 @@ def cut_raw(raw: bytes, limit: int | None) -> tuple[str, str | None]:
     both sizes."""
     if limit is None or len(raw) <= limit:
         return readable_bytes(raw)
-    text, encoding = readable_bytes(raw[: max(0, limit)])
+    text, encoding = readable_bytes(raw[: max(0, limit)], cut=True)
     if encoding is not None:  # base64 stays decodable: the letter's ``size`` tells what was cut
         return text, encoding
     return f"{text}... [cut: {len(text.encode())} of {len(raw)} bytes kept]", None

@@ -52,19 +52,26 @@ class DeadLetter(msgspec.Struct, kw_only=True):
     raw_encoding: str | None = None  # "base64": ``raw`` holds bytes that are not UTF-8, as they came
     timestamp: float = msgspec.field(default_factory=time.time)
 
+    def raw_text(self) -> str | None:
+        """The kept raw record as text (bytes kept in base64 are read as UTF-8, U+FFFD where they are not)."""
+        if self.raw is None or self.raw_encoding != "base64":
+            return self.raw
+        return base64.b64decode(self.raw).decode("utf-8", "replace")
+
 
 def raw_excerpt(data: bytes | str) -> tuple[str, str | None]:
     """The first 64 KiB of a payload for ``DeadLetter.raw``, and its ``raw_encoding``."""
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogatepass")
-    return readable_bytes(data[:RAW_LIMIT_BYTES])
+    return readable_bytes(data[:RAW_LIMIT_BYTES], cut=len(data) > RAW_LIMIT_BYTES)
 
 
-def readable_bytes(raw: bytes) -> tuple[str, str | None]:
-    """``raw`` as text when it is UTF-8 (a character cut at the end is left out), else as base64 (``"base64"``):
-    the bytes that made a record undecodable are what its reader needs to see, not U+FFFD in their place."""
+def readable_bytes(raw: bytes, *, cut: bool = False) -> tuple[str, str | None]:
+    """``raw`` as text when it is UTF-8, else as base64 (``"base64"``): the bytes that made a record undecodable are
+    what its reader needs to see, not U+FFFD in their place. Where ``raw`` was ``cut`` from a longer payload, a
+    character the cut split is left out."""
     try:
-        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=False), None
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut), None
     except UnicodeDecodeError:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
