@@ -28,6 +28,8 @@ def lucene_matches(pattern: str, text: str, **flags: bool) -> bool:
         (r"ignore\b\W+\bthat", r".{0,}(ignore[^a-z0-9_ſ]+that).{0,}"),  # boundaries that always hold are dropped
         (r"a+?b{2,}", r".{0,}(a+b{2,}).{0,}"),  # lazy: the same texts
         (r"(?P<x>a)(?:b)", r".{0,}(ab).{0,}"),
+        (r"[\x{80}-\x{10FFFF}]", ".{0,}([ks\x80-\U0010ffff]).{0,}"),  # a range kept whole; k, s: Kelvin sign, long s
+        (r"\S", ".{0,}([^\t\n\x0c\r ]).{0,}"),  # not Lucene's \s, which also takes \v, in a negated class
     ],
 )
 def test_translations(pattern, written):
@@ -68,6 +70,9 @@ def test_what_cannot_be_exact_is_a_superset_and_said():
     assert to_lucene(r"(foo\s)?\bbar").approximations == ()  # the boundary goes into both cases of the group
     counted = to_lucene(r"=[^\"]{16}")
     assert any(f"{MAX_COUNT} or more" in note for note in counted.approximations)
+    bounded = to_lucene(r"ignore.{0,50}instructions")  # too big an automaton for Elasticsearch as written
+    assert bounded.alternatives == (".{0,}(ignore[^\n]*in[sſ]truction[sſ]).{0,}",)
+    assert any("0 or more" in note for note in bounded.approximations)
     assert to_lucene(r"\bignore\W+previous\b").approximations == ()
 
 

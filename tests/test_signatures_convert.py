@@ -1,9 +1,10 @@
 """Conversion of rules to Elasticsearch queries through pySigma's Elasticsearch backend."""
 
 import pytest
+from sigma.rule import SigmaRule
 
 from detectors.signatures import RuleSet
-from detectors.signatures.convert import EVENTS_INDEX_PATTERN, convert
+from detectors.signatures.convert import EVENTS_INDEX_PATTERN, approximations, convert
 from tests.fixtures.rules.kit import DEVELOPER_MODE_ID, ENCODED_ID, OVERRIDE_ID, SHELL_TOOL_ID, VALID
 
 
@@ -67,4 +68,25 @@ def test_lucene_regexes_are_translated_and_report_what_they_approximate(rules):
     conversion = _one(rules, OVERRIDE_ID, "lucene")
     # RE2 reads "s" case-insensitively as s, S or ſ (the long s, which a lower-cased field keeps)
     assert r"gen_ai.prompt.lc:/.{0,}(forget\s+(all\s+)?(your|the)\s+(rule[sſ]|guideline[sſ])).{0,}/" in conversion.query
-    assert conversion.approximations == ()
+    assert (conversion.finds_more, conversion.finds_fewer) == ((), ())
+
+
+def test_a_superset_inside_a_negated_filter_is_reported_as_finding_fewer():
+    """`selection and not filter`: a filter written as a superset excludes more, so the query finds fewer."""
+    source = """
+title: Fixture - negated approximate filter
+id: 9a0f4c1e-0000-4000-8000-000000000001
+status: test
+logsource: {product: llm, category: prompt}
+detection:
+  selection:
+    gen_ai.prompt|re: 'ignore\\W+all'
+  filter:
+    gen_ai.prompt|re: '(\\bfoo)+'
+  condition: selection and not filter
+level: high
+"""
+    more, fewer = approximations(SigmaRule.from_yaml(source))
+    assert more == () and len(fewer) == 1 and "in filter, which the condition excludes" in fewer[0]
+    plain = source.replace("selection and not filter", "selection and filter")
+    assert approximations(SigmaRule.from_yaml(plain))[1] == ()

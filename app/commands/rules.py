@@ -90,8 +90,10 @@ def convert_rules(
     for conversion in convert(rules, target, output_format):
         typer.echo(f"# {conversion.rule.title} ({conversion.rule.id})")
         if conversion.query is not None:
-            for note in conversion.approximations:
-                typer.echo(f"# approximate (finds more than the engine): {note}")
+            for note in conversion.finds_more:
+                typer.echo(f"# approximate, finds more than the engine: {note}")
+            for note in conversion.finds_fewer:
+                typer.echo(f"# approximate, finds FEWER than the engine: {note}")
             typer.echo(conversion.query)
         else:
             failures += 1

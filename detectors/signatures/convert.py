@@ -20,18 +20,19 @@ express (``cased`` in Lucene, keyword searches in ES|QL) are reported per rule, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import fnmatch
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from sigma.backends.elasticsearch import EqlBackend, ESQLBackend, LuceneBackend
-from sigma.conditions import ConditionOR
+from sigma.conditions import ConditionIdentifier, ConditionNOT, ConditionOR, ConditionSelector
 from sigma.conversion.base import Backend
 from sigma.exceptions import SigmaError
 from sigma.processing.conditions import IncludeFieldCondition, LogsourceCondition
 from sigma.processing.pipeline import ProcessingItem, ProcessingPipeline
 from sigma.processing.transformations import FieldMappingTransformation, SetStateTransformation
 from sigma.processing.transformations.base import ValueTransformation
-from sigma.rule import SigmaDetectionItem, SigmaRule
+from sigma.rule import SigmaDetection, SigmaDetectionItem, SigmaRule
 from sigma.types import (
     SigmaExpansion,
     SigmaRegularExpression,
@@ -41,7 +42,7 @@ from sigma.types import (
 )
 
 from detectors.event import TEXT_FIELDS
-from detectors.signatures.lucene_regex import to_lucene
+from detectors.signatures.lucene_regex import LuceneRegex, to_lucene
 from detectors.signatures.parse import SignatureRule
 
 EVENTS_INDEX_PATTERN = "logs-abusewatch.events-*"
@@ -57,7 +58,10 @@ class Conversion:
     target: str
     query: str | None = None
     error: str | None = None
-    approximations: tuple[str, ...] = ()  # where the query finds more than the engine's regexes (Lucene only)
+    # Lucene only: where the query finds more than the engine (a regex written as a superset), and where it finds
+    # fewer (a superset inside an exclusion the condition negates)
+    finds_more: tuple[str, ...] = ()
+    finds_fewer: tuple[str, ...] = ()
 
 
 @dataclass
@@ -72,35 +76,82 @@ class LowercaseValues(ValueTransformation):
 
 @dataclass
 class LuceneRegexTransformation(ValueTransformation):
-    """Rewrite each regex for Lucene (:func:`~detectors.signatures.lucene_regex.to_lucene`): a whole-term match in
-    Lucene's dialect that finds what RE2's search finds; what it can only approximate is kept in ``approximations``
-    (:func:`convert` collects them per rule)."""
+    """Rewrite each regex for Lucene (:func:`~detectors.signatures.lucene_regex.to_lucene`): whole-term matches in
+    Lucene's dialect that find what RE2's search finds, one value per top-level branch where values are OR-ed."""
 
-    approximations: list[str] = field(default_factory=list)
     split: bool = True
 
     def apply_detection_item(self, detection_item: SigmaDetectionItem) -> SigmaDetectionItem | None:
-        self.split = detection_item.value_linking is ConditionOR  # one value per branch only where values are OR-ed
+        self.split = detection_item.value_linking is ConditionOR
         return super().apply_detection_item(detection_item)
 
     def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | list[SigmaType] | None:
         if not isinstance(val, SigmaRegularExpression):
             return None
-        flags = val.flags
-        lucene = to_lucene(
-            str(val.regexp),
-            dotall=SigmaRegularExpressionFlag.DOTALL in flags,
-            multiline=SigmaRegularExpressionFlag.MULTILINE in flags,
-        )
-        self.approximations.extend(lucene.approximations)
+        lucene = _lucene(val)
         if not self.split:
             return SigmaRegularExpression(lucene.text, set())
         return [SigmaRegularExpression(text, set()) for text in lucene.alternatives]
 
 
-def llm_pipeline(target: str = "lucene", regexes: LuceneRegexTransformation | None = None) -> ProcessingPipeline:
-    """Map the ``llm`` logsource to the indexed ECS fields and the events index (``regexes``: the Lucene regex
-    rewriting, to read its approximations after each rule)."""
+def _lucene(value: SigmaRegularExpression) -> LuceneRegex:
+    flags = value.flags
+    return to_lucene(
+        str(value.regexp),
+        dotall=SigmaRegularExpressionFlag.DOTALL in flags,
+        multiline=SigmaRegularExpressionFlag.MULTILINE in flags,
+    )
+
+
+def regex_values(detection: SigmaDetection) -> Iterator[SigmaRegularExpression]:
+    """Every regex value of a detection, nested ones included."""
+    for item in detection.detection_items:
+        if isinstance(item, SigmaDetection):
+            yield from regex_values(item)
+        else:
+            yield from (value for value in item.value if isinstance(value, SigmaRegularExpression))
+
+
+def approximations(rule: SigmaRule) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the rule's Lucene query finds more of, and fewer of, than the engine: a regex written as a superset
+    finds more where the condition asks for it, and fewer where the condition negates it (``not filter``)."""
+    more: dict[str, None] = {}
+    fewer: dict[str, None] = {}
+    negated = _negated_detections(rule)
+    for name, detection in rule.detection.detections.items():
+        for value in regex_values(detection):
+            for note in _lucene(value).approximations:
+                if name in negated:
+                    fewer[f"{note}, in {name}, which the condition excludes"] = None
+                if name not in negated or negated[name]:
+                    more[note] = None
+    return tuple(more), tuple(fewer)
+
+
+def _negated_detections(rule: SigmaRule) -> dict[str, bool]:
+    """Detections the condition negates, each mapped to whether it is also used plainly."""
+    polarity: dict[str, set[bool]] = {}
+    names = list(rule.detection.detections)
+
+    def walk(node: object, negative: bool) -> None:
+        if isinstance(node, ConditionNOT):
+            negative = not negative
+        if isinstance(node, ConditionIdentifier):
+            polarity.setdefault(node.identifier, set()).add(negative)
+        elif isinstance(node, ConditionSelector):
+            pattern = "*" if node.pattern == "them" else node.pattern
+            for name in fnmatch.filter(names, pattern):
+                polarity.setdefault(name, set()).add(negative)
+        for child in getattr(node, "args", ()):
+            walk(child, negative)
+
+    for condition in rule.detection.parsed_condition:
+        walk(condition.parse(postprocess=False), False)
+    return {name: False in signs for name, signs in polarity.items() if True in signs}
+
+
+def llm_pipeline(target: str = "lucene") -> ProcessingPipeline:
+    """Map the ``llm`` logsource to the indexed ECS fields and the events index."""
 
     def llm() -> list[LogsourceCondition]:  # pySigma binds each condition to one item: a new one per item
         return [LogsourceCondition(product="llm")]
@@ -109,7 +160,7 @@ def llm_pipeline(target: str = "lucene", regexes: LuceneRegexTransformation | No
         [
             ProcessingItem(
                 identifier="abusewatch_lucene_regex",
-                transformation=regexes or LuceneRegexTransformation(),
+                transformation=LuceneRegexTransformation(),
                 rule_conditions=llm(),
             )
         ]
@@ -145,18 +196,16 @@ def convert(rules: Iterable[SignatureRule], target: str = "lucene", output_forma
     """Convert each rule; a rule the backend cannot express gets an ``error`` instead of a ``query``."""
     if target not in BACKENDS:
         raise ValueError(f"unknown target {target!r}; choose one of {', '.join(BACKENDS)}")
-    regexes = LuceneRegexTransformation()
-    backend = BACKENDS[target](processing_pipeline=llm_pipeline(target, regexes))
+    backend = BACKENDS[target](processing_pipeline=llm_pipeline(target))
     conversions = []
     for rule in rules:
-        regexes.approximations.clear()
         try:
             # conversion rewrites the rule it is given: convert a fresh parse, never the running rule
+            more, fewer = approximations(SigmaRule.from_yaml(rule.source)) if target == "lucene" else ((), ())
             queries = backend.convert_rule(SigmaRule.from_yaml(rule.source), output_format)
         except (SigmaError, NotImplementedError) as error:
             conversions.append(Conversion(rule, target, error=f"{type(error).__name__}: {error}"))
             continue
         query = "\n".join(str(query) for query in queries)
-        approximations = tuple(dict.fromkeys(regexes.approximations))
-        conversions.append(Conversion(rule, target, query=query, approximations=approximations))
+        conversions.append(Conversion(rule, target, query=query, finds_more=more, finds_fewer=fewer))
     return conversions

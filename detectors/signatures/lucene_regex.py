@@ -26,10 +26,13 @@ and POSIX classes raise :class:`NotImplementedError`: the rule is reported as no
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+
+import re2
 
 # Character groups that decide every assertion RE2 has: word (ASCII, as RE2's \b and \w), newline, anything else.
 WORD, NEWLINE, OTHER = 1, 2, 4
@@ -84,8 +87,9 @@ def to_lucene(pattern: str, *, dotall: bool = False, multiline: bool = False) ->
     # Each top-level branch is a regex of its own: only branches whose edges matter are written more than once, and
     # each automaton stays small enough for Elasticsearch to build.
     alternatives: list[str] = []
+    writer = _Writer()
     for branch in _top_branches(core):
-        body, text = _branch(branch)
+        body, text = _branch(branch, writer)
         if body is not None:
             text = f".{{0,}}({body}).{{0,}}"
         if text is not None and text not in alternatives:
@@ -95,11 +99,11 @@ def to_lucene(pattern: str, *, dotall: bool = False, multiline: bool = False) ->
     return LuceneRegex(tuple(alternatives), tuple(dict.fromkeys(notes)))
 
 
-def _branch(items: list[_Node]) -> tuple[str | None, str | None]:
+def _branch(items: list[_Node], writer: _Writer) -> tuple[str | None, str | None]:
     """A top-level branch as a body for the shared padding, or (None, its own padded text); (None, None): never
     matches. A branch whose leading items depend on what precedes the match and trailing items on what follows is
     written as (ways to start)(middle)(ways to end), otherwise once per kind of padding."""
-    table = {(start, end): [_emit(item, start, end) for item in items] for start, end in _PAIRS}
+    table = {(start, end): [writer.emit(item, start, end) for item in items] for start, end in _PAIRS}
     if all(row == table[EDGE, EDGE] for row in table.values()):
         row = table[EDGE, EDGE]
         return (None, None) if None in row else ("".join(_grouped(i, t) for i, t in zip(items, row, strict=True)), None)
@@ -150,8 +154,9 @@ def _padded_product(items: list[_Node], table: dict[tuple[int, int], list[str | 
 
 
 def _shorten_counts(node: _Node, notes: list[str]) -> None:
-    """Write ``[...]{16}`` as ``[...]{6,}``: a long counted run of a class after ``.{0,}`` makes an automaton too big
-    for Elasticsearch to build (a ``query_string`` then finds nothing, silently)."""
+    """Write ``[...]{16}`` as ``[...]{6,}`` and ``.{0,50}`` as ``.{0,}``: a long counted run of a class after
+    ``.{0,}`` makes an automaton too big for Elasticsearch to build (a ``query_string`` then finds nothing, silently).
+    Without the bound the query finds more, never less."""
     if isinstance(node, _Alt):
         for branch in node.branches:
             for item in branch:
@@ -159,9 +164,9 @@ def _shorten_counts(node: _Node, notes: list[str]) -> None:
     elif isinstance(node, _Repeat):
         _shorten_counts(node.node, notes)
         single = isinstance(node.node, _Chars) and len(node.node.codes & _LOWER_ASCII) <= 1 and not node.node.wide
-        if node.low > MAX_COUNT and not single:
-            node.low, node.high = MAX_COUNT, None
-            notes.append(f"a run of more than {MAX_COUNT} characters of a class is searched as {MAX_COUNT} or more")
+        if not single and max(node.low, node.high or 0) > MAX_COUNT:
+            node.low, node.high = min(node.low, MAX_COUNT), None
+            notes.append(f"a run counted beyond {MAX_COUNT} is searched as {node.low} or more")
 
 
 def _split_beside_boundaries(node: _Node) -> None:
@@ -206,7 +211,9 @@ def _beside(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_Node]
 def _split_chars(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_Node] | None:
     """``neighbour`` and ``boundary`` rewritten as one branch per kind of character (None: nothing to split)."""
     repeat = neighbour if isinstance(neighbour, _Repeat) else None
-    if repeat is not None and repeat.low == 0 and repeat.high != 0:  # C* beside it: C+ beside it, or nothing
+    if repeat is not None and repeat.high == 0:  # C{0}: nothing there
+        return None
+    if repeat is not None and repeat.low == 0:  # C* beside it: C+ beside it, or nothing
         present = _split_chars(_Repeat(repeat.node, 1, repeat.high), boundary, before=before)
         absent = [_Assert(boundary.kind, boundary.multiline)]
         return None if present is None else [_Alt([present, absent])]
@@ -220,6 +227,8 @@ def _split_chars(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_
     if repeat is None:
         return [alternation]
     high = None if repeat.high is None else repeat.high - 1
+    if high == 0:
+        return [alternation]
     rest = _Repeat(chars, repeat.low - 1, high)
     return [rest, alternation] if before else [alternation, rest]
 
@@ -264,36 +273,73 @@ class _Chars:
         return mask
 
     @staticmethod
-    def of(members: set[int]) -> _Chars:
-        return _Chars(frozenset(c for c in members if c < 128), _ranges(c for c in members if c >= 128))
+    def of(members: Iterable[int], wide: Iterable[tuple[int, int]] = ()) -> _Chars:
+        members = set(members)
+        listed = _ranges_union(_ranges(c for c in members if c >= 128), wide)
+        return _Chars(frozenset(c for c in members if c < 128), listed)
 
     def negate(self) -> _Chars:
         return _Chars(_ASCII - self.codes, self.wide, not self.wide_negated)
 
     def union(self, other: _Chars) -> _Chars:
-        mine, theirs = _expand(self.wide), _expand(other.wide)
         if self.wide_negated and other.wide_negated:
-            wide = mine & theirs  # both list what they leave out
+            wide = _ranges_intersection(self.wide, other.wide)  # both list what they leave out
         elif self.wide_negated or other.wide_negated:
-            wide = (mine - theirs) if self.wide_negated else (theirs - mine)
+            left_out, added = (self.wide, other.wide) if self.wide_negated else (other.wide, self.wide)
+            wide = _ranges_difference(left_out, added)
         else:
-            wide = mine | theirs
-        return _Chars(self.codes | other.codes, _ranges(wide), self.wide_negated or other.wide_negated)
+            wide = _ranges_union(self.wide, other.wide)
+        return _Chars(self.codes | other.codes, wide, self.wide_negated or other.wide_negated)
+
+    def contains(self, code: int) -> bool:
+        if code < 128:
+            return code in self.codes
+        return _within(code, self.wide) != self.wide_negated
+
+    def lower_closed(self) -> bool:
+        """Whether each character and those with the same lower case are all in the set or all out of it: then the
+        lower-cased field tells members apart exactly. Only cased characters can break it: those of ASCII and those
+        the ranges list (every other group lies wholly in or out)."""
+        preimages = _lower_preimages()
+        for code in itertools.chain(range(65, 91), range(97, 123), _cased_within(self.wide)):
+            lower = chr(code).lower()
+            if len(lower) == 1:
+                group = preimages.get(ord(lower), set()) | {ord(lower), code}
+                if len({self.contains(member) for member in group}) > 1:
+                    return False
+        return True
 
     def lowered(self) -> _Chars:
         """The set a lower-cased field shows: ``c`` is in it when ``c`` or a letter whose lower case is ``c`` is in
         this set (the Kelvin sign's lower case is ``k``)."""
-        preimages = _lower_preimages()
-        if self.wide_negated:  # every non-ASCII but the ranges: a lower case stays out only with all its capitals
-            excluded = _expand(self.wide)
-            kept_out = {c for c in excluded if preimages.get(c, set()) <= excluded and chr(c).lower() == chr(c)}
-            extra = {c for c in range(128) for d in preimages.get(c, ()) if d >= 128 and d not in excluded}
-            lower_ascii = {ord(chr(c).lower()) for c in self.codes}
-            return _Chars(frozenset(self.codes | lower_ascii | extra), _ranges(kept_out), wide_negated=True)
-        members = set(self.codes) | _expand(self.wide)
-        members |= {ord(lower) for c in members if len(lower := chr(c).lower()) == 1}
-        wide = (c for c in members if c >= 128 and chr(c).lower() == chr(c))  # capitals never reach the field
-        return _Chars(frozenset(c for c in members if c < 128), _ranges(wide))
+        return _lowered(self.codes, self.wide, self.wide_negated)
+
+
+@functools.lru_cache(maxsize=4096)
+def _lowered(codes: frozenset[int], wide: tuple[tuple[int, int], ...], wide_negated: bool) -> _Chars:
+    preimages = _lower_preimages()
+    ascii_lower = {ord(chr(c).lower()) for c in codes}
+    if wide_negated:  # every non-ASCII but the ranges: a lower case stays out only with all its capitals
+        let_in = [c for c in _cased_within(wide) if any(not _within(d, wide) for d in preimages.get(c, ()) if d > 127)]
+        extra = {c for c in range(128) for d in preimages.get(c, ()) if d > 127 and not _within(d, wide)}
+        kept_out = _without_capitals(_ranges_difference(wide, _ranges(let_in)))
+        return _Chars(frozenset(codes | ascii_lower | extra), kept_out, wide_negated=True)
+    images = {ord(lower) for c in _cased_within(wide) if len(lower := chr(c).lower()) == 1}
+    extended = _without_capitals(_ranges_union(wide, _ranges(c for c in images if c > 127)))
+    return _Chars(frozenset(codes | ascii_lower | {c for c in images if c < 128}), extended)
+
+
+@functools.lru_cache(maxsize=4096)
+def _caseless_literal(code: int) -> _Chars:
+    """One character as RE2's case-insensitive mode reads it, on the lower-cased field (most atoms of a pattern)."""
+    return _Chars.of(_case_orbit(code)).lowered()
+
+
+def _without_capitals(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """``ranges`` without the capitals in them, which never reach a lower-cased field, where that keeps them short."""
+    if _size(ranges) > _SMALL_SET:
+        return ranges
+    return _ranges_difference(ranges, _ranges(c for c in _cased_within(ranges) if chr(c).lower() != chr(c)))
 
 
 @dataclass(eq=False)
@@ -398,7 +444,7 @@ class _Parser:
             return _Chars(_ASCII if self.flags.dotall else _ASCII - {10}, wide_negated=True)
         if char in "*+?" or (char == "{" and self.repetition_at(self.index - 1)):
             raise NotImplementedError(f"nothing to repeat at {self.index - 1} in {self.pattern!r}")
-        return self.chars({ord(char)}, [])
+        return self.literal(ord(char))
 
     def repetition_at(self, index: int) -> bool:
         saved, self.index = self.index, index
@@ -451,7 +497,7 @@ class _Parser:
             return _Assert(char, self.flags.multiline)
         if char in "Az":
             return _Assert("^" if char == "A" else "$", multiline=False)
-        return self.chars({self.escaped_code(char)}, [])
+        return self.literal(self.escaped_code(char))
 
     def escaped_code(self, char: str) -> int:
         if char in _SIMPLE_ESCAPES:
@@ -477,13 +523,20 @@ class _Parser:
         """What the lower-cased field holds where RE2 would match one of the written members (``codes``,
         ``ranges``) or Perl classes (``pieces``, see :meth:`perl`), negated or not: folded for case first when
         caseless (as RE2 does), lower-cased after (as the field is); a cased letter notes the approximation."""
-        members = codes | _expand(ranges)
-        if not self.flags.caseless and any(chr(c).lower() != chr(c).upper() for c in members):
-            self.notes.append("a case-sensitive part is matched without case (the field is lower-cased)")
-        written = _Chars.of(self.fold(members))
+        ascii_ranges = [(low, min(high, 127)) for low, high in ranges if low < 128]
+        wide = _ranges_union((), [(max(low, 128), high) for low, high in ranges if high >= 128])
+        members = self.fold(codes | _expand(ascii_ranges) | set(_cased_within(wide)))
+        written = _Chars.of(members, wide)
         for piece in pieces:
             written = written.union(piece)
-        return (written.negate() if negated else written).lowered()
+        if negated:
+            written = written.negate()
+        if not self.flags.caseless and not written.lower_closed():
+            self.notes.append("a case-sensitive part is matched without case (the field is lower-cased)")
+        return written.lowered()
+
+    def literal(self, code: int) -> _Chars:
+        return _caseless_literal(code) if self.flags.caseless else self.chars({code}, [])
 
     def fold(self, members: set[int]) -> set[int]:
         """``members`` and, when caseless, every character RE2 matches with one of them."""
@@ -541,6 +594,62 @@ def _expand(ranges: Iterable[tuple[int, int]]) -> set[int]:
     return {code for low, high in ranges for code in range(low, high + 1)}
 
 
+_SMALL_SET = 4096  # a set of non-ASCII characters this small is written without its capitals
+
+
+def _ranges_union(a: Iterable[tuple[int, int]], b: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    merged: list[list[int]] = []
+    for low, high in sorted((*a, *b)):
+        if merged and low <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return tuple((low, high) for low, high in merged)
+
+
+def _ranges_intersection(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    return tuple((max(l1, l2), min(h1, h2)) for l1, h1 in a for l2, h2 in b if max(l1, l2) <= min(h1, h2))
+
+
+def _ranges_difference(a: tuple[tuple[int, int], ...], b: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    pieces = list(a)
+    for low, high in b:
+        pieces = [
+            part
+            for start, end in pieces
+            for part in ((start, min(end, low - 1)), (max(start, high + 1), end))
+            if part[0] <= part[1]
+        ]
+    return _ranges_union(pieces, ())
+
+
+def _size(ranges: Iterable[tuple[int, int]]) -> int:
+    return sum(high - low + 1 for low, high in ranges)
+
+
+def _within(code: int, ranges: tuple[tuple[int, int], ...]) -> bool:
+    index = bisect.bisect_right(ranges, (code, 0x110000)) - 1
+    return index >= 0 and ranges[index][0] <= code <= ranges[index][1]
+
+
+def _cased_within(ranges: Iterable[tuple[int, int]]) -> list[int]:
+    """The cased characters in ``ranges``: the only ones folding or lower-casing can change."""
+    cased = _cased()
+    return [
+        cased[index]
+        for low, high in ranges
+        for index in range(bisect.bisect_left(cased, low), bisect.bisect_right(cased, high))
+    ]
+
+
+@functools.cache
+def _cased() -> tuple[int, ...]:
+    """Every character some case mapping or fold relates to another one, sorted."""
+    related = {code for group in _lower_preimages().values() for code in group}
+    related |= {code for group in _fold_classes().values() if len(group) > 1 for code in group}
+    return tuple(sorted(related))
+
+
 def _ranges(codes: Iterable[int]) -> tuple[tuple[int, int], ...]:
     runs: list[list[int]] = []
     for code in sorted(set(codes)):
@@ -551,13 +660,18 @@ def _ranges(codes: Iterable[int]) -> tuple[tuple[int, int], ...]:
     return tuple((low, high) for low, high in runs)
 
 
-def _case_orbit(code: int) -> set[int]:
-    """The characters RE2's case-insensitive matching takes for ``code``: its upper and lower case, and the others
-    that fold to the same (``s``: ``S``, ``ſ``; ``k``: ``K``, U+212A; ``σ``: ``Σ``, ``ς``)."""
+@functools.cache
+def _case_orbit(code: int) -> frozenset[int]:
+    """The characters RE2's case-insensitive matching takes for ``code`` (``s``: ``S``, ``ſ``; ``k``: ``K``,
+    U+212A; ``ß``: ``ẞ``): the candidates Python's case mappings relate to it, kept where RE2 itself agrees."""
     char = chr(code)
-    orbit = {code} | {ord(v) for v in (char.lower(), char.upper()) if len(v) == 1}
-    folded = char.casefold()
-    return orbit | _fold_classes().get(folded, set()) if len(folded) == 1 else orbit
+    candidates = {code} | {ord(v) for v in (char.lower(), char.upper()) if len(v) == 1}
+    if len(folded := char.casefold()) == 1:
+        candidates |= _fold_classes().get(folded, set())
+    for member in list(candidates):
+        candidates |= _lower_preimages().get(ord(lower), set()) if len(lower := chr(member).lower()) == 1 else set()
+    matcher = re2.compile(f"(?i)\\x{{{code:x}}}")
+    return frozenset(c for c in candidates if c == code or matcher.fullmatch(chr(c)))
 
 
 @functools.cache
@@ -677,27 +791,55 @@ def _test(node: _Assert, before: int, after: int) -> bool:
 # --- writing Lucene ----------------------------------------------------------------------------------------------
 
 
-def _emit(node: _Node, start: int, end: int) -> str | None:
-    """The Lucene text of ``node`` when the padding ends with ``start`` and begins with ``end``; None: cannot match."""
-    if isinstance(node, _Chars):
-        return _emit_chars(node)
-    if isinstance(node, _Assert):
-        holds = node.static if node.static is not None else _holds(node, start, end)
-        return None if holds is False else ""
-    if isinstance(node, _Repeat):
-        inner = _emit(node.node, start, end)
-        if inner is None:
-            return "" if node.low == 0 else None
-        return f"{_unit(inner)}{_quantifier(node.low, node.high)}" if inner else ""
-    branches = []
-    for branch in node.branches:
-        parts = [_emit(item, start, end) for item in branch]
-        if None not in parts:
-            branches.append("".join(_grouped(item, part) for item, part in zip(branch, parts, strict=True)))
-    if not branches:
-        return None
-    unique = list(dict.fromkeys(branches))
-    return "|".join(branch or "()" for branch in unique)
+class _Writer:
+    """Lucene text of the tree's nodes for each kind of padding around the match; a node without an assertion that
+    depends on the padding is written once."""
+
+    def __init__(self) -> None:
+        self._fixed: dict[int, str | None] = {}
+        self._free: dict[int, bool] = {}
+
+    def emit(self, node: _Node, start: int, end: int) -> str | None:
+        """The text of ``node`` when the padding ends with ``start`` and begins with ``end``; None: cannot match."""
+        if not self.free(node):
+            return self._emit(node, start, end)
+        if id(node) not in self._fixed:
+            self._fixed[id(node)] = self._emit(node, start, end)
+        return self._fixed[id(node)]
+
+    def free(self, node: _Node) -> bool:
+        """Whether ``node`` reads the same whatever the padding."""
+        if id(node) not in self._free:
+            if isinstance(node, _Assert):
+                self._free[id(node)] = node.static is not None
+            elif isinstance(node, _Repeat):
+                self._free[id(node)] = self.free(node.node)
+            elif isinstance(node, _Alt):
+                self._free[id(node)] = all(self.free(item) for branch in node.branches for item in branch)
+            else:
+                self._free[id(node)] = True
+        return self._free[id(node)]
+
+    def _emit(self, node: _Node, start: int, end: int) -> str | None:
+        if isinstance(node, _Chars):
+            return _chars_text(node.codes, node.wide, node.wide_negated)
+        if isinstance(node, _Assert):
+            holds = node.static if node.static is not None else _holds(node, start, end)
+            return None if holds is False else ""
+        if isinstance(node, _Repeat):
+            inner = self.emit(node.node, start, end) if node.high != 0 else ""
+            if inner is None:
+                return "" if node.low == 0 else None
+            return f"{_unit(inner)}{_quantifier(node.low, node.high)}" if inner else ""
+        branches = []
+        for branch in node.branches:
+            parts = [self.emit(item, start, end) for item in branch]
+            if None not in parts:
+                branches.append("".join(_grouped(item, part) for item, part in zip(branch, parts, strict=True)))
+        if not branches:
+            return None
+        unique = list(dict.fromkeys(branches))
+        return "|".join(branch or "()" for branch in unique)
 
 
 def _grouped(node: _Node, text: str | None) -> str:
@@ -770,8 +912,10 @@ def _quantifier(low: int, high: int | None) -> str:
     return f"{{{low}}}" if low == high else f"{{{low},{high}}}"
 
 
-def _emit_chars(node: _Chars) -> str | None:
-    """The set on a lower-cased field: upper-case ASCII never occurs there, so both forms leave it out."""
+@functools.lru_cache(maxsize=4096)
+def _chars_text(codes: frozenset[int], wide: tuple[tuple[int, int], ...], wide_negated: bool) -> str | None:
+    """A set on a lower-cased field: upper-case ASCII never occurs there, so both forms leave it out."""
+    node = _Chars(codes, wide, wide_negated)
     lower = node.codes & _LOWER_ASCII
     if not node.wide_negated and not node.wide:
         if lower == _WORD_CODES & _LOWER_ASCII:
@@ -790,12 +934,13 @@ def _emit_chars(node: _Chars) -> str | None:
         return "."
     if excluded == sorted(_WORD_CODES & _LOWER_ASCII) and not node.wide:
         return "[^a-z0-9_]"
-    return f"[^{_class_body(excluded, node.wide)}]"
+    return f"[^{_class_body(excluded, node.wide, negated=True)}]"
 
 
-def _class_body(codes: Iterable[int], ranges: Iterable[tuple[int, int]]) -> str:
+def _class_body(codes: Iterable[int], ranges: Iterable[tuple[int, int]], *, negated: bool = False) -> str:
     members = set(codes)
-    spaces = "\\s" if members >= _SPACE_CODES else ""  # Lucene's \s, which also takes \v (see the module docstring)
+    # Lucene's \s also takes \v: fine where it adds a member (see the module docstring), not where it takes one away
+    spaces = "\\s" if members >= _SPACE_CODES and not negated else ""
     if spaces:
         members -= _SPACE_CODES
     word = _WORD_CODES & _LOWER_ASCII
