@@ -21,6 +21,7 @@ express (``cased`` in Lucene, keyword searches in ES|QL) are reported per rule, 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -96,11 +97,15 @@ class LuceneRegexTransformation(ValueTransformation):
 
 def _lucene(value: SigmaRegularExpression) -> LuceneRegex:
     flags = value.flags
-    return to_lucene(
-        str(value.regexp),
-        dotall=SigmaRegularExpressionFlag.DOTALL in flags,
-        multiline=SigmaRegularExpressionFlag.MULTILINE in flags,
+    return _translated(
+        str(value.regexp), SigmaRegularExpressionFlag.DOTALL in flags, SigmaRegularExpressionFlag.MULTILINE in flags
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _translated(pattern: str, dotall: bool, multiline: bool) -> LuceneRegex:
+    """One translation per regex, for both the query and the approximations it reports."""
+    return to_lucene(pattern, dotall=dotall, multiline=multiline)
 
 
 def regex_values(detection: SigmaDetection) -> Iterator[SigmaRegularExpression]:
@@ -200,9 +205,11 @@ def convert(rules: Iterable[SignatureRule], target: str = "lucene", output_forma
     conversions = []
     for rule in rules:
         try:
-            # conversion rewrites the rule it is given: convert a fresh parse, never the running rule
-            more, fewer = approximations(SigmaRule.from_yaml(rule.source)) if target == "lucene" else ((), ())
-            queries = backend.convert_rule(SigmaRule.from_yaml(rule.source), output_format)
+            # conversion rewrites the rule it is given: convert a fresh parse, never the running rule, and read
+            # the approximations from it before
+            sigma = SigmaRule.from_yaml(rule.source)
+            more, fewer = approximations(sigma) if target == "lucene" else ((), ())
+            queries = backend.convert_rule(sigma, output_format)
         except (SigmaError, NotImplementedError) as error:
             conversions.append(Conversion(rule, target, error=f"{type(error).__name__}: {error}"))
             continue

@@ -106,7 +106,7 @@ def _branch(items: list[_Node], writer: _Writer) -> tuple[str | None, str | None
     table = {(start, end): [writer.emit(item, start, end) for item in items] for start, end in _PAIRS}
     if all(row == table[EDGE, EDGE] for row in table.values()):
         row = table[EDGE, EDGE]
-        return (None, None) if None in row else ("".join(_grouped(i, t) for i, t in zip(items, row, strict=True)), None)
+        return (None, None) if None in row else (_joined(items, row), None)
     by_start = [any(len({table[s, e][i] for s in _SIDES}) > 1 for e in _SIDES) for i in range(len(items))]
     by_end = [any(len({table[s, e][i] for e in _SIDES}) > 1 for s in _SIDES) for i in range(len(items))]
     head = max((i for i, dep in enumerate(by_start) if dep), default=-1) + 1
@@ -119,9 +119,9 @@ def _branch(items: list[_Node], writer: _Writer) -> tuple[str | None, str | None
     ends = _sides(items[tail:], {side: table[EDGE, side][tail:] for side in _SIDES})
     if None in middle or not starts or not ends:
         return None, None
-    text = "".join(_grouped(i, t) for i, t in zip(items[head:tail], middle, strict=True))
-    before = "|".join(f"{_start_padding(sides)}{body}" for body, sides in starts.items())
-    after = "|".join(f"{body}{_end_padding(sides)}" for body, sides in ends.items())
+    text = _joined(items[head:tail], middle)
+    before = "|".join(f"{_padding(sides, before=True)}{body}" for body, sides in starts.items())
+    after = "|".join(f"{body}{_padding(sides, before=False)}" for body, sides in ends.items())
     return None, f"{_alternation(before, len(starts))}({text}){_alternation(after, len(ends))}"
 
 
@@ -130,7 +130,7 @@ def _sides(items: list[_Node], rows: dict[int, list[str | None]]) -> dict[str, f
     texts: dict[str, frozenset[int]] = {}
     for side, row in rows.items():
         if None not in row:
-            text = "".join(_grouped(i, t) for i, t in zip(items, row, strict=True))
+            text = _joined(items, row)
             key = f"({text})" if text else ""
             texts[key] = texts.get(key, frozenset()) | {side}
     return texts
@@ -144,9 +144,9 @@ def _padded_product(items: list[_Node], table: dict[tuple[int, int], list[str | 
     shapes: dict[str, set[tuple[int, int]]] = {}
     for pair, row in table.items():
         if None not in row:
-            shapes.setdefault("".join(_grouped(i, t) for i, t in zip(items, row, strict=True)), set()).add(pair)
+            shapes.setdefault(_joined(items, row), set()).add(pair)
     alternatives = [
-        f"{_start_padding(starts)}({body}){_end_padding(ends)}"
+        f"{_padding(starts, before=True)}({body}){_padding(ends, before=False)}"
         for body, pairs in shapes.items()
         for starts, ends in _rectangles(pairs)
     ]
@@ -198,12 +198,12 @@ def _split_beside_boundaries(node: _Node) -> None:
 def _beside(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_Node] | None:
     """``neighbour`` with ``boundary`` moved into it (``before``: the neighbour precedes it), or None."""
     if isinstance(neighbour, _Alt):
-        copies = [_Assert(boundary.kind, boundary.multiline) for _ in neighbour.branches]
+        copies = [boundary.copy() for _ in neighbour.branches]
         return [_Alt([[*b, c] if before else [c, *b] for b, c in zip(neighbour.branches, copies, strict=True)])]
     if isinstance(neighbour, _Repeat) and (neighbour.low, neighbour.high) == (0, 1):
         present = _beside(neighbour.node, boundary, before=before)
-        inner = [neighbour.node, _Assert(boundary.kind, boundary.multiline)]
-        absent = [_Assert(boundary.kind, boundary.multiline)]
+        inner = [neighbour.node, boundary.copy()]
+        absent = [boundary.copy()]
         return [_Alt([present or (inner if before else inner[::-1]), absent])]
     return _split_chars(neighbour, boundary, before=before)
 
@@ -215,14 +215,14 @@ def _split_chars(neighbour: _Node, boundary: _Assert, *, before: bool) -> list[_
         return None
     if repeat is not None and repeat.low == 0:  # C* beside it: C+ beside it, or nothing
         present = _split_chars(_Repeat(repeat.node, 1, repeat.high), boundary, before=before)
-        absent = [_Assert(boundary.kind, boundary.multiline)]
+        absent = [boundary.copy()]
         return None if present is None else [_Alt([present, absent])]
     chars = repeat.node if repeat is not None else neighbour
     if not isinstance(chars, _Chars) or chars.groups() & WORD == 0 or chars.groups() == WORD:
         return None
     word = _Chars(chars.codes & _WORD_CODES)
     other = _Chars(chars.codes - _WORD_CODES, chars.wide, chars.wide_negated)
-    pairs = [[part, _Assert(boundary.kind, boundary.multiline)] for part in (word, other)]
+    pairs = [[part, boundary.copy()] for part in (word, other)]
     alternation = _Alt([pair if before else pair[::-1] for pair in pairs])
     if repeat is None:
         return [alternation]
@@ -349,6 +349,10 @@ class _Assert:
     before: tuple[int, bool] = (0, False)  # groups that can precede, and whether the pattern's start can
     after: tuple[int, bool] = (0, False)
     static: bool | None = None  # True: always holds, False: never; None: decided by the padding (see _holds)
+
+    def copy(self) -> _Assert:
+        """The same assertion at another place (what stands beside it is worked out again)."""
+        return _Assert(self.kind, self.multiline)
 
 
 @dataclass(eq=False)
@@ -517,7 +521,7 @@ class _Parser:
         self,
         codes: set[int],
         ranges: list[tuple[int, int]],
-        pieces: list[_Chars] = (),  # type: ignore[assignment]
+        pieces: Iterable[_Chars] = (),
         negated: bool = False,
     ) -> _Chars:
         """What the lower-cased field holds where RE2 would match one of the written members (``codes``,
@@ -567,9 +571,7 @@ class _Parser:
                 high = self.class_member()
                 if not isinstance(high, int) or high < low:
                     raise NotImplementedError(f"a bad range in a class in {self.pattern!r}")
-                codes.update(range(low, min(high, 127) + 1))
-                if high >= 128:
-                    ranges.append((max(low, 128), high))
+                ranges.append((low, high))
             else:
                 codes.add(low)
         self.index += 1
@@ -835,11 +837,16 @@ class _Writer:
         for branch in node.branches:
             parts = [self.emit(item, start, end) for item in branch]
             if None not in parts:
-                branches.append("".join(_grouped(item, part) for item, part in zip(branch, parts, strict=True)))
+                branches.append(_joined(branch, parts))
         if not branches:
             return None
         unique = list(dict.fromkeys(branches))
         return "|".join(branch or "()" for branch in unique)
+
+
+def _joined(items: list[_Node], texts: list[str | None]) -> str:
+    """The texts of a sequence of ``items``, each group in parentheses where it has branches."""
+    return "".join(_grouped(item, text) for item, text in zip(items, texts, strict=True))
 
 
 def _grouped(node: _Node, text: str | None) -> str:
@@ -970,17 +977,9 @@ def _class_escape(char: str) -> str:
     return f"\\{char}" if char in "\\]-^[<>" else char
 
 
-def _start_padding(starts: frozenset[int]) -> str:
-    """What may come before the match: nothing (``EDGE``), or any text ending with one of the other groups."""
-    return _padding(starts, before=True)
-
-
-def _end_padding(ends: frozenset[int]) -> str:
-    """What may come after the match: nothing (``EDGE``), or any text starting with one of the other groups."""
-    return _padding(ends, before=False)
-
-
 def _padding(sides: frozenset[int], *, before: bool) -> str:
+    """What may come before the match (``before``) or after it: nothing (``EDGE``), or any text that ends (starts)
+    with one of the other groups."""
     if sides == frozenset(_SIDES):
         return ".{0,}"
     groups = sum(side for side in sides if side != EDGE)
