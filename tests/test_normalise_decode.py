@@ -223,6 +223,23 @@ def test_ndjson_crlf_lines() -> None:
     assert records == [{"a": 1}, {"b": 2}] and letters == []
 
 
+@pytest.mark.parametrize("separator", ["\r", "\r\n", "\n"], ids=["cr", "crlf", "lf"])
+def test_ndjson_lines_may_end_in_a_lone_cr(separator: str) -> None:
+    """Classic-Mac exports end lines in CR only; JSON has no raw CR inside a string, so it can only be a break."""
+    payload = separator.join(['{"a": 1}', '{"b": 2}', '{"c": ', '{"d": "x\\ry"}']).encode()
+    records, letters = decode_payload(payload, "f:1", max_bytes=LIMIT)
+    assert records == [{"a": 1}, {"b": 2}, {"d": "x\ry"}]
+    assert [(letter.reason, letter.origin) for letter in letters] == [("invalid_json", "f:1[2]")]
+
+
+def test_an_oversized_cr_only_payload_says_how_to_read_it() -> None:
+    records, letters = decode_payload(b'{"a": 1}\r' * 20, "f:1", max_bytes=100)
+    assert records == [] and [letter.reason for letter in letters] == ["oversized"]
+    assert "CR only" in letters[0].detail
+    _, (lf_letter,) = decode_payload(b'{"a": 1}\n' * 20, "f:1", max_bytes=100)
+    assert "CR" not in lf_letter.detail
+
+
 def test_ndjson_whose_first_line_is_too_deep_keeps_the_good_lines() -> None:
     deep = b'{"id": "deep", "x": ' + b"[" * 1100 + b"]" * 1100 + b"}"
     records, letters = decode_payload(deep + b'\n{"id": "a"}\n{"id": "b"}', "o", max_bytes=LIMIT)

@@ -100,6 +100,16 @@ def test_an_oversized_line_in_a_gzip_file_is_cut_and_the_next_is_read(tmp_path: 
     assert [len(line) for line, _ in lines] == [101, 9]
 
 
+def test_a_file_whose_lines_end_in_cr_only_is_replayed_whole(tmp_path: Path) -> None:
+    lines = (PACKAGE_ROOT / "samples" / "openai.jsonl").read_text().splitlines()[:6]
+    source = tmp_path / "mac.jsonl"
+    source.write_text("\r".join(lines) + "\r")
+    events = tmp_path / "events.jsonl"
+    summary = replay([str(source)], PartitionedPipeline(template(), 4), alerts_out=tmp_path / "a", events_out=events)
+    assert summary.dead_letters == 0
+    assert len(events.read_bytes().splitlines()) == summary.events == len(lines)
+
+
 def test_a_truncated_gzip_file_keeps_its_lines_and_ends_in_an_invalid_gzip_dead_letter(tmp_path: Path) -> None:
     path = tmp_path / "cut.json.gz"
     path.write_bytes(gzip.compress(b'{"a": 1}\n' * 3 + b'{"b": 2}\n' * 5000)[:-40])

@@ -19,6 +19,7 @@ import base64
 import codecs
 import json
 import math
+import re
 import time
 import zlib
 from typing import Any, AnyStr
@@ -33,6 +34,8 @@ MAX_DEPTH = 1024  # orjson's nesting limit; the standard-library fallback keeps 
 _SURROGATES = ("\ud800", "\udfff")
 BOM = "\ufeff"
 _BOM_BYTES = BOM.encode()
+# NDJSON lines end in LF, CRLF or a lone CR (classic Mac); JSON holds no raw CR in a string, so a lone one is a break
+_LINE_BREAK = re.compile("\r\n|\r|\n")
 
 
 class DeadLetter(msgspec.Struct, kw_only=True):
@@ -109,6 +112,8 @@ def decode_located(
         data = bytes(payload)
     if len(data) > max_bytes:
         detail = f"{len(data)} bytes exceeds the limit of {max_bytes}"
+        if b"\r" in data and b"\n" not in data:
+            detail += " (lines end in CR only; files are read a line at a time, split at LF: tr '\\r' '\\n')"
         return [], [dead_letter("oversized", detail, origin, data, keep_raw=keep_raw)]
     if data.startswith(GZIP_MAGIC):
         data, problem = _gunzip(data, max_bytes)
@@ -126,7 +131,7 @@ def decode_located(
     try:
         parsed = load_json(text)
     except ValueError as error:
-        lines = [line.removesuffix("\r").lstrip(BOM) for line in text.split("\n")]
+        lines = [line.lstrip(BOM) for line in _LINE_BREAK.split(text)]
         if len(lines) < 2 or not any(_is_json_object(line) for line in lines):
             letters.append(_json_dead_letter(error, origin, data, keep_raw=keep_raw))
         else:  # NDJSON: a bad line (too deep, broken, empty batch) costs only that line
