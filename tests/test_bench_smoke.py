@@ -377,6 +377,19 @@ def check_reload(out: str, _: Path) -> None:
     assert [row[1] for row in rows if row] == list(KINDS)
 
 
+def check_convert(out: str, _: Path) -> None:
+    lines = out.splitlines()
+    assert re.fullmatch(r"first translation in the process .*: [\d.]+ s", lines[0]), out
+    rules, converted = map(int, re.fullmatch(r"lucene: (\d+) rules, (\d+) converted", lines[1]).groups())
+    assert 0 < converted <= rules, out
+    assert [re.fullmatch(r"  whole pack, (cold|warm) cache: [\d.]+ s.*", line)[1] for line in lines[2:4]] == [
+        "cold",
+        "warm",
+    ]
+    slowest = [re.fullmatch(r" +[\d.]+ ms  (.+)", line) for line in lines[5:]]
+    assert len(slowest) == 2 and all(slowest), out
+
+
 def check_replay(out: str, _: Path) -> None:
     report = dict(line.split(maxsplit=1) for line in out.splitlines())
     assert report["events"] == report["records"]
@@ -439,6 +452,8 @@ BENCHES = [
     Bench("bench.eval_slow_pauses", ("--chunks", "60", "--pauses", "20", "--gaps", "2,2/4", "--hours", "3",
                                      "--offsets", "1", "--rules", "scraping-slow,scraping-harvest"), check_slow_pauses),
     Bench("bench.eval_system_messages", ("--timing",), check_system_messages, corpus=True),
+    Bench("bench.bench_convert", ("--runs", "1", "--top", "2", "--rules", str(ROOT / "detectors/rules/tool_abuse")),
+          check_convert),
 ]  # fmt: skip
 SLOW_BENCHES = [
     Bench("bench.train_classifier", ("--cache-dir", "{tiny_corpus}", "--cv-only",
