@@ -5,7 +5,7 @@ import shutil
 from typer.testing import CliRunner
 
 from app.cli import cli
-from tests.fixtures.rules.kit import INVALID, OVERRIDE_ID, VALID, rule_yaml
+from tests.fixtures.rules.kit import INVALID, OVERRIDE_ID, SHELL_TOOL_ID, VALID, rule_yaml
 
 runner = CliRunner()
 
@@ -53,10 +53,12 @@ def test_lint_command(tmp_path):
 
 
 def test_convert_command():
-    result = _run("convert", "--target", "esql", str(VALID), "--rule", OVERRIDE_ID)
+    result = _run("convert", "--target", "esql", str(VALID), "--rule", SHELL_TOOL_ID)
     assert result.exit_code == 0, result.output
-    assert f"({OVERRIDE_ID})" in result.output
+    assert f"({SHELL_TOOL_ID})" in result.output
     assert "from logs-abusewatch.events-*" in result.output
+    regex = _run("convert", "--target", "esql", str(VALID), "--rule", OVERRIDE_ID)
+    assert regex.exit_code == 1 and "not convertible to esql: regex" in regex.output
     all_rules = _run("convert", str(VALID))
     assert all_rules.exit_code == 0
     assert "not convertible to lucene" in all_rules.output  # the cased fixture

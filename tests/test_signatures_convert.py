@@ -36,9 +36,18 @@ def test_values_are_lower_cased_for_text_fields_only(rules):
 
 
 def test_esql_targets_the_events_index(rules):
-    query = _one(rules, OVERRIDE_ID, "esql").query
+    query = _one(rules, SHELL_TOOL_ID, "esql").query
     assert query.startswith(f"from {EVENTS_INDEX_PATTERN} ")
-    assert 'gen_ai.prompt.lc like "*ignore previous instructions*"' in query
+    assert 'starts_with(gen_ai.tool.call.name.lc, "shell")' in query
+
+
+@pytest.mark.parametrize("target", ["esql", "eql"])
+def test_regex_rules_are_refused_for_targets_whose_regex_translation_is_unchecked(rules, target):
+    """ES|QL and EQL read Lucene's dialect against the whole value: an RE2 regex passed on would silently misfire."""
+    conversion = _one(rules, OVERRIDE_ID, target)  # its selection has a regex
+    assert conversion.query is None
+    assert "--target lucene" in conversion.error and target in conversion.error
+    assert _one(rules, SHELL_TOOL_ID, target).query  # no regex: converted
 
 
 def test_what_a_backend_cannot_express_is_reported_not_raised(rules):
