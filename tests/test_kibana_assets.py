@@ -324,6 +324,26 @@ def test_shadow_searches_split_the_shadow_alerts_and_show_their_fields(
     assert not missing, f"{search_id}: columns absent from the alert documents it lists: {missing}"
 
 
+def test_the_identity_timeline_lists_identities_without_a_user() -> None:
+    """Scrapers and API-key clients often send no user: their identity is an API key or an IP, and the timeline
+    must list their events and alerts (it once queried ``user.id : *`` and hid them)."""
+    redactor = Redactor(b"k")
+    pipeline = Pipeline([StableAndTestRule()], redactor, AlertGrouper(redactor))
+    identities = [Identity(user_id="u1"), Identity(api_key_hash="5f3a9c"), Identity(source_ip="203.0.113.9")]
+    events = [
+        Event(id=f"e{n}", timestamp=1.8e9 + n, dataset="test", identity=identity)
+        for n, identity in enumerate(identities)
+    ]
+    result = pipeline.process(events)
+    search = BY_KEY[("search", "abusewatch-search-identity-timeline")]
+    query = json.loads(search["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]
+    for kind, documents in (("events", result.events), ("alerts", result.alerts)):
+        assert len(documents) == 3, kind
+        assert all(selects(query, document) for document in documents), f"the timeline hides {kind}: {query}"
+        for sort_field, _direction in search["attributes"]["sort"]:
+            assert all(dotted(document, sort_field) is not None for document in documents), f"{kind} lack {sort_field}"
+
+
 def test_the_exceptions_chart_counts_suppressed_detections() -> None:
     (usage,) = lens_usages(BY_KEY[("lens", "abusewatch-lens-suppressed-by-exception")])
     assert usage.data_view == "abusewatch-shadow-alerts"

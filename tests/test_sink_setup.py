@@ -14,6 +14,7 @@ from app.settings import ElasticsearchSettings, Settings
 from app.sinks import es_setup
 from app.sinks.dead_letters import dead_letter_document, failure
 from detectors.event import TEXT_FIELDS
+from detectors.normalise.fields import REQUEST_PARAMS
 
 TEMPLATES = ElasticsearchSettings().templates_dir
 
@@ -64,7 +65,9 @@ def test_index_templates_compose_existing_components_and_match_exactly_their_tar
     settings = ElasticsearchSettings(events_index="logs-x.events-t1")
     for kind, target in es_setup.targets(settings).items():
         body = es_setup.desired_index_template(kind, target, TEMPLATES, data_stream=False, ilm_policy=None)
-        assert set(body["composed_of"]) <= components
+        # each deployment's own copies: bootstrapping one never changes another's mappings on a shared cluster
+        owners, names = zip(*(name.split("@") for name in body["composed_of"]), strict=True)
+        assert set(owners) == {es_setup.index_template_name(target)} and set(names) <= components
         assert body["index_patterns"] == [target]
         assert "data_stream" not in body
         assert body["priority"] > 100  # above the built-in logs-*-* template of the full distribution
@@ -115,16 +118,18 @@ def test_dead_letter_policy_uses_the_retention_setting() -> None:
 
 
 class Answering:
-    """A client whose ``GET`` answers with ``status`` (200: found)."""
+    """A client whose ``GET`` answers with ``status`` (200: found), and 403 to the paths under ``forbidden``."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, forbidden: str = "") -> None:
         self.status = status
+        self.forbidden = forbidden
 
     def perform_request(self, method: str, path: str, **_: object) -> dict:
-        if self.status == 200:
+        status = 403 if self.forbidden and path.startswith(self.forbidden) else self.status
+        if status == 200:
             return {}
-        meta = ApiResponseMeta(self.status, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
-        raise ApiError(f"HTTP {self.status}", meta, {"error": {"type": "test", "reason": "refused"}})
+        meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
+        raise ApiError(f"HTTP {status}", meta, {"error": {"type": "test", "reason": "refused"}})
 
 
 def test_a_refusal_is_no_answer_about_what_a_target_is() -> None:
@@ -136,3 +141,19 @@ def test_a_refusal_is_no_answer_about_what_a_target_is() -> None:
     for status in (401, 403):
         with pytest.raises(ApiError):
             es_setup.op_types(Answering(status), settings)  # type: ignore[arg-type]
+
+
+def test_the_worker_asks_only_about_data_streams_not_ilm() -> None:
+    """The worker's least-privilege key (``deploy/elasticsearch/README.md``) cannot read ILM policies: asking would
+    keep the worker waiting for ever (a 403 is raised)."""
+    settings = ElasticsearchSettings()
+    assert set(es_setup.op_types(Answering(200, forbidden="/_ilm"), settings).values()) == {"create"}  # type: ignore[arg-type]
+
+
+def test_every_request_parameter_kept_is_mapped() -> None:
+    """Mapped explicitly, its type never depends on the first document of an index (``logprobs`` is a boolean in
+    Chat Completions and a count in the legacy Completions API: a keyword holds both, so daily indices agree)."""
+    gen_ai = json.loads((TEMPLATES / "component" / "abusewatch-gen-ai.json").read_text())
+    request = gen_ai["template"]["mappings"]["properties"]["gen_ai"]["properties"]["request"]["properties"]
+    assert set(REQUEST_PARAMS) <= set(request)
+    assert request["logprobs"]["type"] == "keyword"

@@ -1,12 +1,13 @@
 """Bulk writes to Elasticsearch that never lose and never duplicate a document.
 
-Every document has a deterministic ``_id``, so a redelivered batch overwrites (``op_type: index`` on plain indices)
-or is recognised as already stored (``op_type: create`` on data streams, which refuse overwrites: a 409 there means
-the document is already in). Alerts are created, then updated in place by re-renderings of their group, but never
-by one that counts fewer detections than the stored alert (see ``ElasticsearchSink._bulk``); an analyst's verdict
-on an alert survives every update. An alert's ``_id`` is its id, a dead letter's too; an enriched event's is its
-``event.hash``, a keyed hash of its ``event.id`` and content (``detectors.documents.event_document_id``), so a
-redelivered record meets its own document while another record under a reused ``event.id`` gets its own.
+Every document has a deterministic ``_id``, so a redelivered event or dead letter is recognised as already stored
+(``op_type: create``, on data streams and plain indices alike: a 409 means the document is already in, and the first
+rendering stays; see :func:`app.sinks.es_setup.op_types`). Alerts are created, then updated in place by
+re-renderings of their group, but never by one that counts fewer detections than the stored alert (see
+``ElasticsearchSink._bulk``); an analyst's verdict on an alert survives every update. An alert's ``_id`` is its id,
+a dead letter's too; an enriched event's is its ``event.hash``, a keyed hash of its ``event.id`` and content
+(``detectors.documents.event_document_id``), so a redelivered record meets its own document while another record
+under a reused ``event.id`` gets its own.
 
 :meth:`ElasticsearchSink.write` returns only once Elasticsearch has acknowledged every document or rejected it for
 good: throttling (429), server errors and lost connections are retried with exponential backoff for as long as it

@@ -1,7 +1,9 @@
 """Elasticsearch setup: templates, ILM policies, data streams or indices — installed idempotently.
 
 The JSON in ``deploy/elasticsearch`` holds the mappings; index patterns come from the configured index names, so
-each deployment (and each test) gets templates that match exactly its own indices. Features are detected, not
+each deployment (and each test) gets templates that match exactly its own indices, and the component templates
+they are composed of are installed once per index template under its name (``<index template>@<component>``), so
+bootstrapping one deployment never changes another's mappings on a shared cluster. Features are detected, not
 assumed: the full distribution gets data streams and ILM, a cluster without them (e.g. the integ-test
 distribution) gets plain indices from the same templates. Each installed object carries a hash of its content,
 so running the setup again changes nothing and says so.
@@ -50,6 +52,11 @@ def index_template_name(target: str) -> str:
     return TEMPLATE_PREFIX + target
 
 
+def component_template_name(target: str, component: str) -> str:
+    """The copy of ``component`` (a file name in ``component/``) that ``target``'s index template is composed of."""
+    return f"{index_template_name(target)}@{component}"
+
+
 def detect_capabilities(client: Elasticsearch) -> Capabilities:
     """Which optional APIs the cluster has (the integ-test distribution answers 405 for both)."""
     return Capabilities(data_streams=_answers(client, "/_data_stream"), ilm=_answers(client, "/_ilm/policy"))
@@ -73,10 +80,10 @@ def op_types(client: Elasticsearch, settings: ElasticsearchSettings) -> dict[str
     second rendering must not replace the document written when the event was first processed. Asks the cluster
     what each target is, so the sink matches whatever bootstrap (or an operator) created.
     """
-    capabilities = detect_capabilities(client)
+    streams = _answers(client, "/_data_stream")  # not ILM: the worker's key need not read lifecycle policies
     result: dict[str, str] = {}
     for kind, target in targets(settings).items():
-        stream = capabilities.data_streams and _answers(client, f"/_data_stream/{target}")
+        stream = streams and _answers(client, f"/_data_stream/{target}")
         result[target] = "update" if kind in UPDATED_IN_PLACE and not stream else "create"
     return result
 
@@ -102,6 +109,7 @@ def desired_index_template(
 ) -> dict[str, Any]:
     body = load_json(templates_dir / "index" / f"{kind}.json")
     body["index_patterns"] = [target]
+    body["composed_of"] = [component_template_name(target, component) for component in body.get("composed_of", [])]
     if data_stream:
         body["data_stream"] = {}
     if ilm_policy:
@@ -139,12 +147,13 @@ def install(client: Elasticsearch, settings: Settings) -> list[str]:
         }
         for name, policy in policies.items():
             report.append(_put_ilm_policy(client, name, with_hash(policy, ("policy", "_meta"))))
-    for path in sorted((es.templates_dir / "component").glob("*.json")):
-        report.append(_put_component_template(client, path.stem, with_hash(load_json(path))))
     for kind, target in targets(es).items():
         stream = streams and kind not in UPDATED_IN_PLACE
         policy = (dead_policy if kind == "dead_letter" else es.ilm_policy) if capabilities.ilm and stream else None
         body = desired_index_template(kind, target, es.templates_dir, data_stream=stream, ilm_policy=policy)
+        for component in load_json(es.templates_dir / "index" / f"{kind}.json").get("composed_of", []):
+            component_body = with_hash(load_json(es.templates_dir / "component" / f"{component}.json"))
+            report.append(_put_component_template(client, component_template_name(target, component), component_body))
         report.append(_put_index_template(client, index_template_name(target), body))
     for kind, target in targets(es).items():
         report.append(_create_target(client, target, data_stream=streams and kind not in UPDATED_IN_PLACE))

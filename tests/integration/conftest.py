@@ -220,6 +220,8 @@ def product_indices(es_client: Elasticsearch, es_url: str, name: str) -> Iterato
                     es_client.indices.delete(index=target, ignore_unavailable=True)
                 with contextlib.suppress(Exception):
                     es_client.indices.delete_index_template(name=es_setup.index_template_name(target))
+                with contextlib.suppress(Exception):
+                    es_client.cluster.delete_component_template(name=es_setup.index_template_name(target) + "@*")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselection, so `-m "not integration"` sees the mark

@@ -501,3 +501,11 @@ def test_bootstrap_is_idempotent(stream: Stream, es_client: Elasticsearch) -> No
     assert "0 created or updated" in second
     assert es_client.indices.get_index_template(name="abusewatch-*")["index_templates"] == templates
     stream.cli("check-config")
+    # composed of its own copies of the component templates: no other deployment's bootstrap can change them
+    suffix = stream.env["ABW_ELASTICSEARCH__EVENTS_INDEX"].rsplit("-", 1)[1]
+    own = [found for found in templates if found["name"].endswith(suffix)]
+    assert len(own) == 4
+    for found in own:
+        for component in found["index_template"]["composed_of"]:
+            assert component.startswith(found["name"] + "@")
+            assert es_client.cluster.exists_component_template(name=component)
