@@ -5,7 +5,10 @@ The verdict lives on the alert document itself, under fields the stream never wr
 ``abusewatch.triage.*``, see :data:`TRIAGE_FIELDS`), so an alert that grows after triage keeps its verdict: the
 sink re-writes it with :func:`app.sinks.elasticsearch.preserving_update`, which leaves them out. Updates go to the
 concrete index that holds the alert (a data stream's backing index, or the plain index), guarded by the sequence
-number read just before, so a concurrent re-write is never lost: the update is retried on the fresh document.
+number read just before, so a concurrent write is never lost: after a stream re-write the update is retried on the
+document read again by id (real time, not through search, which lags a refresh); after another analyst's verdict
+(or a reopening) it stops and says so, so no verdict is replaced unseen. Closing writes the whole verdict (reason,
+note) and reports the one it replaces.
 
 Everything here but the functions taking a client is pure: queries, partial documents and the statistics computed
 from aggregation responses, so they are tested without Elasticsearch.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,11 +44,22 @@ REASON_FIELD = "abusewatch.triage.reason"
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_RULES = 1000
 UPDATE_ATTEMPTS = 5
+RETRY_PAUSE_S = 0.05  # times the attempt number, between attempts after a stream re-write
 DOCUMENTS_PER_EVENT_ID = 5  # enriched events shown per linked event id (more only if a client reuses its ids)
 
 
 class TriageError(Exception):
     """A triage request that cannot be carried out (unknown id, not allowed in the alert's status)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One alert moved: the partial document written, and the verdict it replaced (closing a closed alert), in
+    words (:func:`describe`)."""
+
+    alert_id: str
+    doc: dict[str, Any]
+    replaced: str | None = None
 
 
 def connect(settings: ElasticsearchSettings) -> Elasticsearch:
@@ -112,11 +127,36 @@ def triage_update(
         start = parse_time(alert.get("@timestamp"))
         if start is not None:
             triage["time_to_triage_seconds"] = round(max(0.0, now - start), 3)
-    if reason is not None:
+    if status == "closed":  # the whole verdict: a note left by an earlier verdict must not stay with this one
         triage["reason"] = reason
-    if note is not None:
         triage["note"] = note
+    elif note is not None:
+        triage["note"] = note
+    if "reopened_because" in previous:  # the analyst has answered the reopening
+        triage["reopened_because"] = triage["reopened_at"] = None
     return {"abusewatch": {"status": status, "triage": triage}}
+
+
+def verdict(alert: dict[str, Any]) -> dict[str, Any]:
+    """The analysts' part of an alert (its ``_source``): status and triage section."""
+    section = alert.get("abusewatch", {})
+    return {"status": section.get("status"), "triage": section.get("triage") or {}}
+
+
+def describe(alert: dict[str, Any]) -> str:
+    """An alert's verdict in words: ``closed as false_positive by ana at ...``, ``reopened (severity rose ...)``."""
+    state = verdict(alert)
+    triage = state["triage"]
+    if state["status"] == "open" and triage.get("reopened_because"):
+        return f"reopened ({triage['reopened_because']})"
+    words = [str(state["status"])]
+    if state["status"] == "closed" and triage.get("reason"):
+        words.append(f"as {triage['reason']}")
+    if triage.get("by"):
+        words.append(f"by {triage['by']}")
+    if triage.get("at"):
+        words.append(f"at {triage['at']}")
+    return " ".join(words)
 
 
 def check_transition(alert: dict[str, Any], status: Status) -> None:
@@ -606,9 +646,11 @@ def set_status(
     note: str | None = None,
     now: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Move every alert in ``alert_ids`` to ``status``; returns the partial documents written, in order.
+    """Move every alert in ``alert_ids`` to ``status``; returns what was changed, in order.
 
-    All ids are checked first: if one is unknown, nothing is changed and :class:`TriageError` names the unknown ids.
+    All ids are checked first: if one is unknown, or its status refuses the move, nothing is changed and
+    :class:`TriageError` names the ids. An alert that another analyst triages (or the stream reopens) while this
+    runs is not changed; the error then names it and says which alerts were changed before it and which were not.
     """
     if status == "closed" and reason is None:
         raise TriageError("closing an alert needs a reason: " + ", ".join(REASONS))
@@ -622,15 +664,18 @@ def set_status(
             check_transition(hit["_source"], status)
         except TriageError as error:
             raise TriageError(f"alert {alert_id}: {error}; nothing was changed") from None
-    return [
-        _update(client, index, found[alert_id], status, by=by, reason=reason, note=note, now=now)
-        for alert_id in unique_ids
-    ]
+    changes: list[Change] = []
+    for position, alert_id in enumerate(unique_ids):
+        try:
+            changes.append(_update(client, found[alert_id], status, by=by, reason=reason, note=note, now=now))
+        except TriageError as error:
+            changed = ", ".join(change.alert_id for change in changes) or "none"
+            raise TriageError(f"{error}; changed: {changed}; not changed: {', '.join(unique_ids[position:])}") from None
+    return changes
 
 
 def _update(
     client: Elasticsearch,
-    index: str,
     hit: dict[str, Any],
     status: Status,
     *,
@@ -638,9 +683,11 @@ def _update(
     reason: Reason | None,
     note: str | None,
     now: float | None,
-) -> dict[str, Any]:
-    """Partial update of one alert in its concrete index, retried on the fresh document after a concurrent write."""
-    for _ in range(UPDATE_ATTEMPTS):
+) -> Change:
+    """Partial update of one alert in its concrete index. After a concurrent write (409) the alert is read again by
+    id, in real time: a stream re-write (same verdict) is retried on it; another verdict stops the update."""
+    seen = verdict(hit["_source"])
+    for attempt in range(1, UPDATE_ATTEMPTS + 1):
         at = datetime.now(tz=UTC).timestamp() if now is None else now
         doc = triage_update(hit["_source"], status, by=by, now=at, reason=reason, note=note)
         try:
@@ -655,7 +702,14 @@ def _update(
         except ApiError as error:
             if error.status_code != 409:
                 raise
-            hit = get_alert(client, index, hit["_id"])
+            hit = dict(client.get(index=hit["_index"], id=hit["_id"]))
+            if verdict(hit["_source"]) != seen:
+                raise TriageError(
+                    f"alert {hit['_id']} was {describe(hit['_source'])} while this command ran, so its verdict "
+                    "was not replaced: look at it (alerts show), then run the command again to replace it"
+                ) from None
+            time.sleep(RETRY_PAUSE_S * attempt)
             continue
-        return doc
+        replaced = describe(hit["_source"]) if seen["status"] == "closed" and status == "closed" else None
+        return Change(hit["_id"], doc, replaced)
     raise TriageError(f"alert {hit['_id']} kept changing while being updated; try again")

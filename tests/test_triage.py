@@ -82,6 +82,27 @@ def test_acknowledging_a_closed_alert_is_refused_but_closing_again_is_not() -> N
     assert again["abusewatch"]["triage"]["reason"] == "benign_positive"
 
 
+def test_closing_again_replaces_the_whole_verdict_and_answers_a_reopening() -> None:
+    """A true positive must not keep the false-positive note of the verdict it corrects; a verdict given after the
+    stream reopened the alert clears the reopening marks."""
+    triaged = {"status": "closed", "triage": {"reason": "false_positive", "note": "QA load test", "by": "ana"}}
+    doc = triage.triage_update({**ALERT, "abusewatch": triaged}, "closed", by="bob", now=T0, reason="true_positive")
+    assert doc["abusewatch"]["triage"]["note"] is None and doc["abusewatch"]["triage"]["reason"] == "true_positive"
+    reopened = {"status": "open", "triage": {"reason": "false_positive", "reopened_because": "severity rose"}}
+    acked = triage.triage_update({**ALERT, "abusewatch": reopened}, "acknowledged", by="bob", now=T0)["abusewatch"]
+    assert acked["triage"]["reopened_because"] is None and acked["triage"]["reopened_at"] is None
+    fresh = triage.triage_update(ALERT, "acknowledged", by="bob", now=T0)["abusewatch"]["triage"]
+    assert "reopened_because" not in fresh
+
+
+def test_a_verdict_is_described_in_words() -> None:
+    closed = {"abusewatch": {"status": "closed", "triage": {"reason": "true_positive", "by": "bob", "at": "T"}}}
+    assert triage.describe(closed) == "closed as true_positive by bob at T"
+    reopened = {"abusewatch": {"status": "open", "triage": {"reopened_because": "severity rose from 47 to 73"}}}
+    assert triage.describe(reopened) == "reopened (severity rose from 47 to 73)"
+    assert triage.describe({"abusewatch": {"status": "open"}}) == "open"
+
+
 def test_parse_time() -> None:
     assert triage.parse_time("1970-01-01T00:01:00Z") == 60.0
     assert triage.parse_time("1970-01-01T00:01:00") == 60.0

@@ -125,11 +125,17 @@ def list_alerts(
             clipped(_get(doc, "rule.name") or _get(doc, "rule.id"), RULE_WIDTH),
             _get(doc, "abusewatch.identity_key"),
             _get(doc, "abusewatch.count"),
-            _get(doc, triage.STATUS_FIELD),
+            _status(doc),
             clipped(_get(doc, "message"), MESSAGE_WIDTH),
         )
         table.add_row(*(Text(terminal_safe(value)) for value in row))
     out.print(table)
+
+
+def _status(doc: dict[str, Any]) -> str:
+    """The status column: ``open (reopened)`` for an alert the stream reopened after triage (its severity rose)."""
+    status = str(_get(doc, triage.STATUS_FIELD))
+    return f"{status} (reopened)" if status == "open" and _get(doc, "abusewatch.triage.reopened_because") else status
 
 
 @alerts_cli.command("show")
@@ -220,7 +226,7 @@ def close_alerts(
 ) -> None:
     """Close alerts with a verdict; the verdicts feed ``abusewatch rules stats``."""
     with elasticsearch_session() as (client, settings):
-        triage.set_status(
+        changes = triage.set_status(
             client,
             settings.alerts_index,
             alert_ids,
@@ -229,4 +235,7 @@ def close_alerts(
             reason=reason,  # type: ignore[arg-type]
             note=note,
         )
-    out.print(Text(f"closed {len(set(alert_ids))} alert(s) as {reason}"))
+    out.print(Text(f"closed {len(changes)} alert(s) as {reason}"))
+    for change in changes:
+        if change.replaced:
+            out.print(Text(f"  {change.alert_id}: replaced the verdict it had ({change.replaced})"))

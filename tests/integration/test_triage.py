@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,10 +19,12 @@ import pytest
 from elasticsearch import Elasticsearch, helpers
 from typer.testing import CliRunner
 
+from app import triage
 from app.cli import cli
+from app.commands import alerts as alerts_command
 from app.settings import PACKAGE_ROOT, Settings
 from app.sinks.elasticsearch import preserving_update
-from app.triage import DOCUMENTS_PER_EVENT_ID
+from app.triage import DOCUMENTS_PER_EVENT_ID, TriageError
 
 from .conftest import product_indices
 
@@ -175,6 +177,64 @@ def test_ack_then_close_and_no_reopening(deployment: Deployment, es_client: Elas
     assert deployment.stored(es_client, alert_id)["abusewatch"]["status"] == "closed"
 
 
+class RacingClient:
+    """The real client, but just before this command's write to ``alert_id`` someone else writes to it: ``race``."""
+
+    def __init__(self, client: Elasticsearch, alert_id: str, race: Callable[[], None]) -> None:
+        self.client, self.alert_id, self.race = client, alert_id, race
+        self.raced = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    def update(self, **kwargs: Any) -> Any:
+        if kwargs["id"] == self.alert_id and not self.raced:
+            self.raced = True
+            self.race()
+        return self.client.update(**kwargs)
+
+
+def test_a_colleagues_verdict_is_never_replaced_unseen(deployment: Deployment, es_client: Elasticsearch) -> None:
+    """Bob closes Y as a true positive while Ana closes X and Y as false positives: X is closed, Y keeps Bob's verdict,
+    and Ana is told which alert was not changed and why."""
+    first, second = (alert["event"]["id"] for alert in deployment.alerts[:2])
+
+    def bob_closes() -> None:
+        ok("alerts", "close", second, "--reason", "true_positive", "--by", "bob", "--note", "key revoked")
+
+    racing = RacingClient(es_client, second, bob_closes)
+    with pytest.raises(TriageError) as refused:
+        triage.set_status(racing, deployment.alerts_index, [first, second], "closed", by="ana", reason="false_positive")
+    message = str(refused.value)
+    assert f"alert {second} was closed as true_positive by bob" in message
+    assert f"changed: {first}; not changed: {second}" in message
+    assert deployment.stored(es_client, first)["abusewatch"]["triage"]["reason"] == "false_positive"
+    kept = deployment.stored(es_client, second)["abusewatch"]["triage"]
+    assert (kept["reason"], kept["by"], kept["note"]) == ("true_positive", "bob", "key revoked")
+
+    replaced = ok("alerts", "close", second, "--reason", "false_positive", "--by", "ana")  # now knowingly
+    assert f"{second}: replaced the verdict it had (closed as true_positive by bob" in replaced
+    corrected = deployment.stored(es_client, second)["abusewatch"]["triage"]
+    assert (corrected["reason"], corrected["by"], corrected["note"]) == ("false_positive", "ana", None)
+
+
+def test_triage_goes_through_when_the_stream_just_rewrote_the_alert(
+    deployment: Deployment, es_client: Elasticsearch
+) -> None:
+    """The stream re-writes a growing alert after every batch, not yet visible to search (refresh interval): the
+    retry reads the alert by id, in real time, and the analyst's ack goes through at once."""
+    alert_id = deployment.alerts[0]["event"]["id"]
+
+    def stream_rewrites() -> None:
+        es_client.update(index=deployment.alerts_index, id=alert_id, doc={"abusewatch": {"count": 99}}, refresh=False)
+
+    racing = RacingClient(es_client, alert_id, stream_rewrites)
+    (change,) = triage.set_status(racing, deployment.alerts_index, [alert_id], "acknowledged", by="carla")
+    assert racing.raced and change.alert_id == alert_id and change.replaced is None
+    stored = deployment.stored(es_client, alert_id)["abusewatch"]
+    assert (stored["status"], stored["count"], stored["triage"]["by"]) == ("acknowledged", 99, "carla")
+
+
 def test_unknown_ids_fail_clearly_and_change_nothing(deployment: Deployment, es_client: Elasticsearch) -> None:
     known = deployment.alerts[0]["event"]["id"]
     for args in (("ack", "no-such-alert"), ("close", known, "no-such-alert", "--reason", "false_positive")):
@@ -281,3 +341,29 @@ def test_verdict_survives_a_rewrite_only_with_preserving_update(
     overwritten = deployment.stored(es_client, wiped["event"]["id"])["abusewatch"]
     assert overwritten["status"] == "open"
     assert "triage" not in overwritten
+
+
+def test_a_reopened_alert_is_marked_in_the_queue_until_answered(
+    deployment: Deployment, es_client: Elasticsearch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream reopens a closed alert whose severity rose: the list says so, and the next verdict answers it."""
+    alert = deployment.alerts[0]
+    alert_id = alert["event"]["id"]
+    ok("alerts", "close", alert_id, "--reason", "false_positive", "--by", "eve", "--note", "probe only")
+    es_client.update(
+        index=deployment.alerts_index,
+        id=alert_id,
+        refresh="wait_for",
+        **preserving_update(alert, reopen_because="severity rose from 47 to 73 after the alert was closed"),
+    )
+    monkeypatch.setattr(alerts_command.out, "width", 300)  # the status column whole
+    (row,) = [
+        line for line in ok("alerts", "list", "--status", "open", "--limit", "1000").splitlines() if alert_id in line
+    ]
+    assert "open (reopened)" in row
+    reopened = deployment.stored(es_client, alert_id)["abusewatch"]["triage"]
+    assert (reopened["reason"], reopened["note"]) == ("false_positive", "probe only")  # the earlier verdict is kept
+    ok("alerts", "close", alert_id, "--reason", "true_positive", "--by", "eve")
+    answered = deployment.stored(es_client, alert_id)["abusewatch"]
+    assert answered["status"] == "closed" and answered["triage"]["reopened_because"] is None
+    assert answered["triage"]["note"] is None
