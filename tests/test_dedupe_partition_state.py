@@ -23,9 +23,10 @@ from pydantic import SecretStr
 
 from app.replay import decoded_lines
 from app.settings import PACKAGE_ROOT, Settings
+from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.elasticsearch import Document, Rejection, WriteReport
 from app.stream.checkpoints import Checkpoint, PartitionStates
-from app.stream.codec import decode_events, encode_candidates, encode_events
+from app.stream.codec import decode_events, encode_candidates, encode_document, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
 from detectors.documents import event_document_id
@@ -330,8 +331,12 @@ def test_a_partition_that_moves_away_forgets_its_ids(template: Pipeline) -> None
 class RecordingTopic:
     """A Kafka topic stand-in: keeps what is sent and reports it delivered at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "topic") -> None:
+        self.name = name
         self.sent: list[dict[str, Any]] = []
+
+    def get_topic_name(self) -> str:
+        return self.name
 
     async def send(self, **message: Any) -> asyncio.Future[None]:
         self.sent.append(message)
@@ -351,7 +356,7 @@ class RecordingSink:
         self.stored_events: list[str] = []
         self.stored_ids: list[str] = []
 
-    async def write(self, documents: list[Document]) -> WriteReport:
+    async def write(self, documents: list[Document], on_retry: Any = None) -> WriteReport:
         report = WriteReport()
         for document in documents:
             event_id = document.body["event"]["id"]
@@ -388,10 +393,19 @@ def stub_worker(template: Pipeline, dedupe_capacity: int = 1_000) -> StreamWorke
     for states in (worker.identities, worker.campaigns_state):
         states.log = log  # type: ignore[assignment]
     for name in ("events_topic", "alerts_topic", "dead_letter_topic", "campaign_topic"):
-        setattr(worker, name, RecordingTopic())
+        setattr(worker, name, RecordingTopic(name))
     worker.state_topics = {name: RecordingTopic() for name in worker.state_topics}  # type: ignore[misc]
     worker._sink = RecordingSink(worker.settings.elasticsearch.events_index)  # type: ignore[assignment]
+    worker.fail_stop = stopped  # type: ignore[assignment]  # not os._exit: the test process goes on
     return worker
+
+
+class WorkerStoppedError(Exception):
+    """What a stub worker raises where a real one would end its process without acknowledging the batch."""
+
+
+def stopped(code: int) -> None:
+    raise WorkerStoppedError(code)
 
 
 def consume(agent: Callable[[Any], Awaitable[None]], topic: str, offset: int, value: bytes) -> None:
@@ -474,8 +488,13 @@ def test_a_rejected_document_past_the_raw_limit_is_cut_with_a_marker() -> None:
 
 def test_health_shows_why_documents_are_being_retried_until_a_write_goes_through(template: Pipeline) -> None:
     worker = stub_worker(template)
-    worker._on_bulk_retry(3, "HTTP 403: security_exception: action is unauthorized")
-    assert "security_exception" in str(worker.state.es_write_error)
+    worker._on_bulk_retry("detect", 3, "HTTP 403: security_exception: action is unauthorized")
+    worker._on_bulk_retry("archive_dead_letters", 1, "HTTP 429: es_rejected_execution_exception")
+    assert "detect: 3 documents not acknowledged" in str(worker.state.es_write_error)
+    consume(worker.archive_dead_letters, worker.settings.kafka.dead_letter_topic, 0, dead_letter_message())
+    # another agent's write going through does not clear the detect agent's error (it once did)
+    assert worker.state.es_write_error is not None and "detect: " in worker.state.es_write_error
+    assert "archive_dead_letters" not in worker.state.es_write_error
     detect(worker, 0, ids("ok"))
     assert worker.state.es_write_error is None
 
@@ -604,3 +623,83 @@ def test_each_stage_checkpoints_on_its_own_timer(template: Pipeline, monkeypatch
     assert worker.identities.progress[0].checkpointed == 0
     state_topic: RecordingTopic = worker.state_topics[worker.identities.state_topic]  # type: ignore[assignment]
     assert [message["partition"] for message in state_topic.sent] == [0]
+
+
+def dead_letter_message(event_id: str | None = None) -> bytes:
+    """A dead-letter topic message, as the stages produce them (``event_id`` replaces its id)."""
+    document = dead_letter_document(failure("empty", "payload is empty", "kafka:raw/0@1"), stage="ingest")
+    if event_id is not None:
+        document["event"]["id"] = event_id
+    return encode_document(document)
+
+
+class FailingSink(RecordingSink):
+    async def write(self, documents: list[Document], on_retry: Any = None) -> WriteReport:
+        raise RuntimeError("a bug in the sink")
+
+
+def test_an_unexpected_error_in_a_batch_stops_the_worker_before_the_batch_is_acknowledged(template: Pipeline) -> None:
+    """Faust would acknowledge a batch whose agent raised (and restart the agent): the batch would be lost. The worker
+    stops instead, with the batch unacknowledged, and its partition state untouched, so a restart redelivers it."""
+    worker = stub_worker(template)
+    worker._sink = FailingSink(worker.settings.elasticsearch.events_index)  # type: ignore[assignment]
+    with pytest.raises(WorkerStoppedError, match="70"):
+        detect(worker, 0, ids("a", "b"))
+    progress = worker.identities.progress[0]
+    assert (progress.processed, progress.acked) == (0, -1)  # in flight, never acknowledged: not clean, no checkpoint
+    assert worker.identities.due() == []
+
+
+def test_an_output_copy_too_large_for_kafka_is_a_dead_letter_and_the_batch_goes_on(template: Pipeline) -> None:
+    """A huge prompt, redacted, can outgrow a Kafka message: its enriched event is stored in Elasticsearch, the copy
+    for the events topic becomes an ``output_too_large`` dead letter, and the batch is acknowledged."""
+    worker = stub_worker(template)
+    worker.settings.kafka.max_message_bytes = 64 * 1024
+    huge = Event(
+        id="huge",
+        timestamp=1.0,
+        dataset="t",
+        input_messages=[Message(role="user", content="a@b.co " * 12_000)],  # masks are longer than what they hide
+    )
+    detect(worker, 0, [*ids("small"), huge])
+    sink: RecordingSink = worker.sink  # type: ignore[assignment]
+    assert sorted(sink.stored_events) == ["huge", "small"]
+    events_topic: RecordingTopic = worker.events_topic  # type: ignore[assignment]
+    copied = [msgspec.json.decode(message["value"])["event"]["id"] for message in events_topic.sent]
+    assert copied == ["small"]
+    (letter,) = [msgspec.json.decode(message["value"]) for message in worker.dead_letter_topic.sent]  # type: ignore[attr-defined]
+    assert letter["reason"] == "output_too_large" and "events_topic" in letter["detail"]
+    assert worker.identities.progress[0].acked == 0
+
+
+def test_events_failing_under_one_reused_id_are_each_dead_lettered(template: Pipeline) -> None:
+    """Two requests under one client-chosen id that fail the same way are two dead letters (they once shared one
+    dead-letter id, and the second was dropped as a duplicate)."""
+    worker = stub_worker(template)
+    worker.settings.detection.keep_raw_dead_letters = True
+    worker.identities.restore(0, 0)
+    worker.identities.stages[0] = PoisonedStage(worker.identities.stages[0], poison="reused")  # type: ignore[assignment]
+    first = Event(id="reused", timestamp=1.0, dataset="t", input_messages=[Message(role="user", content="one")])
+    second = Event(id="reused", timestamp=2.0, dataset="t", input_messages=[Message(role="user", content="two")])
+    detect(worker, 0, [first, second])
+    letters = [msgspec.json.decode(message["value"]) for message in worker.dead_letter_topic.sent]  # type: ignore[attr-defined]
+    assert [letter["reason"] for letter in letters] == ["pipeline_error", "pipeline_error"]
+    assert len({letter["event"]["id"] for letter in letters}) == 2
+    assert ["one" in letter["raw"] for letter in letters] == [True, False]  # the event itself, to ingest again
+
+
+def test_a_dead_letter_whose_id_elasticsearch_cannot_take_is_archived_as_corrupt(template: Pipeline) -> None:
+    """An id over 512 bytes made Elasticsearch refuse the whole bulk request, and the archive retried it for ever."""
+    worker = stub_worker(template)
+    sink: RecordingSink = worker.sink  # type: ignore[assignment]
+    written: list[Document] = []
+
+    async def keep(documents: list[Document], on_retry: Any = None) -> WriteReport:
+        written.extend(documents)
+        return WriteReport(stored=len(documents))
+
+    sink.write = keep  # type: ignore[method-assign]
+    consume(worker.archive_dead_letters, worker.settings.kafka.dead_letter_topic, 7, dead_letter_message("x" * 600))
+    (document,) = written
+    assert document.body["reason"] == "corrupt_dead_letter" and len(document.id) < 64
+    assert "not an id Elasticsearch takes" in document.body["detail"]

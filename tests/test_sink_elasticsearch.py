@@ -11,12 +11,14 @@ import pytest
 from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
 from elasticsearch import ApiError
 
+from app.settings import ElasticsearchSettings
 from app.sinks.elasticsearch import (
     Document,
     ElasticsearchSink,
     Outcome,
     chunks,
     classify,
+    client_options,
     error_text,
     unique_documents,
 )
@@ -241,10 +243,55 @@ def test_request_too_large_is_split_and_a_lone_oversized_document_rejected() -> 
 
     client = TooLarge(lambda op, doc_id, body: 201)
     docs = [*documents(3), Document("events", "big", {"n": -1, "blob": "huge"})]
-    sink, _ = make_sink(client, max_docs=10)
+    sink, sleeps = make_sink(client, max_docs=10)
     report = asyncio.run(sink.write(docs))
     assert report.stored == 3
     assert [(r.document.id, r.status) for r in report.rejections] == [("big", 413)]
+    assert sleeps == [] and report.retries == 0  # split at once, not after a backoff per halving
+    assert sink.max_docs == 10  # the next batches go out whole again (it once stayed at one document per request)
+
+
+def test_a_request_refused_for_one_document_rejects_that_one_only() -> None:
+    """Elasticsearch refuses a whole bulk request (400) for a document it cannot parse, such as an ``_id`` over 512
+    bytes: that document is found by halving and rejected; the rest land and nothing is retried for ever."""
+
+    class LongIdRefused(ScriptedBulk):
+        async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
+            if any(len(orjson.loads(op).get("index", {}).get("_id", "")) > 512 for op in operations[::2]):
+                meta = ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
+                body = {"error": {"type": "action_request_validation_exception", "reason": "id is too long"}}
+                raise ApiError("HTTP 400", meta, body)
+            return await super().bulk(operations=operations)
+
+    client = LongIdRefused(lambda op, doc_id, body: 201)
+    long_id = "x" * 600
+    docs = [*documents(5), Document("events", long_id, {"n": -1}), *documents(5, index="other")]
+    sink, sleeps = make_sink(client)
+    report = asyncio.run(sink.write(docs))
+    assert report.stored == 10 and sleeps == []
+    assert [(r.document.id, r.status) for r in report.rejections] == [(long_id, 400)]
+    assert "action_request_validation_exception" in report.rejections[0].error
+
+
+def test_a_request_refused_for_the_clusters_state_is_retried_not_rejected() -> None:
+    meta = ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
+    blocked = ApiError("HTTP 400", meta, {"error": {"type": "cluster_block_exception", "reason": "read-only"}})
+    client = ScriptedBulk(lambda op, doc_id, body: 201, request_errors=[blocked])
+    sink, sleeps = make_sink(client)
+    report = asyncio.run(sink.write(documents(3)))
+    assert report.stored == 3 and report.rejections == [] and len(sleeps) == 1
+
+
+def test_the_sinks_client_leaves_retries_to_the_sink() -> None:
+    """The client's own retries are immediate: against a throttling cluster they multiplied each bulk request."""
+    settings = ElasticsearchSettings()
+    sink_options = client_options(settings, retries=False)
+    assert (sink_options["max_retries"], sink_options["retry_on_status"], sink_options["retry_on_timeout"]) == (
+        0,
+        (),
+        False,
+    )
+    assert client_options(settings)["max_retries"] == settings.max_retries
 
 
 def test_redelivered_batch_overwrites_instead_of_duplicating() -> None:

@@ -49,14 +49,17 @@ _RETRY_STATUSES = frozenset({401, 403, 408, 429, 500, 502, 503, 504})
 _RETRY_ERROR_TYPES = frozenset({"security_exception", "cluster_block_exception", "index_not_found_exception"})
 
 
-def client_options(es: ElasticsearchSettings) -> dict[str, Any]:
-    """Keyword arguments for ``Elasticsearch`` / ``AsyncElasticsearch`` (the client retries 429/5xx itself)."""
+def client_options(es: ElasticsearchSettings, *, retries: bool = True) -> dict[str, Any]:
+    """Keyword arguments for ``Elasticsearch`` / ``AsyncElasticsearch``. With ``retries`` the client retries
+    429/5xx and timeouts itself, at once (``elasticsearch.max_retries`` times): right for a command's one request.
+    The sink's client is made without: it backs off between rounds itself, and a throttled cluster must not get
+    each bulk request again and again within milliseconds."""
     options: dict[str, Any] = {
         "hosts": [es.url],
         "request_timeout": es.request_timeout_s,
-        "max_retries": es.max_retries,
-        "retry_on_status": (429, 502, 503, 504),
-        "retry_on_timeout": True,
+        "max_retries": es.max_retries if retries else 0,
+        "retry_on_status": (429, 502, 503, 504) if retries else (),
+        "retry_on_timeout": retries,
         "verify_certs": es.verify_certs,
     }
     if es.ca_certs:
@@ -190,7 +193,8 @@ def unique_documents(documents: Sequence[Document]) -> list[Document]:
 class ElasticsearchSink:
     """Writes batches of documents; see the module docstring for the guarantees.
 
-    ``op_type_for(index)`` chooses ``index`` or ``create`` per target; ``on_retry`` observes each retry round.
+    ``op_type_for(index)`` chooses ``index`` or ``create`` per target; ``on_retry`` observes each retry round (a
+    write may pass its own, to tell whose documents wait).
     """
 
     def __init__(
@@ -214,8 +218,12 @@ class ElasticsearchSink:
         self.on_retry = on_retry
         self._sleep = sleep
 
-    async def write(self, documents: Sequence[Document]) -> WriteReport:
-        """Write ``documents``; returns once each is stored or permanently rejected."""
+    async def write(
+        self, documents: Sequence[Document], on_retry: Callable[[int, str], None] | None = None
+    ) -> WriteReport:
+        """Write ``documents``; returns once each is stored or permanently rejected. ``on_retry`` replaces the
+        sink's own observer for this write."""
+        on_retry = on_retry or self.on_retry
         report = WriteReport()
         pending = [(doc, self._serialize(doc)) for doc in unique_documents(documents)]
         backoff = self.initial_backoff_s
@@ -223,19 +231,14 @@ class ElasticsearchSink:
             retry: list[tuple[Document, bytes]] = []
             reason = ""
             for chunk in chunks(pending, self.max_docs, self.max_bytes):
-                try:
-                    failed, reason_now = await self._bulk(chunk, report)
-                except (ApiError, TransportError) as error:
-                    failed, reason_now = chunk, _describe(error)
-                    if isinstance(error, ApiError) and error.status_code == 413:
-                        failed = self._split_or_reject(chunk, error, report)
+                failed, reason_now = await self._bulk_or_bisect(chunk, report)
                 retry.extend(failed)
                 reason = reason_now or reason
             if not retry:
                 break
             report.retries += 1
-            if self.on_retry is not None:
-                self.on_retry(len(retry), reason)
+            if on_retry is not None:
+                on_retry(len(retry), reason)
             log.warning(
                 "elasticsearch: %d documents not acknowledged (%s); retrying in %.1fs", len(retry), reason, backoff
             )
@@ -328,16 +331,36 @@ class ElasticsearchSink:
                 report.rejections.append(Rejection(doc, status, error_text(error)))
         return failed, reason
 
-    def _split_or_reject(
-        self, chunk: list[tuple[Document, bytes]], error: ApiError, report: WriteReport
-    ) -> list[tuple[Document, bytes]]:
-        """After a 413 (request too large): retry in smaller requests, or reject a document too large alone."""
-        if len(chunk) > 1:
-            self.max_docs = max(1, len(chunk) // 2)
-            return chunk
-        doc, _ = chunk[0]
-        report.rejections.append(Rejection(doc, error.status_code, _describe(error)))
-        return []
+    async def _bulk_or_bisect(
+        self, chunk: list[tuple[Document, bytes]], report: WriteReport
+    ) -> tuple[list[tuple[Document, bytes]], str]:
+        """:meth:`_bulk`, and where Elasticsearch (or a proxy before it) refuses the whole request for what it holds
+        (:func:`refuses_the_request`: too large, or a document it cannot parse, such as an over-long ``_id``), the
+        two halves at once, down to the one document it refuses, which is rejected. Nothing else is retried for
+        ever over one document, and the next batches go out at the configured size again."""
+        try:
+            return await self._bulk(chunk, report)
+        except (ApiError, TransportError) as error:
+            if not (isinstance(error, ApiError) and refuses_the_request(error)):
+                return chunk, _describe(error)
+            if len(chunk) == 1:
+                report.rejections.append(Rejection(chunk[0][0], error.status_code, _describe(error)))
+                return [], ""
+            middle = len(chunk) // 2
+            first, first_reason = await self._bulk_or_bisect(chunk[:middle], report)
+            second, second_reason = await self._bulk_or_bisect(chunk[middle:], report)
+            return first + second, first_reason or second_reason
+
+
+def refuses_the_request(error: ApiError) -> bool:
+    """A whole bulk request refused for its content, not for the cluster's state: 413 (too large), or 400 (a
+    document Elasticsearch cannot take, e.g. an ``_id`` over 512 bytes). Other errors are retried."""
+    if error.status_code not in (400, 413):
+        return False
+    body = error.body if isinstance(error.body, dict) else {}
+    cause = body.get("error")
+    error_type = cause.get("type", "") if isinstance(cause, dict) else ""
+    return error_type not in _RETRY_ERROR_TYPES
 
 
 def error_text(error: Any) -> str:

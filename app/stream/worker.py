@@ -12,22 +12,28 @@ A timer swaps changed signature rules, correlation rules and alert exceptions in
 
 Each agent awaits everything a batch produced (Kafka delivery, Elasticsearch acknowledgement) before taking the
 next batch; Faust acknowledges a batch's offsets only then, so a crash or restart redelivers instead of losing.
-Redelivery is harmless in Elasticsearch (deterministic ids); output topics are at-least-once.
+Faust also acknowledges a batch whose agent raised (its ``take_events`` acks in a ``finally``) and restarts the
+agent: so an unexpected error in a batch stops the whole worker at once, before that can happen, and the batch is
+redelivered on restart (:meth:`StreamWorker._unacknowledged_on_failure`). Redelivery is harmless in Elasticsearch
+(deterministic ids); output topics are at-least-once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
+import msgspec
 from elasticsearch import AsyncElasticsearch
 
 from app.engine import build_campaign_stage, build_exceptions, build_pipeline
@@ -58,6 +64,11 @@ from detectors.pipeline import BatchResult, Pipeline
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# exit status of a worker stopped by an unexpected error in a batch (EX_SOFTWARE): the batch was not acknowledged
+EXIT_BATCH_FAILED = 70
+MAX_DOCUMENT_ID_BYTES = 512  # Elasticsearch refuses a longer _id (the whole bulk request, with a 400)
+# room for a Kafka record's own framing (batch header, key, headers) beside its value
+_RECORD_OVERHEAD_BYTES = 1024
 S = TypeVar("S", Pipeline, CampaignStage)
 
 
@@ -67,10 +78,15 @@ class WorkerState:
 
     es_reachable: bool = False
     es_error: str | None = "not probed yet"
-    # why Elasticsearch has not acknowledged documents the sink keeps retrying (refused writes, throttling); None
-    # once a write went through
-    es_write_error: str | None = None
+    # per agent, why Elasticsearch has not acknowledged documents the sink keeps retrying for it (refused writes,
+    # throttling); cleared by that agent's next write that goes through, not by another's
+    es_write_errors: dict[str, str] = field(default_factory=dict)
     last_batch_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def es_write_error(self) -> str | None:
+        """Every agent's write error, one line each (``agent: why``); None when none waits."""
+        return "; ".join(f"{agent}: {error}" for agent, error in sorted(self.es_write_errors.items())) or None
 
 
 class StreamWorker:
@@ -91,6 +107,7 @@ class StreamWorker:
         self.internal_partitions = internal_partitions
         self.op_types = op_types
         self.state = WorkerState()
+        self.fail_stop: Callable[[int], NoReturn] = os._exit  # ends the process without acknowledging (tests swap it)
         kafka = settings.kafka
         self.partition_log = PartitionLog(kafka)
         recent_per_partition = partition_share(settings.worker.dedupe_capacity, internal_partitions)
@@ -205,7 +222,7 @@ class StreamWorker:
     def sink(self) -> ElasticsearchSink:
         """The Elasticsearch sink, created inside the running event loop on first use."""
         if self._sink is None:
-            self._es = AsyncElasticsearch(**client_options(self.settings.elasticsearch))
+            self._es = AsyncElasticsearch(**client_options(self.settings.elasticsearch, retries=False))
             es = self.settings.elasticsearch
             self._sink = ElasticsearchSink(
                 self._es,
@@ -214,14 +231,32 @@ class StreamWorker:
                 max_bytes=es.bulk_max_bytes,
                 initial_backoff_s=es.retry_initial_backoff_s,
                 max_backoff_s=es.retry_max_backoff_s,
-                on_retry=self._on_bulk_retry,
             )
         return self._sink
 
-    def _on_bulk_retry(self, count: int, reason: str) -> None:
-        """A bulk round left ``count`` documents to retry: count it, and show why on ``/health``."""
+    def _on_bulk_retry(self, agent: str, count: int, reason: str) -> None:
+        """A bulk round left ``count`` of ``agent``'s documents to retry: count it, and show why on ``/health``."""
         metrics.ES_BULK_RETRIES.inc()
-        self.state.es_write_error = f"{count} documents not acknowledged, retrying: {reason}"[:500]
+        self.state.es_write_errors[agent] = f"{count} documents not acknowledged, retrying: {reason}"[:500]
+
+    @contextlib.contextmanager
+    def _unacknowledged_on_failure(self, agent: str) -> Iterator[None]:
+        """Around one batch of ``agent``: an error nothing handled stops the worker at once (exit status
+        :data:`EXIT_BATCH_FAILED`), before Faust could acknowledge the batch (it would, on its way to restarting the
+        agent, and the batch would be lost). The restarted worker gets the batch again from the last commit and its
+        partitions' state from their checkpoints, as after a crash; a deterministic failure shows as a restart loop
+        with this message, not as silent loss. Bad input never gets here: it is dead-lettered where it is found."""
+        try:
+            yield
+        except Exception:
+            log.critical(
+                "%s: unexpected error in a batch; stopping the worker without acknowledging it (it is redelivered on "
+                "restart)",
+                agent,
+                exc_info=True,
+            )
+            logging.shutdown()
+            self.fail_stop(EXIT_BATCH_FAILED)
 
     @property
     def es(self) -> AsyncElasticsearch:
@@ -273,140 +308,157 @@ class StreamWorker:
     # -- agents -------------------------------------------------------------------------------------------------
 
     async def ingest(self, stream: faust.StreamT) -> None:
-        """Raw messages -> events on the internal topic (one message per partition per batch) + dead letters.
-
-        A batch is normalised and encoded off the event loop, in one hop to the loop's default executor: inflating
-        and parsing a batch of compressed exports takes seconds of CPU, during which heartbeats and ``/health`` must
-        go on (``bench/bench_ingest_loop.py`` measures the loop's longest stall)."""
-        settings, worker = self.settings, self.settings.worker
-        loop = asyncio.get_running_loop()
-        async for batch in stream.take_events(worker.ingest_batch_size, within=settings.detection.batch_timeout_s):
-            started = time.perf_counter()
-            payloads = [
-                (record.message.value or b"", _origin(record.message), record.message.timestamp) for record in batch
-            ]
-            messages, letters, events = await loop.run_in_executor(None, self._ingest_batch, payloads)
-            deliveries: list[Awaitable[Any]] = []
-            for partition, payload in messages:
-                deliveries.append(await self.internal_topic.send(value=payload, partition=partition, force=True))
-            deliveries.extend(await self._send_dead_letters(letters, stage="ingest"))
-            await asyncio.gather(*deliveries)
-            metrics.RAW_MESSAGES.inc(len(batch))
-            metrics.EVENTS_IN.inc(events)
-            self._finished("ingest", started)
+        """Raw messages -> events on the internal topic (one message per partition per batch) + dead letters."""
+        size, within = self.settings.worker.ingest_batch_size, self.settings.detection.batch_timeout_s
+        async for batch in stream.take_events(size, within=within):
+            with self._unacknowledged_on_failure("ingest"):
+                await self._ingest_one(batch)
 
     async def detect(self, stream: faust.StreamT) -> None:
         """Events of identity partitions -> each partition's pipeline -> Elasticsearch and the output topics."""
-        settings = self.settings
-        messages = settings.worker.detect_batch_messages
-        async for batch in stream.take_events(messages, within=settings.detection.batch_timeout_s):
-            started = time.perf_counter()
-            letters: list[Any] = []
-            by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
-            result = BatchResult()
-            processed: dict[int, list[HashedEvent]] = {}
-            failed: list[Event] = []
-            candidates: list[CampaignCandidate] = []
-            for partition, offset in sorted(last.items()):
-                self.identities.progress[partition].processed = offset  # in flight until acknowledged
-                # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
-                # the order they would have seen it there.
-                events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
-                kept = processed[partition] = self.identities.recent[partition].fresh(events)
-                fresh = [event for event, _digest in kept]
-                metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
-                failed_before = len(failed)
-                stage = self.identities.stages[partition]
-                found = await self._run_pipeline(stage, fresh, letters, failed)
-                result.extend(found)
-                _count_evictions(stage)
-                left_out = {id(event) for event in failed[failed_before:]}  # no document: dead-lettered
-                rendered = [event for event in fresh if id(event) not in left_out]
-                candidates += campaign_candidates(rendered, found.events, source=partition)
-            es = settings.elasticsearch
-            # Alerts first: they lead the first bulk request, which is what an analyst waits for.
-            documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
-            documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
-            documents += [Document(es.events_index, doc["event"]["hash"], doc) for doc in result.events]
-            outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
-            deliveries, report = await self._store(documents, letters, "detect", outputs)
-            for partition, group in group_by_signature(candidates, self.internal_partitions).items():
-                payload = encode_candidates(group)
-                deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
-            await asyncio.gather(*deliveries)
-            # Everything is written: the partitions are clean and their events remembered, on the detector thread,
-            # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
-            # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
-            # A rejected document is matched to its event by its _id, which redaction never touches (a body's
-            # event.id may be masked); a failed event is that very object (another request may share its id).
-            rejected = {r.document.id for r in report.rejections if r.document.index == es.events_index}
-            written = {
-                p: [item for item in _without(ran, failed) if not self._rejected(item, rejected)]
-                for p, ran in processed.items()
-            }
-            await self._in_thread(self.identities.acknowledge, last, written)
-            metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
-            metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
-            metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
-            for (exception_id, rule_id), count in result.suppressed_counts().items():
-                metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
-            self._finished("detect", started)
-            await self._maybe_checkpoint(self.identities)
+        size, within = self.settings.worker.detect_batch_messages, self.settings.detection.batch_timeout_s
+        async for batch in stream.take_events(size, within=within):
+            with self._unacknowledged_on_failure("detect"):
+                await self._detect_one(batch)
 
     async def campaigns(self, stream: faust.StreamT) -> None:
         """Campaign candidates regrouped by template signature -> campaign stages -> alerts in Elasticsearch."""
-        settings = self.settings
-        async for batch in stream.take_events(
-            settings.worker.detect_batch_messages, within=settings.detection.batch_timeout_s
-        ):
-            started = time.perf_counter()
-            letters: list[Any] = []
-            by_partition, last = await self._new_records(self.campaigns_state, batch, decode_candidates, letters)
-            result = BatchResult()
-            for partition, offset in sorted(last.items()):
-                self.campaigns_state.progress[partition].processed = offset
-                stage = self.campaigns_state.stages[partition]
-                result.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
-                _count_template_caps(stage)
-            es = settings.elasticsearch
-            documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
-            documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
-            outputs = [(self.alerts_topic, result.alerts)]
-            deliveries, _report = await self._store(documents, letters, "campaigns", outputs)
-            await asyncio.gather(*deliveries)
-            self.campaigns_state.acknowledge(last)
-            metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
-            metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
-            for (exception_id, rule_id), count in result.suppressed_counts().items():
-                metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
-            self._finished("campaigns", started)
-            await self._maybe_checkpoint(self.campaigns_state)
+        size, within = self.settings.worker.detect_batch_messages, self.settings.detection.batch_timeout_s
+        async for batch in stream.take_events(size, within=within):
+            with self._unacknowledged_on_failure("campaigns"):
+                await self._campaigns_one(batch)
 
     async def archive_dead_letters(self, stream: faust.StreamT) -> None:
         """Dead letters from their topic into the dead-letter index (rejections there are logged and counted)."""
+        size, within = self.settings.elasticsearch.bulk_max_docs, self.settings.detection.batch_timeout_s
+        async for batch in stream.take_events(size, within=within):
+            with self._unacknowledged_on_failure("archive_dead_letters"):
+                await self._archive_one(batch)
+
+    # -- one batch of each agent --------------------------------------------------------------------------------
+
+    async def _ingest_one(self, batch: Sequence[Any]) -> None:
+        """A batch is normalised and encoded off the event loop, in one hop to the loop's default executor:
+        inflating and parsing a batch of compressed exports takes seconds of CPU, during which heartbeats and
+        ``/health`` must go on (``bench/bench_ingest_loop.py`` measures the loop's longest stall)."""
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        payloads = [
+            (record.message.value or b"", _origin(record.message), record.message.timestamp) for record in batch
+        ]
+        messages, letters, events = await loop.run_in_executor(None, self._ingest_batch, payloads)
+        deliveries: list[Awaitable[Any]] = []
+        for partition, payload in messages:
+            deliveries.append(await self.internal_topic.send(value=payload, partition=partition, force=True))
+        deliveries.extend(await self._send_dead_letters(letters, stage="ingest"))
+        await asyncio.gather(*deliveries)
+        metrics.RAW_MESSAGES.inc(len(batch))
+        metrics.EVENTS_IN.inc(events)
+        self._finished("ingest", started)
+
+    async def _detect_one(self, batch: Sequence[Any]) -> None:
         settings = self.settings
-        async for batch in stream.take_events(
-            settings.elasticsearch.bulk_max_docs, within=settings.detection.batch_timeout_s
-        ):
-            started = time.perf_counter()
-            documents = []
-            for record in batch:
-                message = record.message
-                try:
-                    document = decode_document(message.value or b"")
-                    doc_id = document["event"]["id"]
-                except (ValueError, KeyError, TypeError) as error:
-                    origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
-                    document = dead_letter_document(
-                        failure("corrupt_dead_letter", str(error), origin, size=len(message.value or b"")),
-                        stage="archive",
-                    )
-                    doc_id = document["event"]["id"]
-                documents.append(Document(settings.elasticsearch.dead_letter_index, doc_id, document))
-            report = await self._write(documents)
-            for rejection in report.rejections:
-                log.error("dead letter %s rejected by Elasticsearch: %s", rejection.document.id, rejection.error)
-            self._finished("archive_dead_letters", started)
+        started = time.perf_counter()
+        letters: list[Any] = []
+        by_partition, last = await self._new_records(self.identities, batch, decode_events, letters)
+        result = BatchResult()
+        processed: dict[int, list[HashedEvent]] = {}
+        failed: list[Event] = []
+        candidates: list[CampaignCandidate] = []
+        for partition, offset in sorted(last.items()):
+            self.identities.progress[partition].processed = offset  # in flight until acknowledged
+            # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
+            # the order they would have seen it there.
+            events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
+            kept = processed[partition] = self.identities.recent[partition].fresh(events)
+            fresh = [event for event, _digest in kept]
+            metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
+            failed_before = len(failed)
+            stage = self.identities.stages[partition]
+            found = await self._run_pipeline(stage, fresh, letters, failed)
+            result.extend(found)
+            _count_evictions(stage)
+            left_out = {id(event) for event in failed[failed_before:]}  # no document: dead-lettered
+            rendered = [event for event in fresh if id(event) not in left_out]
+            candidates += campaign_candidates(rendered, found.events, source=partition)
+        es = settings.elasticsearch
+        # Alerts first: they lead the first bulk request, which is what an analyst waits for.
+        documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
+        documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+        documents += [Document(es.events_index, doc["event"]["hash"], doc) for doc in result.events]
+        outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
+        deliveries, report = await self._store(documents, letters, "detect", outputs)
+        for partition, group in group_by_signature(candidates, self.internal_partitions).items():
+            payload = encode_candidates(group)
+            deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
+        await asyncio.gather(*deliveries)
+        # Everything is written: the partitions are clean and their events remembered, on the detector thread,
+        # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
+        # document Elasticsearch rejected are not: ingested again once the cause is fixed, they must go through.
+        # A rejected document is matched to its event by its _id, which redaction never touches (a body's
+        # event.id may be masked); a failed event is that very object (another request may share its id).
+        rejected = {r.document.id for r in report.rejections if r.document.index == es.events_index}
+        written = {
+            p: [item for item in _without(ran, failed) if not self._rejected(item, rejected)]
+            for p, ran in processed.items()
+        }
+        await self._in_thread(self.identities.acknowledge, last, written)
+        metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
+        metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
+        metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+        for (exception_id, rule_id), count in result.suppressed_counts().items():
+            metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
+        self._finished("detect", started)
+        await self._maybe_checkpoint(self.identities)
+
+    async def _campaigns_one(self, batch: Sequence[Any]) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        letters: list[Any] = []
+        by_partition, last = await self._new_records(self.campaigns_state, batch, decode_candidates, letters)
+        result = BatchResult()
+        for partition, offset in sorted(last.items()):
+            self.campaigns_state.progress[partition].processed = offset
+            stage = self.campaigns_state.stages[partition]
+            result.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
+            _count_template_caps(stage)
+        es = settings.elasticsearch
+        documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
+        documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+        outputs = [(self.alerts_topic, result.alerts)]
+        deliveries, _report = await self._store(documents, letters, "campaigns", outputs)
+        await asyncio.gather(*deliveries)
+        self.campaigns_state.acknowledge(last)
+        metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
+        metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+        for (exception_id, rule_id), count in result.suppressed_counts().items():
+            metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
+        self._finished("campaigns", started)
+        await self._maybe_checkpoint(self.campaigns_state)
+
+    async def _archive_one(self, batch: Sequence[Any]) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        documents = []
+        for record in batch:
+            message = record.message
+            try:
+                document = decode_document(message.value or b"")
+                doc_id = document["event"]["id"]
+                if not isinstance(doc_id, str) or not 0 < len(doc_id.encode()) <= MAX_DOCUMENT_ID_BYTES:
+                    raise ValueError(f"event.id is not an id Elasticsearch takes: {str(doc_id)[:64]!r}")
+            except (ValueError, KeyError, TypeError) as error:
+                origin = f"kafka:{message.topic}/{message.partition}@{message.offset}"
+                document = dead_letter_document(
+                    failure("corrupt_dead_letter", str(error), origin, size=len(message.value or b"")),
+                    stage="archive",
+                )
+                doc_id = document["event"]["id"]
+            documents.append(Document(settings.elasticsearch.dead_letter_index, doc_id, document))
+        report = await self._write(documents, "archive_dead_letters")
+        for rejection in report.rejections:
+            log.error("dead letter %s rejected by Elasticsearch: %s", rejection.document.id, rejection.error)
+        self._finished("archive_dead_letters", started)
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -422,13 +474,24 @@ class StreamWorker:
             found, bad = self._normalise(payload, origin, received_at)
             events.extend(found)
             letters.extend(bad)
-        limit = self.settings.kafka.internal_message_bytes
-        messages = [
-            (partition, message)
-            for partition, group in group_by_partition(events, self.internal_partitions).items()
-            for message in encode_events(group, limit)
-        ]
+        messages = []
+        for partition, group in group_by_partition(events, self.internal_partitions).items():
+            for message in encode_events(group, self.settings.kafka.internal_message_bytes):
+                if len(message) <= self._message_limit:
+                    messages.append((partition, message))
+                    continue
+                for event in decode_events(message):  # one event alone is too large for Kafka (limits lowered)
+                    detail = (
+                        f"the normalised event is over kafka.max_message_bytes ({self._message_limit} bytes after "
+                        "framing): raise it, or lower detection.max_record_bytes / max_text_chars"
+                    )
+                    letters.append(failure("oversized", detail, f"event:{event.id}", size=len(message)))
         return messages, letters, len(events)
+
+    @property
+    def _message_limit(self) -> int:
+        """The largest value a Kafka message of this worker may carry: ``kafka.max_message_bytes`` less framing."""
+        return self.settings.kafka.max_message_bytes - _RECORD_OVERHEAD_BYTES
 
     def _normalise(self, payload: bytes, origin: str, received_at: float | None) -> tuple[list[Event], list[Any]]:
         """Events and dead letters of one raw record; its time is judged against ``received_at``, the Kafka
@@ -464,10 +527,24 @@ class StreamWorker:
             isolated = await self._in_thread(_process_isolating, pipeline, events[start : start + size])
             merged.extend(isolated.result)
             for event, reason in isolated.failures:
-                letters.append(failure("pipeline_error", reason, f"event:{event.id}"))
+                letters.append(self._pipeline_error(event, reason))
                 if failed is not None:
                     failed.append(event)
         return merged
+
+    def _pipeline_error(self, event: Event, reason: str) -> dict[str, Any]:
+        """The dead letter of an event the pipeline failed on alone: named by its document id too (another request
+        may reuse its client-chosen id and fail the same way), with the event itself where raw records are kept."""
+        body = msgspec.json.encode(event)
+        detection, kafka = self.settings.detection, self.settings.kafka
+        return failure(
+            "pipeline_error",
+            reason,
+            f"event:{event.id} (_id {event_document_id(event, self.identities.template.redactor)})",
+            size=len(body),
+            raw=body if detection.keep_raw_dead_letters else None,
+            raw_limit=min(RAW_BODY_LIMIT_BYTES, kafka.max_message_bytes // 4),
+        )
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` on the detector thread, which owns every pipeline and the partition log."""
@@ -564,7 +641,7 @@ class StreamWorker:
         """Write ``documents`` to Elasticsearch (until acknowledged), then send the dead letters (with the
         rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging, and
         what Elasticsearch made of the documents."""
-        report = await self._write(documents)
+        report = await self._write(documents, stage)
         # a dead letter must fit in a Kafka message, with room for the rest of it
         raw_limit = min(RAW_BODY_LIMIT_BYTES, self.settings.kafka.max_message_bytes // 4)
         letters.extend(self._rejection_letters(report, raw_limit))
@@ -574,9 +651,11 @@ class StreamWorker:
                 deliveries.append(await self._send_document(topic, doc))
         return deliveries, report
 
-    async def _write(self, documents: list[Document]) -> WriteReport:
-        report = await self.sink.write(documents)
-        self.state.es_write_error = None
+    async def _write(self, documents: list[Document], agent: str) -> WriteReport:
+        """``documents`` into Elasticsearch, until each is stored or rejected for good; while the sink retries,
+        ``/health`` says why under ``agent``, until that agent's own write goes through."""
+        report = await self.sink.write(documents, on_retry=lambda count, why: self._on_bulk_retry(agent, count, why))
+        self.state.es_write_errors.pop(agent, None)
         metrics.ES_DOCUMENTS.labels("stored").inc(report.stored)
         metrics.ES_DOCUMENTS.labels("duplicate").inc(report.duplicates)
         metrics.ES_DOCUMENTS.labels("kept_larger").inc(report.kept_larger)
@@ -616,10 +695,24 @@ class StreamWorker:
             deliveries.append(await self._send_document(self.dead_letter_topic, document))
         return deliveries
 
-    @staticmethod
-    async def _send_document(topic: faust.TopicT, document: dict[str, Any]) -> Awaitable[Any]:
-        key = str(document["event"]["id"]).encode()
-        return await topic.send(key=key, value=encode_document(document), force=True)
+    async def _send_document(self, topic: faust.TopicT, document: dict[str, Any]) -> Awaitable[Any]:
+        """``document`` to ``topic``, keyed by its event id. A copy too large for a Kafka message (the enriched event
+        of a huge prompt: masks are longer than what they hide, and the prompt is stored twice) is not sent; a dead
+        letter ``output_too_large`` names it instead (the document itself is in Elasticsearch), and the batch goes
+        on: a send refused for size would stop the worker on every redelivery."""
+        value = encode_document(document)
+        if len(value) > self._message_limit and topic is not self.dead_letter_topic:
+            name, doc_id = topic.get_topic_name(), document["event"].get("hash") or document["event"]["id"]
+            detail = (
+                f"{len(value)} bytes, over kafka.max_message_bytes ({self.settings.kafka.max_message_bytes}) less "
+                f"framing: not copied to {name}; the document (_id {doc_id}) is in Elasticsearch"
+            )
+            metrics.DEAD_LETTERS.labels("output", "output_too_large").inc()
+            document = dead_letter_document(
+                failure("output_too_large", detail, f"kafka:{name}/{doc_id}", size=len(value)), stage="output"
+            )
+            topic, value = self.dead_letter_topic, encode_document(document)
+        return await topic.send(key=str(document["event"]["id"]).encode(), value=value, force=True)
 
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)

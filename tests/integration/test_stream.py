@@ -458,6 +458,32 @@ def test_kafka_broker_restart_loses_and_duplicates_nothing(
         assert worker.poll() is None
 
 
+def test_a_batch_that_fails_unexpectedly_is_redelivered_not_lost(stream: Stream, es_client: Elasticsearch) -> None:
+    """Faust acknowledges a batch whose agent raised, and restarts the agent: the batch was lost while /live stayed
+    200. Now the worker stops at once, unacknowledged (exit status 70), and the next worker stores everything."""
+    files = [write_traffic(stream.tmp_path / "traffic.jsonl", 60, seed=51)]
+    expected = replay(stream, files)
+    stream.cli("bootstrap")
+    log_path = stream.tmp_path / "faulty-worker.log"
+    env = {**stream.env, "PYTHONPATH": str(PACKAGE_ROOT.parent)}
+    with log_path.open("wb") as log:
+        faulty = subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.faulty_worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        produce(stream, files)
+        code = faulty.wait(timeout=WAIT_S)
+    finally:
+        if faulty.poll() is None:
+            faulty.kill()
+            faulty.wait()
+    output = log_path.read_text(errors="replace")
+    assert code == 70, output[-4000:]
+    assert "unexpected error in a batch" in output and "injected: a bug" in output
+    with stream.worker():
+        assert_matches_replay(es_client, stream, expected)
+
+
 def test_malformed_records_become_dead_letters_with_reasons(stream: Stream, es_client: Elasticsearch) -> None:
     files = [write_traffic(stream.tmp_path / "mixed.jsonl", 20, seed=31, malformed=True)]
     expected = replay(stream, files)
