@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from app.backtest import BENIGN, load_labels, report, run_backtest
 from app.cli import cli
+from app.commands import exceptions as exceptions_command
 from app.engine import build_exceptions, build_pipeline
 from app.replay import ReplaySummary, decoded_lines
 from app.report import render_report
@@ -39,8 +40,8 @@ runner = CliRunner()
 
 @pytest.fixture(autouse=True)
 def pinned_today(monkeypatch):
-    """``exceptions check`` and ``draft`` judge expiry against :data:`TODAY`, never the real clock."""
-    monkeypatch.setattr("app.commands.exceptions._today", lambda: TODAY)
+    """``exceptions check`` and ``draft`` judge expiry against :data:`TODAY` (at noon), never the real clock."""
+    monkeypatch.setattr("app.commands.exceptions._now", lambda: datetime.combine(TODAY, time(12), tzinfo=UTC))
 
 
 def entry(**overrides) -> dict:
@@ -629,7 +630,8 @@ def test_check_fails_listing_every_error(tmp_path):
 
 
 def test_check_warns_of_expired_and_expiring_entries_and_strict_fails_on_expired(tmp_path, monkeypatch):
-    monkeypatch.setattr("app.commands.exceptions._today", lambda: date(2026, 11, 20))  # dates pinned, not "now"
+    noon = datetime(2026, 11, 20, 12, tzinfo=UTC)
+    monkeypatch.setattr("app.commands.exceptions._now", lambda: noon)  # dates pinned, not "now"
     path = write(
         tmp_path / "e.yml",
         [
@@ -731,7 +733,7 @@ def test_draft_round_trips_through_check(tmp_path):
     exceptions = load_exceptions(path)
     (only,) = exceptions.exceptions
     assert only.entry.created == TODAY
-    assert only.entry.expires == TODAY + timedelta(days=30)
+    assert only.entry.expires == TODAY + timedelta(days=31)  # holds 30 days at least: to 00:00 UTC after them
     assert only.entry.author == "analyst1" and only.entry.trust_forwarded_ip
     assert only.entry.match == {"user.id": ["svc-summariser"], "source.ip|cidr": ["::ffff:10.20.0.0/112"]}
     now = datetime.combine(TODAY, time(12), tzinfo=UTC).timestamp()
@@ -763,7 +765,13 @@ def test_draft_ids_are_deterministic_and_differ_by_scope():
 
     first = drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081")
     assert first == drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081")
-    assert first.startswith("9f86d081-r-volume-")
+    assert first.startswith("r-volume-9f86d081-")
+    # a real key hash is 64 characters: the rule leads, so drafts for one key differ where ids are read (cut)
+    key = "2a9c945753d309fa688f65efc1a02680593aafee298385ae4cd2950620498409"
+    ml = drafted_id("--rule", "abusewatch-ml-prompt-injection", "--api-key-hash", key)
+    scraping = drafted_id("--rule", "abusewatch-anomaly-scraping-*", "--api-key-hash", key)
+    assert ml.startswith("ml-prompt-injection-2a9c945753d309fa-") and scraping.startswith("anomaly-scraping-2a9c9457")
+    assert ml[:24] != scraping[:24]
     assert first != drafted_id("--rule", "r-volume", "--api-key-hash", "9f86d081", "--ip", "10.0.0.1")
     assert first != drafted_id("--category", "scraping", "--api-key-hash", "9f86d081")
 
@@ -781,6 +789,17 @@ def test_draft_escapes_hostile_values_and_refuses_what_check_would(tmp_path):
     assert refused.exit_code == 1 and "error: rules '*' mutes every rule: say so with all_rules: true" in refused.stderr
     wide = draft("--rule", "r", "--ip", "0.0.0.0/0", "--reason", "r")
     assert wide.exit_code == 1 and "0.0.0.0/0 is too wide" in wide.stderr
+
+
+def test_a_drafted_expiry_holds_at_least_as_long_as_asked() -> None:
+    """An entry stops applying as its date begins (00:00 UTC): ``36h`` asked at 19:30 must not end 28.5 h later."""
+    evening = datetime(2026, 11, 24, 19, 30, tzinfo=UTC)
+    for asked, hours in (("36h", 36), ("1d", 24), ("30d", 30 * 24)):
+        ends = datetime.combine(exceptions_command._expiry(asked, evening), time(0), tzinfo=UTC)
+        assert timedelta(hours=hours) <= ends - evening < timedelta(hours=hours + 24), asked
+    midnight = datetime(2026, 11, 24, tzinfo=UTC)
+    assert exceptions_command._expiry("1d", midnight) == date(2026, 11, 25)  # exactly a day
+    assert exceptions_command._expiry("2027-01-01", evening) == date(2027, 1, 1)
 
 
 @pytest.mark.parametrize(

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,12 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(exceptions_cli, name="exceptions")
 
 
+def _now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
 def _today() -> date:
-    return datetime.now(tz=UTC).date()
+    return _now().date()
 
 
 @contextmanager
@@ -246,11 +249,16 @@ def draft_command(
         help="Allow --ip alone (only if the proxies in front overwrite X-Forwarded-For, which clients can set).",
     ),
     reason: str = typer.Option(..., "--reason", help="Why these detections are benign (ticket, approval)."),
-    expires: str = typer.Option("30d", "--expires", help="How long it holds (e.g. 30d, 8w) or an ISO date."),
+    expires: str = typer.Option(
+        "30d",
+        "--expires",
+        help="How long it holds at least (30d, 8w, 36h: to the next 00:00 UTC after that), or an ISO date.",
+    ),
     author: str | None = typer.Option(None, "--author", help="Who asks for it (default: $USER)."),
 ) -> None:
     """Print a valid exception entry (YAML) to paste into the exceptions file; its id is derived from its scope."""
-    today = _today()
+    now = _now()
+    today = now.date()
     if not rules and not categories:
         raise typer.BadParameter("give --rule and/or --category", param_hint="--rule")
     match: dict[str, list[str]] = {}
@@ -272,7 +280,7 @@ def draft_command(
         "reason": reason,
         "author": author or current_user(),
         "created": today.isoformat(),
-        "expires": _expiry(expires, today).isoformat(),
+        "expires": _expiry(expires, now).isoformat(),
     }
     try:
         ExceptionEntry.model_validate(raw)
@@ -287,22 +295,33 @@ def draft_command(
 
 
 def draft_id(rules: list[str], categories: list[str], match: dict[str, list[str]]) -> str:
-    """A readable, deterministic id: the first value and first rule (or category) as a slug, plus a hash of the
-    whole scope, so the same request always drafts the same id and different ones never collide."""
+    """A readable, deterministic id: the first rule (or category) and the start of the first value as a slug, plus a
+    hash of the whole scope, so the same request always drafts the same id and different ones never collide. The
+    rule leads and a value is cut at 16 characters: drafts for one 64-character key hash differ where they are read
+    (``rules shadow`` and ``exceptions list`` cut long ids)."""
     scope = json.dumps({"rules": sorted(rules), "categories": sorted(categories), "match": match}, sort_keys=True)
     digest = hashlib.sha256(scope.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    first = next(iter(match.values()))[0]
-    slug = _SLUG.sub("-", f"{first}-{[*rules, *categories][0]}".lower()).strip("-")[:60].strip("-")
+    rule = _slug([*rules, *categories][0].removeprefix("abusewatch-"))[:40].strip("-")
+    value = _slug(next(iter(match.values()))[0])[:16].strip("-")
+    slug = "-".join(part for part in (rule, value) if part)
     return f"{slug}-{digest}" if slug else f"exception-{digest}"
 
 
-def _expiry(text: str, today: date) -> date:
-    """``30d`` / ``8w`` / ``36h`` from today (whole days, rounded up), or an ISO date; after today."""
+def _slug(text: str) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-")
+
+
+def _expiry(text: str, now: datetime) -> date:
+    """An ISO date, or for ``30d`` / ``8w`` / ``36h`` the first date not covered once that long has passed from
+    ``now``: an entry stops applying as its ``expires`` date begins (00:00 UTC), so ``36h`` at 19:30 gives the date
+    three days on, not two (which held 28.5 h). After today."""
+    today = now.date()
     try:
         expires = date.fromisoformat(text)
     except ValueError:
         try:
-            expires = today + timedelta(days=math.ceil(parse_duration(text) / 86400))
+            end = now + timedelta(seconds=parse_duration(text))
+            expires = end.date() if end.time() == time(0) else end.date() + timedelta(days=1)
         except OverflowError:
             raise typer.BadParameter(f"{text!r} is beyond the year 9999", param_hint="--expires") from None
         except ValueError as error:
