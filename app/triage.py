@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from elastic_transport import ApiError
-from elasticsearch import Elasticsearch
+from elasticsearch import Elasticsearch, NotFoundError
 
 from app.settings import ElasticsearchSettings
 from app.sinks.elasticsearch import STATUS_FIELD, client_options
@@ -588,11 +588,23 @@ def _day(bucket: dict[str, Any]) -> str:
 # -- Elasticsearch --------------------------------------------------------------------------------------------------
 
 
+def search(client: Elasticsearch, index: str, **request: Any) -> dict[str, Any]:
+    """``client.search`` on the alerts ``index``; a name that matches nothing is an error, not an empty answer (a
+    misspelt index once gave an empty ``rules stats`` and exit 0, which a pipeline gate would pass)."""
+    try:
+        return dict(client.search(index=index, **request))
+    except NotFoundError as error:
+        if error.error != "index_not_found_exception":
+            raise
+        raise TriageError(
+            f"no index or data stream {index} in Elasticsearch: check elasticsearch.alerts_index "
+            "(ABW_ELASTICSEARCH__ALERTS_INDEX), or run abusewatch bootstrap"
+        ) from None
+
+
 def search_alerts(client: Elasticsearch, index: str, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     """Alert hits (``_id``, ``_index``, ``_source``), newest first."""
-    response = client.search(
-        index=index, query=query, size=limit, sort=[{"@timestamp": {"order": "desc"}}], ignore_unavailable=True
-    )
+    response = search(client, index, query=query, size=limit, sort=[{"@timestamp": {"order": "desc"}}])
     return list(response["hits"]["hits"])
 
 
@@ -600,12 +612,8 @@ def find_alerts(client: Elasticsearch, index: str, alert_ids: Sequence[str]) -> 
     """Alert id -> hit (with ``_seq_no``/``_primary_term``) for the ids that exist; works on data streams too."""
     if not alert_ids:
         return {}
-    response = client.search(
-        index=index,
-        query={"ids": {"values": list(alert_ids)}},
-        size=len(alert_ids),
-        seq_no_primary_term=True,
-        ignore_unavailable=True,
+    response = search(
+        client, index, query={"ids": {"values": list(alert_ids)}}, size=len(alert_ids), seq_no_primary_term=True
     )
     return {hit["_id"]: hit for hit in response["hits"]["hits"]}
 

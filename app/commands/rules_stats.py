@@ -49,9 +49,7 @@ def rule_stats_command(
     """
     since_seconds = since_seconds_option(since)
     with elasticsearch_session() as (client, settings):
-        response = client.search(
-            index=settings.alerts_index, ignore_unavailable=True, **triage.stats_request(since_seconds)
-        )
+        response = triage.search(client, settings.alerts_index, **triage.stats_request(since_seconds))
     stats = triage.rule_stats(response, min_precision)
     if as_json:
         out.print(Text(json.dumps([row.as_dict() for row in stats], indent=2)))

@@ -356,7 +356,7 @@ def test_a_reopened_alert_is_marked_in_the_queue_until_answered(
         refresh="wait_for",
         **preserving_update(alert, reopen_because="severity rose from 47 to 73 after the alert was closed"),
     )
-    monkeypatch.setattr(alerts_command.out, "width", 300)  # the status column whole
+    monkeypatch.setattr(alerts_command.out, "_width", 300)  # the status column whole (undone to None: auto)
     (row,) = [
         line for line in ok("alerts", "list", "--status", "open", "--limit", "1000").splitlines() if alert_id in line
     ]
@@ -367,3 +367,20 @@ def test_a_reopened_alert_is_marked_in_the_queue_until_answered(
     answered = deployment.stored(es_client, alert_id)["abusewatch"]
     assert answered["status"] == "closed" and answered["triage"]["reopened_because"] is None
     assert answered["triage"]["note"] is None
+
+
+def test_a_misspelt_alerts_index_is_an_error_not_an_empty_report(
+    deployment: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rules stats --json`` gates pipelines on ``flagged``: a typo in the index name must not pass as no alerts."""
+    monkeypatch.setenv("ABW_ELASTICSEARCH__ALERTS_INDEX", deployment.alerts_index + "-typo")
+    for args in (
+        ("rules", "stats", "--json"),
+        ("alerts", "list"),
+        ("alerts", "ack", deployment.alerts[0]["event"]["id"]),
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert f"no index or data stream {deployment.alerts_index}-typo" in result.output
+    monkeypatch.setenv("ABW_ELASTICSEARCH__ALERTS_INDEX", "logs-abwtriage.alerts-nothing-*")  # a pattern may match none
+    assert json.loads(ok("rules", "stats", "--json")) == []
