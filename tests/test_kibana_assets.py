@@ -161,7 +161,7 @@ def test_the_required_objects_are_there() -> None:
     assert ("index-pattern", "logs-abusewatch.events-*") in titles
     assert ("search", "AbuseWatch: open high-severity alerts") in titles
     assert ("search", "AbuseWatch: identity timeline") in titles
-    assert ("index-pattern", "logs-abusewatch.shadow_alerts-*") in titles
+    assert ("index-pattern", "abusewatch.shadow_alerts-*") in titles
     assert ("search", "AbuseWatch: alerts suppressed by exceptions") in titles
     assert ("search", "AbuseWatch: shadow alerts of rules in test") in titles
     assert sum(1 for kind, _ in titles if kind == "dashboard") >= 1
@@ -478,3 +478,13 @@ def test_kibana_import_reads_the_file_named_by_abw_kibana_assets(kibana: FakeKib
     result = CliRunner().invoke(cli, ["kibana", "import", "--url", kibana.url], env={"ABW_KIBANA_ASSETS": str(assets)})
     assert result.exit_code == 0, result.output
     assert assets.read_bytes() in kibana.recorded.body
+
+
+def test_shadow_alerts_stay_out_of_what_elastic_security_lists() -> None:
+    """Security lists ``event.kind: alert`` documents of ``logs-*`` as external alerts: the alerts kept out of the
+    queue (rules in test, detections an exception suppressed) must not be there, the queue's must."""
+    es = ElasticsearchSettings()
+    assert not fnmatch.fnmatch(es.shadow_alerts_index, "logs-*")
+    assert fnmatch.fnmatch(es.alerts_index, "logs-*")
+    shadow_view = BY_KEY[("index-pattern", "abusewatch-shadow-alerts")]["attributes"]["title"]
+    assert fnmatch.fnmatch(es.shadow_alerts_index, shadow_view) and not shadow_view.startswith("logs-")

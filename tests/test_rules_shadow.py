@@ -16,7 +16,7 @@ from app.cli import cli
 from app.commands.rules_shadow import register as register_shadow
 from app.settings import ElasticsearchSettings
 
-SHADOW, ALERTS = "logs-abusewatch.shadow_alerts-default", "logs-abusewatch.alerts-default"
+SHADOW, ALERTS = "abusewatch.shadow_alerts-default", "logs-abusewatch.alerts-default"
 DAY_MS = 86_400_000
 NOV_20 = 1_763_596_800_000  # 2025-11-20T00:00:00Z in epoch milliseconds
 
