@@ -160,14 +160,29 @@ def test_selectors_match_the_worker_pods() -> None:
         assert selector.items() <= pod_labels.items()
 
 
-def test_scrape_annotations_point_at_metrics() -> None:
-    for scrape in (
-        one("Deployment")["spec"]["template"]["metadata"]["annotations"],
-        one("Service")["metadata"]["annotations"],
-    ):
-        assert scrape["prometheus.io/scrape"] == "true"
-        assert scrape["prometheus.io/port"] == str(config()["worker"]["web_port"])
-        assert scrape["prometheus.io/path"] == "/metrics"
+def test_scrape_annotations_point_at_metrics_once() -> None:
+    """On the pods only: on the Service too, the usual kubernetes-pods and kubernetes-service-endpoints jobs would
+    both scrape every worker, and sums of counters across jobs would double."""
+    scrape = one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert scrape["prometheus.io/scrape"] == "true"
+    assert scrape["prometheus.io/port"] == str(config()["worker"]["web_port"])
+    assert scrape["prometheus.io/path"] == "/metrics"
+    service = one("Service")["metadata"].get("annotations", {})
+    assert not [key for key in service if key.startswith("prometheus.io/")]
+
+
+@pytest.mark.parametrize("kind", ["Job", "Deployment"])
+def test_the_ca_the_config_names_is_a_required_secret_in_the_kustomization(kind: str) -> None:
+    """configmap.yaml names /etc/abusewatch/tls/ca.crt: a pod must not start without it (an optional mount let pods
+    start and fail on their first connection), and the Secret must be among what ``kubectl apply -k`` applies."""
+    settings = config()
+    named = {settings["kafka"]["ssl_cafile"], settings["elasticsearch"]["ca_certs"]}
+    spec = one(kind)["spec"]["template"]["spec"]
+    (tls,) = [volume for volume in spec["volumes"] if "secret" in volume and volume["name"] == "tls"]
+    assert not tls["secret"].get("optional", False)
+    (mount,) = [mount for mount in spec["containers"][0]["volumeMounts"] if mount["name"] == "tls"]
+    secret = one("Secret", tls["secret"]["secretName"])
+    assert {f"{mount['mountPath'].rstrip('/')}/{key}" for key in secret["stringData"]} >= named
 
 
 def test_keda_scales_the_worker_on_kafka_lag_within_the_partitions() -> None:

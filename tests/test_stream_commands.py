@@ -165,3 +165,17 @@ def test_an_unreachable_broker_is_reported_before_a_kafka_client_is_made(
     assert result.exit_code == 1, result.output
     assert f"Kafka at 127.0.0.1:{port}" in result.stderr and "nothing listens there" in result.stderr
     assert clients == [], "a Kafka client was made for an unreachable broker"
+
+
+def test_bootstrap_without_the_templates_says_which_setting_to_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed wheel has no deploy/elasticsearch: bootstrap stops before creating anything, naming the setting
+    (it once failed half-way, after the Kafka topics, with a FileNotFoundError)."""
+    created: list[object] = []
+    monkeypatch.setattr("app.commands.stream.ensure_topics", lambda *args: created.append(args))
+    result = CliRunner().invoke(
+        cli, ["bootstrap"], env={"ABW_CONFIG": "", "ABW_ELASTICSEARCH__TEMPLATES_DIR": str(tmp_path / "missing")}
+    )
+    assert result.exit_code == 1, result.output
+    assert "ABW_ELASTICSEARCH__TEMPLATES_DIR" in " ".join(result.output.split()) and created == []

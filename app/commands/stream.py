@@ -117,6 +117,15 @@ def _wait_for_op_types(settings: Settings, on_retry: Callable[[str], None]) -> d
 def bootstrap_command(config: Path | None = CONFIG_OPTION) -> None:
     """Create the Kafka topics and install Elasticsearch templates, ILM policies and indices (idempotent)."""
     settings = load_settings(config)
+    templates = settings.elasticsearch.templates_dir
+    if not (templates / "index").is_dir():  # checked before anything is created
+        raise typer.Exit(
+            _fail(
+                f"no Elasticsearch templates in {templates}: set elasticsearch.templates_dir "
+                "(ABW_ELASTICSEARCH__TEMPLATES_DIR) to the release's deploy/elasticsearch directory (the image sets "
+                "it; an installed wheel does not ship it)"
+            )
+        )
     lines = _guard("Kafka", settings, lambda: ensure_topics(settings.kafka))
     with Elasticsearch(**client_options(settings.elasticsearch)) as client:
         lines += _guard("Elasticsearch", settings, lambda: es_setup.install(client, settings))
