@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,3 +56,33 @@ def test_the_build_backend_floor_supports_the_license_string() -> None:
     )
     assert not setuptools.specifier.contains("76.1.0")
     assert setuptools.specifier.contains("77.0.0")
+
+
+def pinned() -> dict[str, str]:
+    """Package name (normalised) -> version, from constraints.txt."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def test_every_dependency_is_pinned_within_what_pyproject_allows() -> None:
+    """CI (make setup) and the image install within constraints.txt: each dependency must be pinned there, at a
+    version its pyproject.toml range accepts, or the two would resolve differently from what was tested."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = pinned()
+    for text in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement.name} is not pinned in constraints.txt (make lock)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} not in {text}"
+
+
+def test_setup_and_the_image_install_within_the_constraints() -> None:
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
+    runs = [" ".join(arguments) for name, arguments in dockerfile_instructions() if name == "RUN"]
+    assert any("pip install -c constraints.txt ." in run for run in runs)
+    copied = [arguments for name, arguments in dockerfile_instructions() if name == "COPY"]
+    assert any("constraints.txt" in arguments[:-1] for arguments in copied)
