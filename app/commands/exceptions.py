@@ -21,14 +21,17 @@ from typing import Any
 
 import typer
 import yaml
+from elasticsearch import NotFoundError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from app import reach
+from app.commands.alerts import elasticsearch_session, since_seconds_option
 from app.settings import load_settings
 from app.terminal import terminal_safe
-from app.triage import current_user, parse_duration
+from app.triage import TriageError, current_user, parse_duration
 from detectors.exceptions import (
     AlertException,
     ExceptionEntry,
@@ -40,7 +43,9 @@ from detectors.exceptions import (
     load_exceptions,
 )
 
-exceptions_cli = typer.Typer(help="Alert exceptions: check, list and draft them.", no_args_is_help=True)
+exceptions_cli = typer.Typer(
+    help="Alert exceptions: check, list, draft them, and see what they reach.", no_args_is_help=True
+)
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -231,6 +236,61 @@ def list_command(
         )
         table.add_row(*(Text(terminal_safe(value)) for value in row))
     out.print(table)
+
+
+@exceptions_cli.command("reach")
+def reach_command(
+    path: Path = typer.Argument(..., help="Exceptions file or directory (as for check)."),
+    since: str = typer.Option("30d", "--since", help="Events and alerts newer than this, e.g. 30d, 12w."),
+    as_json: bool = typer.Option(False, "--json", help="JSON array, one object per entry."),
+) -> None:
+    """Per entry, the identities whose recent events its conditions match, and the alerts of its rules they raised
+    (in the queue or already suppressed), from Elasticsearch. Warns of an entry that reaches more than one identity:
+    drafted from one customer's alert, it would also hide the others' attacks."""
+    exceptions = _load(path)
+    since_seconds = since_seconds_option(since)
+    with elasticsearch_session() as (client, es):
+        try:
+            found = [
+                reach.measure(
+                    client,
+                    exception,
+                    events_index=es.events_index,
+                    alert_indices=f"{es.alerts_index},{es.shadow_alerts_index}",
+                    since_seconds=since_seconds,
+                )
+                for exception in exceptions.exceptions
+            ]
+        except NotFoundError as error:
+            raise TriageError(
+                f"no events index {es.events_index}: check elasticsearch.events_index (ABW_ELASTICSEARCH__EVENTS_INDEX)"
+            ) from error
+    if as_json:
+        out.print(Text(json.dumps([item.as_dict() for item in found], indent=2, ensure_ascii=True)))
+        return
+    for item in found:
+        for line in _reach_lines(item, since):
+            out.print(Text(terminal_safe(line)))
+
+
+def _reach_lines(item: reach.Reach, since: str) -> list[str]:
+    """One entry's reach in words, and a warning when it reaches more than one identity."""
+    named = ", ".join(f"{key} ({count})" for key, count in item.top_event_identities)
+    more = item.event_identities - len(item.top_event_identities)
+    alerts = ", ".join(f"{key} ({count})" for key, count in item.alerts.most_common())
+    lines = [
+        f"{item.exception.id} ({item.exception.source}), last {since}:",
+        f"  events: {item.events} from {item.event_identities} identities"
+        + (f": {named}" if named else "")
+        + (f" and {more} more" if more > 0 else ""),
+        f"  alerts of its rules: {sum(item.alerts.values())}" + (f": {alerts}" if alerts else ""),
+    ]
+    if item.event_identities > 1:
+        lines.append(
+            f"warning: {item.exception.id} reaches {item.event_identities} identities: if it was meant for one, add "
+            "a condition that names it (user.id, a narrower network)"
+        )
+    return lines
 
 
 @exceptions_cli.command("draft")

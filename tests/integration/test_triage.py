@@ -384,3 +384,37 @@ def test_a_misspelt_alerts_index_is_an_error_not_an_empty_report(
         assert f"no index or data stream {deployment.alerts_index}-typo" in result.output
     monkeypatch.setenv("ABW_ELASTICSEARCH__ALERTS_INDEX", "logs-abwtriage.alerts-nothing-*")  # a pattern may match none
     assert json.loads(ok("rules", "stats", "--json")) == []
+
+
+def test_reach_names_every_identity_an_exception_would_cover(deployment: Deployment, tmp_path: Path) -> None:
+    """An exception drafted for one customer on an API key others share reaches them all: ``exceptions reach``
+    names each identity whose events match, and the alerts of its rules they raised (review 22: it hid another
+    customer's real injection, and nothing but a labelled backtest showed it)."""
+
+    def of_key(documents: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+        return [doc for doc in documents if doc["abusewatch"].get("api_key_hash") == key]
+
+    def injection_alerts(key: str) -> Counter[str]:
+        return Counter(
+            alert["abusewatch"]["identity_key"]
+            for alert in of_key(deployment.alerts, key)
+            if alert["rule"]["category"] == "prompt_injection"
+        )
+
+    keys = sorted(
+        {alert["abusewatch"]["api_key_hash"] for alert in deployment.alerts if alert["abusewatch"].get("api_key_hash")}
+    )
+    key = next(key for key in keys if len(injection_alerts(key)) > 1)  # two customers' injections on one key
+    assert {a["rule"]["category"] for a in of_key(deployment.alerts, key)} - {"prompt_injection"}, "not to count"
+    drafted = ok(
+        "exceptions", "draft", "--category", "prompt_injection", "--api-key-hash", key, "--reason", "one KB article"
+    )
+    path = tmp_path / "exceptions.yml"
+    path.write_text(drafted)
+    (found,) = json.loads(ok("exceptions", "reach", str(path), "--since", ALL_TIME, "--json"))
+    events = Counter(doc["abusewatch"]["identity_key"] for doc in of_key(deployment.events, key))
+    assert found["events"] == sum(events.values()) and found["event_identities"] == len(events) > 1
+    assert {item["identity"]: item["events"] for item in found["top_event_identities"]} == dict(events)
+    assert {item["identity"]: item["alerts"] for item in found["alert_identities"]} == dict(injection_alerts(key))
+    text = " ".join(ok("exceptions", "reach", str(path), "--since", ALL_TIME).split())
+    assert f"reaches {len(events)} identities" in text
