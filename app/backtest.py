@@ -194,8 +194,9 @@ class RuleStats:
     name: str
     category: str
     events: set[str] = field(default_factory=set)
-    true_positives: int = 0
+    true_positives: int = 0  # labelled attacks it caught, of any category (a detection of an attack is right)
     false_positives: int = 0
+    off_category: int = 0  # of its true positives, attacks labelled with another category than the rule's
     per_day: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -258,8 +259,10 @@ def run_backtest(
     _count(result, pipeline.flush())
     if labels is not None:
         for stats in result.rules.values():
-            stats.true_positives = sum(1 for e in stats.events if labels.get(e, BENIGN) != BENIGN)
+            attacks = [labels[e] for e in stats.events if labels.get(e, BENIGN) != BENIGN]
+            stats.true_positives = len(attacks)
             stats.false_positives = len(stats.events) - stats.true_positives
+            stats.off_category = sum(1 for category in attacks if category != stats.category)
     return result, result.days.keys()
 
 
@@ -292,13 +295,23 @@ def _count(result: BacktestResult, output: BatchResult) -> None:
             result.caught_by_category[rule.category].add(event_id)
 
 
-def diff(baseline: BacktestResult, candidate: BacktestResult, examples: int = 3) -> dict[str, Any]:
-    """Events the candidate catches that the baseline did not, and the reverse, with examples."""
+def diff(
+    baseline: BacktestResult, candidate: BacktestResult, examples: int = 3, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Events the candidate catches that the baseline did not, and the reverse, with examples; with ``labels``, each
+    side split into labelled attacks and benign events (losing benign events is the point of tuning a rule, losing
+    attacks is the cost)."""
     gained = sorted(candidate.caught - baseline.caught)
     lost = sorted(baseline.caught - candidate.caught)
+    split: dict[str, int | None] = {}
+    for name, events in (("newly_caught", gained), ("lost", lost)):
+        attacks = sum(1 for e in events if labels.get(e, BENIGN) != BENIGN) if labels is not None else None
+        split[f"{name}_attacks"] = attacks
+        split[f"{name}_benign"] = None if attacks is None else len(events) - attacks
     return {
         "newly_caught": len(gained),
         "lost": len(lost),
+        **split,
         "newly_caught_examples": [{"event_id": e, "text": candidate.snippets.get(e, "")} for e in gained[:examples]],
         "lost_examples": [{"event_id": e, "text": baseline.snippets.get(e, "")} for e in lost[:examples]],
         "rules_added": sorted(set(candidate.rules) - set(baseline.rules)),
@@ -324,6 +337,7 @@ def report(
             "category": s.category,
             "events": len(s.events),
             "true_positives": s.true_positives if labels is not None else None,
+            "off_category": s.off_category if labels is not None else None,
             "false_positives": s.false_positives if labels is not None else None,
             "precision": s.precision if labels is not None else None,
             "per_day": dict(sorted(s.per_day.items())),

@@ -88,7 +88,7 @@ def backtest_command(
                 base_pipeline = build(baseline, False, settings)
             batches = history_batches(inputs, settings, DeadLetters(), None, advance)
             base_result, _ = run_backtest(batches, base_pipeline, labels)
-            output["diff"] = diff(base_result, result)
+            output["diff"] = diff(base_result, result, labels=labels)
     if out is not None:
         out.write_text(json.dumps(output, indent=2) + "\n")
     _print(output)
@@ -152,6 +152,15 @@ def _check_labels(labels: dict[str, int] | None) -> None:
         )
 
 
+def _true_positives(rule: dict[str, Any]) -> str:
+    """TP: labelled attacks of any category (a detection of an attack is right), with how many were of another
+    category than the rule's: ``5 (2 other)``."""
+    if rule["true_positives"] is None:
+        return "-"
+    other = f" ({rule['off_category']} other)" if rule["off_category"] else ""
+    return f"{rule['true_positives']}{other}"
+
+
 def _print(output: dict[str, Any]) -> None:
     table = Table(title=Text(f"Backtest: {output['events']} events, {output['events_caught']} caught"))
     for column in ("rule", "category", "events", "TP", "FP", "precision"):
@@ -162,7 +171,7 @@ def _print(output: dict[str, Any]) -> None:
             rule["name"][:RULE_NAME_CHARS],
             rule["category"],
             rule["events"],
-            rule["true_positives"] if rule["true_positives"] is not None else "-",
+            _true_positives(rule),
             rule["false_positives"] if rule["false_positives"] is not None else "-",
             f"{precision:.2f}" if precision is not None else "-",
         )
@@ -195,7 +204,11 @@ def _print(output: dict[str, Any]) -> None:
         )
     if "diff" in output:
         d = output["diff"]
-        console.print(f"Against the baseline: {d['newly_caught']} events newly caught, {d['lost']} lost")
+        gained, lost = (
+            f" (attacks {d[name + '_attacks']}, benign {d[name + '_benign']})" if d["lost_attacks"] is not None else ""
+            for name in ("newly_caught", "lost")
+        )
+        console.print(f"Against the baseline: {d['newly_caught']} events newly caught{gained}, {d['lost']} lost{lost}")
         for label, key in (("newly caught", "newly_caught_examples"), ("lost", "lost_examples")):
             for example in d[key]:
                 text = repr(example["text"][:EXAMPLE_CHARS])
