@@ -52,10 +52,21 @@ class KafkaSettings(_Section):
     replication_factor: int = Field(1, gt=0)
     # topic max.message.bytes set by bootstrap; producer request limit
     max_message_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    internal_message_bytes: int = Field(1024 * 1024, gt=0)  # target size of one internal message (a list of events)
+    # target size of one internal message (a list of events); 0: 1 MiB, or half of max_message_bytes if that is less
+    internal_message_bytes: int = Field(0, ge=0)
     consumer_group: str = "abusewatch"
     # a worker silent this long (killed, hung) loses its partitions to the others
     session_timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _internal_messages_fit(self) -> KafkaSettings:
+        self.internal_message_bytes = self.internal_message_bytes or min(1024 * 1024, self.max_message_bytes // 2)
+        if self.internal_message_bytes >= self.max_message_bytes:
+            raise ValueError(
+                f"internal_message_bytes ({self.internal_message_bytes}) must be below max_message_bytes "
+                f"({self.max_message_bytes}): internal messages are Kafka messages too"
+            )
+        return self
 
     @model_validator(mode="after")
     def _name_following_topics(self) -> KafkaSettings:

@@ -26,9 +26,10 @@ from app.settings import PACKAGE_ROOT, Settings
 from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.elasticsearch import Document, Rejection, WriteReport
 from app.stream.checkpoints import Checkpoint, PartitionStates
-from app.stream.codec import decode_events, encode_candidates, encode_document, encode_events
+from app.stream.codec import decode_candidates, decode_events, encode_candidates, encode_document, encode_events
 from app.stream.dedupe import RecentIds
 from app.stream.worker import StreamWorker
+from detectors.campaigns import CampaignCandidate
 from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
@@ -703,3 +704,95 @@ def test_a_dead_letter_whose_id_elasticsearch_cannot_take_is_archived_as_corrupt
     (document,) = written
     assert document.body["reason"] == "corrupt_dead_letter" and len(document.id) < 64
     assert "not an id Elasticsearch takes" in document.body["detail"]
+
+
+def translation_requests(count: int) -> list[Event]:
+    """``count`` requests of one template from as many API keys: one campaign signature, one large group."""
+    return [
+        Event(
+            id=f"e{n}",
+            timestamp=1000.0 + n,
+            dataset="t",
+            identity=Identity(api_key_hash=f"k{n}"),
+            input_messages=[Message(role="user", content=f"Translate item {n} into French, keep the tone formal.")],
+        )
+        for n in range(count)
+    ]
+
+
+def test_campaign_candidates_are_sent_in_messages_kafka_takes(template: Pipeline) -> None:
+    """A batch of one campaign's events gives one large candidate group: it is split to fit a Kafka message (a
+    message refused for size would stop the worker on every redelivery)."""
+    worker = stub_worker(template)
+    worker.settings.kafka.max_message_bytes = 8 * 1024
+    (value,) = list(encode_events(translation_requests(200), 1 << 22))
+    consume(worker.detect, worker.identities.topic, 0, value)
+    sent = [message["value"] for message in worker.campaign_topic.sent]  # type: ignore[attr-defined]
+    assert len(sent) > 1 and all(len(payload) <= 7 * 1024 for payload in sent)
+    assert sorted(c.event_id for payload in sent for c in decode_candidates(payload)) == sorted(
+        f"e{n}" for n in range(200)
+    )
+
+
+class PoisonedCampaigns:
+    """A campaign stage that raises whenever its batch holds the candidate of event ``poison``."""
+
+    def __init__(self, real: Any, poison: str) -> None:
+        self.real, self.poison = real, poison
+        self.detector = real.detector
+
+    def process(self, candidates: Any) -> Any:
+        if any(candidate.event_id == self.poison for candidate in candidates):
+            raise RuntimeError("campaign detector exploded")
+        return self.real.process(candidates)
+
+
+def test_a_candidate_the_campaign_stage_fails_on_is_a_dead_letter_and_the_rest_goes_on(template: Pipeline) -> None:
+    """One bad candidate must not stop the worker (and every worker its partition moves to): it is left out, like a
+    poison event in the detect agent, and the partition's batch is acknowledged."""
+    worker = stub_worker(template)
+    candidates = [
+        CampaignCandidate(event_id=f"c{n}", timestamp=1000.0 + n, identity=Identity(user_id=f"u{n}"), signature="ab")
+        for n in range(3)
+    ]
+    worker.campaigns_state.restore(0, 0)
+    worker.campaigns_state.stages[0] = PoisonedCampaigns(worker.campaigns_state.stages[0], "c1")  # type: ignore[assignment]
+    consume(worker.campaigns, worker.campaigns_state.topic, 0, encode_candidates(candidates))
+    letters = [msgspec.json.decode(message["value"]) for message in worker.dead_letter_topic.sent]  # type: ignore[attr-defined]
+    assert [(letter["reason"], letter["origin"].split(" ")[0]) for letter in letters] == [
+        ("pipeline_error", "candidate:c1")
+    ]
+    assert worker.campaigns_state.progress[0].acked == 0
+
+
+def openai_line(request_id: str, prompt: str) -> dict[str, Any]:
+    """A raw OpenAI chat record, as a gateway logs it."""
+    return {
+        "request_id": request_id,
+        "timestamp": 1_768_435_200,
+        "user": "u1",
+        "request": {"model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}]},
+        "response": {
+            "id": f"r-{request_id}",
+            "model": "gpt-4.1",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+        },
+    }
+
+
+def test_internal_messages_are_cut_to_what_kafka_takes_and_only_a_lone_event_too_large_is_dead_lettered(
+    template: Pipeline,
+) -> None:
+    """With ``kafka.max_message_bytes`` lowered (1 MiB, a broker's default), internal messages are cut below it:
+    small events all go through (they were dead-lettered whole messages at a time), a huge one alone is refused."""
+    settings = Settings()
+    settings.kafka.max_message_bytes = 16 * 1024
+    worker = StreamWorker(settings, internal_partitions=1, op_types={})
+    small = [orjson.dumps(openai_line(f"s{n}", "hello there")) for n in range(60)]
+    huge = orjson.dumps(openai_line("huge", "x" * 40_000))
+    messages, letters, count = worker._ingest_batch(
+        [(p, f"kafka:raw/0@{n}", None) for n, p in enumerate([*small, huge])]
+    )
+    assert count == 61 and all(len(payload) <= worker._message_limit for _, payload in messages)
+    assert sorted(e.id for _, payload in messages for e in decode_events(payload)) == sorted(f"s{n}" for n in range(60))
+    assert [(letter["reason"], letter["origin"]) for letter in letters] == [("oversized", "event:huge")]

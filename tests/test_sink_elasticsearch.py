@@ -90,6 +90,14 @@ def merged(stored: dict[str, Any], doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+NODE = NodeConfig("http", "localhost", 9200)
+
+
+def elasticsearch_meta(status: int) -> ApiResponseMeta:
+    """Response metadata as Elasticsearch sends it (every answer carries its product header)."""
+    return ApiResponseMeta(status, "1.1", HttpHeaders({"X-Elastic-Product": "Elasticsearch"}), 0.0, NODE)
+
+
 def api_error(status: int) -> ApiError:
     meta = ApiResponseMeta(status, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
     return ApiError(f"HTTP {status}", meta, {"error": {"type": "test", "reason": "request failed"}})
@@ -258,9 +266,8 @@ def test_a_request_refused_for_one_document_rejects_that_one_only() -> None:
     class LongIdRefused(ScriptedBulk):
         async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
             if any(len(orjson.loads(op).get("index", {}).get("_id", "")) > 512 for op in operations[::2]):
-                meta = ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
                 body = {"error": {"type": "action_request_validation_exception", "reason": "id is too long"}}
-                raise ApiError("HTTP 400", meta, body)
+                raise ApiError("HTTP 400", elasticsearch_meta(400), body)
             return await super().bulk(operations=operations)
 
     client = LongIdRefused(lambda op, doc_id, body: 201)
@@ -274,12 +281,42 @@ def test_a_request_refused_for_one_document_rejects_that_one_only() -> None:
 
 
 def test_a_request_refused_for_the_clusters_state_is_retried_not_rejected() -> None:
-    meta = ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0, NodeConfig("http", "localhost", 9200))
-    blocked = ApiError("HTTP 400", meta, {"error": {"type": "cluster_block_exception", "reason": "read-only"}})
+    blocked = ApiError(
+        "HTTP 400", elasticsearch_meta(400), {"error": {"type": "cluster_block_exception", "reason": "read-only"}}
+    )
     client = ScriptedBulk(lambda op, doc_id, body: 201, request_errors=[blocked])
     sink, sleeps = make_sink(client)
     report = asyncio.run(sink.write(documents(3)))
     assert report.stored == 3 and report.rejections == [] and len(sleeps) == 1
+
+
+@pytest.mark.parametrize("answer", ["proxy", "every document"])
+def test_a_400_that_is_not_about_one_document_is_retried_not_rejected(answer: str) -> None:
+    """An ingress or firewall before Elasticsearch answers 400 with its own page: no document is at fault. And should
+    Elasticsearch refuse every document of a request alone, the fault is the request's. Either way the batch waits
+    and is retried (it once was split down and every document dead-lettered, its offsets acknowledged)."""
+    if answer == "proxy":
+        refused = ApiError(
+            "HTTP 400", ApiResponseMeta(400, "1.1", HttpHeaders(), 0.0, NODE), "<html>Bad Request</html>"
+        )
+    else:
+        refused = ApiError("HTTP 400", elasticsearch_meta(400), {"error": {"type": "illegal_argument_exception"}})
+
+    class Refusing(ScriptedBulk):
+        refusals = 0
+
+        async def bulk(self, *, operations: list[bytes]) -> dict[str, Any]:
+            if self.refusals < 14:  # two rounds: a request of 4 and its halves down to single documents, 7 each
+                self.refusals += 1
+                raise refused
+            return await super().bulk(operations=operations)
+
+    client = Refusing(lambda op, doc_id, body: 201)
+    retried: list[str] = []
+    sink, sleeps = make_sink(client, on_retry=lambda count, reason: retried.append(reason))
+    report = asyncio.run(sink.write(documents(4)))
+    assert report.rejections == [] and report.stored == 4
+    assert sleeps and retried, "the batch waited and was retried"
 
 
 def test_the_sinks_client_leaves_retries_to_the_sink() -> None:

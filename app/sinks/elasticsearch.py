@@ -231,7 +231,13 @@ class ElasticsearchSink:
             retry: list[tuple[Document, bytes]] = []
             reason = ""
             for chunk in chunks(pending, self.max_docs, self.max_bytes):
+                before = len(report.rejections)
                 failed, reason_now = await self._bulk_or_bisect(chunk, report)
+                refused = report.rejections[before:]
+                if len(chunk) > 1 and len(refused) == len(chunk) and all(r.status == 400 for r in refused):
+                    # every document refused alone: the fault is the requests' (a setting, something in between)
+                    del report.rejections[before:]
+                    failed, reason_now = chunk, f"every document refused alone: {refused[0].error}"
                 retry.extend(failed)
                 reason = reason_now or reason
             if not retry:
@@ -334,10 +340,10 @@ class ElasticsearchSink:
     async def _bulk_or_bisect(
         self, chunk: list[tuple[Document, bytes]], report: WriteReport
     ) -> tuple[list[tuple[Document, bytes]], str]:
-        """:meth:`_bulk`, and where Elasticsearch (or a proxy before it) refuses the whole request for what it holds
-        (:func:`refuses_the_request`: too large, or a document it cannot parse, such as an over-long ``_id``), the
-        two halves at once, down to the one document it refuses, which is rejected. Nothing else is retried for
-        ever over one document, and the next batches go out at the configured size again."""
+        """:meth:`_bulk`, and where Elasticsearch refuses the whole request for what it holds
+        (:func:`refuses_the_request`: too large, or a document it cannot parse, such as an over-long ``_id``), the two
+        halves at once, down to the one document it refuses, which is rejected. Nothing is then retried for ever over
+        one document, and the next batches go out at the configured size again."""
         try:
             return await self._bulk(chunk, report)
         except (ApiError, TransportError) as error:
@@ -353,14 +359,17 @@ class ElasticsearchSink:
 
 
 def refuses_the_request(error: ApiError) -> bool:
-    """A whole bulk request refused for its content, not for the cluster's state: 413 (too large), or 400 (a
-    document Elasticsearch cannot take, e.g. an ``_id`` over 512 bytes). Other errors are retried."""
-    if error.status_code not in (400, 413):
+    """A whole bulk request refused for its content: 413 (too large, from Elasticsearch or a proxy before it), or a
+    400 that Elasticsearch itself gave (its ``X-Elastic-Product`` header and error body) for a document it cannot
+    take, such as an ``_id`` over 512 bytes. A 400 from anything else (an ingress, a firewall) and a refusal of the
+    cluster's state are retried."""
+    if error.status_code == 413:
+        return True
+    if error.status_code != 400 or error.meta.headers.get("x-elastic-product") != "Elasticsearch":
         return False
     body = error.body if isinstance(error.body, dict) else {}
     cause = body.get("error")
-    error_type = cause.get("type", "") if isinstance(cause, dict) else ""
-    return error_type not in _RETRY_ERROR_TYPES
+    return isinstance(cause, dict) and bool(cause.get("type")) and cause["type"] not in _RETRY_ERROR_TYPES
 
 
 def error_text(error: Any) -> str:

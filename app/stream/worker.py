@@ -389,8 +389,8 @@ class StreamWorker:
         outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
         deliveries, report = await self._store(documents, letters, "detect", outputs)
         for partition, group in group_by_signature(candidates, self.internal_partitions).items():
-            payload = encode_candidates(group)
-            deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
+            for payload in self._candidate_messages(group):
+                deliveries.append(await self.campaign_topic.send(value=payload, partition=partition, force=True))
         await asyncio.gather(*deliveries)
         # Everything is written: the partitions are clean and their events remembered, on the detector thread,
         # where a checkpoint reads both (it never sees one without the other). Events dead-lettered or whose
@@ -420,7 +420,13 @@ class StreamWorker:
         for partition, offset in sorted(last.items()):
             self.campaigns_state.progress[partition].processed = offset
             stage = self.campaigns_state.stages[partition]
-            result.extend(await self._in_thread(stage.process, by_partition.get(partition, [])))
+            isolated = await self._in_thread(_process_isolating, stage, by_partition.get(partition, []))
+            result.extend(isolated.result)
+            for candidate, reason in isolated.failures:
+                origin = (
+                    f"candidate:{candidate.event_id} (campaign partition {partition}, signature {candidate.signature})"
+                )
+                letters.append(failure("pipeline_error", reason, origin))
             _count_template_caps(stage)
         es = settings.elasticsearch
         documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
@@ -476,17 +482,26 @@ class StreamWorker:
             letters.extend(bad)
         messages = []
         for partition, group in group_by_partition(events, self.internal_partitions).items():
-            for message in encode_events(group, self.settings.kafka.internal_message_bytes):
+            for message in encode_events(group, min(self.settings.kafka.internal_message_bytes, self._message_limit)):
                 if len(message) <= self._message_limit:
                     messages.append((partition, message))
                     continue
-                for event in decode_events(message):  # one event alone is too large for Kafka (limits lowered)
+                for event in decode_events(message):  # an event alone, too large for Kafka (limits lowered)
                     detail = (
                         f"the normalised event is over kafka.max_message_bytes ({self._message_limit} bytes after "
                         "framing): raise it, or lower detection.max_record_bytes / max_text_chars"
                     )
                     letters.append(failure("oversized", detail, f"event:{event.id}", size=len(message)))
         return messages, letters, len(events)
+
+    def _candidate_messages(self, group: list[CampaignCandidate]) -> list[bytes]:
+        """Campaign-topic messages of ``group`` (one signature partition's candidates from one batch), each within a
+        Kafka message: a batch of a campaign's events gives one large group."""
+        payload = encode_candidates(group)
+        if len(payload) <= self._message_limit or len(group) == 1:
+            return [payload]
+        middle = len(group) // 2
+        return self._candidate_messages(group[:middle]) + self._candidate_messages(group[middle:])
 
     @property
     def _message_limit(self) -> int:
@@ -600,8 +615,8 @@ class StreamWorker:
             candidates = decode_candidates(value)
         except ValueError:
             return 0
-        stage.process(candidates)
-        return len(candidates)
+        isolated = _process_isolating(stage, candidates)  # leaving out what fails alone, as the live path does
+        return len(candidates) - len(isolated.failures)
 
     async def _maybe_checkpoint(self, states: PartitionStates[Any]) -> None:
         """Checkpoint ``states`` if its interval has passed; called by its own agent after a batch, when every one
@@ -740,29 +755,35 @@ def _origin(message: Any) -> str:
 
 @dataclass(slots=True)
 class _Isolated:
-    """What :func:`_process_isolating` made of a batch: the pipeline's result, and the events that failed alone with
-    their error's type and message (left out of it)."""
+    """What :func:`_process_isolating` made of a batch: the stage's result, and the items (events, or campaign
+    candidates) that failed alone with their error's type and message (left out of it)."""
 
     result: BatchResult
-    failures: list[tuple[Event, str]]  # the error as text: an exception kept would hold its frames, and the batch
+    failures: list[tuple[Any, str]]  # the error as text: an exception kept would hold its frames, and the batch
 
 
-def _process_isolating(pipeline: Pipeline, events: Sequence[Event]) -> _Isolated:
-    """``pipeline.process(events)``; should it raise (the pipeline isolates failing detectors itself), the batch is
-    retried event by event and an event that fails alone is left out, so one poison event cannot stall its
-    partition, live or in a catch-up. Blocking: call it on the detector thread."""
+def _process_isolating(stage: Pipeline | CampaignStage, items: Sequence[Any]) -> _Isolated:
+    """``stage.process(items)`` (a pipeline's events, a campaign stage's candidates); should it raise (the pipeline
+    isolates failing detectors itself), the batch is retried item by item and one that fails alone is left out, so
+    one poison item cannot stall its partition, live or in a catch-up, nor stop the worker. Blocking: call it on
+    the detector thread."""
     try:
-        return _Isolated(pipeline.process(events), [])
+        return _Isolated(stage.process(items), [])
     except Exception:
-        log.exception("pipeline failed on a batch of %d events; isolating", len(events))
+        log.exception("%s failed on a batch of %d; isolating", type(stage).__name__, len(items))
     isolated = _Isolated(BatchResult(), [])
-    for event in events:
+    for item in items:
         try:
-            isolated.result.extend(pipeline.process([event]))
+            isolated.result.extend(stage.process([item]))
         except Exception as error:
-            log.exception("pipeline failed on event %s; it is left out", event.id)
-            isolated.failures.append((event, f"{type(error).__name__}: {error}"))
+            log.exception("%s failed on %s; it is left out", type(stage).__name__, _item_id(item))
+            isolated.failures.append((item, f"{type(error).__name__}: {error}"))
     return isolated
+
+
+def _item_id(item: Any) -> str:
+    """The event id of an event or a campaign candidate, for the log."""
+    return str(getattr(item, "event_id", None) or getattr(item, "id", "?"))
 
 
 def _without(items: Sequence[HashedEvent], failed: Sequence[Event]) -> list[HashedEvent]:
