@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 # Pin what the venv holds (after a dependency was added to pyproject.toml: make test, then make lock).
+# To raise a pin: .venv/bin/pip install -U <package>, make test, make lock. Rewritten only when it changes.
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt
+	if cmp -s constraints.txt.new constraints.txt; then rm constraints.txt.new; else mv constraints.txt.new constraints.txt; fi
 
 demo: setup
 	$(BIN)/abusewatch demo

@@ -91,7 +91,7 @@ class ElasticsearchSettings(_Section):
     dead_letter_index: str = "logs-abusewatch.dead_letter-default"
     bulk_max_docs: int = Field(2000, gt=0)
     bulk_max_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    max_retries: int = Field(8, ge=0)  # immediate client retries of a request (CLI, probes); the sink backs off
+    max_retries: int = Field(8, ge=0)  # immediate client retries of a request (CLI, bootstrap); the worker backs off
     request_timeout_s: float = Field(30.0, gt=0)
     data_streams: Literal["auto", "always", "never"] = "auto"  # auto: data streams where the cluster has them
     ilm_policy: str = "abusewatch-logs"

@@ -653,7 +653,7 @@ def set_status(
     reason: Reason | None = None,
     note: str | None = None,
     now: float | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Change]:
     """Move every alert in ``alert_ids`` to ``status``; returns what was changed, in order.
 
     All ids are checked first: if one is unknown, or its status refuses the move, nothing is changed and

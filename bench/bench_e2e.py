@@ -79,7 +79,7 @@ class Deployment:
             "ABW_KAFKA__PARTITIONS": str(self.partitions),
             "ABW_ELASTICSEARCH__EVENTS_INDEX": f"logs-abwbench.events-{s}",
             "ABW_ELASTICSEARCH__ALERTS_INDEX": f"logs-abwbench.alerts-{s}",
-            "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": f"logs-abwbench.shadow_alerts-{s}",
+            "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": f"abwbench.shadow_alerts-{s}",
             "ABW_ELASTICSEARCH__DEAD_LETTER_INDEX": f"logs-abwbench.dead_letter-{s}",
             "ABW_WORKER__LOG_LEVEL": "WARNING",
             "ABW_DETECTION__REDACTION_KEY": f"bench-e2e-redaction-key-{s}",  # the worker refuses a weak key

@@ -76,6 +76,9 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
             raise typer.Exit(_fail(f"Kafka topics missing: {', '.join(missing)}. Run `abusewatch bootstrap` first."))
         status.waiting_for = "Elasticsearch"
         op_types = _wait_for_op_types(settings, on_retry=status.retrying)
+        absent = _guard("Elasticsearch", settings, lambda: _missing_targets(settings))
+        if absent:  # a worker writing first would let Elasticsearch guess the mappings (text for rule.id, ...)
+            raise typer.Exit(_fail(f"Elasticsearch: {', '.join(absent)} missing. Run `abusewatch bootstrap` first."))
         status.waiting_for, status.error = "the rule pack to compile", None
         partitions = counts[kafka.internal_topic] or 1
         with exit_on_bad_exceptions():  # loaded again, as they are now, with the rules they are checked against
@@ -93,6 +96,11 @@ def worker_command(config: Path | None = CONFIG_OPTION) -> None:
 def _topic_counts(settings: Settings) -> dict[str, int | None]:
     with admin_client(settings.kafka) as admin:
         return partition_counts(admin, topic_names(settings.kafka))
+
+
+def _missing_targets(settings: Settings) -> list[str]:
+    with Elasticsearch(**client_options(settings.elasticsearch)) as client:
+        return es_setup.missing(client, settings.elasticsearch)
 
 
 def _wait_for_op_types(settings: Settings, on_retry: Callable[[str], None]) -> dict[str, str]:

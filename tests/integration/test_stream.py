@@ -221,7 +221,7 @@ def stream(services: Services, tmp_path: Path) -> Iterator[Stream]:
         "ABW_KAFKA__PARTITIONS": "3",
         "ABW_ELASTICSEARCH__EVENTS_INDEX": f"logs-abwit.events-{suffix}",
         "ABW_ELASTICSEARCH__ALERTS_INDEX": f"logs-abwit.alerts-{suffix}",
-        "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": f"logs-abwit.shadow_alerts-{suffix}",
+        "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": f"abwit.shadow_alerts-{suffix}",  # outside logs-*, as by default
         "ABW_ELASTICSEARCH__DEAD_LETTER_INDEX": f"logs-abwit.dead_letter-{suffix}",
         "ABW_ELASTICSEARCH__RETRY_INITIAL_BACKOFF_S": "0.2",
         "ABW_ELASTICSEARCH__RETRY_MAX_BACKOFF_S": "2",
@@ -482,6 +482,18 @@ def test_a_batch_that_fails_unexpectedly_is_redelivered_not_lost(stream: Stream,
     assert "unexpected error in a batch" in output and "injected: a bug" in output
     with stream.worker():
         assert_matches_replay(es_client, stream, expected)
+
+
+def test_a_worker_does_not_start_on_indices_bootstrap_has_not_made(stream: Stream) -> None:
+    """After an upgrade that names a new index (the shadow alerts moved out of logs-*), a worker started before
+    bootstrap would let Elasticsearch create it with guessed mappings: it stops and says to run bootstrap."""
+    stream.cli("bootstrap")
+    shadow = stream.env["ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX"] + "-new"
+    env = {**stream.env, "ABW_ELASTICSEARCH__SHADOW_ALERTS_INDEX": shadow}
+    done = subprocess.run([ABUSEWATCH, "worker"], env=env, capture_output=True, text=True, timeout=WAIT_S, check=False)
+    output = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, output[-3000:]
+    assert "-new missing" in output and "Run `abusewatch bootstrap` first" in output
 
 
 def test_malformed_records_become_dead_letters_with_reasons(stream: Stream, es_client: Elasticsearch) -> None:
