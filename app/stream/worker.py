@@ -504,6 +504,11 @@ class StreamWorker:
         return self._candidate_messages(group[:middle]) + self._candidate_messages(group[middle:])
 
     @property
+    def _raw_limit(self) -> int:
+        """The most of a body a dead letter keeps: it must fit in a Kafka message, with room for the rest of it."""
+        return min(RAW_BODY_LIMIT_BYTES, self.settings.kafka.max_message_bytes // 4)
+
+    @property
     def _message_limit(self) -> int:
         """The largest value a Kafka message of this worker may carry: ``kafka.max_message_bytes`` less framing."""
         return self.settings.kafka.max_message_bytes - _RECORD_OVERHEAD_BYTES
@@ -551,14 +556,13 @@ class StreamWorker:
         """The dead letter of an event the pipeline failed on alone: named by its document id too (another request
         may reuse its client-chosen id and fail the same way), with the event itself where raw records are kept."""
         body = msgspec.json.encode(event)
-        detection, kafka = self.settings.detection, self.settings.kafka
         return failure(
             "pipeline_error",
             reason,
             f"event:{event.id} (_id {event_document_id(event, self.identities.template.redactor)})",
             size=len(body),
-            raw=body if detection.keep_raw_dead_letters else None,
-            raw_limit=min(RAW_BODY_LIMIT_BYTES, kafka.max_message_bytes // 4),
+            raw=body if self.settings.detection.keep_raw_dead_letters else None,
+            raw_limit=self._raw_limit,
         )
 
     async def _in_thread(self, function: Callable[..., T], *args: Any) -> T:
@@ -657,9 +661,7 @@ class StreamWorker:
         rejections) and the ``outputs`` to their topics; returns the deliveries to await before acknowledging, and
         what Elasticsearch made of the documents."""
         report = await self._write(documents, stage)
-        # a dead letter must fit in a Kafka message, with room for the rest of it
-        raw_limit = min(RAW_BODY_LIMIT_BYTES, self.settings.kafka.max_message_bytes // 4)
-        letters.extend(self._rejection_letters(report, raw_limit))
+        letters.extend(self._rejection_letters(report, self._raw_limit))
         deliveries = await self._send_dead_letters(letters, stage=stage)
         for topic, output in outputs:
             for doc in output:
