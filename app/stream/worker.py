@@ -382,9 +382,7 @@ class StreamWorker:
             rendered = [event for event in fresh if id(event) not in left_out]
             candidates += campaign_candidates(rendered, found.events, source=partition)
         es = settings.elasticsearch
-        # Alerts first: they lead the first bulk request, which is what an analyst waits for.
-        documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
-        documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+        documents = self._alert_documents(result)  # alerts first
         documents += [Document(es.events_index, doc["event"]["hash"], doc) for doc in result.events]
         outputs = [(self.events_topic, result.events), (self.alerts_topic, result.alerts)]
         deliveries, report = await self._store(documents, letters, "detect", outputs)
@@ -404,15 +402,11 @@ class StreamWorker:
         }
         await self._in_thread(self.identities.acknowledge, last, written)
         metrics.EVENTS_DETECTED.inc(sum(map(len, processed.values())))
-        metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
-        metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
-        for (exception_id, rule_id), count in result.suppressed_counts().items():
-            metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
+        _count_alerts(result)
         self._finished("detect", started)
         await self._maybe_checkpoint(self.identities)
 
     async def _campaigns_one(self, batch: Sequence[Any]) -> None:
-        settings = self.settings
         started = time.perf_counter()
         letters: list[Any] = []
         by_partition, last = await self._new_records(self.campaigns_state, batch, decode_candidates, letters)
@@ -428,17 +422,12 @@ class StreamWorker:
                 )
                 letters.append(failure("pipeline_error", reason, origin))
             _count_template_caps(stage)
-        es = settings.elasticsearch
-        documents = [Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts]
-        documents += [Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts]
+        documents = self._alert_documents(result)
         outputs = [(self.alerts_topic, result.alerts)]
         deliveries, _report = await self._store(documents, letters, "campaigns", outputs)
         await asyncio.gather(*deliveries)
         self.campaigns_state.acknowledge(last)
-        metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
-        metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
-        for (exception_id, rule_id), count in result.suppressed_counts().items():
-            metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
+        _count_alerts(result)
         self._finished("campaigns", started)
         await self._maybe_checkpoint(self.campaigns_state)
 
@@ -502,6 +491,15 @@ class StreamWorker:
             return [payload]
         middle = len(group) // 2
         return self._candidate_messages(group[:middle]) + self._candidate_messages(group[middle:])
+
+    def _alert_documents(self, result: BatchResult) -> list[Document]:
+        """A batch's alerts and shadow alerts as documents, alerts first (they lead the first bulk request, which is
+        what an analyst waits for); each is stored under its alert id."""
+        es = self.settings.elasticsearch
+        return [
+            *(Document(es.alerts_index, doc["event"]["id"], doc) for doc in result.alerts),
+            *(Document(es.shadow_alerts_index, doc["event"]["id"], doc) for doc in result.shadow_alerts),
+        ]
 
     @property
     def _raw_limit(self) -> int:
@@ -734,6 +732,14 @@ class StreamWorker:
     def _finished(self, agent: str, started: float) -> None:
         metrics.BATCH_SECONDS.labels(agent).observe(time.perf_counter() - started)
         self.state.last_batch_at[agent] = time.time()
+
+
+def _count_alerts(result: BatchResult) -> None:
+    """Add a batch's alerts, shadow alerts and suppressed detections to their metrics."""
+    metrics.ALERTS_OUT.labels("alert").inc(len(result.alerts))
+    metrics.ALERTS_OUT.labels("shadow").inc(len(result.shadow_alerts))
+    for (exception_id, rule_id), count in result.suppressed_counts().items():
+        metrics.SUPPRESSED.labels(exception_id, rule_id).inc(count)
 
 
 def _count_evictions(pipeline: Pipeline) -> None:
