@@ -1,4 +1,5 @@
-"""``abusewatch exceptions``: check, list and draft alert exceptions (detectors/exceptions.py).
+"""``abusewatch exceptions``: check, list and draft alert exceptions (detectors/exceptions.py), and see what each
+reaches in Elasticsearch (``reach``, app/reach.py).
 
 ``check`` is meant for the CI of the repository that holds the exceptions: it fails on any invalid entry, says how
 many known rules each entry covers, and warns of exceptions that have expired or soon will, that expire more than
