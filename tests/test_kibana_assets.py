@@ -24,11 +24,13 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.commands.kibana import ASSETS, ImportRequest, multipart_file, summarise
 from app.settings import ElasticsearchSettings
+from app.sinks.dead_letters import dead_letter_document, failure
 from app.sinks.es_setup import targets
 from detectors.alerting import AlertGrouper
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.event import Event, Identity
 from detectors.exceptions import load_exceptions
+from detectors.normalise import normalise_payload
 from detectors.pipeline import Pipeline
 from detectors.redact import Redactor
 from tests.fixtures.http import JsonHandler, serving
@@ -488,3 +490,22 @@ def test_shadow_alerts_stay_out_of_what_elastic_security_lists() -> None:
     assert fnmatch.fnmatch(es.alerts_index, "logs-*")
     shadow_view = BY_KEY[("index-pattern", "abusewatch-shadow-alerts")]["attributes"]["title"]
     assert fnmatch.fnmatch(es.shadow_alerts_index, shadow_view) and not shadow_view.startswith("logs-")
+
+
+def test_the_dead_letter_search_shows_what_every_dead_letter_has_and_hides_the_raw_record() -> None:
+    """Operators see dead letters in Kibana (there was no view): every column is a field of the dead letters the
+    stream and the normaliser write, and ``raw``, which may hold the record, is filtered out of Discover."""
+    search = BY_KEY[("search", "abusewatch-search-dead-letters")]
+    usage = search_usage(search)
+    assert usage.data_view == "abusewatch-dead-letters"
+    view = BY_KEY[("index-pattern", "abusewatch-dead-letters")]["attributes"]
+    assert fnmatch.fnmatch(ElasticsearchSettings().dead_letter_index, view["title"])
+    assert {"value": "raw"} in json.loads(view["sourceFilters"])
+    (from_the_normaliser,) = normalise_payload(b"{broken", "kafka:raw/0@7", max_bytes=1 << 20)[1]
+    letters = [
+        dead_letter_document(from_the_normaliser, stage="ingest"),
+        dead_letter_document(failure("pipeline_error", "RuntimeError: boom", "event:e1", size=3), stage="detect"),
+    ]
+    for letter in letters:
+        missing = [column for column in search["attributes"]["columns"] if dotted(letter, column) is None]
+        assert not missing, f"columns absent from {letter['reason']} dead letters: {missing}"
