@@ -19,6 +19,7 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
+from app.triage import alert_filters, since_filter
 from detectors.exceptions import AlertException
 
 IDENTITY_FIELD = "abusewatch.identity_key"
@@ -63,7 +64,7 @@ def events_request(exception: AlertException, since_seconds: int) -> dict[str, A
     return {
         "size": 0,
         "track_total_hits": True,
-        "query": {"bool": {"filter": [*condition_filters(exception), _since(since_seconds)]}},
+        "query": {"bool": {"filter": [*condition_filters(exception), since_filter(since_seconds)]}},
         "aggs": {
             "identities": {"cardinality": {"field": IDENTITY_FIELD}},
             "top": {"terms": {"field": IDENTITY_FIELD, "size": TOP_IDENTITIES}},
@@ -75,11 +76,7 @@ def alerts_request(exception: AlertException, since_seconds: int) -> dict[str, A
     """Search body: alerts (queue and shadow) matching the conditions in the window, per rule, category, identity."""
     return {
         "size": 0,
-        "query": {
-            "bool": {
-                "filter": [*condition_filters(exception), _since(since_seconds), {"term": {"event.kind": "alert"}}]
-            }
-        },
+        "query": {"bool": {"filter": [*condition_filters(exception), *alert_filters(since_seconds)]}},
         "aggs": {
             "rules": {
                 "terms": {"field": "rule.id", "size": MAX_RULES},
@@ -115,7 +112,3 @@ def measure(
     events = client.search(index=events_index, **events_request(exception, since_seconds))
     alerts = client.search(index=alert_indices, ignore_unavailable=True, **alerts_request(exception, since_seconds))
     return reach_of(exception, dict(events), dict(alerts))
-
-
-def _since(seconds: int) -> dict[str, Any]:
-    return {"range": {"@timestamp": {"gte": f"now-{seconds}s"}}}

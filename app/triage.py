@@ -83,6 +83,11 @@ def parse_duration(text: str) -> int:
     return int(value) * DURATION_UNITS[unit]
 
 
+def since_filter(seconds: int) -> dict[str, Any]:
+    """Documents whose ``@timestamp`` is less than ``seconds`` old."""
+    return {"range": {"@timestamp": {"gte": f"now-{seconds}s"}}}
+
+
 def list_query(
     *,
     status: Status | None = None,
@@ -102,7 +107,7 @@ def list_query(
     if user_id is not None:
         filters.append({"term": {"user.id": user_id}})
     if since_seconds is not None:
-        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+        filters.append(since_filter(since_seconds))
     return {"bool": {"filter": filters}}
 
 
@@ -335,7 +340,7 @@ def alert_filters(since_seconds: int | None) -> list[dict[str, Any]]:
     """Alerts (``event.kind: alert``) newer than ``since_seconds`` when given: what every statistic starts from."""
     filters: list[dict[str, Any]] = [{"term": {"event.kind": "alert"}}]
     if since_seconds is not None:
-        filters.append({"range": {"@timestamp": {"gte": f"now-{since_seconds}s"}}})
+        filters.append(since_filter(since_seconds))
     return filters
 
 

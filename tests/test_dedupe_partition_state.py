@@ -33,6 +33,7 @@ from detectors.campaigns import CampaignCandidate
 from detectors.documents import event_document_id
 from detectors.event import Event, Identity, Message
 from detectors.pipeline import Pipeline
+from tests.test_backtest import openai_record
 from tests.test_stream_worker import PoisonedPipeline
 
 SECRET = b"deployment-secret"
@@ -765,21 +766,6 @@ def test_a_candidate_the_campaign_stage_fails_on_is_a_dead_letter_and_the_rest_g
     assert worker.campaigns_state.progress[0].acked == 0
 
 
-def openai_line(request_id: str, prompt: str) -> dict[str, Any]:
-    """A raw OpenAI chat record, as a gateway logs it."""
-    return {
-        "request_id": request_id,
-        "timestamp": 1_768_435_200,
-        "user": "u1",
-        "request": {"model": "gpt-4.1", "messages": [{"role": "user", "content": prompt}]},
-        "response": {
-            "id": f"r-{request_id}",
-            "model": "gpt-4.1",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
-        },
-    }
-
-
 def test_internal_messages_are_cut_to_what_kafka_takes_and_only_a_lone_event_too_large_is_dead_lettered(
     template: Pipeline,
 ) -> None:
@@ -788,8 +774,8 @@ def test_internal_messages_are_cut_to_what_kafka_takes_and_only_a_lone_event_too
     settings = Settings()
     settings.kafka.max_message_bytes = 16 * 1024
     worker = StreamWorker(settings, internal_partitions=1, op_types={})
-    small = [orjson.dumps(openai_line(f"s{n}", "hello there")) for n in range(60)]
-    huge = orjson.dumps(openai_line("huge", "x" * 40_000))
+    small = [openai_record(f"s{n}", "hello there").encode() for n in range(60)]
+    huge = openai_record("huge", "x" * 40_000).encode()
     messages, letters, count = worker._ingest_batch(
         [(p, f"kafka:raw/0@{n}", None) for n, p in enumerate([*small, huge])]
     )

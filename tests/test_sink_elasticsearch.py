@@ -167,8 +167,8 @@ def test_a_forbidden_write_is_retried_until_the_role_is_restored() -> None:
         rounds["n"] += 1
         retried.append(reason)
 
-    sink, sleeps = make_sink(client, op_type="update", initial_backoff_s=1.0, max_backoff_s=2.0, on_retry=on_retry)
-    report = asyncio.run(sink.write(documents(2)))
+    sink, sleeps = make_sink(client, op_type="update", initial_backoff_s=1.0, max_backoff_s=2.0)
+    report = asyncio.run(sink.write(documents(2), on_retry=on_retry))
     assert report.stored == 2 and report.rejections == [] and report.retries == 3
     assert sleeps == [1.0, 2.0, 2.0]  # backs off: no spinning
     assert all(reason.startswith("HTTP 403") for reason in retried)
@@ -218,8 +218,8 @@ def test_connection_errors_retry_the_whole_batch() -> None:
     down = ConnectionError("connection refused")
     client = ScriptedBulk(lambda op, doc_id, body: 201, request_errors=[down, down, api_error(503)])
     retried: list[tuple[int, str]] = []
-    sink, _ = make_sink(client, on_retry=lambda count, reason: retried.append((count, reason)))
-    report = asyncio.run(sink.write(documents(4)))
+    sink, _ = make_sink(client)
+    report = asyncio.run(sink.write(documents(4), on_retry=lambda count, reason: retried.append((count, reason))))
     assert report.stored == 4 and report.retries == 3
     assert [count for count, _ in retried] == [4, 4, 4]
     assert "ConnectionError" in retried[0][1] and "503" in retried[2][1]
@@ -313,8 +313,8 @@ def test_a_400_that_is_not_about_one_document_is_retried_not_rejected(answer: st
 
     client = Refusing(lambda op, doc_id, body: 201)
     retried: list[str] = []
-    sink, sleeps = make_sink(client, on_retry=lambda count, reason: retried.append(reason))
-    report = asyncio.run(sink.write(documents(4)))
+    sink, sleeps = make_sink(client)
+    report = asyncio.run(sink.write(documents(4), on_retry=lambda count, reason: retried.append(reason)))
     assert report.rejections == [] and report.stored == 4
     assert sleeps and retried, "the batch waited and was retried"
 
@@ -442,8 +442,8 @@ def test_an_alert_the_key_may_not_read_is_retried_with_the_reason_named() -> Non
 
     client.mget = mget  # type: ignore[method-assign]
     reasons: list[str] = []
-    sink, _ = make_sink(client, op_type="update", on_retry=lambda count, reason: reasons.append(reason))
-    report = asyncio.run(sink.write([alert(2)]))
+    sink, _ = make_sink(client, op_type="update")
+    report = asyncio.run(sink.write([alert(2)], on_retry=lambda count, reason: reasons.append(reason)))
     assert (report.stored, report.retries) == (1, 1)
     assert reasons == [
         "reading the stored alert: security_exception: action [indices:data/read/mget[shard]] is unauthorized"

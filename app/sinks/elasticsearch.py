@@ -193,8 +193,7 @@ def unique_documents(documents: Sequence[Document]) -> list[Document]:
 class ElasticsearchSink:
     """Writes batches of documents; see the module docstring for the guarantees.
 
-    ``op_type_for(index)`` chooses ``index`` or ``create`` per target; ``on_retry`` observes each retry round (a
-    write may pass its own, to tell whose documents wait).
+    ``op_type_for(index)`` chooses ``index`` or ``create`` per target.
     """
 
     def __init__(
@@ -206,7 +205,6 @@ class ElasticsearchSink:
         max_bytes: int = 10 * 1024 * 1024,
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
-        on_retry: Callable[[int, str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.client = client
@@ -215,15 +213,13 @@ class ElasticsearchSink:
         self.max_bytes = max_bytes
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
-        self.on_retry = on_retry
         self._sleep = sleep
 
     async def write(
         self, documents: Sequence[Document], on_retry: Callable[[int, str], None] | None = None
     ) -> WriteReport:
-        """Write ``documents``; returns once each is stored or permanently rejected. ``on_retry`` replaces the
-        sink's own observer for this write."""
-        on_retry = on_retry or self.on_retry
+        """Write ``documents``; returns once each is stored or permanently rejected. ``on_retry(count, reason)``
+        observes each round that leaves documents to retry (the worker shows why on ``/health``)."""
         report = WriteReport()
         pending = [(doc, self._serialize(doc)) for doc in unique_documents(documents)]
         backoff = self.initial_backoff_s

@@ -151,9 +151,9 @@ def install(client: Elasticsearch, settings: Settings) -> list[str]:
         stream = streams and kind not in UPDATED_IN_PLACE
         policy = (dead_policy if kind == "dead_letter" else es.ilm_policy) if capabilities.ilm and stream else None
         body = desired_index_template(kind, target, es.templates_dir, data_stream=stream, ilm_policy=policy)
-        for component in load_json(es.templates_dir / "index" / f"{kind}.json").get("composed_of", []):
-            component_body = with_hash(load_json(es.templates_dir / "component" / f"{component}.json"))
-            report.append(_put_component_template(client, component_template_name(target, component), component_body))
+        for name in body["composed_of"]:  # this deployment's copies, named <index template>@<component file>
+            component_body = with_hash(load_json(es.templates_dir / "component" / f"{name.partition('@')[2]}.json"))
+            report.append(_put_component_template(client, name, component_body))
         report.append(_put_index_template(client, index_template_name(target), body))
     for kind, target in targets(es).items():
         report.append(_create_target(client, target, data_stream=streams and kind not in UPDATED_IN_PLACE))
