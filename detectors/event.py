@@ -115,6 +115,7 @@ class Event(msgspec.Struct, kw_only=True):
     timestamp_assumed: bool = False
     judged_span: tuple[int, int] | None = None  # input messages to judge, when the session's history says so
     system_shown: bool = False  # the session showed these system instructions before (see system_texts)
+    tools_shown: bool = False  # the session showed these tool definitions before (see new_tool_definitions)
 
     def new_input(self) -> list[Message]:
         """Input messages that are new in this request, which every tier judges.
@@ -165,6 +166,13 @@ class Event(msgspec.Struct, kw_only=True):
         texts += [m.content for m in self.new_input() if m.role in SYSTEM_ROLES and m.content]
         return texts
 
+    def new_tool_definitions(self) -> list[ToolDefinition]:
+        """The tool definitions to judge: all of them, unless the session already showed this exact set
+        (``tools_shown``, set by the history ledger). Descriptions are written by whoever serves the tool (an MCP
+        server, a plugin), so they are a way in for indirect injection ("tool poisoning"); a client resends them
+        every turn, and a changed set (a server that rewrote a description mid-session) is judged again."""
+        return [] if self.tools_shown else self.tool_definitions
+
     def output_tool_calls(self) -> list[ToolCall]:
         return [call for message in self.output_messages for call in message.tool_calls]
 
@@ -185,6 +193,9 @@ class Event(msgspec.Struct, kw_only=True):
         for doc in self.retrieved_documents:
             if doc.content:
                 yield DOCUMENT, doc.content
+        for tool in self.new_tool_definitions():
+            if tool.description:
+                yield TOOL_DEFINITION, tool.description
         for message in self.output_messages:
             if message.content:
                 yield COMPLETION, message.content
@@ -204,7 +215,8 @@ TOOL_NAME = "gen_ai.tool.call.name"
 TOOL_ARGUMENTS = "gen_ai.tool.call.arguments"
 TOOL_RESULT = "gen_ai.tool.call.result"
 DOCUMENT = "gen_ai.retrieval.documents.content"
-TEXT_FIELDS = (SYSTEM, PROMPT, COMPLETION, TOOL_NAME, TOOL_ARGUMENTS, TOOL_RESULT, DOCUMENT)
+TOOL_DEFINITION = "gen_ai.tool.definitions.description"
+TEXT_FIELDS = (SYSTEM, PROMPT, COMPLETION, TOOL_NAME, TOOL_ARGUMENTS, TOOL_RESULT, DOCUMENT, TOOL_DEFINITION)
 SYSTEM_ROLES = ("system", "developer")
 
 

@@ -19,6 +19,11 @@ When system messages are judged as the client's words (``detection.judge_system_
 ``system=True``), the ledger remembers each session's system instructions too and sets ``Event.system_shown`` when
 the session showed them before: a client resends them every turn, and an attack placed there alerts once, not once
 a turn. Otherwise it records no system text, so what it remembers (and forgets) is the same as without the option.
+
+Tool definitions are written by whoever serves each tool (an MCP server, a plugin) and are judged as retrieved
+content; the ledger remembers each session's set of them (one key for the whole set) and sets ``Event.tools_shown``
+when the session showed that exact set before, so a poisoned description alerts once, and again only when the set
+changes.
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ class HistoryLedger:
         return self._size
 
     def judge(self, events: Sequence[Event]) -> tuple[list[Event], Pending]:
-        """``events``, each with ``judged_span`` (and ``system_shown``) set where its session's history says so (the
-        same object when nothing changes), and the turns to :meth:`commit` once they went through. Turns of earlier
-        events of the batch count as shown for later ones."""
+        """``events``, each with ``judged_span`` (``system_shown``, ``tools_shown``) set where its session's history
+        says so (the same object when nothing changes), and the turns to :meth:`commit` once they went through.
+        Turns of earlier events of the batch count as shown for later ones."""
         judged: list[Event] = []
         pending: Pending = []
         batch: dict[int, set[int]] = {}
@@ -78,6 +83,11 @@ class HistoryLedger:
                 if system in known or system in shown:
                     spanned = msgspec.structs.replace(spanned, system_shown=True)
                 turns.append(system)
+            if event.tool_definitions:
+                tools = self._tools_key(session, event)
+                if tools in known or tools in shown:
+                    spanned = msgspec.structs.replace(spanned, tools_shown=True)
+                turns.append(tools)
             judged.append(spanned)
             turns += [key for message in event.output_messages if (key := self._turn_key(session, message)) is not None]
             turns += self._result_keys(session, event)
@@ -106,6 +116,10 @@ class HistoryLedger:
 
     def _system_key(self, session: int, text: str) -> int:
         return self._hash(f"{session}:system:{text.strip()}")
+
+    def _tools_key(self, session: int, event: Event) -> int:
+        parts = [part for tool in event.tool_definitions for part in (tool.name, tool.description)]
+        return self._hash(f"{session}:tools:" + "".join(f"{len(part)}:{part}" for part in parts))
 
     def commit(self, pending: Pending) -> None:
         """Record the turns of a batch that went through."""

@@ -26,12 +26,12 @@ def content_digest(event: Event, *, digest_size: int, key: bytes = b"") -> bytes
     the normaliser assumed it (``Event.timestamp_assumed``): two events share it only if they are equal but for
     assumed timestamps (or by a collision of the digest).
 
-    ``Event.judged_span`` and ``Event.system_shown`` are left out as well: the pipeline sets them from what the
-    session showed before, which a redelivery after a restart may not know. Leaving the fields out of the map
-    encodes every event exactly as before they existed, so checkpoints and document ids stay valid.
+    ``Event.judged_span``, ``Event.system_shown`` and ``Event.tools_shown`` are left out as well: the pipeline sets
+    them from what the session showed before, which a redelivery after a restart may not know. Leaving the fields
+    out of the map encodes every event exactly as before they existed, so checkpoints and document ids stay valid.
     """
     fields = msgspec.structs.asdict(event)
-    del fields["judged_span"], fields["system_shown"]
+    del fields["judged_span"], fields["system_shown"], fields["tools_shown"]
     if event.timestamp_assumed:
         fields["timestamp"] = 0.0
     return hashlib.blake2b(_ENCODER.encode(fields), digest_size=digest_size, key=key).digest()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from detectors.event import COMPLETION, DOCUMENT, PROMPT, SYSTEM, TOOL_ARGUMENTS, TOOL_RESULT, Event
+from detectors.event import COMPLETION, DOCUMENT, PROMPT, SYSTEM, TOOL_ARGUMENTS, TOOL_DEFINITION, TOOL_RESULT, Event
 from detectors.exfil.candidates import CandidateScanner, Hit
 from detectors.exfil.registry import AppProfile
 
@@ -94,6 +94,9 @@ def _segments(event: Event) -> list[Segment]:
     for document in event.retrieved_documents:
         if document.content:
             segments.append(Segment(DOCUMENT, document.content, "input", new=True))
+    for tool in event.tool_definitions:  # scanned every turn, so what they hold is masked wherever it is rendered
+        if tool.description:
+            segments.append(Segment(TOOL_DEFINITION, tool.description, "input", new=not event.tools_shown))
     call_index = 0
     for message in event.output_messages:
         if message.content:

@@ -25,7 +25,7 @@ from sigma.validators.core import validators as core_validators
 
 from detectors.base import CATEGORIES, LEVELS
 from detectors.documents import ATLAS_TECHNIQUES
-from detectors.event import DOCUMENT, PROMPT, TOOL_RESULT
+from detectors.event import DOCUMENT, PROMPT, TOOL_DEFINITION, TOOL_RESULT
 from detectors.signatures.compiler import CompiledRule, CompiledRules, compile_rule
 from detectors.signatures.parse import NotASignatureRuleError, RuleLoadError, SignatureRule, TestCase, parse_rule
 from detectors.signatures.textnorm import DEFAULT_LIMITS, Limits
@@ -58,7 +58,7 @@ OWASP_IDS = {f"llm{n:02d}" for n in range(1, 11)}
 # Rules about what the attacker writes, and the fields the attacker writes: a `not` on those fields lets the attacker
 # switch the rule off by adding the filtered words anywhere in the event (docs/rules.md, "Filters").
 ATTACK_TEXT_CATEGORIES = ("prompt_injection", "jailbreak", "system_prompt_leak")
-ATTACKER_TEXT_FIELDS = (PROMPT, DOCUMENT, TOOL_RESULT)
+ATTACKER_TEXT_FIELDS = (PROMPT, DOCUMENT, TOOL_RESULT, TOOL_DEFINITION)
 
 
 @dataclass(frozen=True, slots=True)
