@@ -107,7 +107,7 @@ def test_the_ledger_marks_a_set_of_tools_the_session_showed() -> None:
     first, pending = ledger.judge([event("Get the weather.")])
     ledger.commit(pending)
     assert not first[0].tools_shown
-    assert [(TOOL_DEFINITION, "Get the weather.")] == [t for t in first[0].texts() if t[0] == TOOL_DEFINITION]
+    assert [t for t in first[0].texts() if t[0] == TOOL_DEFINITION] == [(TOOL_DEFINITION, "Get the weather.")]
     again, _ = ledger.judge([event("Get the weather."), event("Get the weather!"), event("Get the weather.", "s2")])
     assert [e.tools_shown for e in again] == [True, False, False]
     assert not [t for t in again[0].texts() if t[0] == TOOL_DEFINITION]
