@@ -8,11 +8,14 @@ Follows the record in the Bedrock user guide ("Monitor model invocation using Cl
 Bodies are those of the Bedrock runtime API reference: Anthropic Messages (``system``, ``messages`` with
 ``text``/``tool_use``/``tool_result`` blocks, ``tools``), Claude text completions (``prompt``/``completion``),
 Amazon Titan (``inputText``/``results[].outputText``), Amazon Nova and Converse (``system[].text``,
-``messages[].content[]`` with ``text``/``toolUse``/``toolResult``, ``toolConfig``, ``inferenceConfig``,
-``output.message``), Meta Llama (``prompt``/``generation``), Mistral (``outputs[].text``) and Cohere
-(``message``/``text``). A streamed output is logged as a list of chunk objects (Anthropic
-``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events, Titan/Llama/Mistral text chunks,
-possibly wrapped as ``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
+``messages[].content[]`` with ``text``/``toolUse``/``toolResult``/``document``/``searchResult``, ``toolConfig``,
+``inferenceConfig``, ``output.message``), Meta Llama (``prompt``/``generation``), Mistral (``outputs[].text``),
+Cohere (``message``/``text``) and OpenAI-format requests (Chat Completions ``messages`` with string content,
+``tool_calls`` and ``role: tool``). Messages are read as :class:`~detectors.normalise.chat.Conversation` reads
+them; document blocks in the request's new turn are retrieved documents. A streamed output is logged as a list of
+chunk objects (Anthropic ``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events,
+Titan/Llama/Mistral text chunks, possibly wrapped as ``{"chunk": {"bytes": base64}}``); it is reassembled before
+parsing.
 
 Guardrail verdicts come from ``amazon-bedrock-guardrailAction`` / ``amazon-bedrock-trace`` (InvokeModel) and from
 ``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Identity: ``identity.arn`` is the IAM
@@ -31,8 +34,9 @@ import base64
 import binascii
 from typing import Any
 
-from detectors.event import SYSTEM_ROLES, Event, GuardrailVerdict, Identity, Message
+from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
 from detectors.normalise.blocks import blocks
+from detectors.normalise.chat import Conversation
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -80,7 +84,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     raw_output = _body(log_output.get("outputBodyJson"))
     response = reassemble(raw_output) if isinstance(raw_output, list) else as_dict(raw_output)
     request = as_dict(request)
-    system, messages = request_conversation(request, clip)
+    system, messages, documents = request_conversation(request, clip)
     output, stop_reason, usage = response_output(response, clip)
     metadata = as_dict(record.get("requestMetadata"))  # caller-chosen (see the module docstring)
     principal = as_str(dig(record, "identity", "arn"))
@@ -107,6 +111,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             input_messages=messages,
             output_messages=output,
             tool_definitions=tool_definitions(request.get("tools") or dig(request, "toolConfig", "tools")),
+            retrieved_documents=documents,
             request_params=request_params(params, _PARAM_ALIASES),
             identity=Identity(
                 user_id=first(metadata.get("user_id"), principal),
@@ -130,28 +135,22 @@ def _body(body: Any) -> Any:
     return parse_json(body) if isinstance(body, str) else body
 
 
-def request_conversation(request: dict[str, Any], clip: TextLimit) -> tuple[str, list[Message]]:
-    """System text and input messages of any supported request body."""
-    system = content_text(request.get("system")) or content_text(request.get("preamble"))
-    messages: list[Message] = []
+def request_conversation(
+    request: dict[str, Any], clip: TextLimit
+) -> tuple[str, list[Message], list[RetrievedDocument]]:
+    """System text, input messages and retrieved documents (document blocks of the new turn) of any supported
+    request body. ``system`` / ``developer`` messages (OpenAI-format models) are system text."""
+    conversation = Conversation(clip)
+    conversation.system.append(content_text(request.get("system")) or content_text(request.get("preamble")))
     for raw in dicts(request.get("chat_history")):  # Cohere
         role = "assistant" if as_str(raw.get("role")) in ("CHATBOT", "assistant") else "user"
-        messages.append(Message(role=role, content=clip(content_text(raw.get("message")))))
-    for raw in as_items(request.get("messages")):
-        if not isinstance(raw, dict):
-            continue
-        role = (as_str(raw.get("role"), 32) or "user").lower()
-        text, calls, results = blocks(raw.get("content"), clip)
-        if role in SYSTEM_ROLES:  # OpenAI's models on Bedrock take developer messages as system text
-            system = "\n\n".join(part for part in (system, text) if part)
-            continue
-        messages.extend(results)
-        if text or calls or not results:
-            messages.append(Message(role=role, content=text, tool_calls=calls))
+        conversation.messages.append(Message(role=role, content=clip(content_text(raw.get("message")))))
+    conversation.add_items(dicts(request.get("messages")))
     for key in ("prompt", "inputText", "message"):
         if isinstance(request.get(key), str):
-            messages.append(Message(role="user", content=clip(request[key])))
-    return system, messages
+            conversation.messages.append(Message(role="user", content=clip(request[key])))
+    documents = conversation.take_new_documents()
+    return conversation.system_text, conversation.messages, documents
 
 
 def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], str | None, tuple[Any, Any]]:
@@ -165,8 +164,9 @@ def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mes
     reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
     if "content" in response or "output" in response:
         content = response["content"] if "content" in response else dig(response, "output", "message", "content")
-        text, calls, _ = blocks(content, clip)
-        return ([Message(role="assistant", content=text, tool_calls=calls)] if text or calls else []), reason, tokens
+        reply = blocks(content, clip)
+        messages = [Message(role="assistant", content=reply.inline, tool_calls=reply.calls)]
+        return (messages if reply.inline or reply.calls else []), reason, tokens
     pieces: list[str] = []
     for item in dicts(response.get("results")) + dicts(response.get("outputs")):  # Titan, Mistral
         pieces.append(content_text(item.get("outputText", item.get("text"))))

@@ -2,16 +2,21 @@
 
 Anthropic (``{"type": "text"|"tool_use"|"tool_result", ...}``, Messages API reference) and Converse
 (``{"text"}``, ``{"toolUse": {toolUseId, name, input}}``, ``{"toolResult": {toolUseId, content}}``, Bedrock
-runtime API reference) carry text, tool calls and tool results in one ``content`` list. Other blocks are read by
-:func:`~detectors.normalise.fields.content_text`: Converse ``guardContent`` and Anthropic ``document`` blocks with
-a text source are text like any other.
+runtime API reference) carry text, tool calls and tool results in one ``content`` list. Anthropic's server-run
+tools are calls with their results in the same list: ``server_tool_use`` / ``mcp_tool_use`` (MCP connector) are
+tool calls, and ``mcp_tool_result`` / ``web_fetch_tool_result`` the result of the call they name by
+``tool_use_id``, judged as tool results like OpenAI's ``mcp_call`` (``web_search_tool_result`` holds only
+encrypted content and yields no text). Document blocks (Anthropic ``document`` / ``search_result``, Converse
+``document`` / ``searchResult``, see :func:`~detectors.normalise.fields.document_block`) are documents handed to
+the model, kept apart from the message's own text (:class:`Blocks`). Other blocks are read by
+:func:`~detectors.normalise.fields.content_text`: Converse ``guardContent`` is text like any other.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from detectors.event import Message, ToolCall
+from detectors.event import Event, Message, RetrievedDocument, ToolCall
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -19,44 +24,65 @@ from detectors.normalise.fields import (
     as_items,
     as_str,
     content_text,
+    document_block,
     first,
     json_text,
 )
 
-TOOL_BLOCK_TYPES = ("tool_use", "tool_result")
+CALL_BLOCK_TYPES = ("tool_use", "server_tool_use", "mcp_tool_use")
+SERVER_RESULT_BLOCK_TYPES = ("mcp_tool_result", "web_fetch_tool_result")
+_BLOCK_TYPES = (*CALL_BLOCK_TYPES, *SERVER_RESULT_BLOCK_TYPES, "tool_result", "document", "search_result")
+_BLOCK_KEYS = ("toolUse", "toolResult", "document", "searchResult")
 
 
-def has_tool_blocks(content: Any) -> bool:
-    """Whether a content list holds Anthropic or Converse tool blocks (so it needs :func:`blocks`)."""
+class Blocks(NamedTuple):
+    """What a content list holds. ``text`` is the message's own text; ``inline`` the same with the documents' text
+    in place, as the message reads when it is history (see :func:`new_turn_documents`)."""
+
+    text: str
+    calls: list[ToolCall]
+    results: list[Message]
+    documents: list[RetrievedDocument]
+    inline: str
+
+
+def needs_blocks(content: Any) -> bool:
+    """Whether a content list holds tool, server-tool or document blocks (so it needs :func:`blocks`)."""
     return isinstance(content, list) and any(
-        isinstance(block, dict)
-        and (block.get("type") in TOOL_BLOCK_TYPES or "toolUse" in block or "toolResult" in block)
+        isinstance(block, dict) and (block.get("type") in _BLOCK_TYPES or any(key in block for key in _BLOCK_KEYS))
         for block in content
     )
 
 
-def blocks(content: Any, clip: TextLimit) -> tuple[str, list[ToolCall], list[Message]]:
-    """Text, tool calls and tool results of an Anthropic or Converse content list (or a plain string)."""
+def blocks(content: Any, clip: TextLimit) -> Blocks:
+    """Text, tool calls, tool results and documents of an Anthropic or Converse content list (or a plain string)."""
     if not isinstance(content, list):
-        return clip(content_text(content)), [], []
-    texts: list[str] = []
+        text = clip(content_text(content))
+        return Blocks(text, [], [], [], text)
+    texts: list[tuple[str, bool]] = []  # (text, from a document block), in order
     calls: list[ToolCall] = []
+    by_id: dict[str, ToolCall] = {}  # server-run calls' results find their call here
     results: list[Message] = []
+    documents: list[RetrievedDocument] = []
     for block in content:
         if not isinstance(block, dict):
-            texts.append(content_text(block))
+            texts.append((content_text(block), False))
             continue
         kind = block.get("type")
-        use = block if kind == "tool_use" else as_dict(block.get("toolUse"))
+        use = block if kind in CALL_BLOCK_TYPES else as_dict(block.get("toolUse"))
         result = block if kind == "tool_result" else as_dict(block.get("toolResult"))
+        document = document_block(block)
         if use and as_str(use.get("name")):
-            calls.append(
-                ToolCall(
-                    name=as_str(use.get("name")) or "",
-                    arguments=clip(json_text(use.get("input"))),
-                    id=first(use.get("id"), use.get("toolUseId"), limit=MAX_ID_CHARS),
-                )
+            call = ToolCall(
+                name=as_str(use.get("name")) or "",
+                arguments=clip(json_text(use.get("input"))),
+                id=first(use.get("id"), use.get("toolUseId"), limit=MAX_ID_CHARS),
             )
+            calls.append(call)
+            if call.id:
+                by_id.setdefault(call.id, call)
+        elif kind in SERVER_RESULT_BLOCK_TYPES:
+            _server_result(block, calls, by_id, clip)
         elif result:
             result_content = result.get("content")
             text = content_text(result_content) or json_text(
@@ -70,6 +96,42 @@ def blocks(content: Any, clip: TextLimit) -> tuple[str, list[ToolCall], list[Mes
                     tool_call_id=first(result.get("tool_use_id"), result.get("toolUseId"), limit=MAX_ID_CHARS),
                 )
             )
+        elif document is not None:
+            if document.text:
+                documents.append(RetrievedDocument(content=clip(document.text), source=document.source))
+                texts.append((document.text, True))
         else:
-            texts.append(content_text([block]))
-    return clip("\n".join(text for text in texts if text)), calls, results
+            texts.append((content_text([block]), False))
+    own = clip("\n".join(text for text, from_document in texts if text and not from_document))
+    inline = clip("\n".join(text for text, _ in texts if text)) if documents else own
+    return Blocks(own, calls, results, documents, inline)
+
+
+def _server_result(block: dict[str, Any], calls: list[ToolCall], by_id: dict[str, ToolCall], clip: TextLimit) -> None:
+    """A server-run tool's result as the result of its call (earlier in the same content, by ``tool_use_id``); a
+    result whose call the log lacks becomes a call of its own, named by the block type (``mcp``, ``web_fetch``)."""
+    call_id = first(block.get("tool_use_id"), limit=MAX_ID_CHARS)
+    call = by_id.get(call_id) if call_id is not None else None
+    if call is None:
+        call = ToolCall(name=str(block["type"]).removesuffix("_tool_result"), id=call_id)
+        calls.append(call)
+    call.result = clip(content_text(block.get("content"))) or None
+
+
+def new_turn_documents(messages: list[Message], placed: list[tuple[Message, Blocks]]) -> list[RetrievedDocument]:
+    """The documents of ``placed`` messages in the request's new turn, taken out of those messages' text.
+
+    ``placed`` pairs messages of ``messages`` that hold document blocks (their ``content`` is the ``inline``
+    reading) with what :func:`blocks` read. The new turn is what :meth:`Event.new_input` judges when the session
+    says nothing more: a client resends earlier turns, documents and all, every turn, and those stay the history
+    text they were (judged again only when the session never showed them), so one poisoned document alerts on the
+    turn that handed it over, not on every later turn.
+    """
+    start = Event(id="", timestamp=0.0, dataset="", input_messages=messages).stateless_start()
+    new = {id(message) for message in messages[start:]}
+    documents: list[RetrievedDocument] = []
+    for message, read in placed:
+        if id(message) in new:
+            message.content = read.text
+            documents += read.documents
+    return documents

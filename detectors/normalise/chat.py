@@ -13,7 +13,8 @@ an assistant ``file_search`` call with the results as its result (like a resent 
 document alerts on the turn that retrieved it, not on every later turn.
 
 Gateways that proxy the Anthropic Messages API log its shapes (content blocks, ``type: message`` responses);
-those are read with :mod:`detectors.normalise.blocks`.
+those are read with :mod:`detectors.normalise.blocks`. Its document blocks in the request's new turn are
+retrieved documents for the formats that take them (:meth:`Conversation.take_new_documents`).
 
 Convention: ``system`` and ``developer`` messages are moved out of the message list into
 ``Event.system_instructions`` (joined by blank lines), which is where detectors read system text.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from detectors.event import SYSTEM_ROLES, Message, RetrievedDocument, ToolCall
-from detectors.normalise.blocks import blocks, has_tool_blocks
+from detectors.normalise.blocks import Blocks, blocks, needs_blocks, new_turn_documents
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -61,6 +62,7 @@ class Conversation:
         self.system: list[str] = []
         self.messages: list[Message] = []
         self.documents: list[RetrievedDocument] = []
+        self._placed: list[tuple[Message, Blocks]] = []  # messages holding document blocks, read inline
 
     @property
     def system_text(self) -> str:
@@ -108,13 +110,25 @@ class Conversation:
             self._message(item)
         # reasoning, web_search_call, image_generation_call...: no text a detector should read
 
+    def take_new_documents(self) -> list[RetrievedDocument]:
+        """Documents handed to the model as content blocks in the request's new turn (Anthropic ``document`` /
+        ``search_result``), taken out of their messages' text: retrieved content, not the user's words. Until a
+        format calls this, they stay in the text of their messages; in history turns they always do (see
+        :func:`~detectors.normalise.blocks.new_turn_documents`)."""
+        documents = new_turn_documents(self.messages, self._placed)
+        self._placed = []
+        return documents
+
     def _message(self, item: dict[str, Any]) -> None:
         role = (as_str(item.get("role"), 32) or "user").lower()
-        if has_tool_blocks(item.get("content")):  # Anthropic-shaped messages logged by a gateway
-            text, calls, results = blocks(item["content"], self.clip)
-            self.messages.extend(results)
-            if text or calls or not results:
-                self.messages.append(Message(role=role, content=text, tool_calls=calls))
+        if needs_blocks(item.get("content")):  # Anthropic- or Converse-shaped messages logged by a gateway
+            read = blocks(item["content"], self.clip)
+            self.messages.extend(read.results)
+            if read.inline or read.calls or not read.results:
+                message = Message(role=role, content=read.inline, tool_calls=read.calls)
+                self.messages.append(message)
+                if read.documents:
+                    self._placed.append((message, read))
             return
         content = content_text(item.get("content"))
         if not content and isinstance(item.get("refusal"), str):
@@ -228,9 +242,10 @@ def completion_output(response: Any, clip: TextLimit) -> Completion:
     if "output" in response or response.get("object") == "response":
         return responses_output(response, clip)
     if response.get("type") == "message" and isinstance(response.get("content"), list):  # Anthropic Messages API
-        text, calls, _ = blocks(response["content"], clip)
+        reply = blocks(response["content"], clip)
         reason = as_str(response.get("stop_reason"), 64)
-        return Completion([Message(role="assistant", content=text, tool_calls=calls)], [reason] if reason else [], [])
+        message = Message(role="assistant", content=reply.inline, tool_calls=reply.calls)
+        return Completion([message], [reason] if reason else [], [])
     return choices_output(response, clip)
 
 

@@ -12,7 +12,7 @@ import math
 import string
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -254,32 +254,45 @@ def content_text(content: Any) -> str:
     """Text of a message content: a string, or a list of parts whose text parts are joined with newlines.
 
     Understands OpenAI parts (``{"type": "text"|"input_text"|"output_text", "text": ...}``, ``refusal``),
-    Anthropic/Converse blocks (``{"text": ...}``, Converse ``{"guardContent": {"text": {"text": ...}}}``, Anthropic
-    ``{"type": "document", "source": {"type": "text", "data": ...}}`` or a ``content`` source of text blocks) and
-    OTel GenAI parts (``{"type": "text", "content": ...}``). Images, audio and binary files carry no text and are
-    skipped.
+    Anthropic/Converse blocks (``{"text": ...}``, Converse ``{"guardContent": {"text": {"text": ...}}}`` and
+    ``{"citationsContent": {"content": [{"text": ...}]}}``, the document blocks of :func:`document_block`) and OTel
+    GenAI parts (``{"type": "text", "content": ...}``). Images, audio and binary files carry no text and are skipped.
+    A block of any other type is read by its ``text``, else by its ``content`` parts: a vendor's new block type that
+    carries text (as ``search_result`` once was) is then judged where it sits instead of silently dropped. Parts
+    nested deeper than :data:`MAX_PART_DEPTH` are not read.
     """
+    return _content_text(content, 0)
+
+
+MAX_PART_DEPTH = 16  # block in block: real shapes nest 3 deep (tool_result > search_result > text); a vendor API
+# refuses deeper ones, so no model read what lies below; the cap keeps hostile nesting from exhausting the stack
+
+
+def _content_text(content: Any, depth: int) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, dict):
         content = [content]
     if not isinstance(content, list):
         return "" if content is None or isinstance(content, bool) else (as_str(content) or "")
+    if depth >= MAX_PART_DEPTH:
+        return ""
     texts: list[str] = []
     for part in content:
         if isinstance(part, str):
             texts.append(part)
         elif isinstance(part, dict):
-            text = _part_text(as_dict(part.get("guardContent")) or part)
+            text = _part_text(as_dict(part.get("guardContent")) or part, depth + 1)
             if text:
                 texts.append(text)
     return "\n".join(texts)
 
 
-def _part_text(part: dict[str, Any]) -> str | None:
+def _part_text(part: dict[str, Any], depth: int) -> str | None:
     """The text of one content part (see :func:`content_text`)."""
-    if part.get("type") == "document":
-        return _document_text(as_dict(part.get("source")))
+    document = _document_block(part, depth)
+    if document is not None:
+        return document.text or None
     text = part.get("text")
     if isinstance(text, dict):  # Converse guardContent: {"text": {"text": ...}}
         text = text.get("text")
@@ -287,17 +300,54 @@ def _part_text(part: dict[str, Any]) -> str | None:
         text = part.get("content")
     if not isinstance(text, str):
         text = part.get("refusal")
+    if not isinstance(text, str) and isinstance(part.get("citationsContent"), dict):  # Converse, citations on
+        text = _content_text(part["citationsContent"].get("content"), depth) or None
+    if not isinstance(text, str) and isinstance(part.get("type"), str) and isinstance(part.get("content"), list | dict):
+        text = _content_text(part["content"], depth) or None  # a block type not known here (see content_text)
     return text if isinstance(text, str) else None
 
 
-def _document_text(source: dict[str, Any]) -> str | None:
-    """An Anthropic document block's text: a plain-text source (``data``) or a ``content`` source of blocks;
-    base64 (PDF) and URL sources carry no text here."""
-    if source.get("type") == "text" and isinstance(source.get("data"), str):
-        return source["data"]
-    if source.get("type") == "content":
-        return content_text(source.get("content")) or None
-    return None
+class DocumentBlock(NamedTuple):
+    """A document handed to the model as a content block: its text, and where it came from (its ``source``, else
+    its ``title`` or ``name``)."""
+
+    text: str
+    source: str | None
+
+
+def document_block(part: Any) -> DocumentBlock | None:
+    """A document content block as a :class:`DocumentBlock`; ``None`` for any other block.
+
+    Anthropic ``{"type": "document", "source": {"type": "text", "data": ...}}`` (or a ``content`` source of blocks;
+    base64 PDF and URL sources carry no text here) and ``{"type": "search_result", "source", "title", "content":
+    [text blocks]}``; Converse ``{"document": {"name", "source": {"text": ...} | {"content": [{"text": ...}]}}}``
+    (``bytes`` and ``s3Location`` sources carry no text here) and ``{"searchResult": {"source", "title",
+    "content": [{"text": ...}]}}``.
+    """
+    return _document_block(part, 0) if isinstance(part, dict) else None
+
+
+def _document_block(part: dict[str, Any], depth: int) -> DocumentBlock | None:
+    kind = part.get("type")
+    if kind == "document":
+        body = part
+        source = as_dict(part.get("source"))
+        if source.get("type") == "text" and isinstance(source.get("data"), str):
+            text = source["data"]
+        else:
+            text = _content_text(source.get("content"), depth) if source.get("type") == "content" else ""
+    elif kind == "search_result":
+        body, text = part, _content_text(part.get("content"), depth)
+    elif isinstance(part.get("document"), dict):  # Converse DocumentBlock
+        body = part["document"]
+        source = as_dict(body.get("source"))
+        text = source["text"] if isinstance(source.get("text"), str) else _content_text(source.get("content"), depth)
+    elif isinstance(part.get("searchResult"), dict):  # Converse SearchResultBlock
+        body = part["searchResult"]
+        text = _content_text(body.get("content"), depth)
+    else:
+        return None
+    return DocumentBlock(text, first(body.get("source"), body.get("title"), body.get("name")))
 
 
 def tool_definitions(tools: Any) -> list[ToolDefinition]:

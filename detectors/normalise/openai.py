@@ -20,6 +20,8 @@ Envelope (our convention; every key but ``request`` is optional)::
     }
 
 Request and response bodies follow the public OpenAI API reference (see :mod:`detectors.normalise.chat`).
+Gateways proxying the Anthropic Messages API log its content blocks: document blocks in the request's new turn are
+retrieved documents.
 A ``finish_reason`` of ``content_filter`` and a flagged moderation result become guardrail verdicts.
 """
 
@@ -108,6 +110,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             output_messages=completion.messages,
             tool_definitions=tool_definitions(request.get("tools")),
             retrieved_documents=retrieved_documents(record.get("retrieved_documents", record.get("context")), clip)
+            + conversation.take_new_documents()
             + completion.documents,
             request_params=request_params(request),
             identity=Identity(
