@@ -10,12 +10,13 @@ Bodies are those of the Bedrock runtime API reference: Anthropic Messages (``sys
 Amazon Titan (``inputText``/``results[].outputText``), Amazon Nova and Converse (``system[].text``,
 ``messages[].content[]`` with ``text``/``toolUse``/``toolResult``/``document``/``searchResult``, ``toolConfig``,
 ``inferenceConfig``, ``output.message``), Meta Llama (``prompt``/``generation``), Mistral (``outputs[].text``),
-Cohere (``message``/``text``) and OpenAI-format requests (Chat Completions ``messages`` with string content,
-``tool_calls`` and ``role: tool``). Messages are read as :class:`~detectors.normalise.chat.Conversation` reads
-them; document blocks in the request's new turn are retrieved documents. A streamed output is logged as a list of
-chunk objects (Anthropic ``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events,
-Titan/Llama/Mistral text chunks, possibly wrapped as ``{"chunk": {"bytes": base64}}``); it is reassembled before
-parsing.
+Cohere (``message``/``text``) and OpenAI-format models (OpenAI gpt-oss, AI21 Jamba: Chat Completions ``messages``
+with string content, ``tool_calls`` and ``role: tool``, and a chat.completion ``choices[].message`` response;
+DeepSeek: ``prompt`` and ``choices[].text``). Messages are read as :class:`~detectors.normalise.chat.Conversation`
+reads them; document blocks in the request's new turn are retrieved documents. A streamed output is logged as a
+list of chunk objects (Anthropic ``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events,
+Titan/Llama/Mistral text chunks, ``chat.completion.chunk`` objects of OpenAI-format models, possibly wrapped as
+``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
 
 Guardrail verdicts come from ``amazon-bedrock-guardrailAction`` / ``amazon-bedrock-trace`` (InvokeModel) and from
 ``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Identity: ``identity.arn`` is the IAM
@@ -36,7 +37,7 @@ from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
 from detectors.normalise.blocks import blocks
-from detectors.normalise.chat import Conversation
+from detectors.normalise.chat import Conversation, choices_output, usage_tokens
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -56,6 +57,7 @@ from detectors.normalise.fields import (
     request_params,
     tool_definitions,
 )
+from detectors.normalise.openai import merge_chunks
 
 NAME = "bedrock"
 SCHEMA_TYPE = "ModelInvocationLog"
@@ -162,6 +164,9 @@ def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mes
         first(usage.get("output_tokens"), usage.get("outputTokens"), response.get("generation_token_count")),
     )
     reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
+    if "choices" in response:  # OpenAI-format models: a chat.completion (DeepSeek: choices[].text)
+        completion = choices_output(response, clip)
+        return completion.messages, reason or next(iter(completion.finish_reasons), None), usage_tokens(usage)
     if "content" in response or "output" in response:
         content = response["content"] if "content" in response else dig(response, "output", "message", "content")
         reply = blocks(content, clip)
@@ -179,13 +184,15 @@ def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mes
 
 
 class _Stream:
-    """Accumulates streamed chunks of any supported shape into one non-streamed (Anthropic-shaped) body."""
+    """Accumulates streamed chunks of any supported shape into one non-streamed body: Anthropic-shaped, or a
+    chat.completion for OpenAI-format models' ``chat.completion.chunk`` objects (:func:`merge_chunks`)."""
 
     def __init__(self) -> None:
         self.blocks: dict[int, dict[str, Any]] = {}
         self.text: list[str] = []
         self.body: dict[str, Any] = {}
         self.usage: dict[str, Any] = {}
+        self.chat: list[dict[str, Any]] = []
 
     def block(self, index: Any) -> dict[str, Any]:
         return self.blocks.setdefault(as_int(index) or 0, {"text": [], "input": [], "name": None, "id": None})
@@ -195,7 +202,9 @@ class _Stream:
             if key in chunk:
                 self.body[key] = chunk[key]
         kind = chunk.get("type")
-        if kind == "message_start":
+        if "choices" in chunk:
+            self.chat.append(chunk)
+        elif kind == "message_start":
             message = as_dict(chunk.get("message"))
             self.body["model"] = message.get("model")
             self.usage.update(as_dict(message.get("usage")))
@@ -242,6 +251,8 @@ class _Stream:
             self.body["stop_reason"] = reason
 
     def result(self) -> dict[str, Any]:
+        if self.chat:
+            return {**self.body, **merge_chunks(self.chat)}
         content: list[dict[str, Any]] = []
         if self.text:
             content.append({"type": "text", "text": "".join(self.text)})

@@ -2,7 +2,8 @@
 
 Follows the public OpenAI API reference: Chat Completions messages (``role``, ``content`` as a string or a list
 of parts, ``tool_calls[].function.{name, arguments}`` and custom tools' ``tool_calls[].custom.{name, input}``,
-``tool_call_id``, legacy ``function_call``) and chat.completion ``choices[].message``; Responses API ``input`` /
+``tool_call_id``, legacy ``function_call``) and chat.completion ``choices[].message`` (an audio reply's
+``audio.transcript`` is its text); Responses API ``input`` /
 ``output`` items (``message``, ``function_call`` / ``custom_tool_call`` and their ``*_output``, ``mcp_call`` with
 the remote MCP server's ``output`` as the call's result, ``file_search_call.results[].text`` as retrieved
 documents), ``instructions`` and the ``prompt`` template's ``variables`` (user text).
@@ -33,6 +34,7 @@ from detectors.normalise.fields import (
     as_items,
     as_str,
     content_text,
+    first,
     json_text,
     retrieved_documents,
 )
@@ -133,6 +135,9 @@ class Conversation:
         content = content_text(item.get("content"))
         if not content and isinstance(item.get("refusal"), str):
             content = item["refusal"]
+        transcript = as_dict(item.get("audio")).get("transcript")
+        if not content and isinstance(transcript, str):  # an audio reply: its text is the transcript
+            content = transcript
         if role in SYSTEM_ROLES:
             self.system.append(content)
             return
@@ -201,14 +206,15 @@ def output_text(output: Any) -> str:
 
 
 def choices_output(response: dict[str, Any], clip: TextLimit) -> Completion:
-    """Output messages and finish reasons of a chat.completion (``choices[].message``) or a legacy text
-    completion (``choices[].text``)."""
+    """Output messages and finish reasons of a chat.completion (``choices[].message``; an audio reply's text is
+    its ``message.audio.transcript``) or a legacy text completion (``choices[].text``, also DeepSeek's on
+    Bedrock)."""
     conversation = Conversation(clip, output=True)
     reasons: list[str] = []
     for choice in as_items(response.get("choices")):
         if not isinstance(choice, dict):
             continue
-        reason = as_str(choice.get("finish_reason"), 64)
+        reason = first(choice.get("finish_reason"), choice.get("stop_reason"), limit=64)  # stop_reason: DeepSeek
         if reason:
             reasons.append(reason)
         message = choice.get("message")

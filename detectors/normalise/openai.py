@@ -7,7 +7,8 @@ Envelope (our convention; every key but ``request`` is optional)::
       "timestamp": 1768435200.5,          # epoch s/ms or ISO 8601; else response.created / created_at
       "duration_ms": 812.0,
       "request":  {...},                  # a Chat Completions or Responses API request body, as sent
-      "response": {...},                  # chat.completion, a list of chat.completion.chunk, or a Responses object
+      "response": {...},                  # chat.completion, a Responses object, or a streamed one as its list of
+                                          # chat.completion.chunk objects or of Responses stream events
       "error":    {"type": ..., "code": ..., "message": ...},   # the OpenAI error object of a failed call
       "moderation": {"results": [{"flagged": true, "categories": {"violence": true}}]},
       "metadata": {"user_id": ..., "session_id": ...},   # the app's own; wins over the client's request.metadata
@@ -20,8 +21,9 @@ Envelope (our convention; every key but ``request`` is optional)::
     }
 
 Request and response bodies follow the public OpenAI API reference (see :mod:`detectors.normalise.chat`).
-Gateways proxying the Anthropic Messages API log its content blocks: document blocks in the request's new turn are
-retrieved documents.
+A streamed response is reassembled (:func:`merge_stream`); a list of anything else is a malformed record, not an
+empty reply. Gateways proxying the Anthropic Messages API log its content blocks: document blocks in the request's
+new turn are retrieved documents.
 A ``finish_reason`` of ``content_filter`` and a flagged moderation result become guardrail verdicts.
 """
 
@@ -31,6 +33,7 @@ from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity
 from detectors.normalise.chat import Conversation, completion_output, usage_tokens
+from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -64,7 +67,7 @@ def detect(record: dict[str, Any]) -> bool:
 def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
     request = as_dict(record.get("request"))
     raw_response = record.get("response")
-    response = merge_chunks(raw_response) if isinstance(raw_response, list) else as_dict(raw_response)
+    response = merge_stream(raw_response) if isinstance(raw_response, list) and raw_response else as_dict(raw_response)
     conversation = Conversation(clip)
     if isinstance(request.get("instructions"), str):
         conversation.system.append(request["instructions"])
@@ -151,9 +154,99 @@ def _legacy_completion(request: dict[str, Any]) -> bool:
     return isinstance(request.get("prompt"), str | list) and "messages" not in request
 
 
+def merge_stream(chunks: list[Any]) -> dict[str, Any]:
+    """A streamed response logged as the list of what the stream sent, as one response object: Chat Completions
+    chunks (:func:`merge_chunks`) or Responses API stream events (:func:`merge_response_events`).
+
+    Raises :class:`NormaliseError` for a list of neither: read as chunks it would be a reply with no text that
+    succeeded, and the record's response would be lost without a word."""
+    events = dicts(chunks)
+    if any("choices" in chunk for chunk in events):
+        return merge_chunks(chunks)
+    if any(isinstance(kind := event.get("type"), str) and kind.startswith(_EVENT_PREFIX) for event in events):
+        return merge_response_events(events)
+    raise NormaliseError(
+        f"malformed:{NAME}",
+        f"response is a list of {len(chunks)} items, neither chat.completion.chunk objects nor Responses stream events",
+    )
+
+
+_EVENT_PREFIX = "response."
+_TERMINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+_ITEM_EVENTS = ("response.output_item.added", "response.output_item.done")
+_DELTA_EVENTS = (
+    "response.output_text.delta",
+    "response.refusal.delta",
+    "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+)
+_DONE_EVENTS = {  # event type: the key holding the finished text
+    "response.output_text.done": "text",
+    "response.refusal.done": "refusal",
+    "response.function_call_arguments.done": "arguments",
+    "response.custom_tool_call_input.done": "input",
+}
+
+
+def merge_response_events(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """A streamed Responses API call (its semantic stream events) as one Responses object.
+
+    The terminal event's ``response`` (``response.completed`` / ``.incomplete`` / ``.failed``) holds the whole
+    response; without it (a stream cut short, or logged without it) the output items are assembled from
+    ``response.output_item.added`` / ``.done`` and the text, refusal and call-argument deltas (the ``.done`` event's
+    text where logged), keyed by ``item_id``. An ``error`` event is the response's error."""
+    response: dict[str, Any] = {}
+    terminal = False
+    items: dict[str, dict[str, Any]] = {}
+    finished: set[str] = set()  # items whose output_item.done was logged: complete as they are
+    pieces: dict[str, list[str]] = {}
+    texts: dict[str, str] = {}
+    for event in events:
+        kind = event.get("type")
+        if kind == "error":
+            response["error"] = {"code": event.get("code"), "message": event.get("message")}
+        elif isinstance(event.get("response"), dict):  # response.created / .in_progress / the terminal event
+            response.update(event["response"])
+            terminal = terminal or kind in _TERMINAL_EVENTS
+        elif kind in _ITEM_EVENTS:
+            item = as_dict(event.get("item"))
+            key = as_str(item.get("id"), MAX_ID_CHARS) or f"#{as_int(event.get('output_index'))}"
+            if kind == "response.output_item.done":
+                items[key] = item
+                finished.add(key)
+            elif key not in items:
+                items[key] = item
+        elif kind in _DELTA_EVENTS or kind in _DONE_EVENTS:
+            key = as_str(event.get("item_id"), MAX_ID_CHARS) or f"#{as_int(event.get('output_index'))}"
+            items.setdefault(key, {"type": "message", "role": "assistant"})
+            if kind in _DONE_EVENTS and isinstance(event.get(_DONE_EVENTS[kind]), str):
+                texts[key] = event[_DONE_EVENTS[kind]]
+            elif isinstance(event.get("delta"), str):
+                pieces.setdefault(key, []).append(event["delta"])
+    if terminal and as_items(response.get("output")):
+        return response
+    output = [
+        item if key in finished else _streamed_item(item, texts.get(key, "".join(pieces.get(key, []))))
+        for key, item in items.items()
+    ]
+    return {**response, "object": "response", "output": output}
+
+
+def _streamed_item(item: dict[str, Any], text: str) -> dict[str, Any]:
+    """An output item the stream began, with the text its deltas carried: a message's text, a function call's
+    arguments or a custom tool call's input."""
+    kind = item.get("type")
+    if kind == "function_call":
+        return {**item, "arguments": text}
+    if kind == "custom_tool_call":
+        return {**item, "input": text}
+    return {**item, "content": [{"type": "output_text", "text": text}]} if text else item
+
+
 def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
     """A streamed Chat Completions response (``chat.completion.chunk`` list) reassembled into one chat.completion:
-    ``delta.content`` concatenated, ``delta.tool_calls`` merged by ``index``."""
+    ``delta.content`` (a text completion's or DeepSeek's ``choices[].text``) and an audio reply's
+    ``delta.audio.transcript`` concatenated, ``delta.tool_calls`` merged by ``index``."""
     merged: dict[str, Any] = {}
     choices: dict[int, dict[str, Any]] = {}
     for chunk in chunks:
@@ -165,10 +258,16 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
         for raw in as_items(chunk.get("choices")):
             if not isinstance(raw, dict):
                 continue
-            choice = choices.setdefault(as_int(raw.get("index")) or 0, {"content": [], "calls": {}, "reason": None})
+            choice = choices.setdefault(
+                as_int(raw.get("index")) or 0, {"content": [], "transcript": [], "calls": {}, "reason": None}
+            )
             delta = as_dict(raw.get("delta"))
-            if isinstance(delta.get("content"), str):
-                choice["content"].append(delta["content"])
+            text = delta.get("content") if "delta" in raw else raw.get("text")
+            if isinstance(text, str):
+                choice["content"].append(text)
+            transcript = as_dict(delta.get("audio")).get("transcript")
+            if isinstance(transcript, str):
+                choice["transcript"].append(transcript)
             for call in dicts(delta.get("tool_calls")):
                 slot = choice["calls"].setdefault(as_int(call.get("index")) or 0, {"name": [], "arguments": []})
                 function = as_dict(call.get("function"))
@@ -176,7 +275,7 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
                 if isinstance(function.get("name"), str):
                     slot["name"].append(function["name"])
                 slot["arguments"].append(json_text(function.get("arguments")))
-            choice["reason"] = raw.get("finish_reason") or choice["reason"]
+            choice["reason"] = raw.get("finish_reason") or raw.get("stop_reason") or choice["reason"]
     merged["choices"] = [
         {
             "index": index,
@@ -184,6 +283,7 @@ def merge_chunks(chunks: list[Any]) -> dict[str, Any]:
             "message": {
                 "role": "assistant",
                 "content": "".join(choice["content"]),
+                **({"audio": {"transcript": "".join(choice["transcript"])}} if choice["transcript"] else {}),
                 "tool_calls": [
                     {
                         "id": slot.get("id"),
