@@ -546,11 +546,15 @@ def test_bedrock_converse_guard_content_is_read_in_messages_and_system() -> None
     assert event.output_messages[0].content == "Yes, within 30 days."
 
 
-def test_anthropic_document_blocks_with_text_sources_are_read() -> None:
+def test_anthropic_document_blocks_with_text_sources_are_retrieved_documents() -> None:
+    """Documents a LiteLLM-logged Anthropic request hands over in its new turn are retrieved content, judged as
+    such (indirect injection), not as the user's own words."""
     event = normalise(load("litellm/anthropic_document.json"))
-    assert event.input_messages[0].content == (
-        "Q3 revenue grew 12% on enterprise renewals.\nChurn fell to 2.1%.\nSummarise these documents."
-    )  # the base64 (PDF) document carries no text
+    assert event.input_messages[0].content == "Summarise these documents."
+    assert [(d.content, d.source) for d in event.retrieved_documents] == [
+        ("Q3 revenue grew 12% on enterprise renewals.", "q3.txt"),
+        ("Churn fell to 2.1%.", None),
+    ]  # the base64 (PDF) document carries no text
 
 
 def test_otel_openllmetry_flattened_tool_calls() -> None:
@@ -619,3 +623,49 @@ def test_bedrock_identity_keeps_the_iam_principal_and_ignores_a_claimed_client_i
     assert hashes == {hashlib.sha256(principal.encode()).hexdigest()[:16]}
     del record["requestMetadata"]
     assert normalise(record).identity.user_id == principal
+
+
+def test_litellm_guardrail_detail_names_what_it_found_never_the_content() -> None:
+    """A Bedrock guardrail's response quotes what it matched; an operator who turned LiteLLM's message logging off
+    kept exactly that out of the logs, so the verdict keeps policy names and actions only."""
+    record = load("litellm/redacted.json")
+    record["guardrail_information"] = [
+        {
+            "guardrail_name": "bedrock-pii",
+            "guardrail_mode": "post_call",
+            "guardrail_status": "guardrail_intervened",
+            "guardrail_response": {
+                "action": "GUARDRAIL_INTERVENED",
+                "outputs": [{"text": "My SSN is {US_SOCIAL_SECURITY_NUMBER}, mail maria.gonzalez84@gmail.com"}],
+                "assessments": [
+                    {
+                        "sensitiveInformationPolicy": {
+                            "piiEntities": [
+                                {"match": "536-22-8147", "type": "US_SOCIAL_SECURITY_NUMBER", "action": "ANONYMIZED"},
+                                {"match": "maria.gonzalez84@gmail.com", "type": "EMAIL", "action": "ANONYMIZED"},
+                            ],
+                            "regexes": [
+                                {
+                                    "name": "aws-key",
+                                    "match": "AKIASFBT3YWIMR4AO5BG",
+                                    "regex": "AKIA\\w+",
+                                    "action": "BLOCKED",
+                                }
+                            ],
+                        },
+                        "contentPolicy": {"filters": [{"type": "PROMPT_ATTACK", "flagged": True, "action": "NONE"}]},
+                    }
+                ],
+            },
+        }
+    ]
+    event = normalise(record)
+    (verdict,) = event.guardrails
+    assert verdict.action == "blocked"
+    assert verdict.detail == (
+        "mode=post_call; EMAIL:ANONYMIZED, PROMPT_ATTACK:NONE, US_SOCIAL_SECURITY_NUMBER:ANONYMIZED, aws-key:BLOCKED, "
+        "flagged"
+    )
+    encoded = msgspec.json.encode(event).decode()
+    for value in ("536-22-8147", "maria.gonzalez84", "AKIASFBT3YWIMR4AO5BG", "My SSN"):
+        assert value not in encoded

@@ -52,6 +52,7 @@ from detectors.normalise.fields import (
     dig,
     event_id,
     first,
+    guardrail_hits,
     hash_key,
     parse_json,
     request_params,
@@ -70,7 +71,6 @@ _PARAM_ALIASES = {
     "topP": "top_p",
     "topK": "top_k",
 }
-_GUARDRAIL_DEPTH = 8
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -305,8 +305,7 @@ def guardrails(response: dict[str, Any], stop_reason: str | None) -> list[Guardr
     intervened = action == "INTERVENED" or stop_reason == "guardrail_intervened"
     if action is None and not trace and not intervened:
         return []
-    hits: dict[str, str] = {}
-    _collect_hits(trace, hits, _GUARDRAIL_DEPTH)
+    hits = guardrail_hits(trace)
     blocked = any(value == "BLOCKED" for value in hits.values())
     verdict = ("blocked" if blocked or not hits else "flagged") if intervened else ("flagged" if hits else "passed")
     ids = sorted({str(key) for part in (trace.get("input"), trace.get("inputAssessment")) for key in as_dict(part)})
@@ -318,21 +317,3 @@ def guardrails(response: dict[str, Any], stop_reason: str | None) -> list[Guardr
             detail=("guardrail " + ",".join(ids)) if ids else None,
         )
     ]
-
-
-def _collect_hits(node: Any, hits: dict[str, str], depth: int) -> None:
-    """Policy entries (``{"type"|"name": ..., "action": ...}``) anywhere in a guardrail assessment."""
-    if depth <= 0:
-        return
-    if isinstance(node, dict):
-        action = as_str(node.get("action"), 32)
-        label = first(node.get("name"), node.get("type"), limit=128)
-        if action and label:
-            if hits.get(label) != "BLOCKED":
-                hits[label] = action
-            return
-        for value in node.values():
-            _collect_hits(value, hits, depth - 1)
-    elif isinstance(node, list):
-        for value in node:
-            _collect_hits(value, hits, depth - 1)

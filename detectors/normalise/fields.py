@@ -445,3 +445,47 @@ def retrieved_documents(value: Any, clip: TextLimit) -> list[RetrievedDocument]:
 def dicts(value: Any) -> list[dict[str, Any]]:
     """The objects among :func:`as_items` of ``value``; other elements are ignored."""
     return [item for item in as_items(value) if isinstance(item, dict)]
+
+
+GUARDRAIL_DEPTH = 8  # how deep policy entries are looked for in a guardrail's assessment
+
+
+def guardrail_hits(node: Any, depth: int = GUARDRAIL_DEPTH) -> dict[str, str]:
+    """Policy entries (``{"type"|"name": ..., "action": ...}``) anywhere in a guardrail's assessment, as
+    label -> action (``BLOCKED`` wins over any other action of one label). Only those two fields are read: an
+    assessment also quotes what it matched (``match``, ``text``), which is the content it was there to catch."""
+    hits: dict[str, str] = {}
+    _collect_hits(node, hits, depth)
+    return hits
+
+
+def _collect_hits(node: Any, hits: dict[str, str], depth: int) -> None:
+    if depth <= 0:
+        return
+    if isinstance(node, dict):
+        action = as_str(node.get("action"), 32)
+        label = first(node.get("name"), node.get("type"), limit=128)
+        if action and label:
+            if hits.get(label) != "BLOCKED":
+                hits[label] = action
+            return
+        for value in node.values():
+            _collect_hits(value, hits, depth - 1)
+    elif isinstance(node, list):
+        for value in node:
+            _collect_hits(value, hits, depth - 1)
+
+
+def guardrail_flags(node: Any, depth: int = GUARDRAIL_DEPTH) -> set[str]:
+    """Keys set to ``true`` anywhere in a guardrail's response (``{"flagged": true, "categories":
+    {"prompt_injection": true}}``): names of what it found, never the content it found."""
+    if depth <= 0:
+        return set()
+    if isinstance(node, dict):
+        found = {str(key)[:64] for key, value in node.items() if value is True}
+        for value in node.values():
+            found |= guardrail_flags(value, depth - 1)
+        return found
+    if isinstance(node, list):
+        return {flag for value in node for flag in guardrail_flags(value, depth - 1)}
+    return set()

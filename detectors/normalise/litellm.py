@@ -38,7 +38,8 @@ from detectors.normalise.fields import (
     dicts,
     event_id,
     first,
-    json_text,
+    guardrail_flags,
+    guardrail_hits,
     key_hash,
     request_params,
     retrieved_documents,
@@ -109,7 +110,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             tool_definitions=tool_definitions(params.get("tools")),
             retrieved_documents=vector_store_documents(metadata.get("vector_store_request_metadata"), clip)
             + retrieved_documents(requester.get("retrieved_documents", metadata.get("retrieved_documents")), clip)
-            + completion.documents,
+            + completion.documents
+            + conversation.take_new_documents(),
             request_params=request_params({**params, **({"stream": True} if stream else {})}),
             identity=Identity(
                 user_id=first(record.get("end_user"), metadata.get("user_api_key_end_user_id"))
@@ -146,6 +148,15 @@ def vector_store_documents(requests: Any, clip: TextLimit) -> list[RetrievedDocu
     return documents
 
 
+def _found(info: dict[str, Any]) -> str:
+    """What a guardrail's response says it found, by name only: its policy entries (``type:action``) and the keys
+    it set to true. Never its free text: responses quote what they matched (a Bedrock guardrail's ``match``, the
+    masked ``outputs``), which is the content an operator who turned message logging off kept out of the logs."""
+    response = info.get("guardrail_response")
+    hits = [f"{label}:{action}" for label, action in sorted(guardrail_hits(response).items())]
+    return ", ".join([*hits, *sorted(guardrail_flags(response))])[:500]
+
+
 def guardrails(information: Any) -> list[GuardrailVerdict]:
     verdicts: list[GuardrailVerdict] = []
     for info in dicts(information):
@@ -157,11 +168,7 @@ def guardrails(information: Any) -> list[GuardrailVerdict]:
             continue
         mode = info.get("guardrail_mode")
         mode_text = ",".join(str(m) for m in mode) if isinstance(mode, list) else as_str(mode)
-        detail = " ".join(
-            part
-            for part in (f"mode={mode_text}" if mode_text else "", json_text(info.get("guardrail_response"))[:500])
-            if part
-        )
+        detail = "; ".join(part for part in (f"mode={mode_text}" if mode_text else "", _found(info)) if part)
         verdicts.append(
             GuardrailVerdict(
                 source="litellm:" + (as_str(info.get("guardrail_name")) or "guardrail"),
