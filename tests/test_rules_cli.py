@@ -84,3 +84,22 @@ def test_list_renders_titles_literally_not_as_markup(tmp_path):
     result = runner.invoke(cli, ["rules", "list", str(tmp_path)], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "Repeat [/] forever [bold]x[/bold]" in result.output
+
+
+def test_convert_reports_files_that_do_not_load_and_exits_1(tmp_path):
+    """A broken file is named on stderr and fails the run; the rules that loaded are still converted on stdout."""
+    shutil.copy(INVALID / "bare_not.yml", tmp_path)
+    (tmp_path / "good.yml").write_text(rule_yaml("s:\n  gen_ai.prompt|contains: needle\ncondition: s", title="Good"))
+    result = _run("convert", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"ERROR {tmp_path / 'bare_not.yml'}")
+    assert "# Good (" in result.stdout and "needle" in result.stdout and "ERROR" not in result.stdout
+
+
+def test_convert_of_nothing_exits_1(tmp_path):
+    missing = _run("convert", str(tmp_path / "absent"))
+    assert missing.exit_code == 1
+    assert "the rules directory (or file) does not exist" in missing.stderr
+    empty = _run("convert", str(tmp_path))
+    assert empty.exit_code == 1 and empty.stdout == ""
+    assert empty.stderr == "no rule converted to lucene\n"

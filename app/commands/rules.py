@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from app.settings import load_settings
-from detectors.signatures.convert import BACKENDS, convert
+from detectors.signatures.convert import BACKENDS, Conversion, convert
 from detectors.signatures.ruleset import RuleSet, default_directories
 
 rules_cli = typer.Typer(
@@ -82,24 +82,37 @@ def convert_rules(
         formats = ", ".join(BACKENDS[target].formats)
         raise typer.BadParameter(f"{target} writes one of {formats}", param_hint="--format")
     ruleset = _load(directories)
+    _report_load_errors(ruleset)  # first: a hunter must not read "no hits" for a rule that was never converted
     rules = [rule for rule in ruleset.rules if rule_id is None or rule.id == rule_id]
     if rule_id is not None and not rules:
         typer.echo(f"no loaded rule has id {rule_id}", err=True)
         raise typer.Exit(1)
-    failures = 0
-    for conversion in convert(rules, target, output_format):
-        typer.echo(f"# {conversion.rule.title} ({conversion.rule.id})")
-        if conversion.query is not None:
-            for note in conversion.finds_more:
-                typer.echo(f"# approximate, finds more than the engine: {note}")
-            for note in conversion.finds_fewer:
-                typer.echo(f"# approximate, finds FEWER than the engine: {note}")
-            typer.echo(conversion.query)
-        else:
-            failures += 1
-            typer.echo(f"# not convertible to {target}: {conversion.error}")
-    if rule_id is not None and failures:
+    converted = sum(_print_conversion(conversion, target) for conversion in convert(rules, target, output_format))
+    if not converted:
+        typer.echo(f"no rule converted to {target}", err=True)
+    if ruleset.errors or not converted:
         raise typer.Exit(1)
+
+
+def _report_load_errors(ruleset: RuleSet) -> None:
+    """``ERROR <error>`` on stderr for each file that did not load, as ``rules test`` words it; stderr, so the
+    queries on stdout stay clean for a pipe."""
+    for error in ruleset.errors:
+        typer.echo(f"ERROR {error}", err=True)
+
+
+def _print_conversion(conversion: Conversion, target: str) -> bool:
+    """The rule's query (with its approximation notes), or why it has none; whether it had one."""
+    typer.echo(f"# {conversion.rule.title} ({conversion.rule.id})")
+    if conversion.query is None:
+        typer.echo(f"# not convertible to {target}: {conversion.error}")
+        return False
+    for note in conversion.finds_more:
+        typer.echo(f"# approximate, finds more than the engine: {note}")
+    for note in conversion.finds_fewer:
+        typer.echo(f"# approximate, finds FEWER than the engine: {note}")
+    typer.echo(conversion.query)
+    return True
 
 
 @rules_cli.command("list")
