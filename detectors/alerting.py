@@ -125,7 +125,9 @@ class AlertGrouper:
         judge_risk: Callable[[Detection, Detection], AlertException | None] | None = None,
         amendments: list[Detection] | None = None,
     ) -> list[tuple[Detection, dict[str, Any]]]:
-        """Alert documents for the groups this batch touched, each in its latest state.
+        """Alert documents for the groups this batch touched, each in its latest state. ``detections`` are taken in
+        the order given (a pipeline gives them in the order their events arrived, so the result does not depend on
+        how the stream was cut into batches).
 
 
         ``judge`` names the exception that suppresses a detection, if any (e.g. ``ExceptionList.match``): each of
@@ -141,7 +143,7 @@ class AlertGrouper:
         """
         self._remember_masked_ids(sensitive)
         touched: dict[str, None] = {}
-        for detection in sorted(detections, key=lambda d: d.timestamp):
+        for detection in detections:
             self._take(detection, sensitive, touched, judge, suppressed, judge_risk)
         for detection in amendments or ():
             exception = judge(detection) if judge is not None else None

@@ -76,6 +76,9 @@ class Detection(msgspec.Struct, kw_only=True):
     related_ips: list[str] = []
     group_key: str | None = None  # what makes two detections the same alert; default: the event ids
     explanation: dict[str, float] = {}
+    # the event whose arrival raised it, when that is not the last of ``event_ids`` (a window that a later event's
+    # time closed): the pipeline orders a batch's detections by it (:func:`detectors.pipeline.in_arrival_order`)
+    raised_by: str | None = None
 
 
 class SensitiveValue(msgspec.Struct, frozen=True, kw_only=True):

@@ -748,6 +748,7 @@ class CampaignStage:
             campaign = by_detection[id(cause if cause is not None else detection)]
             return None if campaign.overflowed else self.exceptions.match(detection, campaign.identities)
 
+        fresh.sort(key=lambda detection: detection.timestamp)
         for _detection, document in self.grouper.alerts(
             fresh, {}, judge, result.suppressed, judge_risk=judge, amendments=amendments
         ):

@@ -143,7 +143,9 @@ class Pipeline:
             sensitive_by_event.setdefault(event.id, []).extend(found.sensitive)
         for event, found in zip(events, findings, strict=True):
             result.events.append(self._document(event, found))
-        grouped = self.grouper.alerts(detections, sensitive_by_event, self.exceptions.match, result.suppressed)
+        grouped = self.grouper.alerts(
+            in_arrival_order(detections, events), sensitive_by_event, self.exceptions.match, result.suppressed
+        )
         for _detection, document in grouped:
             target = result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts
             target.append(document)
@@ -228,6 +230,22 @@ class Pipeline:
                     f"{detector.name}: {type(error).__name__}: {error}"[:500]
                 )
         return detections
+
+
+def in_arrival_order(detections: Sequence[Detection], events: Sequence[Event]) -> list[Detection]:
+    """``detections`` in the order of the events that raised them (``Detection.raised_by``, else the last event
+    listed: see :meth:`Pipeline.run_detector`), then by time. The order is then the same however the events were
+    cut into batches, so alert groups count and risk scores add up the same way; sorting by event time instead
+    would let a late event's alert overtake others only in a batch that happened to hold both. Detections raised by
+    no event of the batch (a window closed by a flush) follow, by time."""
+    position = {event.id: index for index, event in enumerate(events)}
+    after = len(events)
+
+    def key(detection: Detection) -> tuple[int, float]:
+        trigger = detection.raised_by or (detection.event_ids[-1] if detection.event_ids else None)
+        return position.get(trigger, after) if trigger is not None else after, detection.timestamp
+
+    return sorted(detections, key=key)
 
 
 def distinct_id_runs(events: Sequence[Event]) -> list[slice]:

@@ -367,9 +367,9 @@ class StreamWorker:
         candidates: list[CampaignCandidate] = []
         for partition, offset in sorted(last.items()):
             self.identities.progress[partition].processed = offset  # in flight until acknowledged
-            # Event-time order, as replay reads a time-ordered file: window detectors then see each batch in
-            # the order they would have seen it there.
-            events = sorted(by_partition.get(partition, []), key=lambda event: event.timestamp)
+            # Arrival order, as replay reads a file: what a partition detects must not depend on how its events
+            # were cut into batches (detectors place late events by their own time).
+            events = by_partition.get(partition, [])
             kept = processed[partition] = self.identities.recent[partition].fresh(events)
             fresh = [event for event, _digest in kept]
             metrics.DUPLICATE_EVENTS.inc(len(events) - len(fresh))
@@ -597,7 +597,7 @@ class StreamWorker:
         owner dropped as duplicates, and leaving out those that fail alone as the live path does; remembers and
         returns how many it ran."""
         try:
-            kept = recent.fresh(sorted(decode_events(value), key=lambda event: event.timestamp))
+            kept = recent.fresh(decode_events(value))
         except ValueError:  # dead-lettered when it was first processed
             return 0
         events = [event for event, _digest in kept]

@@ -239,7 +239,9 @@ class AnomalyDetector(Detector):
             if not math.isfinite(event.timestamp):  # normalisers never emit one; a hand-built event might
                 found.fields.setdefault("abusewatch.errors", []).append("anomaly: event time is not a finite number")
                 continue
-            detections.extend(self._advance(event.timestamp - self.config.allowed_lateness_seconds))
+            for closed in self._advance(event.timestamp - self.config.allowed_lateness_seconds):
+                closed.raised_by = event.id
+                detections.append(closed)
             detections.extend(self._count(event, found))
         return detections
 
