@@ -103,3 +103,12 @@ def test_convert_of_nothing_exits_1(tmp_path):
     empty = _run("convert", str(tmp_path))
     assert empty.exit_code == 1 and empty.stdout == ""
     assert empty.stderr == "no rule converted to lucene\n"
+
+
+def test_list_exits_1_when_a_file_does_not_load_and_still_lists_the_others(tmp_path):
+    shutil.copy(INVALID / "bare_not.yml", tmp_path)
+    (tmp_path / "good.yml").write_text(rule_yaml("s:\n  gen_ai.prompt|contains: x\ncondition: s", title="Good"))
+    result = runner.invoke(cli, ["rules", "list", str(tmp_path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 1
+    assert "Good" in result.output and "ERROR" in result.output
+    assert result.output.strip().splitlines()[-1] == "1 rules loaded, 1 files with errors"

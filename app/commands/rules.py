@@ -117,7 +117,7 @@ def _print_conversion(conversion: Conversion, target: str) -> bool:
 
 @rules_cli.command("list")
 def list_rules(directories: list[Path] | None = DIRECTORIES) -> None:
-    """List the loaded rules, and the files that failed to load."""
+    """List the loaded rules, and the files that failed to load (exit 1 if any did)."""
     ruleset = _load(directories)
     table = Table("id", "title", "level", "category", "status", "file")
     for rule in sorted(ruleset.rules, key=lambda r: (r.category, r.title)):
@@ -128,6 +128,8 @@ def list_rules(directories: list[Path] | None = DIRECTORIES) -> None:
     for error in ruleset.errors:
         out.print(f"ERROR {error}", markup=False)
     out.print(f"{len(ruleset.rules)} rules loaded, {len(ruleset.errors)} files with errors", markup=False)
+    if ruleset.errors:  # as lint and test: a CI step listing the rules must not pass on a broken file
+        raise typer.Exit(1)
 
 
 def register(cli: typer.Typer) -> None:
