@@ -112,3 +112,29 @@ def test_list_exits_1_when_a_file_does_not_load_and_still_lists_the_others(tmp_p
     assert result.exit_code == 1
     assert "Good" in result.output and "ERROR" in result.output
     assert result.output.strip().splitlines()[-1] == "1 rules loaded, 1 files with errors"
+
+
+def test_a_rule_without_examples_fails_the_test_run_by_name(tmp_path):
+    text = rule_yaml("s:\n  gen_ai.prompt|contains: x\ncondition: s", title="Untested", rule_id=OVERRIDE_ID)
+    (tmp_path / "untested.yml").write_text(text.split("  tests:\n")[0], encoding="utf-8")
+    result = _run("test", str(tmp_path))
+    assert result.exit_code == 1
+    untested = f"'Untested' ({OVERRIDE_ID}) [{tmp_path / 'untested.yml'}]: abusewatch.tests has no 'match' or 'nomatch'"
+    assert f"FAIL {untested} example" in result.output
+    assert "error: no test case ran: no rule has abusewatch.tests examples" in result.output
+    assert result.output.strip().splitlines()[-1] == "0 passed, 1 failed"
+    lint = _run("lint", str(tmp_path))
+    assert "abusewatch.tests has no 'match' example" in lint.output  # the same words
+
+
+def test_test_and_lint_of_no_rules_fail(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a rule")
+    tested = _run("test", str(tmp_path))
+    assert tested.exit_code == 1
+    assert "error: no test case ran: no rules were loaded" in tested.output
+    linted = _run("lint", str(tmp_path))
+    assert linted.exit_code == 1
+    assert linted.output.strip().splitlines() == [
+        "error: nothing was linted: no rules were loaded",
+        "0 rules, 1 errors, 0 warnings",
+    ]

@@ -23,6 +23,10 @@ rules_cli = typer.Typer(
     no_args_is_help=True,
 )
 
+# Worded as rules lint words a rule without examples ("abusewatch.tests has no 'match' example").
+NO_EXAMPLES = "abusewatch.tests has no 'match' or 'nomatch' example"
+NO_EXAMPLES_AT_ALL = "no rule has abusewatch.tests examples"
+NO_RULES = "no rules were loaded"
 DIRECTORIES = typer.Argument(None, help="Rule files or directories (default: built-in pack + settings rules_dir).")
 
 
@@ -39,32 +43,43 @@ def _out() -> Console:
 
 @rules_cli.command("lint")
 def lint(directories: list[Path] | None = DIRECTORIES) -> None:
-    """Check rules: load errors, pySigma validators and the product's requirements (tags, category, tests)."""
+    """Check rules: load errors, pySigma validators and the product's requirements (tags, category, tests). No rule
+    to check is an error: a CI step pointed at the wrong folder must not pass."""
     ruleset = _load(directories)
     issues = ruleset.lint()
     out = _out()
     for issue in issues:
         out.print(str(issue), markup=False)
     errors = sum(1 for issue in issues if issue.severity == "error")
-    out.print(f"{len(ruleset.rules)} rules, {errors} errors, {len(issues) - errors} warnings", markup=False)
+    warnings = len(issues) - errors
+    if not ruleset.rules:
+        out.print(f"error: nothing was linted: {NO_RULES}", markup=False)
+        errors += 1
+    out.print(f"{len(ruleset.rules)} rules, {errors} errors, {warnings} warnings", markup=False)
     if errors:
         raise typer.Exit(1)
 
 
 @rules_cli.command("test")
 def test(directories: list[Path] | None = DIRECTORIES) -> None:
-    """Run every rule's match / nomatch examples; a file that does not load counts as a failure."""
+    """Run every rule's match / nomatch examples. A file that does not load and a rule without examples count as
+    failures, and a run in which no example ran fails: a CI step that tested nothing must not pass."""
     ruleset = _load(directories)
     results = ruleset.run_tests()
     out = _out()
     for error in ruleset.errors:
         out.print(f"ERROR {error}", markup=False)
+    untested = [rule for rule in ruleset.rules if not rule.tests]
+    for rule in untested:
+        out.print(f"FAIL {rule.label} [{rule.path}]: {NO_EXAMPLES}", markup=False)
     failed = [result for result in results if not result.passed]
     for result in failed:
         out.print(f"FAIL {result.describe()}", markup=False)
+    if not results:
+        out.print(f"error: no test case ran: {NO_EXAMPLES_AT_ALL if ruleset.rules else NO_RULES}", markup=False)
     passed = len(results) - len(failed)
-    out.print(f"{passed} passed, {len(failed) + len(ruleset.errors)} failed", markup=False)
-    if failed or ruleset.errors:
+    out.print(f"{passed} passed, {len(failed) + len(ruleset.errors) + len(untested)} failed", markup=False)
+    if failed or ruleset.errors or untested or not results:
         raise typer.Exit(1)
 
 
