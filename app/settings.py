@@ -213,6 +213,10 @@ class Settings(BaseSettings):
 # Flat variables that deploy/local/services.sh prints and deploy/docker-compose.yml sets; the nested
 # ``ABW_KAFKA__BOOTSTRAP`` / ``ABW_ELASTICSEARCH__URL`` win over them.
 SHORTHAND_ENV = {"ABW_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"), "ABW_ES_URL": ("elasticsearch", "url")}
+SHELL_ONLY_ENV = {
+    "ABW_REDACTION_KEY",
+    "ABW_ALLOW_WEAK_REDACTION_KEY",
+}  # deploy/docker-compose.yml reads them from the shell
 
 
 class _ShorthandEnvSource(PydanticBaseSettingsSource):
@@ -270,10 +274,12 @@ def load_settings(config: Path | None = None) -> Settings:
 def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     """``ABW_`` variables that look like settings but are not read, each with what was meant.
 
-    pydantic-settings reads only the variables of known fields, so ``ABW_DETECTON__BATCH_SIZE`` (no such section)
-    or ``ABW_ELASTICSEARCH_URL`` (one underscore, easy to write next to the ``ABW_ES_URL`` shorthand) would leave
-    the default in place without a word. Other flat ``ABW_`` names (``ABW_CONFIG``, ``ABW_CACHE_DIR``, the local
-    services' ports) are not settings and stay allowed.
+    pydantic-settings reads only the variables of known fields, so ``ABW_DETECTON__BATCH_SIZE`` (no such section),
+    ``ABW_ELASTICSEARCH_URL`` (one underscore, easy to write next to the ``ABW_ES_URL`` shorthand) or
+    ``ABW_RULES_DIR`` (a field without its section) would leave the default in place without a word: custom rules
+    or alert exceptions not loaded. Other flat ``ABW_`` names (``ABW_CONFIG``, ``ABW_CACHE_DIR``, the local
+    services' ports, and the Compose file's shell variables, :data:`SHELL_ONLY_ENV`) are not settings and
+    stay allowed.
     """
     sections = {name: field.annotation for name, field in Settings.model_fields.items()}
     problems = []
@@ -285,10 +291,14 @@ def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
             if head not in sections:
                 problems.append(f"{name}: no settings section {head!r} (sections: {', '.join(sections)})")
             continue
-        for section, model in sections.items():
-            field = head.removeprefix(f"{section}_")
-            if field != head and field in model.model_fields:
-                problems.append(f"{name} is not read: did you mean ABW_{section.upper()}__{field.upper()}?")
+        meant = [
+            f"ABW_{section.upper()}__{field.upper()}"
+            for section, model in sections.items()
+            for field in (head.removeprefix(f"{section}_"),)
+            if (field != head or name not in SHELL_ONLY_ENV) and field in model.model_fields
+        ]
+        if meant:
+            problems.append(f"{name} is not read: did you mean {' or '.join(meant)}?")
     return problems
 
 

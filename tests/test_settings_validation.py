@@ -177,6 +177,8 @@ def test_errors_from_elsewhere_are_not_settings_errors() -> None:
         ("ABW_DETECTON__BATCH_SIZE", "ABW_DETECTON__BATCH_SIZE: no settings section 'detecton'"),
         ("ABW_ELASTICSEARCH_URL", "ABW_ELASTICSEARCH_URL is not read: did you mean ABW_ELASTICSEARCH__URL?"),
         ("ABW_WORKER_WEB_PORT", "ABW_WORKER_WEB_PORT is not read: did you mean ABW_WORKER__WEB_PORT?"),
+        ("ABW_RULES_DIR", "ABW_RULES_DIR is not read: did you mean ABW_DETECTION__RULES_DIR?"),
+        ("ABW_EXCEPTIONS_PATH", "ABW_EXCEPTIONS_PATH is not read: did you mean ABW_DETECTION__EXCEPTIONS_PATH?"),
     ],
 )
 def test_a_misspelt_top_level_variable_is_refused_and_named(
@@ -197,6 +199,8 @@ def test_flat_variables_that_are_not_settings_stay_allowed(monkeypatch: pytest.M
         "ABW_KAFKA_BOOTSTRAP",
         "ABW_KAFKA_PORT",
         "ABW_ES_PORT",
+        "ABW_REDACTION_KEY",  # the Compose file's shell variables
+        "ABW_ALLOW_WEAK_REDACTION_KEY",
     ):
         monkeypatch.setenv(variable, "")
     monkeypatch.setenv("ABW_ES_URL", "http://127.0.0.1:9")
