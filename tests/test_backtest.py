@@ -383,7 +383,10 @@ def test_labelled_attacks_in_dead_letters_count_as_missed_and_unjoined_labels_ar
     assert report_["recall"] == {"prompt_injection": 2 / 3, "all": 2 / 3}  # req-4 never became an event: missed
     assert report_["dead_letters"] == {"count": 1, "by_reason": {"unknown_format": 1}, "labelled_attacks": 1}
     assert report_["labels"] == {"given": 3, "joined": 2, "in_dead_letters": 1, "not_found": 0}
-    assert "1 of 3 labels name no event of the input" in " ".join(result.output.split())
+    printed, warned = " ".join(result.stdout.split()), " ".join(result.stderr.split())
+    assert "Backtest: 3 events" in printed and "Recall by labelled category: prompt_injection: 0.67" in printed
+    assert "Dead letters (records that are no event): 1 (unknown_format: 1)" in printed  # the report: stdout
+    assert "1 of 3 labels name no event of the input" in warned and "Recall" not in warned  # warnings: stderr
 
 
 # --- printing: attacker text literally and terminal-safe, --out first, progress on a terminal ----------------------

@@ -19,6 +19,8 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
 def test_demo_writes_consistent_outputs_and_alerts_on_every_labelled_attack_kind(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "Replay summary" in result.stdout and "Top alerts" in result.stdout  # the report: stdout
+    assert result.stderr.startswith("Replaying ") and "Replay summary" not in result.stderr  # progress: stderr
     summary = json.loads((tmp_path / "summary.json").read_text(encoding="utf-8"))
     alerts, events = jsonl(tmp_path / "alerts.jsonl"), jsonl(tmp_path / "events.jsonl")
     assert summary["records"] == len(jsonl(tmp_path / "samples.jsonl"))

@@ -2,7 +2,7 @@
 
 Event ids, prompts and rule names in the history are attacker-controlled, so they are printed without Rich markup
 and with terminal control characters made visible; the JSON report (``--out``) is written before anything is
-printed.
+printed. The printed report goes to stdout (``> report.txt``, a pipe); progress, warnings and errors to stderr.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ from detectors.redact import Redactor
 from detectors.signatures.detector import SignatureDetector
 from detectors.signatures.ruleset import RuleSet, default_directories
 
-console = Console(stderr=True, markup=False, highlight=False)
+console = Console(stderr=True, markup=False, highlight=False)  # progress, warnings, errors
+stdout = Console(markup=False, highlight=False)  # the report, for `> report.txt` and pipes
 EXAMPLE_CHARS = 100
 RULE_NAME_CHARS = 60
 
@@ -162,6 +163,7 @@ def _true_positives(rule: dict[str, Any]) -> str:
 
 
 def _print(output: dict[str, Any]) -> None:
+    """The report on stdout: per-rule table, dead letters, recall, suppressions and the diff."""
     table = Table(title=Text(f"Backtest: {output['events']} events, {output['events_caught']} caught"))
     for column in ("rule", "category", "events", "TP", "FP", "precision"):
         table.add_column(column)
@@ -176,30 +178,30 @@ def _print(output: dict[str, Any]) -> None:
             f"{precision:.2f}" if precision is not None else "-",
         )
         table.add_row(*(Text(terminal_safe(cell)) for cell in cells))
-    console.print(table)
+    stdout.print(table)
     dead = output["dead_letters"]
     if dead["count"]:
         reasons = ", ".join(f"{reason}: {n}" for reason, n in dead["by_reason"].items())
         attacks = f"; {dead['labelled_attacks']} labelled attacks among them" if dead["labelled_attacks"] else ""
-        console.print(
+        stdout.print(
             Text(terminal_safe(f"Dead letters (records that are no event): {dead['count']} ({reasons}){attacks}"))
         )
     if output["event_times"]["not_believed"]:
-        console.print(
+        stdout.print(
             f"Event times not believed (far ahead of the records around them): {output['event_times']['not_believed']}"
         )
     if "recall" in output:
         recall = ", ".join(f"{k}: {v:.2f}" for k, v in output["recall"].items() if v is not None)
-        console.print(Text(terminal_safe(f"Recall by labelled category: {recall or '- (no labelled attack)'}")))
+        stdout.print(Text(terminal_safe(f"Recall by labelled category: {recall or '- (no labelled attack)'}")))
         if output["false_positive_rate"] is not None:
-            console.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
+            stdout.print(f"False-positive rate on benign events: {output['false_positive_rate']:.4f}")
     if output["suppressed_alerts"]:
-        console.print(f"{output['alerts']} alerts; {output['suppressed_alerts']} more suppressed by exceptions")
+        stdout.print(f"{output['alerts']} alerts; {output['suppressed_alerts']} more suppressed by exceptions")
     for exception_id, counts in output.get("suppressed_by_exception", {}).items():
         hidden = f"{counts['events_hidden']} caught by no other rule"
         if counts["attacks_hidden"] is not None:
             hidden += f" ({counts['attacks_hidden']} labelled attacks hidden, of {counts['attacks_suppressed']})"
-        console.print(
+        stdout.print(
             Text(terminal_safe(f"Exception {exception_id} suppressed {counts['events_suppressed']} events, {hidden}"))
         )
     if "diff" in output:
@@ -208,8 +210,8 @@ def _print(output: dict[str, Any]) -> None:
             f" (attacks {d[name + '_attacks']}, benign {d[name + '_benign']})" if d["lost_attacks"] is not None else ""
             for name in ("newly_caught", "lost")
         )
-        console.print(f"Against the baseline: {d['newly_caught']} events newly caught{gained}, {d['lost']} lost{lost}")
+        stdout.print(f"Against the baseline: {d['newly_caught']} events newly caught{gained}, {d['lost']} lost{lost}")
         for label, key in (("newly caught", "newly_caught_examples"), ("lost", "lost_examples")):
             for example in d[key]:
                 text = repr(example["text"][:EXAMPLE_CHARS])
-                console.print(Text(terminal_safe(f"  {label}: {example['event_id']}: {text}")))
+                stdout.print(Text(terminal_safe(f"  {label}: {example['event_id']}: {text}")))

@@ -1,4 +1,7 @@
-"""``abusewatch replay`` and ``abusewatch demo``: the pipeline over files, in-process."""
+"""``abusewatch replay`` and ``abusewatch demo``: the pipeline over files, in-process.
+
+The summary (and the demo's top alerts) goes to stdout, for a file or a pipe; progress, warnings and errors to stderr.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +37,8 @@ DEMO_OUTPUTS = (
     "summary.json",
     "report.html",
 )
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, warnings, errors
+stdout = Console()  # the summary and top alerts the user asked for: stdout, for a file or a pipe
 
 
 def warn_if_masks_unsafe(settings: Settings, console: Console) -> None:
@@ -112,7 +116,7 @@ def demo_command(
     _write_report(out / "report.html", out / "alerts.jsonl", summary)
     _print_summary(summary)
     _print_alerts(out / "alerts.jsonl")
-    console.print(f"\nOutputs in {out}/: {', '.join(DEMO_OUTPUTS[1:])} (and samples.jsonl, the input as replayed)")
+    stdout.print(f"\nOutputs in {out}/: {', '.join(DEMO_OUTPUTS[1:])} (and samples.jsonl, the input as replayed)")
 
 
 def _run(
@@ -203,6 +207,7 @@ class ProgressLines:
 
 
 def _print_summary(summary: ReplaySummary) -> None:
+    """The replay's figures, alerts by rule and severity, dead letters by reason (stdout)."""
     table = Table(title="Replay summary", show_header=False)
     for label, value in (
         ("records read", summary.records),
@@ -218,21 +223,21 @@ def _print_summary(summary: ReplaySummary) -> None:
         ("events/s", f"{summary.events_per_second:,.0f}"),
     ):
         table.add_row(label, str(value))
-    console.print(table)
+    stdout.print(table)
     if summary.alerts_by_rule:
         rules = Table(title="Alerts by rule")
         rules.add_column("rule")
         rules.add_column("alerts", justify="right")
         for rule, count in summary.alerts_by_rule.most_common():
             rules.add_row(rule, str(count))
-        console.print(rules)
+        stdout.print(rules)
     if summary.alerts_by_severity:
-        console.print(
+        stdout.print(
             "Alerts by severity: "
             + ", ".join(f"{severity}: {count}" for severity, count in sorted(summary.alerts_by_severity.items()))
         )
     if summary.dead_letters_by_reason:
-        console.print(
+        stdout.print(
             "Dead letters by reason: "
             + ", ".join(f"{reason}: {count}" for reason, count in summary.dead_letters_by_reason.most_common())
         )
@@ -247,6 +252,7 @@ def _write_report(report: Path, alerts_out: Path, summary: ReplaySummary) -> Non
 
 
 def _print_alerts(path: Path, limit: int = 15) -> None:
+    """The ``limit`` most severe alerts of ``path`` (the earliest first among equals), on stdout."""
     alerts = _read_alerts(path)
     alerts.sort(key=lambda a: (-a["event"]["severity"], a["@timestamp"]))
     table = Table(title=f"Top alerts ({min(limit, len(alerts))} of {len(alerts)})")
@@ -260,7 +266,7 @@ def _print_alerts(path: Path, limit: int = 15) -> None:
             alert["abusewatch"].get("identity_key", ""),
             alert["message"][:100],
         )
-    console.print(table)
+    stdout.print(table)
 
 
 def _fail(message: str) -> int:

@@ -31,6 +31,7 @@ from app.stream.topics import admin_client, ensure_topics, partition_counts, top
 from app.terminal import terminal_safe
 
 console = Console(stderr=True)
+stdout = Console()  # check-config's settings, on stdout for a file or `| jq`; its verdict stays on stderr
 CONFIG_OPTION = typer.Option(None, "--config", help="Settings file (YAML); default: ABW_CONFIG, then environment.")
 _CHECK_TIMEOUT_S = 10
 
@@ -216,9 +217,10 @@ def produce_command(
 
 
 def check_config_command(config: Path | None = CONFIG_OPTION) -> None:
-    """Load the settings, connect to Kafka and Elasticsearch, and say in plain words what is wrong (exit 1)."""
+    """Print the settings as JSON (stdout), connect to Kafka and Elasticsearch, and say in plain words what is wrong
+    (stderr, exit 1)."""
     settings = load_settings(config)
-    console.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
+    stdout.print_json(data=settings.model_dump(mode="json"))  # SecretStr fields print as '**********'
     problems = missing_files(settings) + exception_problems(settings)
     problems = problems or check_kafka(settings) + check_elasticsearch(settings)
     problems += [problem] if (problem := redaction_key_problem(settings)) else []
