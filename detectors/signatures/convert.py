@@ -9,7 +9,9 @@ product's fields to what the event documents index (:func:`detectors.documents.e
   ``"gen_ai.prompt": {"type": "text", "fields": {"lc": {"type": "keyword", "normalizer": "lowercase",
   "ignore_above": 8191}}}``. That makes Lucene wildcards (``contains``/``startswith``/``endswith``) case-insensitive
   like the stream engine. Regexes (``re``) are translated to Lucene's dialect on the lower-cased value
-  (:mod:`detectors.signatures.lucene_regex`), one clause per top-level branch. Texts longer than ``ignore_above``
+  (:mod:`detectors.signatures.lucene_regex`), one clause per top-level branch. A string value with a space becomes
+  such a regex too, the space as ``\\s+``: the engine matches a space in a literal against any whitespace run
+  (``you are  now``, ``you are\nnow``), a wildcard only against one space. Texts longer than ``ignore_above``
   are not searchable this way (the stream engine still scans them).
 * metadata fields (``service.name``, ``user.id``...) are ECS keyword fields, matched as they are.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -40,6 +43,7 @@ from sigma.types import (
     SigmaRegularExpressionFlag,
     SigmaString,
     SigmaType,
+    SpecialChars,
 )
 
 from detectors.event import TEXT_FIELDS
@@ -80,6 +84,33 @@ class LowercaseValues(ValueTransformation):
         if isinstance(val, SigmaExpansion):
             return SigmaExpansion([v.lower() if isinstance(v, SigmaString) else v for v in val.values])
         return val.lower()
+
+
+@dataclass
+class SpacedStringsAsRegex(ValueTransformation):
+    r"""A string value holding whitespace as a regex whose whitespace is ``\s+``, as the engine reads a space in a
+    literal (any whitespace run); wildcards keep their meaning (``*`` any text, ``?`` one character) and a value
+    without a leading or trailing ``*`` stays anchored there. The regex is then translated like any other."""
+
+    def apply_value(self, field: str | None, val: SigmaType) -> SigmaType | None:
+        if not isinstance(val, SigmaString) or not any(isinstance(p, str) and _SPACE.search(p) for p in val.s):
+            return None
+        parts = list(val.s)
+        pattern = "" if parts[0] == SpecialChars.WILDCARD_MULTI else "^"
+        for position, part in enumerate(parts):
+            if part == SpecialChars.WILDCARD_MULTI:
+                pattern += "" if position in (0, len(parts) - 1) else ".*"
+            elif part == SpecialChars.WILDCARD_SINGLE:
+                pattern += "."
+            elif isinstance(part, str):
+                pattern += r"\s+".join(re.escape(piece) for piece in _SPACE.split(part.lower()))
+            else:  # a placeholder: left to the backend as it is
+                return None
+        pattern += "" if parts[-1] == SpecialChars.WILDCARD_MULTI else "$"
+        return SigmaRegularExpression(pattern, {SigmaRegularExpressionFlag.DOTALL})
+
+
+_SPACE = re.compile(r"\s+")
 
 
 @dataclass
@@ -175,10 +206,16 @@ def llm_pipeline(target: str = "lucene") -> ProcessingPipeline:
     lucene = (
         [
             ProcessingItem(
+                identifier="abusewatch_spaced_strings",
+                transformation=SpacedStringsAsRegex(),
+                rule_conditions=llm(),
+                field_name_conditions=[IncludeFieldCondition(fields=list(TEXT_FIELDS))],
+            ),
+            ProcessingItem(
                 identifier="abusewatch_lucene_regex",
                 transformation=LuceneRegexTransformation(),
                 rule_conditions=llm(),
-            )
+            ),
         ]
         if target == "lucene"
         else []
