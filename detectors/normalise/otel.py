@@ -8,15 +8,18 @@ conventions (v1.37+): ``gen_ai.operation.name``, ``gen_ai.provider.name`` (older
 ``gen_ai.usage.input_tokens`` / ``output_tokens``, ``gen_ai.request.*`` parameters, ``gen_ai.conversation.id``,
 ``gen_ai.tool.definitions`` and the opt-in content ``gen_ai.system_instructions``, ``gen_ai.input.messages``,
 ``gen_ai.output.messages`` (JSON strings of ``{role, parts: [{type: text|tool_call|tool_call_response}]}``);
-``execute_tool`` spans (``gen_ai.tool.name``, ``gen_ai.tool.call.id`` / ``arguments`` / ``result``). Older
-instrumentations are read too: ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` span events and
-OpenLLMetry's flattened ``gen_ai.prompt.N.role|content|tool_call_id`` / ``gen_ai.completion.N.*`` attributes
+``execute_tool`` spans (``gen_ai.tool.name``, ``gen_ai.tool.call.id`` / ``arguments`` / ``result``), with the
+content also read from a ``gen_ai.client.inference.operation.details`` span event. Older instrumentations are read
+too: ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` span events and OpenLLMetry's flattened
+``gen_ai.prompt.N.role|content|tool_call_id`` / ``gen_ai.completion.N.*`` attributes
 (with ``.tool_calls.M.id|name|arguments``).
 
 One export holds many spans, so this format yields one event per GenAI span (a span with any ``gen_ai.*``
 attribute); other spans (HTTP, DB...) are skipped, and an export without GenAI spans yields no events (one whose
 entries are not objects is malformed, not empty). Attributes written as a plain map are read too. Content
-is opt-in in OTel: a span without any of it normalises with ``content_redacted``. Convention: retrieved documents
+is opt-in in OTel: a span without any of it normalises with ``content_redacted``. Content sent only as OTLP *log
+records* (the per-message events ``gen_ai.user.message``, ``gen_ai.choice``... of conventions up to v1.36, which
+instrumentations emit through the logs signal) is not in a trace export and is not read. Convention: retrieved documents
 in ``gen_ai.retrieval.documents`` (JSON array of strings or ``{id, source, content}``). Identity: ``user.id`` /
 ``enduser.id``, ``client.address``, ``user_agent.original``, ``session.id`` / ``gen_ai.conversation.id``,
 ``organization.id``, and ``service.name`` from the resource.
@@ -83,7 +86,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
                 if not isinstance(span, dict):
                     broken += 1
                     continue
-                attrs = attributes(span.get("attributes"))
+                attrs = {**details_event_attributes(span), **attributes(span.get("attributes"))}
                 if any(key.startswith("gen_ai.") for key in attrs):
                     clip.truncated = False
                     events.append(span_event(span, attrs, resource, clip, now))
@@ -92,6 +95,20 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             f"malformed:{NAME}", f"{broken} resourceSpans, scopeSpans or spans entries are not objects"
         )
     return events
+
+
+DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+
+
+def details_event_attributes(span: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of the span's ``gen_ai.client.inference.operation.details`` event (semantic conventions
+    v1.37+): instrumentations that record content as that event, not on the span, put ``gen_ai.input.messages``,
+    ``gen_ai.output.messages``, ``gen_ai.system_instructions`` there under the span's own names. The span's
+    attributes win where both have one."""
+    for event in dicts(span.get("events")):
+        if event.get("name") == DETAILS_EVENT:
+            return attributes(event.get("attributes"))
+    return {}
 
 
 def any_value(value: Any, depth: int = _MAX_VALUE_DEPTH) -> Any:
