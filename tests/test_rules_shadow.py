@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from app import triage
 from app.cli import cli
+from app.commands.alerts import OlderAlerts, older_alerts_note
 from app.commands.rules_shadow import register as register_shadow
 from app.settings import ElasticsearchSettings
 
@@ -303,3 +304,63 @@ def test_shadow_is_a_rules_command_and_needs_the_group() -> None:
     assert "shadow" in {command.name for command in groups["rules"].registered_commands}
     with pytest.raises(RuntimeError, match="rules"):
         register_shadow(typer.Typer())
+
+
+# -- an empty window over an index of older alerts (replayed history keeps its event time) ---------------------------
+
+JAN_15 = 1_768_478_400_000  # 2026-01-15T12:00:00Z in epoch milliseconds
+EMPTY_WINDOW = {"hits": {"total": {"value": 0}, "hits": []}, "aggregations": {"rules": {"buckets": []}}}
+OLDER = {"hits": {"total": {"value": 5}, "hits": []}, "aggregations": {"newest": {"value": float(JAN_15)}}}
+
+
+class QueuedClient(CannedClient):
+    """Answers each search with the next of ``answers``."""
+
+    def __init__(self, *answers: dict[str, Any]) -> None:
+        super().__init__({})
+        self.answers = list(answers)
+
+    def search(self, **request: Any) -> dict[str, Any]:
+        self.answer = self.answers.pop(0)
+        return super().search(**request)
+
+
+def test_an_empty_window_names_the_older_shadow_alerts_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = QueuedClient(EMPTY_WINDOW, OLDER)
+    monkeypatch.setattr(triage, "connect", lambda settings: queued)
+    result = invoke("--rule", "pirate")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2].startswith("0 rules, 0 shadow alerts")
+    assert lines[-1].startswith(
+        "5 older shadow alerts outside --since 7d (newest: 2026-01-15 12:00 UTC): --since counts in event time "
+        "(@timestamp), which replayed or historical traffic keeps; --since "
+    )
+    older = queued.requests[1]
+    assert older["index"] == SHADOW and older["size"] == 0
+    filters = older["query"]["bool"]["filter"]
+    assert {"range": {"@timestamp": {"lt": "now-604800s"}}} in filters and {"term": {"rule.id": "pirate"}} in filters
+
+
+def test_with_json_the_note_goes_to_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triage, "connect", lambda settings: QueuedClient(EMPTY_WINDOW, OLDER))
+    result = invoke("--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    assert result.stderr.startswith("5 older shadow alerts outside --since 7d")
+
+
+def test_rules_stats_on_an_empty_window_names_the_older_alerts(monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = QueuedClient(EMPTY_WINDOW, OLDER)
+    monkeypatch.setattr(triage, "connect", lambda settings: queued)
+    result = CliRunner().invoke(cli, ["rules", "stats"], env={"ABW_CONFIG": "", "COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1].startswith("5 older alerts outside --since 30d (newest: 2026-01-15")
+    assert queued.requests[1]["index"] == ALERTS
+
+
+def test_no_note_without_older_alerts_and_the_since_that_reaches_the_newest() -> None:
+    assert older_alerts_note(OlderAlerts(0, None), "7d", "alerts", 0.0) is None
+    now = JAN_15 / 1000 + 400.5 * 86400
+    note = older_alerts_note(OlderAlerts(2, JAN_15 / 1000), "7d", "alerts", now)
+    assert note is not None and note.endswith("; --since 402d reaches the newest")

@@ -7,8 +7,10 @@ without Rich markup and with terminal control characters made visible.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import typer
@@ -21,6 +23,7 @@ from rich.text import Text
 from app import triage
 from app.settings import ElasticsearchSettings, load_settings
 from app.terminal import clipped, terminal_safe
+from detectors.documents import iso_time
 
 alerts_cli = typer.Typer(help="Triage alerts in Elasticsearch: list, show, ack, close.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -84,6 +87,51 @@ def since_seconds_option(value: str | None) -> int | None:
         return triage.parse_duration(value)
     except ValueError as error:
         raise typer.BadParameter(str(error), param_hint="--since") from None
+
+
+@dataclass(frozen=True, slots=True)
+class OlderAlerts:
+    """Alerts older than a ``--since`` window that held none: how many, and the newest one's epoch seconds."""
+
+    count: int
+    newest: float | None
+
+
+def older_alerts(client: Elasticsearch, index: str, since_seconds: int, rule_id: str | None = None) -> OlderAlerts:
+    """The alerts of ``index`` (of ``rule_id`` when given) older than the window: one count and one max, asked only
+    when the window was empty, so the usual run costs nothing more."""
+    filters: list[dict[str, Any]] = [
+        {"term": {"event.kind": "alert"}},
+        {"range": {"@timestamp": {"lt": f"now-{since_seconds}s"}}},
+    ]
+    if rule_id is not None:
+        filters.append({"term": {"rule.id": rule_id}})
+    response = client.search(
+        index=index,
+        ignore_unavailable=True,
+        size=0,
+        track_total_hits=True,
+        query={"bool": {"filter": filters}},
+        aggs={"newest": {"max": {"field": "@timestamp"}}},
+    )
+    newest = response.get("aggregations", {}).get("newest", {}).get("value")
+    count = int(response.get("hits", {}).get("total", {}).get("value", 0))
+    return OlderAlerts(count, None if newest is None else float(newest) / 1000)
+
+
+def older_alerts_note(older: OlderAlerts, since: str, noun: str, now: float) -> str | None:
+    """One line for an empty window when older alerts exist: ``--since`` counts in event time (``@timestamp``), so
+    replayed or historical traffic lands before it and a bare "0 rules" reads as a broken pipeline. None if none."""
+    if not older.count:
+        return None
+    newest, reach = "unknown", ""
+    if older.newest is not None:
+        newest = iso_time(older.newest)[:16].replace("T", " ") + " UTC"
+        reach = f"; --since {math.ceil((now - older.newest) / 86400) + 1}d reaches the newest"
+    return (
+        f"{older.count} older {noun} outside --since {since} (newest: {newest}): --since counts in event time "
+        f"(@timestamp), which replayed or historical traffic keeps{reach}"
+    )
 
 
 @alerts_cli.command("list")

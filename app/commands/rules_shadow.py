@@ -8,12 +8,22 @@ the client's choice.
 
 from __future__ import annotations
 
+import time
+
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from app import triage
-from app.commands.alerts import elasticsearch_session, out, print_json, since_seconds_option
+from app.commands.alerts import (
+    elasticsearch_session,
+    err,
+    older_alerts,
+    older_alerts_note,
+    out,
+    print_json,
+    since_seconds_option,
+)
 from app.commands.rules import add_rules_command
 from app.terminal import clipped, terminal_safe
 
@@ -50,7 +60,8 @@ def rule_shadow_command(
     """Per rule with shadow alerts: how many and why (rule in test, or which exception), distinct identities, users,
     API keys and source IPs, alerts per day, first and last seen, top identities, and its alerts in the queue.
 
-    One aggregation over the shadow alerts and the alerts indices; a missing index counts as empty.
+    One aggregation over the shadow alerts and the alerts indices; a missing index counts as empty. An empty window
+    says how many older shadow alerts there are: --since counts in event time, and replayed history keeps its own.
     """
     since_seconds = since_seconds_option(since)
     with elasticsearch_session() as (client, settings):
@@ -60,9 +71,13 @@ def rule_shadow_command(
             ignore_unavailable=True,
             **triage.shadow_request(since_seconds, shadow_index, alerts_index, rule_id),
         )
-    stats = triage.shadow_stats(response, since_seconds)
+        stats = triage.shadow_stats(response, since_seconds)
+        older = None if stats or since_seconds is None else older_alerts(client, shadow_index, since_seconds, rule_id)
+    note = older_alerts_note(older, since, "shadow alerts", time.time()) if older else None
     if as_json:
         print_json([row.as_dict() for row in stats])
+        if note:
+            err.print(Text(note))  # not in the JSON on stdout
         return
     table = Table(title=Text(f"Shadow alerts per rule, last {since} ({shadow_index}; queue: {alerts_index})"))
     table.add_column("rule", overflow="fold")  # whole, to pass to --rule
@@ -107,3 +122,5 @@ def rule_shadow_command(
             f"also in the queue: {', '.join(in_queue) or 'none'}"
         )
     )
+    if note:
+        out.print(Text(note))

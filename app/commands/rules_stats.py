@@ -7,13 +7,14 @@ order, so it exists by the time this one runs).
 from __future__ import annotations
 
 import json
+import time
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from app import triage
-from app.commands.alerts import elasticsearch_session, out, since_seconds_option
+from app.commands.alerts import elasticsearch_session, err, older_alerts, older_alerts_note, out, since_seconds_option
 from app.commands.rules import add_rules_command
 
 DEFAULT_MIN_PRECISION = 0.8
@@ -45,14 +46,19 @@ def rule_stats_command(
 ) -> None:
     """Per rule: alerts, triaged share, TP / BP / FP, precision = (TP + BP) / (TP + BP + FP), median time to triage.
 
-    Exits 0 even when rules are flagged; flagged rules are marked in the table and carry "flagged": true in JSON.
+    Exits 0 even when rules are flagged; flagged rules are marked in the table and carry "flagged": true in JSON. An
+    empty window says how many older alerts there are: --since counts in event time, and replayed history keeps its own.
     """
     since_seconds = since_seconds_option(since)
     with elasticsearch_session() as (client, settings):
         response = triage.search(client, settings.alerts_index, **triage.stats_request(since_seconds))
-    stats = triage.rule_stats(response, min_precision)
+        stats = triage.rule_stats(response, min_precision)
+        older = None if stats or since_seconds is None else older_alerts(client, settings.alerts_index, since_seconds)
+    note = older_alerts_note(older, since, "alerts", time.time()) if older else None
     if as_json:
         out.print(Text(json.dumps([row.as_dict() for row in stats], indent=2)))
+        if note:
+            err.print(Text(note))  # not in the JSON on stdout
         return
     table = Table(title=f"Rule precision from verdicts, last {since} ({settings.alerts_index})")
     for column in ("rule", "name", "alerts", "triaged", "TP", "BP", "FP", "precision", "median to triage", "flag"):
@@ -80,3 +86,5 @@ def rule_stats_command(
             f"{len(flagged)} under {min_precision:.0%}: {', '.join(flagged) or 'none'}"
         )
     )
+    if note:
+        out.print(Text(note))
