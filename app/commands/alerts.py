@@ -272,7 +272,7 @@ def close_alerts(
     by: str | None = typer.Option(None, "--by", help="Analyst name (default: $USER)."),
     note: str | None = typer.Option(None, "--note", help="Why, for whoever tunes the rule."),
 ) -> None:
-    """Close alerts with a verdict; the verdicts feed ``abusewatch rules stats``."""
+    """Close alerts with a verdict; the verdicts feed 'abusewatch rules stats'."""
     with elasticsearch_session() as (client, settings):
         changes = triage.set_status(
             client,
