@@ -9,6 +9,7 @@ partition log here is an in-memory stand-in for Kafka; the real broker is exerci
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -135,8 +136,7 @@ def run_live(states: PartitionStates[Pipeline], log: MemoryLog, values: list[byt
         if 0 not in states.progress:
             states.restore(0, offset)
         states.progress[0].processed = offset
-        events = sorted(decode_events(value), key=lambda event: event.timestamp)
-        fresh = states.recent[0].fresh(events)
+        fresh = states.recent[0].fresh(decode_events(value))  # in arrival order, as the agent keeps them
         states.stages[0].process([event for event, _digest in fresh])
         states.acknowledge({0: offset}, {0: fresh})
 
@@ -243,6 +243,25 @@ def test_a_checkpoint_carries_the_ids_to_the_next_owner(template: Pipeline, samp
     assert b.stages[0].state() == a.stages[0].state()
     assert b.recent[0].fresh(first) == []
     assert b.recent[0].dump() == a.recent[0].dump()
+
+
+def test_the_restore_log_says_what_the_catch_up_replayed(
+    template: Pipeline, sample_events: list[Event], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a crash the checkpoint can be ahead of the committed offset: the log line said "0 records replayed
+    (offsets 13 up to 12)"."""
+    log = MemoryLog()
+    a = worker_states(template, log)
+    run_live(a, log, messages(sample_events[:60]))
+    written = checkpoint(a, log)
+    run_live(a, log, messages(sample_events[60:90]))  # processed after the checkpoint, never committed
+    with caplog.at_level(logging.INFO, logger="app.stream.checkpoints"):
+        worker_states(template, log).restore(0, written.offset)  # the committed offset is behind the checkpoint
+        worker_states(template, log).restore(0, len(log.topics[(a.topic, 0)]))
+    ahead, behind = [r.getMessage() for r in caplog.records if "state from the checkpoint" in r.getMessage()]
+    assert f"nothing to replay (consuming from offset {written.offset}, which the state already covers)" in ahead
+    last = len(log.topics[(a.topic, 0)]) - 1
+    assert f"items replayed from the messages at offsets {written.offset + 1} to {last}" in behind
 
 
 def test_an_old_checkpoint_without_ids_restores_with_an_empty_memory(

@@ -243,13 +243,11 @@ class PartitionStates(Generic[S]):
         )
         metrics.STATE_RESTORES.labels("checkpoint" if checkpoint else "log" if replayed else "empty").inc()
         log.info(
-            "%s[%d]: state from %s, then %d records replayed (offsets %d up to %d) in %.2fs",
+            "%s[%d]: state from %s, then %s in %.2fs",
             self.topic,
             partition,
             f"the checkpoint at offset {checkpoint.offset}" if checkpoint else "the log",
-            replayed,
-            start,
-            first_offset,
+            _caught_up(replayed, start, first_offset),
             time.perf_counter() - started,
         )
 
@@ -337,3 +335,11 @@ class PartitionStates(Generic[S]):
             )
         metrics.STATE_REPLAYED_EVENTS.inc(replayed)
         return replayed
+
+
+def _caught_up(replayed: int, start: int, stop: int) -> str:
+    """What a catch-up ran, for the restore log line: the items it replayed (events, or a campaign stage's
+    candidates) and the messages they came from, or why there was nothing to replay."""
+    if start >= stop:
+        return f"nothing to replay (consuming from offset {stop}, which the state already covers)"
+    return f"{replayed} items replayed from the messages at offsets {start} to {stop - 1}"
