@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -92,11 +93,28 @@ def post_import(request: ImportRequest, context: ssl.SSLContext | None = None, t
             answer = None
         if not isinstance(answer, dict):
             raise RuntimeError(f"HTTP {error.code} {error.reason}: {text[:500]}") from None
+        if why := not_kibana(error.headers, answer):
+            raise RuntimeError(
+                f"this URL does not look like Kibana: {why} (HTTP {error.code}: {text[:300]}); "
+                "give Kibana's base URL, e.g. http://localhost:5601"
+            ) from None
         return {"success": False, "http_status": error.code, **answer}
 
 
+def not_kibana(headers: Message, answer: dict[str, Any]) -> str | None:
+    """Why the JSON error answer did not come from Kibana, or None: Elasticsearch names itself in a header (its URL
+    is the usual mistake), and Kibana's error answers always carry ``statusCode``. Said plainly, instead of a
+    "FAILED" request that reads as if Kibana had refused the objects."""
+    if headers.get("X-elastic-product") == "Elasticsearch":
+        return "Elasticsearch answered"
+    if "statusCode" not in answer:
+        return "the answer has no statusCode, which every Kibana error has"
+    return None
+
+
 def summarise(answer: dict[str, Any]) -> tuple[list[str], bool]:
-    """One line per imported or failed object (and for a refused request), and whether everything succeeded."""
+    """One line per imported or failed object and a count of each, or one line for a refused request; and whether
+    everything succeeded."""
     lines = []
     for result in answer.get("successResults", []):
         title = result.get("meta", {}).get("title", "")
@@ -109,8 +127,10 @@ def summarise(answer: dict[str, Any]) -> tuple[list[str], bool]:
         if detail.get("message"):
             reason += f" ({detail['message']})"
         lines.append(f"FAILED {error.get('type')} {error.get('id')}: {reason}")
-    if "http_status" in answer:
-        lines.append(f"FAILED request: HTTP {answer['http_status']} {answer.get('message') or answer.get('error', '')}")
+    if "http_status" in answer:  # Kibana refused the request itself: no object was tried, so no counts
+        detail = answer.get("message") or answer.get("error", "")
+        lines.append(f"FAILED request: HTTP {answer['http_status']} {detail}; nothing was imported")
+        return lines, False
     succeeded = bool(answer.get("success")) and not answer.get("errors")
     lines.append(f"{answer.get('successCount', 0)} objects imported, {len(answer.get('errors', []))} failed")
     return lines, succeeded
