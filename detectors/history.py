@@ -21,9 +21,9 @@ the session showed them before: a client resends them every turn, and an attack 
 a turn. Otherwise it records no system text, so what it remembers (and forgets) is the same as without the option.
 
 Tool definitions are written by whoever serves each tool (an MCP server, a plugin) and are judged as retrieved
-content; the ledger remembers each session's set of them (one key for the whole set) and sets ``Event.tools_shown``
-when the session showed that exact set before, so a poisoned description alerts once, and again only when the set
-changes.
+content; the ledger remembers each session's set of them (one key for the whole set, in any order) and sets
+``Event.tools_shown`` when the session showed that set before, so a poisoned description alerts once, and again
+only when the set changes (a tool added or rewritten: every description of the new set is judged again).
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ class HistoryLedger:
         return self._hash(f"{session}:system:{text.strip()}")
 
     def _tools_key(self, session: int, event: Event) -> int:
-        parts = [part for tool in event.tool_definitions for part in (tool.name, tool.description)]
+        """The session's set of tools, whatever order the client lists them in."""
+        tools = sorted((tool.name, tool.description) for tool in event.tool_definitions)
+        parts = [part for tool in tools for part in tool]
         return self._hash(f"{session}:tools:" + "".join(f"{len(part)}:{part}" for part in parts))
 
     def commit(self, pending: Pending) -> None:

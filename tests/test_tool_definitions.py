@@ -1,11 +1,13 @@
 """Tool definitions are a way in for indirect injection ("tool poisoning": an MCP server or plugin writes the
-description the model reads) and can carry secrets: they are judged as retrieved content once per session and
-set of tools, and scanned so that what they hold is masked wherever the event is rendered."""
+description the model reads) and can carry secrets: a shadow rule judges them once per session and set of tools
+(the classifier does not: real agents' imperative descriptions read as injections to it), and they are scanned
+so that what they hold is masked wherever the event is rendered."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 
@@ -74,11 +76,25 @@ def test_a_rewritten_description_is_judged_again(engine: Pipeline) -> None:
     assert "prompt_injection" in found[events[1].id]
 
 
-def test_the_indirect_injection_alert_maps_to_atlas_indirect(engine: Pipeline) -> None:
+def test_tool_poisoning_goes_to_the_shadow_alerts_mapped_to_atlas_indirect(engine: Pipeline) -> None:
+    """Unmeasured on real agents' tool descriptions, the rule is in shadow (status: test)."""
     result = engine.fresh().process([normalise(record(0, TOOLS))])
-    injections = [a for a in result.alerts if a["rule"]["category"] == "prompt_injection"]
-    assert injections
-    assert all("AML.T0051.001" in orjson.dumps(alert["threat"]).decode() for alert in injections)
+    assert not [a for a in result.alerts if a["rule"]["category"] == "prompt_injection"]
+    (poisoning,) = [a for a in result.shadow_alerts if a["rule"]["category"] == "prompt_injection"]
+    assert "AML.T0051.001" in orjson.dumps(poisoning["threat"]).decode()
+
+
+AGENT_TOOL = (  # an imperative description in the style coding agents ship
+    "Use this tool when you are in plan mode and have finished presenting your plan and are ready to code. This "
+    "will prompt the user to exit plan mode. IMPORTANT: Only use this tool when the task requires planning the "
+    "implementation steps of a task that requires writing code. You MUST NOT use it for research tasks."
+)
+
+
+def test_a_benign_agent_tool_description_raises_nothing(engine: Pipeline) -> None:
+    tools = [{"type": "function", "function": {"name": "exit_plan_mode", "description": AGENT_TOOL}}]
+    (event,) = [normalise(record(0, tools))]
+    assert on_tool_definitions(engine.fresh(), [event]) == {event.id: set()}
 
 
 def test_a_secret_in_a_tool_description_is_masked_in_every_document(engine: Pipeline) -> None:
@@ -110,6 +126,11 @@ def test_the_ledger_marks_a_set_of_tools_the_session_showed() -> None:
     assert [t for t in first[0].texts() if t[0] == TOOL_DEFINITION] == [(TOOL_DEFINITION, "Get the weather.")]
     again, _ = ledger.judge([event("Get the weather."), event("Get the weather!"), event("Get the weather.", "s2")])
     assert [e.tools_shown for e in again] == [True, False, False]
+    two = [ToolDefinition(name="a", description="A."), ToolDefinition(name="b", description="B.")]
+    _, pending = ledger.judge([msgspec.structs.replace(event("x"), tool_definitions=two)])
+    ledger.commit(pending)
+    (reordered,), _ = ledger.judge([msgspec.structs.replace(event("x"), tool_definitions=two[::-1])])
+    assert reordered.tools_shown, "the same tools listed in another order are the same set"
     assert not [t for t in again[0].texts() if t[0] == TOOL_DEFINITION]
 
 

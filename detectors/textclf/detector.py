@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Detection, Detector, Evidence, Findings, RuleInfo, SensitiveValue
-from detectors.event import DOCUMENT, PROMPT, SYSTEM, TOOL_DEFINITION, TOOL_RESULT, Event
+from detectors.event import DOCUMENT, PROMPT, SYSTEM, TOOL_RESULT, Event
 from detectors.signatures.textnorm import fold
 from detectors.textclf.model import DEFAULT_MODEL_DIR, DEFAULT_NAME, Analysis, TextClassifier
 
@@ -32,7 +32,7 @@ INJECTION_HEAD = "prompt_injection"
 JAILBREAK_HEAD = "jailbreak"
 DIRECT_FIELDS = (PROMPT,)
 JUDGED_DIRECT_FIELDS = (*DIRECT_FIELDS, SYSTEM)  # SYSTEM: only the texts of Event.system_texts, when configured
-INDIRECT_FIELDS = (DOCUMENT, TOOL_RESULT, TOOL_DEFINITION)
+INDIRECT_FIELDS = (DOCUMENT, TOOL_RESULT)  # not tool descriptions: never measured on real ones (docs/rules.md)
 
 PROMPT_INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 JAILBREAK_SCORE = "gen_ai.security.jailbreak_score"
