@@ -33,7 +33,6 @@ from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity
 from detectors.normalise.chat import Conversation, completion_output, usage_tokens
-from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -67,7 +66,9 @@ def detect(record: dict[str, Any]) -> bool:
 def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event]:
     request = as_dict(record.get("request"))
     raw_response = record.get("response")
-    response = merge_stream(raw_response) if isinstance(raw_response, list) and raw_response else as_dict(raw_response)
+    streamed = isinstance(raw_response, list) and bool(raw_response)
+    response = merge_stream(raw_response) if streamed else as_dict(raw_response)
+    unreadable = streamed and not response  # a stream of a shape not read: the request is judged all the same
     conversation = Conversation(clip)
     if isinstance(request.get("instructions"), str):
         conversation.system.append(request["instructions"])
@@ -142,7 +143,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             outcome=outcome,
             error_code=first(error.get("code"), error.get("type"), limit=128),
             guardrails=guardrails(record, completion.finish_reasons),
-            content_redacted=not has_content,
+            content_redacted=not has_content or unreadable,
             truncated=clip.truncated,
         )
     ]
@@ -158,17 +159,16 @@ def merge_stream(chunks: list[Any]) -> dict[str, Any]:
     """A streamed response logged as the list of what the stream sent, as one response object: Chat Completions
     chunks (:func:`merge_chunks`) or Responses API stream events (:func:`merge_response_events`).
 
-    Raises :class:`NormaliseError` for a list of neither: read as chunks it would be a reply with no text that
-    succeeded, and the record's response would be lost without a word."""
+    A list of neither (another provider's stream events, logged in this envelope by a gateway) gives ``{}``: the
+    event then has no reply, outcome ``unknown`` and ``content_redacted`` (part of the record's content was not
+    there to judge), and its request is still judged. Read as chunks it would have been a reply with no text that
+    succeeded; refused, the request's attack would have gone unjudged."""
     events = dicts(chunks)
     if any("choices" in chunk for chunk in events):
         return merge_chunks(chunks)
     if any(isinstance(kind := event.get("type"), str) and kind.startswith(_EVENT_PREFIX) for event in events):
         return merge_response_events(events)
-    raise NormaliseError(
-        f"malformed:{NAME}",
-        f"response is a list of {len(chunks)} items, neither chat.completion.chunk objects nor Responses stream events",
-    )
+    return {}
 
 
 _EVENT_PREFIX = "response."
