@@ -115,6 +115,10 @@ class AlertGrouper:
         # keyed hash of an event id that held a flagged value -> the id masked: detectors keep event ids in their
         # state and may name them in a later batch's detection, when that batch's values no longer cover them
         self._masked_ids: OrderedDict[str, str] = OrderedDict()
+        # the newest detection time grouped: groups and risk scores older than their horizon before it are over,
+        # judged before each detection (not once a batch), so a detection hours late meets the same groups
+        # whichever batch it came in
+        self._newest = -math.inf
 
     def alerts(
         self,
@@ -145,12 +149,14 @@ class AlertGrouper:
         touched: dict[str, None] = {}
         for detection in detections:
             self._take(detection, sensitive, touched, judge, suppressed, judge_risk)
+            self._newest = max(self._newest, detection.timestamp)
         for detection in amendments or ():
             exception = judge(detection) if judge is not None else None
-            if self._key(detection, exception) in self._groups:
+            if self._open_group(self._key(detection, exception)) is not None:
                 touched[self._add(detection, sensitive, exception, repeat=False)] = None
             else:
                 self._take(detection, sensitive, touched, judge, suppressed, judge_risk)
+            self._newest = max(self._newest, detection.timestamp)
         rendered = [self._render(key, sensitive) for key in touched]
         self._expire()
         return rendered
@@ -191,7 +197,7 @@ class AlertGrouper:
         amendment of one already counted). Returns the group's key."""
         key = self._key(detection, exception)
         detection = self._scrubbed(detection, sensitive)
-        group = self._groups.get(key)
+        group = self._open_group(key)
         if group is None:
             self._groups[key] = _Group(
                 detection=detection,
@@ -262,7 +268,9 @@ class AlertGrouper:
         if detection.rule.id in RISK_RULE_IDS or detection.rule.status == "test":
             return None
         identity_key = detection.identity.key()
-        risk = self._risk.setdefault(identity_key, _Risk(updated=detection.timestamp))
+        risk = self._risk.get(identity_key)
+        if risk is None or risk.updated < self._newest - 8 * self.policy.risk_half_life_seconds:
+            risk = self._risk[identity_key] = _Risk(updated=detection.timestamp)
         elapsed = max(0.0, detection.timestamp - risk.updated)
         decay = 0.5 ** (elapsed / self.policy.risk_half_life_seconds)
         risk.score *= decay
@@ -335,15 +343,21 @@ class AlertGrouper:
         level = LEVELS[min(len(LEVELS) - 1, LEVELS.index(rule.level) + steps)]
         return msgspec.structs.replace(rule, level=level)
 
+    def _open_group(self, key: str) -> _Group | None:
+        """The group under ``key`` unless its window is long over (then it is forgotten)."""
+        group = self._groups.get(key)
+        if group is not None and group.last_seen < self._newest - 2 * self.policy.window_seconds:
+            del self._groups[key]
+            return None
+        return group
+
     def _expire(self) -> None:
-        """Forget groups and risk whose windows are long over, so memory stays bounded."""
-        if not self._groups:
-            return
-        newest = max(group.last_seen for group in self._groups.values())
-        horizon = newest - 2 * self.policy.window_seconds
+        """Forget groups and risk whose windows are long over, so memory stays bounded (what each detection would
+        find over anyway, see ``_newest``)."""
+        horizon = self._newest - 2 * self.policy.window_seconds
         for key in [k for k, g in self._groups.items() if g.last_seen < horizon]:
             del self._groups[key]
-        risk_horizon = newest - 8 * self.policy.risk_half_life_seconds
+        risk_horizon = self._newest - 8 * self.policy.risk_half_life_seconds
         for key in [k for k, r in self._risk.items() if r.updated < risk_horizon]:
             del self._risk[key]
 
@@ -368,6 +382,7 @@ class AlertGrouper:
         self._groups = {key: _group_from_state(value) for key, value in state.get("groups", {}).items()}
         self._risk = {key: _risk_from_state(value) for key, value in state.get("risk", {}).items()}
         self._masked_ids = OrderedDict((str(key), str(masked)) for key, masked in state.get("masked_ids", []))
+        self._newest = max((group.last_seen for group in self._groups.values()), default=-math.inf)
 
     def fresh(self) -> AlertGrouper:
         """A grouper with the same redactor, policy and risk rule, and no open groups."""
