@@ -231,7 +231,10 @@ class AlertGrouper:
 
     def _scrubbed(self, detection: Detection, sensitive: dict[str, list[SensitiveValue]]) -> Detection:
         """``detection`` with the sensitive values of its events masked, before a group keeps any of it: a group
-        outlives its batch, and is rendered again (and checkpointed) when only later batches' values are known."""
+        outlives its batch, and is rendered again (and checkpointed) when only later batches' values are known. Its
+        ``raised_by`` is dropped: it only ordered the batch, and it names an event the masked ids do not cover."""
+        if detection.raised_by is not None:
+            detection = msgspec.structs.replace(detection, raised_by=None)
         values = [value for event_id in detection.event_ids for value in sensitive.get(event_id, ())]
         known = [(event_id, masked) for event_id in detection.event_ids if (masked := self._masked_id(event_id))]
         if not values and not known:

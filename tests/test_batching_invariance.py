@@ -109,3 +109,14 @@ def test_a_record_hours_late_meets_the_same_alert_groups_whichever_batch_it_came
 
     together, apart = stored([[first], [aging, late]]), stored([[first], [aging], [late]])
     assert together and together == apart
+
+
+def test_the_event_that_closed_a_window_is_not_kept_in_alert_state(late_traffic: Path) -> None:
+    """``Detection.raised_by`` orders a batch; alert groups outlive it and are checkpointed, and must not keep an
+    event id that the masked-id guarantee does not cover."""
+    pipeline = PartitionedPipeline(build_pipeline(Settings()), 1)
+    replay([str(late_traffic)], pipeline, alerts_out=None, flush=False)
+    (partition,) = pipeline.owned()
+    groups = pipeline.pipeline(partition).state()["alerting"]["groups"]
+    assert groups
+    assert all(group["detection"].get("raised_by") is None for group in groups.values())
