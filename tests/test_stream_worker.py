@@ -143,6 +143,28 @@ def test_a_catch_up_remembers_a_good_event_that_shares_its_id_with_a_poison_one(
     assert poison not in recent  # ... but the poison event goes through again once the cause is fixed
 
 
+class RecordingOrder:
+    """Renders events like the real pipeline and records the order it was given them in."""
+
+    def __init__(self, real: Pipeline) -> None:
+        self.real = real
+        self.seen: list[str] = []
+
+    def process(self, events: Sequence[Event]) -> BatchResult:
+        self.seen += [e.id for e in events]
+        return self.real.process(events)
+
+
+def test_a_catch_up_runs_a_message_in_arrival_order_not_event_time(worker: StreamWorker) -> None:
+    """The live path keeps arrival order, as replay does; a restored partition's catch-up must rebuild the same
+    state, so it must not re-sort a message's events by event time either."""
+    on_time, late = event(2), event(1)  # the late one arrived after a newer event
+    [message] = encode_events([on_time, late], 1_000_000)
+    recording = RecordingOrder(worker.identities.template.fresh())
+    worker._replay_events(recording, RecentIds(100), message)  # type: ignore[arg-type]
+    assert recording.seen == ["e2", "e1"]
+
+
 class RawRecord:
     """What ``take_events`` hands the ingest agent: an event whose ``message`` is the Kafka record."""
 
