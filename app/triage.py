@@ -88,6 +88,11 @@ def since_filter(seconds: int) -> dict[str, Any]:
     return {"range": {"@timestamp": {"gte": f"now-{seconds}s"}}}
 
 
+def before_filter(seconds: int) -> dict[str, Any]:
+    """Documents whose ``@timestamp`` is ``seconds`` old or more: those :func:`since_filter` leaves out."""
+    return {"range": {"@timestamp": {"lt": f"now-{seconds}s"}}}
+
+
 def list_query(
     *,
     status: Status | None = None,
@@ -342,6 +347,20 @@ def alert_filters(since_seconds: int | None) -> list[dict[str, Any]]:
     if since_seconds is not None:
         filters.append(since_filter(since_seconds))
     return filters
+
+
+def older_request(since_seconds: int, rule_id: str | None = None) -> dict[str, Any]:
+    """Search body: the alerts (of ``rule_id`` when given) older than the window, counted, with the newest one's
+    ``@timestamp``; asked only when the window held none."""
+    filters = [*alert_filters(None), before_filter(since_seconds)]
+    if rule_id is not None:
+        filters.append({"term": {"rule.id": rule_id}})
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": {"bool": {"filter": filters}},
+        "aggs": {"newest": {"max": {"field": "@timestamp"}}},
+    }
 
 
 def stats_request(since_seconds: int | None) -> dict[str, Any]:

@@ -98,22 +98,9 @@ class OlderAlerts:
 
 
 def older_alerts(client: Elasticsearch, index: str, since_seconds: int, rule_id: str | None = None) -> OlderAlerts:
-    """The alerts of ``index`` (of ``rule_id`` when given) older than the window: one count and one max, asked only
-    when the window was empty, so the usual run costs nothing more."""
-    filters: list[dict[str, Any]] = [
-        {"term": {"event.kind": "alert"}},
-        {"range": {"@timestamp": {"lt": f"now-{since_seconds}s"}}},
-    ]
-    if rule_id is not None:
-        filters.append({"term": {"rule.id": rule_id}})
-    response = client.search(
-        index=index,
-        ignore_unavailable=True,
-        size=0,
-        track_total_hits=True,
-        query={"bool": {"filter": filters}},
-        aggs={"newest": {"max": {"field": "@timestamp"}}},
-    )
+    """The alerts of ``index`` (of ``rule_id`` when given) older than the window (:func:`triage.older_request`):
+    asked only when the window was empty, so the usual run costs nothing more."""
+    response = client.search(index=index, ignore_unavailable=True, **triage.older_request(since_seconds, rule_id))
     newest = response.get("aggregations", {}).get("newest", {}).get("value")
     count = int(response.get("hits", {}).get("total", {}).get("value", 0))
     return OlderAlerts(count, None if newest is None else float(newest) / 1000)
