@@ -272,7 +272,7 @@ class AlertGrouper:
             return None
         identity_key = detection.identity.key()
         risk = self._risk.get(identity_key)
-        if risk is None or risk.updated < self._newest - 8 * self.policy.risk_half_life_seconds:
+        if risk is None or risk.updated < self._risk_horizon:
             risk = self._risk[identity_key] = _Risk(updated=detection.timestamp)
         elapsed = max(0.0, detection.timestamp - risk.updated)
         decay = 0.5 ** (elapsed / self.policy.risk_half_life_seconds)
@@ -346,10 +346,20 @@ class AlertGrouper:
         level = LEVELS[min(len(LEVELS) - 1, LEVELS.index(rule.level) + steps)]
         return msgspec.structs.replace(rule, level=level)
 
+    @property
+    def _group_horizon(self) -> float:
+        """A group last seen before this is over."""
+        return self._newest - 2 * self.policy.window_seconds
+
+    @property
+    def _risk_horizon(self) -> float:
+        """A risk score last updated before this is over (decayed to under 0.4 % of itself)."""
+        return self._newest - 8 * self.policy.risk_half_life_seconds
+
     def _open_group(self, key: str) -> _Group | None:
         """The group under ``key`` unless its window is long over (then it is forgotten)."""
         group = self._groups.get(key)
-        if group is not None and group.last_seen < self._newest - 2 * self.policy.window_seconds:
+        if group is not None and group.last_seen < self._group_horizon:
             del self._groups[key]
             return None
         return group
@@ -357,10 +367,9 @@ class AlertGrouper:
     def _expire(self) -> None:
         """Forget groups and risk whose windows are long over, so memory stays bounded (what each detection would
         find over anyway, see ``_newest``)."""
-        horizon = self._newest - 2 * self.policy.window_seconds
+        horizon, risk_horizon = self._group_horizon, self._risk_horizon
         for key in [k for k, g in self._groups.items() if g.last_seen < horizon]:
             del self._groups[key]
-        risk_horizon = self._newest - 8 * self.policy.risk_half_life_seconds
         for key in [k for k, r in self._risk.items() if r.updated < risk_horizon]:
             del self._risk[key]
 
