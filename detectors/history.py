@@ -120,8 +120,7 @@ class HistoryLedger:
     def _tools_key(self, session: int, event: Event) -> int:
         """The session's set of tools, whatever order the client lists them in."""
         tools = sorted((tool.name, tool.description) for tool in event.tool_definitions)
-        parts = [part for tool in tools for part in tool]
-        return self._hash(f"{session}:tools:" + "".join(f"{len(part)}:{part}" for part in parts))
+        return self._hash(f"{session}:tools:" + _framed(part for tool in tools for part in tool))
 
     def commit(self, pending: Pending) -> None:
         """Record the turns of a batch that went through."""
@@ -171,7 +170,12 @@ class HistoryLedger:
         parts = [message.role, content]
         for call in message.tool_calls:
             parts += [call.name, call.arguments, call.result or ""]
-        return self._hash(f"{session}:" + "".join(f"{len(part)}:{part}" for part in parts))
+        return self._hash(f"{session}:" + _framed(parts))
+
+
+def _framed(parts: Iterable[str]) -> str:
+    """``parts`` joined with each one's length before it, so no two lists of parts join to the same text."""
+    return "".join(f"{len(part)}:{part}" for part in parts)
 
 
 def _scope(event: Event) -> str:
