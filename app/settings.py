@@ -284,19 +284,18 @@ def misspelt_variables(environ: Mapping[str, str]) -> list[str]:
     sections = {name: field.annotation for name, field in Settings.model_fields.items()}
     problems = []
     for name in sorted(environ):
-        if not name.startswith("ABW_") or name in SHORTHAND_ENV:
+        if not name.startswith("ABW_") or name in SHORTHAND_ENV or name in SHELL_ONLY_ENV:
             continue
         head, nested, _ = name.removeprefix("ABW_").lower().partition("__")
         if nested:
             if head not in sections:
                 problems.append(f"{name}: no settings section {head!r} (sections: {', '.join(sections)})")
             continue
-        meant = [
-            f"ABW_{section.upper()}__{field.upper()}"
-            for section, model in sections.items()
-            for field in (head.removeprefix(f"{section}_"),)
-            if (field != head or name not in SHELL_ONLY_ENV) and field in model.model_fields
-        ]
+        meant = []  # the section-less field name (ABW_RULES_DIR), or one written with a single _ (ABW_WORKER_WEB_PORT)
+        for section, model in sections.items():
+            field = head.removeprefix(f"{section}_")
+            if field in model.model_fields:
+                meant.append(f"ABW_{section.upper()}__{field.upper()}")
         if meant:
             problems.append(f"{name} is not read: did you mean {' or '.join(meant)}?")
     return problems
