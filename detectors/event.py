@@ -8,7 +8,7 @@ document that is indexed. Normalisers (``detectors.normalise``) build it from th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import msgspec
@@ -141,18 +141,11 @@ class Event(msgspec.Struct, kw_only=True):
 
     def stateless_start(self) -> int:
         """Index of the first message after the last assistant turn that precedes the request's own turns."""
-        end = self.trailing_assistant_start()
-        for index in range(end - 1, -1, -1):
-            if self.input_messages[index].role == "assistant":
-                return index + 1
-        return 0
+        return stateless_start(self.input_messages)
 
     def trailing_assistant_start(self) -> int:
         """Index of the first of the assistant turns the input ends with (its length when it ends otherwise)."""
-        end = len(self.input_messages)
-        while end and self.input_messages[end - 1].role == "assistant":
-            end -= 1
-        return end
+        return trailing_assistant_start(self.input_messages)
 
     def system_texts(self) -> list[str]:
         """The client-written system text to judge as the client's own words, when detection judges system messages
@@ -218,6 +211,24 @@ DOCUMENT = "gen_ai.retrieval.documents.content"
 TOOL_DEFINITION = "gen_ai.tool.definitions.description"
 TEXT_FIELDS = (SYSTEM, PROMPT, COMPLETION, TOOL_NAME, TOOL_ARGUMENTS, TOOL_RESULT, DOCUMENT, TOOL_DEFINITION)
 SYSTEM_ROLES = ("system", "developer")
+
+
+def stateless_start(messages: Sequence[Message]) -> int:
+    """Index of the first of ``messages`` after the last assistant turn that precedes the request's own turns: where
+    a request's new turn starts when nothing more is known of its session (see :meth:`Event.new_input`)."""
+    end = trailing_assistant_start(messages)
+    for index in range(end - 1, -1, -1):
+        if messages[index].role == "assistant":
+            return index + 1
+    return 0
+
+
+def trailing_assistant_start(messages: Sequence[Message]) -> int:
+    """Index of the first of the assistant turns ``messages`` end with (their length when they end otherwise)."""
+    end = len(messages)
+    while end and messages[end - 1].role == "assistant":
+        end -= 1
+    return end
 
 
 def stable_event_id(*parts: str | float | None) -> str:

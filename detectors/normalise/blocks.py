@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from detectors.event import Event, Message, RetrievedDocument, ToolCall
+from detectors.event import Message, RetrievedDocument, ToolCall, stateless_start
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
@@ -127,7 +127,7 @@ def new_turn_documents(messages: list[Message], placed: list[tuple[Message, Bloc
     text they were (judged again only when the session never showed them), so one poisoned document alerts on the
     turn that handed it over, not on every later turn.
     """
-    start = Event(id="", timestamp=0.0, dataset="", input_messages=messages).stateless_start()
+    start = stateless_start(messages)
     new = {id(message) for message in messages[start:]}
     documents: list[RetrievedDocument] = []
     for message, read in placed:
