@@ -71,7 +71,6 @@ def blocks(content: Any, clip: TextLimit) -> Blocks:
         kind = block.get("type")
         use = block if kind in CALL_BLOCK_TYPES else as_dict(block.get("toolUse"))
         result = block if kind == "tool_result" else as_dict(block.get("toolResult"))
-        document = document_block(block)
         if use and as_str(use.get("name")):
             call = ToolCall(
                 name=as_str(use.get("name")) or "",
@@ -96,7 +95,7 @@ def blocks(content: Any, clip: TextLimit) -> Blocks:
                     tool_call_id=first(result.get("tool_use_id"), result.get("toolUseId"), limit=MAX_ID_CHARS),
                 )
             )
-        elif document is not None:
+        elif (document := document_block(block)) is not None:
             if document.text:
                 documents.append(RetrievedDocument(content=clip(document.text), source=document.source))
                 texts.append((document.text, True))
