@@ -20,10 +20,10 @@ Envelope (our convention; every key but ``request`` is optional)::
       "retrieved_documents": [{"id": ..., "source": ..., "content": ...}]     # or "context": [...] (RAG)
     }
 
-Request and response bodies follow the public OpenAI API reference (see :mod:`detectors.normalise.chat`).
-A streamed response is reassembled (:func:`merge_stream`); a list of anything else is a malformed record, not an
-empty reply. Gateways proxying the Anthropic Messages API log its content blocks: document blocks in the request's
-new turn are retrieved documents.
+Request and response bodies follow the public OpenAI API reference (see :mod:`detectors.normalise.chat`). A streamed
+response is reassembled (:func:`merge_stream`); a list of anything else is no reply (outcome ``unknown``,
+``content_redacted``), and the request is judged all the same. Gateways proxying the Anthropic Messages API log its
+content blocks: document blocks in the request's new turn are retrieved documents.
 A ``finish_reason`` of ``content_filter`` and a flagged moderation result become guardrail verdicts.
 """
 
@@ -210,14 +210,14 @@ def merge_response_events(events: list[dict[str, Any]]) -> dict[str, Any]:
             terminal = terminal or kind in _TERMINAL_EVENTS
         elif kind in _ITEM_EVENTS:
             item = as_dict(event.get("item"))
-            key = as_str(item.get("id"), MAX_ID_CHARS) or f"#{as_int(event.get('output_index'))}"
+            key = _item_key(item.get("id"), event)
             if kind == "response.output_item.done":
                 items[key] = item
                 finished.add(key)
             elif key not in items:
                 items[key] = item
         elif kind in _DELTA_EVENTS or kind in _DONE_EVENTS:
-            key = as_str(event.get("item_id"), MAX_ID_CHARS) or f"#{as_int(event.get('output_index'))}"
+            key = _item_key(event.get("item_id"), event)
             items.setdefault(key, {"type": "message", "role": "assistant"})
             if kind in _DONE_EVENTS and isinstance(event.get(_DONE_EVENTS[kind]), str):
                 texts[key] = event[_DONE_EVENTS[kind]]
@@ -230,6 +230,11 @@ def merge_response_events(events: list[dict[str, Any]]) -> dict[str, Any]:
         for key, item in items.items()
     ]
     return {**response, "object": "response", "output": output}
+
+
+def _item_key(item_id: Any, event: dict[str, Any]) -> str:
+    """The output item a stream event belongs to: its id, or its place in the output when the id is missing."""
+    return as_str(item_id, MAX_ID_CHARS) or f"#{as_int(event.get('output_index'))}"
 
 
 def _streamed_item(item: dict[str, Any], text: str) -> dict[str, Any]:
