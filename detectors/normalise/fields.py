@@ -308,8 +308,8 @@ def _part_text(part: dict[str, Any], depth: int) -> str | None:
 
 
 class DocumentBlock(NamedTuple):
-    """A document handed to the model as a content block: its text, and where it came from (its ``source``, else
-    its ``title`` or ``name``)."""
+    """A document handed to the model as a content block: its text (with the ``context`` the application gave it),
+    and where it came from (its ``source``, else its ``title`` or ``name``)."""
 
     text: str
     source: str | None
@@ -322,7 +322,9 @@ def document_block(part: Any) -> DocumentBlock | None:
     base64 PDF and URL sources carry no text here) and ``{"type": "search_result", "source", "title", "content":
     [text blocks]}``; Converse ``{"document": {"name", "source": {"text": ...} | {"content": [{"text": ...}]}}}``
     (``bytes`` and ``s3Location`` sources carry no text here) and ``{"searchResult": {"source", "title",
-    "content": [{"text": ...}]}}``.
+    "content": [{"text": ...}]}}``. A document's optional ``context`` (Anthropic and Converse: text the application
+    hands over with the document, which the model reads but does not cite) is part of its text, ahead of the
+    document's own, so a PDF or URL document with a context has that text.
     """
     return _document_block(part, 0) if isinstance(part, dict) else None
 
@@ -347,6 +349,9 @@ def _document_block(part: dict[str, Any], depth: int) -> DocumentBlock | None:
         text = _content_text(body.get("content"), depth)
     else:
         return None
+    context = body.get("context")
+    if isinstance(context, str) and context:
+        text = f"{context}\n{text}" if text else context
     return DocumentBlock(text, first(body.get("source"), body.get("title"), body.get("name")))
 
 
