@@ -14,7 +14,8 @@ Cohere (``message``/``text``) and OpenAI-format models (OpenAI gpt-oss, AI21 Jam
 with string content, ``tool_calls`` and ``role: tool``, and a chat.completion ``choices[].message`` response;
 DeepSeek: ``prompt`` and ``choices[].text``). Messages are read as :class:`~detectors.normalise.chat.Conversation`
 reads them; document blocks in the request's new turn are retrieved documents. A streamed output is logged as a
-list of chunk objects (Anthropic ``content_block_delta`` events, Converse/Nova ``contentBlockDelta`` events,
+list of chunk objects (Anthropic ``content_block_delta`` events, and ``content_block_start`` events that carry a
+server-run tool's result whole, Converse/Nova ``contentBlockDelta`` events,
 Titan/Llama/Mistral text chunks, ``chat.completion.chunk`` objects of OpenAI-format models, possibly wrapped as
 ``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
 
@@ -36,7 +37,7 @@ import binascii
 from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
-from detectors.normalise.blocks import blocks
+from detectors.normalise.blocks import SERVER_RESULT_BLOCK_TYPES, blocks
 from detectors.normalise.chat import Conversation, choices_output, usage_tokens
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
@@ -195,7 +196,9 @@ class _Stream:
         self.chat: list[dict[str, Any]] = []
 
     def block(self, index: Any) -> dict[str, Any]:
-        return self.blocks.setdefault(as_int(index) or 0, {"text": [], "input": [], "name": None, "id": None})
+        return self.blocks.setdefault(
+            as_int(index) or 0, {"text": [], "input": [], "name": None, "id": None, "result": None}
+        )
 
     def add(self, chunk: dict[str, Any]) -> None:
         for key in ("amazon-bedrock-guardrailAction", "amazon-bedrock-trace", "model"):
@@ -212,6 +215,8 @@ class _Stream:
             start = as_dict(chunk.get("content_block"))
             block = self.block(chunk.get("index"))
             block.update(name=start.get("name"), id=start.get("id"))
+            if start.get("type") in SERVER_RESULT_BLOCK_TYPES:  # sent whole, no deltas follow
+                block["result"] = start
             if isinstance(start.get("text"), str):
                 block["text"].append(start["text"])
         elif kind == "content_block_delta":
@@ -257,7 +262,9 @@ class _Stream:
         if self.text:
             content.append({"type": "text", "text": "".join(self.text)})
         for _, block in sorted(self.blocks.items()):
-            if block["name"]:
+            if block["result"] is not None:
+                content.append(block["result"])
+            elif block["name"]:
                 content.append(
                     {"type": "tool_use", "id": block["id"], "name": block["name"], "input": "".join(block["input"])}
                 )

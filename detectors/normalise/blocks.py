@@ -4,7 +4,10 @@ Anthropic (``{"type": "text"|"tool_use"|"tool_result", ...}``, Messages API refe
 (``{"text"}``, ``{"toolUse": {toolUseId, name, input}}``, ``{"toolResult": {toolUseId, content}}``, Bedrock
 runtime API reference) carry text, tool calls and tool results in one ``content`` list. Anthropic's server-run
 tools are calls with their results in the same list: ``server_tool_use`` / ``mcp_tool_use`` (MCP connector) are
-tool calls, and ``mcp_tool_result`` / ``web_fetch_tool_result`` the result of the call they name by
+tool calls, their ``input`` the arguments (code execution: the ``code``, the bash ``command``, the text editor's
+``path`` and ``file_text``), and ``mcp_tool_result``, ``web_fetch_tool_result`` and the code execution results
+(``code_execution_tool_result``, ``bash_code_execution_tool_result``, ``text_editor_code_execution_tool_result``:
+what the run printed or the file it viewed, see :func:`_result_text`) are the result of the call they name by
 ``tool_use_id``, judged as tool results like OpenAI's ``mcp_call`` (``web_search_tool_result`` holds only
 encrypted content and yields no text). Document blocks (Anthropic ``document`` / ``search_result``, Converse
 ``document`` / ``searchResult``, see :func:`~detectors.normalise.fields.document_block`) are documents handed to
@@ -30,7 +33,13 @@ from detectors.normalise.fields import (
 )
 
 CALL_BLOCK_TYPES = ("tool_use", "server_tool_use", "mcp_tool_use")
-SERVER_RESULT_BLOCK_TYPES = ("mcp_tool_result", "web_fetch_tool_result")
+SERVER_RESULT_BLOCK_TYPES = (
+    "mcp_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+)
 _BLOCK_TYPES = (*CALL_BLOCK_TYPES, *SERVER_RESULT_BLOCK_TYPES, "tool_result", "document", "search_result")
 _BLOCK_KEYS = ("toolUse", "toolResult", "document", "searchResult")
 
@@ -108,13 +117,25 @@ def blocks(content: Any, clip: TextLimit) -> Blocks:
 
 def _server_result(block: dict[str, Any], calls: list[ToolCall], by_id: dict[str, ToolCall], clip: TextLimit) -> None:
     """A server-run tool's result as the result of its call (earlier in the same content, by ``tool_use_id``); a
-    result whose call the log lacks becomes a call of its own, named by the block type (``mcp``, ``web_fetch``)."""
+    result whose call the log lacks becomes a call of its own, named by the block type (``mcp``, ``web_fetch``,
+    ``bash_code_execution``...)."""
     call_id = first(block.get("tool_use_id"), limit=MAX_ID_CHARS)
     call = by_id.get(call_id) if call_id is not None else None
     if call is None:
         call = ToolCall(name=str(block["type"]).removesuffix("_tool_result"), id=call_id)
         calls.append(call)
-    call.result = clip(content_text(block.get("content"))) or None
+    call.result = clip(_result_text(block.get("content"))) or None
+
+
+def _result_text(content: Any) -> str:
+    """The text of a server-run tool's result ``content``: a code execution's ``stdout`` and ``stderr``, the file a
+    text editor ``view`` returned (``content``) and the diff ``lines`` of a ``str_replace``; else its content blocks'
+    text (MCP, web fetch). Return codes, file ids and error codes carry no text; an ``encrypted_stdout`` cannot be
+    read."""
+    result = as_dict(content)
+    lines = [line for line in as_items(result.get("lines")) if isinstance(line, str)]
+    printed = [result.get("stdout"), result.get("stderr"), result.get("content"), *lines]
+    return "\n".join(text for text in printed if isinstance(text, str) and text) or content_text(content)
 
 
 def new_turn_documents(messages: list[Message], placed: list[tuple[Message, Blocks]]) -> list[RetrievedDocument]:
