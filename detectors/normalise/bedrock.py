@@ -13,11 +13,13 @@ Amazon Titan (``inputText``/``results[].outputText``), Amazon Nova and Converse 
 Cohere (``message``/``text``) and OpenAI-format models (OpenAI gpt-oss, AI21 Jamba: Chat Completions ``messages``
 with string content, ``tool_calls`` and ``role: tool``, and a chat.completion ``choices[].message`` response;
 DeepSeek: ``prompt`` and ``choices[].text``). Messages are read as :class:`~detectors.normalise.chat.Conversation`
-reads them; document blocks in the request's new turn are retrieved documents. A streamed output is logged as a
-list of chunk objects (Anthropic ``content_block_delta`` events, and ``content_block_start`` events that carry a
-server-run tool's result whole, Converse/Nova ``contentBlockDelta`` events,
-Titan/Llama/Mistral text chunks, ``chat.completion.chunk`` objects of OpenAI-format models, possibly wrapped as
-``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
+reads them; document blocks in the request's new turn are retrieved documents. Reasoning is not the completion,
+whatever the shape (``thinking`` blocks, Converse ``reasoningContent``: not read): gpt-oss's, which InvokeModel
+puts ahead of a reply's text as ``<reasoning>...</reasoning>``, is taken out of it (:func:`without_reasoning`). A
+streamed output is logged as a list of chunk objects (Anthropic ``content_block_delta`` events, and
+``content_block_start`` events that carry a server-run tool's result whole, Converse/Nova ``contentBlockDelta``
+events, Titan/Llama/Mistral text chunks, ``chat.completion.chunk`` objects of OpenAI-format models, possibly wrapped
+as ``{"chunk": {"bytes": base64}}``); it is reassembled before parsing.
 
 Guardrail verdicts come from ``amazon-bedrock-guardrailAction`` / ``amazon-bedrock-trace`` (InvokeModel) and from
 ``stopReason: guardrail_intervened`` / ``trace.guardrail`` (Converse). Identity: ``identity.arn`` is the IAM
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
@@ -166,7 +169,7 @@ def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mes
     )
     reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
     if "choices" in response:  # OpenAI-format models: a chat.completion (DeepSeek: choices[].text)
-        completion = choices_output(response, clip)
+        completion = choices_output(without_reasoning(response), clip)
         return completion.messages, reason or next(iter(completion.finish_reasons), None), usage_tokens(usage)
     if "content" in response or "output" in response:
         content = response["content"] if "content" in response else dig(response, "output", "message", "content")
@@ -182,6 +185,27 @@ def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Mes
             pieces.append(response[key])
     text = "".join(pieces)
     return ([Message(role="assistant", content=clip(text))] if text else []), reason, tokens
+
+
+_REASONING = re.compile(r"\s*<reasoning>.*?</reasoning>\s*", re.DOTALL)
+
+
+def without_reasoning(response: dict[str, Any]) -> dict[str, Any]:
+    """A chat.completion of an OpenAI-format model with the reasoning Bedrock puts ahead of each reply's text (gpt-oss
+    on InvokeModel: ``<reasoning>...</reasoning>`` then the answer) taken out.
+
+    Reasoning is not read in any other shape: a client seldom shows it to the user, and the system prompt it quotes
+    there is no leak. Only one leading block is taken, so a tag the model writes later in its reply stays text."""
+    return {**response, "choices": [_answer(choice) for choice in as_items(response.get("choices"))]}
+
+
+def _answer(choice: Any) -> Any:
+    message = as_dict(as_dict(choice).get("message"))
+    content = message.get("content")
+    reasoning = _REASONING.match(content) if isinstance(content, str) else None
+    if reasoning is None:
+        return choice
+    return {**choice, "message": {**message, "content": content[reasoning.end() :]}}
 
 
 class _Stream:
