@@ -49,6 +49,9 @@ class RuleInfo(msgspec.Struct, frozen=True, kw_only=True):
     owasp: tuple[str, ...] = ()  # OWASP LLM Top 10 (2025) ids, e.g. "LLM01:2025"
     status: str = "stable"  # Sigma status; "test" rules alert in shadow mode
     ruleset: str = "abusewatch"
+    # rules whose detection on the same event reports the same finding: this rule's detection is then folded into
+    # theirs rather than raised as an alert of its own (:func:`detectors.pipeline.fold_same_findings`)
+    folds_into: tuple[str, ...] = ()
 
 
 class Evidence(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +82,7 @@ class Detection(msgspec.Struct, kw_only=True):
     # the event whose arrival raised it, when that is not the last of ``event_ids`` (a window that a later event's
     # time closed): the pipeline orders a batch's detections by it (:func:`detectors.pipeline.in_arrival_order`)
     raised_by: str | None = None
+    also_matched: list[str] = []  # ids of the rules whose detections were folded into this one (``folds_into``)
 
 
 class SensitiveValue(msgspec.Struct, frozen=True, kw_only=True):

@@ -231,6 +231,8 @@ def alert_document(
     )
     if detection.explanation:
         doc["abusewatch"]["explanation"] = detection.explanation
+    if detection.also_matched:
+        doc["abusewatch"]["also_matched"] = list(detection.also_matched)
     return redactor.scrub(doc, sensitive)
 
 

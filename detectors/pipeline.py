@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from detectors.alerting import AlertGrouper
-from detectors.base import Detection, Detector, Findings, SensitiveValue
+from detectors.base import LEVELS, Detection, Detector, Evidence, Findings, SensitiveValue
 from detectors.documents import event_document, event_document_id, iso_time
 from detectors.event import Event
 from detectors.exceptions import AlertException, ExceptionList
@@ -135,7 +135,8 @@ class Pipeline:
     def render(self, events: Sequence[Event], findings: Sequence[Findings], detections: list[Detection]) -> BatchResult:
         """Build the output documents; every document is scrubbed of the batch's sensitive values.
 
-        Alerts of ``status: test`` rules and of detections an exception suppresses go to the shadow alerts.
+        Alerts of ``status: test`` rules and of detections an exception suppresses go to the shadow alerts. The
+        result's ``detections`` are those the tiers raised; the alerts are made after :func:`fold_same_findings`.
         """
         result = BatchResult(detections=detections)
         sensitive_by_event: dict[str, list[SensitiveValue]] = {}
@@ -144,7 +145,10 @@ class Pipeline:
         for event, found in zip(events, findings, strict=True):
             result.events.append(self._document(event, found))
         grouped = self.grouper.alerts(
-            in_arrival_order(detections, events), sensitive_by_event, self.exceptions.match, result.suppressed
+            in_arrival_order(fold_same_findings(detections), events),
+            sensitive_by_event,
+            self.exceptions.match,
+            result.suppressed,
         )
         for _detection, document in grouped:
             target = result.shadow_alerts if document["abusewatch"]["shadow"] else result.alerts
@@ -230,6 +234,49 @@ class Pipeline:
                     f"{detector.name}: {type(error).__name__}: {error}"[:500]
                 )
         return detections
+
+
+def fold_same_findings(detections: Sequence[Detection]) -> list[Detection]:
+    """``detections``, each whose rule ``folds_into`` a rule that fired on the same event folded into that rule's
+    detection: its evidence added, the higher level and score kept, its rule id in ``also_matched``.
+
+    One finding seen by two tiers (a key in a response: the exfiltration tier's validated check and the signature
+    pack's portable format rule) is then one alert, not two of one category, and adds to the identity's risk score
+    once. The same event is the one that raised both (the last event each lists). A shadow (``status: test``)
+    detection is not folded: it is measured in the shadow alerts as before. A detection whose rule folds into
+    others is never a target itself, so folds do not chain.
+    """
+    targets: dict[tuple[str, str], int] = {}
+    for index, detection in enumerate(detections):
+        if detection.event_ids and not detection.rule.folds_into:
+            targets.setdefault((detection.event_ids[-1], detection.rule.id), index)
+    folded: list[Detection | None] = list(detections)
+    for index, detection in enumerate(detections):
+        if not detection.rule.folds_into or detection.rule.status == "test" or not detection.event_ids:
+            continue
+        keys = ((detection.event_ids[-1], rule_id) for rule_id in detection.rule.folds_into)
+        target = next((targets[key] for key in keys if key in targets), None)
+        if target is not None:
+            folded[target] = _merged(folded[target], detection)  # type: ignore[arg-type]  # targets are never folded
+            folded[index] = None
+    return [detection for detection in folded if detection is not None]
+
+
+def _merged(target: Detection, other: Detection) -> Detection:
+    """``target`` carrying ``other`` as the same finding; ``other``'s evidence only where it points elsewhere."""
+    spans = {_span(evidence) for evidence in target.evidence}
+    level = max(target.rule.level, other.rule.level, key=LEVELS.index)
+    return msgspec.structs.replace(
+        target,
+        rule=msgspec.structs.replace(target.rule, level=level),
+        evidence=[*target.evidence, *(evidence for evidence in other.evidence if _span(evidence) not in spans)],
+        score=max(target.score, other.score),
+        also_matched=[*target.also_matched, other.rule.id],
+    )
+
+
+def _span(evidence: Evidence) -> tuple[str, int | None, int | None]:
+    return evidence.field, evidence.start, evidence.end
 
 
 def in_arrival_order(detections: Sequence[Detection], events: Sequence[Event]) -> list[Detection]:

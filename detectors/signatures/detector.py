@@ -38,6 +38,7 @@ def rule_info(rule: SignatureRule) -> RuleInfo:
         atlas=rule.atlas,
         owasp=rule.owasp,
         status=rule.status,
+        folds_into=rule.folds_into,
     )
 
 

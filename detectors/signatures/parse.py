@@ -101,6 +101,7 @@ class SignatureRule:
     atlas: tuple[str, ...]
     owasp: tuple[str, ...]
     tests: tuple[TestCase, ...]
+    folds_into: tuple[str, ...] = ()
     path: Path | None = None
     source: str = field(default="", repr=False)
 
@@ -174,9 +175,28 @@ def parse_rule(text: str, path: Path | None = None) -> SignatureRule:
         atlas=tuple(name.upper() for namespace, name in tags if namespace == "atlas"),
         owasp=tuple(owasp_id(name) for namespace, name in tags if namespace == "owasp"),
         tests=_test_cases(product.get("tests"), _first_text_field(sigma), path, label, lines),
+        folds_into=_folds_into(product.get("folds_into"), str(sigma.id), path, label, lines),
         path=path,
         source=text,
     )
+
+
+def _folds_into(value: Any, rule_id: str, path: Path | None, label: str, lines: dict[str, int]) -> tuple[str, ...]:
+    """``abusewatch.folds_into``: the rule ids (one, or a list) whose detection on the same event is the same
+    finding as this rule's."""
+    if value is None:
+        return ()
+    ids = [value] if isinstance(value, str) else value
+    if not isinstance(ids, list) or not ids or not all(isinstance(one, str) and one for one in ids):
+        raise RuleLoadError(
+            path,
+            label,
+            f"abusewatch.folds_into must be a rule id or a list of them, not {value!r}",
+            lines.get("folds_into"),
+        )
+    if rule_id in ids:
+        raise RuleLoadError(path, label, "abusewatch.folds_into names the rule itself", lines.get("folds_into"))
+    return tuple(ids)
 
 
 def _check_types(raw: dict[str, Any], path: Path | None, label: str, lines: dict[str, int]) -> None:
