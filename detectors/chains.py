@@ -42,6 +42,8 @@ DEFAULT_MAX_SESSIONS = 100_000  # sessions kept per pipeline (one pipeline per p
 SHINGLE_HASH = "blake2b-64"  # how leaked shingles are kept; checkpoints without this marker hold raw shingles
 ATTACK_CATEGORIES = frozenset({"prompt_injection", "jailbreak"})
 LEAK_MEMORY_WINDOWS = 24  # a leaked prompt quoted back later than this many windows is no longer connected
+SESSION_MEMORY_WINDOWS = 3  # a session idle this many windows before the newest event time is over (lagging
+# partitions: correlation's lateness)
 INJECTION_SCORE = "gen_ai.security.prompt_injection_score"
 REFUSALS = (
     r"i\s*(?:am|'m)\s+sorry,?\s+but\s+i\s+(?:can(?:not|'t)|won't)",
@@ -188,7 +190,11 @@ class SessionChainDetector(Detector):
         key = session_key(event.identity)
         self._newest = max(self._newest, event.timestamp)
         session = self._sessions.get(key)
-        if session is None or event.timestamp - session.last_seen > settings.window_seconds:
+        if (
+            session is None
+            or event.timestamp - session.last_seen > settings.window_seconds
+            or session.last_seen < self._horizon(SESSION_MEMORY_WINDOWS)  # over, even if no batch end expired it yet
+        ):
             self._sessions.pop(key, None)  # a session that starts over goes last, as a new one
             session = self._sessions[key] = _Session(turns=[], last_seen=event.timestamp)
             self._activity.touched(key, session.last_seen, len(self._sessions))
@@ -354,25 +360,31 @@ class SessionChainDetector(Detector):
         checked, which catches a late event's. Both are judged against the last step crossed, so what is kept does
         not depend on how arrivals were cut into batches. What stays a little longer changes no verdict: a
         session restarts after a window without turns, and a leak counts only for its own age."""
-        step = self.settings.window_seconds / 4
-        newest = math.floor(self._newest / step) * step if math.isfinite(self._newest) else -math.inf
+        newest = self._horizon(0)
         if newest > self._expired_at:
             self._expired_at = newest
             sessions, leaks = list(self._sessions), list(self._leaks)
         else:
             sessions = [session_key(event.identity) for event in events]
             leaks = [event.identity.key() for event in events]
-        horizon = self._expired_at - 3 * self.settings.window_seconds  # lagging partitions: correlation's lateness
+        horizon = self._horizon(SESSION_MEMORY_WINDOWS)
         for key in sessions:
             session = self._sessions.get(key)
             if session is not None and session.last_seen < horizon:
                 del self._sessions[key]
-        leak_horizon = self._expired_at - LEAK_MEMORY_WINDOWS * self.settings.window_seconds
+        leak_horizon = self._horizon(LEAK_MEMORY_WINDOWS)
         for key in leaks:
             if key in self._leaks:
                 self._leaks[key] = [leak for leak in self._leaks[key] if leak.timestamp >= leak_horizon]
                 if not self._leaks[key]:
                     del self._leaks[key]
+
+    def _horizon(self, windows: int) -> float:
+        """``windows`` windows before the newest event time, taken at the last quarter-window step: the same
+        bound for the next event whichever batch it comes in."""
+        step = self.settings.window_seconds / 4
+        newest = math.floor(self._newest / step) * step if math.isfinite(self._newest) else -math.inf
+        return newest - windows * self.settings.window_seconds
 
     def state(self) -> dict[str, Any]:
         return {

@@ -305,3 +305,18 @@ def test_sessions_long_over_are_forgotten_whatever_the_batches():
         kept.append(sorted(detector.state()["sessions"]))
     assert kept[0] == kept[1] == kept[2]
     assert len(kept[0]) == 1 and kept[0][0].startswith("user:mallory")
+
+
+def test_a_turn_later_than_the_session_memory_is_judged_the_same_whatever_the_batches():
+    """A session idle for more than three windows is over for the next event, not only after the batch that moved
+    event time past it: a turn of it that arrives even later starts afresh in one batch as in two."""
+    window = ChainSettings().window_seconds
+    blocked = [turn(i, f"jailbreak try {i}", "I'm sorry, but I can't help with that.") for i in range(3)]
+    elsewhere = replace(turn(0, "hi", "hello", session="other"), timestamp=blocked[0].timestamp + 4 * window)
+    late = turn(3, "jailbreak try 3", "Sure! Here is how to do it...")
+    attacks = {event.id for event in [*blocked, late]}
+    found = []
+    for batches in ([blocked, [elsewhere, late]], [blocked, [elsewhere], [late]]):
+        pipeline = Pipeline([Verdicts(attacks), SessionChainDetector()], Redactor(b"k"))
+        found.append([rule for batch in batches for rule in chain_rules(pipeline, batch)])
+    assert found[0] == found[1] == []
