@@ -208,7 +208,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += _table(["processes", "aggregate events/s (wall)", "events/s per process (CPU)"], rows)
     memory = parts.get("memory", {})
     if "engine_rss_mb" in memory:
-        lines += ["", f"## Memory ({memory['identities']:,} identities driven, scaled to 100,000)", ""]
+        load = f"; load {memory['load_average']['before']}" if "load_average" in memory else ""
+        lines += ["", f"## Memory ({memory['identities']:,} identities driven, scaled to 100,000{load})", ""]
         lines += _table(
             ["engine RSS MB", "RSS growth MB / 100k identities", "state JSON MB / 100k identities", "largest state",
              "checkpoint MB / 100k identities", "checkpoint CPU s / 100k identities"],

@@ -5,14 +5,16 @@ alone. The child builds the full pipeline (RSS = the engine's fixed footprint: r
 weights, interpreter), then drives the stateful tiers - signatures (to raise detections), exfil session memory,
 anomaly, correlation, session chains and the alert grouper - with two short events for each of ``N`` identities
 (5 % carry an attack so alert groups and chains hold state), and reports the RSS growth and the size of
-``json.dumps(pipeline.state())`` and of the stream's checkpoint of it (msgpack + zlib, with the CPU time to take
-it), scaled to 100,000 identities.
+``json.dumps(pipeline.state())`` (by part: each stateful detector, the alert groups, the history ledger) and of the
+stream's checkpoint of it (msgpack + zlib, with the CPU time to take it), scaled to 100,000 identities. The load
+average before and after the child ran is recorded with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -76,6 +78,7 @@ def measure(identities: int) -> dict[str, Any]:
     state = pipeline.state()
     sizes = {name: len(json.dumps(part, default=str)) for name, part in state["detectors"].items()}
     sizes["alerting"] = len(json.dumps(state["alerting"], default=str))
+    sizes["history"] = len(json.dumps(state["history"], default=str))  # the pipeline's history ledger
     scale = PER_IDENTITIES / identities
     encoding = time.process_time()
     checkpoint = CheckpointCodec(b"bench").encode(
@@ -102,13 +105,16 @@ def measure(identities: int) -> dict[str, Any]:
 def run(quick: bool = False) -> dict[str, Any]:
     """Measure in a fresh child interpreter and return its report."""
     identities = 300 if quick else 20_000
+    before = [round(value, 2) for value in os.getloadavg()]
     output = subprocess.run(
         [sys.executable, "-m", "bench.bench_memory", "--child", str(identities)],
         check=True,
         capture_output=True,
         text=True,
     ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    report = json.loads(output.strip().splitlines()[-1])
+    report["load_average"] = {"before": before, "after": [round(value, 2) for value in os.getloadavg()]}
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
