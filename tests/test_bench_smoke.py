@@ -401,6 +401,28 @@ def check_replay(out: str, _: Path) -> None:
     assert_figures({key: float(value) for key, value in report.items()})
 
 
+def check_agent_tools(out: str, tmp: Path) -> None:
+    from bench.bench_agent_tools import PHASES
+
+    report = json.loads((tmp / "agent_tools.json").read_text(encoding="utf-8"))
+    cells = {(cell["tools"], cell["description_bytes_target"]): cell for cell in report["cells"]}
+    assert list(cells) == [(0, 200), (1, 200), (1, 2000)], "no tools: one row, whatever the description sizes"
+    expected_events = {"first": 2, "later": 2, "new_catalogue": 2}  # 2 sessions; turn 2 is the only later one
+    for (tools, target), cell in cells.items():
+        assert set(cell["phases"]) == set(PHASES)
+        assert 0 <= cell["description_bytes_mean"] <= target
+        for name, phase in cell["phases"].items():
+            assert phase["events"] == expected_events[name], (tools, target, name)
+            assert 0 <= phase["normalise_us_per_event_cpu"] <= phase["us_per_event_cpu"]
+        judged = [cell["phases"][name]["tool_sets_judged"] for name in PHASES]
+        assert judged == ([2, 0, 2] if tools else [0, 0, 0]), "a set is judged on a session's first turn only"
+    documents = [cells[key]["phases"]["later"]["document_bytes_mean"] for key in ((0, 200), (1, 200), (1, 2000))]
+    assert documents == sorted(documents) and len(set(documents)) == 3, "the definitions are kept in the document"
+    assert_figures(report)
+    rows = [line for line in out.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert len(rows) == 3 and "Tool sets judged by the history ledger" in out, out
+
+
 # ------------------------------------------------------------------------------------------------ cases
 
 
@@ -424,6 +446,9 @@ BENCHES = [
           check_state_growth),
     Bench("bench.bench_exceptions", ("--exceptions", "10", "--detections", "500"), check_exceptions),
     Bench("bench.bench_reused_ids", ("--events", "20", "--repeats", "1"), check_reused_ids),
+    Bench("bench.bench_agent_tools", ("--tools", "0,1", "--description-bytes", "200,2000", "--sessions", "2",
+                                      "--turns", "2", "--repeats", "1", "--out", "{tmp}/agent_tools.json"),
+          check_agent_tools),
     Bench("bench.bench_dedupe", ("--capacity", "2000", "--partitions", "2"), check_dedupe),
     Bench("bench.bench_anomaly", ("--hours", "1", "--benign-users", "5", "--identities", "200", "--templates", "4",
                                   "--events-per-identity", "4"), check_anomaly),
