@@ -13,7 +13,9 @@ Formats (``FORMATS``, tried in this order by :func:`detect_format`): ``bedrock``
 Nothing but :class:`NormaliseError` escapes the normalisers, whatever the types in a record; texts longer than
 ``max_text_chars`` are cut to their head and tail with a marker between (``Event.truncated``, see
 :class:`~detectors.normalise.fields.TextLimit`); each text is cut on its own, and the payload size limit bounds how
-many texts there are. A record without a usable timestamp gets the time it was normalised.
+many texts there are. A record without a usable timestamp gets the time it was normalised. ``Event.input_tokens``
+is every input token the provider processed, prompt-cache writes and reads included, whichever way the vendor counts
+them (apart from its input count, or within it).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Follows the record in the Bedrock user guide ("Monitor model invocation using CloudWatch Logs and Amazon S3",
 ``schemaVersion`` 1.0): ``timestamp``, ``accountId``, ``identity.arn``, ``region``, ``requestId``, ``operation``
 (InvokeModel | InvokeModelWithResponseStream | Converse | ConverseStream), ``modelId``, ``requestMetadata``,
-``input.{inputBodyJson, inputTokenCount, inputBodyS3Path}``, ``output.{outputBodyJson, outputTokenCount}``.
+``input.{inputBodyJson, inputTokenCount, cacheReadInputTokenCount, cacheWriteInputTokenCount, inputBodyS3Path}``,
+``output.{outputBodyJson, outputTokenCount}``. ``inputTokenCount`` leaves out the prompt-cache reads and writes, as do
+the bodies' ``usage.input_tokens`` (Anthropic) and ``usage.inputTokens`` (Converse): the event's input tokens add them.
 
 Bodies are those of the Bedrock runtime API reference: Anthropic Messages (``system``, ``messages`` with
 ``text``/``tool_use``/``tool_result`` blocks, ``tools``), Claude text completions (``prompt``/``completion``),
@@ -41,7 +43,7 @@ from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
 from detectors.normalise.blocks import SERVER_RESULT_BLOCK_TYPES, blocks
-from detectors.normalise.chat import Conversation, choices_output, usage_tokens
+from detectors.normalise.chat import CACHE_USAGE_KEYS, Conversation, choices_output, usage_tokens
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -52,10 +54,13 @@ from detectors.normalise.fields import (
     as_str,
     as_timestamp,
     content_text,
+    count_max,
+    count_sum,
     dicts,
     dig,
     event_id,
     first,
+    first_count,
     guardrail_hits,
     hash_key,
     parse_json,
@@ -75,6 +80,10 @@ _PARAM_ALIASES = {
     "topP": "top_p",
     "topK": "top_k",
 }
+# The invocation log's own counts: inputTokenCount leaves out the prompt-cache reads and writes logged beside it.
+_LOGGED_INPUT_COUNTS = ("inputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount")
+# Converse TokenUsage (and ConverseStream metadata.usage): inputTokens leaves out the cache reads and writes too.
+_CONVERSE_CACHE_KEYS = ("cacheReadInputTokens", "cacheWriteInputTokens")
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -111,8 +120,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             request_model=as_str(record.get("modelId")),
             response_model=first(response.get("model"), record.get("modelId")),
             finish_reasons=[stop_reason] if stop_reason else [],
-            input_tokens=as_int(log_input.get("inputTokenCount")) or as_int(usage[0]),
-            output_tokens=as_int(log_output.get("outputTokenCount")) or as_int(usage[1]),
+            input_tokens=count_max(logged_input_tokens(log_input), usage[0]),
+            output_tokens=as_int(log_output.get("outputTokenCount")) or usage[1],
             system_instructions=clip(system),
             input_messages=messages,
             output_messages=output,
@@ -159,13 +168,28 @@ def request_conversation(
     return conversation.system_text, conversation.messages, documents
 
 
-def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], str | None, tuple[Any, Any]]:
-    """Output messages, stop reason and raw (input, output) token counts of any supported response body."""
+def logged_input_tokens(log_input: dict[str, Any]) -> int | None:
+    """All input tokens the invocation log counts, cached or not. The response body's usage counts them again; the
+    event takes the larger of the two, as either may lack the cache counts."""
+    return count_sum(*(as_int(log_input.get(key)) for key in _LOGGED_INPUT_COUNTS))
+
+
+def response_output(
+    response: dict[str, Any], clip: TextLimit
+) -> tuple[list[Message], str | None, tuple[int | None, int | None]]:
+    """Output messages, stop reason and (input, output) token counts of any supported response body; input counts
+    the prompt-cache reads and writes (Anthropic ``cache_*_input_tokens``, Converse ``cache*InputTokens``)."""
     usage = as_dict(response.get("usage"))
+    uncached = first_count(
+        usage.get("input_tokens"),
+        usage.get("inputTokens"),
+        response.get("prompt_token_count"),
+        response.get("inputTextTokenCount"),
+    )
+    cached = (as_int(usage.get(key)) for key in (*CACHE_USAGE_KEYS, *_CONVERSE_CACHE_KEYS))
     tokens = (
-        first(usage.get("input_tokens"), usage.get("inputTokens"), response.get("prompt_token_count"))
-        or response.get("inputTextTokenCount"),
-        first(usage.get("output_tokens"), usage.get("outputTokens"), response.get("generation_token_count")),
+        count_sum(uncached, *cached),
+        first_count(usage.get("output_tokens"), usage.get("outputTokens"), response.get("generation_token_count")),
     )
     reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
     if "choices" in response:  # OpenAI-format models: a chat.completion (DeepSeek: choices[].text)

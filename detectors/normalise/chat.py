@@ -31,9 +31,12 @@ from detectors.normalise.fields import (
     MAX_ID_CHARS,
     TextLimit,
     as_dict,
+    as_int,
     as_items,
     as_str,
     content_text,
+    count_max,
+    count_sum,
     first,
     json_text,
     retrieved_documents,
@@ -255,10 +258,21 @@ def completion_output(response: Any, clip: TextLimit) -> Completion:
     return choices_output(response, clip)
 
 
-def usage_tokens(usage: Any) -> tuple[Any, Any]:
-    """Raw (input, output) token counts from Chat (``prompt_tokens``) or Responses (``input_tokens``) usage."""
+# Anthropic Messages usage counts the tokens written to and read from the prompt cache apart from its input_tokens,
+# which leaves both out: they are added. OpenAI's prompt_tokens and Responses input_tokens hold the cached tokens
+# already (prompt_tokens_details / input_tokens_details.cached_tokens are their share, not added). LiteLLM's usage
+# keeps these two keys beside its prompt_tokens, which holds them in most versions and only the reads in some: the
+# prompt_tokens are taken as at least their sum.
+CACHE_USAGE_KEYS = ("cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
+    """(input, output) token counts from Chat (``prompt_tokens``), Responses or Anthropic Messages
+    (``input_tokens``) usage. Input is every input token the provider processed, prompt-cache writes and reads
+    included (see :data:`CACHE_USAGE_KEYS`)."""
     usage = as_dict(usage)
-    return (
-        usage.get("prompt_tokens", usage.get("input_tokens")),
-        usage.get("completion_tokens", usage.get("output_tokens")),
-    )
+    cached = count_sum(*(as_int(usage.get(key)) for key in CACHE_USAGE_KEYS))
+    output = as_int(usage.get("completion_tokens", usage.get("output_tokens")))
+    if "prompt_tokens" in usage:
+        return count_max(as_int(usage["prompt_tokens"]), cached), output
+    return count_sum(as_int(usage.get("input_tokens")), cached), output

@@ -109,6 +109,26 @@ def as_int(value: Any) -> int | None:
     return int(number) if number <= MAX_INT else None
 
 
+def first_count(*values: Any) -> int | None:
+    """The first value that reads as a count (:func:`as_int`)."""
+    for value in values:
+        count = as_int(value)
+        if count is not None:
+            return count
+    return None
+
+
+def count_sum(*counts: int | None) -> int | None:
+    """The sum of the known counts, at most ``MAX_INT``; ``None`` if none is known."""
+    known = [count for count in counts if count is not None]
+    return min(sum(known), MAX_INT) if known else None
+
+
+def count_max(*counts: int | None) -> int | None:
+    """The largest of the known counts; ``None`` if none is known."""
+    return max((count for count in counts if count is not None), default=None)
+
+
 def as_float(value: Any) -> float | None:
     """A finite float from a number or numeric string."""
     if isinstance(value, bool):

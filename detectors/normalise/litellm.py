@@ -6,10 +6,11 @@ Follows ``StandardLoggingPayload`` in ``litellm/types/utils.py`` (LiteLLM docs, 
 ``metadata`` (``StandardLoggingMetadata``: ``user_api_key_hash``, ``user_api_key_alias``, ``user_api_key_org_id``,
 ``user_api_key_team_id``, ``user_api_key_user_id``, ``user_api_key_end_user_id``, ``requester_ip_address``,
 ``requester_metadata``, ``spend_logs_metadata``, ``vector_store_request_metadata``), ``end_user``, ``messages``
-(list, str or dict), ``response`` (ModelResponse dict, Responses object or str), ``prompt_tokens``,
-``completion_tokens``, ``error_str``, ``error_information`` (``error_code``, ``error_class``),
-``model_parameters``, ``hidden_params``, ``guardrail_information`` (dict or list of
-``StandardLoggingGuardrailInformation``).
+(list, str or dict), ``response`` (ModelResponse dict, Responses object or str), ``prompt_tokens`` (with the
+prompt-cache tokens: at least the ``cache_creation_input_tokens`` / ``cache_read_input_tokens`` of the response's
+usage, see :data:`~detectors.normalise.chat.CACHE_USAGE_KEYS`), ``completion_tokens``, ``error_str``,
+``error_information`` (``error_code``, ``error_class``), ``model_parameters``, ``hidden_params``,
+``guardrail_information`` (dict or list of ``StandardLoggingGuardrailInformation``).
 
 Conventions: retrieved documents come from LiteLLM's ``metadata.vector_store_request_metadata[]
 .vector_store_search_response.data[]``, or from ``retrieved_documents`` that the application put in its request
@@ -35,6 +36,7 @@ from detectors.normalise.fields import (
     as_str,
     as_timestamp,
     content_text,
+    count_max,
     dicts,
     event_id,
     first,
@@ -102,8 +104,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             request_model=first(record.get("model_group"), record.get("model")),
             response_model=first(as_dict(response).get("model"), record.get("model")),
             finish_reasons=completion.finish_reasons,
-            input_tokens=as_int(record.get("prompt_tokens")) or as_int(input_tokens),
-            output_tokens=as_int(record.get("completion_tokens")) or as_int(output_tokens),
+            input_tokens=count_max(as_int(record.get("prompt_tokens")), input_tokens),
+            output_tokens=as_int(record.get("completion_tokens")) or output_tokens,
             system_instructions=conversation.system_text,
             input_messages=conversation.messages,
             output_messages=completion.messages,

@@ -5,9 +5,12 @@ Follows the OTLP protobuf JSON mapping (``ExportTraceServiceRequest``: ``resourc
 ``events``, ``attributes`` as ``{key, value: AnyValue}`` lists, 64-bit ints as strings) and the GenAI semantic
 conventions (v1.37+): ``gen_ai.operation.name``, ``gen_ai.provider.name`` (older ``gen_ai.system``),
 ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.response.finish_reasons``,
-``gen_ai.usage.input_tokens`` / ``output_tokens``, ``gen_ai.request.*`` parameters, ``gen_ai.conversation.id``,
-``gen_ai.tool.definitions`` and the opt-in content ``gen_ai.system_instructions``, ``gen_ai.input.messages``,
-``gen_ai.output.messages`` (JSON strings of ``{role, parts: [{type: text|tool_call|tool_call_response}]}``);
+``gen_ai.usage.input_tokens`` / ``output_tokens`` (input at least the prompt-cache counts
+``gen_ai.usage.cache_read.input_tokens`` / ``cache_creation.input_tokens``, or OpenLLMetry's
+``cache_read_input_tokens`` / ``cache_creation_input_tokens``), ``gen_ai.request.*`` parameters,
+``gen_ai.conversation.id``, ``gen_ai.tool.definitions`` and the opt-in content ``gen_ai.system_instructions``,
+``gen_ai.input.messages``, ``gen_ai.output.messages`` (JSON strings of
+``{role, parts: [{type: text|tool_call|tool_call_response}]}``);
 ``execute_tool`` spans (``gen_ai.tool.name``, ``gen_ai.tool.call.id`` / ``arguments`` / ``result``), with the
 content also read from a ``gen_ai.client.inference.operation.details`` span event. Older instrumentations are read
 too: ``gen_ai.content.prompt`` / ``gen_ai.content.completion`` span events and OpenLLMetry's flattened
@@ -42,9 +45,12 @@ from detectors.normalise.fields import (
     as_str,
     as_timestamp,
     content_text,
+    count_max,
+    count_sum,
     dicts,
     event_id,
     first,
+    first_count,
     json_text,
     parse_json,
     request_params,
@@ -62,6 +68,11 @@ _MAX_INDEX_DIGITS = 6
 _ANY_VALUE_KEYS = frozenset(
     ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue")
 )  # message and tool-call indexes of flattened OpenLLMetry attributes
+# Prompt-cache token counts: the conventions' name, then OpenLLMetry's for the same count (one of each kind is read).
+_CACHE_ATTRIBUTES = (
+    ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"),
+    ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens"),
+)
 
 
 def detect(record: dict[str, Any]) -> bool:
@@ -207,10 +218,8 @@ def span_event(
         request_model=as_str(attrs.get("gen_ai.request.model")),
         response_model=as_str(attrs.get("gen_ai.response.model")),
         finish_reasons=strings(finish if isinstance(finish, list) else [finish]) if finish is not None else [],
-        input_tokens=as_int(first(attrs.get("gen_ai.usage.input_tokens"), attrs.get("gen_ai.usage.prompt_tokens"))),
-        output_tokens=as_int(
-            first(attrs.get("gen_ai.usage.output_tokens"), attrs.get("gen_ai.usage.completion_tokens"))
-        ),
+        input_tokens=input_tokens(attrs),
+        output_tokens=first_count(attrs.get("gen_ai.usage.output_tokens"), attrs.get("gen_ai.usage.completion_tokens")),
         system_instructions=clip("\n\n".join(part for part in system_parts if part)),
         input_messages=input_messages,
         output_messages=output_messages,
@@ -231,6 +240,15 @@ def span_event(
         content_redacted=not has_content,
         truncated=clip.truncated,
     )
+
+
+def input_tokens(attrs: dict[str, Any]) -> int | None:
+    """``gen_ai.usage.input_tokens`` (older ``prompt_tokens``), taken as at least the prompt-cache reads and writes
+    the span reports beside it (:data:`_CACHE_ATTRIBUTES`): the conventions count those in the input tokens, but an
+    instrumentation that passes on Anthropic's own ``input_tokens`` leaves them out."""
+    total = first_count(attrs.get("gen_ai.usage.input_tokens"), attrs.get("gen_ai.usage.prompt_tokens"))
+    cached = count_sum(*(first_count(*(attrs.get(name) for name in names)) for names in _CACHE_ATTRIBUTES))
+    return count_max(total, cached)
 
 
 def _parts_text(parts: Any) -> Any:
