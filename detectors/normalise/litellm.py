@@ -16,14 +16,15 @@ Conventions: retrieved documents come from LiteLLM's ``metadata.vector_store_req
 .vector_store_search_response.data[]``, or from ``retrieved_documents`` that the application put in its request
 ``metadata`` (logged as ``metadata.requester_metadata``); the session id from ``session_id`` there (or in
 ``metadata``/``spend_logs_metadata``). Messages equal to LiteLLM's placeholder ``"redacted-by-litellm"`` (set by
-``turn_off_message_logging``) mark the event ``content_redacted``.
+``turn_off_message_logging``) mark the event ``content_redacted``. So does a pass-through reply LiteLLM logged
+unread, ``{"response": text}`` (:func:`unread_pass_through`), whose outcome is ``unknown``: its request is judged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from detectors.event import Event, GuardrailVerdict, Identity, RetrievedDocument
+from detectors.event import Event, GuardrailVerdict, Identity, Outcome, RetrievedDocument
 from detectors.normalise.chat import Conversation, completion_output, usage_tokens
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
@@ -83,7 +84,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     if not redacted:
         conversation.system.append(content_text(params.get("system")))  # Anthropic /v1/messages passthrough
         conversation.add_items(messages)
-    response = None if record.get("response") == REDACTED else record.get("response")
+    unread = unread_pass_through(record.get("response"))
+    response = None if record.get("response") == REDACTED or unread else record.get("response")
     completion = completion_output(response, clip)
     input_tokens, output_tokens = usage_tokens(as_dict(response).get("usage"))
     start = as_timestamp(record.get("startTime"))
@@ -131,13 +133,29 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             duration_ms=round((end - start) * 1000.0, 3)
             if start is not None and end is not None and end >= start
             else None,
-            outcome="success" if status == "success" else ("failure" if status == "failure" else "unknown"),
+            outcome=outcome(status, unread),
             error_code=first(error.get("error_code"), error.get("error_class"), limit=128),
             guardrails=guardrails(record.get("guardrail_information")),
-            content_redacted=redacted,
+            content_redacted=redacted or unread,
             truncated=clip.truncated,
         )
     ]
+
+
+def outcome(status: str | None, unread: bool) -> Outcome:
+    """The payload's ``status``; a success whose reply was not read (:func:`unread_pass_through`) is ``unknown``."""
+    if status == "failure":
+        return "failure"
+    return "success" if status == "success" and not unread else "unknown"
+
+
+def unread_pass_through(response: Any) -> bool:
+    """Whether ``response`` is a ``StandardPassThroughResponseObject`` (``{"response": text}``): what LiteLLM logs
+    for a pass-through call it has no reader for, a stream it could not parse (``"cannot parse chunks to standard
+    response object. Chunks=[...]"``) or the raw body of a route without a logging handler. The text is not read as
+    a reply: the event's reply is unknown (outcome ``unknown``, ``content_redacted``), its request judged all the
+    same, as the OpenAI format does for a stream list it cannot read."""
+    return isinstance(response, dict) and len(response) == 1 and isinstance(response.get("response"), str)
 
 
 def vector_store_documents(requests: Any, clip: TextLimit) -> list[RetrievedDocument]:
