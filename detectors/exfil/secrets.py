@@ -20,6 +20,7 @@ from detectors.exfil.candidates import ALNUM, B64, B64URL, Spec, Valid, extend_o
 from detectors.exfil.context import EventContext
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shannon_entropy
+from detectors.redact import MIN_SCRUB_LENGTH
 
 # Kinds whose exposure in a response or tool call is critical: they open infrastructure, money or all data.
 CRITICAL_KINDS = frozenset(
@@ -102,6 +103,12 @@ _DEFAULT_DB_PASSWORDS = frozenset(
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
 _DOCUMENTATION_HOST_SUFFIXES = ("example.com", "example.org", "example.net", ".example", ".test", ".invalid")
 _RANDOM_PASSWORD_ENTROPY = 3.0  # bits per character: a random 10+ character password is above, a word below
+_MAX_HOST = 253  # characters of a DNS name
+_MAX_PASSWORD = 256  # characters of a database URL's password, as of a generic one (_password_like)
+_HOST_CHARS = string.ascii_letters + string.digits + "-._"
+_IPV6_CHARS = string.hexdigits + ":."
+_PARAMETER_CHARS = string.ascii_letters + string.digits + "_.-"
+_URL_DELIMITERS = frozenset("/?#")
 
 
 def is_placeholder(value: str) -> bool:
@@ -370,32 +377,103 @@ def _db_extend(text: str, start: int, end: int) -> tuple[int, int]:
 
 
 def _db_password(token: str, _text: str, _start: int) -> Valid | None:
+    """The password of a database URL (``scheme://user:password@host``).
+
+    The userinfo ends at the last ``@`` a host follows (:func:`_userinfo_end`), as urlsplit and WHATWG end it at
+    the authority's last ``@``: a password may hold ``@``, and ``#``, ``/`` or ``?`` too, which generated passwords
+    do and ``.env`` files leave unencoded (those parsers would end the authority there and find no password). A
+    password shorter than the redactor masks is masked with all the userinfo the URL may hold, so no part of a
+    password the parse cut short is left to read."""
     token = token.rstrip(".,;)]")
-    scheme_end = token.find("://") + 3
-    try:
-        parts = urllib.parse.urlsplit(token)
-        password = parts.password
-    except ValueError:
+    user_start = token.find("://") + 3
+    password_start = token.find(":", user_start) + 1
+    query = _query_start(token, password_start)
+    found = _userinfo_end(token, password_start, query)
+    if found is None and query < len(token):  # the "query" was in the password: no host before it
+        found = _userinfo_end(token, password_start, len(token))
+    if found is None:
         return None
-    if not password or len(password) < 4 or is_placeholder(password) or set(password) <= {"*"}:
+    end, host = found
+    raw = token[password_start:end]
+    password = urllib.parse.unquote(raw)
+    if _port_and_path(raw) or is_placeholder(password) or set(password) <= {"*"}:
         return None
-    if _default_credentials(parts, password):
+    if _default_credentials(urllib.parse.unquote(token[user_start : password_start - 1]), host, password):
         return None
-    netloc_userinfo = token[scheme_end : token.find("@", scheme_end)]
-    offset = scheme_end + netloc_userinfo.find(":") + 1
-    raw = token[offset : offset + len(netloc_userinfo) - netloc_userinfo.find(":") - 1]
-    return Valid(raw, urllib.parse.unquote(raw), start_offset=offset)
+    if len(raw) < MIN_SCRUB_LENGTH:  # masked with the user name and ':' (a password has 3 characters or more)
+        widest = _userinfo_end(token, password_start, len(token)) or found
+        raw, password_start = token[user_start : widest[0]], user_start
+    return Valid(raw, urllib.parse.unquote(raw), start_offset=password_start)
 
 
-def _default_credentials(parts: urllib.parse.SplitResult, password: str) -> bool:
+def _userinfo_end(token: str, password_start: int, limit: int) -> tuple[int, str] | None:
+    """The last ``@`` before ``limit`` that a host follows, and that host; None when no ``@`` is followed by one.
+
+    The password is at most :data:`_MAX_PASSWORD` characters long, so only the ``@`` within reach are tried."""
+    limit = min(limit, password_start + _MAX_PASSWORD + 1)
+    at = token.rfind("@", password_start, limit)
+    while at >= 0:
+        host = _host_at(token, at + 1)
+        if host is not None:
+            return at, host
+        at = token.rfind("@", password_start, at)
+    return None
+
+
+def _host_at(token: str, position: int) -> str | None:
+    """The host (lower case, without port or brackets) when ``token[position:]`` starts with a host: a name, an IPv4
+    address or an ``[IPv6]`` literal, an optional ``:port``, then the token's end or ``/``, ``?``, ``#`` or ``,``
+    (MongoDB lists hosts). ``str.lstrip`` measures each run at C speed: a hostile token holds many ``@``."""
+    window = token[position : position + _MAX_HOST + 8]
+    if window.startswith("["):
+        close = window.find("]")
+        if close < 0:
+            return None
+        host, rest = window[1:close], window[close + 1 :]
+        if not host or host.strip(_IPV6_CHARS):
+            return None
+    else:
+        rest = window.lstrip(_HOST_CHARS)
+        host = window[: len(window) - len(rest)]
+        if not host:
+            return None
+    if rest.startswith(":"):
+        port = rest[1:].lstrip(string.digits)
+        if not 1 <= len(rest) - 1 - len(port) <= 5:
+            return None
+        rest = port
+    at_end = position + len(window) == len(token) and not rest
+    return host.lower() if at_end or rest[:1] in ("/", "?", "#", ",") else None
+
+
+def _query_start(token: str, start: int) -> int:
+    """Where a URL's query starts: its first ``?`` followed by a parameter and ``=`` (``?sslmode=require``), or the
+    token's end. A ``?`` in a password is followed by no such thing, while a query may hold an ``@`` (an e-mail
+    address) that is not the userinfo's."""
+    mark = token.find("?", start)
+    while mark >= 0:
+        rest = token[mark + 1 : mark + 66]
+        name = len(rest) - len(rest.lstrip(_PARAMETER_CHARS))
+        if name and rest[name : name + 1] == "=":
+            return mark
+        mark = token.find("?", mark + 1)
+    return len(token)
+
+
+def _port_and_path(raw: str) -> bool:
+    """``host:5432/db``: what follows the first ``:`` is a port then a path, not a password."""
+    cut = _first_of(raw, _URL_DELIMITERS, 0, len(raw))
+    return cut < len(raw) and raw[:cut].isdigit()
+
+
+def _default_credentials(user: str, host: str, password: str) -> bool:
     """A database URL from a tutorial or a local setup (``postgres://postgres:postgres@localhost``): the host is this
     machine or a documentation domain, and the password is the user name, a product's well-known default or a word.
     A weak password on any other host is a real credential, and a leak of it matters the more."""
-    host = (parts.hostname or "").lower()
     if host not in _LOCAL_HOSTS and not host.endswith(_DOCUMENTATION_HOST_SUFFIXES):
         return False
     return (
-        password == parts.username
+        password == user
         or password.lower() in _DEFAULT_DB_PASSWORDS
         or not _random_enough(password, _RANDOM_PASSWORD_ENTROPY)
     )
