@@ -18,7 +18,7 @@ from detectors.chains import BLOCKED_THEN_THROUGH, PROMPT_REUSED, RISING_SCORE
 from detectors.correlation import Correlation, CorrelationDetector, load_correlations
 from detectors.exceptions import KnownRules
 from detectors.exfil.canaries import CANARY_IN_RESPONSE, CANARY_IN_TOOL_CALL
-from detectors.exfil.leakage import SYSTEM_PROMPT_LEAK
+from detectors.exfil.leakage import SYSTEM_PROMPT_LEAK, SYSTEM_PROMPT_LEAK_ACROSS_TURNS
 from detectors.exfil.pii import PII_DISCLOSURE
 from detectors.exfil.secrets import SECRET_IN_INPUT, SECRET_IN_OUTPUT
 from detectors.exfil.tools import EXFIL_RULE, ODD_EGRESS_RULE
@@ -35,6 +35,7 @@ BUILTIN_RULES: tuple[RuleInfo, ...] = (
     RISING_SCORE,
     PROMPT_REUSED,
     SYSTEM_PROMPT_LEAK,
+    SYSTEM_PROMPT_LEAK_ACROSS_TURNS,
     SECRET_IN_OUTPUT,
     SECRET_IN_INPUT,
     PII_DISCLOSURE,

@@ -6,6 +6,7 @@ Thresholds were tuned on the train split of ``tests/fixtures/exfil`` only (see d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -85,6 +86,10 @@ class ExfilConfig(BaseModel):
     leak_shingle_words: int = 5
     leak_min_share: float = 0.15  # share of the system prompt's shingles reproduced (tuned on train: 0.3 -> 0.15)
     leak_min_words: int = 25  # and at least this many of its words reproduced
+    # the same, added up over a session's responses (a prompt asked for piece by piece): a higher share, from at least
+    # two responses; alerts in shadow until measured on real sessions ("stable" sends them to the queue)
+    leak_across_turns_min_share: float = 0.3
+    leak_across_turns_status: Literal["test", "stable"] = "test"
 
     # data flows into URLs and tool calls
     carrier_min_length: int = 20  # URL parameter / path values shorter than this carry no data

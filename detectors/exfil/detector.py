@@ -18,7 +18,7 @@ from detectors.exfil.candidates import CandidateScanner, reader_view
 from detectors.exfil.config import ExfilConfig
 from detectors.exfil.context import EventContext, build_context
 from detectors.exfil.flows import ConversationIndex, FlowTracer
-from detectors.exfil.leakage import SystemPromptLeakCheck
+from detectors.exfil.leakage import LeakLedger, SystemPromptLeakCheck
 from detectors.exfil.masking import Masker
 from detectors.exfil.memory import SessionMemory
 from detectors.exfil.pii import PiiExposureCheck, pii_specs
@@ -75,11 +75,20 @@ class ExfilDetector(Detector):
             ttl_s=config.memory_ttl_s,
             max_sessions=config.memory_max_sessions,
         )
+        self.leaks = LeakLedger(
+            config.memory_key.get_secret_value().encode("utf-8"),
+            ttl_s=config.memory_ttl_s,
+            max_sessions=config.memory_max_sessions,
+        )
         self._expired_at = float("-inf")
         self.secrets = SecretExposureCheck()
         self.pii = PiiExposureCheck()
         self.leakage = SystemPromptLeakCheck(
-            shingle_words=config.leak_shingle_words, min_share=config.leak_min_share, min_words=config.leak_min_words
+            shingle_words=config.leak_shingle_words,
+            min_share=config.leak_min_share,
+            min_words=config.leak_min_words,
+            across_turns_min_share=config.leak_across_turns_min_share,
+            across_turns_status=config.leak_across_turns_status,
         )
         self.canaries = CanaryCheck(self.registry)
         self.urls = UrlExfilCheck(tracer, min_length=config.carrier_min_length, min_entropy=config.carrier_min_entropy)
@@ -93,6 +102,7 @@ class ExfilDetector(Detector):
             latest = max(event.timestamp for event in events)
             if latest - self._expired_at > self.config.memory_ttl_s / 4:
                 self.memory.expire(latest)
+                self.leaks.expire(latest)
                 self._expired_at = latest
         detections: list[Detection] = []
         for event, found in zip(events, findings, strict=True):
@@ -115,7 +125,7 @@ class ExfilDetector(Detector):
         detections = [
             *self.secrets.run(context, findings, masker),
             *self.pii.run(context, findings, masker),
-            *self.leakage.run(context, findings, masker),
+            *self.leakage.run(context, findings, masker, self.leaks, session),
             *self.canaries.run(context, masker),
             *self.urls.run(context, findings, masker, index),
             *self.tools.run(context, findings, masker, index),
@@ -131,17 +141,21 @@ class ExfilDetector(Detector):
         return self.memory.recall(session, key, now)
 
     def state(self) -> dict[str, Any]:
-        """Fingerprints (keyed hashes) of the values each session showed the model; never the values."""
-        return {"memory": self.memory.state()}
+        """Fingerprints (keyed hashes) of the values each session showed the model, and which positions of its
+        system prompt its responses reproduced; never the values or the text."""
+        return {"memory": self.memory.state(), "leaks": self.leaks.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.memory.load_state(state.get("memory", {}))
+        self.leaks.load_state(state.get("leaks", {}))
 
     def fresh(self) -> ExfilDetector:
-        """Shares the compiled scanners and checks; the session memory is the clone's own."""
+        """Shares the compiled scanners and checks; the session memory and leak ledger are the clone's own."""
         clone = copy.copy(self)
         clone.memory = copy.copy(self.memory)
         clone.memory.load_state({})
+        clone.leaks = copy.copy(self.leaks)
+        clone.leaks.load_state({})
         clone._expired_at = float("-inf")
         return clone
 

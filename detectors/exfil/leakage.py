@@ -3,11 +3,21 @@
 Texts are compared as sets of word shingles after normalisation (lower case; punctuation, markdown and whitespace
 removed), so re-formatting the prompt as a list or code block does not hide it. The reference is the event's own
 system prompt or, when the event does not carry one, the prompts registered for the application.
+
+A prompt asked for piece by piece ("quote the next 20 words") never leaks enough in one response. The
+:class:`LeakLedger` adds up, per session and prompt, which of its shingles responses reproduced (their positions in
+the prompt, never text), and a session whose responses together pass a higher share raises its own rule once.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
 
 from detectors.base import Detection, Evidence, Findings, RuleInfo
 from detectors.event import COMPLETION, TOOL_ARGUMENTS
@@ -24,6 +34,101 @@ SYSTEM_PROMPT_LEAK = RuleInfo(
     atlas=("AML.T0056",),
     owasp=("LLM07:2025",),
 )
+SYSTEM_PROMPT_LEAK_ACROSS_TURNS = RuleInfo(
+    id="abw-exfil-system-prompt-leak-turns",
+    name="System prompt reproduced across a session's responses",
+    category="system_prompt_leak",
+    level="high",
+    description="A session's responses together reproduce a substantial share of the system prompt, each too little "
+    "to count alone: a prompt extracted piece by piece.",
+    atlas=("AML.T0056",),
+    owasp=("LLM07:2025",),
+    status="test",
+)
+MAX_PROMPTS_PER_SESSION = 4
+
+
+@dataclass(slots=True)
+class _Reproduced:
+    """What a session's responses reproduced of one prompt: shingle start positions, responses that added some."""
+
+    positions: set[int] = field(default_factory=set)
+    responses: int = 0
+    last_seen: float = float("-inf")
+    alerted: bool = False
+
+
+class LeakLedger:
+    """Per session and system prompt (a keyed fingerprint of its words), the shingles reproduced so far.
+
+    Bounded like :class:`detectors.exfil.memory.SessionMemory`: entries expire ``ttl_s`` after their last response
+    (event time) and the least recently used sessions go beyond ``max_sessions``."""
+
+    def __init__(self, key: bytes, *, ttl_s: float, max_sessions: int) -> None:
+        self._key = key
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, OrderedDict[str, _Reproduced]] = OrderedDict()
+
+    def fingerprint(self, tokens: Sequence[str]) -> str:
+        text = "\x1f".join(tokens).encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(text, key=self._key, digest_size=16, person=b"leak-ledger").hexdigest()
+
+    def add(self, session: str, prompt: str, positions: set[int], now: float) -> _Reproduced:
+        """Record a response's reproduced ``positions`` of ``prompt``; the session's record of it, updated."""
+        prompts = self._sessions.pop(session, None) or OrderedDict()
+        record = prompts.pop(prompt, None)
+        if record is None or now - record.last_seen > self.ttl_s:
+            record = _Reproduced()
+        if positions - record.positions:
+            record.positions |= positions
+            record.responses += 1
+        record.last_seen = max(record.last_seen, now)
+        prompts[prompt] = record
+        while len(prompts) > MAX_PROMPTS_PER_SESSION:
+            prompts.popitem(last=False)
+        self._sessions[session] = prompts
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return record
+
+    def expire(self, now: float) -> None:
+        for session in list(self._sessions):
+            prompts = self._sessions[session]
+            for prompt in [p for p, record in prompts.items() if now - record.last_seen > self.ttl_s]:
+                del prompts[prompt]
+            if not prompts:
+                del self._sessions[session]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            session: {prompt: _state(record) for prompt, record in prompts.items()}
+            for session, prompts in self._sessions.items()
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._sessions = OrderedDict(
+            (
+                session,
+                OrderedDict(
+                    (
+                        prompt,
+                        _Reproduced(set(value["positions"]), value["responses"], value["last_seen"], value["alerted"]),
+                    )
+                    for prompt, value in prompts.items()
+                ),
+            )
+            for session, prompts in state.items()
+        )
+
+
+def _state(record: _Reproduced) -> dict[str, Any]:
+    return {
+        "positions": sorted(record.positions),
+        "responses": record.responses,
+        "last_seen": record.last_seen,
+        "alerted": record.alerted,
+    }
 
 
 def reproduced_shingles(reference: Sequence[str], response: Sequence[str], size: int) -> set[int]:
@@ -48,12 +153,32 @@ def reproduced_shingles(reference: Sequence[str], response: Sequence[str], size:
 
 
 class SystemPromptLeakCheck:
-    def __init__(self, *, shingle_words: int, min_share: float, min_words: int) -> None:
+    """Raises the leak rule when one response reproduces enough of the system prompt, and, given a session's
+    ``ledger``, the across-turns rule when its responses do together (``across_turns_min_share``, from two)."""
+
+    def __init__(
+        self,
+        *,
+        shingle_words: int,
+        min_share: float,
+        min_words: int,
+        across_turns_min_share: float = 0.3,
+        across_turns_status: str = "test",
+    ) -> None:
         self.size = shingle_words
         self.min_share = min_share
         self.min_words = min_words
+        self.across_turns_min_share = across_turns_min_share
+        self.across_turns_rule = msgspec.structs.replace(SYSTEM_PROMPT_LEAK_ACROSS_TURNS, status=across_turns_status)
 
-    def run(self, context: EventContext, findings: Findings, masker: Masker) -> list[Detection]:
+    def run(
+        self,
+        context: EventContext,
+        findings: Findings,
+        masker: Masker,
+        ledger: LeakLedger | None = None,
+        session: str = "",
+    ) -> list[Detection]:
         references: list[tuple[str, tuple[str, ...]]] = []
         if context.event.system_instructions:
             references.append(("event", tuple(words(context.event.system_instructions))))
@@ -61,38 +186,116 @@ class SystemPromptLeakCheck:
             references += [("registered", p.words) for p in context.profile.system_prompts]
         references = [(origin, tokens) for origin, tokens in references if len(tokens) >= self.size]
         best: tuple[float, int, str, str, str] | None = None  # share, words reproduced, origin, field, text
-        for field in (COMPLETION, TOOL_ARGUMENTS):
-            text = "\n".join(s.text for s in context.segments if s.field == field and s.side == "output")
+        outputs = []
+        for field_name in (COMPLETION, TOOL_ARGUMENTS):
+            text = "\n".join(s.text for s in context.segments if s.field == field_name and s.side == "output")
             output = words(text) if references and text else []
-            if len(output) < self.min_words:
+            if len(output) < self.size:
                 continue
-            for origin, tokens in references:
+            outputs.append((field_name, text, output))
+        found_by_reference: list[set[int]] = [set() for _ in references]
+        for field_name, text, output in outputs:
+            for index, (origin, tokens) in enumerate(references):
                 found = reproduced_shingles(tokens, output, self.size)
+                found_by_reference[index] |= found
                 share = len(found) / (len(tokens) - self.size + 1)
                 reproduced = covered_words(list(tokens), self.size, found)
+                if len(output) < self.min_words:
+                    continue
                 if share >= self.min_share and reproduced >= self.min_words and (best is None or share > best[0]):
-                    best = (share, reproduced, origin, field, text)
-        if best is None:
-            return []
-        share, reproduced, origin, field, text = best
+                    best = (share, reproduced, origin, field_name, text)
+        detections = [] if best is None else [self._leak(context, findings, masker, *best)]
+        if ledger is not None and session:
+            detections += self._across_turns(
+                ledger, context, masker, session, references, found_by_reference, outputs, best
+            )
+        return detections
+
+    def _leak(
+        self,
+        context: EventContext,
+        findings: Findings,
+        masker: Masker,
+        share: float,
+        reproduced: int,
+        origin: str,
+        field_name: str,
+        text: str,
+    ) -> Detection:
         findings.fields["gen_ai.security.system_prompt_leak_share"] = round(share, 3)
         event = context.event
-        where = "response" if field == COMPLETION else "tool call"
-        return [
-            Detection(
-                rule=SYSTEM_PROMPT_LEAK,
-                event_ids=[event.id],
-                timestamp=event.timestamp,
-                identity=event.identity,
-                message=f"{where} reproduces {share:.0%} of the {origin} system prompt ({reproduced} words)",
-                score=min(1.0, 0.5 + share / 2),
-                evidence=[
-                    Evidence(
-                        field=field,
-                        snippet=masker.excerpt(text),  # a value the cut falls inside is masked whole
-                        detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
-                    )
-                ],
-                explanation={"shingle_share": round(share, 4), "words_reproduced": float(reproduced)},
+        where = "response" if field_name == COMPLETION else "tool call"
+        return Detection(
+            rule=SYSTEM_PROMPT_LEAK,
+            event_ids=[event.id],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=f"{where} reproduces {share:.0%} of the {origin} system prompt ({reproduced} words)",
+            score=min(1.0, 0.5 + share / 2),
+            evidence=[
+                Evidence(
+                    field=field_name,
+                    snippet=masker.excerpt(text),  # a value the cut falls inside is masked whole
+                    detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
+                )
+            ],
+            explanation={"shingle_share": round(share, 4), "words_reproduced": float(reproduced)},
+        )
+
+    def _across_turns(
+        self,
+        ledger: LeakLedger,
+        context: EventContext,
+        masker: Masker,
+        session: str,
+        references: list[tuple[str, tuple[str, ...]]],
+        found_by_reference: list[set[int]],
+        outputs: list[tuple[str, str, list[str]]],
+        single: tuple[float, int, str, str, str] | None,
+    ) -> list[Detection]:
+        """The across-turns rule, once per session and prompt, when this response takes the total over the bar."""
+        event = context.event
+        for (origin, tokens), found in zip(references, found_by_reference, strict=True):
+            if not found:
+                continue
+            record = ledger.add(session, ledger.fingerprint(tokens), found, event.timestamp)
+            if single is not None:
+                record.alerted = True  # this response alone leaked it: the single-response alert says so
+            share = len(record.positions) / (len(tokens) - self.size + 1)
+            reproduced = covered_words(list(tokens), self.size, record.positions)
+            if (
+                record.alerted
+                or record.responses < 2
+                or share < self.across_turns_min_share
+                or reproduced < self.min_words
+            ):
+                continue
+            record.alerted = True
+            field_name, text, _ = max(
+                outputs, key=lambda output: len(reproduced_shingles(tokens, output[2], self.size))
             )
-        ]
+            return [
+                Detection(
+                    rule=self.across_turns_rule,
+                    event_ids=[event.id],
+                    timestamp=event.timestamp,
+                    identity=event.identity,
+                    message=f"{record.responses} responses of session {session} together reproduce {share:.0%} of "
+                    f"the {origin} system prompt ({reproduced} words)",
+                    score=min(1.0, 0.5 + share / 2),
+                    evidence=[
+                        Evidence(
+                            field=field_name,
+                            snippet=masker.excerpt(text),
+                            detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced "
+                            f"over {record.responses} responses",
+                        )
+                    ],
+                    explanation={
+                        "shingle_share": round(share, 4),
+                        "words_reproduced": float(reproduced),
+                        "responses": float(record.responses),
+                    },
+                )
+            ]
+        return []
