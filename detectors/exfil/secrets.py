@@ -109,6 +109,11 @@ _HOST_CHARS = string.ascii_letters + string.digits + "-._"
 _IPV6_CHARS = string.hexdigits + ":."
 _PARAMETER_CHARS = string.ascii_letters + string.digits + "_.-"
 _URL_DELIMITERS = frozenset("/?#")
+_BASE64_BODY = ALNUM | {"+", "/"}
+# what separates a .netrc file's words: whitespace, also as JSON escapes (a file read by a tool, logged as JSON)
+_NETRC_SPACE = r"(?:[ \t\r\n]|\\[nrt]){1,16}"
+_NETRC_END = frozenset(" \t\r\n\\\"'")
+_DOCKER_AUTHS_REACH = 4096  # how far before an "auth" entry a Docker config's "auths" may open
 
 
 def is_placeholder(value: str) -> bool:
@@ -338,6 +343,72 @@ def _bearer(token: str, _text: str, _start: int) -> Valid | None:
     if len(value) < 20 or not any(ch.isdigit() for ch in value) or not _random_enough(value, 3.5):
         return None
     return Valid(value, value, start_offset=offset)
+
+
+def _base64_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    right = walk_right(text, end, _BASE64_BODY, 4096)
+    return start, walk_right(text, right, frozenset("="), 2)
+
+
+def _basic(min_entropy: float, min_length: int):
+    """The credentials of an ``Authorization: Basic`` header (curl ``-H``, HTTP dumps, client code): base64 of
+    ``user:password``."""
+
+    def validate(token: str, _text: str, _start: int) -> Valid | None:
+        offset = walk_right(token, token.lower().rfind("basic") + len("basic"), frozenset(" "), 4)
+        login = _login(token[offset:], min_entropy, min_length)
+        return Valid(token[offset:], login, start_offset=offset) if login else None
+
+    return validate
+
+
+def _docker_auth(min_entropy: float, min_length: int):
+    """An ``"auth"`` entry of a Docker ``config.json`` (``{"auths": {"<registry>": {"auth": "<base64>"}}}``): base64
+    of ``user:password`` for the registry, as ``docker login`` stores it."""
+
+    def validate(token: str, text: str, start: int) -> Valid | None:
+        if '"auths' not in text[max(0, start - _DOCKER_AUTHS_REACH) : start]:
+            return None
+        offset = token.rfind('"') + 1
+        login = _login(token[offset:], min_entropy, min_length)
+        return Valid(token[offset:], login, start_offset=offset) if login else None
+
+    return validate
+
+
+def _login(blob: str, min_entropy: float, min_length: int) -> str | None:
+    """The ``user:password`` that base64 ``blob`` decodes to, when its password passes the generic value checks
+    (which reject RFC 7617's ``Aladdin:open sesame``, ``user:password`` and other documentation pairs) and the user
+    is no documentation address (``jane@example.com``)."""
+    try:
+        login = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return None
+    user, colon, password = login.partition(":")
+    if not colon or not user.isprintable() or user.lower().endswith(_DOCUMENTATION_HOST_SUFFIXES):
+        return None
+    if len(password) > _MAX_PASSWORD:  # a registry's token: ECR's runs to 2 K characters, GCR's is a JSON key
+        return login if _random_enough(password, min_entropy) else None
+    return login if _password_like(password, min_entropy, min_length) else None
+
+
+def _netrc_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    return start, _first_of(text, _NETRC_END, end, end + _MAX_PASSWORD + 1)
+
+
+def _netrc(min_entropy: float, min_length: int):
+    """The password of a ``.netrc`` entry (``machine <host> login <user> password <password>``, on one line or
+    several; curl, git and ftp read it): the word after ``password``, held to the generic value checks; an entry
+    for a documentation host (``machine example.com``) is a tutorial's."""
+
+    def validate(token: str, _text: str, _start: int) -> Valid | None:
+        words = token.replace("\\n", " ").replace("\\r", " ").replace("\\t", " ").split()
+        host, password = words[1].lower(), words[-1]  # the token ends with the password, which holds no space
+        if host.endswith(_DOCUMENTATION_HOST_SUFFIXES) or not _password_like(password, min_entropy, min_length):
+            return None
+        return Valid(password, password, start_offset=len(token) - len(password))
+
+    return validate
 
 
 def _aws_session_token(token: str, _text: str, _start: int) -> Valid | None:
@@ -588,6 +659,32 @@ def secret_specs(generic_min_entropy: float, generic_min_length: int) -> list[Sp
             _bearer,
             _bearer_extend,
             caseless=True,
+            priority=1,
+        ),
+        Spec(
+            "http_basic_credentials",
+            "secret",
+            r"authorization\\?[\"']?[ \t]{0,3}[:=][ \t]{0,3}\\?[\"']?basic +[A-Za-z0-9+/]{8}",
+            _basic(generic_min_entropy, generic_min_length),
+            _base64_extend,
+            caseless=True,
+            priority=1,
+        ),
+        Spec(
+            "docker_registry_auth",
+            "secret",
+            r"\\?\"auth\\?\"[ \t]{0,3}:[ \t]{0,3}\\?\"[A-Za-z0-9+/]{8}",
+            _docker_auth(generic_min_entropy, generic_min_length),
+            _base64_extend,
+            priority=1,
+        ),
+        Spec(
+            "netrc_password",
+            "secret",
+            rf"\bmachine{_NETRC_SPACE}[^\s\\]{{1,253}}{_NETRC_SPACE}"
+            rf"(?:(?:login|account){_NETRC_SPACE}[^\s\\]{{1,128}}{_NETRC_SPACE}){{0,2}}password{_NETRC_SPACE}",
+            _netrc(generic_min_entropy, generic_min_length),
+            _netrc_extend,
             priority=1,
         ),
         Spec("groq_api_key", "secret", r"\bgsk_[A-Za-z0-9]{52}\b", _token(4.0, prefix_len=4)),
