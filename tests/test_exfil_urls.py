@@ -147,6 +147,7 @@ def test_carriers_include_subdomain_labels_and_user_info():
         ("subdomain label 0", "4a6f686e2064"),
         ("subdomain label 1", "6f65206b6e6f77"),
         ("subdomain labels joined", "4a6f686e20646f65206b6e6f77x"),
+        ("subdomain labels joined but the last", "4a6f686e20646f65206b6e6f77"),  # "John doe know" whole
         ("user name", "data"),
         ("password", "pass"),
     ]

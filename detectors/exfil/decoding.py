@@ -1,4 +1,7 @@
-"""Decoding of values that may hide data: URL-encoding, base64 / base64url and hex, up to two layers deep."""
+"""Decoding of values that may hide data: URL-encoding, base64 / base64url, hex and base32, up to two layers deep.
+
+Base32 (RFC 4648) is the DNS-safe encoding: a DNS name is read without regard to case, so base64 does not survive
+in one, while base32 in any case and without its padding does (``<base32>.attacker.example``)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import urllib.parse
 
 _B64 = frozenset(string.ascii_letters + string.digits + "+/=-_")
 _HEX = frozenset(string.hexdigits)
+_B32 = frozenset(string.ascii_letters + "234567=")
+_B32_LENGTHS = frozenset({0, 2, 4, 5, 7})  # unpadded length mod 8 of whole bytes: 1, 3 and 6 are never valid
 _PRINTABLE = frozenset(string.printable)
 _MIN_ENCODED = 8
 
@@ -46,6 +51,22 @@ def from_hex(value: str) -> str | None:
     return _printable_text(bytes.fromhex(value))
 
 
+def from_base32(value: str) -> str | None:
+    """Text hidden in ``value`` as base32 (RFC 4648 alphabet, any case, padding optional), or None."""
+    stripped = value.rstrip("=")
+    if len(stripped) < _MIN_ENCODED or not set(value) <= _B32 or len(stripped) % 8 not in _B32_LENGTHS:
+        return None
+    try:
+        raw = base64.b32decode(stripped + "=" * (-len(stripped) % 8), casefold=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _printable_text(raw)
+
+
+ENCODINGS = ("base64", "hex", "base32")  # the transforms that hide a value (URL-encoding only escapes it)
+_DECODERS = (("base64", from_base64), ("hex", from_hex), ("base32", from_base32))
+
+
 def decoded_forms(value: str) -> list[tuple[str, tuple[str, ...]]]:
     """``value`` and every readable decoding of it, each with the transforms that produced it."""
     forms: list[tuple[str, tuple[str, ...]]] = [(value, ())]
@@ -54,7 +75,7 @@ def decoded_forms(value: str) -> list[tuple[str, tuple[str, ...]]]:
         forms.append((unquoted, ("url",)))
     for _ in range(2):
         for text, transforms in list(forms):
-            for name, decoder in (("base64", from_base64), ("hex", from_hex)):
+            for name, decoder in _DECODERS:
                 decoded = decoder(text.strip())
                 if decoded is not None and all(decoded != seen for seen, _ in forms):
                     forms.append((decoded, (*transforms, name)))

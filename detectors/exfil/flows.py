@@ -101,6 +101,7 @@ class FlowTracer:
                     continue
                 seen.add((hit.family, hit.key))
                 flows.append(Flow(hit.family, hit.kind, source, transforms, key, earlier=origin is None))
+            flows.extend(self._known_secrets(text, transforms, index, seen))
             for canary, _start, _end in self.registry.canary_hits(text):
                 if ("canary", canary) not in seen:
                     seen.add(("canary", canary))
@@ -109,4 +110,17 @@ class FlowTracer:
                 segment = index.passage_source(text, self.min_chars, self.min_share)
                 if segment is not None and segment.field != PROMPT:
                     flows.append(Flow("conversation", "passage", segment.field, transforms))
+        return flows
+
+    def _known_secrets(
+        self, text: str, transforms: tuple[str, ...], index: ConversationIndex, seen: set[tuple[str, str]]
+    ) -> list[Flow]:
+        """Secrets of the input found verbatim in ``text`` although the scan alone does not know them there: an AWS
+        secret key without its label, a password without its ``password=``, as a decoded DNS label holds them."""
+        flows = []
+        for key, (segment, hit) in index.values.items():
+            known = hit.family == "secret" and len(hit.value) >= self.min_chars
+            if known and ("secret", hit.key) not in seen and hit.value in text:
+                seen.add(("secret", hit.key))
+                flows.append(Flow("secret", hit.kind, segment.field, transforms, key))
         return flows

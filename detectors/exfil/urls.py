@@ -25,7 +25,7 @@ from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveVal
 from detectors.event import COMPLETION, DOCUMENT, SYSTEM, TOOL_ARGUMENTS, TOOL_RESULT
 from detectors.exfil.candidates import Hit, Spec, Valid, extend_over
 from detectors.exfil.context import EventContext, Segment
-from detectors.exfil.decoding import decoded_forms
+from detectors.exfil.decoding import ENCODINGS, decoded_forms
 from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shannon_entropy, words
@@ -92,7 +92,7 @@ def _fetched_leak(flow: Flow, carrier: Carrier, url: str, index: ConversationInd
     a link; a readable passage counts when it is not a search or a link followed: it comes from a document, a tool
     result or the system prompt (an agent searches for what the user asked, in any turn), it is longer than a
     search query, and the input did not hold the URL as it is (a link the page gave)."""
-    if flow.what != "conversation" or any(t in ("base64", "hex") for t in flow.transforms):
+    if flow.what != "conversation" or any(t in ENCODINGS for t in flow.transforms):
         return True
     if flow.source_field not in _LEAKED_SOURCES or len(urllib.parse.unquote_plus(carrier.value)) < _FETCH_MIN_PASSAGE:
         return False
@@ -215,17 +215,42 @@ def _host_carriers(parts: urllib.parse.SplitResult) -> list[Carrier]:
 
     Labels left of the last two are taken as the data, each alone and joined (data longer than a label's 63
     characters is split over several); a public suffix of two labels (``co.uk``) only shortens what is read."""
-    found = []
-    labels = (parts.hostname or "").split(".")[:-2]
-    for position, label in enumerate(labels):
-        if len(label) >= _MIN_HOST_DATA:
-            found.append(Carrier(f"subdomain label {position}", label))
-    if len(labels) > 1 and len(joined := "".join(labels)) >= _MIN_HOST_DATA:
-        found.append(Carrier("subdomain labels joined", joined))
+    found = host_label_carriers(parts.hostname or "")
     for where, value in (("user name", parts.username), ("password", parts.password)):
         if value:
             found.append(Carrier(where, value))
     return found
+
+
+def host_label_carriers(host: str) -> list[Carrier]:
+    """The subdomain labels of ``host`` that can hold data, each alone and joined. Joined, they are read twice: all
+    of them, and all but the last, which is often the attacker's routing label (``<data>.<data>.x.attacker.io``)
+    and would leave a whole encoding one character off."""
+    labels = host.lower().split(".")[:-2]
+    found = [Carrier(f"subdomain label {i}", label) for i, label in enumerate(labels) if len(label) >= _MIN_HOST_DATA]
+    for where, joined in (("subdomain labels joined", labels), ("subdomain labels joined but the last", labels[:-1])):
+        if len(joined) > 1 and len(value := "".join(joined)) >= _MIN_HOST_DATA:
+            found.append(Carrier(where, value))
+    return found
+
+
+def _written(carrier: Carrier, url: str) -> str:
+    """The text of ``url`` as written that holds ``carrier``: for subdomain labels (joined ones are not written as
+    such, and a piece of an encoding alone is no flow of its own) the whole authority, so no label stays readable."""
+    if not carrier.where.startswith("subdomain label"):
+        return carrier.value
+    try:
+        return urllib.parse.urlsplit(canonical_url(url)).netloc or carrier.value
+    except ValueError:
+        return carrier.value
+
+
+def shown_host(host: str) -> str:
+    """``host`` with each subdomain label that can hold data shown as its length: a message names the domain data
+    went to, never the data (``[40 chars].[40 chars].x.attacker.io``)."""
+    labels = host.split(".")
+    data = [f"[{len(label)} chars]" if len(label) >= _MIN_HOST_DATA else label for label in labels[:-2]]
+    return ".".join([*data, *labels[-2:]])
 
 
 def opaque_data(value: str, min_length: int, min_entropy: float) -> tuple[str, ...] | None:
@@ -233,7 +258,7 @@ def opaque_data(value: str, min_length: int, min_entropy: float) -> tuple[str, .
     if len(value) < min_length:
         return None
     for text, transforms in decoded_forms(value):
-        if transforms and transforms[-1] in ("base64", "hex") and len(text) >= min_length // 2:
+        if transforms and transforms[-1] in ENCODINGS and len(text) >= min_length // 2:
             return transforms
         if transforms == ("url",) and len(words(text)) >= 8:
             return transforms
@@ -291,7 +316,7 @@ class UrlExfilCheck:
             if flows or opaque:
                 found.append((carrier, flows, opaque))
             if any(flow.transforms and flow.what != "conversation" for flow in flows):
-                findings.sensitive.append(SensitiveValue(kind="encoded_data", value=carrier.value))
+                findings.sensitive.append(SensitiveValue(kind="encoded_data", value=_written(carrier, hit.value)))
         if not found:
             return None
         level = self._level(render, found)
@@ -312,7 +337,7 @@ class UrlExfilCheck:
         if flow.what == "pii":
             return flow.key not in user_keys
         if flow.what == "conversation":
-            return render == "fetch" or any(t in ("base64", "hex") for t in flow.transforms)
+            return render == "fetch" or any(t in ENCODINGS for t in flow.transforms)
         return True
 
     @staticmethod
