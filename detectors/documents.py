@@ -112,7 +112,11 @@ def event_document(event: Event, findings: Findings, redactor: Redactor) -> dict
         "operation": {"name": event.operation},
         "request": {"model": event.request_model, **event.request_params},
         "response": {"model": event.response_model, "finish_reasons": event.finish_reasons},
-        "usage": {"input_tokens": event.input_tokens, "output_tokens": event.output_tokens},
+        "usage": {
+            "input_tokens": event.input_tokens,
+            "output_tokens": event.output_tokens,
+            "cache_read": {"input_tokens": event.cache_read_tokens},
+        },
         "system_instructions": event.system_instructions,
         "input": {"messages": _messages(event.input_messages)},
         "output": {"messages": _messages(event.output_messages)},

@@ -94,7 +94,10 @@ class Event(msgspec.Struct, kw_only=True):
     request_model: str | None = None
     response_model: str | None = None
     finish_reasons: list[str] = []
-    input_tokens: int | None = None
+    input_tokens: int | None = None  # every input token processed: uncached, written to and read from the prompt cache
+    # the share of input_tokens read from the prompt cache (priced at about a tenth of an input token), at most
+    # input_tokens; None when the log does not say. Left out of the content digest when None (detectors.redelivery).
+    cache_read_tokens: int | None = None
     output_tokens: int | None = None
     system_instructions: str = ""
     input_messages: list[Message] = []

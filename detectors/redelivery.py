@@ -29,9 +29,13 @@ def content_digest(event: Event, *, digest_size: int, key: bytes = b"") -> bytes
     ``Event.judged_span``, ``Event.system_shown`` and ``Event.tools_shown`` are left out as well: the pipeline sets
     them from what the session showed before, which a redelivery after a restart may not know. Leaving the fields
     out of the map encodes every event exactly as before they existed, so checkpoints and document ids stay valid.
+    ``Event.cache_read_tokens`` is left out when unknown, for the same reason: an event without it hashes as it did
+    before the field existed.
     """
     fields = msgspec.structs.asdict(event)
     del fields["judged_span"], fields["system_shown"], fields["tools_shown"]
+    if event.cache_read_tokens is None:
+        del fields["cache_read_tokens"]
     if event.timestamp_assumed:
         fields["timestamp"] = 0.0
     return hashlib.blake2b(_ENCODER.encode(fields), digest_size=digest_size, key=key).digest()

@@ -15,7 +15,8 @@ Nothing but :class:`NormaliseError` escapes the normalisers, whatever the types 
 :class:`~detectors.normalise.fields.TextLimit`); each text is cut on its own, and the payload size limit bounds how
 many texts there are. A record without a usable timestamp gets the time it was normalised. ``Event.input_tokens``
 is every input token the provider processed, prompt-cache writes and reads included, whichever way the vendor counts
-them (apart from its input count, or within it).
+them (apart from its input count, or within it); ``Event.cache_read_tokens`` is the share of them read from the
+prompt cache, at most ``input_tokens``, when the record says.
 """
 
 from __future__ import annotations

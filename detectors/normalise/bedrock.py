@@ -6,6 +6,7 @@ Follows the record in the Bedrock user guide ("Monitor model invocation using Cl
 ``input.{inputBodyJson, inputTokenCount, cacheReadInputTokenCount, cacheWriteInputTokenCount, inputBodyS3Path}``,
 ``output.{outputBodyJson, outputTokenCount}``. ``inputTokenCount`` leaves out the prompt-cache reads and writes, as do
 the bodies' ``usage.input_tokens`` (Anthropic) and ``usage.inputTokens`` (Converse): the event's input tokens add them.
+Its cache reads are ``cacheReadInputTokenCount``, or the body's ``cache_read_input_tokens`` / ``cacheReadInputTokens``.
 
 Bodies are those of the Bedrock runtime API reference: Anthropic Messages (``system``, ``messages`` with
 ``text``/``tool_use``/``tool_result`` blocks, ``tools``), Claude text completions (``prompt``/``completion``),
@@ -43,7 +44,7 @@ from typing import Any
 
 from detectors.event import Event, GuardrailVerdict, Identity, Message, RetrievedDocument
 from detectors.normalise.blocks import SERVER_RESULT_BLOCK_TYPES, blocks
-from detectors.normalise.chat import CACHE_USAGE_KEYS, Conversation, choices_output, usage_tokens
+from detectors.normalise.chat import CACHE_USAGE_KEYS, Conversation, Tokens, choices_output, usage_tokens
 from detectors.normalise.errors import NormaliseError
 from detectors.normalise.fields import (
     MAX_ID_CHARS,
@@ -55,6 +56,7 @@ from detectors.normalise.fields import (
     as_timestamp,
     content_text,
     count_max,
+    count_share,
     count_sum,
     dicts,
     dig,
@@ -100,7 +102,10 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     response = reassemble(raw_output) if isinstance(raw_output, list) else as_dict(raw_output)
     request = as_dict(request)
     system, messages, documents = request_conversation(request, clip)
-    output, stop_reason, usage = response_output(response, clip)
+    output, stop_reason, tokens = response_output(response, clip)
+    input_tokens = count_max(logged_input_tokens(log_input), tokens.input)
+    # the log's and the body's cache reads count the same tokens as well: the larger, as for the input
+    cache_read = count_max(as_int(log_input.get("cacheReadInputTokenCount")), tokens.cache_read)
     metadata = as_dict(record.get("requestMetadata"))  # caller-chosen (see the module docstring)
     principal = as_str(dig(record, "identity", "arn"))
     operation = as_str(record.get("operation"), 64) or ""
@@ -120,8 +125,9 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             request_model=as_str(record.get("modelId")),
             response_model=first(response.get("model"), record.get("modelId")),
             finish_reasons=[stop_reason] if stop_reason else [],
-            input_tokens=count_max(logged_input_tokens(log_input), usage[0]),
-            output_tokens=as_int(log_output.get("outputTokenCount")) or usage[1],
+            input_tokens=input_tokens,
+            cache_read_tokens=count_share(cache_read, input_tokens),
+            output_tokens=as_int(log_output.get("outputTokenCount")) or tokens.output,
             system_instructions=clip(system),
             input_messages=messages,
             output_messages=output,
@@ -174,11 +180,10 @@ def logged_input_tokens(log_input: dict[str, Any]) -> int | None:
     return count_sum(*(as_int(log_input.get(key)) for key in _LOGGED_INPUT_COUNTS))
 
 
-def response_output(
-    response: dict[str, Any], clip: TextLimit
-) -> tuple[list[Message], str | None, tuple[int | None, int | None]]:
-    """Output messages, stop reason and (input, output) token counts of any supported response body; input counts
-    the prompt-cache reads and writes (Anthropic ``cache_*_input_tokens``, Converse ``cache*InputTokens``)."""
+def response_output(response: dict[str, Any], clip: TextLimit) -> tuple[list[Message], str | None, Tokens]:
+    """Output messages, stop reason and token counts of any supported response body; input counts the prompt-cache
+    reads and writes (Anthropic ``cache_*_input_tokens``, Converse ``cache*InputTokens``), and the reads are kept
+    apart too (``cache_read_input_tokens``, ``cacheReadInputTokens``)."""
     usage = as_dict(response.get("usage"))
     uncached = first_count(
         usage.get("input_tokens"),
@@ -187,9 +192,10 @@ def response_output(
         response.get("inputTextTokenCount"),
     )
     cached = (as_int(usage.get(key)) for key in (*CACHE_USAGE_KEYS, *_CONVERSE_CACHE_KEYS))
-    tokens = (
+    tokens = Tokens(
         count_sum(uncached, *cached),
         first_count(usage.get("output_tokens"), usage.get("outputTokens"), response.get("generation_token_count")),
+        first_count(usage.get("cache_read_input_tokens"), usage.get("cacheReadInputTokens")),
     )
     reason = first(response.get("stop_reason"), response.get("stopReason"), response.get("finish_reason"), limit=64)
     if "choices" in response:  # OpenAI-format models: a chat.completion (DeepSeek: choices[].text)

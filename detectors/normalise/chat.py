@@ -38,6 +38,7 @@ from detectors.normalise.fields import (
     count_max,
     count_sum,
     first,
+    first_count,
     json_text,
     retrieved_documents,
 )
@@ -266,13 +267,35 @@ def completion_output(response: Any, clip: TextLimit) -> Completion:
 CACHE_USAGE_KEYS = ("cache_creation_input_tokens", "cache_read_input_tokens")
 
 
-def usage_tokens(usage: Any) -> tuple[int | None, int | None]:
-    """(input, output) token counts from Chat (``prompt_tokens``), Responses or Anthropic Messages
-    (``input_tokens``) usage. Input is every input token the provider processed, prompt-cache writes and reads
-    included (see :data:`CACHE_USAGE_KEYS`)."""
+class Tokens(NamedTuple):
+    """Token counts of an exchange: ``input`` is every input token the provider processed, prompt-cache writes and
+    reads included; ``cache_read`` the tokens of it read from the prompt cache, as the log says (not yet held to
+    at most ``input``: see :func:`~detectors.normalise.fields.count_share`)."""
+
+    input: int | None
+    output: int | None
+    cache_read: int | None
+
+
+def usage_tokens(usage: Any) -> Tokens:
+    """Token counts from Chat (``prompt_tokens``), Responses or Anthropic Messages (``input_tokens``) usage. Input
+    is every input token the provider processed, prompt-cache writes and reads included (see
+    :data:`CACHE_USAGE_KEYS`); cache reads are :func:`cache_reads`."""
     usage = as_dict(usage)
     cached = count_sum(*(as_int(usage.get(key)) for key in CACHE_USAGE_KEYS))
     output = as_int(usage.get("completion_tokens", usage.get("output_tokens")))
     if "prompt_tokens" in usage:
-        return count_max(as_int(usage["prompt_tokens"]), cached), output
-    return count_sum(as_int(usage.get("input_tokens")), cached), output
+        return Tokens(count_max(as_int(usage["prompt_tokens"]), cached), output, cache_reads(usage))
+    return Tokens(count_sum(as_int(usage.get("input_tokens")), cached), output, cache_reads(usage))
+
+
+def cache_reads(usage: dict[str, Any]) -> int | None:
+    """Tokens read from the prompt cache: Anthropic's ``cache_read_input_tokens`` (which LiteLLM's usage keeps too),
+    else OpenAI's ``prompt_tokens_details.cached_tokens`` (Chat) or ``input_tokens_details.cached_tokens``
+    (Responses). LiteLLM sets ``cached_tokens`` to the Anthropic count as well: one count of the same tokens, read
+    once, never added."""
+    return first_count(
+        usage.get("cache_read_input_tokens"),
+        as_dict(usage.get("prompt_tokens_details")).get("cached_tokens"),
+        as_dict(usage.get("input_tokens_details")).get("cached_tokens"),
+    )

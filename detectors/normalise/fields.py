@@ -129,6 +129,12 @@ def count_max(*counts: int | None) -> int | None:
     return max((count for count in counts if count is not None), default=None)
 
 
+def count_share(part: int | None, total: int | None) -> int | None:
+    """A count that is a share of ``total`` (the prompt-cache reads of the input tokens), at most ``total``: a log
+    that says more is not believed past it. ``None`` if either is unknown."""
+    return None if part is None or total is None else min(part, total)
+
+
 def as_float(value: Any) -> float | None:
     """A finite float from a number or numeric string."""
     if isinstance(value, bool):

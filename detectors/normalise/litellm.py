@@ -8,7 +8,8 @@ Follows ``StandardLoggingPayload`` in ``litellm/types/utils.py`` (LiteLLM docs, 
 ``requester_metadata``, ``spend_logs_metadata``, ``vector_store_request_metadata``), ``end_user``, ``messages``
 (list, str or dict), ``response`` (ModelResponse dict, Responses object or str), ``prompt_tokens`` (with the
 prompt-cache tokens: at least the ``cache_creation_input_tokens`` / ``cache_read_input_tokens`` of the response's
-usage, see :data:`~detectors.normalise.chat.CACHE_USAGE_KEYS`), ``completion_tokens``, ``error_str``,
+usage, see :data:`~detectors.normalise.chat.CACHE_USAGE_KEYS`; the cache reads are that usage's
+``cache_read_input_tokens``, else its ``prompt_tokens_details.cached_tokens``), ``completion_tokens``, ``error_str``,
 ``error_information`` (``error_code``, ``error_class``), ``model_parameters``, ``hidden_params``,
 ``guardrail_information`` (dict or list of ``StandardLoggingGuardrailInformation``).
 
@@ -38,6 +39,7 @@ from detectors.normalise.fields import (
     as_timestamp,
     content_text,
     count_max,
+    count_share,
     dicts,
     event_id,
     first,
@@ -87,7 +89,8 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
     unread = unread_pass_through(record.get("response"))
     response = None if record.get("response") == REDACTED or unread else record.get("response")
     completion = completion_output(response, clip)
-    input_tokens, output_tokens = usage_tokens(as_dict(response).get("usage"))
+    tokens = usage_tokens(as_dict(response).get("usage"))
+    input_tokens = count_max(as_int(record.get("prompt_tokens")), tokens.input)
     start = as_timestamp(record.get("startTime"))
     end = as_timestamp(record.get("endTime"))
     error = as_dict(record.get("error_information"))
@@ -106,8 +109,9 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             request_model=first(record.get("model_group"), record.get("model")),
             response_model=first(as_dict(response).get("model"), record.get("model")),
             finish_reasons=completion.finish_reasons,
-            input_tokens=count_max(as_int(record.get("prompt_tokens")), input_tokens),
-            output_tokens=as_int(record.get("completion_tokens")) or output_tokens,
+            input_tokens=input_tokens,
+            cache_read_tokens=count_share(tokens.cache_read, input_tokens),
+            output_tokens=as_int(record.get("completion_tokens")) or tokens.output,
             system_instructions=conversation.system_text,
             input_messages=conversation.messages,
             output_messages=completion.messages,

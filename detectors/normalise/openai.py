@@ -42,6 +42,7 @@ from detectors.normalise.fields import (
     as_items,
     as_str,
     as_timestamp,
+    count_share,
     dicts,
     dig,
     event_id,
@@ -82,7 +83,7 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             else:
                 conversation.add_items(request[key])
     completion = completion_output(response, clip)
-    input_tokens, output_tokens = usage_tokens(response.get("usage"))
+    tokens = usage_tokens(response.get("usage"))
     raw_error = record.get("error")
     error = {"message": raw_error} if isinstance(raw_error, str) and raw_error else as_dict(raw_error)
     error = error or as_dict(response.get("error"))
@@ -107,8 +108,9 @@ def normalise(record: dict[str, Any], clip: TextLimit, now: float) -> list[Event
             request_model=as_str(request.get("model")),
             response_model=as_str(response.get("model")),
             finish_reasons=completion.finish_reasons,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            input_tokens=tokens.input,
+            cache_read_tokens=count_share(tokens.cache_read, tokens.input),
+            output_tokens=tokens.output,
             system_instructions=conversation.system_text,
             input_messages=conversation.messages,
             output_messages=completion.messages,

@@ -7,9 +7,9 @@ conventions (v1.37+): ``gen_ai.operation.name``, ``gen_ai.provider.name`` (older
 ``gen_ai.request.model``, ``gen_ai.response.model``, ``gen_ai.response.finish_reasons``,
 ``gen_ai.usage.input_tokens`` / ``output_tokens`` (input at least the prompt-cache counts
 ``gen_ai.usage.cache_read.input_tokens`` / ``cache_creation.input_tokens``, or OpenLLMetry's
-``cache_read_input_tokens`` / ``cache_creation_input_tokens``), ``gen_ai.request.*`` parameters,
-``gen_ai.conversation.id``, ``gen_ai.tool.definitions`` and the opt-in content ``gen_ai.system_instructions``,
-``gen_ai.input.messages``, ``gen_ai.output.messages`` (JSON strings of
+``cache_read_input_tokens`` / ``cache_creation_input_tokens``; the reads are the event's cache reads),
+``gen_ai.request.*`` parameters, ``gen_ai.conversation.id``, ``gen_ai.tool.definitions`` and the opt-in content
+``gen_ai.system_instructions``, ``gen_ai.input.messages``, ``gen_ai.output.messages`` (JSON strings of
 ``{role, parts: [{type: text|tool_call|tool_call_response}]}``);
 ``execute_tool`` spans (``gen_ai.tool.name``, ``gen_ai.tool.call.id`` / ``arguments`` / ``result``), with the
 content also read from a ``gen_ai.client.inference.operation.details`` span event. Older instrumentations are read
@@ -46,6 +46,7 @@ from detectors.normalise.fields import (
     as_timestamp,
     content_text,
     count_max,
+    count_share,
     count_sum,
     dicts,
     event_id,
@@ -69,8 +70,9 @@ _ANY_VALUE_KEYS = frozenset(
     ("stringValue", "boolValue", "intValue", "doubleValue", "arrayValue", "kvlistValue", "bytesValue")
 )  # message and tool-call indexes of flattened OpenLLMetry attributes
 # Prompt-cache token counts: the conventions' name, then OpenLLMetry's for the same count (one of each kind is read).
+_CACHE_READ_ATTRIBUTES = ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens")
 _CACHE_ATTRIBUTES = (
-    ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens"),
+    _CACHE_READ_ATTRIBUTES,
     ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens"),
 )
 
@@ -208,6 +210,7 @@ def span_event(
         key.removeprefix(_REQUEST_PREFIX): value for key, value in attrs.items() if key.startswith(_REQUEST_PREFIX)
     }
     timestamp = as_timestamp(start) or as_timestamp(end)
+    input_count = input_tokens(attrs)
     return Event(
         id=f"{trace_id}-{span_id}" if trace_id and span_id else event_id(span_id, NAME, span),
         timestamp=timestamp or now,
@@ -218,7 +221,8 @@ def span_event(
         request_model=as_str(attrs.get("gen_ai.request.model")),
         response_model=as_str(attrs.get("gen_ai.response.model")),
         finish_reasons=strings(finish if isinstance(finish, list) else [finish]) if finish is not None else [],
-        input_tokens=input_tokens(attrs),
+        input_tokens=input_count,
+        cache_read_tokens=count_share(first_count(*(attrs.get(name) for name in _CACHE_READ_ATTRIBUTES)), input_count),
         output_tokens=first_count(attrs.get("gen_ai.usage.output_tokens"), attrs.get("gen_ai.usage.completion_tokens")),
         system_instructions=clip("\n\n".join(part for part in system_parts if part)),
         input_messages=input_messages,
