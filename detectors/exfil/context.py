@@ -9,7 +9,9 @@ turn's input and the outputs) are alerted on.
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -19,6 +21,7 @@ from detectors.exfil.candidates import CandidateScanner, Hit
 from detectors.exfil.registry import AppProfile
 
 HISTORY = "gen_ai.input.messages"  # earlier turns that the client resent
+RESENT_FIELDS = frozenset({SYSTEM, HISTORY, TOOL_DEFINITION})  # what a client sends again every turn
 
 Side = Literal["input", "output"]
 
@@ -110,17 +113,49 @@ def _segments(event: Event) -> list[Segment]:
     return segments
 
 
+class ScanCache:
+    """The hits of texts a client sends again every turn (the system prompt, the history, tool descriptions), by a
+    digest of the text, so each is scanned once rather than once a turn: an agent resending 40 tool descriptions of
+    2 KB cost ~1.7 ms an event in rescans (bench/bench_agent_tools.py). A pure memo of the scanner (the same hits
+    for the same text), bounded to ``max_entries``, least recently used first out; texts shorter than ``min_chars``
+    are scanned directly (a digest would cost about as much). Hits hold raw values: kept in memory only, never in a
+    checkpoint, as the event itself is."""
+
+    def __init__(self, scanner: CandidateScanner, *, max_entries: int = 4096, min_chars: int = 512) -> None:
+        self.scanner = scanner
+        self.max_entries = max_entries
+        self.min_chars = min_chars
+        self._entries: OrderedDict[bytes, list[Hit]] = OrderedDict()
+
+    def scan(self, text: str) -> list[Hit]:
+        if len(text) < self.min_chars:
+            return self.scanner.scan(text)
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        hits = self._entries.get(key)
+        if hits is not None:
+            self._entries.move_to_end(key)
+            return hits
+        hits = self._entries[key] = self.scanner.scan(text)
+        if len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return hits
+
+
 def build_context(
     event: Event,
     profile: AppProfile,
     scanner: CandidateScanner,
     max_chars: int,
     earlier: Callable[[str], str | None] = lambda _key: None,
+    cache: ScanCache | None = None,
 ) -> EventContext:
-    """Split ``event`` into segments and scan each one; PII inside a found secret is not PII."""
+    """Split ``event`` into segments and scan each one (resent texts through ``cache``, when given); PII inside a
+    found secret is not PII."""
+    scan_resent = cache.scan if cache is not None else scanner.scan
     segments = _segments(event)
     for segment in segments:
-        hits = scanner.scan(segment.text[:max_chars])
+        text = segment.text[:max_chars]
+        hits = scan_resent(text) if segment.field in RESENT_FIELDS else scanner.scan(text)
         overlaps = _overlap_test([h for h in hits if h.family == "secret"])
         segment.hits = [h for h in hits if h.family != "pii" or not overlaps(h)]
     return EventContext(event, profile, segments, earlier)

@@ -16,7 +16,7 @@ from detectors.event import Event
 from detectors.exfil.canaries import CanaryCheck
 from detectors.exfil.candidates import CandidateScanner, reader_view
 from detectors.exfil.config import ExfilConfig
-from detectors.exfil.context import EventContext, build_context
+from detectors.exfil.context import EventContext, ScanCache, build_context
 from detectors.exfil.flows import ConversationIndex, FlowTracer
 from detectors.exfil.leakage import LeakLedger, SystemPromptLeakCheck
 from detectors.exfil.masking import Masker
@@ -80,6 +80,7 @@ class ExfilDetector(Detector):
             ttl_s=config.memory_ttl_s,
             max_sessions=config.memory_max_sessions,
         )
+        self.scan_cache = ScanCache(self.scanner)  # shared by fresh() clones: a memo of the shared scanner
         self._expired_at = float("-inf")
         self.secrets = SecretExposureCheck()
         self.pii = PiiExposureCheck()
@@ -117,6 +118,7 @@ class ExfilDetector(Detector):
             self.scanner,
             self.config.max_scan_chars,
             lambda key: self._earlier(session, key, event.timestamp),
+            self.scan_cache,
         )
         sensitive = self._sensitive(context)
         findings.sensitive.extend(sensitive)
