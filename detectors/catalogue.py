@@ -20,6 +20,7 @@ from detectors.exceptions import KnownRules
 from detectors.exfil.canaries import CANARY_IN_RESPONSE, CANARY_IN_TOOL_CALL
 from detectors.exfil.leakage import SYSTEM_PROMPT_LEAK, SYSTEM_PROMPT_LEAK_ACROSS_TURNS
 from detectors.exfil.pii import PII_DISCLOSURE
+from detectors.exfil.resources import RESOURCE_WRITE_RULE
 from detectors.exfil.secrets import SECRET_IN_INPUT, SECRET_IN_OUTPUT
 from detectors.exfil.tools import EXFIL_RULE, ODD_EGRESS_RULE
 from detectors.exfil.urls import RULES as URL_RULES
@@ -41,6 +42,7 @@ BUILTIN_RULES: tuple[RuleInfo, ...] = (
     PII_DISCLOSURE,
     EXFIL_RULE,
     ODD_EGRESS_RULE,
+    RESOURCE_WRITE_RULE,
     *URL_RULES.values(),
     CANARY_IN_RESPONSE,
     CANARY_IN_TOOL_CALL,

@@ -15,10 +15,12 @@ Format::
         canaries: [ABW-CANARY-7f3a]
         allowed_domains: [docs.example.com]
         allowed_email_domains: [example.com]
+        allowed_resources: [acme/*, c0123abcd]   # shared resources it may write anything it reads into
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import re
@@ -51,12 +53,18 @@ class AppProfile:
     canaries: tuple[str, ...] = ()
     allowed_domains: frozenset[str] = frozenset()
     allowed_email_domains: frozenset[str] = frozenset()
+    allowed_resources: frozenset[str] = frozenset()  # lower-case shell-style patterns over resource keys
 
     def domain_allowed(self, host: str) -> bool:
         return _under(host, self.allowed_domains)
 
     def email_domain_allowed(self, domain: str) -> bool:
         return _under(domain, self.allowed_email_domains | self.allowed_domains)
+
+    def resource_allowed(self, resource: str) -> bool:
+        """Whether a shared resource (``owner/repo``, a channel, a space: detectors/exfil/resources.py) is one
+        the application may write what it reads into."""
+        return any(fnmatch.fnmatchcase(resource.lower(), pattern) for pattern in self.allowed_resources)
 
 
 def _under(host: str, domains: Iterable[str]) -> bool:
@@ -157,6 +165,7 @@ class AppRegistry:
             canaries=tuple(c for c in strings("canaries") if len(c) >= 6),
             allowed_domains=frozenset(allowed),
             allowed_email_domains=frozenset(d.lower() for d in strings("allowed_email_domains")),
+            allowed_resources=frozenset(r.lower().lstrip("#") for r in strings("allowed_resources")),
         )
 
 

@@ -8,7 +8,8 @@ tokens) is ``data_exfiltration``; egress to a known exfiltration sink or a bare 
 data is ``tool_abuse``. An argument that is just one of those external destinations is the URL check's job; every
 other argument value is traced, a message body holding a link included. An argument that is just a URL to an
 allowed host is traced for secrets, PII and canaries but not for passages (a link copied from a document is a
-citation, not a copy of it).
+citation, not a copy of it). A tool that writes to a shared resource (a repository, a channel, a space) names no
+such destination: :mod:`detectors.exfil.resources` judges it.
 
 A shell tool (``run_shell``, ``bash``, ``execute`` ...) is an egress tool when its command runs an HTTP client (curl,
 wget, PowerShell's Invoke-WebRequest), a DNS or network client (dig, nslookup, host, ping, nc, ssh, scp, rsync ...)
@@ -40,6 +41,7 @@ from detectors.exfil.context import EventContext, Segment
 from detectors.exfil.decoding import ENCODINGS
 from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
 from detectors.exfil.masking import Masker
+from detectors.exfil.resources import PassageFinder, ResourceWriteCheck, is_write
 from detectors.exfil.urls import FILE_EXTENSIONS, host_label_carriers, shown_host
 
 EXFIL_RULE = RuleInfo(
@@ -312,31 +314,41 @@ class Traced:
 
 
 class ToolExfilCheck:
+    """Egress tools towards external destinations; writes to shared resources are handed to :mod:`resources`."""
+
     def __init__(self, tracer: FlowTracer, *, egress_words: tuple[str, ...], sink_domains: tuple[str, ...]) -> None:
         self.tracer = tracer
         self.egress_words = frozenset(egress_words)
         self.sink_domains = tuple(sink_domains)
+        self.writes = ResourceWriteCheck(tracer, lambda arguments: list(string_leaves(parse_arguments(arguments))))
 
     def run(
         self, context: EventContext, findings: Findings, masker: Masker, index: list[ConversationIndex]
     ) -> list[Detection]:
         calls = context.event.output_tool_calls()
         detections = []
+        finder: list[PassageFinder] = []  # what the event read from which resource, built on first need
         for segment in context.segments:
             if segment.field != TOOL_ARGUMENTS or segment.tool_call_index is None:
                 continue
             call = calls[segment.tool_call_index]
             words = name_words(call.name)
             shell = bool(words & SHELL_TOOL_WORDS)
-            if not (words & self.egress_words or shell):
+            if not (words & self.egress_words or shell or is_write(words)):
                 continue
             arguments = list(string_leaves(parse_arguments(segment.text)))
             egress: dict[str, ShellEgress] = {}
             if shell:
                 egress = {path: found for path, value in arguments if (found := shell_egress(value)) is not None}
-                if not (words & self.egress_words or egress):
-                    continue
-            detection = self._check(context, findings, call, segment, arguments, egress, masker, index)
+            destinations = self._destinations(context, segment, egress) if words & self.egress_words or egress else []
+            if destinations:
+                detection = self._check(
+                    context, findings, call, segment, arguments, egress, destinations, masker, index
+                )
+            elif is_write(words) and not shell:
+                detection = self.writes.check(context, findings, call, words, segment, arguments, masker, index, finder)
+            else:
+                continue
             if detection is not None:
                 detections.append(detection)
         return detections
@@ -369,14 +381,12 @@ class ToolExfilCheck:
         segment: Segment,
         arguments: list[tuple[str, str]],
         egress: dict[str, ShellEgress],
+        destinations: list[Destination],
         masker: Masker,
         index: list[ConversationIndex],
     ) -> Detection | None:
         """``arguments`` are the ``(path, string)`` leaves of the call's arguments, ``egress`` what the shell
-        commands among them send out, by path."""
-        destinations = self._destinations(context, segment, egress)
-        if not destinations:
-            return None
+        commands among them send out, by path, ``destinations`` the external ones it names (not empty)."""
         if not index:
             index.append(self.tracer.index(context, context.earlier))
         user_keys = context.user_keys()
