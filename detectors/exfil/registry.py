@@ -32,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from detectors.exfil.decoding import canonical_host
 from detectors.exfil.measures import words
 from detectors.matching import MultiMatcher, Pattern
 
@@ -92,7 +93,7 @@ class AppRegistry:
     ) -> None:
         self.path = path
         self.check_interval_s = check_interval_s
-        self.default_allowed_domains = frozenset(d.lower() for d in default_allowed_domains)
+        self.default_allowed_domains = frozenset(_domain(d) for d in default_allowed_domains)
         self.load_error: str | None = None
         self._mtime: int | None = None
         self._checked_at = float("-inf")
@@ -158,15 +159,21 @@ class AppRegistry:
             return [v.strip() for v in values if v.strip()]
 
         prompts = [RegisteredPrompt(text, tuple(words(text))) for text in strings("system_prompts")]
-        allowed = {d.lower().rstrip(".") for d in strings("allowed_domains")} | self.default_allowed_domains
+        allowed = {_domain(d) for d in strings("allowed_domains")} | self.default_allowed_domains
         return AppProfile(
             name=name,
             system_prompts=tuple(prompts),
             canaries=tuple(c for c in strings("canaries") if len(c) >= 6),
             allowed_domains=frozenset(allowed),
-            allowed_email_domains=frozenset(d.lower() for d in strings("allowed_email_domains")),
+            allowed_email_domains=frozenset(_domain(d) for d in strings("allowed_email_domains")),
             allowed_resources=frozenset(r.lower().lstrip("#") for r in strings("allowed_resources")),
         )
+
+
+def _domain(entry: str) -> str:
+    """An allowlist entry as hosts are compared (detectors.exfil.decoding.canonical_host): ``bücher.de`` is
+    ``xn--bcher-kva.de``, as the URL check reads a host written either way."""
+    return (canonical_host(entry) or entry.lower()).rstrip(".")
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:

@@ -13,8 +13,12 @@ arguments is fetched by the tool, without a click either (:func:`_fetched_leak`)
 from __future__ import annotations
 
 import functools
+import html
+import itertools
 import string
+import unicodedata
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +29,7 @@ from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveVal
 from detectors.event import COMPLETION, DOCUMENT, SYSTEM, TOOL_ARGUMENTS, TOOL_RESULT
 from detectors.exfil.candidates import Hit, Spec, Valid, extend_over
 from detectors.exfil.context import EventContext, Segment
-from detectors.exfil.decoding import ENCODINGS, decoded_forms
+from detectors.exfil.decoding import ENCODINGS, canonical_host, decoded_forms
 from detectors.exfil.flows import ConversationIndex, Flow, FlowTracer
 from detectors.exfil.masking import Masker
 from detectors.exfil.measures import shannon_entropy, words
@@ -37,15 +41,28 @@ _IMAGE_REFERENCE = re2.compile(r"!\[([^\]\n]*)\](?:\[([^\]\n]*)\]|(\())?")
 
 _URL_CHARS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&*+,;=%()")
 _URL_CHARS_BACKSLASH = _URL_CHARS | {"\\"}
-_TRAILING = ".,;:!?*"
+_AUTHORITY_CHARS = _URL_CHARS - {"/", "?", "#"}
+_HOST_DOTS = "\u3002\uff0e\uff61"  # full stops IDNA reads as dots: ideographic, full-width, half-width
+_MAX_AUTHORITY = 512
+_TRAILING = ".,;:!?*" + _HOST_DOTS
 _SLASHES = "/\\"
 _RELATIVE_ANCHOR = (
     r"(?:\]\([ \t]*(?:\r?\n[ \t]*)?<?"  # ![a](//host  ![a]( <//host>
     r"|\]:[ \t]*<?"  # [ref]: //host
     r"|(?:src|href|srcset|poster|background|data|action)[ \t]*=[ \t]*\\?[\"']?"  # <img src="//host"
     r"|url\([ \t]*\\?[\"']?)"  # CSS url(//host)
-    r"//[A-Za-z0-9\[]"
+    r"//[A-Za-z0-9\[%?]"  # "?": the matcher sees any other than ASCII character as one (an IDN host)
 )
+# an attribute value or markdown destination that holds a character reference (``&`` in it)
+_ENTITY_DESTINATION = re2.compile(
+    r"(?i)(?:\b(?:src|href|srcset|poster|background|data|action|formaction)[ \t]*=[ \t]*"
+    r"(?:\"([^\"]*&[^\"]*)\"|'([^']*&[^']*)'|([^\s\"'>]*&[^\s\"'>]*))"
+    r"|\]\([ \t]*<?([^)\s>]*&[^)\s>]*)"
+    r"|\]:[ \t]*<?([^\s>]*&[^\s>]*))"
+)
+_URL_WHITESPACE = str.maketrans(dict.fromkeys("\t\n\r"))  # browsers drop these inside a URL
+_MAX_ENTITY_URLS = 256  # per text: keeps a hostile one cheap
+ENTITY_URL = "url_entities"  # the kind of a hit :func:`entity_urls` found
 RULES: dict[Render, RuleInfo] = {
     "image": RuleInfo(
         id="abw-exfil-url-image",
@@ -101,11 +118,31 @@ def _fetched_leak(flow: Flow, carrier: Carrier, url: str, index: ConversationInd
 
 
 def _url_extend(text: str, start: int, end: int) -> tuple[int, int]:
+    """The URL whose anchor is ``text[start:end]`` (its scheme, slashes and the host's first character): the
+    authority, where a host may be written in any script (an IDN, full-width dots), then the rest in URL
+    characters."""
     allowed = _URL_CHARS_BACKSLASH if "\\" in text[start:end] else _URL_CHARS  # https:\\host\\path loads as /
-    _, right = extend_over(allowed, 8192)(text, start, end)
+    _, right = extend_over(allowed, 8192)(text, start, _authority_end(text, end - 1))
     while right > end and (text[right - 1] in _TRAILING or (text[right - 1] == ")" and "(" not in text[start:right])):
         right -= 1
     return start, right
+
+
+def _authority_end(text: str, position: int) -> int:
+    """Where the authority (user-info, host, port) that starts at ``position`` ends: ASCII URL characters other
+    than ``/ ? #``, and letters, digits and marks of any script and the full stops IDNA reads as dots."""
+    stop = min(len(text), position + _MAX_AUTHORITY)
+    while position < stop:
+        char = text[position]
+        ascii_char = char.isascii()
+        if (ascii_char and char not in _AUTHORITY_CHARS) or (not ascii_char and not _host_char(char)):
+            break
+        position += 1
+    return position
+
+
+def _host_char(char: str) -> bool:
+    return char in _HOST_DOTS or unicodedata.category(char)[0] in "LMN"
 
 
 def _relative_extend(text: str, start: int, end: int) -> tuple[int, int]:
@@ -121,12 +158,30 @@ def canonical_url(token: str) -> str:
 
 
 def _url(token: str, _text: str, _start: int) -> Valid | None:
+    url = browser_url(token)
+    if url is None:
+        return None
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return Valid(token, url) if "." in host or host == "localhost" or host.startswith("[") else None
+
+
+def browser_url(token: str) -> str | None:
+    """``token`` as the browser loads it: :func:`canonical_url` with its host canonical (:func:`canonical_host`:
+    an IDN in punycode, full-width dots and ``%2E`` as dots, a numeric IPv4 address dotted), or None when no
+    browser would load it."""
     url = canonical_url(token)
     try:
-        host = urllib.parse.urlsplit(url).hostname
+        netloc = urllib.parse.urlsplit(url).netloc
     except ValueError:
         return None
-    return Valid(token, url) if host and ("." in host or host == "localhost") else None
+    userinfo, at, host_port = netloc.rpartition("@")
+    host, colon, port = host_port.rpartition(":") if host_port.count(":") == 1 else (host_port, "", "")
+    canonical = canonical_host(host) if host else None
+    if canonical is None:
+        return None
+    if canonical == host.lower():
+        return url
+    return url.replace(netloc, f"{userinfo}{at}{canonical}{colon}{port}", 1)
 
 
 def url_specs() -> list[Spec]:
@@ -136,9 +191,30 @@ def url_specs() -> list[Spec]:
     protocol-relative ``//host`` is taken only where it is loaded or linked (markdown destination or reference
     definition, HTML attribute, CSS ``url()``), since ``//`` alone also starts code comments."""
     return [
-        Spec("url", "url", r"https?:[/\\]{2}[/\\]{0,2}[A-Za-z0-9\[]", _url, _url_extend, caseless=True),
+        Spec("url", "url", r"https?:[/\\]{2}[/\\]{0,2}[A-Za-z0-9\[%?]", _url, _url_extend, caseless=True),
         Spec("url", "url", _RELATIVE_ANCHOR, _url, _relative_extend, caseless=True),
     ]
+
+
+def entity_urls(text: str) -> list[Hit]:
+    """URLs in HTML attribute values and markdown destinations written with character references (``&#104;ttps:``,
+    ``&colon;``, ``&period;``): browsers and CommonMark decode those before they read the URL, so the anchors, which
+    read the text as written, miss them. Each hit spans the value as written; its key is the URL decoded."""
+    if "&" not in text:
+        return []
+    hits: list[Hit] = []
+    utf8 = text.encode("utf-8", "replace").decode("utf-8")  # RE2 reads UTF-8: a lone surrogate becomes one "?"
+    for match in itertools.islice(_ENTITY_DESTINATION.finditer(utf8), _MAX_ENTITY_URLS):
+        group = next(number for number in range(1, 6) if match.group(number) is not None)
+        written = text[match.start(group) : match.end(group)]
+        decoded = html.unescape(written).strip(" \t\n\r\f").translate(_URL_WHITESPACE).split(" ")[0]
+        if decoded == written or not decoded.lower().startswith(("http:", "https:", "//", "\\\\")):
+            continue
+        valid = _url(decoded, text, match.start(group))
+        if valid is not None:
+            start = match.start(group)
+            hits.append(Hit(ENTITY_URL, "url", start, start + len(written), written, valid.key, True))
+    return hits
 
 
 def render_kind(text: str, start: int) -> Render:
@@ -277,13 +353,25 @@ class UrlExfilCheck:
         self, context: EventContext, findings: Findings, masker: Masker, index: list[ConversationIndex]
     ) -> list[Detection]:
         detections = []
-        for segment, hit in context.hits("url", side="output"):
-            if segment.field not in (COMPLETION, TOOL_ARGUMENTS):
-                continue
+        for segment, hit in self._hits(context):
             detection = self._check(context, findings, segment, hit, masker, index)
             if detection is not None:
                 detections.append(detection)
         return detections
+
+    @staticmethod
+    def _hits(context: EventContext) -> Iterator[tuple[Segment, Hit]]:
+        """The URLs of the response and tool calls; in the response, also those written with character
+        references that no anchor found (:func:`entity_urls`)."""
+        for segment in context.segments:
+            if segment.side != "output" or segment.field not in (COMPLETION, TOOL_ARGUMENTS):
+                continue
+            found = [hit for hit in segment.hits if hit.family == "url"]
+            yield from ((segment, hit) for hit in found)
+            if segment.field == COMPLETION:
+                for hit in entity_urls(segment.text):
+                    if not any(hit.start <= other.start < hit.end for other in found):
+                        yield segment, hit
 
     def _check(
         self,
@@ -319,6 +407,8 @@ class UrlExfilCheck:
                 findings.sensitive.append(SensitiveValue(kind="encoded_data", value=_written(carrier, hit.value)))
         if not found:
             return None
+        if hit.kind == ENTITY_URL and any(f.what != "conversation" for _, flows, _ in found for f in flows):
+            findings.sensitive.append(SensitiveValue(kind="encoded_data", value=hit.value))  # references hide it
         level = self._level(render, found)
         if level is None:
             return None
@@ -361,7 +451,7 @@ class UrlExfilCheck:
         masker: Masker,
     ) -> Detection:
         event = context.event
-        shown = hit.value
+        shown = hit.key if hit.kind == ENTITY_URL else hit.value  # decoded, so the carriers below are found in it
         evidence: list[Evidence] = []
         details = []
         for carrier, flows, opaque in found:
@@ -378,6 +468,8 @@ class UrlExfilCheck:
                 details.append(f"opaque data ({'+'.join(opaque)}) in {render} URL {carrier.where} to {host}")
         snippet = masker.excerpt(shown)
         transforms = tuple(sorted({t for _, flows, _ in found for f in flows for t in f.transforms}))
+        if hit.kind == ENTITY_URL:
+            transforms = ("html_entities", *transforms)
         evidence.insert(
             0,
             Evidence(
