@@ -9,6 +9,7 @@ from msgspec.structs import replace
 
 from app.engine import build_pipeline
 from app.settings import load_settings
+from detectors.base import Findings
 from detectors.event import Event, Identity
 from detectors.exfil import ExfilConfig, ExfilDetector
 from detectors.exfil.leakage import SYSTEM_PROMPT_LEAK, SYSTEM_PROMPT_LEAK_ACROSS_TURNS
@@ -112,3 +113,21 @@ def test_the_engine_raises_it_from_openai_logs_of_a_stateless_client(monkeypatch
         alerts += [a["rule"]["id"] for a in result.alerts]
         shadow += [a["rule"]["id"] for a in result.shadow_alerts]
     assert (ACROSS in alerts, ACROSS in shadow) == ((False, True) if status == "test" else (True, False))
+
+
+def test_what_is_kept_does_not_depend_on_how_the_turns_were_batched() -> None:
+    """Expiry is judged before each event on the newest event time, not once a batch on the batch's newest time."""
+    ttl = ExfilConfig().memory_ttl_s
+    events = [
+        replace(turn(n, chunk, session=f"s{n % 2}"), timestamp=1_764_000_000 + n * ttl / 3)
+        for n, chunk in enumerate(CHUNKS * 2)
+    ]
+    events.append(replace(turn(99, CHUNKS[0], session="later"), timestamp=events[-1].timestamp + 10 * ttl))
+    states = []
+    for size in (1, 3, len(events)):
+        detector = ExfilDetector()
+        for start in range(0, len(events), size):
+            batch = events[start : start + size]
+            detector.detect(batch, [Findings() for _ in batch])
+        states.append(json.dumps(detector.state(), sort_keys=True))
+    assert states[0] == states[1] == states[2]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,7 +82,8 @@ class ExfilDetector(Detector):
             max_sessions=config.memory_max_sessions,
         )
         self.scan_cache = ScanCache(self.scanner)  # shared by fresh() clones: a memo of the shared scanner
-        self._expired_at = float("-inf")
+        self._expired_at = float("-inf")  # the quarter-ttl step of event time state was last scanned at
+        self._newest = float("-inf")  # the newest event time seen
         self.secrets = SecretExposureCheck()
         self.pii = PiiExposureCheck()
         self.leakage = SystemPromptLeakCheck(
@@ -99,16 +101,25 @@ class ExfilDetector(Detector):
 
     def detect(self, events: Sequence[Event], findings: Sequence[Findings]) -> list[Detection]:
         self.registry.refresh()
-        if events:
-            latest = max(event.timestamp for event in events)
-            if latest - self._expired_at > self.config.memory_ttl_s / 4:
-                self.memory.expire(latest)
-                self.leaks.expire(latest)
-                self._expired_at = latest
         detections: list[Detection] = []
         for event, found in zip(events, findings, strict=True):
+            self._expire(event.timestamp)
             detections.extend(self.detect_event(event, found))
         return detections
+
+    def _expire(self, timestamp: float) -> None:
+        """Forget the session memory and leak records ``memory_ttl_s`` older than the newest event time, scanning
+        them when that time crosses a quarter-ttl step. Judged before each event, not once a batch on the batch's
+        newest time, so what an event finds does not depend on how the stream was cut into batches."""
+        if not math.isfinite(timestamp):
+            return
+        self._newest = max(self._newest, timestamp)
+        step = max(self.config.memory_ttl_s / 4, 1.0)
+        newest = math.floor(self._newest / step) * step
+        if newest > self._expired_at:
+            self._expired_at = newest
+            self.memory.expire(newest)
+            self.leaks.expire(newest)
 
     def detect_event(self, event: Event, findings: Findings) -> list[Detection]:
         session = event.identity.session_id or event.identity.key()
@@ -158,7 +169,7 @@ class ExfilDetector(Detector):
         clone.memory.load_state({})
         clone.leaks = copy.copy(self.leaks)
         clone.leaks.load_state({})
-        clone._expired_at = float("-inf")
+        clone._expired_at = clone._newest = float("-inf")
         return clone
 
     def _sensitive(self, context: EventContext) -> list[SensitiveValue]:
