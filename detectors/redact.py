@@ -87,8 +87,7 @@ class Redactor:
         pairs = self.replacements(values)
         if not pairs:
             return document
-        edges = [(raw, mask) for raw, mask in pairs if len(raw) > MIN_EDGE_LENGTH]
-        return substitute(document, pairs, edges, SecretPieces(self._piece_sources(values)))
+        return substitute(document, pairs, ValueEdges(pairs), SecretPieces(self._piece_sources(values)))
 
     def _piece_sources(self, values: Iterable[SensitiveValue]) -> list[tuple[str, str]]:
         """``(form, mask)`` for the values whose pieces are masked anywhere (all but :data:`PII_KINDS`): each as
@@ -122,20 +121,19 @@ def encoded_forms(value: str) -> set[str]:
 def substitute(
     node: Any,
     pairs: list[tuple[str, str]],
-    edges: Sequence[tuple[str, str]] = (),
+    edges: ValueEdges | None = None,
     pieces: SecretPieces | None = None,
 ) -> Any:
     """``node`` (str, list, dict, nested; keys too) with each ``raw`` of ``pairs`` replaced by its stand-in, in
-    order; then the ``pieces`` of secrets it still holds; then, for each of ``edges``, a string that starts with the
-    end of its ``raw`` or ends with the start of it (:data:`MIN_EDGE_LENGTH` characters or more) has that part
-    replaced too."""
+    order; then the ``pieces`` of secrets it still holds; then a part of a value cut off at either end of it
+    (``edges``)."""
     if isinstance(node, str):
         for raw, mask in pairs:
             if raw in node:
                 node = node.replace(raw, mask)
         if pieces:
             node = pieces.mask(node)
-        return _masked_edges(node, edges) if edges else node
+        return edges.mask(node) if edges else node
     if isinstance(node, dict):
         return {
             substitute(key, pairs, edges, pieces): substitute(value, pairs, edges, pieces)
@@ -201,6 +199,27 @@ class SecretPieces:
             position = resume if ascii_only else at_byte + len(_utf8(text[found:resume]))
 
 
+class ValueEdges:
+    """Masks a part of a sensitive value cut off at either end of a text (:data:`MIN_EDGE_LENGTH` characters or
+    more): what is left of a value when an evidence snippet or a truncated field cut it, which scrubbing by whole
+    value would leave raw. A text's first and last characters are looked up in all the values joined first, two
+    searches whatever their number, so a text that starts and ends with none of them is passed over at once."""
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
+        self._pairs = [(raw, mask) for raw, mask in pairs if len(raw) > MIN_EDGE_LENGTH]
+        self._joined = "\x00".join(raw for raw, _mask in self._pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self._pairs)
+
+    def mask(self, text: str) -> str:
+        if len(text) < MIN_EDGE_LENGTH or (
+            text[:MIN_EDGE_LENGTH] not in self._joined and text[-MIN_EDGE_LENGTH:] not in self._joined
+        ):
+            return text
+        return _masked_edges(text, self._pairs)
+
+
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -238,8 +257,7 @@ def _merged(spans: list[tuple[int, int, str]]) -> Iterator[tuple[int, int, str]]
 
 
 def _masked_edges(text: str, edges: Sequence[tuple[str, str]]) -> str:
-    """``text`` with a part of a sensitive value cut off at either end masked: what is left of a value when an
-    evidence snippet or a truncated field cut it (scrubbing by whole value would leave the piece raw)."""
+    """``text`` with a part of each ``raw`` of ``edges`` cut off at either end of it masked (:class:`ValueEdges`)."""
     for raw, mask in edges:
         if len(text) >= MIN_EDGE_LENGTH and text[:MIN_EDGE_LENGTH] in raw:
             for size in range(min(len(raw) - 1, len(text)), MIN_EDGE_LENGTH - 1, -1):
