@@ -6,13 +6,18 @@ every view the signature tier scans (:func:`detectors.signatures.textnorm.text_v
 invisible characters, spaced letters, base64 / hex / URL / escape decodings) and with whitespace and markdown marks
 taken out (``**ABW-CAN**ARY``, a token broken over two lines), so a model told to disguise it still gives it away.
 Canaries hidden in URLs (encoded) are also caught by the URL check, which decodes.
+
+A live canary is a secret too: whoever reads it in the alerts or events index can recognise (or plant) it. Every
+canary the check finds, as written, goes to the redactor (kind ``canary``, the registered token as its key, so all
+its forms share one mask): the leaked one in a response or tool call, and one that merely sits in an input, the
+system prompt it was planted in above all, which every event of the application carries.
 """
 
 from __future__ import annotations
 
 import re2
 
-from detectors.base import Detection, Evidence, RuleInfo
+from detectors.base import Detection, Evidence, Findings, RuleInfo, SensitiveValue
 from detectors.event import COMPLETION, TOOL_ARGUMENTS
 from detectors.exfil.context import EventContext
 from detectors.exfil.masking import Masker
@@ -45,25 +50,37 @@ CANARY_IN_TOOL_CALL = RuleInfo(
     owasp=("LLM02:2025", "LLM06:2025"),
 )
 
+_RULES = {COMPLETION: CANARY_IN_RESPONSE, TOOL_ARGUMENTS: CANARY_IN_TOOL_CALL}  # the outputs a canary leaks through
+
 
 class CanaryCheck:
     def __init__(self, registry: AppRegistry) -> None:
         self.registry = registry
 
-    def run(self, context: EventContext, masker: Masker) -> list[Detection]:
+    def run(self, context: EventContext, findings: Findings, masker: Masker) -> list[Detection]:
+        """Alerts on canaries in the outputs; every canary found, in any text, goes to ``findings.sensitive``."""
+        if not self.registry.has_canaries():
+            return []
+        leaks = [
+            (s, hit) for s in context.segments if s.side == "output" and s.field in _RULES for hit in self.hits(s.text)
+        ]
+        written = {segment.text[start:end]: canary for segment, (canary, start, end) in leaks}
+        # the inputs as written (no folds or decodings), in one Hyperscan pass: no canary holds the NUL joining them
+        inputs = "\x00".join(segment.text for segment in context.segments if segment.side == "input")
+        written.update((inputs[start:end], canary) for canary, start, end in self.registry.canary_hits(inputs))
+        findings.sensitive.extend(SensitiveValue(kind="canary", value=value, key=key) for value, key in written.items())
         detections = []
-        for field, rule in ((COMPLETION, CANARY_IN_RESPONSE), (TOOL_ARGUMENTS, CANARY_IN_TOOL_CALL)):
+        for field, rule in _RULES.items():
             evidence = [
                 Evidence(
                     field=field,
-                    snippet=masker.snippet(segment.text, start, end),
+                    snippet=masker.snippet(segment.text, start, end, label="canary"),
                     start=start,
                     end=end,
                     detail=f"canary token in {field}",
                 )
-                for segment in context.segments
-                if segment.field == field and segment.side == "output"
-                for start, end in self.spans(segment.text)
+                for segment, (_canary, start, end) in leaks
+                if segment.field == field
             ]
             if evidence:
                 event = context.event
@@ -79,24 +96,28 @@ class CanaryCheck:
                 )
         return detections
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Where registered canaries appear in ``text``, as spans of ``text``, in any of its views."""
-        found = [(start, end) for _canary, start, end in self.registry.canary_hits(text)]
-        if found or not self.registry.has_canaries():
+    def hits(self, text: str) -> list[tuple[str, int, int]]:
+        """Registered canaries in ``text`` in any of its views, as ``(token, start, end)`` with spans of ``text``."""
+        found = self.registry.canary_hits(text)
+        if found:
             return found
-        spans: set[tuple[int, int]] = set()
+        hits: set[tuple[str, int, int]] = set()
         # the folds and decodings cost: only for a text they can change (plain ASCII without an encoded run is
         # read as written, with whitespace and marks taken out)
         views = text_views(text)[0] if not text.isascii() or _ENCODED_RUN.search(text) else [View(text, text)]
         for view in views:
-            spans.update(
-                view.origin or view.source_span(start, end) for _, start, end in self.registry.canary_hits(view.text)
+            hits.update(
+                (canary, *(view.origin or view.source_span(start, end)))
+                for canary, start, end in self.registry.canary_hits(view.text)
             )
-            hits = self.registry.canary_hits(_without_dropped(view.text))
-            if hits:  # where the kept characters were: worked out only for a text that holds a canary
+            kept_hits = self.registry.canary_hits(_without_dropped(view.text))
+            if kept_hits:  # where the kept characters were: worked out only for a text that holds a canary
                 kept = [index for index, char in enumerate(view.text) if ord(char) not in _DROPPED]
-                spans.update(view.origin or view.source_span(kept[start], kept[end - 1] + 1) for _, start, end in hits)
-        return sorted(spans)
+                hits.update(
+                    (canary, *(view.origin or view.source_span(kept[start], kept[end - 1] + 1)))
+                    for canary, start, end in kept_hits
+                )
+        return sorted(hits, key=lambda hit: hit[1:])
 
 
 def _without_dropped(text: str) -> str:

@@ -139,7 +139,7 @@ class ExfilDetector(Detector):
             *self.secrets.run(context, findings, masker),
             *self.pii.run(context, findings, masker),
             *self.leakage.run(context, findings, masker, self.leaks, session),
-            *self.canaries.run(context, masker),
+            *self.canaries.run(context, findings, masker),
             *self.urls.run(context, findings, masker, index),
             *self.tools.run(context, findings, masker, index),
         ]
