@@ -11,7 +11,8 @@ normalised back, so system prompts and token counts arrive as a real log carries
 
 * ``short_scraper`` (attacker): a new identity sending 100-300 requests within 5-15 minutes on one template,
   with SKUs, account numbers or quoted person names, in sequence or shuffled, some through an app with a system
-  prompt;
+  prompt; ``short_scraper_alnum_ids``: the same with record ids that have letters in them (UUIDs, hex ObjectIds,
+  base62 ids, Stripe-style ``cus_`` ids, order codes like ``ORD-7F3K9Q``: half the id lists since session 24);
 * ``thin_campaign`` (attackers): 30-45 keys posting fake seller ratings, exactly 2 requests each per window
   for 2-4 hours (each key is below the campaign rule's 3 a window);
 * ``rotating_user_ids`` (attacker): one key asking for product records by SKU every 3-8 s for 1-3 hours with a
@@ -36,7 +37,9 @@ import json
 import math
 import random
 import statistics
+import string
 import sys
+import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -56,10 +59,27 @@ HELD_OUT_SEEDS = (10, 11, 12)
 HOUR = 3600.0
 MINUTE = 60.0
 SHORT_SCRAPER = "short_scraper"
+SHORT_SCRAPER_ALNUM = "short_scraper_alnum_ids"  # the same, keyed by record ids with letters in them
 THIN_CAMPAIGN = "thin_campaign"
 ROTATING_USERS = "rotating_user_ids"
-KINDS = (*ATTACK_KINDS, SHORT_SCRAPER, THIN_CAMPAIGN, ROTATING_USERS)
-CATEGORY = {**EXPECTED_CATEGORY, SHORT_SCRAPER: "scraping", THIN_CAMPAIGN: "scraping", ROTATING_USERS: "scraping"}
+KINDS = (*ATTACK_KINDS, SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS)
+CATEGORY = {
+    **EXPECTED_CATEGORY,
+    SHORT_SCRAPER: "scraping",
+    SHORT_SCRAPER_ALNUM: "scraping",
+    THIN_CAMPAIGN: "scraping",
+    ROTATING_USERS: "scraping",
+}
+BASE62 = string.ascii_letters + string.digits
+# record ids with letters in them, as applications mint them: every one of them was a template of its own until
+# session 24 (features.prompt_shape masked only their digits)
+ALNUM_IDS = {
+    "uuid": lambda rng: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+    "objectid": lambda rng: f"{rng.getrandbits(96):024x}",
+    "base62": lambda rng: "".join(rng.choices(BASE62, k=11)),
+    "stripe": lambda rng: "cus_" + "".join(rng.choices(BASE62, k=14)),
+    "order": lambda rng: "ORD-" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=6)),
+}
 AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator", "app_action")
 # benign, but the same traffic as an attack: a catalogue scraper; a distributed enumeration (a shadow rule)
 BY_DESIGN = frozenset({"catalogue_generator", "app_action"})
@@ -110,6 +130,8 @@ class TemplatedTraffic:
 
     def __init__(self, seed: int, start: float, end: float) -> None:
         self.rng = random.Random(f"templated-{seed}")
+        # the shapes of record ids, drawn apart so that every other draw (and so every other request) is as before
+        self.id_shapes = random.Random(f"templated-ids-{seed}")
         self.faker = Faker()
         self.faker.seed_instance(seed)
         self.seed, self.start, self.end = seed, start, end
@@ -157,20 +179,31 @@ class TemplatedTraffic:
     def text_tokens(self, *texts: str) -> int:
         return max(1, round(sum(len(t) for t in texts) / 4 * self.rng.uniform(0.9, 1.1)))
 
-    def ids(self, count: int) -> list[str]:
-        """Sequential (60 %) or shuffled distinct ids, as SKUs, account numbers or section numbers."""
+    def ids(self, count: int) -> tuple[list[str], str]:
+        """Distinct ids and their shape: sequential (60 %) or shuffled numbers, as SKUs (``HG-20400``), account
+        numbers or section numbers; or (half the lists) record ids with letters in them, one of :data:`ALNUM_IDS`."""
         rng = self.rng
         first = rng.randint(1_000, 90_000)
         numbers = list(range(first, first + count)) if rng.random() < 0.6 else rng.sample(range(1, 10**6), count)
         prefix = "".join(rng.choices("ABCDEFGHJKLMNPRSTUVWXYZ", k=2))
-        return [f"{prefix}-{n}" for n in numbers] if rng.random() < 0.5 else [str(n) for n in numbers]
+        numeric = [f"{prefix}-{n}" for n in numbers] if rng.random() < 0.5 else [str(n) for n in numbers]
+        if self.id_shapes.random() < 0.5:
+            return numeric, "numeric"
+        shape = self.id_shapes.choice(sorted(ALNUM_IDS))
+        drawn: dict[str, None] = {}  # distinct, in the order drawn (a set's order is salted per process)
+        while len(drawn) < count:
+            drawn[ALNUM_IDS[shape](self.id_shapes)] = None
+        return list(drawn), shape
 
     def short_scraper(self, index: int) -> None:
         rng = self.rng
         count, duration = rng.randint(100, 300), rng.uniform(5, 15) * MINUTE
         start = self.window(duration)
         template = rng.choice(SHORT_SCRAPER_TEMPLATES)
-        values = [self.faker.unique.name() for _ in range(count)] if "{name}" in template else self.ids(count)
+        if "{name}" in template:
+            values, shape = [self.faker.unique.name() for _ in range(count)], "name"
+        else:
+            values, shape = self.ids(count)
         system = APP_SYSTEM_PROMPT if rng.random() < 0.5 else ""
         poisson, mean_gap = rng.random() < 0.5, duration / count
         requests, timestamp = [], start
@@ -185,7 +218,8 @@ class TemplatedTraffic:
             user_agent=rng.choice(("python-requests/2.31.0", "okhttp/4.12.0", "Go-http-client/1.1")),
         )
         logged = self.emit(identity, requests, system)
-        self.labels.append(Label(logged.key(), SHORT_SCRAPER, start, timestamp, logged.api_key_hash, logged.source_ip))
+        kind = SHORT_SCRAPER_ALNUM if shape in ALNUM_IDS else SHORT_SCRAPER
+        self.labels.append(Label(logged.key(), kind, start, timestamp, logged.api_key_hash, logged.source_ip))
 
     def thin_campaign(self, index: int) -> None:
         rng = self.rng
@@ -262,7 +296,7 @@ class TemplatedTraffic:
         count = int(duration * rate)
         requests = []
         ticket = rng.randint(10_000, 90_000)
-        skus = self.ids(count)
+        skus, _ = self.ids(count)
         archive = self.faker.word()
         for number in range(count):
             timestamp = start + number / rate * rng.uniform(0.95, 1.05)

@@ -4,6 +4,8 @@ retry loops do not; the bundled sample scraper is caught; checkpoints taken mid-
 
 import json
 import random
+import string
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 
@@ -15,13 +17,18 @@ from app.traffic.samples import read_labels, sample_files
 from detectors.anomaly import AnomalyConfig, AnomalyDetector
 from detectors.anomaly.detector import STATE_VERSION
 from detectors.anomaly.features import (
+    MAX_ID_SLOT_CHARS,
     SLOT_BITS,
     context_tokens,
     distinct_estimate,
+    is_record_id,
     prompt_shape,
+    simhash,
     slot_bit,
+    stable_hash,
 )
 from detectors.base import Detection, Findings
+from detectors.campaigns import CampaignDetector, candidates_from_findings
 from detectors.event import Event, Identity, Message, RetrievedDocument
 
 ENUMERATION = "abusewatch-anomaly-scraping-enumeration"
@@ -121,6 +128,63 @@ def test_ids_short_quotes_and_payloads_in_the_prompt_shape() -> None:
     assert payload.values == ("812",)  # the quoted ticket text is a payload, not a slot value
     assert payload.slot_chars > 40
     assert sku.template == prompt_shape("Price and stock for SKU HG-99999, answer in JSON").template
+
+
+RECORD_IDS: dict[str, Callable[[random.Random], str]] = {
+    "uuid": lambda rng: str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+    "objectid": lambda rng: f"{rng.getrandbits(96):024x}",
+    "base62": lambda rng: "".join(rng.choices(string.ascii_letters + string.digits, k=11)),
+    "stripe": lambda rng: "cus_" + "".join(rng.choices(string.ascii_letters + string.digits, k=14)),
+    "order-code": lambda rng: (
+        "ORD-" + "".join(rng.choices("ABCDEFGHJKLMNPQRSTUVWXYZ", k=3)) + str(rng.randint(100, 999))
+    ),
+    "sku-any-width": lambda rng: f"HG-{rng.randint(1, 99_999)}",
+}
+
+
+def record(i: int, shape: str) -> str:
+    """The ``i``-th record id of a shape, the same in every run."""
+    return RECORD_IDS[shape](random.Random(f"{shape}-{i}"))
+
+
+@pytest.mark.parametrize("shape", sorted(RECORD_IDS))
+def test_a_record_id_with_letters_is_one_value_of_its_template(shape: str) -> None:
+    """Until session 24 only an id's digits were masked, so its letters made every prompt a template of its own
+    (the review's H1: 200 of 200 UUIDs, ObjectIds or order codes gave 200 signatures) and no template rule saw a
+    scraper keyed by such ids."""
+    shapes = [
+        prompt_shape(f"Give the complete record for item {record(i, shape)}. Answer in JSON.") for i in range(200)
+    ]
+    (template, count), *_ = Counter(s.template for s in shapes).most_common()
+    # a base62 id of letters alone whose case seldom flips stays a word (about 2 % of them at 11 characters)
+    assert count >= (188 if shape in ("base62", "stripe") else 200)
+    on_template = [(i, s) for i, s in enumerate(shapes) if s.template == template]
+    assert len({s.signature for _, s in on_template}) == 1
+    assert all(s.values == (record(i, shape).lower(),) for i, s in on_template)
+    assert all(s.slot_chars <= MAX_ID_SLOT_CHARS for s in shapes)  # a UUID's 36 characters are no payload
+
+
+def test_words_without_ids_keep_their_signatures_and_names_are_no_ids() -> None:
+    """Only prompts with a record id changed template in session 24: these are the signatures of the earlier code, so
+    windows, remembered prompts and campaigns of other prompts restored from a checkpoint match as before."""
+    budget = prompt_shape("Summarise the quarterly budget meeting for the finance team")
+    entry = prompt_shape('Give me entry 41 of the "Acme" catalogue, section b')
+    brands = prompt_shape("How do I configure JavaScript on my iPhone for McDonald?")
+    assert (budget.signature, budget.template) == (0xC754083725209149, 0xF33369E55B19C3EE)
+    assert (entry.signature, entry.template) == (0x0FDB9AA4974BC1C3, 0x65C940847FAC7CF3)
+    assert (brands.signature, brands.template, brands.values) == (0x73FB2BA0A74519C6, 0xE1182ADF37FDDFCF, ("i",))
+    for word in ("JavaScript", "McDonald", "iPhone", "PowerPoint", "clientTransferProhibited", "OpenAI"):
+        assert not is_record_id(word.lower(), word), word
+    for word in ("dQwXkZpLmRtb", "cus_NffrFeUfNVxHib", "hg-20400", "5136bf62-8758-4f4d-ad75-c25d01ea0639"):
+        assert is_record_id(word.lower(), word), word
+
+
+def test_two_record_ids_in_a_prompt_stay_bare() -> None:
+    """An id counts at most ``MAX_ID_SLOT_CHARS`` of slot text: two UUIDs (72 characters) would otherwise pass the
+    enumeration rule's 40 characters of payload, and an order-of-a-customer scraper would escape it."""
+    events = burst(lambda i: f"Return order {record(i, 'uuid')} of customer {record(i + 999, 'uuid')} as JSON.")
+    (alert,) = enumeration_alerts(detect(events))
+    assert alert.explanation["slot_chars"] == 2 * MAX_ID_SLOT_CHARS
 
 
 def test_context_discounts_the_applications_own_text() -> None:
@@ -267,6 +331,72 @@ def test_the_bundled_sample_scraper_is_caught_and_nothing_else() -> None:
     assert {d.identity.key() for d in detections} == scraper
     assert {d.rule.id for d in detections} == {ENUMERATION}
     assert all(labels[event_id]["kind"] == "templated_scraping" for event_id in detections[0].event_ids)
+
+
+@pytest.mark.parametrize("shape", sorted(RECORD_IDS))
+def test_a_burst_keyed_by_record_ids_with_letters_alerts_in_its_first_window(shape: str) -> None:
+    """The review's S3b / S3c (an ObjectId or UUID scraper, 2,139 requests in 3 h, no alert): caught like a SKU
+    scraper."""
+    events = burst(lambda i: f"Give the complete product description for item {record(i, shape)}. Answer in JSON.")
+    (alert,) = enumeration_alerts(detect(events))
+    assert alert.timestamp < WINDOW_START + 600
+    # a base62 id of letters alone whose case seldom flips is a word of its own (about 2 % of 11 characters)
+    assert alert.explanation["template_requests"] >= 114 and alert.explanation["slot_distinct_share"] > 0.9
+
+
+def test_a_campaign_keyed_by_object_ids_is_one_template_across_keys() -> None:
+    """The review's S3e: 8 keys, 8 ObjectId requests each per window; every request had a signature of its own, so
+    the campaign stage, which matches signatures exactly, saw 1,143 one-request templates."""
+    rng = random.Random(11)
+    events = []
+    for key in range(8):
+        for n in range(8):
+            event = request(
+                n, f"Price and stock level for item {rng.getrandbits(96):024x}", WINDOW_START + 60 * n + key
+            )
+            events.append(msgspec.structs.replace(event, id=f"k{key}-{n}", identity=Identity(api_key_hash=f"k{key}")))
+    events.sort(key=lambda e: e.timestamp)
+    findings = [Findings() for _ in events]
+    AnomalyDetector().detect(events, findings)
+    signatures = {f.fields["abusewatch.identity.template_signature"] for f in findings}
+    assert len(signatures) == 1
+    campaigns = CampaignDetector(AnomalyConfig())
+    found = campaigns.detect(candidates_from_findings(events, findings)) + campaigns.flush()
+    assert [d.rule.id for d in found] == ["abusewatch-anomaly-scraping-campaign"]
+
+
+def earlier_shape(prompt: str) -> tuple[int, int]:
+    """The signature and template hash the earlier masking (until session 24) gave a prompt of plain words and one id
+    with letters: lower-cased, punctuation stripped, the id's digits zeroed (``hg-20400`` → ``hg-00000``)."""
+    words = [word.strip(".,?") for word in prompt.lower().split()]
+    words = ["".join("0" if c.isdigit() else c for c in word) for word in words]
+    return simhash(words), stable_hash(" ".join(words))
+
+
+def test_a_checkpoint_of_the_earlier_masking_resumes_on_the_new_templates() -> None:
+    """A checkpoint taken before session 24 holds the earlier template of a prompt with an id in its open window, its
+    burst record and its remembered prompts. Nothing converts them (a checkpoint keeps hashes, not words): they match
+    no new prompt and age out. The window open at the restore is split between the two templates, so a burst there
+    is judged again from the next window, and the first prompt of each such template after it is not a step."""
+    events = burst(sku, count=160, gap=4.4, start=WINDOW_START + 600 - 300)  # 69 | 91 requests
+    assert len(enumeration_alerts(detect(events))) == 2  # one alert a window, uninterrupted
+    cut = 40  # in the first window
+    first = AnomalyDetector()
+    first.detect(events[:cut], [Findings() for _ in range(cut)])
+    state = json.loads(json.dumps(first.state()))
+    entity = state["entities"]["user:cust-1"]
+    signature, template = earlier_shape(sku(0))
+    window = entity["window"]
+    assert len(window["templates"]) == len(window["slot_values"]) == 1
+    window["templates"][0][0] = window["slot_values"][0][0] = f"{signature:016x}"
+    entity["previous"][0] = f"{template:016x}"
+    resumed = AnomalyDetector()
+    resumed.load_state(state)
+    findings = [Findings() for _ in events[cut:]]
+    alerts = enumeration_alerts(resumed.detect(events[cut:], findings) + resumed.flush())
+    assert [round(a.timestamp - WINDOW_START) for a in alerts] == [1000]  # 40 | 29 in the first: only the second
+    steps = [f.fields["abusewatch.identity.enumeration"] for f in findings]
+    assert steps[0] is False and all(steps[1:])
 
 
 # ---------------------------------------------------------------------------------------------- state

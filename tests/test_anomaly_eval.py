@@ -5,15 +5,18 @@ from collections import Counter
 
 from app.traffic.simulate import ATTACK_KINDS, DEFAULT_START, SimulationConfig
 from bench.eval_anomaly import (
+    ALNUM_IDS,
     AUTOMATION_KINDS,
     ROTATING_USERS,
     SHORT_SCRAPER,
+    SHORT_SCRAPER_ALNUM,
     THIN_CAMPAIGN,
     run_seed,
     templated_traffic,
 )
 from bench.eval_grouping import identity_names
 from detectors.anomaly import AnomalyConfig
+from detectors.anomaly.features import prompt_shape, prompt_text
 
 END = DEFAULT_START + 12 * 3600
 
@@ -26,11 +29,12 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
     ]
     per_identity = Counter(e.identity.key() for e in first.events)
     kinds = Counter(label.kind for label in first.labels)
-    assert kinds[SHORT_SCRAPER] == 3 and kinds[ROTATING_USERS] == 1 and 30 <= kinds[THIN_CAMPAIGN] <= 45
-    assert set(kinds) == {SHORT_SCRAPER, THIN_CAMPAIGN, ROTATING_USERS}
+    assert kinds[SHORT_SCRAPER] + kinds[SHORT_SCRAPER_ALNUM] == 3
+    assert kinds[ROTATING_USERS] == 1 and 30 <= kinds[THIN_CAMPAIGN] <= 45
+    assert set(kinds) <= {SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS}
     for label in first.labels:
         assert DEFAULT_START + 4 * 3600 <= label.start < label.end <= END
-        if label.kind == SHORT_SCRAPER:
+        if label.kind in (SHORT_SCRAPER, SHORT_SCRAPER_ALNUM):
             assert 100 <= per_identity[label.identity] <= 300
         if label.kind == THIN_CAMPAIGN:  # two requests in every 10-minute window of its campaign
             windows = Counter(int(e.timestamp // 600) for e in first.events if e.identity.key() == label.identity)
@@ -44,11 +48,31 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
     assert automation_events and all(identity_names(e.identity) & first.automation.keys() for e in automation_events)
 
 
+def test_half_the_id_lists_are_record_ids_with_letters_drawn_apart_from_the_rest() -> None:
+    """Session 24 (the review's H1): the short scrapers' and the catalogue generator's ids are UUIDs, ObjectIds,
+    base62, Stripe-style or order codes in half the lists, drawn from a generator of their own, so the rest of the
+    traffic (times, prompts, every other identity) is the traffic of earlier sessions."""
+    traffic = templated_traffic(0, DEFAULT_START, END, short_scrapers=8)
+    alnum = [label.identity for label in traffic.labels if label.kind == SHORT_SCRAPER_ALNUM]
+    assert alnum, "no short scraper keyed by record ids with letters"
+    for identity in alnum:
+        prompts = [prompt_text(e) for e in traffic.events if e.identity.key() == identity]
+        values = [prompt_shape(p).values for p in prompts]
+        assert len(set(prompts)) == len(prompts)
+        # one id a prompt, with letters (a Stripe or base62 id of letters alone may be taken for a word: a few %)
+        assert sum(len(v) == 1 and any(c.isalpha() for c in v[0]) for v in values) >= 0.9 * len(prompts)
+    lists = [traffic.ids(50) for _ in range(200)]
+    shapes = Counter(shape for _, shape in lists)
+    assert 70 <= shapes["numeric"] <= 130 and set(shapes) == {"numeric", *ALNUM_IDS}
+    assert all(len(set(ids)) == 50 for ids, _ in lists)
+
+
 def test_run_seed_scores_short_bursts_and_templated_automation() -> None:
     traffic = SimulationConfig(hours=12, benign_users=20, attackers=dict.fromkeys(ATTACK_KINDS, 0))
     result = run_seed(3, traffic, AnomalyConfig(peer_warmup_windows=50), short_scrapers=2)
-    assert len(result.detected[SHORT_SCRAPER]) == 2
-    assert all(delay is not None and delay < 30 * 60 for delay in result.detected[SHORT_SCRAPER])
+    assert len(result.detected[SHORT_SCRAPER]) == len(result.detected[SHORT_SCRAPER_ALNUM]) == 1
+    for kind in (SHORT_SCRAPER, SHORT_SCRAPER_ALNUM):  # a UUID, ObjectId ... scraper was missed until session 24
+        assert all(delay is not None and delay < 30 * 60 for delay in result.detected[kind])
     assert set(result.automation) == set(AUTOMATION_KINDS)
     enumeration = "abusewatch-anomaly-scraping-enumeration"
     assert enumeration in result.automation_rules["catalogue_generator"]  # the trade-off, by design

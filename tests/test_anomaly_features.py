@@ -189,7 +189,11 @@ def test_prompt_diversity_is_the_share_of_distinct_templates_when_the_counters_a
     """4 counters (``SMALL``) and more templates than that, taken in turn: every prompt of a template that lost its
     counter takes one back (Space-Saving), yet diversity stays distinct templates per prompt, estimated; with no
     more templates than counters it is exact."""
-    prompts = [" ".join(f"{TOPICS[(t + k) % len(TOPICS)]}{t}{chr(97 + k)}" for k in range(8)) for t in range(templates)]
+    # words of letters alone: a word with a digit is a record id, masked whole (one template for them all)
+    prompts = [
+        " ".join(f"{TOPICS[(t + k) % len(TOPICS)]}{chr(97 + t)}{chr(97 + k)}" for k in range(8))
+        for t in range(templates)
+    ]
     window = WindowAccumulator(0.0)
     for index in range(templates * rounds):
         event = make_event(index, prompts[index % templates], timestamp=float(index))

@@ -45,7 +45,7 @@ def test_remember_keeps_the_last_prompt_of_each_recent_template_newest_first() -
     assert recent == (item[1], page)  # item 2 replaced item 1; the chat took no place
     assert steps_from_any(recent, item[2]) and steps_from_any(recent, prompt_shape("Open page 8 of the report"))
     assert not steps_from_any(recent, prompt_shape("Describe item 5 in detail"))
-    others = [prompt_shape(f"Question {n} about topic {word}") for n, word in enumerate(("x1", "y2", "z3"), 1)]
+    others = [prompt_shape(f"Question {n} about topic {word}") for n, word in enumerate(("alpha", "beta", "gamma"), 1)]
     for shape in others:
         recent = remember(recent, shape, 3)
     assert len(recent) == 3 and item[1] not in recent  # the oldest template made way

@@ -1,11 +1,12 @@
 """Per-identity window features: what one identity did in one tumbling event-time window.
 
 Prompts are reduced to a *shape* without any regular expression (attacker text never meets a backtracking
-engine): quoted strings and digits are masked, numbers, single letters, ids with digits (``HG-20400``) and
-short quoted strings (names, titles) become the *values* of the template, and the masked words give a 64-bit
-SimHash, the *template signature*. Two prompts that differ only in an id, a letter or a quoted payload share a
-signature; a prompt that repeats the last prompt of its template with one value stepped by one or two (``item
-41`` → ``item 42``, ``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*
+engine): quoted strings, numbers, single letters and record ids are masked and become the *values* of the
+template (short quoted strings: names, titles; ids: any word with a digit, ``HG-20400``, a UUID, an ObjectId,
+``cus_NffrFeUfNV2Hib``, and a long word whose letter case flips like a random base62 id's), and the masked words
+give a 64-bit SimHash, the *template signature*. Two prompts that differ only in an id, a letter or a quoted
+payload share a signature; a prompt that repeats the last prompt of its template with one value stepped by one or
+two (``item 41`` → ``item 42``, ``HG-20400`` → ``HG-20401``, ``words starting with b`` → ``c``) is an *enumeration step*
 (the last prompts of a few templates are remembered, so a decoy request in between does not hide it, and from a
 template further back a step may be longer, so phrasings taken in turn do not either). How many distinct values
 fill a template's slots is sketched per template (linear counting in a 256-bit map), and so is how much each
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import operator
 import re
@@ -88,8 +90,13 @@ MAX_REQUEST_NUMBER = 10_000_000.0  # larger max_tokens, n or top_logprobs values
 
 _PUNCTUATION = string.punctuation + "“”‘’«»"
 _QUOTES = ('"', "“", "”", "`")
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
 _ASCII_DIGITS = "0123456789"
+_WITHOUT_DIGITS = str.maketrans("", "", _ASCII_DIGITS)
+ID_MASK = "<id>"  # what a record id becomes in the masked words
+MAX_ID_SLOT_CHARS = 16  # an id counts this much slot text at most: its length is no payload (a UUID has 36)
+_MIN_CASE_ID_CHARS = 8  # a word of letters alone is an id only this long or longer, with ...
+_MIN_CASE_FLIPS = 4  # ... this many changes of letter case (dQwXkZpLmRt: 9; JavaScript, McDonald: 3; iPhone: 2),
+_MAX_CHARS_PER_FLIP = 3  # ... at least one every 3 characters (clientTransferProhibited: 4 in 24, a name in code)
 _ENTROPY_CHARS = 512
 MAX_QUOTED_VALUE_CHARS = 40  # a quoted string this short is a slot value (a name); a longer one is a payload
 _MAX_STEP_DIGITS = 18  # longer numbers are compared as text, never converted (int() refuses > 4,300 digits)
@@ -167,16 +174,18 @@ def char_entropy(text: str) -> float:
 
 
 def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> PromptShape:
-    """Mask quoted strings, numbers, single letters and the digits of ids; hash what is left (linear, no regex).
+    """Mask quoted strings, numbers, single letters and record ids; hash what is left (linear, no regex).
 
     Only the first ``max_words`` words count: a template shows in its opening words, and long pasted documents
-    cost no more than short prompts.
+    cost no more than short prompts. A record id is masked whole (:func:`is_record_id`): until session 24 only its
+    digits were, so the letters of a UUID, a hex ObjectId or an order code like ``ORD-7F3K9Q`` made every prompt a
+    template of its own, and no template rule saw a scraper keyed by such ids (docs/anomaly.md).
     """
     text = text[:max_chars]
     for quote in _QUOTES[1:]:
         if quote in text:
             text = text.replace(quote, '"')
-    pieces = text.lower().split('"')
+    pieces = text.split('"')
     words: list[str] = []
     values: list[str] = []
     slot_chars = 0
@@ -187,9 +196,11 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
             words.append("<q>")
             slot_chars += len(piece)
             if len(piece) <= MAX_QUOTED_VALUE_CHARS and len(values) < 8:
-                values.append(piece.strip())
+                values.append(piece.lower().strip())
             continue
-        for raw in piece.split(maxsplit=max_words)[:max_words]:
+        lowered = piece.lower()
+        written: list[str] | None = None  # the words as written, split only if a long word may be a base62 id
+        for position, raw in enumerate(lowered.split(maxsplit=max_words)[:max_words]):
             token = raw.strip(_PUNCTUATION)
             if not token:
                 continue
@@ -199,12 +210,19 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
                 if len(values) < 8:
                     values.append(token)
                 continue
-            masked = token.translate(_DIGITS_TO_ZERO)
-            words.append(masked)
-            if masked != token or "0" in token:  # an id with digits: SKU HG-20400, v2
-                slot_chars += len(token)
+            # a record id (is_record_id): a word with a digit (SKU HG-20400, a UUID, v2, 2024-01-05), or one whose
+            # case flips like a base62 id's, read as written (lower-casing adds or removes no space: same positions)
+            record_id = token.translate(_WITHOUT_DIGITS) != token
+            if not record_id and len(token) >= _MIN_CASE_ID_CHARS and lowered != piece:
+                written = written or piece.split(maxsplit=max_words)[:max_words]
+                record_id = _case_id(written[position].strip(_PUNCTUATION))
+            if record_id:
+                words.append(ID_MASK)
+                slot_chars += min(len(token), MAX_ID_SLOT_CHARS)
                 if len(values) < 8:
                     values.append(token)
+                continue
+            words.append(token)
     del words[max_words:]
     masked = " ".join(words)
     return PromptShape(
@@ -215,6 +233,36 @@ def prompt_shape(text: str, max_chars: int = 2000, max_words: int = 64) -> Promp
         entropy=char_entropy(text[:_ENTROPY_CHARS]),
         slot_chars=slot_chars,
     )
+
+
+def is_record_id(token: str, cased: str = "") -> bool:
+    """A word that names a record rather than says something: it holds an ASCII digit (``HG-20400``, a UUID, a hex
+    ObjectId, ``ord-7f3k9q``, ``cus_nffrfeufnv2hib``, but also ``2024-01-05``, ``v2`` or ``gpt-4o``), or, as written
+    (``cased``), it is at least 8 characters long and its letters change case at least 4 times and at least once
+    every 3 characters, like a random base62 id without a digit (``dQwXkZpLmRt``; about one in seven of 11
+    characters has none) and unlike a brand, a name or most names in code (``JavaScript``, ``McDonald``,
+    ``iPhone``, ``clientTransferProhibited``; ``getElementById`` is taken for an id).
+
+    ``token`` is the lower-cased word. An id is one value of its template, however its letters fall: masking only
+    its digits left every id a word of its own."""
+    return token.translate(_WITHOUT_DIGITS) != token or _case_id(cased)
+
+
+def _case_id(word: str) -> bool:
+    """A word as written that changes letter case like a random base62 id (see :func:`is_record_id`)."""
+    if len(word) < _MIN_CASE_ID_CHARS or word[1:].islower() or word.isupper() or not word.isascii():
+        return False  # most words: one case, or capitalised (one flip at most)
+    flips = _case_flips(word)
+    return flips >= _MIN_CASE_FLIPS and flips * _MAX_CHARS_PER_FLIP >= len(word)
+
+
+def _case_flips(word: str) -> int:
+    """How often the case changes between two adjacent letters (a separator between them breaks the pair)."""
+    flips = 0
+    for before, after in itertools.pairwise(word):
+        if before.isalpha() and after.isalpha() and before.isupper() != after.isupper():
+            flips += 1
+    return flips
 
 
 def steps_from_any(recent: tuple[PromptShape, ...], current: PromptShape) -> bool:
