@@ -24,7 +24,10 @@ normalised back, so system prompts and token counts arrive as a real log carries
   ``app_action``: a shopping app's "track my order" button, one templated prompt with the customer's order
   number, sent through the app's key for 200-600 customers, 1-2 clicks each, at 10-25 clicks a minute for an
   hour: indistinguishable from a distributed enumeration by its traffic, so expected to raise the
-  distributed-enumeration rule (a shadow rule by default for that reason).
+  distributed-enumeration rule (a shadow rule by default for that reason); ``logprob_classifier`` (since session 24):
+  a nightly ticket-triage job on a service key, ticket ids in order (steps of 1-2) with each ticket's text quoted,
+  ``top_logprobs: 5`` at temperature 0 for a calibrated confidence, a request every 20-40 s for 2 hours on each night
+  the simulation has room for (the review's M7: it raised model extraction until session 24).
 
 A false alert is one alert group (rule, subject, hour: what the alert grouper merges) that names no attacking
 identity, key or IP. An attacker counts as detected by any anomaly alert naming it after its attack started.
@@ -80,7 +83,7 @@ ALNUM_IDS = {
     "stripe": lambda rng: "cus_" + "".join(rng.choices(BASE62, k=14)),
     "order": lambda rng: "ORD-" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=6)),
 }
-AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator", "app_action")
+AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator", "app_action", "logprob_classifier")
 # benign, but the same traffic as an attack: a catalogue scraper; a distributed enumeration (a shadow rule)
 BY_DESIGN = frozenset({"catalogue_generator", "app_action"})
 APP_SYSTEM_PROMPT = (
@@ -289,6 +292,29 @@ class TemplatedTraffic:
                 self.automation[name] = "app_action"
             timestamp += rng.expovariate(rate)
 
+    def logprob_classifier(self, index: int) -> None:
+        """A nightly ticket-triage job asking for log-probabilities (calibrated confidence): it walks its ticket ids in
+        order, but each prompt quotes the ticket, so it is no enumeration of bare ids."""
+        rng = self.rng
+        start, ticket, requests = self.window(2 * HOUR), rng.randint(10_000, 90_000), []
+        params = {"temperature": 0.0, "logprobs": True, "top_logprobs": 5, "max_tokens": 1}
+        for night in range(3):
+            timestamp = start + night * DAY
+            while timestamp < min(start + night * DAY + 2 * HOUR, self.end):
+                text = self.faker.paragraph(nb_sentences=3).replace('"', "")
+                prompt = f'Classify support ticket #{ticket} into billing, bug, account or other. Ticket: "{text}"'
+                requests.append((timestamp, prompt, self.text_tokens(prompt), 1, params))
+                ticket += rng.choice((1, 1, 1, 2))
+                timestamp += rng.uniform(20, 40)
+        identity = Identity(
+            api_key_hash=f"svc-logprob_classifier-{self.seed}-{index}",
+            source_ip=f"10.30.{index}.{rng.randint(1, 254)}",
+            user_agent="triage-job/1.4 openai-python/1.54.0",
+        )
+        logged = self.emit(identity, requests, "", rng.choice(("litellm", "openai")))  # formats that log logprobs
+        for name in identity_names(logged):
+            self.automation[name] = "logprob_classifier"
+
     def automation_job(self, kind: str, index: int) -> None:
         rng = self.rng
         duration, rate = rng.uniform(30, 90) * MINUTE, rng.uniform(0.12, 0.6)  # 72-360 requests per window
@@ -331,6 +357,8 @@ def templated_traffic(seed: int, start: float, end: float, short_scrapers: int) 
     for index, kind in enumerate(AUTOMATION_KINDS):
         if kind == "app_action":
             traffic.app_action(index)
+        elif kind == "logprob_classifier":
+            traffic.logprob_classifier(index)
         else:
             traffic.automation_job(kind, index)
     return traffic

@@ -86,3 +86,16 @@ def test_run_seed_scores_short_bursts_and_templated_automation() -> None:
     assert all(delay is not None for delay in result.detected[ROTATING_USERS])
     assert spread in result.automation_rules["app_action"]
     assert spread not in result.automation_rules["bulk_classifier"]
+    # a ticket classifier asking for log-probabilities, walking its ids with each ticket's text: no extraction (M7)
+    assert "abusewatch-anomaly-model-extraction" not in result.automation_rules["logprob_classifier"]
+
+
+def test_the_logprob_classifier_walks_ids_with_logprobs_and_the_ticket_text() -> None:
+    traffic = templated_traffic(4, DEFAULT_START, END, short_scrapers=0)
+    names = {name for name, kind in traffic.automation.items() if kind == "logprob_classifier"}
+    events = [e for e in traffic.events if identity_names(e.identity) & names]
+    assert len(events) > 150  # two hours, a request every 20-40 s
+    assert all(e.request_params.get("top_logprobs") == 5 and e.request_params.get("temperature") == 0 for e in events)
+    shapes = [prompt_shape(prompt_text(e)) for e in events]
+    assert len({s.template for s in shapes}) == 1
+    assert sum(s.slot_chars for s in shapes) / len(shapes) > 40  # not bare: the ticket's text, quoted

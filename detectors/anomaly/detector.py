@@ -591,14 +591,16 @@ class AnomalyDetector(Detector):
             and (
                 features["extraction_temperature_std"] >= config.extraction_min_temperature_std
                 or features["extraction_distinct_temperatures"] >= config.extraction_min_distinct_temperatures
-                or features["enumeration_rate"] >= config.slow_min_enumeration
+                # enumerated prompts that bring nothing but their values (the enumeration rule's payload limits): a
+                # classifier stepping through ticket ids with each ticket's text is no extraction (session 24)
+                or (features["enumeration_rate"] >= config.slow_min_enumeration and bare)
             )
         ):
             found.append(
                 (
                     rules.MODEL_EXTRACTION,
                     f"{key} asked for log-probabilities / several choices on {features['extraction_param_rate']:.0%} "
-                    f"of {requests:.0f} requests with temperature sweeps or enumerated prompts",
+                    f"of {requests:.0f} requests with temperature sweeps or enumerated bare prompts",
                 )
             )
         long = dict(zip(SLOW_SIGNALS, entity.long, strict=True))

@@ -83,7 +83,10 @@ MODEL_EXTRACTION = RuleInfo(
     name="Model extraction: log-probabilities, many choices or temperature sweeps over systematic prompts",
     category="model_extraction",
     level="high",
-    description="Extraction-friendly parameters (logprobs, n > 1) with temperature sweeps or enumerated prompts.",
+    description=(
+        "Extraction-friendly parameters (logprobs, n > 1) with temperature sweeps, or on enumerated prompts that bring "
+        "nothing but their values."
+    ),
     atlas=("AML.T0040", "AML.T0024.002"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
