@@ -419,6 +419,21 @@ class EventSignals:
     shape: PromptShape | None
 
 
+# A prompt-cache read is billed at about a tenth of an input token (Anthropic, Bedrock; OpenAI discounts cached input
+# too): counted in full, a coding agent re-reading a 100,000-token cached context ten times a window would look like
+# a denial of wallet. Cache writes (1.25x) and uncached tokens count in full.
+CACHE_READ_WEIGHT = 0.1
+
+
+def priced_input_tokens(event: Event) -> int:
+    """The event's input tokens with those read from the prompt cache weighed at :data:`CACHE_READ_WEIGHT`: what the
+    window's token sums (resource abuse, the day-scale spend) compare. An event whose log does not say counts in
+    full."""
+    total = max(0, event.input_tokens or 0)
+    cached = min(total, max(0, event.cache_read_tokens or 0))
+    return round(total - cached * (1.0 - CACHE_READ_WEIGHT))
+
+
 def event_signals(event: Event, refusals: MultiMatcher, prompt_chars: int) -> EventSignals:
     prompt = prompt_text(event)
     completion = "\n".join(m.content for m in event.output_messages if m.content)[:REFUSAL_SCAN_CHARS]
@@ -433,7 +448,7 @@ def event_signals(event: Event, refusals: MultiMatcher, prompt_chars: int) -> Ev
     return EventSignals(
         timestamp=event.timestamp,
         event_id=event.id,
-        input_tokens=max(0, event.input_tokens or 0),
+        input_tokens=priced_input_tokens(event),
         output_tokens=max(0, event.output_tokens or 0),
         context_tokens=context_tokens(event),
         max_tokens=max(0.0, max_tokens),
