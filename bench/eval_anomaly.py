@@ -29,6 +29,20 @@ normalised back, so system prompts and token counts arrive as a real log carries
   ``top_logprobs: 5`` at temperature 0 for a calibrated confidence, a request every 20-40 s for 2 hours on each night
   the simulation has room for (the review's M7: it raised model extraction until session 24).
 
+Traffic over about a day (session 24, the review's H3 and H4: nothing accumulated beyond one window), after the rest:
+
+* attackers, each a new key running 16 hours under every window threshold: ``wallet_drain`` (12 requests a window of
+  26-29k input and 1.5-2.5k output tokens: ~360,000 tokens a window, under the 400,000 of the resource-abuse rule),
+  ``distiller`` (sequence-level distillation: diverse prompts, at most 145 requests a window, under the volume rule's
+  150, ~2,000-token answers) and ``logprob_distiller`` (diverse prompts with ``top_logprobs: 20`` at one temperature,
+  ~100 a window, no sweep);
+* benign heavy traffic: ``chat_app`` (an application key with 400 end users from the simulation's start, ~110
+  requests a window at its daytime peak, 1-2.5k tokens of retrieved context each: ~6,000 requests and ~12.5 M tokens
+  a day), ``nightly_summariser`` (a key summarising documents for 5-6 hours every night from the start, ~80 a window
+  of ~2,400-token documents: 2,300-3,000 requests and 6.6-8.6 M tokens a night) and ``chat_app_launch``, the chat
+  application launched after the first day: a new key that spends like the heaviest identities at once, the same
+  traffic as a new key drained by its thief (expected to alert, by design).
+
 A false alert is one alert group (rule, subject, hour: what the alert grouper merges) that names no attacking
 identity, key or IP. An attacker counts as detected by any anomaly alert naming it after its attack started.
 """
@@ -65,9 +79,11 @@ SHORT_SCRAPER = "short_scraper"
 SHORT_SCRAPER_ALNUM = "short_scraper_alnum_ids"  # the same, keyed by record ids with letters in them
 THIN_CAMPAIGN = "thin_campaign"
 ROTATING_USERS = "rotating_user_ids"
-KINDS = (*ATTACK_KINDS, SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS)
+DAY_ATTACKS = {"wallet_drain": "resource_abuse", "distiller": "scraping", "logprob_distiller": "model_extraction"}
+KINDS = (*ATTACK_KINDS, SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS, *DAY_ATTACKS)
 CATEGORY = {
     **EXPECTED_CATEGORY,
+    **DAY_ATTACKS,
     SHORT_SCRAPER: "scraping",
     SHORT_SCRAPER_ALNUM: "scraping",
     THIN_CAMPAIGN: "scraping",
@@ -83,9 +99,28 @@ ALNUM_IDS = {
     "stripe": lambda rng: "cus_" + "".join(rng.choices(BASE62, k=14)),
     "order": lambda rng: "ORD-" + "".join(rng.choices(string.ascii_uppercase + string.digits, k=6)),
 }
-AUTOMATION_KINDS = ("bulk_classifier", "bulk_summariser", "catalogue_generator", "app_action", "logprob_classifier")
-# benign, but the same traffic as an attack: a catalogue scraper; a distributed enumeration (a shadow rule)
-BY_DESIGN = frozenset({"catalogue_generator", "app_action"})
+AUTOMATION_KINDS = (
+    "bulk_classifier",
+    "bulk_summariser",
+    "catalogue_generator",
+    "app_action",
+    "logprob_classifier",
+    "chat_app",
+    "nightly_summariser",
+    "chat_app_launch",
+)
+# benign, but the same traffic as an attack: a catalogue scraper; a distributed enumeration (a shadow rule); a new key
+# spending like the heaviest identities from its first day (a drained key)
+BY_DESIGN = frozenset({"catalogue_generator", "app_action", "chat_app_launch"})
+DAY_ATTACK_HOURS = 16.0
+ASKS = (
+    "Explain in detail",
+    "Write a thorough answer about",
+    "Give a step-by-step account of",
+    "Discuss the trade-offs in",
+    "Summarise what experts say about",
+    "Answer as a domain expert",
+)
 APP_SYSTEM_PROMPT = (
     "You are Nova, the shopping assistant of Example Outdoor Supplies. Answer questions about products, prices, "
     "availability, orders and returns using the catalogue tools. Keep answers short and friendly, never discuss "
@@ -315,6 +350,100 @@ class TemplatedTraffic:
         for name in identity_names(logged):
             self.automation[name] = "logprob_classifier"
 
+    def diverse_prompt(self) -> str:
+        """A question of its own every time (the words of a sentence drawn afresh): no template to find."""
+        sentence = self.faker.sentence(nb_words=self.rng.randint(6, 16)).rstrip(".")
+        return f"{self.rng.choice(ASKS)}: {sentence}?"
+
+    def capped_times(self, start: float, hours: float, per_window: float, cap: int) -> list[float]:
+        """Poisson arrivals at ``per_window`` a 10-minute window for ``hours``, at most ``cap`` in any window (a
+        client that keeps under a known threshold)."""
+        rng, times, counts, timestamp = self.rng, [], Counter(), start
+        while timestamp < min(start + hours * HOUR, self.end):
+            window = int(timestamp // (10 * MINUTE))
+            if counts[window] < cap:
+                counts[window] += 1
+                times.append(timestamp)
+            timestamp += rng.expovariate(per_window / (10 * MINUTE))
+        return times
+
+    def day_attack(self, kind: str, index: int) -> None:
+        """A new key taking, for ``DAY_ATTACK_HOURS``, what no window shows (the review's F1, C2 and B)."""
+        rng = self.rng
+        start = self.window(DAY_ATTACK_HOURS * HOUR)
+        requests = []
+        if kind == "wallet_drain":
+            for timestamp in self.capped_times(start, DAY_ATTACK_HOURS, 12, 12):
+                words = " ".join(rng.choices(("party", "term", "clause", "liability", "notice", "renewal"), k=30))
+                prompt = f"Summarise the attached contract and list every obligation: {words}"
+                params = {"max_tokens": 4096, "temperature": 0.3}
+                requests.append((timestamp, prompt, rng.randint(26_000, 29_000), rng.randint(1_500, 2_500), params))
+        elif kind == "distiller":
+            for timestamp in self.capped_times(start, DAY_ATTACK_HOURS, 160, 145):
+                params = {"max_tokens": 4096, "temperature": 0.7}
+                requests.append(
+                    (timestamp, self.diverse_prompt(), rng.randint(60, 250), rng.randint(1_500, 2_500), params)
+                )
+        else:
+            params = {"temperature": 1.0, "logprobs": True, "top_logprobs": 20, "max_tokens": 1024}
+            for timestamp in self.capped_times(start, DAY_ATTACK_HOURS, 100, 1_000):
+                requests.append(
+                    (timestamp, self.diverse_prompt(), rng.randint(60, 250), rng.randint(500, 1_100), params)
+                )
+        identity = Identity(
+            api_key_hash=f"key-{kind}-{self.seed}-{index}",
+            source_ip=f"198.21.{index}.{rng.randint(1, 254)}",
+            user_agent="openai-python/1.54.0",
+        )
+        logged = self.emit(identity, requests, "", rng.choice(("litellm", "openai")))  # formats that log logprobs
+        end = requests[-1][0] if requests else start
+        self.labels.append(Label(logged.key(), kind, start, end, logged.api_key_hash, logged.source_ip))
+
+    def chat_app(self, index: int, *, launch: bool = False) -> None:
+        """An application key with 400 end users, busy in its daytime (07-19 UTC), each request with 1-2.5k tokens
+        of retrieved context: from the simulation's start, or (``launch``) from a time after the first day."""
+        rng = self.rng
+        kind = "chat_app_launch" if launch else "chat_app"
+        start = self.window(DAY) if launch else self.start
+        key, address = f"svc-{kind}-{self.seed}-{index}", f"10.50.{index}.{rng.randint(1, 254)}"
+        users = [f"member-{rng.randint(10**6, 10**7)}" for _ in range(400)]
+        by_user: dict[str, list[tuple[float, str, int, int, dict]]] = defaultdict(list)
+        timestamp = start
+        while timestamp < self.end:
+            hour = timestamp / HOUR % 24
+            per_window = 10 + 100 * math.sin(math.pi * (hour - 7) / 12) if 7 <= hour < 19 else 10
+            params = {"temperature": 0.7, "max_tokens": 1024}
+            by_user[rng.choice(users)].append(
+                (timestamp, self.diverse_prompt(), rng.randint(1_000, 2_500), rng.randint(150, 500), params)
+            )
+            timestamp += rng.expovariate(per_window / (10 * MINUTE))
+        for user in sorted(by_user):
+            identity = Identity(user_id=user, api_key_hash=key, source_ip=address, user_agent="chat-app/2.0")
+            logged = self.emit(identity, by_user[user], APP_SYSTEM_PROMPT, "litellm")
+            for name in identity_names(logged):
+                self.automation[name] = kind
+
+    def nightly_summariser(self, index: int) -> None:
+        """A key summarising documents every night from the simulation's start: 5-6 hours at ~80 a window (Poisson,
+        -20 to +20 % a night), each a ~2,400-token document with a random id; no enumeration, no regular cadence."""
+        rng = self.rng
+        requests, night = [], math.floor(self.start / DAY) * DAY
+        while night < self.end:
+            begin, hours, rate = night + rng.uniform(0, 2) * HOUR, rng.uniform(5, 6), 80 * rng.uniform(0.8, 1.2)
+            for timestamp in self.capped_times(max(begin, self.start), hours, rate, 10**6):
+                prompt = f"Summarise the attached document {uuid.UUID(int=rng.getrandbits(128))} in five bullet points"
+                tokens = int(rng.lognormvariate(7.8, 0.3))
+                requests.append((timestamp, prompt, tokens, rng.randint(200, 400), {"temperature": 0.2}))
+            night += DAY
+        identity = Identity(
+            api_key_hash=f"svc-nightly_summariser-{self.seed}-{index}",
+            source_ip=f"10.30.{index}.{rng.randint(1, 254)}",
+            user_agent="batch-worker/4.1 openai-python/1.54.0",
+        )
+        logged = self.emit(identity, requests, "")
+        for name in identity_names(logged):
+            self.automation[name] = "nightly_summariser"
+
     def automation_job(self, kind: str, index: int) -> None:
         rng = self.rng
         duration, rate = rng.uniform(30, 90) * MINUTE, rng.uniform(0.12, 0.6)  # 72-360 requests per window
@@ -359,8 +488,14 @@ def templated_traffic(seed: int, start: float, end: float, short_scrapers: int) 
             traffic.app_action(index)
         elif kind == "logprob_classifier":
             traffic.logprob_classifier(index)
+        elif kind in ("chat_app", "chat_app_launch"):
+            traffic.chat_app(index, launch=kind == "chat_app_launch")
+        elif kind == "nightly_summariser":
+            traffic.nightly_summariser(index)
         else:
             traffic.automation_job(kind, index)
+    for index, kind in enumerate(DAY_ATTACKS):
+        traffic.day_attack(kind, index)
     return traffic
 
 

@@ -7,6 +7,7 @@ from app.traffic.simulate import ATTACK_KINDS, DEFAULT_START, SimulationConfig
 from bench.eval_anomaly import (
     ALNUM_IDS,
     AUTOMATION_KINDS,
+    DAY_ATTACKS,
     ROTATING_USERS,
     SHORT_SCRAPER,
     SHORT_SCRAPER_ALNUM,
@@ -31,7 +32,8 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
     kinds = Counter(label.kind for label in first.labels)
     assert kinds[SHORT_SCRAPER] + kinds[SHORT_SCRAPER_ALNUM] == 3
     assert kinds[ROTATING_USERS] == 1 and 30 <= kinds[THIN_CAMPAIGN] <= 45
-    assert set(kinds) <= {SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS}
+    assert set(kinds) <= {SHORT_SCRAPER, SHORT_SCRAPER_ALNUM, THIN_CAMPAIGN, ROTATING_USERS, *DAY_ATTACKS}
+    assert all(kinds[kind] == 1 for kind in DAY_ATTACKS)
     for label in first.labels:
         assert DEFAULT_START + 4 * 3600 <= label.start < label.end <= END
         if label.kind in (SHORT_SCRAPER, SHORT_SCRAPER_ALNUM):
@@ -39,8 +41,9 @@ def test_templated_traffic_is_reproducible_and_labelled_by_logged_identities() -
         if label.kind == THIN_CAMPAIGN:  # two requests in every 10-minute window of its campaign
             windows = Counter(int(e.timestamp // 600) for e in first.events if e.identity.key() == label.identity)
             assert set(windows.values()) == {2}
-    rotating = [e for e in first.events if first.labels[-1].identity in identity_names(e.identity)]
-    assert first.labels[-1].kind == ROTATING_USERS and len({e.identity.user_id for e in rotating}) == len(rotating)
+    (label,) = [label for label in first.labels if label.kind == ROTATING_USERS]
+    rotating = [e for e in first.events if label.identity in identity_names(e.identity)]
+    assert len({e.identity.user_id for e in rotating}) == len(rotating)
     assert len(rotating) > 400, "a request every 3-8 s for at least an hour"
     automation_identities = {e.identity.key() for e in first.events if e.identity.key() in first.automation}
     assert {first.automation[key] for key in automation_identities} == set(AUTOMATION_KINDS)
@@ -99,3 +102,26 @@ def test_the_logprob_classifier_walks_ids_with_logprobs_and_the_ticket_text() ->
     shapes = [prompt_shape(prompt_text(e)) for e in events]
     assert len({s.template for s in shapes}) == 1
     assert sum(s.slot_chars for s in shapes) / len(shapes) > 40  # not bare: the ticket's text, quoted
+
+
+def test_the_day_scale_traffic_stays_under_every_window_threshold() -> None:
+    """Session 24 (the review's H3, H4): attackers and benign heavy users that only a day's sums can tell apart."""
+    config = AnomalyConfig()
+    traffic = templated_traffic(1, DEFAULT_START, DEFAULT_START + 36 * 3600, short_scrapers=0)
+    labels = {label.kind: label for label in traffic.labels if label.kind in DAY_ATTACKS}
+    for kind, label in labels.items():
+        events = [e for e in traffic.events if e.identity.key() == label.identity]
+        windows = Counter(int(e.timestamp // 600) for e in events)
+        tokens = Counter()
+        for event in events:
+            tokens[int(event.timestamp // 600)] += event.input_tokens + event.output_tokens
+        assert max(windows.values()) < config.volume_min_requests, kind
+        assert max(tokens.values()) < config.tokens_min, kind
+        assert (label.end - label.start) / 3600 > 15
+    topk = [e for e in traffic.events if e.identity.key() == labels["logprob_distiller"].identity]
+    assert {e.request_params.get("temperature") for e in topk} == {1.0}  # no sweep
+    assert all(e.request_params.get("top_logprobs") == 20 for e in topk)
+    app = {name for name, kind in traffic.automation.items() if kind == "chat_app"}
+    app_events = [e for e in traffic.events if identity_names(e.identity) & app]
+    assert min(e.timestamp for e in app_events) < DEFAULT_START + 3600  # there from the start: its own days judge it
+    assert sum(1 for e in app_events if e.timestamp < DEFAULT_START + 86400) > 4000  # its first day

@@ -137,6 +137,58 @@ class AnomalyConfig(BaseModel):
         25_000.0, ge=0, description="Output tokens of those steps (decayed): long answers, not status lookups."
     )
 
+    # a day's sums: spend, volume and extraction parameters that no window shows (judged per identity, and per key or
+    # IP that several identities share)
+    day_status: Literal["off", "test", "stable"] = Field(
+        "stable",
+        description=(
+            "The day rules (tokens, requests and requests with extraction parameters over about a day): stable = "
+            "alerts; test = shadow alerts only (to check them on your traffic first); off = not judged."
+        ),
+    )
+    day_span_seconds: float = Field(
+        86400.0, gt=0, description="Time constant of the day sums' exponential decay: about a day's taking."
+    )
+    day_min_tokens: float = Field(
+        5_000_000.0, ge=0, description="Decayed tokens below which the tokens of a day never alert (resource abuse)."
+    )
+    day_min_requests: float = Field(
+        3_000.0, ge=0, description="Decayed requests below which the requests of a day never alert (scraping)."
+    )
+    day_min_extraction_requests: float = Field(
+        500.0,
+        ge=0,
+        description="Decayed requests with logprobs / n > 1 below which they never alert (model extraction).",
+    )
+    day_z_threshold: float = Field(
+        4.0, gt=0, description="z-score of a day sum against the entity's own days (logs) that is anomalous."
+    )
+    day_history_span_days: float = Field(14.0, gt=1, description="EWMA span of an entity's own days, in active days.")
+    day_new_days: int = Field(
+        2,
+        ge=1,
+        description=(
+            "A new entity (first seen after the detector's first day) is judged against its peers' days until it "
+            "has this many days of its own (the first usually partial), then against its own."
+        ),
+    )
+    day_peer_quantile: float = Field(0.99, gt=0, lt=1, description="Quantile of the peers' days a new entity meets.")
+    day_peer_factor: float = Field(
+        10.0, ge=1, description="A new entity's day sum must be this many times that quantile to alert."
+    )
+    day_peer_warmup: int = Field(
+        30, ge=1, description="Identity-days the peers must have learned before a new entity is judged against them."
+    )
+    day_peer_span: float = Field(5000.0, gt=1, description="Identity-days the peers' histograms remember (decay).")
+    day_token_budget: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Optional absolute budget: tokens of one entity in one UTC day that alert (resource abuse) whatever its "
+            "history; None: no budget."
+        ),
+    )
+
     # model extraction
     extraction_min_requests: int = Field(10, ge=1)
     extraction_min_param_rate: float = Field(0.5, ge=0, le=1, description="Share with logprobs / n > 1.")

@@ -39,7 +39,7 @@ from detectors.anomaly.features import (
     slot_bit,
     steps_from_any,
 )
-from detectors.anomaly.models import Baseline, PeerModel
+from detectors.anomaly.models import DAY_SUMS, Baseline, DayPeers, DaySums, PeerModel
 from detectors.base import Detection, Detector, Findings, RuleInfo
 from detectors.event import ANONYMOUS, Event, Identity
 
@@ -53,6 +53,8 @@ WITHOUT_REST = SLOW_SIGNALS.index("interarrival_cv_without_rest")
 BARE_SHARE = SLOW_SIGNALS.index("bare_share")
 HOURS_OF_DAY = 24  # the harvest rule's memory of which recent hours an identity stepped through values in
 DAY_MASK = (1 << HOURS_OF_DAY) - 1
+# the category whose rules make a day rule wait a day on the entity, for each of DAY_SUMS
+DAY_CATEGORIES: tuple[str, ...] = tuple(rule.category for rule in rules.DAY_RULES)
 
 
 class _Enumeration(NamedTuple):
@@ -71,6 +73,7 @@ class _Entity:
         "burst",
         "clock",
         "closed",
+        "day",
         "harvest_hour",
         "harvest_hours",
         "harvested_steps",
@@ -112,6 +115,7 @@ class _Entity:
         # an API key's or IP's only identity ever ("" once it carried two; None before its first window): while it
         # has one, the key or IP only repeats that identity's alerts
         self.sole: str | None = None
+        self.day: DaySums | None = None  # its sums over about a day, once it is judged on them (the day rules)
 
     def dump(self) -> dict[str, Any]:
         previous, *earlier = self.recent or (None,)
@@ -140,6 +144,7 @@ class _Entity:
             "last_score": self.last_score,
             "burst": self.burst.dump() if self.burst else None,
             "sole": self.sole,
+            **({"day": self.day.dump()} if self.day is not None else {}),  # only entities the day rules judge
         }
 
     @classmethod
@@ -169,6 +174,8 @@ class _Entity:
         entity.last_score = float(data["last_score"])
         entity.burst = TemplateBurst.load(data["burst"]) if data["burst"] else None
         entity.sole = data.get("sole")  # absent in checkpoints of earlier versions: learnt again from the next window
+        day = data.get("day")  # absent from checkpoints of earlier code: started at the next window, as no new entity
+        entity.day = DaySums.load(day) if day is not None else None
         return entity
 
 
@@ -227,6 +234,8 @@ class AnomalyDetector(Detector):
         self._open: dict[float, dict[str, None]] = {}  # window end -> entities with that window open
         self._ends: list[float] = []  # heap of the keys of _open
         self._peers: dict[str, PeerModel] = {}  # per entity kind, created on first use
+        self._day_peers: dict[str, DayPeers] = {}  # identity-days per peer group ("ip", "identity"), the day rules'
+        self._day_origin: float | None = None  # the first window this detector closed: its first day is no one's new
         self._watermark = -math.inf
         self._closed_through = -math.inf  # every window ending at or before this is closed
         self._last_eviction = -math.inf
@@ -270,6 +279,8 @@ class AnomalyDetector(Detector):
                 [end, [key for key in keys if wanted is None or key in wanted]] for end, keys in self._open.items()
             ],
             "peers": {kind: model.dump() for kind, model in self._peers.items()},
+            "day_origin": self._day_origin,
+            "day_peers": {group: peers.dump() for group, peers in self._day_peers.items()},
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -292,6 +303,10 @@ class AnomalyDetector(Detector):
                     self._register_open(key, float(end))
         for kind, data in state["peers"].items():
             self._peer(kind).load(data)
+        # absent from checkpoints of earlier code: the day rules start afresh (the day after the upgrade is their first)
+        self._day_origin = state.get("day_origin")
+        for group, data in state.get("day_peers", {}).items():
+            self._day_peer(group).load(data)
 
     # ------------------------------------------------------------------ counting
 
@@ -375,6 +390,12 @@ class AnomalyDetector(Detector):
                 span=config.peer_span_windows,
             )
         return model
+
+    def _day_peer(self, group: str) -> DayPeers:
+        peers = self._day_peers.get(group)
+        if peers is None:
+            peers = self._day_peers[group] = DayPeers(self.config.day_peer_span)
+        return peers
 
     def _register_open(self, key: str, end: float) -> None:
         if end not in self._open:
@@ -462,6 +483,7 @@ class AnomalyDetector(Detector):
             6,
         )
         warm = entity.closed >= config.identity_warmup_windows
+        first_window = entity.closed == 0
         entity.closed += 1
         repeats_one = len(primaries) == 1 and key not in primaries
         detections: list[Detection] = []
@@ -489,9 +511,13 @@ class AnomalyDetector(Detector):
                 bare=bare,
                 harvested=harvested,
             )
+            day_explanation: dict[str, float] = {}
+            if config.day_status != "off" and key != ANONYMOUS:
+                day_explanation = self._day_rules(key, entity, window, found, first_window=first_window)
             if found:
                 explanation = _explain(features, z_scores, peer, peer_z, entity, config.window_seconds)
                 explanation.update(enumeration.explanation if enumeration else {})
+                explanation.update(day_explanation)
                 detections = self._detections(key, entity, window, found, explanation)
         if not detections:
             entity.baseline.learn(features, config.baseline_span_windows)
@@ -521,6 +547,107 @@ class AnomalyDetector(Detector):
             entity.harvest_hour = hour
             return True
         return False
+
+    def _day_rules(
+        self,
+        key: str,
+        entity: _Entity,
+        window: WindowAccumulator,
+        found: list[tuple[RuleInfo, str]],
+        *,
+        first_window: bool,
+    ) -> dict[str, float]:
+        """Count the window into the entity's day sums (:meth:`_count_day`), and add to ``found`` the day rules they
+        meet; the figures they were judged on, for the explanation (empty when none met).
+
+        Each of :data:`DAY_SUMS` (tokens, requests, requests with extraction parameters) is a sum decayed over
+        ``day_span_seconds``: what the entity took in about the last day, whatever its pace. A sum alerts as
+        :meth:`_day_reason` says, but not within a day of a rule of its category on the entity (the window rules
+        included): a run of days is one alert a day, and an attack a window rule named is not named again for it.
+        """
+        config = self.config
+        day, peers = self._count_day(key, entity, window, first_window=first_window)
+        now = window.start
+        for rule, _ in found:  # the window's own alerts: a day rule of their category waits a day
+            if rule.category in DAY_CATEGORIES:
+                day.mark(DAY_CATEGORIES.index(rule.category), now)
+        explanation: dict[str, float] = {}
+        for index, (name, rule) in enumerate(zip(DAY_SUMS, rules.DAY_RULES, strict=True)):
+            if now - day.alerted(index) < config.day_span_seconds:
+                continue
+            reason = self._day_reason(index, day, peers, explanation)
+            if reason is None:
+                continue
+            found.append(
+                (
+                    rules.with_status(rule, config.day_status),
+                    f"{key} took about {day.sum(index):,.0f} {name.replace('_', ' ')} over the last day (decayed over "
+                    f"{config.day_span_seconds / 3600:.0f} h of event time): {reason}",
+                )
+            )
+            day.mark(index, now)
+        if explanation:  # which sums drove it, and the others beside them
+            explanation.update({f"day.{name}": round(day.sum(i), 1) for i, name in enumerate(DAY_SUMS)})
+            explanation["day.own_days"] = float(day.days)
+        return explanation
+
+    def _count_day(
+        self, key: str, entity: _Entity, window: WindowAccumulator, *, first_window: bool
+    ) -> tuple[DaySums, DayPeers]:
+        """The entity's day sums with ``window`` counted, and its peer group's days. At the first window of a UTC day
+        the entity's total of the day before is learnt into its own history of days and into its peers' days. The
+        sums start at an entity's first judged window; the entity is *new* if that is its first window at all and
+        the detector's first day is over (on that day every entity is new to it)."""
+        config = self.config
+        if self._day_origin is None:
+            self._day_origin = window.start
+        day = entity.day
+        if day is None:
+            new = first_window and window.start >= self._day_origin + config.day_span_seconds
+            day = entity.day = DaySums(new=new)
+        peers = self._day_peer("ip" if _kind(key) == "ip" else "identity")
+        finished = day.advance(window.start, config.day_span_seconds)
+        if finished is not None:
+            day.learn_one(finished, config.day_history_span_days)
+            peers.learn_one(finished)
+        day.add((float(window.input_tokens + window.output_tokens), float(window.requests), float(window.extraction)))
+        return day, peers
+
+    def _day_reason(self, index: int, day: DaySums, peers: DayPeers, explanation: dict[str, float]) -> str | None:
+        """Why the day sum ``DAY_SUMS[index]`` alerts, or ``None``; what it was judged on goes into ``explanation``.
+
+        A configured ``day_token_budget`` alerts on the UTC day's tokens whatever the history. Otherwise the sum must
+        reach its floor (``day_min_*``) and then, for a new entity with fewer than ``day_new_days`` days of its own,
+        ``day_peer_factor`` times the ``day_peer_quantile`` of its peers' days (once they have learnt
+        ``day_peer_warmup`` days); for any other entity with a day of its own, ``day_z_threshold`` standard deviations
+        above its own days."""
+        config = self.config
+        name, total = DAY_SUMS[index], day.sum(index)
+        budget = config.day_token_budget
+        if index == 0 and budget is not None and day.today(0) >= budget:
+            explanation["day.budget"] = budget
+            explanation["day.today.tokens"] = round(day.today(0), 1)
+            return f"{day.today(0):,.0f} tokens today (UTC), over the budget of {budget:,.0f}"
+        floor = (config.day_min_tokens, config.day_min_requests, config.day_min_extraction_requests)[index]
+        if total < floor:
+            return None
+        if day.new and day.days < config.day_new_days:
+            if peers.learned < config.day_peer_warmup:
+                return None
+            quantile = peers.quantile(index, config.day_peer_quantile)
+            if total < config.day_peer_factor * quantile:
+                return None
+            explanation[f"day.peer_quantile.{name}"] = round(quantile, 1)
+            return (
+                f"{total / quantile:,.0f} times what {config.day_peer_quantile:.0%} of its peers' days reach "
+                f"({quantile:,.0f}), as a new identity"
+            )
+        z = day.score_one(index)
+        if not z >= config.day_z_threshold:  # NaN: no day of its own yet
+            return None
+        explanation[f"day.z.{name}"] = round(z, 2)
+        explanation[f"day.typical.{name}"] = round(day.typical(index), 1)
+        return f"{z:.1f} standard deviations above its own days (typically {day.typical(index):,.0f})"
 
     def _continue_run(self, entity: _Entity, start: float, slow: Sequence[float]) -> None:
         """Count the window starting at ``start`` into the entity's run of activity and its slow averages.

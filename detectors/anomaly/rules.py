@@ -99,6 +99,48 @@ RESOURCE_ABUSE = RuleInfo(
     atlas=("AML.T0034", "AML.T0029"),
     owasp=OWASP_UNBOUNDED_CONSUMPTION,
 )
+SCRAPING_DAY = RuleInfo(
+    id="abusewatch-anomaly-scraping-day",
+    name="A day's volume: far more requests over about a day than the identity's own days or its peers'",
+    category="scraping",
+    level="medium",
+    description=(
+        "Over about a day (a sum decayed with a 24-h time constant of event time) one identity, or a key or IP that "
+        "several share, sent far more requests than its own earlier days, or, new, than 99 % of its peers' days, "
+        "however it was paced: harvesting or sequence-level distillation under every window's thresholds (e.g. 145 "
+        "requests every 10 minutes with diverse prompts)."
+    ),
+    atlas=("AML.T0040", "AML.T0024"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+MODEL_EXTRACTION_DAY = RuleInfo(
+    id="abusewatch-anomaly-model-extraction-day",
+    name="A day's extraction: sustained log-probabilities or several choices, far above the identity's days",
+    category="model_extraction",
+    level="medium",
+    description=(
+        "Over about a day one identity sent far more requests with logprobs / top_logprobs or n > 1 than its own "
+        "earlier days, or, new, than 99 % of its peers' days, with or without a temperature sweep: top-k "
+        "distillation at a fixed temperature, or a swept extraction kept under 10 requests a window."
+    ),
+    atlas=("AML.T0040", "AML.T0024.002"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+RESOURCE_ABUSE_DAY = RuleInfo(
+    id="abusewatch-anomaly-resource-abuse-day",
+    name="A day's spend: denial of wallet under the window threshold",
+    category="resource_abuse",
+    level="medium",
+    description=(
+        "Over about a day one identity, or a key or IP that several share, consumed far more tokens than its own "
+        "earlier days, or, new, than 99 % of its peers' days (or more than a configured daily budget), however it "
+        "was paced: spend kept under every window's 400,000 tokens."
+    ),
+    atlas=("AML.T0034", "AML.T0029"),
+    owasp=OWASP_UNBOUNDED_CONSUMPTION,
+)
+# the day rules, in the order of detectors.anomaly.models.DAY_SUMS (tokens, requests, extraction requests)
+DAY_RULES = (RESOURCE_ABUSE_DAY, SCRAPING_DAY, MODEL_EXTRACTION_DAY)
 RULES = (
     SCRAPING_VOLUME,
     SCRAPING_ENUMERATION,
@@ -106,11 +148,17 @@ RULES = (
     SCRAPING_HARVEST,
     SCRAPING_CAMPAIGN,
     SCRAPING_CAMPAIGN_ENUMERATION,
+    SCRAPING_DAY,
     MODEL_EXTRACTION,
+    MODEL_EXTRACTION_DAY,
     RESOURCE_ABUSE,
+    RESOURCE_ABUSE_DAY,
 )
 
 
 def with_status(rule: RuleInfo, status: str) -> RuleInfo:
-    """A rule shipped in shadow as its ``*_status`` setting has it: ``stable`` promotes it to the SOC queue."""
-    return msgspec.structs.replace(rule, status="stable") if status == "stable" else rule
+    """A rule as its ``*_status`` setting has it: ``stable`` promotes a rule shipped in shadow to the SOC queue,
+    ``test`` keeps a stable one (the day rules) in the shadow alerts."""
+    if status in ("stable", "test") and rule.status != status:
+        return msgspec.structs.replace(rule, status=status)
+    return rule
