@@ -131,6 +131,16 @@ def _state(record: _Reproduced) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """One output field of the event (its text joined) and, per reference prompt, the shingles it reproduces."""
+
+    field: str
+    text: str
+    words: int
+    found: list[set[int]]
+
+
 def reproduced_shingles(reference: Sequence[str], response: Sequence[str], size: int) -> set[int]:
     """Start indexes of the reference's ``size``-word shingles that occur in the response.
 
@@ -185,62 +195,42 @@ class SystemPromptLeakCheck:
         else:
             references += [("registered", p.words) for p in context.profile.system_prompts]
         references = [(origin, tokens) for origin, tokens in references if len(tokens) >= self.size]
-        best: tuple[float, int, str, str, str] | None = None  # share, words reproduced, origin, field, text
-        outputs = []
+        outputs: list[_Output] = []
         for field_name in (COMPLETION, TOOL_ARGUMENTS):
             text = "\n".join(s.text for s in context.segments if s.field == field_name and s.side == "output")
             output = words(text) if references and text else []
-            if len(output) < self.size:
+            if len(output) >= self.size:
+                found = [reproduced_shingles(tokens, output, self.size) for _origin, tokens in references]
+                outputs.append(_Output(field_name, text, len(output), found))
+        best: tuple[float, int, str, _Output] | None = None  # share, words reproduced, origin, output
+        for output in outputs:
+            if output.words < self.min_words:
                 continue
-            outputs.append((field_name, text, output))
-        found_by_reference: list[set[int]] = [set() for _ in references]
-        for field_name, text, output in outputs:
-            for index, (origin, tokens) in enumerate(references):
-                found = reproduced_shingles(tokens, output, self.size)
-                found_by_reference[index] |= found
+            for (origin, tokens), found in zip(references, output.found, strict=True):
                 share = len(found) / (len(tokens) - self.size + 1)
                 reproduced = covered_words(list(tokens), self.size, found)
-                if len(output) < self.min_words:
-                    continue
                 if share >= self.min_share and reproduced >= self.min_words and (best is None or share > best[0]):
-                    best = (share, reproduced, origin, field_name, text)
-        detections = [] if best is None else [self._leak(context, findings, masker, *best)]
-        if ledger is not None and session:
-            detections += self._across_turns(
-                ledger, context, masker, session, references, found_by_reference, outputs, best
-            )
-        return detections
-
-    def _leak(
-        self,
-        context: EventContext,
-        findings: Findings,
-        masker: Masker,
-        share: float,
-        reproduced: int,
-        origin: str,
-        field_name: str,
-        text: str,
-    ) -> Detection:
-        findings.fields["gen_ai.security.system_prompt_leak_share"] = round(share, 3)
-        event = context.event
-        where = "response" if field_name == COMPLETION else "tool call"
-        return Detection(
-            rule=SYSTEM_PROMPT_LEAK,
-            event_ids=[event.id],
-            timestamp=event.timestamp,
-            identity=event.identity,
-            message=f"{where} reproduces {share:.0%} of the {origin} system prompt ({reproduced} words)",
-            score=min(1.0, 0.5 + share / 2),
-            evidence=[
-                Evidence(
-                    field=field_name,
-                    snippet=masker.excerpt(text),  # a value the cut falls inside is masked whole
-                    detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
+                    best = (share, reproduced, origin, output)
+        detections = []
+        if best is not None:
+            share, reproduced, origin, output = best
+            findings.fields["gen_ai.security.system_prompt_leak_share"] = round(share, 3)
+            where = "response" if output.field == COMPLETION else "tool call"
+            detections.append(
+                self._detection(
+                    SYSTEM_PROMPT_LEAK,
+                    context,
+                    masker,
+                    output,
+                    f"{where} reproduces {share:.0%} of the {origin} system prompt ({reproduced} words)",
+                    f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced",
+                    share,
+                    {"shingle_share": round(share, 4), "words_reproduced": float(reproduced)},
                 )
-            ],
-            explanation={"shingle_share": round(share, 4), "words_reproduced": float(reproduced)},
-        )
+            )
+        if ledger is not None and session:
+            detections += self._across_turns(ledger, context, masker, session, references, outputs, best is not None)
+        return detections
 
     def _across_turns(
         self,
@@ -249,17 +239,17 @@ class SystemPromptLeakCheck:
         masker: Masker,
         session: str,
         references: list[tuple[str, tuple[str, ...]]],
-        found_by_reference: list[set[int]],
-        outputs: list[tuple[str, str, list[str]]],
-        single: tuple[float, int, str, str, str] | None,
+        outputs: list[_Output],
+        leaked_alone: bool,
     ) -> list[Detection]:
         """The across-turns rule, once per session and prompt, when this response takes the total over the bar."""
         event = context.event
-        for (origin, tokens), found in zip(references, found_by_reference, strict=True):
+        for index, (origin, tokens) in enumerate(references):
+            found = set().union(*(output.found[index] for output in outputs))
             if not found:
                 continue
             record = ledger.add(session, ledger.fingerprint(tokens), found, event.timestamp)
-            if single is not None:
+            if leaked_alone:
                 record.alerted = True  # this response alone leaked it: the single-response alert says so
             share = len(record.positions) / (len(tokens) - self.size + 1)
             reproduced = covered_words(list(tokens), self.size, record.positions)
@@ -271,27 +261,19 @@ class SystemPromptLeakCheck:
             ):
                 continue
             record.alerted = True
-            field_name, text, _ = max(
-                outputs, key=lambda output: len(reproduced_shingles(tokens, output[2], self.size))
-            )
+            output = max(outputs, key=lambda output: len(output.found[index]))
             return [
-                Detection(
-                    rule=self.across_turns_rule,
-                    event_ids=[event.id],
-                    timestamp=event.timestamp,
-                    identity=event.identity,
-                    message=f"{record.responses} responses of session {session} together reproduce {share:.0%} of "
-                    f"the {origin} system prompt ({reproduced} words)",
-                    score=min(1.0, 0.5 + share / 2),
-                    evidence=[
-                        Evidence(
-                            field=field_name,
-                            snippet=masker.excerpt(text),
-                            detail=f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced "
-                            f"over {record.responses} responses",
-                        )
-                    ],
-                    explanation={
+                self._detection(
+                    self.across_turns_rule,
+                    context,
+                    masker,
+                    output,
+                    f"{record.responses} responses of session {session} together reproduce {share:.0%} of the "
+                    f"{origin} system prompt ({reproduced} words)",
+                    f"{share:.0%} of the {origin} system prompt's {self.size}-word shingles reproduced over "
+                    f"{record.responses} responses",
+                    share,
+                    {
                         "shingle_share": round(share, 4),
                         "words_reproduced": float(reproduced),
                         "responses": float(record.responses),
@@ -299,3 +281,32 @@ class SystemPromptLeakCheck:
                 )
             ]
         return []
+
+    @staticmethod
+    def _detection(
+        rule: RuleInfo,
+        context: EventContext,
+        masker: Masker,
+        output: _Output,
+        message: str,
+        detail: str,
+        share: float,
+        explanation: dict[str, float],
+    ) -> Detection:
+        event = context.event
+        return Detection(
+            rule=rule,
+            event_ids=[event.id],
+            timestamp=event.timestamp,
+            identity=event.identity,
+            message=message,
+            score=min(1.0, 0.5 + share / 2),
+            evidence=[
+                Evidence(
+                    field=output.field,
+                    snippet=masker.excerpt(output.text),  # a value the cut falls inside is masked whole
+                    detail=detail,
+                )
+            ],
+            explanation=explanation,
+        )
