@@ -250,16 +250,17 @@ def fold_same_findings(detections: Sequence[Detection]) -> list[Detection]:
     for index, detection in enumerate(detections):
         if detection.event_ids and not detection.rule.folds_into:
             targets.setdefault((detection.event_ids[-1], detection.rule.id), index)
-    folded: list[Detection | None] = list(detections)
+    merged = list(detections)
+    folded: set[int] = set()
     for index, detection in enumerate(detections):
         if not detection.rule.folds_into or detection.rule.status == "test" or not detection.event_ids:
             continue
         keys = ((detection.event_ids[-1], rule_id) for rule_id in detection.rule.folds_into)
         target = next((targets[key] for key in keys if key in targets), None)
         if target is not None:
-            folded[target] = _merged(folded[target], detection)  # type: ignore[arg-type]  # targets are never folded
-            folded[index] = None
-    return [detection for detection in folded if detection is not None]
+            merged[target] = _merged(merged[target], detection)
+            folded.add(index)
+    return [detection for index, detection in enumerate(merged) if index not in folded]
 
 
 def _merged(target: Detection, other: Detection) -> Detection:
